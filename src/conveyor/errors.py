@@ -1,0 +1,135 @@
+"""Every exception conveyor raises, in one shallow tree.
+
+::
+
+    ConveyorError
+    ├── ConfigError (ValueError)             bad option, URL or name
+    │   └── InvalidNameError                 task type / queue / id breaks the naming rule
+    ├── BrokerError
+    │   ├── BrokerUnavailableError           cannot reach the broker (retry later)
+    │   └── LeaseLostError                   the lease expired or was taken over (fencing)
+    ├── TaskError
+    │   ├── UnknownTaskError                 no handler matches the task type
+    │   ├── PayloadError (TypeError)         payload is not JSON-serialisable / not decodable
+    │   └── PayloadTooLargeError (ValueError) payload exceeds the size cap
+    ├── DuplicateTaskError                   a unique task with the same key is live
+    ├── TaskIdConflictError                  a task with the same id already exists in the queue
+    ├── TaskNotFoundError                    no such task in that queue
+    ├── QueueFullError                       the queue's length limit is reached
+    └── ResultTimeoutError                   waiting for a result took too long
+
+Control flow raised *by handlers* lives apart, under ``HandlerSignal``: ``SkipRetry`` archives the
+task at once, ``Retry(delay=...)`` asks for a retry after a given delay.
+
+Errors carry structured attributes (``task_id``, ``queue``) so callers never parse messages.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+
+class ConveyorError(Exception):
+    """Root of every error conveyor raises."""
+
+
+class ConfigError(ConveyorError, ValueError):
+    """A configuration value, option or URL is invalid."""
+
+
+class InvalidNameError(ConfigError):
+    """A task type, queue name or task id breaks the naming rule."""
+
+
+class BrokerError(ConveyorError):
+    """The broker failed to carry out an operation."""
+
+
+class BrokerUnavailableError(BrokerError):
+    """The broker cannot be reached; the operation may be retried later."""
+
+
+class LeaseLostError(BrokerError):
+    """The worker's lease on a task is gone: it expired, or another worker recovered the task.
+
+    A result or failure reported under a lost lease is refused, so a slow ("zombie") worker never
+    overwrites the outcome of the attempt that replaced it.
+    """
+
+    def __init__(self, message: str = "", *, task_id: str = "", queue: str = "") -> None:
+        super().__init__(message or f"lease lost for task {task_id!r} in queue {queue!r}")
+        self.task_id = task_id
+        self.queue = queue
+
+
+class TaskError(ConveyorError):
+    """A problem with one task: its type, or its payload."""
+
+
+class UnknownTaskError(TaskError):
+    """No handler is registered for the task's type."""
+
+    def __init__(self, task_type: str) -> None:
+        super().__init__(f"no handler registered for task type {task_type!r}")
+        self.task_type = task_type
+
+
+class PayloadError(TaskError, TypeError):
+    """The payload cannot be encoded as JSON, or a stored payload cannot be decoded."""
+
+
+class PayloadTooLargeError(TaskError, ValueError):
+    """The encoded payload is larger than the configured cap."""
+
+    def __init__(self, *, size: int, limit: int) -> None:
+        super().__init__(f"payload is {size} bytes, over the {limit}-byte limit")
+        self.size = size
+        self.limit = limit
+
+
+class _TaskRefError(ConveyorError):
+    def __init__(self, message: str, *, task_id: str = "", queue: str = "") -> None:
+        super().__init__(message)
+        self.task_id = task_id
+        self.queue = queue
+
+
+class DuplicateTaskError(_TaskRefError):
+    """A unique task with the same type, payload and queue is still within its uniqueness TTL."""
+
+
+class TaskIdConflictError(_TaskRefError):
+    """A task with the same id already exists in the queue."""
+
+
+class TaskNotFoundError(_TaskRefError):
+    """No task with that id exists in the queue."""
+
+
+class QueueFullError(_TaskRefError):
+    """The queue has reached its configured length limit."""
+
+
+class ResultTimeoutError(ConveyorError):
+    """A result did not arrive in the time allowed."""
+
+
+class HandlerSignal(Exception):  # noqa: N818 - these are signals, not errors
+    """Base of the exceptions a handler raises to steer what happens to its task."""
+
+
+class SkipRetry(HandlerSignal):
+    """Raise from a handler to archive the task at once, without further retries."""
+
+
+class Retry(HandlerSignal):
+    """Raise from a handler to retry the task after ``delay`` (counts as a failed attempt).
+
+    Args:
+        delay: how long to wait before the next attempt; ``None`` uses the server's retry delay.
+        reason: text stored as the task's last error.
+    """
+
+    def __init__(self, reason: str = "retry requested", *, delay: timedelta | None = None) -> None:
+        super().__init__(reason)
+        self.delay = delay

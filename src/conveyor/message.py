@@ -1,0 +1,270 @@
+"""The shapes that cross the broker seam: task states, stored messages, task info, leases.
+
+Payloads are JSON (or raw bytes); nothing here ever pickles or evaluates stored data.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, NewType, TypeAlias
+
+from conveyor.errors import InvalidNameError, PayloadError, PayloadTooLargeError
+
+JSONValue: TypeAlias = Any
+"""A value ``json.dumps`` accepts: dict, list, str, int, float, bool or None (the only ``Any``)."""
+
+Payload: TypeAlias = JSONValue | bytes
+"""What a task carries: a JSON value, or raw bytes passed through untouched."""
+
+TaskId = NewType("TaskId", str)
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,255}")
+NAME_RULE = "1-255 characters from [A-Za-z0-9_.:-]"
+DEFAULT_QUEUE = "default"
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+
+
+class TaskState(enum.StrEnum):
+    """Where a task is in its lifecycle (see docs/concepts.md for the diagram)."""
+
+    PENDING = "pending"
+    """Ready to run; waits for a worker to claim it."""
+    SCHEDULED = "scheduled"
+    """Waits for its ``process_at`` time, then becomes pending."""
+    ACTIVE = "active"
+    """Claimed by a worker that holds a lease on it."""
+    RETRY = "retry"
+    """Failed; waits for its next attempt time, then becomes pending."""
+    ARCHIVED = "archived"
+    """Dead: out of retries, skipped, or unprocessable. Kept for inspection and manual re-runs."""
+    COMPLETED = "completed"
+    """Succeeded; kept with its result for the task's retention period."""
+
+
+class Encoding(enum.StrEnum):
+    """How a stored payload or result is encoded."""
+
+    JSON = "json"
+    BYTES = "bytes"
+
+
+def validate_name(value: str, *, what: str) -> str:
+    """Return ``value`` if it is a valid task type, queue name or task id.
+
+    Raises:
+        InvalidNameError: naming ``what`` and the rule, when ``value`` breaks it.
+    """
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise InvalidNameError(f"invalid {what} {value!r}: must be {NAME_RULE}")
+    return value
+
+
+def new_task_id() -> TaskId:
+    """Return a fresh random task id (a UUID4 string)."""
+    return TaskId(str(uuid.uuid4()))
+
+
+def _describe_bad_json(value: JSONValue) -> str:
+    """Find the first value inside ``value`` that JSON cannot carry, for the error message."""
+    stack: list[tuple[str, JSONValue]] = [("payload", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, dict):
+            for key, sub in item.items():
+                if not isinstance(key, str):
+                    return f"{path} has a non-string key {key!r}"
+                stack.append((f"{path}[{key!r}]", sub))
+        elif isinstance(item, list | tuple):
+            stack.extend((f"{path}[{i}]", sub) for i, sub in enumerate(item))
+        elif isinstance(item, float) and (item != item or abs(item) == float("inf")):
+            return f"{path} is {item!r}, which JSON cannot represent"
+        elif item is not None and not isinstance(item, str | int | float | bool):
+            return f"{path} is a {type(item).__name__} ({item!r:.60}), which is not JSON"
+    return "payload is not JSON-serialisable"
+
+
+def encode_json(value: JSONValue) -> bytes:
+    """Encode a JSON value compactly as UTF-8.
+
+    Raises:
+        PayloadError: naming the first value that is not JSON.
+    """
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise PayloadError(_describe_bad_json(value)) from exc
+
+
+def decode_json(data: bytes) -> JSONValue:
+    """Decode UTF-8 JSON bytes.
+
+    Raises:
+        PayloadError: when ``data`` is not valid JSON.
+    """
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise PayloadError(f"stored data is not valid JSON ({len(data)} bytes)") from exc
+
+
+def encode_payload(
+    payload: Payload, *, limit: int = DEFAULT_MAX_PAYLOAD_BYTES
+) -> tuple[bytes, Encoding]:
+    """Encode a payload for storage, enforcing the size cap.
+
+    Raises:
+        PayloadError: the payload is not JSON (and not bytes).
+        PayloadTooLargeError: the encoded payload is over ``limit`` bytes.
+    """
+    if isinstance(payload, bytes | bytearray | memoryview):
+        data, encoding = bytes(payload), Encoding.BYTES
+    else:
+        data, encoding = encode_json(payload), Encoding.JSON
+    if len(data) > limit:
+        raise PayloadTooLargeError(size=len(data), limit=limit)
+    return data, encoding
+
+
+def decode_payload(data: bytes, encoding: Encoding) -> Payload:
+    """Decode a stored payload (the inverse of :func:`encode_payload`)."""
+    return data if encoding is Encoding.BYTES else decode_json(data)
+
+
+def to_datetime(ts: float | None) -> datetime | None:
+    """Convert a broker timestamp (seconds since the epoch) to an aware UTC datetime."""
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+def to_timestamp(when: datetime) -> float:
+    """Convert a datetime to seconds since the epoch; a naive datetime is taken as UTC."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A unit of work: a type that selects the handler, and a JSON (or bytes) payload.
+
+    Example::
+
+        task = Task("email:welcome", {"user_id": 42})
+        client.enqueue(task, queue="critical")
+    """
+
+    type: str
+    payload: Payload = None
+
+    def __post_init__(self) -> None:
+        validate_name(self.type, what="task type")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskMessage:
+    """A task as handed to a broker for storage: everything fixed at enqueue time.
+
+    Times are seconds since the epoch. ``process_at`` is absolute; ``process_in_s`` is relative
+    to the broker's own clock, so producers' clocks never decide when a task runs.
+    """
+
+    id: str
+    type: str
+    queue: str = DEFAULT_QUEUE
+    payload: bytes = b"null"
+    encoding: Encoding = Encoding.JSON
+    max_retry: int = 25
+    timeout_s: float | None = None
+    deadline: float | None = None
+    retention_s: float = 0.0
+    unique_key: str | None = None
+    unique_ttl_s: float | None = None
+    process_at: float | None = None
+    process_in_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskInfo:
+    """A snapshot of a stored task, as returned by enqueue and by the inspector.
+
+    ``payload`` and ``result`` decode the stored bytes on access.
+    """
+
+    id: str
+    queue: str
+    type: str
+    state: TaskState
+    raw_payload: bytes = b"null"
+    encoding: Encoding = Encoding.JSON
+    max_retry: int = 25
+    retried: int = 0
+    last_error: str | None = None
+    last_failed_at: datetime | None = None
+    timeout: timedelta | None = None
+    deadline: datetime | None = None
+    next_process_at: datetime | None = None
+    enqueued_at: datetime | None = None
+    completed_at: datetime | None = None
+    raw_result: bytes | None = None
+    retention: timedelta = field(default=timedelta(0))
+    unique_key: str | None = None
+
+    @property
+    def payload(self) -> Payload:
+        """The decoded payload (a JSON value, or bytes)."""
+        return decode_payload(self.raw_payload, self.encoding)
+
+    @property
+    def result(self) -> JSONValue:
+        """The handler's decoded result, or ``None`` when there is none (yet)."""
+        return None if self.raw_result is None else decode_json(self.raw_result)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lease:
+    """A worker's claim on an active task.
+
+    ``token`` is a fencing token: every later transition of this attempt (complete, retry, archive,
+    release, extend) must present it, and the broker refuses a stale one.
+    """
+
+    task: TaskInfo
+    token: int
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Completion:
+    """A successful attempt to record: the lease, its encoded result, and tasks to enqueue with it.
+
+    ``successors`` are enqueued in the same atomic step as the completion (workflows rely on it).
+    """
+
+    lease: Lease
+    result: bytes | None = None
+    successors: tuple[TaskMessage, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueStats:
+    """Counts for one queue, by state, plus today's processed/failed totals (UTC days)."""
+
+    queue: str
+    pending: int = 0
+    scheduled: int = 0
+    active: int = 0
+    retry: int = 0
+    archived: int = 0
+    completed: int = 0
+    paused: bool = False
+    processed_today: int = 0
+    failed_today: int = 0
+
+    @property
+    def size(self) -> int:
+        """Tasks in the queue that are not completed (pending, scheduled, active, retry, archived)."""
+        return self.pending + self.scheduled + self.active + self.retry + self.archived

@@ -1,0 +1,102 @@
+"""Service discovery and the ``broker`` fixture shared by every test folder.
+
+Services are found by URL (env var with a loopback default). Locally a missing service skips its
+tests; in CI (``CI=true``) it fails them, so a broken CI machine never passes silently.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from conveyor.brokers.protocol import Broker  # noqa: E402
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+REDIS_URL = os.environ.get("CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+BROKER_KINDS = ("memory", "sqlite", "redis")
+
+
+def service_missing(what: str, why: str) -> None:
+    """Skip locally, fail in CI: a missing service must never pass silently there."""
+    message = f"{what} unavailable: {why}"
+    if IN_CI:
+        pytest.fail(message + " (CI=true requires it)")
+    pytest.skip(message)
+
+
+def redis_available() -> str | None:
+    """Return why Redis at REDIS_URL is unusable, or None when it answers PING."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:
+        return str(exc)
+    return None
+
+
+async def delete_namespace(url: str, namespace: str) -> None:
+    """Delete only the keys this test created (its own namespace); never FLUSHDB."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    try:
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=f"{namespace}:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                await client.unlink(*batch)
+                batch.clear()
+        if batch:
+            await client.unlink(*batch)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The test Redis URL, after checking that it answers (skip/fail otherwise)."""
+    why = redis_available()
+    if why is not None:
+        service_missing("Redis at " + REDIS_URL, why)
+    return REDIS_URL
+
+
+@pytest.fixture(params=BROKER_KINDS)
+async def broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Broker]:
+    """A fresh, empty broker of each kind; the conformance suite runs once per kind."""
+    kind: str = request.param
+    if kind == "memory":
+        from conveyor.brokers.memory import MemoryBroker
+
+        instance: Broker = MemoryBroker()
+        yield instance
+        await instance.close()
+    elif kind == "sqlite":
+        from conveyor.brokers.sqlite import SqliteBroker
+
+        instance = SqliteBroker.from_url(f"sqlite:///{tmp_path / 'broker.db'}")
+        yield instance
+        await instance.close()
+    else:
+        url = request.getfixturevalue("redis_url")
+        from conveyor.brokers.redis import RedisBroker
+
+        namespace = f"conveyor-test-{uuid.uuid4().hex[:12]}"
+        instance = RedisBroker.from_url(f"{url}?namespace={namespace}")
+        try:
+            yield instance
+        finally:
+            await instance.close()
+            await delete_namespace(url, namespace)
