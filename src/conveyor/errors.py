@@ -114,7 +114,7 @@ class ResultTimeoutError(ConveyorError):
     """A result did not arrive in the time allowed."""
 
 
-class HandlerSignal(Exception):  # noqa: N818 - these are signals, not errors
+class HandlerSignal(Exception):
     """Base of the exceptions a handler raises to steer what happens to its task."""
 
 

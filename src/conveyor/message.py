@@ -95,7 +95,9 @@ def encode_json(value: JSONValue) -> bytes:
         PayloadError: naming the first value that is not JSON.
     """
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        return json.dumps(
+            value, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode()
     except (TypeError, ValueError, RecursionError) as exc:
         raise PayloadError(_describe_bad_json(value)) from exc
 
@@ -266,5 +268,5 @@ class QueueStats:
 
     @property
     def size(self) -> int:
-        """Tasks in the queue that are not completed (pending, scheduled, active, retry, archived)."""
+        """Tasks in the queue that are not completed (pending to archived)."""
         return self.pending + self.scheduled + self.active + self.retry + self.archived

@@ -7,7 +7,8 @@ transitions of a task (see docs/architecture.md for the lifecycle):
 
     enqueue ─► PENDING | SCHEDULED
     claim:   PENDING (and due SCHEDULED/RETRY) ─► ACTIVE, minting a lease with a fencing token
-    complete / retry / archive / release: ACTIVE ─► COMPLETED (or deleted) / RETRY / ARCHIVED / PENDING
+    complete / retry / archive / release:
+             ACTIVE ─► COMPLETED (or deleted) / RETRY / ARCHIVED / PENDING
     recover_expired: ACTIVE with a lapsed lease ─► RETRY (or ARCHIVED when out of retries)
 
 Rules every backend keeps:
@@ -108,7 +109,7 @@ class Broker(Protocol):
         ...
 
     async def extend_leases(self, leases: Sequence[Lease], lease_s: float) -> list[bool]:
-        """Push each lease's expiry to ``lease_s`` seconds from now. ``False`` marks a lost lease."""
+        """Push each lease's expiry to ``lease_s`` seconds from now; ``False`` marks a lost one."""
         ...
 
     async def complete(self, completions: Sequence[Completion]) -> list[bool]:
@@ -136,7 +137,7 @@ class Broker(Protocol):
         ...
 
     async def release(self, lease: Lease) -> None:
-        """Give an unfinished task back (graceful shutdown): PENDING at the front, no failure counted.
+        """Give an unfinished task back (graceful shutdown): PENDING at the front, no failure.
 
         Raises:
             LeaseLostError: the lease was lost; nothing changed.
@@ -153,7 +154,7 @@ class Broker(Protocol):
         ...
 
     async def purge_expired(self) -> int:
-        """Delete COMPLETED tasks past their retention and expired unique locks; return the count."""
+        """Delete COMPLETED tasks past retention and expired unique locks; return the count."""
         ...
 
     # -- inspecting ----------------------------------------------------------------------------

@@ -1,0 +1,3 @@
+"""conveyor: an asyncio-native background task queue."""
+
+from __future__ import annotations
