@@ -1,0 +1,646 @@
+"""The in-process reference broker: the readable specification of broker semantics.
+
+Every backend (memory, sqlite, redis) behaves exactly as written here, and the conformance suite in
+``tests/conformance/`` checks it. Time is the broker clock (``MemoryBroker.clock``, ``time.time``
+by default), in seconds since the epoch.
+
+Tasks and ids
+    A task is keyed by ``(queue, id)``. ``enqueue`` is all or nothing: every message of the batch is
+    checked before any is stored. An id conflicts with any stored task of that queue, in any state
+    (retained COMPLETED and ARCHIVED included), and with an earlier message of the same batch.
+    A message is SCHEDULED when ``process_at`` (absolute; it wins over ``process_in_s``) or
+    ``now + process_in_s`` is in the future, otherwise PENDING.
+
+Unique locks
+    ``unique_key`` is scoped per queue. The lock lives until ``unique_ttl_s`` passes (for ever when
+    it is ``None``), the task completes, or the task is deleted. Retry and archive keep it.
+
+Ordering
+    Each waiting task (PENDING, SCHEDULED, RETRY) has a *ready time*: its enqueue time when
+    immediate, its due time when scheduled or retried, "now" when the inspector runs it. Within a
+    queue tasks are claimed by ready time, ties by enqueue sequence, so due SCHEDULED/RETRY tasks
+    mix with PENDING ones in the order they became ready. A released task keeps its ready time and
+    so goes back to the front.
+
+Claims and leases
+    ``claim`` tries queues in the given order (that order *is* the priority), skips paused queues,
+    and takes ready tasks (due time <= now) until ``limit``. Each becomes ACTIVE with a lease
+    expiring at ``now + lease_s`` and a fencing token equal to the number of times the task has
+    been claimed, so tokens strictly increase per task. Every later transition of that attempt
+    (complete, retry, archive, release, extend) must present the token of the current ACTIVE claim:
+    otherwise ``complete``/``extend_leases`` report ``False`` and the others raise
+    ``LeaseLostError``; nothing changes either way. An expired lease that has not been recovered yet
+    is still valid.
+
+Outcomes
+    ``TaskInfo.retried`` counts *failed* attempts: retry, archive and recovery add one; claim and
+    release do not. ``complete`` releases the unique lock, keeps the task COMPLETED with its result
+    and ``completed_at`` when ``retention_s > 0`` (else deletes it), and enqueues its ``successors``
+    in the same step, checked like ``enqueue``: on a conflict ``complete`` raises the enqueue error
+    and that completion (and any after it in the call) is not applied. ``retry``/``archive`` record
+    ``last_error`` and ``last_failed_at``. ``recover_expired`` treats each ACTIVE task whose lease
+    expiry < now as a failed attempt with ``LEASE_EXPIRED_ERROR``: RETRY due in ``delay_s``, or
+    ARCHIVED when ``retried + 1 > max_retry``. ``purge_expired`` deletes COMPLETED tasks whose
+    ``completed_at + retention_s <= now`` and expired unique locks, and returns the number of tasks
+    deleted.
+
+Counters
+    Per queue and UTC day (broker clock): each completion counts one processed; each failed attempt
+    (retry, archive, recovery) counts one processed and one failed. Inspector operations count
+    nothing.
+
+Inspector
+    ``delete_task`` refuses ACTIVE tasks, ``run_task`` takes SCHEDULED/RETRY/ARCHIVED to PENDING
+    (ready now, ``retried`` kept), ``archive_task`` takes PENDING/SCHEDULED/RETRY to ARCHIVED (not
+    a failure). Each raises ``TaskNotFoundError`` (with ``task_id``/``queue``) when the task is
+    missing or in a state the operation does not apply to. The bulk ``*_tasks`` forms act on every
+    task in one state and return how many they changed: 0 for a state the operation does not apply
+    to.
+    ``list_tasks`` orders waiting tasks by ready time and others by when they entered their state.
+    ``list_queues`` names every queue ever enqueued to or paused.
+
+Sharing
+    ``MemoryBroker()`` is private to its object. ``MemoryBroker.from_url("memory://name")`` (or
+    ``MemoryBroker(name="name")``) returns a handle on the state shared by every handle with that
+    name in this process, so a client and a worker given the same URL see the same queues;
+    ``memory://`` is the name ``""``. Closing a handle closes only that handle. Named state lives as
+    long as the process. All methods are thread-safe: a sync facade on another event loop works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from conveyor.brokers.protocol import LEASE_EXPIRED_ERROR, Broker, BrokerInfo, Capabilities
+from conveyor.config import split_broker_url
+from conveyor.errors import (
+    BrokerUnavailableError,
+    ConfigError,
+    DuplicateTaskError,
+    LeaseLostError,
+    TaskIdConflictError,
+    TaskNotFoundError,
+)
+from conveyor.message import (
+    Completion,
+    Lease,
+    QueueStats,
+    TaskInfo,
+    TaskMessage,
+    TaskState,
+    to_datetime,
+)
+
+__all__ = ["MemoryBroker"]
+
+WAITING = frozenset({TaskState.PENDING, TaskState.SCHEDULED, TaskState.RETRY})
+_RUNNABLE = frozenset({TaskState.SCHEDULED, TaskState.RETRY, TaskState.ARCHIVED})
+_ARCHIVABLE = WAITING
+
+
+@dataclass(slots=True)
+class _Task:
+    msg: TaskMessage
+    seq: int  # enqueue sequence: the FIFO tie-breaker
+    state: TaskState
+    enqueued_at: float
+    ready_at: float  # when a waiting task is (or was) ready; kept while ACTIVE for release
+    since: float  # when the task entered its current state (orders non-waiting listings)
+    heap_mark: int = -1  # matches the task's live heap entry; any other entry is stale
+    claims: int = 0  # the fencing token of the current/last claim
+    lease_expires_at: float = 0.0
+    retried: int = 0
+    last_error: str | None = None
+    last_failed_at: float | None = None
+    completed_at: float | None = None
+    result: bytes | None = None
+
+
+@dataclass(slots=True)
+class _Queue:
+    tasks: dict[str, _Task] = field(default_factory=dict)
+    # (ready_at, seq, task id, heap_mark). Entries are never removed in place: a task leaving the
+    # waiting states gets a new mark, and claim skips entries whose mark no longer matches.
+    heap: list[tuple[float, int, str, int]] = field(default_factory=list)
+    paused: bool = False
+
+
+@dataclass(slots=True)
+class _Waiter:
+    queues: frozenset[str]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _State:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    queues: dict[str, _Queue] = field(default_factory=dict)
+    locks: dict[tuple[str, str], tuple[str, float | None]] = field(default_factory=dict)
+    counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (queue, day, what)
+    waiters: list[_Waiter] = field(default_factory=list)
+    counter: Iterator[int] = field(default_factory=itertools.count)
+
+
+# The one deliberate process-wide registry: memory:// URLs name shared state (see "Sharing").
+_NAMED: dict[str, _State] = {}
+_NAMED_LOCK = threading.Lock()
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _day(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).date().isoformat()
+
+
+def _info(t: _Task) -> TaskInfo:
+    m = t.msg
+    return TaskInfo(
+        id=m.id,
+        queue=m.queue,
+        type=m.type,
+        state=t.state,
+        raw_payload=m.payload,
+        encoding=m.encoding,
+        max_retry=m.max_retry,
+        retried=t.retried,
+        last_error=t.last_error,
+        last_failed_at=to_datetime(t.last_failed_at),
+        timeout=None if m.timeout_s is None else timedelta(seconds=m.timeout_s),
+        deadline=to_datetime(m.deadline),
+        next_process_at=to_datetime(t.ready_at) if t.state in WAITING else None,
+        enqueued_at=to_datetime(t.enqueued_at),
+        completed_at=to_datetime(t.completed_at),
+        raw_result=t.result,
+        retention=timedelta(seconds=m.retention_s),
+        unique_key=m.unique_key,
+    )
+
+
+def _not_found(queue: str, task_id: str, why: str = "") -> TaskNotFoundError:
+    return TaskNotFoundError(
+        f"no task {task_id!r} in queue {queue!r}{why}", task_id=task_id, queue=queue
+    )
+
+
+class MemoryBroker:
+    """An in-process broker: fast, nothing persisted, the reference for every other backend.
+
+    Example::
+
+        broker = MemoryBroker.from_url("memory://demo")
+        await broker.enqueue([TaskMessage(id=str(new_task_id()), type="ping")])
+        leases = await broker.claim(["default"], limit=1, lease_s=30)
+
+    Args:
+        clock: the broker clock, seconds since the epoch; swap it in tests.
+        name: share state with every other ``MemoryBroker`` of this name in the process;
+            ``None`` (the default) keeps the state private to this object.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time, name: str | None = None) -> None:
+        self.clock = clock
+        self._name = name
+        self._closed = False
+        if name is None:
+            self._state = _State()
+        else:
+            with _NAMED_LOCK:
+                self._state = _NAMED.setdefault(name, _State())
+
+    @classmethod
+    def from_url(cls, url: str) -> MemoryBroker:
+        """A handle on the shared state named by ``memory://name`` (``memory://`` is ``""``).
+
+        Raises:
+            ConfigError: the URL is not of the form ``memory://[name]``.
+        """
+        parts = split_broker_url(url)
+        if parts.scheme != "memory" or parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ConfigError(f"memory broker URL must be memory://[name], got {url!r}")
+        return cls(name=parts.netloc)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """In-process only, and nothing survives the process."""
+        return Capabilities(shared_across_processes=False, persistent=False)
+
+    async def describe(self) -> BrokerInfo:
+        """Report the backend; an in-memory broker has nothing to check."""
+        where = "memory (private)" if self._name is None else f"memory://{self._name}"
+        return BrokerInfo(
+            backend="memory",
+            location=where,
+            durability="nothing: tasks live in this process's memory and vanish when it exits",
+        )
+
+    async def close(self) -> None:
+        """Close this handle (idempotent); shared state stays for the other handles."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._state.lock:
+            self._notify(self._state, None)  # waiters on this handle must not sleep on
+
+    # -- internals: every caller holds the state lock ------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[_State]:
+        if self._closed:
+            raise BrokerUnavailableError("memory broker is closed")
+        with self._state.lock:
+            yield self._state
+
+    @staticmethod
+    def _notify(s: _State, queue: str | None) -> None:
+        for w in s.waiters:
+            if queue is None or queue in w.queues:
+                with contextlib.suppress(RuntimeError):  # the waiter's loop has closed
+                    w.loop.call_soon_threadsafe(_wake, w.future)
+
+    def _to_waiting(
+        self, s: _State, t: _Task, state: TaskState, ready_at: float, now: float
+    ) -> None:
+        t.state, t.ready_at, t.since = state, ready_at, now
+        t.heap_mark = next(s.counter)
+        heapq.heappush(s.queues[t.msg.queue].heap, (ready_at, t.seq, t.msg.id, t.heap_mark))
+        # Wake waiters even for a future ready time: they recompute how long to sleep.
+        self._notify(s, t.msg.queue)
+
+    @staticmethod
+    def _to_settled(s: _State, t: _Task, state: TaskState, now: float) -> None:
+        t.state, t.since, t.heap_mark = state, now, next(s.counter)
+
+    @staticmethod
+    def _head(q: _Queue) -> _Task | None:
+        """The next waiting task of ``q`` (dropping stale heap entries), due or not."""
+        while q.heap:
+            _, _, task_id, mark = q.heap[0]
+            t = q.tasks.get(task_id)
+            if t is not None and t.heap_mark == mark:
+                return t
+            heapq.heappop(q.heap)
+        return None
+
+    def _lock_held(self, s: _State, queue: str, key: str, now: float, owner: str = "") -> bool:
+        held = s.locks.get((queue, key))
+        return held is not None and held[0] != owner and (held[1] is None or held[1] > now)
+
+    def _check_new(
+        self, s: _State, messages: Sequence[TaskMessage], now: float, owner: str = ""
+    ) -> None:
+        ids: set[tuple[str, str]] = set()
+        keys: set[tuple[str, str]] = set()
+        for m in messages:
+            q = s.queues.get(m.queue)
+            if (m.queue, m.id) in ids or (q is not None and m.id in q.tasks):
+                raise TaskIdConflictError(
+                    f"task {m.id!r} already exists in queue {m.queue!r}",
+                    task_id=m.id,
+                    queue=m.queue,
+                )
+            ids.add((m.queue, m.id))
+            if m.unique_key is None:
+                continue
+            if (m.queue, m.unique_key) in keys or self._lock_held(
+                s, m.queue, m.unique_key, now, owner
+            ):
+                raise DuplicateTaskError(
+                    f"unique key {m.unique_key!r} is held in queue {m.queue!r}",
+                    task_id=m.id,
+                    queue=m.queue,
+                )
+            keys.add((m.queue, m.unique_key))
+
+    def _store(self, s: _State, m: TaskMessage, now: float) -> _Task:
+        due = m.process_at
+        if due is None and m.process_in_s is not None:
+            due = now + m.process_in_s
+        t = _Task(
+            msg=m,
+            seq=next(s.counter),
+            state=TaskState.PENDING,
+            enqueued_at=now,
+            ready_at=now,
+            since=now,
+        )
+        s.queues.setdefault(m.queue, _Queue()).tasks[m.id] = t
+        if m.unique_key is not None:
+            expires = None if m.unique_ttl_s is None else now + m.unique_ttl_s
+            s.locks[(m.queue, m.unique_key)] = (m.id, expires)
+        if due is not None and due > now:
+            self._to_waiting(s, t, TaskState.SCHEDULED, due, now)
+        else:
+            self._to_waiting(s, t, TaskState.PENDING, now, now)
+        return t
+
+    @staticmethod
+    def _unlock(s: _State, t: _Task) -> None:
+        key = (t.msg.queue, t.msg.unique_key or "")
+        if t.msg.unique_key is not None and s.locks.get(key, ("",))[0] == t.msg.id:
+            del s.locks[key]
+
+    def _active(self, s: _State, lease: Lease) -> _Task | None:
+        q = s.queues.get(lease.task.queue)
+        t = None if q is None else q.tasks.get(lease.task.id)
+        if t is None or t.state is not TaskState.ACTIVE or t.claims != lease.token:
+            return None
+        return t
+
+    def _leased(self, s: _State, lease: Lease) -> _Task:
+        t = self._active(s, lease)
+        if t is None:
+            raise LeaseLostError(task_id=lease.task.id, queue=lease.task.queue)
+        return t
+
+    def _count(self, s: _State, queue: str, now: float, *, failed: bool) -> None:
+        s.counts[(queue, _day(now), "processed")] += 1
+        if failed:
+            s.counts[(queue, _day(now), "failed")] += 1
+
+    def _fail(self, s: _State, t: _Task, error: str, now: float) -> None:
+        t.retried += 1
+        t.last_error, t.last_failed_at = error, now
+        self._count(s, t.msg.queue, now, failed=True)
+
+    def _find(self, s: _State, queue: str, task_id: str) -> _Task:
+        q = s.queues.get(queue)
+        t = None if q is None else q.tasks.get(task_id)
+        if t is None:
+            raise _not_found(queue, task_id)
+        return t
+
+    def _delete(self, s: _State, t: _Task) -> None:
+        self._unlock(s, t)
+        del s.queues[t.msg.queue].tasks[t.msg.id]
+
+    # -- producing and consuming ---------------------------------------------------------------
+
+    async def enqueue(self, messages: Sequence[TaskMessage]) -> list[TaskInfo]:
+        """Store tasks, all or nothing (see the module docstring for every rule)."""
+        with self._locked() as s:
+            now = self.clock()
+            self._check_new(s, messages, now)
+            return [_info(self._store(s, m, now)) for m in messages]
+
+    async def claim(self, queues: Sequence[str], *, limit: int, lease_s: float) -> list[Lease]:
+        """Claim up to ``limit`` ready tasks, trying ``queues`` in order, skipping paused ones."""
+        with self._locked() as s:
+            now = self.clock()
+            leases: list[Lease] = []
+            for name in dict.fromkeys(queues):
+                q = s.queues.get(name)
+                if q is None or q.paused:
+                    continue
+                while (
+                    len(leases) < limit and (t := self._head(q)) is not None and t.ready_at <= now
+                ):
+                    heapq.heappop(q.heap)
+                    t.claims += 1
+                    t.lease_expires_at = now + lease_s
+                    self._to_settled(s, t, TaskState.ACTIVE, now)
+                    leases.append(
+                        Lease(task=_info(t), token=t.claims, expires_at=t.lease_expires_at)
+                    )
+            return leases
+
+    async def wait_for_tasks(self, queues: Sequence[str], timeout_s: float) -> None:
+        """Return once a task is ready in an unpaused queue of ``queues``, or at ``timeout_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not self._closed:
+            with self._locked() as s:
+                now = self.clock()
+                heads = [
+                    self._head(q) for n in set(queues) if (q := s.queues.get(n)) and not q.paused
+                ]
+                ready_at = min((t.ready_at for t in heads if t is not None), default=None)
+                remaining = deadline - loop.time()
+                if (ready_at is not None and ready_at <= now) or remaining <= 0:
+                    return
+                if ready_at is not None:  # wake when the earliest scheduled/retry task is due
+                    remaining = min(remaining, ready_at - now)
+                waiter = _Waiter(frozenset(queues), loop, loop.create_future())
+                s.waiters.append(waiter)
+            try:
+                await asyncio.wait([waiter.future], timeout=remaining)
+            finally:
+                with s.lock:
+                    s.waiters.remove(waiter)
+
+    async def extend_leases(self, leases: Sequence[Lease], lease_s: float) -> list[bool]:
+        """Push each still-held lease to ``now + lease_s``; ``False`` for each lost one."""
+        with self._locked() as s:
+            now = self.clock()
+            held = [self._active(s, lease) for lease in leases]
+            for t in held:
+                if t is not None:
+                    t.lease_expires_at = now + lease_s
+            return [t is not None for t in held]
+
+    async def complete(self, completions: Sequence[Completion]) -> list[bool]:
+        """Record successes and enqueue their successors; ``False`` for each lost lease."""
+        with self._locked() as s:
+            now = self.clock()
+            done: list[bool] = []
+            for c in completions:
+                t = self._active(s, c.lease)
+                if t is None:
+                    done.append(False)
+                    continue
+                self._check_new(s, c.successors, now, owner=t.msg.id)
+                self._unlock(s, t)
+                if t.msg.retention_s > 0:
+                    t.result, t.completed_at = c.result, now
+                    self._to_settled(s, t, TaskState.COMPLETED, now)
+                else:
+                    del s.queues[t.msg.queue].tasks[t.msg.id]
+                self._count(s, t.msg.queue, now, failed=False)
+                for m in c.successors:
+                    self._store(s, m, now)
+                done.append(True)
+            return done
+
+    async def retry(self, lease: Lease, *, error: str, delay_s: float) -> None:
+        """Record a failed attempt; the task waits in RETRY until ``now + delay_s``."""
+        with self._locked() as s:
+            now = self.clock()
+            t = self._leased(s, lease)
+            self._fail(s, t, error, now)
+            self._to_waiting(s, t, TaskState.RETRY, now + delay_s, now)
+
+    async def archive(self, lease: Lease, *, error: str) -> None:
+        """Record a failed attempt and move the task to ARCHIVED."""
+        with self._locked() as s:
+            now = self.clock()
+            t = self._leased(s, lease)
+            self._fail(s, t, error, now)
+            self._to_settled(s, t, TaskState.ARCHIVED, now)
+
+    async def release(self, lease: Lease) -> None:
+        """Give the task back: PENDING with its original ready time, no failure counted."""
+        with self._locked() as s:
+            t = self._leased(s, lease)
+            self._to_waiting(s, t, TaskState.PENDING, t.ready_at, self.clock())
+
+    async def recover_expired(self, *, delay_s: float) -> int:
+        """Fail every ACTIVE task whose lease expired: RETRY, or ARCHIVED when out of retries."""
+        with self._locked() as s:
+            now = self.clock()
+            lapsed = [
+                t
+                for q in s.queues.values()
+                for t in q.tasks.values()
+                if t.state is TaskState.ACTIVE and t.lease_expires_at < now
+            ]
+            for t in lapsed:
+                self._fail(s, t, LEASE_EXPIRED_ERROR, now)
+                if t.retried > t.msg.max_retry:
+                    self._to_settled(s, t, TaskState.ARCHIVED, now)
+                else:
+                    self._to_waiting(s, t, TaskState.RETRY, now + delay_s, now)
+            return len(lapsed)
+
+    async def purge_expired(self) -> int:
+        """Delete COMPLETED tasks past retention and expired unique locks; return tasks deleted."""
+        with self._locked() as s:
+            now = self.clock()
+            for key, (_, expires) in list(s.locks.items()):
+                if expires is not None and expires <= now:
+                    del s.locks[key]
+            old = [
+                t
+                for q in s.queues.values()
+                for t in q.tasks.values()
+                if t.state is TaskState.COMPLETED
+                and (t.completed_at or 0.0) + t.msg.retention_s <= now
+            ]
+            for t in old:
+                self._delete(s, t)
+            return len(old)
+
+    # -- inspecting ----------------------------------------------------------------------------
+
+    async def list_queues(self) -> list[str]:
+        """Every queue ever enqueued to or paused, sorted."""
+        with self._locked() as s:
+            return sorted(s.queues)
+
+    async def queue_stats(self, queue: str) -> QueueStats:
+        """Counts by state, the paused flag and today's (UTC) processed/failed totals."""
+        with self._locked() as s:
+            q = s.queues.get(queue, _Queue())
+            by_state = Counter(t.state for t in q.tasks.values())
+            today = _day(self.clock())
+            return QueueStats(
+                queue=queue,
+                pending=by_state[TaskState.PENDING],
+                scheduled=by_state[TaskState.SCHEDULED],
+                active=by_state[TaskState.ACTIVE],
+                retry=by_state[TaskState.RETRY],
+                archived=by_state[TaskState.ARCHIVED],
+                completed=by_state[TaskState.COMPLETED],
+                paused=q.paused,
+                processed_today=s.counts[(queue, today, "processed")],
+                failed_today=s.counts[(queue, today, "failed")],
+            )
+
+    async def list_tasks(
+        self, queue: str, state: TaskState, *, offset: int = 0, limit: int = 100
+    ) -> list[TaskInfo]:
+        """A page of tasks in ``state``: waiting ones by ready time, others by time entered."""
+        with self._locked() as s:
+            q = s.queues.get(queue, _Queue())
+            found = [t for t in q.tasks.values() if t.state is state]
+            if state in WAITING:
+                found.sort(key=lambda t: (t.ready_at, t.seq))
+            else:
+                found.sort(key=lambda t: (t.since, t.seq))
+            return [_info(t) for t in found[max(offset, 0) : max(offset, 0) + max(limit, 0)]]
+
+    async def get_task(self, queue: str, task_id: str) -> TaskInfo:
+        """One task; raises ``TaskNotFoundError`` when it does not exist."""
+        with self._locked() as s:
+            return _info(self._find(s, queue, task_id))
+
+    async def delete_task(self, queue: str, task_id: str) -> None:
+        """Delete a task that is not ACTIVE, releasing its unique lock."""
+        with self._locked() as s:
+            t = self._find(s, queue, task_id)
+            if t.state is TaskState.ACTIVE:
+                raise _not_found(queue, task_id, " that can be deleted (it is active)")
+            self._delete(s, t)
+
+    async def run_task(self, queue: str, task_id: str) -> None:
+        """Make a SCHEDULED, RETRY or ARCHIVED task PENDING, ready now."""
+        with self._locked() as s:
+            t = self._find(s, queue, task_id)
+            if t.state not in _RUNNABLE:
+                raise _not_found(queue, task_id, f" that can be run (it is {t.state})")
+            now = self.clock()
+            self._to_waiting(s, t, TaskState.PENDING, now, now)
+
+    async def archive_task(self, queue: str, task_id: str) -> None:
+        """Move a PENDING, SCHEDULED or RETRY task to ARCHIVED."""
+        with self._locked() as s:
+            t = self._find(s, queue, task_id)
+            if t.state not in _ARCHIVABLE:
+                raise _not_found(queue, task_id, f" that can be archived (it is {t.state})")
+            self._to_settled(s, t, TaskState.ARCHIVED, self.clock())
+
+    def _in_state(self, s: _State, queue: str, state: TaskState) -> list[_Task]:
+        q = s.queues.get(queue)
+        return [] if q is None else [t for t in q.tasks.values() if t.state is state]
+
+    async def delete_tasks(self, queue: str, state: TaskState) -> int:
+        """Delete every task in ``state``; 0 for ACTIVE."""
+        with self._locked() as s:
+            found = [] if state is TaskState.ACTIVE else self._in_state(s, queue, state)
+            for t in found:
+                self._delete(s, t)
+            return len(found)
+
+    async def run_tasks(self, queue: str, state: TaskState) -> int:
+        """Make every task in a SCHEDULED, RETRY or ARCHIVED ``state`` PENDING; 0 for others."""
+        with self._locked() as s:
+            found = self._in_state(s, queue, state) if state in _RUNNABLE else []
+            now = self.clock()
+            for t in found:
+                self._to_waiting(s, t, TaskState.PENDING, now, now)
+            return len(found)
+
+    async def archive_tasks(self, queue: str, state: TaskState) -> int:
+        """Archive every task in a PENDING, SCHEDULED or RETRY ``state``; 0 for others."""
+        with self._locked() as s:
+            found = self._in_state(s, queue, state) if state in _ARCHIVABLE else []
+            now = self.clock()
+            for t in found:
+                self._to_settled(s, t, TaskState.ARCHIVED, now)
+            return len(found)
+
+    async def pause_queue(self, queue: str) -> None:
+        """Stop claims from ``queue``; enqueueing still works."""
+        with self._locked() as s:
+            s.queues.setdefault(queue, _Queue()).paused = True
+
+    async def unpause_queue(self, queue: str) -> None:
+        """Let claims from ``queue`` resume, waking idle waiters."""
+        with self._locked() as s:
+            s.queues.setdefault(queue, _Queue()).paused = False
+            self._notify(s, queue)
+
+
+def _conforms(b: MemoryBroker) -> Broker:
+    return b
