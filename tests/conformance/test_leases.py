@@ -1,0 +1,195 @@
+"""Leases: fencing tokens, extension, stale tokens refused, recovery of lapsed leases."""
+
+from __future__ import annotations
+
+import pytest
+
+from conveyor.brokers.protocol import LEASE_EXPIRED_ERROR, Broker
+from conveyor.errors import LeaseLostError
+from conveyor.message import Completion, Lease, TaskState
+
+from conformance.factories import QUEUE, broker_now, claim_one, enqueue_one, is_utc
+from support import eventually
+
+SHORT_LEASE_S = 0.2
+
+
+async def recover(broker: Broker, *, delay_s: float = 0.0, count: int = 1) -> int:
+    """Run recovery until ``count`` tasks have been recovered (leases lapse in real time)."""
+    total = 0
+
+    async def recovered_enough() -> bool:
+        nonlocal total
+        total += await broker.recover_expired(delay_s=delay_s)
+        return total >= count
+
+    await eventually(recovered_enough, within=3.0)
+    return total
+
+
+async def reclaimed_after_lapse(broker: Broker) -> tuple[Lease, Lease]:
+    """Claim with a short lease, let it lapse, recover, claim again: (stale, current)."""
+    await enqueue_one(broker, max_retry=5)
+    stale = await claim_one(broker, lease_s=SHORT_LEASE_S)
+    assert await recover(broker) == 1
+    current = await claim_one(broker)
+    return stale, current
+
+
+async def test_tokens_strictly_increase_across_claims_of_a_task(broker: Broker) -> None:
+    await enqueue_one(broker)
+    tokens = []
+    for _ in range(3):
+        lease = await claim_one(broker)
+        tokens.append(lease.token)
+        await broker.release(lease)
+
+    assert tokens == sorted(set(tokens))
+
+
+async def test_extend_keeps_a_held_lease_alive(broker: Broker) -> None:
+    info = await enqueue_one(broker)
+    lease = await claim_one(broker, lease_s=SHORT_LEASE_S)
+
+    assert await broker.extend_leases([lease], 30) == [True]
+
+    async def original_expiry_passed() -> bool:
+        return await broker_now(broker) > lease.expires_at
+
+    await eventually(original_expiry_passed, within=3.0)
+    assert await broker.recover_expired(delay_s=0) == 0
+    assert (await broker.get_task(QUEUE, info.id)).state is TaskState.ACTIVE
+    assert await broker.complete([Completion(lease=lease)]) == [True]
+
+
+async def test_expired_lease_is_recovered_as_a_failed_attempt(broker: Broker) -> None:
+    info = await enqueue_one(broker, max_retry=3)
+    await claim_one(broker, lease_s=SHORT_LEASE_S)
+
+    assert await recover(broker, delay_s=3600) == 1
+
+    task = await broker.get_task(QUEUE, info.id)
+    assert task.state is TaskState.RETRY
+    assert task.retried == 1
+    assert task.last_error == LEASE_EXPIRED_ERROR
+    assert is_utc(task.last_failed_at) and is_utc(task.next_process_at)
+    assert await broker.claim([QUEUE], limit=1, lease_s=30) == []  # due in an hour
+
+
+async def test_recovered_task_with_no_delay_is_claimable_again(broker: Broker) -> None:
+    info = await enqueue_one(broker, max_retry=3)
+    first = await claim_one(broker, lease_s=SHORT_LEASE_S)
+
+    await recover(broker, delay_s=0)
+
+    second = await eventually(lambda: broker.claim([QUEUE], limit=1, lease_s=30), within=3.0)
+    assert second[0].task.id == info.id
+    assert second[0].token > first.token
+    assert second[0].task.retried == 1
+
+
+async def test_recovery_archives_a_task_out_of_retries(broker: Broker) -> None:
+    info = await enqueue_one(broker, max_retry=1)
+    await claim_one(broker, lease_s=SHORT_LEASE_S)
+    await recover(broker, delay_s=0)
+    assert (await broker.get_task(QUEUE, info.id)).state is TaskState.RETRY
+
+    await claim_one(broker, lease_s=SHORT_LEASE_S)
+    await recover(broker, delay_s=0)
+
+    task = await broker.get_task(QUEUE, info.id)
+    assert task.state is TaskState.ARCHIVED
+    assert task.retried == 2
+    assert task.last_error == LEASE_EXPIRED_ERROR
+
+
+async def test_recovery_with_max_retry_zero_archives_at_once(broker: Broker) -> None:
+    info = await enqueue_one(broker, max_retry=0)
+    await claim_one(broker, lease_s=SHORT_LEASE_S)
+
+    await recover(broker, delay_s=0)
+
+    assert (await broker.get_task(QUEUE, info.id)).state is TaskState.ARCHIVED
+
+
+async def test_recovery_leaves_live_leases_alone(broker: Broker) -> None:
+    info = await enqueue_one(broker)
+    await claim_one(broker, lease_s=30)
+
+    assert await broker.recover_expired(delay_s=0) == 0
+    assert (await broker.get_task(QUEUE, info.id)).state is TaskState.ACTIVE
+
+
+async def test_recovery_counts_a_failure(broker: Broker) -> None:
+    await enqueue_one(broker)
+    await claim_one(broker, lease_s=SHORT_LEASE_S)
+
+    await recover(broker, delay_s=3600)
+
+    stats = await broker.queue_stats(QUEUE)
+    assert (stats.processed_today, stats.failed_today, stats.retry) == (1, 1, 1)
+
+
+async def test_stale_token_cannot_complete(broker: Broker) -> None:
+    stale, current = await reclaimed_after_lapse(broker)
+
+    assert await broker.complete([Completion(lease=stale, result=b'"late"')]) == [False]
+
+    task = await broker.get_task(QUEUE, current.task.id)
+    assert task.state is TaskState.ACTIVE
+    assert await broker.complete([Completion(lease=current)]) == [True]
+
+
+async def test_stale_token_cannot_retry_archive_or_release(broker: Broker) -> None:
+    stale, current = await reclaimed_after_lapse(broker)
+    before = await broker.get_task(QUEUE, current.task.id)
+
+    with pytest.raises(LeaseLostError) as caught:
+        await broker.retry(stale, error="late", delay_s=0)
+    assert (caught.value.task_id, caught.value.queue) == (stale.task.id, QUEUE)
+    with pytest.raises(LeaseLostError):
+        await broker.archive(stale, error="late")
+    with pytest.raises(LeaseLostError):
+        await broker.release(stale)
+
+    assert await broker.get_task(QUEUE, current.task.id) == before
+    stats = await broker.queue_stats(QUEUE)
+    assert (stats.active, stats.failed_today) == (1, 1)  # only the recovery counted
+
+
+async def test_stale_token_cannot_extend(broker: Broker) -> None:
+    stale, current = await reclaimed_after_lapse(broker)
+
+    assert await broker.extend_leases([stale, current], 30) == [False, True]
+
+
+async def test_lease_of_a_finished_task_is_lost(broker: Broker) -> None:
+    await enqueue_one(broker)
+    lease = await claim_one(broker)
+    assert await broker.complete([Completion(lease=lease)]) == [True]
+
+    assert await broker.complete([Completion(lease=lease)]) == [False]
+    assert await broker.extend_leases([lease], 30) == [False]
+    with pytest.raises(LeaseLostError):
+        await broker.retry(lease, error="x", delay_s=0)
+    with pytest.raises(LeaseLostError):
+        await broker.archive(lease, error="x")
+    with pytest.raises(LeaseLostError):
+        await broker.release(lease)
+
+
+async def test_released_lease_is_lost(broker: Broker) -> None:
+    await enqueue_one(broker)
+    lease = await claim_one(broker)
+    await broker.release(lease)
+
+    assert await broker.complete([Completion(lease=lease)]) == [False]
+    with pytest.raises(LeaseLostError):
+        await broker.release(lease)
+
+
+async def test_expired_but_unrecovered_lease_still_completes(broker: Broker) -> None:
+    await enqueue_one(broker)
+    lease = await claim_one(broker, lease_s=0)
+
+    assert await broker.complete([Completion(lease=lease)]) == [True]
