@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import time
 
+from conformance.factories import QUEUE, claim_ids, claim_one, enqueue_one, is_utc, msg
 from conveyor.brokers.protocol import Broker
 from conveyor.message import TaskState
-
-from conformance.factories import QUEUE, claim_ids, claim_one, enqueue_one, is_utc, msg
 from support import eventually
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from conformance.factories import QUEUE, claim_ids, claim_one, enqueue_one, is_utc, msg
 from conveyor.brokers.protocol import Broker
 from conveyor.errors import DuplicateTaskError, TaskIdConflictError, TaskNotFoundError
 from conveyor.message import Completion, TaskState, encode_json
-
-from conformance.factories import QUEUE, claim_ids, claim_one, enqueue_one, is_utc, msg
 from support import eventually
 
 

@@ -7,11 +7,10 @@ from datetime import timedelta
 
 import pytest
 
+from conformance.factories import QUEUE, claim_one, enqueue_one, is_utc, msg, new_id
 from conveyor.brokers.protocol import Broker
 from conveyor.errors import DuplicateTaskError, TaskIdConflictError, TaskNotFoundError
 from conveyor.message import Completion, Encoding, TaskState
-
-from conformance.factories import QUEUE, claim_one, enqueue_one, is_utc, msg, new_id
 
 
 async def test_enqueue_returns_pending_task_with_every_field(broker: Broker) -> None:

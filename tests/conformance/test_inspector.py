@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from conformance.factories import QUEUE, claim_ids, claim_one, enqueue_one, msg, new_id
 from conveyor.brokers.protocol import Broker
 from conveyor.errors import TaskNotFoundError
 from conveyor.message import Completion, TaskState
-
-from conformance.factories import QUEUE, claim_ids, claim_one, enqueue_one, msg, new_id
 
 
 async def one_in_each_state(broker: Broker) -> dict[TaskState, str]:

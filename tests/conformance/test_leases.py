@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from conformance.factories import QUEUE, broker_now, claim_one, enqueue_one, is_utc
 from conveyor.brokers.protocol import LEASE_EXPIRED_ERROR, Broker
 from conveyor.errors import LeaseLostError
 from conveyor.message import Completion, Lease, TaskState
-
-from conformance.factories import QUEUE, broker_now, claim_one, enqueue_one, is_utc
 from support import eventually
 
 SHORT_LEASE_S = 0.2

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import time
 
+from conformance.factories import QUEUE, claim_ids, claim_one, enqueue_one, is_utc
 from conveyor.brokers.protocol import Broker
 from conveyor.message import Completion, TaskState
-
-from conformance.factories import QUEUE, claim_ids, claim_one, enqueue_one, is_utc
 from support import eventually
 
 

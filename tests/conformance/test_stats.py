@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from conformance.factories import QUEUE, claim_one, enqueue_one, msg
 from conveyor.brokers.protocol import Broker
 from conveyor.message import Completion, QueueStats, TaskState
-
-from conformance.factories import QUEUE, claim_one, enqueue_one, msg
 
 
 async def test_unknown_queue_has_empty_stats(broker: Broker) -> None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from conformance.factories import QUEUE, claim_one, enqueue_one, msg
 from conveyor.brokers.protocol import Broker
 from conveyor.errors import DuplicateTaskError
 from conveyor.message import Completion, TaskState
-
-from conformance.factories import QUEUE, claim_one, enqueue_one, msg
 from support import eventually
 
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
-from conveyor.brokers.protocol import Broker
-
 from conformance.factories import QUEUE, claim_one, enqueue_one, msg
+from conveyor.brokers.protocol import Broker
 
 LONG_TIMEOUT_S = 5.0
 PROMPT_S = 2.0
