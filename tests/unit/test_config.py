@@ -1,0 +1,104 @@
+"""Broker URL parsing and password redaction in conveyor.config."""
+
+from __future__ import annotations
+
+import pytest
+
+from conveyor.config import (
+    BROKER_URL_ENV,
+    DEFAULT_BROKER_URL,
+    KNOWN_SCHEMES,
+    broker_url_from_env,
+    redact_url,
+    split_broker_url,
+)
+from conveyor.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("url", "redacted"),
+    [
+        ("redis://:s3cret@localhost:6379/0", "redis://:***@localhost:6379/0"),
+        ("redis://user:s3cret@host:6379/1?namespace=x", "redis://user:***@host:6379/1?namespace=x"),
+        ("rediss://admin:p%40ss@10.0.0.1:6380", "rediss://admin:***@10.0.0.1:6380"),
+    ],
+)
+def test_redact_url_hides_the_password(url: str, redacted: str) -> None:
+    assert redact_url(url) == redacted
+    assert "s3cret" not in redact_url(url) and "p%40ss" not in redact_url(url)
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://localhost:6379/0", "redis://user@host/0", "sqlite:///x.db", "memory://"]
+)
+def test_redact_url_leaves_urls_without_a_password_alone(url: str) -> None:
+    assert redact_url(url) == url
+
+
+def test_redact_url_of_an_unparseable_url_reveals_nothing() -> None:
+    assert redact_url("redis://:pw@[::1") == "<unparseable url>"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "memory://",
+        "memory://shared",
+        "sqlite:///relative.db",
+        "sqlite:////abs/path.db",
+        "redis://localhost:6379/9",
+        "rediss://user:pw@host:6380/0",
+        "unix:///run/redis.sock",
+        "redis+cluster://host:7000",
+    ],
+)
+def test_known_schemes_parse(url: str) -> None:
+    parts = split_broker_url(url)
+
+    assert parts.scheme in KNOWN_SCHEMES
+    assert parts.scheme == url.split("://", 1)[0]
+
+
+@pytest.mark.parametrize(
+    "url", ["postgres://u:hunter2@db/x", "http://u:hunter2@host", "amqp://u:hunter2@host"]
+)
+def test_unknown_scheme_is_refused_without_the_password(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        split_broker_url(url)
+
+    message = str(caught.value)
+    assert "hunter2" not in message
+    assert "unsupported broker URL" in message and "redis://" in message
+    assert isinstance(caught.value, ValueError)
+
+
+def test_malformed_port_is_refused_without_the_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        split_broker_url("redis://:hunter2@host:notaport/0")
+
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["", None, 42])
+def test_empty_or_non_string_url_is_refused(url: object) -> None:
+    with pytest.raises(ConfigError):
+        split_broker_url(url)  # type: ignore[arg-type]
+
+
+def test_broker_url_from_env_prefers_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(BROKER_URL_ENV, "redis://localhost:6379/3")
+
+    assert broker_url_from_env() == "redis://localhost:6379/3"
+
+
+def test_broker_url_from_env_falls_back_to_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(BROKER_URL_ENV, raising=False)
+
+    assert broker_url_from_env() == DEFAULT_BROKER_URL
+    assert broker_url_from_env("memory://x") == "memory://x"
+
+
+def test_empty_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(BROKER_URL_ENV, "")
+
+    assert broker_url_from_env() == DEFAULT_BROKER_URL
