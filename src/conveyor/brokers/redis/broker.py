@@ -1,0 +1,598 @@
+"""The Redis broker: every state transition is one Lua script, run by sha on the server.
+
+Key layout: see :mod:`conveyor.brokers.redis.keys`. Scripts: ``scripts/*.lua``, each prefixed
+with ``scripts/lib.lua`` and registered once with redis-py (``EVALSHA``, reloaded on
+``NOSCRIPT``). Data reaches a script only through KEYS and ARGV. Time is the server's ``TIME``.
+
+On Redis Cluster each queue lives in one slot, so a script touches one queue: multi-queue batches
+are split per queue (atomic per queue), and successors in other queues are enqueued right after
+their completion rather than in the same step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError, RedisClusterException, RedisError, TryAgainError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from conveyor.brokers.protocol import LEASE_EXPIRED_ERROR, Broker, BrokerInfo, Capabilities
+from conveyor.brokers.redis import keys
+from conveyor.brokers.redis.connect import RedisTarget, make_client, parse_redis_url
+from conveyor.brokers.redis.records import decode_record, enqueued_info, message_args, pairs
+from conveyor.errors import (
+    BrokerError,
+    BrokerUnavailableError,
+    DuplicateTaskError,
+    LeaseLostError,
+    TaskIdConflictError,
+    TaskNotFoundError,
+)
+from conveyor.message import (
+    Completion,
+    Lease,
+    QueueStats,
+    TaskInfo,
+    TaskMessage,
+    TaskState,
+    validate_name,
+)
+
+__all__ = ["RedisBroker"]
+
+logger = logging.getLogger(__name__)
+
+SCRIPT_NAMES = (
+    "enqueue",
+    "claim",
+    "complete",
+    "fail",
+    "release",
+    "extend",
+    "recover",
+    "purge",
+    "peek",
+    "stats",
+    "manage",
+    "page",
+)
+BATCH = 500  # tasks per recover/purge script call: bounds how long one script blocks Redis
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, TryAgainError, OSError)
+Client = aioredis.Redis | RedisCluster
+
+
+def script_source(name: str) -> str:
+    """The full text loaded for script ``name``: lib.lua followed by ``name``.lua."""
+    folder = resources.files("conveyor.brokers.redis") / "scripts"
+    return (folder / "lib.lua").read_text() + (folder / f"{name}.lua").read_text()
+
+
+class _Batch:
+    """KEYS for a script touching several queues: one 12-key block per distinct queue."""
+
+    def __init__(self, broker: RedisBroker) -> None:
+        self._broker = broker
+        self.index: dict[str, int] = {}
+        self.keys: list[str] = []
+
+    def block(self, queue: str) -> int:
+        found = self.index.get(queue)
+        if found is None:
+            found = self.index[queue] = len(self.index) + 1
+            self.keys.extend(self._broker._keys(queue).block)
+        return found
+
+    @property
+    def queues(self) -> list[str]:
+        return list(self.index)
+
+
+class RedisBroker:
+    """Tasks stored in Redis (standalone, Sentinel or Cluster); the production backend.
+
+    Example::
+
+        broker = RedisBroker.from_url("redis://localhost:6379/0?namespace=myapp")
+        await broker.enqueue([TaskMessage(id=str(new_task_id()), type="ping")])
+        leases = await broker.claim(["default"], limit=10, lease_s=30)
+
+    Args:
+        target: a parsed URL (see :func:`~conveyor.brokers.redis.connect.parse_redis_url`).
+    """
+
+    def __init__(self, target: RedisTarget) -> None:
+        self._target = target
+        self._ns = target.namespace
+        self._cluster = target.kind == "cluster"
+        self._client: Client = make_client(target)
+        self._blocking: Client | None = None  # BLPOP gets its own connections, made on demand
+        self._scripts: dict[str, AsyncScript] = {
+            name: self._client.register_script(script_source(name)) for name in SCRIPT_NAMES
+        }
+        self._queue_keys: dict[str, keys.QueueKeys] = {}
+        self._registered: set[str] = set()
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisBroker:
+        """Create a broker from a Redis URL (see :mod:`~conveyor.brokers.redis.connect`).
+
+        Raises:
+            ConfigError: the URL is malformed (the message never contains the password).
+        """
+        return cls(parse_redis_url(url))
+
+    def __repr__(self) -> str:
+        return f"RedisBroker({self._target.safe_url!r}, namespace={self._ns!r})"
+
+    @property
+    def namespace(self) -> str:
+        """The key namespace (every key starts with ``namespace:``)."""
+        return self._ns
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Shared by any number of processes and machines; persistent as Redis is configured."""
+        return Capabilities(shared_across_processes=True, persistent=True)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """The one place redis-py exceptions become conveyor's (never showing the password)."""
+        try:
+            yield
+        except _UNAVAILABLE as exc:
+            raise BrokerUnavailableError(
+                f"Redis at {self._target.safe_url} is unavailable: {type(exc).__name__}: {exc}"
+            ) from exc
+        except (RedisError, RedisClusterException) as exc:
+            if "CLUSTERDOWN" in str(exc) or "LOADING" in str(exc):
+                raise BrokerUnavailableError(
+                    f"Redis at {self._target.safe_url} is unavailable: {exc}"
+                ) from exc
+            raise BrokerError(f"Redis at {self._target.safe_url} failed: {exc}") from exc
+
+    def _keys(self, queue: str) -> keys.QueueKeys:
+        found = self._queue_keys.get(queue)
+        if found is None:
+            found = self._queue_keys[queue] = keys.queue_keys(self._ns, queue)
+        return found
+
+    async def _run(self, name: str, keys_: Sequence[str], args: Sequence[Any]) -> Any:
+        with self._errors():
+            return await self._scripts[name](keys=keys_, args=args)
+
+    async def _register(self, queues: Sequence[str]) -> None:
+        """Add queues to the registry once per broker object (SADD is idempotent anyway)."""
+        new = [q for q in queues if q not in self._registered]
+        if new:
+            with self._errors():
+                await self._client.sadd(keys.registry(self._ns), *new)
+            self._registered.update(new)
+
+    async def _all_queues(self) -> list[str]:
+        with self._errors():
+            members = await self._client.smembers(keys.registry(self._ns))
+        return sorted(_raw(m).decode() for m in members)
+
+    def _groups(self, queues: Sequence[str]) -> list[list[str]]:
+        """Queues per script call: all together, or one per call on Cluster (one slot each)."""
+        unique = list(dict.fromkeys(queues))
+        return [[q] for q in unique] if self._cluster else [unique]
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def describe(self) -> BrokerInfo:
+        """Check the connection and report durability (from the AOF settings) and warnings."""
+        with self._errors():
+            await self._client.ping()
+        config = await self._config()
+        warnings: list[str] = []
+        policy = config.get("maxmemory-policy")
+        if policy is None:
+            warnings.append("could not read the server's configuration (CONFIG GET refused)")
+        elif policy != "noeviction":
+            warnings.append(
+                f"maxmemory-policy is {policy!r}: Redis may evict queue keys and lose tasks; "
+                "set it to 'noeviction'"
+            )
+        for warning in warnings:
+            logger.warning("Redis broker %s: %s", self._target.safe_url, warning)
+        return BrokerInfo(
+            backend="redis",
+            location=f"{self._target.safe_url.partition('?')[0]} (namespace {self._ns!r})",
+            durability=self._durability(config),
+            warnings=tuple(warnings),
+        )
+
+    async def _config(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for name in ("maxmemory-policy", "appendonly", "appendfsync"):
+            try:
+                with self._errors():
+                    reply = await self._client.config_get(name)
+            except BrokerUnavailableError:
+                raise
+            except BrokerError:
+                continue
+            found.update(_flatten_config(reply))
+        return found
+
+    def _durability(self, config: dict[str, str]) -> str:
+        aof, fsync = config.get("appendonly"), config.get("appendfsync")
+        if aof is None:
+            text = "unknown: the server's AOF settings could not be read"
+        elif aof != "yes":
+            text = "in memory only (AOF off): nothing survives a Redis crash"
+        elif fsync == "always":
+            text = "fsynced before the reply (appendfsync always): survives Redis and OS crashes"
+        elif fsync == "everysec":
+            text = (
+                "in memory, fsynced within ~1 s (appendfsync everysec): an OS crash may lose "
+                "~1 s of writes, a Redis crash one write"
+            )
+        else:
+            text = "in memory, fsync left to the OS (appendfsync no): a crash may lose writes"
+        if self._target.kind == "sentinel":
+            text += "; a Sentinel failover may lose acknowledged writes (asynchronous replicas)"
+        return text
+
+    async def close(self) -> None:
+        """Close both connection pools. The broker is unusable afterwards."""
+        for client in (self._client, self._blocking):
+            if client is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await client.aclose()
+        self._blocking = None
+
+    # -- producing -----------------------------------------------------------------------------
+
+    async def enqueue(self, messages: Sequence[TaskMessage]) -> list[TaskInfo]:
+        """Store tasks, all or nothing (per queue on Cluster); see the protocol."""
+        if not messages:
+            return []
+        for m in messages:
+            validate_name(m.id, what="task id")
+            validate_name(m.type, what="task type")
+        await self._register([m.queue for m in messages])
+        infos: dict[int, TaskInfo] = {}
+        for group in self._groups([m.queue for m in messages]):
+            chosen = [(i, m) for i, m in enumerate(messages) if m.queue in group]
+            batch = _Batch(self)
+            args: list[Any] = [len(chosen)]
+            for _, m in chosen:
+                args.extend(message_args(m, batch.block(m.queue)))
+            reply = await self._run("enqueue", batch.keys, args)
+            if reply[0] != b"ok":
+                raise _refusal(reply[0], chosen[int(reply[1]) - 1][1])
+            now_us = int(reply[1])
+            for (i, m), state in zip(chosen, reply[2:], strict=True):
+                infos[i] = enqueued_info(m, TaskState(state.decode()), now_us)
+        return [infos[i] for i in range(len(messages))]
+
+    # -- consuming -----------------------------------------------------------------------------
+
+    async def claim(self, queues: Sequence[str], *, limit: int, lease_s: float) -> list[Lease]:
+        """Lease up to ``limit`` ready tasks, trying ``queues`` in order (see the protocol)."""
+        leases: list[Lease] = []
+        for group in self._groups(queues):
+            if len(leases) >= limit:
+                break
+            batch = _Batch(self)
+            for q in group:
+                batch.block(q)
+            reply = await self._run(
+                "claim", batch.keys, [limit - len(leases), round(lease_s * 1_000_000)]
+            )
+            expires_at = int(reply[1]) / 1_000_000
+            names = batch.queues
+            for qi, raw_id, flat in reply[2:]:
+                fields = pairs(flat)
+                info = decode_record(names[int(qi) - 1], raw_id.decode(), fields)
+                leases.append(Lease(task=info, token=int(fields[b"token"]), expires_at=expires_at))
+        return leases
+
+    async def wait_for_tasks(self, queues: Sequence[str], timeout_s: float) -> None:
+        """Sleep in BLPOP on the queues' wake lists until an enqueue pushes a token.
+
+        The wait never outlasts the time until the earliest scheduled/retry task is due, and
+        returns at once when a task is already ready, so no wake-up is ever missed: a token
+        pushed between the check and the BLPOP stays in the list.
+        """
+        names = list(dict.fromkeys(queues))
+        if not names or timeout_s <= 0:
+            return
+        batch = _Batch(self)
+        for q in names:
+            batch.block(q)
+        until_ready_us = int(await self._run("peek", batch.keys, []))
+        wait = timeout_s if until_ready_us < 0 else min(timeout_s, until_ready_us / 1_000_000)
+        if wait < 0.001:  # BLPOP's timeout 0 would mean "for ever"
+            return
+        wake_keys = [self._keys(q).wake for q in names]
+        if self._blocking is None:
+            self._blocking = make_client(self._target, blocking=True)
+        blocking = self._blocking
+        with self._errors():
+            # The blocking client has no socket timeout; this bound catches a dead connection.
+            async with asyncio.timeout(wait + 5.0):
+                if not self._cluster or len(wake_keys) == 1:
+                    await blocking.blpop(wake_keys, timeout=wait)
+                else:
+                    await _first_of([blocking.blpop([k], timeout=wait) for k in wake_keys])
+
+    async def extend_leases(self, leases: Sequence[Lease], lease_s: float) -> list[bool]:
+        """Push each held lease to now + ``lease_s``; ``False`` for each lost one."""
+        held: dict[int, bool] = {}
+        for group in self._groups([lease.task.queue for lease in leases]):
+            chosen = [(i, le) for i, le in enumerate(leases) if le.task.queue in group]
+            batch = _Batch(self)
+            args: list[Any] = [round(lease_s * 1_000_000), len(chosen)]
+            for _, le in chosen:
+                args.extend((batch.block(le.task.queue), le.task.id, le.token))
+            reply = await self._run("extend", batch.keys, args)
+            for (i, _), ok in zip(chosen, reply[1:], strict=True):
+                held[i] = ok == 1
+        return [held[i] for i in range(len(leases))]
+
+    async def complete(self, completions: Sequence[Completion]) -> list[bool]:
+        """Record successes and their successors, each in one step (see the protocol)."""
+        if not completions:
+            return []
+        if self._cluster:
+            return await self._complete_per_queue(completions)
+        successors = [m for c in completions for m in c.successors]
+        for m in successors:
+            validate_name(m.id, what="task id")
+            validate_name(m.type, what="task type")
+        await self._register([m.queue for m in successors])
+        return await self._complete_batch(completions, with_successors=True)
+
+    async def _complete_batch(
+        self, completions: Sequence[Completion], *, with_successors: bool
+    ) -> list[bool]:
+        batch = _Batch(self)
+        args: list[Any] = [len(completions)]
+        for c in completions:
+            result = b"" if c.result is None else c.result
+            args.extend(
+                (
+                    batch.block(c.lease.task.queue),
+                    c.lease.task.id,
+                    c.lease.token,
+                    0 if c.result is None else 1,
+                    result,
+                )
+            )
+        owned = [
+            (i, m)
+            for i, c in enumerate(completions, start=1)
+            for m in (c.successors if with_successors else ())
+        ]
+        args.append(len(owned))
+        for i, m in owned:
+            args.append(i)
+            args.extend(message_args(m, batch.block(m.queue)))
+        reply = await self._run("complete", batch.keys, args)
+        if len(reply) >= 3 and isinstance(reply[-2], bytes):
+            # Completions before the refused successor's owner were applied; it and later not.
+            raise _refusal(reply[-2], owned[int(reply[-1]) - 1][1])
+        return [ok == 1 for ok in reply[1:]]
+
+    async def _complete_per_queue(self, completions: Sequence[Completion]) -> list[bool]:
+        done: list[bool] = []
+        for c in completions:
+            local = all(m.queue == c.lease.task.queue for m in c.successors)
+            ok = (await self._complete_batch([c], with_successors=local))[0]
+            if ok and not local:
+                # Cross-slot successors cannot share the completion's script on Cluster.
+                await self.enqueue(c.successors)
+            done.append(ok)
+        return done
+
+    async def _fail(self, lease: Lease, error: str, delay_s: float | None) -> None:
+        delay = "" if delay_s is None else round(max(delay_s, 0.0) * 1_000_000)
+        reply = await self._run(
+            "fail", self._keys(lease.task.queue).block, [lease.task.id, lease.token, error, delay]
+        )
+        if reply != 1:
+            raise LeaseLostError(task_id=lease.task.id, queue=lease.task.queue)
+
+    async def retry(self, lease: Lease, *, error: str, delay_s: float) -> None:
+        """Record a failed attempt; the task waits in RETRY for ``delay_s`` seconds."""
+        await self._fail(lease, error, delay_s)
+
+    async def archive(self, lease: Lease, *, error: str) -> None:
+        """Record a failed attempt and move the task to ARCHIVED."""
+        await self._fail(lease, error, None)
+
+    async def release(self, lease: Lease) -> None:
+        """Give the task back at the front of its queue; no failure counted."""
+        reply = await self._run(
+            "release", self._keys(lease.task.queue).block, [lease.task.id, lease.token]
+        )
+        if reply != 1:
+            raise LeaseLostError(task_id=lease.task.id, queue=lease.task.queue)
+
+    async def _per_queue_batches(self, name: str, args: Sequence[Any]) -> int:
+        total = 0
+        for queue in await self._all_queues():
+            more = 1
+            while more:
+                count, more = await self._run(name, self._keys(queue).block, args)
+                total += int(count)
+        return total
+
+    async def recover_expired(self, *, delay_s: float) -> int:
+        """Fail every ACTIVE task whose lease lapsed: RETRY, or ARCHIVED when out of retries."""
+        delay = round(max(delay_s, 0.0) * 1_000_000)
+        return await self._per_queue_batches("recover", [delay, LEASE_EXPIRED_ERROR, BATCH])
+
+    async def purge_expired(self) -> int:
+        """Delete COMPLETED tasks past retention; unique locks expire in Redis by themselves."""
+        return await self._per_queue_batches("purge", [BATCH])
+
+    # -- inspecting ----------------------------------------------------------------------------
+
+    async def list_queues(self) -> list[str]:
+        """Every queue ever enqueued to or paused, sorted."""
+        return await self._all_queues()
+
+    async def queue_stats(self, queue: str) -> QueueStats:
+        """Counts by state, paused flag and today's (UTC, server clock) totals."""
+        r = [int(v) for v in await self._run("stats", self._keys(queue).block, [])]
+        return QueueStats(
+            queue=queue,
+            pending=r[0],
+            scheduled=r[1],
+            retry=r[2],
+            active=r[3],
+            archived=r[4],
+            completed=r[5],
+            paused=bool(r[6]),
+            processed_today=r[7],
+            failed_today=r[8],
+        )
+
+    async def list_tasks(
+        self, queue: str, state: TaskState, *, offset: int = 0, limit: int = 100
+    ) -> list[TaskInfo]:
+        """A page of tasks in ``state``: waiting ones by ready time, others by time entered."""
+        k = self._keys(queue)
+        offset, limit = max(offset, 0), max(limit, 0)
+        if limit == 0:
+            return []
+        if state is TaskState.ACTIVE:
+            # The active set is ordered by lease expiry; sort by claim time instead.
+            first, last = 0, -1
+        else:
+            first, last = offset, offset + limit - 1
+        reply = await self._run("page", k.block, [state.value, first, last])
+        found = [(raw_id.decode(), pairs(flat)) for raw_id, flat in reply]
+        if state is TaskState.ACTIVE:
+            found.sort(key=lambda item: float(item[1].get(b"since", b"0") or 0))
+            found = found[offset : offset + limit]
+        return [decode_record(queue, task_id, rec) for task_id, rec in found]
+
+    async def get_task(self, queue: str, task_id: str) -> TaskInfo:
+        """One task; raises ``TaskNotFoundError`` when it does not exist."""
+        k = self._keys(queue)
+        with self._errors():
+            reply = await self._client.hgetall(k.task_prefix + task_id)
+        fields = {_raw(key): _raw(value) for key, value in reply.items()}
+        if not fields:
+            raise _not_found(queue, task_id)
+        return decode_record(queue, task_id, fields)
+
+    async def _manage_one(self, op: str, queue: str, task_id: str) -> None:
+        reply = await self._run("manage", self._keys(queue).block, [op, "one", task_id])
+        if reply == 0:
+            raise _not_found(queue, task_id)
+        if isinstance(reply, bytes):
+            raise _not_found(queue, task_id, f" that can be {op}d (it is {reply.decode()})")
+
+    async def delete_task(self, queue: str, task_id: str) -> None:
+        """Delete a task that is not ACTIVE, releasing its unique lock."""
+        await self._manage_one("delete", queue, task_id)
+
+    async def run_task(self, queue: str, task_id: str) -> None:
+        """Make a SCHEDULED, RETRY or ARCHIVED task PENDING, ready now."""
+        await self._manage_one("run", queue, task_id)
+
+    async def archive_task(self, queue: str, task_id: str) -> None:
+        """Move a PENDING, SCHEDULED or RETRY task to ARCHIVED."""
+        await self._manage_one("archive", queue, task_id)
+
+    async def _manage_all(self, op: str, queue: str, state: TaskState) -> int:
+        return int(await self._run("manage", self._keys(queue).block, [op, "all", state.value]))
+
+    async def delete_tasks(self, queue: str, state: TaskState) -> int:
+        """Delete every task in ``state``; 0 for ACTIVE."""
+        return await self._manage_all("delete", queue, state)
+
+    async def run_tasks(self, queue: str, state: TaskState) -> int:
+        """Make every task in a SCHEDULED, RETRY or ARCHIVED ``state`` PENDING."""
+        return await self._manage_all("run", queue, state)
+
+    async def archive_tasks(self, queue: str, state: TaskState) -> int:
+        """Archive every task in a PENDING, SCHEDULED or RETRY ``state``."""
+        return await self._manage_all("archive", queue, state)
+
+    async def pause_queue(self, queue: str) -> None:
+        """Stop claims from ``queue``; enqueueing still works."""
+        k = self._keys(queue)
+        await self._register([queue])
+        with self._errors():
+            await self._client.set(k.paused, b"1")
+
+    async def unpause_queue(self, queue: str) -> None:
+        """Let claims from ``queue`` resume, waking idle workers."""
+        k = self._keys(queue)
+        await self._register([queue])
+        with self._errors():
+            await self._client.delete(k.paused)
+            await self._client.lpush(k.wake, b"1")
+            await self._client.ltrim(k.wake, 0, 63)
+
+
+def _raw(value: bytes | str) -> bytes:
+    """Replies are bytes (decode_responses is off); the str branch only satisfies the types."""
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def _flatten_config(reply: Any) -> dict[str, str]:
+    """CONFIG GET replies: a dict, or on Cluster a dict per node; values as str."""
+    if not isinstance(reply, dict):
+        return {}
+    out: dict[str, str] = {}
+    for key, value in reply.items():
+        if isinstance(value, dict):
+            out.update(_flatten_config(value))
+        else:
+            k = key.decode() if isinstance(key, bytes) else str(key)
+            out[k] = value.decode() if isinstance(value, bytes) else str(value)
+    return out
+
+
+def _refusal(code: bytes, m: TaskMessage) -> Exception:
+    if code == b"duplicate":
+        return DuplicateTaskError(
+            f"unique key {m.unique_key!r} is held in queue {m.queue!r}",
+            task_id=m.id,
+            queue=m.queue,
+        )
+    return TaskIdConflictError(
+        f"task {m.id!r} already exists in queue {m.queue!r}", task_id=m.id, queue=m.queue
+    )
+
+
+def _not_found(queue: str, task_id: str, why: str = "") -> TaskNotFoundError:
+    return TaskNotFoundError(
+        f"no task {task_id!r} in queue {queue!r}{why}", task_id=task_id, queue=queue
+    )
+
+
+async def _first_of(calls: Sequence[Any]) -> None:
+    """Await the first of several coroutines to finish; cancel the rest (Cluster BLPOPs)."""
+    tasks = [asyncio.ensure_future(c) for c in calls]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _conforms(b: RedisBroker) -> Broker:
+    return b

@@ -1,0 +1,261 @@
+"""Redis broker URLs: parsing (with redaction) and building redis-py clients from them.
+
+Forms::
+
+    redis://[[user]:password@]host[:port][/db][?namespace=name]
+    rediss://...                         TLS; also ?ssl_cert_reqs=none|optional|required,
+                                         ssl_ca_certs=, ssl_certfile=, ssl_keyfile=
+    unix://[[user]:password@]/path/redis.sock[?db=N]
+    redis+sentinel://[[user]:password@]h1:26379,h2:26379/service[/db]
+    redis+cluster://[[user]:password@]h1:7000[,h2:7001]
+
+The user and password are the data server's (Sentinels themselves are reached without auth).
+Every error names the URL with its password redacted.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field, replace
+from typing import Literal
+from urllib.parse import parse_qsl, unquote
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from conveyor.config import redact_url
+from conveyor.errors import ConfigError
+from conveyor.message import NAME_PATTERN, NAME_RULE
+
+__all__ = ["DEFAULT_NAMESPACE", "RedisTarget", "make_client", "parse_redis_url"]
+
+DEFAULT_NAMESPACE = "conveyor"
+Kind = Literal["standalone", "sentinel", "cluster"]
+_SCHEMES: dict[str, Kind] = {
+    "redis": "standalone",
+    "rediss": "standalone",
+    "unix": "standalone",
+    "redis+sentinel": "sentinel",
+    "redis+cluster": "cluster",
+}
+_TLS_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+# Reconnection: redis-py retries a command on connection errors and timeouts with jittered
+# exponential backoff (50 ms doubling to 1 s, 8 tries: about 4.5 s at most), reconnecting each
+# time. That rides out a Redis restart or a Sentinel failover; anything longer surfaces as
+# BrokerUnavailableError and the worker's own loop tries again later.
+RETRY_BASE_S = 0.05
+RETRY_CAP_S = 1.0
+RETRY_COUNT = 8
+SOCKET_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 5.0
+HEALTH_CHECK_S = 15
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedisTarget:
+    """A parsed Redis broker URL. ``repr`` never shows the password."""
+
+    kind: Kind
+    url: str = field(repr=False)
+    safe_url: str
+    hosts: tuple[tuple[str, int], ...] = ()
+    path: str | None = None
+    db: int = 0
+    service: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    tls_options: tuple[tuple[str, str], ...] = ()
+    namespace: str = DEFAULT_NAMESPACE
+
+
+def _fail(url: str, why: str) -> ConfigError:
+    return ConfigError(f"invalid Redis URL {redact_url(url)!r}: {why}")
+
+
+def _host_port(url: str, item: str, default_port: int) -> tuple[str, int]:
+    if item.startswith("["):  # [ipv6]:port
+        host, _, rest = item[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    else:
+        host, _, port_text = item.partition(":")
+    if not host:
+        raise _fail(url, "missing host")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise _fail(url, f"bad port {port_text!r}")
+    return host, int(port_text)
+
+
+def _db(url: str, text: str) -> int:
+    if not text.isdigit():
+        raise _fail(url, f"database must be a number, got {text!r}")
+    return int(text)
+
+
+def _options(url: str, query: str, kind: Kind, scheme: str) -> dict[str, str]:
+    allowed = {"namespace"}
+    if scheme == "unix":
+        allowed.add("db")
+    if scheme == "rediss":
+        allowed.update(_TLS_OPTIONS)
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise _fail(url, "malformed query string") from None
+    options: dict[str, str] = {}
+    for key, value in pairs:
+        if key not in allowed:
+            raise _fail(url, f"unknown option {key!r} for {kind} URLs")
+        options[key] = value
+    cert_reqs = options.get("ssl_cert_reqs")
+    if cert_reqs is not None and cert_reqs not in _CERT_REQS:
+        raise _fail(url, "ssl_cert_reqs must be none, optional or required")
+    namespace = options.get("namespace", DEFAULT_NAMESPACE)
+    if not NAME_PATTERN.fullmatch(namespace):
+        raise _fail(url, f"namespace must be {NAME_RULE}")
+    return options
+
+
+def _split(url: str) -> tuple[str, Kind, str, str, str, str | None, str | None]:
+    """scheme, kind, host list, path, query, user, password of ``url``."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError(f"invalid Redis URL {redact_url(str(url))!r}: expected scheme://...")
+    scheme, rest = url.split("://", 1)
+    kind = _SCHEMES.get(scheme)
+    if kind is None:
+        raise _fail(url, "scheme must be one of " + ", ".join(f"{s}://" for s in _SCHEMES))
+    if "#" in rest:
+        raise _fail(url, "fragments are not allowed")
+    rest, _, query = rest.partition("?")
+    netloc, slash, path = rest.partition("/")
+    userinfo, at, hostlist = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user_text, colon, pass_text = userinfo.partition(":")
+        username = unquote(user_text) or None
+        password = unquote(pass_text) if colon else None
+    return scheme, kind, hostlist, slash + path, query, username, password
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """Parse any Redis broker URL form into a :class:`RedisTarget`.
+
+    Raises:
+        ConfigError: (a ``ValueError``) naming the problem, with the password redacted.
+    """
+    scheme, kind, hostlist, path, query, username, password = _split(url)
+    options = _options(url, query, kind, scheme)
+    base = RedisTarget(
+        kind=kind,
+        url=url,
+        safe_url=redact_url(url),
+        username=username,
+        password=password,
+        namespace=options.get("namespace", DEFAULT_NAMESPACE),
+    )
+    if scheme == "unix":
+        if hostlist or len(path) < 2:
+            raise _fail(url, "expected unix:///path/to/redis.sock")
+        return replace(base, path=path, db=_db(url, options.get("db", "0")))
+    if not hostlist:
+        raise _fail(url, "missing host")
+    default_port = 26379 if kind == "sentinel" else 6379
+    hosts = tuple(_host_port(url, h, default_port) for h in hostlist.split(","))
+    segments = [s for s in path.split("/") if s]
+    if kind == "sentinel":
+        if not 1 <= len(segments) <= 2:
+            raise _fail(url, "expected redis+sentinel://host:port[,host:port]/service[/db]")
+        db = _db(url, segments[1]) if len(segments) == 2 else 0
+        return replace(base, hosts=hosts, service=segments[0], db=db)
+    if kind == "cluster":
+        if segments:
+            raise _fail(url, "Redis Cluster has no databases: drop the /path")
+        return replace(base, hosts=hosts)
+    if len(hosts) != 1:
+        raise _fail(url, "use redis+sentinel:// or redis+cluster:// for several hosts")
+    if len(segments) > 1:
+        raise _fail(url, "expected at most one path segment, the database number")
+    return replace(
+        base,
+        hosts=hosts,
+        db=_db(url, segments[0]) if segments else 0,
+        tls=scheme == "rediss",
+        tls_options=tuple((k, v) for k, v in options.items() if k in _TLS_OPTIONS),
+    )
+
+
+def _retry() -> Retry:
+    return Retry(ExponentialWithJitterBackoff(base=RETRY_BASE_S, cap=RETRY_CAP_S), RETRY_COUNT)
+
+
+# Retry on these (both are redis-py's; BusyLoadingError and the Sentinel "previous master is now
+# a slave" error are ConnectionErrors too).
+_RETRY_ON: list[type[Exception]] = [RedisConnectionError, RedisTimeoutError]
+
+
+def make_client(target: RedisTarget, *, blocking: bool = False) -> aioredis.Redis | RedisCluster:
+    """Build the redis-py asyncio client for ``target`` (connections open lazily).
+
+    Args:
+        target: the parsed URL.
+        blocking: build a client for blocking calls (BLPOP): no socket read timeout, since the
+            broker bounds each blocking call with its own deadline.
+    """
+    read_timeout = None if blocking else SOCKET_TIMEOUT_S
+    if target.kind == "cluster":
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in target.hosts],
+            username=target.username,
+            password=target.password,
+            socket_timeout=read_timeout,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            retry=_retry(),
+            retry_on_error=_RETRY_ON,
+            health_check_interval=HEALTH_CHECK_S,
+        )
+    if target.kind == "sentinel":
+        assert target.service is not None
+        # redis-py's Sentinel constructor is untyped; the arguments are plain values.
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(target.hosts),
+            sentinel_kwargs={"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": 2.0},
+            db=target.db,
+            username=target.username,
+            password=target.password,
+            socket_timeout=read_timeout,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            retry=_retry(),
+            retry_on_error=_RETRY_ON,
+            health_check_interval=HEALTH_CHECK_S,
+        )
+        client: aioredis.Redis = sentinel.master_for(target.service)
+        return client
+    options = dict(target.tls_options)
+    return aioredis.Redis(
+        host=target.hosts[0][0] if target.hosts else "localhost",
+        port=target.hosts[0][1] if target.hosts else 6379,
+        unix_socket_path=target.path,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        socket_timeout=read_timeout,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_keepalive=True,
+        retry=_retry(),
+        retry_on_error=_RETRY_ON,
+        health_check_interval=HEALTH_CHECK_S,
+        ssl=target.tls,
+        ssl_cert_reqs=_CERT_REQS[options.get("ssl_cert_reqs", "required")],
+        ssl_ca_certs=options.get("ssl_ca_certs"),
+        ssl_certfile=options.get("ssl_certfile"),
+        ssl_keyfile=options.get("ssl_keyfile"),
+    )

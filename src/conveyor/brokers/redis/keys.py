@@ -1,0 +1,130 @@
+"""Every Redis key name the Redis broker uses, built in one place.
+
+Layout (``ns`` is the namespace, default ``conveyor``; ``q`` a queue name)::
+
+    ns:queues                      SET    registry of queue names (cross-queue, own slot)
+    ns:{q}:pending                 ZSET   ready task ids, score = ready time (FIFO)
+    ns:{q}:scheduled               ZSET   task ids waiting for process_at, score = due time
+    ns:{q}:retry                   ZSET   failed task ids waiting to retry, score = due time
+    ns:{q}:active                  ZSET   leased task ids, score = lease expiry
+    ns:{q}:archived                ZSET   dead task ids, score = archived-at time
+    ns:{q}:completed               ZSET   retained results, score = completed-at time
+    ns:{q}:expiry                  ZSET   retained results, score = end of retention
+    ns:{q}:wake                    LIST   wake-up tokens for idle workers (BLPOP), capped
+    ns:{q}:paused                  STRING present while the queue is paused
+    ns:{q}:stats                   HASH   p:<utc day> / f:<utc day> processed and failed counts
+    ns:{q}:t:<id>                  HASH   one task record
+    ns:{q}:u:<unique key>          STRING unique lock holding the task id, expiring
+
+All scores are server times in integer microseconds since the epoch (exact in a double, and
+fine enough that "never early" needs no rounding slack).
+
+Every key of a queue carries the hash tag ``{q}``, so the whole queue lives in one Redis Cluster
+slot and one Lua script can touch all of it. Names are injective: the namespace and queue names
+cannot contain ``{`` or ``}`` (see :data:`conveyor.message.NAME_PATTERN`), so the first ``{...}``
+pair is always the queue, and the fixed suffixes never start with ``t:`` or ``u:``. Every key
+starts with ``ns:`` so ``SCAN MATCH ns:*`` finds all of a namespace's keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from conveyor.message import validate_name
+
+__all__ = ["QUEUE_KEY_NAMES", "QueueKeys", "queue_keys", "registry", "task", "unique_lock"]
+
+QUEUE_KEY_NAMES = (
+    "pending",
+    "scheduled",
+    "retry",
+    "active",
+    "archived",
+    "completed",
+    "expiry",
+    "wake",
+    "paused",
+    "stats",
+)
+"""Fixed per-queue key suffixes, in the order scripts receive them in KEYS."""
+
+
+def registry(namespace: str) -> str:
+    """The set of all queue names in ``namespace``."""
+    return f"{namespace}:queues"
+
+
+def queue_prefix(namespace: str, queue: str) -> str:
+    """The prefix shared by every key of one queue, hash tag included."""
+    return f"{namespace}:{{{queue}}}:"
+
+
+def task(namespace: str, queue: str, task_id: str) -> str:
+    """The hash holding one task record (scripts build it as task prefix .. id)."""
+    return f"{queue_prefix(namespace, queue)}t:{task_id}"
+
+
+def unique_lock(namespace: str, queue: str, unique_key: str) -> str:
+    """The unique lock of ``unique_key`` in ``queue`` (scripts build it as lock prefix .. key)."""
+    return f"{queue_prefix(namespace, queue)}u:{unique_key}"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    """Every key of one queue, in the block layout the Lua scripts take in KEYS.
+
+    ``block`` is the fixed keys (:data:`QUEUE_KEY_NAMES` order) followed by the task-record prefix
+    and the unique-lock prefix, all in the queue's slot.
+    """
+
+    queue: str
+    pending: str
+    scheduled: str
+    retry: str
+    active: str
+    archived: str
+    completed: str
+    expiry: str
+    wake: str
+    paused: str
+    stats: str
+    task_prefix: str
+    unique_prefix: str
+
+    @property
+    def block(self) -> tuple[str, ...]:
+        """The keys in script order (12 entries)."""
+        return (
+            self.pending,
+            self.scheduled,
+            self.retry,
+            self.active,
+            self.archived,
+            self.completed,
+            self.expiry,
+            self.wake,
+            self.paused,
+            self.stats,
+            self.task_prefix,
+            self.unique_prefix,
+        )
+
+
+BLOCK_SIZE = len(QUEUE_KEY_NAMES) + 2
+
+
+def queue_keys(namespace: str, queue: str) -> QueueKeys:
+    """All keys of ``queue`` in ``namespace``.
+
+    Raises:
+        InvalidNameError: the queue name breaks the naming rule.
+    """
+    validate_name(queue, what="queue name")
+    prefix = queue_prefix(namespace, queue)
+    fixed = {name: prefix + name for name in QUEUE_KEY_NAMES}
+    return QueueKeys(
+        queue=queue,
+        task_prefix=task(namespace, queue, ""),
+        unique_prefix=unique_lock(namespace, queue, ""),
+        **fixed,
+    )

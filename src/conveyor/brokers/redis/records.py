@@ -1,0 +1,124 @@
+"""Translation between conveyor types and the Redis task record / script arguments.
+
+A task record is a Redis hash (field names below). Times in it are server microseconds since the
+epoch, except ``ready``, which is decimal seconds so an absolute ``process_at`` round-trips
+exactly. Decoding is lenient: a damaged record still lists (claim archives it with a reason).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+from conveyor.message import Encoding, TaskInfo, TaskMessage, TaskState, to_datetime
+
+__all__ = ["decode_record", "enqueued_info", "message_args", "pairs"]
+
+_WAITING = (TaskState.PENDING, TaskState.SCHEDULED, TaskState.RETRY)
+_STATES = {s.value.encode(): s for s in TaskState}
+
+
+def message_args(m: TaskMessage, block_index: int) -> list[str | bytes | int]:
+    """The 13 script arguments of one message (layout documented in scripts/lib.lua)."""
+    if m.process_at is not None:
+        # Score rounded up to the microsecond so the task is never claimed early; the exact
+        # value is kept for display.
+        at = f"{math.ceil(m.process_at * 1_000_000)} {m.process_at!r}"
+        delay = ""
+    else:
+        at = ""
+        delay = "" if m.process_in_s is None else str(math.ceil(m.process_in_s * 1_000_000))
+    ttl = "" if m.unique_ttl_s is None else str(math.ceil(m.unique_ttl_s * 1000))
+    return [
+        block_index,
+        m.id,
+        m.type,
+        m.payload,
+        m.encoding.value,
+        m.max_retry,
+        "" if m.timeout_s is None else repr(float(m.timeout_s)),
+        "" if m.deadline is None else repr(float(m.deadline)),
+        repr(float(m.retention_s)),
+        m.unique_key or "",
+        ttl,
+        at,
+        delay,
+    ]
+
+
+def enqueued_info(m: TaskMessage, state: TaskState, now_us: int) -> TaskInfo:
+    """The TaskInfo of a message just stored at server time ``now_us``."""
+    now = now_us / 1_000_000
+    if state is TaskState.SCHEDULED:
+        ready = m.process_at if m.process_at is not None else now + (m.process_in_s or 0.0)
+    else:
+        ready = now
+    return TaskInfo(
+        id=m.id,
+        queue=m.queue,
+        type=m.type,
+        state=state,
+        raw_payload=m.payload,
+        encoding=m.encoding,
+        max_retry=m.max_retry,
+        timeout=None if m.timeout_s is None else timedelta(seconds=m.timeout_s),
+        deadline=to_datetime(m.deadline),
+        next_process_at=to_datetime(ready),
+        enqueued_at=to_datetime(now),
+        retention=timedelta(seconds=m.retention_s),
+        unique_key=m.unique_key,
+    )
+
+
+def _float(raw: bytes | None) -> float | None:
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _int(raw: bytes | None, default: int = 0) -> int:
+    value = _float(raw)
+    return default if value is None else int(value)
+
+
+def _micros(raw: bytes | None) -> float | None:
+    value = _float(raw)
+    return None if value is None else value / 1_000_000
+
+
+def decode_record(queue: str, task_id: str, fields: dict[bytes, bytes]) -> TaskInfo:
+    """Build a TaskInfo from a task hash, tolerating missing or garbled fields."""
+    state = _STATES.get(fields.get(b"state", b""), TaskState.ARCHIVED)
+    encoding = Encoding.BYTES if fields.get(b"encoding") == b"bytes" else Encoding.JSON
+    timeout = _float(fields.get(b"timeout"))
+    ukey = fields.get(b"unique_key")
+    return TaskInfo(
+        id=task_id,
+        queue=queue,
+        type=fields.get(b"type", b"").decode(errors="replace"),
+        state=state,
+        raw_payload=fields.get(b"payload", b"null"),
+        encoding=encoding,
+        max_retry=_int(fields.get(b"max_retry")),
+        retried=_int(fields.get(b"retried")),
+        last_error=fields[b"error"].decode(errors="replace") if b"error" in fields else None,
+        last_failed_at=to_datetime(_micros(fields.get(b"failed_at"))),
+        timeout=None if timeout is None else timedelta(seconds=timeout),
+        deadline=to_datetime(_float(fields.get(b"deadline"))),
+        next_process_at=to_datetime(_float(fields.get(b"ready"))) if state in _WAITING else None,
+        enqueued_at=to_datetime(_micros(fields.get(b"enqueued_at"))),
+        completed_at=to_datetime(_micros(fields.get(b"completed_at"))),
+        raw_result=fields.get(b"result"),
+        retention=timedelta(seconds=_float(fields.get(b"retention")) or 0.0),
+        unique_key=ukey.decode() if ukey else None,
+    )
+
+
+def pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    """A dict from a flat ``[field, value, ...]`` reply (HGETALL inside a script)."""
+    it = iter(flat)
+    return dict(zip(it, it, strict=True))

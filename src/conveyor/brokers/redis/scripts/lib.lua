@@ -1,0 +1,189 @@
+-- lib.lua: helpers prepended to every other script (constant text, no data).
+-- KEYS:    none of its own; scripts take queue key blocks of 12 keys each, in this order:
+--          pending, scheduled, retry, active, archived, completed, expiry, wake, paused, stats,
+--          task-record prefix, unique-lock prefix (the prefixes share the queue's hash tag).
+-- ARGV:    none of its own.
+-- Returns: nothing; defines local helpers only.
+-- Times are server microseconds since the epoch; ZSET scores hold them exactly (< 2^53).
+
+local BLOCK = 12
+local WAKE_CAP = 64
+
+local function block(i)
+  local o = (i - 1) * BLOCK
+  return {
+    pending = KEYS[o + 1], scheduled = KEYS[o + 2], retry = KEYS[o + 3], active = KEYS[o + 4],
+    archived = KEYS[o + 5], completed = KEYS[o + 6], expiry = KEYS[o + 7], wake = KEYS[o + 8],
+    paused = KEYS[o + 9], stats = KEYS[o + 10], tprefix = KEYS[o + 11], uprefix = KEYS[o + 12],
+  }
+end
+
+-- Server time: the only clock that decides leases, due times and recovery.
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+-- Exact decimal seconds for a microsecond time (tostring would round to 14 digits).
+local function seconds(us)
+  return string.format('%d.%06d', math.floor(us / 1000000), us % 1000000)
+end
+
+local function count_done(b, us, failed)
+  local day = math.floor(us / 86400000000)
+  redis.call('HINCRBY', b.stats, 'p:' .. day, 1)
+  if failed then
+    redis.call('HINCRBY', b.stats, 'f:' .. day, 1)
+  end
+end
+
+local function wake(b, n)
+  if n > WAKE_CAP then n = WAKE_CAP end
+  for _ = 1, n do
+    redis.call('LPUSH', b.wake, '1')
+  end
+  redis.call('LTRIM', b.wake, 0, WAKE_CAP - 1)
+end
+
+-- Score for a task becoming ready now (`t` µs): its ready time, nudged just behind the last
+-- pending task when that one is not earlier, so a batch stored within one microsecond keeps its
+-- enqueue order (ZSET ties would otherwise sort by id). The nudge is microseconds.
+local function tail_score(b, t)
+  local last = redis.call('ZRANGE', b.pending, -1, -1, 'WITHSCORES')
+  if last[2] ~= nil and tonumber(last[2]) >= t then
+    return tonumber(last[2]) + 1
+  end
+  return t
+end
+
+-- Make a task PENDING at `score`; `ready` (µs) is the ready time the inspector shows.
+local function to_pending(b, id, score, ready, since)
+  redis.call('ZADD', b.pending, score, id)
+  redis.call('HSET', b.tprefix .. id, 'state', 'pending', 'ready', seconds(ready),
+    'rscore', score, 'since', since)
+end
+
+-- Release the unique lock only if it still belongs to this task.
+local function release_unique(b, id, ukey)
+  if ukey and ukey ~= '' then
+    local lock = b.uprefix .. ukey
+    if redis.call('GET', lock) == id then
+      redis.call('DEL', lock)
+    end
+  end
+end
+
+local STATE_SET = {pending = 'pending', scheduled = 'scheduled', retry = 'retry',
+                   active = 'active', archived = 'archived', completed = 'completed'}
+
+-- Remove a task id from the set of its current state (and the retention index).
+local function unlink(b, id, state)
+  local set = STATE_SET[state]
+  if set then
+    redis.call('ZREM', b[set], id)
+  end
+  if state == 'completed' then
+    redis.call('ZREM', b.expiry, id)
+  end
+end
+
+-- Message layout in ARGV (13 fields from offset o+1): queue block index, id, type, payload,
+-- encoding, max_retry, timeout, deadline, retention, unique_key ('' = none),
+-- unique_ttl_ms ('' = for ever), process_at ('' = none, else "<µs ceiling> <exact seconds>"),
+-- process_in_us ('' = none).
+local MSG = 13
+
+-- nil when the message can be stored, else 'conflict' or 'duplicate'. `seen` tracks ids and
+-- unique keys earlier in the same batch; a lock held by `owner` (a completing task) is free.
+local function check_message(o, seen, owner)
+  local b = block(tonumber(ARGV[o + 1]))
+  local tkey = b.tprefix .. ARGV[o + 2]
+  if seen[tkey] or redis.call('EXISTS', tkey) == 1 then
+    return 'conflict'
+  end
+  seen[tkey] = true
+  local ukey = ARGV[o + 10]
+  if ukey ~= '' then
+    local lock = b.uprefix .. ukey
+    if seen[lock] then
+      return 'duplicate'
+    end
+    local holder = redis.call('GET', lock)
+    if holder ~= false and holder ~= owner then
+      return 'duplicate'
+    end
+    seen[lock] = true
+  end
+  return nil
+end
+
+-- Store one checked message at server time `t`; returns its state.
+local function store_message(o, t, woken)
+  local qi = tonumber(ARGV[o + 1])
+  local b = block(qi)
+  local id = ARGV[o + 2]
+  local tkey = b.tprefix .. id
+  local due, due_s = 0, nil
+  if ARGV[o + 12] ~= '' then
+    local sp = string.find(ARGV[o + 12], ' ', 1, true)
+    due = tonumber(string.sub(ARGV[o + 12], 1, sp - 1))
+    due_s = string.sub(ARGV[o + 12], sp + 1)
+  elseif ARGV[o + 13] ~= '' then
+    due = t + tonumber(ARGV[o + 13])
+  end
+  redis.call('HSET', tkey,
+    'type', ARGV[o + 3], 'payload', ARGV[o + 4], 'encoding', ARGV[o + 5],
+    'max_retry', ARGV[o + 6], 'retried', 0, 'token', 0, 'timeout', ARGV[o + 7],
+    'deadline', ARGV[o + 8], 'retention', ARGV[o + 9], 'unique_key', ARGV[o + 10],
+    'enqueued_at', t, 'since', t)
+  local state
+  if due > t then
+    state = 'scheduled'
+    redis.call('ZADD', b.scheduled, due, id)
+    redis.call('HSET', tkey, 'state', state, 'ready', due_s or seconds(due))
+  else
+    state = 'pending'
+    to_pending(b, id, tail_score(b, t), t, t)
+    woken[qi] = (woken[qi] or 0) + 1
+  end
+  local ukey = ARGV[o + 10]
+  if ukey ~= '' then
+    local ttl = ARGV[o + 11]
+    if ttl == '' then
+      redis.call('SET', b.uprefix .. ukey, id)
+    elseif tonumber(ttl) > 0 then
+      redis.call('SET', b.uprefix .. ukey, id, 'PX', ttl)
+    end
+  end
+  return state
+end
+
+local function wake_all(woken)
+  for qi, n in pairs(woken) do
+    wake(block(qi), n)
+  end
+end
+
+-- Compare-and-set check on a lease: the task must be ACTIVE under exactly this token.
+local function holds_lease(tkey, token)
+  local cur = redis.call('HMGET', tkey, 'state', 'token')
+  return cur[1] == 'active' and cur[2] == token
+end
+
+-- Record a failed attempt of an ACTIVE task: RETRY due at `due` (µs), or ARCHIVED when due is nil.
+local function fail_task(b, id, t, err, due)
+  local tkey = b.tprefix .. id
+  redis.call('ZREM', b.active, id)
+  redis.call('HINCRBY', tkey, 'retried', 1)
+  redis.call('HSET', tkey, 'error', err, 'failed_at', t, 'since', t)
+  redis.call('HDEL', tkey, 'lease')
+  if due then
+    redis.call('ZADD', b.retry, due, id)
+    redis.call('HSET', tkey, 'state', 'retry', 'ready', seconds(due))
+  else
+    redis.call('ZADD', b.archived, t, id)
+    redis.call('HSET', tkey, 'state', 'archived')
+  end
+  count_done(b, t, true)
+end
+

@@ -1,0 +1,56 @@
+-- manage.lua: inspector operations on one task or on every task in one state of a queue.
+-- KEYS:    one 12-key block (see lib.lua).
+-- ARGV:    [1] operation: 'delete', 'run' or 'archive'; [2] 'one' or 'all';
+--          [3] the task id ('one') or the state whose tasks to act on ('all').
+-- Returns: 'one': 1 done, 0 no such task, or the task's state when the operation does not apply.
+--          'all': how many tasks changed.
+
+local b = block(1)
+local op, mode = ARGV[1], ARGV[2]
+local t = now()
+local APPLIES = {
+  delete = {pending = true, scheduled = true, retry = true, archived = true, completed = true},
+  run = {scheduled = true, retry = true, archived = true},
+  archive = {pending = true, scheduled = true, retry = true},
+}
+local woke = false
+
+local function apply(id, state)
+  local tkey = b.tprefix .. id
+  unlink(b, id, state)
+  if op == 'delete' then
+    release_unique(b, id, redis.call('HGET', tkey, 'unique_key'))
+    redis.call('DEL', tkey)
+  elseif op == 'run' then
+    to_pending(b, id, tail_score(b, t), t, t)
+    woke = true
+  else
+    redis.call('ZADD', b.archived, t, id)
+    redis.call('HSET', tkey, 'state', 'archived', 'since', t)
+  end
+end
+
+if mode == 'one' then
+  local id = ARGV[3]
+  local state = redis.call('HGET', b.tprefix .. id, 'state')
+  if state == false then return 0 end
+  if not APPLIES[op][state] then return state end
+  apply(id, state)
+  if woke then wake(b, 1) end
+  return 1
+end
+
+local state = ARGV[3]
+if not APPLIES[op][state] then return 0 end
+local set = b[STATE_SET[state]]
+local changed = 0
+while true do
+  local ids = redis.call('ZRANGE', set, 0, 999)
+  if #ids == 0 then break end
+  for _, id in ipairs(ids) do
+    apply(id, state)
+    changed = changed + 1
+  end
+end
+if woke then wake(b, changed) end
+return changed

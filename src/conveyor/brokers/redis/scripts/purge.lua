@@ -1,0 +1,22 @@
+-- purge.lua: delete COMPLETED tasks of one queue whose retention has ended.
+-- KEYS:    one 12-key block (see lib.lua).
+-- ARGV:    [1] batch size.
+-- Returns: {deleted, more} where more is 1 when a full batch was taken (call again).
+
+local b = block(1)
+local t = now()
+local batch = tonumber(ARGV[1])
+local ids = redis.call('ZRANGE', b.expiry, '-inf', t, 'BYSCORE', 'LIMIT', 0, batch)
+local deleted = 0
+for _, id in ipairs(ids) do
+  redis.call('ZREM', b.expiry, id)
+  redis.call('ZREM', b.completed, id)
+  local tkey = b.tprefix .. id
+  if redis.call('HGET', tkey, 'state') == 'completed' then
+    redis.call('DEL', tkey)
+    deleted = deleted + 1
+  end
+end
+local more = 0
+if #ids == batch then more = 1 end
+return {deleted, more}

@@ -1,0 +1,23 @@
+-- recover.lua: fail ACTIVE tasks of one queue whose lease expired before now.
+-- KEYS:    one 12-key block (see lib.lua).
+-- ARGV:    [1] retry delay in µs, [2] error text, [3] batch size.
+-- Returns: {recovered, more} where more is 1 when a full batch was taken (call again).
+
+local b = block(1)
+local t = now()
+local delay = tonumber(ARGV[1])
+local batch = tonumber(ARGV[3])
+local ids = redis.call('ZRANGE', b.active, '-inf', '(' .. t, 'BYSCORE', 'LIMIT', 0, batch)
+for _, id in ipairs(ids) do
+  local rec = redis.call('HMGET', b.tprefix .. id, 'retried', 'max_retry', 'state')
+  if rec[3] ~= 'active' then
+    redis.call('ZREM', b.active, id)  -- stray index entry; the record lives elsewhere
+  elseif (tonumber(rec[1]) or 0) + 1 > (tonumber(rec[2]) or 0) then
+    fail_task(b, id, t, ARGV[2], nil)
+  else
+    fail_task(b, id, t, ARGV[2], t + delay)
+  end
+end
+local more = 0
+if #ids == batch then more = 1 end
+return {#ids, more}
