@@ -45,7 +45,8 @@ def split_broker_url(url: str) -> SplitResult:
         raise ConfigError("broker URL must be a non-empty string")
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - urlsplit checks the port lazily
+        if "," not in parts.netloc:  # multi-host (sentinel, cluster) netlocs have no one port
+            parts.port  # noqa: B018 - urlsplit checks the port lazily
     except ValueError as exc:
         raise ConfigError(f"malformed broker URL {redact_url(url)!r}: {exc}") from None
     if parts.scheme not in KNOWN_SCHEMES:
