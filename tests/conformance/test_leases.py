@@ -192,3 +192,21 @@ async def test_expired_but_unrecovered_lease_still_completes(broker: Broker) -> 
     lease = await claim_one(broker, lease_s=0)
 
     assert await broker.complete([Completion(lease=lease)]) == [True]
+
+
+async def test_token_of_a_deleted_task_does_not_fence_its_successor(broker: Broker) -> None:
+    # Recovered, deleted and enqueued again under the same id: the zombie's token must not
+    # match the new task's claim, so tokens may not restart per incarnation.
+    stale, current = await reclaimed_after_lapse(broker)
+    task_id = stale.task.id
+    await broker.release(current)
+    await broker.delete_task(QUEUE, task_id)
+    await enqueue_one(broker, id=task_id)
+
+    fresh = await claim_one(broker)
+
+    assert fresh.task.id == task_id
+    assert await broker.complete([Completion(lease=stale)]) == [False]
+    assert await broker.complete([Completion(lease=current)]) == [False]
+    assert (await broker.get_task(QUEUE, task_id)).state is TaskState.ACTIVE
+    assert await broker.complete([Completion(lease=fresh)]) == [True]

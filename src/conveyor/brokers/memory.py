@@ -25,12 +25,13 @@ Ordering
 Claims and leases
     ``claim`` tries queues in the given order (that order *is* the priority), skips paused queues,
     and takes ready tasks (due time <= now) until ``limit``. Each becomes ACTIVE with a lease
-    expiring at ``now + lease_s`` and a fencing token equal to the number of times the task has
-    been claimed, so tokens strictly increase per task. Every later transition of that attempt
-    (complete, retry, archive, release, extend) must present the token of the current ACTIVE claim:
-    otherwise ``complete``/``extend_leases`` report ``False`` and the others raise
-    ``LeaseLostError``; nothing changes either way. An expired lease that has not been recovered yet
-    is still valid.
+    expiring at ``now + lease_s`` and a fresh fencing token. Tokens strictly increase per task and
+    never repeat for a ``(queue, id)``, even after the task is deleted and enqueued again (a
+    zombie's late ack must not match the new task); memory draws them from one broker-wide counter.
+    Every later transition of the attempt (complete, retry, archive, release, extend) must present
+    the token of the current ACTIVE claim; otherwise ``complete``/``extend_leases`` report
+    ``False``, the others raise ``LeaseLostError``, and nothing changes. A lapsed lease not yet
+    recovered is still valid.
 
 Outcomes
     ``TaskInfo.retried`` counts *failed* attempts: retry, archive and recovery add one; claim and
@@ -54,17 +55,22 @@ Inspector
     (ready now, ``retried`` kept), ``archive_task`` takes PENDING/SCHEDULED/RETRY to ARCHIVED (not
     a failure). Each raises ``TaskNotFoundError`` (with ``task_id``/``queue``) when the task is
     missing or in a state the operation does not apply to. The bulk ``*_tasks`` forms act on every
-    task in one state and return how many they changed: 0 for a state the operation does not apply
-    to.
+    task in one state and return how many they changed (0 for a state they do not apply to).
     ``list_tasks`` orders waiting tasks by ready time and others by when they entered their state.
     ``list_queues`` names every queue ever enqueued to or paused.
+
+Waiting
+    ``wait_for_tasks`` returns as soon as a task is ready in one of its unpaused queues (at once if
+    one already is: a task enqueued between a worker's empty claim and its wait must not be missed),
+    when the earliest SCHEDULED/RETRY task there falls due, or at the timeout.
 
 Sharing
     ``MemoryBroker()`` is private to its object. ``MemoryBroker.from_url("memory://name")`` (or
     ``MemoryBroker(name="name")``) returns a handle on the state shared by every handle with that
     name in this process, so a client and a worker given the same URL see the same queues;
-    ``memory://`` is the name ``""``. Closing a handle closes only that handle. Named state lives as
-    long as the process. All methods are thread-safe: a sync facade on another event loop works.
+    ``memory://`` is the name ``""``. Closing a handle closes only that handle (later calls on it
+    raise ``BrokerUnavailableError``). Named state lives as long as the process. All methods
+    are thread-safe: a sync facade running its own event loop in another thread works.
 """
 
 from __future__ import annotations
@@ -105,6 +111,7 @@ __all__ = ["MemoryBroker"]
 WAITING = frozenset({TaskState.PENDING, TaskState.SCHEDULED, TaskState.RETRY})
 _RUNNABLE = frozenset({TaskState.SCHEDULED, TaskState.RETRY, TaskState.ARCHIVED})
 _ARCHIVABLE = WAITING
+_DELETABLE = frozenset(TaskState) - {TaskState.ACTIVE}
 
 
 @dataclass(slots=True)
@@ -116,7 +123,7 @@ class _Task:
     ready_at: float  # when a waiting task is (or was) ready; kept while ACTIVE for release
     since: float  # when the task entered its current state (orders non-waiting listings)
     heap_mark: int = -1  # matches the task's live heap entry; any other entry is stale
-    claims: int = 0  # the fencing token of the current/last claim
+    token: int = 0  # the fencing token of the current (or last) claim
     lease_expires_at: float = 0.0
     retried: int = 0
     last_error: str | None = None
@@ -186,12 +193,6 @@ def _info(t: _Task) -> TaskInfo:
         raw_result=t.result,
         retention=timedelta(seconds=m.retention_s),
         unique_key=m.unique_key,
-    )
-
-
-def _not_found(queue: str, task_id: str, why: str = "") -> TaskNotFoundError:
-    return TaskNotFoundError(
-        f"no task {task_id!r} in queue {queue!r}{why}", task_id=task_id, queue=queue
     )
 
 
@@ -348,14 +349,16 @@ class MemoryBroker:
 
     @staticmethod
     def _unlock(s: _State, t: _Task) -> None:
-        key = (t.msg.queue, t.msg.unique_key or "")
-        if t.msg.unique_key is not None and s.locks.get(key, ("",))[0] == t.msg.id:
+        if t.msg.unique_key is None:
+            return
+        key = (t.msg.queue, t.msg.unique_key)
+        if key in s.locks and s.locks[key][0] == t.msg.id:  # never free a later holder's lock
             del s.locks[key]
 
     def _active(self, s: _State, lease: Lease) -> _Task | None:
         q = s.queues.get(lease.task.queue)
         t = None if q is None else q.tasks.get(lease.task.id)
-        if t is None or t.state is not TaskState.ACTIVE or t.claims != lease.token:
+        if t is None or t.state is not TaskState.ACTIVE or t.token != lease.token:
             return None
         return t
 
@@ -375,12 +378,26 @@ class MemoryBroker:
         t.last_error, t.last_failed_at = error, now
         self._count(s, t.msg.queue, now, failed=True)
 
-    def _find(self, s: _State, queue: str, task_id: str) -> _Task:
+    @staticmethod
+    def _find(
+        s: _State, queue: str, task_id: str, allowed: frozenset[TaskState], verb: str
+    ) -> _Task:
         q = s.queues.get(queue)
         t = None if q is None else q.tasks.get(task_id)
-        if t is None:
-            raise _not_found(queue, task_id)
+        if t is None or t.state not in allowed:
+            why = "" if t is None else f" that can be {verb} (it is {t.state})"
+            message = f"no task {task_id!r} in queue {queue!r}{why}"
+            raise TaskNotFoundError(message, task_id=task_id, queue=queue)
         return t
+
+    @staticmethod
+    def _in_state(
+        s: _State, queue: str, state: TaskState, allowed: frozenset[TaskState]
+    ) -> list[_Task]:
+        q = s.queues.get(queue)
+        if q is None or state not in allowed:
+            return []
+        return [t for t in q.tasks.values() if t.state is state]
 
     def _delete(self, s: _State, t: _Task) -> None:
         self._unlock(s, t)
@@ -408,11 +425,11 @@ class MemoryBroker:
                     len(leases) < limit and (t := self._head(q)) is not None and t.ready_at <= now
                 ):
                     heapq.heappop(q.heap)
-                    t.claims += 1
+                    t.token = next(s.counter)
                     t.lease_expires_at = now + lease_s
                     self._to_settled(s, t, TaskState.ACTIVE, now)
                     leases.append(
-                        Lease(task=_info(t), token=t.claims, expires_at=t.lease_expires_at)
+                        Lease(task=_info(t), token=t.token, expires_at=t.lease_expires_at)
                     )
             return leases
 
@@ -573,41 +590,29 @@ class MemoryBroker:
     async def get_task(self, queue: str, task_id: str) -> TaskInfo:
         """One task; raises ``TaskNotFoundError`` when it does not exist."""
         with self._locked() as s:
-            return _info(self._find(s, queue, task_id))
+            return _info(self._find(s, queue, task_id, frozenset(TaskState), "read"))
 
     async def delete_task(self, queue: str, task_id: str) -> None:
         """Delete a task that is not ACTIVE, releasing its unique lock."""
         with self._locked() as s:
-            t = self._find(s, queue, task_id)
-            if t.state is TaskState.ACTIVE:
-                raise _not_found(queue, task_id, " that can be deleted (it is active)")
-            self._delete(s, t)
+            self._delete(s, self._find(s, queue, task_id, _DELETABLE, "deleted"))
 
     async def run_task(self, queue: str, task_id: str) -> None:
         """Make a SCHEDULED, RETRY or ARCHIVED task PENDING, ready now."""
         with self._locked() as s:
-            t = self._find(s, queue, task_id)
-            if t.state not in _RUNNABLE:
-                raise _not_found(queue, task_id, f" that can be run (it is {t.state})")
-            now = self.clock()
+            t, now = self._find(s, queue, task_id, _RUNNABLE, "run"), self.clock()
             self._to_waiting(s, t, TaskState.PENDING, now, now)
 
     async def archive_task(self, queue: str, task_id: str) -> None:
         """Move a PENDING, SCHEDULED or RETRY task to ARCHIVED."""
         with self._locked() as s:
-            t = self._find(s, queue, task_id)
-            if t.state not in _ARCHIVABLE:
-                raise _not_found(queue, task_id, f" that can be archived (it is {t.state})")
+            t = self._find(s, queue, task_id, _ARCHIVABLE, "archived")
             self._to_settled(s, t, TaskState.ARCHIVED, self.clock())
-
-    def _in_state(self, s: _State, queue: str, state: TaskState) -> list[_Task]:
-        q = s.queues.get(queue)
-        return [] if q is None else [t for t in q.tasks.values() if t.state is state]
 
     async def delete_tasks(self, queue: str, state: TaskState) -> int:
         """Delete every task in ``state``; 0 for ACTIVE."""
         with self._locked() as s:
-            found = [] if state is TaskState.ACTIVE else self._in_state(s, queue, state)
+            found = self._in_state(s, queue, state, _DELETABLE)
             for t in found:
                 self._delete(s, t)
             return len(found)
@@ -615,8 +620,7 @@ class MemoryBroker:
     async def run_tasks(self, queue: str, state: TaskState) -> int:
         """Make every task in a SCHEDULED, RETRY or ARCHIVED ``state`` PENDING; 0 for others."""
         with self._locked() as s:
-            found = self._in_state(s, queue, state) if state in _RUNNABLE else []
-            now = self.clock()
+            found, now = self._in_state(s, queue, state, _RUNNABLE), self.clock()
             for t in found:
                 self._to_waiting(s, t, TaskState.PENDING, now, now)
             return len(found)
@@ -624,8 +628,7 @@ class MemoryBroker:
     async def archive_tasks(self, queue: str, state: TaskState) -> int:
         """Archive every task in a PENDING, SCHEDULED or RETRY ``state``; 0 for others."""
         with self._locked() as s:
-            found = self._in_state(s, queue, state) if state in _ARCHIVABLE else []
-            now = self.clock()
+            found, now = self._in_state(s, queue, state, _ARCHIVABLE), self.clock()
             for t in found:
                 self._to_settled(s, t, TaskState.ARCHIVED, now)
             return len(found)
