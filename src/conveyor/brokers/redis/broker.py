@@ -65,6 +65,7 @@ SCRIPT_NAMES = (
     "manage",
     "page",
 )
+WAKE_TOKENS = 8  # as in scripts/lib.lua: several idle workers on one queue all wake
 BATCH = 500  # tasks per recover/purge script call: bounds how long one script blocks Redis
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, TryAgainError, OSError)
 Client = aioredis.Redis | RedisCluster
@@ -77,7 +78,7 @@ def script_source(name: str) -> str:
 
 
 class _Batch:
-    """KEYS for a script touching several queues: one 12-key block per distinct queue."""
+    """KEYS for a script touching several queues: one 13-key block per distinct queue."""
 
     def __init__(self, broker: RedisBroker) -> None:
         self._broker = broker
@@ -304,21 +305,36 @@ class RedisBroker:
     async def wait_for_tasks(self, queues: Sequence[str], timeout_s: float) -> None:
         """Sleep in BLPOP on the queues' wake lists until an enqueue pushes a token.
 
-        The wait never outlasts the time until the earliest scheduled/retry task is due, and
-        returns at once when a task is already ready, so no wake-up is ever missed: a token
-        pushed between the check and the BLPOP stays in the list.
+        Every change that may make a task ready (enqueue, also scheduled; retry; release; run;
+        unpause) pushes a token. Each round first asks the server (``peek.lua``) whether a task
+        is ready (then return) and when the earliest scheduled/retry task is due (the BLPOP
+        never outlasts it). No wake-up is missed: a token pushed between the check and the BLPOP
+        stays in the list. A token that finds nothing ready just starts another round.
         """
         names = list(dict.fromkeys(queues))
         if not names or timeout_s <= 0:
             return
-        batch = _Batch(self)
-        for q in names:
-            batch.block(q)
-        until_ready_us = int(await self._run("peek", batch.keys, []))
-        wait = timeout_s if until_ready_us < 0 else min(timeout_s, until_ready_us / 1_000_000)
-        if wait < 0.001:  # BLPOP's timeout 0 would mean "for ever"
-            return
+        batches = []
+        for group in self._groups(names):
+            batch = _Batch(self)
+            for q in group:
+                batch.block(q)
+            batches.append(batch)
         wake_keys = [self._keys(q).wake for q in names]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            wait = deadline - loop.time()
+            for batch in batches:  # one call in all, or one per queue on Cluster
+                until_ready_us = int(await self._run("peek", batch.keys, []))
+                if until_ready_us >= 0:
+                    wait = min(wait, until_ready_us / 1_000_000)
+            if wait < 0.001:  # BLPOP's timeout 0 would mean "for ever"
+                return
+            await self._block(wake_keys, wait)
+
+    async def _block(self, wake_keys: list[str], wait: float) -> None:
+        """BLPOP on the wake lists for at most ``wait`` seconds, on the blocking client."""
         if self._blocking is None:
             self._blocking = make_client(self._target, blocking=True)
         blocking = self._blocking
@@ -540,8 +556,8 @@ class RedisBroker:
         await self._register([queue])
         with self._errors():
             await self._client.delete(k.paused)
-            await self._client.lpush(k.wake, b"1")
-            await self._client.ltrim(k.wake, 0, 63)
+            await self._client.lpush(k.wake, *[b"1"] * WAKE_TOKENS)
+            await self._client.ltrim(k.wake, 0, WAKE_TOKENS - 1)
 
 
 def _raw(value: bytes | str) -> bytes:

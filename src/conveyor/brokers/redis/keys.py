@@ -10,6 +10,8 @@ Layout (``ns`` is the namespace, default ``conveyor``; ``q`` a queue name)::
     ns:{q}:archived                ZSET   dead task ids, score = archived-at time
     ns:{q}:completed               ZSET   retained results, score = completed-at time
     ns:{q}:expiry                  ZSET   retained results, score = end of retention
+    ns:{q}:seq                     STRING fencing-token counter (never reset, so a token never
+                                          repeats, even for a task deleted and re-created)
     ns:{q}:wake                    LIST   wake-up tokens for idle workers (BLPOP), capped
     ns:{q}:paused                  STRING present while the queue is paused
     ns:{q}:stats                   HASH   p:<utc day> / f:<utc day> processed and failed counts
@@ -42,6 +44,7 @@ QUEUE_KEY_NAMES = (
     "archived",
     "completed",
     "expiry",
+    "seq",
     "wake",
     "paused",
     "stats",
@@ -85,6 +88,7 @@ class QueueKeys:
     archived: str
     completed: str
     expiry: str
+    seq: str
     wake: str
     paused: str
     stats: str
@@ -93,7 +97,7 @@ class QueueKeys:
 
     @property
     def block(self) -> tuple[str, ...]:
-        """The keys in script order (12 entries)."""
+        """The keys in script order (13 entries)."""
         return (
             self.pending,
             self.scheduled,
@@ -102,6 +106,7 @@ class QueueKeys:
             self.archived,
             self.completed,
             self.expiry,
+            self.seq,
             self.wake,
             self.paused,
             self.stats,

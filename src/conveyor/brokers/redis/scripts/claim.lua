@@ -1,5 +1,5 @@
 -- claim.lua: lease up to `limit` ready tasks, trying the queues in KEYS order.
--- KEYS:    one 12-key block per queue, in the caller's priority order (see lib.lua).
+-- KEYS:    one 13-key block per queue, in the caller's priority order (see lib.lua).
 -- ARGV:    [1] limit, [2] lease length in µs.
 -- Returns: {now_us, lease_expiry_us, claimed...}; each claimed task is
 --          {queue_block_index, id, flat HGETALL of its record (token included)}.
@@ -32,18 +32,17 @@ local function corruption(rec)
   if rec[5] ~= 'json' and rec[5] ~= 'bytes' then return 'bad encoding' end
   if tonumber(rec[6]) == nil then return 'bad max_retry' end
   if tonumber(rec[7]) == nil then return 'bad retried' end
-  if tonumber(rec[8]) == nil then return 'bad token' end
   return nil
 end
 
 local function take(b, qi, id)
   local tkey = b.tprefix .. id
   local rec = redis.call('HMGET', tkey, 'enqueued_at', 'state', 'type', 'payload', 'encoding',
-    'max_retry', 'retried', 'token')
+    'max_retry', 'retried')
   local bad = corruption(rec)
   if bad == nil then
-    redis.call('HINCRBY', tkey, 'token', 1)
-    redis.call('HSET', tkey, 'state', 'active', 'lease', expiry, 'since', t)
+    local token = redis.call('INCR', b.seq)
+    redis.call('HSET', tkey, 'state', 'active', 'token', token, 'lease', expiry, 'since', t)
     redis.call('ZADD', b.active, expiry, id)
     out[#out + 1] = {qi, id, redis.call('HGETALL', tkey)}
     claimed = claimed + 1

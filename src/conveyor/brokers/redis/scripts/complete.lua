@@ -1,5 +1,5 @@
 -- complete.lua: record successful attempts and enqueue their successors, one step each.
--- KEYS:    one 12-key block per queue involved (see lib.lua).
+-- KEYS:    one 13-key block per queue involved (see lib.lua).
 -- ARGV:    [1] completion count n, then n completions of 5 fields: queue block index, id, token,
 --          has_result ('1'/'0'), result; then the successor count m, then m successors of
 --          1 + 13 fields: the index of the completion they follow, then a message (lib.lua).

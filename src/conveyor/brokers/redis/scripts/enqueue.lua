@@ -1,5 +1,5 @@
 -- enqueue.lua: store a batch of tasks, all or nothing.
--- KEYS:    one 12-key block per queue in the batch (see lib.lua).
+-- KEYS:    one 13-key block per queue in the batch (see lib.lua).
 -- ARGV:    [1] message count n, then n messages of 13 fields each (layout in lib.lua).
 -- Returns: {'ok', now_us, state_1, ..., state_n}, or {'conflict', i} / {'duplicate', i} for the
 --          first refused message i (then nothing is stored).

@@ -1,5 +1,5 @@
 -- extend.lua: push leases to now + lease length, each a compare-and-set on its token.
--- KEYS:    one 12-key block per queue involved (see lib.lua).
+-- KEYS:    one 13-key block per queue involved (see lib.lua).
 -- ARGV:    [1] lease length in µs, [2] count n, then n leases of 3 fields: block index, id, token.
 -- Returns: {new_expiry_us, held_1, ..., held_n} with held 1 (extended) or 0 (lost).
 

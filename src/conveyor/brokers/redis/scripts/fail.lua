@@ -1,5 +1,5 @@
 -- fail.lua: record a failed attempt under a lease: RETRY after a delay, or ARCHIVED.
--- KEYS:    one 12-key block: the task's queue (see lib.lua).
+-- KEYS:    one 13-key block: the task's queue (see lib.lua).
 -- ARGV:    [1] id, [2] token, [3] error text, [4] delay in µs, or '' to archive.
 -- Returns: 1 when recorded, 0 when the lease was lost (nothing changed).
 

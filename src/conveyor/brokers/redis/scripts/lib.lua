@@ -1,20 +1,23 @@
 -- lib.lua: helpers prepended to every other script (constant text, no data).
--- KEYS:    none of its own; scripts take queue key blocks of 12 keys each, in this order:
---          pending, scheduled, retry, active, archived, completed, expiry, wake, paused, stats,
+-- KEYS:    none of its own; scripts take queue key blocks of 13 keys each, in this order:
+--          pending, scheduled, retry, active, archived, completed, expiry, seq, wake, paused, stats,
 --          task-record prefix, unique-lock prefix (the prefixes share the queue's hash tag).
 -- ARGV:    none of its own.
 -- Returns: nothing; defines local helpers only.
 -- Times are server microseconds since the epoch; ZSET scores hold them exactly (< 2^53).
 
-local BLOCK = 12
-local WAKE_CAP = 64
+local BLOCK = 13
+-- Tokens pushed per wake-up: enough for several idle workers blocked on one queue to all wake;
+-- peek.lua clears leftovers, so stale tokens never make a worker spin.
+local WAKE_TOKENS = 8
 
 local function block(i)
   local o = (i - 1) * BLOCK
   return {
     pending = KEYS[o + 1], scheduled = KEYS[o + 2], retry = KEYS[o + 3], active = KEYS[o + 4],
-    archived = KEYS[o + 5], completed = KEYS[o + 6], expiry = KEYS[o + 7], wake = KEYS[o + 8],
-    paused = KEYS[o + 9], stats = KEYS[o + 10], tprefix = KEYS[o + 11], uprefix = KEYS[o + 12],
+    archived = KEYS[o + 5], completed = KEYS[o + 6], expiry = KEYS[o + 7], seq = KEYS[o + 8],
+    wake = KEYS[o + 9], paused = KEYS[o + 10], stats = KEYS[o + 11], tprefix = KEYS[o + 12],
+    uprefix = KEYS[o + 13],
   }
 end
 
@@ -37,12 +40,13 @@ local function count_done(b, us, failed)
   end
 end
 
-local function wake(b, n)
-  if n > WAKE_CAP then n = WAKE_CAP end
-  for _ = 1, n do
-    redis.call('LPUSH', b.wake, '1')
+local function wake(b)
+  if redis.call('LLEN', b.wake) < WAKE_TOKENS then
+    local tokens = {}
+    for i = 1, WAKE_TOKENS do tokens[i] = '1' end
+    redis.call('LPUSH', b.wake, unpack(tokens))
+    redis.call('LTRIM', b.wake, 0, WAKE_TOKENS - 1)
   end
-  redis.call('LTRIM', b.wake, 0, WAKE_CAP - 1)
 end
 
 -- Score for a task becoming ready now (`t` µs): its ready time, nudged just behind the last
@@ -133,7 +137,7 @@ local function store_message(o, t, woken)
   end
   redis.call('HSET', tkey,
     'type', ARGV[o + 3], 'payload', ARGV[o + 4], 'encoding', ARGV[o + 5],
-    'max_retry', ARGV[o + 6], 'retried', 0, 'token', 0, 'timeout', ARGV[o + 7],
+    'max_retry', ARGV[o + 6], 'retried', 0, 'timeout', ARGV[o + 7],
     'deadline', ARGV[o + 8], 'retention', ARGV[o + 9], 'unique_key', ARGV[o + 10],
     'enqueued_at', t, 'since', t)
   local state
@@ -144,8 +148,9 @@ local function store_message(o, t, woken)
   else
     state = 'pending'
     to_pending(b, id, tail_score(b, t), t, t)
-    woken[qi] = (woken[qi] or 0) + 1
   end
+  -- Wake idle workers for scheduled tasks too: they recompute how long to sleep.
+  woken[qi] = true
   local ukey = ARGV[o + 10]
   if ukey ~= '' then
     local ttl = ARGV[o + 11]
@@ -159,8 +164,8 @@ local function store_message(o, t, woken)
 end
 
 local function wake_all(woken)
-  for qi, n in pairs(woken) do
-    wake(block(qi), n)
+  for qi, _ in pairs(woken) do
+    wake(block(qi))
   end
 end
 
@@ -180,6 +185,7 @@ local function fail_task(b, id, t, err, due)
   if due then
     redis.call('ZADD', b.retry, due, id)
     redis.call('HSET', tkey, 'state', 'retry', 'ready', seconds(due))
+    wake(b)
   else
     redis.call('ZADD', b.archived, t, id)
     redis.call('HSET', tkey, 'state', 'archived')

@@ -1,5 +1,5 @@
 -- manage.lua: inspector operations on one task or on every task in one state of a queue.
--- KEYS:    one 12-key block (see lib.lua).
+-- KEYS:    one 13-key block (see lib.lua).
 -- ARGV:    [1] operation: 'delete', 'run' or 'archive'; [2] 'one' or 'all';
 --          [3] the task id ('one') or the state whose tasks to act on ('all').
 -- Returns: 'one': 1 done, 0 no such task, or the task's state when the operation does not apply.
@@ -36,7 +36,7 @@ if mode == 'one' then
   if state == false then return 0 end
   if not APPLIES[op][state] then return state end
   apply(id, state)
-  if woke then wake(b, 1) end
+  if woke then wake(b) end
   return 1
 end
 
@@ -52,5 +52,5 @@ while true do
     changed = changed + 1
   end
 end
-if woke then wake(b, changed) end
+if woke then wake(b) end
 return changed

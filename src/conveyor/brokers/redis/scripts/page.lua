@@ -1,5 +1,5 @@
 -- page.lua: a page of task records from one state's set, read atomically.
--- KEYS:    one 12-key block (see lib.lua).
+-- KEYS:    one 13-key block (see lib.lua).
 -- ARGV:    [1] state name (a set of the block), [2] first rank, [3] last rank (-1 = the end).
 -- Returns: {{id, flat HGETALL}, ...} in set order; ids whose record is gone are skipped.
 

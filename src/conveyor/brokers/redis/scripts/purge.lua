@@ -1,5 +1,5 @@
 -- purge.lua: delete COMPLETED tasks of one queue whose retention has ended.
--- KEYS:    one 12-key block (see lib.lua).
+-- KEYS:    one 13-key block (see lib.lua).
 -- ARGV:    [1] batch size.
 -- Returns: {deleted, more} where more is 1 when a full batch was taken (call again).
 

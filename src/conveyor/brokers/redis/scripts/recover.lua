@@ -1,5 +1,5 @@
 -- recover.lua: fail ACTIVE tasks of one queue whose lease expired before now.
--- KEYS:    one 12-key block (see lib.lua).
+-- KEYS:    one 13-key block (see lib.lua).
 -- ARGV:    [1] retry delay in µs, [2] error text, [3] batch size.
 -- Returns: {recovered, more} where more is 1 when a full batch was taken (call again).
 

@@ -1,5 +1,5 @@
 -- release.lua: give an unfinished task back: PENDING with its old ready time (the front).
--- KEYS:    one 12-key block: the task's queue (see lib.lua).
+-- KEYS:    one 13-key block: the task's queue (see lib.lua).
 -- ARGV:    [1] id, [2] token.
 -- Returns: 1 when released, 0 when the lease was lost (nothing changed).
 
@@ -15,5 +15,5 @@ redis.call('ZREM', b.active, id)
 redis.call('HDEL', tkey, 'lease')
 redis.call('ZADD', b.pending, score, id)
 redis.call('HSET', tkey, 'state', 'pending', 'since', t)
-wake(b, 1)
+wake(b)
 return 1

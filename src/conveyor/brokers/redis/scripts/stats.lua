@@ -1,5 +1,5 @@
 -- stats.lua: counts by state, paused flag and today's (UTC, server clock) totals of one queue.
--- KEYS:    one 12-key block (see lib.lua).
+-- KEYS:    one 13-key block (see lib.lua).
 -- ARGV:    none.
 -- Returns: {pending, scheduled, retry, active, archived, completed, paused, processed, failed}.
 
