@@ -154,3 +154,12 @@ async def test_duplicate_unique_successor_leaves_the_task_active(broker: Broker)
         )
 
     assert (await broker.get_task(QUEUE, parent.id)).state is TaskState.ACTIVE
+
+
+async def test_raw_result_bytes_are_stored_exactly(broker: Broker) -> None:
+    info = await enqueue_one(broker, retention_s=600)
+    raw = b"\x00\xff\xfe not utf-8 \r\n" + bytes(range(256))
+
+    assert await broker.complete([Completion(lease=await claim_one(broker), result=raw)]) == [True]
+
+    assert (await broker.get_task(QUEUE, info.id)).raw_result == raw

@@ -219,3 +219,11 @@ async def test_batch_with_a_duplicate_unique_key_stores_nothing(broker: Broker) 
     with pytest.raises(TaskNotFoundError):
         await broker.get_task(QUEUE, fresh.id)
     assert (await broker.queue_stats(QUEUE)).pending == 1
+
+
+async def test_payload_of_a_mebibyte_round_trips(broker: Broker) -> None:
+    raw = bytes(range(256)) * 4096
+    info = await enqueue_one(broker, payload=raw, encoding=Encoding.BYTES)
+
+    assert (await broker.get_task(QUEUE, info.id)).payload == raw
+    assert (await claim_one(broker)).task.payload == raw

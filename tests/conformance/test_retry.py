@@ -99,3 +99,14 @@ async def test_failed_then_completed_task_keeps_its_history(broker: Broker) -> N
     assert (task.state, task.retried, task.last_error) == (TaskState.COMPLETED, 1, "first")
     stats = await broker.queue_stats(QUEUE)
     assert (stats.processed_today, stats.failed_today) == (2, 1)
+
+
+async def test_retried_task_queues_behind_tasks_that_were_ready_earlier(broker: Broker) -> None:
+    first = await enqueue_one(broker)
+    second = await enqueue_one(broker)
+    lease = await claim_one(broker)
+    assert lease.task.id == first.id
+
+    await broker.retry(lease, error="boom", delay_s=0)
+
+    assert await claim_ids(broker, [QUEUE]) == [second.id, first.id]
