@@ -146,6 +146,7 @@ class _Waiter:
     queues: frozenset[str]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[None]
+    woken: bool = False
 
 
 @dataclass(slots=True)
@@ -267,7 +268,10 @@ class MemoryBroker:
     @staticmethod
     def _notify(s: _State, queue: str | None) -> None:
         for w in s.waiters:
-            if queue is None or queue in w.queues:
+            if not w.woken and (queue is None or queue in w.queues):
+                # Wake each waiter once: a 10k-task batch must not write 10k times to the loop's
+                # self-pipe.
+                w.woken = True
                 with contextlib.suppress(RuntimeError):  # the waiter's loop has closed
                     w.loop.call_soon_threadsafe(_wake, w.future)
 
