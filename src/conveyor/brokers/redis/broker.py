@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Iterator, Sequence
 from importlib import resources
@@ -269,9 +270,9 @@ class RedisBroker:
         for group in self._groups([m.queue for m in messages]):
             chosen = [(i, m) for i, m in enumerate(messages) if m.queue in group]
             batch = _Batch(self)
-            args: list[Any] = [len(chosen)]
-            for _, m in chosen:
-                args.extend(message_args(m, batch.block(m.queue)))
+            meta = [message_args(m, batch.block(m.queue)) for _, m in chosen]
+            args: list[Any] = [json.dumps(meta, separators=(",", ":"))]
+            args.extend(m.payload for _, m in chosen)
             reply = await self._run("enqueue", batch.keys, args)
             if reply[0] != b"ok":
                 raise _refusal(reply[0], chosen[int(reply[1]) - 1][1])
@@ -394,10 +395,9 @@ class RedisBroker:
             for i, c in enumerate(completions, start=1)
             for m in (c.successors if with_successors else ())
         ]
-        args.append(len(owned))
-        for i, m in owned:
-            args.append(i)
-            args.extend(message_args(m, batch.block(m.queue)))
+        meta = [[i, message_args(m, batch.block(m.queue))] for i, m in owned]
+        args.append(json.dumps(meta, separators=(",", ":")))
+        args.extend(m.payload for _, m in owned)
         reply = await self._run("complete", batch.keys, args)
         if len(reply) >= 3 and isinstance(reply[-2], bytes):
             # Completions before the refused successor's owner were applied; it and later not.

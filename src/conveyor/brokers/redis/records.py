@@ -8,7 +8,7 @@ exactly. Decoding is lenient: a damaged record still lists (claim archives it wi
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from conveyor.message import Encoding, TaskInfo, TaskMessage, TaskState, to_datetime
 
@@ -18,8 +18,8 @@ _WAITING = (TaskState.PENDING, TaskState.SCHEDULED, TaskState.RETRY)
 _STATES = {s.value.encode(): s for s in TaskState}
 
 
-def message_args(m: TaskMessage, block_index: int) -> list[str | bytes | int]:
-    """The 13 script arguments of one message (layout documented in scripts/lib.lua)."""
+def message_args(m: TaskMessage, block_index: int) -> list[str | int]:
+    """The JSON-encoded fields of one message (layout in scripts/lib.lua); payload apart."""
     if m.process_at is not None:
         # Score rounded up to the microsecond so the task is never claimed early; the exact
         # value is kept for display.
@@ -28,19 +28,17 @@ def message_args(m: TaskMessage, block_index: int) -> list[str | bytes | int]:
     else:
         at = ""
         delay = "" if m.process_in_s is None else str(math.ceil(m.process_in_s * 1_000_000))
-    ttl = "" if m.unique_ttl_s is None else str(math.ceil(m.unique_ttl_s * 1000))
     return [
         block_index,
         m.id,
         m.type,
-        m.payload,
         m.encoding.value,
-        m.max_retry,
+        str(m.max_retry),
         "" if m.timeout_s is None else repr(float(m.timeout_s)),
         "" if m.deadline is None else repr(float(m.deadline)),
-        repr(float(m.retention_s)),
+        repr(float(m.retention_s)) if m.retention_s else "",
         m.unique_key or "",
-        ttl,
+        "" if m.unique_ttl_s is None else str(math.ceil(m.unique_ttl_s * 1000)),
         at,
         delay,
     ]
@@ -90,6 +88,14 @@ def _micros(raw: bytes | None) -> float | None:
     return None if value is None else value / 1_000_000
 
 
+def _ready(state: TaskState, fields: dict[bytes, bytes]) -> datetime | None:
+    """When a waiting task is ready: its ``ready`` field, else (fresh pending) its enqueue time."""
+    if state not in _WAITING:
+        return None
+    ready = _float(fields.get(b"ready"))
+    return to_datetime(ready if ready is not None else _micros(fields.get(b"enqueued_at")))
+
+
 def decode_record(queue: str, task_id: str, fields: dict[bytes, bytes]) -> TaskInfo:
     """Build a TaskInfo from a task hash, tolerating missing or garbled fields."""
     state = _STATES.get(fields.get(b"state", b""), TaskState.ARCHIVED)
@@ -109,7 +115,7 @@ def decode_record(queue: str, task_id: str, fields: dict[bytes, bytes]) -> TaskI
         last_failed_at=to_datetime(_micros(fields.get(b"failed_at"))),
         timeout=None if timeout is None else timedelta(seconds=timeout),
         deadline=to_datetime(_float(fields.get(b"deadline"))),
-        next_process_at=to_datetime(_float(fields.get(b"ready"))) if state in _WAITING else None,
+        next_process_at=_ready(state, fields),
         enqueued_at=to_datetime(_micros(fields.get(b"enqueued_at"))),
         completed_at=to_datetime(_micros(fields.get(b"completed_at"))),
         raw_result=fields.get(b"result"),

@@ -1,25 +1,34 @@
 -- complete.lua: record successful attempts and enqueue their successors, one step each.
 -- KEYS:    one 13-key block per queue involved (see lib.lua).
 -- ARGV:    [1] completion count n, then n completions of 5 fields: queue block index, id, token,
---          has_result ('1'/'0'), result; then the successor count m, then m successors of
---          1 + 13 fields: the index of the completion they follow, then a message (lib.lua).
+--          has_result ('1'/'0'), result; then a JSON array of successors, each
+--          [index of the completion it follows, message (lib.lua)]; then their payloads.
 -- Returns: {now_us, done_1, ..., done_k} with done 1 (applied) or 0 (lease lost). When a
 --          successor of completion k is refused, k < n + 1 and the reply ends with
 --          {'conflict' or 'duplicate', successor index}; completions from k on are not applied.
 
 local n = tonumber(ARGV[1])
-local m = tonumber(ARGV[2 + n * 5])
 local sbase = 2 + n * 5
+local succs = cjson.decode(ARGV[sbase])
 local t = now()
 local out = {t}
-local woken = {}
+local ctx = new_batch()
+local done = {}  -- processed count per stats key, added once at the end
+local day = math.floor(t / 86400000000)
 
+local function finish()
+  for stats, count in pairs(done) do
+    redis.call('HINCRBY', stats, 'p:' .. day, count)
+  end
+  wake_all(ctx)
+end
+
+-- Successors of completion i, as {successor index, message}.
 local function successors_of(i)
   local found = {}
-  for j = 1, m do
-    local o = sbase + (j - 1) * (MSG + 1)
-    if tonumber(ARGV[o + 1]) == i then
-      found[#found + 1] = {j, o + 1}
+  for j, s in ipairs(succs) do
+    if s[1] == i then
+      found[#found + 1] = {j, s[2]}
     end
   end
   return found
@@ -34,14 +43,14 @@ for i = 1, n do
     out[#out + 1] = 0
   else
     local succ = {}
-    if m > 0 then succ = successors_of(i) end
+    if #succs > 0 then succ = successors_of(i) end
     local seen = {}
     for _, s in ipairs(succ) do
       local refused = check_message(s[2], seen, id)
       if refused then
         out[#out + 1] = refused
         out[#out + 1] = s[1]
-        wake_all(woken)
+        finish()
         return out
       end
     end
@@ -60,12 +69,12 @@ for i = 1, n do
     else
       redis.call('DEL', tkey)
     end
-    count_done(b, t, false)
+    done[b.stats] = (done[b.stats] or 0) + 1
     for _, s in ipairs(succ) do
-      store_message(s[2], t, woken)
+      store_message(s[2], ARGV[sbase + s[1]], t, ctx)
     end
     out[#out + 1] = 1
   end
 end
-wake_all(woken)
+finish()
 return out

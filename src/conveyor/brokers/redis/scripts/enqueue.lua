@@ -1,22 +1,22 @@
 -- enqueue.lua: store a batch of tasks, all or nothing.
 -- KEYS:    one 13-key block per queue in the batch (see lib.lua).
--- ARGV:    [1] message count n, then n messages of 13 fields each (layout in lib.lua).
+-- ARGV:    [1] JSON array of n messages (layout in lib.lua), [2..n+1] their payloads.
 -- Returns: {'ok', now_us, state_1, ..., state_n}, or {'conflict', i} / {'duplicate', i} for the
 --          first refused message i (then nothing is stored).
 
-local n = tonumber(ARGV[1])
+local msgs = cjson.decode(ARGV[1])
 local seen = {}
-for i = 1, n do
-  local refused = check_message(1 + (i - 1) * MSG, seen, nil)
+for i, m in ipairs(msgs) do
+  local refused = check_message(m, seen, nil)
   if refused then
     return {refused, i}
   end
 end
 local t = now()
 local out = {'ok', t}
-local woken = {}
-for i = 1, n do
-  out[#out + 1] = store_message(1 + (i - 1) * MSG, t, woken)
+local ctx = new_batch()
+for i, m in ipairs(msgs) do
+  out[i + 2] = store_message(m, ARGV[i + 1], t, ctx)
 end
-wake_all(woken)
+wake_all(ctx)
 return out

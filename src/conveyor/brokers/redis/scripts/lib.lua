@@ -91,24 +91,23 @@ local function unlink(b, id, state)
   end
 end
 
--- Message layout in ARGV (13 fields from offset o+1): queue block index, id, type, payload,
--- encoding, max_retry, timeout, deadline, retention, unique_key ('' = none),
--- unique_ttl_ms ('' = for ever), process_at ('' = none, else "<µs ceiling> <exact seconds>"),
--- process_in_us ('' = none).
-local MSG = 13
+-- A message arrives as one entry of a JSON array (decoded with cjson; all strings except the
+-- block index), its payload as a separate ARGV entry so bytes pass untouched:
+--   {block index, id, type, encoding, max_retry, timeout, deadline, retention, unique_key,
+--    unique_ttl_ms ('' = for ever), process_at ('' or "<µs ceiling> <exact seconds>"),
+--    process_in_us}; '' marks an absent value.
 
 -- nil when the message can be stored, else 'conflict' or 'duplicate'. `seen` tracks ids and
 -- unique keys earlier in the same batch; a lock held by `owner` (a completing task) is free.
-local function check_message(o, seen, owner)
-  local b = block(tonumber(ARGV[o + 1]))
-  local tkey = b.tprefix .. ARGV[o + 2]
+local function check_message(m, seen, owner)
+  local b = block(m[1])
+  local tkey = b.tprefix .. m[2]
   if seen[tkey] or redis.call('EXISTS', tkey) == 1 then
     return 'conflict'
   end
   seen[tkey] = true
-  local ukey = ARGV[o + 10]
-  if ukey ~= '' then
-    local lock = b.uprefix .. ukey
+  if m[9] ~= '' then
+    local lock = b.uprefix .. m[9]
     if seen[lock] then
       return 'duplicate'
     end
@@ -121,50 +120,75 @@ local function check_message(o, seen, owner)
   return nil
 end
 
--- Store one checked message at server time `t`; returns its state.
-local function store_message(o, t, woken)
-  local qi = tonumber(ARGV[o + 1])
-  local b = block(qi)
-  local id = ARGV[o + 2]
-  local tkey = b.tprefix .. id
-  local due, due_s = 0, nil
-  if ARGV[o + 12] ~= '' then
-    local sp = string.find(ARGV[o + 12], ' ', 1, true)
-    due = tonumber(string.sub(ARGV[o + 12], 1, sp - 1))
-    due_s = string.sub(ARGV[o + 12], sp + 1)
-  elseif ARGV[o + 13] ~= '' then
-    due = t + tonumber(ARGV[o + 13])
+-- Per-call state shared by store_message: queues to wake, and each queue's last pending score.
+local function new_batch()
+  return {woken = {}, tails = {}}
+end
+
+-- Like tail_score, but remembers the tail within one call instead of asking Redis each time.
+local function batch_tail(ctx, qi, b, t)
+  local last = ctx.tails[qi]
+  if last == nil then
+    local r = redis.call('ZRANGE', b.pending, -1, -1, 'WITHSCORES')
+    last = tonumber(r[2] or -1)
   end
-  redis.call('HSET', tkey,
-    'type', ARGV[o + 3], 'payload', ARGV[o + 4], 'encoding', ARGV[o + 5],
-    'max_retry', ARGV[o + 6], 'retried', 0, 'timeout', ARGV[o + 7],
-    'deadline', ARGV[o + 8], 'retention', ARGV[o + 9], 'unique_key', ARGV[o + 10],
-    'enqueued_at', t, 'since', t)
+  local score = t
+  if last >= t then score = last + 1 end
+  ctx.tails[qi] = score
+  return score
+end
+
+-- Store one checked message at server time `t`; returns its state.
+local function store_message(m, payload, t, ctx)
+  local qi = m[1]
+  local b = block(qi)
+  local id = m[2]
+  local due, due_s = 0, nil
+  if m[11] ~= '' then
+    local sp = string.find(m[11], ' ', 1, true)
+    due = tonumber(string.sub(m[11], 1, sp - 1))
+    due_s = string.sub(m[11], sp + 1)
+  elseif m[12] ~= '' then
+    due = t + tonumber(m[12])
+  end
+  local f = {'type', m[3], 'payload', payload, 'encoding', m[4], 'max_retry', m[5],
+             'retried', 0, 'enqueued_at', t}
+  local n = #f
+  for _, opt in ipairs({{'timeout', m[6]}, {'deadline', m[7]}, {'retention', m[8]},
+                        {'unique_key', m[9]}}) do
+    if opt[2] ~= '' then
+      f[n + 1] = opt[1]
+      f[n + 2] = opt[2]
+      n = n + 2
+    end
+  end
   local state
   if due > t then
     state = 'scheduled'
     redis.call('ZADD', b.scheduled, due, id)
-    redis.call('HSET', tkey, 'state', state, 'ready', due_s or seconds(due))
+    f[n + 1], f[n + 2], f[n + 3], f[n + 4] = 'state', state, 'ready', due_s or seconds(due)
   else
     state = 'pending'
-    to_pending(b, id, tail_score(b, t), t, t)
+    local score = batch_tail(ctx, qi, b, t)
+    redis.call('ZADD', b.pending, score, id)
+    -- No 'ready' field: a pending task's ready time is its enqueue time until it changes.
+    f[n + 1], f[n + 2], f[n + 3], f[n + 4] = 'state', state, 'rscore', score
   end
+  redis.call('HSET', b.tprefix .. id, unpack(f))
   -- Wake idle workers for scheduled tasks too: they recompute how long to sleep.
-  woken[qi] = true
-  local ukey = ARGV[o + 10]
-  if ukey ~= '' then
-    local ttl = ARGV[o + 11]
-    if ttl == '' then
-      redis.call('SET', b.uprefix .. ukey, id)
-    elseif tonumber(ttl) > 0 then
-      redis.call('SET', b.uprefix .. ukey, id, 'PX', ttl)
+  ctx.woken[qi] = true
+  if m[9] ~= '' then
+    if m[10] == '' then
+      redis.call('SET', b.uprefix .. m[9], id)
+    elseif tonumber(m[10]) > 0 then
+      redis.call('SET', b.uprefix .. m[9], id, 'PX', m[10])
     end
   end
   return state
 end
 
-local function wake_all(woken)
-  for qi, _ in pairs(woken) do
+local function wake_all(ctx)
+  for qi, _ in pairs(ctx.woken) do
     wake(block(qi))
   end
 end
