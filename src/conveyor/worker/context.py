@@ -1,0 +1,83 @@
+"""TaskContext: what a handler knows about the attempt it is running, and how it learns to stop."""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from conveyor.message import JSONValue, Task
+
+__all__ = ["TaskContext", "current_context"]
+
+SyncRunner = Callable[
+    [Callable[["TaskContext", "Task"], "JSONValue"], "TaskContext", "Task"],
+    Awaitable["JSONValue"],
+]
+"""Runs a sync handler off the event loop and awaits its result (the worker's thread pool)."""
+
+_current: contextvars.ContextVar[TaskContext] = contextvars.ContextVar("conveyor_task_context")
+
+
+@dataclass(eq=False, slots=True, kw_only=True)
+class TaskContext:
+    """The attempt a handler runs: which task, how many tries so far, and whether to stop.
+
+    The worker sets :attr:`cancel_event` when the attempt must end early: its lease was lost, its
+    timeout or deadline passed, or the worker is shutting down past its grace period. An async
+    handler is also cancelled; a sync handler cannot be interrupted, so long-running sync code
+    should check :attr:`cancelled` (or ``ctx.cancel_event.wait(seconds)``) between steps.
+
+    Example::
+
+        def handler(ctx: TaskContext, task: Task) -> None:
+            for chunk in chunks(task.payload):
+                if ctx.cancelled:
+                    return
+                process(chunk)
+
+    Attributes:
+        task_id: the task's id.
+        queue: the queue it was claimed from.
+        type: the task type.
+        retry_count: failed attempts before this one (``TaskInfo.retried``).
+        max_retry: how many retries the task allows in all.
+        deadline: when the task must be done by (aware UTC), or ``None``.
+        cancel_event: set when the attempt should stop.
+    """
+
+    task_id: str
+    queue: str
+    type: str
+    retry_count: int = 0
+    max_retry: int = 0
+    deadline: datetime | None = None
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    # How sync handlers reach the worker's thread pool; None outside a worker (asyncio.to_thread).
+    run_sync: SyncRunner | None = field(default=None, repr=False)
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the attempt has been asked to stop (lease lost, timeout, shutdown)."""
+        return self.cancel_event.is_set()
+
+
+def current_context() -> TaskContext:
+    """Return the context of the task running in this asyncio task or handler thread.
+
+    Raises:
+        LookupError: when called outside a task handler.
+    """
+    try:
+        return _current.get()
+    except LookupError:
+        raise LookupError("current_context() called outside a conveyor task handler") from None
+
+
+def activate(ctx: TaskContext) -> contextvars.Token[TaskContext]:
+    """Make ``ctx`` the current context of the running asyncio task (used by the executor)."""
+    return _current.set(ctx)

@@ -1,0 +1,434 @@
+"""Executor: runs each claimed task's attempt and records its outcome.
+
+One asyncio task per attempt: decode the payload, run the handler under its time limit, then
+record the outcome (completion through the :class:`~conveyor.worker.completer.Completer`; retry,
+archive or release directly). An attempt can be *interrupted* from outside: a lost lease cancels
+the handler and drops its outcome; shutdown cancels it and gives the task back. Sync handlers run
+in the pool; one that cannot be stopped is abandoned (its thread finishes alone, its outcome is
+ignored) and the pool starts a replacement thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import enum
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from conveyor.backoff import ReconnectBackoff
+from conveyor.brokers.protocol import Broker
+from conveyor.errors import (
+    BrokerUnavailableError,
+    ConveyorError,
+    LeaseLostError,
+    PayloadTooLargeError,
+    Retry,
+    SkipRetry,
+)
+from conveyor.message import Completion, JSONValue, Lease, Task, decode_payload, encode_json
+from conveyor.middleware import AsyncHandler, SyncHandler
+from conveyor.worker.completer import Completer
+from conveyor.worker.config import WorkerConfig
+from conveyor.worker.context import TaskContext, activate
+from conveyor.worker.heartbeat import LeaseRegistry
+from conveyor.worker.pool import HandlerThreadPool
+from conveyor.worker.stats import WorkerStats
+
+logger = logging.getLogger(__name__)
+
+# Stored error texts are for people reading the dead set; cap them so one huge message cannot
+# bloat the broker.
+_MAX_ERROR_CHARS = 4096
+
+
+class Interrupt(enum.Enum):
+    """Why an attempt was stopped from outside."""
+
+    LEASE_LOST = "lease lost"
+    SHUTDOWN = "shutdown"
+
+
+class Phase(enum.Enum):
+    """Where an attempt is: before its handler, in it, or recording its outcome."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    SETTLING = "settling"
+
+
+@dataclass(slots=True, eq=False)
+class Attempt:
+    """One claimed task being processed."""
+
+    lease: Lease
+    ctx: TaskContext
+    task: asyncio.Task[None] | None = None
+    phase: Phase = Phase.STARTING
+    interrupt: Interrupt | None = None
+
+
+def error_text(exc: BaseException) -> str:
+    """What is stored as a task's last error: the exception type name and its message."""
+    try:
+        message = str(exc)
+    except Exception:  # a broken __str__ must not lose the failure
+        message = ""
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text[:_MAX_ERROR_CHARS]
+
+
+class Executor:
+    """Runs attempts, at most ``config.concurrency`` at once, and records their outcomes.
+
+    Args:
+        broker: the server's broker.
+        handler: the (composed) async handler every task goes through.
+        config: the server's options.
+        registry: held leases; attempts add theirs and remove them once settled.
+        completer: where successful attempts go.
+        pool: the thread pool for sync handlers.
+        stats: the server's counters.
+        on_slot_freed: called whenever an attempt ends (the fetcher may claim again).
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        handler: AsyncHandler,
+        *,
+        config: WorkerConfig,
+        registry: LeaseRegistry,
+        completer: Completer,
+        pool: HandlerThreadPool,
+        stats: WorkerStats,
+        on_slot_freed: Callable[[], None],
+    ) -> None:
+        self._broker = broker
+        self._handler = handler
+        self._config = config
+        self._registry = registry
+        self._completer = completer
+        self._pool = pool
+        self._stats = stats
+        self._on_slot_freed = on_slot_freed
+        self._running: dict[tuple[str, str, int], Attempt] = {}
+
+    def free_slots(self) -> int:
+        """How many more attempts may start now."""
+        return self._config.concurrency - len(self._running)
+
+    @property
+    def running(self) -> int:
+        """Attempts not yet ended (in their handler or recording an outcome)."""
+        return len(self._running)
+
+    def dispatch(self, lease: Lease) -> None:
+        """Start the attempt for a freshly claimed lease."""
+        info = lease.task
+        ctx = TaskContext(
+            task_id=info.id,
+            queue=info.queue,
+            type=info.type,
+            retry_count=info.retried,
+            max_retry=info.max_retry,
+            deadline=info.deadline,
+            run_sync=self._run_sync,
+        )
+        attempt = Attempt(lease=lease, ctx=ctx)
+        key = self._registry.key(lease)
+        self._registry.add(lease)
+        self._running[key] = attempt
+        self._stats.claimed += 1
+        task = asyncio.create_task(self._run(attempt))
+        attempt.task = task
+        task.add_done_callback(lambda t: self._ended(key, attempt, t))
+
+    def lease_lost(self, leases: list[Lease]) -> None:
+        """Interrupt the attempts whose lease renewal was refused: cancel, never report."""
+        for lease in leases:
+            attempt = self._running.get(self._registry.key(lease))
+            # An attempt already recording its outcome learns of the loss from that call.
+            if attempt is None or attempt.interrupt is not None or attempt.phase is Phase.SETTLING:
+                continue
+            self._stats.lease_lost += 1
+            self._interrupt(attempt, Interrupt.LEASE_LOST)
+
+    def interrupt_all(self) -> int:
+        """Interrupt every attempt not yet recording its outcome (shutdown); return how many."""
+        count = 0
+        for attempt in list(self._running.values()):
+            if attempt.interrupt is None and attempt.phase is not Phase.SETTLING:
+                self._interrupt(attempt, Interrupt.SHUTDOWN)
+                count += 1
+        return count
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for every attempt to end; return whether they all did."""
+        deadline = time.monotonic() + timeout_s
+        while self._running:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            tasks = {a.task for a in self._running.values() if a.task is not None}
+            await asyncio.wait(tasks, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        return True
+
+    async def cancel_remaining(self) -> None:
+        """Last resort at shutdown: cancel attempts that ignored every request to end.
+
+        Their leases are left to lapse, so the tasks are recovered and run again.
+        """
+        stuck = [a for a in self._running.values() if a.task is not None]
+        for attempt in stuck:
+            logger.error(
+                "task %s did not end at shutdown; it will run again after its lease expires",
+                attempt.lease.task.id,
+                extra=_extra(attempt.lease),
+            )
+            self._registry.discard(attempt.lease)
+            assert attempt.task is not None
+            attempt.task.cancel()
+        if stuck:
+            await asyncio.wait({a.task for a in stuck if a.task is not None}, timeout=1.0)
+
+    # -- one attempt ---------------------------------------------------------------------------
+
+    async def _run(self, attempt: Attempt) -> None:
+        if attempt.interrupt is not None:  # interrupted before it started
+            await self._interrupted(attempt)
+            return
+        task = await self._decode(attempt)
+        if task is None:
+            return
+        activate(attempt.ctx)
+        info = attempt.lease.task
+        limit, limit_error = self._time_limit(info.timeout, info.deadline)
+        if limit is not None and limit <= 0:
+            await self._fail(attempt, task, limit_error)
+            return
+        ok, value = await self._invoke(attempt, task, limit, limit_error)
+        attempt.phase = Phase.SETTLING
+        if attempt.interrupt is not None:
+            await self._interrupted(attempt)
+        elif ok:
+            await self._succeed(attempt, task, value)
+        else:
+            await self._fail(attempt, task, value)
+
+    async def _invoke(
+        self, attempt: Attempt, task: Task, limit: float | None, limit_error: TimeoutError
+    ) -> tuple[bool, JSONValue]:
+        """Run the handler; return ``(True, result)`` or ``(False, exception)``."""
+        attempt.phase = Phase.RUNNING
+        try:
+            if limit is None:
+                return True, await self._handler(attempt.ctx, task)
+            scope = asyncio.timeout(limit)
+            try:
+                async with scope:
+                    return True, await self._handler(attempt.ctx, task)
+            except TimeoutError:
+                if not scope.expired():
+                    raise  # the handler's own TimeoutError: an ordinary failure
+                attempt.ctx.cancel_event.set()
+                return False, limit_error
+        except asyncio.CancelledError as exc:
+            if attempt.interrupt is None:
+                raise  # not ours (the loop is being torn down): let it propagate
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            return False, exc
+        except Exception as exc:
+            return False, exc
+
+    def _time_limit(
+        self, timeout: timedelta | None, deadline: datetime | None
+    ) -> tuple[float | None, TimeoutError]:
+        limit = None if timeout is None else timeout.total_seconds()
+        error = TimeoutError(f"task timed out after {limit:g}s" if limit is not None else "")
+        if deadline is not None:
+            remaining = (deadline - datetime.now(UTC)).total_seconds()
+            if limit is None or remaining < limit:
+                return remaining, TimeoutError("deadline exceeded")
+        return limit, error
+
+    async def _decode(self, attempt: Attempt) -> Task | None:
+        """The task to hand to the handler, or ``None`` after archiving an unreadable one."""
+        info = attempt.lease.task
+        size, cap = len(info.raw_payload), self._config.max_payload_bytes
+        error: Exception
+        if size > cap:
+            # Check the length before decoding: a huge payload must not cost a huge parse.
+            error = PayloadTooLargeError(size=size, limit=cap)
+        else:
+            try:
+                return Task(info.type, decode_payload(info.raw_payload, info.encoding))
+            except (ConveyorError, ValueError, TypeError) as exc:
+                error = exc
+        attempt.phase = Phase.SETTLING
+        self._stats.failed += 1
+        await self._archive(attempt, error_text(error))
+        return None
+
+    async def _succeed(self, attempt: Attempt, task: Task, result: JSONValue) -> None:
+        info = attempt.lease.task
+        raw: bytes | None = None
+        if info.retention > timedelta(0):  # a result is stored only when it is retained
+            try:
+                raw = encode_json(result)
+            except ConveyorError as exc:
+                await self._fail(attempt, task, exc)
+                return
+        self._completer.add(Completion(lease=attempt.lease, result=raw))
+
+    async def _fail(self, attempt: Attempt, task: Task, exc: BaseException) -> None:
+        self._stats.failed += 1
+        attempt.phase = Phase.SETTLING
+        await self._report_error(attempt.ctx, task, exc)
+        info = attempt.lease.task
+        error = error_text(exc)
+        past_deadline = info.deadline is not None and info.deadline <= datetime.now(UTC)
+        if isinstance(exc, SkipRetry) or past_deadline or info.retried + 1 > info.max_retry:
+            await self._archive(attempt, error)
+            return
+        if isinstance(exc, Retry) and exc.delay is not None:
+            delay = exc.delay
+        else:
+            delay = self._config.retry_delay(info.retried, exc, task)
+        delay_s = max(0.0, delay.total_seconds())
+        logger.warning(
+            "task %s failed (%s); retry %d of %d in %.1fs",
+            info.id,
+            error,
+            info.retried + 1,
+            info.max_retry,
+            delay_s,
+            extra=_extra(attempt.lease),
+        )
+        lease = attempt.lease
+        if await self._settle(
+            lease, lambda: self._broker.retry(lease, error=error, delay_s=delay_s)
+        ):
+            self._stats.retried += 1
+
+    async def _archive(self, attempt: Attempt, error: str) -> None:
+        lease = attempt.lease
+        logger.error("task %s archived: %s", lease.task.id, error, extra=_extra(lease))
+        if await self._settle(lease, lambda: self._broker.archive(lease, error=error)):
+            self._stats.archived += 1
+
+    async def _interrupted(self, attempt: Attempt) -> None:
+        lease = attempt.lease
+        if attempt.interrupt is Interrupt.LEASE_LOST:
+            self._registry.discard(lease)
+            logger.warning(
+                "lease on task %s lost: handler cancelled, outcome ignored",
+                lease.task.id,
+                extra=_extra(lease),
+            )
+            return
+        if await self._settle(lease, lambda: self._broker.release(lease)):
+            self._stats.released += 1
+            logger.info("task %s released at shutdown", lease.task.id, extra=_extra(lease))
+
+    async def _report_error(self, ctx: TaskContext, task: Task, exc: BaseException) -> None:
+        handler = self._config.error_handler
+        if handler is None:
+            return
+        try:
+            outcome = handler(ctx, task, exc)
+            if inspect.isawaitable(outcome):
+                await outcome
+        except Exception:
+            logger.exception("error_handler raised for task %s", ctx.task_id)
+
+    async def _settle(self, lease: Lease, call: Callable[[], Awaitable[None]]) -> bool:
+        """Record an outcome; a lost lease or a broker down past the lease returns ``False``."""
+        backoff = ReconnectBackoff(cap_s=1.0)
+        give_up_at = time.monotonic() + self._config.lease_s
+        try:
+            while True:
+                try:
+                    await call()
+                    return True
+                except LeaseLostError:
+                    self._stats.lease_lost += 1
+                    logger.warning(
+                        "outcome of task %s refused: its lease was lost",
+                        lease.task.id,
+                        extra=_extra(lease),
+                    )
+                    return False
+                except BrokerUnavailableError as exc:
+                    self._stats.broker_errors += 1
+                    if time.monotonic() >= give_up_at:
+                        logger.error(
+                            "could not record the outcome of task %s (%s); it will be recovered "
+                            "after its lease expires",
+                            lease.task.id,
+                            exc,
+                            extra=_extra(lease),
+                        )
+                        return False
+                    await asyncio.sleep(backoff.next_delay())
+                except Exception:
+                    self._stats.broker_errors += 1
+                    logger.exception(
+                        "could not record the outcome of task %s",
+                        lease.task.id,
+                        extra=_extra(lease),
+                    )
+                    return False
+        finally:
+            self._registry.discard(lease)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _interrupt(self, attempt: Attempt, why: Interrupt) -> None:
+        attempt.interrupt = why
+        attempt.ctx.cancel_event.set()
+        if attempt.phase is Phase.RUNNING and attempt.task is not None:
+            attempt.task.cancel()
+
+    def _ended(self, key: tuple[str, str, int], attempt: Attempt, task: asyncio.Task[None]) -> None:
+        self._running.pop(key, None)
+        if task.cancelled() or task.exception() is not None:
+            # The attempt died without recording an outcome: stop renewing so the lease lapses
+            # and the task is recovered, rather than held for ever.
+            self._registry.discard(attempt.lease)
+            if not task.cancelled():
+                logger.error(
+                    "attempt of task %s crashed",
+                    attempt.lease.task.id,
+                    exc_info=task.exception(),
+                    extra=_extra(attempt.lease),
+                )
+        self._on_slot_freed()
+
+    async def _run_sync(self, fn: SyncHandler, ctx: TaskContext, task: Task) -> JSONValue:
+        """Run a sync handler in the pool, with this task's contextvars (current_context)."""
+        future = self._pool.submit(contextvars.copy_context().run, fn, ctx, task)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            if not future.cancel() and not future.done():
+                # A running thread cannot be stopped: abandon it, ignore its outcome, and let
+                # the pool replace it so the worker keeps its full concurrency.
+                ctx.cancel_event.set()
+                self._pool.abandon()
+                self._stats.abandoned_threads += 1
+                logger.warning(
+                    "abandoned the sync handler of task %s; its thread runs on until it returns",
+                    ctx.task_id,
+                )
+            raise
+
+
+def _extra(lease: Lease) -> dict[str, str]:
+    return {"task_id": lease.task.id, "queue": lease.task.queue}

@@ -1,0 +1,190 @@
+"""Fetcher: picks the queue order for each claim, claims in batches, and idles without polling.
+
+Each claim asks for as many tasks as there are free slots, so one broker call can start hundreds of
+tasks. When nothing is ready the fetcher awaits ``broker.wait_for_tasks`` (woken within
+milliseconds by a new task) instead of sleeping, bounded by ``poll_interval_s`` in case a wake-up
+is missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Sequence
+
+from conveyor.backoff import ReconnectBackoff
+from conveyor.brokers.protocol import Broker
+from conveyor.errors import BrokerUnavailableError
+from conveyor.worker.executor import Executor
+from conveyor.worker.stats import WorkerStats
+
+logger = logging.getLogger(__name__)
+
+
+class QueueSelector:
+    """Orders queue names for each claim, by weight.
+
+    Weighted (the default): a weighted random order without replacement, so over many claims each
+    queue comes first in proportion to its weight, and a lighter queue still gets its turn when
+    the heavier ones are empty. Strict: heaviest first, always (ties keep the given order), so a
+    lighter queue runs only when every heavier one is empty.
+
+    Args:
+        queues: ``(name, weight)`` pairs.
+        strict: use strict priority.
+        rng: random source; seed it for reproducible orders.
+    """
+
+    def __init__(
+        self,
+        queues: Sequence[tuple[str, int]],
+        *,
+        strict: bool = False,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._queues = list(queues)
+        self._strict = strict
+        self._rng = rng or random.Random()
+        ranked = sorted(range(len(self._queues)), key=lambda i: -self._queues[i][1])
+        self._strict_order = [self._queues[i][0] for i in ranked]
+        self._names = [name for name, _ in self._queues]
+        self._uniform = len({weight for _, weight in self._queues}) == 1
+
+    @property
+    def names(self) -> list[str]:
+        """Every queue name, in the order given."""
+        return list(self._names)
+
+    def order(self) -> list[str]:
+        """The queue order for the next claim."""
+        if self._strict:
+            return self._strict_order
+        if len(self._queues) == 1:
+            return self._names
+        if self._uniform:
+            order = list(self._names)
+            self._rng.shuffle(order)
+            return order
+        # Efraimidis-Spirakis: sorting by U ** (1 / w) draws a weighted order without replacement.
+        keyed = [(self._rng.random() ** (1.0 / weight), name) for name, weight in self._queues]
+        keyed.sort(reverse=True)
+        return [name for _, name in keyed]
+
+
+class Fetcher:
+    """The claim loop: claim while there are free slots, wait for tasks when there are none.
+
+    Args:
+        broker: the server's broker.
+        executor: runs what is claimed and reports free slots.
+        selector: the queue order per claim.
+        lease_s: lease length of each claim.
+        poll_interval_s: longest idle wait before claiming again.
+        stats: the server's counters.
+        on_ready: called once, just before the first claim.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        executor: Executor,
+        selector: QueueSelector,
+        *,
+        lease_s: float,
+        poll_interval_s: float,
+        stats: WorkerStats,
+        on_ready: Callable[[], None],
+    ) -> None:
+        self._broker = broker
+        self._executor = executor
+        self._selector = selector
+        self._lease_s = lease_s
+        self._poll_interval_s = poll_interval_s
+        self._stats = stats
+        self._on_ready = on_ready
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._paused = False
+        self._idle_wait: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start claiming on the running event loop."""
+        self._task = asyncio.create_task(self._run(), name="conveyor-fetcher")
+
+    def wake(self) -> None:
+        """Tell the fetcher a slot may have freed up."""
+        self._wake.set()
+
+    def pause(self) -> None:
+        """Stop claiming; running tasks carry on (SIGTSTP)."""
+        if not self._paused:
+            self._paused = True
+            logger.info("stopped fetching new tasks; running tasks continue")
+        self._interrupt_idle_wait()
+
+    async def stop(self) -> None:
+        """Stop claiming and wait for the loop to end (a claim in flight is finished first)."""
+        self._stopping = True
+        self._interrupt_idle_wait()
+        if self._task is not None:
+            await asyncio.wait({self._task})
+
+    def _interrupt_idle_wait(self) -> None:
+        self._wake.set()
+        # Cancelling the idle wait is safe; a claim in flight is never cancelled, since a claim
+        # whose reply is lost would leave its tasks active until their leases lapse.
+        if self._idle_wait is not None:
+            self._idle_wait.cancel()
+
+    async def _run(self) -> None:
+        backoff = ReconnectBackoff()
+        self._on_ready()
+        while not self._stopping:
+            free = self._executor.free_slots()
+            if self._paused or free <= 0:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                leases = await self._broker.claim(
+                    self._selector.order(), limit=free, lease_s=self._lease_s
+                )
+            except BrokerUnavailableError as exc:
+                delay = backoff.next_delay()
+                self._stats.broker_errors += 1
+                logger.warning("claim: broker unavailable (%s); retrying in %.2fs", exc, delay)
+                await self._idle(delay)
+                continue
+            except Exception:
+                delay = backoff.next_delay()
+                self._stats.broker_errors += 1
+                logger.exception("claim failed; retrying in %.2fs", delay)
+                await self._idle(delay)
+                continue
+            backoff.reset()
+            for lease in leases:
+                self._executor.dispatch(lease)
+            if not leases:
+                await self._idle(None)
+
+    async def _idle(self, delay_s: float | None) -> None:
+        """Wait for new tasks (``delay_s`` None) or for ``delay_s``; stop and pause cut it short."""
+        if self._stopping or self._paused:
+            return
+        if delay_s is None:
+            coro = self._broker.wait_for_tasks(self._selector.names, self._poll_interval_s)
+        else:
+            coro = asyncio.sleep(delay_s)
+        self._idle_wait = asyncio.create_task(coro)
+        try:
+            await asyncio.wait({self._idle_wait})
+        finally:
+            waited, self._idle_wait = self._idle_wait, None
+        if not waited.cancelled() and waited.exception() is not None:
+            exc = waited.exception()
+            self._stats.broker_errors += 1
+            logger.warning("wait_for_tasks failed (%s); claiming again", exc)
+            # Do not spin on a broker that fails fast: pause before the next claim.
+            await asyncio.sleep(0.05)
