@@ -29,7 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from conveyor.brokers.protocol import LEASE_EXPIRED_ERROR, Broker, BrokerInfo, Capabilities
 from conveyor.brokers.redis import keys
 from conveyor.brokers.redis.connect import RedisTarget, make_client, parse_redis_url
-from conveyor.brokers.redis.records import decode_record, enqueued_info, message_args, pairs
+from conveyor.brokers.redis.records import decode_record, enqueued_infos, message_args, pairs
 from conveyor.errors import (
     BrokerError,
     BrokerUnavailableError,
@@ -276,9 +276,9 @@ class RedisBroker:
             reply = await self._run("enqueue", batch.keys, args)
             if reply[0] != b"ok":
                 raise _refusal(reply[0], chosen[int(reply[1]) - 1][1])
-            now_us = int(reply[1])
-            for (i, m), state in zip(chosen, reply[2:], strict=True):
-                infos[i] = enqueued_info(m, TaskState(state.decode()), now_us)
+            stored = enqueued_infos([m for _, m in chosen], reply[2:], int(reply[1]))
+            for (i, _), info in zip(chosen, stored, strict=True):
+                infos[i] = info
         return [infos[i] for i in range(len(messages))]
 
     # -- consuming -----------------------------------------------------------------------------
@@ -307,10 +307,11 @@ class RedisBroker:
         """Sleep in BLPOP on the queues' wake lists until an enqueue pushes a token.
 
         Every change that may make a task ready (enqueue, also scheduled; retry; release; run;
-        unpause) pushes a token. Each round first asks the server (``peek.lua``) whether a task
-        is ready (then return) and when the earliest scheduled/retry task is due (the BLPOP
-        never outlasts it). No wake-up is missed: a token pushed between the check and the BLPOP
-        stays in the list. A token that finds nothing ready just starts another round.
+        unpause) pushes tokens. First the server (``peek.lua``) says whether a task is ready
+        (then return at once) and when the earliest scheduled/retry task is due (the BLPOP never
+        outlasts it). No wake-up is missed: a token pushed between the check and the BLPOP stays
+        in the list. Any token ends the wait without a second check (it saves a round trip on
+        the idle enqueue-to-start path); a spurious return just costs the caller one claim.
         """
         names = list(dict.fromkeys(queues))
         if not names or timeout_s <= 0:
@@ -322,16 +323,12 @@ class RedisBroker:
                 batch.block(q)
             batches.append(batch)
         wake_keys = [self._keys(q).wake for q in names]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while True:
-            wait = deadline - loop.time()
-            for batch in batches:  # one call in all, or one per queue on Cluster
-                until_ready_us = int(await self._run("peek", batch.keys, []))
-                if until_ready_us >= 0:
-                    wait = min(wait, until_ready_us / 1_000_000)
-            if wait < 0.001:  # BLPOP's timeout 0 would mean "for ever"
-                return
+        wait = timeout_s
+        for batch in batches:  # one call in all, or one per queue on Cluster
+            until_ready_us = int(await self._run("peek", batch.keys, []))
+            if until_ready_us >= 0:
+                wait = min(wait, until_ready_us / 1_000_000)
+        if wait >= 0.001:  # BLPOP's timeout 0 would mean "for ever"
             await self._block(wake_keys, wait)
 
     async def _block(self, wake_keys: list[str], wait: float) -> None:

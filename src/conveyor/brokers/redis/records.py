@@ -8,12 +8,14 @@ exactly. Decoding is lenient: a damaged record still lists (claim archives it wi
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from conveyor.message import Encoding, TaskInfo, TaskMessage, TaskState, to_datetime
 
-__all__ = ["decode_record", "enqueued_info", "message_args", "pairs"]
+__all__ = ["decode_record", "enqueued_infos", "message_args", "pairs"]
 
+_NO_TIME = timedelta(0)
 _WAITING = (TaskState.PENDING, TaskState.SCHEDULED, TaskState.RETRY)
 _STATES = {s.value.encode(): s for s in TaskState}
 
@@ -44,28 +46,38 @@ def message_args(m: TaskMessage, block_index: int) -> list[str | int]:
     ]
 
 
-def enqueued_info(m: TaskMessage, state: TaskState, now_us: int) -> TaskInfo:
-    """The TaskInfo of a message just stored at server time ``now_us``."""
+def enqueued_infos(
+    messages: Sequence[TaskMessage], states: Sequence[bytes], now_us: int
+) -> list[TaskInfo]:
+    """The TaskInfos of messages just stored at server time ``now_us``, in order."""
     now = now_us / 1_000_000
-    if state is TaskState.SCHEDULED:
-        ready = m.process_at if m.process_at is not None else now + (m.process_in_s or 0.0)
-    else:
-        ready = now
-    return TaskInfo(
-        id=m.id,
-        queue=m.queue,
-        type=m.type,
-        state=state,
-        raw_payload=m.payload,
-        encoding=m.encoding,
-        max_retry=m.max_retry,
-        timeout=None if m.timeout_s is None else timedelta(seconds=m.timeout_s),
-        deadline=to_datetime(m.deadline),
-        next_process_at=to_datetime(ready),
-        enqueued_at=to_datetime(now),
-        retention=timedelta(seconds=m.retention_s),
-        unique_key=m.unique_key,
-    )
+    now_dt = to_datetime(now)
+    infos = []
+    for m, raw_state in zip(messages, states, strict=True):
+        state = _STATES[raw_state]
+        if state is TaskState.SCHEDULED:
+            ready = m.process_at if m.process_at is not None else now + (m.process_in_s or 0.0)
+            ready_dt = to_datetime(ready)
+        else:
+            ready_dt = now_dt
+        infos.append(
+            TaskInfo(
+                id=m.id,
+                queue=m.queue,
+                type=m.type,
+                state=state,
+                raw_payload=m.payload,
+                encoding=m.encoding,
+                max_retry=m.max_retry,
+                timeout=None if m.timeout_s is None else timedelta(seconds=m.timeout_s),
+                deadline=None if m.deadline is None else to_datetime(m.deadline),
+                next_process_at=ready_dt,
+                enqueued_at=now_dt,
+                retention=_NO_TIME if not m.retention_s else timedelta(seconds=m.retention_s),
+                unique_key=m.unique_key,
+            )
+        )
+    return infos
 
 
 def _float(raw: bytes | None) -> float | None:

@@ -27,9 +27,11 @@ local function now()
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
--- Exact decimal seconds for a microsecond time (tostring would round to 14 digits).
+-- Exact decimal seconds for a microsecond time (tostring of the float would round to 14 digits;
+-- each integer part alone prints exactly).
 local function seconds(us)
-  return string.format('%d.%06d', math.floor(us / 1000000), us % 1000000)
+  local frac = tostring(us % 1000000)
+  return tostring(math.floor(us / 1000000)) .. '.' .. string.rep('0', 6 - #frac) .. frac
 end
 
 local function count_done(b, us, failed)
@@ -138,6 +140,8 @@ local function batch_tail(ctx, qi, b, t)
   return score
 end
 
+local OPTIONAL = {[6] = 'timeout', [7] = 'deadline', [8] = 'retention', [9] = 'unique_key'}
+
 -- Store one checked message at server time `t`; returns its state.
 local function store_message(m, payload, t, ctx)
   local qi = m[1]
@@ -153,12 +157,11 @@ local function store_message(m, payload, t, ctx)
   end
   local f = {'type', m[3], 'payload', payload, 'encoding', m[4], 'max_retry', m[5],
              'retried', 0, 'enqueued_at', t}
-  local n = #f
-  for _, opt in ipairs({{'timeout', m[6]}, {'deadline', m[7]}, {'retention', m[8]},
-                        {'unique_key', m[9]}}) do
-    if opt[2] ~= '' then
-      f[n + 1] = opt[1]
-      f[n + 2] = opt[2]
+  local n = 12
+  -- Optional fields (timeout, deadline, retention, unique_key) are stored only when set.
+  for k = 6, 9 do
+    if m[k] ~= '' then
+      f[n + 1], f[n + 2] = OPTIONAL[k], m[k]
       n = n + 2
     end
   end
