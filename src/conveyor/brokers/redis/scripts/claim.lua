@@ -24,8 +24,8 @@ local function promote(b, src, want)
 end
 
 -- Why a pending record cannot be run, or nil when it is sound.
-local function corruption(rec)
-  if rec[1] == false then return 'record missing' end
+local function corruption(rec, tkey)
+  if rec[1] == false and redis.call('EXISTS', tkey) == 0 then return 'record missing' end
   if rec[2] ~= 'pending' then return 'bad state ' .. tostring(rec[2]) end
   if rec[3] == false or rec[3] == '' then return 'missing type' end
   if rec[4] == false then return 'missing payload' end
@@ -39,14 +39,14 @@ local function take(b, qi, id)
   local tkey = b.tprefix .. id
   local rec = redis.call('HMGET', tkey, 'enqueued_at', 'state', 'type', 'payload', 'encoding',
     'max_retry', 'retried')
-  local bad = corruption(rec)
+  local bad = corruption(rec, tkey)
   if bad == nil then
     local token = redis.call('INCR', b.seq)
     redis.call('HSET', tkey, 'state', 'active', 'token', token, 'lease', expiry, 'since', t)
     redis.call('ZADD', b.active, expiry, id)
     out[#out + 1] = {qi, id, redis.call('HGETALL', tkey)}
     claimed = claimed + 1
-  elseif rec[1] ~= false and rec[2] ~= 'pending' and STATE_SET[rec[2]] then
+  elseif bad ~= 'record missing' and rec[2] ~= 'pending' and STATE_SET[rec[2]] then
     -- A stray entry whose record lives in another state's set: drop only the stray entry.
     redis.log(redis.LOG_WARNING, 'conveyor: dropped a stray pending entry')
   else

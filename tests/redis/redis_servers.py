@@ -1,0 +1,142 @@
+"""Private Redis processes for process-level tests: free loopback ports, data in temp dirs.
+
+Only processes started here are ever signalled, by their own pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+import redis
+from support import wait_until
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need_binaries(*names: str) -> None:
+    """Skip locally, fail in CI (as tests/conftest.py's service_missing) unless all are on PATH."""
+    missing = [n for n in names if shutil.which(n) is None]
+    if missing:
+        message = (
+            f"{', '.join(missing)} unavailable: not found on PATH "
+            "(Debian: apt-get install redis-server redis-sentinel)"
+        )
+        if IN_CI:
+            pytest.fail(message + " (CI=true requires it)")
+        pytest.skip(message)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RedisProcess:
+    """One redis-server (or redis-sentinel) we started; restartable on the same port and dir."""
+
+    port: int
+    workdir: Path
+    args: list[str]
+    sentinel: bool = False
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> RedisProcess:
+        exe = "redis-sentinel" if self.sentinel else "redis-server"
+        command = [exe, *self.args]
+        log = (self.workdir / "server.log").open("ab")
+        self.proc = subprocess.Popen(command, cwd=self.workdir, stdout=log, stderr=log)
+        log.close()
+        wait_until(self.answers, within=10.0)
+        return self
+
+    def client(self, **kwargs: object) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, **kwargs)  # type: ignore[arg-type]
+
+    def answers(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            log = (self.workdir / "server.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"redis on port {self.port} exited: {log}")
+        try:
+            with self.client() as c:
+                return bool(c.ping())
+        except redis.RedisError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL our process and reap it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        """Terminate our process (SIGTERM, then SIGKILL) and reap it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def server(workdir: Path, *extra: str, port: int | None = None) -> RedisProcess:
+    """A started redis-server on loopback with its data in ``workdir``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    args = [
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(workdir),
+        "--save",
+        "",
+        "--daemonize",
+        "no",
+        *extra,
+    ]
+    return RedisProcess(port=port, workdir=workdir, args=args).start()
+
+
+def sentinel(workdir: Path, master_port: int, *, quorum: int = 2) -> RedisProcess:
+    """A started redis-sentinel watching the primary at ``master_port`` as ``mymaster``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = workdir / "sentinel.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
+        f"sentinel monitor mymaster 127.0.0.1 {master_port} {quorum}\n"
+        "sentinel down-after-milliseconds mymaster 1000\n"
+        "sentinel failover-timeout mymaster 5000\n"
+        "sentinel parallel-syncs mymaster 1\n"
+    )
+    return RedisProcess(port=port, workdir=workdir, args=[str(conf)], sentinel=True).start()
+
+
+class Fleet:
+    """Every process a test started; stopped together at the end."""
+
+    def __init__(self) -> None:
+        self.processes: list[RedisProcess] = []
+
+    def add(self, process: RedisProcess) -> RedisProcess:
+        self.processes.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in reversed(self.processes):
+            with contextlib.suppress(Exception):
+                process.stop()

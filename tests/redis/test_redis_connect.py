@@ -1,0 +1,150 @@
+"""Redis URL forms: parsing, clients built from them, redaction, and refusal of bad URLs."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+from conveyor.brokers import open_broker
+from conveyor.brokers.redis import RedisBroker
+from conveyor.brokers.redis.connect import make_client, parse_redis_url
+from conveyor.errors import BrokerUnavailableError, ConfigError
+
+SECRET = "s3cr3t-pw"
+
+
+def test_plain_url_with_acl_user_password_and_db() -> None:
+    t = parse_redis_url(f"redis://alice:{SECRET}@cache.example:6380/4?namespace=app")
+    assert (t.kind, t.hosts, t.db, t.username, t.password) == (
+        "standalone",
+        (("cache.example", 6380),),
+        4,
+        "alice",
+        SECRET,
+    )
+    assert t.namespace == "app" and not t.tls
+
+
+def test_defaults() -> None:
+    t = parse_redis_url("redis://localhost")
+    assert (t.hosts, t.db, t.namespace, t.username, t.password) == (
+        (("localhost", 6379),),
+        0,
+        "conveyor",
+        None,
+        None,
+    )
+
+
+def test_password_only_and_percent_encoding() -> None:
+    t = parse_redis_url("redis://:p%40ss%3Aword@h/1")
+    assert (t.username, t.password) == (None, "p@ss:word")
+
+
+def test_tls_url_and_options() -> None:
+    t = parse_redis_url("rediss://u:pw@h:6390/0?ssl_cert_reqs=none&ssl_ca_certs=/etc/ca.pem")
+    assert t.tls and dict(t.tls_options) == {"ssl_cert_reqs": "none", "ssl_ca_certs": "/etc/ca.pem"}
+    client = make_client(t)
+    assert isinstance(client, aioredis.Redis)
+    kwargs = client.connection_pool.connection_kwargs
+    assert kwargs["ssl_cert_reqs"] == ssl.CERT_NONE
+    assert kwargs["ssl_ca_certs"] == "/etc/ca.pem"
+
+
+def test_unix_socket_url() -> None:
+    t = parse_redis_url(f"unix://:{SECRET}@/run/redis/redis.sock?db=3&namespace=n1")
+    assert (t.path, t.db, t.password, t.namespace) == ("/run/redis/redis.sock", 3, SECRET, "n1")
+    client = make_client(t)
+    assert isinstance(client, aioredis.Redis)
+    assert client.connection_pool.connection_kwargs["path"] == "/run/redis/redis.sock"
+
+
+def test_sentinel_url() -> None:
+    t = parse_redis_url(f"redis+sentinel://:{SECRET}@h1:26379,h2:26380/mymaster/2")
+    assert (t.kind, t.hosts, t.service, t.db) == (
+        "sentinel",
+        (("h1", 26379), ("h2", 26380)),
+        "mymaster",
+        2,
+    )
+    assert parse_redis_url("redis+sentinel://h1/mymaster").hosts == (("h1", 26379),)
+    assert isinstance(make_client(t), aioredis.Redis)
+
+
+def test_cluster_url() -> None:
+    t = parse_redis_url("redis+cluster://n1:7000,n2:7001,[::1]:7002?namespace=c")
+    assert (t.kind, t.hosts, t.namespace) == (
+        "cluster",
+        (("n1", 7000), ("n2", 7001), ("::1", 7002)),
+        "c",
+    )
+    assert isinstance(make_client(t), RedisCluster)
+
+
+def test_open_broker_accepts_every_redis_form() -> None:
+    for url in (
+        "redis://localhost/0",
+        "rediss://localhost/0",
+        "unix:///tmp/redis.sock",
+        "redis+sentinel://a:26379,b:26379/mymaster/0",
+        "redis+cluster://a:7000,b:7001",
+    ):
+        assert isinstance(open_broker(url), RedisBroker)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://u:{SECRET}@h:notaport/0",
+        f"redis://u:{SECRET}@h:6379/zero",
+        f"redis://u:{SECRET}@h:6379/0/extra",
+        f"redis://u:{SECRET}@h:6379/0?bogus=1",
+        f"redis://u:{SECRET}@h:6379/0?namespace=has{{brace}}",
+        f"redis://u:{SECRET}@h:6379/0?namespace=",
+        f"redis://u:{SECRET}@a:1,b:2/0",
+        f"redis://u:{SECRET}@/0",
+        f"rediss://u:{SECRET}@h/0?ssl_cert_reqs=maybe",
+        f"unix://u:{SECRET}@host/sock",
+        f"unix://u:{SECRET}@",
+        f"redis+sentinel://u:{SECRET}@h1,h2",
+        f"redis+sentinel://u:{SECRET}@h1/svc/db/x",
+        f"redis+cluster://u:{SECRET}@h1:7000/0",
+        f"redis://u:{SECRET}@h:99999/0",
+        f"redis://u:{SECRET}@h/0#frag",
+        f"memcached://u:{SECRET}@h",
+        "no-scheme",
+    ],
+)
+def test_bad_urls_raise_config_error_without_the_password(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        RedisBroker.from_url(url)
+    assert SECRET not in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_repr_and_target_never_show_the_password() -> None:
+    broker = RedisBroker.from_url(f"redis://alice:{SECRET}@localhost:6379/9")
+    assert SECRET not in repr(broker)
+    assert SECRET not in repr(parse_redis_url(f"redis+sentinel://:{SECRET}@h1/m"))
+    assert "alice:***@" in repr(broker)
+
+
+async def test_unreachable_server_maps_to_broker_unavailable_without_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from redis_servers import free_port
+
+    broker = RedisBroker.from_url(f"redis://alice:{SECRET}@127.0.0.1:{free_port()}/0")
+    broker_client = broker._client
+    assert isinstance(broker_client, aioredis.Redis)
+    broker_client.get_retry().update_retries(0)  # fail fast: no server will ever answer
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(BrokerUnavailableError) as info:
+        await broker.describe()
+    await broker.close()
+    assert SECRET not in str(info.value)
+    assert SECRET not in caplog.text
