@@ -20,19 +20,19 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 # hashlib.sha256(p.read_bytes()).hexdigest()[:16])) for p in sorted(pathlib.Path(
 # 'src/conveyor/brokers/redis/scripts').glob('*.lua'))]"
 PINNED_SHA256 = {
-    'claim.lua': '8b974c0dfd8f461a',
-    'complete.lua': '4f7cefc7df88a3b8',
-    'enqueue.lua': '9bfae8451e00ea50',
-    'extend.lua': '6f9412abebeee194',
-    'fail.lua': 'ebd49040de8f8233',
-    'lib.lua': '22bd9309b75cf55f',
-    'manage.lua': 'f28657ee799a27de',
-    'page.lua': '9980ab50d9f3ff3b',
-    'peek.lua': '6685367764624ba2',
-    'purge.lua': '2121010a95ad285a',
-    'recover.lua': '893b6ac70837960b',
-    'release.lua': '4b07e7b1fb9b7f78',
-    'stats.lua': '23895ba7fa854e94',
+    "claim.lua": "8b974c0dfd8f461a",
+    "complete.lua": "4f7cefc7df88a3b8",
+    "enqueue.lua": "9bfae8451e00ea50",
+    "extend.lua": "6f9412abebeee194",
+    "fail.lua": "ebd49040de8f8233",
+    "lib.lua": "22bd9309b75cf55f",
+    "manage.lua": "f28657ee799a27de",
+    "page.lua": "9980ab50d9f3ff3b",
+    "peek.lua": "6685367764624ba2",
+    "purge.lua": "2121010a95ad285a",
+    "recover.lua": "893b6ac70837960b",
+    "release.lua": "4b07e7b1fb9b7f78",
+    "stats.lua": "23895ba7fa854e94",
 }
 
 
