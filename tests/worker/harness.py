@@ -90,11 +90,12 @@ async def serving(server: Server, handler: Handler) -> AsyncIterator[Server]:
 
 
 class FaultyBroker:
-    """Wraps a real broker; can be told to refuse lease renewals or fail claims for a while."""
+    """Wraps a real broker; told to, it refuses or drops lease renewals, or fails claims."""
 
     def __init__(self, inner: Broker) -> None:
         self._inner = inner
         self.lose_leases = False
+        self.skip_renewals = False
         self.claim_failures = 0
         self.claims_failed = 0
 
@@ -104,6 +105,8 @@ class FaultyBroker:
     async def extend_leases(self, leases: Sequence[Lease], lease_s: float) -> list[bool]:
         if self.lose_leases:
             return [False] * len(leases)
+        if self.skip_renewals:  # renewals "lost on the network": the broker never sees them
+            return [True] * len(leases)
         return await self._inner.extend_leases(leases, lease_s)
 
     async def claim(self, queues: Sequence[str], *, limit: int, lease_s: float) -> list[Lease]:
