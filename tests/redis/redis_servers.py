@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -35,11 +36,30 @@ def need_binaries(*names: str) -> None:
         pytest.skip(message)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(*, cluster: bool = False) -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now.
+
+    A Cluster node also needs ``port + 10000`` (its bus port), so its port stays below 55536.
+    """
+    if not cluster:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 45000)
+        if _bindable(port) and _bindable(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 @dataclass
@@ -91,10 +111,12 @@ class RedisProcess:
                 self.kill()
 
 
-def server(workdir: Path, *extra: str, port: int | None = None) -> RedisProcess:
+def server(workdir: Path, *extra: str, cluster: bool = False) -> RedisProcess:
     """A started redis-server on loopback with its data in ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
+    port = free_port(cluster=cluster)
+    if cluster:
+        extra = (*extra, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
     args = [
         "--port",
         str(port),

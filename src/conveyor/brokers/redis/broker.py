@@ -254,6 +254,11 @@ class RedisBroker:
             if client is not None:
                 with contextlib.suppress(RedisError, OSError):
                     await client.aclose()
+                    # A Sentinel-managed pool also holds connections to the Sentinels.
+                    pool = getattr(client, "connection_pool", None)
+                    manager = getattr(pool, "sentinel_manager", None)
+                    for sentinel_client in getattr(manager, "sentinels", ()):
+                        await sentinel_client.aclose()
         self._blocking = None
 
     # -- producing -----------------------------------------------------------------------------
@@ -341,8 +346,16 @@ class RedisBroker:
             async with asyncio.timeout(wait + 5.0):
                 if not self._cluster or len(wake_keys) == 1:
                     await blocking.blpop(wake_keys, timeout=wait)
-                else:
+                    return
+                # Cluster: one BLPOP per key (each its own slot), first one back wins. The
+                # others are cancelled mid-command, which leaves their connections unusable:
+                # drop the whole blocking client (it is rebuilt on the next wait).
+                try:
                     await _first_of([blocking.blpop([k], timeout=wait) for k in wake_keys])
+                finally:
+                    self._blocking = None
+                    with contextlib.suppress(RedisError, OSError):
+                        await blocking.aclose()
 
     async def extend_leases(self, leases: Sequence[Lease], lease_s: float) -> list[bool]:
         """Push each held lease to now + ``lease_s``; ``False`` for each lost one."""
