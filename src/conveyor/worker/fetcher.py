@@ -113,6 +113,11 @@ class Fetcher:
         """Start claiming on the running event loop."""
         self._task = asyncio.create_task(self._run(), name="conveyor-fetcher")
 
+    @property
+    def active(self) -> bool:
+        """Whether the fetcher is claiming (started, neither paused nor stopping)."""
+        return self._task is not None and not (self._paused or self._stopping)
+
     def wake(self) -> None:
         """Tell the fetcher a slot may have freed up."""
         self._wake.set()

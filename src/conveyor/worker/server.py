@@ -21,7 +21,7 @@ from datetime import timedelta
 from conveyor.backoff import ReconnectBackoff, RetryDelay, default_retry_delay
 from conveyor.brokers import open_broker
 from conveyor.brokers.protocol import Broker
-from conveyor.config import broker_url_from_env, redact_url
+from conveyor.config import broker_url_from_env, redact_url, split_broker_url
 from conveyor.errors import BrokerUnavailableError
 from conveyor.message import DEFAULT_MAX_PAYLOAD_BYTES
 from conveyor.middleware import AsyncHandler, ErrorHandler, Handler, as_async
@@ -77,7 +77,7 @@ class Server:
         poll_interval: longest idle wait before claiming again, should a wake-up be missed.
 
     Raises:
-        ConfigError: an option is invalid.
+        ConfigError: an option or the broker URL is invalid.
     """
 
     def __init__(
@@ -117,6 +117,8 @@ class Server:
         )
         """The validated options (frozen)."""
         self._broker_arg = broker_url_from_env() if broker is None else broker
+        if isinstance(self._broker_arg, str):
+            split_broker_url(self._broker_arg)  # a bad URL fails here, not in a thread later
         self._stats = WorkerStats()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
@@ -147,6 +149,12 @@ class Server:
     def ready(self) -> bool:
         """Whether the server has begun claiming (and not yet finished shutting down)."""
         return self._ready.is_set() and not self._done.is_set()
+
+    @property
+    def fetching(self) -> bool:
+        """Whether the server is claiming new tasks (ready, not paused by SIGTSTP, not stopping)."""
+        fetcher = self._fetcher
+        return self.ready and fetcher is not None and fetcher.active
 
     # -- running -------------------------------------------------------------------------------
 
