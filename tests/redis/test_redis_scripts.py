@@ -22,7 +22,7 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 PINNED_SHA256 = {
     "claim.lua": "8b974c0dfd8f461a",
     "complete.lua": "4f7cefc7df88a3b8",
-    "enqueue.lua": "9bfae8451e00ea50",
+    "enqueue.lua": "90e572b12a648ce7",
     "extend.lua": "6f9412abebeee194",
     "fail.lua": "ebd49040de8f8233",
     "lib.lua": "22bd9309b75cf55f",

@@ -122,6 +122,12 @@ class RedisBroker:
         }
         self._queue_keys: dict[str, keys.QueueKeys] = {}
         self._registered: set[str] = set()
+        # Enqueue combining: while one enqueue.lua run is in flight, later calls wait here.
+        self._enqueue_busy = False
+        self._enqueue_waiting: list[
+            tuple[Sequence[TaskMessage], asyncio.Future[list[TaskInfo]]]
+        ] = []
+        self._background: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_url(cls, url: str) -> RedisBroker:
@@ -250,6 +256,8 @@ class RedisBroker:
 
     async def close(self) -> None:
         """Close both connection pools. The broker is unusable afterwards."""
+        if self._background:  # combined enqueues still in flight finish (or fail) first
+            await asyncio.gather(*self._background, return_exceptions=True)
         for client in (self._client, self._blocking):
             if client is not None:
                 with contextlib.suppress(RedisError, OSError):
@@ -264,25 +272,94 @@ class RedisBroker:
     # -- producing -----------------------------------------------------------------------------
 
     async def enqueue(self, messages: Sequence[TaskMessage]) -> list[TaskInfo]:
-        """Store tasks, all or nothing (per queue on Cluster); see the protocol."""
+        """Store tasks, all or nothing (per queue on Cluster); see the protocol.
+
+        Calls made while another enqueue is in flight are combined into one script run (each
+        call still all or nothing on its own), so many concurrent producers cost few round
+        trips.
+        """
         if not messages:
             return []
         for m in messages:
             validate_name(m.id, what="task id")
             validate_name(m.type, what="task type")
         await self._register([m.queue for m in messages])
+        if self._cluster:
+            return await self._enqueue_per_queue(messages)
+        if self._enqueue_busy:
+            future: asyncio.Future[list[TaskInfo]] = asyncio.get_running_loop().create_future()
+            self._enqueue_waiting.append((messages, future))
+            return await future
+        self._enqueue_busy = True
+        try:
+            [outcome] = await self._enqueue_groups([messages])
+        finally:
+            self._drain_waiting()
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def _drain_waiting(self) -> None:
+        """Hand calls that queued up meanwhile to a flusher task, or mark enqueue idle."""
+        if self._enqueue_waiting:
+            task = asyncio.get_running_loop().create_task(self._flush_waiting())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        else:
+            self._enqueue_busy = False
+
+    async def _flush_waiting(self) -> None:
+        waiting, self._enqueue_waiting = self._enqueue_waiting, []
+        try:
+            outcomes = await self._enqueue_groups([messages for messages, _ in waiting])
+        except BaseException as exc:  # the whole run failed: every call sees the error
+            for _, future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for (_, future), outcome in zip(waiting, outcomes, strict=True):
+                if future.done():
+                    continue
+                if isinstance(outcome, Exception):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+        finally:
+            self._drain_waiting()
+
+    async def _enqueue_groups(
+        self, groups: Sequence[Sequence[TaskMessage]]
+    ) -> list[list[TaskInfo] | Exception]:
+        """One enqueue.lua run for several calls; each call's outcome, or its refusal."""
+        batch = _Batch(self)
+        flat = [m for group in groups for m in group]
+        meta = [message_args(m, batch.block(m.queue)) for m in flat]
+        args: list[Any] = [
+            json.dumps(meta, separators=(",", ":")),
+            json.dumps([len(group) for group in groups]),
+        ]
+        args.extend(m.payload for m in flat)
+        reply = await self._run("enqueue", batch.keys, args)
+        now_us = int(reply[0])
+        outcomes: list[list[TaskInfo] | Exception] = []
+        for group, result in zip(groups, reply[1:], strict=True):
+            if result[0] == b"ok":
+                outcomes.append(enqueued_infos(group, result[1:], now_us))
+            else:
+                outcomes.append(_refusal(result[0], group[int(result[1]) - 1]))
+        return outcomes
+
+    async def _enqueue_per_queue(self, messages: Sequence[TaskMessage]) -> list[TaskInfo]:
+        """Cluster: one script run per queue (its slot); atomic per queue only."""
         infos: dict[int, TaskInfo] = {}
-        for group in self._groups([m.queue for m in messages]):
-            chosen = [(i, m) for i, m in enumerate(messages) if m.queue in group]
-            batch = _Batch(self)
-            meta = [message_args(m, batch.block(m.queue)) for _, m in chosen]
-            args: list[Any] = [json.dumps(meta, separators=(",", ":"))]
-            args.extend(m.payload for _, m in chosen)
-            reply = await self._run("enqueue", batch.keys, args)
-            if reply[0] != b"ok":
-                raise _refusal(reply[0], chosen[int(reply[1]) - 1][1])
-            stored = enqueued_infos([m for _, m in chosen], reply[2:], int(reply[1]))
-            for (i, _), info in zip(chosen, stored, strict=True):
+        for [queue] in self._groups([m.queue for m in messages]):
+            chosen = [(i, m) for i, m in enumerate(messages) if m.queue == queue]
+            [outcome] = await self._enqueue_groups([[m for _, m in chosen]])
+            if isinstance(outcome, Exception):
+                raise outcome
+            for (i, _), info in zip(chosen, outcome, strict=True):
                 infos[i] = info
         return [infos[i] for i in range(len(messages))]
 

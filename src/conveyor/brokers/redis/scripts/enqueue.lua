@@ -1,22 +1,39 @@
--- enqueue.lua: store a batch of tasks, all or nothing.
+-- enqueue.lua: store groups of tasks, each group all or nothing (one group = one enqueue call;
+-- concurrent calls are combined into one script run).
 -- KEYS:    one 13-key block per queue in the batch (see lib.lua).
--- ARGV:    [1] JSON array of n messages (layout in lib.lua), [2..n+1] their payloads.
--- Returns: {'ok', now_us, state_1, ..., state_n}, or {'conflict', i} / {'duplicate', i} for the
---          first refused message i (then nothing is stored).
+-- ARGV:    [1] JSON array of n messages (layout in lib.lua), [2] JSON array of group sizes
+--          (summing to n, in message order), [3..n+2] the messages' payloads.
+-- Returns: {now_us, group_1, ..., group_g}; a group is {'ok', state_1, ..., state_k} or
+--          {'conflict', i} / {'duplicate', i} for its first refused message i (then none of
+--          that group is stored).
 
 local msgs = cjson.decode(ARGV[1])
-local seen = {}
-for i, m in ipairs(msgs) do
-  local refused = check_message(m, seen, nil)
-  if refused then
-    return {refused, i}
-  end
-end
+local sizes = cjson.decode(ARGV[2])
 local t = now()
-local out = {'ok', t}
+local out = {t}
 local ctx = new_batch()
-for i, m in ipairs(msgs) do
-  out[i + 2] = store_message(m, ARGV[i + 1], t, ctx)
+local first = 1
+for g, size in ipairs(sizes) do
+  local last = first + size - 1
+  local seen = {}
+  local refused, at = nil, 0
+  for i = first, last do
+    refused = check_message(msgs[i], seen, nil)
+    if refused then
+      at = i - first + 1
+      break
+    end
+  end
+  if refused then
+    out[g + 1] = {refused, at}
+  else
+    local res = {'ok'}
+    for i = first, last do
+      res[#res + 1] = store_message(msgs[i], ARGV[i + 2], t, ctx)
+    end
+    out[g + 1] = res
+  end
+  first = last + 1
 end
 wake_all(ctx)
 return out
