@@ -23,7 +23,7 @@ async def dispatch(mux: ServeMux, task_type: str) -> JSONValue:
     return await mux(make_ctx(task), task)
 
 
-def route(name: str):  # noqa: ANN201 - a tiny handler factory
+def route(name: str):
     async def handler(ctx: TaskContext, task: Task) -> JSONValue:
         return name
 
@@ -78,7 +78,7 @@ def test_duplicate_and_invalid_patterns_are_refused() -> None:
 async def test_middleware_runs_in_order_around_the_handler() -> None:
     calls: list[str] = []
 
-    def recorder(name: str):  # noqa: ANN202
+    def recorder(name: str):
         async def mw(ctx: TaskContext, task: Task, call_next: CallNext) -> JSONValue:
             calls.append(f"{name}:before")
             result = await call_next(ctx, task)
@@ -187,8 +187,14 @@ def test_current_context_outside_a_task_raises_lookup_error() -> None:
         current_context()
 
 
-def test_context_cancelled_follows_its_event() -> None:
-    ctx = make_ctx(Task("x"))
-    assert not ctx.cancelled
-    ctx.cancel_event.set()
-    assert ctx.cancelled
+def test_cancel_sets_the_flag_and_the_event_whenever_it_is_made() -> None:
+    early = make_ctx(Task("x"))
+    event = early.cancel_event
+    assert not early.cancelled and not event.is_set()
+    early.cancel()
+    assert early.cancelled and event.is_set()
+
+    late = make_ctx(Task("x"))
+    late.cancel()
+    assert late.cancelled
+    assert late.cancel_event.is_set()

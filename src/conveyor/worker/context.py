@@ -47,7 +47,6 @@ class TaskContext:
         retry_count: failed attempts before this one (``TaskInfo.retried``).
         max_retry: how many retries the task allows in all.
         deadline: when the task must be done by (aware UTC), or ``None``.
-        cancel_event: set when the attempt should stop.
     """
 
     task_id: str
@@ -56,14 +55,41 @@ class TaskContext:
     retry_count: int = 0
     max_retry: int = 0
     deadline: datetime | None = None
-    cancel_event: threading.Event = field(default_factory=threading.Event)
     # How sync handlers reach the worker's thread pool; None outside a worker (asyncio.to_thread).
     run_sync: SyncRunner | None = field(default=None, repr=False)
+    # The event is made on first use: most handlers never look, and a threading.Event costs a
+    # Condition and a lock per task, a measurable share of a no-op task's cost.
+    _cancel_event: threading.Event | None = field(default=None, init=False, repr=False)
+    _cancelled: bool = field(default=False, init=False, repr=False)
 
     @property
     def cancelled(self) -> bool:
         """Whether the attempt has been asked to stop (lease lost, timeout, shutdown)."""
-        return self.cancel_event.is_set()
+        return self._cancelled
+
+    @property
+    def cancel_event(self) -> threading.Event:
+        """A ``threading.Event`` set when the attempt should stop; sync handlers can wait on it."""
+        with _event_lock:
+            if self._cancel_event is None:
+                self._cancel_event = threading.Event()
+                if self._cancelled:
+                    self._cancel_event.set()
+            return self._cancel_event
+
+    def cancel(self) -> None:
+        """Ask the handler to stop: sets :attr:`cancelled` and :attr:`cancel_event`.
+
+        The worker calls this; a handler has no need to.
+        """
+        with _event_lock:
+            self._cancelled = True
+            if self._cancel_event is not None:
+                self._cancel_event.set()
+
+
+# Guards the lazy creation of cancel events against a handler thread racing the worker's cancel.
+_event_lock = threading.Lock()
 
 
 def current_context() -> TaskContext:

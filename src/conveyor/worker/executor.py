@@ -235,7 +235,7 @@ class Executor:
             except TimeoutError:
                 if not scope.expired():
                     raise  # the handler's own TimeoutError: an ordinary failure
-                attempt.ctx.cancel_event.set()
+                attempt.ctx.cancel()
                 return False, limit_error
         except asyncio.CancelledError as exc:
             if attempt.interrupt is None:
@@ -392,7 +392,7 @@ class Executor:
 
     def _interrupt(self, attempt: Attempt, why: Interrupt) -> None:
         attempt.interrupt = why
-        attempt.ctx.cancel_event.set()
+        attempt.ctx.cancel()
         if attempt.phase is Phase.RUNNING and attempt.task is not None:
             attempt.task.cancel()
 
@@ -420,7 +420,7 @@ class Executor:
             if not future.cancel() and not future.done():
                 # A running thread cannot be stopped: abandon it, ignore its outcome, and let
                 # the pool replace it so the worker keeps its full concurrency.
-                ctx.cancel_event.set()
+                ctx.cancel()
                 self._pool.abandon()
                 self._stats.abandoned_threads += 1
                 logger.warning(

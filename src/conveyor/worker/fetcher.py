@@ -129,12 +129,23 @@ class Fetcher:
             logger.info("stopped fetching new tasks; running tasks continue")
         self._interrupt_idle_wait()
 
-    async def stop(self) -> None:
-        """Stop claiming and wait for the loop to end (a claim in flight is finished first)."""
+    async def stop(self, *, timeout_s: float) -> None:
+        """Stop claiming and wait for the loop to end.
+
+        A claim in flight is let finish (its tasks then run and are waited for like the others),
+        unless it hangs past ``timeout_s``: then it is cut, and whatever it claimed comes back
+        when the leases lapse.
+        """
         self._stopping = True
         self._interrupt_idle_wait()
-        if self._task is not None:
-            await asyncio.wait({self._task})
+        task = self._task
+        if task is None:
+            return
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        if not done:
+            logger.warning("a claim hung during shutdown; cancelled it")
+            task.cancel()
+            await asyncio.wait({task})
 
     def _interrupt_idle_wait(self) -> None:
         self._wake.set()

@@ -391,7 +391,7 @@ class Server:
         janitor: Janitor,
     ) -> None:
         config = self.config
-        await fetcher.stop()
+        await fetcher.stop(timeout_s=max(config.shutdown_timeout_s, 1.0))
         if executor.running:
             logger.info(
                 "waiting up to %gs for %d running tasks",
