@@ -368,6 +368,8 @@ class RedisBroker:
     async def claim(self, queues: Sequence[str], *, limit: int, lease_s: float) -> list[Lease]:
         """Lease up to ``limit`` ready tasks, trying ``queues`` in order (see the protocol)."""
         leases: list[Lease] = []
+        if not queues or limit <= 0:
+            return leases
         for group in self._groups(queues):
             if len(leases) >= limit:
                 break
@@ -437,6 +439,8 @@ class RedisBroker:
     async def extend_leases(self, leases: Sequence[Lease], lease_s: float) -> list[bool]:
         """Push each held lease to now + ``lease_s``; ``False`` for each lost one."""
         held: dict[int, bool] = {}
+        if not leases:
+            return []
         for group in self._groups([lease.task.queue for lease in leases]):
             chosen = [(i, le) for i, le in enumerate(leases) if le.task.queue in group]
             batch = _Batch(self)
