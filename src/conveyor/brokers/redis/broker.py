@@ -27,7 +27,8 @@ from redis.exceptions import ReadOnlyError, RedisClusterException, RedisError, T
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.brokers.protocol import LEASE_EXPIRED_ERROR, Broker, BrokerInfo, Capabilities
-from conveyor.brokers.redis import keys
+from conveyor.brokers.redis import keys, server_config
+from conveyor.brokers.redis.combiner import Combiner
 from conveyor.brokers.redis.connect import RedisTarget, make_client, parse_redis_url
 from conveyor.brokers.redis.records import decode_record, enqueued_infos, message_args, pairs
 from conveyor.errors import (
@@ -122,12 +123,10 @@ class RedisBroker:
         }
         self._queue_keys: dict[str, keys.QueueKeys] = {}
         self._registered: set[str] = set()
-        # Enqueue combining: while one enqueue.lua run is in flight, later calls wait here.
-        self._enqueue_busy = False
-        self._enqueue_waiting: list[
-            tuple[Sequence[TaskMessage], asyncio.Future[list[TaskInfo]]]
-        ] = []
-        self._background: set[asyncio.Task[None]] = set()
+        # Enqueue calls made while one enqueue.lua run is in flight share the next run.
+        self._combiner: Combiner[Sequence[TaskMessage], list[TaskInfo]] = Combiner(
+            self._enqueue_groups
+        )
 
     @classmethod
     def from_url(cls, url: str) -> RedisBroker:
@@ -203,61 +202,28 @@ class RedisBroker:
         """Check the connection and report durability (from the AOF settings) and warnings."""
         with self._errors():
             await self._client.ping()
-        config = await self._config()
-        warnings: list[str] = []
-        policy = config.get("maxmemory-policy")
-        if policy is None:
-            warnings.append("could not read the server's configuration (CONFIG GET refused)")
-        elif policy != "noeviction":
-            warnings.append(
-                f"maxmemory-policy is {policy!r}: Redis may evict queue keys and lose tasks; "
-                "set it to 'noeviction'"
-            )
-        for warning in warnings:
+        config: dict[str, str] = {}
+        for name in server_config.CONFIG_NAMES:
+            try:
+                with self._errors():
+                    config.update(server_config.flatten_config(await self._client.config_get(name)))
+            except BrokerUnavailableError:
+                raise
+            except BrokerError:  # CONFIG may be disabled (managed Redis): report, carry on
+                continue
+        found = server_config.warnings(config)
+        for warning in found:
             logger.warning("Redis broker %s: %s", self._target.safe_url, warning)
         return BrokerInfo(
             backend="redis",
             location=f"{self._target.safe_url.partition('?')[0]} (namespace {self._ns!r})",
-            durability=self._durability(config),
-            warnings=tuple(warnings),
+            durability=server_config.durability(config, sentinel=self._target.kind == "sentinel"),
+            warnings=tuple(found),
         )
-
-    async def _config(self) -> dict[str, str]:
-        found: dict[str, str] = {}
-        for name in ("maxmemory-policy", "appendonly", "appendfsync"):
-            try:
-                with self._errors():
-                    reply = await self._client.config_get(name)
-            except BrokerUnavailableError:
-                raise
-            except BrokerError:
-                continue
-            found.update(_flatten_config(reply))
-        return found
-
-    def _durability(self, config: dict[str, str]) -> str:
-        aof, fsync = config.get("appendonly"), config.get("appendfsync")
-        if aof is None:
-            text = "unknown: the server's AOF settings could not be read"
-        elif aof != "yes":
-            text = "in memory only (AOF off): nothing survives a Redis crash"
-        elif fsync == "always":
-            text = "fsynced before the reply (appendfsync always): survives Redis and OS crashes"
-        elif fsync == "everysec":
-            text = (
-                "in memory, fsynced within ~1 s (appendfsync everysec): an OS crash may lose "
-                "~1 s of writes, a Redis crash one write"
-            )
-        else:
-            text = "in memory, fsync left to the OS (appendfsync no): a crash may lose writes"
-        if self._target.kind == "sentinel":
-            text += "; a Sentinel failover may lose acknowledged writes (asynchronous replicas)"
-        return text
 
     async def close(self) -> None:
         """Close both connection pools. The broker is unusable afterwards."""
-        if self._background:  # combined enqueues still in flight finish (or fail) first
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._combiner.aclose()  # combined enqueues in flight finish (or fail) first
         for client in (self._client, self._blocking):
             if client is not None:
                 with contextlib.suppress(RedisError, OSError):
@@ -286,48 +252,7 @@ class RedisBroker:
         await self._register([m.queue for m in messages])
         if self._cluster:
             return await self._enqueue_per_queue(messages)
-        if self._enqueue_busy:
-            future: asyncio.Future[list[TaskInfo]] = asyncio.get_running_loop().create_future()
-            self._enqueue_waiting.append((messages, future))
-            return await future
-        self._enqueue_busy = True
-        try:
-            [outcome] = await self._enqueue_groups([messages])
-        finally:
-            self._drain_waiting()
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
-
-    def _drain_waiting(self) -> None:
-        """Hand calls that queued up meanwhile to a flusher task, or mark enqueue idle."""
-        if self._enqueue_waiting:
-            task = asyncio.get_running_loop().create_task(self._flush_waiting())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-        else:
-            self._enqueue_busy = False
-
-    async def _flush_waiting(self) -> None:
-        waiting, self._enqueue_waiting = self._enqueue_waiting, []
-        try:
-            outcomes = await self._enqueue_groups([messages for messages, _ in waiting])
-        except BaseException as exc:  # the whole run failed: every call sees the error
-            for _, future in waiting:
-                if not future.done():
-                    future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            for (_, future), outcome in zip(waiting, outcomes, strict=True):
-                if future.done():
-                    continue
-                if isinstance(outcome, Exception):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
-        finally:
-            self._drain_waiting()
+        return await self._combiner(messages)
 
     async def _enqueue_groups(
         self, groups: Sequence[Sequence[TaskMessage]]
@@ -654,20 +579,6 @@ class RedisBroker:
 def _raw(value: bytes | str) -> bytes:
     """Replies are bytes (decode_responses is off); the str branch only satisfies the types."""
     return value if isinstance(value, bytes) else value.encode()
-
-
-def _flatten_config(reply: Any) -> dict[str, str]:
-    """CONFIG GET replies: a dict, or on Cluster a dict per node; values as str."""
-    if not isinstance(reply, dict):
-        return {}
-    out: dict[str, str] = {}
-    for key, value in reply.items():
-        if isinstance(value, dict):
-            out.update(_flatten_config(value))
-        else:
-            k = key.decode() if isinstance(key, bytes) else str(key)
-            out[k] = value.decode() if isinstance(value, bytes) else str(value)
-    return out
 
 
 def _refusal(code: bytes, m: TaskMessage) -> Exception:
