@@ -97,6 +97,7 @@ class FaultyBroker:
         self.lose_leases = False
         self.skip_renewals = False
         self.claim_failures = 0
+        self.describe_failures = 0
         self.claims_failed = 0
 
     def __getattr__(self, name: str) -> Any:
@@ -108,6 +109,12 @@ class FaultyBroker:
         if self.skip_renewals:  # renewals "lost on the network": the broker never sees them
             return [True] * len(leases)
         return await self._inner.extend_leases(leases, lease_s)
+
+    async def describe(self) -> Any:
+        if self.describe_failures > 0:
+            self.describe_failures -= 1
+            raise BrokerUnavailableError("injected outage at start")
+        return await self._inner.describe()
 
     async def claim(self, queues: Sequence[str], *, limit: int, lease_s: float) -> list[Lease]:
         if self.claim_failures > 0:

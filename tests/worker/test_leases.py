@@ -248,3 +248,30 @@ async def test_claims_failing_for_a_while_do_not_stop_the_worker(broker: Broker)
     assert info.result == "after the outage"
     assert faulty.claims_failed == 3
     assert server.stats.broker_errors >= 3
+
+
+async def test_broker_down_at_start_delays_readiness_but_not_for_ever(broker: Broker) -> None:
+    faulty = FaultyBroker(broker)
+    faulty.describe_failures = 2
+
+    async def handler(ctx: TaskContext, task: Task) -> JSONValue:
+        return "started late"
+
+    async with serving(Server(faulty, **fast()), handler):
+        message = await enqueue(broker, retention_s=60)
+        info = await wait_for_state(broker, message, TaskState.COMPLETED)
+    assert faulty.describe_failures == 0
+    assert info.result == "started late"
+
+
+async def test_idle_worker_is_woken_by_a_new_task_not_by_polling(broker: Broker) -> None:
+    async def handler(ctx: TaskContext, task: Task) -> JSONValue:
+        return "woken"
+
+    # A 60 s poll interval: only the broker's wake-up can start the task within the wait below.
+    async with serving(Server(broker, **fast(poll_interval=60)), handler):
+        first = await enqueue(broker, retention_s=60)
+        await wait_for_state(broker, first, TaskState.COMPLETED)
+        second = await enqueue(broker, retention_s=60)
+        info = await wait_for_state(broker, second, TaskState.COMPLETED, within=5)
+    assert info.result == "woken"

@@ -369,8 +369,8 @@ class Server:
             on_purged=self._count_purged,
             on_error=self._count_broker_error,
         )
+        await heartbeat.start()  # first: the one start that can fail (its thread opens a broker)
         completer.start()
-        await heartbeat.start()
         recoverer.start()
         janitor.start()
         self._fetcher = fetcher
