@@ -229,3 +229,24 @@ def test_run_handles_sigtstp_then_sigterm() -> None:
     info = asyncio.run(client.get_task(late.queue, late.id))  # type: ignore[attr-defined]
     assert info.state is TaskState.PENDING
     assert server.stats.succeeded == 1
+
+
+async def test_handler_swallowing_the_shutdown_cancel_is_still_released(broker: Broker) -> None:
+    started = asyncio.Event()
+
+    async def handler(ctx: TaskContext, task: Task) -> JSONValue:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return "pretends to have finished"  # swallowed: the outcome must still be ignored
+        return None
+
+    server = Server(broker, **fast(shutdown_timeout=0.1))
+    async with serving(server, handler):
+        message = await enqueue(broker, retention_s=60)
+        await asyncio.wait_for(started.wait(), 5)
+    info = await broker.get_task(message.queue, message.id)
+    assert info.state is TaskState.PENDING
+    assert info.result is None
+    assert (server.stats.released, server.stats.succeeded) == (1, 0)

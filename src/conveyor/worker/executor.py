@@ -214,6 +214,11 @@ class Executor:
         ok, value = await self._invoke(attempt, task, limit, limit_error)
         attempt.phase = Phase.SETTLING
         if attempt.interrupt is not None:
+            # We cancelled this task ourselves (whether or not the handler swallowed it): clear
+            # the request so timeouts in the broker calls below are not mistaken for it.
+            current = asyncio.current_task()
+            while current is not None and current.cancelling():
+                current.uncancel()
             await self._interrupted(attempt)
         elif ok:
             await self._succeed(attempt, task, value)
@@ -240,9 +245,6 @@ class Executor:
         except asyncio.CancelledError as exc:
             if attempt.interrupt is None:
                 raise  # not ours (the loop is being torn down): let it propagate
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
             return False, exc
         except Exception as exc:
             return False, exc
