@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 import redis.asyncio as aioredis
 
 from conveyor.brokers.redis import RedisBroker, keys
@@ -26,8 +29,9 @@ async def _plant(broker: RedisBroker, task_id: str, fields: dict[str, str]) -> N
 
 
 async def test_corrupt_records_are_archived_with_a_reason_and_good_ones_claimed(
-    redis_broker: RedisBroker,
+    redis_broker: RedisBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.ERROR, logger="conveyor.brokers.redis.broker")
     await redis_broker.enqueue([TaskMessage(id="good", type="t", queue=QUEUE)])
     await _plant(redis_broker, "no-type", {"state": "pending", "payload": "1"})
     await _plant(
@@ -53,6 +57,8 @@ async def test_corrupt_records_are_archived_with_a_reason_and_good_ones_claimed(
     assert archived["missing"].last_error == "corrupt record: record missing"
     stats = await redis_broker.queue_stats(QUEUE)
     assert (stats.pending, stats.active, stats.archived) == (0, 1, 4)
+    logged = {r.task_id for r in caplog.records if r.levelno == logging.ERROR}  # type: ignore[attr-defined]
+    assert logged == {"no-type", "bad-state", "bad-numbers", "missing"}
 
 
 async def test_a_stray_pending_entry_is_dropped_without_touching_the_real_record(

@@ -20,7 +20,7 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 # hashlib.sha256(p.read_bytes()).hexdigest()[:16])) for p in sorted(pathlib.Path(
 # 'src/conveyor/brokers/redis/scripts').glob('*.lua'))]"
 PINNED_SHA256 = {
-    "claim.lua": "8b974c0dfd8f461a",
+    "claim.lua": "205305d9d666c4d4",
     "complete.lua": "4f7cefc7df88a3b8",
     "enqueue.lua": "90e572b12a648ce7",
     "extend.lua": "6f9412abebeee194",

@@ -70,10 +70,21 @@ async def test_restart_under_load_loses_no_acknowledged_enqueue(
     ids = [f"task-{i}" for i in range(400)]
     try:
         producer = asyncio.create_task(_produce(broker, ids, acked))
+        idle_waiter = asyncio.create_task(broker.wait_for_tasks(["idle"], 60))
         await eventually(lambda: _ready(len(acked) >= 100), within=20)
         redis_server.kill()  # SIGKILL: only fsynced (acknowledged) writes may survive
         await asyncio.to_thread(redis_server.start)
         await asyncio.wait_for(producer, timeout=30)
+
+        # The blocked waiter either rode out the restart or reported it; a new wait is woken.
+        if idle_waiter.done():
+            assert isinstance(idle_waiter.exception(), BrokerUnavailableError | type(None))
+        else:
+            await broker.enqueue([TaskMessage(id="idle-1", type="t", queue="idle")])
+            await asyncio.wait_for(idle_waiter, timeout=10)
+        second_waiter = asyncio.create_task(broker.wait_for_tasks(["idle2"], 60))
+        await broker.enqueue([TaskMessage(id="idle-2", type="t", queue="idle2")])
+        await asyncio.wait_for(second_waiter, timeout=10)
 
         seen: set[str] = set()
 

@@ -306,7 +306,16 @@ class RedisBroker:
             )
             expires_at = int(reply[1]) / 1_000_000
             names = batch.queues
-            for qi, raw_id, flat in reply[2:]:
+            for qi, raw_id, reason in reply[2]:
+                task_id, queue = raw_id.decode(errors="replace"), names[int(qi) - 1]
+                logger.error(
+                    "archived corrupt task record %r in queue %r: %s",
+                    task_id,
+                    queue,
+                    reason.decode(errors="replace"),
+                    extra={"task_id": task_id, "queue": queue},
+                )
+            for qi, raw_id, flat in reply[3:]:
                 fields = pairs(flat)
                 info = decode_record(names[int(qi) - 1], raw_id.decode(), fields)
                 leases.append(Lease(task=info, token=int(fields[b"token"]), expires_at=expires_at))

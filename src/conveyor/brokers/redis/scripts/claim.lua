@@ -1,14 +1,16 @@
 -- claim.lua: lease up to `limit` ready tasks, trying the queues in KEYS order.
 -- KEYS:    one 13-key block per queue, in the caller's priority order (see lib.lua).
 -- ARGV:    [1] limit, [2] lease length in µs.
--- Returns: {now_us, lease_expiry_us, claimed...}; each claimed task is
+-- Returns: {now_us, lease_expiry_us, corrupt, claimed...}; each claimed task is
 --          {queue_block_index, id, flat HGETALL of its record (token included)}.
---          Corrupt records met on the way are archived with a reason and not returned.
+--          Corrupt records met on the way are archived with a reason and listed in `corrupt`
+--          as {queue_block_index, id, reason} (so the caller can log them), not claimed.
 
 local limit = tonumber(ARGV[1])
 local t = now()
 local expiry = t + tonumber(ARGV[2])
-local out = {t, expiry}
+local corrupt = {}
+local out = {t, expiry, corrupt}
 local claimed = 0
 
 -- Move due SCHEDULED/RETRY tasks to pending, scored by their due time. Promoting `want` of each
@@ -50,7 +52,7 @@ local function take(b, qi, id)
     -- A stray entry whose record lives in another state's set: drop only the stray entry.
     redis.log(redis.LOG_WARNING, 'conveyor: dropped a stray pending entry')
   else
-    redis.log(redis.LOG_WARNING, 'conveyor: archived a corrupt task record')
+    corrupt[#corrupt + 1] = {qi, id, bad}
     redis.call('HSET', tkey, 'state', 'archived', 'error', 'corrupt record: ' .. bad,
       'failed_at', t, 'since', t)
     redis.call('HDEL', tkey, 'lease')
