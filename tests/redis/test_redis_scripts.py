@@ -30,7 +30,7 @@ PINNED_SHA256 = {
     "page.lua": "9980ab50d9f3ff3b",
     "peek.lua": "6685367764624ba2",
     "purge.lua": "2121010a95ad285a",
-    "recover.lua": "893b6ac70837960b",
+    "recover.lua": "3f424450f8f911dd",
     "release.lua": "4b07e7b1fb9b7f78",
     "stats.lua": "23895ba7fa854e94",
 }

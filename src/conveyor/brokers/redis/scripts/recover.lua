@@ -7,7 +7,9 @@ local b = block(1)
 local t = now()
 local delay = tonumber(ARGV[1])
 local batch = tonumber(ARGV[3])
-local ids = redis.call('ZRANGE', b.active, '-inf', '(' .. t, 'BYSCORE', 'LIMIT', 0, batch)
+-- Expired means expiry < now. Scores are whole microseconds, so that is expiry <= now - 1 (a
+-- '(' .. t string would print t with 14 digits and lose the microseconds).
+local ids = redis.call('ZRANGE', b.active, '-inf', t - 1, 'BYSCORE', 'LIMIT', 0, batch)
 for _, id in ipairs(ids) do
   local rec = redis.call('HMGET', b.tprefix .. id, 'retried', 'max_retry', 'state')
   if rec[3] ~= 'active' then
