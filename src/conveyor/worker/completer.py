@@ -142,12 +142,14 @@ class Completer:
                 self._registry.discard(completion.lease)
 
     def _account(self, batch: list[Completion], held: list[bool]) -> None:
+        debug = logger.isEnabledFor(logging.DEBUG)
         for completion, ok in zip(batch, held, strict=True):
             if ok:
                 self._stats.succeeded += 1
-                logger.debug(
-                    "task %s completed", completion.lease.task.id, extra=_extra(completion)
-                )
+                if debug:
+                    logger.debug(
+                        "task %s completed", completion.lease.task.id, extra=_extra(completion)
+                    )
             else:
                 self._stats.lease_lost += 1
                 logger.warning(

@@ -14,6 +14,7 @@ import asyncio
 import contextvars
 import enum
 import inspect
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -30,7 +31,16 @@ from conveyor.errors import (
     Retry,
     SkipRetry,
 )
-from conveyor.message import Completion, JSONValue, Lease, Task, decode_payload, encode_json
+from conveyor.message import (
+    Completion,
+    Encoding,
+    JSONValue,
+    Lease,
+    Payload,
+    Task,
+    decode_payload,
+    encode_json,
+)
 from conveyor.middleware import AsyncHandler, SyncHandler
 from conveyor.worker.completer import Completer
 from conveyor.worker.config import WorkerConfig
@@ -144,9 +154,7 @@ class Executor:
         self._registry.add(lease)
         self._running[key] = attempt
         self._stats.claimed += 1
-        task = asyncio.create_task(self._run(attempt))
-        attempt.task = task
-        task.add_done_callback(lambda t: self._ended(key, attempt, t))
+        attempt.task = asyncio.create_task(self._run(key, attempt))
 
     def lease_lost(self, leases: list[Lease]) -> None:
         """Interrupt the attempts whose lease renewal was refused: cancel, never report."""
@@ -198,7 +206,28 @@ class Executor:
 
     # -- one attempt ---------------------------------------------------------------------------
 
-    async def _run(self, attempt: Attempt) -> None:
+    async def _run(self, key: tuple[str, str, int], attempt: Attempt) -> None:
+        # Only attempts past their first step are ever cancelled (see _interrupt), so this
+        # try/finally always runs: no done-callback per task is needed for the bookkeeping.
+        try:
+            await self._attempt(attempt)
+        except BaseException as exc:
+            # The attempt died without recording an outcome: stop renewing so the lease lapses
+            # and the task is recovered, rather than held for ever.
+            self._registry.discard(attempt.lease)
+            if not isinstance(exc, asyncio.CancelledError):
+                logger.error(
+                    "attempt of task %s crashed",
+                    attempt.lease.task.id,
+                    exc_info=exc,
+                    extra=_extra(attempt.lease),
+                )
+            raise
+        finally:
+            del self._running[key]
+            self._on_slot_freed()
+
+    async def _attempt(self, attempt: Attempt) -> None:
         if attempt.interrupt is not None:  # interrupted before it started
             await self._interrupted(attempt)
             return
@@ -270,7 +299,7 @@ class Executor:
             error = PayloadTooLargeError(size=size, limit=cap)
         else:
             try:
-                return Task(info.type, decode_payload(info.raw_payload, info.encoding))
+                return Task(info.type, _decode(info.raw_payload, info.encoding))
             except (ConveyorError, ValueError, TypeError) as exc:
                 error = exc
         attempt.phase = Phase.SETTLING
@@ -398,21 +427,6 @@ class Executor:
         if attempt.phase is Phase.RUNNING and attempt.task is not None:
             attempt.task.cancel()
 
-    def _ended(self, key: tuple[str, str, int], attempt: Attempt, task: asyncio.Task[None]) -> None:
-        self._running.pop(key, None)
-        if task.cancelled() or task.exception() is not None:
-            # The attempt died without recording an outcome: stop renewing so the lease lapses
-            # and the task is recovered, rather than held for ever.
-            self._registry.discard(attempt.lease)
-            if not task.cancelled():
-                logger.error(
-                    "attempt of task %s crashed",
-                    attempt.lease.task.id,
-                    exc_info=task.exception(),
-                    extra=_extra(attempt.lease),
-                )
-        self._on_slot_freed()
-
     async def _run_sync(self, fn: SyncHandler, ctx: TaskContext, task: Task) -> JSONValue:
         """Run a sync handler in the pool, with this task's contextvars (current_context)."""
         future = self._pool.submit(contextvars.copy_context().run, fn, ctx, task)
@@ -430,6 +444,19 @@ class Executor:
                     ctx.task_id,
                 )
             raise
+
+
+_json_decode = json.JSONDecoder().decode
+
+
+def _decode(raw: bytes, encoding: Encoding) -> Payload:
+    """``decode_payload``, faster on the hot path: decoding str skips encoding sniffing."""
+    if encoding is Encoding.BYTES:
+        return raw
+    try:
+        return _json_decode(raw.decode())
+    except (ValueError, RecursionError):
+        return decode_payload(raw, encoding)  # raises the PayloadError with its usual message
 
 
 def _extra(lease: Lease) -> dict[str, str]:
