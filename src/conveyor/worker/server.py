@@ -169,6 +169,8 @@ class Server:
     def start(self, handler: Handler) -> None:
         """Run the server on a background thread; return once it has begun claiming.
 
+        While the broker is unreachable the server keeps retrying, and this call keeps waiting.
+
         Raises:
             Exception: whatever stopped the server from starting (a bad URL, for example).
         """
