@@ -1,6 +1,8 @@
-"""Private Redis processes for process-level tests: free loopback ports, data in temp dirs.
+"""Helpers for Redis-only tests: namespaced brokers, private Redis processes.
 
-Only processes started here are ever signalled, by their own pid.
+Private servers use free loopback ports and temp dirs; only processes started here are ever
+signalled, by their own pid. (Helpers, not conftest fixtures: a second module named conftest
+would shadow tests/conftest.py for the folders that import from it.)
 """
 
 from __future__ import annotations
@@ -12,12 +14,16 @@ import shutil
 import signal
 import socket
 import subprocess
+import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 import redis
+from conveyor.brokers.redis import RedisBroker
 from support import wait_until
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -149,10 +155,20 @@ def sentinel(workdir: Path, master_port: int, *, quorum: int = 2) -> RedisProces
 
 
 class Fleet:
-    """Every process a test started; stopped together at the end."""
+    """Every process a test started; stopped together when the ``with`` block ends.
+
+    Skips (locally) or fails (CI) at entry when redis-server is missing.
+    """
 
     def __init__(self) -> None:
         self.processes: list[RedisProcess] = []
+
+    def __enter__(self) -> Fleet:
+        need_binaries("redis-server")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop_all()
 
     def add(self, process: RedisProcess) -> RedisProcess:
         self.processes.append(process)
@@ -162,3 +178,26 @@ class Fleet:
         for process in reversed(self.processes):
             with contextlib.suppress(Exception):
                 process.stop()
+
+
+async def drop_namespace(url: str, namespace: str) -> None:
+    """Delete only this test's keys (its namespace); never FLUSHDB."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{namespace}:*", count=1000)]
+        for start in range(0, len(keys), 500):
+            await client.unlink(*keys[start : start + 500])
+    finally:
+        await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def namespaced_broker(url: str) -> AsyncIterator[RedisBroker]:
+    """A RedisBroker on ``url`` with a namespace of its own, whose keys are deleted afterwards."""
+    namespace = f"conveyor-test-{uuid.uuid4().hex[:12]}"
+    broker = RedisBroker.from_url(f"{url}?namespace={namespace}")
+    try:
+        yield broker
+    finally:
+        await broker.close()
+        await drop_namespace(url, namespace)

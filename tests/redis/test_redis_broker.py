@@ -7,6 +7,7 @@ import re
 
 import pytest
 import redis.asyncio as aioredis
+from redis_servers import namespaced_broker
 
 from conveyor.brokers.redis import RedisBroker, keys
 from conveyor.errors import DuplicateTaskError, TaskIdConflictError
@@ -22,86 +23,94 @@ def _raw(broker: RedisBroker) -> aioredis.Redis:
 
 
 async def test_concurrent_enqueues_are_combined_but_each_stays_all_or_nothing(
-    redis_broker: RedisBroker,
+    redis_url: str,
 ) -> None:
-    await redis_broker.enqueue([TaskMessage(id="taken", type="t")])
-    calls = [
-        redis_broker.enqueue(
-            [TaskMessage(id=f"ok-{i}", type="t"), TaskMessage(id=f"ok2-{i}", type="t")]
-        )
-        for i in range(20)
-    ]
-    calls.insert(
-        5,
-        redis_broker.enqueue([TaskMessage(id="new", type="t"), TaskMessage(id="taken", type="t")]),
-    )
-    calls.insert(
-        9,
-        redis_broker.enqueue(
-            [TaskMessage(id="u1", type="t", unique_key="k")] * 1
-            + [TaskMessage(id="u2", type="t", unique_key="k")]
-        ),
-    )
-
-    results = await asyncio.gather(*calls, return_exceptions=True)
-
-    assert isinstance(results[5], TaskIdConflictError) and results[5].task_id == "taken"
-    assert isinstance(results[9], DuplicateTaskError) and results[9].task_id == "u2"
-    stored = [r for i, r in enumerate(results) if i not in (5, 9)]
-    assert all(isinstance(r, list) and len(r) == 2 for r in stored)
-    stats = await redis_broker.queue_stats("default")
-    assert stats.pending == 1 + 40  # "new", "u1" and "u2" were not stored
-    pending = {t.id for t in await redis_broker.list_tasks("default", TaskState.PENDING, limit=100)}
-    assert not pending & {"new", "u1", "u2"}
-
-
-async def test_every_key_lives_under_the_namespace_and_a_queue_hash_tag(
-    redis_broker: RedisBroker, redis_url: str
-) -> None:
-    ns = redis_broker.namespace
-    await redis_broker.enqueue(
-        [
-            TaskMessage(id="a:b", type="t", queue="q:1", unique_key="u", retention_s=60),
-            TaskMessage(id="c", type="t", queue="q:1", process_in_s=60),
+    async with namespaced_broker(redis_url) as redis_broker:
+        await redis_broker.enqueue([TaskMessage(id="taken", type="t")])
+        calls = [
+            redis_broker.enqueue(
+                [TaskMessage(id=f"ok-{i}", type="t"), TaskMessage(id=f"ok2-{i}", type="t")]
+            )
+            for i in range(20)
         ]
-    )
-    [lease] = await redis_broker.claim(["q:1"], limit=1, lease_s=30)
-    await redis_broker.complete([Completion(lease=lease, result=b"1")])
-    await redis_broker.pause_queue("other")
+        calls.insert(
+            5,
+            redis_broker.enqueue(
+                [TaskMessage(id="new", type="t"), TaskMessage(id="taken", type="t")]
+            ),
+        )
+        calls.insert(
+            9,
+            redis_broker.enqueue(
+                [TaskMessage(id="u1", type="t", unique_key="k")] * 1
+                + [TaskMessage(id="u2", type="t", unique_key="k")]
+            ),
+        )
 
-    found = sorted([k.decode() async for k in _raw(redis_broker).scan_iter(match=f"{ns}:*")])
+        results = await asyncio.gather(*calls, return_exceptions=True)
 
-    pattern = re.compile(re.escape(ns) + r":(queues|\{(q:1|other)\}:.+)")
-    assert found and all(pattern.fullmatch(k) for k in found), found
-    assert keys.task(ns, "q:1", "a:b") in found
-    assert keys.registry(ns) in found
+        assert isinstance(results[5], TaskIdConflictError) and results[5].task_id == "taken"
+        assert isinstance(results[9], DuplicateTaskError) and results[9].task_id == "u2"
+        stored = [r for i, r in enumerate(results) if i not in (5, 9)]
+        assert all(isinstance(r, list) and len(r) == 2 for r in stored)
+        stats = await redis_broker.queue_stats("default")
+        assert stats.pending == 1 + 40  # "new", "u1" and "u2" were not stored
+        pending = {
+            t.id for t in await redis_broker.list_tasks("default", TaskState.PENDING, limit=100)
+        }
+        assert not pending & {"new", "u1", "u2"}
+
+
+async def test_every_key_lives_under_the_namespace_and_a_queue_hash_tag(redis_url: str) -> None:
+    async with namespaced_broker(redis_url) as redis_broker:
+        ns = redis_broker.namespace
+        await redis_broker.enqueue(
+            [
+                TaskMessage(id="a:b", type="t", queue="q:1", unique_key="u", retention_s=60),
+                TaskMessage(id="c", type="t", queue="q:1", process_in_s=60),
+            ]
+        )
+        [lease] = await redis_broker.claim(["q:1"], limit=1, lease_s=30)
+        await redis_broker.complete([Completion(lease=lease, result=b"1")])
+        await redis_broker.pause_queue("other")
+
+        found = sorted([k.decode() async for k in _raw(redis_broker).scan_iter(match=f"{ns}:*")])
+
+        pattern = re.compile(re.escape(ns) + r":(queues|\{(q:1|other)\}:.+)")
+        assert found and all(pattern.fullmatch(k) for k in found), found
+        assert keys.task(ns, "q:1", "a:b") in found
+        assert keys.registry(ns) in found
 
 
 async def test_a_process_at_in_the_past_is_pending_and_in_the_future_is_never_early(
-    redis_broker: RedisBroker,
+    redis_url: str,
 ) -> None:
-    server_now = float((await _raw(redis_broker).time())[0])
-    [past, future] = await redis_broker.enqueue(
-        [
-            TaskMessage(id="past", type="t", process_at=server_now - 10),
-            TaskMessage(id="future", type="t", process_at=server_now + 3600.0000004),
-        ]
-    )
-    assert (past.state, future.state) == (TaskState.PENDING, TaskState.SCHEDULED)
-    [lease] = await redis_broker.claim(["default"], limit=5, lease_s=30)
-    assert lease.task.id == "past"
-    info = await redis_broker.get_task("default", "future")
-    assert info.next_process_at is not None
-    assert info.next_process_at.timestamp() == pytest.approx(server_now + 3600.0000004, abs=1e-6)
+    async with namespaced_broker(redis_url) as redis_broker:
+        server_now = float((await _raw(redis_broker).time())[0])
+        [past, future] = await redis_broker.enqueue(
+            [
+                TaskMessage(id="past", type="t", process_at=server_now - 10),
+                TaskMessage(id="future", type="t", process_at=server_now + 3600.0000004),
+            ]
+        )
+        assert (past.state, future.state) == (TaskState.PENDING, TaskState.SCHEDULED)
+        [lease] = await redis_broker.claim(["default"], limit=5, lease_s=30)
+        assert lease.task.id == "past"
+        info = await redis_broker.get_task("default", "future")
+        assert info.next_process_at is not None
+        assert info.next_process_at.timestamp() == pytest.approx(
+            server_now + 3600.0000004, abs=1e-6
+        )
 
 
-async def test_stale_wake_tokens_are_cleared_by_an_idle_wait(redis_broker: RedisBroker) -> None:
-    k = keys.queue_keys(redis_broker.namespace, "default")
-    await redis_broker.enqueue([TaskMessage(id="a", type="t")])
-    assert await _raw(redis_broker).llen(k.wake) > 0
-    [lease] = await redis_broker.claim(["default"], limit=1, lease_s=30)
-    await redis_broker.complete([Completion(lease=lease)])
+async def test_stale_wake_tokens_are_cleared_by_an_idle_wait(redis_url: str) -> None:
+    async with namespaced_broker(redis_url) as redis_broker:
+        k = keys.queue_keys(redis_broker.namespace, "default")
+        await redis_broker.enqueue([TaskMessage(id="a", type="t")])
+        assert await _raw(redis_broker).llen(k.wake) > 0
+        [lease] = await redis_broker.claim(["default"], limit=1, lease_s=30)
+        await redis_broker.complete([Completion(lease=lease)])
 
-    await redis_broker.wait_for_tasks(["default"], 0.05)
+        await redis_broker.wait_for_tasks(["default"], 0.05)
 
-    assert await _raw(redis_broker).llen(k.wake) == 0
+        assert await _raw(redis_broker).llen(k.wake) == 0

@@ -6,6 +6,7 @@ import logging
 
 import pytest
 import redis.asyncio as aioredis
+from redis_servers import namespaced_broker
 
 from conveyor.brokers.redis import RedisBroker, keys
 from conveyor.message import TaskMessage, TaskState
@@ -29,56 +30,59 @@ async def _plant(broker: RedisBroker, task_id: str, fields: dict[str, str]) -> N
 
 
 async def test_corrupt_records_are_archived_with_a_reason_and_good_ones_claimed(
-    redis_broker: RedisBroker, caplog: pytest.LogCaptureFixture
+    redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="conveyor.brokers.redis.broker")
-    await redis_broker.enqueue([TaskMessage(id="good", type="t", queue=QUEUE)])
-    await _plant(redis_broker, "no-type", {"state": "pending", "payload": "1"})
-    await _plant(
-        redis_broker,
-        "bad-state",
-        {"state": "exploded", "type": "t", "payload": "1", "encoding": "json"},
-    )
-    await _plant(
-        redis_broker,
-        "bad-numbers",
-        {"state": "pending", "type": "t", "payload": "1", "encoding": "json", "max_retry": "x"},
-    )
-    await _plant(redis_broker, "missing", {})
+    async with namespaced_broker(redis_url) as redis_broker:
+        caplog.set_level(logging.ERROR, logger="conveyor.brokers.redis.broker")
+        await redis_broker.enqueue([TaskMessage(id="good", type="t", queue=QUEUE)])
+        await _plant(redis_broker, "no-type", {"state": "pending", "payload": "1"})
+        await _plant(
+            redis_broker,
+            "bad-state",
+            {"state": "exploded", "type": "t", "payload": "1", "encoding": "json"},
+        )
+        await _plant(
+            redis_broker,
+            "bad-numbers",
+            {"state": "pending", "type": "t", "payload": "1", "encoding": "json", "max_retry": "x"},
+        )
+        await _plant(redis_broker, "missing", {})
 
-    leases = await redis_broker.claim([QUEUE], limit=10, lease_s=30)
+        leases = await redis_broker.claim([QUEUE], limit=10, lease_s=30)
 
-    assert [lease.task.id for lease in leases] == ["good"]
-    archived = {t.id: t for t in await redis_broker.list_tasks(QUEUE, TaskState.ARCHIVED)}
-    assert set(archived) == {"no-type", "bad-state", "bad-numbers", "missing"}
-    assert archived["no-type"].last_error == "corrupt record: missing type"
-    assert archived["bad-state"].last_error == "corrupt record: bad state exploded"
-    assert archived["bad-numbers"].last_error == "corrupt record: bad max_retry"
-    assert archived["missing"].last_error == "corrupt record: record missing"
-    stats = await redis_broker.queue_stats(QUEUE)
-    assert (stats.pending, stats.active, stats.archived) == (0, 1, 4)
-    logged = {r.task_id for r in caplog.records if r.levelno == logging.ERROR}  # type: ignore[attr-defined]
-    assert logged == {"no-type", "bad-state", "bad-numbers", "missing"}
+        assert [lease.task.id for lease in leases] == ["good"]
+        archived = {t.id: t for t in await redis_broker.list_tasks(QUEUE, TaskState.ARCHIVED)}
+        assert set(archived) == {"no-type", "bad-state", "bad-numbers", "missing"}
+        assert archived["no-type"].last_error == "corrupt record: missing type"
+        assert archived["bad-state"].last_error == "corrupt record: bad state exploded"
+        assert archived["bad-numbers"].last_error == "corrupt record: bad max_retry"
+        assert archived["missing"].last_error == "corrupt record: record missing"
+        stats = await redis_broker.queue_stats(QUEUE)
+        assert (stats.pending, stats.active, stats.archived) == (0, 1, 4)
+        logged = {r.task_id for r in caplog.records if r.levelno == logging.ERROR}  # type: ignore[attr-defined]
+        assert logged == {"no-type", "bad-state", "bad-numbers", "missing"}
 
 
 async def test_a_stray_pending_entry_is_dropped_without_touching_the_real_record(
-    redis_broker: RedisBroker,
+    redis_url: str,
 ) -> None:
-    [info] = await redis_broker.enqueue([TaskMessage(id="s", type="t", process_in_s=3600)])
-    await _plant(redis_broker, "s", {})  # a pending entry for a task that is SCHEDULED
+    async with namespaced_broker(redis_url) as redis_broker:
+        [info] = await redis_broker.enqueue([TaskMessage(id="s", type="t", process_in_s=3600)])
+        await _plant(redis_broker, "s", {})  # a pending entry for a task that is SCHEDULED
 
-    assert await redis_broker.claim([QUEUE], limit=5, lease_s=30) == []
-    assert (await redis_broker.get_task(QUEUE, "s")).state is TaskState.SCHEDULED
-    assert info.state is TaskState.SCHEDULED
+        assert await redis_broker.claim([QUEUE], limit=5, lease_s=30) == []
+        assert (await redis_broker.get_task(QUEUE, "s")).state is TaskState.SCHEDULED
+        assert info.state is TaskState.SCHEDULED
 
 
-async def test_garbled_fields_still_list(redis_broker: RedisBroker) -> None:
-    client = await _raw(redis_broker)
-    k = keys.queue_keys(redis_broker.namespace, QUEUE)
-    tkey = keys.task(redis_broker.namespace, QUEUE, "odd")
-    await client.hset(tkey, mapping={"state": "archived", "retried": "many", "ready": "soon"})
-    await client.zadd(k.archived, {"odd": 5})
+async def test_garbled_fields_still_list(redis_url: str) -> None:
+    async with namespaced_broker(redis_url) as redis_broker:
+        client = await _raw(redis_broker)
+        k = keys.queue_keys(redis_broker.namespace, QUEUE)
+        tkey = keys.task(redis_broker.namespace, QUEUE, "odd")
+        await client.hset(tkey, mapping={"state": "archived", "retried": "many", "ready": "soon"})
+        await client.zadd(k.archived, {"odd": 5})
 
-    [task] = await redis_broker.list_tasks(QUEUE, TaskState.ARCHIVED)
+        [task] = await redis_broker.list_tasks(QUEUE, TaskState.ARCHIVED)
 
-    assert (task.id, task.type, task.retried, task.state) == ("odd", "", 0, TaskState.ARCHIVED)
+        assert (task.id, task.type, task.retried, task.state) == ("odd", "", 0, TaskState.ARCHIVED)

@@ -7,8 +7,8 @@ import re
 from importlib import resources
 
 import pytest
+from redis_servers import namespaced_broker
 
-from conveyor.brokers.redis import RedisBroker
 from conveyor.brokers.redis.broker import SCRIPT_NAMES, script_source
 from conveyor.message import TaskMessage
 
@@ -75,11 +75,12 @@ def test_scripts_are_lib_plus_their_file() -> None:
         )
 
 
-async def test_scripts_are_registered_and_run_by_sha(redis_broker: RedisBroker) -> None:
-    await redis_broker.enqueue([TaskMessage(id="a", type="t")])
-    await redis_broker.claim(["default"], limit=1, lease_s=30)
-    client = redis_broker._client
-    expected = {n: hashlib.sha1(script_source(n).encode()).hexdigest() for n in SCRIPT_NAMES}
-    assert {n: s.sha for n, s in redis_broker._scripts.items()} == expected
-    loaded = await client.script_exists(expected["enqueue"], expected["claim"])
-    assert loaded == [True, True]
+async def test_scripts_are_registered_and_run_by_sha(redis_url: str) -> None:
+    async with namespaced_broker(redis_url) as redis_broker:
+        await redis_broker.enqueue([TaskMessage(id="a", type="t")])
+        await redis_broker.claim(["default"], limit=1, lease_s=30)
+        client = redis_broker._client
+        expected = {n: hashlib.sha1(script_source(n).encode()).hexdigest() for n in SCRIPT_NAMES}
+        assert {n: s.sha for n, s in redis_broker._scripts.items()} == expected
+        loaded = await client.script_exists(expected["enqueue"], expected["claim"])
+        assert loaded == [True, True]

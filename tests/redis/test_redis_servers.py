@@ -23,26 +23,29 @@ pytestmark = [pytest.mark.process, pytest.mark.redis]
 
 
 async def test_describe_warns_on_an_evicting_server_and_reports_aof_always(
-    fleet: Fleet, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    lru = fleet.add(server(tmp_path / "lru", "--maxmemory-policy", "allkeys-lru"))
-    durable = fleet.add(server(tmp_path / "aof", "--appendonly", "yes", "--appendfsync", "always"))
-    caplog.set_level(logging.WARNING, logger="conveyor.brokers.redis.broker")
+    with Fleet() as fleet:
+        lru = fleet.add(server(tmp_path / "lru", "--maxmemory-policy", "allkeys-lru"))
+        durable = fleet.add(
+            server(tmp_path / "aof", "--appendonly", "yes", "--appendfsync", "always")
+        )
+        caplog.set_level(logging.WARNING, logger="conveyor.brokers.redis.broker")
 
-    evicting = RedisBroker.from_url(f"redis://127.0.0.1:{lru.port}/0")
-    safe = RedisBroker.from_url(f"redis://127.0.0.1:{durable.port}/0")
-    try:
-        bad, good = await evicting.describe(), await safe.describe()
-    finally:
-        await evicting.close()
-        await safe.close()
+        evicting = RedisBroker.from_url(f"redis://127.0.0.1:{lru.port}/0")
+        safe = RedisBroker.from_url(f"redis://127.0.0.1:{durable.port}/0")
+        try:
+            bad, good = await evicting.describe(), await safe.describe()
+        finally:
+            await evicting.close()
+            await safe.close()
 
-    assert any("allkeys-lru" in w for w in bad.warnings)
-    assert "allkeys-lru" in caplog.text
-    assert "AOF off" in bad.durability
-    assert good.warnings == ()
-    assert "appendfsync always" in good.durability
-    assert good.backend == "redis"
+        assert any("allkeys-lru" in w for w in bad.warnings)
+        assert "allkeys-lru" in caplog.text
+        assert "AOF off" in bad.durability
+        assert good.warnings == ()
+        assert "appendfsync always" in good.durability
+        assert good.backend == "redis"
 
 
 async def _produce(broker: RedisBroker, ids: list[str], acked: set[str]) -> None:
@@ -59,46 +62,45 @@ async def _produce(broker: RedisBroker, ids: list[str], acked: set[str]) -> None
             break
 
 
-async def test_restart_under_load_loses_no_acknowledged_enqueue(
-    fleet: Fleet, tmp_path: Path
-) -> None:
-    data = tmp_path / "data"
-    aof = ("--appendonly", "yes", "--appendfsync", "always", "--maxmemory-policy", "noeviction")
-    redis_server = fleet.add(server(data, *aof))
-    broker = RedisBroker.from_url(f"redis://127.0.0.1:{redis_server.port}/0?namespace=restart")
-    acked: set[str] = set()
-    ids = [f"task-{i}" for i in range(400)]
-    try:
-        producer = asyncio.create_task(_produce(broker, ids, acked))
-        idle_waiter = asyncio.create_task(broker.wait_for_tasks(["idle"], 60))
-        await eventually(lambda: _ready(len(acked) >= 100), within=20)
-        redis_server.kill()  # SIGKILL: only fsynced (acknowledged) writes may survive
-        await asyncio.to_thread(redis_server.start)
-        await asyncio.wait_for(producer, timeout=30)
+async def test_restart_under_load_loses_no_acknowledged_enqueue(tmp_path: Path) -> None:
+    with Fleet() as fleet:
+        data = tmp_path / "data"
+        aof = ("--appendonly", "yes", "--appendfsync", "always", "--maxmemory-policy", "noeviction")
+        redis_server = fleet.add(server(data, *aof))
+        broker = RedisBroker.from_url(f"redis://127.0.0.1:{redis_server.port}/0?namespace=restart")
+        acked: set[str] = set()
+        ids = [f"task-{i}" for i in range(400)]
+        try:
+            producer = asyncio.create_task(_produce(broker, ids, acked))
+            idle_waiter = asyncio.create_task(broker.wait_for_tasks(["idle"], 60))
+            await eventually(lambda: _ready(len(acked) >= 100), within=20)
+            redis_server.kill()  # SIGKILL: only fsynced (acknowledged) writes may survive
+            await asyncio.to_thread(redis_server.start)
+            await asyncio.wait_for(producer, timeout=30)
 
-        # The blocked waiter either rode out the restart or reported it; a new wait is woken.
-        if idle_waiter.done():
-            assert isinstance(idle_waiter.exception(), BrokerUnavailableError | type(None))
-        else:
-            await broker.enqueue([TaskMessage(id="idle-1", type="t", queue="idle")])
-            await asyncio.wait_for(idle_waiter, timeout=10)
-        second_waiter = asyncio.create_task(broker.wait_for_tasks(["idle2"], 60))
-        await broker.enqueue([TaskMessage(id="idle-2", type="t", queue="idle2")])
-        await asyncio.wait_for(second_waiter, timeout=10)
+            # The blocked waiter either rode out the restart or reported it; a new wait is woken.
+            if idle_waiter.done():
+                assert isinstance(idle_waiter.exception(), BrokerUnavailableError | type(None))
+            else:
+                await broker.enqueue([TaskMessage(id="idle-1", type="t", queue="idle")])
+                await asyncio.wait_for(idle_waiter, timeout=10)
+            second_waiter = asyncio.create_task(broker.wait_for_tasks(["idle2"], 60))
+            await broker.enqueue([TaskMessage(id="idle-2", type="t", queue="idle2")])
+            await asyncio.wait_for(second_waiter, timeout=10)
 
-        seen: set[str] = set()
+            seen: set[str] = set()
 
-        async def drained() -> bool:
-            leases = await broker.claim(["default"], limit=200, lease_s=30)
-            seen.update(lease.task.id for lease in leases)
-            assert all(await broker.complete([Completion(lease=le) for le in leases]))
-            return seen >= acked
+            async def drained() -> bool:
+                leases = await broker.claim(["default"], limit=200, lease_s=30)
+                seen.update(lease.task.id for lease in leases)
+                assert all(await broker.complete([Completion(lease=le) for le in leases]))
+                return seen >= acked
 
-        await eventually(drained, within=20)
-    finally:
-        await broker.close()
-    assert acked == set(ids)
-    assert seen == acked
+            await eventually(drained, within=20)
+        finally:
+            await broker.close()
+        assert acked == set(ids)
+        assert seen == acked
 
 
 async def _ready(value: bool) -> bool:
@@ -125,103 +127,111 @@ def _knows_replica(sentinel_port: int, fleet: Fleet) -> bool:
     return any(b"s_down" not in bytes(str(r), "utf-8") for r in replicas) and len(replicas) > 0
 
 
-async def test_sentinel_failover_keeps_the_broker_working(fleet: Fleet, tmp_path: Path) -> None:
-    need_binaries("redis-sentinel")
-    primary = fleet.add(server(tmp_path / "primary", "--appendonly", "yes"))
-    replica = fleet.add(server(tmp_path / "replica", "--replicaof", "127.0.0.1", str(primary.port)))
-    sentinels = [fleet.add(sentinel(tmp_path / f"s{i}", primary.port)) for i in range(3)]
-    await asyncio.to_thread(wait_until, lambda: _replica_linked(replica.port, fleet), within=10)
-    await asyncio.to_thread(wait_until, lambda: _knows_replica(sentinels[0].port, fleet), within=15)
-    hosts = ",".join(f"127.0.0.1:{s.port}" for s in sentinels)
-    broker = RedisBroker.from_url(f"redis+sentinel://{hosts}/mymaster/0?namespace=sent")
-    try:
-        await broker.enqueue([TaskMessage(id=f"before-{i}", type="t") for i in range(20)])
-        with primary.client() as c:  # the failover must not lose them: let the replica catch up
-            assert c.execute_command("WAIT", 1, 5000) == 1
-
-        with sentinels[0].client() as c:
-            c.execute_command("SENTINEL", "failover", "mymaster")
+async def test_sentinel_failover_keeps_the_broker_working(tmp_path: Path) -> None:
+    with Fleet() as fleet:
+        need_binaries("redis-sentinel")
+        primary = fleet.add(server(tmp_path / "primary", "--appendonly", "yes"))
+        replica = fleet.add(
+            server(tmp_path / "replica", "--replicaof", "127.0.0.1", str(primary.port))
+        )
+        sentinels = [fleet.add(sentinel(tmp_path / f"s{i}", primary.port)) for i in range(3)]
+        await asyncio.to_thread(wait_until, lambda: _replica_linked(replica.port, fleet), within=10)
         await asyncio.to_thread(
-            wait_until, lambda: _master_port(sentinels[0].port, fleet) == replica.port, within=15
+            wait_until, lambda: _knows_replica(sentinels[0].port, fleet), within=15
+        )
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in sentinels)
+        broker = RedisBroker.from_url(f"redis+sentinel://{hosts}/mymaster/0?namespace=sent")
+        try:
+            await broker.enqueue([TaskMessage(id=f"before-{i}", type="t") for i in range(20)])
+            with primary.client() as c:  # the failover must not lose them: let the replica catch up
+                assert c.execute_command("WAIT", 1, 5000) == 1
+
+            with sentinels[0].client() as c:
+                c.execute_command("SENTINEL", "failover", "mymaster")
+            await asyncio.to_thread(
+                wait_until,
+                lambda: _master_port(sentinels[0].port, fleet) == replica.port,
+                within=15,
+            )
+
+            async def enqueued_after() -> bool:
+                try:
+                    await broker.enqueue([TaskMessage(id="after", type="t")])
+                except BrokerUnavailableError:
+                    return False
+                return True
+
+            await eventually(enqueued_after, within=15, interval=0.2)
+            leases = await broker.claim(["default"], limit=100, lease_s=30)
+        finally:
+            await broker.close()
+        assert {le.task.id for le in leases} == {f"before-{i}" for i in range(20)} | {"after"}
+        with replica.client() as c:
+            assert c.info("replication")["role"] == "master"
+
+
+async def test_cluster_enqueue_claim_and_wait_across_queues(tmp_path: Path) -> None:
+    with Fleet() as fleet:
+        need_binaries("redis-cli")
+        nodes = [
+            fleet.add(server(tmp_path / f"n{i}", "--cluster-node-timeout", "2000", cluster=True))
+            for i in range(3)
+        ]
+        addresses = [f"127.0.0.1:{n.port}" for n in nodes]
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
         )
 
-        async def enqueued_after() -> bool:
-            try:
-                await broker.enqueue([TaskMessage(id="after", type="t")])
-            except BrokerUnavailableError:
-                return False
+        def cluster_ok() -> bool:
+            for n in nodes:
+                with n.client() as c:
+                    if c.execute_command("CLUSTER", "INFO").find(b"cluster_state:ok") < 0:
+                        return False
             return True
 
-        await eventually(enqueued_after, within=15, interval=0.2)
-        leases = await broker.claim(["default"], limit=100, lease_s=30)
-    finally:
-        await broker.close()
-    assert {le.task.id for le in leases} == {f"before-{i}" for i in range(20)} | {"after"}
-    with replica.client() as c:
-        assert c.info("replication")["role"] == "master"
+        await asyncio.to_thread(wait_until, cluster_ok, within=15)
+        broker = RedisBroker.from_url(f"redis+cluster://{addresses[0]},{addresses[1]}?namespace=cl")
+        queues = [f"q{i}" for i in range(6)]
+        try:
+            infos = await broker.enqueue(
+                [TaskMessage(id=f"{q}-{j}", type="t", queue=q) for q in queues for j in range(3)]
+            )
+            assert {i.state for i in infos} == {TaskState.PENDING}
+            assert await broker.list_queues() == queues
 
+            leases = await broker.claim(["q5", "q0"], limit=4, lease_s=30)
+            assert [le.task.id for le in leases] == ["q5-0", "q5-1", "q5-2", "q0-0"]
+            done = await broker.complete(
+                [
+                    Completion(
+                        lease=leases[0], successors=(TaskMessage(id="next", type="t", queue="q3"),)
+                    )
+                ]
+            )
+            assert done == [True]
+            assert (await broker.get_task("q3", "next")).state is TaskState.PENDING
 
-async def test_cluster_enqueue_claim_and_wait_across_queues(fleet: Fleet, tmp_path: Path) -> None:
-    need_binaries("redis-cli")
-    nodes = [
-        fleet.add(server(tmp_path / f"n{i}", "--cluster-node-timeout", "2000", cluster=True))
-        for i in range(3)
-    ]
-    addresses = [f"127.0.0.1:{n.port}" for n in nodes]
-    subprocess.run(
-        [
-            "redis-cli",
-            "--cluster",
-            "create",
-            *addresses,
-            "--cluster-replicas",
-            "0",
-            "--cluster-yes",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-
-    def cluster_ok() -> bool:
-        for n in nodes:
-            with n.client() as c:
-                if c.execute_command("CLUSTER", "INFO").find(b"cluster_state:ok") < 0:
-                    return False
-        return True
-
-    await asyncio.to_thread(wait_until, cluster_ok, within=15)
-    broker = RedisBroker.from_url(f"redis+cluster://{addresses[0]},{addresses[1]}?namespace=cl")
-    queues = [f"q{i}" for i in range(6)]
-    try:
-        infos = await broker.enqueue(
-            [TaskMessage(id=f"{q}-{j}", type="t", queue=q) for q in queues for j in range(3)]
-        )
-        assert {i.state for i in infos} == {TaskState.PENDING}
-        assert await broker.list_queues() == queues
-
-        leases = await broker.claim(["q5", "q0"], limit=4, lease_s=30)
-        assert [le.task.id for le in leases] == ["q5-0", "q5-1", "q5-2", "q0-0"]
-        done = await broker.complete(
-            [
-                Completion(
-                    lease=leases[0], successors=(TaskMessage(id="next", type="t", queue="q3"),)
-                )
-            ]
-        )
-        assert done == [True]
-        assert (await broker.get_task("q3", "next")).state is TaskState.PENDING
-
-        waiter = asyncio.create_task(broker.wait_for_tasks(["empty1", "empty2"], 10.0))
-        await asyncio.sleep(0)
-        await broker.enqueue([TaskMessage(id="wake", type="t", queue="empty2")])
-        await asyncio.wait_for(waiter, timeout=5)  # woken by the enqueue, not the 10 s timeout
-        assert [
-            le.task.id for le in await broker.claim(["empty1", "empty2"], limit=5, lease_s=5)
-        ] == ["wake"]
-        stats = await broker.queue_stats("q0")
-        assert (stats.pending, stats.active) == (2, 1)
-        info = await broker.describe()
-        assert info.backend == "redis"
-    finally:
-        await broker.close()
+            waiter = asyncio.create_task(broker.wait_for_tasks(["empty1", "empty2"], 10.0))
+            await asyncio.sleep(0)
+            await broker.enqueue([TaskMessage(id="wake", type="t", queue="empty2")])
+            await asyncio.wait_for(waiter, timeout=5)  # woken by the enqueue, not the 10 s timeout
+            assert [
+                le.task.id for le in await broker.claim(["empty1", "empty2"], limit=5, lease_s=5)
+            ] == ["wake"]
+            stats = await broker.queue_stats("q0")
+            assert (stats.pending, stats.active) == (2, 1)
+            info = await broker.describe()
+            assert info.backend == "redis"
+        finally:
+            await broker.close()
