@@ -25,7 +25,7 @@ PINNED_SHA256 = {
     "enqueue.lua": "90e572b12a648ce7",
     "extend.lua": "6f9412abebeee194",
     "fail.lua": "ebd49040de8f8233",
-    "lib.lua": "22bd9309b75cf55f",
+    "lib.lua": "71633a5209704df4",
     "manage.lua": "f28657ee799a27de",
     "page.lua": "9980ab50d9f3ff3b",
     "peek.lua": "6685367764624ba2",

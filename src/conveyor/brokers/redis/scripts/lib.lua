@@ -11,14 +11,20 @@ local BLOCK = 13
 -- peek.lua clears leftovers, so stale tokens never make a worker spin.
 local WAKE_TOKENS = 8
 
+local blocks = {}  -- built once per block and call: batch loops ask for them per message
+
 local function block(i)
+  local found = blocks[i]
+  if found then return found end
   local o = (i - 1) * BLOCK
-  return {
+  found = {
     pending = KEYS[o + 1], scheduled = KEYS[o + 2], retry = KEYS[o + 3], active = KEYS[o + 4],
     archived = KEYS[o + 5], completed = KEYS[o + 6], expiry = KEYS[o + 7], seq = KEYS[o + 8],
     wake = KEYS[o + 9], paused = KEYS[o + 10], stats = KEYS[o + 11], tprefix = KEYS[o + 12],
     uprefix = KEYS[o + 13],
   }
+  blocks[i] = found
+  return found
 end
 
 -- Server time: the only clock that decides leases, due times and recovery.
