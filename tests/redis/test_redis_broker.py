@@ -74,7 +74,9 @@ async def test_every_key_lives_under_the_namespace_and_a_queue_hash_tag(redis_ur
         await redis_broker.complete([Completion(lease=lease, result=b"1")])
         await redis_broker.pause_queue("other")
 
-        found = sorted([k.decode() async for k in _raw(redis_broker).scan_iter(match=f"{ns}:*")])
+        found = sorted(
+            [k.decode() async for k in _raw(redis_broker).scan_iter(match=f"{ns}:*", count=10_000)]
+        )
 
         pattern = re.compile(re.escape(ns) + r":(queues|\{(q:1|other)\}:.+)")
         assert found and all(pattern.fullmatch(k) for k in found), found

@@ -12,10 +12,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 from redis_servers import Fleet, need_binaries, sentinel, server
 
 from conveyor.brokers.redis import RedisBroker
-from conveyor.errors import BrokerUnavailableError, TaskIdConflictError
+from conveyor.errors import BrokerError, BrokerUnavailableError, TaskIdConflictError
 from conveyor.message import Completion, TaskMessage, TaskState
 from support import eventually, wait_until
 
@@ -235,3 +236,27 @@ async def test_cluster_enqueue_claim_and_wait_across_queues(tmp_path: Path) -> N
             assert info.backend == "redis"
         finally:
             await broker.close()
+
+
+async def test_password_and_acl_user_work_and_never_leak(tmp_path: Path) -> None:
+    secret, wrong = "pw-0123456789", "pw-wrong-98765"
+    with Fleet() as fleet:
+        redis_server = fleet.add(server(tmp_path / "auth", "--requirepass", secret))
+        with redis_server.client(password=secret) as c:
+            c.execute_command("ACL", "SETUSER", "worker", "on", f">{secret}", "~*", "+@all")
+        base = f"127.0.0.1:{redis_server.port}/0?namespace=auth"
+        good = RedisBroker.from_url(f"redis://worker:{secret}@{base}")
+        bad = RedisBroker.from_url(f"redis://worker:{wrong}@{base}")
+        bad_client = bad._client
+        assert isinstance(bad_client, aioredis.Redis)
+        bad_client.get_retry().update_retries(0)  # a refusal is final; skip the backoff
+        try:
+            await good.enqueue([TaskMessage(id="a", type="t")])
+            assert [le.task.id for le in await good.claim(["default"], limit=1, lease_s=5)] == ["a"]
+            with pytest.raises(BrokerError) as info:
+                await bad.enqueue([TaskMessage(id="b", type="t")])
+        finally:
+            await good.close()
+            await bad.close()
+    assert wrong not in str(info.value) and secret not in str(info.value)
+    assert secret not in repr(good) and wrong not in repr(bad)

@@ -22,8 +22,14 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    AuthenticationError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError, RedisClusterException, RedisError, TryAgainError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.brokers.protocol import LEASE_EXPIRED_ERROR, Broker, BrokerInfo, Capabilities
@@ -157,6 +163,10 @@ class RedisBroker:
         """The one place redis-py exceptions become conveyor's (never showing the password)."""
         try:
             yield
+        except AuthenticationError as exc:  # a ConnectionError to redis-py; waiting won't help
+            raise BrokerError(
+                f"Redis at {self._target.safe_url} refused the credentials: {exc}"
+            ) from exc
         except _UNAVAILABLE as exc:
             raise BrokerUnavailableError(
                 f"Redis at {self._target.safe_url} is unavailable: {type(exc).__name__}: {exc}"
