@@ -84,7 +84,11 @@ class RedisProcess:
         log = (self.workdir / "server.log").open("ab")
         self.proc = subprocess.Popen(command, cwd=self.workdir, stdout=log, stderr=log)
         log.close()
-        wait_until(self.answers, within=10.0)
+        try:
+            wait_until(self.answers, within=10.0)
+        except BaseException:
+            self.kill()  # never leak a server that did not come up
+            raise
         return self
 
     def client(self, **kwargs: object) -> redis.Redis:
