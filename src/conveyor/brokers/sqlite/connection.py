@@ -1,0 +1,86 @@
+"""Opening the database (pragmas, schema) and mapping sqlite3 errors to conveyor's, in one place."""
+
+from __future__ import annotations
+
+import sqlite3
+from enum import StrEnum
+from pathlib import Path
+
+from conveyor.brokers.sqlite.queries import SCHEMA_VERSION, schema_script
+from conveyor.errors import BrokerError, BrokerUnavailableError
+
+
+class Synchronous(StrEnum):
+    """How hard a commit pushes data to disk (``PRAGMA synchronous``) in WAL mode."""
+
+    FULL = "full"
+    """fsync the WAL on every commit: an acknowledged enqueue survives power loss."""
+    NORMAL = "normal"
+    """fsync at checkpoints only: survives a process crash; power loss may undo recent commits."""
+
+
+# PRAGMAs take no bound parameters, so each setting is a fixed statement, never a formatted one.
+_SYNCHRONOUS_PRAGMA = {
+    Synchronous.FULL: "PRAGMA synchronous = FULL",
+    Synchronous.NORMAL: "PRAGMA synchronous = NORMAL",
+}
+
+# Primary result codes meaning "the database cannot be used right now; try again later".
+_UNAVAILABLE = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_PROTOCOL,
+        sqlite3.SQLITE_READONLY,
+    }
+)
+
+
+def broker_error(exc: sqlite3.Error, location: Path) -> BrokerError:
+    """The conveyor error for a sqlite3 error: the single place where they are translated."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF
+    message = f"sqlite broker at {str(location)!r}: {exc}"
+    if primary in _UNAVAILABLE:
+        return BrokerUnavailableError(message)
+    return BrokerError(message)
+
+
+def open_connection(
+    path: Path, *, synchronous: Synchronous, busy_timeout_s: float
+) -> tuple[sqlite3.Connection, str]:
+    """Open (creating if needed) the database, apply pragmas and the schema.
+
+    Returns the connection (in autocommit mode: transactions are explicit) and the journal mode
+    SQLite actually granted (``wal`` unless the file system cannot do WAL).
+
+    Raises:
+        sqlite3.Error: for the caller to translate with :func:`broker_error`.
+        BrokerError: the file was created by a newer conveyor (unknown schema version).
+    """
+    # ``timeout`` installs SQLite's busy handler: a writer waits for the lock instead of failing.
+    conn = sqlite3.connect(
+        path,
+        timeout=busy_timeout_s,
+        isolation_level=None,
+        cached_statements=256,
+    )
+    try:
+        journal_mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+        conn.execute(_SYNCHRONOUS_PRAGMA[synchronous])
+        conn.execute("PRAGMA temp_store = MEMORY")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            conn.executescript(schema_script())
+        elif version > SCHEMA_VERSION:
+            raise BrokerError(
+                f"sqlite broker at {str(path)!r} has schema version {version}; this conveyor "
+                f"knows version {SCHEMA_VERSION} (upgrade conveyor)"
+            )
+    except BaseException:
+        conn.close()
+        raise
+    return conn, journal_mode

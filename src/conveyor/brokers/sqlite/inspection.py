@@ -1,0 +1,156 @@
+"""The inspector's transactions: listings, counts, and operations on tasks by id or by state.
+
+They run on the broker's database thread like :mod:`.store`, one transaction each.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from conveyor.brokers.sqlite import rows
+from conveyor.brokers.sqlite.queries import queries
+from conveyor.brokers.sqlite.store import Store, utc_day
+from conveyor.errors import BrokerError, TaskNotFoundError
+from conveyor.message import QueueStats, TaskInfo, TaskState
+
+logger = logging.getLogger(__name__)
+
+Q = queries()
+
+_RUNNABLE = frozenset({TaskState.SCHEDULED, TaskState.RETRY, TaskState.ARCHIVED})
+_ARCHIVABLE = rows.WAITING
+
+
+def _not_found(queue: str, task_id: str, why: str = "") -> TaskNotFoundError:
+    return TaskNotFoundError(
+        f"no task {task_id!r} in queue {queue!r}{why}", task_id=task_id, queue=queue
+    )
+
+
+def list_queues(store: Store) -> list[str]:
+    """Every queue ever enqueued to or paused, sorted."""
+    return [r[0] for r in store.conn.execute(Q["list_queues"])]
+
+
+def queue_stats(store: Store, queue: str) -> QueueStats:
+    """Counts by state, the paused flag and today's (UTC, broker clock) totals."""
+    with store.read() as now:
+        by_state = dict(store.conn.execute(Q["count_by_state"], (queue,)).fetchall())
+        paused = store.conn.execute(Q["queue_paused"], (queue,)).fetchone()
+        totals = store.conn.execute(Q["day_counts"], (queue, utc_day(now))).fetchone() or (0, 0)
+    return QueueStats(
+        queue=queue,
+        pending=by_state.get(TaskState.PENDING.value, 0),
+        scheduled=by_state.get(TaskState.SCHEDULED.value, 0),
+        active=by_state.get(TaskState.ACTIVE.value, 0),
+        retry=by_state.get(TaskState.RETRY.value, 0),
+        archived=by_state.get(TaskState.ARCHIVED.value, 0),
+        completed=by_state.get(TaskState.COMPLETED.value, 0),
+        paused=bool(paused and paused[0]),
+        processed_today=totals[0],
+        failed_today=totals[1],
+    )
+
+
+def list_tasks(
+    store: Store, queue: str, state: TaskState, offset: int, limit: int
+) -> list[TaskInfo]:
+    """A page of tasks in ``state``: waiting ones by ready time, others by time entered.
+
+    A row that cannot be decoded is left out (and logged); ``claim`` archives it when it is
+    waiting, with the reason.
+    """
+    query = Q["list_waiting"] if state in rows.WAITING else Q["list_settled"]
+    found = store.conn.execute(query, (queue, state.value, max(limit, 0), max(offset, 0)))
+    infos = []
+    for row in found.fetchall():
+        try:
+            infos.append(rows.task_info(row))
+        except rows.UndecodableRowError as exc:
+            logger.warning(
+                "left an undecodable task out of a listing: %s",
+                exc,
+                extra={"task_id": row[rows.ID], "queue": queue},
+            )
+    return infos
+
+
+def _find(store: Store, queue: str, task_id: str) -> tuple[int, TaskInfo]:
+    row = store.conn.execute(Q["get_task"], (queue, task_id)).fetchone()
+    if row is None:
+        raise _not_found(queue, task_id)
+    try:
+        return row[rows.SEQ], rows.task_info(row)
+    except rows.UndecodableRowError as exc:
+        raise BrokerError(f"task {task_id!r} in queue {queue!r} cannot be decoded: {exc}") from None
+
+
+def get_task(store: Store, queue: str, task_id: str) -> TaskInfo:
+    """One task (raises TaskNotFoundError, or BrokerError for an undecodable row)."""
+    return _find(store, queue, task_id)[1]
+
+
+def delete_task(store: Store, queue: str, task_id: str) -> None:
+    """Delete a task that is not ACTIVE, releasing its unique lock."""
+    with store.write():
+        seq, info = _find(store, queue, task_id)
+        if info.state is TaskState.ACTIVE:
+            raise _not_found(queue, task_id, " that can be deleted (it is active)")
+        if info.unique_key is not None:
+            store.conn.execute(Q["release_unique_lock"], (queue, info.unique_key, task_id))
+        store.conn.execute(Q["delete_task"], (seq,))
+
+
+def run_task(store: Store, queue: str, task_id: str) -> None:
+    """Make a SCHEDULED, RETRY or ARCHIVED task PENDING, ready now."""
+    with store.write() as now:
+        seq, info = _find(store, queue, task_id)
+        if info.state not in _RUNNABLE:
+            raise _not_found(queue, task_id, f" that can be run (it is {info.state})")
+        store.conn.execute(Q["make_pending"], (now, seq))
+    store.notify_ready()
+
+
+def archive_task(store: Store, queue: str, task_id: str) -> None:
+    """Move a PENDING, SCHEDULED or RETRY task to ARCHIVED."""
+    with store.write() as now:
+        seq, info = _find(store, queue, task_id)
+        if info.state not in _ARCHIVABLE:
+            raise _not_found(queue, task_id, f" that can be archived (it is {info.state})")
+        store.conn.execute(Q["make_archived"], (now, seq))
+
+
+def delete_tasks(store: Store, queue: str, state: TaskState) -> int:
+    """Delete every task in ``state`` (0 for ACTIVE), releasing their unique locks."""
+    if state is TaskState.ACTIVE:
+        return 0
+    with store.write():
+        store.conn.execute(Q["release_locks_in_state"], (queue, state.value))
+        return store.conn.execute(Q["delete_in_state"], (queue, state.value)).rowcount
+
+
+def run_tasks(store: Store, queue: str, state: TaskState) -> int:
+    """Make every task in a SCHEDULED, RETRY or ARCHIVED ``state`` PENDING; 0 for others."""
+    if state not in _RUNNABLE:
+        return 0
+    with store.write() as now:
+        changed = store.conn.execute(Q["make_pending_in_state"], (now, queue, state.value)).rowcount
+    if changed:
+        store.notify_ready()
+    return changed
+
+
+def archive_tasks(store: Store, queue: str, state: TaskState) -> int:
+    """Archive every task in a PENDING, SCHEDULED or RETRY ``state``; 0 for others."""
+    if state not in _ARCHIVABLE:
+        return 0
+    with store.write() as now:
+        return store.conn.execute(Q["make_archived_in_state"], (now, queue, state.value)).rowcount
+
+
+def set_paused(store: Store, queue: str, paused: bool) -> None:
+    """Pause or unpause a queue (remembering its name); unpausing wakes waiters."""
+    with store.write():
+        store.conn.execute(Q["set_paused"], (queue, int(paused)))
+    if not paused:
+        store.notify_ready()

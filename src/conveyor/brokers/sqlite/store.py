@@ -1,0 +1,380 @@
+"""The SQLite broker's transactions, run synchronously on the broker's database thread.
+
+Each public method is one transaction on one connection. Write transactions start with
+``BEGIN IMMEDIATE`` (take the write lock up front, so two processes never claim the same row and
+no transaction has to upgrade a read lock, which SQLite could only resolve by failing), then read
+the broker clock once: every time written in that transaction is that ``now``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from conveyor.brokers.protocol import LEASE_EXPIRED_ERROR
+from conveyor.brokers.sqlite import rows
+from conveyor.brokers.sqlite.queries import queries
+from conveyor.errors import (
+    BrokerError,
+    DuplicateTaskError,
+    LeaseLostError,
+    TaskIdConflictError,
+)
+from conveyor.message import Completion, Lease, TaskInfo, TaskMessage, TaskState, to_datetime
+
+logger = logging.getLogger(__name__)
+
+Q = queries()
+
+
+def utc_day(ts: float) -> str:
+    """The UTC calendar day (YYYY-MM-DD) of a broker timestamp: the key of the daily totals."""
+    return datetime.fromtimestamp(ts, UTC).date().isoformat()
+
+
+def _new_info(m: TaskMessage, state: TaskState, now: float, ready_at: float) -> TaskInfo:
+    return TaskInfo(
+        id=m.id,
+        queue=m.queue,
+        type=m.type,
+        state=state,
+        raw_payload=m.payload,
+        encoding=m.encoding,
+        max_retry=m.max_retry,
+        timeout=None if m.timeout_s is None else timedelta(seconds=m.timeout_s),
+        deadline=to_datetime(m.deadline),
+        next_process_at=to_datetime(ready_at),
+        enqueued_at=to_datetime(now),
+        retention=timedelta(seconds=m.retention_s),
+        unique_key=m.unique_key,
+    )
+
+
+class _Conflict(Exception):
+    """An optimistic insert hit a constraint; the exact check names the error to raise."""
+
+
+class Store:
+    """Every broker transaction, on a connection owned by the calling (database) thread.
+
+    Args:
+        conn: an autocommit connection from :func:`~.connection.open_connection`.
+        clock: the broker clock (seconds since the epoch), read once per transaction.
+        on_ready: called after a commit that may have made a task ready to claim now.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        clock: Callable[[], float],
+        on_ready: Callable[[], None],
+    ) -> None:
+        self.conn = conn
+        self._clock = clock
+        self.notify_ready = on_ready
+        """Wake waiters here and in other processes (call after the commit, never inside)."""
+
+    # -- transactions --------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[float]:
+        """A write transaction; yields the broker clock read once, after the lock is held."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._clock()
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[float]:
+        """A read transaction: one consistent snapshot for several queries."""
+        self.conn.execute("BEGIN")
+        try:
+            yield self._clock()
+        finally:
+            if self.conn.in_transaction:
+                self.conn.execute("COMMIT")
+
+    def _count(self, counts: Counter[tuple[str, bool]], now: float) -> None:
+        """Add outcomes (queue, failed) to today's processed/failed totals."""
+        day = utc_day(now)
+        by_queue: dict[str, list[int]] = {}
+        for (queue, failed), n in counts.items():
+            totals = by_queue.setdefault(queue, [0, 0])
+            totals[0] += n
+            totals[1] += n if failed else 0
+        self.conn.executemany(
+            Q["count_outcomes"], [(q, day, p, f) for q, (p, f) in by_queue.items()]
+        )
+
+    # -- producing -----------------------------------------------------------------------------
+
+    def enqueue(self, messages: Sequence[TaskMessage]) -> list[TaskInfo]:
+        """Store tasks, all or nothing (see :meth:`Broker.enqueue`)."""
+        if not messages:
+            return []
+        with self.write() as now:
+            infos = self._insert(messages, now)
+        if any(i.state is TaskState.PENDING for i in infos):
+            self.notify_ready()
+        return infos
+
+    def _insert(
+        self, messages: Sequence[TaskMessage], now: float, owner: str = ""
+    ) -> list[TaskInfo]:
+        """Insert messages inside the current transaction, or raise the exact enqueue error.
+
+        The fast path inserts optimistically with executemany under a savepoint; only when a
+        constraint trips does it roll back to the savepoint and check message by message (as the
+        memory broker does) to raise the same error with the same task.
+        """
+        self.conn.execute("SAVEPOINT enqueue")
+        try:
+            infos = self._insert_fast(messages, now)
+        except (_Conflict, sqlite3.IntegrityError):
+            self.conn.execute("ROLLBACK TO enqueue")
+            self.conn.execute("RELEASE enqueue")
+            self._check_new(messages, now, owner)
+            raise BrokerError("enqueue hit a constraint the exact check did not find") from None
+        self.conn.execute("RELEASE enqueue")
+        return infos
+
+    def _insert_fast(self, messages: Sequence[TaskMessage], now: float) -> list[TaskInfo]:
+        if len({(m.queue, m.id) for m in messages}) != len(messages):
+            raise _Conflict
+        infos: list[TaskInfo] = []
+        params = []
+        for m in messages:
+            due = m.process_at
+            if due is None and m.process_in_s is not None:
+                due = now + m.process_in_s
+            if due is not None and due > now:
+                state, ready_at = TaskState.SCHEDULED, due
+            else:
+                state, ready_at = TaskState.PENDING, now
+            params.append(
+                (m.queue, m.id, m.type, state.value, m.payload, m.encoding.value, m.max_retry,
+                 m.timeout_s, m.deadline, m.retention_s, m.unique_key, now, ready_at, now)
+            )  # fmt: skip
+            infos.append(_new_info(m, state, now, ready_at))
+        self.conn.executemany(Q["insert_task"], params)
+        for m in messages:
+            if m.unique_key is not None:
+                expires = None if m.unique_ttl_s is None else now + m.unique_ttl_s
+                taken = self.conn.execute(
+                    Q["take_unique_lock"], (m.queue, m.unique_key, m.id, expires, now)
+                ).fetchone()
+                if taken is None:
+                    raise _Conflict
+        self.conn.executemany(
+            Q["add_queue"], [(q,) for q in dict.fromkeys(m.queue for m in messages)]
+        )
+        return infos
+
+    def _check_new(self, messages: Sequence[TaskMessage], now: float, owner: str) -> None:
+        """Raise the first conflict, message by message, exactly as the memory broker does."""
+        ids: set[tuple[str, str]] = set()
+        keys: set[tuple[str, str]] = set()
+        for m in messages:
+            stored = self.conn.execute(Q["task_exists"], (m.queue, m.id)).fetchone()
+            if (m.queue, m.id) in ids or stored is not None:
+                raise TaskIdConflictError(
+                    f"task {m.id!r} already exists in queue {m.queue!r}",
+                    task_id=m.id,
+                    queue=m.queue,
+                )
+            ids.add((m.queue, m.id))
+            if m.unique_key is None:
+                continue
+            held = self.conn.execute(Q["unique_lock_held"], (m.queue, m.unique_key, now)).fetchone()
+            if (m.queue, m.unique_key) in keys or (held is not None and held[0] != owner):
+                raise DuplicateTaskError(
+                    f"unique key {m.unique_key!r} is held in queue {m.queue!r}",
+                    task_id=m.id,
+                    queue=m.queue,
+                )
+            keys.add((m.queue, m.unique_key))
+
+    # -- consuming -----------------------------------------------------------------------------
+
+    def claim(self, queues: Sequence[str], limit: int, lease_s: float) -> list[Lease]:
+        """Claim up to ``limit`` ready tasks (see :meth:`Broker.claim`)."""
+        if limit <= 0:
+            return []
+        leases: list[Lease] = []
+        with self.write() as now:
+            paused = {r[0] for r in self.conn.execute(Q["paused_queues"])}
+            for queue in dict.fromkeys(queues):
+                if queue not in paused:
+                    self._claim_from(queue, limit, now, now + lease_s, leases)
+                if len(leases) >= limit:
+                    break
+        return leases
+
+    def _claim_from(
+        self, queue: str, limit: int, now: float, expires: float, leases: list[Lease]
+    ) -> None:
+        while len(leases) < limit:
+            wanted = limit - len(leases)
+            found = self.conn.execute(Q["claim_candidates"], (queue, now, wanted)).fetchall()
+            decoded = []
+            for row in found:
+                try:
+                    decoded.append((row[rows.SEQ], rows.task_info(row)))
+                except rows.UndecodableRowError as exc:
+                    self._archive_undecodable(row, str(exc), now)
+            if decoded:
+                last = self.conn.execute(Q["mint_tokens"], (len(decoded),)).fetchone()[0]
+                first = last - len(decoded) + 1
+                claimed = []
+                for token, (seq, info) in enumerate(decoded, start=first):
+                    claimed.append((token, expires, now, seq))
+                    info = replace(info, state=TaskState.ACTIVE, next_process_at=None)
+                    leases.append(Lease(task=info, token=token, expires_at=expires))
+                self.conn.executemany(Q["claim_task"], claimed)
+            # Only archived (undecodable) rows make a full page come back short of claims.
+            if len(found) < wanted or len(decoded) == len(found):
+                return
+
+    def _archive_undecodable(self, row: rows.Row, why: str, now: float) -> None:
+        reason = f"undecodable task record: {why}"
+        self.conn.execute(Q["archive_undecodable"], (reason, now, row[rows.SEQ]))
+        logger.error(
+            "archived an undecodable task: %s",
+            why,
+            extra={"task_id": row[rows.ID], "queue": row[rows.QUEUE]},
+        )
+
+    def probe(self, queues: Sequence[str]) -> tuple[bool, float | None]:
+        """Whether a task is ready now in an unpaused queue, and the earliest ready time."""
+        with self.read() as now:
+            paused = {r[0] for r in self.conn.execute(Q["paused_queues"])}
+            times = [
+                self.conn.execute(Q["next_ready_at"], (q,)).fetchone()[0]
+                for q in dict.fromkeys(queues)
+                if q not in paused
+            ]
+        earliest = min((t for t in times if t is not None), default=None)
+        return (earliest is not None and earliest <= now), earliest
+
+    def extend_leases(self, leases: Sequence[Lease], lease_s: float) -> list[bool]:
+        """Push held leases to ``now + lease_s``; ``False`` for each lost one."""
+        with self.write() as now:
+            return [
+                self.conn.execute(
+                    Q["extend_lease"], (now + lease_s, le.task.queue, le.task.id, le.token)
+                ).rowcount
+                == 1
+                for le in leases
+            ]
+
+    def complete(self, completions: Sequence[Completion]) -> list[bool]:
+        """Record successes with their successors (see :meth:`Broker.complete`).
+
+        On a successor conflict the completions before it are committed, and the error is raised
+        for that one (which, like any after it, is not applied), as in the memory broker.
+        """
+        done: list[bool] = []
+        ready = False
+        failure: Exception | None = None
+        with self.write() as now:
+            counts: Counter[tuple[str, bool]] = Counter()
+            for c in completions:
+                try:
+                    applied = self._complete_one(c, now)
+                except (TaskIdConflictError, DuplicateTaskError) as exc:
+                    failure = exc
+                    break
+                done.append(applied)
+                if applied:
+                    counts[(c.lease.task.queue, False)] += 1
+                    ready = ready or bool(c.successors)
+            self._count(counts, now)
+        if ready:
+            self.notify_ready()
+        if failure is not None:
+            raise failure
+        return done
+
+    def _complete_one(self, c: Completion, now: float) -> bool:
+        task = c.lease.task
+        found = self.conn.execute(Q["find_leased"], (task.queue, task.id, c.lease.token)).fetchone()
+        if found is None:
+            return False
+        seq, unique_key, retention_s = found
+        # Successors are inserted while the completing task still exists, so one reusing its id
+        # conflicts (as in the memory broker); a conflict also undoes the lock release.
+        self.conn.execute("SAVEPOINT completion")
+        try:
+            if unique_key is not None:
+                self.conn.execute(Q["release_unique_lock"], (task.queue, unique_key, task.id))
+            if c.successors:
+                self._insert(c.successors, now, owner=task.id)
+        except BaseException:
+            self.conn.execute("ROLLBACK TO completion")
+            self.conn.execute("RELEASE completion")
+            raise
+        self.conn.execute("RELEASE completion")
+        if retention_s > 0:
+            self.conn.execute(Q["complete_retained"], (c.result, now, seq))
+        else:
+            self.conn.execute(Q["delete_task"], (seq,))
+        return True
+
+    def retry(self, lease: Lease, error: str, delay_s: float) -> None:
+        """Record a failed attempt; RETRY due in ``delay_s`` (raises LeaseLostError)."""
+        with self.write() as now:
+            args = (now + delay_s, error, now, lease.task.queue, lease.task.id, lease.token)
+            self._leased(Q["retry_leased"], args, lease)
+            self._count(Counter({(lease.task.queue, True): 1}), now)
+        if delay_s <= 0:
+            self.notify_ready()
+
+    def archive(self, lease: Lease, error: str) -> None:
+        """Record a failed attempt and archive the task (raises LeaseLostError)."""
+        with self.write() as now:
+            args = (error, now, lease.task.queue, lease.task.id, lease.token)
+            self._leased(Q["archive_leased"], args, lease)
+            self._count(Counter({(lease.task.queue, True): 1}), now)
+
+    def release(self, lease: Lease) -> None:
+        """Give the task back at the front of its queue (raises LeaseLostError)."""
+        with self.write() as now:
+            args = (now, lease.task.queue, lease.task.id, lease.token)
+            self._leased(Q["release_leased"], args, lease)
+        self.notify_ready()
+
+    def _leased(self, query: str, args: tuple[object, ...], lease: Lease) -> None:
+        if self.conn.execute(query, args).rowcount != 1:
+            raise LeaseLostError(task_id=lease.task.id, queue=lease.task.queue)
+
+    def recover_expired(self, delay_s: float) -> int:
+        """Fail every ACTIVE task whose lease lapsed; return how many."""
+        with self.write() as now:
+            lapsed = [
+                r[0]
+                for r in self.conn.execute(
+                    Q["recover_expired"], (LEASE_EXPIRED_ERROR, now, delay_s)
+                )
+            ]
+            self._count(Counter((q, True) for q in lapsed), now)
+        if lapsed:
+            logger.warning("recovered %d tasks whose lease expired", len(lapsed))
+            if delay_s <= 0:
+                self.notify_ready()
+        return len(lapsed)
+
+    def purge_expired(self) -> int:
+        """Delete COMPLETED tasks past retention and expired unique locks; return tasks deleted."""
+        with self.write() as now:
+            self.conn.execute(Q["purge_unique_locks"], (now,))
+            return self.conn.execute(Q["purge_completed"], (now,)).rowcount
