@@ -1,0 +1,310 @@
+"""Producing tasks: ``AsyncClient`` (the async core) and ``Client`` (its sync facade).
+
+Both take a broker URL (or a ready :class:`~conveyor.brokers.protocol.Broker`), validate options
+at the boundary (see :mod:`conveyor.options`) and hand messages to the broker, one
+``broker.enqueue`` call per ``enqueue`` or ``enqueue_many``.
+
+Example::
+
+    with Client("sqlite:///conveyor.db") as client:
+        info = client.enqueue(Task("email:welcome", {"user_id": 42}), queue="critical")
+        client.enqueue_in(timedelta(minutes=5), Task("email:reminder", {"user_id": 42}))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from types import TracebackType
+from typing import Unpack
+
+from conveyor.brokers import open_broker
+from conveyor.brokers.protocol import Broker
+from conveyor.config import DEFAULT_BROKER_URL, broker_url_from_env, redact_url
+from conveyor.errors import ConfigError
+from conveyor.message import DEFAULT_MAX_PAYLOAD_BYTES, Task, TaskInfo, TaskMessage, validate_name
+from conveyor.options import (
+    NO_OPTIONS,
+    DefaultOptions,
+    Duration,
+    EnqueueOptions,
+    TaskOptions,
+    build_message,
+    parse_options,
+)
+from conveyor.private_loop import PrivateLoop
+
+
+def resolve_broker(broker: str | Broker) -> tuple[Broker, bool, str]:
+    """Open ``broker`` if it is a URL; return the broker, whether we own it, and a safe label.
+
+    Raises:
+        ConfigError: (a ``ValueError``) for a malformed or unsupported URL, without the password.
+        TypeError: ``broker`` is neither a URL nor a Broker.
+    """
+    if isinstance(broker, str):
+        return open_broker(broker), True, redact_url(broker)
+    if isinstance(broker, Broker):
+        return broker, False, type(broker).__name__
+    raise TypeError(f"broker must be a URL string or a Broker, not {type(broker).__name__}")
+
+
+class _Producer:
+    """Option layering and message building shared by both clients (no I/O)."""
+
+    def __init__(self, max_payload_bytes: int, defaults: DefaultOptions) -> None:
+        if (
+            not isinstance(max_payload_bytes, int)
+            or isinstance(max_payload_bytes, bool)
+            or max_payload_bytes <= 0
+        ):
+            raise ConfigError(
+                f"max_payload_bytes must be a positive int, not {max_payload_bytes!r}"
+            )
+        self.max_payload_bytes = max_payload_bytes
+        self.defaults = parse_options(defaults, defaults_only=True)
+        # Merged client + per-type defaults, cached: the hot path merges only the call's options.
+        self.type_defaults: dict[str, TaskOptions] = {}
+
+    def set_default_options(self, task_type: str, options: DefaultOptions) -> None:
+        validate_name(task_type, what="task type")
+        self.type_defaults[task_type] = self.defaults.merged(
+            parse_options(options, defaults_only=True)
+        )
+
+    def message(self, task: Task, call: TaskOptions) -> TaskMessage:
+        if not isinstance(task, Task):
+            raise TypeError(f"expected a conveyor.Task, not {type(task).__name__}")
+        base = self.type_defaults.get(task.type, self.defaults)
+        return build_message(task, base.merged(call), max_payload_bytes=self.max_payload_bytes)
+
+    def messages(self, tasks: Iterable[Task], options: EnqueueOptions) -> list[TaskMessage]:
+        call = parse_options(options)
+        if call.task_id is not None:
+            raise ConfigError("option 'task_id' cannot be shared by several tasks in enqueue_many")
+        return [self.message(task, call) for task in tasks]
+
+    @staticmethod
+    def scheduled(options: EnqueueOptions, name: str, value: object) -> TaskOptions:
+        clash = {"process_in", "process_at"} & set(options)
+        if clash:
+            raise TypeError(
+                f"option {sorted(clash)[0]!r} cannot be combined with enqueue_in/enqueue_at"
+            )
+        return parse_options({**options, name: value})
+
+
+class AsyncClient:
+    """Enqueues tasks from async code.
+
+    Args:
+        broker: a broker URL (``sqlite:///conveyor.db``, ``memory://``, ``redis://...``) or a
+            Broker instance. A URL's broker is owned and closed by the client; an instance is not.
+        max_payload_bytes: the cap on an encoded payload (default 1 MiB).
+        **defaults: default options for every task (see :class:`~conveyor.options.DefaultOptions`).
+
+    Raises:
+        ConfigError: a bad URL (without its password) or a bad default option.
+        TypeError: an unknown default option.
+
+    Example::
+
+        async with AsyncClient("redis://localhost:6379/0") as client:
+            info = await client.enqueue(Task("report:build", {"id": 7}), timeout=600)
+    """
+
+    def __init__(
+        self,
+        broker: str | Broker = DEFAULT_BROKER_URL,
+        *,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        **defaults: Unpack[DefaultOptions],
+    ) -> None:
+        self._producer = _Producer(max_payload_bytes, defaults)
+        self._broker, self._owns_broker, self._label = resolve_broker(broker)
+        self._closed = False
+
+    @classmethod
+    def from_env(cls, **defaults: Unpack[DefaultOptions]) -> AsyncClient:
+        """A client for ``$CONVEYOR_BROKER_URL`` (default ``sqlite:///conveyor.db``)."""
+        return cls(broker_url_from_env(), **defaults)
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({self._label!r})"
+
+    @property
+    def broker(self) -> Broker:
+        """The broker this client writes to."""
+        return self._broker
+
+    def set_default_options(self, task_type: str, **options: Unpack[DefaultOptions]) -> None:
+        """Set default options for every task of ``task_type`` (overriding the client's defaults).
+
+        Raises:
+            TypeError: an unknown option, or one that cannot be a default (``task_id``...).
+            ConfigError: a bad option value or task type.
+        """
+        self._producer.set_default_options(task_type, options)
+
+    async def enqueue(self, task: Task, **options: Unpack[EnqueueOptions]) -> TaskInfo:
+        """Store ``task`` and return its info (state PENDING, or SCHEDULED when delayed).
+
+        Raises:
+            TypeError: an unknown option name.
+            ConfigError: a bad option value (negative duration, bad queue name...).
+            PayloadError: (a ``TypeError``) the payload is not JSON; names the bad value.
+            PayloadTooLargeError: the payload is over ``max_payload_bytes``.
+            TaskIdConflictError: a task with the given ``task_id`` exists in the queue.
+            DuplicateTaskError: a ``unique`` task with the same type, payload and queue is live.
+            BrokerError: the broker failed; the enqueue may or may not have happened.
+        """
+        message = self._producer.message(task, parse_options(options) if options else NO_OPTIONS)
+        return (await self._broker.enqueue([message]))[0]
+
+    async def enqueue_in(
+        self, delay: Duration, task: Task, **options: Unpack[EnqueueOptions]
+    ) -> TaskInfo:
+        """Enqueue ``task`` to run ``delay`` (seconds or timedelta) from now, by the broker's clock.
+
+        Raises:
+            The errors of :meth:`enqueue`; a ``TypeError`` if ``process_in``/``process_at`` is
+            also given.
+        """
+        call = self._producer.scheduled(options, "process_in", delay)
+        return (await self._broker.enqueue([self._producer.message(task, call)]))[0]
+
+    async def enqueue_at(
+        self, when: datetime, task: Task, **options: Unpack[EnqueueOptions]
+    ) -> TaskInfo:
+        """Enqueue ``task`` to run at ``when`` (aware datetime; naive is taken as UTC).
+
+        Raises:
+            The errors of :meth:`enqueue`; a ``TypeError`` if ``process_in``/``process_at`` is
+            also given.
+        """
+        call = self._producer.scheduled(options, "process_at", when)
+        return (await self._broker.enqueue([self._producer.message(task, call)]))[0]
+
+    async def enqueue_many(
+        self, tasks: Iterable[Task], **options: Unpack[EnqueueOptions]
+    ) -> list[TaskInfo]:
+        """Store several tasks, all or nothing, in one broker call; options apply to each.
+
+        Raises:
+            The errors of :meth:`enqueue`; nothing is stored when any task fails validation.
+            ``task_id`` cannot be shared by several tasks (``ConfigError``).
+        """
+        messages = self._producer.messages(tasks, options)
+        return await self._broker.enqueue(messages) if messages else []
+
+    async def close(self) -> None:
+        """Close the broker if this client opened it from a URL. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            if self._owns_broker:
+                await self._broker.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class Client:
+    """Enqueues tasks from synchronous code; same methods as :class:`AsyncClient`, blocking.
+
+    The client owns one private event loop for its lifetime (broker connections live there) and
+    drives it from the calling thread, so a call costs no new loop and no thread hand-off. It is
+    safe to share between threads (calls are serialised). Close it (or use ``with``) when done.
+
+    Args:
+        broker: a broker URL or a Broker instance (the instance must not be in use by another
+            event loop; the client does not close it).
+        max_payload_bytes: the cap on an encoded payload (default 1 MiB).
+        **defaults: default options for every task.
+
+    Example::
+
+        with Client("sqlite:///conveyor.db", queue="emails") as client:
+            client.enqueue(Task("email:welcome", {"user_id": 42}))
+    """
+
+    def __init__(
+        self,
+        broker: str | Broker = DEFAULT_BROKER_URL,
+        *,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        **defaults: Unpack[DefaultOptions],
+    ) -> None:
+        self._async = AsyncClient(broker, max_payload_bytes=max_payload_bytes, **defaults)
+        self._producer = self._async._producer
+        self._loop = PrivateLoop("conveyor-client")
+
+    @classmethod
+    def from_env(cls, **defaults: Unpack[DefaultOptions]) -> Client:
+        """A client for ``$CONVEYOR_BROKER_URL`` (default ``sqlite:///conveyor.db``)."""
+        return cls(broker_url_from_env(), **defaults)
+
+    def __repr__(self) -> str:
+        return f"Client({self._async._label!r})"
+
+    @property
+    def broker(self) -> Broker:
+        """The broker this client writes to (used on the client's private loop)."""
+        return self._async.broker
+
+    def set_default_options(self, task_type: str, **options: Unpack[DefaultOptions]) -> None:
+        """Set default options for every task of ``task_type``; see :meth:`AsyncClient.set_default_options`."""  # noqa: E501
+        self._producer.set_default_options(task_type, options)
+
+    def _store(self, messages: list[TaskMessage]) -> list[TaskInfo]:
+        return self._loop.run(self._async.broker.enqueue(messages))
+
+    def enqueue(self, task: Task, **options: Unpack[EnqueueOptions]) -> TaskInfo:
+        """Store ``task`` and return its info; see :meth:`AsyncClient.enqueue` for the errors."""
+        message = self._producer.message(task, parse_options(options) if options else NO_OPTIONS)
+        return self._store([message])[0]
+
+    def enqueue_in(
+        self, delay: Duration, task: Task, **options: Unpack[EnqueueOptions]
+    ) -> TaskInfo:
+        """Enqueue ``task`` to run ``delay`` from now (broker clock); see :meth:`AsyncClient.enqueue_in`."""  # noqa: E501
+        call = self._producer.scheduled(options, "process_in", delay)
+        return self._store([self._producer.message(task, call)])[0]
+
+    def enqueue_at(self, when: datetime, task: Task, **options: Unpack[EnqueueOptions]) -> TaskInfo:
+        """Enqueue ``task`` to run at ``when``; see :meth:`AsyncClient.enqueue_at`."""
+        call = self._producer.scheduled(options, "process_at", when)
+        return self._store([self._producer.message(task, call)])[0]
+
+    def enqueue_many(
+        self, tasks: Iterable[Task], **options: Unpack[EnqueueOptions]
+    ) -> list[TaskInfo]:
+        """Store several tasks in one broker call; see :meth:`AsyncClient.enqueue_many`."""
+        messages = self._producer.messages(tasks, options)
+        return self._store(messages) if messages else []
+
+    def close(self) -> None:
+        """Close the broker (if the client opened it) and its private loop. Idempotent."""
+        try:
+            if not self._async._closed:
+                self._loop.run(self._async.close())
+        finally:
+            self._loop.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
