@@ -1,0 +1,451 @@
+"""The App layer: typed task functions on top of the client and the worker.
+
+``@app.task`` turns a plain function (sync or async) into a :class:`TaskFunction`: calling it
+still runs the function; ``.enqueue(...)`` takes the *same arguments*, checks them against the
+signature (mypy through ``ParamSpec``, and ``inspect.Signature.bind`` at run time) and enqueues a
+task whose JSON payload is the bound arguments. ``app.mux`` routes every registered task to its
+function, so the same ``App`` object serves both the producer and the worker.
+
+Example::
+
+    app = App("sqlite:///conveyor.db")
+
+    @app.task(queue="emails", max_retry=5)
+    def send_welcome(user_id: int, *, lang: str = "en") -> None: ...
+
+    send_welcome.enqueue(42, lang="fr")             # from any sync code
+    await send_welcome.aio.enqueue(42)              # from async code (e.g. a web handler)
+    send_welcome.options(queue="critical").enqueue_in(60, 42)
+    # worker:  conveyor worker myproject.tasks:app
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Generic, ParamSpec, TypedDict, TypeVar, Unpack, overload
+
+from conveyor.backoff import RetryDelay
+from conveyor.brokers.protocol import Broker
+from conveyor.client import AsyncClient, Client
+from conveyor.config import DEFAULT_BROKER_URL
+from conveyor.errors import ConfigError, InvalidNameError, PayloadError, SkipRetry, UnknownTaskError
+from conveyor.message import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    NAME_RULE,
+    JSONValue,
+    Task,
+    TaskInfo,
+    validate_name,
+)
+from conveyor.middleware import ErrorHandler, Handler
+from conveyor.mux import ServeMux
+from conveyor.options import DefaultOptions, Duration, EnqueueOptions, parse_options
+from conveyor.worker.context import TaskContext
+from conveyor.worker.server import Server
+
+__all__ = ["App", "AsyncTaskCall", "ServerOptions", "TaskCall", "TaskFunction"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class ServerOptions(TypedDict, total=False):
+    """Keyword options of :class:`~conveyor.worker.server.Server`, for :meth:`App.server`."""
+
+    concurrency: int | None
+    queues: Mapping[str, int] | list[str] | tuple[str, ...] | None
+    strict_priority: bool
+    retry_delay: RetryDelay
+    error_handler: ErrorHandler | None
+    shutdown_timeout: float | timedelta
+    lease: float | timedelta
+    max_payload_bytes: int
+    renew_interval: float | timedelta | None
+    recover_interval: float | timedelta
+    recover_delay: float | timedelta
+    janitor_interval: float | timedelta
+    poll_interval: float | timedelta
+
+
+def _payload(
+    signature: inspect.Signature, name: str, args: tuple[object, ...], kwargs: Mapping[str, object]
+) -> JSONValue:
+    """Bind a call to ``signature`` and return the arguments as a JSON object, by parameter name.
+
+    Raises:
+        TypeError: the arguments do not fit the signature (as calling the function would).
+    """
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TypeError(f"{name}{signature}: {exc}") from None
+    params = signature.parameters
+    return {
+        key: list(value) if params[key].kind is inspect.Parameter.VAR_POSITIONAL else value
+        for key, value in bound.arguments.items()
+    }
+
+
+def _call_args(
+    signature: inspect.Signature, payload: JSONValue
+) -> tuple[list[JSONValue], dict[str, JSONValue]]:
+    """Rebuild positional and keyword arguments from a payload made by :func:`_payload`."""
+    if not isinstance(payload, dict):
+        raise TypeError(f"payload must be a JSON object of arguments, not {type(payload).__name__}")
+    unknown = set(payload) - set(signature.parameters)
+    if unknown:
+        raise TypeError(f"unexpected arguments {sorted(unknown)}")
+    args: list[JSONValue] = []
+    kwargs: dict[str, JSONValue] = {}
+    positional = True  # stays True while every earlier positional parameter was given
+    for param in signature.parameters.values():
+        kind = param.kind
+        if param.name not in payload:
+            if kind is not inspect.Parameter.VAR_POSITIONAL:
+                positional = positional and kind is inspect.Parameter.VAR_KEYWORD
+            continue
+        value = payload[param.name]
+        if kind is inspect.Parameter.VAR_POSITIONAL:
+            args.extend(value if isinstance(value, list) else [value])
+        elif kind is inspect.Parameter.VAR_KEYWORD:
+            kwargs.update(value if isinstance(value, dict) else {})
+        elif kind is inspect.Parameter.POSITIONAL_ONLY or (
+            positional and kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+        ):
+            args.append(value)
+        else:
+            positional = False
+            kwargs[param.name] = value
+    signature.bind(*args, **kwargs)  # a stale or hand-written payload fails here, clearly
+    return args, kwargs
+
+
+class AsyncTaskCall(Generic[P]):
+    """Async enqueue methods of a task function (``fn.aio`` or ``fn.options(...).aio``).
+
+    They use the app's :class:`~conveyor.client.AsyncClient`, bound to the event loop that first
+    uses it: call them from your application's one event loop.
+    """
+
+    def __init__(self, app: App, build: Callable[P, Task], options: EnqueueOptions) -> None:
+        self._app = app
+        self._build = build
+        self._options = options
+
+    async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> TaskInfo:
+        """Enqueue a call with these arguments; see :meth:`TaskFunction.enqueue`."""
+        task = self._build(*args, **kwargs)
+        return await self._app.async_client.enqueue(task, **self._options)
+
+    async def enqueue_in(self, delay: Duration, /, *args: P.args, **kwargs: P.kwargs) -> TaskInfo:
+        """Enqueue a call to run ``delay`` from now; see :meth:`TaskFunction.enqueue_in`."""
+        task = self._build(*args, **kwargs)
+        return await self._app.async_client.enqueue_in(delay, task, **self._options)
+
+    async def enqueue_at(self, when: datetime, /, *args: P.args, **kwargs: P.kwargs) -> TaskInfo:
+        """Enqueue a call to run at ``when``; see :meth:`TaskFunction.enqueue_at`."""
+        task = self._build(*args, **kwargs)
+        return await self._app.async_client.enqueue_at(when, task, **self._options)
+
+
+class TaskCall(Generic[P]):
+    """A task function with per-call options bound: ``fn.options(queue="critical")``."""
+
+    def __init__(self, app: App, build: Callable[P, Task], options: EnqueueOptions) -> None:
+        parse_options(options)  # fail at .options(...), not at the later enqueue
+        self._app = app
+        self._build = build
+        self._options = options
+
+    @property
+    def aio(self) -> AsyncTaskCall[P]:
+        """The async twins of the enqueue methods, with the same options."""
+        return AsyncTaskCall(self._app, self._build, self._options)
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> TaskInfo:
+        """Enqueue a call with these arguments; see :meth:`TaskFunction.enqueue`."""
+        return self._app.client.enqueue(self._build(*args, **kwargs), **self._options)
+
+    def enqueue_in(self, delay: Duration, /, *args: P.args, **kwargs: P.kwargs) -> TaskInfo:
+        """Enqueue a call to run ``delay`` from now; see :meth:`TaskFunction.enqueue_in`."""
+        task = self._build(*args, **kwargs)
+        return self._app.client.enqueue_in(delay, task, **self._options)
+
+    def enqueue_at(self, when: datetime, /, *args: P.args, **kwargs: P.kwargs) -> TaskInfo:
+        """Enqueue a call to run at ``when``; see :meth:`TaskFunction.enqueue_at`."""
+        task = self._build(*args, **kwargs)
+        return self._app.client.enqueue_at(when, task, **self._options)
+
+
+class TaskFunction(Generic[P, R]):
+    """A function registered with ``@app.task``: call it directly, or enqueue calls to it.
+
+    Attributes:
+        app: the :class:`App` it belongs to.
+        name: the task type (``module.qualname`` unless ``name=`` was given).
+        fn: the original function.
+        defaults: the decorator's options (defaults for every enqueue of this task).
+    """
+
+    def __init__(self, app: App, fn: Callable[P, R], name: str, defaults: DefaultOptions) -> None:
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self.defaults = defaults
+        self._signature = inspect.signature(fn)
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<TaskFunction {self.name}{self._signature}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the function now, in this process (no queue involved)."""
+        return self.fn(*args, **kwargs)
+
+    def task(self, *args: P.args, **kwargs: P.kwargs) -> Task:
+        """Build the :class:`~conveyor.message.Task` for a call, e.g. for ``enqueue_many``.
+
+        Raises:
+            TypeError: the arguments do not fit the function's signature.
+        """
+        return Task(self.name, _payload(self._signature, self.name, args, kwargs))
+
+    def options(self, **options: Unpack[EnqueueOptions]) -> TaskCall[P]:
+        """Bind per-call options (queue, timeout, task_id, unique...) for the next enqueue.
+
+        Example::
+
+            send_welcome.options(queue="critical", task_id="welcome-42").enqueue(42)
+
+        Raises:
+            TypeError: an unknown option; ConfigError: a bad option value.
+        """
+        return TaskCall(self.app, self.task, options)
+
+    @property
+    def aio(self) -> AsyncTaskCall[P]:
+        """Async enqueue methods with the same names: ``await fn.aio.enqueue(...)``.
+
+        The async API keeps the plain names (no ``_async`` suffix) on its own object, as
+        ``AsyncClient`` does beside ``Client``.
+        """
+        return AsyncTaskCall(self.app, self.task, {})
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> TaskInfo:
+        """Enqueue a call with these arguments, through the app's sync client.
+
+        Raises:
+            TypeError: the arguments do not fit the signature.
+            PayloadError: (a ``TypeError``) an argument is not JSON; the message names it.
+            The other errors of :meth:`conveyor.client.AsyncClient.enqueue`.
+        """
+        return self.app.client.enqueue(self.task(*args, **kwargs))
+
+    def enqueue_in(self, delay: Duration, /, *args: P.args, **kwargs: P.kwargs) -> TaskInfo:
+        """Enqueue a call to run ``delay`` (seconds or timedelta) from now (broker clock)."""
+        return self.app.client.enqueue_in(delay, self.task(*args, **kwargs))
+
+    def enqueue_at(self, when: datetime, /, *args: P.args, **kwargs: P.kwargs) -> TaskInfo:
+        """Enqueue a call to run at ``when`` (aware datetime; naive is taken as UTC)."""
+        return self.app.client.enqueue_at(when, self.task(*args, **kwargs))
+
+    def _arguments(self, task: Task) -> tuple[list[JSONValue], dict[str, JSONValue]]:
+        if task.type != self.name:
+            # The mux routes by prefix; this function answers only to its own exact name.
+            raise UnknownTaskError(task.type)
+        try:
+            return _call_args(self._signature, task.payload)
+        except (TypeError, PayloadError) as exc:
+            # Retrying cannot fix arguments that do not fit: archive at once, with the reason.
+            raise SkipRetry(f"bad arguments for {self.name}{self._signature}: {exc}") from exc
+
+    def handler(self) -> Handler:
+        """The worker handler for this task: sync for a sync function (runs in the thread pool)."""
+        fn: Callable[..., object] = self.fn
+        if inspect.iscoroutinefunction(fn):
+
+            async def run_async(ctx: TaskContext, task: Task) -> JSONValue:
+                args, kwargs = self._arguments(task)
+                return await fn(*args, **kwargs)
+
+            return run_async
+
+        def run_sync(ctx: TaskContext, task: Task) -> JSONValue:
+            args, kwargs = self._arguments(task)
+            return fn(*args, **kwargs)
+
+        return run_sync
+
+
+class App:
+    """A task registry bound to a broker: producer and worker share one definition.
+
+    Args:
+        broker: a broker URL or a Broker instance (default ``sqlite:///conveyor.db``). The CLI's
+            ``--broker`` / ``CONVEYOR_BROKER_URL`` override it for the worker.
+        max_payload_bytes: the cap on an encoded payload (default 1 MiB).
+        **defaults: default options for every task of this app.
+
+    Example::
+
+        app = App("sqlite:///conveyor.db")
+
+        @app.task
+        async def resize(image_id: int) -> None: ...
+    """
+
+    def __init__(
+        self,
+        broker: str | Broker = DEFAULT_BROKER_URL,
+        *,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        **defaults: Unpack[DefaultOptions],
+    ) -> None:
+        if not isinstance(broker, str | Broker):
+            raise TypeError(f"broker must be a URL string or a Broker, not {type(broker).__name__}")
+        if isinstance(broker, str):
+            from conveyor.config import split_broker_url
+
+            split_broker_url(broker)  # a bad URL fails here, without its password
+        parse_options(defaults, defaults_only=True)
+        self.broker = broker
+        self.max_payload_bytes = max_payload_bytes
+        self.defaults = defaults
+        self._tasks: dict[str, TaskFunction[..., object]] = {}
+        self._mux: ServeMux | None = None
+        self._client: Client | None = None
+        self._async_client: AsyncClient | None = None
+
+    def __repr__(self) -> str:
+        return f"App({len(self._tasks)} tasks)"
+
+    @property
+    def tasks(self) -> Mapping[str, TaskFunction[..., object]]:
+        """Registered task functions by task type name (read-only view)."""
+        return dict(self._tasks)
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
+
+    @overload
+    def task(
+        self, fn: None = None, /, *, name: str | None = None, **options: Unpack[DefaultOptions]
+    ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
+
+    def task(
+        self,
+        fn: Callable[P, R] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        **options: Unpack[DefaultOptions],
+    ) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
+        """Register a function as a task: ``@app.task`` or ``@app.task(queue=..., name=...)``.
+
+        Args:
+            fn: the function (sync or async).
+            name: the task type; default ``module.qualname`` of the function.
+            **options: default options for this task (queue, max_retry, timeout, unique,
+                retention).
+
+        Raises:
+            ConfigError: an invalid or duplicate name (a local function's default name is
+                invalid: pass ``name=``), or a bad option.
+            TypeError: an unknown option.
+        """
+        parse_options(options, defaults_only=True)
+
+        def register(func: Callable[P, R]) -> TaskFunction[P, R]:
+            return self._register(func, name, options)
+
+        return register if fn is None else register(fn)
+
+    def _register(
+        self, fn: Callable[P, R], name: str | None, options: DefaultOptions
+    ) -> TaskFunction[P, R]:
+        if not callable(fn):
+            raise TypeError(f"@app.task needs a function, not {type(fn).__name__}")
+        task_name = name or f"{fn.__module__}.{getattr(fn, '__qualname__', '')}"
+        try:
+            validate_name(task_name, what="task name")
+        except InvalidNameError:
+            hint = "" if name else "; pass name=... to @app.task (local functions need one)"
+            raise InvalidNameError(
+                f"invalid task name {task_name!r}: must be {NAME_RULE}{hint}"
+            ) from None
+        if task_name in self._tasks:
+            raise ConfigError(f"a task named {task_name!r} is already registered")
+        task_fn = TaskFunction(self, fn, task_name, options)
+        self._tasks[task_name] = task_fn  # type: ignore[assignment]
+        for client in (self._client, self._async_client):
+            if client is not None:
+                client.set_default_options(task_name, **options)
+        if self._mux is not None:
+            self._mux.handle(task_name, task_fn.handler())
+        return task_fn
+
+    @property
+    def mux(self) -> ServeMux:
+        """A :class:`~conveyor.mux.ServeMux` routing every registered task to its function.
+
+        Made once; tasks registered later are added to it, middleware added with ``use`` stays.
+        """
+        if self._mux is None:
+            mux = ServeMux()
+            for task_name, task_fn in self._tasks.items():
+                mux.handle(task_name, task_fn.handler())
+            self._mux = mux
+        return self._mux
+
+    def _configure(self, client: Client | AsyncClient) -> None:
+        for task_name, task_fn in self._tasks.items():
+            client.set_default_options(task_name, **task_fn.defaults)
+
+    @property
+    def client(self) -> Client:
+        """The app's sync :class:`~conveyor.client.Client` (made on first use)."""
+        if self._client is None:
+            client = Client(self.broker, max_payload_bytes=self.max_payload_bytes, **self.defaults)
+            self._configure(client)
+            self._client = client
+        return self._client
+
+    @property
+    def async_client(self) -> AsyncClient:
+        """The app's :class:`~conveyor.client.AsyncClient` (made on first use; one event loop)."""
+        if self._async_client is None:
+            client = AsyncClient(
+                self.broker, max_payload_bytes=self.max_payload_bytes, **self.defaults
+            )
+            self._configure(client)
+            self._async_client = client
+        return self._async_client
+
+    def server(
+        self, broker: str | Broker | None = None, **options: Unpack[ServerOptions]
+    ) -> Server:
+        """A :class:`~conveyor.worker.server.Server` on the app's broker (or ``broker``).
+
+        Run it with ``server.run(app.mux)``, or use :meth:`run`.
+        """
+        return Server(self.broker if broker is None else broker, **options)
+
+    def run(self, **options: Unpack[ServerOptions]) -> None:
+        """Run a worker for this app in the calling thread until SIGTERM/SIGINT."""
+        self.server(**options).run(self.mux)
+
+    def close(self) -> None:
+        """Close the app's sync client, if one was made (the async one needs :meth:`aclose`)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def aclose(self) -> None:
+        """Close both clients, if they were made."""
+        if self._async_client is not None:
+            await self._async_client.close()
+            self._async_client = None
+        self.close()

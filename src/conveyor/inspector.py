@@ -1,0 +1,250 @@
+"""Looking at and steering stored tasks: list, inspect, re-run, archive, delete, pause.
+
+``AsyncInspector`` is the async core; ``Inspector`` is its sync facade (same method names). Both
+talk to storage only through the :class:`~conveyor.brokers.protocol.Broker` protocol.
+
+Example::
+
+    with Inspector("sqlite:///conveyor.db") as inspector:
+        for queue in inspector.queues():
+            print(inspector.queue_info(queue))
+        inspector.run_all_tasks("default", "archived")
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from conveyor.brokers.protocol import Broker, BrokerInfo
+from conveyor.client import resolve_broker
+from conveyor.config import DEFAULT_BROKER_URL, broker_url_from_env
+from conveyor.errors import ConfigError
+from conveyor.message import QueueStats, TaskInfo, TaskState, validate_name
+from conveyor.private_loop import PrivateLoop
+
+__all__ = ["AsyncInspector", "Inspector"]
+
+MAX_PAGE_SIZE = 1000
+"""The largest page ``list_tasks`` returns: bounds memory however large a queue grows."""
+
+
+def _state(state: TaskState | str) -> TaskState:
+    try:
+        return TaskState(state)
+    except ValueError:
+        names = ", ".join(s.value for s in TaskState)
+        raise ConfigError(f"unknown task state {state!r}: must be one of {names}") from None
+
+
+def _queue(queue: str) -> str:
+    return validate_name(queue, what="queue name")
+
+
+class AsyncInspector:
+    """Inspects and manages queues and tasks from async code.
+
+    Args:
+        broker: a broker URL or a Broker instance (an instance is not closed by the inspector).
+
+    Raises:
+        ConfigError: a bad URL (without its password).
+    """
+
+    def __init__(self, broker: str | Broker = DEFAULT_BROKER_URL) -> None:
+        self._broker, self._owns_broker, self._label = resolve_broker(broker)
+        self._closed = False
+
+    @classmethod
+    def from_env(cls) -> AsyncInspector:
+        """An inspector for ``$CONVEYOR_BROKER_URL`` (default ``sqlite:///conveyor.db``)."""
+        return cls(broker_url_from_env())
+
+    def __repr__(self) -> str:
+        return f"AsyncInspector({self._label!r})"
+
+    async def describe(self) -> BrokerInfo:
+        """The broker's backend, location (password redacted), durability and warnings."""
+        return await self._broker.describe()
+
+    async def queues(self) -> list[str]:
+        """Names of every queue that has held a task or been paused, sorted."""
+        return await self._broker.list_queues()
+
+    async def queue_info(self, queue: str) -> QueueStats:
+        """Counts by state, size, paused flag and today's processed/failed totals."""
+        return await self._broker.queue_stats(_queue(queue))
+
+    async def list_tasks(
+        self, queue: str, state: TaskState | str, *, page: int = 1, size: int = 20
+    ) -> list[TaskInfo]:
+        """One page of tasks in ``state``, in the order they will run (or ran).
+
+        Args:
+            queue: the queue name.
+            state: a :class:`~conveyor.message.TaskState` or its value (``"archived"``).
+            page: 1-based page number.
+            size: tasks per page, 1 to 1000.
+
+        Raises:
+            ConfigError: an unknown state, a bad queue name, or a page/size out of range.
+        """
+        if page < 1:
+            raise ConfigError(f"page must be 1 or more, not {page}")
+        if not 1 <= size <= MAX_PAGE_SIZE:
+            raise ConfigError(f"size must be between 1 and {MAX_PAGE_SIZE}, not {size}")
+        return await self._broker.list_tasks(
+            _queue(queue), _state(state), offset=(page - 1) * size, limit=size
+        )
+
+    async def get_task(self, queue: str, task_id: str) -> TaskInfo:
+        """One task. Raises :class:`~conveyor.errors.TaskNotFoundError` if it does not exist."""
+        return await self._broker.get_task(_queue(queue), task_id)
+
+    async def delete_task(self, queue: str, task_id: str) -> None:
+        """Delete a task that is not active. Raises ``TaskNotFoundError`` otherwise."""
+        await self._broker.delete_task(_queue(queue), task_id)
+
+    async def run_task(self, queue: str, task_id: str) -> None:
+        """Make a scheduled, retry or archived task pending now. Raises ``TaskNotFoundError``."""
+        await self._broker.run_task(_queue(queue), task_id)
+
+    async def archive_task(self, queue: str, task_id: str) -> None:
+        """Archive a pending, scheduled or retry task. Raises ``TaskNotFoundError`` otherwise."""
+        await self._broker.archive_task(_queue(queue), task_id)
+
+    async def delete_all_tasks(self, queue: str, state: TaskState | str) -> int:
+        """Delete every task in ``state`` (active tasks cannot be deleted); return how many."""
+        return await self._broker.delete_tasks(_queue(queue), _state(state))
+
+    async def run_all_tasks(self, queue: str, state: TaskState | str) -> int:
+        """Make every scheduled, retry or archived task in ``state`` pending; return how many."""
+        return await self._broker.run_tasks(_queue(queue), _state(state))
+
+    async def archive_all_tasks(self, queue: str, state: TaskState | str) -> int:
+        """Archive every pending, scheduled or retry task in ``state``; return how many."""
+        return await self._broker.archive_tasks(_queue(queue), _state(state))
+
+    async def pause_queue(self, queue: str) -> None:
+        """Stop workers claiming from ``queue`` (enqueueing still works)."""
+        await self._broker.pause_queue(_queue(queue))
+
+    async def unpause_queue(self, queue: str) -> None:
+        """Let workers claim from ``queue`` again."""
+        await self._broker.unpause_queue(_queue(queue))
+
+    async def close(self) -> None:
+        """Close the broker if the inspector opened it from a URL. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            if self._owns_broker:
+                await self._broker.close()
+
+    async def __aenter__(self) -> AsyncInspector:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class Inspector:
+    """Inspects and manages queues and tasks from sync code; methods as :class:`AsyncInspector`.
+
+    Args:
+        broker: a broker URL or a Broker instance not in use by another event loop.
+
+    Example::
+
+        with Inspector("sqlite:///conveyor.db") as inspector:
+            stats = inspector.queue_info("default")
+            print(stats.pending, stats.archived)
+    """
+
+    def __init__(self, broker: str | Broker = DEFAULT_BROKER_URL) -> None:
+        self._async = AsyncInspector(broker)
+        self._loop = PrivateLoop("conveyor-inspector")
+
+    @classmethod
+    def from_env(cls) -> Inspector:
+        """An inspector for ``$CONVEYOR_BROKER_URL`` (default ``sqlite:///conveyor.db``)."""
+        return cls(broker_url_from_env())
+
+    def __repr__(self) -> str:
+        return f"Inspector({self._async._label!r})"
+
+    def describe(self) -> BrokerInfo:
+        """See :meth:`AsyncInspector.describe`."""
+        return self._loop.run(self._async.describe())
+
+    def queues(self) -> list[str]:
+        """See :meth:`AsyncInspector.queues`."""
+        return self._loop.run(self._async.queues())
+
+    def queue_info(self, queue: str) -> QueueStats:
+        """See :meth:`AsyncInspector.queue_info`."""
+        return self._loop.run(self._async.queue_info(queue))
+
+    def list_tasks(
+        self, queue: str, state: TaskState | str, *, page: int = 1, size: int = 20
+    ) -> list[TaskInfo]:
+        """See :meth:`AsyncInspector.list_tasks`."""
+        return self._loop.run(self._async.list_tasks(queue, state, page=page, size=size))
+
+    def get_task(self, queue: str, task_id: str) -> TaskInfo:
+        """See :meth:`AsyncInspector.get_task`."""
+        return self._loop.run(self._async.get_task(queue, task_id))
+
+    def delete_task(self, queue: str, task_id: str) -> None:
+        """See :meth:`AsyncInspector.delete_task`."""
+        self._loop.run(self._async.delete_task(queue, task_id))
+
+    def run_task(self, queue: str, task_id: str) -> None:
+        """See :meth:`AsyncInspector.run_task`."""
+        self._loop.run(self._async.run_task(queue, task_id))
+
+    def archive_task(self, queue: str, task_id: str) -> None:
+        """See :meth:`AsyncInspector.archive_task`."""
+        self._loop.run(self._async.archive_task(queue, task_id))
+
+    def delete_all_tasks(self, queue: str, state: TaskState | str) -> int:
+        """See :meth:`AsyncInspector.delete_all_tasks`."""
+        return self._loop.run(self._async.delete_all_tasks(queue, state))
+
+    def run_all_tasks(self, queue: str, state: TaskState | str) -> int:
+        """See :meth:`AsyncInspector.run_all_tasks`."""
+        return self._loop.run(self._async.run_all_tasks(queue, state))
+
+    def archive_all_tasks(self, queue: str, state: TaskState | str) -> int:
+        """See :meth:`AsyncInspector.archive_all_tasks`."""
+        return self._loop.run(self._async.archive_all_tasks(queue, state))
+
+    def pause_queue(self, queue: str) -> None:
+        """See :meth:`AsyncInspector.pause_queue`."""
+        self._loop.run(self._async.pause_queue(queue))
+
+    def unpause_queue(self, queue: str) -> None:
+        """See :meth:`AsyncInspector.unpause_queue`."""
+        self._loop.run(self._async.unpause_queue(queue))
+
+    def close(self) -> None:
+        """Close the broker (if the inspector opened it) and its private loop. Idempotent."""
+        try:
+            if not self._async._closed:
+                self._loop.run(self._async.close())
+        finally:
+            self._loop.close()
+
+    def __enter__(self) -> Inspector:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
