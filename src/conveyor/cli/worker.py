@@ -1,0 +1,144 @@
+"""``conveyor worker MODULE:ATTR``: run a worker for an App, a ServeMux or a handler."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from datetime import timedelta
+
+import click
+
+from conveyor.app import App
+from conveyor.brokers.protocol import Broker
+from conveyor.cli.params import LOG_LEVELS, Duration, configure_logging, parse_queues
+from conveyor.config import BROKER_URL_ENV, DEFAULT_BROKER_URL
+from conveyor.errors import ConveyorError
+from conveyor.middleware import Handler
+from conveyor.worker.server import Server
+
+
+def load_target(spec: str) -> object:
+    """Import ``module:attr`` (the current directory is importable, as with ``python -m``).
+
+    Raises:
+        click.BadParameter: a malformed spec, a module that fails to import, a missing attribute.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise click.BadParameter(f"{spec!r} must look like module:attribute", param_hint="TARGET")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(
+            f"cannot import {module_name!r}: {exc}", param_hint="TARGET"
+        ) from None
+    target: object = module
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise click.BadParameter(
+                f"module {module_name!r} has no attribute {attr!r}", param_hint="TARGET"
+            ) from None
+    return target
+
+
+def resolve(target: object, broker: str | None) -> tuple[Handler, str | Broker]:
+    """The handler to serve and the broker to use: --broker, then the env var, then the App's."""
+    if isinstance(target, App):
+        handler: Handler = target.mux
+        fallback: str | Broker = target.broker
+    elif callable(target):
+        handler, fallback = target, DEFAULT_BROKER_URL
+    else:
+        raise click.BadParameter(
+            f"{type(target).__name__} is not an App, a ServeMux or a handler", param_hint="TARGET"
+        )
+    return handler, broker or os.environ.get(BROKER_URL_ENV) or fallback
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  conveyor worker myproject.tasks:app
+  conveyor worker myproject.tasks:app --broker redis://localhost:6379/0 -c 50
+  conveyor worker myproject.tasks:mux -q critical=6 -q default=3 -q low=1
+  conveyor worker myproject.tasks:app --strict -q critical -q default
+
+SIGTERM or Ctrl-C shuts down gracefully: running tasks get --shutdown-timeout to
+finish, the rest go back to their queue. SIGTSTP stops taking new tasks."""
+)
+@click.argument("target", metavar="MODULE:ATTR")
+@click.option(
+    "--broker",
+    "-b",
+    metavar="URL",
+    help="Broker URL (default: $CONVEYOR_BROKER_URL, the App's URL, or sqlite:///conveyor.db).",
+)
+@click.option("--concurrency", "-c", type=click.IntRange(min=1), help="Tasks run at once.")
+@click.option(
+    "--queue",
+    "-q",
+    "queues",
+    multiple=True,
+    metavar="NAME[=WEIGHT]",
+    help="Queue to serve, with a priority weight (repeatable; default: default=1).",
+)
+@click.option("--strict", is_flag=True, help="Strict priority: always drain heavier queues first.")
+@click.option(
+    "--lease",
+    type=Duration(),
+    default="30s",
+    show_default=True,
+    help="How long a claim lasts without renewal.",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=Duration(),
+    default="8s",
+    show_default=True,
+    help="How long running tasks may take to finish on shutdown.",
+)
+@click.option(
+    "--recover-interval",
+    type=Duration(),
+    default="5s",
+    show_default=True,
+    help="Time between scans for tasks of crashed workers.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="info",
+    show_default=True,
+)
+def worker(
+    target: str,
+    broker: str | None,
+    concurrency: int | None,
+    queues: tuple[str, ...],
+    strict: bool,
+    lease: timedelta,
+    shutdown_timeout: timedelta,
+    recover_interval: timedelta,
+    log_level: str,
+) -> None:
+    """Run a worker that serves MODULE:ATTR (an App, a ServeMux or a handler function)."""
+    configure_logging(log_level)
+    handler, broker_arg = resolve(load_target(target), broker)
+    try:
+        server = Server(
+            broker_arg,
+            concurrency=concurrency,
+            queues=parse_queues(queues),
+            strict_priority=strict,
+            lease=lease,
+            shutdown_timeout=shutdown_timeout,
+            recover_interval=recover_interval,
+        )
+        server.run(handler)
+    except (ConveyorError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
