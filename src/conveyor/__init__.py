@@ -68,6 +68,7 @@ from conveyor.worker.context import TaskContext, current_context
 from conveyor.worker.server import Server
 
 __all__ = [
+    "DEFAULT_TIMEOUT",
     "App",
     "AsyncClient",
     "AsyncHandler",
@@ -82,7 +83,6 @@ __all__ = [
     "Client",
     "ConfigError",
     "ConveyorError",
-    "DEFAULT_TIMEOUT",
     "DefaultOptions",
     "DuplicateTaskError",
     "Encoding",
