@@ -9,7 +9,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
 from pathlib import Path
 from typing import TypeVar
@@ -20,6 +19,7 @@ from conveyor.brokers.sqlite import inspection
 from conveyor.brokers.sqlite.connection import Synchronous, broker_error, open_connection
 from conveyor.brokers.sqlite.store import Store
 from conveyor.brokers.sqlite.wake import WakeListener, WakeSender, wake_directory
+from conveyor.brokers.sqlite.worker_thread import DatabaseThread
 from conveyor.config import split_broker_url
 from conveyor.errors import BrokerUnavailableError, ConfigError
 from conveyor.message import Completion, Lease, QueueStats, TaskInfo, TaskMessage, TaskState
@@ -124,7 +124,7 @@ class SqliteBroker:
         self.path = Path(path).absolute()
         self.busy_timeout_s = busy_timeout_s
         self.clock = clock
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="conveyor-sqlite")
+        self._thread = DatabaseThread(f"conveyor-sqlite-{self.path.name}")
         self._store: Store | None = None
         self._journal_mode = ""
         self._closed = False
@@ -194,10 +194,9 @@ class SqliteBroker:
     async def _run(self, operation: Callable[[Store], T]) -> T:
         if self._closed:
             raise BrokerUnavailableError(f"sqlite broker at {str(self.path)!r} is closed")
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, self._call, operation)
-        except RuntimeError as exc:  # the executor shut down under a late caller
+            return await self._thread.run(lambda: self._call(operation))
+        except RuntimeError as exc:  # the thread stopped under a late caller
             if self._closed:
                 raise BrokerUnavailableError(
                     f"sqlite broker at {str(self.path)!r} is closed"
@@ -265,9 +264,9 @@ class SqliteBroker:
             listener, self._listener = self._listener, None
         if listener is not None:
             listener.close()
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._close_connection)
-        self._executor.shutdown(wait=False)
+        # Queued behind any call still in flight, so those finish on an open connection.
+        await self._thread.run(self._close_connection)
+        self._thread.stop()
 
     def _close_connection(self) -> None:
         self._sender.close()

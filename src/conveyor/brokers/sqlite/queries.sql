@@ -42,9 +42,9 @@ INSERT INTO queues (name) VALUES (?) ON CONFLICT (name) DO NOTHING;
 SELECT 1 FROM tasks WHERE queue = ? AND id = ?;
 
 -- name: unique_lock_held
--- Whether a live lock holds the key.
+-- The task holding a live lock on the key (no row: the key is free).
 -- Params: queue, key, now
-SELECT 1 FROM unique_locks
+SELECT task_id FROM unique_locks
 WHERE queue = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?);
 
 -- name: paused_queues

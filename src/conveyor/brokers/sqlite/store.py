@@ -37,7 +37,9 @@ def utc_day(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).date().isoformat()
 
 
-def _new_info(m: TaskMessage, state: TaskState, now: float, ready_at: float) -> TaskInfo:
+def _new_info(
+    m: TaskMessage, state: TaskState, enqueued_at: datetime | None, ready_at: datetime | None
+) -> TaskInfo:
     return TaskInfo(
         id=m.id,
         queue=m.queue,
@@ -48,8 +50,8 @@ def _new_info(m: TaskMessage, state: TaskState, now: float, ready_at: float) -> 
         max_retry=m.max_retry,
         timeout=None if m.timeout_s is None else timedelta(seconds=m.timeout_s),
         deadline=to_datetime(m.deadline),
-        next_process_at=to_datetime(ready_at),
-        enqueued_at=to_datetime(now),
+        next_process_at=ready_at,
+        enqueued_at=enqueued_at,
         retention=timedelta(seconds=m.retention_s),
         unique_key=m.unique_key,
     )
@@ -77,6 +79,8 @@ class Store:
     ) -> None:
         self.conn = conn
         self._clock = clock
+        self._known_queues: set[str] = set()  # rows in `queues` (never deleted), to skip inserts
+        self._new_queues: list[str] = []  # added by the open transaction, known once committed
         self.notify_ready = on_ready
         """Wake waiters here and in other processes (call after the commit, never inside)."""
 
@@ -93,6 +97,10 @@ class Store:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             raise
+        finally:
+            if not self.conn.in_transaction:
+                self._known_queues.update(self._new_queues)
+            self._new_queues.clear()
 
     @contextlib.contextmanager
     def read(self) -> Iterator[float]:
@@ -119,40 +127,43 @@ class Store:
     # -- producing -----------------------------------------------------------------------------
 
     def enqueue(self, messages: Sequence[TaskMessage]) -> list[TaskInfo]:
-        """Store tasks, all or nothing (see :meth:`Broker.enqueue`)."""
+        """Store tasks, all or nothing (see :meth:`Broker.enqueue`).
+
+        Inserts optimistically (executemany, no per-message lookups); only when a constraint
+        trips does it roll back and check message by message under the write lock, raising the
+        same error for the same message as the memory broker.
+        """
         if not messages:
             return []
-        with self.write() as now:
-            infos = self._insert(messages, now)
+        try:
+            with self.write() as now:
+                infos = self._insert_fast(messages, now)
+        except (_Conflict, sqlite3.IntegrityError):
+            with self.write() as now:
+                self._check_new(messages, now, owner="")
+                infos = self._insert_fast(messages, now)  # the conflict went away meanwhile
         if any(i.state is TaskState.PENDING for i in infos):
             self.notify_ready()
         return infos
 
-    def _insert(
-        self, messages: Sequence[TaskMessage], now: float, owner: str = ""
-    ) -> list[TaskInfo]:
-        """Insert messages inside the current transaction, or raise the exact enqueue error.
-
-        The fast path inserts optimistically with executemany under a savepoint; only when a
-        constraint trips does it roll back to the savepoint and check message by message (as the
-        memory broker does) to raise the same error with the same task.
-        """
+    def _insert(self, messages: Sequence[TaskMessage], now: float, owner: str) -> None:
+        """Insert messages inside the current transaction, or raise the exact enqueue error."""
         self.conn.execute("SAVEPOINT enqueue")
         try:
-            infos = self._insert_fast(messages, now)
+            self._insert_fast(messages, now)
         except (_Conflict, sqlite3.IntegrityError):
             self.conn.execute("ROLLBACK TO enqueue")
             self.conn.execute("RELEASE enqueue")
             self._check_new(messages, now, owner)
             raise BrokerError("enqueue hit a constraint the exact check did not find") from None
         self.conn.execute("RELEASE enqueue")
-        return infos
 
     def _insert_fast(self, messages: Sequence[TaskMessage], now: float) -> list[TaskInfo]:
         if len({(m.queue, m.id) for m in messages}) != len(messages):
             raise _Conflict
         infos: list[TaskInfo] = []
         params = []
+        at_now = to_datetime(now)  # shared by every immediate task: one conversion per batch
         for m in messages:
             due = m.process_at
             if due is None and m.process_in_s is not None:
@@ -165,7 +176,8 @@ class Store:
                 (m.queue, m.id, m.type, state.value, m.payload, m.encoding.value, m.max_retry,
                  m.timeout_s, m.deadline, m.retention_s, m.unique_key, now, ready_at, now)
             )  # fmt: skip
-            infos.append(_new_info(m, state, now, ready_at))
+            ready = at_now if ready_at == now else to_datetime(ready_at)
+            infos.append(_new_info(m, state, at_now, ready))
         self.conn.executemany(Q["insert_task"], params)
         for m in messages:
             if m.unique_key is not None:
@@ -175,9 +187,10 @@ class Store:
                 ).fetchone()
                 if taken is None:
                     raise _Conflict
-        self.conn.executemany(
-            Q["add_queue"], [(q,) for q in dict.fromkeys(m.queue for m in messages)]
-        )
+        new = [q for q in dict.fromkeys(m.queue for m in messages) if q not in self._known_queues]
+        if new:
+            self.conn.executemany(Q["add_queue"], [(q,) for q in new])
+            self._new_queues.extend(new)
         return infos
 
     def _check_new(self, messages: Sequence[TaskMessage], now: float, owner: str) -> None:

@@ -1,0 +1,230 @@
+"""SQLite-only behaviour: URLs, pragmas, error mapping, corrupt rows, schema versions."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from conveyor.brokers import open_broker
+from conveyor.brokers.sqlite import SqliteBroker, Synchronous
+from conveyor.errors import BrokerError, BrokerUnavailableError, ConfigError
+from conveyor.message import Completion, Encoding, TaskMessage, TaskState
+
+
+def message(task_id: str, **fields: object) -> TaskMessage:
+    return TaskMessage(id=task_id, type="t", payload=b'{"n":1}', **fields)  # type: ignore[arg-type]
+
+
+# -- URLs and settings -----------------------------------------------------------------------
+
+
+def test_absolute_and_relative_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    absolute = SqliteBroker.from_url(f"sqlite:///{tmp_path / 'a.db'}")
+    assert absolute.path == tmp_path / "a.db"
+    assert absolute.synchronous is Synchronous.NORMAL
+
+    monkeypatch.chdir(tmp_path)
+    relative = SqliteBroker.from_url("sqlite:///rel/b.db?synchronous=FULL&busy_timeout_ms=250")
+    assert relative.path == tmp_path / "rel" / "b.db"
+    assert relative.synchronous is Synchronous.FULL
+    assert relative.busy_timeout_s == 0.25
+
+
+def test_open_broker_picks_sqlite(tmp_path: Path) -> None:
+    broker = open_broker(f"sqlite:///{tmp_path / 'x.db'}")
+    assert isinstance(broker, SqliteBroker)
+    assert broker.capabilities.shared_across_processes and broker.capabilities.persistent
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://",
+        "sqlite:///",
+        "sqlite://host/x.db",
+        "sqlite:///x.db?synchronous=off",
+        "sqlite:///x.db?journal_mode=delete",
+        "sqlite:///x.db?busy_timeout_ms=-1",
+        "sqlite:///x.db?busy_timeout_ms=soon",
+        "sqlite:///x.db?synchronous=full&synchronous=normal",
+        "sqlite:///x.db#frag",
+        "sqlite:///:memory:",
+        "redis://localhost/0",
+    ],
+)
+def test_bad_urls_are_config_errors(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        SqliteBroker.from_url(url)
+    assert isinstance(caught.value, ValueError)
+
+
+@pytest.mark.parametrize(("setting", "pragma_value"), [("full", 2), ("normal", 1)])
+async def test_wal_and_synchronous_are_applied(
+    tmp_path: Path, setting: str, pragma_value: int
+) -> None:
+    url = f"sqlite:///{tmp_path / 'p.db'}?synchronous={setting}&busy_timeout_ms=1234"
+    broker = SqliteBroker.from_url(url)
+    try:
+        info = await broker.describe()
+        pragmas = await broker._run(
+            lambda s: [
+                s.conn.execute(f"PRAGMA {name}").fetchone()[0]
+                for name in ("journal_mode", "synchronous", "busy_timeout")
+            ]
+        )
+    finally:
+        await broker.close()
+
+    assert pragmas == ["wal", pragma_value, 1234]
+    assert info.backend == "sqlite"
+    assert info.location == str(tmp_path / "p.db")
+    assert f"synchronous={setting.upper()}" in info.durability
+    assert info.warnings == ()
+
+
+async def test_closed_broker_is_unavailable(tmp_path: Path) -> None:
+    broker = SqliteBroker(tmp_path / "c.db")
+    await broker.enqueue([message("a")])
+    await broker.close()
+    await broker.close()  # idempotent
+
+    with pytest.raises(BrokerUnavailableError):
+        await broker.claim(["default"], limit=1, lease_s=30)
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+async def test_a_held_write_lock_maps_to_broker_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    broker = SqliteBroker.from_url(f"sqlite:///{path}?busy_timeout_ms=50")
+    await broker.enqueue([message("first")])
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(BrokerUnavailableError):
+            await broker.enqueue([message("second")])
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+    # The broker recovers once the lock is gone, and the failed enqueue stored nothing.
+    await broker.enqueue([message("third")])
+    assert [t.id for t in await broker.list_tasks("default", TaskState.PENDING)] == [
+        "first",
+        "third",
+    ]
+    await broker.close()
+
+
+async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    raw = sqlite3.connect(path)
+    raw.execute("PRAGMA user_version = 99")
+    raw.close()
+    broker = SqliteBroker(path)
+
+    with pytest.raises(BrokerError, match="schema version 99"):
+        await broker.list_queues()
+    await broker.close()
+
+
+async def test_a_file_that_is_not_a_database_is_a_broker_error(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"this is not an sqlite database, just text" * 100)
+    broker = SqliteBroker(path)
+
+    with pytest.raises(BrokerError):
+        await broker.enqueue([message("a")])
+    await broker.close()
+
+
+# -- corrupt rows ----------------------------------------------------------------------------
+
+
+def _insert_raw(path: Path, task_id: str, *, state: str, encoding: str) -> None:
+    raw = sqlite3.connect(path, isolation_level=None)
+    now = time.time()
+    raw.execute(
+        "INSERT INTO tasks (queue, id, type, state, payload, encoding, max_retry, enqueued_at,"
+        " ready_at, since) VALUES ('default', ?, 't', ?, x'00ff', ?, 3, ?, ?, ?)",
+        (task_id, state, encoding, now - 10, now - 10, now - 10),
+    )
+    raw.close()
+
+
+async def test_corrupt_rows_are_archived_with_a_reason_by_claim(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.db"
+    broker = SqliteBroker(path)
+    await broker.enqueue([message("good-1")])
+    _insert_raw(path, "bad-encoding", state="pending", encoding="xml")
+    _insert_raw(path, "bad-state", state="exploded", encoding="json")
+    await broker.enqueue([message("good-2")])
+
+    leases = await broker.claim(["default"], limit=10, lease_s=30)
+
+    assert [le.task.id for le in leases] == ["good-1", "good-2"]
+    archived = {t.id: t for t in await broker.list_tasks("default", TaskState.ARCHIVED)}
+    assert set(archived) == {"bad-encoding", "bad-state"}
+    assert "undecodable task record: unknown encoding 'xml'" in (
+        archived["bad-encoding"].last_error or ""
+    )
+    assert archived["bad-encoding"].encoding is Encoding.BYTES
+    assert archived["bad-encoding"].raw_payload == b"\x00\xff"
+    assert "unknown state 'exploded'" in (archived["bad-state"].last_error or "")
+    # The broker keeps working: the good tasks complete and new work flows.
+    assert await broker.complete([Completion(lease=le) for le in leases]) == [True, True]
+    await broker.enqueue([message("good-3")])
+    assert [le.task.id for le in await broker.claim(["default"], limit=10, lease_s=30)] == [
+        "good-3"
+    ]
+    await broker.close()
+
+
+async def test_a_page_of_corrupt_rows_does_not_hide_good_tasks(tmp_path: Path) -> None:
+    path = tmp_path / "many.db"
+    broker = SqliteBroker(path)
+    await broker.enqueue([message("warm-up")])
+    await broker.delete_task("default", "warm-up")
+    for n in range(5):
+        _insert_raw(path, f"bad-{n}", state="pending", encoding="yaml")
+    await broker.enqueue([message("good")])
+
+    leases = await broker.claim(["default"], limit=2, lease_s=30)
+
+    assert [le.task.id for le in leases] == ["good"]
+    assert (await broker.queue_stats("default")).archived == 5
+    await broker.close()
+
+
+async def test_get_task_on_an_undecodable_row_is_a_broker_error(tmp_path: Path) -> None:
+    path = tmp_path / "get.db"
+    broker = SqliteBroker(path)
+    await broker.list_queues()  # creates the schema
+    _insert_raw(path, "odd", state="sideways", encoding="json")
+
+    with pytest.raises(BrokerError, match="unknown state"):
+        await broker.get_task("default", "odd")
+    await broker.close()
+
+
+# -- indexes ---------------------------------------------------------------------------------
+
+
+async def test_claim_uses_the_ready_index_without_sorting(tmp_path: Path) -> None:
+    from conveyor.brokers.sqlite.queries import queries
+
+    broker = SqliteBroker(tmp_path / "plan.db")
+    plan = await broker._run(
+        lambda s: s.conn.execute(
+            "EXPLAIN QUERY PLAN " + queries()["claim_candidates"], ("default", 0.0, 10)
+        ).fetchall()
+    )
+    await broker.close()
+
+    details = " ".join(row[3] for row in plan)
+    assert "USING INDEX tasks_ready" in details
+    assert "TEMP B-TREE" not in details
