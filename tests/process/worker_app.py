@@ -1,0 +1,47 @@
+"""The App the process tests run in real ``python -m conveyor worker`` subprocesses.
+
+Handlers leave traces as files in ``$CONVEYOR_TEST_DIR`` so the test (another process) can see
+what ran, where, and when: ``started-<name>-<pid>``, ``finished-<name>-<pid>`` and, for
+``record``, one line per task id in ``done-<pid>.txt``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from conveyor import App, current_context
+
+app = App("memory://unused-the-tests-pass-broker")
+
+
+def _trace(kind: str, name: str) -> None:
+    directory = Path(os.environ["CONVEYOR_TEST_DIR"])
+    (directory / f"{kind}-{name}-{os.getpid()}").write_text(str(current_context().retry_count))
+
+
+@app.task(name="proc.record")
+def record(n: int) -> int:
+    """Append this task's id to a per-process file (exactly-once checks)."""
+    path = Path(os.environ["CONVEYOR_TEST_DIR"]) / f"done-{os.getpid()}.txt"
+    with path.open("a") as out:
+        out.write(current_context().task_id + "\n")
+    return n
+
+
+@app.task(name="proc.hang_first_time")
+async def hang_first_time(name: str) -> None:
+    """Signal the start, then hang on the first attempt only (the test kills the worker)."""
+    _trace("started", name)
+    if current_context().retry_count == 0:
+        await asyncio.sleep(60)
+    _trace("finished", name)
+
+
+@app.task(name="proc.sleep")
+async def sleep(name: str, seconds: float) -> None:
+    """Signal the start, sleep, signal the end."""
+    _trace("started", name)
+    await asyncio.sleep(seconds)
+    _trace("finished", name)
