@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.brokers.sqlite import SqliteBroker, broker as broker_module
+from conveyor.brokers.sqlite import SqliteBroker
+from conveyor.brokers.sqlite import broker as broker_module
 from conveyor.brokers.sqlite.wake import wake_directory
 from conveyor.message import TaskMessage, TaskState
 from support import eventually
