@@ -220,11 +220,58 @@ async def test_claim_uses_the_ready_index_without_sorting(tmp_path: Path) -> Non
     broker = SqliteBroker(tmp_path / "plan.db")
     plan = await broker._run(
         lambda s: s.conn.execute(
-            "EXPLAIN QUERY PLAN " + queries()["claim_candidates"], ("default", 0.0, 10)
+            "EXPLAIN QUERY PLAN " + queries()["claim_due"], ("default", 0.0, 10)
         ).fetchall()
     )
     await broker.close()
 
     details = " ".join(row[3] for row in plan)
-    assert "USING INDEX tasks_ready" in details
+    assert "USING INDEX tasks_due" in details
     assert "TEMP B-TREE" not in details
+
+
+# -- clocks ----------------------------------------------------------------------------------
+
+
+async def test_pending_work_is_claimable_by_a_process_whose_clock_is_behind(
+    tmp_path: Path,
+) -> None:
+    # Each process reads its own clock: one an hour behind (a stepped-back clock, faketime)
+    # must still get immediate tasks, but never a scheduled task before it is due by its clock.
+    db = tmp_path / "skew.db"
+    producer = SqliteBroker(db)
+    lagging = SqliteBroker(db, clock=lambda: time.time() - 3600)
+    await producer.enqueue(
+        [message("now"), message("in-a-minute", process_in_s=60.0), message("later-now")]
+    )
+
+    leases = await lagging.claim(["default"], limit=10, lease_s=30)
+
+    assert [le.task.id for le in leases] == ["now", "later-now"]
+    assert (await lagging.get_task("default", "in-a-minute")).state is TaskState.SCHEDULED
+    await producer.close()
+    await lagging.close()
+
+
+async def test_a_version_1_database_is_upgraded(tmp_path: Path) -> None:
+    db = tmp_path / "v1.db"
+    broker = SqliteBroker(db)
+    await broker.enqueue([message("kept")])
+    await broker.close()
+    raw = sqlite3.connect(db, isolation_level=None)
+    raw.execute("DROP INDEX tasks_due")
+    raw.execute("CREATE INDEX tasks_ready ON tasks (queue, ready_at, seq)")
+    raw.execute("PRAGMA user_version = 1")
+    raw.close()
+
+    reopened = SqliteBroker(db)
+    leases = await reopened.claim(["default"], limit=1, lease_s=30)
+    indexes = await reopened._run(
+        lambda s: {
+            r[0] for r in s.conn.execute("SELECT name FROM sqlite_schema WHERE type='index'")
+        }
+    )
+    await reopened.close()
+
+    assert [le.task.id for le in leases] == ["kept"]
+    assert "tasks_due" in indexes and "tasks_ready" not in indexes

@@ -73,7 +73,7 @@ def open_connection(
         conn.execute(_SYNCHRONOUS_PRAGMA[synchronous])
         conn.execute("PRAGMA temp_store = MEMORY")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
+        if version < SCHEMA_VERSION:
             conn.executescript(schema_script())
         elif version > SCHEMA_VERSION:
             raise BrokerError(

@@ -49,9 +49,9 @@ def queries() -> dict[str, str]:
 
 @functools.cache
 def schema_script() -> str:
-    """The schema script (``schema.sql``), run on a database whose ``user_version`` is 0."""
+    """The schema script (``schema.sql``), run on a database older than ``SCHEMA_VERSION``."""
     return _read("schema.sql")
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The ``PRAGMA user_version`` that ``schema.sql`` sets."""

@@ -10,9 +10,9 @@
 --   deadline, retention_s, unique_key, enqueued_at, ready_at, since, lease_expires_at,
 --   last_error, last_failed_at, completed_at, result
 --
--- The term "state NOT IN ('active', 'archived', 'completed')" is repeated word for word: it is
--- the condition of the partial index tasks_ready, and SQLite uses that index only when a query
--- contains the identical term.
+-- The terms "state NOT IN ('scheduled', 'retry', 'active', 'archived', 'completed')" and
+-- "state IN ('scheduled', 'retry')" are repeated word for word: they are the conditions of the
+-- partial indexes tasks_pending and tasks_due, which SQLite uses only for identical terms.
 
 -- name: insert_task
 -- Store one new task (run with executemany over a batch).
@@ -51,15 +51,27 @@ WHERE queue = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?);
 -- Names of the paused queues (a small table).
 SELECT name FROM queues WHERE paused = 1;
 
--- name: claim_candidates
--- The next ready tasks of one queue, oldest ready time first: an index range scan on
--- tasks_ready that stops at the first task not yet due.
+-- name: claim_pending
+-- The oldest PENDING tasks of one queue (and rows in unknown states, which claim archives):
+-- an index range scan on tasks_pending, whatever the clock says.
+-- Params: queue, limit
+SELECT seq, queue, id, type, state, payload, encoding, max_retry, retried, token, timeout_s,
+       deadline, retention_s, unique_key, enqueued_at, ready_at, since, lease_expires_at,
+       last_error, last_failed_at, completed_at, result
+FROM tasks INDEXED BY tasks_pending
+WHERE queue = ? AND state NOT IN ('scheduled', 'retry', 'active', 'archived', 'completed')
+ORDER BY ready_at, seq
+LIMIT ?;
+
+-- name: claim_due
+-- The SCHEDULED and RETRY tasks of one queue that are due, oldest ready time first: an index
+-- range scan on tasks_due that stops at the first task not yet due.
 -- Params: queue, now, limit
 SELECT seq, queue, id, type, state, payload, encoding, max_retry, retried, token, timeout_s,
        deadline, retention_s, unique_key, enqueued_at, ready_at, since, lease_expires_at,
        last_error, last_failed_at, completed_at, result
-FROM tasks INDEXED BY tasks_ready
-WHERE queue = ? AND state NOT IN ('active', 'archived', 'completed') AND ready_at <= ?
+FROM tasks INDEXED BY tasks_due
+WHERE queue = ? AND state IN ('scheduled', 'retry') AND ready_at <= ?
 ORDER BY ready_at, seq
 LIMIT ?;
 
@@ -85,11 +97,18 @@ SET state = 'archived',
     last_error = ?1, last_failed_at = ?2, since = ?2, lease_expires_at = NULL
 WHERE seq = ?3;
 
--- name: next_ready_at
--- The earliest ready time among a queue's waiting tasks (NULL when none wait).
+-- name: has_pending
+-- Whether a queue has a PENDING task (or a row in an unknown state for claim to archive).
 -- Params: queue
-SELECT min(ready_at) FROM tasks INDEXED BY tasks_ready
-WHERE queue = ? AND state NOT IN ('active', 'archived', 'completed');
+SELECT 1 FROM tasks INDEXED BY tasks_pending
+WHERE queue = ? AND state NOT IN ('scheduled', 'retry', 'active', 'archived', 'completed')
+LIMIT 1;
+
+-- name: next_due_at
+-- The earliest due time among a queue's SCHEDULED and RETRY tasks (NULL when none wait).
+-- Params: queue
+SELECT min(ready_at) FROM tasks INDEXED BY tasks_due
+WHERE queue = ? AND state IN ('scheduled', 'retry');
 
 -- name: extend_lease
 -- Push a held lease's expiry (compare-and-set on the fencing token).

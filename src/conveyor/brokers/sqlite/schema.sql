@@ -1,7 +1,8 @@
--- The conveyor SQLite schema, version 1 (kept in PRAGMA user_version).
+-- The conveyor SQLite schema, version 2 (kept in PRAGMA user_version).
 --
--- Executed as one script when a database is opened with user_version 0. Every statement is
--- idempotent (IF NOT EXISTS), so processes opening a fresh file at the same time are harmless.
+-- Executed as one script when a database is opened with an older user_version (0: a new file).
+-- Every statement is idempotent (IF NOT EXISTS), so processes opening a fresh file at the same
+-- time are harmless, and running it on version 1 upgrades it.
 -- Tables are STRICT: a column can never hold a value of the wrong type, so the only corruption a
 -- reader has to survive is an unknown *value* (a state or encoding written by something else).
 -- Times are REAL seconds since the epoch, read from the broker clock once per transaction.
@@ -40,11 +41,16 @@ CREATE TABLE IF NOT EXISTS tasks (
 
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_by_id ON tasks (queue, id);
 
--- The claim index: waiting tasks of a queue by ready time. The condition names the states a
--- waiting task is *not* in, so a row with an unknown state is seen by claim, which archives it.
--- Queries must repeat this WHERE term word for word for SQLite to use the partial index.
-CREATE INDEX IF NOT EXISTS tasks_ready ON tasks (queue, ready_at, seq)
-    WHERE state NOT IN ('active', 'archived', 'completed');
+-- The claim indexes, by ready time. PENDING tasks are claimable whatever their ready time: it
+-- only orders them, so a clock that steps back (or a producer whose clock runs ahead) can never
+-- hold up immediate work. SCHEDULED and RETRY tasks are claimable once ready_at <= now.
+-- tasks_pending's condition names the states it excludes, so a row with an unknown state lands
+-- there and claim archives it. Queries repeat these WHERE terms word for word: SQLite uses a
+-- partial index only for a query containing the identical term.
+CREATE INDEX IF NOT EXISTS tasks_pending ON tasks (queue, ready_at, seq)
+    WHERE state NOT IN ('scheduled', 'retry', 'active', 'archived', 'completed');
+CREATE INDEX IF NOT EXISTS tasks_due ON tasks (queue, ready_at, seq)
+    WHERE state IN ('scheduled', 'retry');
 
 -- Counts by state and listings of settled tasks (ordered by the time they entered the state).
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (queue, state, since, seq);
@@ -92,6 +98,9 @@ CREATE TABLE IF NOT EXISTS counters (
 
 INSERT INTO counters (name, value) VALUES ('token', 0) ON CONFLICT (name) DO NOTHING;
 
-PRAGMA user_version = 1;
+-- Version 1 had a single claim index; claims now use tasks_pending and tasks_due.
+DROP INDEX IF EXISTS tasks_ready;
+
+PRAGMA user_version = 2;
 
 COMMIT;

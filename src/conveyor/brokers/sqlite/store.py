@@ -9,6 +9,7 @@ the broker clock once: every time written in that transaction is that ``now``.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 import sqlite3
 from collections import Counter
@@ -57,6 +58,10 @@ def _new_info(
     )
 
 
+def _ready_order(row: rows.Row) -> tuple[float, int]:
+    return row[rows.READY_AT], row[rows.SEQ]
+
+
 class _Conflict(Exception):
     """An optimistic insert hit a constraint; the exact check names the error to raise."""
 
@@ -97,9 +102,9 @@ class Store:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             raise
+        else:
+            self._known_queues.update(self._new_queues)
         finally:
-            if not self.conn.in_transaction:
-                self._known_queues.update(self._new_queues)
             self._new_queues.clear()
 
     @contextlib.contextmanager
@@ -238,7 +243,10 @@ class Store:
     ) -> None:
         while len(leases) < limit:
             wanted = limit - len(leases)
-            found = self.conn.execute(Q["claim_candidates"], (queue, now, wanted)).fetchall()
+            pending = self.conn.execute(Q["claim_pending"], (queue, wanted)).fetchall()
+            due = self.conn.execute(Q["claim_due"], (queue, now, wanted)).fetchall()
+            # Both lists are in (ready_at, seq) order; FIFO across them is their merge.
+            found = list(heapq.merge(pending, due, key=_ready_order))[:wanted]
             decoded = []
             for row in found:
                 try:
@@ -268,14 +276,13 @@ class Store:
         )
 
     def probe(self, queues: Sequence[str]) -> tuple[bool, float | None]:
-        """Whether a task is ready now in an unpaused queue, and the earliest ready time."""
+        """Whether a task is ready now in an unpaused queue, and the earliest due time."""
         with self.read() as now:
             paused = {r[0] for r in self.conn.execute(Q["paused_queues"])}
-            times = [
-                self.conn.execute(Q["next_ready_at"], (q,)).fetchone()[0]
-                for q in dict.fromkeys(queues)
-                if q not in paused
-            ]
+            open_queues = [q for q in dict.fromkeys(queues) if q not in paused]
+            if any(self.conn.execute(Q["has_pending"], (q,)).fetchone() for q in open_queues):
+                return True, now
+            times = [self.conn.execute(Q["next_due_at"], (q,)).fetchone()[0] for q in open_queues]
         earliest = min((t for t in times if t is not None), default=None)
         return (earliest is not None and earliest <= now), earliest
 
