@@ -110,10 +110,20 @@ async def run_demo(url: str, total: int, concurrency: int, console: Console) -> 
         poll_interval=0.2,
     )
     started = time.monotonic()
-    serving = asyncio.create_task(server.serve(app.mux))
     inspector = AsyncInspector(url)
+    # Open the store once before the worker and the client do, so a fresh SQLite file is
+    # created by one connection rather than raced by three.
+    await inspector.describe()
+    serving = asyncio.create_task(server.serve(app.mux))
     tasks = app.tasks
     try:
+        while not server.ready:
+            if serving.done():
+                serving.result()
+                raise DemoTimeoutError("the demo worker stopped before it was ready")
+            if time.monotonic() - started > DEADLINE_S:
+                raise DemoTimeoutError("the demo worker did not become ready")
+            await asyncio.sleep(0.02)
         quick = total - 3
         batch = [tasks["demo.resize_image"].task(i) for i in range(quick)]
         await app.async_client.enqueue_many(batch, queue=queue)

@@ -1,0 +1,161 @@
+"""The command line: click's CliRunner for each command, a real subprocess for the demo."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conveyor import Inspector, TaskState
+from conveyor.cli.main import cli
+from conveyor.cli.params import parse_duration
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'cli.db'}"
+
+
+@pytest.mark.parametrize("command", [[], ["worker"], ["enqueue"], ["demo"]])
+def test_every_command_has_examples_in_its_help(runner: CliRunner, command: list[str]) -> None:
+    result = runner.invoke(cli, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Examples:" in result.output
+
+
+def test_enqueue_prints_the_task_info(runner: CliRunner, url: str) -> None:
+    result = runner.invoke(
+        cli, ["enqueue", "email:welcome", '{"user_id": 42}', "-q", "emails", "--broker", url]
+    )
+    assert result.exit_code == 0, result.output
+    assert "state:           pending" in result.output
+    task_id = result.output.split()[1]
+    with Inspector(url) as inspector:
+        task = inspector.get_task("emails", task_id)
+    assert (task.type, task.payload) == ("email:welcome", {"user_id": 42})
+
+
+def test_enqueue_options(runner: CliRunner, url: str) -> None:
+    later = runner.invoke(cli, ["enqueue", "a.b", "--in", "10m", "--broker", url])
+    at = runner.invoke(
+        cli,
+        ["enqueue", "a.b", "--at", "2099-01-01T00:00:00", "--id", "fixed", "--broker", url],
+    )
+    retry = runner.invoke(
+        cli, ["enqueue", "a.b", "[1]", "--max-retry", "2", "--timeout", "90s", "--broker", url]
+    )
+    assert later.exit_code == at.exit_code == retry.exit_code == 0
+    assert "scheduled" in later.output
+    with Inspector(url) as inspector:
+        fixed = inspector.get_task("default", "fixed")
+        assert fixed.state is TaskState.SCHEDULED
+        assert fixed.next_process_at is not None and fixed.next_process_at.year == 2099
+        retry_id = retry.output.split()[1]
+        task = inspector.get_task("default", retry_id)
+        assert (task.max_retry, task.timeout) == (2, timedelta(seconds=90))
+
+
+def test_enqueue_reads_the_broker_url_from_the_environment(
+    runner: CliRunner, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONVEYOR_BROKER_URL", url)
+    result = runner.invoke(cli, ["enqueue", "a.b"])
+    assert result.exit_code == 0, result.output
+    with Inspector(url) as inspector:
+        assert inspector.queue_info("default").pending == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["a.b", "{not json"], "not valid JSON"),
+        (["a.b", "--in", "soon"], "is not a duration"),
+        (["a.b", "--at", "tomorrow"], "ISO 8601"),
+        (["a.b", "--in", "1s", "--at", "2030-01-01T00:00:00"], "either --in or --at"),
+        (["bad type!"], "invalid task type"),
+        (["a.b", "-q", "bad queue"], "invalid queue name"),
+    ],
+)
+def test_enqueue_bad_input_is_a_clear_error(
+    runner: CliRunner, url: str, args: list[str], message: str
+) -> None:
+    result = runner.invoke(cli, ["enqueue", *args, "--broker", url])
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_broker_url_hides_the_password(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["enqueue", "a.b", "--broker", "ftp://me:s3cret@host/"])
+    assert result.exit_code == 1
+    assert "unsupported broker URL" in result.output
+    assert "s3cret" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("no_colon", "module:attribute"),
+        ("surely_missing_module_xyz:app", "cannot import"),
+        ("conveyor:nothing_here", "has no attribute"),
+        ("conveyor:__doc__", "not an App"),
+    ],
+)
+def test_worker_bad_target(runner: CliRunner, target: str, message: str) -> None:
+    result = runner.invoke(cli, ["worker", target])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_worker_bad_queue_weight(runner: CliRunner, url: str) -> None:
+    result = runner.invoke(cli, ["worker", "conveyor:ServeMux", "-q", "a=x", "--broker", url])
+    assert result.exit_code == 2
+    assert "positive integer" in result.output
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("10s", 10), ("5m", 300), ("1h30m", 5400), ("250ms", 0.25), ("2.5", 2.5), ("1d", 86400)],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "5x", "m5", "-3", "10s5", "nan"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+def test_version(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert "conveyor" in result.output
+
+
+@pytest.mark.process
+def test_demo_runs_to_completion_in_a_real_process(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CONVEYOR_BROKER_URL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "conveyor", "demo", "--tasks", "60"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "demo finished: 59 tasks done, 1 retried, 1 archived" in result.stdout
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # its database lived in a temp dir, now removed
