@@ -24,12 +24,11 @@ from conveyor.config import DEFAULT_BROKER_URL, broker_url_from_env, redact_url
 from conveyor.errors import ConfigError
 from conveyor.message import DEFAULT_MAX_PAYLOAD_BYTES, Task, TaskInfo, TaskMessage, validate_name
 from conveyor.options import (
-    NO_OPTIONS,
     DefaultOptions,
     Duration,
     EnqueueOptions,
+    MessageTemplate,
     TaskOptions,
-    build_message,
     parse_options,
 )
 from conveyor.private_loop import PrivateLoop
@@ -63,26 +62,48 @@ class _Producer:
             )
         self.max_payload_bytes = max_payload_bytes
         self.defaults = parse_options(defaults, defaults_only=True)
-        # Merged client + per-type defaults, cached: the hot path merges only the call's options.
+        # Merged client + per-type defaults: the hot path merges only the call's options.
         self.type_defaults: dict[str, TaskOptions] = {}
+        self.templates: dict[str, MessageTemplate] = {}
 
     def set_default_options(self, task_type: str, options: DefaultOptions) -> None:
         validate_name(task_type, what="task type")
         self.type_defaults[task_type] = self.defaults.merged(
             parse_options(options, defaults_only=True)
         )
+        self.templates.pop(task_type, None)
 
-    def message(self, task: Task, call: TaskOptions) -> TaskMessage:
+    def template(self, task_type: str, call: TaskOptions | None) -> MessageTemplate:
+        if call is None:
+            # The common case (no per-call options): one template per task type, reused.
+            template = self.templates.get(task_type)
+            if template is None:
+                base = self.type_defaults.get(task_type, self.defaults)
+                template = self.templates[task_type] = MessageTemplate.from_options(base)
+            return template
+        base = self.type_defaults.get(task_type, self.defaults)
+        return MessageTemplate.from_options(base.merged(call))
+
+    def message(self, task: Task, call: TaskOptions | None) -> TaskMessage:
         if not isinstance(task, Task):
             raise TypeError(f"expected a conveyor.Task, not {type(task).__name__}")
-        base = self.type_defaults.get(task.type, self.defaults)
-        return build_message(task, base.merged(call), max_payload_bytes=self.max_payload_bytes)
+        return self.template(task.type, call).build(task, self.max_payload_bytes)
 
     def messages(self, tasks: Iterable[Task], options: EnqueueOptions) -> list[TaskMessage]:
-        call = parse_options(options)
-        if call.task_id is not None:
+        call = parse_options(options) if options else None
+        if call is not None and call.task_id is not None:
             raise ConfigError("option 'task_id' cannot be shared by several tasks in enqueue_many")
-        return [self.message(task, call) for task in tasks]
+        templates: dict[str, MessageTemplate] = {}
+        messages = []
+        limit = self.max_payload_bytes
+        for task in tasks:
+            if not isinstance(task, Task):
+                raise TypeError(f"expected a conveyor.Task, not {type(task).__name__}")
+            template = templates.get(task.type)
+            if template is None:
+                template = templates[task.type] = self.template(task.type, call)
+            messages.append(template.build(task, limit))
+        return messages
 
     @staticmethod
     def scheduled(options: EnqueueOptions, name: str, value: object) -> TaskOptions:
@@ -158,7 +179,7 @@ class AsyncClient:
             DuplicateTaskError: a ``unique`` task with the same type, payload and queue is live.
             BrokerError: the broker failed; the enqueue may or may not have happened.
         """
-        message = self._producer.message(task, parse_options(options) if options else NO_OPTIONS)
+        message = self._producer.message(task, parse_options(options) if options else None)
         return (await self._broker.enqueue([message]))[0]
 
     async def enqueue_in(
@@ -268,7 +289,7 @@ class Client:
 
     def enqueue(self, task: Task, **options: Unpack[EnqueueOptions]) -> TaskInfo:
         """Store ``task`` and return its info; see :meth:`AsyncClient.enqueue` for the errors."""
-        message = self._producer.message(task, parse_options(options) if options else NO_OPTIONS)
+        message = self._producer.message(task, parse_options(options) if options else None)
         return self._store([message])[0]
 
     def enqueue_in(
