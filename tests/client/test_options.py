@@ -70,3 +70,21 @@ def test_invalid_call_only_options() -> None:
         parse_options({"deadline": 5})
     with pytest.raises(ConfigError, match="task id"):
         parse_options({"task_id": "has space"})
+
+
+def test_generated_ids_are_distinct_uuid4_strings() -> None:
+    import uuid
+
+    ids = {build_message(Task("a.b"), TaskOptions()).id for _ in range(2000)}
+    assert len(ids) == 2000
+    for task_id in list(ids)[:200]:
+        parsed = uuid.UUID(task_id)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, task_id)
+
+
+def test_fast_encoding_matches_the_reference_codec() -> None:
+    from conveyor.message import encode_payload
+
+    for payload in [None, 1, "é", {"a": [1, 2.5, None]}, b"\x00raw"]:
+        message = build_message(Task("a.b", payload), TaskOptions())
+        assert (message.payload, message.encoding) == encode_payload(payload)
