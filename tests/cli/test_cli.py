@@ -159,3 +159,51 @@ def test_demo_runs_to_completion_in_a_real_process(tmp_path: Path) -> None:
     assert "demo finished: 59 tasks done, 1 retried, 1 archived" in result.stdout
     assert "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []  # its database lived in a temp dir, now removed
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["queue"], ["queue", "ls"], ["queue", "pause"], ["task"], ["task", "ls"], ["task", "run"]],
+)
+def test_inspect_commands_have_examples(runner: CliRunner, command: list[str]) -> None:
+    result = runner.invoke(cli, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Examples:" in result.output
+
+
+def test_queue_and_task_commands(runner: CliRunner, url: str) -> None:
+    from conveyor import Client, Task
+
+    with Client(url) as client:
+        waiting = client.enqueue(Task("a.b", 1))
+        later = client.enqueue_in(3600, Task("a.b", 2), queue="low")
+
+    listing = runner.invoke(cli, ["queue", "ls", "-b", url])
+    assert listing.exit_code == 0
+    assert [line.split()[:3] for line in listing.output.splitlines()[1:]] == [
+        ["default", "1", "0"],
+        ["low", "0", "1"],
+    ]
+    scheduled = runner.invoke(cli, ["task", "ls", "low", "--state", "scheduled", "-b", url])
+    assert later.id in scheduled.output
+    assert runner.invoke(cli, ["task", "archive", "default", waiting.id, "-b", url]).exit_code == 0
+    ran = runner.invoke(cli, ["task", "run", "default", "--all", "archived", "-b", url])
+    assert "ran 1 archived tasks in default" in ran.output
+    shown = runner.invoke(cli, ["task", "show", "default", waiting.id, "-b", url])
+    assert "state:           pending" in shown.output
+    assert runner.invoke(cli, ["queue", "pause", "low", "-b", url]).exit_code == 0
+    assert runner.invoke(cli, ["task", "delete", "low", later.id, "-b", url]).exit_code == 0
+    with Inspector(url) as inspector:
+        assert inspector.queue_info("low").paused
+        assert inspector.queue_info("low").size == 0
+        assert inspector.get_task("default", waiting.id).state is TaskState.PENDING
+
+
+def test_task_commands_bad_input(runner: CliRunner, url: str) -> None:
+    missing = runner.invoke(cli, ["task", "show", "default", "nope", "-b", url])
+    assert missing.exit_code == 1
+    assert "no task 'nope'" in missing.output
+    neither = runner.invoke(cli, ["task", "run", "default", "-b", url])
+    assert neither.exit_code == 2
+    assert "either a task ID or --all" in neither.output
+    assert "Traceback" not in missing.output + neither.output

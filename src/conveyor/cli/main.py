@@ -4,6 +4,8 @@ Examples::
 
     conveyor worker myproject.tasks:app --concurrency 20
     conveyor enqueue email:welcome '{"user_id": 42}' --in 5m
+  conveyor queue ls                              # counts by state per queue
+  conveyor task run default --all archived       # re-run the dead set
     conveyor demo
 """
 
@@ -13,6 +15,7 @@ import click
 
 from conveyor.cli.demo import demo
 from conveyor.cli.enqueue import enqueue
+from conveyor.cli.inspect_commands import queue, task
 from conveyor.cli.worker import worker
 
 
@@ -35,6 +38,8 @@ def cli() -> None:
 cli.add_command(worker)
 cli.add_command(enqueue)
 cli.add_command(demo)
+cli.add_command(queue)
+cli.add_command(task)
 
 
 def main() -> None:

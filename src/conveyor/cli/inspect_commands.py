@@ -1,0 +1,199 @@
+"""``conveyor queue ...`` and ``conveyor task ...``: the Inspector on the command line."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import click
+
+from conveyor.cli.enqueue import format_info
+from conveyor.config import broker_url_from_env
+from conveyor.errors import ConveyorError
+from conveyor.inspector import Inspector
+from conveyor.message import TaskState
+
+STATES = [s.value for s in TaskState]
+BROKER_HELP = "Broker URL (default: $CONVEYOR_BROKER_URL or sqlite:///conveyor.db)."
+
+
+@contextmanager
+def inspector_for(broker: str | None) -> Iterator[Inspector]:
+    """An Inspector whose conveyor errors become clean CLI errors (no traceback)."""
+    try:
+        with Inspector(broker or broker_url_from_env()) as inspector:
+            yield inspector
+    except (ConveyorError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+broker_option = click.option("--broker", "-b", metavar="URL", help=BROKER_HELP)
+
+
+@click.group(
+    epilog="""\b
+Examples:
+  conveyor queue ls
+  conveyor queue pause emails
+  conveyor queue unpause emails --broker redis://localhost:6379/0"""
+)
+def queue() -> None:
+    """List queues and pause or resume them."""
+
+
+@queue.command("ls", epilog="\b\nExamples:\n  conveyor queue ls\n  conveyor queue ls -b URL")
+@broker_option
+def queue_ls(broker: str | None) -> None:
+    """Show every queue with its task counts by state."""
+    columns = ("pending", "scheduled", "active", "retry", "archived", "completed")
+    with inspector_for(broker) as inspector:
+        rows = [inspector.queue_info(name) for name in inspector.queues()]
+    if not rows:
+        click.echo("no queues")
+        return
+    width = max(len("queue"), *(len(r.queue) for r in rows))
+    click.echo(f"{'queue':<{width}}  " + "  ".join(f"{c:>9}" for c in columns) + "  paused")
+    for r in rows:
+        counts = "  ".join(f"{getattr(r, c):>9}" for c in columns)
+        click.echo(f"{r.queue:<{width}}  {counts}  {'yes' if r.paused else 'no'}")
+
+
+@queue.command("pause", epilog="\b\nExamples:\n  conveyor queue pause emails")
+@click.argument("name")
+@broker_option
+def queue_pause(name: str, broker: str | None) -> None:
+    """Stop workers claiming tasks from queue NAME (enqueueing still works)."""
+    with inspector_for(broker) as inspector:
+        inspector.pause_queue(name)
+    click.echo(f"paused {name}")
+
+
+@queue.command("unpause", epilog="\b\nExamples:\n  conveyor queue unpause emails")
+@click.argument("name")
+@broker_option
+def queue_unpause(name: str, broker: str | None) -> None:
+    """Let workers claim tasks from queue NAME again."""
+    with inspector_for(broker) as inspector:
+        inspector.unpause_queue(name)
+    click.echo(f"unpaused {name}")
+
+
+@click.group(
+    epilog="""\b
+Examples:
+  conveyor task ls default --state archived
+  conveyor task show default 5b0c...
+  conveyor task run default 5b0c...
+  conveyor task run default --all archived
+  conveyor task delete low --all completed"""
+)
+def task() -> None:
+    """List, show, re-run, archive or delete tasks."""
+
+
+@task.command(
+    "ls",
+    epilog="\b\nExamples:\n  conveyor task ls default\n"
+    "  conveyor task ls emails --state retry --page 2 --size 50",
+)
+@click.argument("queue_name", metavar="QUEUE")
+@click.option("--state", "-s", type=click.Choice(STATES), default="pending", show_default=True)
+@click.option("--page", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--size", type=click.IntRange(1, 1000), default=20, show_default=True)
+@broker_option
+def task_ls(queue_name: str, state: str, page: int, size: int, broker: str | None) -> None:
+    """List one page of the tasks in QUEUE that are in a given state."""
+    with inspector_for(broker) as inspector:
+        tasks = inspector.list_tasks(queue_name, state, page=page, size=size)
+    for info in tasks:
+        when = info.next_process_at.isoformat(timespec="seconds") if info.next_process_at else "-"
+        error = f"  {info.last_error}" if info.last_error else ""
+        click.echo(f"{info.id}  {info.type}  retried={info.retried}  next={when}{error}")
+    if not tasks:
+        click.echo(f"no {state} tasks in {queue_name} (page {page})")
+
+
+@task.command("show", epilog="\b\nExamples:\n  conveyor task show default 5b0c...")
+@click.argument("queue_name", metavar="QUEUE")
+@click.argument("task_id", metavar="ID")
+@broker_option
+def task_show(queue_name: str, task_id: str, broker: str | None) -> None:
+    """Show one task (its payload size, not its payload)."""
+    with inspector_for(broker) as inspector:
+        info = inspector.get_task(queue_name, task_id)
+    click.echo(format_info(info))
+    click.echo(f"{'retried:':<17}{info.retried}")
+    if info.last_error:
+        click.echo(f"{'last_error:':<17}{info.last_error}")
+
+
+def _one_or_all(
+    verb: str,
+    single: Callable[[Inspector, str, str], None],
+    bulk: Callable[[Inspector, str, str], int],
+) -> Callable[[str, str | None, str | None, str | None], None]:
+    def command(
+        queue_name: str, task_id: str | None, all_state: str | None, broker: str | None
+    ) -> None:
+        if (task_id is None) == (all_state is None):
+            raise click.UsageError("give either a task ID or --all STATE")
+        with inspector_for(broker) as inspector:
+            if task_id is not None:
+                single(inspector, queue_name, task_id)
+                click.echo(f"{verb} {task_id}")
+            else:
+                assert all_state is not None
+                count = bulk(inspector, queue_name, all_state)
+                click.echo(f"{verb} {count} {all_state} tasks in {queue_name}")
+
+    return command
+
+
+def _register(
+    name: str,
+    verb: str,
+    help_text: str,
+    single: Callable[[Inspector, str, str], None],
+    bulk: Callable[[Inspector, str, str], int],
+) -> None:
+    command = _one_or_all(verb, single, bulk)
+    command.__doc__ = help_text
+    decorated = click.argument("queue_name", metavar="QUEUE")(
+        click.argument("task_id", metavar="[ID]", required=False)(
+            click.option(
+                "--all",
+                "all_state",
+                type=click.Choice(STATES),
+                metavar="STATE",
+                help="Act on every task in this state instead of one task.",
+            )(broker_option(command))
+        )
+    )
+    task.command(
+        name,
+        epilog=f"\b\nExamples:\n  conveyor task {name} default 5b0c...\n"
+        f"  conveyor task {name} default --all archived",
+    )(decorated)
+
+
+_register(
+    "run",
+    "ran",
+    "Make a scheduled, retry or archived task pending now.",
+    Inspector.run_task,
+    Inspector.run_all_tasks,
+)
+_register(
+    "archive",
+    "archived",
+    "Archive a pending, scheduled or retry task.",
+    Inspector.archive_task,
+    Inspector.archive_all_tasks,
+)
+_register(
+    "delete",
+    "deleted",
+    "Delete a task that is not active.",
+    Inspector.delete_task,
+    Inspector.delete_all_tasks,
+)
