@@ -275,3 +275,24 @@ async def test_a_version_1_database_is_upgraded(tmp_path: Path) -> None:
 
     assert [le.task.id for le in leases] == ["kept"]
     assert "tasks_due" in indexes and "tasks_ready" not in indexes
+
+
+async def test_a_claim_cancelled_while_queued_claims_nothing(tmp_path: Path) -> None:
+    import asyncio
+    import threading
+
+    broker = SqliteBroker(tmp_path / "cancel.db")
+    await broker.enqueue([message("keep-me")])
+    gate = threading.Event()
+    blocker = asyncio.create_task(broker._run(lambda s: gate.wait(10)))  # holds the db thread
+    claiming = asyncio.create_task(broker.claim(["default"], limit=1, lease_s=30))
+    for _ in range(5):
+        await asyncio.sleep(0)  # both calls are queued on the database thread
+
+    claiming.cancel()
+    gate.set()
+    assert await blocker is True
+
+    assert (await broker.get_task("default", "keep-me")).state is TaskState.PENDING
+    assert claiming.cancelled()
+    await broker.close()

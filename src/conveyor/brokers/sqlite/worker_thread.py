@@ -65,6 +65,11 @@ class DatabaseThread:
     def _loop(self) -> None:
         while (job := self._jobs.get()) is not None:
             loop, future, fn = job
+            # A caller cancelled while queued gets nothing done: better than, say, a claim whose
+            # leases nobody will see (those tasks would sit ACTIVE until their lease lapses).
+            # Reading the flag from this thread is a benign race: at worst the job runs.
+            if future.cancelled():
+                continue
             result: Any = None
             error: BaseException | None = None
             try:
