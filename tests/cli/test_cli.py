@@ -207,3 +207,29 @@ def test_task_commands_bad_input(runner: CliRunner, url: str) -> None:
     assert neither.exit_code == 2
     assert "either a task ID or --all" in neither.output
     assert "Traceback" not in missing.output + neither.output
+
+
+def test_worker_broker_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conveyor import App, ServeMux
+    from conveyor.cli.worker import resolve
+
+    app = App("sqlite:///from-app.db")
+    monkeypatch.delenv("CONVEYOR_BROKER_URL", raising=False)
+    handler, broker = resolve(app, None)
+    assert handler is app.mux
+    assert broker == "sqlite:///from-app.db"
+    monkeypatch.setenv("CONVEYOR_BROKER_URL", "memory://from-env")
+    assert resolve(app, None)[1] == "memory://from-env"
+    assert resolve(app, "memory://from-flag")[1] == "memory://from-flag"
+    mux = ServeMux()
+    assert resolve(mux, None) == (mux, "memory://from-env")
+
+
+def test_client_and_inspector_from_env(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    from conveyor import Client, Task
+
+    monkeypatch.setenv("CONVEYOR_BROKER_URL", url)
+    with Client.from_env(queue="env") as client:
+        client.enqueue(Task("a.b"))
+    with Inspector.from_env() as inspector:
+        assert inspector.queue_info("env").pending == 1
