@@ -29,7 +29,7 @@ from typing import Generic, ParamSpec, TypedDict, TypeVar, Unpack, overload
 from conveyor.backoff import RetryDelay
 from conveyor.brokers.protocol import Broker
 from conveyor.client import AsyncClient, Client
-from conveyor.config import DEFAULT_BROKER_URL
+from conveyor.config import DEFAULT_BROKER_URL, split_broker_url
 from conveyor.errors import ConfigError, InvalidNameError, PayloadError, SkipRetry, UnknownTaskError
 from conveyor.message import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -307,8 +307,6 @@ class App:
         if not isinstance(broker, str | Broker):
             raise TypeError(f"broker must be a URL string or a Broker, not {type(broker).__name__}")
         if isinstance(broker, str):
-            from conveyor.config import split_broker_url
-
             split_broker_url(broker)  # a bad URL fails here, without its password
         parse_options(defaults, defaults_only=True)
         self.broker = broker
@@ -324,7 +322,7 @@ class App:
 
     @property
     def tasks(self) -> Mapping[str, TaskFunction[..., object]]:
-        """Registered task functions by task type name (read-only view)."""
+        """Registered task functions by task type name (a copy)."""
         return dict(self._tasks)
 
     @overload

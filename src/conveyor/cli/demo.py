@@ -93,8 +93,12 @@ def _render(progress: Progress, stats: QueueStats, counters: Counters, started: 
     return Group(progress, line)
 
 
-async def run_demo(url: str, total: int, concurrency: int, console: Console) -> str:
+async def run_demo(
+    url: str, total: int, concurrency: int, console: Console, *, shared: bool = False
+) -> str:
     """Enqueue the demo tasks, serve them, show progress; return the summary line.
+
+    ``shared`` marks a broker that outlives the demo: its archived demo task is deleted.
 
     Raises:
         DemoTimeoutError: not everything finished within :data:`DEADLINE_S`.
@@ -133,8 +137,8 @@ async def run_demo(url: str, total: int, concurrency: int, console: Console) -> 
         await _watch(inspector, queue, total, counters, console, started, serving)
     finally:
         await server.shutdown()
-        await serving if serving.done() else asyncio.sleep(0)
-        if not url.startswith("sqlite:///" + tempfile.gettempdir()):
+        await asyncio.gather(serving, return_exceptions=True)  # its error was surfaced above
+        if shared:  # leave the user's broker as we found it (the temp file goes anyway)
             await inspector.delete_all_tasks(queue, "archived")
         await inspector.close()
         await app.aclose()
@@ -217,7 +221,9 @@ def demo(total: int, concurrency: int, broker: str | None, log_level: str) -> No
     with tempfile.TemporaryDirectory(prefix="conveyor-demo-") as tmp:
         url = broker or f"sqlite:///{Path(tmp) / 'demo.db'}"
         try:
-            summary = asyncio.run(run_demo(url, total, concurrency, console))
+            summary = asyncio.run(
+                run_demo(url, total, concurrency, console, shared=broker is not None)
+            )
         except (ConveyorError, ValueError, OSError) as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(summary)
