@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -157,3 +158,46 @@ def test_server_runs_sync_and_async_tasks_and_archives_bad_arguments(tmp_path: P
         server.stop()
         worker_app.close()
     assert threads and threads[0] != threading.main_thread().name
+
+
+def _everything(a: int, /, b: int = 0, *rest: int, c: int = 0, **extra: int) -> object:
+    return (a, b, rest, c, extra)
+
+
+def _defaults(a: int = 1, b: int = 2, c: int = 3) -> object:
+    return (a, b, c)
+
+
+@pytest.mark.parametrize(
+    ("fn", "args", "kwargs"),
+    [
+        (_everything, (1,), {}),
+        (_everything, (1, 2, 3, 4), {"c": 5, "z": 6}),
+        (_everything, (1,), {"b": 2, "y": 7}),
+        (_defaults, (), {"c": 9}),
+        (_defaults, (5,), {"c": 9}),
+        (_defaults, (), {}),
+    ],
+)
+def test_payload_round_trips_to_the_same_call(
+    fn: object, args: tuple[int, ...], kwargs: dict[str, int]
+) -> None:
+    import json
+
+    from conveyor.app import _call_args, _payload
+
+    assert callable(fn)
+    signature = inspect.signature(fn)
+    payload = json.loads(json.dumps(_payload(signature, "t", args, kwargs)))
+    call_args, call_kwargs = _call_args(signature, payload)
+    assert fn(*call_args, **call_kwargs) == fn(*args, **kwargs)
+
+
+def test_stale_payload_is_rejected_on_the_worker_side() -> None:
+    from conveyor.app import _call_args
+
+    signature = inspect.signature(_defaults)
+    with pytest.raises(TypeError, match="unexpected"):
+        _call_args(signature, {"d": 1})
+    with pytest.raises(TypeError, match="JSON object"):
+        _call_args(signature, [1, 2])
