@@ -17,6 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from conveyor.brokers.protocol import Broker
+from support import delete_namespace
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REDIS_URL = os.environ.get("CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -44,24 +45,6 @@ def redis_available() -> str | None:
     except Exception as exc:
         return str(exc)
     return None
-
-
-async def delete_namespace(url: str, namespace: str) -> None:
-    """Delete only the keys this test created (its own namespace); never FLUSHDB."""
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(url)
-    try:
-        batch: list[bytes] = []
-        async for key in client.scan_iter(match=f"{namespace}:*", count=1000):
-            batch.append(key)
-            if len(batch) >= 500:
-                await client.unlink(*batch)
-                batch.clear()
-        if batch:
-            await client.unlink(*batch)
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture

@@ -37,3 +37,21 @@ def wait_until(check: Callable[[], T], *, within: float = 5.0, interval: float =
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within}s (last value: {value!r})")
         time.sleep(interval)
+
+
+async def delete_namespace(url: str, namespace: str) -> None:
+    """Delete only the keys this test created (its own namespace); never FLUSHDB."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    try:
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=f"{namespace}:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                await client.unlink(*batch)
+                batch.clear()
+        if batch:
+            await client.unlink(*batch)
+    finally:
+        await client.aclose()

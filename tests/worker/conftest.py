@@ -10,6 +10,7 @@ import pytest
 
 from conveyor.brokers import open_broker
 from conveyor.brokers.protocol import Broker
+from support import delete_namespace
 
 
 @pytest.fixture(params=("memory", "sqlite", "redis"))
@@ -19,12 +20,9 @@ async def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
     if kind == "memory":
         yield f"memory://test-{uuid.uuid4().hex[:12]}"
     elif kind == "sqlite":
-        pytest.importorskip("conveyor.brokers.sqlite")
         yield f"sqlite:///{tmp_path / 'broker.db'}"
     else:
         url = request.getfixturevalue("redis_url")
-        from conftest import delete_namespace
-
         namespace = f"conveyor-test-{uuid.uuid4().hex[:12]}"
         yield f"{url}?namespace={namespace}"
         await delete_namespace(url, namespace)
