@@ -27,6 +27,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,255}")
 NAME_RULE = "1-255 characters from [A-Za-z0-9_.:-]"
 DEFAULT_QUEUE = "default"
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+_NO_TIME = timedelta(0)
 
 
 class TaskState(enum.StrEnum):
@@ -214,6 +215,42 @@ class TaskInfo:
     raw_result: bytes | None = None
     retention: timedelta = field(default=timedelta(0))
     unique_key: str | None = None
+
+    @classmethod
+    def from_message(
+        cls,
+        m: TaskMessage,
+        *,
+        state: TaskState,
+        enqueued_at: datetime | None,
+        next_process_at: datetime | None,
+        retried: int = 0,
+        last_error: str | None = None,
+        last_failed_at: datetime | None = None,
+        completed_at: datetime | None = None,
+        raw_result: bytes | None = None,
+    ) -> TaskInfo:
+        """Build the info of a stored message; every backend converts through this one place."""
+        return cls(
+            id=m.id,
+            queue=m.queue,
+            type=m.type,
+            state=state,
+            raw_payload=m.payload,
+            encoding=m.encoding,
+            max_retry=m.max_retry,
+            retried=retried,
+            last_error=last_error,
+            last_failed_at=last_failed_at,
+            timeout=None if m.timeout_s is None else timedelta(seconds=m.timeout_s),
+            deadline=to_datetime(m.deadline),
+            next_process_at=next_process_at,
+            enqueued_at=enqueued_at,
+            completed_at=completed_at,
+            raw_result=raw_result,
+            retention=_NO_TIME if not m.retention_s else timedelta(seconds=m.retention_s),
+            unique_key=m.unique_key,
+        )
 
     @property
     def payload(self) -> Payload:

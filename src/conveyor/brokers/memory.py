@@ -84,7 +84,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from conveyor.brokers.protocol import LEASE_EXPIRED_ERROR, Broker, BrokerInfo, Capabilities
 from conveyor.config import split_broker_url
@@ -174,26 +174,16 @@ def _day(ts: float) -> str:
 
 
 def _info(t: _Task) -> TaskInfo:
-    m = t.msg
-    return TaskInfo(
-        id=m.id,
-        queue=m.queue,
-        type=m.type,
+    return TaskInfo.from_message(
+        t.msg,
         state=t.state,
-        raw_payload=m.payload,
-        encoding=m.encoding,
-        max_retry=m.max_retry,
+        enqueued_at=to_datetime(t.enqueued_at),
+        next_process_at=to_datetime(t.ready_at) if t.state in WAITING else None,
         retried=t.retried,
         last_error=t.last_error,
         last_failed_at=to_datetime(t.last_failed_at),
-        timeout=None if m.timeout_s is None else timedelta(seconds=m.timeout_s),
-        deadline=to_datetime(m.deadline),
-        next_process_at=to_datetime(t.ready_at) if t.state in WAITING else None,
-        enqueued_at=to_datetime(t.enqueued_at),
         completed_at=to_datetime(t.completed_at),
         raw_result=t.result,
-        retention=timedelta(seconds=m.retention_s),
-        unique_key=m.unique_key,
     )
 
 

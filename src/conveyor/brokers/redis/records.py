@@ -61,21 +61,7 @@ def enqueued_infos(
         else:
             ready_dt = now_dt
         infos.append(
-            TaskInfo(
-                id=m.id,
-                queue=m.queue,
-                type=m.type,
-                state=state,
-                raw_payload=m.payload,
-                encoding=m.encoding,
-                max_retry=m.max_retry,
-                timeout=None if m.timeout_s is None else timedelta(seconds=m.timeout_s),
-                deadline=None if m.deadline is None else to_datetime(m.deadline),
-                next_process_at=ready_dt,
-                enqueued_at=now_dt,
-                retention=_NO_TIME if not m.retention_s else timedelta(seconds=m.retention_s),
-                unique_key=m.unique_key,
-            )
+            TaskInfo.from_message(m, state=state, enqueued_at=now_dt, next_process_at=ready_dt)
         )
     return infos
 

@@ -15,7 +15,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from conveyor.brokers.protocol import LEASE_EXPIRED_ERROR
 from conveyor.brokers.sqlite import rows
@@ -41,21 +41,7 @@ def utc_day(ts: float) -> str:
 def _new_info(
     m: TaskMessage, state: TaskState, enqueued_at: datetime | None, ready_at: datetime | None
 ) -> TaskInfo:
-    return TaskInfo(
-        id=m.id,
-        queue=m.queue,
-        type=m.type,
-        state=state,
-        raw_payload=m.payload,
-        encoding=m.encoding,
-        max_retry=m.max_retry,
-        timeout=None if m.timeout_s is None else timedelta(seconds=m.timeout_s),
-        deadline=to_datetime(m.deadline),
-        next_process_at=ready_at,
-        enqueued_at=enqueued_at,
-        retention=timedelta(seconds=m.retention_s),
-        unique_key=m.unique_key,
-    )
+    return TaskInfo.from_message(m, state=state, enqueued_at=enqueued_at, next_process_at=ready_at)
 
 
 def _ready_order(row: rows.Row) -> tuple[float, int]:
