@@ -1,0 +1,453 @@
+"""conveyor benchmarks: enqueue, drain, idle latency and worker RSS, on SQLite and Redis.
+
+Prints one table, with the issue's targets, plus a peer (saq) drain on Redis for comparison.
+
+Run from the repository root::
+
+    .venv/bin/pip install -r bench/requirements.txt
+    .venv/bin/python bench/run.py                       # full size: 20,000 tasks
+    .venv/bin/python bench/run.py --quick               # smoke run
+    .venv/bin/python bench/run.py --brokers redis --redis-url redis://127.0.0.1:6379/9
+
+Workers are real processes (``python -m conveyor worker bench.tasks:app``; the peer runs
+``python -m bench.saq_worker``). A drain is timed from the moment every worker has announced
+it is ready until the last task is counted; tasks the first worker finished before the others
+were ready are subtracted, so the rate is over the tasks done while all workers ran. Redis keys
+live under a unique namespace and are deleted at the end (never FLUSHDB); every subprocess is
+killed on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import os
+import platform
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from conveyor import Client, Inspector, Task
+
+ROOT = Path(__file__).resolve().parent.parent
+READY_MARKER = "conveyor worker ready"
+BATCH = 1000
+_PROCS: list[subprocess.Popen[bytes]] = []
+
+
+# --------------------------------------------------------------------------- subprocesses
+
+
+def _kill(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+    """SIGTERM (graceful worker shutdown), then SIGKILL after ``grace_s``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+    if proc in _PROCS:
+        _PROCS.remove(proc)
+
+
+def _kill_all() -> None:
+    for proc in list(_PROCS):
+        _kill(proc, grace_s=3.0)
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # runs atexit, which kills the workers
+
+
+def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+        )
+    _PROCS.append(proc)
+    return proc
+
+
+def _wait_ready(procs: list[tuple[subprocess.Popen[bytes], Path]], marker: str) -> None:
+    deadline = time.monotonic() + 60
+    pending = list(procs)
+    while pending:
+        proc, log = pending[0]
+        text = log.read_text(errors="replace")
+        if marker in text:
+            pending.pop(0)
+            continue
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {proc.returncode}:\n{text[-2000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"worker not ready within 60 s:\n{text[-2000:]}")
+        time.sleep(0.01)
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class Row:
+    system: str
+    metric: str
+    value: float
+    unit: str
+    target: float | None = None
+    higher_is_better: bool = True
+
+    def met(self) -> str:
+        if self.target is None:
+            return ""
+        ok = self.value >= self.target if self.higher_is_better else self.value <= self.target
+        return "met" if ok else "MISSED"
+
+    def cells(self) -> list[str]:
+        fmt = "{:,.2f}" if self.unit in ("ms", "MB", "x") else "{:,.0f}"
+        target = ""
+        if self.target is not None:
+            target = ("≥ " if self.higher_is_better else "≤ ") + fmt.format(self.target)
+        return [self.system, self.metric, fmt.format(self.value), self.unit, target, self.met()]
+
+
+def print_table(rows: list[Row]) -> None:
+    header = ["system / broker", "metric", "result", "unit", "target", ""]
+    table = [header] + [row.cells() for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    right = {2, 4}
+    for n, line in enumerate(table):
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        ]
+        print("| " + " | ".join(cells) + " |")
+        if n == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def noop_tasks(n: int) -> list[Task]:
+    return [Task("bench.noop", {}) for _ in range(n)]
+
+
+def enqueue_single(url: str, n: int) -> float:
+    with Client(url) as client:
+        client.enqueue(Task("bench.warmup", {}), queue="warmup")
+        tasks = noop_tasks(n)
+        start = time.perf_counter()
+        for task in tasks:
+            client.enqueue(task)
+        return n / (time.perf_counter() - start)
+
+
+def enqueue_bulk(url: str, n: int) -> float:
+    with Client(url) as client:
+        client.enqueue(Task("bench.warmup", {}), queue="warmup")
+        tasks = noop_tasks(n)
+        start = time.perf_counter()
+        for i in range(0, n, BATCH):
+            client.enqueue_many(tasks[i : i + BATCH])
+        return n / (time.perf_counter() - start)
+
+
+def drain(
+    start_workers: Callable[[], list[subprocess.Popen[bytes]]],
+    done: Callable[[], int],
+    n: int,
+    poll_s: float,
+) -> tuple[float, float]:
+    """Start workers, time the drain of ``n`` tasks; return (tasks/s, max worker RSS in MB)."""
+    procs = start_workers()
+    try:
+        t0 = time.perf_counter()
+        before = done()
+        deadline = t0 + max(120.0, n / 200)
+        while done() < n:
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"drain timed out: {done()} of {n} done")
+            for proc in procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"worker {proc.pid} exited with {proc.returncode}")
+            time.sleep(poll_s)
+        elapsed = time.perf_counter() - t0
+        rss = max(_rss_mb(proc.pid) for proc in procs)
+    finally:
+        for proc in procs:
+            _kill(proc)
+    return (n - before) / elapsed, rss
+
+
+def conveyor_workers(
+    url: str, count: int, concurrency: int, env: dict[str, str], tmp: Path
+) -> Callable[[], list[subprocess.Popen[bytes]]]:
+    def start() -> list[subprocess.Popen[bytes]]:
+        cmd = [
+            sys.executable, "-m", "conveyor", "worker", "bench.tasks:app",
+            "--broker", url, "-c", str(concurrency), "--log-level", "info",
+        ]  # fmt: skip
+        started = []
+        for _ in range(count):
+            log = tmp / f"worker-{uuid.uuid4().hex[:8]}.log"
+            started.append((_spawn(cmd, env, log), log))
+        _wait_ready(started, READY_MARKER)
+        return [proc for proc, _ in started]
+
+    return start
+
+
+def latency(
+    url: str, n: int, env: dict[str, str], tmp: Path, concurrency: int
+) -> tuple[float, float]:
+    """Enqueue ``n`` stamp tasks one at a time to an idle worker; return (p50, p99) in ms."""
+    out = tmp / f"latency-{uuid.uuid4().hex[:8]}.txt"
+    out.touch()
+    env = {**env, "BENCH_LATENCY_FILE": str(out)}
+    procs = conveyor_workers(url, 1, concurrency, env, tmp)()
+    try:
+        with Client(url) as client:
+            client.enqueue(Task("bench.warmup", {}), queue="warmup")
+            for i in range(n):
+                client.enqueue(Task("bench.stamp", {"sent": time.time()}))
+                deadline = time.monotonic() + 10
+                while out.read_text().count("\n") <= i:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"latency task {i} not started within 10 s")
+                    time.sleep(0.0005)
+                time.sleep(0.005)  # let the worker go back to idle
+    finally:
+        for proc in procs:
+            _kill(proc)
+    samples = sorted(float(line) * 1000 for line in out.read_text().split())
+    return statistics.median(samples), samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+
+
+# --------------------------------------------------------------------------- per broker
+
+TARGETS = {
+    "sqlite": {"single": 5_000, "bulk": 50_000, "drain1": 3_000, "p50": 5.0},
+    "redis": {
+        "single": 10_000,
+        "bulk": 60_000,
+        "drain1": 10_000,
+        "drain2": 18_000,
+        "p50": 1.0,
+        "p99": 5.0,
+        "rss": 60.0,
+    },
+}
+
+
+def common_rows(
+    name: str, single: float, bulk: float, d1: tuple[float, float], d2: tuple[float, float],
+    lat: tuple[float, float],
+) -> list[Row]:  # fmt: skip
+    t = TARGETS[name]
+    system = f"conveyor {name}"
+    return [
+        Row(system, "enqueue single", single, "tasks/s", t.get("single")),
+        Row(system, f"enqueue_many ({BATCH:,}/call)", bulk, "tasks/s", t.get("bulk")),
+        Row(system, "drain, 1 worker process", d1[0], "tasks/s", t.get("drain1")),
+        Row(system, "drain, 2 worker processes", d2[0], "tasks/s", t.get("drain2")),
+        Row(system, "idle latency p50", lat[0], "ms", t.get("p50"), higher_is_better=False),
+        Row(system, "idle latency p99", lat[1], "ms", t.get("p99"), higher_is_better=False),
+        Row(system, "worker RSS after drain (1 proc)", d1[1], "MB", t.get("rss"), False),
+        Row(system, "worker RSS after drain (2 procs, max)", d2[1], "MB", t.get("rss"), False),
+    ]
+
+
+def bench_sqlite(args: argparse.Namespace, tmp: Path) -> list[Row]:
+    def fresh() -> str:
+        return f"sqlite:///{tmp / f'bench-{uuid.uuid4().hex[:8]}.db'}"
+
+    def processed(url: str) -> Callable[[], int]:
+        inspector = Inspector(url)
+        atexit.register(inspector.close)
+        return lambda: inspector.queue_info("default").processed_today
+
+    n, c = args.tasks, args.concurrency
+    url1, url2 = fresh(), fresh()
+    single = enqueue_single(url1, n)  # these tasks are then drained by one worker
+    bulk = enqueue_bulk(url2, n)  # and these by two
+    d1 = drain(conveyor_workers(url1, 1, c, {}, tmp), processed(url1), n, 0.02)
+    d2 = drain(conveyor_workers(url2, 2, c, {}, tmp), processed(url2), n, 0.02)
+    lat = latency(fresh(), args.latency_tasks, {}, tmp, c)
+    return common_rows("sqlite", single, bulk, d1, d2, lat)
+
+
+def saq_enqueue(url: str, queue_name: str, n: int) -> None:
+    from saq import Queue
+
+    async def go() -> None:
+        queue = Queue.from_url(url, name=queue_name)
+        await queue.connect()
+        for i in range(0, n, BATCH):
+            await asyncio.gather(*(queue.enqueue("noop") for _ in range(min(BATCH, n - i))))
+        await queue.disconnect()
+
+    asyncio.run(go())
+
+
+def saq_workers(
+    url: str, queue_name: str, counter: str, count: int, concurrency: int, tmp: Path
+) -> Callable[[], list[subprocess.Popen[bytes]]]:
+    def start() -> list[subprocess.Popen[bytes]]:
+        cmd = [sys.executable, "-m", "bench.saq_worker", url, queue_name, counter, str(concurrency)]
+        started = []
+        for _ in range(count):
+            log = tmp / f"saq-{uuid.uuid4().hex[:8]}.log"
+            started.append((_spawn(cmd, {}, log), log))
+        _wait_ready(started, "READY")
+        return [proc for proc, _ in started]
+
+    return start
+
+
+def bench_redis(args: argparse.Namespace, tmp: Path) -> list[Row]:
+    token = "cb" + uuid.uuid4().hex[:12]  # every key this run makes contains it
+    plain = redis.Redis.from_url(args.redis_url)
+
+    @contextmanager
+    def cleanup() -> Iterator[None]:
+        try:
+            yield
+        finally:
+            keys = list(plain.scan_iter(match=f"*{token}*", count=1000))
+            for i in range(0, len(keys), 500):
+                plain.delete(*keys[i : i + 500])
+
+    sep = "&" if "?" in args.redis_url else "?"
+
+    def fresh(tag: str) -> str:
+        return f"{args.redis_url}{sep}namespace={token}{tag}"
+
+    def counter(key: str) -> Callable[[], int]:
+        return lambda: int(plain.get(key) or 0)
+
+    n, c = args.tasks, args.concurrency
+    rows: list[Row] = []
+    with cleanup():
+        url1, url2 = fresh("a"), fresh("b")
+        single = enqueue_single(url1, n)
+        bulk = enqueue_bulk(url2, n)
+        drains = []
+        for url, procs, key in ((url1, 1, f"{token}:ctr1"), (url2, 2, f"{token}:ctr2")):
+            env = {"BENCH_COUNTER_URL": args.redis_url, "BENCH_COUNTER_KEY": key}
+            drains.append(drain(conveyor_workers(url, procs, c, env, tmp), counter(key), n, 0.005))
+        lat = latency(fresh("c"), args.latency_tasks, {}, tmp, c)
+        rows += common_rows("redis", single, bulk, drains[0], drains[1], lat)
+        if not args.no_peer:
+            rows += bench_peer(args, tmp, token, counter, drains)
+    return rows
+
+
+def bench_peer(
+    args: argparse.Namespace, tmp: Path, token: str, counter: Callable[[str], Callable[[], int]],
+    ours: list[tuple[float, float]],
+) -> list[Row]:  # fmt: skip
+    n, c = args.tasks, args.concurrency
+    rows: list[Row] = []
+    for procs in (1, 2):
+        queue_name, key = f"{token}saq{procs}", f"{token}:saqctr{procs}"
+        saq_enqueue(args.redis_url, queue_name, n)
+        rate, rss = drain(
+            saq_workers(args.redis_url, queue_name, key, procs, c, tmp), counter(key), n, 0.005
+        )
+        label = "1 worker process" if procs == 1 else "2 worker processes"
+        rows.append(Row("saq redis (peer)", f"drain, {label}", rate, "tasks/s"))
+        rss_label = "1 proc" if procs == 1 else "2 procs, max"
+        rows.append(Row("saq redis (peer)", f"worker RSS after drain ({rss_label})", rss, "MB"))
+        ratio = ours[procs - 1][0] / rate
+        rows.append(Row("conveyor/saq", f"drain ratio, {label}", ratio, "x", 2.0))
+    return rows
+
+
+# --------------------------------------------------------------------------- main
+
+
+def machine_info(args: argparse.Namespace) -> list[str]:
+    model = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    lines = [
+        "command: " + shlex.join([Path(sys.executable).name, *sys.argv]),
+        f"machine: nproc={os.cpu_count()}, {model or platform.machine()}, {platform.platform()}",
+        f"python: {platform.python_version()} ({sys.executable})",
+    ]
+    if "redis" in args.brokers:
+        try:
+            version = redis.Redis.from_url(args.redis_url).info("server")["redis_version"]
+            lines.append(f"redis-server: {version} at {args.redis_url}")
+        except redis.RedisError as exc:
+            lines.append(f"redis-server: unreachable ({exc})")
+    lines.append(
+        f"tasks: {args.tasks:,} per drain, {args.latency_tasks} latency samples, "
+        f"worker concurrency {args.concurrency}"
+    )
+    return lines
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--tasks", type=int, default=20_000, help="tasks per drain/enqueue run")
+    parser.add_argument("--brokers", default="sqlite,redis", help="comma-separated: sqlite,redis")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
+    parser.add_argument("--concurrency", type=int, default=32, help="per worker process")
+    parser.add_argument("--latency-tasks", type=int, default=300)
+    parser.add_argument("--no-peer", action="store_true", help="skip the saq comparison")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2,000 tasks, 50 samples")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.tasks, args.latency_tasks = 2_000, 50
+    args.brokers = [b.strip() for b in args.brokers.split(",") if b.strip()]
+    unknown = set(args.brokers) - {"sqlite", "redis"}
+    if unknown:
+        parser.error(f"unknown broker(s): {', '.join(sorted(unknown))}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    atexit.register(_kill_all)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    for line in machine_info(args):
+        print(line)
+    sys.stdout.flush()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="conveyor-bench-") as tmp:
+        if "sqlite" in args.brokers:
+            rows += bench_sqlite(args, Path(tmp))
+        if "redis" in args.brokers:
+            rows += bench_redis(args, Path(tmp))
+    print()
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))  # workers import bench.tasks from the repository root
+    main()
