@@ -102,3 +102,20 @@ def test_empty_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv(BROKER_URL_ENV, "")
 
     assert broker_url_from_env() == DEFAULT_BROKER_URL
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://user:s3cret@host/x.db",
+        "memory://user:s3cret@name/path",
+        "ftp://user:s3cret@host/",
+    ],
+)
+def test_bad_urls_never_show_the_password(url: str) -> None:
+    from conveyor.brokers import open_broker
+
+    with pytest.raises(ConfigError) as excinfo:
+        open_broker(url)
+    assert "s3cret" not in str(excinfo.value)
+    assert "***" in str(excinfo.value)

@@ -87,7 +87,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from conveyor.brokers.protocol import LEASE_EXPIRED_ERROR, Broker, BrokerInfo, Capabilities
-from conveyor.config import split_broker_url
+from conveyor.config import redact_url, split_broker_url
 from conveyor.errors import (
     BrokerUnavailableError,
     ConfigError,
@@ -221,7 +221,7 @@ class MemoryBroker:
         """
         parts = split_broker_url(url)
         if parts.scheme != "memory" or parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise ConfigError(f"memory broker URL must be memory://[name], got {url!r}")
+            raise ConfigError(f"memory broker URL must be memory://[name], got {redact_url(url)!r}")
         return cls(name=parts.netloc)
 
     @property

@@ -20,7 +20,7 @@ from conveyor.brokers.sqlite.connection import Synchronous, broker_error, open_c
 from conveyor.brokers.sqlite.store import Store
 from conveyor.brokers.sqlite.wake import WakeListener, WakeSender, wake_directory
 from conveyor.brokers.sqlite.worker_thread import DatabaseThread
-from conveyor.config import split_broker_url
+from conveyor.config import redact_url, split_broker_url
 from conveyor.errors import BrokerUnavailableError, ConfigError
 from conveyor.message import Completion, Lease, QueueStats, TaskInfo, TaskMessage, TaskState
 
@@ -53,14 +53,14 @@ def _parse_options(query: str, url: str) -> dict[str, str]:
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError:
-        raise ConfigError(f"malformed query in sqlite broker URL {url!r}") from None
+        raise ConfigError(f"malformed query in sqlite broker URL {redact_url(url)!r}") from None
     options: dict[str, str] = {}
     for key, value in pairs:
         if key in options:
-            raise ConfigError(f"sqlite broker URL {url!r} repeats option {key!r}")
+            raise ConfigError(f"sqlite broker URL {redact_url(url)!r} repeats option {key!r}")
         if key not in ("synchronous", "busy_timeout_ms"):
             raise ConfigError(
-                f"unknown option {key!r} in sqlite broker URL {url!r}: "
+                f"unknown option {key!r} in sqlite broker URL {redact_url(url)!r}: "
                 "known options are synchronous=full|normal and busy_timeout_ms=<int>"
             )
         options[key] = value
@@ -150,10 +150,11 @@ class SqliteBroker:
         parts = split_broker_url(url)
         form = "sqlite:///relative.db or sqlite:////abs/path.db"
         if parts.scheme != "sqlite" or parts.netloc or parts.fragment:
-            raise ConfigError(f"sqlite broker URL must be {form}, got {url!r}")
+            raise ConfigError(f"sqlite broker URL must be {form}, got {redact_url(url)!r}")
         path = unquote(parts.path)[1:]
         if not path or path.endswith("/") or path == ":memory:":
-            raise ConfigError(f"sqlite broker URL must name a file ({form}), got {url!r}")
+            shown = redact_url(url)
+            raise ConfigError(f"sqlite broker URL must name a file ({form}), got {shown!r}")
         options = _parse_options(parts.query, url)
         busy_ms = options.get("busy_timeout_ms", str(int(DEFAULT_BUSY_TIMEOUT_S * 1000)))
         if not busy_ms.isdigit() or int(busy_ms) <= 0:
