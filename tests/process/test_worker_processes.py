@@ -1,19 +1,21 @@
-"""Real ``python -m conveyor worker`` processes on one SQLite file: kill -9, SIGTERM, sharing."""
+"""Real ``python -m conveyor worker`` processes on SQLite or Redis: kill -9, SIGTERM, sharing."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conveyor import Client, Inspector, TaskState
-from support import wait_until
+from support import delete_namespace, wait_until
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
@@ -77,9 +79,16 @@ def trace_dir(tmp_path: Path) -> Path:
     return directory
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'queue.db'}"
+@pytest.fixture(params=("sqlite", "redis"))
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh broker for the test's worker processes: an SQLite file or a Redis namespace."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'queue.db'}"
+        return
+    redis_url = request.getfixturevalue("redis_url")
+    namespace = f"conveyor-test-{uuid.uuid4().hex[:12]}"
+    yield f"{redis_url}?namespace={namespace}"
+    asyncio.run(delete_namespace(redis_url, namespace))
 
 
 @pytest.fixture
