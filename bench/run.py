@@ -96,6 +96,11 @@ def _wait_ready(procs: list[tuple[subprocess.Popen[bytes], Path]], marker: str) 
         time.sleep(0.01)
 
 
+def _say(message: str) -> None:
+    """Progress on stderr, so a long run shows where it is (the table goes to stdout)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -158,7 +163,9 @@ def enqueue_single(url: str, n: int) -> float:
         start = time.perf_counter()
         for task in tasks:
             client.enqueue(task)
-        return n / (time.perf_counter() - start)
+        rate = n / (time.perf_counter() - start)
+        _say(f"enqueue single: {rate:,.0f}/s")
+        return rate
 
 
 def enqueue_bulk(url: str, n: int) -> float:
@@ -168,7 +175,9 @@ def enqueue_bulk(url: str, n: int) -> float:
         start = time.perf_counter()
         for i in range(0, n, BATCH):
             client.enqueue_many(tasks[i : i + BATCH])
-        return n / (time.perf_counter() - start)
+        rate = n / (time.perf_counter() - start)
+        _say(f"enqueue_many: {rate:,.0f}/s")
+        return rate
 
 
 def drain(
@@ -192,6 +201,9 @@ def drain(
             time.sleep(poll_s)
         elapsed = time.perf_counter() - t0
         rss = max(_rss_mb(proc.pid) for proc in procs)
+        _say(
+            f"drained {n - before:,} tasks with {len(procs)} worker(s): {(n - before) / elapsed:,.0f}/s"
+        )
     finally:
         for proc in procs:
             _kill(proc)
