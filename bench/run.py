@@ -201,13 +201,12 @@ def drain(
             time.sleep(poll_s)
         elapsed = time.perf_counter() - t0
         rss = max(_rss_mb(proc.pid) for proc in procs)
-        _say(
-            f"drained {n - before:,} tasks with {len(procs)} worker(s): {(n - before) / elapsed:,.0f}/s"
-        )
+        rate = (n - before) / elapsed
+        _say(f"drained {n - before:,} tasks with {len(procs)} worker(s): {rate:,.0f}/s")
     finally:
         for proc in procs:
             _kill(proc)
-    return (n - before) / elapsed, rss
+    return rate, rss
 
 
 def conveyor_workers(
