@@ -427,7 +427,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tasks", type=int, default=20_000, help="tasks per drain/enqueue run")
     parser.add_argument("--brokers", default="sqlite,redis", help="comma-separated: sqlite,redis")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
-    parser.add_argument("--concurrency", type=int, default=32, help="per worker process")
+    parser.add_argument("--concurrency", type=int, default=100, help="per worker process")
     parser.add_argument("--latency-tasks", type=int, default=300)
     parser.add_argument("--no-peer", action="store_true", help="skip the saq comparison")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2,000 tasks, 50 samples")

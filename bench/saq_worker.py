@@ -17,7 +17,7 @@ from saq import Queue, Worker
 
 
 async def main(url: str, queue_name: str, counter_key: str, concurrency: int) -> None:
-    counter = aioredis.Redis.from_url(url)
+    counter = aioredis.Redis.from_url(url, max_connections=4096)  # as bench/tasks.py
 
     async def noop(ctx: dict[str, Any]) -> None:
         await counter.incr(counter_key)

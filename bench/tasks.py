@@ -22,7 +22,8 @@ app = App(os.environ.get("BENCH_BROKER_URL", "sqlite:///bench.db"))
 _COUNTER_URL = os.environ.get("BENCH_COUNTER_URL")
 _COUNTER_KEY = os.environ.get("BENCH_COUNTER_KEY", "")
 _LATENCY_FILE = os.environ.get("BENCH_LATENCY_FILE", "")
-_counter = aioredis.Redis.from_url(_COUNTER_URL) if _COUNTER_URL else None
+# Enough connections for any --concurrency: the pool default would fail tasks above ~100.
+_counter = aioredis.Redis.from_url(_COUNTER_URL, max_connections=4096) if _COUNTER_URL else None
 
 
 @app.task(name="bench.noop")
