@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--raw", type=Path, help="also keep py-spy's raw collapsed stacks here")
     args = parser.parse_args()
     token = "cb" + uuid.uuid4().hex[:12]
     url = f"{args.redis_url}?namespace={token}"
@@ -108,6 +109,8 @@ def main() -> None:
                     spy.kill()
                     spy.wait()
             print(f"worker log: {READY_MARKER!r} seen: {READY_MARKER in log.read_text()}")
+            if args.raw:
+                args.raw.write_bytes(raw.read_bytes())
             summarize(raw, args.top)
         finally:
             keys = list(plain.scan_iter(match=f"*{token}*", count=1000))
