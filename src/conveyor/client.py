@@ -15,12 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from types import TracebackType
 from typing import Unpack
 
-from conveyor.brokers import open_broker
+from conveyor.broker_handle import BrokerHandle, SyncFacade
 from conveyor.brokers.protocol import Broker
-from conveyor.config import DEFAULT_BROKER_URL, broker_url_from_env, redact_url
+from conveyor.config import DEFAULT_BROKER_URL, broker_url_from_env
 from conveyor.errors import ConfigError
 from conveyor.message import DEFAULT_MAX_PAYLOAD_BYTES, Task, TaskInfo, TaskMessage, validate_name
 from conveyor.options import (
@@ -31,21 +30,6 @@ from conveyor.options import (
     TaskOptions,
     parse_options,
 )
-from conveyor.private_loop import PrivateLoop
-
-
-def resolve_broker(broker: str | Broker) -> tuple[Broker, bool, str]:
-    """Open ``broker`` if it is a URL; return the broker, whether we own it, and a safe label.
-
-    Raises:
-        ConfigError: (a ``ValueError``) for a malformed or unsupported URL, without the password.
-        TypeError: ``broker`` is neither a URL nor a Broker.
-    """
-    if isinstance(broker, str):
-        return open_broker(broker), True, redact_url(broker)
-    if isinstance(broker, Broker):
-        return broker, False, type(broker).__name__
-    raise TypeError(f"broker must be a URL string or a Broker, not {type(broker).__name__}")
 
 
 class _Producer:
@@ -115,7 +99,7 @@ class _Producer:
         return parse_options({**options, name: value})
 
 
-class AsyncClient:
+class AsyncClient(BrokerHandle):
     """Enqueues tasks from async code.
 
     Args:
@@ -141,9 +125,8 @@ class AsyncClient:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         **defaults: Unpack[DefaultOptions],
     ) -> None:
+        super().__init__(broker)
         self._producer = _Producer(max_payload_bytes, defaults)
-        self._broker, self._owns_broker, self._label = resolve_broker(broker)
-        self._closed = False
 
     @classmethod
     def from_env(cls, **defaults: Unpack[DefaultOptions]) -> AsyncClient:
@@ -218,26 +201,8 @@ class AsyncClient:
         messages = self._producer.messages(tasks, options)
         return await self._broker.enqueue(messages) if messages else []
 
-    async def close(self) -> None:
-        """Close the broker if this client opened it from a URL. Idempotent."""
-        if not self._closed:
-            self._closed = True
-            if self._owns_broker:
-                await self._broker.close()
 
-    async def __aenter__(self) -> AsyncClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-
-class Client:
+class Client(SyncFacade[AsyncClient]):
     """Enqueues tasks from synchronous code; same methods as :class:`AsyncClient`, blocking.
 
     The client owns one private event loop for its lifetime (broker connections live there) and
@@ -263,9 +228,10 @@ class Client:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         **defaults: Unpack[DefaultOptions],
     ) -> None:
-        self._async = AsyncClient(broker, max_payload_bytes=max_payload_bytes, **defaults)
+        super().__init__(
+            AsyncClient(broker, max_payload_bytes=max_payload_bytes, **defaults), "conveyor-client"
+        )
         self._producer = self._async._producer
-        self._loop = PrivateLoop("conveyor-client")
 
     @classmethod
     def from_env(cls, **defaults: Unpack[DefaultOptions]) -> Client:
@@ -310,22 +276,3 @@ class Client:
         """Store several tasks in one broker call; see :meth:`AsyncClient.enqueue_many`."""
         messages = self._producer.messages(tasks, options)
         return self._store(messages) if messages else []
-
-    def close(self) -> None:
-        """Close the broker (if the client opened it) and its private loop. Idempotent."""
-        try:
-            if not self._async._closed:
-                self._loop.run(self._async.close())
-        finally:
-            self._loop.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

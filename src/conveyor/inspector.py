@@ -13,14 +13,11 @@ Example::
 
 from __future__ import annotations
 
-from types import TracebackType
-
+from conveyor.broker_handle import BrokerHandle, SyncFacade
 from conveyor.brokers.protocol import Broker, BrokerInfo
-from conveyor.client import resolve_broker
 from conveyor.config import DEFAULT_BROKER_URL, broker_url_from_env
 from conveyor.errors import ConfigError
 from conveyor.message import QueueStats, TaskInfo, TaskState, validate_name
-from conveyor.private_loop import PrivateLoop
 
 __all__ = ["AsyncInspector", "Inspector"]
 
@@ -40,7 +37,7 @@ def _queue(queue: str) -> str:
     return validate_name(queue, what="queue name")
 
 
-class AsyncInspector:
+class AsyncInspector(BrokerHandle):
     """Inspects and manages queues and tasks from async code.
 
     Args:
@@ -51,8 +48,7 @@ class AsyncInspector:
     """
 
     def __init__(self, broker: str | Broker = DEFAULT_BROKER_URL) -> None:
-        self._broker, self._owns_broker, self._label = resolve_broker(broker)
-        self._closed = False
+        super().__init__(broker)
 
     @classmethod
     def from_env(cls) -> AsyncInspector:
@@ -132,26 +128,8 @@ class AsyncInspector:
         """Let workers claim from ``queue`` again."""
         await self._broker.unpause_queue(_queue(queue))
 
-    async def close(self) -> None:
-        """Close the broker if the inspector opened it from a URL. Idempotent."""
-        if not self._closed:
-            self._closed = True
-            if self._owns_broker:
-                await self._broker.close()
 
-    async def __aenter__(self) -> AsyncInspector:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-
-class Inspector:
+class Inspector(SyncFacade[AsyncInspector]):
     """Inspects and manages queues and tasks from sync code; methods as :class:`AsyncInspector`.
 
     Args:
@@ -165,8 +143,7 @@ class Inspector:
     """
 
     def __init__(self, broker: str | Broker = DEFAULT_BROKER_URL) -> None:
-        self._async = AsyncInspector(broker)
-        self._loop = PrivateLoop("conveyor-inspector")
+        super().__init__(AsyncInspector(broker), "conveyor-inspector")
 
     @classmethod
     def from_env(cls) -> Inspector:
@@ -229,22 +206,3 @@ class Inspector:
     def unpause_queue(self, queue: str) -> None:
         """See :meth:`AsyncInspector.unpause_queue`."""
         self._loop.run(self._async.unpause_queue(queue))
-
-    def close(self) -> None:
-        """Close the broker (if the inspector opened it) and its private loop. Idempotent."""
-        try:
-            if not self._async._closed:
-                self._loop.run(self._async.close())
-        finally:
-            self._loop.close()
-
-    def __enter__(self) -> Inspector:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
