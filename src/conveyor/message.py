@@ -89,6 +89,11 @@ def _describe_bad_json(value: JSONValue) -> str:
     return "payload is not JSON-serialisable"
 
 
+# Built once: ``json.dumps`` with non-default options builds a new encoder per call, which was a
+# fifth of the cost of preparing a small task.
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
 def encode_json(value: JSONValue) -> bytes:
     """Encode a JSON value compactly as UTF-8.
 
@@ -96,9 +101,7 @@ def encode_json(value: JSONValue) -> bytes:
         PayloadError: naming the first value that is not JSON.
     """
     try:
-        return json.dumps(
-            value, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        ).encode()
+        return _encode_json(value).encode()
     except (TypeError, ValueError, RecursionError) as exc:
         raise PayloadError(_describe_bad_json(value)) from exc
 

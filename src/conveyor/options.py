@@ -15,19 +15,16 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import TypedDict
 
-from conveyor.errors import ConfigError, PayloadTooLargeError
+from conveyor.errors import ConfigError
 from conveyor.message import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_QUEUE,
-    Encoding,
-    Payload,
     Task,
     TaskMessage,
     encode_payload,
@@ -205,24 +202,6 @@ def unique_key(task_type: str, payload: bytes, queue: str) -> str:
     return f"{queue}:{digest.hexdigest()}"
 
 
-_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
-"""``message.encode_json`` with the encoder built once: ``json.dumps`` with non-default options
-builds a new encoder per call, a fifth of the cost of preparing a small task."""
-
-
-def _encode(payload: Payload, limit: int) -> tuple[bytes, Encoding]:
-    """``message.encode_payload``, faster on the common path (same bytes, same errors)."""
-    if isinstance(payload, bytes | bytearray | memoryview):
-        return encode_payload(payload, limit=limit)
-    try:
-        data = _encode_json(payload).encode()
-    except (TypeError, ValueError, RecursionError):
-        return encode_payload(payload, limit=limit)  # raises the error naming the bad value
-    if len(data) > limit:
-        raise PayloadTooLargeError(size=len(data), limit=limit)
-    return data, Encoding.JSON
-
-
 def _task_id() -> str:
     """A random UUID4 string, as ``message.new_task_id`` makes, at a quarter of the cost.
 
@@ -281,7 +260,7 @@ class MessageTemplate:
             PayloadError: the payload is not JSON (nor bytes); the message names the bad value.
             PayloadTooLargeError: the encoded payload is over ``max_payload_bytes``.
         """
-        data, encoding = _encode(task.payload, max_payload_bytes)
+        data, encoding = encode_payload(task.payload, limit=max_payload_bytes)
         return TaskMessage(
             id=self.task_id or _task_id(),
             type=task.type,
