@@ -12,6 +12,7 @@ from conveyor.brokers.protocol import Broker
 from conveyor.errors import BrokerUnavailableError
 from conveyor.message import Lease, Task, TaskInfo, TaskMessage, TaskState, encode_json, new_task_id
 from conveyor.middleware import Handler
+from conveyor.worker.context import TaskContext
 from conveyor.worker.server import Server
 from support import eventually
 
@@ -37,6 +38,22 @@ FAST: dict[str, Any] = {
 def fast(**overrides: Any) -> dict[str, Any]:
     """FAST with ``overrides`` applied."""
     return {**FAST, **overrides}
+
+
+class BlockingHandler:
+    """An async handler that never finishes by itself; records that it started and was cancelled."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.cancelled = asyncio.Event()
+
+    async def __call__(self, ctx: TaskContext, task: Task) -> None:
+        self.started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
 
 
 async def enqueue(

@@ -12,7 +12,7 @@ from conveyor.message import JSONValue, Task, TaskState
 from conveyor.mux import ServeMux
 from conveyor.worker.context import TaskContext
 from conveyor.worker.server import Server
-from worker.harness import enqueue, fast, serving, wait_for_state
+from worker.harness import BlockingHandler, enqueue, fast, serving, wait_for_state
 
 
 async def test_failing_task_is_retried_then_archived_with_its_last_error(broker: Broker) -> None:
@@ -152,21 +152,13 @@ async def test_unknown_type_is_retried_then_archived(broker: Broker) -> None:
 
 
 async def test_async_handler_past_its_timeout_is_cancelled(broker: Broker) -> None:
-    cancelled = asyncio.Event()
-
-    async def handler(ctx: TaskContext, task: Task) -> JSONValue:
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return None
+    handler = BlockingHandler()
 
     server = Server(broker, **fast())
     async with serving(server, handler):
         message = await enqueue(broker, timeout_s=0.2, max_retry=0)
         info = await wait_for_state(broker, message, TaskState.ARCHIVED)
-    assert cancelled.is_set()
+    assert handler.cancelled.is_set()
     assert info.last_error == "TimeoutError: task timed out after 0.2s"
 
 

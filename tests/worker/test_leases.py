@@ -13,7 +13,7 @@ from conveyor.message import JSONValue, Task, TaskState
 from conveyor.worker.context import TaskContext
 from conveyor.worker.server import Server
 from support import eventually
-from worker.harness import FaultyBroker, enqueue, fast, serving, wait_for_state
+from worker.harness import BlockingHandler, FaultyBroker, enqueue, fast, serving, wait_for_state
 
 
 async def _recover_until(broker: Broker, done: threading.Event) -> int:
@@ -102,24 +102,14 @@ async def test_renewal_on_the_main_loop_is_starved_by_a_blocking_handler(
 
 async def test_lost_lease_cancels_an_async_handler_and_reports_nothing(broker: Broker) -> None:
     faulty = FaultyBroker(broker)
-    cancelled = asyncio.Event()
-    started = asyncio.Event()
-
-    async def handler(ctx: TaskContext, task: Task) -> JSONValue:
-        started.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return None
+    handler = BlockingHandler()
 
     server = Server(faulty, **fast(renew_interval=0.1, recover_interval=60))
     async with serving(server, handler):
         message = await enqueue(broker, max_retry=5)
-        await asyncio.wait_for(started.wait(), 5)
+        await asyncio.wait_for(handler.started.wait(), 5)
         faulty.lose_leases = True
-        await asyncio.wait_for(cancelled.wait(), 5)
+        await asyncio.wait_for(handler.cancelled.wait(), 5)
 
         async def counted() -> bool:
             return server.stats.lease_lost == 1 and server.stats.claimed == 1

@@ -18,27 +18,17 @@ from conveyor.message import JSONValue, Task, TaskState
 from conveyor.worker.context import TaskContext
 from conveyor.worker.server import READY_MESSAGE, Server
 from support import eventually, wait_until
-from worker.harness import enqueue, fast, serving, wait_for_state
+from worker.harness import BlockingHandler, enqueue, fast, serving, wait_for_state
 
 
 async def test_shutdown_releases_an_unfinished_task_without_a_failure(broker: Broker) -> None:
-    started = asyncio.Event()
-    cancelled = asyncio.Event()
-
-    async def handler(ctx: TaskContext, task: Task) -> JSONValue:
-        started.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return None
+    handler = BlockingHandler()
 
     server = Server(broker, **fast(shutdown_timeout=0.2))
     async with serving(server, handler):
         message = await enqueue(broker, max_retry=5)
-        await asyncio.wait_for(started.wait(), 5)
-    assert cancelled.is_set()
+        await asyncio.wait_for(handler.started.wait(), 5)
+    assert handler.cancelled.is_set()
     info = await broker.get_task(message.queue, message.id)
     assert info.state is TaskState.PENDING
     assert (info.retried, info.last_error) == (0, None)
