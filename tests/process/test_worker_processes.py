@@ -125,7 +125,10 @@ def test_task_of_a_killed_worker_is_completed_by_another(
     assert first.proc.wait(timeout=10) == -signal.SIGKILL
     second = spawn(workers, url, trace_dir, *FAST_RECOVERY)
 
-    finished = wait_until(lambda: traces(trace_dir, "finished-job-"), within=15.0)
+    # The trace file is created before its text is written: wait for both.
+    finished = wait_until(
+        lambda: [p for p in traces(trace_dir, "finished-job-") if p.read_text()], within=15.0
+    )
     assert [p.name for p in finished] == [f"finished-job-{second.pid}"]
     assert finished[0].read_text() == "1"  # the crash used up one attempt
     with Inspector(url) as inspector:
