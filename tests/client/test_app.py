@@ -184,20 +184,36 @@ def test_payload_round_trips_to_the_same_call(
 ) -> None:
     import json
 
-    from conveyor.app import _call_args, _payload
+    from conveyor.app import _call_args, _Keywords, _payload
 
     assert callable(fn)
     signature = inspect.signature(fn)
     payload = json.loads(json.dumps(_payload(signature, "t", args, kwargs)))
     call_args, call_kwargs = _call_args(signature, payload)
     assert fn(*call_args, **call_kwargs) == fn(*args, **kwargs)
+    keywords = _Keywords.of(signature)  # the worker's shortcut, where the signature allows it
+    if keywords is not None:
+        call_args, call_kwargs = _call_args(signature, payload, keywords)
+        assert call_args == [] and fn(**call_kwargs) == fn(*args, **kwargs)
 
 
-def test_stale_payload_is_rejected_on_the_worker_side() -> None:
-    from conveyor.app import _call_args
+def _required(a: int, *, b: int, c: int = 0) -> object:
+    return (a, b, c)
 
-    signature = inspect.signature(_defaults)
-    with pytest.raises(TypeError, match="unexpected"):
-        _call_args(signature, {"d": 1})
-    with pytest.raises(TypeError, match="JSON object"):
-        _call_args(signature, [1, 2])
+
+@pytest.mark.parametrize("shortcut", [False, True])
+def test_stale_payload_is_rejected_on_the_worker_side(shortcut: bool) -> None:
+    from conveyor.app import _call_args, _Keywords
+
+    for fn in (_defaults, _required):
+        signature = inspect.signature(fn)
+        keywords = _Keywords.of(signature) if shortcut else None
+        with pytest.raises(TypeError, match="unexpected"):
+            _call_args(signature, {"a": 1, "b": 2, "d": 1}, keywords)
+        with pytest.raises(TypeError, match="JSON object"):
+            _call_args(signature, [1, 2], keywords)
+    with pytest.raises(TypeError, match="missing"):
+        _call_args(
+            inspect.signature(_required), {"a": 1}, _Keywords.of(inspect.signature(_required))
+        )
+    assert _Keywords.of(inspect.signature(_everything)) is None
