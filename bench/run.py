@@ -38,11 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-from conveyor import Client, Inspector, Task
+
+from conveyor import AsyncClient, Client, Inspector, Task
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_MARKER = "conveyor worker ready"
 BATCH = 1000
+PRODUCERS = 100  # concurrent single-task producers sharing one AsyncClient
 _PROCS: list[subprocess.Popen[bytes]] = []
 
 
@@ -180,6 +182,36 @@ def enqueue_bulk(url: str, n: int) -> float:
         return rate
 
 
+def enqueue_concurrent(url: str, n: int) -> float:
+    """``n`` single-task enqueues from PRODUCERS coroutines sharing one AsyncClient (a web app)."""
+
+    async def run() -> float:
+        async with AsyncClient(url) as client:
+            await client.enqueue(Task("bench.warmup", {}), queue="warmup")
+
+            async def producer(count: int) -> None:
+                for _ in range(count):
+                    await client.enqueue(Task("bench.noop", {}))
+
+            shares = [n // PRODUCERS + (1 if i < n % PRODUCERS else 0) for i in range(PRODUCERS)]
+            start = time.perf_counter()
+            await asyncio.gather(*(producer(share) for share in shares))
+            return n / (time.perf_counter() - start)
+
+    rate = asyncio.run(run())
+    _say(f"enqueue single, {PRODUCERS} concurrent producers: {rate:,.0f}/s")
+    return rate
+
+
+def ceilings(redis_url: str, key: str, n: int, concurrency: int) -> dict[str, float]:
+    """The bench's own Redis work with no queue (bench/ceiling.py, in a fresh process)."""
+    cmd = [sys.executable, "-m", "bench.ceiling", redis_url, key, str(n), str(concurrency)]
+    out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    rates = {name: float(value) for name, value in (line.split() for line in out.splitlines())}
+    _say(f"ceilings: {rates}")
+    return rates
+
+
 def drain(
     start_workers: Callable[[], list[subprocess.Popen[bytes]]],
     done: Callable[[], int],
@@ -270,13 +302,20 @@ TARGETS = {
 
 
 def common_rows(
-    name: str, single: float, bulk: float, d1: tuple[float, float], d2: tuple[float, float],
-    lat: tuple[float, float],
+    name: str, single: float, concurrent: float, bulk: float, d1: tuple[float, float],
+    d2: tuple[float, float], lat: tuple[float, float],
 ) -> list[Row]:  # fmt: skip
     t = TARGETS[name]
     system = f"conveyor {name}"
     return [
-        Row(system, "enqueue single", single, "tasks/s", t.get("single")),
+        Row(system, "enqueue single, 1 producer, sequential", single, "tasks/s", t.get("single")),
+        Row(
+            system,
+            f"enqueue single, {PRODUCERS} concurrent producers",
+            concurrent,
+            "tasks/s",
+            t.get("single"),
+        ),
         Row(system, f"enqueue_many ({BATCH:,}/call)", bulk, "tasks/s", t.get("bulk")),
         Row(system, "drain, 1 worker process", d1[0], "tasks/s", t.get("drain1")),
         Row(system, "drain, 2 worker processes", d2[0], "tasks/s", t.get("drain2")),
@@ -300,10 +339,11 @@ def bench_sqlite(args: argparse.Namespace, tmp: Path) -> list[Row]:
     url1, url2 = fresh(), fresh()
     single = enqueue_single(url1, n)  # these tasks are then drained by one worker
     bulk = enqueue_bulk(url2, n)  # and these by two
+    concurrent = enqueue_concurrent(fresh(), n)
     d1 = drain(conveyor_workers(url1, 1, c, {}, tmp), processed(url1), n, 0.02)
     d2 = drain(conveyor_workers(url2, 2, c, {}, tmp), processed(url2), n, 0.02)
     lat = latency(fresh(), args.latency_tasks, {}, tmp, c)
-    return common_rows("sqlite", single, bulk, d1, d2, lat)
+    return common_rows("sqlite", single, concurrent, bulk, d1, d2, lat)
 
 
 def saq_enqueue(url: str, queue_name: str, n: int) -> None:
@@ -361,12 +401,20 @@ def bench_redis(args: argparse.Namespace, tmp: Path) -> list[Row]:
         url1, url2 = fresh("a"), fresh("b")
         single = enqueue_single(url1, n)
         bulk = enqueue_bulk(url2, n)
+        concurrent = enqueue_concurrent(fresh("d"), n)
         drains = []
         for url, procs, key in ((url1, 1, f"{token}:ctr1"), (url2, 2, f"{token}:ctr2")):
             env = {"BENCH_COUNTER_URL": args.redis_url, "BENCH_COUNTER_KEY": key}
             drains.append(drain(conveyor_workers(url, procs, c, env, tmp), counter(key), n, 0.005))
         lat = latency(fresh("c"), args.latency_tasks, {}, tmp, c)
-        rows += common_rows("redis", single, bulk, drains[0], drains[1], lat)
+        rows += common_rows("redis", single, concurrent, bulk, drains[0], drains[1], lat)
+        limits = ceilings(args.redis_url, f"{token}:ceiling", n, c)
+        rows += [
+            Row("ceiling (no queue)", "no-op's INCR alone, 1 process", limits["incr-concurrent"],
+                "tasks/s"),
+            Row("ceiling (no queue)", "sequential redis-py round trips", limits[
+                "roundtrip-sequential"], "tasks/s"),
+        ]  # fmt: skip
         if not args.no_peer:
             rows += bench_peer(args, tmp, token, counter, drains)
     return rows

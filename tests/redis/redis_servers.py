@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
-import redis
 from conveyor.brokers.redis import RedisBroker
 from support import wait_until
 

@@ -1,0 +1,62 @@
+"""Ceilings: what the bench's own work costs with no queue at all, on this machine.
+
+Run by ``bench/run.py`` in a fresh process (like a worker) as
+``python -m bench.ceiling URL KEY N CONCURRENCY``; prints two rates, in tasks/s, one per line:
+
+- ``incr-concurrent``: the Redis no-op's work alone, ``N`` INCRs on ``KEY`` from
+  ``CONCURRENCY`` coroutines through the same redis-py asyncio client the no-op task uses. No
+  worker on one process can drain the INCR no-op faster than this: it is the task, not the queue.
+- ``roundtrip-sequential``: ``N`` INCRs one after another on a plain (sync) redis-py client.
+  A sequential producer that waits for each acknowledgement cannot enqueue faster than one
+  round trip per task.
+
+The key is deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import redis
+import redis.asyncio as aioredis
+
+
+async def incr_concurrent(url: str, key: str, n: int, concurrency: int) -> float:
+    client = aioredis.Redis.from_url(url, max_connections=4096)  # as bench/tasks.py
+    try:
+        await client.incr(key)  # connect outside the timing
+
+        async def worker(count: int) -> None:
+            for _ in range(count):
+                await client.incr(key)
+
+        shares = [n // concurrency + (1 if i < n % concurrency else 0) for i in range(concurrency)]
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(share) for share in shares))
+        return n / (time.perf_counter() - start)
+    finally:
+        await client.aclose()
+
+
+def roundtrip_sequential(url: str, key: str, n: int) -> float:
+    client = redis.Redis.from_url(url)
+    try:
+        client.incr(key)
+        start = time.perf_counter()
+        for _ in range(n):
+            client.incr(key)
+        return n / (time.perf_counter() - start)
+    finally:
+        client.delete(key)
+        client.close()
+
+
+def main(url: str, key: str, n: int, concurrency: int) -> None:
+    print(f"incr-concurrent {asyncio.run(incr_concurrent(url, key, n, concurrency)):.0f}")
+    print(f"roundtrip-sequential {roundtrip_sequential(url, key, n):.0f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
