@@ -199,7 +199,12 @@ async def test_undecodable_payload_is_archived_and_worker_carries_on(broker: Bro
         ran.append(task.payload)
         return None
 
-    server = Server(broker, **fast(concurrency=1))
+    reported: list[tuple[object, str]] = []
+
+    def on_error(ctx: TaskContext, task: Task, exc: BaseException) -> None:
+        reported.append((task.payload, type(exc).__name__))
+
+    server = Server(broker, **fast(concurrency=1, error_handler=on_error))
     async with serving(server, handler):
         bad = await enqueue(broker, "job", raw_payload=b"{not json", max_retry=5)
         good = await enqueue(broker, "job", {"ok": True}, retention_s=60)
@@ -207,6 +212,7 @@ async def test_undecodable_payload_is_archived_and_worker_carries_on(broker: Bro
         await wait_for_state(broker, good, TaskState.COMPLETED)
     assert dead.last_error is not None and dead.last_error.startswith("PayloadError")
     assert ran == [{"ok": True}]
+    assert reported == [(b"{not json", "PayloadError")]  # the raw bytes, since they are unreadable
     assert server.stats.archived == 1
 
 

@@ -304,6 +304,8 @@ class Executor:
                 error = exc
         attempt.phase = Phase.SETTLING
         self._stats.failed += 1
+        # The error handler still hears of it; it gets the stored bytes, as they could not be read.
+        await self._report_error(attempt.ctx, Task(info.type, info.raw_payload), error)
         await self._archive(attempt, error_text(error))
         return None
 
