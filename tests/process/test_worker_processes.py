@@ -2,112 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import subprocess
-import sys
-import threading
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import worker_app
+from processes import Worker, spawn, traces
 
 from conveyor import Client, Inspector, TaskState
-from support import delete_namespace, wait_until
-
-HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
-
-import worker_app  # noqa: E402
+from support import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(60)]
-
-
-class Worker:
-    """One worker subprocess whose stderr is collected line by line on a thread."""
-
-    def __init__(self, url: str, trace_dir: Path, *args: str) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-        env["CONVEYOR_TEST_DIR"] = str(trace_dir)
-        env.pop("CONVEYOR_BROKER_URL", None)
-        command = [sys.executable, "-m", "conveyor", "worker", "worker_app:app", "--broker", url]
-        self.proc = subprocess.Popen(
-            [*command, *args],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def wait_ready(self) -> None:
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError("worker exited early:\n" + "".join(self.lines))
-            return any("conveyor worker ready" in line for line in self.lines)
-
-        wait_until(ready, within=20.0)
-        assert f"pid {self.pid}" in "".join(self.lines)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-        self._reader.join(timeout=5)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
-
-
-@pytest.fixture
-def trace_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "trace"
-    directory.mkdir()
-    return directory
-
-
-@pytest.fixture(params=("sqlite", "redis"))
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh broker for the test's worker processes: an SQLite file or a Redis namespace."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'queue.db'}"
-        return
-    redis_url = request.getfixturevalue("redis_url")
-    namespace = f"conveyor-test-{uuid.uuid4().hex[:12]}"
-    yield f"{redis_url}?namespace={namespace}"
-    asyncio.run(delete_namespace(redis_url, namespace))
-
-
-@pytest.fixture
-def workers(url: str, trace_dir: Path) -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    yield started
-    for worker in started:
-        worker.stop()
-
-
-def spawn(workers: list[Worker], url: str, trace_dir: Path, *args: str) -> Worker:
-    worker = Worker(url, trace_dir, *args)
-    workers.append(worker)
-    worker.wait_ready()
-    return worker
-
-
-def traces(trace_dir: Path, prefix: str) -> list[Path]:
-    return sorted(trace_dir.glob(prefix + "*"))
 
 
 FAST_RECOVERY = ("--lease", "1", "--recover-interval", "0.2")

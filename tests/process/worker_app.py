@@ -30,6 +30,20 @@ def record(n: int) -> int:
     return n
 
 
+@app.task(name="proc.logged")
+async def logged(n: int) -> int:
+    """Log ``start``/``end`` lines (task id, attempt, pid) around a short await (fault tests)."""
+    ctx = current_context()
+    path = Path(os.environ["CONVEYOR_TEST_DIR"]) / f"events-{os.getpid()}.txt"
+    line = f"{ctx.task_id} {ctx.retry_count} {os.getpid()}"
+    with path.open("a") as out:  # one small O_APPEND write per line: lines never interleave
+        out.write(f"start {line}\n")
+    await asyncio.sleep(0.005)
+    with path.open("a") as out:
+        out.write(f"end {line}\n")
+    return n
+
+
 @app.task(name="proc.hang_first_time")
 async def hang_first_time(name: str) -> None:
     """Signal the start, then hang on the first attempt only (the test kills the worker)."""

@@ -15,6 +15,7 @@ from conveyor.backoff import ReconnectBackoff
 from conveyor.brokers.protocol import Broker
 from conveyor.errors import BrokerUnavailableError
 from conveyor.message import Completion
+from conveyor.worker.crashpoints import crashpoint
 from conveyor.worker.heartbeat import LeaseRegistry
 from conveyor.worker.stats import WorkerStats
 
@@ -103,7 +104,9 @@ class Completer:
         try:
             while True:
                 try:
+                    crashpoint("before_ack")
                     held = await self._broker.complete(batch)
+                    crashpoint("after_ack")
                 except BrokerUnavailableError as exc:
                     self._stats.broker_errors += 1
                     if time.monotonic() >= give_up_at:

@@ -45,6 +45,7 @@ from conveyor.middleware import AsyncHandler, SyncHandler
 from conveyor.worker.completer import Completer
 from conveyor.worker.config import WorkerConfig
 from conveyor.worker.context import TaskContext, activate
+from conveyor.worker.crashpoints import crashpoint
 from conveyor.worker.heartbeat import LeaseRegistry
 from conveyor.worker.pool import HandlerThreadPool
 from conveyor.worker.stats import WorkerStats
@@ -240,7 +241,9 @@ class Executor:
         if limit is not None and limit <= 0:
             await self._fail(attempt, task, limit_error)
             return
+        crashpoint("before_handler")
         ok, value = await self._invoke(attempt, task, limit, limit_error)
+        crashpoint("after_handler")
         attempt.phase = Phase.SETTLING
         if attempt.interrupt is not None:
             # We cancelled this task ourselves (whether or not the handler swallowed it): clear
@@ -345,6 +348,7 @@ class Executor:
             extra=_extra(attempt.lease),
         )
         lease = attempt.lease
+        crashpoint("before_retry")
         if await self._settle(
             lease, lambda: self._broker.retry(lease, error=error, delay_s=delay_s)
         ):

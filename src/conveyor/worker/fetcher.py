@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from conveyor.backoff import ReconnectBackoff
 from conveyor.brokers.protocol import Broker
 from conveyor.errors import BrokerUnavailableError
+from conveyor.worker.crashpoints import crashpoint
 from conveyor.worker.executor import Executor
 from conveyor.worker.stats import WorkerStats
 
@@ -180,6 +181,8 @@ class Fetcher:
                 await self._idle(delay)
                 continue
             backoff.reset()
+            if leases:
+                crashpoint("after_claim")
             for lease in leases:
                 self._executor.dispatch(lease)
             if not leases:

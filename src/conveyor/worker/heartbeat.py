@@ -19,6 +19,7 @@ from collections.abc import Callable
 from conveyor.brokers import open_broker
 from conveyor.brokers.protocol import Broker
 from conveyor.message import Lease
+from conveyor.worker.crashpoints import crashpoint
 from conveyor.worker.periodic import PeriodicLoop
 
 logger = logging.getLogger(__name__)
@@ -155,6 +156,7 @@ class Heartbeat:
         lost: list[Lease] = []
         for start in range(0, len(leases), _RENEW_BATCH):
             chunk = leases[start : start + _RENEW_BATCH]
+            crashpoint("before_renew")
             held = await broker.extend_leases(chunk, self._lease_s)
             lost.extend(lease for lease, ok in zip(chunk, held, strict=True) if not ok)
         if leases:

@@ -25,6 +25,7 @@ from conveyor.config import broker_url_from_env, redact_url, split_broker_url
 from conveyor.errors import BrokerUnavailableError
 from conveyor.message import DEFAULT_MAX_PAYLOAD_BYTES
 from conveyor.middleware import AsyncHandler, ErrorHandler, Handler, as_async
+from conveyor.worker import crashpoints
 from conveyor.worker.completer import Completer
 from conveyor.worker.config import WorkerConfig, default_concurrency, normalize_queues, seconds
 from conveyor.worker.executor import Executor
@@ -412,6 +413,12 @@ class Server:
         logger.info("conveyor worker stopped (pid %d)", os.getpid())
 
     def _announce_ready(self) -> None:
+        if crashpoints.armed():
+            logger.warning(
+                "TEST CRASH POINTS ARMED (%s=%s): this worker will kill itself at random",
+                crashpoints.ENV_VAR,
+                ",".join(f"{k}:{v:g}" for k, v in sorted(crashpoints.armed().items())),
+            )
         names = ", ".join(f"{name}={weight}" for name, weight in self.config.queues)
         where = (
             redact_url(self._broker_arg)

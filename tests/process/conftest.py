@@ -1,0 +1,40 @@
+"""Fixtures of the process tests: a trace folder, a fresh broker URL, and worker cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from processes import Worker
+
+from support import delete_namespace
+
+
+@pytest.fixture
+def trace_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "trace"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture(params=("sqlite", "redis"))
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh broker for the test's worker processes: an SQLite file or a Redis namespace."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'queue.db'}"
+        return
+    redis_url = request.getfixturevalue("redis_url")
+    namespace = f"conveyor-test-{uuid.uuid4().hex[:12]}"
+    yield f"{redis_url}?namespace={namespace}"
+    asyncio.run(delete_namespace(redis_url, namespace))
+
+
+@pytest.fixture
+def workers(url: str, trace_dir: Path) -> Iterator[list[Worker]]:
+    started: list[Worker] = []
+    yield started
+    for worker in started:
+        worker.stop()
