@@ -11,6 +11,10 @@ calling thread (``run_until_complete``) measured ~30 µs. A lock serialises call
 is safe to share between threads. A caller that already runs an event loop in its thread (sync
 code called from async code) cannot drive a second loop there, so its calls are carried out on
 a helper thread instead, under the same lock.
+
+While it drives a coroutine, the loop sets :data:`caller_may_block`: the caller is blocked on the
+call anyway, so code below it (the SQLite broker's database thread) may do blocking work right in
+this thread instead of handing it to another thread and waiting to be woken.
 """
 
 from __future__ import annotations
@@ -19,9 +23,14 @@ import asyncio
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from typing import TypeVar
 
 T = TypeVar("T")
+
+caller_may_block: ContextVar[bool] = ContextVar("conveyor_caller_may_block", default=False)
+"""True in coroutines driven by a :class:`PrivateLoop`: nothing else runs on that loop while the
+caller waits, so blocking it (briefly, on local work such as a SQLite transaction) costs no one."""
 
 
 class PrivateLoop:
@@ -44,7 +53,12 @@ class PrivateLoop:
                 raise RuntimeError(f"{self._name} is closed")
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
-            return self._loop.run_until_complete(coro)
+            # Set before the call so the task running ``coro`` copies it into its context.
+            token = caller_may_block.set(True)
+            try:
+                return self._loop.run_until_complete(coro)
+            finally:
+                caller_may_block.reset(token)
 
     def run(self, coro: Coroutine[object, object, T]) -> T:
         """Run ``coro`` on the private loop and return its result (or raise its exception).

@@ -208,6 +208,35 @@ def test_sync_client_is_safe_across_threads_and_inside_async_code(tmp_path: Path
         client.enqueue(Task("a.b"))
 
 
+def test_sync_client_and_async_code_share_one_sqlite_broker(tmp_path: Path) -> None:
+    # The sync client runs its SQLite work inline in its own thread; the async side goes through
+    # the broker's database thread. Both use one connection, never at the same time.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from conveyor.brokers.sqlite import SqliteBroker
+
+    broker = SqliteBroker(tmp_path / "shared.db")
+
+    async def consume(expected: int) -> int:
+        claimed = 0
+        while claimed < expected:
+            leases = await broker.claim(["default"], limit=16, lease_s=30)
+            claimed += len(leases)
+            if not leases:
+                await broker.wait_for_tasks(["default"], timeout_s=1.0)
+        return claimed
+
+    def produce(count: int) -> list[TaskInfo]:
+        with Client(broker) as client:
+            return [client.enqueue(Task("a.b", n)) for n in range(count)]
+
+    with ThreadPoolExecutor(2) as pool:
+        produced = [pool.submit(produce, 150) for _ in range(2)]
+        assert asyncio.run(consume(300)) == 300
+        assert sum(len(p.result()) for p in produced) == 300
+    asyncio.run(broker.close())
+
+
 def test_memory_url_is_shared_by_name_within_the_process() -> None:
     from conveyor import Inspector
 

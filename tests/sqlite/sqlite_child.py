@@ -5,6 +5,8 @@ python sqlite_child.py enqueue <db>         enqueue one task at a time for ever;
                                             acknowledged id (after enqueue returned)
 python sqlite_child.py enqueue-claim <db>   also claim and complete (retained) tasks between
                                             enqueues, for a mix of writes
+python sqlite_child.py enqueue-checkpoint <db>  like enqueue, with tiny checkpoint thresholds so
+                                            WAL checkpoints and rewinds run all the time
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import itertools
 import os
 import sys
 
-from conveyor.brokers.sqlite import SqliteBroker
+from conveyor.brokers.sqlite import SqliteBroker, checkpoint
 from conveyor.message import Completion, TaskMessage
 
 
@@ -48,8 +50,13 @@ def main() -> None:
     command, db = sys.argv[1], sys.argv[2]
     if command == "claim":
         asyncio.run(claim(db, int(sys.argv[3])))
-    else:
-        asyncio.run(enqueue(db, with_claims=command == "enqueue-claim"))
+        return
+    if command == "enqueue-checkpoint":
+        checkpoint.INTERVAL_S = 0.0
+        checkpoint.RESET_FRAMES = 16
+        checkpoint.RESTART_FRAMES = 64
+        checkpoint.SAFETY_FRAMES = 256
+    asyncio.run(enqueue(db, with_claims=command == "enqueue-claim"))
 
 
 if __name__ == "__main__":

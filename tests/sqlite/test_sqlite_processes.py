@@ -44,7 +44,7 @@ async def test_concurrent_processes_claim_every_task_exactly_once(tmp_path: Path
     await broker.close()
 
 
-@pytest.mark.parametrize("mode", ["enqueue", "enqueue-claim"])
+@pytest.mark.parametrize("mode", ["enqueue", "enqueue-claim", "enqueue-checkpoint"])
 async def test_kill_9_mid_writes_loses_no_acknowledged_enqueue(tmp_path: Path, mode: str) -> None:
     db = tmp_path / "killed.db"
     child = spawn(mode, str(db))
@@ -70,6 +70,34 @@ async def test_kill_9_mid_writes_loses_no_acknowledged_enqueue(tmp_path: Path, m
     await broker.enqueue([TaskMessage(id="after-crash", type="t")])
     assert (await broker.get_task("default", "after-crash")).state is TaskState.PENDING
     await broker.close()
+
+
+async def test_two_producers_checkpointing_under_kill_9_keep_the_file_intact(
+    tmp_path: Path,
+) -> None:
+    # Tiny thresholds: both processes' checkpointers copy back, rewind and RESTART all the time,
+    # each against the other's commits, until both are killed mid-write.
+    db = tmp_path / "two.db"
+    SqliteBroker(db)  # nothing opened yet; the children race to create the schema
+    children = [spawn("enqueue-checkpoint", str(db)) for _ in range(2)]
+    acknowledged: list[str] = []
+    for child in children:
+        assert child.stdout is not None
+        for _ in range(300):
+            line = child.stdout.readline()
+            assert line, child.stderr.read() if child.stderr else "child exited"
+            acknowledged.append(line.strip())
+    for child in children:
+        os.kill(child.pid, signal.SIGKILL)
+    for child in children:
+        rest, _ = child.communicate(timeout=30)
+        acknowledged += rest.split()
+
+    raw = sqlite3.connect(db)
+    assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    stored = {row[0] for row in raw.execute("SELECT id FROM tasks")}
+    raw.close()
+    assert set(acknowledged) <= stored
 
 
 async def test_wake_up_across_two_broker_instances(

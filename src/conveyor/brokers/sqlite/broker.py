@@ -16,7 +16,13 @@ from urllib.parse import parse_qsl, unquote
 
 from conveyor.brokers.protocol import Broker, BrokerInfo, Capabilities
 from conveyor.brokers.sqlite import inspection
-from conveyor.brokers.sqlite.connection import Synchronous, broker_error, open_connection
+from conveyor.brokers.sqlite.checkpoint import Checkpointer
+from conveyor.brokers.sqlite.connection import (
+    SYNCHRONOUS_PRAGMA,
+    Synchronous,
+    broker_error,
+    open_connection,
+)
 from conveyor.brokers.sqlite.store import Store
 from conveyor.brokers.sqlite.wake import WakeListener, WakeSender, wake_directory
 from conveyor.brokers.sqlite.worker_thread import DatabaseThread
@@ -126,6 +132,12 @@ class SqliteBroker:
         self.busy_timeout_s = busy_timeout_s
         self.clock = clock
         self._thread = DatabaseThread(f"conveyor-sqlite-{self.path.name}")
+        self._checkpointer = Checkpointer(
+            self.path,
+            synchronous=SYNCHRONOUS_PRAGMA[self.synchronous],
+            writes=self._thread.lock,
+            name=f"conveyor-sqlite-checkpoint-{self.path.name}",
+        )
         self._store: Store | None = None
         self._journal_mode = ""
         self._closed = False
@@ -183,7 +195,14 @@ class SqliteBroker:
             logger.warning(
                 "sqlite broker at %s runs in %s mode, not WAL", self.path, self._journal_mode
             )
-        self._store = Store(conn, clock=lambda: self.clock(), on_ready=self._notify_ready)
+        # Without WAL there is no WAL to checkpoint: commits write the database file directly.
+        wal = self._journal_mode == "wal"
+        self._store = Store(
+            conn,
+            clock=lambda: self.clock(),
+            on_ready=self._notify_ready,
+            on_commit=self._checkpointer.committed if wal else lambda: None,
+        )
         return self._store
 
     def _call(self, operation: Callable[[Store], T]) -> T:
@@ -268,6 +287,8 @@ class SqliteBroker:
             listener.close()
         # Queued behind any call still in flight, so those finish on an open connection.
         await self._thread.run(self._close_connection)
+        # Its last checkpoint may need the lock (never held by this job): see Checkpointer.
+        await self._thread.run(self._checkpointer.close, exclusive=False)
         self._thread.stop()
 
     def _close_connection(self) -> None:

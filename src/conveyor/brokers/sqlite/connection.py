@@ -6,6 +6,7 @@ import sqlite3
 from enum import StrEnum
 from pathlib import Path
 
+from conveyor.brokers.sqlite import checkpoint
 from conveyor.brokers.sqlite.queries import SCHEMA_VERSION, schema_script
 from conveyor.errors import BrokerError, BrokerUnavailableError
 
@@ -20,7 +21,7 @@ class Synchronous(StrEnum):
 
 
 # PRAGMAs take no bound parameters, so each setting is a fixed statement, never a formatted one.
-_SYNCHRONOUS_PRAGMA = {
+SYNCHRONOUS_PRAGMA = {
     Synchronous.FULL: "PRAGMA synchronous = FULL",
     Synchronous.NORMAL: "PRAGMA synchronous = NORMAL",
 }
@@ -55,23 +56,31 @@ def open_connection(
     """Open (creating if needed) the database, apply pragmas and the schema.
 
     Returns the connection (in autocommit mode: transactions are explicit) and the journal mode
-    SQLite actually granted (``wal`` unless the file system cannot do WAL).
+    SQLite actually granted (``wal`` unless the file system cannot do WAL). Its commits
+    checkpoint the WAL only past :data:`~.checkpoint.SAFETY_FRAMES` frames: the broker's
+    :class:`~.checkpoint.Checkpointer` does it in the background.
 
     Raises:
         sqlite3.Error: for the caller to translate with :func:`broker_error`.
         BrokerError: the file was created by a newer conveyor (unknown schema version).
     """
     # ``timeout`` installs SQLite's busy handler: a writer waits for the lock instead of failing.
+    # The connection is used by the database thread and by blocking callers running inline, one
+    # at a time under the DatabaseThread's lock, hence check_same_thread=False.
     conn = sqlite3.connect(
         path,
         timeout=busy_timeout_s,
         isolation_level=None,
         cached_statements=256,
+        check_same_thread=False,
     )
     try:
         journal_mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
-        conn.execute(_SYNCHRONOUS_PRAGMA[synchronous])
+        conn.execute(SYNCHRONOUS_PRAGMA[synchronous])
         conn.execute("PRAGMA temp_store = MEMORY")
+        # Integers from our own constants: nothing from outside reaches these statements.
+        conn.execute(f"PRAGMA wal_autocheckpoint = {int(checkpoint.SAFETY_FRAMES)}")
+        conn.execute(f"PRAGMA journal_size_limit = {int(checkpoint.WAL_SIZE_LIMIT)}")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version < SCHEMA_VERSION:
             conn.executescript(schema_script())

@@ -59,6 +59,7 @@ class Store:
         conn: an autocommit connection from :func:`~.connection.open_connection`.
         clock: the broker clock (seconds since the epoch), read once per transaction.
         on_ready: called after a commit that may have made a task ready to claim now.
+        on_commit: called after every committed write transaction (nudges the checkpointer).
     """
 
     def __init__(
@@ -67,8 +68,10 @@ class Store:
         *,
         clock: Callable[[], float],
         on_ready: Callable[[], None],
+        on_commit: Callable[[], None] = lambda: None,
     ) -> None:
         self.conn = conn
+        self._on_commit = on_commit
         self._clock = clock
         self._known_queues: set[str] = set()  # rows in `queues` (never deleted), to skip inserts
         self._new_queues: list[str] = []  # added by the open transaction, known once committed
@@ -90,6 +93,7 @@ class Store:
             raise
         else:
             self._known_queues.update(self._new_queues)
+            self._on_commit()
         finally:
             self._new_queues.clear()
 

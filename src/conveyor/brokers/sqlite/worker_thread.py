@@ -2,7 +2,12 @@
 
 A plain queue and ``call_soon_threadsafe`` instead of ``loop.run_in_executor``: the round trip
 is about half as long (no concurrent.futures.Future to chain), which matters when every enqueue
-is one hop. The thread owns the connection, so the connection never crosses threads.
+is one hop.
+
+A caller that may block (a sync ``Client`` or ``Inspector`` driving its private loop, see
+:data:`~conveyor.private_loop.caller_may_block`) runs its call inline instead: two thread
+wake-ups cost more than a single-row insert. Inline calls and the thread's jobs take one lock,
+so the connection is still used by one thread at a time.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from conveyor.private_loop import caller_may_block
+
 T = TypeVar("T")
 
-_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any]]
+_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any], bool]
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -44,13 +51,32 @@ class DatabaseThread:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._stopped = False
+        self._busy = threading.Lock()  # held while a callable runs, on the thread or inline
 
-    async def run(self, fn: Callable[[], T]) -> T:
+    @property
+    def lock(self) -> threading.Lock:
+        """Held while a callable runs (on the thread or inline): whoever holds it has the
+        connection to itself."""
+        return self._busy
+
+    async def run(self, fn: Callable[[], T], *, exclusive: bool = True) -> T:
         """Run ``fn`` on the thread and return its result (or raise its exception).
+
+        When :data:`~conveyor.private_loop.caller_may_block` is set, ``fn`` runs in the calling
+        thread instead, after any job the thread is running (never concurrently with one).
+        ``exclusive=False`` runs it without :attr:`lock`, for a job that waits on a thread
+        which may need the lock.
 
         Raises:
             RuntimeError: the thread was stopped.
         """
+        if caller_may_block.get():
+            if self._stopped:
+                raise RuntimeError("database thread stopped")
+            if not exclusive:
+                return fn()
+            with self._busy:
+                return fn()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._start_lock:
@@ -59,12 +85,12 @@ class DatabaseThread:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
                 self._thread.start()
-            self._jobs.put((loop, future, fn))
+            self._jobs.put((loop, future, fn, exclusive))
         return await future
 
     def _loop(self) -> None:
         while (job := self._jobs.get()) is not None:
-            loop, future, fn = job
+            loop, future, fn, exclusive = job
             # A caller cancelled while queued gets nothing done: better than, say, a claim whose
             # leases nobody will see (those tasks would sit ACTIVE until their lease lapses).
             # Reading the flag from this thread is a benign race: at worst the job runs.
@@ -73,7 +99,11 @@ class DatabaseThread:
             result: Any = None
             error: BaseException | None = None
             try:
-                result = fn()
+                if exclusive:
+                    with self._busy:
+                        result = fn()
+                else:
+                    result = fn()
             except Exception as exc:
                 error = exc
             with contextlib.suppress(RuntimeError):  # the caller's loop has closed
