@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,40 @@ def test_task_of_a_killed_worker_is_completed_by_another(
             lambda: (s := inspector.queue_info(info.queue)).active == 0 and s, within=5.0
         )
         assert (stats.pending, stats.retry, stats.archived) == (0, 0, 0)
+
+
+def test_a_frozen_worker_cannot_complete_a_task_taken_over_by_another(
+    url: str, trace_dir: Path, workers: list[Worker]
+) -> None:
+    """A zombie (SIGSTOP past its lease, then SIGCONT): its late outcome is refused."""
+    zombie = spawn(workers, url, trace_dir, *FAST_RECOVERY)
+    with Client(url) as client:
+        info = client.enqueue(
+            worker_app.slow_pid.task("job", 1.5), retention=timedelta(hours=1), max_retry=5
+        )
+    wait_until(lambda: traces(trace_dir, f"started-job-{zombie.pid}"), within=10.0)
+
+    os.kill(zombie.pid, signal.SIGSTOP)
+    try:
+        rescuer = spawn(workers, url, trace_dir, *FAST_RECOVERY)
+        with Inspector(url) as inspector:
+            done = wait_until(
+                lambda: (
+                    (t := inspector.get_task(info.queue, info.id)).state is TaskState.COMPLETED
+                    and t
+                ),
+                within=20.0,
+            )
+            assert done.result == rescuer.pid
+            assert done.retried == 1  # the zombie's lapsed lease counted as a failed attempt
+    finally:
+        os.kill(zombie.pid, signal.SIGCONT)
+
+    # Awake again, the zombie learns it lost the lease (renewal or completion refused).
+    wait_until(lambda: any("lease" in line and "lost" in line for line in zombie.lines), within=15)
+    with Inspector(url) as inspector:
+        after = inspector.get_task(info.queue, info.id)
+    assert (after.state, after.result, after.retried) == (TaskState.COMPLETED, rescuer.pid, 1)
 
 
 def test_sigterm_finishes_short_tasks_and_gives_long_ones_back(

@@ -44,6 +44,14 @@ async def logged(n: int) -> int:
     return n
 
 
+@app.task(name="proc.slow_pid")
+async def slow_pid(name: str, seconds: float) -> int:
+    """Signal the start, sleep, and return this worker's pid (who completed it)."""
+    _trace("started", name)
+    await asyncio.sleep(seconds)
+    return os.getpid()
+
+
 @app.task(name="proc.hang_first_time")
 async def hang_first_time(name: str) -> None:
     """Signal the start, then hang on the first attempt only (the test kills the worker)."""
