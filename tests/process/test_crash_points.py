@@ -1,15 +1,18 @@
-"""Workers that kill themselves at random steps (``CONVEYOR_CRASHPOINTS``) lose no task.
+"""Workers that die mid-work lose no task, and a task that kills its worker ends dead.
 
-Two worker processes run with every crash point armed: after a claim, around the handler,
-around the acknowledgement, before a retry and before lease renewal. A supervisor respawns each
-one that dies. The checker then reads the handlers' start/end log and the broker:
+First, two worker processes run with every crash point (``CONVEYOR_CRASHPOINTS``) armed: after
+a claim, around the handler, around the acknowledgement, before a retry and before lease
+renewal. A supervisor respawns each one that dies. The checker then reads the handlers'
+start/end log and the broker:
 
 - every enqueued task is COMPLETED (at-least-once: nothing lost, nothing left active or waiting);
 - no execution of a task id that was never enqueued;
 - a task that ran to its end more than once is attributable to a kill: every end but one was
   in a worker that was then SIGKILLed (its acknowledgement died with it);
 - on SQLite, the file passes ``PRAGMA integrity_check`` after all those SIGKILLs.
-"""
+
+Then a crash-poison task (it SIGKILLs whichever worker runs it) among normal ones: it is dead
+after exactly ``max_retry + 1`` claims, and the normal tasks still complete."""
 
 from __future__ import annotations
 
@@ -24,7 +27,8 @@ import pytest
 import worker_app
 from processes import Worker
 
-from conveyor import Client, Inspector
+from conveyor import Client, Inspector, TaskState
+from conveyor.brokers.protocol import LEASE_EXPIRED_ERROR
 from support import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(180)]
@@ -101,3 +105,33 @@ def test_crashing_workers_lose_no_task(url: str, trace_dir: Path) -> None:
         path = url.removeprefix("sqlite:///")
         with sqlite3.connect(path) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_task_that_kills_its_worker_is_archived_after_max_retry_plus_one_claims(
+    url: str, trace_dir: Path
+) -> None:
+    with Client(url) as client:
+        bad = client.enqueue(worker_app.poison.task(), max_retry=2)
+        good = client.enqueue_many(
+            [worker_app.logged.task(i) for i in range(20)], retention=timedelta(hours=1)
+        )
+    args = ("--concurrency", "2", "--lease", "1", "--recover-interval", "0.2")
+    worker = Worker(url, trace_dir, *args)
+    kills = 0
+    deadline = time.monotonic() + 60
+    try:
+        with Inspector(url) as inspector:
+            while inspector.get_task(bad.queue, bad.id).state is not TaskState.ARCHIVED:
+                assert time.monotonic() < deadline, inspector.get_task(bad.queue, bad.id)
+                if worker.proc.poll() is not None:
+                    assert worker.proc.returncode == -signal.SIGKILL
+                    kills += 1
+                    worker.stop()
+                    worker = Worker(url, trace_dir, *args)
+                time.sleep(0.05)  # supervising a child process: poll it
+            dead = inspector.get_task(bad.queue, bad.id)
+            wait_until(lambda: inspector.queue_info("default").completed == len(good), within=30)
+    finally:
+        worker.stop()
+    assert kills == 3  # claimed max_retry + 1 times, then dead
+    assert (dead.retried, dead.last_error) == (3, LEASE_EXPIRED_ERROR)

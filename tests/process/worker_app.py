@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from pathlib import Path
 
 from conveyor import App, current_context
@@ -50,6 +51,12 @@ async def slow_pid(name: str, seconds: float) -> int:
     _trace("started", name)
     await asyncio.sleep(seconds)
     return os.getpid()
+
+
+@app.task(name="proc.poison")
+def poison() -> None:
+    """Kill the worker that runs it, every time (a crash-poison task)."""
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @app.task(name="proc.hang_first_time")
