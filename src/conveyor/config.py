@@ -21,17 +21,22 @@ KNOWN_SCHEMES = (
 
 
 def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``, safe for logs and errors."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if parts.password is None:
+    """Return ``url`` with any password replaced by ``***``, safe for logs and errors.
+
+    Works on the text itself rather than on ``urlsplit``, which finds no user info at all in a
+    URL whose scheme is missing or odd (``://user:pw@host``), and would let the password through.
+    The authority is what follows ``//`` up to the first ``/``, ``?`` or ``#``; its user info is
+    everything before its last ``@``.
+    """
+    head, sep, rest = url.partition("//")
+    if not sep:
         return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    netloc = f"{user}:***@{host}"
-    return parts._replace(netloc=netloc).geturl()
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    userinfo, at, host = rest[:end].rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{head}//{user}:***@{host}{rest[end:]}"
 
 
 def split_broker_url(url: str) -> SplitResult:

@@ -35,8 +35,16 @@ def test_redact_url_leaves_urls_without_a_password_alone(url: str) -> None:
     assert redact_url(url) == url
 
 
-def test_redact_url_of_an_unparseable_url_reveals_nothing() -> None:
-    assert redact_url("redis://:pw@[::1") == "<unparseable url>"
+@pytest.mark.parametrize(
+    ("url", "redacted"),
+    [
+        ("redis://:pw@[::1", "redis://:***@[::1"),  # urlsplit rejects this one
+        ("://user:pw@host/0", "://user:***@host/0"),  # and finds no user info in this one
+        ("redis://u:p@ss@host", "redis://u:***@host"),  # an unescaped @ in the password
+    ],
+)
+def test_redact_url_hides_passwords_that_urlsplit_cannot_see(url: str, redacted: str) -> None:
+    assert redact_url(url) == redacted
 
 
 @pytest.mark.parametrize(
