@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 
 from conveyor.backoff import ReconnectBackoff
@@ -73,6 +74,41 @@ class QueueSelector:
         return [name for _, name in keyed]
 
 
+SKEW_WARNING_S = 1.0
+"""Warn when this machine's clock and the broker's differ by more than this."""
+_SKEW_REPEAT_S = 600.0  # at most one warning per ten minutes
+
+
+class SkewWatch:
+    """Estimates the broker clock's offset from each claim's lease expiry, and warns about it.
+
+    A lease expires ``lease_s`` after the broker's clock read during the claim, so the broker's
+    "now" lies inside the call; compared with the call's midpoint on the local clock it gives
+    the offset, give or take half the round trip. Leases, due times and recovery never use the
+    local clock, but task deadlines and what people read in logs do.
+    """
+
+    def __init__(self, lease_s: float) -> None:
+        self._lease_s = lease_s
+        self._warned_at = float("-inf")
+
+    def observe(self, expires_at: float, sent: float, received: float) -> float | None:
+        """Check one claim (local wall-clock times around it); return the offset if warned."""
+        offset = (expires_at - self._lease_s) - (sent + received) / 2
+        if abs(offset) <= SKEW_WARNING_S + (received - sent) / 2:
+            return None
+        now = time.monotonic()
+        if now - self._warned_at < _SKEW_REPEAT_S:
+            return None
+        self._warned_at = now
+        logger.warning(
+            "this machine's clock is %+.1fs off the broker's: task deadlines are checked "
+            "against the local clock; fix the time sync (NTP)",
+            -offset,
+        )
+        return offset
+
+
 class Fetcher:
     """The claim loop: claim while there are free slots, wait for tasks when there are none.
 
@@ -109,6 +145,7 @@ class Fetcher:
         self._paused = False
         self._idle_wait: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._skew = SkewWatch(lease_s)
 
     def start(self) -> None:
         """Start claiming on the running event loop."""
@@ -165,6 +202,7 @@ class Fetcher:
                 await self._wake.wait()
                 continue
             try:
+                sent = time.time()
                 leases = await self._broker.claim(
                     self._selector.order(), limit=free, lease_s=self._lease_s
                 )
@@ -182,6 +220,7 @@ class Fetcher:
                 continue
             backoff.reset()
             if leases:
+                self._skew.observe(leases[0].expires_at, sent, time.time())
                 crashpoint("after_claim")
             for lease in leases:
                 self._executor.dispatch(lease)
