@@ -237,12 +237,12 @@ class Executor:
             return
         activate(attempt.ctx)
         info = attempt.lease.task
-        limit, limit_error = self._time_limit(info.timeout, info.deadline)
+        limit, by_deadline = self._time_limit(info.timeout, info.deadline)
         if limit is not None and limit <= 0:
-            await self._fail(attempt, task, limit_error)
+            await self._fail(attempt, task, _limit_error(limit, by_deadline))
             return
         crashpoint("before_handler")
-        ok, value = await self._invoke(attempt, task, limit, limit_error)
+        ok, value = await self._invoke(attempt, task, limit, by_deadline)
         crashpoint("after_handler")
         attempt.phase = Phase.SETTLING
         if attempt.interrupt is not None:
@@ -258,7 +258,7 @@ class Executor:
             await self._fail(attempt, task, value)
 
     async def _invoke(
-        self, attempt: Attempt, task: Task, limit: float | None, limit_error: TimeoutError
+        self, attempt: Attempt, task: Task, limit: float | None, by_deadline: bool
     ) -> tuple[bool, JSONValue]:
         """Run the handler; return ``(True, result)`` or ``(False, exception)``."""
         attempt.phase = Phase.RUNNING
@@ -273,7 +273,7 @@ class Executor:
                 if not scope.expired():
                     raise  # the handler's own TimeoutError: an ordinary failure
                 attempt.ctx.cancel()
-                return False, limit_error
+                return False, _limit_error(limit, by_deadline)
         except asyncio.CancelledError as exc:
             if attempt.interrupt is None:
                 raise  # not ours (the loop is being torn down): let it propagate
@@ -283,14 +283,14 @@ class Executor:
 
     def _time_limit(
         self, timeout: timedelta | None, deadline: datetime | None
-    ) -> tuple[float | None, TimeoutError]:
+    ) -> tuple[float | None, bool]:
+        """Seconds this attempt may run (``None``: no limit), and whether the deadline sets it."""
         limit = None if timeout is None else timeout.total_seconds()
-        error = TimeoutError(f"task timed out after {limit:g}s" if limit is not None else "")
         if deadline is not None:
             remaining = (deadline - datetime.now(UTC)).total_seconds()
             if limit is None or remaining < limit:
-                return remaining, TimeoutError("deadline exceeded")
-        return limit, error
+                return remaining, True
+        return limit, False
 
     async def _decode(self, attempt: Attempt) -> Task | None:
         """The task to hand to the handler, or ``None`` after archiving an unreadable one."""
@@ -450,6 +450,11 @@ class Executor:
                     ctx.task_id,
                 )
             raise
+
+
+def _limit_error(limit: float, by_deadline: bool) -> TimeoutError:
+    """The failure recorded for an attempt cut by its time limit (built only when one is)."""
+    return TimeoutError("deadline exceeded" if by_deadline else f"task timed out after {limit:g}s")
 
 
 _json_decode = json.JSONDecoder().decode
