@@ -14,7 +14,7 @@ from conveyor.worker.server import Server
 def test_defaults() -> None:
     server = Server("memory://defaults")
     config = server.config
-    assert config.concurrency == default_concurrency() >= 2
+    assert config.concurrency == default_concurrency() >= 10
     assert config.queues == (("default", 1),)
     assert config.lease_s == 30.0
     assert config.renew_every_s == pytest.approx(10.0)

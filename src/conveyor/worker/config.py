@@ -15,9 +15,17 @@ from conveyor.middleware import ErrorHandler
 __all__ = ["WorkerConfig", "default_concurrency", "normalize_queues", "seconds"]
 
 
+DEFAULT_CONCURRENCY = 10
+
+
 def default_concurrency() -> int:
-    """The default number of tasks run at once: the CPU count, at least 2."""
-    return max(2, os.cpu_count() or 1)
+    """The default number of tasks run at once: 10, or the CPU count where that is more.
+
+    Tasks mostly wait (on the network, on a database), so a worker should hold more of them
+    than it has CPUs; 10 is a common default among task queues, and the bench shows a Redis
+    worker at concurrency 2 draining at well under half its rate at 10 or more.
+    """
+    return max(DEFAULT_CONCURRENCY, os.cpu_count() or 1)
 
 
 def seconds(value: float | timedelta, *, what: str) -> float:
