@@ -22,10 +22,10 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 PINNED_SHA256 = {
     "claim.lua": "205305d9d666c4d4",
     "complete.lua": "4f7cefc7df88a3b8",
-    "enqueue.lua": "90e572b12a648ce7",
+    "enqueue.lua": "c6e68c8f71de3825",
     "extend.lua": "6f9412abebeee194",
     "fail.lua": "ebd49040de8f8233",
-    "lib.lua": "71633a5209704df4",
+    "lib.lua": "fb20c9039b332ebb",
     "manage.lua": "f28657ee799a27de",
     "page.lua": "9980ab50d9f3ff3b",
     "peek.lua": "6685367764624ba2",

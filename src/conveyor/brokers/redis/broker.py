@@ -36,7 +36,13 @@ from conveyor.brokers.protocol import LEASE_EXPIRED_ERROR, Broker, BrokerInfo, C
 from conveyor.brokers.redis import keys, server_config
 from conveyor.brokers.redis.combiner import Combiner
 from conveyor.brokers.redis.connect import RedisTarget, make_client, parse_redis_url
-from conveyor.brokers.redis.records import decode_record, enqueued_infos, message_args, pairs
+from conveyor.brokers.redis.records import (
+    decode_record,
+    enqueue_args,
+    enqueued_infos,
+    message_args,
+    pairs,
+)
 from conveyor.errors import (
     BrokerError,
     BrokerUnavailableError,
@@ -268,23 +274,17 @@ class RedisBroker:
         self, groups: Sequence[Sequence[TaskMessage]]
     ) -> list[list[TaskInfo] | Exception]:
         """One enqueue.lua run for several calls; each call's outcome, or its refusal."""
+        keys_, args = self._enqueue_request(groups)
+        return _enqueue_outcomes(groups, await self._run("enqueue", keys_, args))
+
+    def _enqueue_request(
+        self, groups: Sequence[Sequence[TaskMessage]]
+    ) -> tuple[list[str], list[str | bytes]]:
+        """KEYS and ARGV of one enqueue.lua run storing ``groups`` (one group per call)."""
         batch = _Batch(self)
-        flat = [m for group in groups for m in group]
-        meta = [message_args(m, batch.block(m.queue)) for m in flat]
-        args: list[Any] = [
-            json.dumps(meta, separators=(",", ":")),
-            json.dumps([len(group) for group in groups]),
-        ]
-        args.extend(m.payload for m in flat)
-        reply = await self._run("enqueue", batch.keys, args)
-        now_us = int(reply[0])
-        outcomes: list[list[TaskInfo] | Exception] = []
-        for group, result in zip(groups, reply[1:], strict=True):
-            if result[0] == b"ok":
-                outcomes.append(enqueued_infos(group, result[1:], now_us))
-            else:
-                outcomes.append(_refusal(result[0], group[int(result[1]) - 1]))
-        return outcomes
+        flat = groups[0] if len(groups) == 1 else [m for group in groups for m in group]
+        args = enqueue_args(flat, [len(group) for group in groups], batch.block)
+        return batch.keys, args
 
     async def _enqueue_per_queue(self, messages: Sequence[TaskMessage]) -> list[TaskInfo]:
         """Cluster: one script run per queue (its slot); atomic per queue only."""
@@ -598,6 +598,20 @@ class RedisBroker:
 def _raw(value: bytes | str) -> bytes:
     """Replies are bytes (decode_responses is off); the str branch only satisfies the types."""
     return value if isinstance(value, bytes) else value.encode()
+
+
+def _enqueue_outcomes(
+    groups: Sequence[Sequence[TaskMessage]], reply: Any
+) -> list[list[TaskInfo] | Exception]:
+    """Each call's infos, or its refusal, from an enqueue.lua reply."""
+    now_us = int(reply[0])
+    outcomes: list[list[TaskInfo] | Exception] = []
+    for group, result in zip(groups, reply[1:], strict=True):
+        if result[0] == b"ok":
+            outcomes.append(enqueued_infos(group, result[1], now_us))
+        else:
+            outcomes.append(_refusal(result[0], group[int(result[1]) - 1]))
+    return outcomes
 
 
 def _refusal(code: bytes, m: TaskMessage) -> Exception:

@@ -7,21 +7,31 @@ exactly. Decoding is lenient: a damaged record still lists (claim archives it wi
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+import operator
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from conveyor.message import Encoding, TaskInfo, TaskMessage, TaskState, to_datetime
 
-__all__ = ["decode_record", "enqueued_infos", "message_args", "pairs"]
+__all__ = [
+    "decode_record",
+    "enqueue_args",
+    "enqueued_infos",
+    "message_args",
+    "pairs",
+    "shape_args",
+]
 
 _NO_TIME = timedelta(0)
 _WAITING = (TaskState.PENDING, TaskState.SCHEDULED, TaskState.RETRY)
 _STATES = {s.value.encode(): s for s in TaskState}
+_LETTERS = {ord("p"): TaskState.PENDING, ord("s"): TaskState.SCHEDULED}
 
 
-def message_args(m: TaskMessage, block_index: int) -> list[str | int]:
-    """The JSON-encoded fields of one message (layout in scripts/lib.lua); payload apart."""
+def shape_args(m: TaskMessage, block_index: int) -> list[str | int]:
+    """The fields of one message that a batch's messages usually share (layout in enqueue.lua)."""
     if m.process_at is not None:
         # Score rounded up to the microsecond so the task is never claimed early; the exact
         # value is kept for display.
@@ -32,29 +42,83 @@ def message_args(m: TaskMessage, block_index: int) -> list[str | int]:
         delay = "" if m.process_in_s is None else str(math.ceil(m.process_in_s * 1_000_000))
     return [
         block_index,
-        m.id,
         m.type,
         m.encoding.value,
         str(m.max_retry),
         "" if m.timeout_s is None else repr(float(m.timeout_s)),
         "" if m.deadline is None else repr(float(m.deadline)),
         repr(float(m.retention_s)) if m.retention_s else "",
-        m.unique_key or "",
         "" if m.unique_ttl_s is None else str(math.ceil(m.unique_ttl_s * 1000)),
         at,
         delay,
     ]
 
 
-def enqueued_infos(
-    messages: Sequence[TaskMessage], states: Sequence[bytes], now_us: int
-) -> list[TaskInfo]:
-    """The TaskInfos of messages just stored at server time ``now_us``, in order."""
+def message_args(m: TaskMessage, block_index: int) -> list[str | int]:
+    """The JSON-encoded fields of one message (layout in scripts/lib.lua); payload apart."""
+    shape = shape_args(m, block_index)
+    return [shape[0], m.id, *shape[1:7], m.unique_key or "", *shape[7:]]
+
+
+# What decides a message's shape: the fields of shape_args (the queue stands for its block).
+_shape_key = operator.attrgetter(
+    "queue",
+    "type",
+    "encoding",
+    "max_retry",
+    "timeout_s",
+    "deadline",
+    "retention_s",
+    "unique_ttl_s",
+    "process_at",
+    "process_in_s",
+)
+
+
+def enqueue_args(
+    messages: Sequence[TaskMessage], sizes: Sequence[int], block: Callable[[str], int]
+) -> list[str | bytes]:
+    """ARGV for enqueue.lua: shared fields once per shape, then ids, payloads and unique keys.
+
+    ``block`` gives a queue's block index in KEYS (and adds the block on first use). Ids must
+    already be valid names (no spaces: the heads are space-separated).
+    """
+    shapes: dict[tuple[object, ...], int] = {}
+    examples: list[TaskMessage] = []
+    heads: list[str] = []
+    parts: list[bytes] = []
+    for m in messages:
+        key = _shape_key(m)
+        si = shapes.get(key)
+        if si is None:
+            si = shapes[key] = len(shapes) + 1
+            examples.append(m)
+        payload = m.payload
+        parts.append(payload)
+        if m.unique_key:
+            ukey = m.unique_key.encode()
+            parts.append(ukey)
+            heads.append(f"{si} {m.id} {len(payload)} {len(ukey)}")
+        else:
+            heads.append(f"{si} {m.id} {len(payload)} 0")
+    return [
+        json.dumps([shape_args(m, block(m.queue)) for m in examples], separators=(",", ":")),
+        json.dumps(list(sizes), separators=(",", ":")),
+        " ".join(heads),
+        b"".join(parts),
+    ]
+
+
+def enqueued_infos(messages: Sequence[TaskMessage], states: bytes, now_us: int) -> list[TaskInfo]:
+    """The TaskInfos of messages just stored at server time ``now_us``, in order.
+
+    ``states`` has one letter per message, as enqueue.lua returns them (``p`` or ``s``).
+    """
     now = now_us / 1_000_000
     now_dt = to_datetime(now)
     infos = []
     for m, raw_state in zip(messages, states, strict=True):
-        state = _STATES[raw_state]
+        state = _LETTERS[raw_state]
         if state is TaskState.SCHEDULED:
             ready = m.process_at if m.process_at is not None else now + (m.process_in_s or 0.0)
             ready_dt = to_datetime(ready)

@@ -107,10 +107,12 @@ end
 
 -- nil when the message can be stored, else 'conflict' or 'duplicate'. `seen` tracks ids and
 -- unique keys earlier in the same batch; a lock held by `owner` (a completing task) is free.
-local function check_message(m, seen, owner)
+-- `absent` is true when the caller already knows no record of the batch exists (one EXISTS
+-- over all of them is much cheaper than one per message).
+local function check_message(m, seen, owner, absent)
   local b = block(m[1])
   local tkey = b.tprefix .. m[2]
-  if seen[tkey] or redis.call('EXISTS', tkey) == 1 then
+  if seen[tkey] or (not absent and redis.call('EXISTS', tkey) == 1) then
     return 'conflict'
   end
   seen[tkey] = true
@@ -128,9 +130,24 @@ local function check_message(m, seen, owner)
   return nil
 end
 
--- Per-call state shared by store_message: queues to wake, and each queue's last pending score.
+-- Per-call state shared by store_message: queues to wake, each queue's last pending score, and
+-- the pending entries not yet added (one ZADD per queue and chunk instead of one per task;
+-- wake_all adds them, so every script that stores messages ends with wake_all).
 local function new_batch()
-  return {woken = {}, tails = {}}
+  return {woken = {}, tails = {}, adds = {}}
+end
+
+-- Entries per ZADD: unpack must stay well under Lua's C stack limit (8000 values).
+local ZADD_CHUNK = 1000
+
+local function flush_pending(ctx)
+  for qi, adds in pairs(ctx.adds) do
+    local pending = block(qi).pending
+    for first = 1, #adds, ZADD_CHUNK do
+      redis.call('ZADD', pending, unpack(adds, first, math.min(first + ZADD_CHUNK - 1, #adds)))
+    end
+  end
+  ctx.adds = {}
 end
 
 -- Like tail_score, but remembers the tail within one call instead of asking Redis each time.
@@ -148,6 +165,13 @@ end
 
 local OPTIONAL = {[6] = 'timeout', [7] = 'deadline', [8] = 'retention', [9] = 'unique_key'}
 
+-- Exact decimal digits of a microsecond time (tostring would round it to 14 digits).
+local function digits(us)
+  if us < 1000000 then return tostring(us) end
+  local frac = tostring(us % 1000000)
+  return tostring(math.floor(us / 1000000)) .. string.rep('0', 6 - #frac) .. frac
+end
+
 -- Store one checked message at server time `t`; returns its state.
 local function store_message(m, payload, t, ctx)
   local qi = m[1]
@@ -161,8 +185,15 @@ local function store_message(m, payload, t, ctx)
   elseif m[12] ~= '' then
     due = t + tonumber(m[12])
   end
-  local f = {'type', m[3], 'payload', payload, 'encoding', m[4], 'max_retry', m[5],
-             'retried', 0, 'enqueued_at', t}
+  -- One field list per call, refilled for each message: building a fresh table per task and
+  -- handing Redis numbers to convert cost more than the HSET's own work.
+  local f = ctx.fields
+  if f == nil then
+    f = {'type', '', 'payload', '', 'encoding', '', 'max_retry', '', 'retried', '0',
+         'enqueued_at', digits(t)}
+    ctx.fields = f
+  end
+  f[2], f[4], f[6], f[8] = m[3], payload, m[4], m[5]
   local n = 12
   -- Optional fields (timeout, deadline, retention, unique_key) are stored only when set.
   for k = 6, 9 do
@@ -179,11 +210,17 @@ local function store_message(m, payload, t, ctx)
   else
     state = 'pending'
     local score = batch_tail(ctx, qi, b, t)
-    redis.call('ZADD', b.pending, score, id)
+    local adds = ctx.adds[qi]
+    if adds == nil then
+      adds = {}
+      ctx.adds[qi] = adds
+    end
+    adds[#adds + 1] = score
+    adds[#adds + 1] = id
     -- No 'ready' field: a pending task's ready time is its enqueue time until it changes.
     f[n + 1], f[n + 2], f[n + 3], f[n + 4] = 'state', state, 'rscore', score
   end
-  redis.call('HSET', b.tprefix .. id, unpack(f))
+  redis.call('HSET', b.tprefix .. id, unpack(f, 1, n + 4))
   -- Wake idle workers for scheduled tasks too: they recompute how long to sleep.
   ctx.woken[qi] = true
   if m[9] ~= '' then
@@ -197,6 +234,7 @@ local function store_message(m, payload, t, ctx)
 end
 
 local function wake_all(ctx)
+  flush_pending(ctx)
   for qi, _ in pairs(ctx.woken) do
     wake(block(qi))
   end
