@@ -292,7 +292,7 @@ class BrokerModel(RuleBasedStateMachine):
     # -- time (brokers whose clock the test can move) --------------------------------------
 
     @precondition(lambda self: self.clock is not None)
-    @rule(seconds=st.sampled_from([1.0, LEASE_S + 1, LATER_S + 1]))
+    @rule(seconds=st.sampled_from([1.0, LEASE_S + 1, LATER_S + 1, -(LEASE_S + 1), -(LATER_S + 1)]))
     def time_passes(self, seconds: float) -> None:
         assert self.clock is not None
         self.clock.now += seconds

@@ -135,9 +135,12 @@ class _Task:
 @dataclass(slots=True)
 class _Queue:
     tasks: dict[str, _Task] = field(default_factory=dict)
-    # (ready_at, seq, task id, heap_mark). Entries are never removed in place: a task leaving the
-    # waiting states gets a new mark, and claim skips entries whose mark no longer matches.
-    heap: list[tuple[float, int, str, int]] = field(default_factory=list)
+    # Heaps of (ready_at, seq, task id, heap_mark): PENDING tasks, claimable whatever their ready
+    # time (it only orders them, so a clock stepping back never holds up immediate work), and
+    # SCHEDULED/RETRY tasks, claimable once due. Entries are never removed in place: a task
+    # leaving the waiting states gets a new mark, and claim skips entries whose mark is stale.
+    pending: list[tuple[float, int, str, int]] = field(default_factory=list)
+    due: list[tuple[float, int, str, int]] = field(default_factory=list)
     paused: bool = False
 
 
@@ -270,7 +273,9 @@ class MemoryBroker:
     ) -> None:
         t.state, t.ready_at, t.since = state, ready_at, now
         t.heap_mark = next(s.counter)
-        heapq.heappush(s.queues[t.msg.queue].heap, (ready_at, t.seq, t.msg.id, t.heap_mark))
+        q = s.queues[t.msg.queue]
+        heap = q.pending if state is TaskState.PENDING else q.due
+        heapq.heappush(heap, (ready_at, t.seq, t.msg.id, t.heap_mark))
         # Wake waiters even for a future ready time: they recompute how long to sleep.
         self._notify(s, t.msg.queue)
 
@@ -279,15 +284,26 @@ class MemoryBroker:
         t.state, t.since, t.heap_mark = state, now, next(s.counter)
 
     @staticmethod
-    def _head(q: _Queue) -> _Task | None:
-        """The next waiting task of ``q`` (dropping stale heap entries), due or not."""
-        while q.heap:
-            _, _, task_id, mark = q.heap[0]
+    def _head(q: _Queue, heap: list[tuple[float, int, str, int]]) -> _Task | None:
+        """The first live task of one of ``q``'s heaps (dropping stale entries), due or not."""
+        while heap:
+            _, _, task_id, mark = heap[0]
             t = q.tasks.get(task_id)
             if t is not None and t.heap_mark == mark:
                 return t
-            heapq.heappop(q.heap)
+            heapq.heappop(heap)
         return None
+
+    def _next_ready(self, q: _Queue, now: float) -> list[tuple[float, int, str, int]] | None:
+        """The heap whose head is claimed next: any pending task, or a due one, by (ready, seq)."""
+        pending, due = self._head(q, q.pending), self._head(q, q.due)
+        if due is not None and due.ready_at > now:
+            due = None
+        if pending is None:
+            return None if due is None else q.due
+        if due is not None and (due.ready_at, due.seq) < (pending.ready_at, pending.seq):
+            return q.due
+        return q.pending
 
     def _lock_held(self, s: _State, queue: str, key: str, now: float, owner: str = "") -> bool:
         held = s.locks.get((queue, key))
@@ -415,10 +431,8 @@ class MemoryBroker:
                 q = s.queues.get(name)
                 if q is None or q.paused:
                     continue
-                while (
-                    len(leases) < limit and (t := self._head(q)) is not None and t.ready_at <= now
-                ):
-                    heapq.heappop(q.heap)
+                while len(leases) < limit and (heap := self._next_ready(q, now)) is not None:
+                    t = q.tasks[heapq.heappop(heap)[2]]
                     t.token = next(s.counter)
                     t.lease_expires_at = now + lease_s
                     self._to_settled(s, t, TaskState.ACTIVE, now)
@@ -434,9 +448,10 @@ class MemoryBroker:
         while not self._closed:
             with self._locked() as s:
                 now = self.clock()
-                heads = [
-                    self._head(q) for n in set(queues) if (q := s.queues.get(n)) and not q.paused
-                ]
+                live = [q for n in set(queues) if (q := s.queues.get(n)) and not q.paused]
+                if any(self._head(q, q.pending) for q in live):
+                    return
+                heads = [self._head(q, q.due) for q in live]
                 ready_at = min((t.ready_at for t in heads if t is not None), default=None)
                 remaining = deadline - loop.time()
                 if (ready_at is not None and ready_at <= now) or remaining <= 0:
