@@ -20,7 +20,8 @@ Ordering
     immediate, its due time when scheduled or retried, "now" when the inspector runs it. Within a
     queue tasks are claimed by ready time, ties by enqueue sequence, so due SCHEDULED/RETRY tasks
     mix with PENDING ones in the order they became ready. A released task keeps its ready time and
-    so goes back to the front.
+    so goes back to the front. A PENDING task is claimable whatever its ready time (the time
+    only orders it), so a broker clock that steps back never holds up immediate work.
 
 Claims and leases
     ``claim`` tries queues in the given order (that order *is* the priority), skips paused queues,
