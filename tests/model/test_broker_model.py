@@ -207,78 +207,74 @@ class BrokerModel(RuleBasedStateMachine):
         else:
             del self.tasks[(lease.task.queue, lease.task.id)]
 
+    def outcome(self, coro: Coroutine[Any, Any, object], ok: bool, error: type[Exception]) -> bool:
+        """Run ``coro``: it must succeed when ``ok``, else raise ``error`` (and change nothing)."""
+        if ok:
+            self.run(coro)
+        else:
+            with pytest.raises(error):
+                self.run(coro)
+        return ok
+
     @rule(data=st.data(), later=st.booleans())
     def retry(self, data: st.DataObject, later: bool) -> None:
         if not self.leases:
             return
         lease = data.draw(st.sampled_from(self.leases))
-        t = self.live(lease)
-        if t is None:
-            with pytest.raises(LeaseLostError):
-                self.run(self.broker.retry(lease, error="boom", delay_s=self.delay(later)))
-            return
-        self.run(self.broker.retry(lease, error="boom", delay_s=self.delay(later)))
-        t.state, t.token, t.retried = TaskState.RETRY, None, t.retried + 1
-        t.due = self.model_now + self.delay(later)
+        call = self.broker.retry(lease, error="boom", delay_s=self.delay(later))
+        if self.outcome(call, (t := self.live(lease)) is not None, LeaseLostError):
+            assert t is not None
+            t.state, t.token, t.retried = TaskState.RETRY, None, t.retried + 1
+            t.due = self.model_now + self.delay(later)
 
     @rule(data=st.data())
     def archive(self, data: st.DataObject) -> None:
         if not self.leases:
             return
         lease = data.draw(st.sampled_from(self.leases))
-        t = self.live(lease)
-        if t is None:
-            with pytest.raises(LeaseLostError):
-                self.run(self.broker.archive(lease, error="dead"))
-            return
-        self.run(self.broker.archive(lease, error="dead"))
-        t.state, t.token, t.retried = TaskState.ARCHIVED, None, t.retried + 1
+        call = self.broker.archive(lease, error="dead")
+        if self.outcome(call, (t := self.live(lease)) is not None, LeaseLostError):
+            assert t is not None
+            t.state, t.token, t.retried = TaskState.ARCHIVED, None, t.retried + 1
 
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:
         if not self.leases:
             return
         lease = data.draw(st.sampled_from(self.leases))
-        t = self.live(lease)
-        if t is None:
-            with pytest.raises(LeaseLostError):
-                self.run(self.broker.release(lease))
-            return
-        self.run(self.broker.release(lease))
-        t.state, t.token = TaskState.PENDING, None
+        call = self.broker.release(lease)
+        if self.outcome(call, (t := self.live(lease)) is not None, LeaseLostError):
+            assert t is not None
+            t.state, t.token = TaskState.PENDING, None
 
     # -- the inspector's moves -------------------------------------------------------------
 
     @rule(queue=st.sampled_from(QUEUES), task_id=st.sampled_from(IDS))
     def run_task(self, queue: str, task_id: str) -> None:
         t = self.tasks.get((queue, task_id))
-        runnable = (TaskState.SCHEDULED, TaskState.RETRY, TaskState.ARCHIVED)
-        if t is None or t.state not in runnable:
-            with pytest.raises(TaskNotFoundError):
-                self.run(self.broker.run_task(queue, task_id))
-            return
-        self.run(self.broker.run_task(queue, task_id))
-        t.state = TaskState.PENDING
+        runnable = t is not None and t.state in (
+            TaskState.SCHEDULED,
+            TaskState.RETRY,
+            TaskState.ARCHIVED,
+        )
+        if self.outcome(self.broker.run_task(queue, task_id), runnable, TaskNotFoundError):
+            assert t is not None
+            t.state = TaskState.PENDING
 
     @rule(queue=st.sampled_from(QUEUES), task_id=st.sampled_from(IDS))
     def archive_task(self, queue: str, task_id: str) -> None:
         t = self.tasks.get((queue, task_id))
-        if t is None or t.state not in WAITING:
-            with pytest.raises(TaskNotFoundError):
-                self.run(self.broker.archive_task(queue, task_id))
-            return
-        self.run(self.broker.archive_task(queue, task_id))
-        t.state = TaskState.ARCHIVED
+        waiting = t is not None and t.state in WAITING
+        if self.outcome(self.broker.archive_task(queue, task_id), waiting, TaskNotFoundError):
+            assert t is not None
+            t.state = TaskState.ARCHIVED
 
     @rule(queue=st.sampled_from(QUEUES), task_id=st.sampled_from(IDS))
     def delete_task(self, queue: str, task_id: str) -> None:
         t = self.tasks.get((queue, task_id))
-        if t is None or t.state is TaskState.ACTIVE:
-            with pytest.raises(TaskNotFoundError):
-                self.run(self.broker.delete_task(queue, task_id))
-            return
-        self.run(self.broker.delete_task(queue, task_id))
-        del self.tasks[(queue, task_id)]
+        idle = t is not None and t.state is not TaskState.ACTIVE
+        if self.outcome(self.broker.delete_task(queue, task_id), idle, TaskNotFoundError):
+            del self.tasks[(queue, task_id)]
 
     @rule(queue=st.sampled_from(QUEUES), pause=st.booleans())
     def pause(self, queue: str, pause: bool) -> None:
@@ -367,7 +363,7 @@ class RedisModel(BrokerModel):
 
 
 SETTINGS = settings(
-    max_examples=100,
+    max_examples=75,
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
