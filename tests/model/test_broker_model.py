@@ -1,7 +1,8 @@
 """Model-based test: random sequences of broker calls, checked against a plain Python model.
 
 Hypothesis drives a real broker (memory, an SQLite file, Redis under its own namespace) and a
-small model of the task lifecycle through the same steps: enqueue (also with a taken id),
+small model of the task lifecycle through the same steps: enqueue (also with a taken id, and
+with unique keys, held until the task finishes or for a TTL),
 claim, extend, complete (with and without retention), retry, archive, release, stale calls with
 old lease tokens, the inspector's run/archive/delete, pause and unpause, and, where the broker
 clock can be moved (memory and SQLite), time passing and lease recovery. After every step each
@@ -32,7 +33,12 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from conftest import REDIS_URL, redis_available, service_missing
 from conveyor.brokers.protocol import Broker
-from conveyor.errors import LeaseLostError, TaskIdConflictError, TaskNotFoundError
+from conveyor.errors import (
+    DuplicateTaskError,
+    LeaseLostError,
+    TaskIdConflictError,
+    TaskNotFoundError,
+)
 from conveyor.message import Completion, Lease, TaskMessage, TaskState
 from support import delete_namespace
 
@@ -53,6 +59,7 @@ class ModelTask:
     state: TaskState
     max_retry: int
     retention: bool
+    unique_key: str | None = None
     due: float = 0.0  # model time when a SCHEDULED/RETRY task becomes claimable
     retried: int = 0
     token: int | None = None  # the live lease's token while ACTIVE
@@ -84,6 +91,8 @@ class BrokerModel(RuleBasedStateMachine):
         self.leases: list[Lease] = []  # every lease ever handed out, live or stale
         self.tokens: set[tuple[str, int]] = set()  # tokens are unique per queue at least
         self.paused: set[str] = set()
+        # (queue, unique key) -> (holder's id, expiry in model time or None: until it finishes)
+        self.locks: dict[tuple[str, str], tuple[str, float | None]] = {}
         self.model_now = 0.0  # model time passed (virtual clock only)
 
     # -- plumbing --------------------------------------------------------------------------
@@ -121,6 +130,16 @@ class BrokerModel(RuleBasedStateMachine):
             return None
         return t
 
+    def lock_held(self, queue: str, key: str) -> bool:
+        lock = self.locks.get((queue, key))
+        return lock is not None and (lock[1] is None or lock[1] > self.model_now)
+
+    def unlock(self, queue: str, task_id: str) -> None:
+        """A finished or deleted task frees its unique lock, unless another task holds it now."""
+        t = self.tasks[(queue, task_id)]
+        if t.unique_key is not None and self.locks.get((queue, t.unique_key), ("",))[0] == task_id:
+            del self.locks[(queue, t.unique_key)]
+
     def delay(self, later: bool) -> float:
         return LATER_S if later else 0.0
 
@@ -132,9 +151,18 @@ class BrokerModel(RuleBasedStateMachine):
         later=st.booleans(),
         max_retry=st.integers(0, 2),
         retention=st.booleans(),
+        unique=st.sampled_from([None, "k0", "k1"]),
+        ttl=st.sampled_from([None, 60.0]),
     )
     def enqueue(
-        self, queue: str, task_id: str, later: bool, max_retry: int, retention: bool
+        self,
+        queue: str,
+        task_id: str,
+        later: bool,
+        max_retry: int,
+        retention: bool,
+        unique: str | None,
+        ttl: float | None,
     ) -> None:
         message = TaskMessage(
             id=task_id,
@@ -144,17 +172,31 @@ class BrokerModel(RuleBasedStateMachine):
             max_retry=max_retry,
             retention_s=3600.0 if retention else 0.0,
             process_in_s=LATER_S if later else None,
+            unique_key=unique,
+            unique_ttl_s=ttl if unique else None,
         )
         if (queue, task_id) in self.tasks:
             with pytest.raises(TaskIdConflictError):
+                self.run(self.broker.enqueue([message]))
+            return
+        if unique is not None and self.lock_held(queue, unique):
+            with pytest.raises(DuplicateTaskError):
                 self.run(self.broker.enqueue([message]))
             return
         [info] = self.run(self.broker.enqueue([message]))
         state = TaskState.SCHEDULED if later else TaskState.PENDING
         assert info.state is state
         self.tasks[(queue, task_id)] = ModelTask(
-            queue, state, max_retry, retention, due=self.model_now + (LATER_S if later else 0.0)
+            queue,
+            state,
+            max_retry,
+            retention,
+            unique,
+            due=self.model_now + (LATER_S if later else 0.0),
         )
+        if unique is not None:
+            expires = None if ttl is None else self.model_now + ttl
+            self.locks[(queue, unique)] = (task_id, expires)
 
     # -- consuming -------------------------------------------------------------------------
 
@@ -202,6 +244,7 @@ class BrokerModel(RuleBasedStateMachine):
         assert accepted is (t is not None)
         if t is None:
             return
+        self.unlock(lease.task.queue, lease.task.id)
         if t.retention:
             t.state, t.token = TaskState.COMPLETED, None
         else:
@@ -274,6 +317,7 @@ class BrokerModel(RuleBasedStateMachine):
         t = self.tasks.get((queue, task_id))
         idle = t is not None and t.state is not TaskState.ACTIVE
         if self.outcome(self.broker.delete_task(queue, task_id), idle, TaskNotFoundError):
+            self.unlock(queue, task_id)
             del self.tasks[(queue, task_id)]
 
     @rule(queue=st.sampled_from(QUEUES), pause=st.booleans())
