@@ -211,6 +211,24 @@ async def test_cluster_enqueue_claim_and_wait_across_queues(tmp_path: Path) -> N
             assert {i.state for i in infos} == {TaskState.PENDING}
             assert await broker.list_queues() == queues
 
+            # The synchronous enqueue splits per queue (slot) as enqueue does: atomic per queue,
+            # queues in first-seen order, stopping at the first refusal.
+            mixed = [
+                TaskMessage(id=f"s-{q}-{j}", type="t", queue=q)
+                for j in range(2)
+                for q in ("q1", "q4")
+            ]
+            stored = await asyncio.to_thread(broker.enqueue_blocking, mixed)
+            assert [i.id for i in stored] == [m.id for m in mixed]
+            assert [i.queue for i in stored] == ["q1", "q4", "q1", "q4"]
+            refused = [
+                TaskMessage(id="s-new", type="t", queue="q2"),
+                TaskMessage(id="q3-0", type="t", queue="q3"),
+            ]
+            with pytest.raises(TaskIdConflictError):
+                await asyncio.to_thread(broker.enqueue_blocking, refused)
+            assert (await broker.get_task("q2", "s-new")).state is TaskState.PENDING
+
             leases = await broker.claim(["q5", "q0"], limit=4, lease_s=30)
             assert [le.task.id for le in leases] == ["q5-0", "q5-1", "q5-2", "q0-0"]
             done = await broker.complete(

@@ -15,13 +15,15 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.commands.core import AsyncScript
+from redis.commands.core import AsyncScript, Script
 from redis.exceptions import (
     AuthenticationError,
     ReadOnlyError,
@@ -35,7 +37,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from conveyor.brokers.protocol import LEASE_EXPIRED_ERROR, Broker, BrokerInfo, Capabilities
 from conveyor.brokers.redis import keys, server_config
 from conveyor.brokers.redis.combiner import Combiner
-from conveyor.brokers.redis.connect import RedisTarget, make_client, parse_redis_url
+from conveyor.brokers.redis.connect import (
+    RedisTarget,
+    make_client,
+    make_sync_client,
+    parse_redis_url,
+)
 from conveyor.brokers.redis.records import (
     decode_record,
     enqueue_args,
@@ -83,6 +90,7 @@ WAKE_TOKENS = 8  # as in scripts/lib.lua: several idle workers on one queue all 
 BATCH = 500  # tasks per recover/purge script call: bounds how long one script blocks Redis
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, TryAgainError, OSError)
 Client = aioredis.Redis | RedisCluster
+SyncClient = redis.Redis | redis.RedisCluster
 
 
 def script_source(name: str) -> str:
@@ -139,6 +147,10 @@ class RedisBroker:
         self._combiner: Combiner[Sequence[TaskMessage], list[TaskInfo]] = Combiner(
             self._enqueue_groups
         )
+        # enqueue_blocking's synchronous client and script, made on first use.
+        self._sync: SyncClient | None = None
+        self._sync_enqueue: Script | None = None
+        self._sync_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str) -> RedisBroker:
@@ -194,9 +206,13 @@ class RedisBroker:
         with self._errors():
             return await self._scripts[name](keys=keys_, args=args)
 
+    def _unregistered(self, queues: Sequence[str]) -> list[str]:
+        """Queues not yet added to the registry by this broker object."""
+        return [q for q in dict.fromkeys(queues) if q not in self._registered]
+
     async def _register(self, queues: Sequence[str]) -> None:
         """Add queues to the registry once per broker object (SADD is idempotent anyway)."""
-        new = [q for q in queues if q not in self._registered]
+        new = self._unregistered(queues)
         if new:
             with self._errors():
                 await self._client.sadd(keys.registry(self._ns), *new)
@@ -240,6 +256,7 @@ class RedisBroker:
     async def close(self) -> None:
         """Close both connection pools. The broker is unusable afterwards."""
         await self._combiner.aclose()  # combined enqueues in flight finish (or fail) first
+        self._close_sync()
         for client in (self._client, self._blocking):
             if client is not None:
                 with contextlib.suppress(RedisError, OSError):
@@ -262,13 +279,63 @@ class RedisBroker:
         """
         if not messages:
             return []
-        for m in messages:
-            validate_name(m.id, what="task id")
-            validate_name(m.type, what="task type")
+        _check_names(messages)
         await self._register([m.queue for m in messages])
         if self._cluster:
             return await self._enqueue_per_queue(messages)
         return await self._combiner(messages)
+
+    def enqueue_blocking(self, messages: Sequence[TaskMessage]) -> list[TaskInfo]:
+        """:meth:`enqueue` for callers on plain threads: same script, outcome and errors.
+
+        It runs on a synchronous redis-py client (made on first use, closed by :meth:`close`),
+        so a thread needs no event loop and pays one plain round trip per call. Safe to call
+        from several threads at once; calls are not combined with each other or with
+        :meth:`enqueue` (each is one script run, all or nothing, per queue on Cluster).
+        """
+        if not messages:
+            return []
+        _check_names(messages)
+        client, script = self._sync_client()
+        new = self._unregistered([m.queue for m in messages])
+        if new:
+            with self._errors():
+                client.sadd(keys.registry(self._ns), *new)
+            self._registered.update(new)
+        groups = _queue_groups(messages) if self._cluster else [list(range(len(messages)))]
+        outcomes: list[list[TaskInfo]] = []
+        for chosen in groups:
+            group = [messages[i] for i in chosen] if self._cluster else messages
+            keys_, args = self._enqueue_request([group])
+            with self._errors():
+                reply = script(keys=keys_, args=args, client=client)
+            [outcome] = _enqueue_outcomes([group], reply)
+            if isinstance(outcome, Exception):
+                raise outcome
+            outcomes.append(outcome)
+        return _in_order(groups, outcomes)
+
+    def _sync_client(self) -> tuple[SyncClient, Script]:
+        """The synchronous client and its enqueue script, made once (under a lock)."""
+        with self._sync_lock:
+            if self._sync is None or self._sync_enqueue is None:
+                with self._errors():  # a Cluster client reaches its nodes when made
+                    client = make_sync_client(self._target)
+                self._sync_enqueue = client.register_script(script_source("enqueue"))
+                self._sync = client
+            return self._sync, self._sync_enqueue
+
+    def _close_sync(self) -> None:
+        with self._sync_lock:
+            client, self._sync, self._sync_enqueue = self._sync, None, None
+        if client is not None:
+            with contextlib.suppress(RedisError, OSError):
+                client.close()
+                # A Sentinel-managed pool also holds connections to the Sentinels.
+                pool = getattr(client, "connection_pool", None)
+                manager = getattr(pool, "sentinel_manager", None)
+                for sentinel_client in getattr(manager, "sentinels", ()):
+                    sentinel_client.close()
 
     async def _enqueue_groups(
         self, groups: Sequence[Sequence[TaskMessage]]
@@ -288,15 +355,14 @@ class RedisBroker:
 
     async def _enqueue_per_queue(self, messages: Sequence[TaskMessage]) -> list[TaskInfo]:
         """Cluster: one script run per queue (its slot); atomic per queue only."""
-        infos: dict[int, TaskInfo] = {}
-        for [queue] in self._groups([m.queue for m in messages]):
-            chosen = [(i, m) for i, m in enumerate(messages) if m.queue == queue]
-            [outcome] = await self._enqueue_groups([[m for _, m in chosen]])
+        groups = _queue_groups(messages)
+        outcomes: list[list[TaskInfo]] = []
+        for chosen in groups:
+            [outcome] = await self._enqueue_groups([[messages[i] for i in chosen]])
             if isinstance(outcome, Exception):
                 raise outcome
-            for (i, _), info in zip(chosen, outcome, strict=True):
-                infos[i] = info
-        return [infos[i] for i in range(len(messages))]
+            outcomes.append(outcome)
+        return _in_order(groups, outcomes)
 
     # -- consuming -----------------------------------------------------------------------------
 
@@ -403,9 +469,7 @@ class RedisBroker:
         if self._cluster:
             return await self._complete_per_queue(completions)
         successors = [m for c in completions for m in c.successors]
-        for m in successors:
-            validate_name(m.id, what="task id")
-            validate_name(m.type, what="task type")
+        _check_names(successors)
         await self._register([m.queue for m in successors])
         return await self._complete_batch(completions, with_successors=True)
 
@@ -598,6 +662,33 @@ class RedisBroker:
 def _raw(value: bytes | str) -> bytes:
     """Replies are bytes (decode_responses is off); the str branch only satisfies the types."""
     return value if isinstance(value, bytes) else value.encode()
+
+
+def _check_names(messages: Sequence[TaskMessage]) -> None:
+    """Refuse bad ids and types before anything is stored (enqueue.lua relies on valid ids)."""
+    for m in messages:
+        validate_name(m.id, what="task id")
+        validate_name(m.type, what="task type")
+
+
+def _queue_groups(messages: Sequence[TaskMessage]) -> list[list[int]]:
+    """Message positions per queue, queues in first-seen order (Cluster: one script each)."""
+    groups: dict[str, list[int]] = {}
+    for i, m in enumerate(messages):
+        groups.setdefault(m.queue, []).append(i)
+    return list(groups.values())
+
+
+def _in_order(
+    groups: Sequence[Sequence[int]], outcomes: Sequence[list[TaskInfo]]
+) -> list[TaskInfo]:
+    """Infos back in message order from per-group results (positions as _queue_groups gives)."""
+    if len(groups) == 1:
+        return outcomes[0]
+    infos: dict[int, TaskInfo] = {}
+    for chosen, outcome in zip(groups, outcomes, strict=True):
+        infos.update(zip(chosen, outcome, strict=True))
+    return [infos[i] for i in range(len(infos))]
 
 
 def _enqueue_outcomes(

@@ -17,22 +17,32 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote
 
+import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.cluster import ClusterNode as SyncClusterNode
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry as SyncRetry
+from redis.sentinel import Sentinel as SyncSentinel
 
 from conveyor.config import redact_url
 from conveyor.errors import ConfigError
 from conveyor.message import NAME_PATTERN, NAME_RULE
 
-__all__ = ["DEFAULT_NAMESPACE", "RedisTarget", "make_client", "parse_redis_url"]
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "RedisTarget",
+    "make_client",
+    "make_sync_client",
+    "parse_redis_url",
+]
 
 DEFAULT_NAMESPACE = "conveyor"
 Kind = Literal["standalone", "sentinel", "cluster"]
@@ -193,13 +203,46 @@ def parse_redis_url(url: str) -> RedisTarget:
     )
 
 
-def _retry() -> Retry:
-    return Retry(ExponentialWithJitterBackoff(base=RETRY_BASE_S, cap=RETRY_CAP_S), RETRY_COUNT)
+def _retry(cls: type[Retry] | type[SyncRetry]) -> Retry | SyncRetry:
+    return cls(ExponentialWithJitterBackoff(base=RETRY_BASE_S, cap=RETRY_CAP_S), RETRY_COUNT)
 
 
 # Retry on these (both are redis-py's; BusyLoadingError and the Sentinel "previous master is now
 # a slave" error are ConnectionErrors too).
 _RETRY_ON: list[type[Exception]] = [RedisConnectionError, RedisTimeoutError]
+
+
+def _common(target: RedisTarget, read_timeout: float | None, sync: bool) -> dict[str, Any]:
+    """Connection options every client kind takes: auth, timeouts, retries, health checks."""
+    return {
+        "username": target.username,
+        "password": target.password,
+        "socket_timeout": read_timeout,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "retry": _retry(SyncRetry if sync else Retry),
+        "retry_on_error": _RETRY_ON,
+        "health_check_interval": HEALTH_CHECK_S,
+    }
+
+
+def _standalone(target: RedisTarget) -> dict[str, Any]:
+    """Options of a standalone client: address, database and TLS."""
+    options = dict(target.tls_options)
+    return {
+        "host": target.hosts[0][0] if target.hosts else "localhost",
+        "port": target.hosts[0][1] if target.hosts else 6379,
+        "unix_socket_path": target.path,
+        "db": target.db,
+        "socket_keepalive": True,
+        "ssl": target.tls,
+        "ssl_cert_reqs": _CERT_REQS[options.get("ssl_cert_reqs", "required")],
+        "ssl_ca_certs": options.get("ssl_ca_certs"),
+        "ssl_certfile": options.get("ssl_certfile"),
+        "ssl_keyfile": options.get("ssl_keyfile"),
+    }
+
+
+_SENTINEL_OPTIONS = {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": 2.0}
 
 
 def make_client(target: RedisTarget, *, blocking: bool = False) -> aioredis.Redis | RedisCluster:
@@ -210,52 +253,42 @@ def make_client(target: RedisTarget, *, blocking: bool = False) -> aioredis.Redi
         blocking: build a client for blocking calls (BLPOP): no socket read timeout, since the
             broker bounds each blocking call with its own deadline.
     """
-    read_timeout = None if blocking else SOCKET_TIMEOUT_S
+    common = _common(target, None if blocking else SOCKET_TIMEOUT_S, sync=False)
     if target.kind == "cluster":
         return RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in target.hosts],
-            username=target.username,
-            password=target.password,
-            socket_timeout=read_timeout,
-            socket_connect_timeout=CONNECT_TIMEOUT_S,
-            retry=_retry(),
-            retry_on_error=_RETRY_ON,
-            health_check_interval=HEALTH_CHECK_S,
+            startup_nodes=[ClusterNode(host, port) for host, port in target.hosts], **common
         )
     if target.kind == "sentinel":
         assert target.service is not None
         # redis-py's Sentinel constructor is untyped; the arguments are plain values.
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            list(target.hosts),
-            sentinel_kwargs={"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": 2.0},
-            db=target.db,
-            username=target.username,
-            password=target.password,
-            socket_timeout=read_timeout,
-            socket_connect_timeout=CONNECT_TIMEOUT_S,
-            retry=_retry(),
-            retry_on_error=_RETRY_ON,
-            health_check_interval=HEALTH_CHECK_S,
+            list(target.hosts), sentinel_kwargs=_SENTINEL_OPTIONS, db=target.db, **common
         )
         client: aioredis.Redis = sentinel.master_for(target.service)
         return client
-    options = dict(target.tls_options)
-    return aioredis.Redis(
-        host=target.hosts[0][0] if target.hosts else "localhost",
-        port=target.hosts[0][1] if target.hosts else 6379,
-        unix_socket_path=target.path,
-        db=target.db,
-        username=target.username,
-        password=target.password,
-        socket_timeout=read_timeout,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_keepalive=True,
-        retry=_retry(),
-        retry_on_error=_RETRY_ON,
-        health_check_interval=HEALTH_CHECK_S,
-        ssl=target.tls,
-        ssl_cert_reqs=_CERT_REQS[options.get("ssl_cert_reqs", "required")],
-        ssl_ca_certs=options.get("ssl_ca_certs"),
-        ssl_certfile=options.get("ssl_certfile"),
-        ssl_keyfile=options.get("ssl_keyfile"),
-    )
+    return aioredis.Redis(**_standalone(target), **common)
+
+
+def make_sync_client(target: RedisTarget) -> redis.Redis | redis.RedisCluster:
+    """Build a synchronous redis-py client for ``target``, configured as :func:`make_client`.
+
+    For callers on plain threads: it skips the event loop, and redis-py's pool makes it safe to
+    share between threads.
+    """
+    common = _common(target, SOCKET_TIMEOUT_S, sync=True)
+    if target.kind == "cluster":
+        return redis.RedisCluster(
+            startup_nodes=[
+                SyncClusterNode(host, port)  # type: ignore[no-untyped-call]
+                for host, port in target.hosts
+            ],
+            **common,
+        )
+    if target.kind == "sentinel":
+        assert target.service is not None
+        sentinel = SyncSentinel(  # type: ignore[no-untyped-call]
+            list(target.hosts), sentinel_kwargs=_SENTINEL_OPTIONS, db=target.db, **common
+        )
+        client: redis.Redis = sentinel.master_for(target.service)  # type: ignore[no-untyped-call]
+        return client
+    return redis.Redis(**_standalone(target), **common)

@@ -75,6 +75,22 @@ _shape_key = operator.attrgetter(
 )
 
 
+# Shape key -> JSON of its shape_args after the block index. Producers reuse few shapes (one per
+# task type and options), so most calls skip formatting and JSON encoding. Bounded by clearing.
+_shape_json: dict[tuple[object, ...], str] = {}
+_SHAPE_CACHE_SIZE = 1024
+
+
+def _shape_tail(key: tuple[object, ...], m: TaskMessage) -> str:
+    found = _shape_json.get(key)
+    if found is None:
+        if len(_shape_json) >= _SHAPE_CACHE_SIZE:
+            _shape_json.clear()
+        found = json.dumps(shape_args(m, 0)[1:], separators=(",", ":"))[1:-1]
+        _shape_json[key] = found
+    return found
+
+
 def enqueue_args(
     messages: Sequence[TaskMessage], sizes: Sequence[int], block: Callable[[str], int]
 ) -> list[str | bytes]:
@@ -84,7 +100,7 @@ def enqueue_args(
     already be valid names (no spaces: the heads are space-separated).
     """
     shapes: dict[tuple[object, ...], int] = {}
-    examples: list[TaskMessage] = []
+    encoded: list[str] = []
     heads: list[str] = []
     parts: list[bytes] = []
     for m in messages:
@@ -92,7 +108,7 @@ def enqueue_args(
         si = shapes.get(key)
         if si is None:
             si = shapes[key] = len(shapes) + 1
-            examples.append(m)
+            encoded.append(f"[{block(m.queue)},{_shape_tail(key, m)}]")
         payload = m.payload
         parts.append(payload)
         if m.unique_key:
@@ -102,8 +118,8 @@ def enqueue_args(
         else:
             heads.append(f"{si} {m.id} {len(payload)} 0")
     return [
-        json.dumps([shape_args(m, block(m.queue)) for m in examples], separators=(",", ":")),
-        json.dumps(list(sizes), separators=(",", ":")),
+        f"[{','.join(encoded)}]",
+        f"[{','.join(map(str, sizes))}]",
         " ".join(heads),
         b"".join(parts),
     ]
