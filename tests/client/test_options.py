@@ -72,14 +72,21 @@ def test_invalid_call_only_options() -> None:
         parse_options({"task_id": "has space"})
 
 
-def test_generated_ids_are_distinct_uuid4_strings() -> None:
+def test_generated_ids_are_distinct_time_ordered_uuid7_strings() -> None:
+    import time
     import uuid
 
-    ids = {build_message(Task("a.b"), TaskOptions()).id for _ in range(2000)}
-    assert len(ids) == 2000
-    for task_id in list(ids)[:200]:
+    before = time.time_ns() // 1_000_000
+    ids = [build_message(Task("a.b"), TaskOptions()).id for _ in range(2000)]
+    after = time.time_ns() // 1_000_000
+    assert len(set(ids)) == 2000
+    for task_id in ids[:200]:
         parsed = uuid.UUID(task_id)
-        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, task_id)
+        assert (parsed.version, parsed.variant, str(parsed)) == (7, uuid.RFC_4122, task_id)
+        assert before <= parsed.int >> 80 <= after  # the leading 48 bits: the millisecond clock
+    # Ordered by millisecond (ids made within one millisecond are in random order).
+    stamps = [uuid.UUID(i).int >> 80 for i in ids]
+    assert stamps == sorted(stamps)
 
 
 def test_fast_encoding_matches_the_reference_codec() -> None:

@@ -27,6 +27,21 @@ def spawn(*args: str) -> subprocess.Popen[str]:
     )
 
 
+def rest_of_output(child: subprocess.Popen[str]) -> list[str]:
+    """The lines a killed child printed that were not read yet.
+
+    Read through ``child.stdout`` itself: ``communicate()`` reads the pipe underneath it, which
+    skips what ``readline()`` already buffered and can start in the middle of a line.
+    """
+    assert child.stdout is not None
+    rest = child.stdout.read()
+    child.wait(timeout=30)
+    for pipe in (child.stdout, child.stderr):
+        if pipe is not None:
+            pipe.close()
+    return rest.split()
+
+
 async def test_concurrent_processes_claim_every_task_exactly_once(tmp_path: Path) -> None:
     db = tmp_path / "shared.db"
     broker = SqliteBroker(db)
@@ -55,8 +70,7 @@ async def test_kill_9_mid_writes_loses_no_acknowledged_enqueue(tmp_path: Path, m
         assert line, child.stderr.read() if child.stderr else "child exited"
         acknowledged.append(line.strip())
     os.kill(child.pid, signal.SIGKILL)
-    rest, _ = child.communicate(timeout=30)
-    acknowledged += rest.split()  # printed before the kill: acknowledged too
+    acknowledged += rest_of_output(child)  # printed before the kill: acknowledged too
     assert child.returncode == -signal.SIGKILL
 
     raw = sqlite3.connect(db)
@@ -78,7 +92,9 @@ async def test_two_producers_checkpointing_under_kill_9_keep_the_file_intact(
     # Tiny thresholds: both processes' checkpointers copy back, rewind and RESTART all the time,
     # each against the other's commits, until both are killed mid-write.
     db = tmp_path / "two.db"
-    SqliteBroker(db)  # nothing opened yet; the children race to create the schema
+    creator = SqliteBroker(db)
+    await creator.list_queues()  # the schema exists before both children open the file
+    await creator.close()
     children = [spawn("enqueue-checkpoint", str(db)) for _ in range(2)]
     acknowledged: list[str] = []
     for child in children:
@@ -90,8 +106,7 @@ async def test_two_producers_checkpointing_under_kill_9_keep_the_file_intact(
     for child in children:
         os.kill(child.pid, signal.SIGKILL)
     for child in children:
-        rest, _ = child.communicate(timeout=30)
-        acknowledged += rest.split()
+        acknowledged += rest_of_output(child)
 
     raw = sqlite3.connect(db)
     assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]

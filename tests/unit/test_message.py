@@ -216,3 +216,51 @@ def test_task_states_are_lowercase_strings() -> None:
         "archived",
         "completed",
     ]
+
+
+def test_from_message_and_fast_message_building_match_the_dataclass_constructors() -> None:
+    from dataclasses import fields
+
+    from conveyor.message import TaskMessage, _new_task_message
+
+    values = {
+        "id": "i",
+        "type": "t",
+        "queue": "q",
+        "payload": b"[1]",
+        "encoding": Encoding.BYTES,
+        "max_retry": 3,
+        "timeout_s": 1.5,
+        "deadline": 1_700_000_000.0,
+        "retention_s": 60.0,
+        "unique_key": "k",
+        "unique_ttl_s": 30.0,
+        "process_at": 1_700_000_100.0,
+        "process_in_s": 5.0,
+    }
+    assert [f.name for f in fields(TaskMessage)] == list(values)  # declaration order
+    message = TaskMessage(**values)  # type: ignore[arg-type]
+    assert _new_task_message(*values.values()) == message
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    info = TaskInfo.from_message(
+        message, state=TaskState.RETRY, enqueued_at=at, next_process_at=at, retried=2
+    )
+    assert info == TaskInfo(
+        id="i",
+        queue="q",
+        type="t",
+        state=TaskState.RETRY,
+        raw_payload=b"[1]",
+        encoding=Encoding.BYTES,
+        max_retry=3,
+        retried=2,
+        timeout=timedelta(seconds=1.5),
+        deadline=datetime.fromtimestamp(1_700_000_000.0, UTC),
+        next_process_at=at,
+        enqueued_at=at,
+        retention=timedelta(seconds=60),
+        unique_key="k",
+    )
+    with pytest.raises(AttributeError):
+        info.id = "changed"  # type: ignore[misc]  # still frozen
