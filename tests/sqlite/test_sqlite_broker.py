@@ -277,6 +277,59 @@ async def test_a_version_1_database_is_upgraded(tmp_path: Path) -> None:
     assert "tasks_due" in indexes and "tasks_ready" not in indexes
 
 
+async def test_a_version_2_database_gets_the_cheaper_pending_index(tmp_path: Path) -> None:
+    db = tmp_path / "v2.db"
+    broker = SqliteBroker(db)
+    await broker.enqueue([message("kept"), message("later", process_in_s=3600.0)])
+    await broker.close()
+    raw = sqlite3.connect(db, isolation_level=None)
+    raw.execute("DROP INDEX tasks_pending")
+    raw.execute(
+        "CREATE INDEX tasks_pending ON tasks (queue, ready_at, seq)"
+        " WHERE state NOT IN ('scheduled', 'retry', 'active', 'archived', 'completed')"
+    )
+    raw.execute("PRAGMA user_version = 2")
+    raw.close()
+
+    reopened = SqliteBroker(db)
+    leases = await reopened.claim(["default"], limit=10, lease_s=30)
+    schema_sql = "SELECT sql FROM sqlite_schema WHERE name = 'tasks_pending'"
+    version, definition = await reopened._run(
+        lambda s: (
+            s.conn.execute("PRAGMA user_version").fetchone()[0],
+            s.conn.execute(schema_sql).fetchone()[0],
+        )
+    )
+    await reopened.close()
+
+    assert [le.task.id for le in leases] == ["kept"]
+    assert version == 3
+    assert "NOT IN" not in definition and "state <> 'completed'" in definition
+
+
+@pytest.mark.parametrize(
+    ("query", "args", "index"),
+    [
+        ("claim_pending", ("default", 10), "tasks_pending"),
+        ("has_pending", ("default",), "tasks_pending"),
+        ("next_due_at", ("default",), "tasks_due"),
+    ],
+)
+async def test_claim_queries_use_their_partial_index(
+    tmp_path: Path, query: str, args: tuple[object, ...], index: str
+) -> None:
+    from conveyor.brokers.sqlite.queries import queries
+
+    broker = SqliteBroker(tmp_path / "plan.db")
+    plan = await broker._run(
+        lambda s: s.conn.execute("EXPLAIN QUERY PLAN " + queries()[query], args).fetchall()
+    )
+    await broker.close()
+    details = " ".join(row[3] for row in plan)
+    assert f"USING INDEX {index}" in details or f"USING COVERING INDEX {index}" in details
+    assert "TEMP B-TREE" not in details
+
+
 async def test_a_claim_cancelled_while_queued_claims_nothing(tmp_path: Path) -> None:
     import asyncio
     import threading

@@ -10,9 +10,10 @@
 --   deadline, retention_s, unique_key, enqueued_at, ready_at, since, lease_expires_at,
 --   last_error, last_failed_at, completed_at, result
 --
--- The terms "state NOT IN ('scheduled', 'retry', 'active', 'archived', 'completed')" and
--- "state IN ('scheduled', 'retry')" are repeated word for word: they are the conditions of the
--- partial indexes tasks_pending and tasks_due, which SQLite uses only for identical terms.
+-- The terms "state <> 'scheduled' AND state <> 'retry' AND state <> 'active' AND
+-- state <> 'archived' AND state <> 'completed'" and "state IN ('scheduled', 'retry')" are
+-- repeated word for word: they are the conditions of the partial indexes tasks_pending and
+-- tasks_due, which SQLite uses only for identical terms.
 
 -- name: insert_task
 -- Store one new task (run with executemany over a batch).
@@ -59,7 +60,8 @@ SELECT seq, queue, id, type, state, payload, encoding, max_retry, retried, token
        deadline, retention_s, unique_key, enqueued_at, ready_at, since, lease_expires_at,
        last_error, last_failed_at, completed_at, result
 FROM tasks INDEXED BY tasks_pending
-WHERE queue = ? AND state NOT IN ('scheduled', 'retry', 'active', 'archived', 'completed')
+WHERE queue = ? AND state <> 'scheduled' AND state <> 'retry' AND state <> 'active'
+  AND state <> 'archived' AND state <> 'completed'
 ORDER BY ready_at, seq
 LIMIT ?;
 
@@ -101,7 +103,8 @@ WHERE seq = ?3;
 -- Whether a queue has a PENDING task (or a row in an unknown state for claim to archive).
 -- Params: queue
 SELECT 1 FROM tasks INDEXED BY tasks_pending
-WHERE queue = ? AND state NOT IN ('scheduled', 'retry', 'active', 'archived', 'completed')
+WHERE queue = ? AND state <> 'scheduled' AND state <> 'retry' AND state <> 'active'
+  AND state <> 'archived' AND state <> 'completed'
 LIMIT 1;
 
 -- name: next_due_at

@@ -1,8 +1,8 @@
--- The conveyor SQLite schema, version 2 (kept in PRAGMA user_version).
+-- The conveyor SQLite schema, version 3 (kept in PRAGMA user_version).
 --
 -- Executed as one script when a database is opened with an older user_version (0: a new file).
 -- Every statement is idempotent (IF NOT EXISTS), so processes opening a fresh file at the same
--- time are harmless, and running it on version 1 upgrades it.
+-- time are harmless, and running it on version 1 or 2 upgrades it.
 -- Tables are STRICT: a column can never hold a value of the wrong type, so the only corruption a
 -- reader has to survive is an unknown *value* (a state or encoding written by something else).
 -- Times are REAL seconds since the epoch, read from the broker clock once per transaction.
@@ -47,8 +47,14 @@ CREATE UNIQUE INDEX IF NOT EXISTS tasks_by_id ON tasks (queue, id);
 -- tasks_pending's condition names the states it excludes, so a row with an unknown state lands
 -- there and claim archives it. Queries repeat these WHERE terms word for word: SQLite uses a
 -- partial index only for a query containing the identical term.
-CREATE INDEX IF NOT EXISTS tasks_pending ON tasks (queue, ready_at, seq)
-    WHERE state NOT IN ('scheduled', 'retry', 'active', 'archived', 'completed');
+-- The condition is a chain of <> rather than NOT IN (...): SQLite evaluates it for every row
+-- written, and a 5-value IN list costs it a temporary table each time (~3 us per inserted row,
+-- a seventh of a bulk enqueue). Version 2 had the NOT IN form, hence the drop (a no-op on a new
+-- file; the pair is idempotent as a whole).
+DROP INDEX IF EXISTS tasks_pending;
+CREATE INDEX tasks_pending ON tasks (queue, ready_at, seq)
+    WHERE state <> 'scheduled' AND state <> 'retry' AND state <> 'active'
+      AND state <> 'archived' AND state <> 'completed';
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks (queue, ready_at, seq)
     WHERE state IN ('scheduled', 'retry');
 
@@ -101,6 +107,6 @@ INSERT INTO counters (name, value) VALUES ('token', 0) ON CONFLICT (name) DO NOT
 -- Version 1 had a single claim index; claims now use tasks_pending and tasks_due.
 DROP INDEX IF EXISTS tasks_ready;
 
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;
 
 COMMIT;
