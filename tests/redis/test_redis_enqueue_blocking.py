@@ -19,6 +19,7 @@ from conveyor.errors import (
     BrokerError,
     BrokerUnavailableError,
     DuplicateTaskError,
+    InvalidNameError,
     TaskIdConflictError,
 )
 from conveyor.message import Encoding, TaskInfo, TaskMessage, TaskState
@@ -260,3 +261,18 @@ async def test_errors_never_show_the_password(tmp_path: Path) -> None:
         assert wrong not in str(error) and secret not in str(error)
         assert wrong not in repr(error) and secret not in repr(error)
     assert not isinstance(refused.value, BrokerUnavailableError)
+
+
+@BOTH
+@pytest.mark.parametrize(
+    ("task_id", "task_type"),
+    [("a\nb", "t"), ("ok", "t\nt"), ("a b", "t"), ("", "t"), ("ok", "x" * 256), (7, "t")],
+)
+async def test_bad_names_are_refused_before_anything_is_stored(
+    redis_url: str, enqueue: Enqueue, task_id: Any, task_type: Any
+) -> None:
+    async with namespaced_broker(redis_url) as broker:
+        batch = [TaskMessage(id="fine", type="t"), TaskMessage(id=task_id, type=task_type)]
+        with pytest.raises(InvalidNameError):
+            await enqueue(broker, batch)
+        assert await broker.list_queues() == []

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from importlib import resources
@@ -59,6 +60,7 @@ from conveyor.errors import (
     TaskNotFoundError,
 )
 from conveyor.message import (
+    NAME_PATTERN,
     Completion,
     Lease,
     QueueStats,
@@ -664,9 +666,25 @@ def _raw(value: bytes | str) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
 
 
+# Names, one per line: one regex pass checks a whole batch (NAME_PATTERN excludes newlines).
+_NAME_LINES = re.compile(rf"(?:{NAME_PATTERN.pattern}\n)*")
+
+
+def _all_names(values: Sequence[str]) -> bool:
+    """True when every value is a valid name (False may also mean: look at each one)."""
+    try:
+        text = "\n".join(values) + "\n"
+    except TypeError:  # not all strings
+        return False
+    # A newline inside a value would split it into valid-looking lines: count them.
+    return text.count("\n") == len(values) and _NAME_LINES.fullmatch(text) is not None
+
+
 def _check_names(messages: Sequence[TaskMessage]) -> None:
     """Refuse bad ids and types before anything is stored (enqueue.lua relies on valid ids)."""
-    for m in messages:
+    if _all_names([m.id for m in messages]) and _all_names([m.type for m in messages]):
+        return
+    for m in messages:  # find the first bad name, for validate_name's error
         validate_name(m.id, what="task id")
         validate_name(m.type, what="task type")
 
