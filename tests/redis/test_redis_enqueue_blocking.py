@@ -228,6 +228,11 @@ async def test_works_after_script_flush_and_server_restart(tmp_path: Path) -> No
                 broker.enqueue_blocking, [TaskMessage(id="b", type="t")]
             )
             assert info.state is TaskState.PENDING
+            with redis_server.client() as c:
+                c.script_flush()
+            await broker.enqueue([TaskMessage(id="b2", type="t")])  # the async path reloads too
+            leases = await broker.claim(["default"], limit=5, lease_s=30)
+            assert [le.task.id for le in leases] == ["a", "b", "b2"]
             redis_server.kill()
             await asyncio.to_thread(redis_server.start)  # empty again: no data, no scripts
             await asyncio.to_thread(broker.enqueue_blocking, [TaskMessage(id="c", type="t")])

@@ -27,6 +27,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript, Script
 from redis.exceptions import (
     AuthenticationError,
+    NoScriptError,
     ReadOnlyError,
     RedisClusterException,
     RedisError,
@@ -205,8 +206,18 @@ class RedisBroker:
         return found
 
     async def _run(self, name: str, keys_: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run a script by sha, loading it first if the server lacks it (NOSCRIPT).
+
+        What redis-py's script call does, without its per-call overhead (see _evalsha_blocking).
+        """
+        script = self._scripts[name]
+        command = ("EVALSHA", script.sha, len(keys_), *keys_, *args)
         with self._errors():
-            return await self._scripts[name](keys=keys_, args=args)
+            try:
+                return await self._client.execute_command(*command)
+            except NoScriptError:
+                await self._client.script_load(script.script)
+                return await self._client.execute_command(*command)
 
     def _unregistered(self, queues: Sequence[str]) -> list[str]:
         """Queues not yet added to the registry by this broker object."""
@@ -310,7 +321,7 @@ class RedisBroker:
             group = [messages[i] for i in chosen] if self._cluster else messages
             keys_, args = self._enqueue_request([group])
             with self._errors():
-                reply = script(keys=keys_, args=args, client=client)
+                reply = _evalsha_blocking(client, script, keys_, args)
             [outcome] = _enqueue_outcomes([group], reply)
             if isinstance(outcome, Exception):
                 raise outcome
@@ -678,6 +689,22 @@ def _all_names(values: Sequence[str]) -> bool:
         return False
     # A newline inside a value would split it into valid-looking lines: count them.
     return text.count("\n") == len(values) and _NAME_LINES.fullmatch(text) is not None
+
+
+def _evalsha_blocking(
+    client: SyncClient, script: Script, keys_: Sequence[str], args: Sequence[Any]
+) -> Any:
+    """Run a registered script by sha, loading it first if the server lacks it (NOSCRIPT).
+
+    What redis-py's Script call does, without its per-call overhead (measured: about a tenth of
+    a single enqueue's round trip).
+    """
+    command = ("EVALSHA", script.sha, len(keys_), *keys_, *args)
+    try:
+        return client.execute_command(*command)  # type: ignore[no-untyped-call]
+    except NoScriptError:
+        client.script_load(script.script)
+        return client.execute_command(*command)  # type: ignore[no-untyped-call]
 
 
 def _check_names(messages: Sequence[TaskMessage]) -> None:
