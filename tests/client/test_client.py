@@ -208,6 +208,29 @@ def test_sync_client_is_safe_across_threads_and_inside_async_code(tmp_path: Path
         client.enqueue(Task("a.b"))
 
 
+async def test_sync_client_on_every_broker(broker: Broker) -> None:
+    # SQLite and Redis take the broker's enqueue_blocking, the memory broker the private loop.
+    client = Client(broker)
+    try:
+        one = client.enqueue(Task("a.b", 1))
+        many = client.enqueue_many([Task("a.b", n) for n in range(5)], queue="bulk")
+        later = client.enqueue_in(60, Task("a.b", 2))
+        with pytest.raises(TaskIdConflictError):
+            client.enqueue(Task("a.b"), task_id=one.id)
+        with pytest.raises(DuplicateTaskError):
+            client.enqueue_many([Task("a.b", "u"), Task("a.b", "u")], unique=60)
+    finally:
+        client.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        client.enqueue(Task("a.b"))
+
+    assert (await broker.get_task("default", one.id)).payload == 1
+    assert [i.state for i in many] == [TaskState.PENDING] * 5
+    assert (await broker.queue_stats("bulk")).pending == 5
+    assert (await broker.get_task("default", later.id)).state is TaskState.SCHEDULED
+    assert (await broker.queue_stats("default")).pending == 1  # the failed calls stored nothing
+
+
 def test_sync_client_and_async_code_share_one_sqlite_broker(tmp_path: Path) -> None:
     # The sync client runs its SQLite work inline in its own thread; the async side goes through
     # the broker's database thread. Both use one connection, never at the same time.

@@ -214,15 +214,26 @@ class SqliteBroker:
 
     async def _run(self, operation: Callable[[Store], T]) -> T:
         if self._closed:
-            raise BrokerUnavailableError(f"sqlite broker at {str(self.path)!r} is closed")
+            raise self._closed_error()
         try:
             return await self._thread.run(lambda: self._call(operation))
         except RuntimeError as exc:  # the thread stopped under a late caller
             if self._closed:
-                raise BrokerUnavailableError(
-                    f"sqlite broker at {str(self.path)!r} is closed"
-                ) from exc
+                raise self._closed_error() from exc
             raise
+
+    def _run_blocking(self, operation: Callable[[Store], T]) -> T:
+        if self._closed:
+            raise self._closed_error()
+        try:
+            return self._thread.call(lambda: self._call(operation))
+        except RuntimeError as exc:
+            if self._closed:
+                raise self._closed_error() from exc
+            raise
+
+    def _closed_error(self) -> BrokerUnavailableError:
+        return BrokerUnavailableError(f"sqlite broker at {str(self.path)!r} is closed")
 
     def _notify_ready(self) -> None:
         """After a commit that made work ready: wake waiters here, then in other processes."""
@@ -302,6 +313,15 @@ class SqliteBroker:
     async def enqueue(self, messages: Sequence[TaskMessage]) -> list[TaskInfo]:
         """Store tasks, all or nothing, in one transaction (see :meth:`Broker.enqueue`)."""
         return await self._run(lambda s: s.enqueue(messages))
+
+    def enqueue_blocking(self, messages: Sequence[TaskMessage]) -> list[TaskInfo]:
+        """:meth:`enqueue` for callers on plain threads: same transaction, outcome and errors.
+
+        The transaction runs in the calling thread (after any call in progress on this broker),
+        with no event loop and no hand-off to the database thread. Safe to call from several
+        threads; the sync ``Client`` uses it.
+        """
+        return self._run_blocking(lambda s: s.enqueue(messages))
 
     async def claim(self, queues: Sequence[str], *, limit: int, lease_s: float) -> list[Lease]:
         """Claim up to ``limit`` ready tasks in one transaction (see :meth:`Broker.claim`)."""

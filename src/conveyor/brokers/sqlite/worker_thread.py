@@ -71,12 +71,7 @@ class DatabaseThread:
             RuntimeError: the thread was stopped.
         """
         if caller_may_block.get():
-            if self._stopped:
-                raise RuntimeError("database thread stopped")
-            if not exclusive:
-                return fn()
-            with self._busy:
-                return fn()
+            return self.call(fn) if exclusive else self._unless_stopped(fn)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._start_lock:
@@ -87,6 +82,20 @@ class DatabaseThread:
                 self._thread.start()
             self._jobs.put((loop, future, fn, exclusive))
         return await future
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` in the calling thread, holding :attr:`lock` (blocks until it is free).
+
+        Raises:
+            RuntimeError: the thread was stopped.
+        """
+        with self._busy:
+            return self._unless_stopped(fn)
+
+    def _unless_stopped(self, fn: Callable[[], T]) -> T:
+        if self._stopped:
+            raise RuntimeError("database thread stopped")
+        return fn()
 
     def _loop(self) -> None:
         while (job := self._jobs.get()) is not None:
