@@ -84,9 +84,12 @@ class SqliteBroker:
     Workers and producers in several processes can use the same file at once: the database is
     in WAL mode (readers never block the writer), writers wait up to ``busy_timeout_s`` for the
     lock, and every claim is one ``BEGIN IMMEDIATE`` transaction, so a task is never claimed
-    twice. Each broker runs its SQLite work on one dedicated thread that owns the connection, so
-    the event loop never blocks on disk. An idle waiter is woken within milliseconds across
-    processes by a datagram on a Unix socket in ``<db>.wake/``, with a 50 ms poll as fallback.
+    twice. Each broker runs its SQLite work on one dedicated thread, so the event loop never
+    blocks on disk; synchronous callers (:meth:`enqueue_blocking`, the sync facades) run theirs
+    in their own thread instead, under the same lock. WAL checkpoints run on a background
+    thread (see :mod:`conveyor.brokers.sqlite.checkpoint`). An idle waiter is woken within
+    milliseconds across processes by a datagram on a Unix socket in ``<db>.wake/``, with a 50 ms
+    poll as fallback.
 
     Durability is chosen with ``synchronous``:
 
