@@ -10,10 +10,9 @@ import functools
 import json
 import re
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any, NewType, TypeAlias, TypeVar
+from typing import Any, NewType, TypeAlias
 
 from conveyor.errors import InvalidNameError, PayloadError, PayloadTooLargeError
 
@@ -195,29 +194,6 @@ class TaskMessage:
     process_in_s: float | None = None
 
 
-_D = TypeVar("_D")
-
-
-def _field_order_constructor(cls: type[_D]) -> Callable[..., _D]:
-    """A constructor of the frozen, slotted dataclass ``cls`` taking every field positionally.
-
-    It sets the slots directly instead of going through the generated ``__init__``, whose
-    keyword handling and per-field ``object.__setattr__`` make up most of the cost of building
-    the objects made once per task (a message, its info): about half, measured. Only for classes
-    without ``__post_init__``; callers pass every field, in declaration order.
-    """
-    setters = tuple(getattr(cls, f.name).__set__ for f in fields(cls))  # type: ignore[arg-type]
-    new = object.__new__
-
-    def construct(*values: Any) -> _D:
-        obj = new(cls)
-        for setter, value in zip(setters, values, strict=True):
-            setter(obj, value)
-        return obj
-
-    return construct
-
-
 @functools.lru_cache(maxsize=256)
 def _duration(seconds: float) -> timedelta:
     # Tasks of one type share their timeout and retention: convert each value once.
@@ -297,10 +273,68 @@ class TaskInfo:
         return None if self.raw_result is None else decode_json(self.raw_result)
 
 
-_new_task_info = _field_order_constructor(TaskInfo)
+# Building the objects made once per task (a message, its info) without the generated __init__:
+# its keyword handling and per-field object.__setattr__ were about half their cost, measured.
+# These set the slots directly, every field, in declaration order (tests compare them with
+# __init__); the classes have no __post_init__ to skip.
+_NEW = object.__new__
+_TI = tuple(getattr(TaskInfo, f.name).__set__ for f in fields(TaskInfo))
+_TM = tuple(getattr(TaskMessage, f.name).__set__ for f in fields(TaskMessage))
 
-# For conveyor.options, which builds one message per task: every field, in declaration order.
-_new_task_message = _field_order_constructor(TaskMessage)
+
+def _new_task_info(
+    id: str, queue: str, type: str, state: TaskState, raw_payload: bytes, encoding: Encoding,
+    max_retry: int, retried: int, last_error: str | None, last_failed_at: datetime | None,
+    timeout: timedelta | None, deadline: datetime | None, next_process_at: datetime | None,
+    enqueued_at: datetime | None, completed_at: datetime | None, raw_result: bytes | None,
+    retention: timedelta, unique_key: str | None,
+) -> TaskInfo:  # fmt: skip
+    obj: TaskInfo = _NEW(TaskInfo)
+    (s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16, s17) = _TI
+    s0(obj, id)
+    s1(obj, queue)
+    s2(obj, type)
+    s3(obj, state)
+    s4(obj, raw_payload)
+    s5(obj, encoding)
+    s6(obj, max_retry)
+    s7(obj, retried)
+    s8(obj, last_error)
+    s9(obj, last_failed_at)
+    s10(obj, timeout)
+    s11(obj, deadline)
+    s12(obj, next_process_at)
+    s13(obj, enqueued_at)
+    s14(obj, completed_at)
+    s15(obj, raw_result)
+    s16(obj, retention)
+    s17(obj, unique_key)
+    return obj
+
+
+def _new_task_message(
+    id: str, type: str, queue: str, payload: bytes, encoding: Encoding, max_retry: int,
+    timeout_s: float | None, deadline: float | None, retention_s: float,
+    unique_key: str | None, unique_ttl_s: float | None, process_at: float | None,
+    process_in_s: float | None,
+) -> TaskMessage:  # fmt: skip
+    """For conveyor.options, which builds one message per task: every field, in order."""
+    obj: TaskMessage = _NEW(TaskMessage)
+    (s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12) = _TM
+    s0(obj, id)
+    s1(obj, type)
+    s2(obj, queue)
+    s3(obj, payload)
+    s4(obj, encoding)
+    s5(obj, max_retry)
+    s6(obj, timeout_s)
+    s7(obj, deadline)
+    s8(obj, retention_s)
+    s9(obj, unique_key)
+    s10(obj, unique_ttl_s)
+    s11(obj, process_at)
+    s12(obj, process_in_s)
+    return obj
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

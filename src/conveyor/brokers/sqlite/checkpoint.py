@@ -107,6 +107,8 @@ class Checkpointer:
         """Checkpoints run so far (for tests and debugging)."""
         self.last: tuple[int, int, int] | None = None
         """The last checkpoint's (busy, WAL frames, frames copied back), as SQLite reports it."""
+        self.rewinds = 0
+        """Times a checkpoint found the WAL shorter than the previous one: it was started over."""
 
     def committed(self) -> None:
         """Note a committed write transaction (cheap; call after every commit)."""
@@ -183,5 +185,7 @@ class Checkpointer:
             logger.debug("WAL checkpoint of %s failed: %s", self._path, exc)
             return 0
         self.runs += 1
+        if self.last is not None and 0 <= frames < self.last[1]:
+            self.rewinds += 1
         self.last = (busy, frames, copied)
         return max(int(frames), 0)
