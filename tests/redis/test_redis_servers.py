@@ -143,7 +143,11 @@ async def test_sentinel_failover_keeps_the_broker_working(tmp_path: Path) -> Non
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in sentinels)
         broker = RedisBroker.from_url(f"redis+sentinel://{hosts}/mymaster/0?namespace=sent")
         try:
-            await broker.enqueue([TaskMessage(id=f"before-{i}", type="t") for i in range(20)])
+            await broker.enqueue([TaskMessage(id=f"before-{i}", type="t") for i in range(19)])
+            # The synchronous client finds the master through the Sentinels too.
+            await asyncio.to_thread(
+                broker.enqueue_blocking, [TaskMessage(id="before-19", type="t")]
+            )
             with primary.client() as c:  # the failover must not lose them: let the replica catch up
                 assert c.execute_command("WAIT", 1, 5000) == 1
 
@@ -163,10 +167,26 @@ async def test_sentinel_failover_keeps_the_broker_working(tmp_path: Path) -> Non
                 return True
 
             await eventually(enqueued_after, within=15, interval=0.2)
+
+            async def enqueued_after_blocking() -> bool:
+                try:
+                    await asyncio.to_thread(
+                        broker.enqueue_blocking, [TaskMessage(id="after-sync", type="t")]
+                    )
+                except BrokerUnavailableError:
+                    return False
+                except TaskIdConflictError:  # an earlier try was stored, its reply lost
+                    pass
+                return True
+
+            await eventually(enqueued_after_blocking, within=15, interval=0.2)
             leases = await broker.claim(["default"], limit=100, lease_s=30)
         finally:
             await broker.close()
-        assert {le.task.id for le in leases} == {f"before-{i}" for i in range(20)} | {"after"}
+        assert {le.task.id for le in leases} == {f"before-{i}" for i in range(20)} | {
+            "after",
+            "after-sync",
+        }
         with replica.client() as c:
             assert c.info("replication")["role"] == "master"
 
