@@ -6,12 +6,13 @@ import logging
 import ssl
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from conveyor.brokers import open_broker
 from conveyor.brokers.redis import RedisBroker
-from conveyor.brokers.redis.connect import make_client, parse_redis_url
+from conveyor.brokers.redis.connect import make_client, make_sync_client, parse_redis_url
 from conveyor.errors import BrokerUnavailableError, ConfigError
 
 SECRET = "s3cr3t-pw"
@@ -148,3 +149,50 @@ async def test_unreachable_server_maps_to_broker_unavailable_without_password(
     await broker.close()
     assert SECRET not in str(info.value)
     assert SECRET not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"rediss://alice:{SECRET}@h:6390/2?ssl_cert_reqs=optional&ssl_ca_certs=/etc/ca.pem",
+        f"redis://alice:{SECRET}@h:6391/3",
+        f"unix://:{SECRET}@/run/redis.sock?db=4",
+    ],
+)
+def test_sync_client_is_configured_like_the_async_one(url: str) -> None:
+    # enqueue_blocking's client: same address, database, credentials, TLS, timeouts, retries.
+    target = parse_redis_url(url)
+    sync_client, async_client = make_sync_client(target), make_client(target)
+    assert isinstance(sync_client, redis.Redis) and isinstance(async_client, aioredis.Redis)
+    sync_kwargs = sync_client.connection_pool.connection_kwargs
+    async_kwargs = async_client.connection_pool.connection_kwargs
+    for name in (
+        "host",
+        "port",
+        "path",
+        "db",
+        "username",
+        "password",
+        "socket_timeout",
+        "socket_connect_timeout",
+        "socket_keepalive",
+        "health_check_interval",
+        "ssl_cert_reqs",
+        "ssl_ca_certs",
+    ):
+        assert sync_kwargs.get(name) == async_kwargs.get(name), name
+    assert sync_client.connection_pool.connection_class.__name__ == (
+        async_client.connection_pool.connection_class.__name__
+    )
+    sync_retry, async_retry = sync_client.get_retry(), async_client.get_retry()
+    assert sync_retry is not None and async_retry is not None
+    assert sync_retry.get_retries() == async_retry.get_retries() == 8
+
+
+def test_sync_client_for_sentinel_asks_the_sentinels() -> None:
+    target = parse_redis_url(f"redis+sentinel://:{SECRET}@127.0.0.1:26999/mymaster/5")
+    client = make_sync_client(target)
+    assert isinstance(client, redis.Redis)
+    assert client.connection_pool.connection_kwargs["db"] == 5
+    manager = client.connection_pool.sentinel_manager  # type: ignore[attr-defined]
+    assert [s.connection_pool.connection_kwargs["port"] for s in manager.sentinels] == [26999]
