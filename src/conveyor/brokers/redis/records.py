@@ -174,30 +174,42 @@ def _ready(state: TaskState, fields: dict[bytes, bytes]) -> datetime | None:
     return to_datetime(ready if ready is not None else _micros(fields.get(b"enqueued_at")))
 
 
+_ZERO = timedelta(0)
+
+
 def decode_record(queue: str, task_id: str, fields: dict[bytes, bytes]) -> TaskInfo:
-    """Build a TaskInfo from a task hash, tolerating missing or garbled fields."""
-    state = _STATES.get(fields.get(b"state", b""), TaskState.ARCHIVED)
-    encoding = Encoding.BYTES if fields.get(b"encoding") == b"bytes" else Encoding.JSON
-    timeout = _float(fields.get(b"timeout"))
-    ukey = fields.get(b"unique_key")
+    """Build a TaskInfo from a task hash, tolerating missing or garbled fields.
+
+    Every claimed task goes through here, so optional fields are parsed only when present.
+    """
+    get = fields.get
+    state = _STATES.get(get(b"state", b""), TaskState.ARCHIVED)
+    timeout = _float(get(b"timeout"))
+    retention = _float(get(b"retention"))
+    error = get(b"error")
+    ukey = get(b"unique_key")
     return TaskInfo(
         id=task_id,
         queue=queue,
-        type=fields.get(b"type", b"").decode(errors="replace"),
+        type=get(b"type", b"").decode(errors="replace"),
         state=state,
-        raw_payload=fields.get(b"payload", b"null"),
-        encoding=encoding,
-        max_retry=_int(fields.get(b"max_retry")),
-        retried=_int(fields.get(b"retried")),
-        last_error=fields[b"error"].decode(errors="replace") if b"error" in fields else None,
-        last_failed_at=to_datetime(_micros(fields.get(b"failed_at"))),
+        raw_payload=get(b"payload", b"null"),
+        encoding=Encoding.BYTES if get(b"encoding") == b"bytes" else Encoding.JSON,
+        max_retry=_int(get(b"max_retry")),
+        retried=_int(get(b"retried")),
+        last_error=None if error is None else error.decode(errors="replace"),
+        last_failed_at=None
+        if b"failed_at" not in fields
+        else to_datetime(_micros(get(b"failed_at"))),
         timeout=None if timeout is None else timedelta(seconds=timeout),
-        deadline=to_datetime(_float(fields.get(b"deadline"))),
-        next_process_at=_ready(state, fields),
-        enqueued_at=to_datetime(_micros(fields.get(b"enqueued_at"))),
-        completed_at=to_datetime(_micros(fields.get(b"completed_at"))),
-        raw_result=fields.get(b"result"),
-        retention=timedelta(seconds=_float(fields.get(b"retention")) or 0.0),
+        deadline=None if b"deadline" not in fields else to_datetime(_float(get(b"deadline"))),
+        next_process_at=None if state is TaskState.ACTIVE else _ready(state, fields),
+        enqueued_at=to_datetime(_micros(get(b"enqueued_at"))),
+        completed_at=None
+        if b"completed_at" not in fields
+        else to_datetime(_micros(get(b"completed_at"))),
+        raw_result=get(b"result"),
+        retention=_ZERO if not retention else timedelta(seconds=retention),
         unique_key=ukey.decode() if ukey else None,
     )
 
