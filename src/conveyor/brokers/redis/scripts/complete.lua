@@ -1,15 +1,24 @@
 -- complete.lua: record successful attempts and enqueue their successors, one step each.
 -- KEYS:    one 13-key block per queue involved (see lib.lua).
--- ARGV:    [1] completion count n, then n completions of 5 fields: queue block index, id, token,
---          has_result ('1'/'0'), result; then a JSON array of successors, each
---          [index of the completion it follows, message (lib.lua)]; then their payloads.
+-- ARGV:    [1] completion count n; [2] the n completions as one space-separated string of
+--          4 words each: queue block index, id, token, has_result ('1'/'0') (ids and tokens
+--          never contain spaces); [3] a JSON array of successors, each [index of the completion
+--          it follows, message (lib.lua)]; then the results of the completions that have one,
+--          in order; then the successors' payloads.
 -- Returns: {now_us, done_1, ..., done_k} with done 1 (applied) or 0 (lease lost). When a
 --          successor of completion k is refused, k < n + 1 and the reply ends with
 --          {'conflict' or 'duplicate', successor index}; completions from k on are not applied.
 
 local n = tonumber(ARGV[1])
-local sbase = 2 + n * 5
-local succs = cjson.decode(ARGV[sbase])
+local words = {}
+for w in string.gmatch(ARGV[2], '%S+') do words[#words + 1] = w end
+local succs = cjson.decode(ARGV[3])
+local nresults = 0
+for i = 1, n do
+  if words[i * 4] == '1' then nresults = nresults + 1 end
+end
+local sbase = 3 + nresults  -- successor j's payload is ARGV[sbase + j]
+local next_result = 3       -- ARGV index of the last result handed out
 local t = now()
 local out = {t}
 local ctx = new_batch()
@@ -35,11 +44,16 @@ local function successors_of(i)
 end
 
 for i = 1, n do
-  local o = 1 + (i - 1) * 5
-  local b = block(tonumber(ARGV[o + 1]))
-  local id = ARGV[o + 2]
+  local o = (i - 1) * 4
+  local b = block(tonumber(words[o + 1]))
+  local id = words[o + 2]
+  local result = nil
+  if words[o + 4] == '1' then
+    next_result = next_result + 1
+    result = ARGV[next_result]
+  end
   local tkey = b.tprefix .. id
-  if not holds_lease(tkey, ARGV[o + 3]) then
+  if not holds_lease(tkey, words[o + 3]) then
     out[#out + 1] = 0
   else
     local succ = {}
@@ -61,8 +75,8 @@ for i = 1, n do
     if retention > 0 then
       redis.call('HSET', tkey, 'state', 'completed', 'completed_at', t, 'since', t)
       redis.call('HDEL', tkey, 'lease')
-      if ARGV[o + 4] == '1' then
-        redis.call('HSET', tkey, 'result', ARGV[o + 5])
+      if result then
+        redis.call('HSET', tkey, 'result', result)
       end
       redis.call('ZADD', b.completed, t, id)
       redis.call('ZADD', b.expiry, t + math.floor(retention * 1000000), id)
