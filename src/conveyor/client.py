@@ -13,12 +13,12 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Unpack
 
 from conveyor.broker_handle import BrokerHandle, SyncFacade
-from conveyor.brokers.protocol import Broker
+from conveyor.brokers.protocol import BlockingEnqueue, Broker
 from conveyor.config import DEFAULT_BROKER_URL, broker_url_from_env
 from conveyor.errors import ConfigError
 from conveyor.message import DEFAULT_MAX_PAYLOAD_BYTES, Task, TaskInfo, TaskMessage, validate_name
@@ -30,8 +30,6 @@ from conveyor.options import (
     TaskOptions,
     parse_options,
 )
-
-_BlockingEnqueue = Callable[[Sequence[TaskMessage]], list[TaskInfo]]
 
 
 class _Producer:
@@ -209,7 +207,8 @@ class Client(SyncFacade[AsyncClient]):
 
     The client owns one private event loop for its lifetime (broker connections live there) and
     drives it from the calling thread, so a call costs no new loop and no thread hand-off. A
-    broker with a synchronous ``enqueue_blocking`` (SQLite, Redis) is called directly instead,
+    broker with a synchronous ``enqueue_blocking`` (SQLite, Redis: the optional
+    :class:`~conveyor.brokers.protocol.BlockingEnqueue` protocol) is called directly instead,
     without the loop. It is safe to share between threads. Close it (or use ``with``) when done.
 
     Args:
@@ -236,8 +235,8 @@ class Client(SyncFacade[AsyncClient]):
         )
         self._producer = self._async._producer
         # The loop costs ~20 us a call; a broker that can enqueue synchronously skips it.
-        blocking: _BlockingEnqueue | None = getattr(self._async.broker, "enqueue_blocking", None)
-        self._enqueue_blocking = blocking
+        broker = self._async.broker
+        self._blocking = broker if isinstance(broker, BlockingEnqueue) else None
 
     @classmethod
     def from_env(cls, **defaults: Unpack[DefaultOptions]) -> Client:
@@ -257,11 +256,11 @@ class Client(SyncFacade[AsyncClient]):
         self._producer.set_default_options(task_type, options)
 
     def _store(self, messages: list[TaskMessage]) -> list[TaskInfo]:
-        if self._enqueue_blocking is None:
+        if self._blocking is None:
             return self._loop.run(self._async.broker.enqueue(messages))
         if self._async.closed:
             raise RuntimeError("conveyor-client is closed")  # as the loop says, for the others
-        return self._enqueue_blocking(messages)
+        return self._blocking.enqueue_blocking(messages)
 
     def enqueue(self, task: Task, **options: Unpack[EnqueueOptions]) -> TaskInfo:
         """Store ``task`` and return its info; see :meth:`AsyncClient.enqueue` for the errors."""

@@ -210,6 +210,7 @@ def test_sync_client_is_safe_across_threads_and_inside_async_code(tmp_path: Path
 
 async def test_sync_client_on_every_broker(broker: Broker) -> None:
     # SQLite and Redis take the broker's enqueue_blocking, the memory broker the private loop.
+    assert isinstance(broker, BlockingEnqueue) is (type(broker).__name__ != "MemoryBroker")
     client = Client(broker)
     try:
         one = client.enqueue(Task("a.b", 1))

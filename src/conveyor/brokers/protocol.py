@@ -226,5 +226,19 @@ class Broker(Protocol):
         ...
 
 
+@runtime_checkable
+class BlockingEnqueue(Protocol):
+    """Optional, for brokers that can store tasks from plain synchronous code.
+
+    The sync :class:`~conveyor.Client` uses it when the broker has it, so a web request thread
+    pays one plain round trip per enqueue instead of driving an event loop. Same semantics,
+    outcome and errors as :meth:`Broker.enqueue`; safe to call from several threads at once.
+    """
+
+    def enqueue_blocking(self, messages: Sequence[TaskMessage]) -> list[TaskInfo]:
+        """:meth:`Broker.enqueue`, blocking the calling thread until it is stored."""
+        ...
+
+
 LEASE_EXPIRED_ERROR = "lease expired (worker lost)"
 """The error recorded on a task recovered from a lapsed lease."""
