@@ -25,6 +25,7 @@ from conveyor import (
     TaskState,
 )
 from conveyor.brokers.memory import MemoryBroker
+from conveyor.brokers.protocol import BlockingEnqueue
 from conveyor.message import TaskMessage
 
 
@@ -210,7 +211,7 @@ def test_sync_client_is_safe_across_threads_and_inside_async_code(tmp_path: Path
 
 async def test_sync_client_on_every_broker(broker: Broker) -> None:
     # SQLite and Redis take the broker's enqueue_blocking, the memory broker the private loop.
-    assert isinstance(broker, BlockingEnqueue) is (type(broker).__name__ != "MemoryBroker")
+    assert isinstance(broker, BlockingEnqueue) is not isinstance(broker, MemoryBroker)
     client = Client(broker)
     try:
         one = client.enqueue(Task("a.b", 1))
