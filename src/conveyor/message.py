@@ -102,9 +102,32 @@ def encode_json(value: JSONValue) -> bytes:
         PayloadError: naming the first value that is not JSON.
     """
     try:
-        return _encode_json(value).encode()
+        data = _encode_json(value).encode()
     except (TypeError, ValueError, RecursionError) as exc:
         raise PayloadError(_describe_bad_json(value)) from exc
+    if isinstance(value, dict | list | tuple) and not _keys_are_strings(value):
+        raise PayloadError(_describe_bad_json(value))
+    return data
+
+
+def _keys_are_strings(value: JSONValue) -> bool:
+    """Whether every dict key inside ``value`` is a str.
+
+    The json module turns int, float, bool and None keys into strings without a word, so
+    ``{1: "x"}`` would come back as ``{"1": "x"}``: a payload must not change on the way.
+    """
+    stack: list[object] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, sub in item.items():
+                if not isinstance(key, str):
+                    return False
+                if isinstance(sub, dict | list | tuple):
+                    stack.append(sub)
+        elif isinstance(item, list | tuple):
+            stack.extend(sub for sub in item if isinstance(sub, dict | list | tuple))
+    return True
 
 
 def decode_json(data: bytes) -> JSONValue:

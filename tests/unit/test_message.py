@@ -95,6 +95,8 @@ def test_tuples_encode_as_lists() -> None:
         ({"x": math.nan}, ["payload['x']", "nan"]),
         ([1, math.inf], ["payload[1]", "inf"]),
         ({(1, 2): "tuple key"}, ["non-string key", "(1, 2)"]),
+        ({"a": [{1: "int key"}]}, ["payload['a'][0]", "non-string key 1"]),
+        ({None: 1}, ["non-string key None"]),
         ({"b": b"bytes"}, ["payload['b']", "bytes"]),
     ],
 )
