@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from enum import StrEnum
 from pathlib import Path
 
@@ -50,6 +51,26 @@ def broker_error(exc: sqlite3.Error, location: Path) -> BrokerError:
     return BrokerError(message)
 
 
+def _enable_wal(conn: sqlite3.Connection, busy_timeout_s: float) -> str:
+    """Switch to WAL and return the mode granted, retrying while another opener holds the lock.
+
+    Processes opening a brand-new file at the same moment race to convert it, and the loser's
+    ``PRAGMA journal_mode`` fails with SQLITE_BUSY at once instead of waiting in the busy
+    handler; so it waits here, as long as any other write would.
+    """
+    deadline = time.monotonic() + busy_timeout_s
+    pause = 0.001
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+        except sqlite3.OperationalError as exc:
+            busy = exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if not busy or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)  # a lock held by another process: there is nothing to wait on
+        pause = min(pause * 2, 0.05)
+
+
 def open_connection(
     path: Path, *, synchronous: Synchronous, busy_timeout_s: float
 ) -> tuple[sqlite3.Connection, str]:
@@ -75,7 +96,7 @@ def open_connection(
         check_same_thread=False,
     )
     try:
-        journal_mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+        journal_mode = _enable_wal(conn, busy_timeout_s)
         conn.execute(SYNCHRONOUS_PRAGMA[synchronous])
         conn.execute("PRAGMA temp_store = MEMORY")
         # Integers from our own constants: nothing from outside reaches these statements.
