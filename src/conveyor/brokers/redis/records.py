@@ -13,7 +13,14 @@ import operator
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
-from conveyor.message import Encoding, TaskInfo, TaskMessage, TaskState, to_datetime
+from conveyor.message import (
+    Encoding,
+    TaskInfo,
+    TaskMessage,
+    TaskState,
+    _new_task_info,
+    to_datetime,
+)
 
 __all__ = [
     "decode_record",
@@ -174,9 +181,6 @@ def _ready(state: TaskState, fields: dict[bytes, bytes]) -> datetime | None:
     return to_datetime(ready if ready is not None else _micros(fields.get(b"enqueued_at")))
 
 
-_ZERO = timedelta(0)
-
-
 def decode_record(queue: str, task_id: str, fields: dict[bytes, bytes]) -> TaskInfo:
     """Build a TaskInfo from a task hash, tolerating missing or garbled fields.
 
@@ -188,29 +192,26 @@ def decode_record(queue: str, task_id: str, fields: dict[bytes, bytes]) -> TaskI
     retention = _float(get(b"retention"))
     error = get(b"error")
     ukey = get(b"unique_key")
-    return TaskInfo(
-        id=task_id,
-        queue=queue,
-        type=get(b"type", b"").decode(errors="replace"),
-        state=state,
-        raw_payload=get(b"payload", b"null"),
-        encoding=Encoding.BYTES if get(b"encoding") == b"bytes" else Encoding.JSON,
-        max_retry=_int(get(b"max_retry")),
-        retried=_int(get(b"retried")),
-        last_error=None if error is None else error.decode(errors="replace"),
-        last_failed_at=None
-        if b"failed_at" not in fields
-        else to_datetime(_micros(get(b"failed_at"))),
-        timeout=None if timeout is None else timedelta(seconds=timeout),
-        deadline=None if b"deadline" not in fields else to_datetime(_float(get(b"deadline"))),
-        next_process_at=None if state is TaskState.ACTIVE else _ready(state, fields),
-        enqueued_at=to_datetime(_micros(get(b"enqueued_at"))),
-        completed_at=None
-        if b"completed_at" not in fields
-        else to_datetime(_micros(get(b"completed_at"))),
-        raw_result=get(b"result"),
-        retention=_ZERO if not retention else timedelta(seconds=retention),
-        unique_key=ukey.decode() if ukey else None,
+    # Positional, in field order, without the dataclass __init__ (see message._new_task_info).
+    return _new_task_info(
+        task_id,
+        queue,
+        get(b"type", b"").decode(errors="replace"),
+        state,
+        get(b"payload", b"null"),
+        Encoding.BYTES if get(b"encoding") == b"bytes" else Encoding.JSON,
+        _int(get(b"max_retry")),
+        _int(get(b"retried")),
+        None if error is None else error.decode(errors="replace"),
+        None if b"failed_at" not in fields else to_datetime(_micros(get(b"failed_at"))),
+        None if timeout is None else timedelta(seconds=timeout),
+        None if b"deadline" not in fields else to_datetime(_float(get(b"deadline"))),
+        None if state is TaskState.ACTIVE else _ready(state, fields),
+        to_datetime(_micros(get(b"enqueued_at"))),
+        None if b"completed_at" not in fields else to_datetime(_micros(get(b"completed_at"))),
+        get(b"result"),
+        _NO_TIME if not retention else timedelta(seconds=retention),
+        ukey.decode() if ukey else None,
     )
 
 
