@@ -9,6 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis_servers import namespaced_broker
 
+from conveyor.brokers.protocol import DAILY_TOTALS_KEPT_DAYS
 from conveyor.brokers.redis import RedisBroker, keys
 from conveyor.errors import DuplicateTaskError, TaskIdConflictError
 from conveyor.message import Completion, TaskMessage, TaskState
@@ -116,3 +117,21 @@ async def test_stale_wake_tokens_are_cleared_by_an_idle_wait(redis_url: str) -> 
         await redis_broker.wait_for_tasks(["default"], 0.05)
 
         assert await _raw(redis_broker).llen(k.wake) == 0
+
+
+async def test_purge_drops_daily_totals_older_than_the_days_kept(redis_url: str) -> None:
+    async with namespaced_broker(redis_url) as redis_broker:
+        [info] = await redis_broker.enqueue([TaskMessage(id="one", type="t")])
+        [lease] = await redis_broker.claim(["default"], limit=1, lease_s=30)
+        await redis_broker.complete([Completion(lease=lease)])
+        stats_key = keys.queue_keys(redis_broker._ns, "default").stats
+        raw = _raw(redis_broker)
+        today = int((await raw.time())[0]) // 86400
+        old, kept = today - DAILY_TOTALS_KEPT_DAYS - 1, today - DAILY_TOTALS_KEPT_DAYS
+        await raw.hset(stats_key, mapping={f"p:{old}": 7, f"f:{old}": 2, f"p:{kept}": 5})
+
+        await redis_broker.purge_expired()
+
+        fields = {k.decode() for k in await raw.hkeys(stats_key)}
+        assert fields == {f"p:{today}", f"p:{kept}"}
+        assert (await redis_broker.queue_stats(info.queue)).processed_today == 1

@@ -29,7 +29,7 @@ PINNED_SHA256 = {
     "manage.lua": "f28657ee799a27de",
     "page.lua": "9980ab50d9f3ff3b",
     "peek.lua": "6685367764624ba2",
-    "purge.lua": "2121010a95ad285a",
+    "purge.lua": "a3a08184d13d4054",
     "recover.lua": "3f424450f8f911dd",
     "release.lua": "4b07e7b1fb9b7f78",
     "stats.lua": "23895ba7fa854e94",

@@ -87,7 +87,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from conveyor.brokers.protocol import LEASE_EXPIRED_ERROR, Broker, BrokerInfo, Capabilities
+from conveyor.brokers.protocol import (
+    DAILY_TOTALS_KEPT_DAYS,
+    LEASE_EXPIRED_ERROR,
+    Broker,
+    BrokerInfo,
+    Capabilities,
+)
 from conveyor.config import redact_url, split_broker_url
 from conveyor.errors import (
     BrokerUnavailableError,
@@ -547,6 +553,9 @@ class MemoryBroker:
             for key, (_, expires) in list(s.locks.items()):
                 if expires is not None and expires <= now:
                     del s.locks[key]
+            oldest_kept = _day(now - DAILY_TOTALS_KEPT_DAYS * 86400)
+            for count_key in [k for k in s.counts if k[1] < oldest_kept]:
+                del s.counts[count_key]
             old = [
                 t
                 for q in s.queues.values()

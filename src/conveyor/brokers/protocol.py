@@ -154,7 +154,11 @@ class Broker(Protocol):
         ...
 
     async def purge_expired(self) -> int:
-        """Delete COMPLETED tasks past retention and expired unique locks; return the count."""
+        """Delete COMPLETED tasks past retention and expired unique locks; return the count.
+
+        Also drops the daily processed/failed totals older than :data:`DAILY_TOTALS_KEPT_DAYS`
+        days, so a long-lived queue's statistics do not grow for ever.
+        """
         ...
 
     # -- inspecting ----------------------------------------------------------------------------
@@ -239,6 +243,9 @@ class BlockingEnqueue(Protocol):
         """:meth:`Broker.enqueue`, blocking the calling thread until it is stored."""
         ...
 
+
+DAILY_TOTALS_KEPT_DAYS = 90
+"""How many days of processed/failed totals a broker keeps (``purge_expired`` drops older)."""
 
 LEASE_EXPIRED_ERROR = "lease expired (worker lost)"
 """The error recorded on a task recovered from a lapsed lease."""

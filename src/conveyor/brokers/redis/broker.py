@@ -36,7 +36,13 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from conveyor.brokers.protocol import LEASE_EXPIRED_ERROR, Broker, BrokerInfo, Capabilities
+from conveyor.brokers.protocol import (
+    DAILY_TOTALS_KEPT_DAYS,
+    LEASE_EXPIRED_ERROR,
+    Broker,
+    BrokerInfo,
+    Capabilities,
+)
 from conveyor.brokers.redis import keys, server_config
 from conveyor.brokers.redis.combiner import Combiner
 from conveyor.brokers.redis.connect import (
@@ -565,8 +571,11 @@ class RedisBroker:
         return await self._per_queue_batches("recover", [delay, LEASE_EXPIRED_ERROR, BATCH])
 
     async def purge_expired(self) -> int:
-        """Delete COMPLETED tasks past retention; unique locks expire in Redis by themselves."""
-        return await self._per_queue_batches("purge", [BATCH])
+        """Delete COMPLETED tasks past retention and old daily totals (see the protocol).
+
+        Unique locks expire in Redis by themselves.
+        """
+        return await self._per_queue_batches("purge", [BATCH, DAILY_TOTALS_KEPT_DAYS])
 
     # -- inspecting ----------------------------------------------------------------------------
 

@@ -188,6 +188,11 @@ RETURNING queue;
 -- Params: now
 DELETE FROM tasks WHERE state = 'completed' AND completed_at + retention_s <= ?;
 
+-- name: purge_daily_counts
+-- Drop the processed/failed totals of days before the oldest one kept.
+-- Params: oldest day kept (YYYY-MM-DD)
+DELETE FROM daily_counts WHERE day < ?;
+
 -- name: purge_unique_locks
 -- Delete unique locks whose TTL has passed.
 -- Params: now

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from conveyor.brokers.protocol import LEASE_EXPIRED_ERROR
+from conveyor.brokers.protocol import DAILY_TOTALS_KEPT_DAYS, LEASE_EXPIRED_ERROR
 from conveyor.brokers.sqlite import rows
 from conveyor.brokers.sqlite.queries import queries
 from conveyor.errors import (
@@ -387,4 +387,6 @@ class Store:
         """Delete COMPLETED tasks past retention and expired unique locks; return tasks deleted."""
         with self.write() as now:
             self.conn.execute(Q["purge_unique_locks"], (now,))
+            oldest_kept = utc_day(now - DAILY_TOTALS_KEPT_DAYS * 86400)
+            self.conn.execute(Q["purge_daily_counts"], (oldest_kept,))
             return self.conn.execute(Q["purge_completed"], (now,)).rowcount

@@ -1,6 +1,7 @@
--- purge.lua: delete COMPLETED tasks of one queue whose retention has ended.
+-- purge.lua: delete COMPLETED tasks of one queue whose retention has ended, and its daily
+-- processed/failed totals ('p:<day>', 'f:<day>' in the stats hash) older than the days kept.
 -- KEYS:    one 13-key block (see lib.lua).
--- ARGV:    [1] batch size.
+-- ARGV:    [1] batch size, [2] days of totals kept.
 -- Returns: {deleted, more} where more is 1 when a full batch was taken (call again).
 
 local b = block(1)
@@ -19,4 +20,13 @@ for _, id in ipairs(ids) do
 end
 local more = 0
 if #ids == batch then more = 1 end
+if more == 0 then
+  local oldest_kept = math.floor(t / 86400000000) - tonumber(ARGV[2])
+  for _, field in ipairs(redis.call('HKEYS', b.stats)) do
+    local day = tonumber(string.match(field, '^[pf]:([0-9]+)$'))
+    if day and day < oldest_kept then
+      redis.call('HDEL', b.stats, field)
+    end
+  end
+end
 return {deleted, more}
