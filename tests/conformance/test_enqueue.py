@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import timedelta
 
@@ -227,3 +228,29 @@ async def test_payload_of_a_mebibyte_round_trips(broker: Broker) -> None:
 
     assert (await broker.get_task(QUEUE, info.id)).payload == raw
     assert (await claim_one(broker)).task.payload == raw
+
+
+async def test_concurrent_enqueues_each_stay_all_or_nothing(broker: Broker) -> None:
+    # Backends may store calls that arrive together in one step (Redis, SQLite combine them);
+    # each call must still succeed or fail on its own, with its own error.
+    await broker.enqueue([msg(id="taken")])
+    calls = [broker.enqueue([msg(id=f"ok-{i}"), msg(id=f"ok2-{i}")]) for i in range(20)]
+    calls.insert(5, broker.enqueue([msg(id="new", queue="fresh-a"), msg(id="taken")]))
+    calls.insert(9, broker.enqueue([msg(id="u1", unique_key="k"), msg(id="u2", unique_key="k")]))
+    calls.insert(12, broker.enqueue([msg(id="solo", queue="fresh-b")]))
+
+    results = await asyncio.gather(*calls, return_exceptions=True)
+
+    assert isinstance(results[5], TaskIdConflictError) and results[5].task_id == "taken"
+    assert isinstance(results[9], DuplicateTaskError) and results[9].task_id == "u2"
+    stored = [r for i, r in enumerate(results) if i not in (5, 9)]
+    assert all(isinstance(r, list) for r in stored)
+    assert (await broker.queue_stats(QUEUE)).pending == 1 + 40
+    assert (await broker.queue_stats("fresh-a")).pending == 0
+    assert "fresh-b" in await broker.list_queues()
+    for refused in ("new", "u1", "u2"):
+        queue = "fresh-a" if refused == "new" else QUEUE
+        with pytest.raises(TaskNotFoundError):
+            await broker.get_task(queue, refused)
+    await broker.enqueue([msg(id="later", queue="fresh-a")])  # its queue is listed once used
+    assert "fresh-a" in await broker.list_queues()

@@ -36,6 +36,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from conveyor.brokers.combiner import Combiner
 from conveyor.brokers.protocol import (
     DAILY_TOTALS_KEPT_DAYS,
     LEASE_EXPIRED_ERROR,
@@ -44,7 +45,6 @@ from conveyor.brokers.protocol import (
     Capabilities,
 )
 from conveyor.brokers.redis import keys, server_config
-from conveyor.brokers.redis.combiner import Combiner
 from conveyor.brokers.redis.connect import (
     RedisTarget,
     make_client,

@@ -8,12 +8,14 @@ import logging
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import parse_qsl, unquote
 
+from conveyor.brokers.combiner import Combiner
 from conveyor.brokers.protocol import Broker, BrokerInfo, Capabilities
 from conveyor.brokers.sqlite import inspection
 from conveyor.brokers.sqlite.checkpoint import Checkpointer
@@ -27,7 +29,12 @@ from conveyor.brokers.sqlite.store import Store
 from conveyor.brokers.sqlite.wake import WakeListener, WakeSender, wake_directory
 from conveyor.brokers.sqlite.worker_thread import DatabaseThread
 from conveyor.config import redact_url, split_broker_url
-from conveyor.errors import BrokerUnavailableError, ConfigError
+from conveyor.errors import (
+    BrokerUnavailableError,
+    ConfigError,
+    DuplicateTaskError,
+    TaskIdConflictError,
+)
 from conveyor.message import Completion, Lease, QueueStats, TaskInfo, TaskMessage, TaskState
 
 __all__ = ["SqliteBroker", "Synchronous"]
@@ -149,7 +156,10 @@ class SqliteBroker:
         self._listener: WakeListener | None = None
         self._listener_failed = False
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
-        self._lock = threading.Lock()  # guards _waiters and _listener
+        self._lock = threading.Lock()  # guards _waiters, _listener and _combiners
+        self._combiners: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, Combiner[Sequence[TaskMessage], list[TaskInfo]]
+        ] = weakref.WeakKeyDictionary()
 
     @classmethod
     def from_url(cls, url: str) -> SqliteBroker:
@@ -297,6 +307,9 @@ class SqliteBroker:
         self._wake_local()
         with self._lock:
             listener, self._listener = self._listener, None
+            combiner = self._combiners.get(asyncio.get_running_loop())
+        if combiner is not None:
+            await combiner.aclose()  # batches already handed over still get their outcomes
         if listener is not None:
             listener.close()
         # Queued behind any call still in flight, so those finish on an open connection.
@@ -314,8 +327,35 @@ class SqliteBroker:
     # -- producing and consuming ---------------------------------------------------------------
 
     async def enqueue(self, messages: Sequence[TaskMessage]) -> list[TaskInfo]:
-        """Store tasks, all or nothing, in one transaction (see :meth:`Broker.enqueue`)."""
-        return await self._run(lambda s: s.enqueue(messages))
+        """Store tasks, all or nothing, in one transaction (see :meth:`Broker.enqueue`).
+
+        Calls made on one event loop while another enqueue is in flight are stored together in
+        the next transaction, each call still all or nothing with its own error: concurrent
+        producers share a commit instead of queueing for one each.
+        """
+        if not messages:
+            return []
+        return await self._enqueue_combiner()(messages)
+
+    def _enqueue_combiner(self) -> Combiner[Sequence[TaskMessage], list[TaskInfo]]:
+        # One per event loop: a batch's callers are woken through futures of their own loop.
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            combiner = self._combiners.get(loop)
+            if combiner is None:
+                combiner = self._combiners[loop] = Combiner(self._enqueue_groups)
+            return combiner
+
+    async def _enqueue_groups(
+        self, groups: Sequence[Sequence[TaskMessage]]
+    ) -> list[list[TaskInfo] | Exception]:
+        if len(groups) == 1:  # the lone caller: the plain enqueue, which raises its own error
+            [messages] = groups
+            try:
+                return [await self._run(lambda s: s.enqueue(messages))]
+            except (TaskIdConflictError, DuplicateTaskError) as exc:
+                return [exc]
+        return await self._run(lambda s: s.enqueue_groups(groups))
 
     def enqueue_blocking(self, messages: Sequence[TaskMessage]) -> list[TaskInfo]:
         """:meth:`enqueue` for callers on plain threads: same transaction, outcome and errors.

@@ -141,17 +141,44 @@ class Store:
             self.notify_ready()
         return infos
 
-    def _insert(self, messages: Sequence[TaskMessage], now: float, owner: str) -> None:
+    def enqueue_groups(
+        self, groups: Sequence[Sequence[TaskMessage]]
+    ) -> list[list[TaskInfo] | Exception]:
+        """Several enqueue calls in one transaction, each still all or nothing on its own.
+
+        A call that conflicts gets its error (the same as :meth:`enqueue` would raise) and
+        stores nothing; the others are committed together, paying for one commit.
+        """
+        outcomes: list[list[TaskInfo] | Exception] = []
+        with self.write() as now:
+            for messages in groups:
+                try:
+                    outcomes.append(self._insert(messages, now, owner=""))
+                except (TaskIdConflictError, DuplicateTaskError) as exc:
+                    outcomes.append(exc)
+        if any(
+            info.state is TaskState.PENDING
+            for infos in outcomes
+            if isinstance(infos, list)
+            for info in infos
+        ):
+            self.notify_ready()
+        return outcomes
+
+    def _insert(self, messages: Sequence[TaskMessage], now: float, owner: str) -> list[TaskInfo]:
         """Insert messages inside the current transaction, or raise the exact enqueue error."""
         self.conn.execute("SAVEPOINT enqueue")
+        known = len(self._new_queues)
         try:
-            self._insert_fast(messages, now)
+            infos = self._insert_fast(messages, now)
         except (_Conflict, sqlite3.IntegrityError):
             self.conn.execute("ROLLBACK TO enqueue")
             self.conn.execute("RELEASE enqueue")
+            del self._new_queues[known:]  # their rows were rolled back with the savepoint
             self._check_new(messages, now, owner)
             raise BrokerError("enqueue hit a constraint the exact check did not find") from None
         self.conn.execute("RELEASE enqueue")
+        return infos
 
     def _insert_fast(self, messages: Sequence[TaskMessage], now: float) -> list[TaskInfo]:
         if len({(m.queue, m.id) for m in messages}) != len(messages):

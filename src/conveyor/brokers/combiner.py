@@ -1,4 +1,4 @@
-"""Combining concurrent calls into one server round trip (used for enqueue).
+"""Combining concurrent calls into one round trip or transaction (used for enqueue).
 
 While one batch is in flight, later calls queue up; when it returns they all go out together as
 the next batch. A lone caller pays nothing extra (its call runs at once, in its own task), and
