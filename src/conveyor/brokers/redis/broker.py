@@ -160,6 +160,7 @@ class RedisBroker:
         self._sync: SyncClient | None = None
         self._sync_enqueue: Script | None = None
         self._sync_lock = threading.Lock()
+        self._closed = False
 
     @classmethod
     def from_url(cls, url: str) -> RedisBroker:
@@ -188,6 +189,8 @@ class RedisBroker:
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
         """The one place redis-py exceptions become conveyor's (never showing the password)."""
+        if self._closed:  # redis-py would quietly reconnect a closed pool
+            raise BrokerUnavailableError(f"redis broker at {self._target.safe_url} is closed")
         try:
             yield
         except AuthenticationError as exc:  # a ConnectionError to redis-py; waiting won't help
@@ -273,8 +276,11 @@ class RedisBroker:
         )
 
     async def close(self) -> None:
-        """Close both connection pools. The broker is unusable afterwards."""
+        """Close the connection pools (idempotent); later calls raise BrokerUnavailableError."""
+        if self._closed:
+            return
         await self._combiner.aclose()  # combined enqueues in flight finish (or fail) first
+        self._closed = True
         self._close_sync()
         for client in (self._client, self._blocking):
             if client is not None:
