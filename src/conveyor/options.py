@@ -15,8 +15,6 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
@@ -30,6 +28,7 @@ from conveyor.message import (
     TaskMessage,
     _new_task_message,
     encode_payload,
+    new_task_id,
     to_timestamp,
     validate_name,
 )
@@ -204,22 +203,6 @@ def unique_key(task_type: str, payload: bytes, queue: str) -> str:
     return f"{queue}:{digest.hexdigest()}"
 
 
-def _task_id() -> str:
-    """A fresh task id: a UUIDv7-style string, the millisecond clock followed by 74 random bits.
-
-    Ids that grow with time land next to each other in the broker's ``(queue, id)`` index, so an
-    insert touches the same few pages instead of a random one (SQLite: ~10% faster single
-    enqueues, and bulk enqueues that no longer slow down as the table grows). The random part
-    keeps ids unique across processes and unguessable; ids stay opaque strings. Formatting the
-    hex directly costs a quarter of building a ``uuid.UUID``.
-    """
-    h = f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
-    return f"{h[:8]}-{h[8:12]}-7{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
-
-
-_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
-
-
 @dataclass(frozen=True, slots=True)
 class MessageTemplate:
     """Merged options turned into message fields once, so each task costs only its own part.
@@ -268,7 +251,7 @@ class MessageTemplate:
         data, encoding = encode_payload(task.payload, limit=max_payload_bytes)
         # Every TaskMessage field, in declaration order: half the cost of TaskMessage(...).
         return _new_task_message(
-            self.task_id or _task_id(),
+            self.task_id or new_task_id(),
             task.type,
             self.queue,
             data,
