@@ -9,7 +9,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import TypeVar
@@ -226,21 +226,21 @@ class SqliteBroker:
             raise broker_error(exc, self.path) from exc
 
     async def _run(self, operation: Callable[[Store], T]) -> T:
-        if self._closed:
-            raise self._closed_error()
-        try:
+        with self._open_only():
             return await self._thread.run(lambda: self._call(operation))
-        except RuntimeError as exc:  # the thread stopped under a late caller
-            if self._closed:
-                raise self._closed_error() from exc
-            raise
 
     def _run_blocking(self, operation: Callable[[Store], T]) -> T:
+        with self._open_only():
+            return self._thread.call(lambda: self._call(operation))
+
+    @contextlib.contextmanager
+    def _open_only(self) -> Iterator[None]:
+        """Refuse calls on a closed broker, also one that closes while the call waits."""
         if self._closed:
             raise self._closed_error()
         try:
-            return self._thread.call(lambda: self._call(operation))
-        except RuntimeError as exc:
+            yield
+        except RuntimeError as exc:  # the thread stopped under a late caller
             if self._closed:
                 raise self._closed_error() from exc
             raise
