@@ -501,9 +501,10 @@ class RedisBroker:
     async def _complete_batch(
         self, completions: Sequence[Completion], *, with_successors: bool
     ) -> list[bool]:
-        for c in completions:
-            if not c.lease.task.id or any(ch.isspace() for ch in c.lease.task.id):
-                raise BrokerError(f"cannot complete task {c.lease.task.id!r}: not a valid id")
+        ids = [c.lease.task.id for c in completions]
+        if not _all_names(ids):  # the ids travel space-separated: hold them to the name rule
+            for task_id in ids:
+                validate_name(task_id, what="task id")
         batch = _Batch(self)
         # The completions travel as one string: one argument to encode instead of five each.
         spec = " ".join(
