@@ -244,6 +244,27 @@ class BlockingEnqueue(Protocol):
         ...
 
 
+@runtime_checkable
+class WaitAndClaim(Protocol):
+    """Optional, for brokers that can claim the moment an idle wait ends, in the same step.
+
+    An idle worker uses it instead of :meth:`Broker.wait_for_tasks` then :meth:`Broker.claim`,
+    which cuts a round trip from enqueue-to-start (Redis runs the claim on the server as soon
+    as the wake-up arrives).
+    """
+
+    async def wait_and_claim(
+        self, queues: Sequence[str], *, limit: int, lease_s: float, timeout_s: float
+    ) -> list[Lease]:
+        """Wait as :meth:`Broker.wait_for_tasks` does, then claim as :meth:`Broker.claim` does.
+
+        Cancelling it gives back anything its claim took: the tasks are ready again at once,
+        with no attempt counted. A broker error after the claim ran leaves its tasks to come
+        back when their leases lapse, as for a claim whose reply is lost.
+        """
+        ...
+
+
 DAILY_TOTALS_KEPT_DAYS = 90
 """How many days of processed/failed totals a broker keeps (``purge_expired`` drops older)."""
 

@@ -3,7 +3,7 @@
 Each claim asks for as many tasks as there are free slots, so one broker call can start hundreds of
 tasks. When nothing is ready the fetcher awaits ``broker.wait_for_tasks`` (woken within
 milliseconds by a new task) instead of sleeping, bounded by ``poll_interval_s`` in case a wake-up
-is missed.
+is missed. A broker with ``wait_and_claim`` (Redis) claims in the same step as the wake-up.
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from conveyor.backoff import ReconnectBackoff
-from conveyor.brokers.protocol import Broker
+from conveyor.brokers.protocol import Broker, WaitAndClaim
 from conveyor.errors import BrokerUnavailableError
+from conveyor.message import Lease
 from conveyor.worker.crashpoints import crashpoint
 from conveyor.worker.executor import Executor
 from conveyor.worker.stats import WorkerStats
@@ -143,9 +145,10 @@ class Fetcher:
         self._wake = asyncio.Event()
         self._stopping = False
         self._paused = False
-        self._idle_wait: asyncio.Task[None] | None = None
+        self._idle_wait: asyncio.Task[list[Lease] | None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._skew = SkewWatch(lease_s)
+        self._wait_and_claim = broker if isinstance(broker, WaitAndClaim) else None
 
     def start(self) -> None:
         """Start claiming on the running event loop."""
@@ -219,30 +222,47 @@ class Fetcher:
                 await self._idle(delay)
                 continue
             backoff.reset()
+            if not leases:
+                sent = time.time()
+                leases = await self._idle(None, limit=free)
             if leases:
                 self._skew.observe(leases[0].expires_at, sent, time.time())
                 crashpoint("after_claim")
             for lease in leases:
                 self._executor.dispatch(lease)
-            if not leases:
-                await self._idle(None)
 
-    async def _idle(self, delay_s: float | None) -> None:
-        """Wait for new tasks (``delay_s`` None) or for ``delay_s``; stop and pause cut it short."""
+    async def _idle(self, delay_s: float | None, *, limit: int = 0) -> list[Lease]:
+        """Wait for new tasks (``delay_s`` None) or for ``delay_s``; stop and pause cut it short.
+
+        Waiting for tasks on a broker that can claim as the wait ends returns what it claimed
+        (up to ``limit``); otherwise the loop claims next.
+        """
         if self._stopping or self._paused:
-            return
-        if delay_s is None:
+            return []
+        coro: Coroutine[Any, Any, list[Lease] | None]
+        if delay_s is None and self._wait_and_claim is not None:
+            coro = self._wait_and_claim.wait_and_claim(
+                self._selector.order(),
+                limit=limit,
+                lease_s=self._lease_s,
+                timeout_s=self._poll_interval_s,
+            )
+        elif delay_s is None:
             coro = self._broker.wait_for_tasks(self._selector.names, self._poll_interval_s)
         else:
             coro = asyncio.sleep(delay_s)
-        self._idle_wait = asyncio.create_task(coro)
+        self._idle_wait = waited = asyncio.create_task(coro)
         try:
-            await asyncio.wait({self._idle_wait})
+            await asyncio.wait({waited})
         finally:
-            waited, self._idle_wait = self._idle_wait, None
-        if not waited.cancelled() and waited.exception() is not None:
-            exc = waited.exception()
+            self._idle_wait = None
+        if waited.cancelled():
+            return []
+        exc = waited.exception()
+        if exc is not None:
             self._stats.broker_errors += 1
-            logger.warning("wait_for_tasks failed (%s); claiming again", exc)
+            logger.warning("waiting for tasks failed (%s); claiming again", exc)
             # Do not spin on a broker that fails fast: pause before the next claim.
             await asyncio.sleep(0.05)
+            return []
+        return waited.result() or []

@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from typing import Any
@@ -61,6 +62,7 @@ from conveyor.brokers.redis.records import (
 from conveyor.errors import (
     BrokerError,
     BrokerUnavailableError,
+    ConveyorError,
     DuplicateTaskError,
     LeaseLostError,
     TaskIdConflictError,
@@ -147,6 +149,8 @@ class RedisBroker:
         self._cluster = target.kind == "cluster"
         self._client: Client = make_client(target)
         self._blocking: Client | None = None  # BLPOP gets its own connections, made on demand
+        # Only this broker object pushes here: it wakes its own BLPOP when a wait is cancelled.
+        self._waiter_key = keys.waiter(self._ns, uuid.uuid4().hex)
         self._scripts: dict[str, AsyncScript] = {
             name: self._client.register_script(script_source(name)) for name in SCRIPT_NAMES
         }
@@ -402,25 +406,83 @@ class RedisBroker:
             batch = _Batch(self)
             for q in group:
                 batch.block(q)
-            reply = await self._run(
-                "claim", batch.keys, [limit - len(leases), round(lease_s * 1_000_000)]
-            )
-            expires_at = int(reply[1]) / 1_000_000
-            names = batch.queues
-            for qi, raw_id, reason in reply[2]:
-                task_id, queue = raw_id.decode(errors="replace"), names[int(qi) - 1]
-                logger.error(
-                    "archived corrupt task record %r in queue %r: %s",
-                    task_id,
-                    queue,
-                    reason.decode(errors="replace"),
-                    extra={"task_id": task_id, "queue": queue},
-                )
-            for qi, raw_id, flat in reply[3:]:
-                fields = pairs(flat)
-                info = decode_record(names[int(qi) - 1], raw_id.decode(), fields)
-                leases.append(Lease(task=info, token=int(fields[b"token"]), expires_at=expires_at))
+            reply = await self._run("claim", batch.keys, _claim_args(limit - len(leases), lease_s))
+            leases.extend(_claimed(batch.queues, reply))
         return leases
+
+    async def wait_and_claim(
+        self, queues: Sequence[str], *, limit: int, lease_s: float, timeout_s: float
+    ) -> list[Lease]:
+        """:meth:`wait_for_tasks`, then :meth:`claim`, with no round trip in between.
+
+        The claim is pipelined behind the BLPOP on one connection, so the server runs it the
+        moment a wake-up token arrives (or the wait times out) and the claimed tasks come back
+        with the wake-up itself. Cancelling the call wakes its BLPOP (through this broker's own
+        waiter key) and gives back whatever the claim took. On Cluster, where the wake lists
+        live in other slots than the waiter key, it is the two calls one after the other.
+        """
+        names = list(dict.fromkeys(queues))
+        if not names or limit <= 0:
+            return []
+        if self._cluster:
+            await self.wait_for_tasks(names, timeout_s)
+            return await self.claim(names, limit=limit, lease_s=lease_s)
+        batch = _Batch(self)
+        for q in names:
+            batch.block(q)
+        until_ready_us = int(await self._run("peek", batch.keys, []))
+        wait = timeout_s if until_ready_us < 0 else min(timeout_s, until_ready_us / 1_000_000)
+        if wait < 0.001:  # ready now or nearly: BLPOP's timeout 0 would mean "for ever"
+            return await self.claim(names, limit=limit, lease_s=lease_s)
+        wake_keys = [self._keys(q).wake for q in names]
+        blocked = asyncio.ensure_future(
+            self._blocked_claim(batch, wake_keys, wait, _claim_args(limit, lease_s))
+        )
+        try:
+            # Shielded: cancelling redis-py mid-reply would drop the connection, and with it
+            # any tasks the claim has taken (until their leases lapse).
+            return await asyncio.shield(blocked)
+        except asyncio.CancelledError:
+            await self._give_back(blocked)
+            raise
+
+    async def _blocked_claim(
+        self, batch: _Batch, wake_keys: list[str], wait: float, claim_args: list[int]
+    ) -> list[Lease]:
+        """BLPOP then claim.lua, sent together on the blocking client; the claim's leases."""
+        blocking = self._blocking_client()
+        pipe = blocking.pipeline(transaction=False)
+        pipe.execute_command("BLPOP", *wake_keys, self._waiter_key, wait)
+        script = self._scripts["claim"]
+        pipe.execute_command("EVALSHA", script.sha, len(batch.keys), *batch.keys, *claim_args)
+        with self._errors():
+            # The blocking client has no socket timeout; this bound catches a dead connection.
+            async with asyncio.timeout(wait + 5.0):
+                _, reply = await pipe.execute(raise_on_error=False)
+        if isinstance(reply, NoScriptError):  # the server lost its scripts (restart, flush)
+            reply = await self._run("claim", batch.keys, claim_args)
+        elif isinstance(reply, Exception):
+            with self._errors():
+                raise reply
+        return _claimed(batch.queues, reply)
+
+    async def _give_back(self, blocked: asyncio.Future[list[Lease]]) -> None:
+        """A cancelled wait_and_claim: wake its BLPOP, release what its claim took."""
+        try:
+            with self._errors():
+                await self._client.lpush(self._waiter_key, b"1")
+            leases = await blocked
+        except Exception:  # the broker is down: whatever was claimed returns by lease
+            blocked.cancel()
+            logger.debug("could not end a cancelled wait cleanly", exc_info=True)
+            return
+        finally:
+            # The token is left behind when the BLPOP had already returned.
+            with contextlib.suppress(Exception), self._errors():
+                await self._client.delete(self._waiter_key)
+        for lease in leases:
+            with contextlib.suppress(ConveyorError):
+                await self.release(lease)
 
     async def wait_for_tasks(self, queues: Sequence[str], timeout_s: float) -> None:
         """Sleep in BLPOP on the queues' wake lists until an enqueue pushes a token.
@@ -452,9 +514,7 @@ class RedisBroker:
 
     async def _block(self, wake_keys: list[str], wait: float) -> None:
         """BLPOP on the wake lists for at most ``wait`` seconds, on the blocking client."""
-        if self._blocking is None:
-            self._blocking = make_client(self._target, blocking=True)
-        blocking = self._blocking
+        blocking = self._blocking_client()
         with self._errors():
             # The blocking client has no socket timeout; this bound catches a dead connection.
             async with asyncio.timeout(wait + 5.0):
@@ -470,6 +530,12 @@ class RedisBroker:
                     self._blocking = None
                     with contextlib.suppress(RedisError, OSError):
                         await blocking.aclose()
+
+    def _blocking_client(self) -> Client:
+        """The client for blocking calls (no socket timeout), made on first use."""
+        if self._blocking is None:
+            self._blocking = make_client(self._target, blocking=True)
+        return self._blocking
 
     async def extend_leases(self, leases: Sequence[Lease], lease_s: float) -> list[bool]:
         """Push each held lease to now + ``lease_s``; ``False`` for each lost one."""
@@ -781,6 +847,34 @@ def _not_found(queue: str, task_id: str, why: str = "") -> TaskNotFoundError:
     return TaskNotFoundError(
         f"no task {task_id!r} in queue {queue!r}{why}", task_id=task_id, queue=queue
     )
+
+
+def _claim_args(limit: int, lease_s: float) -> list[int]:
+    """claim.lua's ARGV."""
+    return [limit, round(lease_s * 1_000_000)]
+
+
+def _claimed(names: Sequence[str], reply: Any) -> list[Lease]:
+    """The leases in a claim.lua reply (``names``: the queues of its KEYS blocks, in order).
+
+    Corrupt records the script archived on the way are logged here.
+    """
+    expires_at = int(reply[1]) / 1_000_000
+    for qi, raw_id, reason in reply[2]:
+        task_id, queue = raw_id.decode(errors="replace"), names[int(qi) - 1]
+        logger.error(
+            "archived corrupt task record %r in queue %r: %s",
+            task_id,
+            queue,
+            reason.decode(errors="replace"),
+            extra={"task_id": task_id, "queue": queue},
+        )
+    leases = []
+    for qi, raw_id, flat in reply[3:]:
+        fields = pairs(flat)
+        info = decode_record(names[int(qi) - 1], raw_id.decode(), fields)
+        leases.append(Lease(task=info, token=int(fields[b"token"]), expires_at=expires_at))
+    return leases
 
 
 async def _first_of(calls: Sequence[Any]) -> None:

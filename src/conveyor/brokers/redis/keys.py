@@ -3,6 +3,8 @@
 Layout (``ns`` is the namespace, default ``conveyor``; ``q`` a queue name)::
 
     ns:queues                      SET    registry of queue names (cross-queue, own slot)
+    ns:waiter:<hex>                LIST   one broker object's private wake-up (cancelling its
+                                          wait pushes a token; deleted right after)
     ns:{q}:pending                 ZSET   ready task ids, score = ready time (FIFO)
     ns:{q}:scheduled               ZSET   task ids waiting for process_at, score = due time
     ns:{q}:retry                   ZSET   failed task ids waiting to retry, score = due time
@@ -34,7 +36,15 @@ from dataclasses import dataclass
 
 from conveyor.message import validate_name
 
-__all__ = ["QUEUE_KEY_NAMES", "QueueKeys", "queue_keys", "registry", "task", "unique_lock"]
+__all__ = [
+    "QUEUE_KEY_NAMES",
+    "QueueKeys",
+    "queue_keys",
+    "registry",
+    "task",
+    "unique_lock",
+    "waiter",
+]
 
 QUEUE_KEY_NAMES = (
     "pending",
@@ -55,6 +65,11 @@ QUEUE_KEY_NAMES = (
 def registry(namespace: str) -> str:
     """The set of all queue names in ``namespace``."""
     return f"{namespace}:queues"
+
+
+def waiter(namespace: str, token: str) -> str:
+    """A broker object's private wake list; ``token`` is unique to the object (hex)."""
+    return f"{namespace}:waiter:{token}"
 
 
 def queue_prefix(namespace: str, queue: str) -> str:
