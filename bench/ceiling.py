@@ -1,7 +1,8 @@
 """Ceilings: what the bench's own work costs with no queue at all, on this machine.
 
 Run by ``bench/run.py`` in a fresh process (like a worker) as
-``python -m bench.ceiling URL KEY N CONCURRENCY``; prints two rates, in tasks/s, one per line:
+``python -m bench.ceiling URL KEY N CONCURRENCY [--incr-only]``; prints rates, in tasks/s, one
+per line (``--incr-only``: the first one alone, so two processes can run it at once):
 
 - ``incr-concurrent``: the Redis no-op's work alone, ``N`` INCRs on ``KEY`` from
   ``CONCURRENCY`` coroutines through the same redis-py asyncio client the no-op task uses. No
@@ -53,10 +54,13 @@ def roundtrip_sequential(url: str, key: str, n: int) -> float:
         client.close()
 
 
-def main(url: str, key: str, n: int, concurrency: int) -> None:
+def main(url: str, key: str, n: int, concurrency: int, incr_only: bool) -> None:
     print(f"incr-concurrent {asyncio.run(incr_concurrent(url, key, n, concurrency)):.0f}")
-    print(f"roundtrip-sequential {roundtrip_sequential(url, key, n):.0f}")
+    if not incr_only:
+        print(f"roundtrip-sequential {roundtrip_sequential(url, key, n):.0f}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    main(
+        sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), "--incr-only" in sys.argv[5:]
+    )

@@ -25,6 +25,7 @@ import atexit
 import os
 import platform
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -36,6 +37,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import redis
 
@@ -129,7 +131,13 @@ class Row:
         return "met" if ok else "MISSED"
 
     def cells(self) -> list[str]:
-        fmt = "{:,.2f}" if self.unit in ("ms", "MB", "x") else "{:,.0f}"
+        fmt = (
+            "{:,.2f}"
+            if self.unit in ("ms", "MB", "x")
+            else "{:,.1f}"
+            if "µs" in self.unit
+            else "{:,.0f}"
+        )
         target = ""
         if self.target is not None:
             target = ("≥ " if self.higher_is_better else "≤ ") + fmt.format(self.target)
@@ -204,12 +212,46 @@ def enqueue_concurrent(url: str, n: int) -> float:
 
 
 def ceilings(redis_url: str, key: str, n: int, concurrency: int) -> dict[str, float]:
-    """The bench's own Redis work with no queue (bench/ceiling.py, in a fresh process)."""
+    """The bench's own Redis work with no queue (bench/ceiling.py, in fresh processes).
+
+    Also ``incr-two-processes``: two such processes doing ``n`` INCRs each at once (the sum of
+    their rates), and ``ping-c-client``: redis-benchmark's PING over one connection, the
+    machine's round trip without Python (absent when redis-benchmark is not installed).
+    """
     cmd = [sys.executable, "-m", "bench.ceiling", redis_url, key, str(n), str(concurrency)]
     out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout
     rates = {name: float(value) for name, value in (line.split() for line in out.splitlines())}
+    pair = [
+        subprocess.Popen([*cmd, "--incr-only"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    rates["incr-two-processes"] = sum(float(p.communicate()[0].split()[1]) for p in pair)
+    ping = _redis_benchmark_ping(redis_url)
+    if ping is not None:
+        rates["ping-c-client"] = ping
     _say(f"ceilings: {rates}")
     return rates
+
+
+def _redis_benchmark_ping(redis_url: str) -> float | None:
+    """Requests/s of ``redis-benchmark -t ping -c 1`` (best of PING_INLINE and PING_MBULK)."""
+    tool = shutil.which("redis-benchmark")
+    if tool is None:
+        return None
+    url = urlsplit(redis_url)
+    cmd = [
+        tool, "-h", url.hostname or "127.0.0.1", "-p", str(url.port or 6379), "-c", "1",
+        "-n", "20000", "-t", "ping", "--csv",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    rates = [float(line.split(",")[1].strip('"')) for line in out.splitlines()[1:] if line]
+    return max(rates) if rates else None
+
+
+def script_micros(plain: redis.Redis) -> float:
+    """Total server time spent in EVALSHA so far, in µs (INFO commandstats)."""
+    stats = plain.info("commandstats").get("cmdstat_evalsha", {})
+    return float(stats.get("usec", 0))
 
 
 def drain(
@@ -399,8 +441,12 @@ def bench_redis(args: argparse.Namespace, tmp: Path) -> list[Row]:
     rows: list[Row] = []
     with cleanup():
         url1, url2 = fresh("a"), fresh("b")
+        before = script_micros(plain)
         single = enqueue_single(url1, n)
+        single_us = (script_micros(plain) - before) / n
+        before = script_micros(plain)
         bulk = enqueue_bulk(url2, n)
+        bulk_us = (script_micros(plain) - before) / n
         concurrent = enqueue_concurrent(fresh("d"), n)
         drains = []
         for url, procs, key in ((url1, 1, f"{token}:ctr1"), (url2, 2, f"{token}:ctr2")):
@@ -412,8 +458,19 @@ def bench_redis(args: argparse.Namespace, tmp: Path) -> list[Row]:
         rows += [
             Row("ceiling (no queue)", "no-op's INCR alone, 1 process", limits["incr-concurrent"],
                 "tasks/s"),
+            Row("ceiling (no queue)", "no-op's INCR alone, 2 processes at once (sum)",
+                limits["incr-two-processes"], "tasks/s"),
             Row("ceiling (no queue)", "sequential redis-py round trips", limits[
                 "roundtrip-sequential"], "tasks/s"),
+        ]  # fmt: skip
+        if "ping-c-client" in limits:
+            rows.append(Row("ceiling (no queue)", "redis-benchmark PING, 1 connection (C client)",
+                            limits["ping-c-client"], "tasks/s"))  # fmt: skip
+        rows += [
+            Row("where the time goes", "enqueue single: server time in the script", single_us,
+                "µs/task"),
+            Row("where the time goes", "enqueue_many: server time in the script", bulk_us,
+                "µs/task"),
         ]  # fmt: skip
         if not args.no_peer:
             rows += bench_peer(args, tmp, token, counter, drains)
