@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# The Redis server harness (private redis-server processes) lives with the Redis tests.
+sys.path.insert(0, str(Path(__file__).parent.parent / "redis"))
+
 from processes import Worker
 
 from support import delete_namespace

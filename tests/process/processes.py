@@ -73,3 +73,14 @@ def spawn(
 
 def traces(trace_dir: Path, prefix: str) -> list[Path]:
     return sorted(trace_dir.glob(prefix + "*"))
+
+
+def events(trace_dir: Path) -> list[tuple[str, str, int, int]]:
+    """Every logged line as (kind, task id, attempt, pid); a line cut by a kill is skipped."""
+    found = []
+    for path in trace_dir.glob("events-*.txt"):
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 4:
+                found.append((parts[0], parts[1], int(parts[2]), int(parts[3])))
+    return found

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import worker_app
-from processes import Worker
+from processes import Worker, events
 
 from conveyor import Client, Inspector, TaskState
 from conveyor.brokers.protocol import LEASE_EXPIRED_ERROR
@@ -41,17 +41,6 @@ CRASHPOINTS = (
     "before_retry:0.05,before_renew:0.05"
 )
 ARGS = ("--concurrency", str(CONCURRENCY), "--lease", "1", "--recover-interval", "0.2")
-
-
-def events(trace_dir: Path) -> list[tuple[str, str, int, int]]:
-    """Every logged line as (kind, task id, attempt, pid); a line cut by a kill is skipped."""
-    found = []
-    for path in trace_dir.glob("events-*.txt"):
-        for line in path.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 4:
-                found.append((parts[0], parts[1], int(parts[2]), int(parts[3])))
-    return found
 
 
 def test_crashing_workers_lose_no_task(url: str, trace_dir: Path) -> None:
