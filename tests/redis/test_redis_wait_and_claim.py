@@ -1,20 +1,21 @@
 """RedisBroker.wait_and_claim: the idle wait and the claim in one step (BLPOP + claim pipelined).
 
 Held to what ``wait_for_tasks`` then ``claim`` would do, plus its own promise: cancelling it
-gives back whatever it claimed.
+gives back whatever it claimed. The tests count the clients blocked in BLPOP, so they run on a
+private redis-server of their own, where no other client can be blocked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from redis_servers import namespaced_broker, server
+from redis_servers import Fleet, namespaced_broker, server
 
 from conveyor.brokers.protocol import WaitAndClaim
 from conveyor.brokers.redis import RedisBroker
@@ -28,9 +29,16 @@ PROMPT_S = 2.0
 LEASE_S = 30.0
 
 
+@pytest.fixture(scope="module")
+def private_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with Fleet() as fleet:
+        process = fleet.add(server(tmp_path_factory.mktemp("wait-and-claim")))
+        yield f"redis://127.0.0.1:{process.port}/0"
+
+
 @pytest.fixture
-async def broker(redis_url: str) -> AsyncIterator[RedisBroker]:
-    async with namespaced_broker(redis_url) as instance:
+async def broker(private_url: str) -> AsyncIterator[RedisBroker]:
+    async with namespaced_broker(private_url) as instance:
         yield instance
 
 
@@ -74,9 +82,9 @@ def test_the_redis_broker_offers_it() -> None:
 
 
 async def test_a_task_enqueued_during_the_wait_comes_back_claimed(
-    broker: RedisBroker, redis_url: str
+    broker: RedisBroker, private_url: str
 ) -> None:
-    waiter = await _start(broker, redis_url, ["elsewhere", QUEUE])
+    waiter = await _start(broker, private_url, ["elsewhere", QUEUE])
 
     [info] = await broker.enqueue([_msg()])
 
@@ -130,17 +138,17 @@ async def test_a_paused_queue_gives_nothing(broker: RedisBroker) -> None:
 
 
 async def test_cancelling_the_wait_ends_its_blpop_and_leaves_no_key(
-    broker: RedisBroker, redis_url: str
+    broker: RedisBroker, private_url: str
 ) -> None:
-    before = await _blocked_clients(redis_url)
-    waiter = await _start(broker, redis_url, [QUEUE])
+    before = await _blocked_clients(private_url)
+    waiter = await _start(broker, private_url, [QUEUE])
 
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
 
-    assert await _blocked_clients(redis_url) == before
-    raw = aioredis.Redis.from_url(redis_url)
+    assert await _blocked_clients(private_url) == before
+    raw = aioredis.Redis.from_url(private_url)
     try:
         assert await raw.exists(broker._waiter_key) == 0
     finally:
@@ -150,13 +158,13 @@ async def test_cancelling_the_wait_ends_its_blpop_and_leaves_no_key(
 
 
 async def test_cancelling_right_after_a_wake_up_gives_the_claimed_task_back(
-    broker: RedisBroker, redis_url: str
+    broker: RedisBroker, private_url: str
 ) -> None:
     # The enqueue's reply comes after the server has already run the pipelined claim, so the
     # cancel lands while the claimed task is on its way back: it must be released, not leaked
     # as ACTIVE until its lease lapses.
     for _ in range(10):
-        waiter = await _start(broker, redis_url, [QUEUE])
+        waiter = await _start(broker, private_url, [QUEUE])
         [info] = await broker.enqueue([_msg()])
         waiter.cancel()
         try:
