@@ -16,6 +16,8 @@
     ├── TaskIdConflictError                  a task with the same id already exists in the queue
     ├── TaskNotFoundError                    no such task in that queue
     ├── QueueFullError                       the queue's length limit is reached
+    ├── QueueNotEmptyError                   delete_queue without force on a queue holding tasks
+    ├── QueueInUseError                      delete_queue on a queue with an active (leased) task
     └── ResultTimeoutError                   waiting for a result took too long
 
 Control flow raised *by handlers* lives apart, under ``HandlerSignal``: ``SkipRetry`` archives the
@@ -108,6 +110,42 @@ class TaskNotFoundError(_TaskRefError):
 
 class QueueFullError(_TaskRefError):
     """The queue has reached its configured length limit."""
+
+
+class _QueueRefError(ConveyorError):
+    def __init__(self, message: str, *, queue: str) -> None:
+        super().__init__(message)
+        self.queue = queue
+
+
+class QueueNotEmptyError(_QueueRefError):
+    """``delete_queue`` without ``force`` found tasks (in any state) in the queue.
+
+    ``tasks`` is how many it holds; nothing was deleted.
+    """
+
+    def __init__(self, *, queue: str, tasks: int) -> None:
+        super().__init__(
+            f"queue {queue!r} holds {tasks} task(s); delete it with force to drop them",
+            queue=queue,
+        )
+        self.tasks = tasks
+
+
+class QueueInUseError(_QueueRefError):
+    """``delete_queue`` found ACTIVE tasks: workers hold leases on them, so nothing was deleted.
+
+    ``active`` is how many there are. Wait for them to finish (or pause the queue first so no
+    new ones start) and try again.
+    """
+
+    def __init__(self, *, queue: str, active: int) -> None:
+        super().__init__(
+            f"queue {queue!r} has {active} active task(s) leased by workers; "
+            "it cannot be deleted until they finish",
+            queue=queue,
+        )
+        self.active = active
 
 
 class ResultTimeoutError(ConveyorError):

@@ -128,6 +128,21 @@ class AsyncInspector(BrokerHandle):
         """Let workers claim from ``queue`` again."""
         await self._broker.unpause_queue(_queue(queue))
 
+    async def delete_queue(self, queue: str, *, force: bool = False) -> None:
+        """Remove ``queue`` entirely: its tasks, unique locks, counters, pause flag and name.
+
+        Without ``force`` only a queue holding no task (in any state) is deleted. With
+        ``force`` its tasks go too, except that a queue with an active task (one a worker
+        holds a lease on) is never deleted: pause it and let the active tasks finish first.
+        Deleting an unknown queue does nothing. A later enqueue to the name starts afresh.
+
+        Raises:
+            QueueNotEmptyError: ``force`` is false and the queue holds tasks; nothing deleted.
+            QueueInUseError: the queue has active tasks; nothing deleted.
+            InvalidNameError: a bad queue name.
+        """
+        await self._broker.delete_queue(_queue(queue), force=force)
+
 
 class Inspector(SyncFacade[AsyncInspector]):
     """Inspects and manages queues and tasks from sync code; methods as :class:`AsyncInspector`.
@@ -206,3 +221,7 @@ class Inspector(SyncFacade[AsyncInspector]):
     def unpause_queue(self, queue: str) -> None:
         """See :meth:`AsyncInspector.unpause_queue`."""
         self._loop.run(self._async.unpause_queue(queue))
+
+    def delete_queue(self, queue: str, *, force: bool = False) -> None:
+        """See :meth:`AsyncInspector.delete_queue`."""
+        self._loop.run(self._async.delete_queue(queue, force=force))

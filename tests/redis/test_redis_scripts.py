@@ -22,6 +22,7 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 PINNED_SHA256 = {
     "claim.lua": "205305d9d666c4d4",
     "complete.lua": "6231fe6315c2a63e",
+    "delete_queue.lua": "4f0a143b22e99d80",
     "enqueue.lua": "c6e68c8f71de3825",
     "extend.lua": "6f9412abebeee194",
     "fail.lua": "ebd49040de8f8233",

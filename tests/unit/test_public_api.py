@@ -41,6 +41,8 @@ PUBLIC_API = [
     "PayloadError",
     "PayloadTooLargeError",
     "QueueFullError",
+    "QueueInUseError",
+    "QueueNotEmptyError",
     "QueueStats",
     "ResultTimeoutError",
     "Retry",

@@ -58,7 +58,11 @@ Inspector
     missing or in a state the operation does not apply to. The bulk ``*_tasks`` forms act on every
     task in one state and return how many they changed (0 for a state they do not apply to).
     ``list_tasks`` orders waiting tasks by ready time and others by when they entered their state.
-    ``list_queues`` names every queue ever enqueued to or paused.
+    ``list_queues`` names every queue ever enqueued to or paused. ``delete_queue`` forgets a queue
+    (tasks, unique locks, counters, pause flag); without ``force`` it refuses a queue holding any
+    task (``QueueNotEmptyError``), and even with ``force`` one holding an ACTIVE task
+    (``QueueInUseError``). An unknown queue is a no-op. Fencing tokens come from the broker-wide
+    counter, so they still never repeat for a task re-created in the same queue.
 
 Waiting
     ``wait_for_tasks`` returns as soon as a task is ready in one of its unpaused queues (at once if
@@ -100,6 +104,8 @@ from conveyor.errors import (
     ConfigError,
     DuplicateTaskError,
     LeaseLostError,
+    QueueInUseError,
+    QueueNotEmptyError,
     TaskIdConflictError,
     TaskNotFoundError,
 )
@@ -662,6 +668,23 @@ class MemoryBroker:
         with self._locked() as s:
             s.queues.setdefault(queue, _Queue()).paused = False
             self._notify(s, queue)
+
+    async def delete_queue(self, queue: str, *, force: bool) -> None:
+        """Forget ``queue``: its tasks, unique locks, counters and pause flag (see the protocol)."""
+        with self._locked() as s:
+            q = s.queues.get(queue)
+            if q is not None:
+                if q.tasks and not force:
+                    raise QueueNotEmptyError(queue=queue, tasks=len(q.tasks))
+                active = sum(t.state is TaskState.ACTIVE for t in q.tasks.values())
+                if active:
+                    raise QueueInUseError(queue=queue, active=active)
+                del s.queues[queue]
+            # Counters and locks can outlive the queue entry's tasks: drop them by queue name.
+            for lock_key in [k for k in s.locks if k[0] == queue]:
+                del s.locks[lock_key]
+            for count_key in [k for k in s.counts if k[0] == queue]:
+                del s.counts[count_key]
 
 
 def _conforms(b: MemoryBroker) -> Broker:

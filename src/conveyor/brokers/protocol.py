@@ -229,6 +229,22 @@ class Broker(Protocol):
         """Let workers claim from ``queue`` again."""
         ...
 
+    async def delete_queue(self, queue: str, *, force: bool) -> None:
+        """Remove ``queue`` entirely, in one atomic step.
+
+        Deletes its tasks in every state, their unique locks, its daily totals, pause flag and
+        wake-ups, and its registry entry (``list_queues`` no longer names it). A later enqueue
+        to the same name starts a fresh queue with zero counts. The fencing-token counter is
+        kept (broker-wide on memory and SQLite, the queue's ``seq`` key on Redis), so a token
+        still never repeats for a task re-created under the same id. Deleting a queue that does
+        not exist does nothing, as ``queue_stats`` reports an unknown queue as empty.
+
+        Raises:
+            QueueNotEmptyError: ``force`` is false and the queue holds a task in any state.
+            QueueInUseError: ``force`` is true and a task is ACTIVE (a worker holds its lease).
+        """
+        ...
+
 
 @runtime_checkable
 class BlockingEnqueue(Protocol):

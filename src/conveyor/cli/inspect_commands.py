@@ -9,7 +9,7 @@ import click
 
 from conveyor.cli.enqueue import format_info
 from conveyor.config import broker_url_from_env
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConveyorError, QueueInUseError, QueueNotEmptyError
 from conveyor.inspector import Inspector
 from conveyor.message import TaskState
 
@@ -35,10 +35,11 @@ broker_option = click.option("--broker", "-b", metavar="URL", help=BROKER_HELP)
 Examples:
   conveyor queue ls
   conveyor queue pause emails
-  conveyor queue unpause emails --broker redis://localhost:6379/0"""
+  conveyor queue unpause emails --broker redis://localhost:6379/0
+  conveyor queue delete old-emails --force"""
 )
 def queue() -> None:
-    """List queues and pause or resume them."""
+    """List queues, pause or resume them, or delete them."""
 
 
 @queue.command("ls", epilog="\b\nExamples:\n  conveyor queue ls\n  conveyor queue ls -b URL")
@@ -76,6 +77,41 @@ def queue_unpause(name: str, broker: str | None) -> None:
     with inspector_for(broker) as inspector:
         inspector.unpause_queue(name)
     click.echo(f"unpaused {name}")
+
+
+@queue.command(
+    "delete",
+    epilog="\b\nExamples:\n  conveyor queue delete old-emails\n"
+    "  conveyor queue delete old-emails --force",
+)
+@click.argument("name")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Also delete the tasks it holds (never while any is active).",
+)
+@broker_option
+def queue_delete(name: str, force: bool, broker: str | None) -> None:
+    """Delete queue NAME with its counters, pause flag and unique locks.
+
+    Without --force only a queue holding no task is deleted. With --force its pending,
+    scheduled, retry, archived and completed tasks are deleted too; a queue with an active task
+    (a worker is running it) is never deleted.
+    """
+    with inspector_for(broker) as inspector:
+        try:
+            inspector.delete_queue(name, force=force)
+        except QueueNotEmptyError as exc:
+            raise click.ClickException(
+                f"queue {name} holds {exc.tasks} task(s); nothing deleted. "
+                "Use --force to delete the queue and its tasks."
+            ) from None
+        except QueueInUseError as exc:
+            raise click.ClickException(
+                f"queue {name} has {exc.active} active task(s) that workers are running; "
+                "nothing deleted. Pause it, let them finish, then try again."
+            ) from None
+    click.echo(f"deleted queue {name}")
 
 
 @click.group(

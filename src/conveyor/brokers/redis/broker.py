@@ -65,6 +65,8 @@ from conveyor.errors import (
     ConveyorError,
     DuplicateTaskError,
     LeaseLostError,
+    QueueInUseError,
+    QueueNotEmptyError,
     TaskIdConflictError,
     TaskNotFoundError,
 )
@@ -96,6 +98,7 @@ SCRIPT_NAMES = (
     "stats",
     "manage",
     "page",
+    "delete_queue",
 )
 WAKE_TOKENS = 8  # as in scripts/lib.lua: several idle workers on one queue all wake
 BATCH = 500  # tasks per recover/purge script call: bounds how long one script blocks Redis
@@ -751,6 +754,27 @@ class RedisBroker:
             await self._client.delete(k.paused)
             await self._client.lpush(k.wake, *[b"1"] * WAKE_TOKENS)
             await self._client.ltrim(k.wake, 0, WAKE_TOKENS - 1)
+
+    async def delete_queue(self, queue: str, *, force: bool) -> None:
+        """Remove ``queue`` and everything in it in one script run (see the protocol).
+
+        The queue's ``seq`` key stays so fencing tokens never repeat. On Cluster the registry
+        is in another slot: its entry is removed right after the script. Broker objects that
+        registered the queue before keep it in their ``_registered`` cache, so their next
+        enqueue re-creates the queue without registering it (documented in docs/inspector.md).
+        """
+        k = self._keys(queue)
+        registry = [] if self._cluster else [keys.registry(self._ns)]
+        code, count = await self._run("delete_queue", [*k.block, *registry], [int(force), queue])
+        if code == 1:
+            raise QueueNotEmptyError(queue=queue, tasks=int(count))
+        if code == 2:
+            raise QueueInUseError(queue=queue, active=int(count))
+        # An enqueue through this object must add the queue to the registry again.
+        self._registered.discard(queue)
+        if self._cluster:
+            with self._errors():
+                await self._client.srem(keys.registry(self._ns), queue)
 
 
 def _raw(value: bytes | str) -> bytes:

@@ -477,6 +477,10 @@ class SqliteBroker:
         """Let claims from ``queue`` resume, waking idle waiters."""
         await self._run(lambda s: inspection.set_paused(s, queue, False))
 
+    async def delete_queue(self, queue: str, *, force: bool) -> None:
+        """Remove ``queue`` and everything in it, in one transaction (see the protocol)."""
+        await self._run(lambda s: inspection.delete_queue(s, queue, force))
+
 
 def _conforms(b: SqliteBroker) -> Broker:
     return b

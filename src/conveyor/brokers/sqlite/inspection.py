@@ -10,7 +10,7 @@ import logging
 from conveyor.brokers.sqlite import rows
 from conveyor.brokers.sqlite.queries import queries
 from conveyor.brokers.sqlite.store import Store, utc_day
-from conveyor.errors import BrokerError, TaskNotFoundError
+from conveyor.errors import BrokerError, QueueInUseError, QueueNotEmptyError, TaskNotFoundError
 from conveyor.message import QueueStats, TaskInfo, TaskState
 
 logger = logging.getLogger(__name__)
@@ -154,3 +154,30 @@ def set_paused(store: Store, queue: str, paused: bool) -> None:
         store.conn.execute(Q["set_paused"], (queue, int(paused)))
     if not paused:
         store.notify_ready()
+
+
+def delete_queue(store: Store, queue: str, force: bool) -> None:
+    """Remove a queue with its tasks, unique locks, daily totals and pause flag, in one
+    transaction (a no-op for an unknown queue). Fencing tokens come from the broker-wide
+    counter, which stays.
+
+    Raises:
+        QueueNotEmptyError: ``force`` is false and the queue holds a task in any state.
+        QueueInUseError: a task is ACTIVE (leased by a worker).
+    """
+    try:
+        with store.write():
+            by_state = dict(store.conn.execute(Q["count_by_state"], (queue,)).fetchall())
+            total = sum(by_state.values())
+            if total and not force:
+                raise QueueNotEmptyError(queue=queue, tasks=total)
+            active = by_state.get(TaskState.ACTIVE.value, 0)
+            if active:
+                raise QueueInUseError(queue=queue, active=active)
+            store.conn.execute(Q["delete_queue_tasks"], (queue,))
+            store.conn.execute(Q["delete_queue_locks"], (queue,))
+            store.conn.execute(Q["delete_queue_counts"], (queue,))
+            store.conn.execute(Q["delete_queue_entry"], (queue,))
+    finally:
+        # Also after a failure: a stale entry would stop a later enqueue re-adding the row.
+        store.forget_queue(queue)

@@ -285,3 +285,23 @@ UPDATE tasks SET state = 'archived', since = ? WHERE queue = ? AND state = ?;
 -- Params: name, paused
 INSERT INTO queues (name, paused) VALUES (?, ?)
 ON CONFLICT (name) DO UPDATE SET paused = excluded.paused;
+
+-- name: delete_queue_tasks
+-- Inspector "delete queue": every task of a queue, in any state.
+-- Params: queue
+DELETE FROM tasks WHERE queue = ?;
+
+-- name: delete_queue_locks
+-- Inspector "delete queue": every unique lock of a queue (live or expired).
+-- Params: queue
+DELETE FROM unique_locks WHERE queue = ?;
+
+-- name: delete_queue_counts
+-- Inspector "delete queue": every daily processed/failed total of a queue.
+-- Params: queue
+DELETE FROM daily_counts WHERE queue = ?;
+
+-- name: delete_queue_entry
+-- Inspector "delete queue": the queue's name and pause flag.
+-- Params: name
+DELETE FROM queues WHERE name = ?;

@@ -73,7 +73,9 @@ class Store:
         self.conn = conn
         self._on_commit = on_commit
         self._clock = clock
-        self._known_queues: set[str] = set()  # rows in `queues` (never deleted), to skip inserts
+        # Rows in `queues` this store has seen committed, to skip inserts. Only delete_queue
+        # removes rows; it forgets the name here, but another process's store may still hold it.
+        self._known_queues: set[str] = set()
         self._new_queues: list[str] = []  # added by the open transaction, known once committed
         self.notify_ready = on_ready
         """Wake waiters here and in other processes (call after the commit, never inside)."""
@@ -118,6 +120,11 @@ class Store:
         self.conn.executemany(
             Q["count_outcomes"], [(q, day, p, f) for q, (p, f) in by_queue.items()]
         )
+
+    def forget_queue(self, queue: str) -> None:
+        """Drop ``queue`` from the known-queue cache (its row was deleted), so the next enqueue
+        to it adds the row again."""
+        self._known_queues.discard(queue)
 
     # -- producing -----------------------------------------------------------------------------
 

@@ -1,0 +1,157 @@
+"""Redis delete_queue: no key of the queue is left but its token counter, on one server and on
+Cluster (where the registry entry goes in a second step)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from redis_servers import Fleet, namespaced_broker, need_binaries, server
+
+from conveyor.brokers.redis import RedisBroker, keys
+from conveyor.errors import QueueInUseError, QueueNotEmptyError
+from conveyor.message import Completion, TaskMessage
+from support import wait_until
+
+pytestmark = pytest.mark.redis
+
+
+def _raw(broker: RedisBroker) -> aioredis.Redis:
+    client = broker._client
+    assert isinstance(client, aioredis.Redis)
+    return client
+
+
+async def _queue_keys_left(broker: RedisBroker, queue: str) -> list[str]:
+    match = keys.queue_prefix(broker.namespace, queue) + "*"
+    return sorted([k.decode() async for k in _raw(broker).scan_iter(match=match, count=10_000)])
+
+
+async def _fill(broker: RedisBroker, queue: str) -> None:
+    """Tasks in every state but ACTIVE, unique locks (with and without TTL), counters, a pause,
+    wake-up tokens and a retained result's expiry entry."""
+    await broker.enqueue(
+        [
+            TaskMessage(id=f"r{i}", type="t", queue=queue, retention_s=600, unique_key=f"k{i}")
+            for i in range(3)
+        ]
+    )
+    [done, retried, archived] = await broker.claim([queue], limit=3, lease_s=30)
+    assert await broker.complete([Completion(lease=done, result=b"1")]) == [True]
+    await broker.retry(retried, error="boom", delay_s=3600)
+    await broker.archive(archived, error="boom")
+    await broker.enqueue(
+        [
+            TaskMessage(id="p", type="t", queue=queue, unique_key="kp", unique_ttl_s=3600),
+            TaskMessage(id="s", type="t", queue=queue, process_in_s=3600, unique_key="ks"),
+        ]
+    )
+    await broker.pause_queue(queue)
+    await broker.unpause_queue(queue)  # leaves wake-up tokens behind
+
+
+async def test_force_delete_leaves_only_the_token_counter(redis_url: str) -> None:
+    async with namespaced_broker(redis_url) as broker:
+        ns = broker.namespace
+        await _fill(broker, "doomed")
+        await broker.enqueue([TaskMessage(id="x", type="t", queue="kept", unique_key="k0")])
+        kept_before = await _queue_keys_left(broker, "kept")
+        left = await _queue_keys_left(broker, "doomed")
+        assert keys.unique_lock(ns, "doomed", "kp") in left
+        assert keys.queue_keys(ns, "doomed").wake in left
+
+        await broker.delete_queue("doomed", force=True)
+
+        # The counter stays so a fencing token never repeats (see delete_queue.lua).
+        assert await _queue_keys_left(broker, "doomed") == [keys.queue_keys(ns, "doomed").seq]
+        assert await _queue_keys_left(broker, "kept") == kept_before
+        members = await _raw(broker).smembers(keys.registry(ns))
+        assert members == {b"kept"}
+
+
+async def test_a_refused_delete_changes_no_key(redis_url: str) -> None:
+    async with namespaced_broker(redis_url) as broker:
+        await _fill(broker, "busy")
+        await broker.enqueue([TaskMessage(id="a", type="t", queue="busy")])
+        await broker.claim(["busy"], limit=1, lease_s=30)
+        raw = _raw(broker)
+        before = {k: await raw.dump(k) for k in await _queue_keys_left(broker, "busy")}
+
+        with pytest.raises(QueueNotEmptyError):
+            await broker.delete_queue("busy", force=False)
+        with pytest.raises(QueueInUseError):
+            await broker.delete_queue("busy", force=True)
+
+        after = {k: await raw.dump(k) for k in await _queue_keys_left(broker, "busy")}
+        assert after == before
+        assert "busy" in await broker.list_queues()
+
+
+async def test_an_enqueue_after_delete_registers_the_queue_again(redis_url: str) -> None:
+    async with namespaced_broker(redis_url) as broker:
+        await broker.enqueue([TaskMessage(id="a", type="t", queue="again")])
+        await broker.delete_queue("again", force=True)
+        assert await broker.list_queues() == []
+
+        await broker.enqueue([TaskMessage(id="a", type="t", queue="again")])
+        assert await broker.list_queues() == ["again"]
+        await broker.delete_queue("again", force=True)
+        await asyncio.to_thread(
+            broker.enqueue_blocking, [TaskMessage(id="b", type="t", queue="again")]
+        )
+        assert await broker.list_queues() == ["again"]
+
+
+async def test_cluster_delete_queue_removes_the_registry_entry_after_the_script(
+    tmp_path: Path,
+) -> None:
+    with Fleet() as fleet:
+        need_binaries("redis-cli")
+        nodes = [
+            fleet.add(server(tmp_path / f"n{i}", "--cluster-node-timeout", "2000", cluster=True))
+            for i in range(3)
+        ]
+        addresses = [f"127.0.0.1:{n.port}" for n in nodes]
+        create = ["--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"]
+        subprocess.run(
+            ["redis-cli", *create],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+
+        def cluster_ok() -> bool:
+            for n in nodes:
+                with n.client() as c:
+                    if c.execute_command("CLUSTER", "INFO").find(b"cluster_state:ok") < 0:
+                        return False
+            return True
+
+        await asyncio.to_thread(wait_until, cluster_ok, within=15)
+        broker = RedisBroker.from_url(f"redis+cluster://{addresses[0]}?namespace=cl")
+        try:
+            queues = [f"q{i}" for i in range(4)]
+            for q in queues:
+                await _fill(broker, q)
+            await broker.enqueue([TaskMessage(id="a", type="t", queue="q0")])
+            await broker.claim(["q0"], limit=1, lease_s=30)
+
+            with pytest.raises(QueueNotEmptyError):
+                await broker.delete_queue("q1", force=False)
+            with pytest.raises(QueueInUseError):
+                await broker.delete_queue("q0", force=True)
+            await broker.delete_queue("q1", force=True)
+            await broker.delete_queue("q2", force=True)
+
+            assert await broker.list_queues() == ["q0", "q3"]
+            for q in ("q1", "q2"):
+                stats = await broker.queue_stats(q)
+                assert stats.size == stats.processed_today == 0
+            assert (await broker.queue_stats("q3")).processed_today == 3
+            await broker.enqueue([TaskMessage(id="p", type="t", queue="q1", unique_key="kp")])
+            assert await broker.list_queues() == ["q0", "q1", "q3"]
+        finally:
+            await broker.close()
