@@ -228,3 +228,42 @@ async def test_handler_raising_timeout_error_itself_is_an_ordinary_failure(broke
         message = await enqueue(broker, timeout_s=30, max_retry=0)
         info = await wait_for_state(broker, message, TaskState.ARCHIVED)
     assert info.last_error == "TimeoutError: upstream timed out"
+
+
+async def test_timeouts_of_many_tasks_each_end_their_own_attempt(broker: Broker) -> None:
+    # One sweep times every attempt: short limits end, a long one (enqueued first) runs on.
+    release = asyncio.Event()
+
+    async def handler(ctx: TaskContext, task: Task) -> JSONValue:
+        if task.payload == "long":
+            await release.wait()
+            return "done"
+        await asyncio.Event().wait()
+        return None
+
+    async with serving(Server(broker, **fast(concurrency=8)), handler):
+        long_task = await enqueue(broker, "job", "long", timeout_s=60, retention_s=60)
+        short = [await enqueue(broker, "job", "short", timeout_s=0.1 * (i + 1)) for i in range(4)]
+        ended = [await wait_for_state(broker, m, TaskState.ARCHIVED) for m in short]
+        release.set()
+        await wait_for_state(broker, long_task, TaskState.COMPLETED)
+    assert [info.last_error for info in ended] == [
+        f"TimeoutError: task timed out after {0.1 * (i + 1):g}s" for i in range(4)
+    ]
+
+
+async def test_a_handler_that_swallows_its_timeout_still_has_its_outcome_recorded(
+    broker: Broker,
+) -> None:
+    # As under asyncio.timeout: the value returned stands, and recording it is not cancelled.
+    async def handler(ctx: TaskContext, task: Task) -> JSONValue:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return "cleaned up"
+        return None
+
+    async with serving(Server(broker, **fast()), handler):
+        message = await enqueue(broker, timeout_s=0.2, retention_s=60)
+        info = await wait_for_state(broker, message, TaskState.COMPLETED)
+    assert info.result == "cleaned up"

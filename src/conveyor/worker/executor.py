@@ -46,6 +46,7 @@ from conveyor.worker.completer import Completer
 from conveyor.worker.config import WorkerConfig
 from conveyor.worker.context import TaskContext, activate
 from conveyor.worker.crashpoints import crashpoint
+from conveyor.worker.deadlines import DeadlineSweep
 from conveyor.worker.heartbeat import LeaseRegistry
 from conveyor.worker.pool import HandlerThreadPool
 from conveyor.worker.stats import WorkerStats
@@ -81,6 +82,7 @@ class Attempt:
     task: asyncio.Task[None] | None = None
     phase: Phase = Phase.STARTING
     interrupt: Interrupt | None = None
+    timed_out: bool = False  # its time limit passed while the handler ran
 
 
 def error_text(exc: BaseException) -> str:
@@ -128,6 +130,7 @@ class Executor:
         self._stats = stats
         self._on_slot_freed = on_slot_freed
         self._running: dict[tuple[str, str, int], Attempt] = {}
+        self._deadlines: DeadlineSweep[Attempt] = DeadlineSweep(self._expired)
 
     def free_slots(self) -> int:
         """How many more attempts may start now."""
@@ -205,6 +208,10 @@ class Executor:
         if stuck:
             await asyncio.wait({a.task for a in stuck if a.task is not None}, timeout=1.0)
 
+    def close(self) -> None:
+        """Stop the deadline timer (after the last attempt ended)."""
+        self._deadlines.close()
+
     # -- one attempt ---------------------------------------------------------------------------
 
     async def _run(self, key: tuple[str, str, int], attempt: Attempt) -> None:
@@ -260,26 +267,43 @@ class Executor:
     async def _invoke(
         self, attempt: Attempt, task: Task, limit: float | None, by_deadline: bool
     ) -> tuple[bool, JSONValue]:
-        """Run the handler; return ``(True, result)`` or ``(False, exception)``."""
+        """Run the handler; return ``(True, result)`` or ``(False, exception)``.
+
+        The time limit is watched by the executor's one deadline sweep, which cancels the
+        attempt when it passes (see :meth:`_expired`); the handler sees a CancelledError, as
+        under ``asyncio.timeout``, and the attempt fails with a TimeoutError.
+        """
         attempt.phase = Phase.RUNNING
+        watch = None if limit is None else self._deadlines.watch(attempt, limit)
         try:
-            if limit is None:
-                return True, await self._handler(attempt.ctx, task)
-            scope = asyncio.timeout(limit)
-            try:
-                async with scope:
-                    return True, await self._handler(attempt.ctx, task)
-            except TimeoutError:
-                if not scope.expired():
-                    raise  # the handler's own TimeoutError: an ordinary failure
-                attempt.ctx.cancel()
-                return False, _limit_error(limit, by_deadline)
+            return True, await self._handler(attempt.ctx, task)
         except asyncio.CancelledError as exc:
-            if attempt.interrupt is None:
-                raise  # not ours (the loop is being torn down): let it propagate
-            return False, exc
+            if attempt.interrupt is not None:
+                return False, exc
+            if attempt.timed_out:
+                assert limit is not None
+                return False, _limit_error(limit, by_deadline)
+            raise  # not ours (the loop is being torn down): let it propagate
         except Exception as exc:
             return False, exc
+        finally:
+            if watch is not None:
+                self._deadlines.forget(watch)
+            if attempt.timed_out and attempt.interrupt is None:
+                # The sweep's cancel was delivered (or swallowed by the handler): clear it, so
+                # the broker calls recording the outcome are not cancelled too.
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    current.uncancel()
+
+    def _expired(self, attempt: Attempt) -> None:
+        """The deadline sweep's call: the attempt's time limit passed while its handler ran."""
+        if attempt.phase is not Phase.RUNNING or attempt.interrupt is not None:
+            return
+        attempt.timed_out = True
+        attempt.ctx.cancel()
+        if attempt.task is not None:
+            attempt.task.cancel()
 
     def _time_limit(
         self, timeout: timedelta | None, deadline: datetime | None

@@ -406,6 +406,7 @@ class Server:
             logger.warning("shutdown timeout: giving %d unfinished tasks back to the queue", count)
             if not await executor.wait_idle(config.release_grace_s):
                 await executor.cancel_remaining()
+        executor.close()
         await completer.stop(timeout_s=max(config.shutdown_timeout_s, 1.0))
         await recoverer.stop()
         await janitor.stop()
