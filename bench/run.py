@@ -303,8 +303,12 @@ def conveyor_workers(
 
 def latency(
     url: str, n: int, env: dict[str, str], tmp: Path, concurrency: int
-) -> tuple[float, float]:
-    """Enqueue ``n`` stamp tasks one at a time to an idle worker; return (p50, p99) in ms."""
+) -> tuple[float, float, float]:
+    """Enqueue ``n`` stamp tasks one at a time to an idle worker; return (p50, p99) in ms.
+
+    Also the p50 of the producer's enqueue call alone: everything idles between samples, so it
+    shows what waking the producer and the broker costs on this machine, before any worker.
+    """
     out = tmp / f"latency-{uuid.uuid4().hex[:8]}.txt"
     out.touch()
     env = {**env, "BENCH_LATENCY_FILE": str(out)}
@@ -312,8 +316,11 @@ def latency(
     try:
         with Client(url) as client:
             client.enqueue(Task("bench.warmup", {}), queue="warmup")
+            calls = []
             for i in range(n):
-                client.enqueue(Task("bench.stamp", {"sent": time.time()}))
+                sent = time.time()
+                client.enqueue(Task("bench.stamp", {"sent": sent}))
+                calls.append((time.time() - sent) * 1000)
                 deadline = time.monotonic() + 10
                 while out.read_text().count("\n") <= i:
                     if time.monotonic() > deadline:
@@ -324,7 +331,8 @@ def latency(
         for proc in procs:
             _kill(proc)
     samples = sorted(float(line) * 1000 for line in out.read_text().split())
-    return statistics.median(samples), samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+    p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+    return statistics.median(samples), p99, statistics.median(calls)
 
 
 # --------------------------------------------------------------------------- per broker
@@ -345,7 +353,7 @@ TARGETS = {
 
 def common_rows(
     name: str, single: float, concurrent: float, bulk: float, d1: tuple[float, float],
-    d2: tuple[float, float], lat: tuple[float, float],
+    d2: tuple[float, float], lat: tuple[float, float, float],
 ) -> list[Row]:  # fmt: skip
     t = TARGETS[name]
     system = f"conveyor {name}"
@@ -363,6 +371,7 @@ def common_rows(
         Row(system, "drain, 2 worker processes", d2[0], "tasks/s", t.get("drain2")),
         Row(system, "idle latency p50", lat[0], "ms", t.get("p50"), higher_is_better=False),
         Row(system, "idle latency p99", lat[1], "ms", t.get("p99"), higher_is_better=False),
+        Row(system, "idle: the producer's enqueue call alone, p50", lat[2], "ms"),
         Row(system, "worker RSS after drain (1 proc)", d1[1], "MB", t.get("rss"), False),
         Row(system, "worker RSS after drain (2 procs, max)", d2[1], "MB", t.get("rss"), False),
     ]
