@@ -105,6 +105,39 @@ async def test_an_enqueue_after_delete_registers_the_queue_again(redis_url: str)
         assert await broker.list_queues() == ["again"]
 
 
+async def test_a_queue_deleted_by_another_client_is_registered_again_by_any_store(
+    redis_url: str,
+) -> None:
+    # The producer registered "shared" before another client deleted it: its next enqueue,
+    # blocking enqueue or successor re-registers it in the same step, so recovery and the
+    # listing see the re-created queue.
+    async with namespaced_broker(redis_url) as producer:
+        admin = RedisBroker.from_url(f"{redis_url}?namespace={producer.namespace}")
+        try:
+            stores = [
+                lambda m: producer.enqueue([m]),
+                lambda m: asyncio.to_thread(producer.enqueue_blocking, [m]),
+                lambda m: _complete_with_successor(producer, m),
+            ]
+            for i, store in enumerate(stores):
+                await producer.enqueue([TaskMessage(id=f"before-{i}", type="t", queue="shared")])
+                await admin.delete_queue("shared", force=True)
+                assert await admin.list_queues() == []
+
+                await store(TaskMessage(id=f"after-{i}", type="t", queue="shared"))
+
+                assert "shared" in await admin.list_queues()
+                await admin.delete_queue("shared", force=True)
+        finally:
+            await admin.close()
+
+
+async def _complete_with_successor(broker: RedisBroker, successor: TaskMessage) -> None:
+    await broker.enqueue([TaskMessage(id=f"parent-{successor.id}", type="t", queue="parents")])
+    [lease] = await broker.claim(["parents"], limit=1, lease_s=30)
+    assert await broker.complete([Completion(lease=lease, successors=(successor,))]) == [True]
+
+
 async def test_cluster_delete_queue_removes_the_registry_entry_after_the_script(
     tmp_path: Path,
 ) -> None:

@@ -21,12 +21,12 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 # 'src/conveyor/brokers/redis/scripts').glob('*.lua'))]"
 PINNED_SHA256 = {
     "claim.lua": "205305d9d666c4d4",
-    "complete.lua": "6231fe6315c2a63e",
+    "complete.lua": "99d99df80d6fe89b",
     "delete_queue.lua": "4f0a143b22e99d80",
-    "enqueue.lua": "c6e68c8f71de3825",
+    "enqueue.lua": "0eb8f6916be7b533",
     "extend.lua": "6f9412abebeee194",
     "fail.lua": "ebd49040de8f8233",
-    "lib.lua": "fb20c9039b332ebb",
+    "lib.lua": "aa8595aa6915f523",
     "manage.lua": "f28657ee799a27de",
     "page.lua": "9980ab50d9f3ff3b",
     "peek.lua": "6685367764624ba2",

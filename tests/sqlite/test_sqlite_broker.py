@@ -382,3 +382,21 @@ def test_openers_racing_on_a_new_file_all_succeed(tmp_path: Path) -> None:
         for t in threads:
             t.join()
         assert errors == []
+
+
+async def test_a_queue_deleted_by_another_broker_is_listed_again_when_re_created(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    producer, admin = SqliteBroker.from_url(url), SqliteBroker.from_url(url)
+    try:
+        await producer.enqueue([TaskMessage(id="before", type="t", queue="shared")])
+        await admin.delete_queue("shared", force=True)
+        assert await admin.list_queues() == []
+
+        await producer.enqueue([TaskMessage(id="after", type="t", queue="shared")])
+
+        assert await admin.list_queues() == ["shared"]
+    finally:
+        await producer.close()
+        await admin.close()

@@ -235,12 +235,24 @@ class RedisBroker:
                 await self._client.script_load(script.script)
                 return await self._client.execute_command(*command)
 
+    def _storing_keys(self, batch: _Batch) -> list[str]:
+        """KEYS of a script that stores messages: on a standalone server, plus the registry.
+
+        The script then registers each queue it stores into in the same step (lib.lua), so
+        no client keeps a stale idea of what is registered. On Cluster the registry is in
+        another slot: the client registers queues before storing (:meth:`_register`).
+        """
+        return batch.keys if self._cluster else [*batch.keys, keys.registry(self._ns)]
+
     def _unregistered(self, queues: Sequence[str]) -> list[str]:
         """Queues not yet added to the registry by this broker object."""
         return [q for q in dict.fromkeys(queues) if q not in self._registered]
 
     async def _register(self, queues: Sequence[str]) -> None:
-        """Add queues to the registry once per broker object (SADD is idempotent anyway)."""
+        """Cluster: add queues to the registry once per broker object (SADD is idempotent).
+
+        Standalone servers register in the storing script itself (see :meth:`_storing_keys`).
+        """
         new = self._unregistered(queues)
         if new:
             with self._errors():
@@ -312,8 +324,8 @@ class RedisBroker:
         if not messages:
             return []
         _check_names(messages)
-        await self._register([m.queue for m in messages])
         if self._cluster:
+            await self._register([m.queue for m in messages])
             return await self._enqueue_per_queue(messages)
         return await self._combiner(messages)
 
@@ -329,7 +341,7 @@ class RedisBroker:
             return []
         _check_names(messages)
         client, script = self._sync_client()
-        new = self._unregistered([m.queue for m in messages])
+        new = self._unregistered([m.queue for m in messages]) if self._cluster else []
         if new:
             with self._errors():
                 client.sadd(keys.registry(self._ns), *new)
@@ -383,7 +395,7 @@ class RedisBroker:
         batch = _Batch(self)
         flat = groups[0] if len(groups) == 1 else [m for group in groups for m in group]
         args = enqueue_args(flat, [len(group) for group in groups], batch.block)
-        return batch.keys, args
+        return self._storing_keys(batch), args
 
     async def _enqueue_per_queue(self, messages: Sequence[TaskMessage]) -> list[TaskInfo]:
         """Cluster: one script run per queue (its slot); atomic per queue only."""
@@ -562,9 +574,7 @@ class RedisBroker:
             return []
         if self._cluster:
             return await self._complete_per_queue(completions)
-        successors = [m for c in completions for m in c.successors]
-        _check_names(successors)
-        await self._register([m.queue for m in successors])
+        _check_names([m for c in completions for m in c.successors])
         return await self._complete_batch(completions, with_successors=True)
 
     async def _complete_batch(
@@ -591,7 +601,7 @@ class RedisBroker:
         args: list[Any] = [len(completions), spec, json.dumps(meta, separators=(",", ":"))]
         args.extend(results)
         args.extend(m.payload for _, m in owned)
-        reply = await self._run("complete", batch.keys, args)
+        reply = await self._run("complete", self._storing_keys(batch), args)
         if len(reply) >= 3 and isinstance(reply[-2], bytes):
             # Completions before the refused successor's owner were applied; it and later not.
             raise _refusal(reply[-2], owned[int(reply[-1]) - 1][1])
@@ -742,15 +752,15 @@ class RedisBroker:
     async def pause_queue(self, queue: str) -> None:
         """Stop claims from ``queue``; enqueueing still works."""
         k = self._keys(queue)
-        await self._register([queue])
         with self._errors():
+            await self._client.sadd(keys.registry(self._ns), queue)  # rare: never cached
             await self._client.set(k.paused, b"1")
 
     async def unpause_queue(self, queue: str) -> None:
         """Let claims from ``queue`` resume, waking idle workers."""
         k = self._keys(queue)
-        await self._register([queue])
         with self._errors():
+            await self._client.sadd(keys.registry(self._ns), queue)
             await self._client.delete(k.paused)
             await self._client.lpush(k.wake, *[b"1"] * WAKE_TOKENS)
             await self._client.ltrim(k.wake, 0, WAKE_TOKENS - 1)
@@ -759,9 +769,10 @@ class RedisBroker:
         """Remove ``queue`` and everything in it in one script run (see the protocol).
 
         The queue's ``seq`` key stays so fencing tokens never repeat. On Cluster the registry
-        is in another slot: its entry is removed right after the script. Broker objects that
-        registered the queue before keep it in their ``_registered`` cache, so their next
+        is in another slot: its entry is removed right after the script, and broker objects
+        that registered the queue before keep it in their ``_registered`` cache, so their next
         enqueue re-creates the queue without registering it (documented in docs/inspector.md).
+        A standalone server's enqueue registers in the same step, so it has no such gap.
         """
         k = self._keys(queue)
         registry = [] if self._cluster else [keys.registry(self._ns)]

@@ -165,19 +165,15 @@ def delete_queue(store: Store, queue: str, force: bool) -> None:
         QueueNotEmptyError: ``force`` is false and the queue holds a task in any state.
         QueueInUseError: a task is ACTIVE (leased by a worker).
     """
-    try:
-        with store.write():
-            by_state = dict(store.conn.execute(Q["count_by_state"], (queue,)).fetchall())
-            total = sum(by_state.values())
-            if total and not force:
-                raise QueueNotEmptyError(queue=queue, tasks=total)
-            active = by_state.get(TaskState.ACTIVE.value, 0)
-            if active:
-                raise QueueInUseError(queue=queue, active=active)
-            store.conn.execute(Q["delete_queue_tasks"], (queue,))
-            store.conn.execute(Q["delete_queue_locks"], (queue,))
-            store.conn.execute(Q["delete_queue_counts"], (queue,))
-            store.conn.execute(Q["delete_queue_entry"], (queue,))
-    finally:
-        # Also after a failure: a stale entry would stop a later enqueue re-adding the row.
-        store.forget_queue(queue)
+    with store.write():
+        by_state = dict(store.conn.execute(Q["count_by_state"], (queue,)).fetchall())
+        total = sum(by_state.values())
+        if total and not force:
+            raise QueueNotEmptyError(queue=queue, tasks=total)
+        active = by_state.get(TaskState.ACTIVE.value, 0)
+        if active:
+            raise QueueInUseError(queue=queue, active=active)
+        store.conn.execute(Q["delete_queue_tasks"], (queue,))
+        store.conn.execute(Q["delete_queue_locks"], (queue,))
+        store.conn.execute(Q["delete_queue_counts"], (queue,))
+        store.conn.execute(Q["delete_queue_entry"], (queue,))

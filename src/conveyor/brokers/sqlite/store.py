@@ -73,10 +73,6 @@ class Store:
         self.conn = conn
         self._on_commit = on_commit
         self._clock = clock
-        # Rows in `queues` this store has seen committed, to skip inserts. Only delete_queue
-        # removes rows; it forgets the name here, but another process's store may still hold it.
-        self._known_queues: set[str] = set()
-        self._new_queues: list[str] = []  # added by the open transaction, known once committed
         self.notify_ready = on_ready
         """Wake waiters here and in other processes (call after the commit, never inside)."""
 
@@ -94,10 +90,7 @@ class Store:
                 self.conn.execute("ROLLBACK")
             raise
         else:
-            self._known_queues.update(self._new_queues)
             self._on_commit()
-        finally:
-            self._new_queues.clear()
 
     @contextlib.contextmanager
     def read(self) -> Iterator[float]:
@@ -120,11 +113,6 @@ class Store:
         self.conn.executemany(
             Q["count_outcomes"], [(q, day, p, f) for q, (p, f) in by_queue.items()]
         )
-
-    def forget_queue(self, queue: str) -> None:
-        """Drop ``queue`` from the known-queue cache (its row was deleted), so the next enqueue
-        to it adds the row again."""
-        self._known_queues.discard(queue)
 
     # -- producing -----------------------------------------------------------------------------
 
@@ -175,13 +163,11 @@ class Store:
     def _insert(self, messages: Sequence[TaskMessage], now: float, owner: str) -> list[TaskInfo]:
         """Insert messages inside the current transaction, or raise the exact enqueue error."""
         self.conn.execute("SAVEPOINT enqueue")
-        known = len(self._new_queues)
         try:
             infos = self._insert_fast(messages, now)
         except (_Conflict, sqlite3.IntegrityError):
             self.conn.execute("ROLLBACK TO enqueue")
             self.conn.execute("RELEASE enqueue")
-            del self._new_queues[known:]  # their rows were rolled back with the savepoint
             self._check_new(messages, now, owner)
             raise BrokerError("enqueue hit a constraint the exact check did not find") from None
         self.conn.execute("RELEASE enqueue")
@@ -216,10 +202,10 @@ class Store:
                 ).fetchone()
                 if taken is None:
                     raise _Conflict
-        new = [q for q in dict.fromkeys(m.queue for m in messages) if q not in self._known_queues]
-        if new:
-            self.conn.executemany(Q["add_queue"], [(q,) for q in new])
-            self._new_queues.extend(new)
+        # Every time, not cached: another process may have deleted the queue (delete_queue).
+        self.conn.executemany(
+            Q["add_queue"], [(q,) for q in dict.fromkeys(m.queue for m in messages)]
+        )
         return infos
 
     def _check_new(self, messages: Sequence[TaskMessage], now: float, owner: str) -> None:

@@ -1,5 +1,6 @@
 -- complete.lua: record successful attempts and enqueue their successors, one step each.
--- KEYS:    one 13-key block per queue involved (see lib.lua).
+-- KEYS:    one 13-key block per queue involved (see lib.lua); then, on a standalone
+--          server, the queue registry (each queue stored into is registered: lib.lua).
 -- ARGV:    [1] completion count n; [2] the n completions as one space-separated string of
 --          4 words each: queue block index, id, token, has_result ('1'/'0') (ids and tokens
 --          never contain spaces); [3] a JSON array of successors, each [index of the completion

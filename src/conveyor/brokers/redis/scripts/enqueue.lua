@@ -1,6 +1,7 @@
 -- enqueue.lua: store groups of tasks, each group all or nothing (one group = one enqueue call;
 -- concurrent calls are combined into one script run).
--- KEYS:    one 13-key block per queue in the batch (see lib.lua).
+-- KEYS:    one 13-key block per queue in the batch (see lib.lua); then, on a standalone
+--          server, the queue registry (each queue stored into is registered: lib.lua).
 -- ARGV:    [1] JSON array of shapes: the fields messages share, each {block index, type,
 --          encoding, max_retry, timeout, deadline, retention, unique_ttl_ms, process_at,
 --          process_in_us} (as in lib.lua's message layout), [2] JSON array of group sizes

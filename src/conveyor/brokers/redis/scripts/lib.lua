@@ -233,10 +233,24 @@ local function store_message(m, payload, t, ctx)
   return state
 end
 
+-- A script that stores messages is given one key past its 13-key blocks on a standalone server:
+-- the queue registry. Every queue a message goes into is then registered in the same step, so a
+-- queue deleted meanwhile (by any client) is listed again the moment a task re-creates it. On
+-- Cluster the registry lives in another slot, and the client registers queues itself.
+local REGISTRY = nil
+if #KEYS % BLOCK == 1 then REGISTRY = KEYS[#KEYS] end
+
+-- A queue's name, from its keys: the first {...} is always the queue (see keys.py).
+local function queue_name(b)
+  return string.match(b.pending, '{([^}]*)}')
+end
+
 local function wake_all(ctx)
   flush_pending(ctx)
   for qi, _ in pairs(ctx.woken) do
-    wake(block(qi))
+    local b = block(qi)
+    if REGISTRY then redis.call('SADD', REGISTRY, queue_name(b)) end
+    wake(b)
   end
 end
 
