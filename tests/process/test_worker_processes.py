@@ -84,10 +84,15 @@ def test_a_frozen_worker_cannot_complete_a_task_taken_over_by_another(
     assert (after.state, after.result, after.retried) == (TaskState.COMPLETED, rescuer.pid, 1)
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_sigterm_finishes_short_tasks_and_gives_long_ones_back(
-    url: str, trace_dir: Path, workers: list[Worker]
+    url: str, trace_dir: Path, workers: list[Worker], loop: str
 ) -> None:
-    worker = spawn(workers, url, trace_dir, "--concurrency", "2", "--shutdown-timeout", "1")
+    # On either event loop (--loop): signals, shutdown and the hand-back behave the same.
+    worker = spawn(
+        workers, url, trace_dir, "--concurrency", "2", "--shutdown-timeout", "1", "--loop", loop
+    )
+    assert f"event loop: {loop}" in "".join(worker.lines)
     with Client(url) as client:
         client.enqueue(worker_app.sleep.task("short", 0.5))
         long_info = client.enqueue(worker_app.sleep.task("long", 60))

@@ -15,6 +15,7 @@ from conveyor.cli.params import LOG_LEVELS, Duration, configure_logging, parse_q
 from conveyor.config import BROKER_URL_ENV, DEFAULT_BROKER_URL
 from conveyor.errors import ConveyorError
 from conveyor.middleware import Handler
+from conveyor.worker.loops import LOOP_CHOICES, LoopChoice
 from conveyor.worker.server import Server
 
 
@@ -110,6 +111,13 @@ finish, the rest go back to their queue. SIGTSTP stops taking new tasks."""
     help="Time between scans for tasks of crashed workers.",
 )
 @click.option(
+    "--loop",
+    type=click.Choice(LOOP_CHOICES),
+    default="auto",
+    show_default=True,
+    help="Event loop: uvloop when installed (auto), or asyncio / uvloop.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(LOG_LEVELS, case_sensitive=False),
     default="info",
@@ -124,6 +132,7 @@ def worker(
     lease: timedelta,
     shutdown_timeout: timedelta,
     recover_interval: timedelta,
+    loop: LoopChoice,
     log_level: str,
 ) -> None:
     """Run a worker that serves MODULE:ATTR (an App, a ServeMux or a handler function)."""
@@ -139,6 +148,6 @@ def worker(
             shutdown_timeout=shutdown_timeout,
             recover_interval=recover_interval,
         )
-        server.run(handler)
+        server.run(handler, loop=loop)
     except (ConveyorError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -32,6 +32,7 @@ from conveyor.worker.executor import Executor
 from conveyor.worker.fetcher import Fetcher, QueueSelector
 from conveyor.worker.heartbeat import Heartbeat, LeaseRegistry
 from conveyor.worker.janitor import Janitor
+from conveyor.worker.loops import LoopChoice, loop_factory
 from conveyor.worker.pool import HandlerThreadPool
 from conveyor.worker.recoverer import Recoverer
 from conveyor.worker.stats import WorkerStats
@@ -159,13 +160,24 @@ class Server:
 
     # -- running -------------------------------------------------------------------------------
 
-    def run(self, handler: Handler) -> None:
+    def run(self, handler: Handler, *, loop: LoopChoice = "auto") -> None:
         """Serve until SIGTERM or SIGINT, then shut down gracefully and return.
 
         SIGTSTP stops fetching new tasks while running ones finish (before a planned shutdown).
         Call from the main thread (signal handlers can only be installed there).
+
+        Args:
+            handler: what every task goes through (a ServeMux, an App's mux, a function).
+            loop: the event loop: ``"auto"`` (uvloop when installed, else asyncio),
+                ``"asyncio"`` or ``"uvloop"`` (see :mod:`conveyor.worker.loops`).
+
+        Raises:
+            ConfigError: ``loop`` is unknown, or uvloop is asked for and not installed.
         """
-        asyncio.run(self._serve_with_signals(handler))
+        name, factory = loop_factory(loop)
+        logger.info("event loop: %s", name)
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(self._serve_with_signals(handler))
 
     def start(self, handler: Handler) -> None:
         """Run the server on a background thread; return once it has begun claiming.
