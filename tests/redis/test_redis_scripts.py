@@ -20,8 +20,8 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 # hashlib.sha256(p.read_bytes()).hexdigest()[:16])) for p in sorted(pathlib.Path(
 # 'src/conveyor/brokers/redis/scripts').glob('*.lua'))]"
 PINNED_SHA256 = {
-    "claim.lua": "205305d9d666c4d4",
-    "complete.lua": "99d99df80d6fe89b",
+    "claim.lua": "dbaf0632734f5069",
+    "complete.lua": "2bed133c62dbbea6",
     "delete_queue.lua": "4f0a143b22e99d80",
     "enqueue.lua": "0eb8f6916be7b533",
     "extend.lua": "6f9412abebeee194",

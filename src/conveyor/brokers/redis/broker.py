@@ -53,6 +53,7 @@ from conveyor.brokers.redis.connect import (
     parse_redis_url,
 )
 from conveyor.brokers.redis.records import (
+    claimed_fields,
     decode_record,
     enqueue_args,
     enqueued_infos,
@@ -905,10 +906,9 @@ def _claimed(names: Sequence[str], reply: Any) -> list[Lease]:
             extra={"task_id": task_id, "queue": queue},
         )
     leases = []
-    for qi, raw_id, flat in reply[3:]:
-        fields = pairs(flat)
-        info = decode_record(names[int(qi) - 1], raw_id.decode(), fields)
-        leases.append(Lease(task=info, token=int(fields[b"token"]), expires_at=expires_at))
+    for qi, raw_id, token, values in reply[3:]:
+        info = decode_record(names[int(qi) - 1], raw_id.decode(), claimed_fields(values))
+        leases.append(Lease(task=info, token=int(token), expires_at=expires_at))
     return leases
 
 

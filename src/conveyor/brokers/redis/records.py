@@ -23,6 +23,8 @@ from conveyor.message import (
 )
 
 __all__ = [
+    "CLAIM_FIELDS",
+    "claimed_fields",
     "decode_record",
     "enqueue_args",
     "enqueued_infos",
@@ -213,6 +215,30 @@ def decode_record(queue: str, task_id: str, fields: dict[bytes, bytes]) -> TaskI
         _NO_TIME if not retention else timedelta(seconds=retention),
         ukey.decode() if ukey else None,
     )
+
+
+CLAIM_FIELDS = (
+    b"enqueued_at",
+    b"state",
+    b"type",
+    b"payload",
+    b"encoding",
+    b"max_retry",
+    b"retried",
+    b"timeout",
+    b"deadline",
+    b"retention",
+    b"unique_key",
+    b"error",
+    b"failed_at",
+)
+"""The record fields claim.lua returns for each claimed task, in order (its CLAIM_FIELDS)."""
+
+
+def claimed_fields(values: Sequence[bytes | None]) -> dict[bytes, bytes]:
+    """A record dict (as :func:`decode_record` takes) from claim.lua's values of CLAIM_FIELDS."""
+    found = zip(CLAIM_FIELDS, values, strict=True)
+    return {name: value for name, value in found if value is not None}
 
 
 def pairs(flat: list[bytes]) -> dict[bytes, bytes]:

@@ -2,7 +2,7 @@
 -- KEYS:    one 13-key block per queue, in the caller's priority order (see lib.lua).
 -- ARGV:    [1] limit, [2] lease length in µs.
 -- Returns: {now_us, lease_expiry_us, corrupt, claimed...}; each claimed task is
---          {queue_block_index, id, flat HGETALL of its record (token included)}.
+--          {queue_block_index, id, token, values of CLAIM_FIELDS (false where absent)}.
 --          Corrupt records met on the way are archived with a reason and listed in `corrupt`
 --          as {queue_block_index, id, reason} (so the caller can log them), not claimed.
 
@@ -37,16 +37,23 @@ local function corruption(rec, tkey)
   return nil
 end
 
-local function take(b, qi, id)
+-- `token` was minted for this task (see claim_from); `leased` collects the active-set entries.
+-- The record fields a claim returns, in this order (records.CLAIM_FIELDS must match): the
+-- first seven are the ones checked for corruption. One HMGET reads what both need.
+local CLAIM_FIELDS = {'enqueued_at', 'state', 'type', 'payload', 'encoding', 'max_retry',
+                      'retried', 'timeout', 'deadline', 'retention', 'unique_key', 'error',
+                      'failed_at'}
+
+local function take(b, qi, id, token, leased)
   local tkey = b.tprefix .. id
-  local rec = redis.call('HMGET', tkey, 'enqueued_at', 'state', 'type', 'payload', 'encoding',
-    'max_retry', 'retried')
+  local rec = redis.call('HMGET', tkey, unpack(CLAIM_FIELDS))
   local bad = corruption(rec, tkey)
   if bad == nil then
-    local token = redis.call('INCR', b.seq)
     redis.call('HSET', tkey, 'state', 'active', 'token', token, 'lease', expiry, 'since', t)
-    redis.call('ZADD', b.active, expiry, id)
-    out[#out + 1] = {qi, id, redis.call('HGETALL', tkey)}
+    leased[#leased + 1] = expiry
+    leased[#leased + 1] = id
+    rec[2] = 'active'
+    out[#out + 1] = {qi, id, token, rec}
     claimed = claimed + 1
   elseif bad ~= 'record missing' and rec[2] ~= 'pending' and STATE_SET[rec[2]] then
     -- A stray entry whose record lives in another state's set: drop only the stray entry.
@@ -69,8 +76,16 @@ local function claim_from(qi)
     promote(b, b.retry, want)
     local ids = redis.call('ZPOPMIN', b.pending, want)
     if #ids == 0 then return end
+    -- One INCRBY mints every token of this batch, one ZADD (per chunk) leases them: two
+    -- commands per batch instead of two per task. A skipped corrupt entry leaves a gap in the
+    -- tokens, which only need to be unique and increasing.
+    local first = redis.call('INCRBY', b.seq, #ids / 2) - #ids / 2
+    local leased = {}
     for j = 1, #ids, 2 do
-      take(b, qi, ids[j])
+      take(b, qi, ids[j], first + (j + 1) / 2, leased)
+    end
+    for c = 1, #leased, ZADD_CHUNK do
+      redis.call('ZADD', b.active, unpack(leased, c, math.min(c + ZADD_CHUNK - 1, #leased)))
     end
   end
 end

@@ -54,7 +54,9 @@ for i = 1, n do
     result = ARGV[next_result]
   end
   local tkey = b.tprefix .. id
-  if not holds_lease(tkey, words[o + 3]) then
+  -- The lease check (holds_lease) and the fields the completion needs, in one read.
+  local rec = redis.call('HMGET', tkey, 'state', 'token', 'retention', 'unique_key')
+  if rec[1] ~= 'active' or rec[2] ~= words[o + 3] then
     out[#out + 1] = 0
   else
     local succ = {}
@@ -69,10 +71,9 @@ for i = 1, n do
         return out
       end
     end
-    local rec = redis.call('HMGET', tkey, 'retention', 'unique_key')
-    release_unique(b, id, rec[2])
+    release_unique(b, id, rec[4])
     redis.call('ZREM', b.active, id)
-    local retention = tonumber(rec[1]) or 0
+    local retention = tonumber(rec[3]) or 0
     if retention > 0 then
       redis.call('HSET', tkey, 'state', 'completed', 'completed_at', t, 'since', t)
       redis.call('HDEL', tkey, 'lease')
