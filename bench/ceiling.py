@@ -5,8 +5,9 @@ Run by ``bench/run.py`` in a fresh process (like a worker) as
 per line (``--incr-only``: the first one alone, so two processes can run it at once):
 
 - ``incr-concurrent``: the Redis no-op's work alone, ``N`` INCRs on ``KEY`` from
-  ``CONCURRENCY`` coroutines through the same redis-py asyncio client the no-op task uses. No
-  worker on one process can drain the INCR no-op faster than this: it is the task, not the queue.
+  ``CONCURRENCY`` coroutines through the same redis-py asyncio client the no-op task uses, on the
+  event loop a worker picks by default (uvloop when installed). No worker on one process can
+  drain the INCR no-op faster than this: it is the task, not the queue.
 - ``roundtrip-sequential``: ``N`` INCRs one after another on a plain (sync) redis-py client.
   A sequential producer that waits for each acknowledgement cannot enqueue faster than one
   round trip per task.
@@ -22,6 +23,8 @@ import time
 
 import redis
 import redis.asyncio as aioredis
+
+from conveyor.worker.loops import loop_factory
 
 
 async def incr_concurrent(url: str, key: str, n: int, concurrency: int) -> float:
@@ -55,7 +58,11 @@ def roundtrip_sequential(url: str, key: str, n: int) -> float:
 
 
 def main(url: str, key: str, n: int, concurrency: int, incr_only: bool) -> None:
-    print(f"incr-concurrent {asyncio.run(incr_concurrent(url, key, n, concurrency)):.0f}")
+    # On the event loop a worker would use here (--loop auto: uvloop when installed).
+    _, factory = loop_factory("auto")
+    with asyncio.Runner(loop_factory=factory) as runner:
+        rate = runner.run(incr_concurrent(url, key, n, concurrency))
+    print(f"incr-concurrent {rate:.0f}")
     if not incr_only:
         print(f"roundtrip-sequential {roundtrip_sequential(url, key, n):.0f}")
 
