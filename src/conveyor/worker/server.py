@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -43,6 +44,24 @@ logger = logging.getLogger(__name__)
 
 READY_MESSAGE = "conveyor worker ready"
 """Logged at INFO, with the pid, when the server begins claiming (process tests wait for it)."""
+
+
+GC_YOUNG_THRESHOLD = 10_000
+"""The young-generation threshold :meth:`Server.run` sets (Python's default is 700)."""
+
+
+def _tune_gc() -> None:
+    """Make the cyclic garbage collector cheap for a worker process (see :meth:`Server.run`).
+
+    A worker allocates in bursts (a claim of 100 tasks makes about a thousand objects at once),
+    so at the default threshold the collector runs hundreds of times a second, and every full
+    collection walks each object made at import time. Measured on the Redis bench: about a tenth
+    of the worker's CPU, a twentieth after this.
+    """
+    gc.freeze()  # what exists now (modules, the app, its clients) is never scanned again
+    young, older, oldest = gc.get_threshold()
+    if young < GC_YOUNG_THRESHOLD:
+        gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 class Server:
@@ -171,11 +190,16 @@ class Server:
             loop: the event loop: ``"auto"`` (uvloop when installed, else asyncio),
                 ``"asyncio"`` or ``"uvloop"`` (see :mod:`conveyor.worker.loops`).
 
+        The worker owns its process here, so it also tunes the garbage collector for it:
+        :func:`gc.freeze` on what exists at start, and a young-generation threshold of
+        :data:`GC_YOUNG_THRESHOLD` (collections stay on; they just run less often).
+
         Raises:
             ConfigError: ``loop`` is unknown, or uvloop is asked for and not installed.
         """
         name, factory = loop_factory(loop)
         logger.info("event loop: %s", name)
+        _tune_gc()
         with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(self._serve_with_signals(handler))
 
