@@ -268,6 +268,14 @@ async def test_cluster_enqueue_claim_and_wait_across_queues(tmp_path: Path) -> N
             assert [
                 le.task.id for le in await broker.claim(["empty1", "empty2"], limit=5, lease_s=5)
             ] == ["wake"]
+            # An idle worker's wait-and-claim takes the two-step path across slots.
+            claiming = asyncio.create_task(
+                broker.wait_and_claim(["empty3", "empty4"], limit=5, lease_s=5, timeout_s=10.0)
+            )
+            await asyncio.sleep(0)
+            await broker.enqueue([TaskMessage(id="wake2", type="t", queue="empty4")])
+            claimed = await asyncio.wait_for(claiming, timeout=5)
+            assert [le.task.id for le in claimed] == ["wake2"]
             stats = await broker.queue_stats("q0")
             assert (stats.pending, stats.active) == (2, 1)
             info = await broker.describe()
