@@ -230,6 +230,11 @@ class Fetcher:
                 crashpoint("after_claim")
             for lease in leases:
                 self._executor.dispatch(lease)
+            if leases:
+                # Let the attempts just dispatched take their first step before this loop
+                # builds and sends its next claim: on an idle worker that is most of the time
+                # between a task's claim and its start.
+                await asyncio.sleep(0)
 
     async def _idle(self, delay_s: float | None, *, limit: int = 0) -> list[Lease]:
         """Wait for new tasks (``delay_s`` None) or for ``delay_s``; stop and pause cut it short.
