@@ -476,6 +476,11 @@ def bench_redis(args: argparse.Namespace, tmp: Path) -> list[Row]:
             rows.append(Row("ceiling (no queue)", "redis-benchmark PING, 1 connection (C client)",
                             limits["ping-c-client"], "tasks/s"))  # fmt: skip
         rows += [
+            # The machine's speed drifts: these shares compare a drain with its own run's ceiling.
+            Row("where the time goes", "drain, 1 process, as a share of its INCR ceiling",
+                100 * drains[0][0] / limits["incr-concurrent"], "%"),
+            Row("where the time goes", "drain, 2 processes, as a share of their INCR ceiling",
+                100 * drains[1][0] / limits["incr-two-processes"], "%"),
             Row("where the time goes", "enqueue single: server time in the script", single_us,
                 "µs/task"),
             Row("where the time goes", "enqueue_many: server time in the script", bulk_us,
