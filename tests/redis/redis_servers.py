@@ -187,6 +187,29 @@ class Fleet:
                 process.stop()
 
 
+def start_cluster(fleet: Fleet, workdir: Path, nodes: int = 3) -> list[str]:
+    """A local Redis Cluster of ``nodes`` primaries (no replicas), up and ``cluster_state:ok``;
+    returns the nodes' ``host:port`` addresses."""
+    need_binaries("redis-cli")
+    members = [
+        fleet.add(server(workdir / f"n{i}", "--cluster-node-timeout", "2000", cluster=True))
+        for i in range(nodes)
+    ]
+    addresses = [f"127.0.0.1:{n.port}" for n in members]
+    create = ["--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"]
+    subprocess.run(["redis-cli", *create], check=True, capture_output=True, timeout=30)
+
+    def cluster_ok() -> bool:
+        for n in members:
+            with n.client() as c:
+                if c.execute_command("CLUSTER", "INFO").find(b"cluster_state:ok") < 0:
+                    return False
+        return True
+
+    wait_until(cluster_ok, within=15)
+    return addresses
+
+
 async def drop_namespace(url: str, namespace: str) -> None:
     """Delete only this test's keys (its namespace); never FLUSHDB."""
     client = aioredis.Redis.from_url(url)

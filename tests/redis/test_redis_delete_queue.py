@@ -4,17 +4,15 @@ Cluster (where the registry entry goes in a second step)."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from redis_servers import Fleet, namespaced_broker, need_binaries, server
+from redis_servers import Fleet, namespaced_broker, start_cluster
 
 from conveyor.brokers.redis import RedisBroker, keys
 from conveyor.errors import QueueInUseError, QueueNotEmptyError
 from conveyor.message import Completion, TaskMessage
-from support import wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -142,28 +140,7 @@ async def test_cluster_delete_queue_removes_the_registry_entry_after_the_script(
     tmp_path: Path,
 ) -> None:
     with Fleet() as fleet:
-        need_binaries("redis-cli")
-        nodes = [
-            fleet.add(server(tmp_path / f"n{i}", "--cluster-node-timeout", "2000", cluster=True))
-            for i in range(3)
-        ]
-        addresses = [f"127.0.0.1:{n.port}" for n in nodes]
-        create = ["--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"]
-        subprocess.run(
-            ["redis-cli", *create],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-
-        def cluster_ok() -> bool:
-            for n in nodes:
-                with n.client() as c:
-                    if c.execute_command("CLUSTER", "INFO").find(b"cluster_state:ok") < 0:
-                        return False
-            return True
-
-        await asyncio.to_thread(wait_until, cluster_ok, within=15)
+        addresses = await asyncio.to_thread(start_cluster, fleet, tmp_path)
         broker = RedisBroker.from_url(f"redis+cluster://{addresses[0]}?namespace=cl")
         try:
             queues = [f"q{i}" for i in range(4)]

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import subprocess
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from redis_servers import Fleet, need_binaries, sentinel, server
+from redis_servers import Fleet, need_binaries, sentinel, server, start_cluster
 
 from conveyor.brokers.redis import RedisBroker
 from conveyor.errors import BrokerError, BrokerUnavailableError, TaskIdConflictError
@@ -193,35 +192,7 @@ async def test_sentinel_failover_keeps_the_broker_working(tmp_path: Path) -> Non
 
 async def test_cluster_enqueue_claim_and_wait_across_queues(tmp_path: Path) -> None:
     with Fleet() as fleet:
-        need_binaries("redis-cli")
-        nodes = [
-            fleet.add(server(tmp_path / f"n{i}", "--cluster-node-timeout", "2000", cluster=True))
-            for i in range(3)
-        ]
-        addresses = [f"127.0.0.1:{n.port}" for n in nodes]
-        subprocess.run(
-            [
-                "redis-cli",
-                "--cluster",
-                "create",
-                *addresses,
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-
-        def cluster_ok() -> bool:
-            for n in nodes:
-                with n.client() as c:
-                    if c.execute_command("CLUSTER", "INFO").find(b"cluster_state:ok") < 0:
-                        return False
-            return True
-
-        await asyncio.to_thread(wait_until, cluster_ok, within=15)
+        addresses = await asyncio.to_thread(start_cluster, fleet, tmp_path)
         broker = RedisBroker.from_url(f"redis+cluster://{addresses[0]},{addresses[1]}?namespace=cl")
         queues = [f"q{i}" for i in range(6)]
         try:
