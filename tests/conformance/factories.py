@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from conveyor.brokers.protocol import Broker
-from conveyor.message import Completion, Lease, TaskInfo, TaskMessage, encode_json
+from conveyor.message import Completion, Lease, TaskInfo, TaskMessage, TaskState, encode_json
 
 QUEUE = "default"
 LONG_LEASE_S = 30.0
@@ -71,3 +71,23 @@ async def broker_now(broker: Broker) -> float:
     lease = await claim_one(broker, "clock-probe", lease_s=0)
     assert await broker.complete([Completion(lease=lease)]) == [True]
     return lease.expires_at
+
+
+async def one_in_each_state(broker: Broker, *, active: bool = True) -> dict[TaskState, str]:
+    """Put one task in every state (ACTIVE only if ``active``) into QUEUE; their ids by state."""
+    ids: dict[TaskState, str] = {}
+    claimed = (TaskState.ACTIVE,) if active else ()
+    for state in (*claimed, TaskState.RETRY, TaskState.ARCHIVED, TaskState.COMPLETED):
+        ids[state] = (await enqueue_one(broker, retention_s=600)).id
+        lease = await claim_one(broker)
+        if state is TaskState.RETRY:
+            await broker.retry(lease, error="boom", delay_s=3600)
+        elif state is TaskState.ARCHIVED:
+            await broker.archive(lease, error="boom")
+        elif state is TaskState.COMPLETED:
+            assert await broker.complete([Completion(lease=lease)]) == [True]
+    ids[TaskState.PENDING] = (await enqueue_one(broker)).id
+    ids[TaskState.SCHEDULED] = (await enqueue_one(broker, process_in_s=3600)).id
+    for state, task_id in ids.items():
+        assert (await broker.get_task(QUEUE, task_id)).state is state
+    return ids

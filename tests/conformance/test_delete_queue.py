@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from conformance.factories import QUEUE, claim_one, enqueue_one, msg
+from conformance.factories import QUEUE, claim_one, enqueue_one, msg, one_in_each_state
 from conveyor.brokers.protocol import Broker
 from conveyor.errors import DuplicateTaskError, QueueInUseError, QueueNotEmptyError
 from conveyor.message import Completion, QueueStats, TaskState
@@ -32,25 +34,6 @@ def empty_stats(queue: str) -> QueueStats:
         processed_today=0,
         failed_today=0,
     )
-
-
-async def fill_every_state_but_active(broker: Broker) -> dict[TaskState, str]:
-    """One task in each of PENDING, SCHEDULED, RETRY, ARCHIVED, COMPLETED in QUEUE."""
-    ids: dict[TaskState, str] = {}
-    for state in (TaskState.RETRY, TaskState.ARCHIVED, TaskState.COMPLETED):
-        ids[state] = (await enqueue_one(broker, retention_s=600)).id
-        lease = await claim_one(broker)
-        if state is TaskState.RETRY:
-            await broker.retry(lease, error="boom", delay_s=3600)
-        elif state is TaskState.ARCHIVED:
-            await broker.archive(lease, error="boom")
-        else:
-            assert await broker.complete([Completion(lease=lease)]) == [True]
-    ids[TaskState.PENDING] = (await enqueue_one(broker)).id
-    ids[TaskState.SCHEDULED] = (await enqueue_one(broker, process_in_s=3600)).id
-    for state, task_id in ids.items():
-        assert (await broker.get_task(QUEUE, task_id)).state is state
-    return ids
 
 
 async def test_an_empty_queue_is_deleted_and_no_longer_listed(broker: Broker) -> None:
@@ -87,7 +70,7 @@ async def test_deleting_an_unknown_queue_does_nothing(broker: Broker) -> None:
 async def test_without_force_any_task_refuses_and_nothing_is_lost(
     broker: Broker, state: TaskState
 ) -> None:
-    ids = await fill_every_state_but_active(broker)
+    ids = await one_in_each_state(broker, active=False)
     for other in SETTLED_AND_WAITING:  # leave just the one task in `state`
         if other is not state:
             await broker.delete_task(QUEUE, ids[other])
@@ -113,7 +96,7 @@ async def test_without_force_an_active_task_is_reported_as_not_empty(broker: Bro
 
 
 async def test_force_deletes_tasks_in_every_state_but_active(broker: Broker) -> None:
-    await fill_every_state_but_active(broker)
+    await one_in_each_state(broker, active=False)
 
     await broker.delete_queue(QUEUE, force=True)
 
@@ -162,7 +145,7 @@ async def test_force_deletes_a_queue_whose_unique_lock_has_a_ttl(broker: Broker)
 async def test_an_active_task_refuses_even_with_force_and_nothing_is_deleted(
     broker: Broker,
 ) -> None:
-    ids = await fill_every_state_but_active(broker)
+    ids = await one_in_each_state(broker, active=False)
     active = await enqueue_one(broker, unique_key="held", unique_ttl_s=None)
     await broker.delete_task(QUEUE, ids[TaskState.PENDING])  # so the claim takes `active`
     lease = await claim_one(broker)
@@ -198,18 +181,7 @@ async def test_counters_and_pause_reset_for_a_queue_recreated_later(broker: Brok
     recreated = await enqueue_one(broker)
 
     assert await broker.list_queues() == [QUEUE]
-    assert await broker.queue_stats(QUEUE) == QueueStats(
-        queue=QUEUE,
-        pending=1,
-        scheduled=0,
-        active=0,
-        retry=0,
-        archived=0,
-        completed=0,
-        paused=False,
-        processed_today=0,
-        failed_today=0,
-    )
+    assert await broker.queue_stats(QUEUE) == dataclasses.replace(empty_stats(QUEUE), pending=1)
     lease = await claim_one(broker)  # unpaused: the re-created queue is claimable
     assert lease.task.id == recreated.id
 
@@ -230,7 +202,7 @@ async def test_a_task_recreated_under_the_same_id_never_reuses_a_token(broker: B
 
 
 async def test_other_queues_are_untouched(broker: Broker) -> None:
-    await fill_every_state_but_active(broker)
+    await one_in_each_state(broker, active=False)
     kept = await broker.enqueue(
         [msg(queue=OTHER), msg(queue=OTHER), msg(queue=OTHER, unique_key="k", unique_ttl_s=None)]
     )

@@ -4,29 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from conformance.factories import QUEUE, claim_ids, claim_one, enqueue_one, msg, new_id
+from conformance.factories import (
+    QUEUE,
+    claim_ids,
+    claim_one,
+    enqueue_one,
+    msg,
+    new_id,
+    one_in_each_state,
+)
 from conveyor.brokers.protocol import Broker
 from conveyor.errors import TaskNotFoundError
 from conveyor.message import Completion, TaskState
-
-
-async def one_in_each_state(broker: Broker) -> dict[TaskState, str]:
-    """Put one task in every state into QUEUE; return their ids by state."""
-    ids = {}
-    for state in (TaskState.ACTIVE, TaskState.RETRY, TaskState.ARCHIVED, TaskState.COMPLETED):
-        ids[state] = (await enqueue_one(broker, retention_s=600)).id
-        lease = await claim_one(broker)
-        if state is TaskState.RETRY:
-            await broker.retry(lease, error="boom", delay_s=3600)
-        elif state is TaskState.ARCHIVED:
-            await broker.archive(lease, error="boom")
-        elif state is TaskState.COMPLETED:
-            assert await broker.complete([Completion(lease=lease)]) == [True]
-    ids[TaskState.PENDING] = (await enqueue_one(broker)).id
-    ids[TaskState.SCHEDULED] = (await enqueue_one(broker, process_in_s=3600)).id
-    for state, task_id in ids.items():
-        assert (await broker.get_task(QUEUE, task_id)).state is state
-    return ids
 
 
 async def test_get_task_reports_missing_task_with_attributes(broker: Broker) -> None:
