@@ -16,6 +16,16 @@ from conveyor.cli.main import cli
 from conveyor.cli.params import parse_duration
 
 
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'cli.db'}"
+
+
 @pytest.mark.parametrize("command", [[], ["worker"], ["enqueue"], ["demo"]])
 def test_every_command_has_examples_in_its_help(runner: CliRunner, command: list[str]) -> None:
     result = runner.invoke(cli, [*command, "--help"])

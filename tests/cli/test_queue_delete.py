@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -11,6 +12,16 @@ from click.testing import CliRunner
 from conveyor import Client, Inspector, Task
 from conveyor.brokers.sqlite import SqliteBroker
 from conveyor.cli.main import cli
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'cli.db'}"
 
 
 def test_queue_delete_has_examples_in_its_help(runner: CliRunner) -> None:
