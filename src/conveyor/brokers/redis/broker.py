@@ -102,6 +102,8 @@ SCRIPT_NAMES = (
     "delete_queue",
 )
 WAKE_TOKENS = 8  # as in scripts/lib.lua: several idle workers on one queue all wake
+# Shorter idle waits claim at once instead: BLPOP's timeout 0 would mean "for ever".
+_SHORTEST_BLPOP_S = 0.001
 BATCH = 500  # tasks per recover/purge script call: bounds how long one script blocks Redis
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, TryAgainError, OSError)
 Client = aioredis.Redis | RedisCluster
@@ -443,12 +445,9 @@ class RedisBroker:
         if self._cluster:
             await self.wait_for_tasks(names, timeout_s)
             return await self.claim(names, limit=limit, lease_s=lease_s)
-        batch = _Batch(self)
-        for q in names:
-            batch.block(q)
-        until_ready_us = int(await self._run("peek", batch.keys, []))
-        wait = timeout_s if until_ready_us < 0 else min(timeout_s, until_ready_us / 1_000_000)
-        if wait < 0.001:  # ready now or nearly: BLPOP's timeout 0 would mean "for ever"
+        [batch] = self._batches(names)
+        wait = await self._wait_bound([batch], timeout_s)
+        if wait < _SHORTEST_BLPOP_S:  # ready now or nearly
             return await self.claim(names, limit=limit, lease_s=lease_s)
         wake_keys = [self._keys(q).wake for q in names]
         blocked = asyncio.ensure_future(
@@ -513,20 +512,29 @@ class RedisBroker:
         names = list(dict.fromkeys(queues))
         if not names or timeout_s <= 0:
             return
+        wait = await self._wait_bound(self._batches(names), timeout_s)
+        if wait >= _SHORTEST_BLPOP_S:
+            await self._block([self._keys(q).wake for q in names], wait)
+
+    def _batches(self, names: Sequence[str]) -> list[_Batch]:
+        """KEYS for scripts over ``names``: one batch in all, or one per queue on Cluster."""
         batches = []
         for group in self._groups(names):
             batch = _Batch(self)
             for q in group:
                 batch.block(q)
             batches.append(batch)
-        wake_keys = [self._keys(q).wake for q in names]
+        return batches
+
+    async def _wait_bound(self, batches: Sequence[_Batch], timeout_s: float) -> float:
+        """How long an idle wait may last: ``timeout_s``, cut to when the earliest waiting task
+        is due (0 when one is ready). ``peek.lua`` also clears the queues' stale wake tokens."""
         wait = timeout_s
-        for batch in batches:  # one call in all, or one per queue on Cluster
+        for batch in batches:
             until_ready_us = int(await self._run("peek", batch.keys, []))
             if until_ready_us >= 0:
                 wait = min(wait, until_ready_us / 1_000_000)
-        if wait >= 0.001:  # BLPOP's timeout 0 would mean "for ever"
-            await self._block(wake_keys, wait)
+        return wait
 
     async def _block(self, wake_keys: list[str], wait: float) -> None:
         """BLPOP on the wake lists for at most ``wait`` seconds, on the blocking client."""
