@@ -83,8 +83,10 @@ async def test_renewal_on_the_main_loop_is_starved_by_a_blocking_handler(
 
     server = Server(url_broker, **fast(lease=0.3, renew_interval=0.1, recover_interval=60))
     async with serving(server, handler):
-        message = await enqueue(url_broker, max_retry=3)
+        # The recoverer starts first: an idle worker claims the task within the enqueue's own
+        # round trip, and its handler then blocks this loop before enqueue() returns here.
         thread, counts = _recover_in_thread(broker_url, finished)
+        message = await enqueue(url_broker, max_retry=3)
         await asyncio.to_thread(thread.join, 10)
 
         async def gone() -> bool:
