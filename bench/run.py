@@ -12,7 +12,10 @@ Run from the repository root::
 Workers are real processes (``python -m conveyor worker bench.tasks:app``; the peer runs
 ``python -m bench.saq_worker``). A drain is timed from the moment every worker has announced
 it is ready until the last task is counted; tasks the first worker finished before the others
-were ready are subtracted, so the rate is over the tasks done while all workers ran. Redis keys
+were ready are subtracted, so the rate is over the tasks done while all workers ran. Each drain
+also reports CPU per task (the workers' from /proc, the Redis server's from INFO), and on Redis
+the drains run a second time with a handler that does nothing: what the queue itself costs,
+apart from the no-op's own INCR. Redis keys
 live under a unique namespace and are deleted at the end (never FLUSHDB); every subprocess is
 killed on exit.
 """
@@ -103,6 +106,12 @@ def _wait_ready(procs: list[tuple[subprocess.Popen[bytes], Path]], marker: str) 
 def _say(message: str) -> None:
     """Progress on stderr, so a long run shows where it is (the table goes to stdout)."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_mb(pid: int) -> float:
@@ -254,15 +263,32 @@ def script_micros(plain: redis.Redis) -> float:
     return float(stats.get("usec", 0))
 
 
+@dataclass
+class Drained:
+    """One drain: its rate, the workers' peak RSS and CPU per task (workers, and Redis)."""
+
+    rate: float
+    rss_mb: float
+    worker_cpu_us: float
+    server_cpu_us: float = float("nan")
+
+
 def drain(
     start_workers: Callable[[], list[subprocess.Popen[bytes]]],
     done: Callable[[], int],
     n: int,
     poll_s: float,
-) -> tuple[float, float]:
-    """Start workers, time the drain of ``n`` tasks; return (tasks/s, max worker RSS in MB)."""
+    server_cpu: Callable[[], float] | None = None,
+) -> Drained:
+    """Start workers and time the drain of ``n`` tasks.
+
+    CPU is counted over the same interval as the rate: the workers' from /proc, the Redis
+    server's (``server_cpu``, seconds) from its INFO, which includes the no-op's own INCRs.
+    """
     procs = start_workers()
     try:
+        cpu0 = sum(_cpu_s(proc.pid) for proc in procs)
+        server0 = server_cpu() if server_cpu else float("nan")
         t0 = time.perf_counter()
         before = done()
         deadline = t0 + max(120.0, n / 200)
@@ -274,13 +300,16 @@ def drain(
                     raise RuntimeError(f"worker {proc.pid} exited with {proc.returncode}")
             time.sleep(poll_s)
         elapsed = time.perf_counter() - t0
+        cpu = sum(_cpu_s(proc.pid) for proc in procs) - cpu0
+        server = (server_cpu() if server_cpu else float("nan")) - server0
         rss = max(_rss_mb(proc.pid) for proc in procs)
-        rate = (n - before) / elapsed
-        _say(f"drained {n - before:,} tasks with {len(procs)} worker(s): {rate:,.0f}/s")
+        count = n - before
+        result = Drained(count / elapsed, rss, 1e6 * cpu / count, 1e6 * server / count)
+        _say(f"drained {count:,} tasks with {len(procs)} worker(s): {result.rate:,.0f}/s")
     finally:
         for proc in procs:
             _kill(proc)
-    return rate, rss
+    return result
 
 
 def conveyor_workers(
@@ -352,8 +381,8 @@ TARGETS = {
 
 
 def common_rows(
-    name: str, single: float, concurrent: float, bulk: float, d1: tuple[float, float],
-    d2: tuple[float, float], lat: tuple[float, float, float],
+    name: str, single: float, concurrent: float, bulk: float, d1: Drained, d2: Drained,
+    lat: tuple[float, float, float],
 ) -> list[Row]:  # fmt: skip
     t = TARGETS[name]
     system = f"conveyor {name}"
@@ -367,24 +396,28 @@ def common_rows(
             t.get("single"),
         ),
         Row(system, f"enqueue_many ({BATCH:,}/call)", bulk, "tasks/s", t.get("bulk")),
-        Row(system, "drain, 1 worker process", d1[0], "tasks/s", t.get("drain1")),
-        Row(system, "drain, 2 worker processes", d2[0], "tasks/s", t.get("drain2")),
+        Row(system, "drain, 1 worker process", d1.rate, "tasks/s", t.get("drain1")),
+        Row(system, "drain, 2 worker processes", d2.rate, "tasks/s", t.get("drain2")),
         Row(system, "idle latency p50", lat[0], "ms", t.get("p50"), higher_is_better=False),
         Row(system, "idle latency p99", lat[1], "ms", t.get("p99"), higher_is_better=False),
         Row(system, "idle: the producer's enqueue call alone, p50", lat[2], "ms"),
-        Row(system, "worker RSS after drain (1 proc)", d1[1], "MB", t.get("rss"), False),
-        Row(system, "worker RSS after drain (2 procs, max)", d2[1], "MB", t.get("rss"), False),
+        Row(system, "worker RSS after drain (1 proc)", d1.rss_mb, "MB", t.get("rss"), False),
+        Row(system, "worker RSS after drain (2 procs, max)", d2.rss_mb, "MB", t.get("rss"), False),
+        Row(system, "worker CPU per task, drain (1 proc)", d1.worker_cpu_us, "µs/task"),
+        Row(system, "worker CPU per task, drain (2 procs, sum)", d2.worker_cpu_us, "µs/task"),
     ]
+
+
+def processed(url: str) -> Callable[[], int]:
+    """Tasks of the default queue done today, read through the inspector."""
+    inspector = Inspector(url)
+    atexit.register(inspector.close)
+    return lambda: inspector.queue_info("default").processed_today
 
 
 def bench_sqlite(args: argparse.Namespace, tmp: Path) -> list[Row]:
     def fresh() -> str:
         return f"sqlite:///{tmp / f'bench-{uuid.uuid4().hex[:8]}.db'}"
-
-    def processed(url: str) -> Callable[[], int]:
-        inspector = Inspector(url)
-        atexit.register(inspector.close)
-        return lambda: inspector.queue_info("default").processed_today
 
     n, c = args.tasks, args.concurrency
     url1, url2 = fresh(), fresh()
@@ -446,6 +479,10 @@ def bench_redis(args: argparse.Namespace, tmp: Path) -> list[Row]:
     def counter(key: str) -> Callable[[], int]:
         return lambda: int(plain.get(key) or 0)
 
+    def server_cpu() -> float:
+        info = plain.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
     n, c = args.tasks, args.concurrency
     rows: list[Row] = []
     with cleanup():
@@ -460,7 +497,15 @@ def bench_redis(args: argparse.Namespace, tmp: Path) -> list[Row]:
         drains = []
         for url, procs, key in ((url1, 1, f"{token}:ctr1"), (url2, 2, f"{token}:ctr2")):
             env = {"BENCH_COUNTER_URL": args.redis_url, "BENCH_COUNTER_KEY": key}
-            drains.append(drain(conveyor_workers(url, procs, c, env, tmp), counter(key), n, 0.005))
+            workers = conveyor_workers(url, procs, c, env, tmp)
+            drains.append(drain(workers, counter(key), n, 0.005, server_cpu))
+        # The same drains with a handler that does nothing: what the queue itself costs.
+        bare = []
+        for tag, procs in (("e", 1), ("f", 2)):
+            url = fresh(tag)
+            enqueue_bulk(url, n)
+            workers = conveyor_workers(url, procs, c, {}, tmp)
+            bare.append(drain(workers, processed(url), n, 0.005, server_cpu))
         lat = latency(fresh("c"), args.latency_tasks, {}, tmp, c)
         rows += common_rows("redis", single, concurrent, bulk, drains[0], drains[1], lat)
         limits = ceilings(args.redis_url, f"{token}:ceiling", n, c)
@@ -478,12 +523,28 @@ def bench_redis(args: argparse.Namespace, tmp: Path) -> list[Row]:
         rows += [
             # The machine's speed drifts: these shares compare a drain with its own run's ceiling.
             Row("where the time goes", "drain, 1 process, as a share of its INCR ceiling",
-                100 * drains[0][0] / limits["incr-concurrent"], "%"),
+                100 * drains[0].rate / limits["incr-concurrent"], "%"),
             Row("where the time goes", "drain, 2 processes, as a share of their INCR ceiling",
-                100 * drains[1][0] / limits["incr-two-processes"], "%"),
+                100 * drains[1].rate / limits["incr-two-processes"], "%"),
+            Row("where the time goes", "Redis server CPU per task, drain (1 proc)",
+                drains[0].server_cpu_us, "µs/task"),
+            Row("where the time goes", "Redis server CPU per task, drain (2 procs)",
+                drains[1].server_cpu_us, "µs/task"),
             Row("where the time goes", "enqueue single: server time in the script", single_us,
                 "µs/task"),
             Row("where the time goes", "enqueue_many: server time in the script", bulk_us,
+                "µs/task"),
+            Row("the queue alone", "drain, do-nothing handler, 1 worker process", bare[0].rate,
+                "tasks/s"),
+            Row("the queue alone", "drain, do-nothing handler, 2 worker processes", bare[1].rate,
+                "tasks/s"),
+            Row("the queue alone", "worker CPU per task (1 proc)", bare[0].worker_cpu_us,
+                "µs/task"),
+            Row("the queue alone", "worker CPU per task (2 procs, sum)", bare[1].worker_cpu_us,
+                "µs/task"),
+            Row("the queue alone", "Redis server CPU per task (1 proc)", bare[0].server_cpu_us,
+                "µs/task"),
+            Row("the queue alone", "Redis server CPU per task (2 procs)", bare[1].server_cpu_us,
                 "µs/task"),
         ]  # fmt: skip
         if not args.no_peer:
@@ -493,21 +554,22 @@ def bench_redis(args: argparse.Namespace, tmp: Path) -> list[Row]:
 
 def bench_peer(
     args: argparse.Namespace, tmp: Path, token: str, counter: Callable[[str], Callable[[], int]],
-    ours: list[tuple[float, float]],
+    ours: list[Drained],
 ) -> list[Row]:  # fmt: skip
     n, c = args.tasks, args.concurrency
     rows: list[Row] = []
     for procs in (1, 2):
         queue_name, key = f"{token}saq{procs}", f"{token}:saqctr{procs}"
         saq_enqueue(args.redis_url, queue_name, n)
-        rate, rss = drain(
+        peer = drain(
             saq_workers(args.redis_url, queue_name, key, procs, c, tmp), counter(key), n, 0.005
         )
+        rate, rss = peer.rate, peer.rss_mb
         label = "1 worker process" if procs == 1 else "2 worker processes"
         rows.append(Row("saq redis (peer)", f"drain, {label}", rate, "tasks/s"))
         rss_label = "1 proc" if procs == 1 else "2 procs, max"
         rows.append(Row("saq redis (peer)", f"worker RSS after drain ({rss_label})", rss, "MB"))
-        ratio = ours[procs - 1][0] / rate
+        ratio = ours[procs - 1].rate / rate
         rows.append(Row("conveyor/saq", f"drain ratio, {label}", ratio, "x", 2.0))
     return rows
 
