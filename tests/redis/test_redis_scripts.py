@@ -9,7 +9,7 @@ from importlib import resources
 import pytest
 from redis_servers import namespaced_broker
 
-from conveyor.brokers.redis.broker import SCRIPT_NAMES, script_source
+from conveyor.brokers.redis.base import SCRIPT_NAMES, script_source
 from conveyor.message import TaskMessage
 
 FOLDER = resources.files("conveyor.brokers.redis") / "scripts"
