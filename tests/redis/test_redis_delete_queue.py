@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis_servers import Fleet, namespaced_broker, start_cluster
 
-from conveyor.brokers.redis import RedisBroker, keys
+from conveyor.brokers.redis import RedisBroker, base, keys
 from conveyor.errors import QueueInUseError, QueueNotEmptyError
 from conveyor.message import Completion, TaskMessage
 
@@ -137,7 +137,7 @@ async def _complete_with_successor(broker: RedisBroker, successor: TaskMessage) 
 
 
 async def test_cluster_delete_queue_removes_the_registry_entry_after_the_script(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with Fleet() as fleet:
         addresses = await asyncio.to_thread(start_cluster, fleet, tmp_path)
@@ -163,5 +163,27 @@ async def test_cluster_delete_queue_removes_the_registry_entry_after_the_script(
             assert (await broker.queue_stats("q3")).processed_today == 3
             await broker.enqueue([TaskMessage(id="p", type="t", queue="q1", unique_key="kp")])
             assert await broker.list_queues() == ["q0", "q1", "q3"]
+
+            # Another client deletes a queue this one already registered. The registry is in
+            # another slot, so this client re-adds the queues it uses after each refresh period
+            # (0 here, instead of seconds): its next enqueue, blocking enqueue or claim lists
+            # the queue again.
+            monkeypatch.setattr(base, "REGISTRY_REFRESH_S", 0.0)
+            admin = RedisBroker.from_url(f"redis+cluster://{addresses[0]}?namespace=cl")
+            try:
+                uses = [
+                    lambda: broker.enqueue([TaskMessage(id="e", type="t", queue="q3")]),
+                    lambda: asyncio.to_thread(
+                        broker.enqueue_blocking, [TaskMessage(id="b", type="t", queue="q3")]
+                    ),
+                    lambda: broker.claim(["q3"], limit=1, lease_s=30),
+                ]
+                for use in uses:
+                    await admin.delete_queue("q3", force=True)
+                    assert "q3" not in await admin.list_queues()
+                    await use()
+                    assert "q3" in await admin.list_queues()
+            finally:
+                await admin.close()
         finally:
             await broker.close()

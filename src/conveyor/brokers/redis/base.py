@@ -6,6 +6,7 @@ use these primitives (and ``mypy --strict`` checks them) without living in one l
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from importlib import resources
@@ -49,6 +50,9 @@ SCRIPT_NAMES = (
     "page",
     "delete_queue",
 )
+# Cluster: how often one broker object re-adds a queue it uses to the registry (another slot),
+# which bounds how long a queue deleted by another client and re-created here stays unlisted.
+REGISTRY_REFRESH_S = 5.0
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, TryAgainError, OSError)
 Client = aioredis.Redis | RedisCluster
 SyncClient = redis.Redis | redis.RedisCluster
@@ -99,7 +103,8 @@ class RedisBrokerBase:
             name: self._client.register_script(script_source(name)) for name in SCRIPT_NAMES
         }
         self._queue_keys: dict[str, keys.QueueKeys] = {}
-        self._registered: set[str] = set()
+        # Cluster only: queue -> when this object last added it to the registry (monotonic).
+        self._registered: dict[str, float] = {}
         self._closed = False
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -151,24 +156,36 @@ class RedisBrokerBase:
 
         The script then registers each queue it stores into in the same step (lib.lua), so
         no client keeps a stale idea of what is registered. On Cluster the registry is in
-        another slot: the client registers queues before storing (:meth:`_register`).
+        another slot: the client registers queues after storing (:meth:`_register`).
         """
         return batch.keys if self._cluster else [*batch.keys, keys.registry(self._ns)]
 
     def _unregistered(self, queues: Sequence[str]) -> list[str]:
-        """Queues not yet added to the registry by this broker object."""
-        return [q for q in dict.fromkeys(queues) if q not in self._registered]
+        """Cluster: queues this object has not added to the registry in the last refresh."""
+        if not self._cluster:
+            return []
+        horizon = time.monotonic() - REGISTRY_REFRESH_S
+        return [q for q in dict.fromkeys(queues) if self._registered.get(q, -1.0) < horizon]
+
+    def _registered_now(self, queues: Sequence[str]) -> None:
+        now = time.monotonic()
+        for queue in queues:
+            self._registered[queue] = now
 
     async def _register(self, queues: Sequence[str]) -> None:
-        """Cluster: add queues to the registry once per broker object (SADD is idempotent).
+        """Cluster: add queues this object uses to the registry (at most once per refresh).
 
-        Standalone servers register in the storing script itself (see :meth:`_storing_keys`).
+        Called after storing and before claiming. A queue another client deleted is listed
+        again within ``REGISTRY_REFRESH_S`` of its next use by this object; after storing, so
+        a delete racing the enqueue is refused (the queue holds the task) or, when forced,
+        leaves at worst an empty listed queue. Standalone servers register in the storing
+        script itself (see :meth:`_storing_keys`); there this does nothing.
         """
         new = self._unregistered(queues)
         if new:
             with self._errors():
                 await self._client.sadd(keys.registry(self._ns), *new)
-            self._registered.update(new)
+            self._registered_now(new)
 
     async def _all_queues(self) -> list[str]:
         with self._errors():

@@ -160,7 +160,6 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
             return []
         _check_names(messages)
         if self._cluster:
-            await self._register([m.queue for m in messages])
             return await self._enqueue_per_queue(messages)
         return await self._combiner(messages)
 
@@ -176,11 +175,6 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
             return []
         _check_names(messages)
         client, script = self._sync_client()
-        new = self._unregistered([m.queue for m in messages]) if self._cluster else []
-        if new:
-            with self._errors():
-                client.sadd(keys.registry(self._ns), *new)
-            self._registered.update(new)
         groups = _queue_groups(messages) if self._cluster else [list(range(len(messages)))]
         outcomes: list[list[TaskInfo]] = []
         for chosen in groups:
@@ -192,6 +186,11 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
             if isinstance(outcome, Exception):
                 raise outcome
             outcomes.append(outcome)
+            new = self._unregistered([group[0].queue])  # Cluster only, after storing
+            if new:
+                with self._errors():
+                    client.sadd(keys.registry(self._ns), *new)
+                self._registered_now(new)
         return _in_order(groups, outcomes)
 
     def _sync_client(self) -> tuple[SyncClient, Script]:
@@ -241,6 +240,7 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
             if isinstance(outcome, Exception):
                 raise outcome
             outcomes.append(outcome)
+            await self._register([messages[chosen[0]].queue])
         return _in_order(groups, outcomes)
 
     # -- consuming -----------------------------------------------------------------------------
@@ -250,6 +250,7 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
         leases: list[Lease] = []
         if not queues or limit <= 0:
             return leases
+        await self._register(queues)  # Cluster: keep served queues listed (see _register)
         for group in self._groups(queues):
             if len(leases) >= limit:
                 break

@@ -150,10 +150,10 @@ class InspectionMixin(RedisBrokerBase):
         """Remove ``queue`` and everything in it in one script run (see the protocol).
 
         The queue's ``seq`` key stays so fencing tokens never repeat. On Cluster the registry
-        is in another slot: its entry is removed right after the script, and broker objects
-        that registered the queue before keep it in their ``_registered`` cache, so their next
-        enqueue re-creates the queue without registering it (documented in docs/inspector.md).
-        A standalone server's enqueue registers in the same step, so it has no such gap.
+        is in another slot: its entry is removed right after the script, and other broker
+        objects that still use the queue list it again within ``REGISTRY_REFRESH_S`` of their
+        next enqueue or claim (see ``_register``). A standalone server's enqueue registers in
+        the same step as it stores, so it has no such gap.
         """
         k = self._keys(queue)
         registry = [] if self._cluster else [keys.registry(self._ns)]
@@ -162,8 +162,8 @@ class InspectionMixin(RedisBrokerBase):
             raise QueueNotEmptyError(queue=queue, tasks=int(count))
         if code == 2:
             raise QueueInUseError(queue=queue, active=int(count))
-        # An enqueue through this object must add the queue to the registry again.
-        self._registered.discard(queue)
+        # This object's next use of the queue must add it to the registry again.
+        self._registered.pop(queue, None)
         if self._cluster:
             with self._errors():
                 await self._client.srem(keys.registry(self._ns), queue)
