@@ -4,15 +4,17 @@ Cluster (where the registry entry goes in a second step)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from redis_servers import Fleet, namespaced_broker, start_cluster
 
-from conveyor.brokers.redis import RedisBroker, base, keys
+from conveyor.brokers.redis import RedisBroker, base, inspection, keys
 from conveyor.errors import QueueInUseError, QueueNotEmptyError
-from conveyor.message import Completion, TaskMessage
+from conveyor.message import Completion, QueueStats, TaskMessage, TaskState
 
 pytestmark = pytest.mark.redis
 
@@ -51,7 +53,16 @@ async def _fill(broker: RedisBroker, queue: str) -> None:
     await broker.unpause_queue(queue)  # leaves wake-up tokens behind
 
 
-async def test_force_delete_leaves_only_the_token_counter(redis_url: str) -> None:
+@pytest.fixture(params=["one script", "in batches"])
+def batch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Run a test both ways a forced delete goes: one script for a small queue, and (with a
+    tiny batch size, so the same few tasks make a "big" queue) pause and delete in batches."""
+    if request.param == "in batches":
+        monkeypatch.setattr(inspection, "BATCH", 2)
+    return inspection.BATCH
+
+
+async def test_force_delete_leaves_only_the_token_counter(redis_url: str, batch: int) -> None:
     async with namespaced_broker(redis_url) as broker:
         ns = broker.namespace
         await _fill(broker, "doomed")
@@ -70,7 +81,7 @@ async def test_force_delete_leaves_only_the_token_counter(redis_url: str) -> Non
         assert members == {b"kept"}
 
 
-async def test_a_refused_delete_changes_no_key(redis_url: str) -> None:
+async def test_a_refused_delete_changes_no_key(redis_url: str, batch: int) -> None:
     async with namespaced_broker(redis_url) as broker:
         await _fill(broker, "busy")
         await broker.enqueue([TaskMessage(id="a", type="t", queue="busy")])
@@ -86,6 +97,67 @@ async def test_a_refused_delete_changes_no_key(redis_url: str) -> None:
         after = {k: await raw.dump(k) for k in await _queue_keys_left(broker, "busy")}
         assert after == before
         assert "busy" in await broker.list_queues()
+
+
+async def test_bulk_operations_on_a_big_state_run_in_batches(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A state of millions must not block Redis in one script run: each run acts on at most
+    # BATCH tasks (7 here, so 30 tasks make five runs and a short last one).
+    monkeypatch.setattr(inspection, "BATCH", 7)
+    async with namespaced_broker(redis_url) as broker:
+        limits: list[int] = []
+        run = broker._run
+
+        async def recording(name: str, keys_: Sequence[str], args: Sequence[Any]) -> Any:
+            if name == "manage":
+                limits.append(int(args[3]))
+            return await run(name, keys_, args)
+
+        monkeypatch.setattr(broker, "_run", recording)
+        await broker.enqueue(
+            [TaskMessage(id=f"t{i}", type="t", queue="big", unique_key=f"u{i}") for i in range(30)]
+        )
+
+        assert await broker.archive_tasks("big", TaskState.PENDING) == 30
+        assert await broker.run_tasks("big", TaskState.ARCHIVED) == 30
+        assert (await broker.queue_stats("big")).pending == 30
+        assert await broker.delete_tasks("big", TaskState.PENDING) == 30
+
+        assert (await broker.queue_stats("big")).size == 0
+        locks = {keys.unique_lock(broker.namespace, "big", f"u{i}") for i in range(30)}
+        assert not locks & set(await _queue_keys_left(broker, "big"))
+        assert len(limits) == 3 * 5 and max(limits) == 7
+
+
+async def test_a_forced_delete_in_batches_restores_the_pause_flag_when_refused(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The second read finds an ACTIVE task (a claim raced the pause): nothing is deleted and
+    # the queue is left paused only if it was paused before.
+    monkeypatch.setattr(inspection, "BATCH", 2)
+    async with namespaced_broker(redis_url) as broker:
+        await _fill(broker, "racy")
+        stats = broker.queue_stats
+        reads = 0
+
+        async def claim_between_reads(queue: str) -> QueueStats:
+            nonlocal reads
+            reads += 1
+            if reads == 2:
+                await broker.unpause_queue(queue)  # the claim landed just before the pause
+                await broker.enqueue([TaskMessage(id="late", type="t", queue=queue)])
+                assert len(await broker.claim([queue], limit=1, lease_s=30)) == 1
+                await broker.pause_queue(queue)
+            return await stats(queue)
+
+        monkeypatch.setattr(broker, "queue_stats", claim_between_reads)
+        with pytest.raises(QueueInUseError):
+            await broker.delete_queue("racy", force=True)
+        after = await stats("racy")
+        assert not after.paused
+        assert (after.active, after.pending, after.scheduled, after.retry) == (1, 1, 1, 1)
+        assert (after.archived, after.completed) == (1, 1)
 
 
 async def test_an_enqueue_after_delete_registers_the_queue_again(redis_url: str) -> None:

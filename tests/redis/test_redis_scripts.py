@@ -27,7 +27,7 @@ PINNED_SHA256 = {
     "extend.lua": "6f9412abebeee194",
     "fail.lua": "ebd49040de8f8233",
     "lib.lua": "aa8595aa6915f523",
-    "manage.lua": "f28657ee799a27de",
+    "manage.lua": "0b07284343272fd2",
     "page.lua": "9980ab50d9f3ff3b",
     "peek.lua": "6685367764624ba2",
     "purge.lua": "a3a08184d13d4054",

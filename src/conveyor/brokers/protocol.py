@@ -232,6 +232,10 @@ class Broker(Protocol):
     async def delete_queue(self, queue: str, *, force: bool) -> None:
         """Remove ``queue`` entirely, in one atomic step.
 
+        A backend may first empty a big queue in batches, for a forced delete, to keep a shared
+        server responsive (Redis: pause, then delete 500 tasks per step); it must still refuse
+        an ACTIVE task before deleting anything, and the last step stays atomic.
+
         Deletes its tasks in every state, their unique locks, its daily totals, pause flag and
         wake-ups, and its registry entry (``list_queues`` no longer names it). A later enqueue
         to the same name starts a fresh queue with zero counts. The fencing-token counter is

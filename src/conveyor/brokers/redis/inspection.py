@@ -17,7 +17,14 @@ from conveyor.errors import QueueInUseError, QueueNotEmptyError
 from conveyor.message import QueueStats, TaskInfo, TaskState
 
 WAKE_TOKENS = 8  # as in scripts/lib.lua: several idle workers on one queue all wake
-BATCH = 500  # tasks per recover/purge script call: bounds how long one script blocks Redis
+BATCH = 500  # tasks per upkeep/bulk script call: bounds how long one script blocks Redis
+_DELETABLE = (
+    TaskState.PENDING,
+    TaskState.SCHEDULED,
+    TaskState.RETRY,
+    TaskState.ARCHIVED,
+    TaskState.COMPLETED,
+)
 
 
 class InspectionMixin(RedisBrokerBase):
@@ -116,7 +123,24 @@ class InspectionMixin(RedisBrokerBase):
         await self._manage_one("archive", queue, task_id)
 
     async def _manage_all(self, op: str, queue: str, state: TaskState) -> int:
-        return int(await self._run("manage", self._keys(queue).block, [op, "all", state.value]))
+        """Act on every task in ``state``, ``BATCH`` tasks per script run.
+
+        Each run is atomic; the whole is not, so Redis serves other clients between runs however
+        many tasks the state holds. Tasks entering the state meanwhile may be included, up to
+        as many tasks in all as the state held at the first run (so a queue that is fed faster
+        than this empties it cannot keep the call going).
+        """
+        block = self._keys(queue).block
+        total, budget = 0, BATCH
+        while total < budget:
+            args = [op, "all", state.value, min(BATCH, budget - total)]
+            changed, left = (int(v) for v in await self._run("manage", block, args))
+            if total == 0:
+                budget = changed + left  # what the state held at the first run
+            total += changed
+            if not changed or not left:
+                break
+        return total
 
     async def delete_tasks(self, queue: str, state: TaskState) -> int:
         """Delete every task in ``state``; 0 for ACTIVE."""
@@ -149,12 +173,18 @@ class InspectionMixin(RedisBrokerBase):
     async def delete_queue(self, queue: str, *, force: bool) -> None:
         """Remove ``queue`` and everything in it in one script run (see the protocol).
 
+        A forced delete of a queue holding more than ``BATCH`` tasks first pauses it and
+        deletes its tasks ``BATCH`` at a time (see :meth:`_empty_for_delete`), so the final
+        script has little left to do and Redis is never blocked for long.
+
         The queue's ``seq`` key stays so fencing tokens never repeat. On Cluster the registry
         is in another slot: its entry is removed right after the script, and other broker
         objects that still use the queue list it again within ``REGISTRY_REFRESH_S`` of their
         next enqueue or claim (see ``_register``). A standalone server's enqueue registers in
         the same step as it stores, so it has no such gap.
         """
+        if force:
+            await self._empty_for_delete(queue)
         k = self._keys(queue)
         registry = [] if self._cluster else [keys.registry(self._ns)]
         code, count = await self._run("delete_queue", [*k.block, *registry], [int(force), queue])
@@ -167,3 +197,24 @@ class InspectionMixin(RedisBrokerBase):
         if self._cluster:
             with self._errors():
                 await self._client.srem(keys.registry(self._ns), queue)
+
+    async def _empty_for_delete(self, queue: str) -> None:
+        """Before a forced delete of a big queue: pause it, then delete its tasks in batches.
+
+        Pausing first means no task can become ACTIVE meanwhile (claims skip a paused queue),
+        so a refusal because of an active task comes before anything is deleted, as in the
+        one-script delete. If this is interrupted, the queue stays paused with part of its
+        tasks gone: deleting it again finishes the job.
+        """
+        stats = await self.queue_stats(queue)
+        held = stats.pending + stats.scheduled + stats.retry + stats.archived + stats.completed
+        if stats.active or held <= BATCH:
+            return  # the script refuses, or deletes it all quickly
+        await self.pause_queue(queue)
+        active = (await self.queue_stats(queue)).active
+        if active:  # claimed between the two reads
+            if not stats.paused:
+                await self.unpause_queue(queue)
+            raise QueueInUseError(queue=queue, active=active)
+        for state in _DELETABLE:
+            await self._manage_all("delete", queue, state)

@@ -1,9 +1,11 @@
 -- manage.lua: inspector operations on one task or on every task in one state of a queue.
 -- KEYS:    one 13-key block (see lib.lua).
 -- ARGV:    [1] operation: 'delete', 'run' or 'archive'; [2] 'one' or 'all';
---          [3] the task id ('one') or the state whose tasks to act on ('all').
+--          [3] the task id ('one') or the state whose tasks to act on ('all');
+--          [4] 'all' only: the most tasks to act on in this run (the caller repeats the call,
+--          so a state of millions never blocks Redis for long).
 -- Returns: 'one': 1 done, 0 no such task, or the task's state when the operation does not apply.
---          'all': how many tasks changed.
+--          'all': {how many tasks changed, how many are left in the state}.
 
 local b = block(1)
 local op, mode = ARGV[1], ARGV[2]
@@ -41,16 +43,11 @@ if mode == 'one' then
 end
 
 local state = ARGV[3]
-if not APPLIES[op][state] then return 0 end
+if not APPLIES[op][state] then return {0, 0} end
 local set = b[STATE_SET[state]]
-local changed = 0
-while true do
-  local ids = redis.call('ZRANGE', set, 0, 999)
-  if #ids == 0 then break end
-  for _, id in ipairs(ids) do
-    apply(id, state)
-    changed = changed + 1
-  end
+local ids = redis.call('ZRANGE', set, 0, tonumber(ARGV[4]) - 1)
+for _, id in ipairs(ids) do
+  apply(id, state)
 end
 if woke then wake(b) end
-return changed
+return {#ids, redis.call('ZCARD', set)}
