@@ -2,15 +2,19 @@
 
 Handlers leave traces as files in ``$CONVEYOR_TEST_DIR`` so the test (another process) can see
 what ran, where, and when: ``started-<name>-<pid>``, ``finished-<name>-<pid>`` and, for
-``record``, one line per task id in ``done-<pid>.txt``.
+``record``, one line per task id in ``done-<pid>.txt``; ``clocked`` logs JSON lines to
+``clocked-<pid>.jsonl``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import time
 from pathlib import Path
+from typing import Any
 
 from conveyor import App, current_context
 
@@ -74,3 +78,39 @@ async def sleep(name: str, seconds: float) -> None:
     _trace("started", name)
     await asyncio.sleep(seconds)
     _trace("finished", name)
+
+
+_time_clients: dict[str, Any] = {}
+
+
+async def _redis_time() -> float:
+    """The Redis server's clock (``TIME``), untouched by libfaketime in this process."""
+    import redis.asyncio as aioredis
+
+    url = os.environ["CONVEYOR_TEST_TIME_URL"]
+    client = _time_clients.get(url)
+    if client is None:
+        client = _time_clients[url] = aioredis.Redis.from_url(url)
+    seconds, micros = await client.time()
+    return seconds + micros / 1e6
+
+
+@app.task(name="proc.clocked")
+async def clocked(seconds: float) -> int:
+    """Log a JSON ``start`` and ``end`` line (id, attempt, pid, Redis's clock) around a sleep.
+
+    ``wall`` is this process's ``time.time()`` read just after Redis's ``TIME``: under
+    libfaketime it carries the faked offset, which shows that a jump reached the worker.
+    """
+    ctx = current_context()
+    path = Path(os.environ["CONVEYOR_TEST_DIR"]) / f"clocked-{os.getpid()}.jsonl"
+    line: dict[str, Any] = {"id": ctx.task_id, "attempt": ctx.retry_count, "pid": os.getpid()}
+    started = await _redis_time()
+    start = json.dumps({**line, "kind": "start", "redis": started, "wall": time.time()})
+    with path.open("a") as out:  # one small O_APPEND write per line: lines never interleave
+        out.write(start + "\n")
+    await asyncio.sleep(seconds)
+    ended = await _redis_time()
+    with path.open("a") as out:
+        out.write(json.dumps({**line, "kind": "end", "redis": ended, "wall": time.time()}) + "\n")
+    return os.getpid()
