@@ -65,6 +65,7 @@ class ServerOptions(TypedDict, total=False):
     renew_interval: float | timedelta | None
     recover_interval: float | timedelta
     recover_delay: float | timedelta
+    max_crash_attempts: int
     janitor_interval: float | timedelta
     poll_interval: float | timedelta
 

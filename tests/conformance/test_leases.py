@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from conformance.factories import QUEUE, broker_now, claim_one, enqueue_one, is_utc
-from conveyor.brokers.protocol import LEASE_EXPIRED_ERROR, Broker
+from conveyor.brokers.protocol import (
+    LEASE_EXPIRED_ERROR,
+    MAX_CRASH_ATTEMPTS,
+    Broker,
+    crash_limit_error,
+)
 from conveyor.errors import LeaseLostError
 from conveyor.message import Completion, Lease, TaskState
 from support import eventually
@@ -13,13 +18,15 @@ from support import eventually
 SHORT_LEASE_S = 0.2
 
 
-async def recover(broker: Broker, *, delay_s: float = 0.0, count: int = 1) -> int:
+async def recover(
+    broker: Broker, *, delay_s: float = 0.0, count: int = 1, max_crashes: int = MAX_CRASH_ATTEMPTS
+) -> int:
     """Run recovery until ``count`` tasks have been recovered (leases lapse in real time)."""
     total = 0
 
     async def recovered_enough() -> bool:
         nonlocal total
-        total += await broker.recover_expired(delay_s=delay_s)
+        total += await broker.recover_expired(delay_s=delay_s, max_crashes=max_crashes)
         return total >= count
 
     await eventually(recovered_enough, within=3.0)
@@ -73,6 +80,27 @@ async def test_expired_lease_is_recovered_as_a_failed_attempt(broker: Broker) ->
     assert task.last_error == LEASE_EXPIRED_ERROR
     assert is_utc(task.last_failed_at) and is_utc(task.next_process_at)
     assert await broker.claim([QUEUE], limit=1, lease_s=30) == []  # due in an hour
+
+
+@pytest.mark.parametrize("max_crashes", [1, 3])
+async def test_a_task_whose_lease_lapses_max_crashes_times_is_archived(
+    broker: Broker, max_crashes: int
+) -> None:
+    # A task that kills its worker: every claim ends in a lapsed lease. It is archived at its
+    # max_crashes-th recovery although retries are left; before that it goes to RETRY.
+    info = await enqueue_one(broker, max_retry=10)
+    for crash in range(1, max_crashes + 1):
+        await claim_one(broker, lease_s=SHORT_LEASE_S)
+        assert await recover(broker, max_crashes=max_crashes) == 1
+        task = await broker.get_task(QUEUE, info.id)
+        assert task.retried == crash
+        if crash < max_crashes:
+            assert task.state is TaskState.RETRY
+            assert task.last_error == LEASE_EXPIRED_ERROR
+
+    assert task.state is TaskState.ARCHIVED
+    assert task.last_error == crash_limit_error(max_crashes)
+    assert (await broker.queue_stats(QUEUE)).archived == 1
 
 
 async def test_recovered_task_with_no_delay_is_claimable_again(broker: Broker) -> None:

@@ -62,6 +62,7 @@ class ModelTask:
     unique_key: str | None = None
     due: float = 0.0  # model time when a SCHEDULED/RETRY task becomes claimable
     retried: int = 0
+    crashes: int = 0  # leases lost to recovery: max_crashes of them archive the task
     token: int | None = None  # the live lease's token while ACTIVE
     lease_expires: float = 0.0
 
@@ -339,9 +340,11 @@ class BrokerModel(RuleBasedStateMachine):
         self.model_now += seconds
 
     @precondition(lambda self: self.clock is not None)
-    @rule(later=st.booleans())
-    def recover(self, later: bool) -> None:
-        recovered = self.run(self.broker.recover_expired(delay_s=self.delay(later)))
+    @rule(later=st.booleans(), max_crashes=st.integers(1, 4))
+    def recover(self, later: bool, max_crashes: int) -> None:
+        recovered = self.run(
+            self.broker.recover_expired(delay_s=self.delay(later), max_crashes=max_crashes)
+        )
         lapsed = [
             t
             for t in self.tasks.values()
@@ -350,8 +353,9 @@ class BrokerModel(RuleBasedStateMachine):
         assert recovered == len(lapsed)
         for t in lapsed:
             t.retried += 1
+            t.crashes += 1
             t.token = None
-            if t.retried > t.max_retry:
+            if t.retried > t.max_retry or t.crashes >= max_crashes:
                 t.state = TaskState.ARCHIVED
             else:
                 t.state, t.due = TaskState.RETRY, self.model_now + self.delay(later)

@@ -31,7 +31,7 @@ PINNED_SHA256 = {
     "page.lua": "9980ab50d9f3ff3b",
     "peek.lua": "6685367764624ba2",
     "purge.lua": "a3a08184d13d4054",
-    "recover.lua": "3f424450f8f911dd",
+    "recover.lua": "437ac41e26a6f246",
     "release.lua": "4b07e7b1fb9b7f78",
     "stats.lua": "23895ba7fa854e94",
 }

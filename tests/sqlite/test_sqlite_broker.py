@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from conveyor.brokers import open_broker
 from conveyor.brokers.sqlite import SqliteBroker, Synchronous
+from conveyor.brokers.sqlite.queries import SCHEMA_VERSION
 from conveyor.errors import BrokerError, BrokerUnavailableError, ConfigError
 from conveyor.message import Completion, Encoding, TaskMessage, TaskState
 
@@ -303,8 +305,41 @@ async def test_a_version_2_database_gets_the_cheaper_pending_index(tmp_path: Pat
     await reopened.close()
 
     assert [le.task.id for le in leases] == ["kept"]
-    assert version == 3
+    assert version == SCHEMA_VERSION
     assert "NOT IN" not in definition and "state <> 'completed'" in definition
+
+
+async def test_a_version_3_database_gets_the_crashes_column_once_however_many_open_it(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "v3.db"
+    broker = SqliteBroker(db)
+    await broker.enqueue([message("kept")])
+    await broker.close()
+    raw = sqlite3.connect(db, isolation_level=None)
+    raw.execute("ALTER TABLE tasks DROP COLUMN crashes")
+    raw.execute("PRAGMA user_version = 3")
+    raw.close()
+
+    # Several brokers open the old file at once: each runs the upgrade, one adds the column.
+    openers = [SqliteBroker(db) for _ in range(4)]
+    try:
+        claimed = await asyncio.gather(
+            *(b.claim(["default"], limit=1, lease_s=0.01) for b in openers)
+        )
+        assert sorted(le.task.id for leases in claimed for le in leases) == ["kept"]
+        await asyncio.sleep(0.02)  # past the lease (the broker clock is this process's)
+        assert await openers[0].recover_expired(delay_s=0, max_crashes=1) == 1
+        info = await openers[1].get_task("default", "kept")
+        assert info.state is TaskState.ARCHIVED and "poison" in (info.last_error or "")
+    finally:
+        for b in openers:
+            await b.close()
+    raw = sqlite3.connect(db, isolation_level=None)
+    columns = [row[1] for row in raw.execute("PRAGMA table_info(tasks)")]
+    assert columns.count("crashes") == 1
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    raw.close()
 
 
 @pytest.mark.parametrize(

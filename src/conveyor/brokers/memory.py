@@ -94,9 +94,11 @@ from datetime import UTC, datetime
 from conveyor.brokers.protocol import (
     DAILY_TOTALS_KEPT_DAYS,
     LEASE_EXPIRED_ERROR,
+    MAX_CRASH_ATTEMPTS,
     Broker,
     BrokerInfo,
     Capabilities,
+    crash_limit_error,
 )
 from conveyor.config import redact_url, split_broker_url
 from conveyor.errors import (
@@ -139,6 +141,7 @@ class _Task:
     token: int = 0  # the fencing token of the current (or last) claim
     lease_expires_at: float = 0.0
     retried: int = 0
+    crashes: int = 0  # leases lost (recover_expired); max_crashes of them archive the task
     last_error: str | None = None
     last_failed_at: float | None = None
     completed_at: float | None = None
@@ -534,8 +537,11 @@ class MemoryBroker:
             t = self._leased(s, lease)
             self._to_waiting(s, t, TaskState.PENDING, t.ready_at, self.clock())
 
-    async def recover_expired(self, *, delay_s: float) -> int:
-        """Fail every ACTIVE task whose lease expired: RETRY, or ARCHIVED when out of retries."""
+    async def recover_expired(
+        self, *, delay_s: float, max_crashes: int = MAX_CRASH_ATTEMPTS
+    ) -> int:
+        """Fail every ACTIVE task whose lease expired: RETRY, or ARCHIVED when out of retries
+        or at its ``max_crashes``-th lost lease."""
         with self._locked() as s:
             now = self.clock()
             lapsed = [
@@ -545,8 +551,12 @@ class MemoryBroker:
                 if t.state is TaskState.ACTIVE and t.lease_expires_at < now
             ]
             for t in lapsed:
-                self._fail(s, t, LEASE_EXPIRED_ERROR, now)
-                if t.retried > t.msg.max_retry:
+                t.crashes += 1
+                poison = t.crashes >= max_crashes
+                self._fail(
+                    s, t, crash_limit_error(max_crashes) if poison else LEASE_EXPIRED_ERROR, now
+                )
+                if poison or t.retried > t.msg.max_retry:
                     self._to_settled(s, t, TaskState.ARCHIVED, now)
                 else:
                     self._to_waiting(s, t, TaskState.RETRY, now + delay_s, now)

@@ -32,6 +32,17 @@ from typing import Protocol, runtime_checkable
 
 from conveyor.message import Completion, Lease, QueueStats, TaskInfo, TaskMessage, TaskState
 
+LEASE_EXPIRED_ERROR = "lease expired (worker lost)"
+"""The error recorded on a task recovered from a lapsed lease."""
+
+MAX_CRASH_ATTEMPTS = 3
+"""Default ``max_crashes`` of ``recover_expired``: leases lost before a task is archived."""
+
+
+def crash_limit_error(max_crashes: int) -> str:
+    """The error recorded on a task archived because its leases lapsed ``max_crashes`` times."""
+    return f"{LEASE_EXPIRED_ERROR} {max_crashes} times: archived as a possible poison task"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Capabilities:
@@ -144,12 +155,17 @@ class Broker(Protocol):
         """
         ...
 
-    async def recover_expired(self, *, delay_s: float) -> int:
+    async def recover_expired(
+        self, *, delay_s: float, max_crashes: int = MAX_CRASH_ATTEMPTS
+    ) -> int:
         """Recover ACTIVE tasks whose lease lapsed (their worker died or stalled).
 
         Each counts as a failed attempt with the error ``"lease expired (worker lost)"``: it goes
-        to RETRY due in ``delay_s`` seconds, or to ARCHIVED when it has no retries left.
-        Returns how many tasks were recovered.
+        to RETRY due in ``delay_s`` seconds, or to ARCHIVED when it has no retries left. Each
+        also counts as a crash: a task recovered for the ``max_crashes``-th time is ARCHIVED
+        with :func:`crash_limit_error` whatever retries it has left, so a task that kills its
+        worker is dead after ``max_crashes`` claims rather than ``max_retry + 1``. Returns how
+        many tasks were recovered.
         """
         ...
 
@@ -287,6 +303,3 @@ class WaitAndClaim(Protocol):
 
 DAILY_TOTALS_KEPT_DAYS = 90
 """How many days of processed/failed totals a broker keeps (``purge_expired`` drops older)."""
-
-LEASE_EXPIRED_ERROR = "lease expired (worker lost)"
-"""The error recorded on a task recovered from a lapsed lease."""

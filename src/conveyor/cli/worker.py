@@ -10,7 +10,7 @@ from datetime import timedelta
 import click
 
 from conveyor.app import App
-from conveyor.brokers.protocol import Broker
+from conveyor.brokers.protocol import MAX_CRASH_ATTEMPTS, Broker
 from conveyor.cli.params import LOG_LEVELS, Duration, configure_logging, parse_queues
 from conveyor.config import BROKER_URL_ENV, DEFAULT_BROKER_URL
 from conveyor.errors import ConveyorError
@@ -111,6 +111,13 @@ finish, the rest go back to their queue. SIGTSTP stops taking new tasks."""
     help="Time between scans for tasks of crashed workers.",
 )
 @click.option(
+    "--max-crash-attempts",
+    type=click.IntRange(min=1),
+    default=MAX_CRASH_ATTEMPTS,
+    show_default=True,
+    help="Lost leases after which a task is archived (it keeps killing its worker).",
+)
+@click.option(
     "--loop",
     type=click.Choice(LOOP_CHOICES),
     default="auto",
@@ -132,6 +139,7 @@ def worker(
     lease: timedelta,
     shutdown_timeout: timedelta,
     recover_interval: timedelta,
+    max_crash_attempts: int,
     loop: LoopChoice,
     log_level: str,
 ) -> None:
@@ -147,6 +155,7 @@ def worker(
             lease=lease,
             shutdown_timeout=shutdown_timeout,
             recover_interval=recover_interval,
+            max_crash_attempts=max_crash_attempts,
         )
         server.run(handler, loop=loop)
     except (ConveyorError, ValueError) as exc:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from conveyor.backoff import RetryDelay, default_retry_delay
+from conveyor.brokers.protocol import MAX_CRASH_ATTEMPTS
 from conveyor.errors import ConfigError
 from conveyor.message import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE, validate_name
 from conveyor.middleware import ErrorHandler
@@ -90,6 +91,8 @@ class WorkerConfig:
         renew_interval_s: how often leases are extended; ``None`` means a third of the lease.
         recover_interval_s: how often expired leases (of dead workers) are recovered.
         recover_delay_s: how long a recovered task waits in RETRY before it runs again.
+        max_crash_attempts: lost leases after which a recovered task is archived (a task that
+            kills its worker), whatever retries it has left.
         janitor_interval_s: how often expired results and unique locks are purged.
         poll_interval_s: longest idle wait before claiming again, should a wake-up be missed.
         completion_batch_size: most completions recorded in one broker call.
@@ -108,6 +111,7 @@ class WorkerConfig:
     renew_interval_s: float | None = None
     recover_interval_s: float = 5.0
     recover_delay_s: float = 1.0
+    max_crash_attempts: int = MAX_CRASH_ATTEMPTS
     janitor_interval_s: float = 10.0
     poll_interval_s: float = 1.0
     completion_batch_size: int = 256
@@ -131,6 +135,8 @@ class WorkerConfig:
             raise ConfigError("renew_interval must be positive and shorter than the lease")
         if not isinstance(self.max_payload_bytes, int) or self.max_payload_bytes < 1:
             raise ConfigError("max_payload_bytes must be a positive int")
+        if not isinstance(self.max_crash_attempts, int) or self.max_crash_attempts < 1:
+            raise ConfigError("max_crash_attempts must be a positive int")
         if self.completion_batch_size < 1:
             raise ConfigError("completion_batch_size must be positive")
         self._check_durations()

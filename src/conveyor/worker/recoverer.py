@@ -22,6 +22,7 @@ class Recoverer:
         broker: the server's broker.
         interval_s: time between scans.
         delay_s: how long a recovered task waits in RETRY before it runs again.
+        max_crashes: lost leases after which a recovered task is archived instead.
         on_recovered: called with the number of tasks each scan recovered (when not zero).
         on_error: called after a failed scan.
     """
@@ -32,11 +33,13 @@ class Recoverer:
         *,
         interval_s: float,
         delay_s: float,
+        max_crashes: int,
         on_recovered: Callable[[int], None],
         on_error: Callable[[], None],
     ) -> None:
         self._broker = broker
         self._delay_s = delay_s
+        self._max_crashes = max_crashes
         self._on_recovered = on_recovered
         self._loop = PeriodicLoop("recoverer", interval_s, self._scan, on_error=on_error)
 
@@ -49,7 +52,9 @@ class Recoverer:
         await self._loop.stop()
 
     async def _scan(self) -> None:
-        count = await self._broker.recover_expired(delay_s=self._delay_s)
+        count = await self._broker.recover_expired(
+            delay_s=self._delay_s, max_crashes=self._max_crashes
+        )
         if count:
             logger.warning("recovered %d tasks whose lease expired (worker lost)", count)
             self._on_recovered(count)

@@ -21,7 +21,7 @@ from datetime import timedelta
 
 from conveyor.backoff import ReconnectBackoff, RetryDelay, default_retry_delay
 from conveyor.brokers import open_broker
-from conveyor.brokers.protocol import Broker
+from conveyor.brokers.protocol import MAX_CRASH_ATTEMPTS, Broker
 from conveyor.config import broker_url_from_env, redact_url, split_broker_url
 from conveyor.errors import BrokerUnavailableError
 from conveyor.message import DEFAULT_MAX_PAYLOAD_BYTES
@@ -94,6 +94,8 @@ class Server:
         renew_interval: time between lease renewals (default: a third of the lease).
         recover_interval: time between scans for expired leases.
         recover_delay: how long a recovered task waits before running again.
+        max_crash_attempts: a task whose lease lapses this many times (it keeps killing or
+            stalling its worker) is archived instead of retried.
         janitor_interval: time between purges of expired results.
         poll_interval: longest idle wait before claiming again, should a wake-up be missed.
 
@@ -116,6 +118,7 @@ class Server:
         renew_interval: float | timedelta | None = None,
         recover_interval: float | timedelta = 5.0,
         recover_delay: float | timedelta = 1.0,
+        max_crash_attempts: int = MAX_CRASH_ATTEMPTS,
         janitor_interval: float | timedelta = 10.0,
         poll_interval: float | timedelta = 1.0,
     ) -> None:
@@ -133,6 +136,7 @@ class Server:
             ),
             recover_interval_s=seconds(recover_interval, what="recover_interval"),
             recover_delay_s=seconds(recover_delay, what="recover_delay"),
+            max_crash_attempts=max_crash_attempts,
             janitor_interval_s=seconds(janitor_interval, what="janitor_interval"),
             poll_interval_s=seconds(poll_interval, what="poll_interval"),
         )
@@ -399,6 +403,7 @@ class Server:
             broker,
             interval_s=config.recover_interval_s,
             delay_s=config.recover_delay_s,
+            max_crashes=config.max_crash_attempts,
             on_recovered=self._count_recovered,
             on_error=self._count_broker_error,
         )

@@ -8,7 +8,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from conveyor.brokers.protocol import DAILY_TOTALS_KEPT_DAYS, LEASE_EXPIRED_ERROR
+from conveyor.brokers.protocol import (
+    DAILY_TOTALS_KEPT_DAYS,
+    LEASE_EXPIRED_ERROR,
+    MAX_CRASH_ATTEMPTS,
+    crash_limit_error,
+)
 from conveyor.brokers.redis import keys
 from conveyor.brokers.redis.base import RedisBrokerBase
 from conveyor.brokers.redis.records import decode_record, pairs
@@ -39,10 +44,14 @@ class InspectionMixin(RedisBrokerBase):
                 total += int(count)
         return total
 
-    async def recover_expired(self, *, delay_s: float) -> int:
-        """Fail every ACTIVE task whose lease lapsed: RETRY, or ARCHIVED when out of retries."""
+    async def recover_expired(
+        self, *, delay_s: float, max_crashes: int = MAX_CRASH_ATTEMPTS
+    ) -> int:
+        """Fail every ACTIVE task whose lease lapsed: RETRY, or ARCHIVED when out of retries
+        or at its ``max_crashes``-th lost lease (a ``crashes`` field of the task's hash)."""
         delay = round(max(delay_s, 0.0) * 1_000_000)
-        return await self._per_queue_batches("recover", [delay, LEASE_EXPIRED_ERROR, BATCH])
+        args = [delay, LEASE_EXPIRED_ERROR, BATCH, max_crashes, crash_limit_error(max_crashes)]
+        return await self._per_queue_batches("recover", args)
 
     async def purge_expired(self) -> int:
         """Delete COMPLETED tasks past retention and old daily totals (see the protocol).

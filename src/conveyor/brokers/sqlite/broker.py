@@ -16,7 +16,7 @@ from typing import TypeVar
 from urllib.parse import parse_qsl, unquote
 
 from conveyor.brokers.combiner import Combiner
-from conveyor.brokers.protocol import Broker, BrokerInfo, Capabilities
+from conveyor.brokers.protocol import MAX_CRASH_ATTEMPTS, Broker, BrokerInfo, Capabilities
 from conveyor.brokers.sqlite import inspection
 from conveyor.brokers.sqlite.checkpoint import Checkpointer
 from conveyor.brokers.sqlite.connection import (
@@ -417,9 +417,11 @@ class SqliteBroker:
         """Give the task back, PENDING at the front of its queue, no failure counted."""
         await self._run(lambda s: s.release(lease))
 
-    async def recover_expired(self, *, delay_s: float) -> int:
+    async def recover_expired(
+        self, *, delay_s: float, max_crashes: int = MAX_CRASH_ATTEMPTS
+    ) -> int:
         """Fail every ACTIVE task whose lease lapsed; return how many."""
-        return await self._run(lambda s: s.recover_expired(delay_s))
+        return await self._run(lambda s: s.recover_expired(delay_s, max_crashes))
 
     async def purge_expired(self) -> int:
         """Delete COMPLETED tasks past retention and expired unique locks; return tasks deleted."""

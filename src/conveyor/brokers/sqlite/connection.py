@@ -71,6 +71,31 @@ def _enable_wal(conn: sqlite3.Connection, busy_timeout_s: float) -> str:
         pause = min(pause * 2, 0.05)
 
 
+# Columns added after version 3 (name, definition): ALTER TABLE has no IF NOT EXISTS.
+_ADDED_COLUMNS = (("crashes", "INTEGER NOT NULL DEFAULT 0"),)
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Add the columns an older file lacks and set the version, in one write transaction.
+
+    The check runs under the write lock, so processes upgrading the same file at once add each
+    column once; the version is set only with the columns, so no process sees version 4 on a
+    table that lacks them.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        present = {row[1] for row in conn.execute("PRAGMA table_info(tasks)")}
+        for name, definition in _ADDED_COLUMNS:
+            if name not in present:
+                # Constants of this module only: nothing from outside reaches this statement.
+                conn.execute(f"ALTER TABLE tasks ADD COLUMN {name} {definition}")
+        conn.execute(f"PRAGMA user_version = {int(SCHEMA_VERSION)}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
 def open_connection(
     path: Path, *, synchronous: Synchronous, busy_timeout_s: float
 ) -> tuple[sqlite3.Connection, str]:
@@ -105,6 +130,7 @@ def open_connection(
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version < SCHEMA_VERSION:
             conn.executescript(schema_script())
+            _add_columns(conn)
         elif version > SCHEMA_VERSION:
             raise BrokerError(
                 f"sqlite broker at {str(path)!r} has schema version {version}; this conveyor "

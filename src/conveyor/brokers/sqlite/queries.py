@@ -53,5 +53,5 @@ def schema_script() -> str:
     return _read("schema.sql")
 
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The ``PRAGMA user_version`` that ``schema.sql`` sets."""

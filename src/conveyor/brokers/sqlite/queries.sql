@@ -173,12 +173,17 @@ WHERE queue = ? AND id = ? AND state = 'active' AND token = ?;
 
 -- name: recover_expired
 -- Fail every ACTIVE task whose lease lapsed: RETRY due at now + delay, or ARCHIVED when it has
--- no retries left. Returns the queue of each recovered task (for the failure counters).
--- Params: error, now, delay_s
+-- no retries left or lost its max_crashes-th lease (then with the crash-limit error). Every
+-- right-hand side reads the row as it was. Returns the queue of each recovered task (for the
+-- failure counters).
+-- Params: error, now, delay_s, max_crashes, crash-limit error
 UPDATE tasks
-SET state = CASE WHEN retried + 1 > max_retry THEN 'archived' ELSE 'retry' END,
-    ready_at = CASE WHEN retried + 1 > max_retry THEN ready_at ELSE ?2 + ?3 END,
-    retried = retried + 1, last_error = ?1, last_failed_at = ?2, since = ?2,
+SET state = CASE WHEN crashes + 1 >= ?4 OR retried + 1 > max_retry THEN 'archived'
+                 ELSE 'retry' END,
+    ready_at = CASE WHEN crashes + 1 >= ?4 OR retried + 1 > max_retry THEN ready_at
+                    ELSE ?2 + ?3 END,
+    last_error = CASE WHEN crashes + 1 >= ?4 THEN ?5 ELSE ?1 END,
+    crashes = crashes + 1, retried = retried + 1, last_failed_at = ?2, since = ?2,
     lease_expires_at = NULL
 WHERE state = 'active' AND lease_expires_at < ?2
 RETURNING queue;

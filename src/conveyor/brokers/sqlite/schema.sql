@@ -1,8 +1,10 @@
--- The conveyor SQLite schema, version 3 (kept in PRAGMA user_version).
+-- The conveyor SQLite schema, version 4 (kept in PRAGMA user_version).
 --
 -- Executed as one script when a database is opened with an older user_version (0: a new file).
 -- Every statement is idempotent (IF NOT EXISTS), so processes opening a fresh file at the same
--- time are harmless, and running it on version 1 or 2 upgrades it.
+-- time are harmless, and running it on version 1 or 2 upgrades it. Columns added since version
+-- 3 cannot be added idempotently in SQL: connection.py adds them, and sets user_version, in a
+-- transaction of its own right after this script.
 -- Tables are STRICT: a column can never hold a value of the wrong type, so the only corruption a
 -- reader has to survive is an unknown *value* (a state or encoding written by something else).
 -- Times are REAL seconds since the epoch, read from the broker clock once per transaction.
@@ -21,6 +23,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     max_retry        INTEGER NOT NULL,
     -- Failed attempts (retry, archive, recovery); claims and releases do not count.
     retried          INTEGER NOT NULL DEFAULT 0,
+    -- Leases lost (recover_expired): a task is archived at the worker's max_crashes.
+    crashes          INTEGER NOT NULL DEFAULT 0,
     -- The fencing token of the current (or last) lease, from the broker-wide token counter.
     token            INTEGER NOT NULL DEFAULT 0,
     timeout_s        REAL,
@@ -106,7 +110,5 @@ INSERT INTO counters (name, value) VALUES ('token', 0) ON CONFLICT (name) DO NOT
 
 -- Version 1 had a single claim index; claims now use tasks_pending and tasks_due.
 DROP INDEX IF EXISTS tasks_ready;
-
-PRAGMA user_version = 3;
 
 COMMIT;

@@ -17,7 +17,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from conveyor.brokers.protocol import DAILY_TOTALS_KEPT_DAYS, LEASE_EXPIRED_ERROR
+from conveyor.brokers.protocol import (
+    DAILY_TOTALS_KEPT_DAYS,
+    LEASE_EXPIRED_ERROR,
+    crash_limit_error,
+)
 from conveyor.brokers.sqlite import rows
 from conveyor.brokers.sqlite.queries import queries
 from conveyor.errors import (
@@ -387,15 +391,12 @@ class Store:
         if self.conn.execute(query, args).rowcount != 1:
             raise LeaseLostError(task_id=lease.task.id, queue=lease.task.queue)
 
-    def recover_expired(self, delay_s: float) -> int:
+    def recover_expired(self, delay_s: float, max_crashes: int) -> int:
         """Fail every ACTIVE task whose lease lapsed; return how many."""
+        crash_error = crash_limit_error(max_crashes)
         with self.write() as now:
-            lapsed = [
-                r[0]
-                for r in self.conn.execute(
-                    Q["recover_expired"], (LEASE_EXPIRED_ERROR, now, delay_s)
-                )
-            ]
+            args = (LEASE_EXPIRED_ERROR, now, delay_s, max_crashes, crash_error)
+            lapsed = [r[0] for r in self.conn.execute(Q["recover_expired"], args)]
             self._count(Counter((q, True) for q in lapsed), now)
         if lapsed:
             logger.warning("recovered %d tasks whose lease expired", len(lapsed))
