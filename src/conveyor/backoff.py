@@ -7,7 +7,8 @@ The default retry delay is capped exponential backoff with jitter::
 
 where ``n`` is ``TaskInfo.retried`` (failed attempts before this one). With the defaults
 (base 5 s, factor 2, cap 1 h, jitter 0.5) the first retry waits 2.5-5 s, then 5-10 s, 10-20 s, ...
-reaching the one-hour cap at the 11th retry; the 25 retries of a default task span about 12-16 h.
+reaching the one-hour cap at the 11th retry; the 25 retries of a default task span 8-16 h,
+about 12 h on average.
 
 Why not asynq's ``n**4 + 15 + rand(30 * (n + 1))`` seconds: it starts slower (15-45 s) and grows
 without bound (4.5 days for the 25th retry, about three weeks in all), so a task whose dependency is

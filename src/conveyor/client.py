@@ -20,7 +20,7 @@ from typing import Unpack
 from conveyor.broker_handle import BrokerHandle, SyncFacade
 from conveyor.brokers.protocol import BlockingEnqueue, Broker
 from conveyor.config import DEFAULT_BROKER_URL, broker_url_from_env
-from conveyor.errors import ConfigError
+from conveyor.errors import BrokerUnavailableError, ConfigError
 from conveyor.message import DEFAULT_MAX_PAYLOAD_BYTES, Task, TaskInfo, TaskMessage, validate_name
 from conveyor.options import (
     DefaultOptions,
@@ -259,7 +259,7 @@ class Client(SyncFacade[AsyncClient]):
         if self._blocking is None:
             return self._loop.run(self._async.broker.enqueue(messages))
         if self._async.closed:
-            raise RuntimeError("conveyor-client is closed")  # as the loop says, for the others
+            raise BrokerUnavailableError("conveyor-client is closed")  # as the private loop says
         return self._blocking.enqueue_blocking(messages)
 
     def enqueue(self, task: Task, **options: Unpack[EnqueueOptions]) -> TaskInfo:

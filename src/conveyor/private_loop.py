@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from typing import TypeVar
 
+from conveyor.errors import BrokerUnavailableError
+
 T = TypeVar("T")
 
 caller_may_block: ContextVar[bool] = ContextVar("conveyor_caller_may_block", default=False)
@@ -50,7 +52,7 @@ class PrivateLoop:
         with self._lock:
             if self._closed:
                 coro.close()
-                raise RuntimeError(f"{self._name} is closed")
+                raise BrokerUnavailableError(f"{self._name} is closed")
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
             # Set before the call so the task running ``coro`` copies it into its context.
@@ -64,7 +66,7 @@ class PrivateLoop:
         """Run ``coro`` on the private loop and return its result (or raise its exception).
 
         Raises:
-            RuntimeError: the facade is closed.
+            BrokerUnavailableError: the facade is closed (as the async API says once closed).
         """
         try:
             asyncio.get_running_loop()

@@ -13,6 +13,7 @@ from conveyor import (
     DEFAULT_TIMEOUT,
     AsyncClient,
     Broker,
+    BrokerUnavailableError,
     Client,
     ConfigError,
     DuplicateTaskError,
@@ -205,7 +206,7 @@ def test_sync_client_is_safe_across_threads_and_inside_async_code(tmp_path: Path
             return client.enqueue(Task("a.b", "from async"))
 
         assert asyncio.run(from_async()).state is TaskState.PENDING
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(BrokerUnavailableError, match="closed"):
         client.enqueue(Task("a.b"))
 
 
@@ -223,7 +224,7 @@ async def test_sync_client_on_every_broker(broker: Broker) -> None:
             client.enqueue_many([Task("a.b", "u"), Task("a.b", "u")], unique=60)
     finally:
         client.close()
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(BrokerUnavailableError, match="closed"):
         client.enqueue(Task("a.b"))
 
     assert (await broker.get_task("default", one.id)).payload == 1

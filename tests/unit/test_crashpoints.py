@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from conveyor import Client, Server, Task
 from conveyor.errors import ConfigError
 from conveyor.worker import crashpoints
 
@@ -25,3 +26,20 @@ def test_rejects_unknown_points_and_bad_rates(spec: str) -> None:
 def test_unarmed_in_a_normal_run() -> None:
     assert crashpoints.armed() == {}
     crashpoints.crashpoint("after_claim")  # a no-op: this process is still here
+
+
+def test_a_bad_value_fails_the_worker_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Read when a Server is created, not on import: producers and the CLI never see it.
+    monkeypatch.setenv(crashpoints.ENV_VAR, "bogus:1")
+    with Client("memory://") as client:
+        client.enqueue(Task("a.b"))
+    with pytest.raises(ConfigError, match="CONVEYOR_CRASHPOINTS"):
+        Server("memory://")
+    monkeypatch.setenv(crashpoints.ENV_VAR, "after_ack:0.5")
+    try:
+        Server("memory://")
+        assert crashpoints.armed() == {"after_ack": 0.5}
+    finally:
+        monkeypatch.delenv(crashpoints.ENV_VAR)
+        crashpoints.arm_from_env()
+    assert crashpoints.armed() == {}

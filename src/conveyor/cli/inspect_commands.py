@@ -191,6 +191,7 @@ def _register(
     help_text: str,
     single: Callable[[Inspector, str, str], None],
     bulk: Callable[[Inspector, str, str], int],
+    example_state: str,
 ) -> None:
     command = _one_or_all(verb, single, bulk)
     command.__doc__ = help_text
@@ -208,7 +209,7 @@ def _register(
     task.command(
         name,
         epilog=f"\b\nExamples:\n  conveyor task {name} default 5b0c...\n"
-        f"  conveyor task {name} default --all archived",
+        f"  conveyor task {name} default --all {example_state}",
     )(decorated)
 
 
@@ -218,6 +219,7 @@ _register(
     "Make a scheduled, retry or archived task pending now.",
     Inspector.run_task,
     Inspector.run_all_tasks,
+    "archived",
 )
 _register(
     "archive",
@@ -225,6 +227,7 @@ _register(
     "Archive a pending, scheduled or retry task.",
     Inspector.archive_task,
     Inspector.archive_all_tasks,
+    "retry",
 )
 _register(
     "delete",
@@ -232,4 +235,5 @@ _register(
     "Delete a task that is not active.",
     Inspector.delete_task,
     Inspector.delete_all_tasks,
+    "archived",
 )

@@ -3,8 +3,10 @@
 ``CONVEYOR_CRASHPOINTS="after_claim:0.02,before_ack:0.05"`` makes the worker SIGKILL itself with
 that probability each time it passes the named point, so a test can check that no step of the
 claim → run → acknowledge path loses a task or accepts a stale result. Unset (as it always is in
-production) every point costs one lookup in an empty dict. The worker logs a warning at start
-when any point is armed, so it is never left on by accident.
+production) every point costs one lookup in an empty dict. The variable is read when a worker
+``Server`` is created (:func:`arm_from_env`), not on import, so a bad value fails that worker
+with a ``ConfigError`` and never a producer or the CLI. The worker logs a warning at start when
+any point is armed, so it is never left on by accident.
 
 Points: ``after_claim`` (tasks leased, none started), ``before_handler``, ``after_handler``
 (result computed, not recorded), ``before_ack`` and ``after_ack`` (around the completion
@@ -55,7 +57,17 @@ def parse(spec: str) -> dict[str, float]:
     return rates
 
 
-_RATES = parse(os.environ.get(ENV_VAR, ""))
+_RATES: dict[str, float] = {}
+
+
+def arm_from_env() -> None:
+    """Arm the points ``CONVEYOR_CRASHPOINTS`` names (none when it is unset or empty).
+
+    Raises:
+        ConfigError: the variable names an unknown point or a bad rate.
+    """
+    global _RATES
+    _RATES = parse(os.environ.get(ENV_VAR, ""))
 
 
 def armed() -> dict[str, float]:

@@ -144,6 +144,7 @@ class Server:
         self._broker_arg = broker_url_from_env() if broker is None else broker
         if isinstance(self._broker_arg, str):
             split_broker_url(self._broker_arg)  # a bad URL fails here, not in a thread later
+        crashpoints.arm_from_env()  # test-only; a bad value fails here, in the worker alone
         self._stats = WorkerStats()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
