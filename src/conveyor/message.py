@@ -83,9 +83,9 @@ def new_task_id() -> TaskId:
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}  # the 10xx variant bits
 
 
-def _describe_bad_json(value: JSONValue) -> str:
+def _describe_bad_json(value: JSONValue, what: str) -> str:
     """Find the first value inside ``value`` that JSON cannot carry, for the error message."""
-    stack: list[tuple[str, JSONValue]] = [("payload", value)]
+    stack: list[tuple[str, JSONValue]] = [(what, value)]
     while stack:
         path, item = stack.pop()
         if isinstance(item, dict):
@@ -99,7 +99,7 @@ def _describe_bad_json(value: JSONValue) -> str:
             return f"{path} is {item!r}, which JSON cannot represent"
         elif item is not None and not isinstance(item, str | int | float | bool):
             return f"{path} is a {type(item).__name__} ({item!r:.60}), which is not JSON"
-    return "payload is not JSON-serialisable"
+    return f"{what} is not JSON-serialisable"
 
 
 # Built once: ``json.dumps`` with non-default options builds a new encoder per call, which was a
@@ -107,8 +107,12 @@ def _describe_bad_json(value: JSONValue) -> str:
 _encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
-def encode_json(value: JSONValue) -> bytes:
+def encode_json(value: JSONValue, *, what: str = "payload") -> bytes:
     """Encode a JSON value compactly as UTF-8.
+
+    Args:
+        value: the value.
+        what: what it is, for the error message ("payload", "result").
 
     Raises:
         PayloadError: naming the first value that is not JSON.
@@ -116,9 +120,9 @@ def encode_json(value: JSONValue) -> bytes:
     try:
         data = _encode_json(value).encode()
     except (TypeError, ValueError, RecursionError) as exc:
-        raise PayloadError(_describe_bad_json(value)) from exc
+        raise PayloadError(_describe_bad_json(value, what)) from exc
     if isinstance(value, dict | list | tuple) and not _keys_are_strings(value):
-        raise PayloadError(_describe_bad_json(value))
+        raise PayloadError(_describe_bad_json(value, what))
     return data
 
 

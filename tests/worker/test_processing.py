@@ -242,3 +242,4 @@ async def test_non_json_result_fails_the_attempt(broker: Broker) -> None:
         message = await enqueue(broker, "job", retention_s=60, max_retry=0)
         info = await wait_for_state(broker, message, TaskState.ARCHIVED)
     assert info.last_error is not None and info.last_error.startswith("PayloadError")
+    assert "result is a set" in info.last_error  # the result, not the payload, is at fault

@@ -341,7 +341,7 @@ class Executor:
         raw: bytes | None = None
         if info.retention > timedelta(0):  # a result is stored only when it is retained
             try:
-                raw = encode_json(result)
+                raw = encode_json(result, what="result")
             except ConveyorError as exc:
                 await self._fail(attempt, task, exc)
                 return
