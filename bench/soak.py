@@ -9,8 +9,10 @@ Run from the repository root::
 
 It starts ``--workers`` (2) real worker processes (``python -m conveyor worker
 bench.soak_tasks:app``, lease 3 s and recovery scan 0.5 s as in the reliability harness), measures
-their drain capacity with a burst of ``--calibrate`` no-op/sleep tasks, then a producer thread
-enqueues at ``--rate`` (0.7) of that capacity for ``--minutes``: 80 % no-ops, 10 % that sleep
+their drain capacity (the lower of a burst of ``--calibrate`` no-op/sleep tasks and
+``--calibrate-seconds`` of the mix below produced at the burst's rate: the drain rate with a
+producer beside the workers), lets the backlog drain, then a producer thread enqueues at
+``--rate`` (0.7) of that capacity for ``--minutes``: 80 % no-ops, 10 % that sleep
 1-10 ms, 5 % that raise on their first attempt and succeed on the retry (default backoff,
 2.5-5 s), 5 % ``enqueue_in`` 1-5 s. Every ``--kill-every`` seconds one worker is SIGKILLed and
 respawned. The first worker is never killed: it lives through the run, so its RSS and open fds
@@ -39,9 +41,9 @@ FLUSHDB); every subprocess is killed on exit. Worker logs stay in ``--keep-logs 
 
 The full run (G9) is meant for a quiet machine: on a 2-CPU box the workers drain about 4,000-7,000
 tasks/s, so 60 minutes at 70 % is 10-15 million tasks; the event logs in the temp dir take about
-20 bytes per task and the driver's ledger 4 bytes per task. The capacity burst is short and
+20 bytes per task and the driver's ledger 4 bytes per task. The calibration is short and
 noisy: pass ``--rate`` lower if the backlog keeps growing between reports (the load must stay
-under capacity for "drains at the end" to mean anything).
+under capacity for the drain at the end to mean anything).
 """
 
 from __future__ import annotations
@@ -315,7 +317,7 @@ class Producer(threading.Thread):
                 self.ledger.enqueue_errors += 1
 
 
-def calibrate(url: str, ledger: Ledger, count: int, seed: int) -> float:
+def burst(url: str, ledger: Ledger, count: int, seed: int) -> float:
     """Enqueue ``count`` no-op/sleep tasks at once; return how fast the workers drain them."""
     rng = random.Random(seed)
     kinds = [SLEEP if rng.random() < 0.1 else NOOP for _ in range(count)]
@@ -334,6 +336,32 @@ def calibrate(url: str, ledger: Ledger, count: int, seed: int) -> float:
         time.sleep(0.05)
         ledger.read()
     return count / (time.monotonic() - start)
+
+
+def under_load(url: str, ledger: Ledger, rate: float, seconds: float, seed: int) -> float:
+    """Produce the soak's mix at ``rate`` for ``seconds``; return the completions per second.
+
+    With ``rate`` at or above capacity this is the drain rate while a producer runs beside the
+    workers (on a small machine the producer's CPU is taken from them, which a burst misses).
+    """
+    producer = Producer(url, ledger, rate, seed)
+    done_before, start = ledger.completed, time.monotonic()
+    producer.start()
+    while time.monotonic() - start < seconds:
+        time.sleep(0.2)
+        ledger.read()
+    rate_done = (ledger.completed - done_before) / (time.monotonic() - start)
+    producer.stop_event.set()
+    producer.join(timeout=30)
+    return rate_done
+
+
+def calibrate(args: argparse.Namespace, url: str, ledger: Ledger) -> float:
+    """Capacity: the lower of a burst's drain rate and the drain rate under a producer."""
+    fast = burst(url, ledger, args.calibrate, args.seed)
+    loaded = under_load(url, ledger, fast, args.calibrate_seconds, args.seed + 1)
+    say(f"capacity: burst {fast:,.0f} tasks/s, under a producer {loaded:,.0f} tasks/s")
+    return min(fast, loaded)
 
 
 # --------------------------------------------------------------------------- broker figures
@@ -556,6 +584,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lease", default="3s")
     p.add_argument("--recover-interval", default="0.5s")
     p.add_argument("--calibrate", type=int, default=30_000, help="tasks in the capacity burst")
+    p.add_argument("--calibrate-seconds", type=float, default=10.0, help="under a producer")
     p.add_argument("--drain-timeout", type=float, default=120.0, help="seconds")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--keep-logs", type=Path, default=None, help="copy worker logs here")
@@ -613,9 +642,8 @@ def main(argv: list[str] | None = None) -> int:
         ledger = Ledger(tmp / "events")
         try:
             workers.start(args.workers)
-            capacity = calibrate(url, ledger, args.calibrate, args.seed)
-            args.target_rate = capacity * args.rate
-            say(f"capacity {capacity:,.0f} tasks/s; producing at {args.target_rate:,.0f}/s")
+            args.target_rate = calibrate(args, url, ledger) * args.rate
+            say(f"producing at {args.target_rate:,.0f} tasks/s")
             keys_baseline = idle_keys(probe)
             size0 = probe.size_mb()
             run = {**soak(args, ledger, probe, workers), "size0": size0}
