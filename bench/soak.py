@@ -37,7 +37,8 @@ after calibration (idle baseline; must not be higher), the broker's memory or fi
 information), and the worker log lines at WARNING or above that kills and fail-once tasks do
 not explain. Exit status: 1 on a lost or unexplained duplicate task, 2 on another FAIL, 0
 otherwise. Redis keys live under a unique namespace and are deleted at the end (never
-FLUSHDB); every subprocess is killed on exit. Worker logs stay in ``--keep-logs DIR``.
+FLUSHDB); every subprocess is killed on exit. ``--keep-logs DIR`` keeps the worker logs (and
+the SQLite database files).
 
 The full run (G9) is meant for a quiet machine: on a 2-CPU box the workers drain about 4,000-7,000
 tasks/s, so 60 minutes at 70 % is 10-15 million tasks; the event logs in the temp dir take about
@@ -395,7 +396,7 @@ class BrokerProbe:
             return int(self.plain.info("memory")["used_memory"]) / 2**20
         assert self.db_path is not None
         files = self.db_path.parent.glob(self.db_path.name + "*")
-        return sum(p.stat().st_size for p in files) / 2**20
+        return sum(p.stat().st_size for p in files if p.is_file()) / 2**20
 
     def extras(self) -> str:
         if self.plain is not None:
@@ -587,7 +588,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--calibrate-seconds", type=float, default=10.0, help="under a producer")
     p.add_argument("--drain-timeout", type=float, default=120.0, help="seconds")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--keep-logs", type=Path, default=None, help="copy worker logs here")
+    p.add_argument("--keep-logs", type=Path, default=None, help="keep worker logs, SQLite files")
     args = p.parse_args(argv)
     if args.workers < 2:
         p.error("--workers must be at least 2 (one survivor, one to kill)")
@@ -653,8 +654,9 @@ def main(argv: list[str] | None = None) -> int:
             _kill_all()
             if args.keep_logs is not None:
                 args.keep_logs.mkdir(parents=True, exist_ok=True)
-                for log in tmp.glob("worker-*.log"):
-                    shutil.copy(log, args.keep_logs / log.name)
+                for kept in [*tmp.glob("worker-*.log"), *tmp.glob("soak.db*")]:
+                    if kept.is_file():  # not the SQLite broker's wake-up directory
+                        shutil.copy(kept, args.keep_logs / kept.name)
             probe.cleanup()
 
 
