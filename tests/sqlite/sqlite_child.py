@@ -5,7 +5,7 @@ python sqlite_child.py enqueue <db>         enqueue one task at a time for ever;
                                             acknowledged id (after enqueue returned)
 python sqlite_child.py enqueue-claim <db>   also claim and complete (retained) tasks between
                                             enqueues, for a mix of writes
-python sqlite_child.py enqueue-checkpoint <db>  like enqueue, with tiny checkpoint thresholds so
+python sqlite_child.py enqueue-checkpoint <db>  like enqueue, with no pause between checkpoints so
                                             WAL checkpoints and rewinds run all the time
 """
 
@@ -53,8 +53,6 @@ def main() -> None:
         return
     if command == "enqueue-checkpoint":
         checkpoint.INTERVAL_S = 0.0
-        checkpoint.RESET_FRAMES = 16
-        checkpoint.RESTART_FRAMES = 64
         checkpoint.SAFETY_FRAMES = 256
     asyncio.run(enqueue(db, with_claims=command == "enqueue-claim"))
 

@@ -51,8 +51,6 @@ async def test_a_steady_stream_of_commits_still_rewinds_the_wal(
 ) -> None:
     # Only the checkpointer can start the WAL over here: SQLite's own checkpoint is pushed far
     # out, and commits follow each other without a pause for a checkpoint to catch up in.
-    monkeypatch.setattr(checkpoint, "RESET_FRAMES", 64)
-    monkeypatch.setattr(checkpoint, "RESTART_FRAMES", 10**6)
     monkeypatch.setattr(checkpoint, "SAFETY_FRAMES", 10**6)
     db = tmp_path / "stream.db"
     broker = SqliteBroker(db)
@@ -110,8 +108,6 @@ async def test_rewinds_under_a_held_reader_wait_for_it_without_losing_writes(
     # A reader in another connection pins the WAL: no checkpoint may copy past its snapshot, and
     # nothing may rewind the WAL under it. Writes go on; once it ends, the WAL is copied back.
     monkeypatch.setattr(checkpoint, "INTERVAL_S", 0.0)
-    monkeypatch.setattr(checkpoint, "RESET_FRAMES", 8)
-    monkeypatch.setattr(checkpoint, "RESTART_FRAMES", 32)
     db = SqliteBroker.from_url(f"sqlite:///{tmp_path / 'pinned.db'}?busy_timeout_ms=50")
     await db.enqueue([message("before")])
     reader = sqlite3.connect(db.path, isolation_level=None)
@@ -136,3 +132,37 @@ async def test_rewinds_under_a_held_reader_wait_for_it_without_losing_writes(
     assert raw.execute("SELECT count(*) FROM tasks WHERE id LIKE 't%'").fetchone() == (200,)
     raw.close()
     await db.close()
+
+
+async def test_no_commit_can_run_while_a_checkpoint_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite before 3.51.3 can corrupt a database when a commit that starts the WAL over races
+    # a checkpoint (the "WAL-reset bug"): every background checkpoint holds the write lock.
+    db = tmp_path / "guarded.db"
+    copy_back = checkpoint.copy_back
+    writable: list[bool] = []
+
+    def probing(conn: sqlite3.Connection) -> tuple[int, int, int]:
+        probe = sqlite3.connect(db, timeout=0, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            writable.append(True)
+        except sqlite3.OperationalError:  # database is locked
+            writable.append(False)
+        finally:
+            probe.close()
+        return copy_back(conn)
+
+    monkeypatch.setattr(checkpoint, "copy_back", probing)
+    broker = SqliteBroker(db)
+    for n in range(50):
+        await broker.enqueue([message(f"t{n}")])
+
+    async def ran_twice() -> bool:
+        return broker._checkpointer.runs >= 2
+
+    await eventually(ran_twice)
+    await broker.close()
+    assert len(writable) >= 2 and not any(writable)

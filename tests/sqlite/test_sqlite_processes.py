@@ -89,8 +89,8 @@ async def test_kill_9_mid_writes_loses_no_acknowledged_enqueue(tmp_path: Path, m
 async def test_two_producers_checkpointing_under_kill_9_keep_the_file_intact(
     tmp_path: Path,
 ) -> None:
-    # Tiny thresholds: both processes' checkpointers copy back, rewind and RESTART all the time,
-    # each against the other's commits, until both are killed mid-write.
+    # No pause between checkpoints: both processes' checkpointers copy back and rewind all the
+    # time, each against the other's commits, until both are killed mid-write.
     db = tmp_path / "two.db"
     creator = SqliteBroker(db)
     await creator.list_queues()  # the schema exists before both children open the file

@@ -145,7 +145,6 @@ class SqliteBroker:
         self._checkpointer = Checkpointer(
             self.path,
             synchronous=SYNCHRONOUS_PRAGMA[self.synchronous],
-            writes=self._thread.lock,
             name=f"conveyor-sqlite-checkpoint-{self.path.name}",
         )
         self._store: Store | None = None
