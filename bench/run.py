@@ -526,27 +526,25 @@ def bench_redis(args: argparse.Namespace, tmp: Path) -> list[Row]:
                 100 * drains[0].rate / limits["incr-concurrent"], "%"),
             Row("where the time goes", "drain, 2 processes, as a share of their INCR ceiling",
                 100 * drains[1].rate / limits["incr-two-processes"], "%"),
-            Row("where the time goes", "Redis server CPU per task, drain (1 proc)",
-                drains[0].server_cpu_us, "µs/task"),
-            Row("where the time goes", "Redis server CPU per task, drain (2 procs)",
-                drains[1].server_cpu_us, "µs/task"),
             Row("where the time goes", "enqueue single: server time in the script", single_us,
                 "µs/task"),
             Row("where the time goes", "enqueue_many: server time in the script", bulk_us,
                 "µs/task"),
-            Row("the queue alone", "drain, do-nothing handler, 1 worker process", bare[0].rate,
-                "tasks/s"),
-            Row("the queue alone", "drain, do-nothing handler, 2 worker processes", bare[1].rate,
-                "tasks/s"),
-            Row("the queue alone", "worker CPU per task (1 proc)", bare[0].worker_cpu_us,
-                "µs/task"),
-            Row("the queue alone", "worker CPU per task (2 procs, sum)", bare[1].worker_cpu_us,
-                "µs/task"),
-            Row("the queue alone", "Redis server CPU per task (1 proc)", bare[0].server_cpu_us,
-                "µs/task"),
-            Row("the queue alone", "Redis server CPU per task (2 procs)", bare[1].server_cpu_us,
-                "µs/task"),
         ]  # fmt: skip
+        procs = ("1 proc", "2 procs")
+        rows += [
+            Row("where the time goes", f"Redis server CPU per task, drain ({p})", d.server_cpu_us,
+                "µs/task") for p, d in zip(procs, drains, strict=True)
+        ]  # fmt: skip
+        for metric, unit, value in (
+            ("drain, do-nothing handler", "tasks/s", lambda d: d.rate),
+            ("worker CPU per task", "µs/task", lambda d: d.worker_cpu_us),
+            ("Redis server CPU per task", "µs/task", lambda d: d.server_cpu_us),
+        ):
+            rows += [
+                Row("the queue alone", f"{metric} ({p})", value(d), unit)
+                for p, d in zip(procs, bare, strict=True)
+            ]
         if not args.no_peer:
             rows += bench_peer(args, tmp, token, counter, drains)
     return rows
