@@ -255,16 +255,26 @@ async def test_pending_work_is_claimable_by_a_process_whose_clock_is_behind(
     await lagging.close()
 
 
-async def test_a_version_1_database_is_upgraded(tmp_path: Path) -> None:
-    db = tmp_path / "v1.db"
+async def _older_file(db: Path, version: int, *undo: str, messages: list[TaskMessage]) -> None:
+    """A file as an older conveyor left it: made by this one, then ``undo`` run on it."""
     broker = SqliteBroker(db)
-    await broker.enqueue([message("kept")])
+    await broker.enqueue(messages)
     await broker.close()
     raw = sqlite3.connect(db, isolation_level=None)
-    raw.execute("DROP INDEX tasks_due")
-    raw.execute("CREATE INDEX tasks_ready ON tasks (queue, ready_at, seq)")
-    raw.execute("PRAGMA user_version = 1")
+    for statement in (*undo, f"PRAGMA user_version = {version}"):
+        raw.execute(statement)
     raw.close()
+
+
+async def test_a_version_1_database_is_upgraded(tmp_path: Path) -> None:
+    db = tmp_path / "v1.db"
+    await _older_file(
+        db,
+        1,
+        "DROP INDEX tasks_due",
+        "CREATE INDEX tasks_ready ON tasks (queue, ready_at, seq)",
+        messages=[message("kept")],
+    )
 
     reopened = SqliteBroker(db)
     leases = await reopened.claim(["default"], limit=1, lease_s=30)
@@ -281,17 +291,14 @@ async def test_a_version_1_database_is_upgraded(tmp_path: Path) -> None:
 
 async def test_a_version_2_database_gets_the_cheaper_pending_index(tmp_path: Path) -> None:
     db = tmp_path / "v2.db"
-    broker = SqliteBroker(db)
-    await broker.enqueue([message("kept"), message("later", process_in_s=3600.0)])
-    await broker.close()
-    raw = sqlite3.connect(db, isolation_level=None)
-    raw.execute("DROP INDEX tasks_pending")
-    raw.execute(
+    await _older_file(
+        db,
+        2,
+        "DROP INDEX tasks_pending",
         "CREATE INDEX tasks_pending ON tasks (queue, ready_at, seq)"
-        " WHERE state NOT IN ('scheduled', 'retry', 'active', 'archived', 'completed')"
+        " WHERE state NOT IN ('scheduled', 'retry', 'active', 'archived', 'completed')",
+        messages=[message("kept"), message("later", process_in_s=3600.0)],
     )
-    raw.execute("PRAGMA user_version = 2")
-    raw.close()
 
     reopened = SqliteBroker(db)
     leases = await reopened.claim(["default"], limit=10, lease_s=30)
@@ -313,13 +320,7 @@ async def test_a_version_3_database_gets_the_crashes_column_once_however_many_op
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "v3.db"
-    broker = SqliteBroker(db)
-    await broker.enqueue([message("kept")])
-    await broker.close()
-    raw = sqlite3.connect(db, isolation_level=None)
-    raw.execute("ALTER TABLE tasks DROP COLUMN crashes")
-    raw.execute("PRAGMA user_version = 3")
-    raw.close()
+    await _older_file(db, 3, "ALTER TABLE tasks DROP COLUMN crashes", messages=[message("kept")])
 
     # Several brokers open the old file at once: each runs the upgrade, one adds the column.
     openers = [SqliteBroker(db) for _ in range(4)]
