@@ -538,7 +538,7 @@ def bench_redis(args: argparse.Namespace, tmp: Path) -> list[Row]:
         ]  # fmt: skip
         for metric, unit, value in (
             ("drain, do-nothing handler", "tasks/s", lambda d: d.rate),
-            ("worker CPU per task", "µs/task", lambda d: d.worker_cpu_us),
+            ("worker CPU per task, all workers", "µs/task", lambda d: d.worker_cpu_us),
             ("Redis server CPU per task", "µs/task", lambda d: d.server_cpu_us),
         ):
             rows += [
