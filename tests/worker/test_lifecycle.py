@@ -186,6 +186,22 @@ def test_broker_url_defaults_to_the_environment(monkeypatch: pytest.MonkeyPatch)
         server.stop()
 
 
+def test_run_off_the_main_thread_says_what_to_use_instead() -> None:
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            Server(MemoryBroker()).run(lambda ctx, task: None)
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join(timeout=10)
+    assert len(raised) == 1 and isinstance(raised[0], ConfigError)
+    assert "main thread" in str(raised[0]) and "start" in str(raised[0])
+
+
 def test_run_handles_sigtstp_then_sigterm() -> None:
     name = f"memory://run-{uuid.uuid4().hex[:8]}"
     client = MemoryBroker.from_url(name)

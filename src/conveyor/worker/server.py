@@ -23,7 +23,7 @@ from conveyor.backoff import ReconnectBackoff, RetryDelay, default_retry_delay
 from conveyor.brokers import open_broker
 from conveyor.brokers.protocol import MAX_CRASH_ATTEMPTS, Broker
 from conveyor.config import broker_url_from_env, redact_url, split_broker_url
-from conveyor.errors import BrokerUnavailableError
+from conveyor.errors import BrokerUnavailableError, ConfigError
 from conveyor.message import DEFAULT_MAX_PAYLOAD_BYTES
 from conveyor.middleware import AsyncHandler, ErrorHandler, Handler, as_async
 from conveyor.worker import crashpoints
@@ -200,8 +200,14 @@ class Server:
         :data:`GC_YOUNG_THRESHOLD` (collections stay on; they just run less often).
 
         Raises:
-            ConfigError: ``loop`` is unknown, or uvloop is asked for and not installed.
+            ConfigError: ``loop`` is unknown, uvloop is asked for and not installed, or this is
+                not the main thread (use :meth:`start` or ``await`` :meth:`serve` there).
         """
+        if threading.current_thread() is not threading.main_thread():
+            raise ConfigError(
+                "Server.run installs signal handlers, so call it from the main thread; "
+                "elsewhere use Server.start(handler) or await Server.serve(handler)"
+            )
         name, factory = loop_factory(loop)
         logger.info("event loop: %s", name)
         _tune_gc()
