@@ -159,23 +159,22 @@ class Checkpointer:
             return None
         return conn, guard
 
-    def _checkpoint(self, conn: sqlite3.Connection, guard: sqlite3.Connection) -> int:
-        """Run one checkpoint under the write lock; return the WAL's size in frames (0: unknown)."""
+    def _checkpoint(self, conn: sqlite3.Connection, guard: sqlite3.Connection) -> None:
+        """Run one checkpoint under the write lock (``PASSIVE`` never waits for a busy lock)."""
         try:
             guard.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:  # writers held the lock too long: the next commit retries
             self.skipped += 1
             logger.debug("WAL checkpoint of %s put off: %s", self._path, exc)
-            return 0
+            return
         try:
             busy, frames, copied = copy_back(conn)
         except sqlite3.Error as exc:  # best effort: the next commit nudges a new attempt
             logger.debug("WAL checkpoint of %s failed: %s", self._path, exc)
-            return 0
+            return
         finally:
             guard.execute("ROLLBACK")  # nothing was written: the lock is simply released
         self.runs += 1
         if self.last is not None and 0 <= frames < self.last[1]:
             self.rewinds += 1
         self.last = (busy, frames, copied)
-        return max(int(frames), 0)
