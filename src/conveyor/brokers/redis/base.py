@@ -29,7 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.brokers.redis import keys
 from conveyor.brokers.redis.connect import RedisTarget, make_client
-from conveyor.brokers.redis.replies import _raw
+from conveyor.brokers.redis.replies import as_bytes
 from conveyor.errors import BrokerError, BrokerUnavailableError
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def script_source(name: str) -> str:
     return (folder / "lib.lua").read_text() + (folder / f"{name}.lua").read_text()
 
 
-class _Batch:
+class ScriptBatch:
     """KEYS for a script touching several queues: one 13-key block per distinct queue."""
 
     def __init__(self, broker: RedisBrokerBase) -> None:
@@ -140,7 +140,7 @@ class RedisBrokerBase:
     async def _run(self, name: str, keys_: Sequence[str], args: Sequence[Any]) -> Any:
         """Run a script by sha, loading it first if the server lacks it (NOSCRIPT).
 
-        What redis-py's script call does, without its per-call overhead (see _evalsha_blocking).
+        What redis-py's script call does, without its per-call overhead (see evalsha_blocking).
         """
         script = self._scripts[name]
         command = ("EVALSHA", script.sha, len(keys_), *keys_, *args)
@@ -151,7 +151,7 @@ class RedisBrokerBase:
                 await self._client.script_load(script.script)
                 return await self._client.execute_command(*command)
 
-    def _storing_keys(self, batch: _Batch) -> list[str]:
+    def _storing_keys(self, batch: ScriptBatch) -> list[str]:
         """KEYS of a script that stores messages: on a standalone server, plus the registry.
 
         The script then registers each queue it stores into in the same step (lib.lua), so
@@ -190,7 +190,7 @@ class RedisBrokerBase:
     async def _all_queues(self) -> list[str]:
         with self._errors():
             members = await self._client.smembers(keys.registry(self._ns))
-        return sorted(_raw(m).decode() for m in members)
+        return sorted(as_bytes(m).decode() for m in members)
 
     def _groups(self, queues: Sequence[str]) -> list[list[str]]:
         """Queues per script call: all together, or one per call on Cluster (one slot each)."""
@@ -206,7 +206,7 @@ class RedisBrokerBase:
         async def release(self, lease: Lease) -> None: ...
 
 
-def _evalsha_blocking(
+def evalsha_blocking(
     client: SyncClient, script: Script, keys_: Sequence[str], args: Sequence[Any]
 ) -> Any:
     """Run a registered script by sha, loading it first if the server lacks it (NOSCRIPT).

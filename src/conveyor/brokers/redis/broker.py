@@ -31,23 +31,23 @@ from conveyor.brokers.protocol import Broker, BrokerInfo, Capabilities
 from conveyor.brokers.redis import keys, server_config
 from conveyor.brokers.redis.base import (
     RedisBrokerBase,
+    ScriptBatch,
     SyncClient,
-    _Batch,
-    _evalsha_blocking,
+    evalsha_blocking,
     script_source,
 )
 from conveyor.brokers.redis.connect import RedisTarget, make_sync_client, parse_redis_url
 from conveyor.brokers.redis.inspection import InspectionMixin
 from conveyor.brokers.redis.records import enqueue_args, message_args
 from conveyor.brokers.redis.replies import (
-    _all_names,
-    _check_names,
-    _claim_args,
-    _claimed,
-    _enqueue_outcomes,
-    _in_order,
-    _queue_groups,
-    _refusal,
+    all_names,
+    check_names,
+    claim_script_args,
+    claimed_leases,
+    enqueue_outcomes,
+    in_order,
+    queue_groups,
+    refusal_error,
 )
 from conveyor.brokers.redis.waiting import WaitingMixin
 from conveyor.errors import BrokerError, BrokerUnavailableError, LeaseLostError
@@ -158,7 +158,7 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
         """
         if not messages:
             return []
-        _check_names(messages)
+        check_names(messages)
         if self._cluster:
             return await self._enqueue_per_queue(messages)
         return await self._combiner(messages)
@@ -173,16 +173,16 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
         """
         if not messages:
             return []
-        _check_names(messages)
+        check_names(messages)
         client, script = self._sync_client()
-        groups = _queue_groups(messages) if self._cluster else [list(range(len(messages)))]
+        groups = queue_groups(messages) if self._cluster else [list(range(len(messages)))]
         outcomes: list[list[TaskInfo]] = []
         for chosen in groups:
             group = [messages[i] for i in chosen] if self._cluster else messages
             keys_, args = self._enqueue_request([group])
             with self._errors():
-                reply = _evalsha_blocking(client, script, keys_, args)
-            [outcome] = _enqueue_outcomes([group], reply)
+                reply = evalsha_blocking(client, script, keys_, args)
+            [outcome] = enqueue_outcomes([group], reply)
             if isinstance(outcome, Exception):
                 raise outcome
             outcomes.append(outcome)
@@ -191,7 +191,7 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
                 with self._errors():
                     client.sadd(keys.registry(self._ns), *new)
                 self._registered_now(new)
-        return _in_order(groups, outcomes)
+        return in_order(groups, outcomes)
 
     def _sync_client(self) -> tuple[SyncClient, Script]:
         """The synchronous client and its enqueue script, made once (under a lock)."""
@@ -220,20 +220,20 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
     ) -> list[list[TaskInfo] | Exception]:
         """One enqueue.lua run for several calls; each call's outcome, or its refusal."""
         keys_, args = self._enqueue_request(groups)
-        return _enqueue_outcomes(groups, await self._run("enqueue", keys_, args))
+        return enqueue_outcomes(groups, await self._run("enqueue", keys_, args))
 
     def _enqueue_request(
         self, groups: Sequence[Sequence[TaskMessage]]
     ) -> tuple[list[str], list[str | bytes]]:
         """KEYS and ARGV of one enqueue.lua run storing ``groups`` (one group per call)."""
-        batch = _Batch(self)
+        batch = ScriptBatch(self)
         flat = groups[0] if len(groups) == 1 else [m for group in groups for m in group]
         args = enqueue_args(flat, [len(group) for group in groups], batch.block)
         return self._storing_keys(batch), args
 
     async def _enqueue_per_queue(self, messages: Sequence[TaskMessage]) -> list[TaskInfo]:
         """Cluster: one script run per queue (its slot); atomic per queue only."""
-        groups = _queue_groups(messages)
+        groups = queue_groups(messages)
         outcomes: list[list[TaskInfo]] = []
         for chosen in groups:
             [outcome] = await self._enqueue_groups([[messages[i] for i in chosen]])
@@ -241,7 +241,7 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
                 raise outcome
             outcomes.append(outcome)
             await self._register([messages[chosen[0]].queue])
-        return _in_order(groups, outcomes)
+        return in_order(groups, outcomes)
 
     # -- consuming -----------------------------------------------------------------------------
 
@@ -254,11 +254,13 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
         for group in self._groups(queues):
             if len(leases) >= limit:
                 break
-            batch = _Batch(self)
+            batch = ScriptBatch(self)
             for q in group:
                 batch.block(q)
-            reply = await self._run("claim", batch.keys, _claim_args(limit - len(leases), lease_s))
-            leases.extend(_claimed(batch.queues, reply))
+            reply = await self._run(
+                "claim", batch.keys, claim_script_args(limit - len(leases), lease_s)
+            )
+            leases.extend(claimed_leases(batch.queues, reply))
         return leases
 
     async def extend_leases(self, leases: Sequence[Lease], lease_s: float) -> list[bool]:
@@ -268,7 +270,7 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
             return []
         for group in self._groups([lease.task.queue for lease in leases]):
             chosen = [(i, le) for i, le in enumerate(leases) if le.task.queue in group]
-            batch = _Batch(self)
+            batch = ScriptBatch(self)
             args: list[Any] = [round(lease_s * 1_000_000), len(chosen)]
             for _, le in chosen:
                 args.extend((batch.block(le.task.queue), le.task.id, le.token))
@@ -283,17 +285,17 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
             return []
         if self._cluster:
             return await self._complete_per_queue(completions)
-        _check_names([m for c in completions for m in c.successors])
+        check_names([m for c in completions for m in c.successors])
         return await self._complete_batch(completions, with_successors=True)
 
     async def _complete_batch(
         self, completions: Sequence[Completion], *, with_successors: bool
     ) -> list[bool]:
         ids = [c.lease.task.id for c in completions]
-        if not _all_names(ids):  # the ids travel space-separated: hold them to the name rule
+        if not all_names(ids):  # the ids travel space-separated: hold them to the name rule
             for task_id in ids:
                 validate_name(task_id, what="task id")
-        batch = _Batch(self)
+        batch = ScriptBatch(self)
         # The completions travel as one string: one argument to encode instead of five each.
         spec = " ".join(
             f"{batch.block(c.lease.task.queue)} {c.lease.task.id} {c.lease.token} "
@@ -313,7 +315,7 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
         reply = await self._run("complete", self._storing_keys(batch), args)
         if len(reply) >= 3 and isinstance(reply[-2], bytes):
             # Completions before the refused successor's owner were applied; it and later not.
-            raise _refusal(reply[-2], owned[int(reply[-1]) - 1][1])
+            raise refusal_error(reply[-2], owned[int(reply[-1]) - 1][1])
         return [ok == 1 for ok in reply[1:]]
 
     async def _complete_per_queue(self, completions: Sequence[Completion]) -> list[bool]:

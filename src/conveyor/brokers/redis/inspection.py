@@ -17,7 +17,7 @@ from conveyor.brokers.protocol import (
 from conveyor.brokers.redis import keys
 from conveyor.brokers.redis.base import RedisBrokerBase
 from conveyor.brokers.redis.records import decode_record, pairs
-from conveyor.brokers.redis.replies import _not_found, _raw
+from conveyor.brokers.redis.replies import as_bytes, not_found
 from conveyor.errors import QueueInUseError, QueueNotEmptyError
 from conveyor.message import QueueStats, TaskInfo, TaskState
 
@@ -107,17 +107,17 @@ class InspectionMixin(RedisBrokerBase):
         k = self._keys(queue)
         with self._errors():
             reply = await self._client.hgetall(k.task_prefix + task_id)
-        fields = {_raw(key): _raw(value) for key, value in reply.items()}
+        fields = {as_bytes(key): as_bytes(value) for key, value in reply.items()}
         if not fields:
-            raise _not_found(queue, task_id)
+            raise not_found(queue, task_id)
         return decode_record(queue, task_id, fields)
 
     async def _manage_one(self, op: str, queue: str, task_id: str) -> None:
         reply = await self._run("manage", self._keys(queue).block, [op, "one", task_id])
         if reply == 0:
-            raise _not_found(queue, task_id)
+            raise not_found(queue, task_id)
         if isinstance(reply, bytes):
-            raise _not_found(queue, task_id, f" that can be {op}d (it is {reply.decode()})")
+            raise not_found(queue, task_id, f" that can be {op}d (it is {reply.decode()})")
 
     async def delete_task(self, queue: str, task_id: str) -> None:
         """Delete a task that is not ACTIVE, releasing its unique lock."""

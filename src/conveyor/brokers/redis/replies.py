@@ -17,7 +17,7 @@ from conveyor.message import NAME_PATTERN, Lease, TaskInfo, TaskMessage, validat
 logger = logging.getLogger("conveyor.brokers.redis.broker")
 
 
-def _raw(value: bytes | str) -> bytes:
+def as_bytes(value: bytes | str) -> bytes:
     """Replies are bytes (decode_responses is off); the str branch only satisfies the types."""
     return value if isinstance(value, bytes) else value.encode()
 
@@ -26,7 +26,7 @@ def _raw(value: bytes | str) -> bytes:
 _NAME_LINES = re.compile(rf"(?:{NAME_PATTERN.pattern}\n)*")
 
 
-def _all_names(values: Sequence[str]) -> bool:
+def all_names(values: Sequence[str]) -> bool:
     """True when every value is a valid name (False may also mean: look at each one)."""
     try:
         text = "\n".join(values) + "\n"
@@ -36,16 +36,16 @@ def _all_names(values: Sequence[str]) -> bool:
     return text.count("\n") == len(values) and _NAME_LINES.fullmatch(text) is not None
 
 
-def _check_names(messages: Sequence[TaskMessage]) -> None:
+def check_names(messages: Sequence[TaskMessage]) -> None:
     """Refuse bad ids and types before anything is stored (enqueue.lua relies on valid ids)."""
-    if _all_names([m.id for m in messages]) and _all_names([m.type for m in messages]):
+    if all_names([m.id for m in messages]) and all_names([m.type for m in messages]):
         return
     for m in messages:  # find the first bad name, for validate_name's error
         validate_name(m.id, what="task id")
         validate_name(m.type, what="task type")
 
 
-def _queue_groups(messages: Sequence[TaskMessage]) -> list[list[int]]:
+def queue_groups(messages: Sequence[TaskMessage]) -> list[list[int]]:
     """Message positions per queue, queues in first-seen order (Cluster: one script each)."""
     groups: dict[str, list[int]] = {}
     for i, m in enumerate(messages):
@@ -53,10 +53,8 @@ def _queue_groups(messages: Sequence[TaskMessage]) -> list[list[int]]:
     return list(groups.values())
 
 
-def _in_order(
-    groups: Sequence[Sequence[int]], outcomes: Sequence[list[TaskInfo]]
-) -> list[TaskInfo]:
-    """Infos back in message order from per-group results (positions as _queue_groups gives)."""
+def in_order(groups: Sequence[Sequence[int]], outcomes: Sequence[list[TaskInfo]]) -> list[TaskInfo]:
+    """Infos back in message order from per-group results (positions as queue_groups gives)."""
     if len(groups) == 1:
         return outcomes[0]
     infos: dict[int, TaskInfo] = {}
@@ -65,7 +63,7 @@ def _in_order(
     return [infos[i] for i in range(len(infos))]
 
 
-def _enqueue_outcomes(
+def enqueue_outcomes(
     groups: Sequence[Sequence[TaskMessage]], reply: Any
 ) -> list[list[TaskInfo] | Exception]:
     """Each call's infos, or its refusal, from an enqueue.lua reply."""
@@ -75,11 +73,11 @@ def _enqueue_outcomes(
         if result[0] == b"ok":
             outcomes.append(enqueued_infos(group, result[1], now_us))
         else:
-            outcomes.append(_refusal(result[0], group[int(result[1]) - 1]))
+            outcomes.append(refusal_error(result[0], group[int(result[1]) - 1]))
     return outcomes
 
 
-def _refusal(code: bytes, m: TaskMessage) -> Exception:
+def refusal_error(code: bytes, m: TaskMessage) -> Exception:
     if code == b"duplicate":
         return DuplicateTaskError(
             f"unique key {m.unique_key!r} is held in queue {m.queue!r}",
@@ -91,18 +89,18 @@ def _refusal(code: bytes, m: TaskMessage) -> Exception:
     )
 
 
-def _not_found(queue: str, task_id: str, why: str = "") -> TaskNotFoundError:
+def not_found(queue: str, task_id: str, why: str = "") -> TaskNotFoundError:
     return TaskNotFoundError(
         f"no task {task_id!r} in queue {queue!r}{why}", task_id=task_id, queue=queue
     )
 
 
-def _claim_args(limit: int, lease_s: float) -> list[int]:
+def claim_script_args(limit: int, lease_s: float) -> list[int]:
     """claim.lua's ARGV."""
     return [limit, round(lease_s * 1_000_000)]
 
 
-def _claimed(names: Sequence[str], reply: Any) -> list[Lease]:
+def claimed_leases(names: Sequence[str], reply: Any) -> list[Lease]:
     """The leases in a claim.lua reply (``names``: the queues of its KEYS blocks, in order).
 
     Corrupt records the script archived on the way are logged here.

@@ -13,9 +13,9 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError
 
-from conveyor.brokers.redis.base import Client, RedisBrokerBase, _Batch
+from conveyor.brokers.redis.base import Client, RedisBrokerBase, ScriptBatch
 from conveyor.brokers.redis.connect import make_client
-from conveyor.brokers.redis.replies import _claim_args, _claimed
+from conveyor.brokers.redis.replies import claim_script_args, claimed_leases
 from conveyor.errors import ConveyorError
 from conveyor.message import Lease
 
@@ -52,7 +52,7 @@ class WaitingMixin(RedisBrokerBase):
             return await self.claim(names, limit=limit, lease_s=lease_s)
         wake_keys = [self._keys(q).wake for q in names]
         blocked = asyncio.ensure_future(
-            self._blocked_claim(batch, wake_keys, wait, _claim_args(limit, lease_s))
+            self._blocked_claim(batch, wake_keys, wait, claim_script_args(limit, lease_s))
         )
         try:
             # Shielded: cancelling redis-py mid-reply would drop the connection, and with it
@@ -63,7 +63,7 @@ class WaitingMixin(RedisBrokerBase):
             raise
 
     async def _blocked_claim(
-        self, batch: _Batch, wake_keys: list[str], wait: float, claim_args: list[int]
+        self, batch: ScriptBatch, wake_keys: list[str], wait: float, claim_args: list[int]
     ) -> list[Lease]:
         """BLPOP then claim.lua, sent together on the blocking client; the claim's leases."""
         blocking = self._blocking_client()
@@ -80,7 +80,7 @@ class WaitingMixin(RedisBrokerBase):
         elif isinstance(reply, Exception):
             with self._errors():
                 raise reply
-        return _claimed(batch.queues, reply)
+        return claimed_leases(batch.queues, reply)
 
     async def _give_back(self, blocked: asyncio.Future[list[Lease]]) -> None:
         """A cancelled wait_and_claim: wake its BLPOP, release what its claim took."""
@@ -117,17 +117,17 @@ class WaitingMixin(RedisBrokerBase):
         if wait >= _SHORTEST_BLPOP_S:
             await self._block([self._keys(q).wake for q in names], wait)
 
-    def _batches(self, names: Sequence[str]) -> list[_Batch]:
+    def _batches(self, names: Sequence[str]) -> list[ScriptBatch]:
         """KEYS for scripts over ``names``: one batch in all, or one per queue on Cluster."""
         batches = []
         for group in self._groups(names):
-            batch = _Batch(self)
+            batch = ScriptBatch(self)
             for q in group:
                 batch.block(q)
             batches.append(batch)
         return batches
 
-    async def _wait_bound(self, batches: Sequence[_Batch], timeout_s: float) -> float:
+    async def _wait_bound(self, batches: Sequence[ScriptBatch], timeout_s: float) -> float:
         """How long an idle wait may last: ``timeout_s``, cut to when the earliest waiting task
         is due (0 when one is ready). ``peek.lua`` also clears the queues' stale wake tokens."""
         wait = timeout_s
