@@ -11,6 +11,13 @@ per line (``--incr-only``: the first one alone, so two processes can run it at o
 - ``roundtrip-sequential``: ``N`` INCRs one after another on a plain (sync) redis-py client.
   A sequential producer that waits for each acknowledgement cannot enqueue faster than one
   round trip per task.
+- ``brpop-loop``: the issue's reference queue (issue 5 measured it at about 9,000/s): a plain
+  sync redis-py loop that takes one item with ``BRPOP`` and does the no-op's ``INCR``, over a
+  list of ``N`` items. No lease, no retry, nothing recorded: the same work with no queue
+  machinery. The issue's aims were set on a machine where this loop ran at 9,000/s, so the
+  ratio of this figure to 9,000 says how fast this machine is at this moment.
+- ``rpop-batched``: the issue's other reference (about 48,000/s there): ``RPOP`` 100 items at a
+  time, with their ``INCR`` commands sent in one pipeline.
 
 The key is deleted afterwards.
 """
@@ -57,6 +64,49 @@ def roundtrip_sequential(url: str, key: str, n: int) -> float:
         client.close()
 
 
+BATCH = 100
+
+
+def _fill(client: redis.Redis, key: str, n: int) -> None:
+    client.delete(key)
+    for i in range(0, n, 10_000):
+        client.lpush(key, *(b"t" for _ in range(min(10_000, n - i))))
+
+
+def brpop_loop(url: str, key: str, n: int) -> float:
+    """``n`` tasks taken one at a time with BRPOP, each followed by its INCR."""
+    client = redis.Redis.from_url(url)
+    items = f"{key}:items"
+    try:
+        _fill(client, items, n)
+        start = time.perf_counter()
+        for _ in range(n):
+            client.brpop([items], timeout=1)
+            client.incr(key)
+        return n / (time.perf_counter() - start)
+    finally:
+        client.delete(key, items)
+        client.close()
+
+
+def rpop_batched(url: str, key: str, n: int) -> float:
+    """``n`` tasks taken ``BATCH`` at a time with RPOP, their INCRs in one pipeline per batch."""
+    client = redis.Redis.from_url(url)
+    items = f"{key}:items"
+    try:
+        _fill(client, items, n)
+        start = time.perf_counter()
+        while taken := client.rpop(items, BATCH):
+            with client.pipeline(transaction=False) as pipe:
+                for _ in taken:
+                    pipe.incr(key)
+                pipe.execute()
+        return n / (time.perf_counter() - start)
+    finally:
+        client.delete(key, items)
+        client.close()
+
+
 def main(url: str, key: str, n: int, concurrency: int, incr_only: bool) -> None:
     # On the event loop a worker would use here (--loop auto: uvloop when installed).
     _, factory = loop_factory("auto")
@@ -65,6 +115,8 @@ def main(url: str, key: str, n: int, concurrency: int, incr_only: bool) -> None:
     print(f"incr-concurrent {rate:.0f}")
     if not incr_only:
         print(f"roundtrip-sequential {roundtrip_sequential(url, key, n):.0f}")
+        print(f"brpop-loop {brpop_loop(url, key, n):.0f}")
+        print(f"rpop-batched {rpop_batched(url, key, n):.0f}")
 
 
 if __name__ == "__main__":

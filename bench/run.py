@@ -443,6 +443,24 @@ def saq_enqueue(url: str, queue_name: str, n: int) -> None:
     asyncio.run(go())
 
 
+def saq_enqueue_single(url: str, queue_name: str, n: int) -> float:
+    """saq's rate for ``n`` enqueues one after another (each awaited), as ``enqueue_single``."""
+    from saq import Queue
+
+    async def go() -> float:
+        queue = Queue.from_url(url, name=queue_name)
+        await queue.connect()
+        await queue.enqueue("noop")  # connect outside the timing
+        start = time.perf_counter()
+        for _ in range(n):
+            await queue.enqueue("noop")
+        rate = n / (time.perf_counter() - start)
+        await queue.disconnect()
+        return rate
+
+    return asyncio.run(go())
+
+
 def saq_workers(
     url: str, queue_name: str, counter: str, count: int, concurrency: int, tmp: Path
 ) -> Callable[[], list[subprocess.Popen[bytes]]]:
@@ -521,6 +539,13 @@ def bench_redis(args: argparse.Namespace, tmp: Path) -> list[Row]:
             rows.append(Row("ceiling (no queue)", "redis-benchmark PING, 1 connection (C client)",
                             limits["ping-c-client"], "tasks/s"))  # fmt: skip
         rows += [
+            Row("issue's reference", f"BRPOP + INCR loop, sync (issue: {BRPOP_LOOP_ISSUE:,})",
+                limits["brpop-loop"], "tasks/s"),
+            Row("issue's reference", "RPOP 100 at a time, INCRs pipelined (issue: ~48,000)",
+                limits["rpop-batched"], "tasks/s"),
+        ]  # fmt: skip
+        rows += scaled_rows(rows, limits["brpop-loop"] / BRPOP_LOOP_ISSUE)
+        rows += [
             # The machine's speed drifts: these shares compare a drain with its own run's ceiling.
             Row("where the time goes", "drain, 1 process, as a share of its INCR ceiling",
                 100 * drains[0].rate / limits["incr-concurrent"], "%"),
@@ -546,16 +571,43 @@ def bench_redis(args: argparse.Namespace, tmp: Path) -> list[Row]:
                 for p, d in zip(procs, bare, strict=True)
             ]
         if not args.no_peer:
-            rows += bench_peer(args, tmp, token, counter, drains)
+            rows += bench_peer(args, tmp, token, counter, drains, single)
     return rows
+
+
+BRPOP_LOOP_ISSUE = 9_000
+"""What issue 5 measured for a plain BRPOP + INCR loop on the machine its aims were set on."""
+
+
+def scaled_rows(rows: list[Row], factor: float) -> list[Row]:
+    """The Redis aims scaled by this machine's speed at this moment (``factor``).
+
+    ``factor`` is this run's plain BRPOP + INCR loop over the issue's 9,000/s: rates must reach
+    aim x factor, times aim / factor. RSS is not scaled.
+    """
+    out = [Row("aims scaled to this run", "machine speed: BRPOP loop / issue's 9,000", factor, "x")]
+    for row in rows:
+        if row.system != "conveyor redis" or row.target is None or row.unit == "MB":
+            continue
+        target = row.target * factor if row.higher_is_better else row.target / factor
+        out.append(
+            Row("aims scaled to this run", row.metric, row.value, row.unit, target,
+                row.higher_is_better)
+        )  # fmt: skip
+    return out
 
 
 def bench_peer(
     args: argparse.Namespace, tmp: Path, token: str, counter: Callable[[str], Callable[[], int]],
-    ours: list[Drained],
+    ours: list[Drained], single: float,
 ) -> list[Row]:  # fmt: skip
     n, c = args.tasks, args.concurrency
-    rows: list[Row] = []
+    peer_single = saq_enqueue_single(args.redis_url, f"{token}saqsingle", min(n, 5_000))
+    _say(f"saq enqueue single: {peer_single:,.0f}/s")
+    rows = [
+        Row("saq redis (peer)", "enqueue single, 1 producer, sequential", peer_single, "tasks/s"),
+        Row("conveyor/saq", "enqueue single ratio, 1 producer", single / peer_single, "x"),
+    ]
     for procs in (1, 2):
         queue_name, key = f"{token}saq{procs}", f"{token}:saqctr{procs}"
         saq_enqueue(args.redis_url, queue_name, n)
