@@ -10,6 +10,7 @@ from conveyor.brokers.protocol import (
     MAX_CRASH_ATTEMPTS,
     Broker,
     crash_limit_error,
+    recover_spread,
 )
 from conveyor.errors import LeaseLostError
 from conveyor.message import Completion, Lease, TaskState
@@ -80,6 +81,35 @@ async def test_expired_lease_is_recovered_as_a_failed_attempt(broker: Broker) ->
     assert task.last_error == LEASE_EXPIRED_ERROR
     assert is_utc(task.last_failed_at) and is_utc(task.next_process_at)
     assert await broker.claim([QUEUE], limit=1, lease_s=30) == []  # due in an hour
+
+
+async def test_tasks_recovered_together_are_due_at_spread_times(broker: Broker) -> None:
+    # Every task of a dead worker lapses at once; their due times are spread by a factor of
+    # their id and crash number, computed the same on every backend, so they are not all
+    # claimed together again.
+    infos = [await enqueue_one(broker, max_retry=3) for _ in range(8)]
+    leases = await broker.claim([QUEUE], limit=8, lease_s=SHORT_LEASE_S)
+    assert len(leases) == 8
+    before = await broker_now(broker)
+    assert await recover(broker, delay_s=1000, count=8) == 8
+    after = await broker_now(broker)
+
+    due = {}
+    for info in infos:
+        task = await broker.get_task(QUEUE, info.id)
+        assert task.state is TaskState.RETRY and task.next_process_at is not None
+        due[info.id] = task.next_process_at.timestamp()
+    for task_id, at in due.items():
+        spread = 1000 * recover_spread(task_id, 1)
+        assert before + spread - 0.01 <= at <= after + spread + 0.01
+    assert len({round(at) for at in due.values()}) > 1
+
+
+def test_recover_spread_is_a_factor_between_half_and_one_and_a_half() -> None:
+    factors = [recover_spread(f"task-{i}", crash) for i in range(200) for crash in (1, 2)]
+    assert all(0.5 <= f < 1.5 for f in factors)
+    assert min(factors) < 0.6 and max(factors) > 1.4  # spread over the whole range
+    assert recover_spread("a", 1) == recover_spread("a", 1) != recover_spread("a", 2)
 
 
 @pytest.mark.parametrize("max_crashes", [1, 3])

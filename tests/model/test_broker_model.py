@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from conftest import REDIS_URL, redis_available, service_missing
-from conveyor.brokers.protocol import Broker
+from conveyor.brokers.protocol import Broker, recover_spread
 from conveyor.errors import (
     DuplicateTaskError,
     LeaseLostError,
@@ -346,19 +346,20 @@ class BrokerModel(RuleBasedStateMachine):
             self.broker.recover_expired(delay_s=self.delay(later), max_crashes=max_crashes)
         )
         lapsed = [
-            t
-            for t in self.tasks.values()
+            (task_id, t)
+            for (_, task_id), t in self.tasks.items()
             if t.state is TaskState.ACTIVE and t.lease_expires < self.model_now
         ]
         assert recovered == len(lapsed)
-        for t in lapsed:
+        for task_id, t in lapsed:
             t.retried += 1
             t.crashes += 1
             t.token = None
             if t.retried > t.max_retry or t.crashes >= max_crashes:
                 t.state = TaskState.ARCHIVED
             else:
-                t.state, t.due = TaskState.RETRY, self.model_now + self.delay(later)
+                spread = recover_spread(task_id, t.crashes)
+                t.state, t.due = TaskState.RETRY, self.model_now + self.delay(later) * spread
 
     # -- what must hold after every step ---------------------------------------------------
 

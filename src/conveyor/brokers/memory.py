@@ -99,6 +99,7 @@ from conveyor.brokers.protocol import (
     BrokerInfo,
     Capabilities,
     crash_limit_error,
+    recover_spread,
 )
 from conveyor.config import redact_url, split_broker_url
 from conveyor.errors import (
@@ -559,7 +560,8 @@ class MemoryBroker:
                 if poison or t.retried > t.msg.max_retry:
                     self._to_settled(s, t, TaskState.ARCHIVED, now)
                 else:
-                    self._to_waiting(s, t, TaskState.RETRY, now + delay_s, now)
+                    due = now + delay_s * recover_spread(t.msg.id, t.crashes)
+                    self._to_waiting(s, t, TaskState.RETRY, due, now)
             return len(lapsed)
 
     async def purge_expired(self) -> int:

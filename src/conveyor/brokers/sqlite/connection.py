@@ -7,6 +7,7 @@ import time
 from enum import StrEnum
 from pathlib import Path
 
+from conveyor.brokers.protocol import recover_spread
 from conveyor.brokers.sqlite import checkpoint
 from conveyor.brokers.sqlite.queries import SCHEMA_VERSION, schema_script
 from conveyor.errors import BrokerError, BrokerUnavailableError
@@ -120,6 +121,8 @@ def open_connection(
         cached_statements=256,
         check_same_thread=False,
     )
+    # The recovery query spreads due times exactly as the other backends do.
+    conn.create_function("recover_spread", 2, recover_spread, deterministic=True)
     try:
         journal_mode = _enable_wal(conn, busy_timeout_s)
         conn.execute(SYNCHRONOUS_PRAGMA[synchronous])

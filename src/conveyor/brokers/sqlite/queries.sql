@@ -172,7 +172,8 @@ UPDATE tasks SET state = 'pending', since = ?, lease_expires_at = NULL
 WHERE queue = ? AND id = ? AND state = 'active' AND token = ?;
 
 -- name: recover_expired
--- Fail every ACTIVE task whose lease lapsed: RETRY due at now + delay, or ARCHIVED when it has
+-- Fail every ACTIVE task whose lease lapsed: RETRY due at now + delay x recover_spread(id,
+-- crash number) (a Python function the connection registers), or ARCHIVED when it has
 -- no retries left or lost its max_crashes-th lease (then with the crash-limit error). Every
 -- right-hand side reads the row as it was. Returns the queue of each recovered task (for the
 -- failure counters).
@@ -181,7 +182,7 @@ UPDATE tasks
 SET state = CASE WHEN crashes + 1 >= ?4 OR retried + 1 > max_retry THEN 'archived'
                  ELSE 'retry' END,
     ready_at = CASE WHEN crashes + 1 >= ?4 OR retried + 1 > max_retry THEN ready_at
-                    ELSE ?2 + ?3 END,
+                    ELSE ?2 + ?3 * recover_spread(id, crashes + 1) END,
     last_error = CASE WHEN crashes + 1 >= ?4 THEN ?5 ELSE ?1 END,
     crashes = crashes + 1, retried = retried + 1, last_failed_at = ?2, since = ?2,
     lease_expires_at = NULL

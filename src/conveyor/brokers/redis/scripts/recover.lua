@@ -1,8 +1,8 @@
 -- recover.lua: fail ACTIVE tasks of one queue whose lease expired before now.
 -- KEYS:    one 13-key block (see lib.lua).
--- ARGV:    [1] retry delay in µs, [2] error text, [3] batch size, [4] max crashes (lost leases
---          after which a task is archived whatever retries it has left), [5] the error text
---          recorded then.
+-- ARGV:    [1] retry delay in µs (spread per task, see spread below), [2] error text, [3] batch
+--          size, [4] max crashes (lost leases after which a task is archived whatever retries it
+--          has left), [5] the error text recorded then.
 -- Returns: {recovered, more} where more is 1 when a full batch was taken (call again).
 
 local b = block(1)
@@ -13,16 +13,24 @@ local max_crashes = tonumber(ARGV[4])
 -- Expired means expiry < now. Scores are whole microseconds, so that is expiry <= now - 1 (a
 -- '(' .. t string would print t with 14 digits and lose the microseconds).
 local ids = redis.call('ZRANGE', b.active, '-inf', t - 1, 'BYSCORE', 'LIMIT', 0, batch)
+-- The delay's factor for this task and crash, in [0.5, 1.5): the first 32 bits of the SHA-1 of
+-- "<id>:<crash>", as conveyor.brokers.protocol.recover_spread computes it.
+local function spread(id, crash)
+  return 0.5 + tonumber(string.sub(redis.sha1hex(id .. ':' .. crash), 1, 8), 16) / 4294967296
+end
+
 for _, id in ipairs(ids) do
   local rec = redis.call('HMGET', b.tprefix .. id, 'retried', 'max_retry', 'state')
-  if rec[3] ~= 'active' then
+  local crash
+  if rec[3] == 'active' then crash = redis.call('HINCRBY', b.tprefix .. id, 'crashes', 1) end
+  if crash == nil then
     redis.call('ZREM', b.active, id)  -- stray index entry; the record lives elsewhere
-  elseif redis.call('HINCRBY', b.tprefix .. id, 'crashes', 1) >= max_crashes then
+  elseif crash >= max_crashes then
     fail_task(b, id, t, ARGV[5], nil)
   elseif (tonumber(rec[1]) or 0) + 1 > (tonumber(rec[2]) or 0) then
     fail_task(b, id, t, ARGV[2], nil)
   else
-    fail_task(b, id, t, ARGV[2], t + delay)
+    fail_task(b, id, t, ARGV[2], t + math.floor(delay * spread(id, crash)))
   end
 end
 local more = 0
