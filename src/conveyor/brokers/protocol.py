@@ -46,16 +46,18 @@ def crash_limit_error(max_crashes: int) -> str:
 
 
 def recover_spread(task_id: str, crash: int) -> float:
-    """The factor, in [0.5, 1.5), on the delay of a task recovered for the ``crash``-th time.
+    """The factor, in [0.5, 1), on the delay of a task recovered for the ``crash``-th time.
 
     Tasks recovered together (every task of a dead worker) would otherwise all be due at the
     same instant: claimed together again, and a task that kills its worker would take the same
     neighbours down with it at every crash. The factor is derived from the task id and the crash
     number (the first 32 bits of the SHA-1 of ``"<id>:<crash>"``) rather than drawn at random, so
     every backend, including the Redis scripts (``redis.sha1hex``), spreads a task the same way.
+    It is below 1 so that ``recover_delay`` stays the bound on how long a recovered task waits
+    (the delivery contract's grace before redelivery).
     """
     digest = hashlib.sha1(f"{task_id}:{crash}".encode(), usedforsecurity=False).hexdigest()
-    return 0.5 + int(digest[:8], 16) / 2**32
+    return 0.5 + int(digest[:8], 16) / 2**33
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,7 +178,7 @@ class Broker(Protocol):
 
         Each counts as a failed attempt with the error ``"lease expired (worker lost)"``: it goes
         to RETRY due in ``delay_s`` seconds times :func:`recover_spread` of its id and crash
-        count (so between half and one and a half times ``delay_s``), or to ARCHIVED when it
+        count (so between half of ``delay_s`` and ``delay_s``), or to ARCHIVED when it
         has no retries left. Each also counts as a crash: a task recovered for the
         ``max_crashes``-th time is ARCHIVED with :func:`crash_limit_error` whatever retries it
         has left, so a task that kills its worker is dead after ``max_crashes`` claims rather

@@ -91,7 +91,7 @@ class WorkerConfig:
         renew_interval_s: how often leases are extended; ``None`` means a third of the lease.
         recover_interval_s: how often expired leases (of dead workers) are recovered.
         recover_delay_s: how long a recovered task waits in RETRY before it runs again (spread
-            per task by a factor between 0.5 and 1.5: ``protocol.recover_spread``).
+            per task by a factor between 0.5 and 1: ``protocol.recover_spread``).
         max_crash_attempts: lost leases after which a recovered task is archived (a task that
             kills its worker), whatever retries it has left.
         janitor_interval_s: how often expired results and unique locks are purged.

@@ -93,8 +93,8 @@ class Server:
         max_payload_bytes: stored payloads larger than this are archived unread.
         renew_interval: time between lease renewals (default: a third of the lease).
         recover_interval: time between scans for expired leases.
-        recover_delay: how long a recovered task waits before running again, spread per task
-            between half and one and a half times this.
+        recover_delay: the longest a recovered task waits before running again (each waits
+            between half of this and all of it).
         max_crash_attempts: a task whose lease lapses this many times (it keeps killing or
             stalling its worker) is archived instead of retried.
         janitor_interval: time between purges of expired results.

@@ -13,10 +13,10 @@ local max_crashes = tonumber(ARGV[4])
 -- Expired means expiry < now. Scores are whole microseconds, so that is expiry <= now - 1 (a
 -- '(' .. t string would print t with 14 digits and lose the microseconds).
 local ids = redis.call('ZRANGE', b.active, '-inf', t - 1, 'BYSCORE', 'LIMIT', 0, batch)
--- The delay's factor for this task and crash, in [0.5, 1.5): the first 32 bits of the SHA-1 of
+-- The delay's factor for this task and crash, in [0.5, 1): the first 32 bits of the SHA-1 of
 -- "<id>:<crash>", as conveyor.brokers.protocol.recover_spread computes it.
 local function spread(id, crash)
-  return 0.5 + tonumber(string.sub(redis.sha1hex(id .. ':' .. crash), 1, 8), 16) / 4294967296
+  return 0.5 + tonumber(string.sub(redis.sha1hex(id .. ':' .. crash), 1, 8), 16) / 8589934592
 end
 
 for _, id in ipairs(ids) do
