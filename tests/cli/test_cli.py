@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conveyor import Inspector, TaskState
+from conveyor import Inspector, Server, TaskState
 from conveyor.cli.main import cli
 from conveyor.cli.params import parse_duration
+from conveyor.worker.config import WorkerConfig
 
 
 @pytest.fixture
@@ -121,6 +122,25 @@ def test_worker_bad_queue_weight(runner: CliRunner, url: str) -> None:
     result = runner.invoke(cli, ["worker", "conveyor:ServeMux", "-q", "a=x", "--broker", url])
     assert result.exit_code == 2
     assert "positive integer" in result.output
+
+
+def test_worker_recovery_options_reach_the_server(
+    runner: CliRunner, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[WorkerConfig] = []
+    # Serving is tested elsewhere: here only what the options turn into.
+    monkeypatch.setattr(Server, "run", lambda self, handler, *, loop: seen.append(self.config))
+    result = runner.invoke(
+        cli,
+        [
+            "worker", "conveyor:ServeMux", "--broker", url, "--recover-interval", "300ms",
+            "--recover-delay", "250ms", "--max-crash-attempts", "5",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    [config] = seen
+    assert (config.recover_interval_s, config.recover_delay_s) == (0.3, 0.25)
+    assert config.max_crash_attempts == 5
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -43,6 +44,37 @@ def test_task_of_a_killed_worker_is_completed_by_another(
             lambda: (s := inspector.queue_info(info.queue)).active == 0 and s, within=5.0
         )
         assert (stats.pending, stats.retry, stats.archived) == (0, 0, 0)
+
+
+def test_tasks_of_a_killed_worker_restart_within_lease_scan_and_grace(
+    url: str, trace_dir: Path, workers: list[Worker]
+) -> None:
+    """The delivery contract's bound (G10): a dead worker's tasks start again elsewhere within
+    lease + recovery scan + grace (``--recover-delay``) + 1 s of the kill."""
+    lease_s, scan_s, grace_s = 1.0, 0.2, 0.5
+    args = (
+        "--lease", f"{lease_s}s", "--recover-interval", f"{scan_s}s",
+        "--recover-delay", f"{grace_s}s", "--concurrency", "20",
+    )  # fmt: skip
+    doomed = spawn(workers, url, trace_dir, *args)
+    with Client(url) as client:
+        client.enqueue_many([worker_app.hang_first_time.task(f"g10x{i}") for i in range(8)])
+    wait_until(lambda: len(traces(trace_dir, "started-g10x")) == 8, within=10.0)
+    survivor = spawn(workers, url, trace_dir, *args)
+
+    killed_at = time.time()
+    os.kill(doomed.pid, signal.SIGKILL)
+    assert doomed.proc.wait(timeout=10) == -signal.SIGKILL
+
+    # Recovered together, the eight are due at spread times, all within the grace.
+    restarts = wait_until(
+        lambda: len(found := traces(trace_dir, "finished-g10x")) == 8 and found, within=15.0
+    )
+    assert {p.name.rsplit("-", 1)[1] for p in restarts} == {str(survivor.pid)}
+    started = [
+        (trace_dir / p.name.replace("finished-", "started-")).stat().st_mtime for p in restarts
+    ]
+    assert max(started) - killed_at <= lease_s + scan_s + grace_s + 1.0
 
 
 # Redis only: a process frozen on SQLite may be frozen inside a write transaction, holding the

@@ -111,6 +111,13 @@ finish, the rest go back to their queue. SIGTSTP stops taking new tasks."""
     help="Time between scans for tasks of crashed workers.",
 )
 @click.option(
+    "--recover-delay",
+    type=Duration(),
+    default="1s",
+    show_default=True,
+    help="Longest wait of a recovered task before it runs again (each waits half to all of it).",
+)
+@click.option(
     "--max-crash-attempts",
     type=click.IntRange(min=1),
     default=MAX_CRASH_ATTEMPTS,
@@ -139,6 +146,7 @@ def worker(
     lease: timedelta,
     shutdown_timeout: timedelta,
     recover_interval: timedelta,
+    recover_delay: timedelta,
     max_crash_attempts: int,
     loop: LoopChoice,
     log_level: str,
@@ -155,6 +163,7 @@ def worker(
             lease=lease,
             shutdown_timeout=shutdown_timeout,
             recover_interval=recover_interval,
+            recover_delay=recover_delay,
             max_crash_attempts=max_crash_attempts,
         )
         server.run(handler, loop=loop)
