@@ -25,18 +25,19 @@ def redact_url(url: str) -> str:
 
     Works on the text itself rather than on ``urlsplit``, which finds no user info at all in a
     URL whose scheme is missing or odd (``://user:pw@host``), and would let the password through.
-    The authority is what follows ``//`` up to the first ``/``, ``?`` or ``#``; its user info is
-    everything before its last ``@``.
+    The user info is everything between ``//`` and the *last* ``@`` of the whole URL, not only of
+    the authority: a password holding an unencoded ``/``, ``?`` or ``#`` (a mistake this is
+    often called for) would otherwise end the authority early and be printed. An ``@`` later
+    in the path or query can make this hide more than the password; never less.
     """
     head, sep, rest = url.partition("//")
     if not sep:
         return url
-    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    userinfo, at, host = rest[:end].rpartition("@")
+    userinfo, at, tail = rest.rpartition("@")
     if not at or ":" not in userinfo:
         return url
     user = userinfo.split(":", 1)[0]
-    return f"{head}//{user}:***@{host}{rest[end:]}"
+    return f"{head}//{user}:***@{tail}"
 
 
 def split_broker_url(url: str) -> SplitResult:

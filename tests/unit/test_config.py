@@ -12,6 +12,7 @@ from conveyor.config import (
     redact_url,
     split_broker_url,
 )
+from conveyor.brokers.redis.connect import parse_redis_url
 from conveyor.errors import ConfigError
 
 
@@ -21,11 +22,23 @@ from conveyor.errors import ConfigError
         ("redis://:s3cret@localhost:6379/0", "redis://:***@localhost:6379/0"),
         ("redis://user:s3cret@host:6379/1?namespace=x", "redis://user:***@host:6379/1?namespace=x"),
         ("rediss://admin:p%40ss@10.0.0.1:6380", "rediss://admin:***@10.0.0.1:6380"),
+        # Unencoded '/', '?', '#' or '@' in the password (an invalid URL, so it ends in errors).
+        ("redis://:s3c/ret@localhost:6379/0", "redis://:***@localhost:6379/0"),
+        ("redis://u:s3c?ret@localhost/0", "redis://u:***@localhost/0"),
+        ("redis://u:s3c#ret@localhost", "redis://u:***@localhost"),
+        ("redis://u:s3c@ret@localhost", "redis://u:***@localhost"),
     ],
 )
 def test_redact_url_hides_the_password(url: str, redacted: str) -> None:
     assert redact_url(url) == redacted
-    assert "s3cret" not in redact_url(url) and "p%40ss" not in redact_url(url)
+    assert not any(secret in redact_url(url) for secret in ("s3c", "ret@", "p%40ss"))
+
+
+@pytest.mark.parametrize("password", ["s3c/ret", "s3c?ret", "s3c#ret"])
+def test_a_bad_url_error_never_shows_the_password(password: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_redis_url(f"redis://:{password}@localhost:6379/0")
+    assert password not in str(caught.value) and "s3c" not in str(caught.value)
 
 
 @pytest.mark.parametrize(
