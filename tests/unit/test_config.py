@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from conveyor.brokers.redis.connect import parse_redis_url
 from conveyor.config import (
     BROKER_URL_ENV,
     DEFAULT_BROKER_URL,
@@ -12,7 +13,6 @@ from conveyor.config import (
     redact_url,
     split_broker_url,
 )
-from conveyor.brokers.redis.connect import parse_redis_url
 from conveyor.errors import ConfigError
 
 
