@@ -11,7 +11,7 @@ from redis_servers import namespaced_broker
 
 from conveyor.brokers.protocol import DAILY_TOTALS_KEPT_DAYS
 from conveyor.brokers.redis import RedisBroker, keys
-from conveyor.errors import DuplicateTaskError, TaskIdConflictError
+from conveyor.errors import BrokerUnavailableError, DuplicateTaskError, TaskIdConflictError
 from conveyor.message import Completion, TaskMessage, TaskState
 
 pytestmark = pytest.mark.redis
@@ -135,3 +135,31 @@ async def test_purge_drops_daily_totals_older_than_the_days_kept(redis_url: str)
         fields = {k.decode() for k in await raw.hkeys(stats_key)}
         assert fields == {f"p:{today}", f"p:{kept}"}
         assert (await redis_broker.queue_stats(info.queue)).processed_today == 1
+
+
+async def test_a_claim_across_slots_keeps_what_it_leased_when_a_later_slot_fails(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On Cluster a claim runs one script per queue (one slot each). A node failing for a later
+    # queue must not throw away the tasks earlier scripts already made ACTIVE: they would have
+    # no holder until their leases lapsed. The node failure is simulated; the claims are real.
+    async with namespaced_broker(redis_url) as redis_broker:
+        await redis_broker.enqueue(
+            [TaskMessage(id=f"a{i}", type="t", queue="qa") for i in range(3)]
+        )
+        await redis_broker.enqueue([TaskMessage(id="b0", type="t", queue="qb")])
+        monkeypatch.setattr(redis_broker, "_groups", lambda queues: [[q] for q in queues])
+        real_run = redis_broker._run
+
+        async def qb_node_down(name: str, keys_: list[str], args: list[object]) -> object:
+            if name == "claim" and "{qb}" in keys_[0]:
+                raise BrokerUnavailableError("CLUSTERDOWN (simulated)")
+            return await real_run(name, keys_, args)
+
+        monkeypatch.setattr(redis_broker, "_run", qb_node_down)
+        leases = await redis_broker.claim(["qa", "qb"], limit=10, lease_s=30)
+        assert sorted(lease.task.id for lease in leases) == ["a0", "a1", "a2"]
+
+        with pytest.raises(BrokerUnavailableError):  # nothing leased yet: the error surfaces
+            await redis_broker.claim(["qb", "qa"], limit=10, lease_s=30)
+        assert (await redis_broker.queue_stats("qb")).pending == 1

@@ -257,9 +257,17 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
             batch = ScriptBatch(self)
             for q in group:
                 batch.block(q)
-            reply = await self._run(
-                "claim", batch.keys, claim_script_args(limit - len(leases), lease_s)
-            )
+            try:
+                reply = await self._run(
+                    "claim", batch.keys, claim_script_args(limit - len(leases), lease_s)
+                )
+            except BrokerError:
+                # Cluster, a later queue's node failing: what earlier queues' scripts already
+                # leased must reach the worker, or it would stay ACTIVE with no holder until
+                # its lease lapsed (and count as a crash).
+                if leases:
+                    return leases
+                raise
             leases.extend(claimed_leases(batch.queues, reply))
         return leases
 
