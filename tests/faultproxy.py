@@ -9,6 +9,8 @@ a worker) is blocked, and the test steers it with plain method calls:
   lost bytes to the blackhole stays silent for good, with its socket open (a half-open
   connection, as after a peer's crash or a NAT timeout): only the client's own timeouts can
   notice it. New connections after the heal work normally.
+- ``lose_next_reply(marker)``: the next request containing ``marker`` reaches the server, but
+  its connection is closed before any reply comes back (a reply lost in the network).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ class FaultProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._silent = False
         self._dead: set[asyncio.StreamWriter] = set()
+        self._lose_after: bytes | None = None
+        self._losing: set[asyncio.StreamWriter] = set()  # client sides whose reply is lost
         self.port = 0
         self.connections = 0
         started = threading.Event()
@@ -58,7 +62,7 @@ class FaultProxy:
         self._writers |= pair
         try:
             await asyncio.gather(
-                self._pipe(reader, up_writer, pair),
+                self._pipe(reader, up_writer, pair, client=writer),
                 self._pipe(up_reader, writer, pair),
                 return_exceptions=True,
             )
@@ -73,11 +77,19 @@ class FaultProxy:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         pair: set[asyncio.StreamWriter],
+        client: asyncio.StreamWriter | None = None,
     ) -> None:
         while data := await reader.read(65536):
             if self._silent or writer in self._dead:
                 self._dead |= pair
                 continue
+            if client is not None and self._lose_after is not None and self._lose_after in data:
+                self._lose_after = None
+                self._losing.add(client)
+            if writer in self._losing:  # the reply: drop it and cut the connection
+                for w in pair:
+                    w.transport.abort()
+                return
             writer.write(data)
             await writer.drain()
         writer.close()
@@ -112,6 +124,14 @@ class FaultProxy:
             self._silent = on
 
         self._call(switch)
+
+    def lose_next_reply(self, marker: bytes) -> None:
+        """Let the next request containing ``marker`` through, then lose its reply."""
+
+        def arm() -> None:
+            self._lose_after = marker
+
+        self._call(arm)
 
     def close(self) -> None:
         """Drop every connection, end the forwarding tasks and stop the proxy."""

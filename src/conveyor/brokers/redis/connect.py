@@ -15,9 +15,12 @@ Every error names the URL with its password redacted.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl, unquote
 
 import redis
@@ -25,8 +28,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.cluster import ClusterNode as SyncClusterNode
+from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as SyncRetry
@@ -35,6 +39,8 @@ from redis.sentinel import Sentinel as SyncSentinel
 from conveyor.config import redact_url
 from conveyor.errors import ConfigError
 from conveyor.message import NAME_PATTERN, NAME_RULE
+
+T = TypeVar("T")
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -56,10 +62,12 @@ _SCHEMES: dict[str, Kind] = {
 _TLS_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 _CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 
-# Reconnection: redis-py retries a command on connection errors and timeouts with jittered
-# exponential backoff (50 ms doubling to 1 s, 8 tries: about 4.5 s at most), reconnecting each
-# time. That rides out a Redis restart or a Sentinel failover; anything longer surfaces as
-# BrokerUnavailableError and the worker's own loop tries again later.
+# Reconnection: redis-py itself retries nothing. Its retry would send a command again after a
+# lost reply, and none of the scripts can run twice safely (a claim would lease a second batch,
+# an enqueue would report its own task as a conflict). The broker retries only failures to
+# connect, when nothing was sent (base.retrying_connects): jittered exponential backoff, 50 ms
+# doubling to 1 s, 8 tries, about 4.5 s at most. That rides out a Redis restart; anything else
+# surfaces as BrokerUnavailableError and the worker's own loops try again later.
 RETRY_BASE_S = 0.05
 RETRY_CAP_S = 1.0
 RETRY_COUNT = 8
@@ -203,24 +211,104 @@ def parse_redis_url(url: str) -> RedisTarget:
     )
 
 
-def _retry(cls: type[Retry] | type[SyncRetry]) -> Retry | SyncRetry:
-    return cls(ExponentialWithJitterBackoff(base=RETRY_BASE_S, cap=RETRY_CAP_S), RETRY_COUNT)
+def sent_nothing(error: BaseException) -> bool:
+    """Whether redis-py failed while connecting, before any command went out (safe to resend).
+
+    redis-py words every failure to connect "Error ... connecting to ..." or "Timeout connecting
+    to server". Should that wording change, nothing is retried: never a command twice.
+    """
+    return "connecting to" in str(error) and not isinstance(error, AuthenticationError)
 
 
-# Retry on these (both are redis-py's; BusyLoadingError and the Sentinel "previous master is now
-# a slave" error are ConnectionErrors too).
-_RETRY_ON: list[type[Exception]] = [RedisConnectionError, RedisTimeoutError]
+def _backoff() -> ExponentialWithJitterBackoff:
+    return ExponentialWithJitterBackoff(base=RETRY_BASE_S, cap=RETRY_CAP_S)
+
+
+class ConnectRetry(Retry):
+    """redis-py's asyncio retry, narrowed to failures to connect (:func:`sent_nothing`).
+
+    The connection is dropped after every failure, as redis-py does; a command whose reply was
+    lost is never sent again: the error reaches the broker, which reports the outcome unknown.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(_backoff(), RETRY_COUNT)
+
+    async def call_with_retry(
+        self,
+        do: Callable[[], Awaitable[T]],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        """Run ``do``; retry it with backoff only while it fails to connect."""
+        backoff = _backoff()
+        failures = 0
+        while True:
+            try:
+                return await do()
+            except (RedisConnectionError, RedisTimeoutError) as error:
+                failures += 1
+                await (fail(error, failures) if with_failure_count else fail(error))
+                if failures > self.get_retries() or not sent_nothing(error):
+                    raise
+                if is_retryable is not None and not is_retryable(error):
+                    raise
+                await asyncio.sleep(backoff.compute(failures))
+
+
+class SyncConnectRetry(SyncRetry):
+    """:class:`ConnectRetry` for the synchronous client."""
+
+    def __init__(self) -> None:
+        super().__init__(_backoff(), RETRY_COUNT)
+
+    def call_with_retry(
+        self,
+        do: Callable[[], T],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        """Run ``do``; retry it with backoff only while it fails to connect."""
+        backoff = _backoff()
+        failures = 0
+        while True:
+            try:
+                return do()
+            except (RedisConnectionError, RedisTimeoutError) as error:
+                failures += 1
+                fail(error, failures) if with_failure_count else fail(error)
+                if failures > self.get_retries() or not sent_nothing(error):
+                    raise
+                if is_retryable is not None and not is_retryable(error):
+                    raise
+                time.sleep(backoff.compute(failures))
+
+
+def _fresh_connections() -> dict[str, Any]:
+    """Options that keep redis-py checking a pooled connection before handing it out.
+
+    redis-py 8's pool skips that check (a connection the server closed, after a restart, is
+    then used and fails) while maintenance notifications are "auto", their default; conveyor
+    does not use them. Older redis-py always checks and has no such option.
+    """
+    try:
+        from redis.maint_notifications import MaintNotificationsConfig
+    except ImportError:
+        return {}
+    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
 
 
 def _common(target: RedisTarget, read_timeout: float | None, sync: bool) -> dict[str, Any]:
     """Connection options every client kind takes: auth, timeouts, retries, health checks."""
     return {
+        **_fresh_connections(),
         "username": target.username,
         "password": target.password,
         "socket_timeout": read_timeout,
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
-        "retry": _retry(SyncRetry if sync else Retry),
-        "retry_on_error": _RETRY_ON,
+        "retry": SyncConnectRetry() if sync else ConnectRetry(),
         "health_check_interval": HEALTH_CHECK_S,
     }
 
@@ -255,6 +343,9 @@ def make_client(target: RedisTarget, *, blocking: bool = False) -> aioredis.Redi
     """
     common = _common(target, None if blocking else SOCKET_TIMEOUT_S, sync=False)
     if target.kind == "cluster":
+        # The Cluster client's own loop resends a command after any connection error (not
+        # through call_with_retry): no retries there. MOVED/ASK redirects are still followed.
+        common["retry"] = Retry(NoBackoff(), 0)
         return RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in target.hosts], **common
         )
@@ -277,6 +368,7 @@ def make_sync_client(target: RedisTarget) -> redis.Redis | redis.RedisCluster:
     """
     common = _common(target, SOCKET_TIMEOUT_S, sync=True)
     if target.kind == "cluster":
+        common["retry"] = SyncRetry(NoBackoff(), 0)  # as make_client, for the same reason
         return redis.RedisCluster(
             startup_nodes=[
                 SyncClusterNode(host, port)  # type: ignore[no-untyped-call]

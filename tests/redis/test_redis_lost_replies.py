@@ -1,0 +1,101 @@
+"""A reply lost on the network: the command is never sent again, the outcome is reported unknown.
+
+redis-py's own retry would resend a script whose reply was lost, and no script can run twice
+safely (a claim would lease a second batch, an enqueue would find its own task and call it a
+conflict). The broker retries only failures to connect, when nothing was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from conveyor.brokers.redis import RedisBroker
+from conveyor.brokers.redis.connect import sent_nothing
+from conveyor.errors import BrokerUnavailableError
+from conveyor.message import Completion, TaskMessage, TaskState
+from faultproxy import FaultProxy
+from support import delete_namespace
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def proxy(redis_url: str) -> Iterator[FaultProxy]:
+    parts = urlsplit(redis_url)
+    fault_proxy = FaultProxy(parts.hostname or "127.0.0.1", parts.port or 6379)
+    yield fault_proxy
+    fault_proxy.close()
+
+
+@pytest.fixture
+async def broker(redis_url: str, proxy: FaultProxy) -> AsyncIterator[RedisBroker]:
+    """A broker that reaches Redis through the proxy, under its own namespace."""
+    namespace = f"conveyor-test-{uuid.uuid4().hex[:12]}"
+    parts = urlsplit(redis_url)
+    proxied = parts._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()
+    redis_broker = RedisBroker.from_url(f"{proxied}?namespace={namespace}")
+    yield redis_broker
+    await redis_broker.close()
+    await delete_namespace(redis_url, namespace)
+
+
+async def test_a_claim_whose_reply_is_lost_leases_one_batch_not_two(
+    broker: RedisBroker, proxy: FaultProxy
+) -> None:
+    await broker.enqueue([TaskMessage(id=f"t{i}", type="x", queue="q") for i in range(4)])
+    await broker.claim(["empty"], limit=1, lease_s=30)  # the server knows the script (no NOSCRIPT)
+    proxy.lose_next_reply(b"EVALSHA")
+
+    with pytest.raises(BrokerUnavailableError):
+        await broker.claim(["q"], limit=1, lease_s=30)
+
+    stats = await broker.queue_stats("q")
+    assert (stats.active, stats.pending) == (1, 3)  # the lost claim ran once; its lease lapses
+
+
+async def test_a_completion_whose_reply_is_lost_is_reported_unknown(
+    broker: RedisBroker, proxy: FaultProxy
+) -> None:
+    await broker.enqueue(
+        [TaskMessage(id=f"t{i}", type="x", queue="q", retention_s=3600) for i in range(2)]
+    )
+    warm, lease = await broker.claim(["q"], limit=2, lease_s=30)
+    assert await broker.complete([Completion(lease=warm)]) == [True]  # the server knows the script
+    proxy.lose_next_reply(b"EVALSHA")
+
+    with pytest.raises(BrokerUnavailableError):  # not [False]: the lease was not lost
+        await broker.complete([Completion(lease=lease)])
+
+    assert (await broker.get_task("q", lease.task.id)).state is TaskState.COMPLETED
+
+
+@pytest.mark.parametrize("blocking", [False, True], ids=["async", "sync"])
+async def test_an_enqueue_whose_reply_is_lost_stores_the_task_once(
+    broker: RedisBroker, proxy: FaultProxy, blocking: bool
+) -> None:
+    message = TaskMessage(id="new", type="x", queue="q")
+    await broker.enqueue([TaskMessage(id="warm", type="x", queue="q")])  # no NOSCRIPT then
+    if blocking:
+        await asyncio.to_thread(broker.enqueue_blocking, [TaskMessage(id="warm2", type="x")])
+    proxy.lose_next_reply(b"EVALSHA")
+
+    with pytest.raises(BrokerUnavailableError):  # not TaskIdConflictError for its own task
+        if blocking:
+            await asyncio.to_thread(broker.enqueue_blocking, [message])
+        else:
+            await broker.enqueue([message])
+
+    assert (await broker.get_task("q", "new")).state is TaskState.PENDING
+    assert (await broker.queue_stats("q")).pending == 2
+
+
+def test_only_failures_to_connect_count_as_nothing_sent() -> None:
+    # redis-py's wording for a failed connect, and for a reply that never came.
+    assert sent_nothing(RedisConnectionError("Error 111 connecting to 127.0.0.1:6379. refused."))
+    assert not sent_nothing(RedisConnectionError("Connection closed by server."))
