@@ -9,7 +9,8 @@ import redis.asyncio as aioredis
 from redis_servers import namespaced_broker
 
 from conveyor.brokers.redis import RedisBroker, keys
-from conveyor.message import TaskMessage, TaskState
+from conveyor.errors import ConfigError
+from conveyor.message import Completion, TaskMessage, TaskState
 
 QUEUE = "default"
 
@@ -86,3 +87,32 @@ async def test_garbled_fields_still_list(redis_url: str) -> None:
         [task] = await redis_broker.list_tasks(QUEUE, TaskState.ARCHIVED)
 
         assert (task.id, task.type, task.retried, task.state) == ("odd", "", 0, TaskState.ARCHIVED)
+
+
+async def test_a_garbled_since_does_not_break_listing_active_tasks(redis_url: str) -> None:
+    async with namespaced_broker(redis_url) as redis_broker:
+        await redis_broker.enqueue(
+            [TaskMessage(id=f"t{i}", type="t", queue=QUEUE) for i in range(2)]
+        )
+        await redis_broker.claim([QUEUE], limit=2, lease_s=30)
+        client = await _raw(redis_broker)
+        await client.hset(keys.task(redis_broker.namespace, QUEUE, "t1"), "since", "yesterday")
+
+        listed = await redis_broker.list_tasks(QUEUE, TaskState.ACTIVE)
+
+        assert [task.id for task in listed] == ["t1", "t0"]  # the garbled one sorts first
+
+
+async def test_successor_names_are_checked_on_cluster_too(redis_url: str) -> None:
+    # On Cluster a completion is recorded per queue; its successors' names must still be held
+    # to the name rule before anything is written (they become key names).
+    async with namespaced_broker(redis_url) as redis_broker:
+        redis_broker._cluster = True  # the per-queue path, on a standalone server
+        await redis_broker.enqueue([TaskMessage(id="t", type="t", queue=QUEUE)])
+        [lease] = await redis_broker.claim([QUEUE], limit=1, lease_s=30)
+        bad = TaskMessage(id="has space", type="t", queue=QUEUE)
+
+        with pytest.raises(ConfigError):
+            await redis_broker.complete([Completion(lease=lease, successors=(bad,))])
+
+        assert (await redis_broker.get_task(QUEUE, "t")).state is TaskState.ACTIVE

@@ -291,9 +291,9 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
         """Record successes and their successors, each in one step (see the protocol)."""
         if not completions:
             return []
+        check_names([m for c in completions for m in c.successors])
         if self._cluster:
             return await self._complete_per_queue(completions)
-        check_names([m for c in completions for m in c.successors])
         return await self._complete_batch(completions, with_successors=True)
 
     async def _complete_batch(

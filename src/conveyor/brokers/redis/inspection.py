@@ -98,7 +98,7 @@ class InspectionMixin(RedisBrokerBase):
         reply = await self._run("page", k.block, [state.value, first, last])
         found = [(raw_id.decode(), pairs(flat)) for raw_id, flat in reply]
         if state is TaskState.ACTIVE:
-            found.sort(key=lambda item: float(item[1].get(b"since", b"0") or 0))
+            found.sort(key=lambda item: _since(item[1]))
             found = found[offset : offset + limit]
         return [decode_record(queue, task_id, rec) for task_id, rec in found]
 
@@ -227,3 +227,11 @@ class InspectionMixin(RedisBrokerBase):
             raise QueueInUseError(queue=queue, active=active)
         for state in _DELETABLE:
             await self._manage_all("delete", queue, state)
+
+
+def _since(record: dict[bytes, bytes]) -> float:
+    """When the task entered its state, for sorting; a corrupt value sorts first, not fails."""
+    try:
+        return float(record.get(b"since") or 0)
+    except ValueError:
+        return 0.0
