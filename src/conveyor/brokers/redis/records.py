@@ -175,23 +175,43 @@ def _micros(raw: bytes | None) -> float | None:
     return None if value is None else value / 1_000_000
 
 
+def _time(seconds: float | None) -> datetime | None:
+    """A datetime, or None when out of datetime's range (a damaged record, e.g. 1e300)."""
+    try:
+        return to_datetime(seconds)
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def _span(seconds: float | None) -> timedelta | None:
+    """A timedelta, or None when absent or out of timedelta's range."""
+    if seconds is None:
+        return None
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        return None
+
+
 def _ready(state: TaskState, fields: dict[bytes, bytes]) -> datetime | None:
     """When a waiting task is ready: its ``ready`` field, else (fresh pending) its enqueue time."""
     if state not in _WAITING:
         return None
     ready = _float(fields.get(b"ready"))
-    return to_datetime(ready if ready is not None else _micros(fields.get(b"enqueued_at")))
+    return _time(ready if ready is not None else _micros(fields.get(b"enqueued_at")))
 
 
 def decode_record(queue: str, task_id: str, fields: dict[bytes, bytes]) -> TaskInfo:
     """Build a TaskInfo from a task hash, tolerating missing or garbled fields.
 
     Every claimed task goes through here, so optional fields are parsed only when present.
+    Values out of range decode as absent and bytes that are not UTF-8 as U+FFFD: this never
+    raises (claim.lua archives such records before they are claimed; listing still shows them).
     """
     get = fields.get
     state = _STATES.get(get(b"state", b""), TaskState.ARCHIVED)
-    timeout = _float(get(b"timeout"))
-    retention = _float(get(b"retention"))
+    timeout = _span(_float(get(b"timeout")))
+    retention = _span(_float(get(b"retention")))
     error = get(b"error")
     ukey = get(b"unique_key")
     # Positional, in field order, without the dataclass __init__ (see message._new_task_info).
@@ -205,15 +225,15 @@ def decode_record(queue: str, task_id: str, fields: dict[bytes, bytes]) -> TaskI
         _int(get(b"max_retry")),
         _int(get(b"retried")),
         None if error is None else error.decode(errors="replace"),
-        None if b"failed_at" not in fields else to_datetime(_micros(get(b"failed_at"))),
-        None if timeout is None else timedelta(seconds=timeout),
-        None if b"deadline" not in fields else to_datetime(_float(get(b"deadline"))),
+        None if b"failed_at" not in fields else _time(_micros(get(b"failed_at"))),
+        timeout,
+        None if b"deadline" not in fields else _time(_float(get(b"deadline"))),
         None if state is TaskState.ACTIVE else _ready(state, fields),
-        to_datetime(_micros(get(b"enqueued_at"))),
-        None if b"completed_at" not in fields else to_datetime(_micros(get(b"completed_at"))),
+        _time(_micros(get(b"enqueued_at"))),
+        None if b"completed_at" not in fields else _time(_micros(get(b"completed_at"))),
         get(b"result"),
-        _NO_TIME if not retention else timedelta(seconds=retention),
-        ukey.decode() if ukey else None,
+        retention or _NO_TIME,
+        ukey.decode(errors="replace") if ukey else None,
     )
 
 

@@ -117,6 +117,21 @@ def claimed_leases(names: Sequence[str], reply: Any) -> list[Lease]:
         )
     leases = []
     for qi, raw_id, token, values in reply[3:]:
-        info = decode_record(names[int(qi) - 1], raw_id.decode(), claimed_fields(values))
+        queue = names[int(qi) - 1]
+        try:
+            info = decode_record(queue, raw_id.decode(), claimed_fields(values))
+        except (UnicodeDecodeError, ValueError, OverflowError, OSError) as exc:
+            # claim.lua checks what decoding needs, so this is a last guard: one record must not
+            # cost its batch. The task stays ACTIVE in the active set with its lease; recovery
+            # retries it and, past the crash limit, archives it with a reason.
+            task_id = raw_id.decode(errors="replace")
+            logger.error(
+                "claimed task %r in queue %r cannot be decoded (left to lease recovery): %s",
+                task_id,
+                queue,
+                exc,
+                extra={"task_id": task_id, "queue": queue},
+            )
+            continue
         leases.append(Lease(task=info, token=int(token), expires_at=expires_at))
     return leases

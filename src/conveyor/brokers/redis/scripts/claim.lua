@@ -14,57 +14,120 @@ local out = {t, expiry, corrupt}
 local claimed = 0
 
 -- Move due SCHEDULED/RETRY tasks to pending, scored by their due time. Promoting `want` of each
--- is enough: every task popped below is then due no later than any task left behind.
+-- is enough: every task popped below is then due no later than any task left behind. The record
+-- is written last, through pcall: a key of the wrong type is left for take to archive.
 local function promote(b, src, want)
   local due = redis.call('ZRANGE', src, '-inf', t, 'BYSCORE', 'LIMIT', 0, want, 'WITHSCORES')
   for j = 1, #due, 2 do
     local id = due[j]
-    redis.call('ZREM', src, id)
     redis.call('ZADD', b.pending, due[j + 1], id)
-    redis.call('HSET', b.tprefix .. id, 'state', 'pending', 'rscore', due[j + 1])
+    redis.call('ZREM', src, id)
+    redis.pcall('HSET', b.tprefix .. id, 'state', 'pending', 'rscore', due[j + 1])
   end
 end
 
--- Why a pending record cannot be run, or nil when it is sound.
-local function corruption(rec, tkey)
+-- True when `s` is strict UTF-8 (as Python's bytes.decode takes it: no overlong forms, no
+-- surrogates, nothing past U+10FFFF).
+local function utf8(s)
+  if not string.find(s, '[\128-\255]') then return true end
+  local i, n = 1, #s
+  while i <= n do
+    local c = string.byte(s, i)
+    if c < 128 then
+      i = i + 1
+    else
+      local len, lo, hi = 2, 128, 191
+      if c >= 194 and c <= 223 then len = 2
+      elseif c == 224 then len, lo = 3, 160
+      elseif c == 237 then len, hi = 3, 159
+      elseif c >= 225 and c <= 239 then len = 3
+      elseif c == 240 then len, lo = 4, 144
+      elseif c >= 241 and c <= 243 then len = 4
+      elseif c == 244 then len, hi = 4, 143
+      else return false end
+      if i + len - 1 > n then return false end
+      local c2 = string.byte(s, i + 1)
+      if c2 < lo or c2 > hi then return false end
+      for k = i + 2, i + len - 1 do
+        local ck = string.byte(s, k)
+        if ck < 128 or ck > 191 then return false end
+      end
+      i = i + len
+    end
+  end
+  return true
+end
+
+-- The ranges Python decodes (records.decode_record): datetimes in years 1..9999 (a day's margin
+-- each side), as seconds or µs, and durations within timedelta's range.
+local MIN_S, MAX_S = -62135510400, 253402214400
+local MIN_US, MAX_US = MIN_S * 1000000, MAX_S * 1000000
+local MAX_SPAN = 86000000000000
+
+local function number_in(s, lo, hi)
+  local v = tonumber(s)
+  return v ~= nil and v >= lo and v <= hi  -- false for nan
+end
+
+-- Why a pending record cannot be run, or nil when it is sound. Checks are as strict as the
+-- commands and the decoding that follow (an HINCRBY on retried or crashes, Python's datetime,
+-- timedelta and UTF-8), so a record that passes never breaks a later step.
+local function corruption(id, rec, tkey)
+  if rec.err then return 'not a hash (' .. redis.call('TYPE', tkey)['ok'] .. ')' end
   if rec[1] == false and redis.call('EXISTS', tkey) == 0 then return 'record missing' end
   if rec[2] ~= 'pending' then return 'bad state ' .. tostring(rec[2]) end
   if rec[3] == false or rec[3] == '' then return 'missing type' end
   if rec[4] == false then return 'missing payload' end
   if rec[5] ~= 'json' and rec[5] ~= 'bytes' then return 'bad encoding' end
-  if tonumber(rec[6]) == nil then return 'bad max_retry' end
-  if tonumber(rec[7]) == nil then return 'bad retried' end
+  if not is_int(rec[6]) then return 'bad max_retry' end
+  if not is_int(rec[7]) then return 'bad retried' end
+  if rec[1] and not number_in(rec[1], MIN_US, MAX_US) then return 'bad enqueued_at' end
+  if rec[8] and not number_in(rec[8], -MAX_SPAN, MAX_SPAN) then return 'bad timeout' end
+  if rec[9] and not number_in(rec[9], MIN_S, MAX_S) then return 'bad deadline' end
+  if rec[10] and not number_in(rec[10], -MAX_SPAN, MAX_SPAN) then return 'bad retention' end
+  if rec[11] and not utf8(rec[11]) then return 'bad unique_key' end
+  if rec[13] and not number_in(rec[13], MIN_US, MAX_US) then return 'bad failed_at' end
+  if rec[14] and not is_int(rec[14]) then return 'bad crashes' end
+  if #id > 255 or not string.find(id, '^[%w_.:%-]+$') then return 'bad id' end
   return nil
 end
 
--- `token` was minted for this task (see claim_from); `leased` collects the active-set entries.
 -- The record fields a claim returns, in this order (records.CLAIM_FIELDS must match): the
--- first seven are the ones checked for corruption. One HMGET reads what both need.
+-- first seven are the ones checked for corruption. One HMGET reads what both need, and
+-- 'crashes' (checked, not returned).
 local CLAIM_FIELDS = {'enqueued_at', 'state', 'type', 'payload', 'encoding', 'max_retry',
                       'retried', 'timeout', 'deadline', 'retention', 'unique_key', 'error',
-                      'failed_at'}
+                      'failed_at', 'crashes'}
 
-local function take(b, qi, id, token, leased)
+-- Read and check one popped task: its record when sound (appended to `good`), else nil after
+-- archiving it (corrupt) or dropping a stray entry. Writes nothing to a sound record.
+local function check(b, qi, id, good)
   local tkey = b.tprefix .. id
-  local rec = redis.call('HMGET', tkey, unpack(CLAIM_FIELDS))
-  local bad = corruption(rec, tkey)
+  local rec = redis.pcall('HMGET', tkey, unpack(CLAIM_FIELDS))
+  local bad = corruption(id, rec, tkey)
   if bad == nil then
-    redis.call('HSET', tkey, 'state', 'active', 'token', token, 'lease', expiry, 'since', t)
-    leased[#leased + 1] = expiry
-    leased[#leased + 1] = id
-    rec[2] = 'active'
-    out[#out + 1] = {qi, id, token, rec}
-    claimed = claimed + 1
-  elseif bad ~= 'record missing' and rec[2] ~= 'pending' and STATE_SET[rec[2]] then
+    rec[14] = nil
+    good[#good + 1] = rec
+    return rec
+  elseif not rec.err and bad ~= 'record missing' and rec[2] ~= 'pending' and STATE_SET[rec[2]] then
     -- A stray entry whose record lives in another state's set: drop only the stray entry.
     redis.log(redis.LOG_WARNING, 'conveyor: dropped a stray pending entry')
   else
     corrupt[#corrupt + 1] = {qi, id, bad}
-    redis.call('HSET', tkey, 'state', 'archived', 'error', 'corrupt record: ' .. bad,
-      'failed_at', t, 'since', t)
-    redis.call('HDEL', tkey, 'lease')
-    redis.call('ZADD', b.archived, t, id)
+    archive_corrupt(b, id, t, bad, nil)
   end
+  return nil
+end
+
+-- Give popped tasks back to pending at their old scores (`ids` as ZPOPMIN returns them, `which`
+-- their positions in it), then raise `err`: a queue key of the wrong type stops the claim
+-- without losing the batch.
+local function give_back(b, ids, which, err)
+  for _, j in ipairs(which) do
+    redis.call('ZADD', b.pending, ids[j + 1], ids[j])
+    redis.pcall('ZREM', b.active, ids[j])
+  end
+  error(err)
 end
 
 -- Loops only when corrupt or stray entries were skipped, so each pass makes progress.
@@ -79,13 +142,37 @@ local function claim_from(qi)
     -- One INCRBY mints every token of this batch, one ZADD (per chunk) leases them: two
     -- commands per batch instead of two per task. A skipped corrupt entry leaves a gap in the
     -- tokens, which only need to be unique and increasing.
-    local first = redis.call('INCRBY', b.seq, #ids / 2) - #ids / 2
-    local leased = {}
+    local n = #ids / 2
+    local first = redis.pcall('INCRBY', b.seq, n)
+    if type(first) == 'table' then
+      local all = {}
+      for j = 1, #ids, 2 do all[#all + 1] = j end
+      give_back(b, ids, all, first)
+    end
+    first = first - n
+    -- Check every record first, then add the sound ones to the active set, then mark their
+    -- records active: no step after the first write to a sound task can fail, so none is ever
+    -- left marked active outside the active set, or popped and in no set.
+    local good, at, leased = {}, {}, {}
     for j = 1, #ids, 2 do
-      take(b, qi, ids[j], first + (j + 1) / 2, leased)
+      if check(b, qi, ids[j], good) then
+        at[#at + 1] = j
+        leased[#leased + 1] = expiry
+        leased[#leased + 1] = ids[j]
+      end
     end
     for c = 1, #leased, ZADD_CHUNK do
-      redis.call('ZADD', b.active, unpack(leased, c, math.min(c + ZADD_CHUNK - 1, #leased)))
+      local last = math.min(c + ZADD_CHUNK - 1, #leased)
+      local r = redis.pcall('ZADD', b.active, unpack(leased, c, last))
+      if type(r) == 'table' then give_back(b, ids, at, r) end
+    end
+    for k, j in ipairs(at) do
+      local id, token, rec = ids[j], first + (j + 1) / 2, good[k]
+      redis.call('HSET', b.tprefix .. id, 'state', 'active', 'token', token, 'lease', expiry,
+        'since', t)
+      rec[2] = 'active'
+      out[#out + 1] = {qi, id, token, rec}
+      claimed = claimed + 1
     end
   end
 end

@@ -54,8 +54,9 @@ for i = 1, n do
     result = ARGV[next_result]
   end
   local tkey = b.tprefix .. id
-  -- The lease check (holds_lease) and the fields the completion needs, in one read.
-  local rec = redis.call('HMGET', tkey, 'state', 'token', 'retention', 'unique_key')
+  -- The lease check (holds_lease) and the fields the completion needs, in one read; a key of the
+  -- wrong type holds no lease (pcall: its error reply fails the check below).
+  local rec = redis.pcall('HMGET', tkey, 'state', 'token', 'retention', 'unique_key')
   if rec[1] ~= 'active' or rec[2] ~= words[o + 3] then
     out[#out + 1] = 0
   else
@@ -72,19 +73,20 @@ for i = 1, n do
       end
     end
     release_unique(b, id, rec[4])
-    redis.call('ZREM', b.active, id)
     local retention = tonumber(rec[3]) or 0
     if retention > 0 then
+      -- Into completed before out of active (lib.lua: a task is always in one state set).
+      redis.call('ZADD', b.completed, t, id)
       redis.call('HSET', tkey, 'state', 'completed', 'completed_at', t, 'since', t)
       redis.call('HDEL', tkey, 'lease')
       if result then
         redis.call('HSET', tkey, 'result', result)
       end
-      redis.call('ZADD', b.completed, t, id)
-      redis.call('ZADD', b.expiry, t + math.floor(retention * 1000000), id)
+      redis.pcall('ZADD', b.expiry, t + math.floor(retention * 1000000), id)
     else
       redis.call('DEL', tkey)
     end
+    redis.call('ZREM', b.active, id)
     done[b.stats] = (done[b.stats] or 0) + 1
     for _, s in ipairs(succ) do
       store_message(s[2], ARGV[sbase + s[1]], t, ctx)

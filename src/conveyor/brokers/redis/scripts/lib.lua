@@ -76,10 +76,11 @@ local function to_pending(b, id, score, ready, since)
 end
 
 -- Release the unique lock only if it still belongs to this task.
+-- (A lock key of another type is left alone: GET's error is no match.)
 local function release_unique(b, id, ukey)
-  if ukey and ukey ~= '' then
+  if type(ukey) == 'string' and ukey ~= '' then
     local lock = b.uprefix .. ukey
-    if redis.call('GET', lock) == id then
+    if redis.pcall('GET', lock) == id then
       redis.call('DEL', lock)
     end
   end
@@ -254,27 +255,65 @@ local function wake_all(ctx)
   end
 end
 
--- Compare-and-set check on a lease: the task must be ACTIVE under exactly this token.
+-- Compare-and-set check on a lease: the task must be ACTIVE under exactly this token. A record
+-- key that holds no hash (WRONGTYPE) holds no lease either: the task is left in the active set,
+-- where recover.lua archives it as corrupt once the lease expires.
 local function holds_lease(tkey, token)
-  local cur = redis.call('HMGET', tkey, 'state', 'token')
+  local cur = redis.pcall('HMGET', tkey, 'state', 'token')
   return cur[1] == 'active' and cur[2] == token
 end
 
--- Record a failed attempt of an ACTIVE task: RETRY due at `due` (µs), or ARCHIVED when due is nil.
-local function fail_task(b, id, t, err, due)
-  local tkey = b.tprefix .. id
-  redis.call('ZREM', b.active, id)
-  redis.call('HINCRBY', tkey, 'retried', 1)
-  redis.call('HSET', tkey, 'error', err, 'failed_at', t, 'since', t)
-  redis.call('HDEL', tkey, 'lease')
-  if due then
-    redis.call('ZADD', b.retry, due, id)
-    redis.call('HSET', tkey, 'state', 'retry', 'ready', seconds(due))
-    wake(b)
-  else
-    redis.call('ZADD', b.archived, t, id)
-    redis.call('HSET', tkey, 'state', 'archived')
-  end
-  count_done(b, t, true)
+-- A counter field as HINCRBY takes it: an integer in decimal that fits 64 bits ("1.0" passes
+-- tonumber but not HINCRBY, so checks use this wherever an HINCRBY follows).
+local function is_int(s)
+  return type(s) == 'string' and #s <= 18 and string.find(s, '^%-?[0-9]+$') ~= nil
 end
 
+-- Redis keeps what a script wrote before a runtime error (no rollback), so every script orders
+-- its writes to keep "in exactly one state set" true at each step: a task enters its new set
+-- first and leaves the old one last, and a command that can fail on a damaged record (a read of
+-- a key of the wrong type, HINCRBY on a non-integer) runs through redis.pcall, before any write,
+-- its error handled as a corrupt record.
+
+-- Archive a task whose record is damaged, with the reason, and take it out of the state set
+-- `from` (a STATE_SET name, or nil when the caller already removed it, e.g. ZPOPMIN). A key that
+-- holds no hash is replaced by one: its old value is kept in 'corrupt_dump' (DUMP format, for
+-- RESTORE), so the task still lists, with its reason.
+local function archive_corrupt(b, id, t, reason, from)
+  local tkey = b.tprefix .. id
+  redis.call('ZADD', b.archived, t, id)
+  local kind = redis.call('TYPE', tkey)['ok']
+  if kind ~= 'hash' and kind ~= 'none' then
+    local dump = redis.call('DUMP', tkey)
+    redis.call('DEL', tkey)
+    redis.call('HSET', tkey, 'corrupt_dump', dump)
+  end
+  redis.call('HSET', tkey, 'state', 'archived', 'error', 'corrupt record: ' .. reason,
+    'failed_at', t, 'since', t)
+  redis.call('HDEL', tkey, 'lease')
+  if from then redis.call('ZREM', b[from], id) end
+end
+
+-- Record a failed attempt of an ACTIVE task: RETRY due at `due` (µs), or ARCHIVED when due is nil.
+-- The caller has read the record (it is a hash). HINCRBY comes first, as the one write that can
+-- fail; a 'retried' it refuses archives the task as corrupt, with the attempt's error.
+local function fail_task(b, id, t, err, due)
+  local tkey = b.tprefix .. id
+  if type(redis.pcall('HINCRBY', tkey, 'retried', 1)) == 'table' then
+    archive_corrupt(b, id, t, 'bad retried (attempt failed: ' .. err .. ')', 'active')
+    count_done(b, t, true)
+    return
+  end
+  if due then
+    redis.call('ZADD', b.retry, due, id)
+    redis.call('HSET', tkey, 'state', 'retry', 'ready', seconds(due), 'error', err,
+      'failed_at', t, 'since', t)
+  else
+    redis.call('ZADD', b.archived, t, id)
+    redis.call('HSET', tkey, 'state', 'archived', 'error', err, 'failed_at', t, 'since', t)
+  end
+  redis.call('HDEL', tkey, 'lease')
+  redis.call('ZREM', b.active, id)
+  if due then wake(b) end
+  count_done(b, t, true)
+end

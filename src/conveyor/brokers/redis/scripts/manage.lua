@@ -21,7 +21,7 @@ local function apply(id, state)
   local tkey = b.tprefix .. id
   unlink(b, id, state)
   if op == 'delete' then
-    release_unique(b, id, redis.call('HGET', tkey, 'unique_key'))
+    release_unique(b, id, redis.pcall('HGET', tkey, 'unique_key'))  -- a non-hash key has none
     redis.call('DEL', tkey)
   elseif op == 'run' then
     to_pending(b, id, tail_score(b, t), t, t)

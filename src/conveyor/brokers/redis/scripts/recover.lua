@@ -20,17 +20,33 @@ local function spread(id, crash)
 end
 
 for _, id in ipairs(ids) do
-  local rec = redis.call('HMGET', b.tprefix .. id, 'retried', 'max_retry', 'state')
+  local tkey = b.tprefix .. id
+  -- pcall: a key of the wrong type is a corrupt record (archived), not an error that would stop
+  -- every later recovery of this queue at the same entry.
+  local rec = redis.pcall('HMGET', tkey, 'retried', 'max_retry', 'state')
   local crash
-  if rec[3] == 'active' then crash = redis.call('HINCRBY', b.tprefix .. id, 'crashes', 1) end
-  if crash == nil then
+  if rec.err then
+    archive_corrupt(b, id, t, 'not a hash (' .. redis.call('TYPE', tkey)['ok'] .. ')', 'active')
+  elseif rec[3] ~= 'active' and STATE_SET[rec[3]] then
     redis.call('ZREM', b.active, id)  -- stray index entry; the record lives elsewhere
-  elseif crash >= max_crashes then
-    fail_task(b, id, t, ARGV[5], nil)
-  elseif (tonumber(rec[1]) or 0) + 1 > (tonumber(rec[2]) or 0) then
-    fail_task(b, id, t, ARGV[2], nil)
+  elseif rec[3] ~= 'active' then
+    -- In no state set but this one: archived, never dropped.
+    if rec[3] == false and redis.call('EXISTS', tkey) == 0 then
+      archive_corrupt(b, id, t, 'record missing', 'active')
+    else
+      archive_corrupt(b, id, t, 'bad state ' .. tostring(rec[3]), 'active')
+    end
   else
-    fail_task(b, id, t, ARGV[2], t + math.floor(delay * spread(id, crash)))
+    crash = redis.pcall('HINCRBY', tkey, 'crashes', 1)
+    if type(crash) == 'table' then
+      archive_corrupt(b, id, t, 'bad crashes', 'active')
+    elseif crash >= max_crashes then
+      fail_task(b, id, t, ARGV[5], nil)
+    elseif (tonumber(rec[1]) or 0) + 1 > (tonumber(rec[2]) or 0) then
+      fail_task(b, id, t, ARGV[2], nil)
+    else
+      fail_task(b, id, t, ARGV[2], t + math.floor(delay * spread(id, crash)))
+    end
   end
 end
 local more = 0

@@ -11,9 +11,10 @@ if not holds_lease(tkey, ARGV[2]) then
 end
 local t = now()
 local score = tonumber(redis.call('HGET', tkey, 'rscore')) or t
-redis.call('ZREM', b.active, id)
-redis.call('HDEL', tkey, 'lease')
+-- Into pending before out of active (lib.lua: a task is always in one state set).
 redis.call('ZADD', b.pending, score, id)
 redis.call('HSET', tkey, 'state', 'pending', 'since', t)
+redis.call('HDEL', tkey, 'lease')
+redis.call('ZREM', b.active, id)
 wake(b)
 return 1
