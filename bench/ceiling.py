@@ -27,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import redis
 import redis.asyncio as aioredis
@@ -67,34 +69,34 @@ def roundtrip_sequential(url: str, key: str, n: int) -> float:
 BATCH = 100
 
 
-def _fill(client: redis.Redis, key: str, n: int) -> None:
-    client.delete(key)
-    for i in range(0, n, 10_000):
-        client.lpush(key, *(b"t" for _ in range(min(10_000, n - i))))
-
-
-def brpop_loop(url: str, key: str, n: int) -> float:
-    """``n`` tasks taken one at a time with BRPOP, each followed by its INCR."""
+@contextmanager
+def _filled(url: str, key: str, n: int) -> Iterator[tuple[redis.Redis, str]]:
+    """A client and a list of ``n`` items to take (deleted afterwards, with ``key``)."""
     client = redis.Redis.from_url(url)
     items = f"{key}:items"
     try:
-        _fill(client, items, n)
-        start = time.perf_counter()
-        for _ in range(n):
-            client.brpop([items], timeout=1)
-            client.incr(key)
-        return n / (time.perf_counter() - start)
+        client.delete(items)
+        for i in range(0, n, 10_000):
+            client.lpush(items, *(b"t" for _ in range(min(10_000, n - i))))
+        yield client, items
     finally:
         client.delete(key, items)
         client.close()
 
 
+def brpop_loop(url: str, key: str, n: int) -> float:
+    """``n`` tasks taken one at a time with BRPOP, each followed by its INCR."""
+    with _filled(url, key, n) as (client, items):
+        start = time.perf_counter()
+        for _ in range(n):
+            client.brpop([items], timeout=1)
+            client.incr(key)
+        return n / (time.perf_counter() - start)
+
+
 def rpop_batched(url: str, key: str, n: int) -> float:
     """``n`` tasks taken ``BATCH`` at a time with RPOP, their INCRs in one pipeline per batch."""
-    client = redis.Redis.from_url(url)
-    items = f"{key}:items"
-    try:
-        _fill(client, items, n)
+    with _filled(url, key, n) as (client, items):
         start = time.perf_counter()
         while taken := client.rpop(items, BATCH):
             with client.pipeline(transaction=False) as pipe:
@@ -102,9 +104,6 @@ def rpop_batched(url: str, key: str, n: int) -> float:
                     pipe.incr(key)
                 pipe.execute()
         return n / (time.perf_counter() - start)
-    finally:
-        client.delete(key, items)
-        client.close()
 
 
 def main(url: str, key: str, n: int, concurrency: int, incr_only: bool) -> None:

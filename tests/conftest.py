@@ -9,14 +9,16 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from conveyor.brokers.protocol import Broker
+from faultproxy import FaultProxy
 from support import delete_namespace
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -54,6 +56,15 @@ def redis_url() -> str:
     if why is not None:
         service_missing("Redis at " + REDIS_URL, why)
     return REDIS_URL
+
+
+@pytest.fixture
+def proxy(redis_url: str) -> Iterator[FaultProxy]:
+    """A TCP proxy in front of the test Redis that the test can break (tests/faultproxy.py)."""
+    parts = urlsplit(redis_url)
+    fault_proxy = FaultProxy(parts.hostname or "127.0.0.1", parts.port or 6379)
+    yield fault_proxy
+    fault_proxy.close()
 
 
 @pytest.fixture(params=BROKER_KINDS)

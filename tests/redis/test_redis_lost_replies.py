@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -23,14 +23,6 @@ from faultproxy import FaultProxy
 from support import delete_namespace
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def proxy(redis_url: str) -> Iterator[FaultProxy]:
-    parts = urlsplit(redis_url)
-    fault_proxy = FaultProxy(parts.hostname or "127.0.0.1", parts.port or 6379)
-    yield fault_proxy
-    fault_proxy.close()
 
 
 @pytest.fixture

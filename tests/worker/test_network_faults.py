@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -26,14 +26,6 @@ from worker.harness import fast, serving
 pytestmark = pytest.mark.timeout(90)
 
 TASKS = 120
-
-
-@pytest.fixture
-def proxy(redis_url: str) -> Iterator[FaultProxy]:
-    parts = urlsplit(redis_url)
-    fault_proxy = FaultProxy(parts.hostname or "127.0.0.1", parts.port or 6379)
-    yield fault_proxy
-    fault_proxy.close()
 
 
 @pytest.fixture

@@ -224,6 +224,15 @@ def _backoff() -> ExponentialWithJitterBackoff:
     return ExponentialWithJitterBackoff(base=RETRY_BASE_S, cap=RETRY_CAP_S)
 
 
+def _give_up(
+    error: Exception, failures: int, retries: int, is_retryable: Callable[[Exception], bool] | None
+) -> bool:
+    """Whether a failed call must raise: out of tries, something was sent, or the caller says so."""
+    if failures > retries or not sent_nothing(error):
+        return True
+    return is_retryable is not None and not is_retryable(error)
+
+
 class ConnectRetry(Retry):
     """redis-py's asyncio retry, narrowed to failures to connect (:func:`sent_nothing`).
 
@@ -250,9 +259,7 @@ class ConnectRetry(Retry):
             except (RedisConnectionError, RedisTimeoutError) as error:
                 failures += 1
                 await (fail(error, failures) if with_failure_count else fail(error))
-                if failures > self.get_retries() or not sent_nothing(error):
-                    raise
-                if is_retryable is not None and not is_retryable(error):
+                if _give_up(error, failures, self.get_retries(), is_retryable):
                     raise
                 await asyncio.sleep(backoff.compute(failures))
 
@@ -279,9 +286,7 @@ class SyncConnectRetry(SyncRetry):
             except (RedisConnectionError, RedisTimeoutError) as error:
                 failures += 1
                 fail(error, failures) if with_failure_count else fail(error)
-                if failures > self.get_retries() or not sent_nothing(error):
-                    raise
-                if is_retryable is not None and not is_retryable(error):
+                if _give_up(error, failures, self.get_retries(), is_retryable):
                     raise
                 time.sleep(backoff.compute(failures))
 
