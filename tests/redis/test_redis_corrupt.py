@@ -116,3 +116,19 @@ async def test_successor_names_are_checked_on_cluster_too(redis_url: str) -> Non
             await redis_broker.complete([Completion(lease=lease, successors=(bad,))])
 
         assert (await redis_broker.get_task(QUEUE, "t")).state is TaskState.ACTIVE
+
+
+async def test_a_task_id_that_is_not_utf8_is_archived_and_still_listed(redis_url: str) -> None:
+    async with namespaced_broker(redis_url) as redis_broker:
+        await redis_broker.enqueue([TaskMessage(id="good", type="t", queue=QUEUE)])
+        client = await _raw(redis_broker)
+        k = keys.queue_keys(redis_broker.namespace, QUEUE)
+        bad_key = keys.task(redis_broker.namespace, QUEUE, "x").encode()[:-1] + b"\xff"
+        await client.hset(bad_key, mapping={"type": "t", "state": "pending", "payload": "1"})
+        await client.zadd(k.pending, {b"\xff": 1})
+
+        leases = await redis_broker.claim([QUEUE], limit=5, lease_s=30)
+        archived = await redis_broker.list_tasks(QUEUE, TaskState.ARCHIVED)
+
+        assert [lease.task.id for lease in leases] == ["good"]
+        assert [task.id for task in archived] == ["\ufffd"]

@@ -96,7 +96,7 @@ class InspectionMixin(RedisBrokerBase):
         else:
             first, last = offset, offset + limit - 1
         reply = await self._run("page", k.block, [state.value, first, last])
-        found = [(raw_id.decode(), pairs(flat)) for raw_id, flat in reply]
+        found = [(raw_id.decode(errors="replace"), pairs(flat)) for raw_id, flat in reply]
         if state is TaskState.ACTIVE:
             found.sort(key=lambda item: _since(item[1]))
             found = found[offset : offset + limit]
