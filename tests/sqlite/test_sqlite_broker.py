@@ -213,6 +213,51 @@ async def test_get_task_on_an_undecodable_row_is_a_broker_error(tmp_path: Path) 
     await broker.close()
 
 
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("deadline", 1e20), ("enqueued_at", float("inf")), ("timeout_s", 1e300),
+     ("retention_s", -1e300), ("last_failed_at", -1e20)],
+)  # fmt: skip
+async def test_a_time_out_of_range_archives_its_row_and_blocks_no_other_queue(
+    tmp_path: Path, column: str, value: float
+) -> None:
+    # A STRICT REAL column takes 1e20 or inf; Python's datetime and timedelta do not.
+    path = tmp_path / "range.db"
+    broker = SqliteBroker(path)
+    await broker.enqueue([message("bad"), message("good"), message("other", queue="q2")])
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute(f"UPDATE tasks SET {column} = ? WHERE id = 'bad'", (value,))
+    raw.close()
+
+    leases = await broker.claim(["q2", "default"], limit=10, lease_s=30)
+
+    assert sorted(le.task.id for le in leases) == ["good", "other"]
+    stats = await broker.queue_stats("default")
+    assert (stats.pending, stats.active, stats.archived) == (0, 1, 1)
+    try:
+        info = await broker.get_task("default", "bad")
+    except BrokerError as exc:  # the bad value is still stored: reported, not raised raw
+        assert "bad time or duration" in str(exc)
+    else:  # archiving overwrote the bad column (last_failed_at)
+        assert info.state is TaskState.ARCHIVED
+    await broker.close()
+
+
+async def test_an_active_row_without_a_lease_expiry_is_recovered(tmp_path: Path) -> None:
+    # No claim writes one, but a damaged row must not stay ACTIVE for ever (undeletable).
+    path = tmp_path / "nolease.db"
+    broker = SqliteBroker(path)
+    await broker.enqueue([message("a")])
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute("UPDATE tasks SET state = 'active', lease_expires_at = NULL WHERE id = 'a'")
+    raw.close()
+
+    assert await broker.recover_expired(delay_s=0) == 1
+    assert (await broker.get_task("default", "a")).state is TaskState.RETRY
+    await broker.delete_queue("default", force=True)
+    await broker.close()
+
+
 # -- indexes ---------------------------------------------------------------------------------
 
 

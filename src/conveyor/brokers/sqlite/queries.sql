@@ -186,7 +186,9 @@ SET state = CASE WHEN crashes + 1 >= ?4 OR retried + 1 > max_retry THEN 'archive
     last_error = CASE WHEN crashes + 1 >= ?4 THEN ?5 ELSE ?1 END,
     crashes = crashes + 1, retried = retried + 1, last_failed_at = ?2, since = ?2,
     lease_expires_at = NULL
-WHERE state = 'active' AND lease_expires_at < ?2
+-- An ACTIVE row without an expiry is damaged (no claim writes one): recover it too, or it would be
+-- stuck for ever.
+WHERE state = 'active' AND (lease_expires_at IS NULL OR lease_expires_at < ?2)
 RETURNING queue;
 
 -- name: purge_completed

@@ -37,10 +37,19 @@ def task_info(row: Row) -> TaskInfo:
     """Decode one row of task columns.
 
     Raises:
-        UndecodableRowError: with a short reason, when the state or encoding is unknown.
+        UndecodableRowError: with a short reason, when the state or encoding is unknown, or a
+            time or duration is out of ``datetime``/``timedelta`` range (``1e20``, ``inf``: a
+            STRICT REAL column takes them).
     """
     state: TaskState = _enum_value(row, STATE, TaskState, "state")
     encoding: Encoding = _enum_value(row, ENCODING, Encoding, "encoding")
+    try:
+        return _decoded(row, state, encoding)
+    except (ValueError, OverflowError, TypeError) as exc:
+        raise UndecodableRowError(f"bad time or duration ({exc})") from None
+
+
+def _decoded(row: Row, state: TaskState, encoding: Encoding) -> TaskInfo:
     timeout_s = row[TIMEOUT_S]
     return TaskInfo(
         id=row[ID],
