@@ -115,3 +115,20 @@ async def test_a_stale_completion_does_not_release_a_newer_lock(broker: Broker) 
 
     with pytest.raises(DuplicateTaskError):
         await enqueue_one(broker, unique_key="chain", unique_ttl_s=600)
+
+
+async def test_a_successor_cannot_take_a_lock_held_by_a_namesake_in_its_queue(
+    broker: Broker,
+) -> None:
+    # A completing task passes its own lock to its successors; a task with the same id in the
+    # successor's queue is another task, and its lock holds.
+    await broker.enqueue([msg(id="same", queue="elsewhere", unique_key="k")])
+    await enqueue_one(broker, id="same")
+    lease = await claim_one(broker)
+    successor = msg(id="next", queue="elsewhere", unique_key="k")
+
+    with pytest.raises(DuplicateTaskError):
+        await broker.complete([Completion(lease=lease, successors=(successor,))])
+
+    assert [t.id for t in await broker.list_tasks("elsewhere", TaskState.PENDING)] == ["same"]
+    assert (await broker.get_task(QUEUE, "same")).state is TaskState.ACTIVE

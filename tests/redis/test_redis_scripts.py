@@ -21,7 +21,7 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 # 'src/conveyor/brokers/redis/scripts').glob('*.lua'))]"
 PINNED_SHA256 = {
     "claim.lua": "225a8dd1f9995f95",
-    "complete.lua": "9a93b961bb3234b8",
+    "complete.lua": "2e0c8ead6ed646b3",
     "delete_queue.lua": "4f0a143b22e99d80",
     "enqueue.lua": "0eb8f6916be7b533",
     "extend.lua": "6f9412abebeee194",

@@ -322,12 +322,21 @@ class MemoryBroker:
             return q.due
         return q.pending
 
-    def _lock_held(self, s: _State, queue: str, key: str, now: float, owner: str = "") -> bool:
+    def _lock_held(
+        self, s: _State, queue: str, key: str, now: float, owner: tuple[str, str] | None = None
+    ) -> bool:
+        """Whether a live lock on ``key`` bars a new task (its ``owner`` may reuse it)."""
         held = s.locks.get((queue, key))
-        return held is not None and held[0] != owner and (held[1] is None or held[1] > now)
+        if held is None or (held[1] is not None and held[1] <= now):
+            return False
+        return owner is None or (queue, held[0]) != owner
 
     def _check_new(
-        self, s: _State, messages: Sequence[TaskMessage], now: float, owner: str = ""
+        self,
+        s: _State,
+        messages: Sequence[TaskMessage],
+        now: float,
+        owner: tuple[str, str] | None = None,
     ) -> None:
         ids: set[tuple[str, str]] = set()
         keys: set[tuple[str, str]] = set()
@@ -503,7 +512,7 @@ class MemoryBroker:
                 if t is None:
                     done.append(False)
                     continue
-                self._check_new(s, c.successors, now, owner=t.msg.id)
+                self._check_new(s, c.successors, now, owner=(t.msg.queue, t.msg.id))
                 self._unlock(s, t)
                 if t.msg.retention_s > 0:
                     t.result, t.completed_at = c.result, now

@@ -134,7 +134,7 @@ class Store:
                 infos = self._insert_fast(messages, now)
         except (_Conflict, sqlite3.IntegrityError):
             with self.write() as now:
-                self._check_new(messages, now, owner="")
+                self._check_new(messages, now, owner=None)
                 infos = self._insert_fast(messages, now)  # the conflict went away meanwhile
         if any(i.state is TaskState.PENDING for i in infos):
             self.notify_ready()
@@ -152,7 +152,7 @@ class Store:
         with self.write() as now:
             for messages in groups:
                 try:
-                    outcomes.append(self._insert(messages, now, owner=""))
+                    outcomes.append(self._insert(messages, now, owner=None))
                 except (TaskIdConflictError, DuplicateTaskError) as exc:
                     outcomes.append(exc)
         if any(
@@ -164,7 +164,9 @@ class Store:
             self.notify_ready()
         return outcomes
 
-    def _insert(self, messages: Sequence[TaskMessage], now: float, owner: str) -> list[TaskInfo]:
+    def _insert(
+        self, messages: Sequence[TaskMessage], now: float, owner: tuple[str, str] | None
+    ) -> list[TaskInfo]:
         """Insert messages inside the current transaction, or raise the exact enqueue error."""
         self.conn.execute("SAVEPOINT enqueue")
         try:
@@ -212,7 +214,9 @@ class Store:
         )
         return infos
 
-    def _check_new(self, messages: Sequence[TaskMessage], now: float, owner: str) -> None:
+    def _check_new(
+        self, messages: Sequence[TaskMessage], now: float, owner: tuple[str, str] | None
+    ) -> None:
         """Raise the first conflict, message by message, exactly as the memory broker does."""
         ids: set[tuple[str, str]] = set()
         keys: set[tuple[str, str]] = set()
@@ -228,7 +232,9 @@ class Store:
             if m.unique_key is None:
                 continue
             held = self.conn.execute(Q["unique_lock_held"], (m.queue, m.unique_key, now)).fetchone()
-            if (m.queue, m.unique_key) in keys or (held is not None and held[0] != owner):
+            # A completing task (``owner``: queue, id) may pass its own lock to its successors.
+            mine = held is not None and (m.queue, held[0]) == owner
+            if (m.queue, m.unique_key) in keys or (held is not None and not mine):
                 raise DuplicateTaskError(
                     f"unique key {m.unique_key!r} is held in queue {m.queue!r}",
                     task_id=m.id,
@@ -352,7 +358,7 @@ class Store:
             if unique_key is not None:
                 self.conn.execute(Q["release_unique_lock"], (task.queue, unique_key, task.id))
             if c.successors:
-                self._insert(c.successors, now, owner=task.id)
+                self._insert(c.successors, now, owner=(task.queue, task.id))
         except BaseException:
             self.conn.execute("ROLLBACK TO completion")
             self.conn.execute("RELEASE completion")

@@ -46,7 +46,8 @@ end
 
 for i = 1, n do
   local o = (i - 1) * 4
-  local b = block(tonumber(words[o + 1]))
+  local qi = tonumber(words[o + 1])
+  local b = block(qi)
   local id = words[o + 2]
   local result = nil
   if words[o + 4] == '1' then
@@ -64,7 +65,11 @@ for i = 1, n do
     if #succs > 0 then succ = successors_of(i) end
     local seen = {}
     for _, s in ipairs(succ) do
-      local refused = check_message(s[2], seen, id)
+      -- The completing task's own lock is free to its successors in its own queue only (a task
+      -- of the same id in another queue is another task).
+      local owner = nil
+      if s[2][1] == qi then owner = id end
+      local refused = check_message(s[2], seen, owner)
       if refused then
         out[#out + 1] = refused
         out[#out + 1] = s[1]
