@@ -65,7 +65,7 @@ _CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": 
 # Reconnection: redis-py itself retries nothing. Its retry would send a command again after a
 # lost reply, and none of the scripts can run twice safely (a claim would lease a second batch,
 # an enqueue would report its own task as a conflict). The broker retries only failures to
-# connect, when nothing was sent (base.retrying_connects): jittered exponential backoff, 50 ms
+# connect, when nothing was sent (ConnectRetry below): jittered exponential backoff, 50 ms
 # doubling to 1 s, 8 tries, about 4.5 s at most. That rides out a Redis restart; anything else
 # surfaces as BrokerUnavailableError and the worker's own loops try again later.
 RETRY_BASE_S = 0.05
