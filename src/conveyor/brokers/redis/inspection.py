@@ -16,7 +16,7 @@ from conveyor.brokers.protocol import (
 )
 from conveyor.brokers.redis import keys
 from conveyor.brokers.redis.base import RedisBrokerBase
-from conveyor.brokers.redis.records import decode_record, pairs
+from conveyor.brokers.redis.records import decode_record, float_field, pairs
 from conveyor.brokers.redis.replies import as_bytes, not_found
 from conveyor.errors import QueueInUseError, QueueNotEmptyError
 from conveyor.message import QueueStats, TaskInfo, TaskState
@@ -98,7 +98,8 @@ class InspectionMixin(RedisBrokerBase):
         reply = await self._run("page", k.block, [state.value, first, last])
         found = [(raw_id.decode(errors="replace"), pairs(flat)) for raw_id, flat in reply]
         if state is TaskState.ACTIVE:
-            found.sort(key=lambda item: _since(item[1]))
+            # A garbled 'since' (a damaged record) sorts first instead of failing the page.
+            found.sort(key=lambda item: float_field(item[1].get(b"since")) or 0.0)
             found = found[offset : offset + limit]
         return [decode_record(queue, task_id, rec) for task_id, rec in found]
 
@@ -227,11 +228,3 @@ class InspectionMixin(RedisBrokerBase):
             raise QueueInUseError(queue=queue, active=active)
         for state in _DELETABLE:
             await self._manage_all("delete", queue, state)
-
-
-def _since(record: dict[bytes, bytes]) -> float:
-    """When the task entered its state, for sorting; a corrupt value sorts first, not fails."""
-    try:
-        return float(record.get(b"since") or 0)
-    except ValueError:
-        return 0.0

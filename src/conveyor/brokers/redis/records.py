@@ -155,7 +155,8 @@ def enqueued_infos(messages: Sequence[TaskMessage], states: bytes, now_us: int) 
     return infos
 
 
-def _float(raw: bytes | None) -> float | None:
+def float_field(raw: bytes | None) -> float | None:
+    """A stored number, or None when absent, garbled or not finite (a damaged field)."""
     if not raw:
         return None
     try:
@@ -166,12 +167,12 @@ def _float(raw: bytes | None) -> float | None:
 
 
 def _int(raw: bytes | None, default: int = 0) -> int:
-    value = _float(raw)
+    value = float_field(raw)
     return default if value is None else int(value)
 
 
 def _micros(raw: bytes | None) -> float | None:
-    value = _float(raw)
+    value = float_field(raw)
     return None if value is None else value / 1_000_000
 
 
@@ -197,7 +198,7 @@ def _ready(state: TaskState, fields: dict[bytes, bytes]) -> datetime | None:
     """When a waiting task is ready: its ``ready`` field, else (fresh pending) its enqueue time."""
     if state not in _WAITING:
         return None
-    ready = _float(fields.get(b"ready"))
+    ready = float_field(fields.get(b"ready"))
     return _time(ready if ready is not None else _micros(fields.get(b"enqueued_at")))
 
 
@@ -210,8 +211,8 @@ def decode_record(queue: str, task_id: str, fields: dict[bytes, bytes]) -> TaskI
     """
     get = fields.get
     state = _STATES.get(get(b"state", b""), TaskState.ARCHIVED)
-    timeout = _span(_float(get(b"timeout")))
-    retention = _span(_float(get(b"retention")))
+    timeout = _span(float_field(get(b"timeout")))
+    retention = _span(float_field(get(b"retention")))
     error = get(b"error")
     ukey = get(b"unique_key")
     # Positional, in field order, without the dataclass __init__ (see message._new_task_info).
@@ -227,7 +228,7 @@ def decode_record(queue: str, task_id: str, fields: dict[bytes, bytes]) -> TaskI
         None if error is None else error.decode(errors="replace"),
         None if b"failed_at" not in fields else _time(_micros(get(b"failed_at"))),
         timeout,
-        None if b"deadline" not in fields else _time(_float(get(b"deadline"))),
+        None if b"deadline" not in fields else _time(float_field(get(b"deadline"))),
         None if state is TaskState.ACTIVE else _ready(state, fields),
         _time(_micros(get(b"enqueued_at"))),
         None if b"completed_at" not in fields else _time(_micros(get(b"completed_at"))),
