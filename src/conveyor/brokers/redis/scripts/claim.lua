@@ -73,8 +73,8 @@ end
 -- commands and the decoding that follow (an HINCRBY on retried or crashes, Python's datetime,
 -- timedelta and UTF-8), so a record that passes never breaks a later step.
 local function corruption(id, rec, tkey)
-  if rec.err then return 'not a hash (' .. redis.call('TYPE', tkey)['ok'] .. ')' end
-  if rec[1] == false and redis.call('EXISTS', tkey) == 0 then return 'record missing' end
+  local unusable = unreadable(rec, tkey, rec[1])
+  if unusable then return unusable end
   if rec[2] ~= 'pending' then return 'bad state ' .. tostring(rec[2]) end
   if rec[3] == false or rec[3] == '' then return 'missing type' end
   if rec[4] == false then return 'missing payload' end

@@ -275,6 +275,14 @@ end
 -- a key of the wrong type, HINCRBY on a non-integer) runs through redis.pcall, before any write,
 -- its error handled as a corrupt record.
 
+-- Why a record read through pcall (`rec`, an HMGET reply) cannot be used at all, or nil: its key
+-- holds no hash, or there is no key (`probe`, a field every record has, came back empty).
+local function unreadable(rec, tkey, probe)
+  if rec.err then return 'not a hash (' .. redis.call('TYPE', tkey)['ok'] .. ')' end
+  if probe == false and redis.call('EXISTS', tkey) == 0 then return 'record missing' end
+  return nil
+end
+
 -- Archive a task whose record is damaged, with the reason, and take it out of the state set
 -- `from` (a STATE_SET name, or nil when the caller already removed it, e.g. ZPOPMIN). A key that
 -- holds no hash is replaced by one: its old value is kept in 'corrupt_dump' (DUMP format, for

@@ -25,17 +25,14 @@ for _, id in ipairs(ids) do
   -- every later recovery of this queue at the same entry.
   local rec = redis.pcall('HMGET', tkey, 'retried', 'max_retry', 'state')
   local crash
-  if rec.err then
-    archive_corrupt(b, id, t, 'not a hash (' .. redis.call('TYPE', tkey)['ok'] .. ')', 'active')
+  local unusable = unreadable(rec, tkey, rec[3])
+  if unusable then
+    archive_corrupt(b, id, t, unusable, 'active')
   elseif rec[3] ~= 'active' and STATE_SET[rec[3]] then
     redis.call('ZREM', b.active, id)  -- stray index entry; the record lives elsewhere
   elseif rec[3] ~= 'active' then
     -- In no state set but this one: archived, never dropped.
-    if rec[3] == false and redis.call('EXISTS', tkey) == 0 then
-      archive_corrupt(b, id, t, 'record missing', 'active')
-    else
-      archive_corrupt(b, id, t, 'bad state ' .. tostring(rec[3]), 'active')
-    end
+    archive_corrupt(b, id, t, 'bad state ' .. tostring(rec[3]), 'active')
   else
     crash = redis.pcall('HINCRBY', tkey, 'crashes', 1)
     if type(crash) == 'table' then
