@@ -253,7 +253,7 @@ async def test_errors_never_show_the_password(tmp_path: Path) -> None:
             [info] = await asyncio.to_thread(good.enqueue_blocking, [TaskMessage(id="a", type="t")])
             assert info.state is TaskState.PENDING
             for broker in (bad, nowhere):
-                client, _ = broker._sync_client()
+                client = broker._sync_side().client
                 client.get_retry().update_retries(0)  # a refusal is final; skip the backoff
             with pytest.raises(BrokerError) as refused:
                 await asyncio.to_thread(bad.enqueue_blocking, [TaskMessage(id="b", type="t")])

@@ -21,8 +21,9 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
+import redis
 from redis.commands.core import Script
 from redis.exceptions import RedisError
 
@@ -37,6 +38,7 @@ from conveyor.brokers.redis.base import (
     script_source,
 )
 from conveyor.brokers.redis.connect import RedisTarget, make_sync_client, parse_redis_url
+from conveyor.brokers.redis.direct import SyncLines
 from conveyor.brokers.redis.inspection import InspectionMixin
 from conveyor.brokers.redis.records import enqueue_args, message_args
 from conveyor.brokers.redis.replies import (
@@ -54,6 +56,15 @@ from conveyor.errors import BrokerError, BrokerUnavailableError, LeaseLostError
 from conveyor.message import Completion, Lease, TaskInfo, TaskMessage, validate_name
 
 __all__ = ["RedisBroker"]
+
+
+class _SyncSide(NamedTuple):
+    """What :meth:`RedisBroker.enqueue_blocking` runs on (made on first use)."""
+
+    client: SyncClient
+    lines: SyncLines | None  # None on Cluster
+    script: Script
+
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +88,8 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
         self._combiner: Combiner[Sequence[TaskMessage], list[TaskInfo]] = Combiner(
             self._enqueue_groups
         )
-        # enqueue_blocking's synchronous client and script, made on first use.
-        self._sync: SyncClient | None = None
-        self._sync_enqueue: Script | None = None
+        # enqueue_blocking's synchronous client, its direct lines and script, made on first use.
+        self._sync: _SyncSide | None = None
         self._sync_lock = threading.Lock()
 
     @classmethod
@@ -136,6 +146,8 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
         await self._combiner.aclose()  # combined enqueues in flight finish (or fail) first
         self._closed = True
         self._close_sync()
+        if self._lines is not None:
+            await self._lines.close()
         for client in (self._client, self._blocking):
             if client is not None:
                 with contextlib.suppress(RedisError, OSError):
@@ -174,14 +186,15 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
         if not messages:
             return []
         check_names(messages)
-        client, script = self._sync_client()
+        side = self._sync_side()
+        client = side.client
         groups = queue_groups(messages) if self._cluster else [list(range(len(messages)))]
         outcomes: list[list[TaskInfo]] = []
         for chosen in groups:
             group = [messages[i] for i in chosen] if self._cluster else messages
             keys_, args = self._enqueue_request([group])
             with self._errors():
-                reply = evalsha_blocking(client, script, keys_, args)
+                reply = evalsha_blocking(client, side.lines, side.script, keys_, args)
             [outcome] = enqueue_outcomes([group], reply)
             if isinstance(outcome, Exception):
                 raise outcome
@@ -193,21 +206,25 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
                 self._registered_now(new)
         return in_order(groups, outcomes)
 
-    def _sync_client(self) -> tuple[SyncClient, Script]:
-        """The synchronous client and its enqueue script, made once (under a lock)."""
+    def _sync_side(self) -> _SyncSide:
+        """The synchronous client, its lines and enqueue script, made once (under a lock)."""
         with self._sync_lock:
-            if self._sync is None or self._sync_enqueue is None:
+            if self._sync is None:
                 with self._errors():  # a Cluster client reaches its nodes when made
                     client = make_sync_client(self._target)
-                self._sync_enqueue = client.register_script(script_source("enqueue"))
-                self._sync = client
-            return self._sync, self._sync_enqueue
+                lines = None if isinstance(client, redis.RedisCluster) else SyncLines(client)
+                script = client.register_script(script_source("enqueue"))
+                self._sync = _SyncSide(client, lines, script)
+            return self._sync
 
     def _close_sync(self) -> None:
         with self._sync_lock:
-            client, self._sync, self._sync_enqueue = self._sync, None, None
-        if client is not None:
+            side, self._sync = self._sync, None
+        if side is not None:
+            client = side.client
             with contextlib.suppress(RedisError, OSError):
+                if side.lines is not None:
+                    side.lines.close()
                 client.close()
                 # A Sentinel-managed pool also holds connections to the Sentinels.
                 pool = getattr(client, "connection_pool", None)

@@ -1,0 +1,106 @@
+"""Script calls straight on redis-py connections the broker keeps between calls.
+
+redis-py's ``execute_command`` costs about 30 to 35 µs of CPU a call beyond the round trip itself
+(measured with redis-py 8.1: taking the connection from the pool and giving it back, with
+their per-call metrics hooks and locking, the retry wrapper and the command dispatch). That is
+a sixth of a single enqueue and a sizeable share of every claim and completion. So the broker
+keeps the connections it has used on a free list of its own and talks to them through
+redis-py's public connection calls (``send_command``, ``read_response``): redis-py still
+connects (with the broker's connect-only retry), encodes, parses and drops a connection on any
+error, exactly as under ``execute_command``.
+
+Before reusing a connection it makes the check the pool makes: a connection with unread data
+or closed by the server (a Redis restart) is reconnected before anything is sent, so the
+first command after a restart does not fail. Nothing is ever sent twice.
+
+Standalone and Sentinel clients only; Cluster routes each command by slot and keeps
+``execute_command``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+# redis-py 8 renamed the asyncio check (the old name warns); 6.x and 7.x have only the old one.
+_ASYNC_CHECK = "can_read" if hasattr(AbstractConnection, "can_read") else "can_read_destructive"
+
+
+class AsyncLines:
+    """Connections of one asyncio client kept checked out for direct command calls."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._pool = client.connection_pool
+        self._idle: list[AbstractConnection] = []
+
+    async def call(self, *command: Any) -> Any:
+        """Send ``command`` and return its reply (a Redis error reply raises ``ResponseError``)."""
+        conn = await self._take()
+        try:
+            await conn.send_command(*command)
+            return await conn.read_response()
+        finally:
+            # On a failed send or read redis-py has already disconnected it; it reconnects when
+            # next used. An error reply leaves it clean.
+            self._idle.append(conn)
+
+    async def _take(self) -> AbstractConnection:
+        if not self._idle:
+            conn: AbstractConnection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+            return conn
+        conn = self._idle.pop()
+        if conn.is_connected:
+            try:
+                stale = await getattr(conn, _ASYNC_CHECK)()
+            except (RedisConnectionError, OSError):
+                stale = True
+            if stale:
+                await conn.disconnect()
+        return conn
+
+    async def close(self) -> None:
+        """Give the connections back to the pool (before the client closes it)."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await self._pool.release(conn)
+
+
+class SyncLines:
+    """:class:`AsyncLines` for a synchronous client; safe to share between threads."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._pool = client.connection_pool
+        self._idle: list[redis.Connection] = []
+
+    def call(self, *command: Any) -> Any:
+        """Send ``command`` and return its reply (a Redis error reply raises ``ResponseError``)."""
+        conn = self._take()
+        try:
+            conn.send_command(*command)  # type: ignore[no-untyped-call]
+            return conn.read_response()
+        finally:
+            self._idle.append(conn)  # as in AsyncLines.call
+
+    def _take(self) -> redis.Connection:
+        try:
+            conn = self._idle.pop()  # atomic: each thread gets its own connection
+        except IndexError:
+            fresh: redis.Connection = self._pool.get_connection()
+            return fresh
+        try:
+            stale = conn.can_read()
+        except (RedisConnectionError, OSError):
+            stale = True
+        if stale:
+            conn.disconnect()  # type: ignore[no-untyped-call]
+        return conn
+
+    def close(self) -> None:
+        """Give the connections back to the pool (before the client closes it)."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            self._pool.release(conn)
