@@ -216,7 +216,7 @@ async def test_threads_enqueue_concurrently(redis_url: str) -> None:
         assert (await broker.queue_stats("default")).pending == 200
 
 
-async def test_works_after_script_flush_and_server_restart(tmp_path: Path) -> None:
+async def test_works_after_script_flush_restart_and_killed_connections(tmp_path: Path) -> None:
     with Fleet() as fleet:
         redis_server = fleet.add(server(tmp_path / "data"))
         broker = RedisBroker.from_url(f"redis://127.0.0.1:{redis_server.port}/0?namespace=bl")
@@ -238,6 +238,15 @@ async def test_works_after_script_flush_and_server_restart(tmp_path: Path) -> No
             await asyncio.to_thread(broker.enqueue_blocking, [TaskMessage(id="c", type="t")])
             assert (await broker.get_task("default", "c")).state is TaskState.PENDING
             assert await broker.list_queues() in (["default"], [])
+            # Kept connections the server closed are replaced before use, on both paths.
+            with redis_server.client() as c:
+                c.client_kill_filter(_type="normal", skipme=True)
+            for _ in range(3):  # an asyncio stream learns of the close when its loop reads
+                await asyncio.sleep(0)
+            await broker.enqueue([TaskMessage(id="d", type="t")])
+            await asyncio.to_thread(broker.enqueue_blocking, [TaskMessage(id="e", type="t")])
+            leases = await broker.claim(["default"], limit=5, lease_s=30)
+            assert [le.task.id for le in leases] == ["c", "d", "e"]
         finally:
             await broker.close()
 
