@@ -11,6 +11,11 @@ a worker) is blocked, and the test steers it with plain method calls:
   notice it. New connections after the heal work normally.
 - ``lose_next_reply(marker)``: the next request containing ``marker`` reaches the server, but
   its connection is closed before any reply comes back (a reply lost in the network).
+
+Counters a test can read to check that a fault had bite: ``connections`` (accepted),
+``silenced`` (connections the blackhole killed: it swallowed some of their bytes) and
+``lost_replies`` (one entry per reply lost, in order: the bytes of the request that carried the
+marker, as read in one chunk).
 """
 
 from __future__ import annotations
@@ -31,8 +36,11 @@ class FaultProxy:
         self._dead: set[asyncio.StreamWriter] = set()
         self._lose_after: bytes | None = None
         self._losing: set[asyncio.StreamWriter] = set()  # client sides whose reply is lost
+        self._requests: dict[asyncio.StreamWriter, bytes] = {}  # the request whose reply is lost
         self.port = 0
         self.connections = 0
+        self.silenced = 0
+        self.lost_replies: list[bytes] = []
         started = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(started,), name="fault-proxy", daemon=True
@@ -81,12 +89,16 @@ class FaultProxy:
     ) -> None:
         while data := await reader.read(65536):
             if self._silent or writer in self._dead:
+                if writer not in self._dead:
+                    self.silenced += 1
                 self._dead |= pair
                 continue
             if client is not None and self._lose_after is not None and self._lose_after in data:
                 self._lose_after = None
                 self._losing.add(client)
+                self._requests[client] = data
             if writer in self._losing:  # the reply: drop it and cut the connection
+                self.lost_replies.append(self._requests.pop(writer, b""))
                 for w in pair:
                     w.transport.abort()
                 return
