@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from urllib.parse import SplitResult, urlsplit
 
 from conveyor.errors import ConfigError
 
 DEFAULT_BROKER_URL = "sqlite:///conveyor.db"
 BROKER_URL_ENV = "CONVEYOR_BROKER_URL"
+_SCHEME = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*)?:")
 KNOWN_SCHEMES = (
     "memory",
     "sqlite",
@@ -30,11 +32,17 @@ def redact_url(url: str) -> str:
     often called for) would otherwise end the authority early and be printed. An ``@`` later
     in the path or query can make this hide more than the password; never less.
     """
-    head, sep, rest = url.partition("//")
-    if not sep:
+    before, at, tail = url.rpartition("@")
+    if not at or ":" not in before:
         return url
-    userinfo, at, tail = rest.rpartition("@")
-    if not at or ":" not in userinfo:
+    scheme = _SCHEME.match(before)
+    head = scheme.group() if scheme else ""
+    if not before.startswith("//", len(head)):
+        # No "//" right after the scheme (``redis:user:pw@host``, ``unix:/u:pw@/path``): the
+        # user info has no start, so everything before the "@" may be the password.
+        return f"***@{tail}"
+    userinfo = before[len(head) + 2 :]
+    if ":" not in userinfo:
         return url
     user = userinfo.split(":", 1)[0]
     return f"{head}//{user}:***@{tail}"
@@ -54,7 +62,9 @@ def split_broker_url(url: str) -> SplitResult:
         if "," not in parts.netloc:  # multi-host (sentinel, cluster) netlocs have no one port
             parts.port  # noqa: B018 - urlsplit checks the port lazily
     except ValueError as exc:
-        raise ConfigError(f"malformed broker URL {redact_url(url)!r}: {exc}") from None
+        # urlsplit's message quotes the "port", which is the password when it holds a "/".
+        why = exc if redact_url(url) == url else "bad host or port"
+        raise ConfigError(f"malformed broker URL {redact_url(url)!r}: {why}") from None
     if parts.scheme not in KNOWN_SCHEMES:
         raise ConfigError(
             f"unsupported broker URL {redact_url(url)!r}: scheme must be one of "

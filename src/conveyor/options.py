@@ -29,6 +29,7 @@ from conveyor.message import (
     _new_task_message,
     encode_payload,
     new_task_id,
+    to_datetime,
     to_timestamp,
     validate_name,
 )
@@ -105,6 +106,9 @@ class TaskOptions:
 
 
 _OPTION_NAMES = tuple(f.name for f in fields(TaskOptions))
+_MAX_INT64 = 2**63 - 1
+# The longest duration whose float seconds convert back to a timedelta (a day short of max).
+_MAX_DURATION = timedelta(days=999_999_998)
 NO_OPTIONS = TaskOptions()
 
 
@@ -116,7 +120,10 @@ def _opt_duration(name: str, value: object, *, allow_zero: bool) -> timedelta | 
     elif isinstance(value, int | float) and not isinstance(value, bool):
         if value != value or value in (float("inf"), float("-inf")):
             raise ConfigError(f"option {name!r} must be a finite number of seconds, not {value!r}")
-        result = timedelta(seconds=value)
+        try:
+            result = timedelta(seconds=value)
+        except OverflowError:
+            raise ConfigError(f"option {name!r} is out of range: {value!r} seconds") from None
     else:
         raise TypeError(
             f"option {name!r} must be a number of seconds or a timedelta, "
@@ -125,11 +132,19 @@ def _opt_duration(name: str, value: object, *, allow_zero: bool) -> timedelta | 
     if result < timedelta(0) or (not allow_zero and result == timedelta(0)):
         rule = "zero or more" if allow_zero else "more than zero"
         raise ConfigError(f"option {name!r} must be {rule} seconds, not {value!r}")
+    if result > _MAX_DURATION:  # brokers store seconds as floats: timedelta.max rounds up
+        raise ConfigError(f"option {name!r} is out of range: {value!r}")
     return result
 
 
 def _opt_datetime(name: str, value: object) -> datetime | None:
-    if value is None or isinstance(value, datetime):
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        try:  # brokers store seconds since the epoch: the time must come back from them
+            to_datetime(to_timestamp(value))
+        except (OverflowError, ValueError, OSError):
+            raise ConfigError(f"option {name!r} is out of range: {value!r}") from None
         return value
     raise TypeError(f"option {name!r} must be a datetime, not {type(value).__name__}")
 
@@ -149,6 +164,8 @@ def _opt_max_retry(value: object) -> int | None:
         raise TypeError(f"option 'max_retry' must be an int, not {type(value).__name__}")
     if value < 0:
         raise ConfigError(f"option 'max_retry' must be zero or more, not {value}")
+    if value > _MAX_INT64:  # SQLite stores it as a 64-bit INTEGER
+        raise ConfigError(f"option 'max_retry' must be at most {_MAX_INT64}, not {value}")
     return value
 
 
@@ -162,7 +179,8 @@ def parse_options(options: Mapping[str, object], *, defaults_only: bool = False)
     Raises:
         TypeError: an unknown option name, or a value of the wrong type.
         ConfigError: (a ``ValueError``) a negative duration, a bad queue name or task id, or
-            both ``process_in`` and ``process_at``.
+            both ``process_in`` and ``process_at``; a duration, time or ``max_retry`` out of
+            the brokers' range (``1e300`` seconds, ``timedelta.max``, ``datetime.max``, 2**63).
     """
     allowed = _DEFAULT_NAMES if defaults_only else _ENQUEUE_NAMES
     unknown = sorted(set(options) - allowed)

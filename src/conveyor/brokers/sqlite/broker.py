@@ -62,6 +62,14 @@ _DURABILITY = {
 }
 
 
+_MAX_BUSY_TIMEOUT_MS = 2**31 - 1
+
+
+def _shown(value: str, url: str) -> str:
+    """``value`` quoted for an error, unless the URL holds a password (the query may hold it)."""
+    return repr(value) if redact_url(url) == url else "(hidden: the URL holds a password)"
+
+
 def _parse_options(query: str, url: str) -> dict[str, str]:
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
@@ -70,10 +78,12 @@ def _parse_options(query: str, url: str) -> dict[str, str]:
     options: dict[str, str] = {}
     for key, value in pairs:
         if key in options:
-            raise ConfigError(f"sqlite broker URL {redact_url(url)!r} repeats option {key!r}")
+            raise ConfigError(
+                f"sqlite broker URL {redact_url(url)!r} repeats option {_shown(key, url)}"
+            )
         if key not in ("synchronous", "busy_timeout_ms"):
             raise ConfigError(
-                f"unknown option {key!r} in sqlite broker URL {redact_url(url)!r}: "
+                f"unknown option {_shown(key, url)} in sqlite broker URL {redact_url(url)!r}: "
                 "known options are synchronous=full|normal and busy_timeout_ms=<int>"
             )
         options[key] = value
@@ -181,12 +191,18 @@ class SqliteBroker:
             raise ConfigError(f"sqlite broker URL must name a file ({form}), got {shown!r}")
         options = _parse_options(parts.query, url)
         busy_ms = options.get("busy_timeout_ms", str(int(DEFAULT_BUSY_TIMEOUT_S * 1000)))
-        if not busy_ms.isdigit() or int(busy_ms) <= 0:
-            raise ConfigError(f"busy_timeout_ms must be a positive integer, got {busy_ms!r}")
+        # ASCII digits only ("²".isdigit() holds) and at most SQLite's int busy timeout.
+        busy = int(busy_ms) if busy_ms.isascii() and busy_ms.isdigit() and len(busy_ms) < 11 else 0
+        if not 0 < busy <= _MAX_BUSY_TIMEOUT_MS:
+            shown = _shown(busy_ms, url)
+            raise ConfigError(
+                f"busy_timeout_ms must be a positive integer up to {_MAX_BUSY_TIMEOUT_MS}, "
+                f"got {shown}"
+            )
         return cls(
             path,
             synchronous=options.get("synchronous", Synchronous.NORMAL),
-            busy_timeout_s=int(busy_ms) / 1000,
+            busy_timeout_s=busy / 1000,
         )
 
     def __repr__(self) -> str:
