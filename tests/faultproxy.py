@@ -145,6 +145,11 @@ class FaultProxy:
 
         self._call(arm)
 
+    @property
+    def request_seen(self) -> bool:
+        """Whether the request armed by :meth:`lose_next_reply` has gone through."""
+        return self._lose_after is None
+
     def close(self) -> None:
         """Drop every connection, end the forwarding tasks and stop the proxy."""
         self.reset()

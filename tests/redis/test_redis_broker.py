@@ -79,10 +79,14 @@ async def test_every_key_lives_under_the_namespace_and_a_queue_hash_tag(redis_ur
             [k.decode() async for k in _raw(redis_broker).scan_iter(match=f"{ns}:*", count=10_000)]
         )
 
-        pattern = re.compile(re.escape(ns) + r":(queues|\{(q:1|other)\}:.+)")
+        # The claim's receipt is this broker object's, in its queue's slot, and expires.
+        receipt = r"claimed:\{q:1\}:[0-9a-f]{32}"
+        pattern = re.compile(re.escape(ns) + rf":(queues|{receipt}|\{{(q:1|other)\}}:.+)")
         assert found and all(pattern.fullmatch(k) for k in found), found
         assert keys.task(ns, "q:1", "a:b") in found
         assert keys.registry(ns) in found
+        [receipt_key] = [k for k in found if ":claimed:" in k]
+        assert 0 < await _raw(redis_broker).pttl(receipt_key) <= 30_000
 
 
 async def test_a_process_at_in_the_past_is_pending_and_in_the_future_is_never_early(

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
 import pytest
+import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from conveyor.brokers.redis import RedisBroker
@@ -20,7 +21,7 @@ from conveyor.brokers.redis.connect import sent_nothing
 from conveyor.errors import BrokerUnavailableError
 from conveyor.message import Completion, TaskMessage, TaskState
 from faultproxy import FaultProxy
-from support import delete_namespace
+from support import delete_namespace, eventually
 
 pytestmark = pytest.mark.redis
 
@@ -37,7 +38,7 @@ async def broker(redis_url: str, proxy: FaultProxy) -> AsyncIterator[RedisBroker
     await delete_namespace(redis_url, namespace)
 
 
-async def test_a_claim_whose_reply_is_lost_leases_one_batch_not_two(
+async def test_a_claim_whose_reply_is_lost_runs_once_and_is_given_back_by_the_next(
     broker: RedisBroker, proxy: FaultProxy
 ) -> None:
     await broker.enqueue([TaskMessage(id=f"t{i}", type="x", queue="q") for i in range(4)])
@@ -45,10 +46,63 @@ async def test_a_claim_whose_reply_is_lost_leases_one_batch_not_two(
     proxy.lose_next_reply(b"EVALSHA")
 
     with pytest.raises(BrokerUnavailableError):
-        await broker.claim(["q"], limit=1, lease_s=30)
+        await broker.claim(["q"], limit=2, lease_s=30)
 
     stats = await broker.queue_stats("q")
-    assert (stats.active, stats.pending) == (1, 3)  # the lost claim ran once; its lease lapses
+    assert (stats.active, stats.pending) == (2, 2)  # the lost claim ran once, not twice
+    # The next claim first gives the lost batch back (to the front, nothing counted), then
+    # claims: the tasks run now, not after their leases lapse.
+    leases = await broker.claim(["q"], limit=4, lease_s=30)
+    assert [le.task.id for le in leases] == ["t0", "t1", "t2", "t3"]
+    assert all(le.task.retried == 0 for le in leases)
+    assert (await broker.claim(["q"], limit=4, lease_s=30)) == []  # given back once only
+
+
+async def test_a_lost_wait_and_claim_is_given_back(
+    broker: RedisBroker, proxy: FaultProxy, redis_url: str
+) -> None:
+    direct = RedisBroker.from_url(f"{redis_url}?namespace={broker.namespace}")
+    try:
+        await broker.claim(["empty"], limit=1, lease_s=30)  # no NOSCRIPT on the pipelined claim
+        proxy.lose_next_reply(b"BLPOP")
+        waiting = asyncio.ensure_future(
+            broker.wait_and_claim(["q"], limit=1, lease_s=30, timeout_s=30)
+        )
+        await eventually(_true_when(lambda: proxy.request_seen))  # the BLPOP went out
+        await direct.enqueue([TaskMessage(id="t0", type="x", queue="q")])
+        with pytest.raises(BrokerUnavailableError):
+            await waiting
+        assert (await direct.queue_stats("q")).active == 1  # claimed, reply lost
+
+        [lease] = await broker.claim(["q"], limit=1, lease_s=30)
+        assert lease.task.id == "t0" and lease.task.retried == 0
+    finally:
+        await direct.close()
+
+
+async def test_unclaim_gives_back_only_its_own_claims_tasks_still_held(
+    broker: RedisBroker, redis_url: str
+) -> None:
+    await broker.enqueue(
+        [TaskMessage(id=f"t{i}", type="x", queue="q", retention_s=600) for i in range(3)]
+    )
+    done, kept, _ = await broker.claim(["q"], limit=3, lease_s=30)
+    assert await broker.complete([Completion(lease=done)]) == [True]
+    raw = aioredis.Redis.from_url(redis_url)
+    try:
+        [receipt] = [k async for k in raw.scan_iter(match=f"{broker.namespace}:claimed:*")]
+        claim_id = (await raw.get(receipt)).split()[0].decode()
+    finally:
+        await raw.aclose()
+    claim_keys = [*broker._keys("q").block, receipt.decode()]
+
+    assert await broker._run("unclaim", claim_keys, ["another-claim"]) == 0  # not its claim
+    assert (await broker.queue_stats("q")).active == 2
+    assert await broker._run("unclaim", claim_keys, [claim_id]) == 2  # t0 is completed
+    assert await broker._run("unclaim", claim_keys, [claim_id]) == 0  # safe to repeat
+    stats = await broker.queue_stats("q")
+    assert (stats.active, stats.pending, stats.completed) == (0, 2, 1)
+    assert await broker.complete([Completion(lease=kept)]) == [False]  # its lease is gone
 
 
 async def test_a_completion_whose_reply_is_lost_is_reported_unknown(
@@ -85,6 +139,13 @@ async def test_an_enqueue_whose_reply_is_lost_stores_the_task_once(
 
     assert (await broker.get_task("q", "new")).state is TaskState.PENDING
     assert (await broker.queue_stats("q")).pending == 2
+
+
+def _true_when(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def checked() -> bool:
+        return check()
+
+    return checked
 
 
 def test_only_failures_to_connect_count_as_nothing_sent() -> None:

@@ -6,11 +6,12 @@ use these primitives (and ``mypy --strict`` checks them) without living in one l
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import redis
 import redis.asyncio as aioredis
@@ -30,11 +31,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from conveyor.brokers.redis import keys
 from conveyor.brokers.redis.connect import RedisTarget, make_client
 from conveyor.brokers.redis.direct import AsyncLines, SyncLines
-from conveyor.brokers.redis.replies import as_bytes
+from conveyor.brokers.redis.replies import as_bytes, claim_script_args
 from conveyor.errors import BrokerError, BrokerUnavailableError
 
 if TYPE_CHECKING:
     from conveyor.message import Lease
+
+# The logger the broker had as one module: every part of it logs under that name.
+logger = logging.getLogger("conveyor.brokers.redis.broker")
 
 SCRIPT_NAMES = (
     "enqueue",
@@ -42,6 +46,7 @@ SCRIPT_NAMES = (
     "complete",
     "fail",
     "release",
+    "unclaim",
     "extend",
     "recover",
     "purge",
@@ -85,6 +90,14 @@ class ScriptBatch:
         return list(self.index)
 
 
+class LostClaim(NamedTuple):
+    """A claim.lua run whose reply never came: what unclaim.lua needs to give its tasks back."""
+
+    keys: list[str]
+    claim_id: str
+    until: float  # monotonic time its receipt (and leases) expire; nothing to give back after
+
+
 class RedisBrokerBase:
     """The state and primitives :class:`~conveyor.brokers.redis.RedisBroker` is built from.
 
@@ -100,8 +113,11 @@ class RedisBrokerBase:
         # Script calls skip execute_command's per-call overhead (see direct.py); not on Cluster.
         self._lines = None if isinstance(self._client, RedisCluster) else AsyncLines(self._client)
         self._blocking: Client | None = None  # BLPOP gets its own connections, made on demand
+        self._token = uuid.uuid4().hex  # names this object's own keys (waiter, claim receipts)
         # Only this broker object pushes here: it wakes its own BLPOP when a wait is cancelled.
-        self._waiter_key = keys.waiter(self._ns, uuid.uuid4().hex)
+        self._waiter_key = keys.waiter(self._ns, self._token)
+        # Claims whose reply was lost, oldest first: given back before the next claim.
+        self._lost_claims: list[LostClaim] = []
         self._scripts: dict[str, AsyncScript] = {
             name: self._client.register_script(script_source(name)) for name in SCRIPT_NAMES
         }
@@ -154,6 +170,34 @@ class RedisBrokerBase:
             except NoScriptError:
                 await self._client.script_load(script.script)
                 return await send(*command)
+
+    def _claim_request(
+        self, batch: ScriptBatch, limit: int, lease_s: float
+    ) -> tuple[list[str], list[Any], LostClaim]:
+        """KEYS and ARGV of a claim.lua run over ``batch``, and how to give it back if lost.
+
+        The claim leaves a receipt (this object's, in its first queue's slot) that
+        :meth:`_give_back_lost_claims` uses should its reply be lost.
+        """
+        claim_id = uuid.uuid4().hex
+        keys_ = [*batch.keys, keys.claim_receipt(self._ns, batch.queues[0], self._token)]
+        lost = LostClaim(keys_, claim_id, time.monotonic() + lease_s)
+        return keys_, [*claim_script_args(limit, lease_s), claim_id], lost
+
+    async def _give_back_lost_claims(self) -> None:
+        """Give back the tasks of claims whose reply was lost (unclaim.lua), oldest first.
+
+        Without this they would stay ACTIVE, held by no one, until their leases lapsed, and then
+        count as crashes. unclaim.lua is safe to repeat, so a failure here just leaves the claim
+        for the next call (and raises, as the claim that called it would have failed too).
+        """
+        while self._lost_claims:
+            lost = self._lost_claims[0]
+            if lost.until > time.monotonic():  # else its receipt is gone: recovery takes over
+                given = int(await self._run("unclaim", lost.keys, [lost.claim_id]))
+                if given:
+                    logger.warning("gave back %d tasks of a claim whose reply was lost", given)
+            del self._lost_claims[0]
 
     def _storing_keys(self, batch: ScriptBatch) -> list[str]:
         """KEYS of a script that stores messages: on a standalone server, plus the registry.

@@ -44,7 +44,6 @@ from conveyor.brokers.redis.records import enqueue_args, message_args
 from conveyor.brokers.redis.replies import (
     all_names,
     check_names,
-    claim_script_args,
     claimed_leases,
     enqueue_outcomes,
     in_order,
@@ -268,17 +267,19 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
         if not queues or limit <= 0:
             return leases
         await self._register(queues)  # Cluster: keep served queues listed (see _register)
+        await self._give_back_lost_claims()
         for group in self._groups(queues):
             if len(leases) >= limit:
                 break
             batch = ScriptBatch(self)
             for q in group:
                 batch.block(q)
+            keys_, args, lost = self._claim_request(batch, limit - len(leases), lease_s)
             try:
-                reply = await self._run(
-                    "claim", batch.keys, claim_script_args(limit - len(leases), lease_s)
-                )
-            except BrokerError:
+                reply = await self._run("claim", keys_, args)
+            except BrokerError as exc:
+                if isinstance(exc, BrokerUnavailableError):  # it may have run: give it back
+                    self._lost_claims.append(lost)
                 # Cluster, a later queue's node failing: what earlier queues' scripts already
                 # leased must reach the worker, or it would stay ACTIVE with no holder until
                 # its lease lapsed (and count as a crash).

@@ -5,6 +5,9 @@ Layout (``ns`` is the namespace, default ``conveyor``; ``q`` a queue name)::
     ns:queues                      SET    registry of queue names (cross-queue, own slot)
     ns:waiter:<hex>                LIST   one broker object's private wake-up (cancelling its
                                           wait pushes a token; deleted right after)
+    ns:claimed:{q}:<hex>           STRING one broker object's last claim from a batch whose first
+                                          queue is q: its id and leases, expiring with them
+                                          (a claim whose reply was lost is given back from it)
     ns:{q}:pending                 ZSET   ready task ids, score = ready time (FIFO)
     ns:{q}:scheduled               ZSET   task ids waiting for process_at, score = due time
     ns:{q}:retry                   ZSET   failed task ids waiting to retry, score = due time
@@ -39,6 +42,7 @@ from conveyor.message import validate_name
 __all__ = [
     "QUEUE_KEY_NAMES",
     "QueueKeys",
+    "claim_receipt",
     "queue_keys",
     "registry",
     "task",
@@ -70,6 +74,12 @@ def registry(namespace: str) -> str:
 def waiter(namespace: str, token: str) -> str:
     """A broker object's private wake list; ``token`` is unique to the object (hex)."""
     return f"{namespace}:waiter:{token}"
+
+
+def claim_receipt(namespace: str, queue: str, token: str) -> str:
+    """A broker object's last claim receipt for batches led by ``queue`` (its slot); ``token``
+    is unique to the object (hex)."""
+    return f"{namespace}:claimed:{{{queue}}}:{token}"
 
 
 def queue_prefix(namespace: str, queue: str) -> str:

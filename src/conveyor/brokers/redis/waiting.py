@@ -13,10 +13,10 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError
 
-from conveyor.brokers.redis.base import Client, RedisBrokerBase, ScriptBatch
+from conveyor.brokers.redis.base import Client, LostClaim, RedisBrokerBase, ScriptBatch
 from conveyor.brokers.redis.connect import make_client
-from conveyor.brokers.redis.replies import claim_script_args, claimed_leases
-from conveyor.errors import ConveyorError
+from conveyor.brokers.redis.replies import claimed_leases
+from conveyor.errors import BrokerUnavailableError, ConveyorError
 from conveyor.message import Lease
 
 # The logger the broker had as one module: every part of it logs under that name.
@@ -51,8 +51,9 @@ class WaitingMixin(RedisBrokerBase):
         if wait < _SHORTEST_BLPOP_S:  # ready now or nearly
             return await self.claim(names, limit=limit, lease_s=lease_s)
         wake_keys = [self._keys(q).wake for q in names]
+        await self._give_back_lost_claims()
         blocked = asyncio.ensure_future(
-            self._blocked_claim(batch, wake_keys, wait, claim_script_args(limit, lease_s))
+            self._blocked_claim(batch, wake_keys, wait, self._claim_request(batch, limit, lease_s))
         )
         try:
             # Shielded: cancelling redis-py mid-reply would drop the connection, and with it
@@ -63,21 +64,30 @@ class WaitingMixin(RedisBrokerBase):
             raise
 
     async def _blocked_claim(
-        self, batch: ScriptBatch, wake_keys: list[str], wait: float, claim_args: list[int]
+        self,
+        batch: ScriptBatch,
+        wake_keys: list[str],
+        wait: float,
+        request: tuple[list[str], list[Any], LostClaim],
     ) -> list[Lease]:
         """BLPOP then claim.lua, sent together on the blocking client; the claim's leases."""
+        claim_keys, claim_args, lost = request
         blocking = self._blocking_client()
         pipe = blocking.pipeline(transaction=False)
         pipe.execute_command("BLPOP", *wake_keys, self._waiter_key, wait)
         script = self._scripts["claim"]
-        pipe.execute_command("EVALSHA", script.sha, len(batch.keys), *batch.keys, *claim_args)
-        with self._errors():
-            # The blocking client has no socket timeout; this bound catches a dead connection.
-            async with asyncio.timeout(wait + 5.0):
-                _, reply = await pipe.execute(raise_on_error=False)
-        if isinstance(reply, NoScriptError):  # the server lost its scripts (restart, flush)
-            reply = await self._run("claim", batch.keys, claim_args)
-        elif isinstance(reply, Exception):
+        pipe.execute_command("EVALSHA", script.sha, len(claim_keys), *claim_keys, *claim_args)
+        try:
+            with self._errors():
+                # The blocking client has no socket timeout; this bound catches a dead connection.
+                async with asyncio.timeout(wait + 5.0):
+                    _, reply = await pipe.execute(raise_on_error=False)
+            if isinstance(reply, NoScriptError):  # the server lost its scripts (restart, flush)
+                reply = await self._run("claim", claim_keys, claim_args)
+        except BrokerUnavailableError:  # the claim may have run: give it back
+            self._lost_claims.append(lost)
+            raise
+        if isinstance(reply, Exception):
             with self._errors():
                 raise reply
         return claimed_leases(batch.queues, reply)

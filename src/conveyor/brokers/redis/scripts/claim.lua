@@ -1,6 +1,9 @@
 -- claim.lua: lease up to `limit` ready tasks, trying the queues in KEYS order.
--- KEYS:    one 13-key block per queue, in the caller's priority order (see lib.lua).
--- ARGV:    [1] limit, [2] lease length in µs.
+-- KEYS:    one 13-key block per queue, in the caller's priority order (see lib.lua); then,
+--          optionally, the caller's receipt key (keys.claim_receipt).
+-- ARGV:    [1] limit, [2] lease length in µs, [3] this claim's id (with the receipt key).
+--          When anything is claimed, the receipt is overwritten with the id and the leases,
+--          expiring with them: should the reply be lost, unclaim.lua gives the tasks back.
 -- Returns: {now_us, lease_expiry_us, corrupt, claimed...}; each claimed task is
 --          {queue_block_index, id, token, values of CLAIM_FIELDS (false where absent)}.
 --          Corrupt records met on the way are archived with a reason and listed in `corrupt`
@@ -177,10 +180,21 @@ local function claim_from(qi)
   end
 end
 
-for qi = 1, #KEYS / BLOCK do
+local blocks_n = math.floor(#KEYS / BLOCK)
+for qi = 1, blocks_n do
   if claimed >= limit then break end
   if redis.call('EXISTS', block(qi).paused) == 0 then
     claim_from(qi)
   end
+end
+local receipt = KEYS[blocks_n * BLOCK + 1]
+if receipt and claimed > 0 then
+  local words = {ARGV[3]}
+  for k = 4, #out do
+    local c = out[k]
+    words[#words + 1] = c[1] .. ' ' .. c[2] .. ' ' .. c[3]
+  end
+  local ttl_ms = math.max(1, math.ceil(tonumber(ARGV[2]) / 1000))
+  redis.call('SET', receipt, table.concat(words, ' '), 'PX', ttl_ms)
 end
 return out

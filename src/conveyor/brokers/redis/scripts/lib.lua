@@ -263,6 +263,19 @@ local function holds_lease(tkey, token)
   return cur[1] == 'active' and cur[2] == token
 end
 
+-- Give a leased task back: PENDING at its old ready time (the front), counts unchanged. The
+-- caller has checked the lease (holds_lease).
+local function release_leased(b, id, t)
+  local tkey = b.tprefix .. id
+  local score = tonumber(redis.call('HGET', tkey, 'rscore')) or t
+  -- Into pending before out of active (a task is always in one state set).
+  redis.call('ZADD', b.pending, score, id)
+  redis.call('HSET', tkey, 'state', 'pending', 'since', t)
+  redis.call('HDEL', tkey, 'lease')
+  redis.call('ZREM', b.active, id)
+  wake(b)
+end
+
 -- A counter field as HINCRBY takes it: an integer in decimal that fits 64 bits ("1.0" passes
 -- tonumber but not HINCRBY, so checks use this wherever an HINCRBY follows).
 local function is_int(s)

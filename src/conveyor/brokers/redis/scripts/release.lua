@@ -5,16 +5,8 @@
 
 local b = block(1)
 local id = ARGV[1]
-local tkey = b.tprefix .. id
-if not holds_lease(tkey, ARGV[2]) then
+if not holds_lease(b.tprefix .. id, ARGV[2]) then
   return 0
 end
-local t = now()
-local score = tonumber(redis.call('HGET', tkey, 'rscore')) or t
--- Into pending before out of active (lib.lua: a task is always in one state set).
-redis.call('ZADD', b.pending, score, id)
-redis.call('HSET', tkey, 'state', 'pending', 'since', t)
-redis.call('HDEL', tkey, 'lease')
-redis.call('ZREM', b.active, id)
-wake(b)
+release_leased(b, id, now())
 return 1
