@@ -102,8 +102,9 @@ def hostile_url(fdp: Any) -> str:
 
 
 def _is_password(url: str) -> bool:
-    """Whether the marker is a password: once in the URL, followed by an "@" somewhere."""
-    return url.count(SECRET) == 1 and "@" in url.partition(SECRET)[2]
+    """Whether the marker is a password: once in the URL, after a ":" and before an "@"."""
+    before, _, after = url.partition(SECRET)
+    return url.count(SECRET) == 1 and ":" in before and "@" in after
 
 
 def _no_secret(exc: ConfigError, url: str) -> None:

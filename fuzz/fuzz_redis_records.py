@@ -31,8 +31,6 @@ from conveyor.brokers.redis import records, replies
 from conveyor.errors import PayloadError
 from conveyor.message import Encoding, TaskInfo, TaskState
 
-logging.getLogger("conveyor").setLevel(logging.CRITICAL)  # corrupt records are logged
-
 FIELDS = [
     *records.CLAIM_FIELDS,
     b"ready",
@@ -112,6 +110,7 @@ def test_one_input(data: bytes) -> None:
 def main() -> None:
     import atheris
 
+    logging.getLogger("conveyor").setLevel(logging.CRITICAL)  # corrupt records are logged
     atheris.instrument_all()
     atheris.Setup(sys.argv, test_one_input)
     atheris.Fuzz()
