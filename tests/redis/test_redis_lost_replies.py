@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis_servers import Fleet, server
 
 from conveyor.brokers.redis import RedisBroker
+from conveyor.brokers.redis.base import CLOSE_CLEANUP_S
 from conveyor.brokers.redis.connect import sent_nothing
 from conveyor.errors import BrokerUnavailableError
 from conveyor.message import Completion, TaskMessage, TaskState
@@ -152,3 +155,25 @@ def test_only_failures_to_connect_count_as_nothing_sent() -> None:
     # redis-py's wording for a failed connect, and for a reply that never came.
     assert sent_nothing(RedisConnectionError("Error 111 connecting to 127.0.0.1:6379. refused."))
     assert not sent_nothing(RedisConnectionError("Connection closed by server."))
+
+
+async def test_close_deletes_the_receipts_and_does_not_wait_for_a_redis_that_is_gone(
+    tmp_path: Path,
+) -> None:
+    with Fleet() as fleet:
+        redis_server = fleet.add(server(tmp_path / "data"))
+        url = f"redis://127.0.0.1:{redis_server.port}/0?namespace=rc"
+        for gone in (False, True):
+            broker = RedisBroker.from_url(url)
+            await broker.enqueue([TaskMessage(id="t", type="x", queue="q")])
+            [lease] = await broker.claim(["q"], limit=1, lease_s=30)
+            await broker.complete([Completion(lease=lease)])
+            with redis_server.client() as c:
+                assert len(c.keys("rc:claimed:*")) == 1
+            if gone:
+                redis_server.kill()
+            async with asyncio.timeout(CLOSE_CLEANUP_S + 2.0):  # not the ~4.5 s of reconnecting
+                await broker.close()
+            if not gone:
+                with redis_server.client() as c:
+                    assert c.keys("rc:claimed:*") == []

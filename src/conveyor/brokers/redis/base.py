@@ -5,6 +5,7 @@ use these primitives (and ``mypy --strict`` checks them) without living in one l
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -32,7 +33,7 @@ from conveyor.brokers.redis import keys
 from conveyor.brokers.redis.connect import RedisTarget, make_client
 from conveyor.brokers.redis.direct import AsyncLines, SyncLines
 from conveyor.brokers.redis.replies import as_bytes, claim_script_args
-from conveyor.errors import BrokerError, BrokerUnavailableError
+from conveyor.errors import BrokerError, BrokerUnavailableError, ConveyorError
 
 if TYPE_CHECKING:
     from conveyor.message import Lease
@@ -59,6 +60,7 @@ SCRIPT_NAMES = (
 # Cluster: how often one broker object re-adds a queue it uses to the registry (another slot),
 # which bounds how long a queue deleted by another client and re-created here stays unlisted.
 REGISTRY_REFRESH_S = 5.0
+CLOSE_CLEANUP_S = 1.0  # the most close() spends on giving back lost claims and their receipts
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, TryAgainError, OSError)
 Client = aioredis.Redis | RedisCluster
 SyncClient = redis.Redis | redis.RedisCluster
@@ -118,6 +120,7 @@ class RedisBrokerBase:
         self._waiter_key = keys.waiter(self._ns, self._token)
         # Claims whose reply was lost, oldest first: given back before the next claim.
         self._lost_claims: list[LostClaim] = []
+        self._receipts: set[str] = set()  # receipt keys this object writes (deleted at close)
         self._scripts: dict[str, AsyncScript] = {
             name: self._client.register_script(script_source(name)) for name in SCRIPT_NAMES
         }
@@ -180,7 +183,9 @@ class RedisBrokerBase:
         :meth:`_give_back_lost_claims` uses should its reply be lost.
         """
         claim_id = uuid.uuid4().hex
-        keys_ = [*batch.keys, keys.claim_receipt(self._ns, batch.queues[0], self._token)]
+        receipt = keys.claim_receipt(self._ns, batch.queues[0], self._token)
+        self._receipts.add(receipt)
+        keys_ = [*batch.keys, receipt]
         lost = LostClaim(keys_, claim_id, time.monotonic() + lease_s)
         return keys_, [*claim_script_args(limit, lease_s), claim_id], lost
 
@@ -198,6 +203,28 @@ class RedisBrokerBase:
                 if given:
                     logger.warning("gave back %d tasks of a claim whose reply was lost", given)
             del self._lost_claims[0]
+
+    async def _drop_receipts(self) -> None:
+        """Before closing: give back lost claims, then delete this object's claim receipts.
+
+        Nothing else can use them (they are named after this object), so they need not wait to
+        expire. Best effort, for at most ``CLOSE_CLEANUP_S``: a Redis that is down leaves them to
+        expire with their leases rather than hold up the shutdown while reconnecting.
+        """
+        receipts, self._receipts = sorted(self._receipts), set()
+        if not receipts:
+            return
+        try:
+            async with asyncio.timeout(CLOSE_CLEANUP_S):
+                await self._give_back_lost_claims()
+                with self._errors():
+                    if self._cluster:  # each receipt in its queue's slot
+                        for receipt in receipts:
+                            await self._client.delete(receipt)
+                    else:
+                        await self._client.delete(*receipts)
+        except (ConveyorError, TimeoutError):
+            logger.debug("could not delete claim receipts at close", exc_info=True)
 
     def _storing_keys(self, batch: ScriptBatch) -> list[str]:
         """KEYS of a script that stores messages: on a standalone server, plus the registry.

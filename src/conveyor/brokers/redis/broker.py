@@ -143,6 +143,7 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
         if self._closed:
             return
         await self._combiner.aclose()  # combined enqueues in flight finish (or fail) first
+        await self._drop_receipts()
         self._closed = True
         self._close_sync()
         if self._lines is not None:
