@@ -29,13 +29,9 @@ from _hostile import number_text, provider
 from conveyor.brokers.memory import MemoryBroker
 from conveyor.brokers.redis.connect import make_client, parse_redis_url
 from conveyor.brokers.sqlite import SqliteBroker
-from conveyor.config import redact_url, split_broker_url
+from conveyor.config import split_broker_url
 from conveyor.errors import ConfigError
 
-# connect.py (not changed by this work) has four open issues, tolerated while this is True so
-# fuzzing can go past them; see fuzz/README.md and the xfail tests in
-# tests/unit/test_decoder_edge_cases.py. Set it to False once they are fixed.
-KNOWN_CONNECT_ISSUES = True
 SECRET = "Pw9zQx7"  # noqa: S105 - a marker to look for in error messages
 SCHEMES = ["memory", "sqlite", "redis", "rediss", "unix", "redis+sentinel", "redis+cluster",
            "Redis", "http", "redis+", ""]  # fmt: skip
@@ -127,19 +123,11 @@ def test_one_input(data: bytes) -> None:
     try:
         target = parse_redis_url(url)
     except ConfigError as exc:
-        if KNOWN_CONNECT_ISSUES:  # its reasons quote URL parts: check the URL as shown only
-            _no_secret(ConfigError(redact_url(url)), url)
-        else:
-            _no_secret(exc, url)
+        _no_secret(exc, url)
         return
-    except ValueError as exc:
-        if KNOWN_CONNECT_ISSUES and "int" in str(exc):
-            return
-        raise
     if _is_password(url):
         assert SECRET not in target.safe_url, url
-        if not (KNOWN_CONNECT_ISSUES and (target.path or target.service)):
-            assert SECRET not in repr(target), url
+        assert SECRET not in repr(target), url
     make_client(target)
 
 

@@ -48,6 +48,16 @@ def redact_url(url: str) -> str:
     return f"{head}//{user}:***@{tail}"
 
 
+def quote_url_part(part: str, url: str) -> str:
+    """``part`` of ``url`` quoted for an error message, unless ``url`` holds a password.
+
+    A password holding an unencoded ``/``, ``?`` or ``#`` spills into what a parser takes for
+    the host, port, path or query, so any piece of such a URL may be a piece of its password:
+    it is then left out, and only the redacted URL names the problem's place.
+    """
+    return repr(part) if redact_url(url) == url else "(hidden: the URL holds a password)"
+
+
 def split_broker_url(url: str) -> SplitResult:
     """Parse a broker URL and check its scheme.
 

@@ -134,6 +134,62 @@ def test_repr_and_target_never_show_the_password() -> None:
     assert "alice:***@" in repr(broker)
 
 
+def test_target_repr_shows_the_parsed_fields_only_without_a_password() -> None:
+    plain = repr(parse_redis_url("redis+sentinel://h1:26380,h2/mymaster/3?namespace=app"))
+    assert "hosts=(('h1', 26380), ('h2', 26379))" in plain and "service='mymaster'" in plain
+    assert "db=3" in plain and "namespace='app'" in plain
+    secret = repr(parse_redis_url(f"redis+sentinel://u:{SECRET}@h1/mymaster/3"))
+    assert secret == "RedisTarget(kind='sentinel', safe_url='redis+sentinel://u:***@h1/mymaster/3')"
+
+
+@pytest.mark.parametrize(
+    ("url", "db", "port"),
+    [("redis://h:00080/007", 7, 80), (f"redis://h/{2**31 - 1}", 2**31 - 1, 6379)],
+)
+def test_numbers_with_leading_zeros_and_the_largest_database(url: str, db: int, port: int) -> None:
+    target = parse_redis_url(url)
+    assert (target.db, target.hosts[0][1]) == (db, port)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://h/{2**31}",
+        "redis://h/" + "0" * 21,
+        "redis://h:0",
+        "redis://h:65536",
+        "redis://h:" + "9" * 5000,
+        "unix:///run/redis.sock?db=٣",  # an Arabic-Indic digit: isdigit() and int() take it
+        "redis+sentinel://h/m/²",
+    ],
+)
+def test_bad_numbers_are_config_errors(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"bad port|database must be a number"):
+        parse_redis_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://u:{SECRET}/x@h",  # bad port
+        f"redis://u:1/{SECRET}@h",  # database
+        f"redis://u:1?{SECRET}=@h",  # unknown option
+        f"unix://u:x@/s?db={SECRET}@",  # database option
+    ],
+)
+def test_errors_quote_no_piece_of_a_url_with_a_password(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_redis_url(url)
+    assert SECRET not in str(info.value) and "hidden: the URL holds a password" in str(info.value)
+
+
+def test_errors_quote_the_bad_piece_of_a_url_without_a_password() -> None:
+    with pytest.raises(ConfigError, match="got 'x'"):
+        parse_redis_url("redis://h/x")
+    with pytest.raises(ConfigError, match="unknown option 'bogus'"):
+        parse_redis_url("redis://h?bogus=1")
+
+
 async def test_unreachable_server_maps_to_broker_unavailable_without_password(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -92,6 +92,40 @@ def test_sqlite_url_busy_timeout_at_its_limit_is_accepted(tmp_path: Path) -> Non
     assert broker.busy_timeout_s == 2147483.647
 
 
+@pytest.mark.parametrize(
+    "url", ["redis://h/²", "redis://h/1" + "0" * 4400, "redis+sentinel://h:²/s"]
+)
+def test_redis_url_bad_numbers_are_config_errors(url: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_redis_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://u:s3c?{SECRET}=1@localhost",
+        f"redis://user:{SECRET}//x@/0",
+        f"redis://h/:{SECRET}@",
+    ],
+)
+def test_redis_url_errors_never_show_any_of_the_password(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_redis_url(url)
+    assert SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"unix:///user:{SECRET}@/run/redis.sock",  # the "password" lands in the path
+        f"redis+sentinel://u:1/{SECRET}@h",  # ... in the service name
+        f"rediss://u:1?namespace={SECRET}&ssl_ca_certs=@h",  # ... in the options
+    ],
+)
+def test_redis_target_repr_never_shows_the_password(url: str) -> None:
+    assert SECRET not in repr(parse_redis_url(url))
+
+
 # -- task options: out-of-range values are ConfigErrors, not OverflowError/ValueError --------
 
 
@@ -132,35 +166,6 @@ async def test_the_largest_accepted_options_round_trip_through_sqlite(tmp_path: 
 
 
 # -- known issues in code this work does not change -------------------------------------------
-
-
-@pytest.mark.xfail(strict=True, reason="connect.py: isdigit() accepts non-ASCII and huge digits")
-@pytest.mark.parametrize(
-    "url", ["redis://h/²", "redis://h/1" + "0" * 4400, "redis+sentinel://h:²/s"]
-)
-def test_redis_url_bad_numbers_are_config_errors(url: str) -> None:
-    with pytest.raises(ConfigError):
-        parse_redis_url(url)
-
-
-@pytest.mark.xfail(strict=True, reason="connect.py quotes option keys, ports, databases as is")
-@pytest.mark.parametrize(
-    "url",
-    [
-        f"redis://u:s3c?{SECRET}=1@localhost",
-        f"redis://user:{SECRET}//x@/0",
-        f"redis://h/:{SECRET}@",
-    ],
-)
-def test_redis_url_errors_never_show_any_of_the_password(url: str) -> None:
-    with pytest.raises(ConfigError) as caught:
-        parse_redis_url(url)
-    assert SECRET not in str(caught.value)
-
-
-@pytest.mark.xfail(strict=True, reason="connect.py: user info after a third slash is a path")
-def test_redis_target_repr_never_shows_the_password() -> None:
-    assert SECRET not in repr(parse_redis_url(f"unix:///user:{SECRET}@/run/redis.sock"))
 
 
 @pytest.mark.xfail(strict=True, reason="sqlite3 fails the whole fetch on non-UTF-8 TEXT")

@@ -10,7 +10,8 @@ Forms::
     redis+cluster://[[user]:password@]h1:7000[,h2:7001]
 
 The user and password are the data server's (Sentinels themselves are reached without auth).
-Every error names the URL with its password redacted.
+Every error names the URL with its password redacted, and quotes no piece of a URL that holds
+a password (an unescaped ``/``, ``?`` or ``#`` in it spills into the host, path or query).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl, unquote
 
@@ -36,7 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as SyncRetry
 from redis.sentinel import Sentinel as SyncSentinel
 
-from conveyor.config import redact_url
+from conveyor.config import quote_url_part, redact_url
 from conveyor.errors import ConfigError
 from conveyor.message import NAME_PATTERN, NAME_RULE
 
@@ -61,6 +62,7 @@ _SCHEMES: dict[str, Kind] = {
 }
 _TLS_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 _CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+_MAX_DB = 2**31 - 1  # Redis numbers its databases with a C int
 
 # Reconnection: redis-py itself retries nothing. Its retry would send a command again after a
 # lost reply, and none of the scripts can run twice safely (a claim would lease a second batch,
@@ -76,9 +78,9 @@ CONNECT_TIMEOUT_S = 5.0
 HEALTH_CHECK_S = 15
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
 class RedisTarget:
-    """A parsed Redis broker URL. ``repr`` never shows the password."""
+    """A parsed Redis broker URL. ``repr`` never shows the password, nor any piece of it."""
 
     kind: Kind
     url: str = field(repr=False)
@@ -93,9 +95,30 @@ class RedisTarget:
     tls_options: tuple[tuple[str, str], ...] = ()
     namespace: str = DEFAULT_NAMESPACE
 
+    def __repr__(self) -> str:
+        # A password holding an unescaped "/", "?" or "#" spills into what the parser takes for
+        # the path, service, port, database or options: with a password, only the redacted URL.
+        if redact_url(self.url) != self.url:
+            shown = ["kind", "safe_url"]
+        else:
+            shown = [f.name for f in fields(self) if f.repr]
+        return "RedisTarget(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in shown) + ")"
+
 
 def _fail(url: str, why: str) -> ConfigError:
     return ConfigError(f"invalid Redis URL {redact_url(url)!r}: {why}")
+
+
+def _number(text: str, most: int) -> int | None:
+    """``text`` as an int from 0 to ``most`` written in ASCII digits ("²".isdigit() holds).
+
+    None if it is not one. The length cap keeps ``int`` clear of Python's limit on digits (a
+    ValueError of its own) and leaves room for leading zeros.
+    """
+    if text.isascii() and text.isdigit() and len(text) <= 20:
+        value = int(text)
+        return value if value <= most else None
+    return None
 
 
 def _host_port(url: str, item: str, default_port: int) -> tuple[str, int]:
@@ -108,15 +131,18 @@ def _host_port(url: str, item: str, default_port: int) -> tuple[str, int]:
         raise _fail(url, "missing host")
     if not port_text:
         return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise _fail(url, f"bad port {port_text!r}")
-    return host, int(port_text)
+    port = _number(port_text, 65535)
+    if not port:
+        raise _fail(url, f"bad port {quote_url_part(port_text, url)}")
+    return host, port
 
 
 def _db(url: str, text: str) -> int:
-    if not text.isdigit():
-        raise _fail(url, f"database must be a number, got {text!r}")
-    return int(text)
+    db = _number(text, _MAX_DB)
+    if db is None:
+        shown = quote_url_part(text, url)
+        raise _fail(url, f"database must be a number from 0 to {_MAX_DB}, got {shown}")
+    return db
 
 
 def _options(url: str, query: str, kind: Kind, scheme: str) -> dict[str, str]:
@@ -132,7 +158,7 @@ def _options(url: str, query: str, kind: Kind, scheme: str) -> dict[str, str]:
     options: dict[str, str] = {}
     for key, value in pairs:
         if key not in allowed:
-            raise _fail(url, f"unknown option {key!r} for {kind} URLs")
+            raise _fail(url, f"unknown option {quote_url_part(key, url)} for {kind} URLs")
         options[key] = value
     cert_reqs = options.get("ssl_cert_reqs")
     if cert_reqs is not None and cert_reqs not in _CERT_REQS:

@@ -28,7 +28,7 @@ from conveyor.brokers.sqlite.connection import (
 from conveyor.brokers.sqlite.store import Store
 from conveyor.brokers.sqlite.wake import WakeListener, WakeSender, wake_directory
 from conveyor.brokers.sqlite.worker_thread import DatabaseThread
-from conveyor.config import redact_url, split_broker_url
+from conveyor.config import quote_url_part, redact_url, split_broker_url
 from conveyor.errors import (
     BrokerUnavailableError,
     ConfigError,
@@ -65,11 +65,6 @@ _DURABILITY = {
 _MAX_BUSY_TIMEOUT_MS = 2**31 - 1
 
 
-def _shown(value: str, url: str) -> str:
-    """``value`` quoted for an error, unless the URL holds a password (the query may hold it)."""
-    return repr(value) if redact_url(url) == url else "(hidden: the URL holds a password)"
-
-
 def _parse_options(query: str, url: str) -> dict[str, str]:
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
@@ -77,13 +72,12 @@ def _parse_options(query: str, url: str) -> dict[str, str]:
         raise ConfigError(f"malformed query in sqlite broker URL {redact_url(url)!r}") from None
     options: dict[str, str] = {}
     for key, value in pairs:
+        shown = quote_url_part(key, url)
         if key in options:
-            raise ConfigError(
-                f"sqlite broker URL {redact_url(url)!r} repeats option {_shown(key, url)}"
-            )
+            raise ConfigError(f"sqlite broker URL {redact_url(url)!r} repeats option {shown}")
         if key not in ("synchronous", "busy_timeout_ms"):
             raise ConfigError(
-                f"unknown option {_shown(key, url)} in sqlite broker URL {redact_url(url)!r}: "
+                f"unknown option {shown} in sqlite broker URL {redact_url(url)!r}: "
                 "known options are synchronous=full|normal and busy_timeout_ms=<int>"
             )
         options[key] = value
@@ -194,7 +188,7 @@ class SqliteBroker:
         # ASCII digits only ("²".isdigit() holds) and at most SQLite's int busy timeout.
         busy = int(busy_ms) if busy_ms.isascii() and busy_ms.isdigit() and len(busy_ms) < 11 else 0
         if not 0 < busy <= _MAX_BUSY_TIMEOUT_MS:
-            shown = _shown(busy_ms, url)
+            shown = quote_url_part(busy_ms, url)
             raise ConfigError(
                 f"busy_timeout_ms must be a positive integer up to {_MAX_BUSY_TIMEOUT_MS}, "
                 f"got {shown}"
