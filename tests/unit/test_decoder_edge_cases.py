@@ -168,7 +168,6 @@ async def test_the_largest_accepted_options_round_trip_through_sqlite(tmp_path: 
 # -- known issues in code this work does not change -------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="sqlite3 fails the whole fetch on non-UTF-8 TEXT")
 async def test_a_non_utf8_text_column_does_not_block_its_queue(tmp_path: Path) -> None:
     broker = SqliteBroker(tmp_path / "poison.db")
     await broker.enqueue([TaskMessage(id="bad", type="x"), TaskMessage(id="good", type="x")])

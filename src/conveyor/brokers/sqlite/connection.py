@@ -97,6 +97,13 @@ def _add_columns(conn: sqlite3.Connection) -> None:
         raise
 
 
+def _recover_spread(stored_id: bytes, crash: int) -> float:
+    """:func:`~conveyor.brokers.protocol.recover_spread` of a task id passed as its stored bytes
+    (``CAST(id AS BLOB)``): sqlite3 cannot pass a TEXT argument that is not UTF-8 as ``str``,
+    and the whole recovery would fail on one such id."""
+    return recover_spread(stored_id.decode(errors="replace"), crash)
+
+
 def open_connection(
     path: Path, *, synchronous: Synchronous, busy_timeout_s: float
 ) -> tuple[sqlite3.Connection, str]:
@@ -122,7 +129,7 @@ def open_connection(
         check_same_thread=False,
     )
     # The recovery query spreads due times exactly as the other backends do.
-    conn.create_function("recover_spread", 2, recover_spread, deterministic=True)
+    conn.create_function("recover_spread", 2, _recover_spread, deterministic=True)
     try:
         journal_mode = _enable_wal(conn, busy_timeout_s)
         conn.execute(SYNCHRONOUS_PRAGMA[synchronous])

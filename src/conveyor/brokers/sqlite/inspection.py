@@ -29,13 +29,13 @@ def _not_found(queue: str, task_id: str, why: str = "") -> TaskNotFoundError:
 
 def list_queues(store: Store) -> list[str]:
     """Every queue ever enqueued to or paused, sorted."""
-    return [r[0] for r in store.conn.execute(Q["list_queues"])]
+    return [r[0] for r in store.fetch(Q["list_queues"], text=(0,))]
 
 
 def queue_stats(store: Store, queue: str) -> QueueStats:
     """Counts by state, the paused flag and today's (UTC, broker clock) totals."""
     with store.read() as now:
-        by_state = dict(store.conn.execute(Q["count_by_state"], (queue,)).fetchall())
+        by_state: dict[str, int] = dict(store.fetch(Q["count_by_state"], (queue,), text=(0,)))
         paused = store.conn.execute(Q["queue_paused"], (queue,)).fetchone()
         totals = store.conn.execute(Q["day_counts"], (queue, utc_day(now))).fetchone() or (0, 0)
     return QueueStats(
@@ -58,12 +58,11 @@ def list_tasks(
     """A page of tasks in ``state``: waiting ones by ready time, others by time entered.
 
     A row that cannot be decoded is left out (and logged); ``claim`` archives it when it is
-    waiting, with the reason.
+    waiting, with the reason. Stored text that is not UTF-8 is shown with U+FFFD.
     """
     query = Q["list_waiting"] if state in rows.WAITING else Q["list_settled"]
-    found = store.conn.execute(query, (queue, state.value, max(limit, 0), max(offset, 0)))
     infos = []
-    for row in found.fetchall():
+    for row in store.fetch(query, (queue, state.value, max(limit, 0), max(offset, 0))):
         try:
             infos.append(rows.task_info(row))
         except rows.UndecodableRowError as exc:
@@ -76,9 +75,10 @@ def list_tasks(
 
 
 def _find(store: Store, queue: str, task_id: str) -> tuple[int, TaskInfo]:
-    row = store.conn.execute(Q["get_task"], (queue, task_id)).fetchone()
-    if row is None:
+    found = store.fetch(Q["get_task"], (queue, task_id))
+    if not found:
         raise _not_found(queue, task_id)
+    row = found[0]
     try:
         return row[rows.SEQ], rows.task_info(row)
     except rows.UndecodableRowError as exc:
@@ -97,7 +97,7 @@ def delete_task(store: Store, queue: str, task_id: str) -> None:
         if info.state is TaskState.ACTIVE:
             raise _not_found(queue, task_id, " that can be deleted (it is active)")
         if info.unique_key is not None:
-            store.conn.execute(Q["release_unique_lock"], (queue, info.unique_key, task_id))
+            store.conn.execute(Q["release_task_lock"], (seq,))
         store.conn.execute(Q["delete_task"], (seq,))
 
 
@@ -166,7 +166,7 @@ def delete_queue(store: Store, queue: str, force: bool) -> None:
         QueueInUseError: a task is ACTIVE (leased by a worker).
     """
     with store.write():
-        by_state = dict(store.conn.execute(Q["count_by_state"], (queue,)).fetchall())
+        by_state: dict[str, int] = dict(store.fetch(Q["count_by_state"], (queue,), text=(0,)))
         total = sum(by_state.values())
         if total and not force:
             raise QueueNotEmptyError(queue=queue, tasks=total)

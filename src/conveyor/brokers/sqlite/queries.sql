@@ -120,9 +120,10 @@ UPDATE tasks SET lease_expires_at = ?
 WHERE queue = ? AND id = ? AND state = 'active' AND token = ?;
 
 -- name: find_leased
--- The task behind a lease, if the lease is still the current claim.
+-- The task behind a lease, if the lease is still the current claim: its seq, whether it has a
+-- unique key, its retention (no TEXT is read, so a damaged one cannot fail the completion).
 -- Params: queue, id, token
-SELECT seq, unique_key, retention_s FROM tasks
+SELECT seq, unique_key IS NOT NULL, retention_s FROM tasks
 WHERE queue = ? AND id = ? AND state = 'active' AND token = ?;
 
 -- name: complete_retained
@@ -137,10 +138,12 @@ WHERE seq = ?3;
 -- Params: seq
 DELETE FROM tasks WHERE seq = ?;
 
--- name: release_unique_lock
--- Release a task's unique lock, only if that task still holds it.
--- Params: queue, key, task_id
-DELETE FROM unique_locks WHERE queue = ? AND key = ? AND task_id = ?;
+-- name: release_task_lock
+-- Release a task's unique lock, only if that task still holds it. The task is named by seq, so
+-- its text never passes through Python (where a value that is not UTF-8 could not be read).
+-- Params: seq
+DELETE FROM unique_locks
+WHERE (queue, key, task_id) = (SELECT queue, unique_key, id FROM tasks WHERE seq = ?);
 
 -- name: count_outcomes
 -- Add to a queue's processed/failed totals for a UTC day.
@@ -173,8 +176,9 @@ WHERE queue = ? AND id = ? AND state = 'active' AND token = ?;
 
 -- name: recover_expired
 -- Fail every ACTIVE task whose lease lapsed: RETRY due at now + delay x recover_spread(id,
--- crash number) (a Python function the connection registers), or ARCHIVED when it has
--- no retries left or lost its max_crashes-th lease (then with the crash-limit error). Every
+-- crash number) (a Python function the connection registers; it takes the id as stored bytes,
+-- which need not be UTF-8), or ARCHIVED when it has no retries left or lost its max_crashes-th
+-- lease (then with the crash-limit error). Every
 -- right-hand side reads the row as it was. Returns the queue of each recovered task (for the
 -- failure counters).
 -- Params: error, now, delay_s, max_crashes, crash-limit error
@@ -182,7 +186,7 @@ UPDATE tasks
 SET state = CASE WHEN crashes + 1 >= ?4 OR retried + 1 > max_retry THEN 'archived'
                  ELSE 'retry' END,
     ready_at = CASE WHEN crashes + 1 >= ?4 OR retried + 1 > max_retry THEN ready_at
-                    ELSE ?2 + ?3 * recover_spread(id, crashes + 1) END,
+                    ELSE ?2 + ?3 * recover_spread(CAST(id AS BLOB), crashes + 1) END,
     last_error = CASE WHEN crashes + 1 >= ?4 THEN ?5 ELSE ?1 END,
     crashes = crashes + 1, retried = retried + 1, last_failed_at = ?2, since = ?2,
     lease_expires_at = NULL

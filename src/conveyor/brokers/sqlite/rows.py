@@ -2,10 +2,16 @@
 
 Tables are STRICT, so column *types* are guaranteed by SQLite; what a reader must still survive is
 an unknown *value*: a state or encoding written by a newer version, a tool or a bad hand edit.
+That includes TEXT that is not UTF-8 (SQLite stores whatever bytes it is given), which sqlite3
+refuses while *fetching*, before any row reaches this module: the store catches that
+(:func:`is_not_utf8`), fetches again with the connection's ``text_factory`` set to ``bytes``, and
+uses :func:`not_utf8` and :func:`as_text` on those rows. The normal fetch is left as it is.
 """
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +22,18 @@ SEQ, QUEUE, ID, TYPE, STATE, PAYLOAD, ENCODING, MAX_RETRY, RETRIED, TOKEN = rang
 TIMEOUT_S, DEADLINE, RETENTION_S, UNIQUE_KEY, ENQUEUED_AT, READY_AT, SINCE = range(10, 17)
 LEASE_EXPIRES_AT, LAST_ERROR, LAST_FAILED_AT, COMPLETED_AT, RESULT = range(17, 22)
 
+TEXT = (QUEUE, ID, TYPE, STATE, ENCODING, UNIQUE_KEY, LAST_ERROR)
+"""Positions of the TEXT task columns; the others hold numbers or BLOBs."""
+_TEXT_NAMES = {
+    QUEUE: "queue",
+    ID: "id",
+    TYPE: "type",
+    STATE: "state",
+    ENCODING: "encoding",
+    UNIQUE_KEY: "unique_key",
+    LAST_ERROR: "last_error",
+}
+
 WAITING = frozenset({TaskState.PENDING, TaskState.SCHEDULED, TaskState.RETRY})
 
 Row = tuple[Any, ...]
@@ -24,6 +42,36 @@ Row = tuple[Any, ...]
 
 class UndecodableRowError(Exception):
     """A stored task row holds a value conveyor does not understand (internal to the backend)."""
+
+
+def is_not_utf8(exc: sqlite3.Error) -> bool:
+    """Whether sqlite3 failed a fetch because a TEXT value it met is not UTF-8."""
+    return isinstance(exc, sqlite3.OperationalError) and str(exc).startswith(
+        "Could not decode to UTF-8"
+    )
+
+
+def not_utf8(row: Row) -> str | None:
+    """Why a task row fetched with ``text_factory=bytes`` cannot be read as text, or None."""
+    for column in TEXT:
+        value = row[column]
+        if isinstance(value, bytes):
+            try:
+                value.decode()
+            except UnicodeDecodeError:
+                return f"{_TEXT_NAMES[column]} is not UTF-8 text ({value!r:.40})"
+    return None
+
+
+def as_text(row: Row, columns: Sequence[int] = TEXT) -> Row:
+    """A row fetched with ``text_factory=bytes``, its TEXT ``columns`` decoded as UTF-8, any
+    invalid byte becoming U+FFFD (BLOB columns, bytes either way, are left alone)."""
+    decoded = list(row)
+    for column in columns:
+        value = decoded[column]
+        if isinstance(value, bytes):
+            decoded[column] = value.decode(errors="replace")
+    return tuple(decoded)
 
 
 def _enum_value(row: Row, column: int, kind: type[TaskState] | type[Encoding], what: str) -> Any:

@@ -106,6 +106,38 @@ class Store:
             if self.conn.in_transaction:
                 self.conn.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def text_as_bytes(self) -> Iterator[None]:
+        """Fetch TEXT values as bytes (never on the normal path: only after a failed fetch)."""
+        self.conn.text_factory = bytes
+        try:
+            yield
+        finally:
+            self.conn.text_factory = str
+
+    def fetch(
+        self, query: str, params: Sequence[object] = (), text: Sequence[int] = rows.TEXT
+    ) -> list[rows.Row]:
+        """Every row of a read query. Values of the ``text`` columns that are not UTF-8 (which
+        make sqlite3 fail the whole fetch) come back with U+FFFD instead, and are logged.
+
+        The normal fetch runs unchanged; only when it fails that way is the query run again
+        with TEXT fetched as bytes (see :mod:`.rows`).
+        """
+        try:
+            return self.conn.execute(query, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if not rows.is_not_utf8(exc):
+                raise
+        with self.text_as_bytes():
+            raw = self.conn.execute(query, params).fetchall()
+        found = [rows.as_text(row, text) for row in raw]
+        logger.warning(
+            "read %d rows, some with stored text that is not UTF-8, shown with U+FFFD",
+            len(found),
+        )
+        return found
+
     def _count(self, counts: Counter[tuple[str, bool]], now: float) -> None:
         """Add outcomes (queue, failed) to today's processed/failed totals."""
         day = utc_day(now)
@@ -250,7 +282,7 @@ class Store:
             return []
         leases: list[Lease] = []
         with self.write() as now:
-            paused = {r[0] for r in self.conn.execute(Q["paused_queues"])}
+            paused = {r[0] for r in self.fetch(Q["paused_queues"], text=(0,))}
             for queue in dict.fromkeys(queues):
                 if queue not in paused:
                     self._claim_from(queue, limit, now, now + lease_s, leases)
@@ -263,8 +295,13 @@ class Store:
     ) -> None:
         while len(leases) < limit:
             wanted = limit - len(leases)
-            pending = self.conn.execute(Q["claim_pending"], (queue, wanted)).fetchall()
-            due = self.conn.execute(Q["claim_due"], (queue, now, wanted)).fetchall()
+            try:
+                pending = self.conn.execute(Q["claim_pending"], (queue, wanted)).fetchall()
+                due = self.conn.execute(Q["claim_due"], (queue, now, wanted)).fetchall()
+            except sqlite3.OperationalError as exc:
+                if not rows.is_not_utf8(exc) or not self._archive_not_utf8(queue, now, wanted):
+                    raise
+                continue  # with the damaged rows archived, the same queries now read
             # Both lists are in (ready_at, seq) order; FIFO across them is their merge.
             found = list(heapq.merge(pending, due, key=_ready_order))[:wanted]
             decoded = []
@@ -286,6 +323,20 @@ class Store:
             if len(found) < wanted or len(decoded) == len(found):
                 return
 
+    def _archive_not_utf8(self, queue: str, now: float, wanted: int) -> int:
+        """Archive, with the reason, the rows among a claim's candidates whose TEXT is not
+        UTF-8 (sqlite3 cannot fetch them as str); return how many."""
+        with self.text_as_bytes():
+            found = self.conn.execute(Q["claim_pending"], (queue, wanted)).fetchall()
+            found += self.conn.execute(Q["claim_due"], (queue, now, wanted)).fetchall()
+        archived = 0
+        for row in found:
+            why = rows.not_utf8(row)
+            if why is not None:
+                self._archive_undecodable(rows.as_text(row), why, now)
+                archived += 1
+        return archived
+
     def _archive_undecodable(self, row: rows.Row, why: str, now: float) -> None:
         reason = f"undecodable task record: {why}"
         self.conn.execute(Q["archive_undecodable"], (reason, now, row[rows.SEQ]))
@@ -298,7 +349,7 @@ class Store:
     def probe(self, queues: Sequence[str]) -> tuple[bool, float | None]:
         """Whether a task is ready now in an unpaused queue, and the earliest due time."""
         with self.read() as now:
-            paused = {r[0] for r in self.conn.execute(Q["paused_queues"])}
+            paused = {r[0] for r in self.fetch(Q["paused_queues"], text=(0,))}
             open_queues = [q for q in dict.fromkeys(queues) if q not in paused]
             if any(self.conn.execute(Q["has_pending"], (q,)).fetchone() for q in open_queues):
                 return True, now
@@ -350,13 +401,13 @@ class Store:
         found = self.conn.execute(Q["find_leased"], (task.queue, task.id, c.lease.token)).fetchone()
         if found is None:
             return False
-        seq, unique_key, retention_s = found
+        seq, has_unique_key, retention_s = found
         # Successors are inserted while the completing task still exists, so one reusing its id
         # conflicts (as in the memory broker); a conflict also undoes the lock release.
         self.conn.execute("SAVEPOINT completion")
         try:
-            if unique_key is not None:
-                self.conn.execute(Q["release_unique_lock"], (task.queue, unique_key, task.id))
+            if has_unique_key:
+                self.conn.execute(Q["release_task_lock"], (seq,))
             if c.successors:
                 self._insert(c.successors, now, owner=(task.queue, task.id))
         except BaseException:
@@ -399,16 +450,29 @@ class Store:
 
     def recover_expired(self, delay_s: float, max_crashes: int) -> int:
         """Fail every ACTIVE task whose lease lapsed; return how many."""
-        crash_error = crash_limit_error(max_crashes)
-        with self.write() as now:
-            args = (LEASE_EXPIRED_ERROR, now, delay_s, max_crashes, crash_error)
-            lapsed = [r[0] for r in self.conn.execute(Q["recover_expired"], args)]
-            self._count(Counter((q, True) for q in lapsed), now)
+        try:
+            lapsed = self._recover(delay_s, max_crashes)
+        except sqlite3.OperationalError as exc:
+            if not rows.is_not_utf8(exc):
+                raise
+            # A queue name that is not UTF-8 (the transaction was rolled back): count its
+            # recovered tasks under the name with U+FFFD.
+            with self.text_as_bytes():
+                lapsed = self._recover(delay_s, max_crashes)
         if lapsed:
             logger.warning("recovered %d tasks whose lease expired", len(lapsed))
             if delay_s <= 0:
                 self.notify_ready()
         return len(lapsed)
+
+    def _recover(self, delay_s: float, max_crashes: int) -> list[str]:
+        crash_error = crash_limit_error(max_crashes)
+        with self.write() as now:
+            args = (LEASE_EXPIRED_ERROR, now, delay_s, max_crashes, crash_error)
+            found = self.conn.execute(Q["recover_expired"], args).fetchall()
+            lapsed = [q if isinstance(q, str) else q.decode(errors="replace") for (q,) in found]
+            self._count(Counter((q, True) for q in lapsed), now)
+        return lapsed
 
     def purge_expired(self) -> int:
         """Delete COMPLETED tasks past retention and expired unique locks; return tasks deleted."""
