@@ -1,14 +1,17 @@
-"""Shared pieces of the fuzz harnesses: a data provider and hostile-value builders.
+"""Shared pieces of the fuzz harnesses: a data provider, hostile-value builders, the runner.
 
 ``provider(data)`` is ``atheris.FuzzedDataProvider`` when atheris is installed, else a small
 pure-Python stand-in with the same method names, so the harnesses' check functions run (and
-the unit tests exercise them) without atheris.
+the unit tests exercise them) without atheris. ``fuzz(test_one_input)`` runs a harness under
+atheris with the command line's libFuzzer flags; only it needs atheris installed.
 """
 
 from __future__ import annotations
 
 import math
 import struct
+import sys
+from collections.abc import Callable
 from typing import Any
 
 HUGE_NUMBERS = (
@@ -111,6 +114,15 @@ def provider(data: bytes) -> Any:
     except ImportError:
         return _Shim(data)
     return atheris.FuzzedDataProvider(data)
+
+
+def fuzz(test_one_input: Callable[[bytes], None]) -> None:
+    """Fuzz ``test_one_input`` with atheris, every loaded module instrumented; never returns."""
+    import atheris
+
+    atheris.instrument_all()
+    atheris.Setup(sys.argv, test_one_input)
+    atheris.Fuzz()
 
 
 def number_text(fdp: Any) -> str:

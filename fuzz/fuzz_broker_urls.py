@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _hostile import number_text, provider
+from _hostile import fuzz, number_text, provider
 
 from conveyor.brokers.memory import MemoryBroker
 from conveyor.brokers.redis.connect import make_client, parse_redis_url
@@ -131,13 +131,5 @@ def test_one_input(data: bytes) -> None:
     make_client(target)
 
 
-def main() -> None:
-    import atheris
-
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz(test_one_input)

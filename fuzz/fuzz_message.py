@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _hostile import hostile_json, provider
+from _hostile import fuzz, hostile_json, provider
 
 from conveyor.errors import PayloadError
 from conveyor.message import (
@@ -56,13 +56,5 @@ def test_one_input(data: bytes) -> None:
             encode_json(value)
 
 
-def main() -> None:
-    import atheris
-
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz(test_one_input)

@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _hostile import provider
+from _hostile import fuzz, provider
 
 from conveyor.brokers.redis import records
 from conveyor.errors import ConfigError, PayloadError, PayloadTooLargeError
@@ -103,13 +103,5 @@ def test_one_input(data: bytes) -> None:
     _check_message(MessageTemplate.from_options(parsed), payload)
 
 
-def main() -> None:
-    import atheris
-
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz(test_one_input)

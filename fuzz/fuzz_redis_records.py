@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _hostile import hostile_bytes, hostile_json, provider
+from _hostile import fuzz, hostile_bytes, hostile_json, provider
 
 from conveyor.brokers.redis import records, replies
 from conveyor.errors import PayloadError
@@ -107,14 +107,6 @@ def test_one_input(data: bytes) -> None:
         check_info(lease.task)
 
 
-def main() -> None:
-    import atheris
-
-    logging.getLogger("conveyor").setLevel(logging.CRITICAL)  # corrupt records are logged
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    logging.getLogger("conveyor").setLevel(logging.CRITICAL)  # corrupt records are logged
+    fuzz(test_one_input)

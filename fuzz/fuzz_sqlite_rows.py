@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _hostile import GARBAGE_BYTES, hostile_json, number_text, provider
+from _hostile import GARBAGE_BYTES, fuzz, hostile_json, number_text, provider
 from fuzz_redis_records import check_info
 
 from conveyor.brokers.sqlite import rows
@@ -144,13 +144,5 @@ def test_one_input(data: bytes) -> None:
     decode(row)
 
 
-def main() -> None:
-    import atheris
-
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz(test_one_input)
