@@ -211,7 +211,7 @@ async def test_unreachable_server_maps_to_broker_unavailable_without_password(
     "url",
     [
         f"rediss://alice:{SECRET}@h:6390/2?ssl_cert_reqs=optional&ssl_ca_certs=/etc/ca.pem",
-        f"redis://alice:{SECRET}@h:6391/3",
+        f"redis://alice:{SECRET}@h:6391/3?socket_timeout=2.5",
         f"unix://:{SECRET}@/run/redis.sock?db=4",
     ],
 )
@@ -252,3 +252,33 @@ def test_sync_client_for_sentinel_asks_the_sentinels() -> None:
     assert client.connection_pool.connection_kwargs["db"] == 5
     manager = client.connection_pool.sentinel_manager  # type: ignore[attr-defined]
     assert [s.connection_pool.connection_kwargs["port"] for s in manager.sentinels] == [26999]
+
+
+@pytest.mark.parametrize(
+    ("url", "seconds"),
+    [
+        ("redis://h", 10.0),
+        ("redis://h?socket_timeout=2.5", 2.5),
+        ("rediss://h?socket_timeout=60&namespace=app", 60.0),
+        ("unix:///run/redis.sock?socket_timeout=0.5", 0.5),
+        ("redis+sentinel://s1:26379/mymaster?socket_timeout=3", 3.0),
+        ("redis+cluster://n1:7000?socket_timeout=3600", 3600.0),
+    ],
+)
+def test_socket_timeout_sets_the_read_timeout_of_the_data_connections(
+    url: str, seconds: float
+) -> None:
+    target = parse_redis_url(url)
+    assert target.socket_timeout_s == seconds
+    if target.kind == "standalone":
+        for client in (make_client(target), make_sync_client(target)):
+            assert client.connection_pool.connection_kwargs["socket_timeout"] == seconds
+        # The client for blocking waits has no read timeout: each wait bounds itself.
+        blocking = make_client(target, blocking=True)
+        assert blocking.connection_pool.connection_kwargs["socket_timeout"] is None
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "3601", "x", "", "1e999", "²"])
+def test_a_bad_socket_timeout_is_a_config_error(value: str) -> None:
+    with pytest.raises(ConfigError, match="socket_timeout must be seconds"):
+        parse_redis_url(f"redis://h?socket_timeout={value}")

@@ -2,14 +2,17 @@
 
 Forms::
 
-    redis://[[user]:password@]host[:port][/db][?namespace=name]
+    redis://[[user]:password@]host[:port][/db][?namespace=name][&socket_timeout=seconds]
     rediss://...                         TLS; also ?ssl_cert_reqs=none|optional|required,
                                          ssl_ca_certs=, ssl_certfile=, ssl_keyfile=
     unix://[[user]:password@]/path/redis.sock[?db=N]
     redis+sentinel://[[user]:password@]h1:26379,h2:26379/service[/db]
     redis+cluster://[[user]:password@]h1:7000[,h2:7001]
 
-The user and password are the data server's (Sentinels themselves are reached without auth).
+Every form takes ``namespace`` (default ``conveyor``) and ``socket_timeout`` (seconds a reply
+may take before the connection counts as lost, default 10; it is also how long a connection
+that went silent, such as a network blackhole, holds a worker up). The user and password are
+the data server's (Sentinels themselves are reached without auth).
 Every error names the URL with its password redacted, and quotes no piece of a URL that holds
 a password (an unescaped ``/``, ``?`` or ``#`` in it spills into the host, path or query).
 """
@@ -17,6 +20,7 @@ a password (an unescaped ``/``, ``?`` or ``#`` in it spills into the host, path 
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -73,7 +77,8 @@ _MAX_DB = 2**31 - 1  # Redis numbers its databases with a C int
 RETRY_BASE_S = 0.05
 RETRY_CAP_S = 1.0
 RETRY_COUNT = 8
-SOCKET_TIMEOUT_S = 10.0
+SOCKET_TIMEOUT_S = 10.0  # default read timeout (?socket_timeout=): how long a silent link lasts
+MAX_SOCKET_TIMEOUT_S = 3600.0
 CONNECT_TIMEOUT_S = 5.0
 HEALTH_CHECK_S = 15
 
@@ -94,6 +99,7 @@ class RedisTarget:
     tls: bool = False
     tls_options: tuple[tuple[str, str], ...] = ()
     namespace: str = DEFAULT_NAMESPACE
+    socket_timeout_s: float = SOCKET_TIMEOUT_S
 
     def __repr__(self) -> str:
         # A password holding an unescaped "/", "?" or "#" spills into what the parser takes for
@@ -146,7 +152,7 @@ def _db(url: str, text: str) -> int:
 
 
 def _options(url: str, query: str, kind: Kind, scheme: str) -> dict[str, str]:
-    allowed = {"namespace"}
+    allowed = {"namespace", "socket_timeout"}
     if scheme == "unix":
         allowed.add("db")
     if scheme == "rediss":
@@ -166,7 +172,23 @@ def _options(url: str, query: str, kind: Kind, scheme: str) -> dict[str, str]:
     namespace = options.get("namespace", DEFAULT_NAMESPACE)
     if not NAME_PATTERN.fullmatch(namespace):
         raise _fail(url, f"namespace must be {NAME_RULE}")
+    if "socket_timeout" in options:
+        _socket_timeout(url, options["socket_timeout"])
     return options
+
+
+def _socket_timeout(url: str, text: str) -> float:
+    """The ``socket_timeout`` option: seconds, more than 0 and at most MAX_SOCKET_TIMEOUT_S."""
+    try:
+        seconds = float(text) if text.isascii() and len(text) <= 20 else math.nan
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= MAX_SOCKET_TIMEOUT_S:  # also refuses nan
+        shown = quote_url_part(text, url)
+        raise _fail(
+            url, f"socket_timeout must be seconds in (0, {MAX_SOCKET_TIMEOUT_S:g}], got {shown}"
+        )
+    return seconds
 
 
 def _split(url: str) -> tuple[str, Kind, str, str, str, str | None, str | None]:
@@ -205,6 +227,7 @@ def parse_redis_url(url: str) -> RedisTarget:
         username=username,
         password=password,
         namespace=options.get("namespace", DEFAULT_NAMESPACE),
+        socket_timeout_s=_socket_timeout(url, options.get("socket_timeout", str(SOCKET_TIMEOUT_S))),
     )
     if scheme == "unix":
         if hostlist or len(path) < 2:
@@ -372,7 +395,7 @@ def make_client(target: RedisTarget, *, blocking: bool = False) -> aioredis.Redi
         blocking: build a client for blocking calls (BLPOP): no socket read timeout, since the
             broker bounds each blocking call with its own deadline.
     """
-    common = _common(target, None if blocking else SOCKET_TIMEOUT_S, sync=False)
+    common = _common(target, None if blocking else target.socket_timeout_s, sync=False)
     if target.kind == "cluster":
         # The Cluster client's own loop resends a command after any connection error (not
         # through call_with_retry): no retries there. MOVED/ASK redirects are still followed.
@@ -397,7 +420,7 @@ def make_sync_client(target: RedisTarget) -> redis.Redis | redis.RedisCluster:
     For callers on plain threads: it skips the event loop, and redis-py's pool makes it safe to
     share between threads.
     """
-    common = _common(target, SOCKET_TIMEOUT_S, sync=True)
+    common = _common(target, target.socket_timeout_s, sync=True)
     if target.kind == "cluster":
         common["retry"] = SyncRetry(NoBackoff(), 0)  # as make_client, for the same reason
         return redis.RedisCluster(
