@@ -214,3 +214,17 @@ async def test_recovery_survives_a_lapsed_task_whose_id_was_damaged(tmp_path: Pa
     assert [le.task.id for le in leases] == ["a"]  # the damaged one is archived by this claim
     assert (await broker.queue_stats("default")).archived == 1
     await broker.close()
+
+
+async def test_a_lock_held_under_a_damaged_id_still_refuses_its_key(tmp_path: Path) -> None:
+    path = tmp_path / "damaged.db"
+    broker = SqliteBroker(path)
+    await broker.enqueue([message("holder", unique_key="k")])
+    raw_sql(path, f"UPDATE unique_locks SET task_id = {BAD}")
+
+    with pytest.raises(DuplicateTaskError):  # not a BrokerError from the fetch
+        await broker.enqueue([message("second", unique_key="k")])
+    await broker.enqueue([message("free", unique_key="other")])
+    [lease] = await broker.claim(["default"], limit=1, lease_s=30)
+    assert lease.task.id == "holder"
+    await broker.close()

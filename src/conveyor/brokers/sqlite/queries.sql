@@ -43,9 +43,10 @@ INSERT INTO queues (name) VALUES (?) ON CONFLICT (name) DO NOTHING;
 SELECT 1 FROM tasks WHERE queue = ? AND id = ?;
 
 -- name: unique_lock_held
--- The task holding a live lock on the key (no row: the key is free).
+-- The id of the task holding a live lock on the key, as stored bytes (no row: the key is free;
+-- bytes, so an id that is not UTF-8 cannot fail the fetch).
 -- Params: queue, key, now
-SELECT task_id FROM unique_locks
+SELECT CAST(task_id AS BLOB) FROM unique_locks
 WHERE queue = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?);
 
 -- name: paused_queues
