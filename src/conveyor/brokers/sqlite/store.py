@@ -265,9 +265,14 @@ class Store:
                 continue
             held = self.conn.execute(Q["unique_lock_held"], (m.queue, m.unique_key, now)).fetchone()
             # A completing task (``owner``: queue, id) may pass its own lock to its successors.
-            mine = held is not None and owner is not None and (m.queue, held[0]) == (
-                owner[0],
-                owner[1].encode(),
+            mine = (
+                held is not None
+                and owner is not None
+                and (m.queue, held[0])
+                == (
+                    owner[0],
+                    owner[1].encode(),
+                )
             )
             if (m.queue, m.unique_key) in keys or (held is not None and not mine):
                 raise DuplicateTaskError(
