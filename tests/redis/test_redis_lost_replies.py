@@ -14,8 +14,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import redis
 import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.retry import Retry
 from redis_servers import Fleet, server
 
 from conveyor.brokers.redis import RedisBroker
@@ -59,6 +62,23 @@ async def test_a_claim_whose_reply_is_lost_runs_once_and_is_given_back_by_the_ne
     assert [le.task.id for le in leases] == ["t0", "t1", "t2", "t3"]
     assert all(le.task.retried == 0 for le in leases)
     assert (await broker.claim(["q"], limit=4, lease_s=30)) == []  # given back once only
+
+
+async def test_concurrent_claims_give_a_lost_claim_back_once(
+    broker: RedisBroker, proxy: FaultProxy
+) -> None:
+    await broker.enqueue([TaskMessage(id=f"t{i}", type="x", queue="q") for i in range(4)])
+    await broker.claim(["empty"], limit=1, lease_s=30)
+    proxy.lose_next_reply(b"EVALSHA")
+    with pytest.raises(BrokerUnavailableError):
+        await broker.claim(["q"], limit=2, lease_s=30)
+
+    first, second = await asyncio.gather(
+        broker.claim(["q"], limit=4, lease_s=30), broker.claim(["q"], limit=4, lease_s=30)
+    )
+
+    ids = [le.task.id for le in (*first, *second)]
+    assert sorted(ids) == ["t0", "t1", "t2", "t3"]  # each once: none lost, none twice
 
 
 async def test_a_lost_wait_and_claim_is_given_back(
@@ -177,3 +197,62 @@ async def test_close_deletes_the_receipts_and_does_not_wait_for_a_redis_that_is_
             if not gone:
                 with redis_server.client() as c:
                     assert c.keys("rc:claimed:*") == []
+
+
+BUSY_LUA = """
+local s = redis.call('TIME')
+repeat
+  local n = redis.call('TIME')
+until (n[1] - s[1]) * 1000000 + (n[2] - s[2]) > tonumber(ARGV[1])
+"""
+
+
+async def test_a_claim_cancelled_after_it_was_sent_is_given_back_at_close(tmp_path: Path) -> None:
+    with Fleet() as fleet:
+        redis_server = fleet.add(server(tmp_path / "data"))
+        url = f"redis://127.0.0.1:{redis_server.port}/0?namespace=cc"
+        broker = RedisBroker.from_url(url)
+        await broker.enqueue([TaskMessage(id="t", type="x", queue="q")])
+        await broker.claim(["empty"], limit=1, lease_s=30)  # the server knows the script
+        # Connected now, and never retried: a PING during the script times out instead of
+        # waiting to reconnect.
+        probe = redis.Redis(
+            port=redis_server.port, socket_timeout=0.05, retry=Retry(NoBackoff(), 0)
+        )
+        probe.ping()
+        with redis_server.client() as busy, probe:
+            # The server runs a 1 s script, so the claim waits unread in its socket; when it
+            # is cancelled (as a worker's shutdown cancels a hung claim) its connection closes,
+            # and Redis still runs it once the busy script ends.
+            blocker = asyncio.ensure_future(asyncio.to_thread(busy.eval, BUSY_LUA, 0, 1_000_000))
+            await eventually(_true_when(lambda: _busy(probe)))
+            claim = asyncio.ensure_future(broker.claim(["q"], limit=1, lease_s=30))
+            for _ in range(5):  # let it send
+                await asyncio.sleep(0)
+            claim.cancel()
+            try:
+                held = await claim
+            except asyncio.CancelledError:
+                held = None
+            await blocker
+        direct = RedisBroker.from_url(url)
+        try:
+            if held is not None:  # redis-py 7.0 finishes a cancelled read: the caller holds it
+                assert [le.task.id for le in held] == ["t"]
+                return
+            assert (await direct.queue_stats("q")).active == 1  # it ran, and no one holds it
+            await broker.close()  # gives it back
+            stats = await direct.queue_stats("q")
+            assert (stats.active, stats.pending) == (0, 1)
+        finally:
+            await direct.close()
+            await broker.close()
+
+
+def _busy(probe: redis.Redis) -> bool:
+    """Whether the server is busy in a script: ``probe`` (connected before) gets no PONG."""
+    try:
+        probe.ping()
+    except redis.exceptions.TimeoutError:
+        return True
+    return False

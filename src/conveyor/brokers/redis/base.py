@@ -193,16 +193,22 @@ class RedisBrokerBase:
         """Give back the tasks of claims whose reply was lost (unclaim.lua), oldest first.
 
         Without this they would stay ACTIVE, held by no one, until their leases lapsed, and then
-        count as crashes. unclaim.lua is safe to repeat, so a failure here just leaves the claim
-        for the next call (and raises, as the claim that called it would have failed too).
+        count as crashes. A claim cancelled after it was sent counts as lost too. unclaim.lua is
+        safe to repeat, so a failure here just leaves the claim for the next call (and raises,
+        as the claim that called it would have failed too).
         """
         while self._lost_claims:
-            lost = self._lost_claims[0]
-            if lost.until > time.monotonic():  # else its receipt is gone: recovery takes over
+            # Taken off first: a concurrent call must not give the same claim back (or skip one).
+            lost = self._lost_claims.pop(0)
+            if lost.until <= time.monotonic():
+                continue  # its receipt is gone: recovery takes over
+            try:
                 given = int(await self._run("unclaim", lost.keys, [lost.claim_id]))
-                if given:
-                    logger.warning("gave back %d tasks of a claim whose reply was lost", given)
-            del self._lost_claims[0]
+            except BaseException:
+                self._lost_claims.insert(0, lost)
+                raise
+            if given:
+                logger.warning("gave back %d tasks of a claim whose reply was lost", given)
 
     async def _drop_receipts(self) -> None:
         """Before closing: give back lost claims, then delete this object's claim receipts.

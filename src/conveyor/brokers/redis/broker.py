@@ -16,6 +16,7 @@ and inspection in :mod:`~conveyor.brokers.redis.inspection`, reply decoding in
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -278,6 +279,9 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
             keys_, args, lost = self._claim_request(batch, limit - len(leases), lease_s)
             try:
                 reply = await self._run("claim", keys_, args)
+            except asyncio.CancelledError:  # it may have run (shutdown cancels a hung claim)
+                self._lost_claims.append(lost)
+                raise
             except BrokerError as exc:
                 if isinstance(exc, BrokerUnavailableError):  # it may have run: give it back
                     self._lost_claims.append(lost)

@@ -20,6 +20,7 @@ a password (an unescaped ``/``, ``?`` or ``#`` in it spills into the host, path 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 import ssl
 import time
@@ -340,24 +341,33 @@ class SyncConnectRetry(SyncRetry):
                 time.sleep(backoff.compute(failures))
 
 
-def _fresh_connections() -> dict[str, Any]:
+def _fresh_connections(client_class: type) -> dict[str, Any]:
     """Options that keep redis-py checking a pooled connection before handing it out.
 
     redis-py 8's pool skips that check (a connection the server closed, after a restart, is
     then used and fails) while maintenance notifications are "auto", their default; conveyor
-    does not use them. Older redis-py always checks and has no such option.
+    does not use them. Older redis-py always checks and has no such option, and some versions
+    (7.0) have it on some client classes only: it is passed where ``client_class`` takes it.
     """
     try:
         from redis.maint_notifications import MaintNotificationsConfig
     except ImportError:
+        return {}
+    if "maint_notifications_config" not in inspect.signature(client_class).parameters:
         return {}
     return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
 
 
 def _common(target: RedisTarget, read_timeout: float | None, sync: bool) -> dict[str, Any]:
     """Connection options every client kind takes: auth, timeouts, retries, health checks."""
+    kind: type = {
+        (True, True): redis.RedisCluster,
+        (True, False): redis.Redis,
+        (False, True): RedisCluster,
+        (False, False): aioredis.Redis,
+    }[(sync, target.kind == "cluster")]
     return {
-        **_fresh_connections(),
+        **_fresh_connections(kind),
         "username": target.username,
         "password": target.password,
         "socket_timeout": read_timeout,

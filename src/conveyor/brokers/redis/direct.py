@@ -25,6 +25,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # redis-py 8 renamed the asyncio check (the old name warns); 6.x and 7.x have only the old one.
 _ASYNC_CHECK = "can_read" if hasattr(AbstractConnection, "can_read") else "can_read_destructive"
@@ -53,13 +54,17 @@ class AsyncLines:
             conn: AbstractConnection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
             return conn
         conn = self._idle.pop()
-        if conn.is_connected:
-            try:
-                stale = await getattr(conn, _ASYNC_CHECK)()
-            except (RedisConnectionError, OSError):
-                stale = True
-            if stale:
-                await conn.disconnect()
+        try:
+            if conn.is_connected:
+                try:
+                    stale = await getattr(conn, _ASYNC_CHECK)()
+                except (RedisConnectionError, OSError):
+                    stale = True
+                if stale:
+                    await conn.disconnect()
+        except BaseException:  # cancelled mid-check: keep the connection (it reconnects)
+            self._idle.append(conn)
+            raise
         return conn
 
     async def close(self) -> None:
@@ -92,9 +97,14 @@ class SyncLines:
             fresh: redis.Connection = self._pool.get_connection()
             return fresh
         try:
+            # On a dropped connection this reconnects first, which can fail (a timeout, a refused
+            # SELECT): the connection goes back on the list, not astray.
             stale = conn.can_read()
-        except (RedisConnectionError, OSError):
+        except (RedisConnectionError, RedisTimeoutError, OSError):
             stale = True
+        except BaseException:
+            self._idle.append(conn)
+            raise
         if stale:
             conn.disconnect()  # type: ignore[no-untyped-call]
         return conn

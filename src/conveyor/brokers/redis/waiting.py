@@ -84,7 +84,7 @@ class WaitingMixin(RedisBrokerBase):
                     _, reply = await pipe.execute(raise_on_error=False)
             if isinstance(reply, NoScriptError):  # the server lost its scripts (restart, flush)
                 reply = await self._run("claim", claim_keys, claim_args)
-        except BrokerUnavailableError:  # the claim may have run: give it back
+        except (BrokerUnavailableError, asyncio.CancelledError):  # it may have run: give it back
             self._lost_claims.append(lost)
             raise
         if isinstance(reply, Exception):
