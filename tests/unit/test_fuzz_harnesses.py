@@ -36,11 +36,44 @@ def test_every_decoder_has_a_harness() -> None:
     expected = {"fuzz_message", "fuzz_redis_records", "fuzz_sqlite_rows", "fuzz_broker_urls",
                 "fuzz_options"}  # fmt: skip
     assert expected <= set(HARNESSES)
+    assert set(DECODERS) == set(HARNESSES)  # each has its negative control below
 
 
 @pytest.mark.parametrize("name", HARNESSES)
 def test_harness_accepts_its_seeds(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The checks are the harness's own asserts: any one failing, or any error it does not
+    # allow escaping, fails this test.
     monkeypatch.setitem(sys.modules, "atheris", None)  # the stand-in provider, atheris or not
     check: Callable[[bytes], None] = _load(name).test_one_input
     for seed in SEEDS:
         check(seed)
+
+
+class _Untyped(Exception):
+    """An error no decoder documents: every harness must let it escape."""
+
+
+def _raise(*_args: object, **_kwargs: object) -> None:
+    raise _Untyped
+
+
+# Where each harness reaches its decoder: (object in the harness module, attribute).
+DECODERS = {
+    "fuzz_message": ("", "decode_json"),
+    "fuzz_broker_urls": ("", "parse_redis_url"),
+    "fuzz_options": ("", "parse_options"),
+    "fuzz_redis_records": ("records", "decode_record"),
+    "fuzz_sqlite_rows": ("rows", "task_info"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DECODERS))
+def test_harness_catches_an_untyped_error(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The negative control: a decoder that raises what it must not is caught by some seed.
+    monkeypatch.setitem(sys.modules, "atheris", None)
+    module = _load(name)
+    owner, attribute = DECODERS[name]
+    monkeypatch.setattr(getattr(module, owner) if owner else module, attribute, _raise)
+    with pytest.raises(_Untyped):
+        for seed in SEEDS:
+            module.test_one_input(seed)
