@@ -188,27 +188,35 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
             return []
         check_names(messages)
         side = self._sync_side()
-        client = side.client
-        groups = queue_groups(messages) if self._cluster else [list(range(len(messages)))]
+        if not self._cluster:
+            return self._store_blocking(side, messages)
+        groups = queue_groups(messages)
         outcomes: list[list[TaskInfo]] = []
         for chosen in groups:
-            group = [messages[i] for i in chosen] if self._cluster else messages
-            keys_, args = self._enqueue_request([group])
-            with self._errors():
-                reply = evalsha_blocking(client, side.lines, side.script, keys_, args)
-            [outcome] = enqueue_outcomes([group], reply)
-            if isinstance(outcome, Exception):
-                raise outcome
-            outcomes.append(outcome)
-            new = self._unregistered([group[0].queue])  # Cluster only, after storing
+            group = [messages[i] for i in chosen]
+            outcomes.append(self._store_blocking(side, group))
+            new = self._unregistered([group[0].queue])  # after storing
             if new:
                 with self._errors():
-                    client.sadd(keys.registry(self._ns), *new)
+                    side.client.sadd(keys.registry(self._ns), *new)
                 self._registered_now(new)
         return in_order(groups, outcomes)
 
+    def _store_blocking(self, side: _SyncSide, group: Sequence[TaskMessage]) -> list[TaskInfo]:
+        """One enqueue.lua run storing ``group`` (one queue on Cluster); its infos or refusal."""
+        keys_, args = self._enqueue_request([group])
+        with self._errors():
+            reply = evalsha_blocking(side.client, side.lines, side.script, keys_, args)
+        [outcome] = enqueue_outcomes([group], reply)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
     def _sync_side(self) -> _SyncSide:
         """The synchronous client, its lines and enqueue script, made once (under a lock)."""
+        made = self._sync
+        if made is not None:
+            return made
         with self._sync_lock:
             if self._sync is None:
                 with self._errors():  # a Cluster client reaches its nodes when made
