@@ -1,5 +1,6 @@
-"""The broker's kept connections (brokers/redis/direct.py) are neither lost nor multiplied when
-a connection drops and reconnecting fails: each goes back on the broker's list."""
+"""The broker's kept connections (brokers/redis/direct.py) are neither lost nor multiplied: a
+connection whose reconnect fails goes back on the broker's list, and a burst of calls leaves a
+few on it and the rest in redis-py's pool for the broker's other commands."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from conveyor.brokers.redis import RedisBroker
+from conveyor.brokers.redis.direct import KEEP_IDLE
 from conveyor.errors import BrokerUnavailableError
 from conveyor.message import TaskMessage
 from faultproxy import FaultProxy
@@ -46,6 +48,28 @@ async def test_a_failed_reconnect_keeps_the_connection_on_the_list(
             assert kept() == (1, 1)
         await asyncio.to_thread(broker.enqueue_blocking, [TaskMessage(id="c", type="t")])
         assert kept() == (1, 1)
+    finally:
+        await broker.close()
+        await delete_namespace(redis_url, namespace)
+
+
+async def test_a_burst_keeps_a_few_connections_and_gives_the_rest_to_the_pool(
+    redis_url: str,
+) -> None:
+    namespace = f"conveyor-test-{uuid.uuid4().hex[:12]}"
+    broker = RedisBroker.from_url(f"{redis_url}?namespace={namespace}")
+    try:
+        await broker.enqueue([TaskMessage(id="a", type="t")])
+        await asyncio.gather(*(broker.queue_stats("default") for _ in range(20)))  # 20 at once
+        lines = broker._lines
+        assert lines is not None
+        pool = lines._pool
+        made = len(pool._available_connections) + len(pool._in_use_connections)
+        assert len(lines._idle) == KEEP_IDLE
+        assert len(pool._available_connections) == made - KEEP_IDLE  # the rest, reusable
+        assert await broker.list_queues() == ["default"]  # other commands reuse them
+        await asyncio.gather(*(broker.queue_stats("default") for _ in range(20)))
+        assert len(pool._available_connections) + len(pool._in_use_connections) == made
     finally:
         await broker.close()
         await delete_namespace(redis_url, namespace)

@@ -27,6 +27,11 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+# Connections kept on the broker's own list; a burst beyond this gives the extra ones back to the
+# pool, where the broker's other commands can use them (the two would otherwise each grow to
+# their own peak). A worker's steady script calls (claim, complete, renew) need two or three.
+KEEP_IDLE = 4
+
 # redis-py 8 renamed the asyncio check (the old name warns); 6.x and 7.x have only the old one.
 _ASYNC_CHECK = "can_read" if hasattr(AbstractConnection, "can_read") else "can_read_destructive"
 
@@ -47,7 +52,10 @@ class AsyncLines:
         finally:
             # On a failed send or read redis-py has already disconnected it; it reconnects when
             # next used. An error reply leaves it clean.
-            self._idle.append(conn)
+            if len(self._idle) < KEEP_IDLE:
+                self._idle.append(conn)
+            else:
+                await self._pool.release(conn)
 
     async def _take(self) -> AbstractConnection:
         if not self._idle:
@@ -88,7 +96,10 @@ class SyncLines:
             conn.send_command(*command)  # type: ignore[no-untyped-call]
             return conn.read_response()
         finally:
-            self._idle.append(conn)  # as in AsyncLines.call
+            if len(self._idle) < KEEP_IDLE:  # as in AsyncLines.call
+                self._idle.append(conn)
+            else:
+                self._pool.release(conn)
 
     def _take(self) -> redis.Connection:
         try:
