@@ -154,13 +154,19 @@ async def test_damaged_queue_names_block_no_claim_and_no_listing(tmp_path: Path)
     await broker.close()
 
 
-async def test_recovery_survives_a_lapsed_task_whose_queue_was_damaged(tmp_path: Path) -> None:
-    path = tmp_path / "recover.db"
+async def lapsed_with_damaged(path: Path, column: str) -> SqliteBroker:
+    """Tasks "a" and "b" claimed, their leases lapsed, then ``column`` of "b" damaged."""
     broker = SqliteBroker(path)
     await broker.enqueue([message("a"), message("b")])
     await broker.claim(["default"], limit=10, lease_s=30)
     raw_sql(path, "UPDATE tasks SET lease_expires_at = 0")
-    raw_sql(path, f"UPDATE tasks SET queue = {BAD} WHERE id = 'b'")
+    # The column name comes from this module's tests only.
+    raw_sql(path, f"UPDATE tasks SET {column} = {BAD} WHERE id = 'b'")
+    return broker
+
+
+async def test_recovery_survives_a_lapsed_task_whose_queue_was_damaged(tmp_path: Path) -> None:
+    broker = await lapsed_with_damaged(tmp_path / "recover.db", "queue")
 
     assert await broker.recover_expired(delay_s=0) == 2
 
@@ -200,12 +206,7 @@ async def test_a_completion_reads_no_text_of_its_task(tmp_path: Path) -> None:
 
 async def test_recovery_survives_a_lapsed_task_whose_id_was_damaged(tmp_path: Path) -> None:
     # recover_spread (a Python function) reads the id: it gets the stored bytes.
-    path = tmp_path / "recover-id.db"
-    broker = SqliteBroker(path)
-    await broker.enqueue([message("a"), message("b")])
-    await broker.claim(["default"], limit=10, lease_s=30)
-    raw_sql(path, "UPDATE tasks SET lease_expires_at = 0")
-    raw_sql(path, f"UPDATE tasks SET id = {BAD} WHERE id = 'b'")
+    broker = await lapsed_with_damaged(tmp_path / "recover-id.db", "id")
 
     assert await broker.recover_expired(delay_s=0) == 2
 

@@ -10,6 +10,7 @@ import pytest
 
 from conveyor.brokers import open_broker
 from conveyor.brokers.protocol import Broker
+from conveyor.brokers.redis import RedisBroker
 from support import delete_namespace
 
 
@@ -34,3 +35,13 @@ async def url_broker(broker_url: str) -> AsyncIterator[Broker]:
     instance = open_broker(broker_url)
     yield instance
     await instance.close()
+
+
+@pytest.fixture
+async def direct(redis_url: str) -> AsyncIterator[tuple[RedisBroker, str]]:
+    """The test's own broker (straight to Redis) and the namespace the worker shares."""
+    namespace = f"conveyor-test-{uuid.uuid4().hex[:12]}"
+    broker = RedisBroker.from_url(f"{redis_url}?namespace={namespace}")
+    yield broker, namespace
+    await broker.close()
+    await delete_namespace(redis_url, namespace)

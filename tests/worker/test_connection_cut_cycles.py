@@ -25,9 +25,8 @@ import itertools
 import random
 import re
 import time
-import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -40,7 +39,7 @@ from conveyor.message import TaskMessage
 from conveyor.worker.context import TaskContext
 from conveyor.worker.server import Server
 from faultproxy import FaultProxy
-from support import delete_namespace, eventually
+from support import eventually
 from worker.harness import fast, serving
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -51,16 +50,6 @@ AFTER_HEAL = 25  # completions the worker must make after each heal
 DEADLINE_S = 10.0  # the spec's figure, used here only as a liveness bound
 ACK_CUTS = 20
 READ_TIMEOUT_S = 2.0  # the worker's socket read timeout in the cut cycles (see there)
-
-
-@pytest.fixture
-async def direct(redis_url: str) -> AsyncIterator[tuple[RedisBroker, str]]:
-    """The test's own broker (straight to Redis) and the namespace the worker shares."""
-    namespace = f"conveyor-test-{uuid.uuid4().hex[:12]}"
-    broker = RedisBroker.from_url(f"{redis_url}?namespace={namespace}")
-    yield broker, namespace
-    await broker.close()
-    await delete_namespace(redis_url, namespace)
 
 
 def proxied_url(redis_url: str, proxy: FaultProxy, namespace: str) -> str:

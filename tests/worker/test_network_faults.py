@@ -8,8 +8,6 @@ the network heals (an up-but-idle worker after a reconnect is a classic queue bu
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -20,22 +18,12 @@ from conveyor.message import TaskMessage
 from conveyor.worker.context import TaskContext
 from conveyor.worker.server import Server
 from faultproxy import FaultProxy
-from support import delete_namespace, eventually
+from support import eventually
 from worker.harness import fast, serving
 
 pytestmark = pytest.mark.timeout(90)
 
 TASKS = 120
-
-
-@pytest.fixture
-async def direct(redis_url: str) -> AsyncIterator[tuple[RedisBroker, str]]:
-    """The test's own broker (straight to Redis) and the namespace the worker shares."""
-    namespace = f"conveyor-test-{uuid.uuid4().hex[:12]}"
-    broker = RedisBroker.from_url(f"{redis_url}?namespace={namespace}")
-    yield broker, namespace
-    await broker.close()
-    await delete_namespace(redis_url, namespace)
 
 
 @pytest.mark.parametrize("fault", ["reset", "blackhole"])
