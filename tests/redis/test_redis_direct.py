@@ -67,9 +67,39 @@ async def test_a_burst_keeps_a_few_connections_and_gives_the_rest_to_the_pool(
         made = len(pool._available_connections) + len(pool._in_use_connections)
         assert len(lines._idle) == KEEP_IDLE
         assert len(pool._available_connections) == made - KEEP_IDLE  # the rest, reusable
+        # Kept ones have their socket timeout lifted (a call bounds itself); the pool's have it.
+        assert {c.socket_timeout for c in lines._idle} == {None}
+        assert {c.socket_timeout for c in pool._available_connections} == {10.0}
         assert await broker.list_queues() == ["default"]  # other commands reuse them
         await asyncio.gather(*(broker.queue_stats("default") for _ in range(20)))
         assert len(pool._available_connections) + len(pool._in_use_connections) == made
+    finally:
+        await broker.close()
+        await delete_namespace(redis_url, namespace)
+
+
+async def test_an_async_call_whose_reply_never_comes_times_out_and_the_next_works(
+    redis_url: str, proxy: FaultProxy
+) -> None:
+    """The kept connections' own bound on a call (direct.py) still ends a call at the socket
+    timeout, drops that connection, and leaves the broker working."""
+    namespace = f"conveyor-test-{uuid.uuid4().hex[:12]}"
+    db = urlsplit(redis_url).path or "/0"
+    url = f"redis://127.0.0.1:{proxy.port}{db}?namespace={namespace}&socket_timeout=0.3"
+    broker = RedisBroker.from_url(url)
+    try:
+        await broker.enqueue([TaskMessage(id="a", type="t")])
+        proxy.blackhole(True)  # the next script goes out and no reply comes back
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(BrokerUnavailableError, match="TimeoutError"):
+            await broker.enqueue([TaskMessage(id="b", type="t")])
+        assert loop.time() - started < 5.0  # the 0.3 s bound, not a hang
+        proxy.blackhole(False)
+        proxy.reset()  # what the blackhole held back is dropped with the old connections
+        await broker.enqueue([TaskMessage(id="c", type="t")])
+        stats = await broker.queue_stats("default")
+        assert stats.pending in (2, 3)  # "b" may or may not have reached Redis
     finally:
         await broker.close()
         await delete_namespace(redis_url, namespace)

@@ -13,12 +13,22 @@ Before reusing a connection it makes the check the pool makes: a connection with
 or closed by the server (a Redis restart) is reconnected before anything is sent, so the
 first command after a restart does not fail. Nothing is ever sent twice.
 
+Two more costs are cut on the way. Commands are packed by hiredis directly (what redis-py
+does when hiredis is installed, without its per-argument checks). And an asyncio connection
+with a socket timeout wraps every send in ``asyncio.wait_for`` (a new task and a loop turn on
+Python 3.11) and every read in a timeout of its own, about 15 µs of CPU a call together: while
+the broker holds a connection it lifts that timeout and bounds the whole call, send and reply,
+with one ``asyncio.timeout`` of the same length, which raises redis-py's ``TimeoutError`` as
+before. A connection given back to the pool gets its timeout back.
+
 Standalone and Sentinel clients only; Cluster routes each command by slot and keeps
 ``execute_command``.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -35,6 +45,20 @@ KEEP_IDLE = 4
 # redis-py 8 renamed the asyncio check (the old name warns); 6.x and 7.x have only the old one.
 _ASYNC_CHECK = "can_read" if hasattr(AbstractConnection, "can_read") else "can_read_destructive"
 
+_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:  # hiredis >= 2.1; redis-py packs with it too when it is there
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - older hiredis
+    _hiredis_pack = None
+
+
+def _packed(conn: AbstractConnection | redis.Connection, command: tuple[Any, ...]) -> list[bytes]:
+    """``command`` in Redis' wire format, as ``send_packed_command`` takes it (a list of bytes)."""
+    if _hiredis_pack is not None:
+        return [_hiredis_pack(command)]
+    packed: list[bytes] = conn.pack_command(*command)
+    return packed
+
 
 class AsyncLines:
     """Connections of one asyncio client kept checked out for direct command calls."""
@@ -42,24 +66,35 @@ class AsyncLines:
     def __init__(self, client: aioredis.Redis) -> None:
         self._pool = client.connection_pool
         self._idle: list[AbstractConnection] = []
+        # The pool's socket timeout, applied here to a whole call instead (see the module doc).
+        self._timeout: float | None = self._pool.connection_kwargs.get("socket_timeout")
 
     async def call(self, *command: Any) -> Any:
-        """Send ``command`` and return its reply (a Redis error reply raises ``ResponseError``)."""
+        """Send ``command`` and return its reply (a Redis error reply raises ``ResponseError``).
+
+        Raises redis-py's ``TimeoutError`` when the reply takes longer than the client's socket
+        timeout (the connection is then dropped, as redis-py drops it).
+        """
         conn = await self._take()
         try:
-            await conn.send_command(*command)
-            return await conn.read_response()
+            async with asyncio.timeout(self._timeout):
+                await conn.send_packed_command(_packed(conn, command))
+                return await conn.read_response()
+        except TimeoutError as exc:  # asyncio's (redis-py's is no OSError): our bound ran out
+            # Cancelled mid-send or mid-read, redis-py has dropped the connection already.
+            raise RedisTimeoutError("Timeout waiting for a reply from Redis") from exc
         finally:
             # On a failed send or read redis-py has already disconnected it; it reconnects when
             # next used. An error reply leaves it clean.
             if len(self._idle) < KEEP_IDLE:
                 self._idle.append(conn)
             else:
-                await self._pool.release(conn)
+                await self._give(conn)
 
     async def _take(self) -> AbstractConnection:
         if not self._idle:
             conn: AbstractConnection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+            conn.socket_timeout = None  # call() bounds the call instead
             return conn
         conn = self._idle.pop()
         try:
@@ -75,11 +110,16 @@ class AsyncLines:
             raise
         return conn
 
+    async def _give(self, conn: AbstractConnection) -> None:
+        """Back to the pool, with the socket timeout its other users expect."""
+        conn.socket_timeout = self._timeout
+        await self._pool.release(conn)
+
     async def close(self) -> None:
         """Give the connections back to the pool (before the client closes it)."""
         idle, self._idle = self._idle, []
         for conn in idle:
-            await self._pool.release(conn)
+            await self._give(conn)
 
 
 class SyncLines:
@@ -93,7 +133,7 @@ class SyncLines:
         """Send ``command`` and return its reply (a Redis error reply raises ``ResponseError``)."""
         conn = self._take()
         try:
-            conn.send_command(*command)  # type: ignore[no-untyped-call]
+            conn.send_packed_command(_packed(conn, command))  # type: ignore[no-untyped-call]
             return conn.read_response()
         finally:
             if len(self._idle) < KEEP_IDLE:  # as in AsyncLines.call
