@@ -11,11 +11,14 @@ a worker) is blocked, and the test steers it with plain method calls:
   notice it. New connections after the heal work normally.
 - ``lose_next_reply(marker)``: the next request containing ``marker`` reaches the server, but
   its connection is closed before any reply comes back (a reply lost in the network).
+- ``hold_next_request(marker)``: the next request containing ``marker`` waits in the proxy (its
+  connection forwards nothing more to the server) until ``release()``; other connections go on.
+  It orders two requests sent on different connections.
 
 Counters a test can read to check that a fault had bite: ``connections`` (accepted),
-``silenced`` (connections the blackhole killed: it swallowed some of their bytes) and
-``lost_replies`` (one entry per reply lost, in order: the bytes of the request that carried the
-marker, as read in one chunk).
+``silenced`` (connections the blackhole killed: it swallowed some of their bytes), ``held``
+(requests held so far) and ``lost_replies`` (one entry per reply lost, in order: the bytes of
+the request that carried the marker, as read in one chunk).
 """
 
 from __future__ import annotations
@@ -37,9 +40,12 @@ class FaultProxy:
         self._lose_after: bytes | None = None
         self._losing: set[asyncio.StreamWriter] = set()  # client sides whose reply is lost
         self._requests: dict[asyncio.StreamWriter, bytes] = {}  # the request whose reply is lost
+        self._hold: bytes | None = None
+        self._gates: list[asyncio.Event] = []  # held requests wait on these
         self.port = 0
         self.connections = 0
         self.silenced = 0
+        self.held = 0
         self.lost_replies: list[bytes] = []
         started = threading.Event()
         self._thread = threading.Thread(
@@ -93,6 +99,12 @@ class FaultProxy:
                     self.silenced += 1
                 self._dead |= pair
                 continue
+            if client is not None and self._hold is not None and self._hold in data:
+                self._hold = None
+                gate = asyncio.Event()
+                self._gates.append(gate)
+                self.held += 1
+                await gate.wait()
             if client is not None and self._lose_after is not None and self._lose_after in data:
                 self._lose_after = None
                 self._losing.add(client)
@@ -144,6 +156,24 @@ class FaultProxy:
             self._lose_after = marker
 
         self._call(arm)
+
+    def hold_next_request(self, marker: bytes) -> None:
+        """Keep the next request containing ``marker`` from the server until :meth:`release`."""
+
+        def arm() -> None:
+            self._hold = marker
+
+        self._call(arm)
+
+    def release(self) -> None:
+        """Forward the requests held so far."""
+
+        def open_gates() -> None:
+            for gate in self._gates:
+                gate.set()
+            self._gates.clear()
+
+        self._call(open_gates)
 
     @property
     def request_seen(self) -> bool:

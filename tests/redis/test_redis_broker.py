@@ -79,8 +79,9 @@ async def test_every_key_lives_under_the_namespace_and_a_queue_hash_tag(redis_ur
             [k.decode() async for k in _raw(redis_broker).scan_iter(match=f"{ns}:*", count=10_000)]
         )
 
-        # The claim's receipt is this broker object's, in its queue's slot, and expires.
-        receipt = r"claimed:\{q:1\}:[0-9a-f]{32}"
+        # The claim's receipt is this broker object's (its first), in its queue's slot, and
+        # expires.
+        receipt = r"claimed:\{q:1\}:[0-9a-f]{32}:0"
         pattern = re.compile(re.escape(ns) + rf":(queues|{receipt}|\{{(q:1|other)\}}:.+)")
         assert found and all(pattern.fullmatch(k) for k in found), found
         assert keys.task(ns, "q:1", "a:b") in found

@@ -8,6 +8,7 @@ conflict). The broker retries only failures to connect, when nothing was sent.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -81,6 +82,36 @@ async def test_concurrent_claims_give_a_lost_claim_back_once(
     assert sorted(ids) == ["t0", "t1", "t2", "t3"]  # each once: none lost, none twice
 
 
+async def test_claims_in_flight_together_keep_apart_receipts(
+    broker: RedisBroker, proxy: FaultProxy
+) -> None:
+    # Two claims from one broker object, both led by "q", in flight at once: Redis runs the
+    # first, whose reply is lost, then the second. Each has a receipt of its own, so the
+    # second cannot overwrite the one the lost claim's tasks are given back by.
+    await broker.enqueue([TaskMessage(id=f"t{i}", type="x", queue="q") for i in range(4)])
+    await broker.claim(["empty"], limit=1, lease_s=30)  # the server knows the script
+    proxy.hold_next_request(b"EVALSHA")
+    second = asyncio.ensure_future(broker.claim(["q"], limit=2, lease_s=30))
+    try:
+        await eventually(_true_when(lambda: proxy.held == 1))  # sent; waits in the proxy
+        proxy.lose_next_reply(b"EVALSHA")
+        with pytest.raises(BrokerUnavailableError):
+            await broker.claim(["q"], limit=2, lease_s=30)  # ran: t0 and t1 leased
+        assert len(proxy.lost_replies) == 1
+    finally:
+        proxy.release()
+    assert sorted(le.task.id for le in await second) == ["t2", "t3"]  # ran after the lost one
+    assert (await broker.queue_stats("q")).active == 4
+
+    # The next claim gives the lost claim's tasks back at once, not after their 30 s leases.
+    leases = await broker.claim(["q"], limit=4, lease_s=30)
+    assert [le.task.id for le in leases] == ["t0", "t1"]
+    assert all(le.task.retried == 0 for le in leases)
+    # One receipt key per claim in flight at once: later claims reuse them.
+    assert (await broker.claim(["q"], limit=4, lease_s=30)) == []
+    assert sorted(k.rsplit(":", 1)[1] for k in broker._receipts if ":{q}:" in k) == ["0", "1"]
+
+
 async def test_a_lost_wait_and_claim_is_given_back(
     broker: RedisBroker, proxy: FaultProxy, redis_url: str
 ) -> None:
@@ -98,6 +129,32 @@ async def test_a_lost_wait_and_claim_is_given_back(
         assert (await direct.queue_stats("q")).active == 1  # claimed, reply lost
 
         [lease] = await broker.claim(["q"], limit=1, lease_s=30)
+        assert lease.task.id == "t0" and lease.task.retried == 0
+    finally:
+        await direct.close()
+
+
+async def test_a_lost_wait_and_claim_that_waited_longer_than_its_lease_is_given_back(
+    broker: RedisBroker, proxy: FaultProxy, redis_url: str
+) -> None:
+    # The claim runs when the wait ends, so its receipt lasts `lease_s` from then, not from
+    # when the wait began.
+    direct = RedisBroker.from_url(f"{redis_url}?namespace={broker.namespace}")
+    try:
+        await broker.claim(["empty"], limit=1, lease_s=30)  # no NOSCRIPT on the pipelined claim
+        proxy.lose_next_reply(b"BLPOP")
+        began = time.monotonic()
+        waiting = asyncio.ensure_future(
+            broker.wait_and_claim(["q"], limit=1, lease_s=2, timeout_s=30)
+        )
+        await eventually(_true_when(lambda: proxy.request_seen))  # the BLPOP went out
+        await eventually(_true_when(lambda: time.monotonic() > began + 2.5), within=10)
+        await direct.enqueue([TaskMessage(id="t0", type="x", queue="q")])
+        with pytest.raises(BrokerUnavailableError):
+            await waiting
+        assert (await direct.queue_stats("q")).active == 1  # claimed, reply lost
+
+        [lease] = await broker.claim(["q"], limit=1, lease_s=30)  # well within the 2 s lease
         assert lease.task.id == "t0" and lease.task.retried == 0
     finally:
         await direct.close()

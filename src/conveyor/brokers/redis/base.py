@@ -93,11 +93,19 @@ class ScriptBatch:
 
 
 class LostClaim(NamedTuple):
-    """A claim.lua run whose reply never came: what unclaim.lua needs to give its tasks back."""
+    """A claim.lua run whose reply never came: what unclaim.lua needs to give its tasks back.
+
+    Made for every claim before it is sent (see :meth:`RedisBrokerBase._claim_request`).
+    """
 
     keys: list[str]
     claim_id: str
     until: float  # monotonic time its receipt (and leases) expire; nothing to give back after
+
+    @property
+    def receipt(self) -> str:
+        """Its receipt key (the last of its KEYS)."""
+        return self.keys[-1]
 
 
 class RedisBrokerBase:
@@ -120,7 +128,10 @@ class RedisBrokerBase:
         self._waiter_key = keys.waiter(self._ns, self._token)
         # Claims whose reply was lost, oldest first: given back before the next claim.
         self._lost_claims: list[LostClaim] = []
-        self._receipts: set[str] = set()  # receipt keys this object writes (deleted at close)
+        self._receipts: set[str] = set()  # every receipt key this object used (deleted at close)
+        # Receipt keys held by a claim in flight, or lost and not yet given back: no other claim
+        # may write them (see _claim_request).
+        self._held_receipts: set[str] = set()
         self._scripts: dict[str, AsyncScript] = {
             name: self._client.register_script(script_source(name)) for name in SCRIPT_NAMES
         }
@@ -179,15 +190,44 @@ class RedisBrokerBase:
     ) -> tuple[list[str], list[Any], LostClaim]:
         """KEYS and ARGV of a claim.lua run over ``batch``, and how to give it back if lost.
 
-        The claim leaves a receipt (this object's, in its first queue's slot) that
-        :meth:`_give_back_lost_claims` uses should its reply be lost.
+        The claim leaves a receipt (this object's, in its first queue's Cluster slot) that
+        :meth:`_give_back_lost_claims` uses should its reply be lost. Each claim gets a receipt
+        key of its own: the lowest numbered one that no claim in flight or lost claim holds.
+        Claims one after the other all use number 0; claims in flight at the same time do not
+        overwrite each other's receipt (which would leave a lost one's tasks held until their
+        leases lapsed). The caller must send the claim inside :meth:`_sending_claim`, which
+        frees the key again.
         """
         claim_id = uuid.uuid4().hex
-        receipt = keys.claim_receipt(self._ns, batch.queues[0], self._token)
+        queue, slot = batch.queues[0], 0
+        receipt = keys.claim_receipt(self._ns, queue, self._token, slot)
+        while receipt in self._held_receipts:
+            slot += 1
+            receipt = keys.claim_receipt(self._ns, queue, self._token, slot)
+        self._held_receipts.add(receipt)
         self._receipts.add(receipt)
         keys_ = [*batch.keys, receipt]
         lost = LostClaim(keys_, claim_id, time.monotonic() + lease_s)
         return keys_, [*claim_script_args(limit, lease_s), claim_id], lost
+
+    @contextlib.contextmanager
+    def _sending_claim(self, lost: LostClaim) -> Iterator[None]:
+        """Around sending the claim ``lost`` describes (from :meth:`_claim_request`).
+
+        When its reply is lost (``BrokerUnavailableError``, or cancelled after it may have been
+        sent) it joins the claims to give back, keeping its receipt key held until then: a
+        later claim must not overwrite the receipt unclaim.lua needs. Otherwise (a reply, even
+        an error) the key is free for the next claim.
+        """
+        try:
+            yield
+        except (BrokerUnavailableError, asyncio.CancelledError):  # it may have run
+            self._lost_claims.append(lost)
+            raise
+        except BaseException:
+            self._held_receipts.discard(lost.receipt)
+            raise
+        self._held_receipts.discard(lost.receipt)
 
     async def _give_back_lost_claims(self) -> None:
         """Give back the tasks of claims whose reply was lost (unclaim.lua), oldest first.
@@ -201,12 +241,14 @@ class RedisBrokerBase:
             # Taken off first: a concurrent call must not give the same claim back (or skip one).
             lost = self._lost_claims.pop(0)
             if lost.until <= time.monotonic():
+                self._held_receipts.discard(lost.receipt)
                 continue  # its receipt is gone: recovery takes over
             try:
                 given = int(await self._run("unclaim", lost.keys, [lost.claim_id]))
             except BaseException:
-                self._lost_claims.insert(0, lost)
+                self._lost_claims.insert(0, lost)  # its receipt key stays held
                 raise
+            self._held_receipts.discard(lost.receipt)
             if given:
                 logger.warning("gave back %d tasks of a claim whose reply was lost", given)
 

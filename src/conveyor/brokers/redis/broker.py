@@ -16,7 +16,6 @@ and inspection in :mod:`~conveyor.brokers.redis.inspection`, reply decoding in
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -286,13 +285,11 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
                 batch.block(q)
             keys_, args, lost = self._claim_request(batch, limit - len(leases), lease_s)
             try:
-                reply = await self._run("claim", keys_, args)
-            except asyncio.CancelledError:  # it may have run (shutdown cancels a hung claim)
-                self._lost_claims.append(lost)
-                raise
-            except BrokerError as exc:
-                if isinstance(exc, BrokerUnavailableError):  # it may have run: give it back
-                    self._lost_claims.append(lost)
+                # A lost reply (BrokerUnavailableError, or cancelled: shutdown cancels a hung
+                # claim) may hide a claim that ran: it is kept to be given back.
+                with self._sending_claim(lost):
+                    reply = await self._run("claim", keys_, args)
+            except BrokerError:
                 # Cluster, a later queue's node failing: what earlier queues' scripts already
                 # leased must reach the worker, or it would stay ACTIVE with no holder until
                 # its lease lapsed (and count as a crash).

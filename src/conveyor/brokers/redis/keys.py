@@ -76,10 +76,12 @@ def waiter(namespace: str, token: str) -> str:
     return f"{namespace}:waiter:{token}"
 
 
-def claim_receipt(namespace: str, queue: str, token: str) -> str:
-    """A broker object's last claim receipt for batches led by ``queue`` (its slot); ``token``
-    is unique to the object (hex)."""
-    return f"{namespace}:claimed:{{{queue}}}:{token}"
+def claim_receipt(namespace: str, queue: str, token: str, slot: int) -> str:
+    """A claim receipt of one broker object for batches led by ``queue`` (in that queue's
+    Cluster slot); ``token`` is unique to the object (hex). ``slot`` (0, 1, ...) keeps claims
+    in flight at the same time apart: each holds its own until its reply comes (or, lost, until
+    it is given back), and sequential claims reuse slot 0."""
+    return f"{namespace}:claimed:{{{queue}}}:{token}:{slot}"
 
 
 def queue_prefix(namespace: str, queue: str) -> str:

@@ -13,10 +13,10 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError
 
-from conveyor.brokers.redis.base import Client, LostClaim, RedisBrokerBase, ScriptBatch
+from conveyor.brokers.redis.base import Client, RedisBrokerBase, ScriptBatch
 from conveyor.brokers.redis.connect import make_client
 from conveyor.brokers.redis.replies import claimed_leases
-from conveyor.errors import BrokerUnavailableError, ConveyorError
+from conveyor.errors import ConveyorError
 from conveyor.message import Lease
 
 # The logger the broker had as one module: every part of it logs under that name.
@@ -52,9 +52,7 @@ class WaitingMixin(RedisBrokerBase):
             return await self.claim(names, limit=limit, lease_s=lease_s)
         wake_keys = [self._keys(q).wake for q in names]
         await self._give_back_lost_claims()
-        blocked = asyncio.ensure_future(
-            self._blocked_claim(batch, wake_keys, wait, self._claim_request(batch, limit, lease_s))
-        )
+        blocked = asyncio.ensure_future(self._blocked_claim(batch, wake_keys, wait, limit, lease_s))
         try:
             # Shielded: cancelling redis-py mid-reply would drop the connection, and with it
             # any tasks the claim has taken (until their leases lapse).
@@ -68,25 +66,26 @@ class WaitingMixin(RedisBrokerBase):
         batch: ScriptBatch,
         wake_keys: list[str],
         wait: float,
-        request: tuple[list[str], list[Any], LostClaim],
+        limit: int,
+        lease_s: float,
     ) -> list[Lease]:
         """BLPOP then claim.lua, sent together on the blocking client; the claim's leases."""
-        claim_keys, claim_args, lost = request
         blocking = self._blocking_client()
         pipe = blocking.pipeline(transaction=False)
         pipe.execute_command("BLPOP", *wake_keys, self._waiter_key, wait)
+        # Made here, in the task, so that it is always sent inside _sending_claim (which frees
+        # its receipt key); its receipt may outlive `lease_s` from now by the wait.
+        claim_keys, claim_args, lost = self._claim_request(batch, limit, lease_s)
+        lost = lost._replace(until=lost.until + wait + 5.0)
         script = self._scripts["claim"]
         pipe.execute_command("EVALSHA", script.sha, len(claim_keys), *claim_keys, *claim_args)
-        try:
+        with self._sending_claim(lost):  # a lost reply: it may have run, so give it back
             with self._errors():
                 # The blocking client has no socket timeout; this bound catches a dead connection.
                 async with asyncio.timeout(wait + 5.0):
                     _, reply = await pipe.execute(raise_on_error=False)
             if isinstance(reply, NoScriptError):  # the server lost its scripts (restart, flush)
                 reply = await self._run("claim", claim_keys, claim_args)
-        except (BrokerUnavailableError, asyncio.CancelledError):  # it may have run: give it back
-            self._lost_claims.append(lost)
-            raise
         if isinstance(reply, Exception):
             with self._errors():
                 raise reply
