@@ -72,7 +72,11 @@ async def test_a_burst_keeps_a_few_connections_and_gives_the_rest_to_the_pool(
         assert {c.socket_timeout for c in pool._available_connections} == {10.0}
         assert await broker.list_queues() == ["default"]  # other commands reuse them
         await asyncio.gather(*(broker.queue_stats("default") for _ in range(20)))
-        assert len(pool._available_connections) + len(pool._in_use_connections) == made
+        # ...and so do the next burst's calls. redis-py 7.2+ connects outside the pool's lock, so
+        # the first burst already opened one connection per call (made == 20); older releases
+        # connect one at a time under that lock, so their first burst peaks lower and the second,
+        # on open connections, may run a few more calls at once and open those.
+        assert made <= len(pool._available_connections) + len(pool._in_use_connections) <= 20
     finally:
         await broker.close()
         await delete_namespace(redis_url, namespace)
