@@ -28,11 +28,11 @@ Standalone and Sentinel clients only; Cluster routes each command by slot and ke
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from hiredis import pack_command
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -45,19 +45,10 @@ KEEP_IDLE = 4
 # redis-py 8 renamed the asyncio check (the old name warns); 6.x and 7.x have only the old one.
 _ASYNC_CHECK = "can_read" if hasattr(AbstractConnection, "can_read") else "can_read_destructive"
 
-_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
-try:  # hiredis >= 2.1; redis-py packs with it too when it is there
-    from hiredis import pack_command as _hiredis_pack
-except ImportError:  # pragma: no cover - older hiredis
-    _hiredis_pack = None
 
-
-def _packed(conn: AbstractConnection | redis.Connection, command: tuple[Any, ...]) -> list[bytes]:
+def _packed(command: tuple[Any, ...]) -> list[bytes]:
     """``command`` in Redis' wire format, as ``send_packed_command`` takes it (a list of bytes)."""
-    if _hiredis_pack is not None:
-        return [_hiredis_pack(command)]
-    packed: list[bytes] = conn.pack_command(*command)
-    return packed
+    return [pack_command(command)]
 
 
 class AsyncLines:
@@ -78,7 +69,7 @@ class AsyncLines:
         conn = await self._take()
         try:
             async with asyncio.timeout(self._timeout):
-                await conn.send_packed_command(_packed(conn, command))
+                await conn.send_packed_command(_packed(command))
                 return await conn.read_response()
         except TimeoutError as exc:  # asyncio's (redis-py's is no OSError): our bound ran out
             # Cancelled mid-send or mid-read, redis-py has dropped the connection already.
@@ -133,7 +124,7 @@ class SyncLines:
         """Send ``command`` and return its reply (a Redis error reply raises ``ResponseError``)."""
         conn = self._take()
         try:
-            conn.send_packed_command(_packed(conn, command))  # type: ignore[no-untyped-call]
+            conn.send_packed_command(_packed(command))  # type: ignore[no-untyped-call]
             return conn.read_response()
         finally:
             if len(self._idle) < KEEP_IDLE:  # as in AsyncLines.call
