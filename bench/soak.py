@@ -17,7 +17,14 @@ producer beside the workers), lets the backlog drain, then a producer thread enq
 2.5-5 s), 5 % ``enqueue_in`` 1-5 s. Every ``--kill-every`` seconds one worker is SIGKILLed and
 respawned. The first worker is never killed: it lives through the run, so its RSS and open fds
 show a leak; the victim is chosen at random among the others (with 2 workers, always the
-second). Network cuts ("a cut per 2 min") are not done: they need the fault proxy of the tests.
+second).
+
+``--cut-every SECONDS`` (Redis only; 0, the default, for none) adds network cuts: the workers and
+the producer then reach Redis through the tests' fault proxy (``tests/faultproxy.py``, in this
+process) with ``?socket_timeout=`` ``--cut-timeout`` (1 s), and every ``--cut-every`` seconds
+the proxy either resets every connection or, on alternate cuts, goes silent for ``--blackhole``
+seconds (1.5; connections that lost bytes to it stay silent until the clients' own timeouts
+drop them). The Inspector that watches the backlog talks to Redis directly.
 
 Each task logs ``s<n>``/``e<n>`` lines when an attempt starts/ends (``bench/soak_tasks.py``), so
 starts and completions are counted exactly per task. Every ``--report-every`` seconds a line shows:
@@ -32,7 +39,8 @@ lost (enqueues that returned but never completed: must be 0), duplicates (allowe
 tasks one of whose completions was logged by a worker we killed: those not so explained FAIL;
 and no more than the tasks the recoverers report taking back from dead workers' leases, from
 the worker logs), the surviving worker's RSS and fds at the end of ``--warmup`` vs at the end of
-the load (RSS < +10 %; fds flat: at most +2), on Redis the namespace's keys after the drain vs
+the load (RSS < +10 %; fds flat: at most +2; with cuts, the fds are sampled once the
+connections have been re-made), on Redis the namespace's keys after the drain vs
 after calibration (idle baseline; must not be higher), the broker's memory or file size (for
 information), and the worker log lines at WARNING or above that kills and fail-once tasks do
 not explain. Exit status: 1 on a lost or unexplained duplicate task, 2 on another FAIL, 0
@@ -65,6 +73,8 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
@@ -436,18 +446,25 @@ def report(t0: float, ledger: Ledger, probe: BrokerProbe, workers: Workers, kill
     )
 
 
-def soak(args: argparse.Namespace, ledger: Ledger, probe: BrokerProbe, workers: Workers) -> dict:
+def soak(
+    args: argparse.Namespace, ledger: Ledger, probe: BrokerProbe, workers: Workers,
+    cuts: Cuts | None,
+) -> dict:  # fmt: skip
     """The loaded phase; returns what the summary needs."""
-    producer = Producer(probe.url, ledger, args.target_rate, args.seed)
+    producer = Producer(workers.url, ledger, args.target_rate, args.seed)
     t0 = time.monotonic()
     end = t0 + args.minutes * 60
     next_kill, next_report = t0 + args.kill_every, t0 + args.report_every
     kills, first, enq0 = 0, None, ledger.enqueued
+    if cuts is not None:
+        cuts.start(t0)
     producer.start()
     while (now := time.monotonic()) < end:
         time.sleep(0.2)
         ledger.read()
         workers.respawn_crashed()
+        if cuts is not None:
+            cuts.tick(now)
         if producer.error is not None:
             raise RuntimeError(f"producer failed: {producer.error!r}")
         if first is None and now - t0 >= args.warmup:
@@ -460,6 +477,9 @@ def soak(args: argparse.Namespace, ledger: Ledger, probe: BrokerProbe, workers: 
         if now >= next_report:
             report(t0, ledger, probe, workers, kills)
             next_report += args.report_every
+    if cuts is not None:
+        cuts.stop()
+        time.sleep(3 * args.cut_timeout)  # the clients notice and reconnect before the sample
     pid = workers.survivor()
     last = Sample(time.monotonic() - t0, rss_mb(pid), open_fds(pid))
     producer.stop_event.set()
@@ -515,6 +535,10 @@ def summary(
     lost = ledger.lost()
     dup_pids = ledger.duplicate_pids()
     unexplained = [n for n, pids in dup_pids.items() if not set(pids) & workers.killed]
+    # With cuts, a lease can lapse while its worker is cut off (a blackhole outlasting renewals):
+    # the task is recovered and runs again. Such re-runs are counted by the recoverers' log,
+    # which bounds all duplicates below ("tasks recovered by lease").
+    by_cuts, unexplained = (unexplained, []) if run["cuts"] is not None else ([], unexplained)
     first, last, kills = run["first"], run["last"], run["kills"]
     backlog, archived = probe.backlog()
     rows: list[tuple[str, str, str]] = [
@@ -527,7 +551,9 @@ def summary(
          verdict(not lost)),
         ("kills / crashes by themselves", f"{kills} / {len(workers.crashed)}",
          verdict(not workers.crashed)),
-        ("duplicates (completed twice+)", f"{len(dup_pids)}, unexplained {len(unexplained)}",
+        *cut_rows(run["cuts"]),
+        ("duplicates (completed twice+)",
+         f"{len(dup_pids)}, after cuts {len(by_cuts)}, unexplained {len(unexplained)}",
          verdict(not unexplained)),
         ("re-runs (extra starts)", f"{ledger.reruns()}", ""),
     ]  # fmt: skip
@@ -561,6 +587,13 @@ def summary(
     return 2 if any(row[2] == "FAIL" for row in rows) else 0
 
 
+def cut_rows(cuts: Cuts | None) -> list[tuple[str, str, str]]:
+    if cuts is None:
+        return []
+    return [("network cuts: resets / blackholes",
+             f"{cuts.resets} / {cuts.blackholes} ({cuts.seconds:g} s each)", "")]  # fmt: skip
+
+
 def print_rows(rows: list[tuple[str, str, str]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     print()
@@ -588,13 +621,74 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--calibrate-seconds", type=float, default=10.0, help="under a producer")
     p.add_argument("--drain-timeout", type=float, default=120.0, help="seconds")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--cut-every", type=float, default=0.0, help="seconds; 0: no network cuts")
+    p.add_argument("--blackhole", type=float, default=1.5, help="seconds a silent cut lasts")
+    p.add_argument("--cut-timeout", type=float, default=1.0, help="socket_timeout with cuts")
     p.add_argument("--keep-logs", type=Path, default=None, help="keep worker logs, SQLite files")
     args = p.parse_args(argv)
     if args.workers < 2:
         p.error("--workers must be at least 2 (one survivor, one to kill)")
     if args.seed is None:
         args.seed = random.randrange(2**32)
+    if args.cut_every > 0 and args.broker != "redis":
+        p.error("--cut-every needs --broker redis (the fault proxy is a TCP proxy)")
     return args
+
+
+@dataclass
+class Cuts:
+    """Network cuts between the clients (workers, producer) and Redis, through the fault proxy.
+
+    Cuts alternate: a reset of every connection, then a blackhole of ``seconds``. A timer heals
+    the blackhole, so it never outlasts ``seconds`` while the driver waits on something else
+    (a respawned worker getting ready).
+    """
+
+    proxy: Any
+    every: float
+    seconds: float
+    resets: int = 0
+    blackholes: int = 0
+    _next: float = 0.0
+
+    def start(self, now: float) -> None:
+        self._next = now + self.every
+
+    def tick(self, now: float) -> None:
+        if now < self._next:
+            return
+        self._next = now + self.every
+        if self.resets <= self.blackholes:
+            self.proxy.reset()
+            self.resets += 1
+        else:
+            self.proxy.blackhole(True)
+            heal = threading.Timer(self.seconds, self.proxy.blackhole, args=(False,))
+            heal.daemon = True
+            heal.start()
+            self.blackholes += 1
+
+    def stop(self) -> None:
+        """Heal, and drop the connections a blackhole left silent (before the drain)."""
+        self.proxy.blackhole(False)
+        self.proxy.reset()
+
+
+def proxied(args: argparse.Namespace, url: str) -> tuple[str, Cuts | None]:
+    """The URL the workers and the producer use, and the cuts (None: straight to Redis)."""
+    if args.cut_every <= 0:
+        return url, None
+    sys.path.insert(0, str(ROOT / "tests"))
+    from faultproxy import FaultProxy  # the tests' proxy; only needed for cuts
+
+    target = urlsplit(url)
+    proxy = FaultProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    atexit.register(proxy.close)
+    netloc = f"127.0.0.1:{proxy.port}"
+    if "@" in target.netloc:
+        netloc = target.netloc.rsplit("@", 1)[0] + "@" + netloc
+    via = urlunsplit(target._replace(netloc=netloc))
+    return f"{via}&socket_timeout={args.cut_timeout:g}", Cuts(proxy, args.cut_every, args.blackhole)
 
 
 def broker_url(args: argparse.Namespace, tmp: Path) -> tuple[str, BrokerProbe]:
@@ -623,6 +717,7 @@ def header(args: argparse.Namespace, url: str) -> None:
     ).stdout.strip()
     say(f"soak: {args.broker} {url}, {args.minutes:g} min, {args.workers} workers "
         f"-c {args.concurrency}, lease {args.lease}, kill every {args.kill_every:g} s, "
+        f"cut every {args.cut_every:g} s, "
         f"seed {args.seed}, nproc {os.cpu_count()}, git {rev}")  # fmt: skip
 
 
@@ -636,6 +731,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         (tmp / "events").mkdir()
         url, probe = broker_url(args, tmp)
+        url, cuts = proxied(args, url)  # the clients' URL; the probe keeps its own
         header(args, url)
         extra = ["-c", str(args.concurrency), "--lease", args.lease,
                  "--recover-interval", args.recover_interval, "--log-level", "info"]  # fmt: skip
@@ -647,7 +743,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"producing at {args.target_rate:,.0f} tasks/s")
             keys_baseline = idle_keys(probe)
             size0 = probe.size_mb()
-            run = {**soak(args, ledger, probe, workers), "size0": size0}
+            run = {**soak(args, ledger, probe, workers, cuts), "size0": size0, "cuts": cuts}
             drained = drain(args, ledger, probe, workers)
             return summary(args, ledger, probe, workers, run, drained, keys_baseline)
         finally:
