@@ -112,49 +112,30 @@ async def test_claims_in_flight_together_keep_apart_receipts(
     assert sorted(k.rsplit(":", 1)[1] for k in broker._receipts if ":{q}:" in k) == ["0", "1"]
 
 
+@pytest.mark.parametrize("lease_s", [30.0, 2.0], ids=["short-wait", "wait-past-the-lease"])
 async def test_a_lost_wait_and_claim_is_given_back(
-    broker: RedisBroker, proxy: FaultProxy, redis_url: str
+    broker: RedisBroker, proxy: FaultProxy, redis_url: str, lease_s: float
 ) -> None:
-    direct = RedisBroker.from_url(f"{redis_url}?namespace={broker.namespace}")
-    try:
-        await broker.claim(["empty"], limit=1, lease_s=30)  # no NOSCRIPT on the pipelined claim
-        proxy.lose_next_reply(b"BLPOP")
-        waiting = asyncio.ensure_future(
-            broker.wait_and_claim(["q"], limit=1, lease_s=30, timeout_s=30)
-        )
-        await eventually(_true_when(lambda: proxy.request_seen))  # the BLPOP went out
-        await direct.enqueue([TaskMessage(id="t0", type="x", queue="q")])
-        with pytest.raises(BrokerUnavailableError):
-            await waiting
-        assert (await direct.queue_stats("q")).active == 1  # claimed, reply lost
-
-        [lease] = await broker.claim(["q"], limit=1, lease_s=30)
-        assert lease.task.id == "t0" and lease.task.retried == 0
-    finally:
-        await direct.close()
-
-
-async def test_a_lost_wait_and_claim_that_waited_longer_than_its_lease_is_given_back(
-    broker: RedisBroker, proxy: FaultProxy, redis_url: str
-) -> None:
-    # The claim runs when the wait ends, so its receipt lasts `lease_s` from then, not from
-    # when the wait began.
+    # The claim runs when the wait ends, so its receipt lasts `lease_s` from then, not from when
+    # the wait began: a wait longer than the lease must not make the claim look expired.
     direct = RedisBroker.from_url(f"{redis_url}?namespace={broker.namespace}")
     try:
         await broker.claim(["empty"], limit=1, lease_s=30)  # no NOSCRIPT on the pipelined claim
         proxy.lose_next_reply(b"BLPOP")
         began = time.monotonic()
         waiting = asyncio.ensure_future(
-            broker.wait_and_claim(["q"], limit=1, lease_s=2, timeout_s=30)
+            broker.wait_and_claim(["q"], limit=1, lease_s=lease_s, timeout_s=30)
         )
         await eventually(_true_when(lambda: proxy.request_seen))  # the BLPOP went out
-        await eventually(_true_when(lambda: time.monotonic() > began + 2.5), within=10)
+        if lease_s < 30:  # wait past the lease before the task arrives
+            past_lease = began + lease_s + 0.5
+            await eventually(_true_when(lambda: time.monotonic() > past_lease), within=10)
         await direct.enqueue([TaskMessage(id="t0", type="x", queue="q")])
         with pytest.raises(BrokerUnavailableError):
             await waiting
         assert (await direct.queue_stats("q")).active == 1  # claimed, reply lost
 
-        [lease] = await broker.claim(["q"], limit=1, lease_s=30)  # well within the 2 s lease
+        [lease] = await broker.claim(["q"], limit=1, lease_s=30)  # within the claim's lease
         assert lease.task.id == "t0" and lease.task.retried == 0
     finally:
         await direct.close()
