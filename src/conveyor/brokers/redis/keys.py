@@ -5,9 +5,10 @@ Layout (``ns`` is the namespace, default ``conveyor``; ``q`` a queue name)::
     ns:queues                      SET    registry of queue names (cross-queue, own slot)
     ns:waiter:<hex>                LIST   one broker object's private wake-up (cancelling its
                                           wait pushes a token; deleted right after)
-    ns:claimed:{q}:<hex>           STRING one broker object's last claim from a batch whose first
-                                          queue is q: its id and leases, expiring with them
-                                          (a claim whose reply was lost is given back from it)
+    ns:claimed:{q}:<hex>:<n>       STRING a claim receipt of one broker object, for a batch whose
+                                          first queue is q: the claim's id and leases, expiring
+                                          with them (a claim whose reply was lost is given back
+                                          from it); <n> keeps claims in flight at once apart
     ns:{q}:pending                 ZSET   ready task ids, score = ready time (FIFO)
     ns:{q}:scheduled               ZSET   task ids waiting for process_at, score = due time
     ns:{q}:retry                   ZSET   failed task ids waiting to retry, score = due time
