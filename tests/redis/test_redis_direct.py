@@ -107,3 +107,29 @@ async def test_an_async_call_whose_reply_never_comes_times_out_and_the_next_work
     finally:
         await broker.close()
         await delete_namespace(redis_url, namespace)
+
+
+@pytest.mark.parametrize("wait", ["wait_for_tasks", "wait_and_claim"])
+async def test_a_blocking_wait_whose_reply_never_comes_ends_at_its_bound(
+    redis_url: str, proxy: FaultProxy, wait: str
+) -> None:
+    """The blocking client has no socket timeout: a BLPOP that never returns (a dead
+    connection) ends at the wait plus 5 s, as an error that says so."""
+    namespace = f"conveyor-test-{uuid.uuid4().hex[:12]}"
+    db = urlsplit(redis_url).path or "/0"
+    broker = RedisBroker.from_url(f"redis://127.0.0.1:{proxy.port}{db}?namespace={namespace}")
+    try:
+        await broker.claim(["q"], limit=1, lease_s=30)  # scripts loaded, connections made
+        proxy.hold_next_request(b"BLPOP")  # it never reaches Redis, so no reply comes
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(BrokerUnavailableError, match=r"no reply from Redis within 5\.3 s"):
+            if wait == "wait_for_tasks":
+                await broker.wait_for_tasks(["q"], 0.3)
+            else:
+                await broker.wait_and_claim(["q"], limit=1, lease_s=30, timeout_s=0.3)
+        assert 5.0 <= loop.time() - started < 15.0
+    finally:
+        proxy.release()
+        await broker.close()
+        await delete_namespace(redis_url, namespace)

@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.brokers.redis.base import Client, RedisBrokerBase, ScriptBatch
 from conveyor.brokers.redis.connect import make_client
@@ -81,8 +82,7 @@ class WaitingMixin(RedisBrokerBase):
         pipe.execute_command("EVALSHA", script.sha, len(claim_keys), *claim_keys, *claim_args)
         with self._sending_claim(lost):  # a lost reply: it may have run, so give it back
             with self._errors():
-                # The blocking client has no socket timeout; this bound catches a dead connection.
-                async with asyncio.timeout(wait + 5.0):
+                async with _bounded(wait + 5.0):
                     _, reply = await pipe.execute(raise_on_error=False)
             if isinstance(reply, NoScriptError):  # the server lost its scripts (restart, flush)
                 reply = await self._run("claim", claim_keys, claim_args)
@@ -150,8 +150,7 @@ class WaitingMixin(RedisBrokerBase):
         """BLPOP on the wake lists for at most ``wait`` seconds, on the blocking client."""
         blocking = self._blocking_client()
         with self._errors():
-            # The blocking client has no socket timeout; this bound catches a dead connection.
-            async with asyncio.timeout(wait + 5.0):
+            async with _bounded(wait + 5.0):
                 if not self._cluster or len(wake_keys) == 1:
                     await blocking.blpop(wake_keys, timeout=wait)
                     return
@@ -183,3 +182,14 @@ async def _first_of(calls: Sequence[Any]) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def _bounded(seconds: float) -> AsyncIterator[None]:
+    """A bound on a call of the blocking client, which has no socket timeout: it catches a dead
+    connection. Runs out as redis-py's ``TimeoutError``, saying so (asyncio's has no message)."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError as exc:
+        raise RedisTimeoutError(f"no reply from Redis within {seconds:.1f} s") from exc
