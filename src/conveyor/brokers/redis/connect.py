@@ -380,6 +380,7 @@ def _common(target: RedisTarget, read_timeout: float | None, sync: bool) -> dict
 def _standalone(target: RedisTarget) -> dict[str, Any]:
     """Options of a standalone client: address, database and TLS."""
     options = dict(target.tls_options)
+    cert_reqs = options.get("ssl_cert_reqs", "required")
     return {
         "host": target.hosts[0][0] if target.hosts else "localhost",
         "port": target.hosts[0][1] if target.hosts else 6379,
@@ -387,7 +388,10 @@ def _standalone(target: RedisTarget) -> dict[str, Any]:
         "db": target.db,
         "socket_keepalive": True,
         "ssl": target.tls,
-        "ssl_cert_reqs": _CERT_REQS[options.get("ssl_cert_reqs", "required")],
+        "ssl_cert_reqs": _CERT_REQS[cert_reqs],
+        # Said explicitly: redis-py 6.0 (our floor) checks the hostname even with
+        # ssl_cert_reqs=none, which Python's ssl refuses; newer releases turn the check off.
+        "ssl_check_hostname": cert_reqs != "none",
         "ssl_ca_certs": options.get("ssl_ca_certs"),
         "ssl_certfile": options.get("ssl_certfile"),
         "ssl_keyfile": options.get("ssl_keyfile"),

@@ -1,0 +1,218 @@
+"""The broker over TLS (``rediss://``) and a unix socket (``unix://``), on real servers.
+
+URL parsing is covered in test_redis_connect.py; here private redis-servers listen on a TLS port
+(with certificates made by ``openssl`` for the test) or on a unix socket, and the broker does
+its whole round on them: async and sync enqueue, the idle wait woken by an enqueue, claim,
+complete, and a worker running a task. Each server also listens on plain loopback TCP, which
+the test uses only to see it is up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from redis_servers import Fleet, free_port, need_binaries, server
+
+from conveyor import Client, Task
+from conveyor.brokers.redis import RedisBroker
+from conveyor.errors import BrokerUnavailableError
+from conveyor.message import Completion, TaskMessage, new_task_id
+from conveyor.worker.context import TaskContext
+from conveyor.worker.server import Server
+from support import eventually
+from worker.harness import fast, serving
+
+pytestmark = pytest.mark.redis
+
+SECRET = "pw-transport-4711"
+PROMPT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Certs:
+    """A test CA, a server certificate for 127.0.0.1 and a client certificate, all signed by it."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def _openssl(workdir: Path, *args: str) -> None:
+    subprocess.run(["openssl", *args], cwd=workdir, check=True, capture_output=True, timeout=30)
+
+
+EC_KEY = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+
+
+def _signed(workdir: Path, name: str, subject: str, extensions: str) -> tuple[Path, Path]:
+    """A key and a certificate for ``subject``, signed by the CA in ``workdir``."""
+    (workdir / f"{name}.ext").write_text(extensions)
+    request = f"req {EC_KEY} -keyout {name}.key -out {name}.csr"
+    _openssl(workdir, *request.split(), "-subj", subject)
+    sign = f"x509 -req -in {name}.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2"
+    _openssl(workdir, *sign.split(), "-out", f"{name}.crt", "-extfile", f"{name}.ext")
+    return workdir / f"{name}.crt", workdir / f"{name}.key"
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    need_binaries("openssl")
+    workdir = tmp_path_factory.mktemp("certs")
+    authority = f"req -x509 {EC_KEY} -keyout ca.key -out ca.crt -days 2"
+    _openssl(workdir, *authority.split(), "-subj", "/CN=conveyor test CA")
+    server_cert, server_key = _signed(
+        workdir, "server", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1\n"
+    )
+    client_cert, client_key = _signed(
+        workdir, "client", "/CN=conveyor test client", "extendedKeyUsage=clientAuth\n"
+    )
+    return Certs(workdir / "ca.crt", server_cert, server_key, client_cert, client_key)
+
+
+def _tls_options(certs: Certs, port: int, auth_clients: str) -> list[str]:
+    """redis-server options for a TLS port (beside its plain one) with the test's certificates."""
+    options = {
+        "--tls-port": str(port),
+        "--tls-cert-file": str(certs.server_cert),
+        "--tls-key-file": str(certs.server_key),
+        "--tls-ca-cert-file": str(certs.ca),
+        "--tls-auth-clients": auth_clients,
+    }
+    return [part for pair in options.items() for part in pair]
+
+
+@pytest.fixture(scope="module")
+def tls_port(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A password-protected redis-server taking TLS clients with or without a certificate."""
+    port = free_port()
+    with Fleet() as fleet:
+        options = _tls_options(certs, port, auth_clients="optional")
+        fleet.add(server(tmp_path_factory.mktemp("tls"), "--requirepass", SECRET, *options))
+        yield port
+
+
+@pytest.fixture(scope="module")
+def mtls_port(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A redis-server whose TLS port requires a client certificate signed by the test CA."""
+    port = free_port()
+    with Fleet() as fleet:
+        fleet.add(server(tmp_path_factory.mktemp("mtls"), *_tls_options(certs, port, "yes")))
+        yield port
+
+
+@pytest.fixture(scope="module")
+def unix_socket() -> Iterator[Path]:
+    """A password-protected redis-server on a unix socket (a short path: the limit is ~100)."""
+    with tempfile.TemporaryDirectory(prefix="cv-") as short, Fleet() as fleet:
+        path = Path(short) / "redis.sock"
+        socket_options = ("--unixsocket", str(path), "--unixsocketperm", "700")
+        fleet.add(server(Path(short) / "data", "--requirepass", SECRET, *socket_options))
+        yield path
+
+
+def _message(queue: str) -> TaskMessage:
+    return TaskMessage(id=str(new_task_id()), type="t", queue=queue, payload=b'{"n":1}')
+
+
+async def _full_round(url: str) -> None:
+    """Sync and async enqueue, an idle wait woken by an enqueue, claim, complete, a worker."""
+    broker = RedisBroker.from_url(url)
+    try:
+        # The synchronous client path (its own connection, the direct call on it).
+        with Client(broker) as client:
+            first = client.enqueue(Task("t", {"n": 1}), queue="q")
+        [lease] = await broker.claim(["q"], limit=1, lease_s=30)
+        assert lease.task.id == first.id and lease.task.payload == {"n": 1}
+        assert await broker.complete([Completion(lease=lease, result=b'"done"')]) == [True]
+
+        # The idle wait (the blocking connection) ends when a task arrives.
+        waiting = asyncio.create_task(broker.wait_for_tasks(["q"], timeout_s=30))
+        await asyncio.sleep(0)  # let the wait reach its BLPOP before the enqueue
+        second = _message("q")
+        await broker.enqueue([second])
+        await asyncio.wait_for(waiting, PROMPT_S)
+        [lease] = await broker.claim(["q"], limit=1, lease_s=30)
+        assert lease.task.id == second.id
+        assert await broker.complete([Completion(lease=lease)]) == [True]
+
+        # A worker runs a task end to end.
+        seen: list[object] = []
+
+        async def handler(ctx: TaskContext, task: Task) -> str:
+            seen.append(task.payload)
+            return "ok"
+
+        async def all_done() -> bool:
+            stats = await broker.queue_stats("q")
+            return (stats.pending, stats.active, stats.processed_today) == (0, 0, 3)
+
+        async with serving(Server(broker, queues=["q"], **fast()), handler):
+            await broker.enqueue([_message("q")])
+            await eventually(all_done, within=PROMPT_S)
+        assert seen == [{"n": 1}]
+    finally:
+        await broker.close()
+
+
+async def test_tls_with_the_servers_ca_verified(tls_port: int, certs: Certs) -> None:
+    await _full_round(
+        f"rediss://:{SECRET}@127.0.0.1:{tls_port}/0?namespace=tls&ssl_ca_certs={certs.ca}"
+    )
+
+
+async def test_tls_without_verification(tls_port: int) -> None:
+    await _full_round(f"rediss://:{SECRET}@127.0.0.1:{tls_port}/1?ssl_cert_reqs=none")
+
+
+async def test_tls_with_a_client_certificate(mtls_port: int, certs: Certs) -> None:
+    await _full_round(
+        f"rediss://127.0.0.1:{mtls_port}/0?ssl_ca_certs={certs.ca}"
+        f"&ssl_certfile={certs.client_cert}&ssl_keyfile={certs.client_key}"
+    )
+
+
+async def _refused(url: str) -> BrokerUnavailableError:
+    broker = RedisBroker.from_url(url)
+    broker._client.get_retry().update_retries(0)  # type: ignore[union-attr]  # final; no backoff
+    try:
+        with pytest.raises(BrokerUnavailableError) as info:
+            await broker.enqueue([_message("q")])
+    finally:
+        await broker.close()
+    return info.value
+
+
+async def test_an_untrusted_server_certificate_is_refused_without_the_password(
+    tls_port: int,
+) -> None:
+    # Verification is on by default, and the system's CAs do not know the test CA.
+    error = await _refused(f"rediss://:{SECRET}@127.0.0.1:{tls_port}/0")
+    assert "certificate verify failed" in str(error)
+    assert SECRET not in str(error) and SECRET not in repr(error.__cause__)
+
+
+async def test_a_missing_client_certificate_is_refused(mtls_port: int, certs: Certs) -> None:
+    error = await _refused(f"rediss://127.0.0.1:{mtls_port}/0?ssl_ca_certs={certs.ca}")
+    assert "certificate required" in str(error)
+
+
+async def test_plain_tcp_to_a_tls_port_is_refused(tls_port: int) -> None:
+    error = await _refused(f"redis://:{SECRET}@127.0.0.1:{tls_port}/0")
+    assert "is unavailable" in str(error) and SECRET not in str(error)
+
+
+async def test_unix_socket(unix_socket: Path) -> None:
+    await _full_round(f"unix://:{SECRET}@{unix_socket}?db=2&namespace=sock")
+
+
+async def test_a_missing_unix_socket_is_unavailable(unix_socket: Path) -> None:
+    error = await _refused(f"unix://:{SECRET}@{unix_socket.parent / 'absent.sock'}")
+    assert "absent.sock" in str(error) and SECRET not in str(error)
