@@ -18,7 +18,9 @@ KNOWN_SCHEMES = (
     "rediss",
     "unix",
     "redis+sentinel",
+    "rediss+sentinel",
     "redis+cluster",
+    "rediss+cluster",
 )
 
 

@@ -146,13 +146,18 @@ def server(workdir: Path, *extra: str, cluster: bool = False) -> RedisProcess:
     return RedisProcess(port=port, workdir=workdir, args=args).start()
 
 
-def sentinel(workdir: Path, master_port: int, *, quorum: int = 2) -> RedisProcess:
-    """A started redis-sentinel watching the primary at ``master_port`` as ``mymaster``."""
+def sentinel(
+    workdir: Path, master_port: int, *, quorum: int = 2, extra_conf: str = ""
+) -> RedisProcess:
+    """A started redis-sentinel watching the primary at ``master_port`` as ``mymaster``.
+
+    ``extra_conf``: more sentinel.conf lines (such as TLS settings), before the monitor line.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     conf = workdir / "sentinel.conf"
     conf.write_text(
-        f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
+        f"port {port}\nbind 127.0.0.1\ndir {workdir}\n{extra_conf}"
         f"sentinel monitor mymaster 127.0.0.1 {master_port} {quorum}\n"
         "sentinel down-after-milliseconds mymaster 1000\n"
         "sentinel failover-timeout mymaster 5000\n"

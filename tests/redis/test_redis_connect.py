@@ -86,6 +86,35 @@ def test_cluster_url() -> None:
     assert isinstance(make_client(t), RedisCluster)
 
 
+def test_tls_sentinel_url_secures_the_sentinels_and_the_data_servers() -> None:
+    t = parse_redis_url("rediss+sentinel://h1,h2:26380/mymaster/1?ssl_ca_certs=/etc/ca.pem")
+    assert (t.kind, t.service, t.db, t.tls) == ("sentinel", "mymaster", 1, True)
+    for client in (make_client(t), make_sync_client(t)):
+        pool = client.connection_pool
+        assert pool.connection_class.__name__ == "SentinelManagedSSLConnection"
+        assert pool.connection_kwargs["ssl_ca_certs"] == "/etc/ca.pem"
+        for sentinel in pool.sentinel_manager.sentinels:  # type: ignore[attr-defined]
+            kwargs = sentinel.connection_pool.connection_kwargs
+            assert kwargs["ssl_ca_certs"] == "/etc/ca.pem"
+            assert kwargs["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+
+
+def test_tls_cluster_url() -> None:
+    t = parse_redis_url("rediss+cluster://n1:7000,n2:7001?ssl_cert_reqs=none")
+    assert (t.kind, t.tls, dict(t.tls_options)) == ("cluster", True, {"ssl_cert_reqs": "none"})
+    client = make_client(t)
+    assert isinstance(client, RedisCluster)
+    assert client.connection_kwargs["connection_class"].__name__ == "SSLConnection"
+    assert client.connection_kwargs["ssl_cert_reqs"] == ssl.CERT_NONE
+
+
+def test_plain_forms_take_no_tls_options() -> None:
+    for url in ("redis://h/0", "redis+sentinel://h/svc", "redis+cluster://h:7000"):
+        assert not parse_redis_url(url).tls
+        with pytest.raises(ConfigError, match="unknown option 'ssl_ca_certs'"):
+            parse_redis_url(url + "?ssl_ca_certs=/etc/ca.pem")
+
+
 def test_open_broker_accepts_every_redis_form() -> None:
     for url in (
         "redis://localhost/0",
@@ -93,6 +122,8 @@ def test_open_broker_accepts_every_redis_form() -> None:
         "unix:///tmp/redis.sock",
         "redis+sentinel://a:26379,b:26379/mymaster/0",
         "redis+cluster://a:7000,b:7001",
+        "rediss+sentinel://a:26379/mymaster/0",
+        "rediss+cluster://a:7000",
     ):
         assert isinstance(open_broker(url), RedisBroker)
 

@@ -1,4 +1,5 @@
-"""The broker over TLS (``rediss://``) and a unix socket (``unix://``), on real servers.
+"""The broker over TLS (``rediss://``, ``rediss+sentinel://``, ``rediss+cluster://``) and a unix
+socket (``unix://``), on real servers.
 
 URL parsing is covered in test_redis_connect.py; here private redis-servers listen on a TLS port
 (with certificates made by ``openssl`` for the test) or on a unix socket, and the broker does
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from redis_servers import Fleet, free_port, need_binaries, server
+from redis_servers import Fleet, free_port, need_binaries, sentinel, server
 
 from conveyor import Client, Task
 from conveyor.brokers.redis import RedisBroker
@@ -25,7 +26,7 @@ from conveyor.errors import BrokerUnavailableError
 from conveyor.message import Completion, TaskMessage, new_task_id
 from conveyor.worker.context import TaskContext
 from conveyor.worker.server import Server
-from support import eventually
+from support import eventually, wait_until
 from worker.harness import fast, serving
 
 pytestmark = pytest.mark.redis
@@ -77,16 +78,21 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     return Certs(workdir / "ca.crt", server_cert, server_key, client_cert, client_key)
 
 
-def _tls_options(certs: Certs, port: int, auth_clients: str) -> list[str]:
-    """redis-server options for a TLS port (beside its plain one) with the test's certificates."""
-    options = {
-        "--tls-port": str(port),
-        "--tls-cert-file": str(certs.server_cert),
-        "--tls-key-file": str(certs.server_key),
-        "--tls-ca-cert-file": str(certs.ca),
-        "--tls-auth-clients": auth_clients,
+def _tls_settings(certs: Certs, port: int, auth_clients: str) -> dict[str, str]:
+    """Redis TLS settings for a TLS port (beside the plain one) with the test's certificates."""
+    return {
+        "tls-port": str(port),
+        "tls-cert-file": str(certs.server_cert),
+        "tls-key-file": str(certs.server_key),
+        "tls-ca-cert-file": str(certs.ca),
+        "tls-auth-clients": auth_clients,
     }
-    return [part for pair in options.items() for part in pair]
+
+
+def _tls_options(certs: Certs, port: int, auth_clients: str) -> list[str]:
+    """:func:`_tls_settings` as redis-server command-line options."""
+    settings = _tls_settings(certs, port, auth_clients)
+    return [part for name, value in settings.items() for part in (f"--{name}", value)]
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +122,55 @@ def unix_socket() -> Iterator[Path]:
         socket_options = ("--unixsocket", str(path), "--unixsocketperm", "700")
         fleet.add(server(Path(short) / "data", "--requirepass", SECRET, *socket_options))
         yield path
+
+
+@pytest.fixture(scope="module")
+def tls_sentinel(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A TLS primary and a Sentinel watching it over TLS; the Sentinel's TLS port."""
+    primary_port, sentinel_port = free_port(), free_port()
+    workdir = tmp_path_factory.mktemp("tls-sentinel")
+    with Fleet() as fleet:
+        need_binaries("redis-sentinel")
+        fleet.add(server(workdir / "primary", *_tls_options(certs, primary_port, "optional")))
+        settings = {**_tls_settings(certs, sentinel_port, "optional"), "tls-replication": "yes"}
+        conf = "".join(f"{name} {value}\n" for name, value in settings.items())
+        fleet.add(sentinel(workdir / "sentinel", primary_port, quorum=1, extra_conf=conf))
+        yield sentinel_port
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A 3-node Redis Cluster whose clients and bus use TLS; one node's TLS port."""
+    need_binaries("redis-cli")
+    workdir = tmp_path_factory.mktemp("tls-cluster")
+    with Fleet() as fleet:
+        ports = [free_port(cluster=True) for _ in range(3)]  # the bus is TLS port + 10000
+        cluster_tls = ("--tls-cluster", "yes", "--cluster-node-timeout", "2000")
+        nodes = [
+            fleet.add(
+                server(
+                    workdir / f"n{i}",
+                    *_tls_options(certs, port, "optional"),
+                    *cluster_tls,
+                    cluster=True,
+                )
+            )
+            for i, port in enumerate(ports)
+        ]
+        create = ["--cluster", "create", *(f"127.0.0.1:{p}" for p in ports)]
+        create += ["--cluster-replicas", "0", "--cluster-yes"]
+        tls = ["--tls", "--cacert", str(certs.ca)]
+        subprocess.run(["redis-cli", *tls, *create], check=True, capture_output=True, timeout=30)
+
+        def cluster_ok() -> bool:
+            for node in nodes:
+                with node.client() as c:  # the plain port, for the check only
+                    if c.execute_command("CLUSTER", "INFO").find(b"cluster_state:ok") < 0:
+                        return False
+            return True
+
+        wait_until(cluster_ok, within=15)
+        yield ports[0]
 
 
 def _message(queue: str) -> TaskMessage:
@@ -177,6 +232,18 @@ async def test_tls_with_a_client_certificate(mtls_port: int, certs: Certs) -> No
         f"rediss://127.0.0.1:{mtls_port}/0?ssl_ca_certs={certs.ca}"
         f"&ssl_certfile={certs.client_cert}&ssl_keyfile={certs.client_key}"
     )
+
+
+async def test_tls_sentinel(tls_sentinel: int, certs: Certs) -> None:
+    await _full_round(
+        f"rediss+sentinel://127.0.0.1:{tls_sentinel}/mymaster/0?ssl_ca_certs={certs.ca}"
+    )
+
+
+@pytest.mark.parametrize("verify", ["ssl_ca_certs={ca}", "ssl_cert_reqs=none"])
+async def test_tls_cluster(tls_cluster: int, certs: Certs, verify: str) -> None:
+    query = verify.format(ca=certs.ca)
+    await _full_round(f"rediss+cluster://127.0.0.1:{tls_cluster}?namespace=c{len(query)}&{query}")
 
 
 async def _refused(url: str) -> BrokerUnavailableError:

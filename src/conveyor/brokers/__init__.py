@@ -16,8 +16,9 @@ def open_broker(url: str) -> Broker:
 
     Supported forms: ``memory://[name]``, ``sqlite:///relative.db``, ``sqlite:////abs/path.db``,
     ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS), ``unix:///path.sock``,
-    ``redis+sentinel://host1:26379,host2:26379/service/db`` and ``redis+cluster://host:port``.
-    Redis URLs take ``?namespace=name`` (default ``conveyor``).
+    ``redis+sentinel://host1:26379,host2:26379/service/db``, ``redis+cluster://host:port``, and
+    ``rediss+sentinel://...`` and ``rediss+cluster://...`` (TLS). Redis URLs take
+    ``?namespace=name`` (default ``conveyor``).
 
     Raises:
         ConfigError: (a ``ValueError``) for a malformed URL or unknown scheme, without the password.

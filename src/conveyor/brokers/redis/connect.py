@@ -8,6 +8,7 @@ Forms::
     unix://[[user]:password@]/path/redis.sock[?db=N]
     redis+sentinel://[[user]:password@]h1:26379,h2:26379/service[/db]
     redis+cluster://[[user]:password@]h1:7000[,h2:7001]
+    rediss+sentinel://..., rediss+cluster://...   TLS (to the Sentinels too), same ssl_ options
 
 Every form takes ``namespace`` (default ``conveyor``) and ``socket_timeout`` (seconds a reply
 may take before the connection counts as lost, default 10; it is also how long a connection
@@ -63,8 +64,11 @@ _SCHEMES: dict[str, Kind] = {
     "rediss": "standalone",
     "unix": "standalone",
     "redis+sentinel": "sentinel",
+    "rediss+sentinel": "sentinel",
     "redis+cluster": "cluster",
+    "rediss+cluster": "cluster",
 }
+_TLS_SCHEMES = ("rediss", "rediss+sentinel", "rediss+cluster")
 _TLS_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 _CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 _MAX_DB = 2**31 - 1  # Redis numbers its databases with a C int
@@ -156,7 +160,7 @@ def _options(url: str, query: str, kind: Kind, scheme: str) -> dict[str, str]:
     allowed = {"namespace", "socket_timeout"}
     if scheme == "unix":
         allowed.add("db")
-    if scheme == "rediss":
+    if scheme in _TLS_SCHEMES:
         allowed.update(_TLS_OPTIONS)
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
@@ -227,6 +231,8 @@ def parse_redis_url(url: str) -> RedisTarget:
         safe_url=redact_url(url),
         username=username,
         password=password,
+        tls=scheme in _TLS_SCHEMES,
+        tls_options=tuple((k, v) for k, v in options.items() if k in _TLS_OPTIONS),
         namespace=options.get("namespace", DEFAULT_NAMESPACE),
         socket_timeout_s=_socket_timeout(url, options.get("socket_timeout", str(SOCKET_TIMEOUT_S))),
     )
@@ -241,7 +247,7 @@ def parse_redis_url(url: str) -> RedisTarget:
     segments = [s for s in path.split("/") if s]
     if kind == "sentinel":
         if not 1 <= len(segments) <= 2:
-            raise _fail(url, "expected redis+sentinel://host:port[,host:port]/service[/db]")
+            raise _fail(url, f"expected {scheme}://host:port[,host:port]/service[/db]")
         db = _db(url, segments[1]) if len(segments) == 2 else 0
         return replace(base, hosts=hosts, service=segments[0], db=db)
     if kind == "cluster":
@@ -252,13 +258,7 @@ def parse_redis_url(url: str) -> RedisTarget:
         raise _fail(url, "use redis+sentinel:// or redis+cluster:// for several hosts")
     if len(segments) > 1:
         raise _fail(url, "expected at most one path segment, the database number")
-    return replace(
-        base,
-        hosts=hosts,
-        db=_db(url, segments[0]) if segments else 0,
-        tls=scheme == "rediss",
-        tls_options=tuple((k, v) for k, v in options.items() if k in _TLS_OPTIONS),
-    )
+    return replace(base, hosts=hosts, db=_db(url, segments[0]) if segments else 0)
 
 
 def sent_nothing(error: BaseException) -> bool:
@@ -359,7 +359,7 @@ def _fresh_connections(client_class: type) -> dict[str, Any]:
 
 
 def _common(target: RedisTarget, read_timeout: float | None, sync: bool) -> dict[str, Any]:
-    """Connection options every client kind takes: auth, timeouts, retries, health checks."""
+    """Connection options every client kind takes: auth, TLS, timeouts, retries, health checks."""
     kind: type = {
         (True, True): redis.RedisCluster,
         (True, False): redis.Redis,
@@ -374,31 +374,39 @@ def _common(target: RedisTarget, read_timeout: float | None, sync: bool) -> dict
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
         "retry": SyncConnectRetry() if sync else ConnectRetry(),
         "health_check_interval": HEALTH_CHECK_S,
+        **_tls(target),
     }
 
 
-def _standalone(target: RedisTarget) -> dict[str, Any]:
-    """Options of a standalone client: address, database and TLS."""
+def _tls(target: RedisTarget) -> dict[str, Any]:
+    """TLS options of every connection to a ``rediss*://`` target; none for a plain one."""
+    if not target.tls:
+        return {}
     options = dict(target.tls_options)
     cert_reqs = options.get("ssl_cert_reqs", "required")
     return {
-        "host": target.hosts[0][0] if target.hosts else "localhost",
-        "port": target.hosts[0][1] if target.hosts else 6379,
-        "unix_socket_path": target.path,
-        "db": target.db,
-        "socket_keepalive": True,
-        "ssl": target.tls,
-        "ssl_cert_reqs": _CERT_REQS[cert_reqs],
-        # Said explicitly: redis-py 6.0 (our floor) checks the hostname even with
-        # ssl_cert_reqs=none, which Python's ssl refuses; newer releases turn the check off.
-        "ssl_check_hostname": cert_reqs != "none",
+        "ssl": True,
+        "ssl_cert_reqs": _CERT_REQS[cert_reqs],  # none also turns the hostname check off
         "ssl_ca_certs": options.get("ssl_ca_certs"),
         "ssl_certfile": options.get("ssl_certfile"),
         "ssl_keyfile": options.get("ssl_keyfile"),
     }
 
 
-_SENTINEL_OPTIONS = {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": 2.0}
+def _standalone(target: RedisTarget) -> dict[str, Any]:
+    """Options of a standalone client: address, database and TLS."""
+    return {
+        "host": target.hosts[0][0] if target.hosts else "localhost",
+        "port": target.hosts[0][1] if target.hosts else 6379,
+        "unix_socket_path": target.path,
+        "db": target.db,
+        "socket_keepalive": True,
+    }
+
+
+def _sentinel_options(target: RedisTarget) -> dict[str, Any]:
+    """Options of the connections to the Sentinels themselves: short timeouts, no auth, TLS."""
+    return {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": 2.0, **_tls(target)}
 
 
 def make_client(target: RedisTarget, *, blocking: bool = False) -> aioredis.Redis | RedisCluster:
@@ -421,7 +429,7 @@ def make_client(target: RedisTarget, *, blocking: bool = False) -> aioredis.Redi
         assert target.service is not None
         # redis-py's Sentinel constructor is untyped; the arguments are plain values.
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            list(target.hosts), sentinel_kwargs=_SENTINEL_OPTIONS, db=target.db, **common
+            list(target.hosts), sentinel_kwargs=_sentinel_options(target), db=target.db, **common
         )
         client: aioredis.Redis = sentinel.master_for(target.service)
         return client
@@ -447,7 +455,7 @@ def make_sync_client(target: RedisTarget) -> redis.Redis | redis.RedisCluster:
     if target.kind == "sentinel":
         assert target.service is not None
         sentinel = SyncSentinel(  # type: ignore[no-untyped-call]
-            list(target.hosts), sentinel_kwargs=_SENTINEL_OPTIONS, db=target.db, **common
+            list(target.hosts), sentinel_kwargs=_sentinel_options(target), db=target.db, **common
         )
         client: redis.Redis = sentinel.master_for(target.service)  # type: ignore[no-untyped-call]
         return client
