@@ -23,7 +23,9 @@ from support import delete_namespace
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REDIS_URL = os.environ.get("CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
-BROKER_KINDS = ("memory", "sqlite", "redis")
+# redis-acl: Redis as a user limited by the ACL line docs/brokers.md gives (see acl_redis).
+BROKER_KINDS = ("memory", "sqlite", "redis", "redis-acl")
+DOCS = Path(__file__).parent.parent / "docs"
 
 
 def service_missing(what: str, why: str) -> None:
@@ -67,6 +69,37 @@ def proxy(redis_url: str) -> Iterator[FaultProxy]:
     fault_proxy.close()
 
 
+def documented_acl_rules(namespace_pattern: str) -> list[str]:
+    """The rules of docs/brokers.md's ``ACL SETUSER conveyor`` line, for ``namespace_pattern``."""
+    lines = [
+        line.split()
+        for line in (DOCS / "brokers.md").read_text().splitlines()
+        if line.startswith("ACL SETUSER conveyor ")
+    ]
+    assert len(lines) == 1, "docs/brokers.md must hold one 'ACL SETUSER conveyor' line"
+    rules = lines[0][3:]  # after ACL SETUSER conveyor
+    assert "~conveyor:*" in rules
+    return [namespace_pattern if r == "~conveyor:*" else r for r in rules if r != ">CHANGE-ME"]
+
+
+@pytest.fixture(scope="session")
+def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """A private redis-server with a user limited to the documented ACL; (its URL, admin URL).
+
+    Private, because ACL users are server-wide and the shared Redis is not ours to change.
+    """
+    sys.path.insert(0, str(Path(__file__).parent / "redis"))
+    from redis_servers import Fleet, server
+
+    with Fleet() as fleet:
+        process = fleet.add(server(tmp_path_factory.mktemp("acl")))
+        with process.client() as admin:
+            rules = documented_acl_rules("~conveyor-test-*")
+            admin.execute_command("ACL", "SETUSER", "conveyor", ">acl-test-pw", *rules)
+        address = f"127.0.0.1:{process.port}/0"
+        yield f"redis://conveyor:acl-test-pw@{address}", f"redis://{address}"
+
+
 @pytest.fixture(params=BROKER_KINDS)
 async def broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Broker]:
     """A fresh, empty broker of each kind; the conformance suite runs once per kind."""
@@ -84,7 +117,10 @@ async def broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         yield instance
         await instance.close()
     else:
-        url = request.getfixturevalue("redis_url")
+        if kind == "redis":
+            url = admin_url = request.getfixturevalue("redis_url")
+        else:  # the limited user; the test's keys are deleted as the server's admin
+            url, admin_url = request.getfixturevalue("acl_redis")
         from conveyor.brokers.redis import RedisBroker
 
         namespace = f"conveyor-test-{uuid.uuid4().hex[:12]}"
@@ -93,4 +129,4 @@ async def broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
             yield instance
         finally:
             await instance.close()
-            await delete_namespace(url, namespace)
+            await delete_namespace(admin_url, namespace)

@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
+from redis.exceptions import NoPermissionError
 from redis_servers import Fleet, free_port, need_binaries, sentinel, server
 
 from conveyor import Client, Task
 from conveyor.brokers.redis import RedisBroker
-from conveyor.errors import BrokerUnavailableError
+from conveyor.errors import BrokerError, BrokerUnavailableError
 from conveyor.message import Completion, TaskMessage, new_task_id
 from conveyor.worker.context import TaskContext
 from conveyor.worker.server import Server
@@ -285,3 +287,23 @@ async def test_unix_socket(unix_socket: Path) -> None:
 async def test_a_missing_unix_socket_is_unavailable(unix_socket: Path) -> None:
     error = await _refused(f"unix://:{SECRET}@{unix_socket.parent / 'absent.sock'}")
     assert "absent.sock" in str(error) and SECRET not in str(error)
+
+
+async def test_the_documented_acl_user_can_do_nothing_else(acl_redis: tuple[str, str]) -> None:
+    # The conformance suite's redis-acl case runs as this user (tests/conftest.py): check it is
+    # limited as docs/brokers.md says, so that case proves the documented line is enough.
+    url, _ = acl_redis
+    limited = redis.Redis.from_url(url)
+    try:
+        for command in (("GET", "other:key"), ("FLUSHDB",), ("KEYS", "*"), ("CONFIG", "GET", "*")):
+            with pytest.raises(NoPermissionError):
+                limited.execute_command(*command)
+    finally:
+        limited.close()
+    # A namespace outside the user's key pattern is refused, with the reason.
+    outside = RedisBroker.from_url(f"{url}?namespace=elsewhere")
+    try:
+        with pytest.raises(BrokerError, match="no permissions to access one of the keys"):
+            await outside.enqueue([_message("q")])
+    finally:
+        await outside.close()
