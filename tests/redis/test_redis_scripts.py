@@ -20,18 +20,18 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 # hashlib.sha256(p.read_bytes()).hexdigest()[:16])) for p in sorted(pathlib.Path(
 # 'src/conveyor/brokers/redis/scripts').glob('*.lua'))]"
 PINNED_SHA256 = {
-    "claim.lua": "3cd9db606886c027",
+    "claim.lua": "6b8cb1ec351f5d6a",
     "complete.lua": "2e0c8ead6ed646b3",
     "delete_queue.lua": "4f0a143b22e99d80",
     "enqueue.lua": "0eb8f6916be7b533",
     "extend.lua": "6f9412abebeee194",
     "fail.lua": "ebd49040de8f8233",
-    "lib.lua": "6802758765cdc242",
+    "lib.lua": "fac1be86eb446e3c",
     "manage.lua": "43ca04db3f374a21",
     "page.lua": "9980ab50d9f3ff3b",
     "peek.lua": "6685367764624ba2",
-    "purge.lua": "a3a08184d13d4054",
-    "recover.lua": "348fa92ad1196bc1",
+    "purge.lua": "4b4d324e3c812abe",
+    "recover.lua": "000f5966059de82f",
     "release.lua": "01e7e77a7daff7bf",
     "stats.lua": "23895ba7fa854e94",
     "unclaim.lua": "8bc115d40f0abefd",

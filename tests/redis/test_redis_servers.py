@@ -9,10 +9,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from redis_servers import Fleet, need_binaries, sentinel, server, start_cluster
+from redis.exceptions import ResponseError
+from redis_servers import (
+    Fleet,
+    namespaced_broker,
+    need_binaries,
+    sentinel,
+    server,
+    start_cluster,
+)
 
 from conveyor.brokers.redis import RedisBroker
 from conveyor.errors import BrokerError, BrokerUnavailableError, TaskIdConflictError
@@ -46,6 +55,28 @@ async def test_describe_warns_on_an_evicting_server_and_reports_aof_always(
         assert good.warnings == ()
         assert "appendfsync always" in good.durability
         assert good.backend == "redis"
+        with durable.client() as admin:
+            version = admin.info("server")["redis_version"]
+        assert f"Redis {version})" in good.location  # the version HELLO reported
+
+
+async def test_describe_warns_when_the_version_cannot_be_read(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis before 6.0 has no HELLO. No such server can run here (and redis-py 8 speaks RESP3,
+    # which needs HELLO to connect at all), so the reply is faked, for HELLO only.
+    async with namespaced_broker(redis_url) as broker:
+        real = broker._client.execute_command
+
+        async def no_hello(*args: Any, **options: Any) -> Any:
+            if args[0] == "HELLO":
+                raise ResponseError("unknown command 'HELLO', with args beginning with: ")
+            return await real(*args, **options)
+
+        monkeypatch.setattr(broker._client, "execute_command", no_hello)
+        info = await broker.describe()
+    assert any("could not read the server's version" in w for w in info.warnings)
+    assert "Redis of unknown version" in info.location
 
 
 async def _produce(broker: RedisBroker, ids: list[str], acked: set[str]) -> None:

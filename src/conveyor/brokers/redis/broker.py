@@ -116,9 +116,17 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def describe(self) -> BrokerInfo:
-        """Check the connection and report durability (from the AOF settings) and warnings."""
+        """Check the connection; report the server's version, durability (from the AOF settings)
+        and warnings (an evicting or too old server, settings that could not be read)."""
         with self._errors():
             await self._client.ping()
+        try:
+            with self._errors():
+                version = server_config.server_version(await self._client.execute_command("HELLO"))
+        except BrokerUnavailableError:
+            raise
+        except BrokerError:  # HELLO is unknown before Redis 6.0
+            version = None
         config: dict[str, str] = {}
         for name in server_config.CONFIG_NAMES:
             try:
@@ -128,12 +136,15 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
                 raise
             except BrokerError:  # CONFIG may be disabled (managed Redis): report, carry on
                 continue
-        found = server_config.warnings(config)
+        found = server_config.version_warnings(version) + server_config.warnings(config)
         for warning in found:
             logger.warning("Redis broker %s: %s", self._target.safe_url, warning)
         return BrokerInfo(
             backend="redis",
-            location=f"{self._target.safe_url.partition('?')[0]} (namespace {self._ns!r})",
+            location=(
+                f"{self._target.safe_url.partition('?')[0]} (namespace {self._ns!r}, "
+                f"Redis {version or 'of unknown version'})"
+            ),
             durability=server_config.durability(config, sentinel=self._target.kind == "sentinel"),
             warnings=tuple(found),
         )

@@ -10,9 +10,46 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CONFIG_NAMES", "durability", "flatten_config", "warnings"]
+__all__ = [
+    "CONFIG_NAMES",
+    "MIN_VERSION",
+    "durability",
+    "flatten_config",
+    "server_version",
+    "version_warnings",
+    "warnings",
+]
 
 CONFIG_NAMES = ("maxmemory-policy", "appendonly", "appendfsync")
+# BLPOP's fractional timeouts (the idle wait) and ACL users came with Redis 6.0; the scripts use
+# no later command.
+MIN_VERSION = (6, 0)
+
+
+def server_version(hello: Any) -> str | None:
+    """The ``version`` field of a ``HELLO`` reply (a map under RESP3, a flat list under RESP2)."""
+    if isinstance(hello, list):
+        hello = dict(zip(hello[::2], hello[1::2], strict=False))
+    if not isinstance(hello, dict):
+        return None
+    version = hello.get(b"version", hello.get("version"))
+    if isinstance(version, bytes):
+        version = version.decode(errors="replace")
+    return version if isinstance(version, str) else None
+
+
+def version_warnings(version: str | None) -> list[str]:
+    """Problems with the server's version, as sentences (None: HELLO failed, Redis < 6.0)."""
+    needed = ".".join(map(str, MIN_VERSION))
+    if version is None:
+        return [
+            f"could not read the server's version (HELLO refused or unknown): conveyor needs "
+            f"Redis {needed} or newer"
+        ]
+    numbers = tuple(int(part) if part.isdigit() else 0 for part in version.split(".")[:2])
+    if numbers < MIN_VERSION:
+        return [f"Redis {version} is older than {needed}, which conveyor needs: claims will fail"]
+    return []
 
 
 def flatten_config(reply: Any) -> dict[str, str]:

@@ -20,7 +20,7 @@ local claimed = 0
 -- is enough: every task popped below is then due no later than any task left behind. The record
 -- is written last, through pcall: a key of the wrong type is left for take to archive.
 local function promote(b, src, want)
-  local due = redis.call('ZRANGE', src, '-inf', t, 'BYSCORE', 'LIMIT', 0, want, 'WITHSCORES')
+  local due = redis.call('ZRANGEBYSCORE', src, '-inf', t, 'WITHSCORES', 'LIMIT', 0, want)
   for j = 1, #due, 2 do
     local id = due[j]
     redis.call('ZADD', b.pending, due[j + 1], id)

@@ -5,6 +5,7 @@
 -- ARGV:    none of its own.
 -- Returns: nothing; defines local helpers only.
 -- Times are server microseconds since the epoch; ZSET scores hold them exactly (< 2^53).
+-- Commands are those of Redis 6.0 (ZRANGEBYSCORE, not 6.2's ZRANGE ... BYSCORE).
 
 local BLOCK = 13
 -- Tokens pushed per wake-up: enough for several idle workers blocked on one queue to all wake;

@@ -7,7 +7,7 @@
 local b = block(1)
 local t = now()
 local batch = tonumber(ARGV[1])
-local ids = redis.call('ZRANGE', b.expiry, '-inf', t, 'BYSCORE', 'LIMIT', 0, batch)
+local ids = redis.call('ZRANGEBYSCORE', b.expiry, '-inf', t, 'LIMIT', 0, batch)
 local deleted = 0
 for _, id in ipairs(ids) do
   redis.call('ZREM', b.expiry, id)

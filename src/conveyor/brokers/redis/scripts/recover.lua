@@ -12,7 +12,7 @@ local batch = tonumber(ARGV[3])
 local max_crashes = tonumber(ARGV[4])
 -- Expired means expiry < now. Scores are whole microseconds, so that is expiry <= now - 1 (a
 -- '(' .. t string would print t with 14 digits and lose the microseconds).
-local ids = redis.call('ZRANGE', b.active, '-inf', t - 1, 'BYSCORE', 'LIMIT', 0, batch)
+local ids = redis.call('ZRANGEBYSCORE', b.active, '-inf', t - 1, 'LIMIT', 0, batch)
 -- The delay's factor for this task and crash, in [0.5, 1): the first 32 bits of the SHA-1 of
 -- "<id>:<crash>", as conveyor.brokers.protocol.recover_spread computes it.
 local function spread(id, crash)
