@@ -19,13 +19,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from conveyor.brokers.protocol import Broker
 from faultproxy import FaultProxy
-from support import delete_namespace
+from support import delete_namespace, documented_acl_rules
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REDIS_URL = os.environ.get("CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 # redis-acl: Redis as a user limited by the ACL line docs/brokers.md gives (see acl_redis).
 BROKER_KINDS = ("memory", "sqlite", "redis", "redis-acl")
-DOCS = Path(__file__).parent.parent / "docs"
 
 
 def service_missing(what: str, why: str) -> None:
@@ -67,19 +66,6 @@ def proxy(redis_url: str) -> Iterator[FaultProxy]:
     fault_proxy = FaultProxy(parts.hostname or "127.0.0.1", parts.port or 6379)
     yield fault_proxy
     fault_proxy.close()
-
-
-def documented_acl_rules(namespace_pattern: str) -> list[str]:
-    """The rules of docs/brokers.md's ``ACL SETUSER conveyor`` line, for ``namespace_pattern``."""
-    lines = [
-        line.split()
-        for line in (DOCS / "brokers.md").read_text().splitlines()
-        if line.startswith("ACL SETUSER conveyor ")
-    ]
-    assert len(lines) == 1, "docs/brokers.md must hold one 'ACL SETUSER conveyor' line"
-    rules = lines[0][3:]  # after ACL SETUSER conveyor
-    assert "~conveyor:*" in rules
-    return [namespace_pattern if r == "~conveyor:*" else r for r in rules if r != ">CHANGE-ME"]
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 from redis.exceptions import NoPermissionError
-from redis_servers import Fleet, free_port, need_binaries, sentinel, server
+from redis_servers import Fleet, free_port, need_binaries, sentinel, server, start_cluster
 
 from conveyor import Client, Task
 from conveyor.brokers.redis import RedisBroker
@@ -28,7 +28,7 @@ from conveyor.errors import BrokerError, BrokerUnavailableError
 from conveyor.message import Completion, TaskMessage, new_task_id
 from conveyor.worker.context import TaskContext
 from conveyor.worker.server import Server
-from support import eventually, wait_until
+from support import DOCS, documented_acl_rules, eventually, wait_until
 from worker.harness import fast, serving
 
 pytestmark = pytest.mark.redis
@@ -307,3 +307,21 @@ async def test_the_documented_acl_user_can_do_nothing_else(acl_redis: tuple[str,
             await outside.enqueue([_message("q")])
     finally:
         await outside.close()
+
+
+# What docs/brokers.md says a Cluster needs beside the ACL line.
+CLUSTER_RULES = ("+cluster|slots", "+cluster|shards", "+cluster|nodes", "+readonly", "+command")
+
+
+async def test_the_documented_acl_line_on_cluster(tmp_path: Path) -> None:
+    docs = " ".join((DOCS / "brokers.md").read_text().split())
+    assert " ".join(CLUSTER_RULES) in docs
+    rules = [*documented_acl_rules("~conveyor-test-*"), *CLUSTER_RULES]
+    with Fleet() as fleet:
+        addresses = start_cluster(fleet, tmp_path)
+        for node in fleet.processes:
+            with node.client() as admin:
+                admin.execute_command("ACL", "SETUSER", "conveyor", ">acl-test-pw", *rules)
+        await _full_round(
+            f"redis+cluster://conveyor:acl-test-pw@{addresses[0]}?namespace=conveyor-test-acl"
+        )
