@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent / "redis"))  # its helpers: redis_servers, tls
 
 from conveyor.brokers.protocol import Broker
 from faultproxy import FaultProxy
@@ -23,8 +24,9 @@ from support import delete_namespace, documented_acl_rules
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REDIS_URL = os.environ.get("CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
-# redis-acl: Redis as a user limited by the ACL line docs/brokers.md gives (see acl_redis).
-BROKER_KINDS = ("memory", "sqlite", "redis", "redis-acl")
+# redis-acl: Redis as a user limited by the ACL line docs/brokers.md gives (see acl_redis);
+# redis-tls: Redis over TLS, the server's certificate verified (see tls_redis).
+BROKER_KINDS = ("memory", "sqlite", "redis", "redis-acl", "redis-tls")
 
 
 def service_missing(what: str, why: str) -> None:
@@ -74,7 +76,6 @@ def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, s
 
     Private, because ACL users are server-wide and the shared Redis is not ours to change.
     """
-    sys.path.insert(0, str(Path(__file__).parent / "redis"))
     from redis_servers import Fleet, server
 
     with Fleet() as fleet:
@@ -84,6 +85,24 @@ def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, s
             admin.execute_command("ACL", "SETUSER", "conveyor", ">acl-test-pw", *rules)
         address = f"127.0.0.1:{process.port}/0"
         yield f"redis://conveyor:acl-test-pw@{address}", f"redis://{address}"
+
+
+@pytest.fixture(scope="session")
+def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """A private redis-server taking TLS clients; (a rediss:// URL to it, its plain admin URL)."""
+    from redis_servers import Fleet, free_port, server
+    from tls import make_certs, tls_options
+
+    certs = make_certs(tmp_path_factory.mktemp("tls-certs"))
+    port = free_port()
+    with Fleet() as fleet:
+        process = fleet.add(
+            server(tmp_path_factory.mktemp("tls"), *tls_options(certs, port, "optional"))
+        )
+        yield (
+            f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={certs.ca}",
+            f"redis://127.0.0.1:{process.port}/0",
+        )
 
 
 @pytest.fixture(params=BROKER_KINDS)
@@ -105,12 +124,13 @@ async def broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     else:
         if kind == "redis":
             url = admin_url = request.getfixturevalue("redis_url")
-        else:  # the limited user; the test's keys are deleted as the server's admin
-            url, admin_url = request.getfixturevalue("acl_redis")
+        else:  # a private server; the test's keys are deleted as its admin, over plain TCP
+            url, admin_url = request.getfixturevalue(f"{kind.removeprefix('redis-')}_redis")
         from conveyor.brokers.redis import RedisBroker
 
         namespace = f"conveyor-test-{uuid.uuid4().hex[:12]}"
-        instance = RedisBroker.from_url(f"{url}?namespace={namespace}")
+        joiner = "&" if "?" in url else "?"
+        instance = RedisBroker.from_url(f"{url}{joiner}namespace={namespace}")
         try:
             yield instance
         finally:

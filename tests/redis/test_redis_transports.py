@@ -14,13 +14,13 @@ import asyncio
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
 from redis.exceptions import NoPermissionError
 from redis_servers import Fleet, free_port, need_binaries, sentinel, server, start_cluster
+from tls import Certs, make_certs, tls_options, tls_settings
 
 from conveyor import Client, Task
 from conveyor.brokers.redis import RedisBroker
@@ -37,64 +37,9 @@ SECRET = "pw-transport-4711"
 PROMPT_S = 5.0
 
 
-@dataclass(frozen=True)
-class Certs:
-    """A test CA, a server certificate for 127.0.0.1 and a client certificate, all signed by it."""
-
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-
-
-def _openssl(workdir: Path, *args: str) -> None:
-    subprocess.run(["openssl", *args], cwd=workdir, check=True, capture_output=True, timeout=30)
-
-
-EC_KEY = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
-
-
-def _signed(workdir: Path, name: str, subject: str, extensions: str) -> tuple[Path, Path]:
-    """A key and a certificate for ``subject``, signed by the CA in ``workdir``."""
-    (workdir / f"{name}.ext").write_text(extensions)
-    request = f"req {EC_KEY} -keyout {name}.key -out {name}.csr"
-    _openssl(workdir, *request.split(), "-subj", subject)
-    sign = f"x509 -req -in {name}.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2"
-    _openssl(workdir, *sign.split(), "-out", f"{name}.crt", "-extfile", f"{name}.ext")
-    return workdir / f"{name}.crt", workdir / f"{name}.key"
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    need_binaries("openssl")
-    workdir = tmp_path_factory.mktemp("certs")
-    authority = f"req -x509 {EC_KEY} -keyout ca.key -out ca.crt -days 2"
-    _openssl(workdir, *authority.split(), "-subj", "/CN=conveyor test CA")
-    server_cert, server_key = _signed(
-        workdir, "server", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1\n"
-    )
-    client_cert, client_key = _signed(
-        workdir, "client", "/CN=conveyor test client", "extendedKeyUsage=clientAuth\n"
-    )
-    return Certs(workdir / "ca.crt", server_cert, server_key, client_cert, client_key)
-
-
-def _tls_settings(certs: Certs, port: int, auth_clients: str) -> dict[str, str]:
-    """Redis TLS settings for a TLS port (beside the plain one) with the test's certificates."""
-    return {
-        "tls-port": str(port),
-        "tls-cert-file": str(certs.server_cert),
-        "tls-key-file": str(certs.server_key),
-        "tls-ca-cert-file": str(certs.ca),
-        "tls-auth-clients": auth_clients,
-    }
-
-
-def _tls_options(certs: Certs, port: int, auth_clients: str) -> list[str]:
-    """:func:`_tls_settings` as redis-server command-line options."""
-    settings = _tls_settings(certs, port, auth_clients)
-    return [part for name, value in settings.items() for part in (f"--{name}", value)]
+    return make_certs(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +47,7 @@ def tls_port(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     """A password-protected redis-server taking TLS clients with or without a certificate."""
     port = free_port()
     with Fleet() as fleet:
-        options = _tls_options(certs, port, auth_clients="optional")
+        options = tls_options(certs, port, auth_clients="optional")
         fleet.add(server(tmp_path_factory.mktemp("tls"), "--requirepass", SECRET, *options))
         yield port
 
@@ -112,7 +57,7 @@ def mtls_port(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     """A redis-server whose TLS port requires a client certificate signed by the test CA."""
     port = free_port()
     with Fleet() as fleet:
-        fleet.add(server(tmp_path_factory.mktemp("mtls"), *_tls_options(certs, port, "yes")))
+        fleet.add(server(tmp_path_factory.mktemp("mtls"), *tls_options(certs, port, "yes")))
         yield port
 
 
@@ -133,8 +78,8 @@ def tls_sentinel(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iter
     workdir = tmp_path_factory.mktemp("tls-sentinel")
     with Fleet() as fleet:
         need_binaries("redis-sentinel")
-        fleet.add(server(workdir / "primary", *_tls_options(certs, primary_port, "optional")))
-        settings = {**_tls_settings(certs, sentinel_port, "optional"), "tls-replication": "yes"}
+        fleet.add(server(workdir / "primary", *tls_options(certs, primary_port, "optional")))
+        settings = {**tls_settings(certs, sentinel_port, "optional"), "tls-replication": "yes"}
         conf = "".join(f"{name} {value}\n" for name, value in settings.items())
         fleet.add(sentinel(workdir / "sentinel", primary_port, quorum=1, extra_conf=conf))
         yield sentinel_port
@@ -152,7 +97,7 @@ def tls_cluster(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Itera
             fleet.add(
                 server(
                     workdir / f"n{i}",
-                    *_tls_options(certs, port, "optional"),
+                    *tls_options(certs, port, "optional"),
                     *cluster_tls,
                     cluster=True,
                 )
