@@ -2,7 +2,7 @@
 
 scripts/test-oldest-deps runs these against the oldest redis-py and hiredis that pyproject.toml
 admits. A test is kept when it lives in tests/redis, carries the ``redis`` marker, uses the
-``redis_url`` fixture (directly or through another fixture) or is a ``redis*`` case (``redis``,
+``redis_url`` fixture (directly or through another fixture) or is a Redis case (``redis``,
 ``redis-acl``, ``redis-tls``) of a parametrized fixture (the conformance suite's ``broker``, the
 worker tests' ``broker_url``).
 """
@@ -10,6 +10,8 @@ worker tests' ``broker_url``).
 from __future__ import annotations
 
 import pytest
+
+REDIS_KINDS = ("redis", "redis-acl", "redis-tls")  # tests/conftest.py's Redis broker kinds
 
 
 def talks_to_redis(item: pytest.Item) -> bool:
@@ -19,8 +21,8 @@ def talks_to_redis(item: pytest.Item) -> bool:
     if "redis_url" in getattr(item, "fixturenames", ()):
         return True
     callspec = getattr(item, "callspec", None)
-    kinds = set(callspec.params.values()) if callspec is not None else set()
-    return any(isinstance(kind, str) and kind.startswith("redis") for kind in kinds)
+    kinds = callspec.params.values() if callspec is not None else ()
+    return any(isinstance(kind, str) and kind in REDIS_KINDS for kind in kinds)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
