@@ -23,9 +23,10 @@ from redis_servers import (
     start_cluster,
 )
 
+from conveyor import Client, Task
 from conveyor.brokers.redis import RedisBroker
 from conveyor.errors import BrokerError, BrokerUnavailableError, TaskIdConflictError
-from conveyor.message import Completion, TaskMessage, TaskState
+from conveyor.message import Completion, TaskMessage, TaskState, new_task_id
 from support import eventually, wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.redis]
@@ -308,3 +309,43 @@ async def test_password_and_acl_user_work_and_never_leak(tmp_path: Path) -> None
             await bad.close()
     assert wrong not in str(info.value) and secret not in str(info.value)
     assert secret not in repr(good) and wrong not in repr(bad)
+
+
+async def test_a_full_redis_refuses_writes_whole_and_workers_still_drain(tmp_path: Path) -> None:
+    # maxmemory reached with noeviction: every script refused changes nothing, enqueues (async,
+    # sync, many) fail with a BrokerError that says so, and completions still go through.
+    with Fleet() as fleet:
+        process = fleet.add(server(tmp_path / "full", "--maxmemory-policy", "noeviction"))
+        broker = RedisBroker.from_url(f"redis://127.0.0.1:{process.port}/0")
+
+        def message() -> TaskMessage:
+            return TaskMessage(id=str(new_task_id()), type="t", payload=b'"' + b"x" * 4000 + b'"')
+
+        try:
+            with process.client() as admin:
+                admin.config_set("maxmemory", admin.info("memory")["used_memory"] + 2_000_000)
+            acked = 0
+            with pytest.raises(BrokerError, match="out of memory") as refused:
+                for _ in range(10_000):  # 2 MB fills after about 400
+                    await broker.enqueue([message()])
+                    acked += 1
+            assert not isinstance(refused.value, BrokerUnavailableError)
+            assert "changed nothing" in str(refused.value)
+            with pytest.raises(BrokerError, match="out of memory"):
+                await broker.enqueue([message() for _ in range(10)])
+            with Client(broker) as client, pytest.raises(BrokerError, match="out of memory"):
+                client.enqueue(Task("t", "y" * 4000))
+            assert (await broker.queue_stats("default")).pending == acked
+
+            leases = await broker.claim(["default"], limit=50, lease_s=30)
+            assert len(leases) == 50
+            assert (
+                await broker.complete([Completion(lease=lease) for lease in leases]) == [True] * 50
+            )
+            assert (await broker.queue_stats("default")).pending == acked - 50
+            with process.client() as admin:
+                admin.config_set("maxmemory", 0)
+            await broker.enqueue([message()])
+            assert (await broker.queue_stats("default")).pending == acked - 49
+        finally:
+            await broker.close()

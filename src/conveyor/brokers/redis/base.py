@@ -21,6 +21,7 @@ from redis.commands.core import AsyncScript, Script
 from redis.exceptions import (
     AuthenticationError,
     NoScriptError,
+    OutOfMemoryError,
     ReadOnlyError,
     RedisClusterException,
     RedisError,
@@ -156,6 +157,13 @@ class RedisBrokerBase:
         except _UNAVAILABLE as exc:
             raise BrokerUnavailableError(
                 f"Redis at {self._target.safe_url} is unavailable: {type(exc).__name__}: {exc}"
+            ) from exc
+        except OutOfMemoryError as exc:
+            # Redis refuses a script at its first write that needs memory, and lets it finish
+            # once it has written: a refused script changed nothing.
+            raise BrokerError(
+                f"Redis at {self._target.safe_url} is out of memory (maxmemory reached): this "
+                "call changed nothing; stored tasks are kept, and completing tasks frees memory"
             ) from exc
         except (RedisError, RedisClusterException) as exc:
             if "CLUSTERDOWN" in str(exc) or "LOADING" in str(exc):
