@@ -20,13 +20,13 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 # hashlib.sha256(p.read_bytes()).hexdigest()[:16])) for p in sorted(pathlib.Path(
 # 'src/conveyor/brokers/redis/scripts').glob('*.lua'))]"
 PINNED_SHA256 = {
-    "claim.lua": "6b8cb1ec351f5d6a",
+    "claim.lua": "e48fa1e237f34e34",
     "complete.lua": "2e0c8ead6ed646b3",
     "delete_queue.lua": "4f0a143b22e99d80",
     "enqueue.lua": "0eb8f6916be7b533",
-    "extend.lua": "6f9412abebeee194",
+    "extend.lua": "2e9c44368efdedf8",
     "fail.lua": "ebd49040de8f8233",
-    "lib.lua": "fac1be86eb446e3c",
+    "lib.lua": "4c7583ae0832df8d",
     "manage.lua": "43ca04db3f374a21",
     "page.lua": "9980ab50d9f3ff3b",
     "peek.lua": "6685367764624ba2",

@@ -26,7 +26,7 @@ from redis_servers import (
 from conveyor import Client, Task
 from conveyor.brokers.redis import RedisBroker
 from conveyor.errors import BrokerError, BrokerUnavailableError, TaskIdConflictError
-from conveyor.message import Completion, TaskMessage, TaskState, new_task_id
+from conveyor.message import Completion, Lease, TaskMessage, TaskState, new_task_id
 from support import eventually, wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.redis]
@@ -313,15 +313,19 @@ async def test_password_and_acl_user_work_and_never_leak(tmp_path: Path) -> None
 
 async def test_a_full_redis_refuses_writes_whole_and_workers_still_drain(tmp_path: Path) -> None:
     # maxmemory reached with noeviction: every script refused changes nothing, enqueues (async,
-    # sync, many) fail with a BrokerError that says so, and completions still go through.
+    # sync, many) fail with a BrokerError that says so, and workers still claim (scheduled tasks
+    # too), renew their leases and complete, which frees memory.
     with Fleet() as fleet:
         process = fleet.add(server(tmp_path / "full", "--maxmemory-policy", "noeviction"))
         broker = RedisBroker.from_url(f"redis://127.0.0.1:{process.port}/0")
 
-        def message() -> TaskMessage:
-            return TaskMessage(id=str(new_task_id()), type="t", payload=b'"' + b"x" * 4000 + b'"')
+        def message(**fields: Any) -> TaskMessage:
+            big = b'"' + b"x" * 4000 + b'"'
+            return TaskMessage(id=str(new_task_id()), type="t", payload=big, **fields)
 
         try:
+            # Due in a moment: claiming them means moving them out of the scheduled set first.
+            await broker.enqueue([message(queue="later", process_in_s=0.05) for _ in range(5)])
             with process.client() as admin:
                 admin.config_set("maxmemory", admin.info("memory")["used_memory"] + 2_000_000)
             acked = 0
@@ -331,17 +335,23 @@ async def test_a_full_redis_refuses_writes_whole_and_workers_still_drain(tmp_pat
                     acked += 1
             assert not isinstance(refused.value, BrokerUnavailableError)
             assert "changed nothing" in str(refused.value)
+            with process.client() as admin:  # well over the limit, whatever memory does next
+                admin.config_set("maxmemory", admin.info("memory")["used_memory"] - 200_000)
             with pytest.raises(BrokerError, match="out of memory"):
                 await broker.enqueue([message() for _ in range(10)])
             with Client(broker) as client, pytest.raises(BrokerError, match="out of memory"):
                 client.enqueue(Task("t", "y" * 4000))
             assert (await broker.queue_stats("default")).pending == acked
 
-            leases = await broker.claim(["default"], limit=50, lease_s=30)
-            assert len(leases) == 50
-            assert (
-                await broker.complete([Completion(lease=lease) for lease in leases]) == [True] * 50
-            )
+            async def scheduled_claimed() -> list[Lease]:
+                return await broker.claim(["later"], limit=5, lease_s=30)
+
+            later = await eventually(scheduled_claimed)
+            assert len(later) == 5
+            assert await broker.extend_leases(later, 60) == [True] * 5
+            leases = [*later, *await broker.claim(["default"], limit=50, lease_s=30)]
+            done = await broker.complete([Completion(lease=lease) for lease in leases])
+            assert done == [True] * 55
             assert (await broker.queue_stats("default")).pending == acked - 50
             with process.client() as admin:
                 admin.config_set("maxmemory", 0)

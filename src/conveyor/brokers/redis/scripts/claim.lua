@@ -11,6 +11,7 @@
 
 local limit = tonumber(ARGV[1])
 local t = now()
+run_when_full(block(1))
 local expiry = t + tonumber(ARGV[2])
 local corrupt = {}
 local out = {t, expiry, corrupt}

@@ -4,6 +4,7 @@
 -- Returns: {new_expiry_us, held_1, ..., held_n} with held 1 (extended) or 0 (lost).
 
 local t = now()
+run_when_full(block(1))
 local expiry = t + tonumber(ARGV[1])
 local out = {expiry}
 for i = 1, tonumber(ARGV[2]) do

@@ -34,6 +34,15 @@ local function now()
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
+-- Redis at maxmemory (noeviction) refuses a script at its first write of a kind that may need
+-- memory, and lets a script that has written already run to its end. Claims and lease renewals
+-- move or rewrite what is stored and barely grow it, and a full Redis must still be drained (a
+-- queue of scheduled tasks alone would otherwise never be claimed): they start with a write that
+-- needs no memory and changes nothing (removing a member no task id can be; not replicated).
+local function run_when_full(b)
+  if b.active then redis.pcall('ZREM', b.active, '') end
+end
+
 -- Exact decimal seconds for a microsecond time (tostring of the float would round to 14 digits;
 -- each integer part alone prints exactly).
 local function seconds(us)
