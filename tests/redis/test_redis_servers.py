@@ -314,7 +314,7 @@ async def test_password_and_acl_user_work_and_never_leak(tmp_path: Path) -> None
 async def test_a_full_redis_refuses_writes_whole_and_workers_still_drain(tmp_path: Path) -> None:
     # maxmemory reached with noeviction: every script refused changes nothing, enqueues (async,
     # sync, many) fail with a BrokerError that says so, and workers still claim (scheduled tasks
-    # too), renew their leases and complete, which frees memory.
+    # too), renew their leases, recover lapsed ones and complete, which frees memory.
     with Fleet() as fleet:
         process = fleet.add(server(tmp_path / "full", "--maxmemory-policy", "noeviction"))
         broker = RedisBroker.from_url(f"redis://127.0.0.1:{process.port}/0")
@@ -326,6 +326,9 @@ async def test_a_full_redis_refuses_writes_whole_and_workers_still_drain(tmp_pat
         try:
             # Due in a moment: claiming them means moving them out of the scheduled set first.
             await broker.enqueue([message(queue="later", process_in_s=0.05) for _ in range(5)])
+            lapsing = message(queue="lapsing")
+            await broker.enqueue([lapsing])
+            [short] = await broker.claim(["lapsing"], limit=1, lease_s=0.2)
             with process.client() as admin:
                 admin.config_set("maxmemory", admin.info("memory")["used_memory"] + 2_000_000)
             acked = 0
@@ -349,6 +352,12 @@ async def test_a_full_redis_refuses_writes_whole_and_workers_still_drain(tmp_pat
             later = await eventually(scheduled_claimed)
             assert len(later) == 5
             assert await broker.extend_leases(later, 60) == [True] * 5
+
+            async def recovered() -> int:
+                return await broker.recover_expired(delay_s=0)
+
+            assert await eventually(recovered) == 1  # once the 0.2 s lease has lapsed
+            assert (await broker.get_task("lapsing", short.task.id)).state is TaskState.RETRY
             leases = [*later, *await broker.claim(["default"], limit=50, lease_s=30)]
             done = await broker.complete([Completion(lease=lease) for lease in leases])
             assert done == [True] * 55

@@ -7,6 +7,7 @@
 
 local b = block(1)
 local t = now()
+run_when_full(b)  -- a lapsed lease's task is put back to run (a short error text), even then
 local delay = tonumber(ARGV[1])
 local batch = tonumber(ARGV[3])
 local max_crashes = tonumber(ARGV[4])
