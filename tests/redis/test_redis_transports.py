@@ -270,3 +270,18 @@ async def test_the_documented_acl_line_on_cluster(tmp_path: Path) -> None:
         await _full_round(
             f"redis+cluster://conveyor:acl-test-pw@{addresses[0]}?namespace=conveyor-test-acl"
         )
+
+
+async def test_the_documented_acl_line_behind_sentinel(tmp_path: Path) -> None:
+    # The data server's ACL user, reached through a Sentinel (Sentinels take no auth here).
+    need_binaries("redis-sentinel")
+    with Fleet() as fleet:
+        primary = fleet.add(server(tmp_path / "primary"))
+        with primary.client() as admin:
+            rules = documented_acl_rules("~conveyor-test-*")
+            admin.execute_command("ACL", "SETUSER", "conveyor", ">acl-test-pw", *rules)
+        watcher = fleet.add(sentinel(tmp_path / "sentinel", primary.port, quorum=1))
+        await _full_round(
+            f"redis+sentinel://conveyor:acl-test-pw@127.0.0.1:{watcher.port}/mymaster/0"
+            "?namespace=conveyor-test-sentinel"
+        )
