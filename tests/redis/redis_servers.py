@@ -204,15 +204,21 @@ def start_cluster(fleet: Fleet, workdir: Path, nodes: int = 3) -> list[str]:
     create = ["--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"]
     subprocess.run(["redis-cli", *create], check=True, capture_output=True, timeout=30)
 
+    wait_for_cluster(members)
+    return addresses
+
+
+def wait_for_cluster(nodes: list[RedisProcess]) -> None:
+    """Until every node reports ``cluster_state:ok`` (asked on its plain port)."""
+
     def cluster_ok() -> bool:
-        for n in members:
-            with n.client() as c:
+        for node in nodes:
+            with node.client() as c:
                 if c.execute_command("CLUSTER", "INFO").find(b"cluster_state:ok") < 0:
                     return False
         return True
 
     wait_until(cluster_ok, within=15)
-    return addresses
 
 
 async def drop_namespace(url: str, namespace: str) -> None:

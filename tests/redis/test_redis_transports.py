@@ -19,7 +19,15 @@ from pathlib import Path
 import pytest
 import redis
 from redis.exceptions import NoPermissionError
-from redis_servers import Fleet, free_port, need_binaries, sentinel, server, start_cluster
+from redis_servers import (
+    Fleet,
+    free_port,
+    need_binaries,
+    sentinel,
+    server,
+    start_cluster,
+    wait_for_cluster,
+)
 from tls import Certs, make_certs, tls_options, tls_settings
 
 from conveyor import Client, Task
@@ -28,7 +36,7 @@ from conveyor.errors import BrokerError, BrokerUnavailableError
 from conveyor.message import Completion, TaskMessage, new_task_id
 from conveyor.worker.context import TaskContext
 from conveyor.worker.server import Server
-from support import DOCS, documented_acl_rules, eventually, wait_until
+from support import DOCS, documented_acl_rules, eventually
 from worker.harness import fast, serving
 
 pytestmark = pytest.mark.redis
@@ -108,15 +116,7 @@ def tls_cluster(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Itera
         create += ["--cluster-replicas", "0", "--cluster-yes"]
         tls = ["--tls", "--cacert", str(certs.ca)]
         subprocess.run(["redis-cli", *tls, *create], check=True, capture_output=True, timeout=30)
-
-        def cluster_ok() -> bool:
-            for node in nodes:
-                with node.client() as c:  # the plain port, for the check only
-                    if c.execute_command("CLUSTER", "INFO").find(b"cluster_state:ok") < 0:
-                        return False
-            return True
-
-        wait_until(cluster_ok, within=15)
+        wait_for_cluster(nodes)
         yield ports[0]
 
 
