@@ -20,11 +20,11 @@ sys.path.insert(0, str(Path(__file__).parent / "redis"))  # its helpers: redis_s
 
 from conveyor.brokers.protocol import Broker
 from faultproxy import FaultProxy
-from support import delete_namespace, documented_acl_rules
+from support import delete_namespace
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REDIS_URL = os.environ.get("CONVEYOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
-# redis-acl: Redis as a user limited by the ACL line docs/brokers.md gives (see acl_redis);
+# redis-acl: Redis as a user limited to conveyor's ACL rules (brokers/redis/acl.py, acl_redis);
 # redis-tls: Redis over TLS, the server's certificate verified (see tls_redis).
 BROKER_KINDS = ("memory", "sqlite", "redis", "redis-acl", "redis-tls")
 
@@ -78,11 +78,13 @@ def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, s
     """
     from redis_servers import Fleet, server
 
+    from conveyor.brokers.redis.acl import acl_rules
+
     with Fleet() as fleet:
         process = fleet.add(server(tmp_path_factory.mktemp("acl")))
         with process.client() as admin:
-            rules = documented_acl_rules("~conveyor-test-*")
-            admin.execute_command("ACL", "SETUSER", "conveyor", ">acl-test-pw", *rules)
+            rules = acl_rules("conveyor-test-*")
+            admin.execute_command("ACL", "SETUSER", "conveyor", "on", ">acl-test-pw", *rules)
         address = f"127.0.0.1:{process.port}/0"
         yield f"redis://conveyor:acl-test-pw@{address}", f"redis://{address}"
 

@@ -1,12 +1,11 @@
-"""Small test helpers: waiting on conditions with deadlines (never fixed sleeps), cleaning up a
-Redis namespace, and the ACL line the docs give."""
+"""Small test helpers: waiting on conditions with deadlines (never fixed sleeps), and cleaning
+up a Redis namespace."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -57,19 +56,3 @@ async def delete_namespace(url: str, namespace: str) -> None:
             await client.unlink(*batch)
     finally:
         await client.aclose()
-
-
-DOCS = Path(__file__).parent.parent / "docs"
-
-
-def documented_acl_rules(namespace_pattern: str) -> list[str]:
-    """The rules of docs/brokers.md's ``ACL SETUSER conveyor`` line, for ``namespace_pattern``."""
-    lines = [
-        line.split()
-        for line in (DOCS / "brokers.md").read_text().splitlines()
-        if line.startswith("ACL SETUSER conveyor ")
-    ]
-    assert len(lines) == 1, "docs/brokers.md must hold one 'ACL SETUSER conveyor' line"
-    rules = lines[0][3:]  # after ACL SETUSER conveyor
-    assert "~conveyor:*" in rules
-    return [namespace_pattern if r == "~conveyor:*" else r for r in rules if r != ">CHANGE-ME"]

@@ -32,11 +32,12 @@ from tls import Certs, make_certs, tls_options, tls_settings
 
 from conveyor import Client, Task
 from conveyor.brokers.redis import RedisBroker
+from conveyor.brokers.redis.acl import CLUSTER_COMMANDS, acl_rules, acl_setuser_line
 from conveyor.errors import BrokerError, BrokerUnavailableError
 from conveyor.message import Completion, TaskMessage, new_task_id
 from conveyor.worker.context import TaskContext
 from conveyor.worker.server import Server
-from support import DOCS, documented_acl_rules, eventually
+from support import eventually
 from worker.harness import fast, serving
 
 pytestmark = pytest.mark.redis
@@ -234,9 +235,9 @@ async def test_a_missing_unix_socket_is_unavailable(unix_socket: Path) -> None:
     assert "absent.sock" in str(error) and SECRET not in str(error)
 
 
-async def test_the_documented_acl_user_can_do_nothing_else(acl_redis: tuple[str, str]) -> None:
+async def test_the_acl_user_can_do_nothing_else(acl_redis: tuple[str, str]) -> None:
     # The conformance suite's redis-acl case runs as this user (tests/conftest.py): check it is
-    # limited as docs/brokers.md says, so that case proves the documented line is enough.
+    # limited, so that case proves conveyor's ACL rules are enough.
     url, _ = acl_redis
     limited = redis.Redis.from_url(url)
     try:
@@ -254,32 +255,35 @@ async def test_the_documented_acl_user_can_do_nothing_else(acl_redis: tuple[str,
         await outside.close()
 
 
-# What docs/brokers.md says a Cluster needs beside the ACL line.
-CLUSTER_RULES = ("+cluster|slots", "+cluster|shards", "+cluster|nodes", "+readonly", "+command")
+DOCS = Path(__file__).resolve().parent.parent.parent / "docs"
 
 
-async def test_the_documented_acl_line_on_cluster(tmp_path: Path) -> None:
-    docs = " ".join((DOCS / "brokers.md").read_text().split())
-    assert " ".join(CLUSTER_RULES) in docs
-    rules = [*documented_acl_rules("~conveyor-test-*"), *CLUSTER_RULES]
+def test_the_docs_show_the_acl_line_and_the_cluster_additions() -> None:
+    docs = (DOCS / "brokers.md").read_text()
+    assert acl_setuser_line() in docs.splitlines()
+    assert " ".join(f"+{c}" for c in CLUSTER_COMMANDS) in " ".join(docs.split())
+
+
+async def test_the_acl_rules_on_cluster(tmp_path: Path) -> None:
+    rules = acl_rules("conveyor-test-*", cluster=True)
     with Fleet() as fleet:
         addresses = start_cluster(fleet, tmp_path)
         for node in fleet.processes:
             with node.client() as admin:
-                admin.execute_command("ACL", "SETUSER", "conveyor", ">acl-test-pw", *rules)
+                admin.execute_command("ACL", "SETUSER", "conveyor", "on", ">acl-test-pw", *rules)
         await _full_round(
             f"redis+cluster://conveyor:acl-test-pw@{addresses[0]}?namespace=conveyor-test-acl"
         )
 
 
-async def test_the_documented_acl_line_behind_sentinel(tmp_path: Path) -> None:
+async def test_the_acl_rules_behind_sentinel(tmp_path: Path) -> None:
     # The data server's ACL user, reached through a Sentinel (Sentinels take no auth here).
     need_binaries("redis-sentinel")
     with Fleet() as fleet:
         primary = fleet.add(server(tmp_path / "primary"))
         with primary.client() as admin:
-            rules = documented_acl_rules("~conveyor-test-*")
-            admin.execute_command("ACL", "SETUSER", "conveyor", ">acl-test-pw", *rules)
+            rules = acl_rules("conveyor-test-*")
+            admin.execute_command("ACL", "SETUSER", "conveyor", "on", ">acl-test-pw", *rules)
         watcher = fleet.add(sentinel(tmp_path / "sentinel", primary.port, quorum=1))
         await _full_round(
             f"redis+sentinel://conveyor:acl-test-pw@127.0.0.1:{watcher.port}/mymaster/0"

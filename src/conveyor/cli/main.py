@@ -16,6 +16,7 @@ import click
 from conveyor.cli.demo import demo
 from conveyor.cli.enqueue import enqueue
 from conveyor.cli.inspect_commands import queue, task
+from conveyor.cli.redis_acl import redis_acl
 from conveyor.cli.worker import worker
 
 
@@ -40,6 +41,7 @@ cli.add_command(enqueue)
 cli.add_command(demo)
 cli.add_command(queue)
 cli.add_command(task)
+cli.add_command(redis_acl)
 
 
 def main() -> None:

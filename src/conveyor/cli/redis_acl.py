@@ -1,0 +1,43 @@
+"""``conveyor redis-acl``: print the ACL line of a least-privilege Redis user for conveyor."""
+
+from __future__ import annotations
+
+import click
+
+from conveyor.brokers.redis.acl import OPTIONAL_COMMANDS, acl_setuser_line
+from conveyor.errors import ConfigError
+
+
+@click.command(
+    "redis-acl",
+    epilog="""\b
+Examples:
+  conveyor redis-acl --namespace myapp --password "$PW" | redis-cli   # as an admin
+  conveyor redis-acl --cluster --with 'config|get'""",
+)
+@click.option(
+    "--namespace", default="conveyor", show_default=True, help="The ?namespace= of the URL."
+)
+@click.option("--user", default="conveyor", show_default=True, help="The ACL user's name.")
+@click.option("--password", default="CHANGE-ME", show_default=True, help="Written as >PASSWORD.")
+@click.option("--cluster", is_flag=True, help="Add what redis-py's Cluster client needs.")
+@click.option(
+    "--with",
+    "extra",
+    multiple=True,
+    type=click.Choice(sorted(OPTIONAL_COMMANDS)),
+    help="Add an optional command (repeatable).",
+)
+def redis_acl(
+    namespace: str, user: str, password: str, cluster: bool, extra: tuple[str, ...]
+) -> None:
+    """Print an ACL SETUSER line: the user may touch the namespace's keys and run conveyor's
+    commands, nothing else (Redis 6 or newer). Give it to the data servers (every node of a
+    Cluster; the primary and replicas behind Sentinel)."""
+    try:
+        line = acl_setuser_line(
+            namespace, user=user, password=password, cluster=cluster, extra=extra
+        )
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    click.echo(line)
