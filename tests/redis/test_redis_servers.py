@@ -314,7 +314,8 @@ async def test_password_and_acl_user_work_and_never_leak(tmp_path: Path) -> None
 async def test_a_full_redis_refuses_writes_whole_and_workers_still_drain(tmp_path: Path) -> None:
     # maxmemory reached with noeviction: every script refused changes nothing, enqueues (async,
     # sync, many) fail with a BrokerError that says so, and workers still claim (scheduled tasks
-    # too), renew their leases, recover lapsed ones and complete, which frees memory.
+    # too), renew their leases, record failures, release, recover lapsed leases and complete,
+    # which frees memory.
     with Fleet() as fleet:
         process = fleet.add(server(tmp_path / "full", "--maxmemory-policy", "noeviction"))
         broker = RedisBroker.from_url(f"redis://127.0.0.1:{process.port}/0")
@@ -358,13 +359,21 @@ async def test_a_full_redis_refuses_writes_whole_and_workers_still_drain(tmp_pat
 
             assert await eventually(recovered) == 1  # once the 0.2 s lease has lapsed
             assert (await broker.get_task("lapsing", short.task.id)).state is TaskState.RETRY
+            failing, dead, unstarted = await broker.claim(["default"], limit=3, lease_s=30)
+            await broker.retry(failing, error="boom " * 800, delay_s=60)  # a long error text
+            await broker.archive(dead, error="gave up")
+            await broker.release(unstarted)
+            retried = await broker.get_task("default", failing.task.id)
+            assert (retried.state, retried.retried) == (TaskState.RETRY, 1)  # not a crash
+            assert (await broker.get_task("default", dead.task.id)).state is TaskState.ARCHIVED
             leases = [*later, *await broker.claim(["default"], limit=50, lease_s=30)]
+            assert unstarted.task.id in {lease.task.id for lease in leases}  # back at the front
             done = await broker.complete([Completion(lease=lease) for lease in leases])
             assert done == [True] * 55
-            assert (await broker.queue_stats("default")).pending == acked - 50
+            assert (await broker.queue_stats("default")).pending == acked - 52
             with process.client() as admin:
                 admin.config_set("maxmemory", 0)
             await broker.enqueue([message()])
-            assert (await broker.queue_stats("default")).pending == acked - 49
+            assert (await broker.queue_stats("default")).pending == acked - 51
         finally:
             await broker.close()

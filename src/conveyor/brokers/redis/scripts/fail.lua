@@ -9,6 +9,7 @@ if not holds_lease(b.tprefix .. id, ARGV[2]) then
   return 0
 end
 local t = now()
+run_when_full(b)  -- the error text is capped (4,096 characters), and replaces the last one
 local due = nil
 if ARGV[4] ~= '' then
   due = t + tonumber(ARGV[4])

@@ -35,11 +35,13 @@ local function now()
 end
 
 -- Redis at maxmemory (noeviction) refuses a script at its first write of a kind that may need
--- memory, and lets a script that has written already run to its end. Claims, lease renewals and
--- recovery move or rewrite what is stored and barely grow it, and a full Redis must still be
--- drained (a queue of scheduled tasks alone would otherwise never be claimed): they start with a
--- write that needs no memory and changes nothing (removing a member no task id can be; not
--- replicated).
+-- memory, and lets a script that has written already run to its end. Every step of a task
+-- under a lease (claim, renewal, completion, retry, archive, release) and recovery move or
+-- rewrite what is stored and barely grow it, and a full Redis must still be drained (a queue of
+-- scheduled tasks alone would otherwise never be claimed, and a failure that cannot be recorded
+-- would come back as a crash): they start with a write that needs no memory and changes nothing
+-- (removing a member no task id can be; not replicated). New tasks, pauses and the inspector's
+-- changes wait for memory.
 local function run_when_full(b)
   if b.active then redis.pcall('ZREM', b.active, '') end
 end

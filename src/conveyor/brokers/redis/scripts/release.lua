@@ -8,5 +8,6 @@ local id = ARGV[1]
 if not holds_lease(b.tprefix .. id, ARGV[2]) then
   return 0
 end
+run_when_full(b)
 release_leased(b, id, now())
 return 1
