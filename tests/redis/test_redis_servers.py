@@ -326,7 +326,8 @@ async def test_a_full_redis_refuses_writes_whole_and_workers_still_drain(tmp_pat
 
         try:
             # Due in a moment: claiming them means moving them out of the scheduled set first.
-            await broker.enqueue([message(queue="later", process_in_s=0.05) for _ in range(5)])
+            kept = [message(queue="later", process_in_s=0.05, retention_s=3600) for _ in range(5)]
+            await broker.enqueue(kept)
             lapsing = message(queue="lapsing")
             await broker.enqueue([lapsing])
             [short] = await broker.claim(["lapsing"], limit=1, lease_s=0.2)
@@ -368,8 +369,12 @@ async def test_a_full_redis_refuses_writes_whole_and_workers_still_drain(tmp_pat
             assert (await broker.get_task("default", dead.task.id)).state is TaskState.ARCHIVED
             leases = [*later, *await broker.claim(["default"], limit=50, lease_s=30)]
             assert unstarted.task.id in {lease.task.id for lease in leases}  # back at the front
-            done = await broker.complete([Completion(lease=lease) for lease in leases])
+            done = await broker.complete(
+                [Completion(lease=lease, result=b'"r"' * 100) for lease in leases]
+            )
             assert done == [True] * 55
+            # The five retained their results (the first write of such a completion needs memory).
+            assert (await broker.queue_stats("later")).completed == 5
             assert (await broker.queue_stats("default")).pending == acked - 52
             with process.client() as admin:
                 admin.config_set("maxmemory", 0)
