@@ -21,7 +21,7 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 # 'src/conveyor/brokers/redis/scripts').glob('*.lua'))]"
 PINNED_SHA256 = {
     "claim.lua": "e48fa1e237f34e34",
-    "complete.lua": "2fa61bbc5ccec089",
+    "complete.lua": "a610d5fdbd051976",
     "delete_queue.lua": "4f0a143b22e99d80",
     "enqueue.lua": "0eb8f6916be7b533",
     "extend.lua": "2e9c44368efdedf8",

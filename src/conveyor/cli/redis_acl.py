@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import click
 
-from conveyor.brokers.redis.acl import OPTIONAL_COMMANDS, acl_setuser_line
+from conveyor.brokers.redis.acl import (
+    DEFAULT_USER,
+    OPTIONAL_COMMANDS,
+    PASSWORD_PLACEHOLDER,
+    acl_setuser_line,
+)
+from conveyor.brokers.redis.connect import DEFAULT_NAMESPACE
 from conveyor.errors import ConfigError
 
 
@@ -16,10 +22,12 @@ Examples:
   conveyor redis-acl --cluster --with 'config|get'""",
 )
 @click.option(
-    "--namespace", default="conveyor", show_default=True, help="The ?namespace= of the URL."
+    "--namespace", default=DEFAULT_NAMESPACE, show_default=True, help="The ?namespace= of the URL."
 )
-@click.option("--user", default="conveyor", show_default=True, help="The ACL user's name.")
-@click.option("--password", default="CHANGE-ME", show_default=True, help="Written as >PASSWORD.")
+@click.option("--user", default=DEFAULT_USER, show_default=True, help="The ACL user's name.")
+@click.option(
+    "--password", default=PASSWORD_PLACEHOLDER, show_default=True, help="Written as >PASSWORD."
+)
 @click.option("--cluster", is_flag=True, help="Add what redis-py's Cluster client needs.")
 @click.option(
     "--with",

@@ -13,7 +13,18 @@ from conveyor.brokers.redis.connect import DEFAULT_NAMESPACE
 from conveyor.errors import ConfigError
 from conveyor.message import NAME_PATTERN, NAME_RULE
 
-__all__ = ["CLUSTER_COMMANDS", "COMMANDS", "OPTIONAL_COMMANDS", "acl_rules", "acl_setuser_line"]
+__all__ = [
+    "CLUSTER_COMMANDS",
+    "COMMANDS",
+    "DEFAULT_USER",
+    "OPTIONAL_COMMANDS",
+    "PASSWORD_PLACEHOLDER",
+    "acl_rules",
+    "acl_setuser_line",
+]
+
+DEFAULT_USER = "conveyor"
+PASSWORD_PLACEHOLDER = "CHANGE-ME"  # noqa: S105 (to be replaced; the docs show it)
 
 COMMANDS = (
     # scripts and the idle wait
@@ -51,8 +62,8 @@ def acl_rules(key_pattern: str, *, cluster: bool = False, extra: tuple[str, ...]
 def acl_setuser_line(
     namespace: str = DEFAULT_NAMESPACE,
     *,
-    user: str = "conveyor",
-    password: str = "CHANGE-ME",  # noqa: S107 (a placeholder to replace, shown in the docs)
+    user: str = DEFAULT_USER,
+    password: str = PASSWORD_PLACEHOLDER,
     cluster: bool = False,
     extra: tuple[str, ...] = (),
 ) -> str:

@@ -17,10 +17,11 @@ and inspection in :mod:`~conveyor.brokers.redis.inspection`, reply decoding in
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
 
 import redis
@@ -120,22 +121,14 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
         and warnings (an evicting or too old server, settings that could not be read)."""
         with self._errors():
             await self._client.ping()
-        try:
-            with self._errors():
-                version = server_config.server_version(await self._client.execute_command("HELLO"))
-        except BrokerUnavailableError:
-            raise
-        except BrokerError:  # HELLO is unknown before Redis 6.0
-            version = None
+        # HELLO is unknown before Redis 6.0; CONFIG may be disabled (managed Redis) or not
+        # allowed to conveyor's ACL user: report what could not be read, and carry on.
+        hello = await self._unless_refused(lambda: self._client.execute_command("HELLO"))
+        version = server_config.server_version(hello)
         config: dict[str, str] = {}
         for name in server_config.CONFIG_NAMES:
-            try:
-                with self._errors():
-                    config.update(server_config.flatten_config(await self._client.config_get(name)))
-            except BrokerUnavailableError:
-                raise
-            except BrokerError:  # CONFIG may be disabled (managed Redis): report, carry on
-                continue
+            reply = await self._unless_refused(functools.partial(self._client.config_get, name))
+            config.update(server_config.flatten_config(reply))
         found = server_config.version_warnings(version) + server_config.warnings(config)
         for warning in found:
             logger.warning("Redis broker %s: %s", self._target.safe_url, warning)
@@ -148,6 +141,16 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
             durability=server_config.durability(config, sentinel=self._target.kind == "sentinel"),
             warnings=tuple(found),
         )
+
+    async def _unless_refused(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """``call()``'s reply, or None when Redis refuses it; an unreachable Redis still raises."""
+        try:
+            with self._errors():
+                return await call()
+        except BrokerUnavailableError:
+            raise
+        except BrokerError:
+            return None
 
     async def close(self) -> None:
         """Close the connection pools (idempotent); later calls raise BrokerUnavailableError."""

@@ -394,7 +394,7 @@ def _tls(target: RedisTarget) -> dict[str, Any]:
 
 
 def _standalone(target: RedisTarget) -> dict[str, Any]:
-    """Options of a standalone client: address, database and TLS."""
+    """Options of a standalone client: address and database (TLS is in :func:`_common`)."""
     return {
         "host": target.hosts[0][0] if target.hosts else "localhost",
         "port": target.hosts[0][1] if target.hosts else 6379,

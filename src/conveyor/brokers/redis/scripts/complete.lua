@@ -23,7 +23,7 @@ local next_result = 3       -- ARGV index of the last result handed out
 local t = now()
 -- Even a full Redis records a success (a retained result and successors take room): refused,
 -- the lease would lapse and the task run again.
-run_when_full(block(tonumber(words[1]) or 1))
+run_when_full(block(1))
 local out = {t}
 local ctx = new_batch()
 local done = {}  -- processed count per stats key, added once at the end
