@@ -76,14 +76,14 @@ def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, s
 
     Private, because ACL users are server-wide and the shared Redis is not ours to change.
     """
-    from redis_servers import Fleet, server
+    from redis_servers import Fleet, server, server_version
 
     from conveyor.brokers.redis.acl import acl_rules
 
     with Fleet() as fleet:
         process = fleet.add(server(tmp_path_factory.mktemp("acl")))
         with process.client() as admin:
-            rules = acl_rules("conveyor-test-*")
+            rules = acl_rules("conveyor-test-*", redis_version=server_version(admin))
             admin.execute_command("ACL", "SETUSER", "conveyor", "on", ">acl-test-pw", *rules)
         address = f"127.0.0.1:{process.port}/0"
         yield f"redis://conveyor:acl-test-pw@{address}", f"redis://{address}"

@@ -42,6 +42,12 @@ def need_binaries(*names: str) -> None:
         pytest.skip(message)
 
 
+def server_version(admin: redis.Redis) -> tuple[int, ...]:
+    """The version of the server ``admin`` talks to, as numbers: (7, 0, 15)."""
+    text = str(admin.info("server")["redis_version"])
+    return tuple(int(part) for part in text.split("."))
+
+
 def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:

@@ -154,9 +154,15 @@ def _master_port(sentinel_port: int, fleet: Fleet) -> int:
 
 def _knows_replica(sentinel_port: int, fleet: Fleet) -> bool:
     process = next(p for p in fleet.processes if p.port == sentinel_port)
-    with process.client() as c:
+    with process.client(decode_responses=True) as c:
         replicas = c.execute_command("SENTINEL", "replicas", "mymaster")
-    return any(b"s_down" not in bytes(str(r), "utf-8") for r in replicas) and len(replicas) > 0
+    # A replica the Sentinel can promote: its link up (flags exactly "slave", no "disconnected"
+    # nor "s_down") and its own link to the primary up. Redis 6.0's Sentinel lists a replica
+    # before it has connected to it, and then refuses a failover (NOGOODSLAVE).
+    fields = [
+        r if isinstance(r, dict) else dict(zip(r[::2], r[1::2], strict=True)) for r in replicas
+    ]
+    return any(f["flags"] == "slave" and f.get("master-link-status") == "ok" for f in fields)
 
 
 async def test_sentinel_failover_keeps_the_broker_working(tmp_path: Path) -> None:

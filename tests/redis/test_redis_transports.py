@@ -25,6 +25,7 @@ from redis_servers import (
     need_binaries,
     sentinel,
     server,
+    server_version,
     start_cluster,
     wait_for_cluster,
 )
@@ -265,11 +266,12 @@ def test_the_docs_show_the_acl_line_and_the_cluster_additions() -> None:
 
 
 async def test_the_acl_rules_on_cluster(tmp_path: Path) -> None:
-    rules = acl_rules("conveyor-test-*", cluster=True)
     with Fleet() as fleet:
         addresses = start_cluster(fleet, tmp_path)
         for node in fleet.processes:
             with node.client() as admin:
+                version = server_version(admin)
+                rules = acl_rules("conveyor-test-*", cluster=True, redis_version=version)
                 admin.execute_command("ACL", "SETUSER", "conveyor", "on", ">acl-test-pw", *rules)
         await _full_round(
             f"redis+cluster://conveyor:acl-test-pw@{addresses[0]}?namespace=conveyor-test-acl"
@@ -282,7 +284,7 @@ async def test_the_acl_rules_behind_sentinel(tmp_path: Path) -> None:
     with Fleet() as fleet:
         primary = fleet.add(server(tmp_path / "primary"))
         with primary.client() as admin:
-            rules = acl_rules("conveyor-test-*")
+            rules = acl_rules("conveyor-test-*", redis_version=server_version(admin))
             admin.execute_command("ACL", "SETUSER", "conveyor", "on", ">acl-test-pw", *rules)
         watcher = fleet.add(sentinel(tmp_path / "sentinel", primary.port, quorum=1))
         await _full_round(

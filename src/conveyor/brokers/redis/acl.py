@@ -21,6 +21,7 @@ __all__ = [
     "PASSWORD_PLACEHOLDER",
     "acl_rules",
     "acl_setuser_line",
+    "parse_redis_version",
 ]
 
 DEFAULT_USER = "conveyor"
@@ -50,13 +51,48 @@ OPTIONAL_COMMANDS = {
 }
 """Commands worth adding, with why; the broker works without them."""
 
+ACL_SINCE = (6, 0)
+"""The first Redis with ACL users."""
+
+CHANNEL_RULES_SINCE = (6, 2)
+"""The first Redis with pub/sub channel rules (``resetchannels``); before, every user may use
+every channel, and the keyword is a syntax error. conveyor uses no channels."""
+
 _USER = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_VERSION = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})")
 
 
-def acl_rules(key_pattern: str, *, cluster: bool = False, extra: tuple[str, ...] = ()) -> list[str]:
-    """The rules after ``ACL SETUSER <user> on >password``: keys ``key_pattern``, the commands."""
+def parse_redis_version(text: str) -> tuple[int, int]:
+    """``"6.0"`` as ``(6, 0)``: the Redis version an ACL line is written for.
+
+    Raises:
+        ConfigError: not MAJOR.MINOR, or older than Redis 6.0 (which has no ACL users).
+    """
+    found = _VERSION.fullmatch(text.strip())
+    if found is None:
+        raise ConfigError(f"a Redis version is MAJOR.MINOR, such as 7.2, not {text!r}")
+    version = (int(found[1]), int(found[2]))
+    if version < ACL_SINCE:
+        raise ConfigError(f"Redis {text} has no ACL users: they came with Redis 6.0")
+    return version
+
+
+def acl_rules(
+    key_pattern: str,
+    *,
+    cluster: bool = False,
+    extra: tuple[str, ...] = (),
+    redis_version: tuple[int, ...] | None = None,
+) -> list[str]:
+    """The rules after ``ACL SETUSER <user> on >password``: keys ``key_pattern``, the commands.
+
+    ``redis_version``: the servers' (None: 6.2 or newer); before 6.2 there are no channel rules.
+    """
     commands = (*COMMANDS, *(CLUSTER_COMMANDS if cluster else ()), *extra)
-    return ["resetkeys", f"~{key_pattern}", "resetchannels", "-@all", *(f"+{c}" for c in commands)]
+    channels = (
+        ["resetchannels"] if (redis_version or CHANNEL_RULES_SINCE) >= CHANNEL_RULES_SINCE else []
+    )
+    return ["resetkeys", f"~{key_pattern}", *channels, "-@all", *(f"+{c}" for c in commands)]
 
 
 def acl_setuser_line(
@@ -66,8 +102,11 @@ def acl_setuser_line(
     password: str = PASSWORD_PLACEHOLDER,
     cluster: bool = False,
     extra: tuple[str, ...] = (),
+    redis_version: tuple[int, ...] | None = None,
 ) -> str:
     """The ``ACL SETUSER`` line of a user limited to ``namespace``'s keys and conveyor's commands.
+
+    ``redis_version``: of the servers the line is for (None: 6.2 or newer); see :func:`acl_rules`.
 
     Raises:
         ConfigError: a namespace that is not a valid name, a ``user`` or ``password`` with
@@ -83,5 +122,5 @@ def acl_setuser_line(
     unknown = [c for c in extra if c not in OPTIONAL_COMMANDS]
     if unknown:
         raise ConfigError(f"not an optional command: {', '.join(unknown)}")
-    rules = acl_rules(f"{namespace}:*", cluster=cluster, extra=extra)
+    rules = acl_rules(f"{namespace}:*", cluster=cluster, extra=extra, redis_version=redis_version)
     return " ".join(["ACL", "SETUSER", user, "on", f">{password}", *rules])

@@ -63,6 +63,7 @@ SCRIPT_NAMES = (
 REGISTRY_REFRESH_S = 5.0
 CLOSE_CLEANUP_S = 1.0  # the most close() spends on giving back lost claims and their receipts
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, TryAgainError, OSError)
+_OOM_IN_SCRIPT = "-OOM command not allowed"  # how Redis 6 words a script refused for memory
 Client = aioredis.Redis | RedisCluster
 SyncClient = redis.Redis | redis.RedisCluster
 
@@ -158,14 +159,16 @@ class RedisBrokerBase:
             raise BrokerUnavailableError(
                 f"Redis at {self._target.safe_url} is unavailable: {type(exc).__name__}: {exc}"
             ) from exc
-        except OutOfMemoryError as exc:
-            # Redis refuses a script at its first write that needs memory, and lets it finish
-            # once it has written: a refused script changed nothing.
-            raise BrokerError(
-                f"Redis at {self._target.safe_url} is out of memory (maxmemory reached): this "
-                "call changed nothing; stored tasks are kept, and completing tasks frees memory"
-            ) from exc
         except (RedisError, RedisClusterException) as exc:
+            if isinstance(exc, OutOfMemoryError) or _OOM_IN_SCRIPT in str(exc):
+                # Redis refuses a script at its first write that needs memory, and lets it
+                # finish once it has written: a refused script changed nothing. (Before 7.0
+                # the refusal comes as the script's error, not as an OOM reply.)
+                raise BrokerError(
+                    f"Redis at {self._target.safe_url} is out of memory (maxmemory reached): "
+                    "this call changed nothing; stored tasks are kept, and completing tasks "
+                    "frees memory"
+                ) from exc
             if "CLUSTERDOWN" in str(exc) or "LOADING" in str(exc):
                 raise BrokerUnavailableError(
                     f"Redis at {self._target.safe_url} is unavailable: {exc}"

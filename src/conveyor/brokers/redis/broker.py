@@ -38,7 +38,12 @@ from conveyor.brokers.redis.base import (
     evalsha_blocking,
     script_source,
 )
-from conveyor.brokers.redis.connect import RedisTarget, make_sync_client, parse_redis_url
+from conveyor.brokers.redis.connect import (
+    RESP_VERSION,
+    RedisTarget,
+    make_sync_client,
+    parse_redis_url,
+)
 from conveyor.brokers.redis.direct import SyncLines
 from conveyor.brokers.redis.inspection import InspectionMixin
 from conveyor.brokers.redis.records import enqueue_args, message_args
@@ -123,7 +128,9 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
             await self._client.ping()
         # HELLO is unknown before Redis 6.0; CONFIG may be disabled (managed Redis) or not
         # allowed to conveyor's ACL user: report what could not be read, and carry on.
-        hello = await self._unless_refused(lambda: self._client.execute_command("HELLO"))
+        hello = await self._unless_refused(
+            lambda: self._client.execute_command("HELLO", RESP_VERSION)
+        )
         version = server_config.server_version(hello)
         config: dict[str, str] = {}
         for name in server_config.CONFIG_NAMES:

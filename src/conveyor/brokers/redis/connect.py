@@ -86,6 +86,10 @@ SOCKET_TIMEOUT_S = 10.0  # default read timeout (?socket_timeout=): how long a s
 MAX_SOCKET_TIMEOUT_S = 3600.0
 CONNECT_TIMEOUT_S = 5.0
 HEALTH_CHECK_S = 15
+# The reply protocol every connection speaks, whatever redis-py's default (RESP2 up to 7.x,
+# RESP3 from 8.0): the same replies on every redis-py version, and a version check that works
+# on Redis 6.0 and 6.1 (whose HELLO needs the protocol named: HELLO 2 then changes nothing).
+RESP_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
@@ -374,6 +378,7 @@ def _common(target: RedisTarget, read_timeout: float | None, sync: bool) -> dict
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
         "retry": SyncConnectRetry() if sync else ConnectRetry(),
         "health_check_interval": HEALTH_CHECK_S,
+        "protocol": RESP_VERSION,
         **_tls(target),
     }
 
@@ -406,7 +411,12 @@ def _standalone(target: RedisTarget) -> dict[str, Any]:
 
 def _sentinel_options(target: RedisTarget) -> dict[str, Any]:
     """Options of the connections to the Sentinels themselves: short timeouts, no auth, TLS."""
-    return {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": 2.0, **_tls(target)}
+    return {
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "socket_timeout": 2.0,
+        "protocol": RESP_VERSION,
+        **_tls(target),
+    }
 
 
 def make_client(target: RedisTarget, *, blocking: bool = False) -> aioredis.Redis | RedisCluster:
