@@ -11,6 +11,8 @@ from conveyor.errors import ConfigError
 DEFAULT_BROKER_URL = "sqlite:///conveyor.db"
 BROKER_URL_ENV = "CONVEYOR_BROKER_URL"
 _SCHEME = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*)?:")
+# Secrets a URL may carry in its query string (the Sentinels' password), hidden like the user's.
+_QUERY_SECRET = re.compile(r"([?&]sentinel_password=)[^&#]*")
 KNOWN_SCHEMES = (
     "memory",
     "sqlite",
@@ -32,8 +34,10 @@ def redact_url(url: str) -> str:
     The user info is everything between ``//`` and the *last* ``@`` of the whole URL, not only of
     the authority: a password holding an unencoded ``/``, ``?`` or ``#`` (a mistake this is
     often called for) would otherwise end the authority early and be printed. An ``@`` later
-    in the path or query can make this hide more than the password; never less.
+    in the path or query can make this hide more than the password; never less. A
+    ``sentinel_password`` option's value is hidden too.
     """
+    url = _QUERY_SECRET.sub(r"\1***", url)
     before, at, tail = url.rpartition("@")
     if not at or ":" not in before:
         return url

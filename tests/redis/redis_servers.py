@@ -153,11 +153,17 @@ def server(workdir: Path, *extra: str, cluster: bool = False) -> RedisProcess:
 
 
 def sentinel(
-    workdir: Path, master_port: int, *, quorum: int = 2, extra_conf: str = ""
+    workdir: Path,
+    master_port: int,
+    *,
+    quorum: int = 2,
+    extra_conf: str = "",
+    master_conf: str = "",
 ) -> RedisProcess:
     """A started redis-sentinel watching the primary at ``master_port`` as ``mymaster``.
 
-    ``extra_conf``: more sentinel.conf lines (such as TLS settings), before the monitor line.
+    ``extra_conf``: more sentinel.conf lines (such as TLS settings), before the monitor line;
+    ``master_conf``: lines after it (``sentinel auth-pass mymaster ...``).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -168,6 +174,7 @@ def sentinel(
         "sentinel down-after-milliseconds mymaster 1000\n"
         "sentinel failover-timeout mymaster 5000\n"
         "sentinel parallel-syncs mymaster 1\n"
+        f"{master_conf}"
     )
     return RedisProcess(port=port, workdir=workdir, args=[str(conf)], sentinel=True).start()
 

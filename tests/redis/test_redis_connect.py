@@ -76,6 +76,30 @@ def test_sentinel_url() -> None:
     assert isinstance(make_client(t), aioredis.Redis)
 
 
+def test_sentinel_url_with_the_sentinels_own_auth() -> None:
+    url = (
+        f"redis+sentinel://app:{SECRET}@h1,h2/mymaster/0"
+        "?sentinel_username=watch&sentinel_password=sentinel-secret&namespace=n"
+    )
+    t = parse_redis_url(url)
+    assert (t.sentinel_username, t.sentinel_password) == ("watch", "sentinel-secret")
+    assert (t.username, t.password, t.namespace) == ("app", SECRET, "n")
+    assert "sentinel-secret" not in t.safe_url and "sentinel-secret" not in repr(t)
+    for client in (make_client(t), make_sync_client(t)):
+        pool = client.connection_pool
+        # The data servers get the user's credentials, the Sentinels their own.
+        assert (pool.connection_kwargs["username"], pool.connection_kwargs["password"]) == (
+            "app",
+            SECRET,
+        )
+        for sentinel in pool.sentinel_manager.sentinels:  # type: ignore[attr-defined]
+            kwargs = sentinel.connection_pool.connection_kwargs
+            assert (kwargs["username"], kwargs["password"]) == ("watch", "sentinel-secret")
+    plain = make_client(parse_redis_url(f"redis+sentinel://:{SECRET}@h1/mymaster"))
+    for sentinel in plain.connection_pool.sentinel_manager.sentinels:  # type: ignore[attr-defined]
+        assert sentinel.connection_pool.connection_kwargs["password"] is None
+
+
 def test_cluster_url() -> None:
     t = parse_redis_url("redis+cluster://n1:7000,n2:7001,[::1]:7002?namespace=c")
     assert (t.kind, t.hosts, t.namespace) == (
@@ -145,6 +169,11 @@ def test_open_broker_accepts_every_redis_form() -> None:
         f"redis+sentinel://u:{SECRET}@h1,h2",
         f"redis+sentinel://u:{SECRET}@h1/svc/db/x",
         f"redis+cluster://u:{SECRET}@h1:7000/0",
+        f"redis://h:6379/0?sentinel_password={SECRET}",
+        f"redis+cluster://h:7000?sentinel_username=u&sentinel_password={SECRET}",
+        f"redis+sentinel://h1/m?sentinel_password={SECRET}&bogus=1",
+        f"redis+sentinel://u:{SECRET}@h1/m?sentinel_password=",
+        f"redis+sentinel://h1/m?sentinel_username=&sentinel_password={SECRET}",
         f"redis://u:{SECRET}@h:99999/0",
         f"redis://u:{SECRET}@h/0#frag",
         f"memcached://u:{SECRET}@h",

@@ -291,3 +291,53 @@ async def test_the_acl_rules_behind_sentinel(tmp_path: Path) -> None:
             f"redis+sentinel://conveyor:acl-test-pw@127.0.0.1:{watcher.port}/mymaster/0"
             "?namespace=conveyor-test-sentinel"
         )
+
+
+def _sentinel_with_auth(fleet: Fleet, tmp_path: Path, sentinel_conf: str) -> int:
+    """A primary with a password behind one Sentinel with ``sentinel_conf`` (its own auth)."""
+    primary = fleet.add(server(tmp_path / "primary", "--requirepass", "data-pw"))
+    auth = "sentinel auth-pass mymaster data-pw\n"
+    watcher = sentinel(
+        tmp_path / "sentinel", primary.port, quorum=1, extra_conf=sentinel_conf, master_conf=auth
+    )
+    return fleet.add(watcher).port
+
+
+async def test_sentinels_with_a_password_of_their_own(tmp_path: Path) -> None:
+    need_binaries("redis-sentinel")
+    with Fleet() as fleet:
+        port = _sentinel_with_auth(fleet, tmp_path, "requirepass sentinel-pw\n")
+        base = f"redis+sentinel://:data-pw@127.0.0.1:{port}/mymaster/0?namespace=conveyor-test-sa"
+        await _full_round(f"{base}&sentinel_password=sentinel-pw")
+
+        # Without the Sentinels' password, or with a wrong one: refused, no password shown.
+        for url in (base, f"{base}&sentinel_password=wrong-pw"):
+            message = str(await _refused(url))
+            assert "the Sentinels refused their credentials" in message, message
+            assert "data-pw" not in message and "wrong-pw" not in message
+        # The synchronous client (enqueue_blocking) says the same.
+        broker = RedisBroker.from_url(base)
+        try:
+            with pytest.raises(BrokerUnavailableError, match="refused their credentials"):
+                await asyncio.to_thread(broker.enqueue_blocking, [_message("q")])
+        finally:
+            await broker.close()
+        # A service the Sentinels do not monitor.
+        other = base.replace("/mymaster/", "/othermaster/") + "&sentinel_password=sentinel-pw"
+        assert "no Sentinel named the primary" in str(await _refused(other))
+
+
+async def test_an_acl_user_on_the_sentinels(tmp_path: Path) -> None:
+    need_binaries("redis-sentinel")
+    with Fleet() as fleet:
+        # ACL users in sentinel.conf came with Redis 6.2.
+        probe = fleet.add(server(tmp_path / "probe"))
+        with probe.client() as admin:
+            if server_version(admin) < (6, 2):
+                pytest.skip("Sentinel takes ACL users from Redis 6.2 on")
+        users = "user default off\nuser watcher on >watch-pw +@all\n"
+        port = _sentinel_with_auth(fleet, tmp_path, users)
+        await _full_round(
+            f"redis+sentinel://:data-pw@127.0.0.1:{port}/mymaster/0?namespace=conveyor-test-su"
+            "&sentinel_username=watcher&sentinel_password=watch-pw"
+        )

@@ -27,6 +27,15 @@ from conveyor.errors import ConfigError
         ("redis://u:s3c?ret@localhost/0", "redis://u:***@localhost/0"),
         ("redis://u:s3c#ret@localhost", "redis://u:***@localhost"),
         ("redis://u:s3c@ret@localhost", "redis://u:***@localhost"),
+        # The Sentinels' own password, in the query string.
+        (
+            "redis+sentinel://h1/m/0?sentinel_password=s3cret",
+            "redis+sentinel://h1/m/0?sentinel_password=***",
+        ),
+        (
+            "redis+sentinel://:s3cret@h1/m?namespace=a&sentinel_password=s3cret&sentinel_username=u",
+            "redis+sentinel://:***@h1/m?namespace=a&sentinel_password=***&sentinel_username=u",
+        ),
     ],
 )
 def test_redact_url_hides_the_password(url: str, redacted: str) -> None:

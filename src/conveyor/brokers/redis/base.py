@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import MasterNotFoundError as AsyncMasterNotFoundError
 from redis.commands.core import AsyncScript, Script
 from redis.exceptions import (
     AuthenticationError,
@@ -29,6 +30,7 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.sentinel import MasterNotFoundError
 
 from conveyor.brokers.redis import keys
 from conveyor.brokers.redis.connect import RedisTarget, make_client
@@ -63,6 +65,7 @@ SCRIPT_NAMES = (
 REGISTRY_REFRESH_S = 5.0
 CLOSE_CLEANUP_S = 1.0  # the most close() spends on giving back lost claims and their receipts
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, TryAgainError, OSError)
+_NO_PRIMARY = (MasterNotFoundError, AsyncMasterNotFoundError)  # the sync and asyncio Sentinels'
 _OOM_IN_SCRIPT = "-OOM command not allowed"  # how Redis 6 words a script refused for memory
 Client = aioredis.Redis | RedisCluster
 SyncClient = redis.Redis | redis.RedisCluster
@@ -72,6 +75,18 @@ def script_source(name: str) -> str:
     """The full text loaded for script ``name``: lib.lua followed by ``name``.lua."""
     folder = resources.files("conveyor.brokers.redis") / "scripts"
     return (folder / "lib.lua").read_text() + (folder / f"{name}.lua").read_text()
+
+
+def _no_primary(error: Exception) -> str:
+    """Why no Sentinel named the primary, from redis-py's error (which lists each Sentinel's)."""
+    text = str(error)
+    if any(word in text for word in ("AuthenticationError", "NOAUTH", "WRONGPASS")):
+        return (
+            "the Sentinels refused their credentials (the URL's sentinel_username and "
+            "sentinel_password options; the user and password before the @ are the data "
+            "servers')"
+        )
+    return "no Sentinel named the primary (Sentinels unreachable, or not monitoring the service)"
 
 
 class ScriptBatch:
@@ -154,6 +169,10 @@ class RedisBrokerBase:
         except AuthenticationError as exc:  # a ConnectionError to redis-py; waiting won't help
             raise BrokerError(
                 f"Redis at {self._target.safe_url} refused the credentials: {exc}"
+            ) from exc
+        except _NO_PRIMARY as exc:  # a ConnectionError too, its text full of client reprs
+            raise BrokerUnavailableError(
+                f"Redis at {self._target.safe_url} is unavailable: {_no_primary(exc)}"
             ) from exc
         except _UNAVAILABLE as exc:
             raise BrokerUnavailableError(

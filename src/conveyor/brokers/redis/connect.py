@@ -7,13 +7,14 @@ Forms::
                                          ssl_ca_certs=, ssl_certfile=, ssl_keyfile=
     unix://[[user]:password@]/path/redis.sock[?db=N]
     redis+sentinel://[[user]:password@]h1:26379,h2:26379/service[/db]
+                                         also ?sentinel_username=, sentinel_password=
     redis+cluster://[[user]:password@]h1:7000[,h2:7001]
     rediss+sentinel://..., rediss+cluster://...   TLS (to the Sentinels too), same ssl_ options
 
 Every form takes ``namespace`` (default ``conveyor``) and ``socket_timeout`` (seconds a reply
 may take before the connection counts as lost, default 10; it is also how long a connection
 that went silent, such as a network blackhole, holds a worker up). The user and password are
-the data server's (Sentinels themselves are reached without auth).
+the data servers'; the Sentinels' own, when they require one, are the ``sentinel_`` options.
 Every error names the URL with its password redacted, and quotes no piece of a URL that holds
 a password (an unescaped ``/``, ``?`` or ``#`` in it spills into the host, path or query).
 """
@@ -70,6 +71,7 @@ _SCHEMES: dict[str, Kind] = {
 }
 _TLS_SCHEMES = ("rediss", "rediss+sentinel", "rediss+cluster")
 _TLS_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+_SENTINEL_AUTH = ("sentinel_username", "sentinel_password")
 _CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 _MAX_DB = 2**31 - 1  # Redis numbers its databases with a C int
 
@@ -107,6 +109,8 @@ class RedisTarget:
     password: str | None = field(default=None, repr=False)
     tls: bool = False
     tls_options: tuple[tuple[str, str], ...] = ()
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
     namespace: str = DEFAULT_NAMESPACE
     socket_timeout_s: float = SOCKET_TIMEOUT_S
 
@@ -166,6 +170,8 @@ def _options(url: str, query: str, kind: Kind, scheme: str) -> dict[str, str]:
         allowed.add("db")
     if scheme in _TLS_SCHEMES:
         allowed.update(_TLS_OPTIONS)
+    if kind == "sentinel":
+        allowed.update(_SENTINEL_AUTH)
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError:
@@ -175,6 +181,9 @@ def _options(url: str, query: str, kind: Kind, scheme: str) -> dict[str, str]:
         if key not in allowed:
             raise _fail(url, f"unknown option {quote_url_part(key, url)} for {kind} URLs")
         options[key] = value
+    for name in _SENTINEL_AUTH:
+        if options.get(name) == "":
+            raise _fail(url, f"{name} must not be empty (leave it out for Sentinels without auth)")
     cert_reqs = options.get("ssl_cert_reqs")
     if cert_reqs is not None and cert_reqs not in _CERT_REQS:
         raise _fail(url, "ssl_cert_reqs must be none, optional or required")
@@ -237,6 +246,8 @@ def parse_redis_url(url: str) -> RedisTarget:
         password=password,
         tls=scheme in _TLS_SCHEMES,
         tls_options=tuple((k, v) for k, v in options.items() if k in _TLS_OPTIONS),
+        sentinel_username=options.get("sentinel_username"),
+        sentinel_password=options.get("sentinel_password"),
         namespace=options.get("namespace", DEFAULT_NAMESPACE),
         socket_timeout_s=_socket_timeout(url, options.get("socket_timeout", str(SOCKET_TIMEOUT_S))),
     )
@@ -410,11 +421,14 @@ def _standalone(target: RedisTarget) -> dict[str, Any]:
 
 
 def _sentinel_options(target: RedisTarget) -> dict[str, Any]:
-    """Options of the connections to the Sentinels themselves: short timeouts, no auth, TLS."""
+    """Options of the connections to the Sentinels themselves: short timeouts, their own auth,
+    TLS."""
     return {
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
         "socket_timeout": 2.0,
         "protocol": RESP_VERSION,
+        "username": target.sentinel_username,
+        "password": target.sentinel_password,
         **_tls(target),
     }
 
