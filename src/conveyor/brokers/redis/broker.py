@@ -129,7 +129,7 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
         # HELLO is unknown before Redis 6.0; CONFIG may be disabled (managed Redis) or not
         # allowed to conveyor's ACL user: report what could not be read, and carry on.
         hello = await self._unless_refused(
-            lambda: self._client.execute_command("HELLO", RESP_VERSION)
+            lambda: self._client.execute_command("HELLO", str(RESP_VERSION))
         )
         version = server_config.server_version(hello)
         config: dict[str, str] = {}
