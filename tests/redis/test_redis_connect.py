@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from typing import Any
 
 import pytest
 import redis
@@ -98,6 +99,27 @@ def test_sentinel_url_with_the_sentinels_own_auth() -> None:
     plain = make_client(parse_redis_url(f"redis+sentinel://:{SECRET}@h1/mymaster"))
     for sentinel in plain.connection_pool.sentinel_manager.sentinels:  # type: ignore[attr-defined]
         assert sentinel.connection_pool.connection_kwargs["password"] is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://h/0", "rediss://h/0", "unix:///r.sock", "redis+sentinel://h1/m", "redis+cluster://h"],
+)
+def test_every_connection_speaks_resp2(url: str) -> None:
+    # Whatever redis-py's default (RESP3 from 8.0): describe() sends HELLO 2, which on Redis 6.0
+    # and 6.1 (no bare HELLO) reads the version and would switch a RESP3 connection's protocol.
+    target = parse_redis_url(url)
+    clients: list[Any] = [make_client(target), make_client(target, blocking=True)]
+    if target.kind != "cluster":  # the sync Cluster client connects at once
+        clients.append(make_sync_client(target))
+    for client in clients:
+        if isinstance(client, RedisCluster):
+            assert client.nodes_manager.connection_kwargs["protocol"] == 2
+            continue
+        assert client.connection_pool.connection_kwargs["protocol"] == 2
+        if target.kind == "sentinel":
+            for sentinel in client.connection_pool.sentinel_manager.sentinels:
+                assert sentinel.connection_pool.connection_kwargs["protocol"] == 2
 
 
 def test_cluster_url() -> None:
