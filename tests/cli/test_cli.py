@@ -27,7 +27,9 @@ def url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'cli.db'}"
 
 
-@pytest.mark.parametrize("command", [[], ["worker"], ["enqueue"], ["demo"], ["redis-acl"]])
+@pytest.mark.parametrize(
+    "command", [[], ["worker"], ["enqueue"], ["demo"], ["redis-acl"], ["check"]]
+)
 def test_every_command_has_examples_in_its_help(runner: CliRunner, command: list[str]) -> None:
     result = runner.invoke(cli, [*command, "--help"])
     assert result.exit_code == 0

@@ -4,8 +4,9 @@ Examples::
 
     conveyor worker myproject.tasks:app --concurrency 20
     conveyor enqueue email:welcome '{"user_id": 42}' --in 5m
-  conveyor queue ls                              # counts by state per queue
-  conveyor task run default --all archived       # re-run the dead set
+    conveyor queue ls                              # counts by state per queue
+    conveyor task run default --all archived       # re-run the dead set
+    conveyor check -b redis://localhost:6379/0     # the broker, its version and warnings
     conveyor demo
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import click
 
+from conveyor.cli.check import check
 from conveyor.cli.demo import demo
 from conveyor.cli.enqueue import enqueue
 from conveyor.cli.inspect_commands import queue, task
@@ -42,6 +44,7 @@ cli.add_command(demo)
 cli.add_command(queue)
 cli.add_command(task)
 cli.add_command(redis_acl)
+cli.add_command(check)
 
 
 def main() -> None:
