@@ -17,9 +17,11 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import MasterNotFoundError as AsyncMasterNotFoundError
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError
 from redis_servers import Fleet, server
 
 from conveyor.brokers.redis import RedisBroker
@@ -213,6 +215,11 @@ def test_only_failures_to_connect_count_as_nothing_sent() -> None:
     # redis-py's wording for a failed connect, and for a reply that never came.
     assert sent_nothing(RedisConnectionError("Error 111 connecting to 127.0.0.1:6379. refused."))
     assert not sent_nothing(RedisConnectionError("Connection closed by server."))
+    # No Sentinel named the primary: only the Sentinels were asked, unless they refused auth.
+    for no_primary in (MasterNotFoundError, AsyncMasterNotFoundError):
+        assert sent_nothing(no_primary("No master found for 'm'"))
+        refused = "No master found for 'm' : <Redis...> - AuthenticationError('invalid')"
+        assert not sent_nothing(no_primary(refused))
 
 
 async def test_close_deletes_the_receipts_and_does_not_wait_for_a_redis_that_is_gone(

@@ -165,6 +165,29 @@ def _knows_replica(sentinel_port: int, fleet: Fleet) -> bool:
     return any(f["flags"] == "slave" and f.get("master-link-status") == "ok" for f in fields)
 
 
+async def test_a_new_client_rides_out_a_sentinel_restart(tmp_path: Path) -> None:
+    # Finding the primary asks the Sentinels only, so the broker's connect retry (about 4.5 s)
+    # covers it: an enqueue from a client that has not connected yet waits for the Sentinel.
+    need_binaries("redis-sentinel")
+    with Fleet() as fleet:
+        primary = fleet.add(server(tmp_path / "primary"))
+        watcher = fleet.add(sentinel(tmp_path / "sentinel", primary.port, quorum=1))
+        url = f"redis+sentinel://127.0.0.1:{watcher.port}/mymaster/0?namespace=conveyor-test-sr"
+        watcher.stop()
+        broker = RedisBroker.from_url(url)
+        try:
+            enqueue = asyncio.create_task(broker.enqueue([TaskMessage(id="a", type="t")]))
+            await asyncio.sleep(0.3)  # let it find no Sentinel at least once
+            assert not enqueue.done()
+            await asyncio.to_thread(watcher.start)
+            [info] = await asyncio.wait_for(enqueue, 10)
+            assert info.id == "a"
+        finally:
+            await broker.close()
+            with primary.client() as admin:
+                admin.delete(*admin.keys("conveyor-test-sr:*"))
+
+
 async def test_sentinel_failover_keeps_the_broker_working(tmp_path: Path) -> None:
     with Fleet() as fleet:
         need_binaries("redis-sentinel")

@@ -310,21 +310,40 @@ async def test_sentinels_with_a_password_of_their_own(tmp_path: Path) -> None:
         base = f"redis+sentinel://:data-pw@127.0.0.1:{port}/mymaster/0?namespace=conveyor-test-sa"
         await _full_round(f"{base}&sentinel_password=sentinel-pw")
 
-        # Without the Sentinels' password, or with a wrong one: refused, no password shown.
+        # Without the Sentinels' password, or with a wrong one: a configuration error, as for
+        # the data servers' password (BrokerError: a worker stops at start), no password shown.
         for url in (base, f"{base}&sentinel_password=wrong-pw"):
-            message = str(await _refused(url))
+            message = str(await _misconfigured(url))
             assert "the Sentinels refused their credentials" in message, message
             assert "data-pw" not in message and "wrong-pw" not in message
         # The synchronous client (enqueue_blocking) says the same.
         broker = RedisBroker.from_url(base)
         try:
-            with pytest.raises(BrokerUnavailableError, match="refused their credentials"):
+            with pytest.raises(BrokerError, match="refused their credentials") as sync_error:
                 await asyncio.to_thread(broker.enqueue_blocking, [_message("q")])
+            assert not isinstance(sync_error.value, BrokerUnavailableError)
         finally:
             await broker.close()
+        # One refuses, another is down: that may pass, so unavailable (retried), with both said.
+        down = free_port()
+        mixed = base.replace(f"127.0.0.1:{port}/", f"127.0.0.1:{port},127.0.0.1:{down}/")
+        message = str(await _refused(mixed))
+        assert "no Sentinel named the primary" in message and "1 of 2 refused" in message
         # A service the Sentinels do not monitor.
         other = base.replace("/mymaster/", "/othermaster/") + "&sentinel_password=sentinel-pw"
         assert "no Sentinel named the primary" in str(await _refused(other))
+
+
+async def _misconfigured(url: str) -> BrokerError:
+    """The BrokerError (not a BrokerUnavailableError) an enqueue to ``url`` raises."""
+    broker = RedisBroker.from_url(url)
+    try:
+        with pytest.raises(BrokerError) as info:
+            await broker.enqueue([_message("q")])
+    finally:
+        await broker.close()
+    assert not isinstance(info.value, BrokerUnavailableError), info.value
+    return info.value
 
 
 async def test_an_acl_user_on_the_sentinels(tmp_path: Path) -> None:

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.sentinel import MasterNotFoundError as AsyncMasterNotFoundError
 from redis.commands.core import AsyncScript, Script
 from redis.exceptions import (
     AuthenticationError,
@@ -30,10 +29,9 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.sentinel import MasterNotFoundError
 
 from conveyor.brokers.redis import keys
-from conveyor.brokers.redis.connect import RedisTarget, make_client
+from conveyor.brokers.redis.connect import NO_PRIMARY, RedisTarget, make_client
 from conveyor.brokers.redis.direct import AsyncLines, SyncLines
 from conveyor.brokers.redis.replies import as_bytes, claim_script_args
 from conveyor.errors import BrokerError, BrokerUnavailableError, ConveyorError
@@ -65,7 +63,6 @@ SCRIPT_NAMES = (
 REGISTRY_REFRESH_S = 5.0
 CLOSE_CLEANUP_S = 1.0  # the most close() spends on giving back lost claims and their receipts
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, TryAgainError, OSError)
-_NO_PRIMARY = (MasterNotFoundError, AsyncMasterNotFoundError)  # the sync and asyncio Sentinels'
 _OOM_IN_SCRIPT = "-OOM command not allowed"  # how Redis 6 words a script refused for memory
 Client = aioredis.Redis | RedisCluster
 SyncClient = redis.Redis | redis.RedisCluster
@@ -77,16 +74,24 @@ def script_source(name: str) -> str:
     return (folder / "lib.lua").read_text() + (folder / f"{name}.lua").read_text()
 
 
-def _no_primary(error: Exception) -> str:
-    """Why no Sentinel named the primary, from redis-py's error (which lists each Sentinel's)."""
-    text = str(error)
-    if any(word in text for word in ("AuthenticationError", "NOAUTH", "WRONGPASS")):
-        return (
+def _no_primary(error: Exception, sentinels: int) -> tuple[type[BrokerError], str]:
+    """Why no Sentinel named the primary, from redis-py's error (one entry per failed Sentinel).
+
+    Every Sentinel refusing its credentials is a configuration error, like a data server
+    refusing its own (``BrokerError``: waiting won't help); anything else may pass
+    (``BrokerUnavailableError``).
+    """
+    refused = str(error).count("AuthenticationError")  # how redis-py lists NOAUTH and WRONGPASS
+    if refused >= sentinels:
+        return BrokerError, (
             "the Sentinels refused their credentials (the URL's sentinel_username and "
             "sentinel_password options; the user and password before the @ are the data "
             "servers')"
         )
-    return "no Sentinel named the primary (Sentinels unreachable, or not monitoring the service)"
+    why = f"; {refused} of {sentinels} refused their credentials" if refused else ""
+    return BrokerUnavailableError, (
+        f"no Sentinel named the primary (unreachable, or not monitoring the service{why})"
+    )
 
 
 class ScriptBatch:
@@ -170,10 +175,9 @@ class RedisBrokerBase:
             raise BrokerError(
                 f"Redis at {self._target.safe_url} refused the credentials: {exc}"
             ) from exc
-        except _NO_PRIMARY as exc:  # a ConnectionError too, its text full of client reprs
-            raise BrokerUnavailableError(
-                f"Redis at {self._target.safe_url} is unavailable: {_no_primary(exc)}"
-            ) from exc
+        except NO_PRIMARY as exc:  # a ConnectionError too, its text full of client reprs
+            kind, why = _no_primary(exc, len(self._target.hosts))
+            raise kind(f"Redis at {self._target.safe_url}: {why}") from exc
         except _UNAVAILABLE as exc:
             raise BrokerUnavailableError(
                 f"Redis at {self._target.safe_url} is unavailable: {type(exc).__name__}: {exc}"

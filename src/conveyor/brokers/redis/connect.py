@@ -35,6 +35,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import MasterNotFoundError as AsyncMasterNotFoundError
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.cluster import ClusterNode as SyncClusterNode
@@ -42,6 +43,7 @@ from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry as SyncRetry
+from redis.sentinel import MasterNotFoundError
 from redis.sentinel import Sentinel as SyncSentinel
 
 from conveyor.config import quote_url_part, redact_url
@@ -59,6 +61,7 @@ __all__ = [
 ]
 
 DEFAULT_NAMESPACE = "conveyor"
+NO_PRIMARY = (MasterNotFoundError, AsyncMasterNotFoundError)  # the sync and asyncio Sentinels'
 Kind = Literal["standalone", "sentinel", "cluster"]
 _SCHEMES: dict[str, Kind] = {
     "redis": "standalone",
@@ -280,8 +283,12 @@ def sent_nothing(error: BaseException) -> bool:
     """Whether redis-py failed while connecting, before any command went out (safe to resend).
 
     redis-py words every failure to connect "Error ... connecting to ..." or "Timeout connecting
-    to server". Should that wording change, nothing is retried: never a command twice.
+    to server". Should that wording change, nothing is retried: never a command twice. A
+    primary no Sentinel named was asked of the Sentinels only (a restart or failover under
+    way), unless they refused the credentials, which waiting won't change.
     """
+    if isinstance(error, NO_PRIMARY):
+        return "AuthenticationError" not in str(error)
     return "connecting to" in str(error) and not isinstance(error, AuthenticationError)
 
 
@@ -420,12 +427,19 @@ def _standalone(target: RedisTarget) -> dict[str, Any]:
     }
 
 
-def _sentinel_options(target: RedisTarget) -> dict[str, Any]:
-    """Options of the connections to the Sentinels themselves: short timeouts, their own auth,
-    TLS."""
+def _sentinel_options(target: RedisTarget, *, sync: bool) -> dict[str, Any]:
+    """Options of the connections to the Sentinels themselves: short timeouts, no retries,
+    their own auth, TLS.
+
+    No retries: redis-py asks each Sentinel in turn for the primary, and its default retries
+    (with backoff, up to ten) would spend seconds on one that is down or refuses the password
+    before asking the next. The broker's own retry (:class:`ConnectRetry`) repeats the whole
+    discovery instead.
+    """
     return {
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
         "socket_timeout": 2.0,
+        "retry": SyncRetry(NoBackoff(), 0) if sync else Retry(NoBackoff(), 0),
         "protocol": RESP_VERSION,
         "username": target.sentinel_username,
         "password": target.sentinel_password,
@@ -453,7 +467,10 @@ def make_client(target: RedisTarget, *, blocking: bool = False) -> aioredis.Redi
         assert target.service is not None
         # redis-py's Sentinel constructor is untyped; the arguments are plain values.
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            list(target.hosts), sentinel_kwargs=_sentinel_options(target), db=target.db, **common
+            list(target.hosts),
+            sentinel_kwargs=_sentinel_options(target, sync=False),
+            db=target.db,
+            **common,
         )
         client: aioredis.Redis = sentinel.master_for(target.service)
         return client
@@ -479,7 +496,10 @@ def make_sync_client(target: RedisTarget) -> redis.Redis | redis.RedisCluster:
     if target.kind == "sentinel":
         assert target.service is not None
         sentinel = SyncSentinel(  # type: ignore[no-untyped-call]
-            list(target.hosts), sentinel_kwargs=_sentinel_options(target), db=target.db, **common
+            list(target.hosts),
+            sentinel_kwargs=_sentinel_options(target, sync=True),
+            db=target.db,
+            **common,
         )
         client: redis.Redis = sentinel.master_for(target.service)  # type: ignore[no-untyped-call]
         return client
