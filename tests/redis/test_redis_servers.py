@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -174,15 +175,23 @@ async def test_a_new_client_rides_out_a_sentinel_restart(tmp_path: Path) -> None
         watcher = fleet.add(sentinel(tmp_path / "sentinel", primary.port, quorum=1))
         url = f"redis+sentinel://127.0.0.1:{watcher.port}/mymaster/0?namespace=conveyor-test-sr"
         watcher.stop()
+        # While the Sentinel is down, a listener on its port hangs up on each connection: a
+        # second one shows the first try failed and the client tried again.
+        stand_in = socket.create_server(("127.0.0.1", watcher.port))
+        stand_in.settimeout(10)
         broker = RedisBroker.from_url(url)
         try:
             enqueue = asyncio.create_task(broker.enqueue([TaskMessage(id="a", type="t")]))
-            await asyncio.sleep(0.3)  # let it find no Sentinel at least once
+            for _ in range(2):
+                connection, _address = await asyncio.to_thread(stand_in.accept)
+                connection.close()
+            stand_in.close()
             assert not enqueue.done()
             await asyncio.to_thread(watcher.start)
             [info] = await asyncio.wait_for(enqueue, 10)
             assert info.id == "a"
         finally:
+            stand_in.close()
             await broker.close()
             with primary.client() as admin:
                 admin.delete(*admin.keys("conveyor-test-sr:*"))
