@@ -21,6 +21,7 @@ import redis
 from redis.exceptions import NoPermissionError
 from redis_servers import (
     Fleet,
+    RedisProcess,
     free_port,
     need_binaries,
     sentinel,
@@ -195,14 +196,16 @@ async def test_tls_cluster(tls_cluster: int, certs: Certs, verify: str) -> None:
     await _full_round(f"rediss+cluster://127.0.0.1:{tls_cluster}?namespace=c{len(query)}&{query}")
 
 
-async def _refused(url: str) -> BrokerUnavailableError:
+async def _refused(url: str, kind: type[BrokerError] = BrokerUnavailableError) -> BrokerError:
+    """The error of exactly ``kind`` an enqueue to ``url`` raises (tried once, no backoff)."""
     broker = RedisBroker.from_url(url)
     broker._client.get_retry().update_retries(0)  # type: ignore[union-attr]  # final; no backoff
     try:
-        with pytest.raises(BrokerUnavailableError) as info:
+        with pytest.raises(kind) as info:
             await broker.enqueue([_message("q")])
     finally:
         await broker.close()
+    assert type(info.value) is kind, info.value
     return info.value
 
 
@@ -293,9 +296,14 @@ async def test_the_acl_rules_behind_sentinel(tmp_path: Path) -> None:
         )
 
 
-def _sentinel_with_auth(fleet: Fleet, tmp_path: Path, sentinel_conf: str) -> int:
-    """A primary with a password behind one Sentinel with ``sentinel_conf`` (its own auth)."""
-    primary = fleet.add(server(tmp_path / "primary", "--requirepass", "data-pw"))
+def _primary_with_a_password(fleet: Fleet, tmp_path: Path) -> RedisProcess:
+    return fleet.add(server(tmp_path / "primary", "--requirepass", "data-pw"))
+
+
+def _sentinel_with_auth(
+    fleet: Fleet, tmp_path: Path, primary: RedisProcess, sentinel_conf: str
+) -> int:
+    """The port of a Sentinel with ``sentinel_conf`` (its own auth) watching ``primary``."""
     auth = "sentinel auth-pass mymaster data-pw\n"
     watcher = sentinel(
         tmp_path / "sentinel", primary.port, quorum=1, extra_conf=sentinel_conf, master_conf=auth
@@ -306,14 +314,15 @@ def _sentinel_with_auth(fleet: Fleet, tmp_path: Path, sentinel_conf: str) -> int
 async def test_sentinels_with_a_password_of_their_own(tmp_path: Path) -> None:
     need_binaries("redis-sentinel")
     with Fleet() as fleet:
-        port = _sentinel_with_auth(fleet, tmp_path, "requirepass sentinel-pw\n")
+        primary = _primary_with_a_password(fleet, tmp_path)
+        port = _sentinel_with_auth(fleet, tmp_path, primary, "requirepass sentinel-pw\n")
         base = f"redis+sentinel://:data-pw@127.0.0.1:{port}/mymaster/0?namespace=conveyor-test-sa"
         await _full_round(f"{base}&sentinel_password=sentinel-pw")
 
         # Without the Sentinels' password, or with a wrong one: a configuration error, as for
         # the data servers' password (BrokerError: a worker stops at start), no password shown.
         for url in (base, f"{base}&sentinel_password=wrong-pw"):
-            message = str(await _misconfigured(url))
+            message = str(await _refused(url, BrokerError))
             assert "the Sentinels refused their credentials" in message, message
             assert "data-pw" not in message and "wrong-pw" not in message
         # The synchronous client (enqueue_blocking) says the same.
@@ -334,28 +343,15 @@ async def test_sentinels_with_a_password_of_their_own(tmp_path: Path) -> None:
         assert "no Sentinel named the primary" in str(await _refused(other))
 
 
-async def _misconfigured(url: str) -> BrokerError:
-    """The BrokerError (not a BrokerUnavailableError) an enqueue to ``url`` raises."""
-    broker = RedisBroker.from_url(url)
-    try:
-        with pytest.raises(BrokerError) as info:
-            await broker.enqueue([_message("q")])
-    finally:
-        await broker.close()
-    assert not isinstance(info.value, BrokerUnavailableError), info.value
-    return info.value
-
-
 async def test_an_acl_user_on_the_sentinels(tmp_path: Path) -> None:
     need_binaries("redis-sentinel")
     with Fleet() as fleet:
-        # ACL users in sentinel.conf came with Redis 6.2.
-        probe = fleet.add(server(tmp_path / "probe"))
-        with probe.client() as admin:
+        primary = _primary_with_a_password(fleet, tmp_path)
+        with primary.client(password="data-pw") as admin:
             if server_version(admin) < (6, 2):
                 pytest.skip("Sentinel takes ACL users from Redis 6.2 on")
         users = "user default off\nuser watcher on >watch-pw +@all\n"
-        port = _sentinel_with_auth(fleet, tmp_path, users)
+        port = _sentinel_with_auth(fleet, tmp_path, primary, users)
         await _full_round(
             f"redis+sentinel://:data-pw@127.0.0.1:{port}/mymaster/0?namespace=conveyor-test-su"
             "&sentinel_username=watcher&sentinel_password=watch-pw"
