@@ -13,9 +13,15 @@ import pytest
 # The Redis server harness (private redis-server processes) lives with the Redis tests.
 sys.path.insert(0, str(Path(__file__).parent.parent / "redis"))
 
-from processes import Worker
+from processes import Worker, stop_leftovers
 
 from support import delete_namespace
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_outlives_its_test() -> Iterator[None]:
+    yield
+    stop_leftovers()
 
 
 @pytest.fixture

@@ -13,6 +13,12 @@ from support import wait_until
 HERE = Path(__file__).parent
 
 
+def stop_leftovers() -> None:
+    """Kill every worker process still running: a test that failed halfway may leave some."""
+    while _started:
+        _started.pop().stop()
+
+
 class Worker:
     """One worker subprocess whose stderr is collected line by line on a thread."""
 
@@ -31,6 +37,7 @@ class Worker:
             stderr=subprocess.PIPE,
             text=True,
         )
+        _started.append(self)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -84,3 +91,6 @@ def events(trace_dir: Path) -> list[tuple[str, str, int, int]]:
             if len(parts) == 4:
                 found.append((parts[0], parts[1], int(parts[2]), int(parts[3])))
     return found
+
+
+_started: list[Worker] = []  # every Worker made, until stop_leftovers (after each test)
