@@ -31,7 +31,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.brokers.redis import keys
-from conveyor.brokers.redis.connect import NO_PRIMARY, RedisTarget, make_client
+from conveyor.brokers.redis.connect import (
+    NO_PRIMARY,
+    RedisTarget,
+    make_client,
+    sentinel_refusals,
+)
 from conveyor.brokers.redis.direct import AsyncLines, SyncLines
 from conveyor.brokers.redis.replies import as_bytes, claim_script_args
 from conveyor.errors import BrokerError, BrokerUnavailableError, ConveyorError
@@ -81,7 +86,7 @@ def _no_primary(error: Exception, sentinels: int) -> tuple[type[BrokerError], st
     refusing its own (``BrokerError``: waiting won't help); anything else may pass
     (``BrokerUnavailableError``).
     """
-    refused = str(error).count("AuthenticationError")  # how redis-py lists NOAUTH and WRONGPASS
+    refused = sentinel_refusals(error)
     if refused >= sentinels:
         return BrokerError, (
             "the Sentinels refused their credentials (the URL's sentinel_username and "

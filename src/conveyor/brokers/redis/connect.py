@@ -288,8 +288,15 @@ def sent_nothing(error: BaseException) -> bool:
     way), unless they refused the credentials, which waiting won't change.
     """
     if isinstance(error, NO_PRIMARY):
-        return "AuthenticationError" not in str(error)
+        return sentinel_refusals(error) == 0
     return "connecting to" in str(error) and not isinstance(error, AuthenticationError)
+
+
+def sentinel_refusals(error: BaseException) -> int:
+    """How many Sentinels refused their credentials, by redis-py's error when none named the
+    primary: it lists each Sentinel's failure, NOAUTH and WRONGPASS as ``AuthenticationError``.
+    """
+    return str(error).count("AuthenticationError")
 
 
 def _backoff() -> ExponentialWithJitterBackoff:
