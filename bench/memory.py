@@ -42,9 +42,10 @@ def store(url: str, tasks: int, payload: dict[str, Any], **options: Any) -> None
     with Client(url) as client:
         for start in range(0, tasks, BATCH):
             count = min(BATCH, tasks - start)
-            batch = [Task("bench.memory", payload) for _ in range(count)]
             if "unique" in options:  # unique tasks must differ to be stored side by side
                 batch = [Task("bench.memory", {**payload, "n": start + i}) for i in range(count)]
+            else:
+                batch = [Task("bench.memory", payload) for _ in range(count)]
             client.enqueue_many(batch, **options)
 
 
