@@ -472,8 +472,9 @@ def make_client(target: RedisTarget, *, blocking: bool = False) -> aioredis.Redi
         )
     if target.kind == "sentinel":
         assert target.service is not None
-        # redis-py's Sentinel constructor is untyped; the arguments are plain values.
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        # redis-py before 8.2 leaves Sentinel, ClusterNode and master_for untyped and 8.2 types
+        # them: each ignore also admits being unused, so every admitted release passes mypy.
+        sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
             list(target.hosts),
             sentinel_kwargs=_sentinel_options(target, sync=False),
             db=target.db,
@@ -495,19 +496,19 @@ def make_sync_client(target: RedisTarget) -> redis.Redis | redis.RedisCluster:
         common["retry"] = SyncRetry(NoBackoff(), 0)  # as make_client, for the same reason
         return redis.RedisCluster(
             startup_nodes=[
-                SyncClusterNode(host, port)  # type: ignore[no-untyped-call]
+                SyncClusterNode(host, port)  # type: ignore[no-untyped-call, unused-ignore]
                 for host, port in target.hosts
             ],
             **common,
         )
     if target.kind == "sentinel":
         assert target.service is not None
-        sentinel = SyncSentinel(  # type: ignore[no-untyped-call]
+        sentinel = SyncSentinel(  # type: ignore[no-untyped-call, unused-ignore]
             list(target.hosts),
             sentinel_kwargs=_sentinel_options(target, sync=True),
             db=target.db,
             **common,
         )
-        client: redis.Redis = sentinel.master_for(target.service)  # type: ignore[no-untyped-call]
+        client: redis.Redis = sentinel.master_for(target.service)  # type: ignore[no-untyped-call, unused-ignore]
         return client
     return redis.Redis(**_standalone(target), **common)
