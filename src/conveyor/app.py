@@ -311,6 +311,18 @@ class TaskFunction(Generic[P, R]):
         return run_sync
 
 
+def default_task_name(fn: Callable[..., object]) -> str:
+    """The task type ``@app.task`` gives ``fn`` without ``name=``: ``module.qualname``.
+
+    The ``<locals>`` parts of a nested function's qualified name are dropped, so a task defined
+    inside an app factory (``make_app.<locals>.send``) gets the valid, stable name
+    ``module.make_app.send``, the same in every process that calls the factory.
+    """
+    qualname = getattr(fn, "__qualname__", "") or getattr(fn, "__name__", "")
+    parts = [part for part in qualname.split(".") if part != "<locals>"]
+    return ".".join([fn.__module__, *parts])
+
+
 class App:
     """A task registry bound to a broker: producer and worker share one definition.
 
@@ -376,13 +388,13 @@ class App:
 
         Args:
             fn: the function (sync or async).
-            name: the task type; default ``module.qualname`` of the function.
+            name: the task type; default ``module.qualname`` of the function, without the
+                ``<locals>`` parts of a nested function (:func:`default_task_name`).
             **options: default options for this task (queue, max_retry, timeout, unique,
                 retention).
 
         Raises:
-            ConfigError: an invalid or duplicate name (a local function's default name is
-                invalid: pass ``name=``), or a bad option.
+            ConfigError: an invalid or duplicate name, or a bad option.
             TypeError: an unknown option.
         """
         parse_options(options, defaults_only=True)
@@ -397,16 +409,17 @@ class App:
     ) -> TaskFunction[P, R]:
         if not callable(fn):
             raise TypeError(f"@app.task needs a function, not {type(fn).__name__}")
-        task_name = name or f"{fn.__module__}.{getattr(fn, '__qualname__', '')}"
+        task_name = name or default_task_name(fn)
         try:
             validate_name(task_name, what="task name")
         except InvalidNameError:
-            hint = "" if name else "; pass name=... to @app.task (local functions need one)"
+            hint = "" if name else "; pass name=... to @app.task"
             raise InvalidNameError(
                 f"invalid task name {task_name!r}: must be {NAME_RULE}{hint}"
             ) from None
         if task_name in self._tasks:
-            raise ConfigError(f"a task named {task_name!r} is already registered")
+            hint = "" if name else " (the default name of another function): pass name=..."
+            raise ConfigError(f"a task named {task_name!r} is already registered{hint}")
         task_fn = TaskFunction(self, fn, task_name, options)
         self._tasks[task_name] = task_fn  # type: ignore[assignment]
         for client in (self._client, self._async_client):

@@ -168,18 +168,28 @@ def test_version(runner: CliRunner) -> None:
 @pytest.mark.process
 def test_demo_runs_to_completion_in_a_real_process(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "CONVEYOR_BROKER_URL"}
+    # Both streams into one pipe, as `conveyor demo > out.txt 2>&1` does: no terminal.
     result = subprocess.run(
         [sys.executable, "-m", "conveyor", "demo", "--tasks", "60"],
         cwd=tmp_path,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
         timeout=30,
         check=False,
     )
-    assert result.returncode == 0, result.stderr
-    assert "demo finished: 59 tasks done, 1 retried, 1 archived" in result.stdout
-    assert "Traceback" not in result.stderr
+    assert result.returncode == 0, result.stdout
+    lines = result.stdout.splitlines()
+    # The summary starts a line of its own, after the progress display's last line.
+    summary = [line for line in lines if "demo finished" in line]
+    assert len(summary) == 1
+    assert summary[0].startswith("demo finished: 59 tasks done, 1 retried, 1 archived")
+    assert result.stdout.endswith("\n")
+    assert "Next steps:" in lines
+    assert any("conveyor worker tasks:app" in line for line in lines)
+    assert any("conveyor queue ls" in line for line in lines)
+    assert "Traceback" not in result.stdout
     assert list(tmp_path.iterdir()) == []  # its database lived in a temp dir, now removed
 
 

@@ -62,18 +62,51 @@ def test_a_wrong_call_fails_at_enqueue() -> None:
         add.options(queu="x")  # type: ignore[call-arg]
 
 
+def make_factory_app() -> App:
+    """An app factory, as users write them: the tasks are local functions."""
+    factory_app = App("memory://")
+
+    @factory_app.task
+    def send(to: str) -> str:
+        return to
+
+    @factory_app.task(queue="images")
+    async def resize(width: int) -> int:
+        return width
+
+    return factory_app
+
+
+def test_local_functions_get_a_stable_default_name() -> None:
+    first, second = make_factory_app(), make_factory_app()
+    # The <locals> part is dropped: valid, and the same in every process that calls the factory.
+    names = ["test_app.make_factory_app.send", "test_app.make_factory_app.resize"]
+    assert list(first.tasks) == names
+    assert list(second.tasks) == names
+    task = first.tasks["test_app.make_factory_app.send"].task("a@b.c")
+    assert task.type == "test_app.make_factory_app.send"
+
+
 def test_task_names_are_validated() -> None:
     local = App("memory://")
 
     def inner() -> None: ...
 
-    with pytest.raises(InvalidNameError, match="name="):
-        local.task(inner)
+    def other() -> None: ...
+
+    local.task(inner)
+    assert "test_app.test_task_names_are_validated.inner" in local.tasks
+    # Two functions whose default names collide: the second is refused, naming the way out.
+    other.__qualname__ = inner.__qualname__
+    with pytest.raises(ConfigError, match=r"already registered .*pass name="):
+        local.task(other)
     local.task(name="inner")(inner)
     with pytest.raises(ConfigError, match="already registered"):
         local.task(name="inner")(inner)
     with pytest.raises(InvalidNameError):
         local.task(name="bad name")(inner)
+    with pytest.raises(InvalidNameError, match="pass name="):
+        local.task(lambda: None)
 
 
 def test_enqueue_uses_decorator_and_call_options() -> None:

@@ -168,23 +168,44 @@ async def _watch(
         TimeElapsedColumn(), console=console,
     )  # fmt: skip
     bar = progress.add_task("tasks", total=total)
-    with Live(console=console, refresh_per_second=10, transient=False) as live:
-        while True:
-            stats = await inspector.queue_info(queue)
-            progress.update(bar, completed=counters.done + stats.archived)
-            live.update(_render(progress, stats, counters, started))
-            waiting = stats.pending + stats.scheduled + stats.active + stats.retry
-            if counters.done >= total - 1 and stats.archived >= 1 and waiting == 0:
-                return
-            if serving.done():
-                serving.result()  # the worker died: surface its error
-                raise DemoTimeoutError("the demo worker stopped unexpectedly")
-            if time.monotonic() - started > DEADLINE_S:
-                raise DemoTimeoutError(
-                    f"demo did not finish within {DEADLINE_S:.0f}s "
-                    f"({counters.done}/{total - 1} done, {waiting} waiting)"
-                )
-            await asyncio.sleep(0.1)
+    try:
+        with Live(console=console, refresh_per_second=10, transient=False) as live:
+            while True:
+                stats = await inspector.queue_info(queue)
+                progress.update(bar, completed=counters.done + stats.archived)
+                live.update(_render(progress, stats, counters, started))
+                waiting = stats.pending + stats.scheduled + stats.active + stats.retry
+                if counters.done >= total - 1 and stats.archived >= 1 and waiting == 0:
+                    return
+                if serving.done():
+                    serving.result()  # the worker died: surface its error
+                    raise DemoTimeoutError("the demo worker stopped unexpectedly")
+                if time.monotonic() - started > DEADLINE_S:
+                    raise DemoTimeoutError(
+                        f"demo did not finish within {DEADLINE_S:.0f}s "
+                        f"({counters.done}/{total - 1} done, {waiting} waiting)"
+                    )
+                await asyncio.sleep(0.1)
+    finally:
+        if not console.is_terminal:
+            # Rich leaves a non-terminal's last frame without a line end: the summary would
+            # continue the progress line in a file that holds both streams.
+            console.line()
+
+
+def next_steps(broker: str | None) -> str:
+    """What a newcomer runs after the demo: their own tasks, a worker, the inspection commands."""
+    url = f" -b {broker}" if broker else ""
+    return "\n".join(
+        [
+            "",
+            "Next steps:",
+            "  1. Write your tasks: README, Quick start (App(...), @app.task)",
+            "  2. Run a worker on your tasks:  conveyor worker tasks:app",
+            f"  3. Inspect the queues:          conveyor queue ls{url}",
+            f"     and the failed tasks:        conveyor task ls default --state archived{url}",
+        ]
+    )
 
 
 @click.command(
@@ -232,3 +253,4 @@ def demo(total: int, concurrency: int, broker: str | None, log_level: str) -> No
         except (ConveyorError, ValueError, OSError) as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(summary)
+    click.echo(next_steps(broker))
