@@ -11,12 +11,12 @@ per line (``--incr-only``: the first one alone, so two processes can run it at o
 - ``roundtrip-sequential``: ``N`` INCRs one after another on a plain (sync) redis-py client.
   A sequential producer that waits for each acknowledgement cannot enqueue faster than one
   round trip per task.
-- ``brpop-loop``: the issue's reference queue (issue 5 measured it at about 9,000/s): a plain
-  sync redis-py loop that takes one item with ``BRPOP`` and does the no-op's ``INCR``, over a
-  list of ``N`` items. No lease, no retry, nothing recorded: the same work with no queue
-  machinery. The issue's aims were set on a machine where this loop ran at 9,000/s, so the
-  ratio of this figure to 9,000 says how fast this machine is at this moment.
-- ``rpop-batched``: the issue's other reference (about 48,000/s there): ``RPOP`` 100 items at a
+- ``brpop-loop``: the reference queue (about 9,000/s on the machine the Redis targets were set
+  on): a plain sync redis-py loop that takes one item with ``BRPOP`` and does the no-op's
+  ``INCR``, over a list of ``N`` items. No lease, no retry, nothing recorded: the same work with
+  no queue machinery. The ratio of this figure to 9,000 says how fast this machine is at this
+  moment, compared with that one.
+- ``rpop-batched``: the other reference loop (about 48,000/s there): ``RPOP`` 100 items at a
   time, with their ``INCR`` commands sent in one pipeline.
 
 The key is deleted afterwards.

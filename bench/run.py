@@ -1,6 +1,6 @@
 """conveyor benchmarks: enqueue, drain, idle latency and worker RSS, on SQLite and Redis.
 
-Prints one table, with the issue's targets, plus a peer (saq) drain on Redis for comparison.
+Prints one table, with the project's targets, plus a peer (saq) drain on Redis for comparison.
 
 Run from the repository root::
 
@@ -539,12 +539,12 @@ def bench_redis(args: argparse.Namespace, tmp: Path) -> list[Row]:
             rows.append(Row("ceiling (no queue)", "redis-benchmark PING, 1 connection (C client)",
                             limits["ping-c-client"], "tasks/s"))  # fmt: skip
         rows += [
-            Row("issue's reference", f"BRPOP + INCR loop, sync (issue: {BRPOP_LOOP_ISSUE:,})",
+            Row("reference loop", f"BRPOP + INCR loop, sync (reference: {BRPOP_LOOP_REF:,})",
                 limits["brpop-loop"], "tasks/s"),
-            Row("issue's reference", "RPOP 100 at a time, INCRs pipelined (issue: ~48,000)",
+            Row("reference loop", "RPOP 100 at a time, INCRs pipelined (reference: ~48,000)",
                 limits["rpop-batched"], "tasks/s"),
         ]  # fmt: skip
-        rows += scaled_rows(rows, limits["brpop-loop"] / BRPOP_LOOP_ISSUE)
+        rows += scaled_rows(rows, limits["brpop-loop"] / BRPOP_LOOP_REF)
         rows += [
             # The machine's speed drifts: these shares compare a drain with its own run's ceiling.
             Row("where the time goes", "drain, 1 process, as a share of its INCR ceiling",
@@ -575,23 +575,23 @@ def bench_redis(args: argparse.Namespace, tmp: Path) -> list[Row]:
     return rows
 
 
-BRPOP_LOOP_ISSUE = 9_000
-"""What issue 5 measured for a plain BRPOP + INCR loop on the machine its aims were set on."""
+BRPOP_LOOP_REF = 9_000
+"""What a plain BRPOP + INCR loop ran at on the machine the Redis targets were set on."""
 
 
 def scaled_rows(rows: list[Row], factor: float) -> list[Row]:
-    """The Redis aims scaled by this machine's speed at this moment (``factor``).
+    """The Redis targets scaled by this machine's speed at this moment (``factor``).
 
-    ``factor`` is this run's plain BRPOP + INCR loop over the issue's 9,000/s: rates must reach
-    aim x factor, times aim / factor. RSS is not scaled.
+    ``factor`` is this run's plain BRPOP + INCR loop over the reference 9,000/s: rates must
+    reach target x factor, times target / factor. RSS is not scaled.
     """
-    out = [Row("aims scaled to this run", "machine speed: BRPOP loop / issue's 9,000", factor, "x")]
+    out = [Row("targets scaled to this run", "machine speed: BRPOP loop / 9,000", factor, "x")]
     for row in rows:
         if row.system != "conveyor redis" or row.target is None or row.unit == "MB":
             continue
         target = row.target * factor if row.higher_is_better else row.target / factor
         out.append(
-            Row("aims scaled to this run", row.metric, row.value, row.unit, target,
+            Row("targets scaled to this run", row.metric, row.value, row.unit, target,
                 row.higher_is_better)
         )  # fmt: skip
     return out

@@ -1,4 +1,4 @@
-"""Soak run (reliability.md scenario 13, acceptance row G9): load, kills, and leak figures.
+"""Soak run: load, kills, and leak figures, with every task counted.
 
 Run from the repository root::
 
@@ -48,9 +48,9 @@ otherwise. Redis keys live under a unique namespace and are deleted at the end (
 FLUSHDB); every subprocess is killed on exit. ``--keep-logs DIR`` keeps the worker logs (and
 the SQLite database files).
 
-The full run (G9) is meant for a quiet machine: on a 2-CPU box the workers drain about 4,000-7,000
-tasks/s, so 60 minutes at 70 % is 10-15 million tasks; the event logs in the temp dir take about
-20 bytes per task and the driver's ledger 4 bytes per task. The calibration is short and
+The full 60-minute run is meant for a quiet machine: on a 2-CPU box the workers drain about
+4,000-7,000 tasks/s, so 60 minutes at 70 % is 10-15 million tasks; the event logs in the temp dir
+take about 20 bytes per task and the driver's ledger 4 bytes per task. The calibration is short and
 noisy: pass ``--rate`` lower if the backlog keeps growing between reports (the load must stay
 under capacity for the drain at the end to mean anything).
 """
@@ -574,7 +574,7 @@ def summary(
     rows.append((f"{what}: idle baseline -> after drain",
                  f"{run['size0']:.1f} -> {probe.size_mb():.1f} MB", ""))  # fmt: skip
     enough = verdict(ledger.enqueued >= 200_000) if args.minutes >= 60 else "n/a (short run)"
-    rows.append(("tasks >= 200k (G9, for 60 min)", f"{ledger.enqueued:,}", enough))
+    rows.append(("tasks >= 200k (for 60 min)", f"{ledger.enqueued:,}", enough))
     recovered, findings = read_logs(workers.tmp)
     rows.append(("tasks recovered by lease (logs)", f"{recovered}: duplicates must be fewer",
                  verdict(len(dup_pids) <= recovered)))  # fmt: skip

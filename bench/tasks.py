@@ -3,7 +3,7 @@
 Configured by environment variables the driver (``bench/run.py``) sets for each worker:
 
 - ``BENCH_COUNTER_URL`` / ``BENCH_COUNTER_KEY``: when set, the no-op does one Redis ``INCR``
-  on that key through a plain redis-py client (the issue's Redis no-op); otherwise it does
+  on that key through a plain redis-py client (the reference Redis no-op); otherwise it does
   nothing (the SQLite no-op).
 - ``BENCH_LATENCY_FILE``: where ``stamp`` appends start-minus-enqueue, in seconds.
 """

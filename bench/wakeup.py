@@ -6,7 +6,7 @@ Sends ``PING`` over a plain socket and waits for each reply (``N`` round trips, 
 three passes), first on a quiet machine, then with one and with two busy-loop processes running
 beside it. On a virtual machine whose idle CPUs are slow to wake, the round trip is several
 times shorter while a busy process keeps the CPUs from idling: that difference is wake-up
-latency, which every sequential caller (one producer awaiting each enqueue, or the issue's
+latency, which every sequential caller (one producer awaiting each enqueue, or the
 ``BRPOP`` reference loop) pays on each reply. No conveyor code runs here.
 """
 
