@@ -1,4 +1,4 @@
-"""Workers whose own clock jumps run nothing early, recover no healthy lease, lose nothing (G5).
+"""Workers whose own clock jumps run nothing early, recover no healthy lease, lose nothing.
 
 Two real worker processes run under libfaketime, their offset read from a file on every clock
 call (``FAKETIME_TIMESTAMP_FILE`` + ``FAKETIME_NO_CACHE=1``). The test keeps the real clock and
