@@ -266,3 +266,24 @@ def test_definitions_are_checked_up_front() -> None:
         app.pipeline("p.one", step)
     wrapped = reentrant(step)
     assert wrapped({"a": 1}) == {"a": 1} and wrapped.fn is step
+
+
+async def test_progress_of_another_definition_is_not_resumed(broker: Broker, app: App) -> None:
+    def first(data: dict[str, Any]) -> dict[str, Any]:
+        raise AssertionError("must not run")
+
+    pipeline = app.pipeline("p.changed", first, max_retry=5)
+    info = await pipeline.aio.enqueue({})
+    [lease] = await broker.claim([info.queue], limit=1, lease_s=30)
+    assert isinstance(broker, ProgressStore)
+    other = Progress(next=1, data={})
+    other.set_entry(0, StepLog(step="renamed", state=StepState.SUCCEEDED, attempts=1))
+    await broker.save_progress(lease, other.encode())
+    await broker.retry(lease, error="lease expired (worker lost)", delay_s=0)
+
+    async with serving(Server(broker, **fast()), app.mux):
+        archived = await wait_state(broker, info, TaskState.ARCHIVED)
+    assert archived.last_error is not None
+    assert "pipeline p.changed changed since this task's progress was stored" in (
+        archived.last_error
+    )

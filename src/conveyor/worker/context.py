@@ -48,6 +48,9 @@ class TaskContext:
         retry_count: failed attempts before this one (``TaskInfo.retried``).
         max_retry: how many retries the task allows in all.
         deadline: when the task must be done by (aware UTC), or ``None``.
+        lease: the attempt's lease (``None`` outside a worker); pipelines fence their
+            progress writes with it.
+        broker: the worker's broker (``None`` outside a worker).
     """
 
     task_id: str
