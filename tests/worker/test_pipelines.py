@@ -266,6 +266,7 @@ def test_definitions_are_checked_up_front() -> None:
         app.pipeline("p.one", step)
     wrapped = reentrant(step)
     assert wrapped({"a": 1}) == {"a": 1} and wrapped.fn is step
+    assert reentrant(wrapped, max_times=7) == reentrant(step, max_times=7)
 
 
 async def test_progress_of_another_definition_is_not_resumed(broker: Broker, app: App) -> None:

@@ -121,7 +121,8 @@ def reentrant(
         raise ConfigError(f"max_times must be an integer >= 1, got {max_times!r}")
     if not sleep_s >= 0:
         raise ConfigError(f"sleep must be >= 0, got {sleep!r}")
-    return ReentrantStep(fn, max_times, sleep_s)
+    inner = fn.fn if isinstance(fn, ReentrantStep) else fn  # re-wrapping replaces the settings
+    return ReentrantStep(inner, max_times, sleep_s)
 
 
 @dataclass(frozen=True, slots=True)
