@@ -66,8 +66,10 @@ from conveyor.middleware import (
 )
 from conveyor.mux import ServeMux
 from conveyor.options import DEFAULT_TIMEOUT, DefaultOptions, EnqueueOptions
+from conveyor.progress import StepLog, StepState
 from conveyor.worker.context import TaskContext, current_context
 from conveyor.worker.server import Server
+from conveyor.workflows.pipeline import Pipeline, ReentrantStep, reentrant
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -101,10 +103,12 @@ __all__ = [
     "Payload",
     "PayloadError",
     "PayloadTooLargeError",
+    "Pipeline",
     "QueueFullError",
     "QueueInUseError",
     "QueueNotEmptyError",
     "QueueStats",
+    "ReentrantStep",
     "ResultTimeoutError",
     "Retry",
     "RetryDelay",
@@ -112,6 +116,8 @@ __all__ = [
     "Server",
     "ServerOptions",
     "SkipRetry",
+    "StepLog",
+    "StepState",
     "SyncHandler",
     "Task",
     "TaskCall",
@@ -128,4 +134,5 @@ __all__ = [
     "current_context",
     "default_retry_delay",
     "open_broker",
+    "reentrant",
 ]

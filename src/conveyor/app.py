@@ -24,7 +24,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Generic, ParamSpec, TypedDict, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Generic, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
 from conveyor.backoff import RetryDelay
 from conveyor.brokers.protocol import Broker
@@ -44,6 +44,9 @@ from conveyor.mux import ServeMux
 from conveyor.options import DefaultOptions, Duration, EnqueueOptions, parse_options
 from conveyor.worker.context import TaskContext
 from conveyor.worker.server import Server
+
+if TYPE_CHECKING:
+    from conveyor.workflows.pipeline import Pipeline, ReentrantStep, StepFunction
 
 __all__ = ["App", "AsyncTaskCall", "ServerOptions", "TaskCall", "TaskFunction"]
 
@@ -356,6 +359,7 @@ class App:
         self.max_payload_bytes = max_payload_bytes
         self.defaults = defaults
         self._tasks: dict[str, TaskFunction[..., object]] = {}
+        self._pipelines: dict[str, Pipeline] = {}
         self._mux: ServeMux | None = None
         self._client: Client | None = None
         self._async_client: AsyncClient | None = None
@@ -417,7 +421,7 @@ class App:
             raise InvalidNameError(
                 f"invalid task name {task_name!r}: must be {NAME_RULE}{hint}"
             ) from None
-        if task_name in self._tasks:
+        if task_name in self._tasks or task_name in self._pipelines:
             hint = "" if name else " (the default name of another function): pass name=..."
             raise ConfigError(f"a task named {task_name!r} is already registered{hint}")
         task_fn = TaskFunction(self, fn, task_name, options)
@@ -429,6 +433,47 @@ class App:
             self._mux.handle(task_name, task_fn.handler())
         return task_fn
 
+    def pipeline(
+        self,
+        name: str,
+        *steps: StepFunction | ReentrantStep,
+        **options: Unpack[DefaultOptions],
+    ) -> Pipeline:
+        """Register a pipeline: one task running ``steps`` in order, resuming after a crash.
+
+        Each step takes a dict and returns a dict (sync or async); see
+        :mod:`conveyor.workflows.pipeline` and docs/pipelines.md.
+
+        Example::
+
+            checkout = app.pipeline("orders.checkout", reserve, reentrant(quote), charge)
+            checkout.enqueue({"order_id": 42})
+
+        Args:
+            name: the task type.
+            *steps: the steps; wrap one in :func:`conveyor.reentrant` if it may run again.
+            **options: default options (queue, max_retry, timeout, unique, retention).
+
+        Raises:
+            ConfigError: an invalid or duplicate name, no steps, or a bad option.
+            TypeError: a step that is not a function, or an unknown option.
+        """
+        # Imported here: the pipeline module builds on this one (TaskCall, App).
+        from conveyor.workflows.pipeline import Pipeline
+
+        parse_options(options, defaults_only=True)
+        validate_name(name, what="pipeline name")
+        if name in self._tasks or name in self._pipelines:
+            raise ConfigError(f"a task named {name!r} is already registered")
+        pipeline = Pipeline(self, name, steps, options)
+        self._pipelines[name] = pipeline
+        for client in (self._client, self._async_client):
+            if client is not None:
+                client.set_default_options(name, **options)
+        if self._mux is not None:
+            self._mux.handle(name, pipeline.handler())
+        return pipeline
+
     @property
     def mux(self) -> ServeMux:
         """A :class:`~conveyor.mux.ServeMux` routing every registered task to its function.
@@ -439,12 +484,16 @@ class App:
             mux = ServeMux()
             for task_name, task_fn in self._tasks.items():
                 mux.handle(task_name, task_fn.handler())
+            for name, pipeline in self._pipelines.items():
+                mux.handle(name, pipeline.handler())
             self._mux = mux
         return self._mux
 
     def _configure(self, client: Client | AsyncClient) -> None:
         for task_name, task_fn in self._tasks.items():
             client.set_default_options(task_name, **task_fn.defaults)
+        for name, pipeline in self._pipelines.items():
+            client.set_default_options(name, **pipeline.defaults)
 
     @property
     def client(self) -> Client:

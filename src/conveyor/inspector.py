@@ -13,13 +13,20 @@ Example::
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
+
 from conveyor.broker_handle import BrokerHandle, SyncFacade
+from conveyor.brokers.progress import ProgressStore
 from conveyor.brokers.protocol import Broker, BrokerInfo
 from conveyor.config import DEFAULT_BROKER_URL, broker_url_from_env
-from conveyor.errors import ConfigError
+from conveyor.errors import ConfigError, PayloadError
 from conveyor.message import QueueStats, TaskInfo, TaskState, validate_name
+from conveyor.progress import result_log, resume_interrupted
 
 __all__ = ["AsyncInspector", "Inspector"]
+
+logger = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 1000
 """The largest page ``list_tasks`` returns: bounds memory however large a queue grows."""
@@ -93,15 +100,31 @@ class AsyncInspector(BrokerHandle):
         )
 
     async def get_task(self, queue: str, task_id: str) -> TaskInfo:
-        """One task. Raises :class:`~conveyor.errors.TaskNotFoundError` if it does not exist."""
-        return await self._broker.get_task(_queue(queue), task_id)
+        """One task. Raises :class:`~conveyor.errors.TaskNotFoundError` if it does not exist.
+
+        A pipeline task comes with its ``result_log`` (the steps it reached).
+        """
+        info = await self._broker.get_task(_queue(queue), task_id)
+        if isinstance(self._broker, ProgressStore):
+            raw = await self._broker.load_progress(info.queue, task_id)
+            try:
+                info = replace(info, result_log=result_log(raw))
+            except PayloadError as exc:  # shown without its log; the worker archives it
+                logger.warning("task %s: %s", task_id, exc, extra={"task_id": task_id})
+        return info
 
     async def delete_task(self, queue: str, task_id: str) -> None:
         """Delete a task that is not active. Raises ``TaskNotFoundError`` otherwise."""
         await self._broker.delete_task(_queue(queue), task_id)
 
     async def run_task(self, queue: str, task_id: str) -> None:
-        """Make a scheduled, retry or archived task pending now. Raises ``TaskNotFoundError``."""
+        """Make a scheduled, retry or archived task pending now. Raises ``TaskNotFoundError``.
+
+        An archived pipeline task interrupted in a non-reentrant step resumes at that step: the
+        step runs again, as the person running it decided (docs/pipelines.md).
+        """
+        if isinstance(self._broker, ProgressStore):
+            await resume_interrupted(self._broker, _queue(queue), task_id)
         await self._broker.run_task(_queue(queue), task_id)
 
     async def archive_task(self, queue: str, task_id: str) -> None:

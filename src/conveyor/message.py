@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NewType, TypeAlias
 
 from conveyor.errors import InvalidNameError, PayloadError, PayloadTooLargeError
+from conveyor.progress import StepLog
 
 JSONValue: TypeAlias = Any
 """A value ``json.dumps`` accepts: dict, list, str, int, float, bool or None (the only ``Any``)."""
@@ -264,6 +265,8 @@ class TaskInfo:
     raw_result: bytes | None = None
     retention: timedelta = field(default=timedelta(0))
     unique_key: str | None = None
+    result_log: tuple[StepLog, ...] = ()
+    """A pipeline task's steps reached, in order (``Inspector.get_task`` fills it; else empty)."""
 
     @classmethod
     def from_message(
@@ -329,7 +332,7 @@ def _new_task_info(
     retention: timedelta, unique_key: str | None,
 ) -> TaskInfo:  # fmt: skip
     obj: TaskInfo = _NEW(TaskInfo)
-    (s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16, s17) = _TI
+    (s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16, s17, s18) = _TI
     s0(obj, id)
     s1(obj, queue)
     s2(obj, type)
@@ -348,6 +351,7 @@ def _new_task_info(
     s15(obj, raw_result)
     s16(obj, retention)
     s17(obj, unique_key)
+    s18(obj, ())
     return obj
 
 

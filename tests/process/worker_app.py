@@ -3,7 +3,8 @@
 Handlers leave traces as files in ``$CONVEYOR_TEST_DIR`` so the test (another process) can see
 what ran, where, and when: ``started-<name>-<pid>``, ``finished-<name>-<pid>`` and, for
 ``record``, one line per task id in ``done-<pid>.txt``; ``clocked`` logs JSON lines to
-``clocked-<pid>.jsonl``.
+``clocked-<pid>.jsonl``; the steps of ``proc.pipeline`` append ``<step> <task id> <token>`` to
+``steps.txt`` as they start, and return the token.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import json
 import os
 import signal
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
-from conveyor import App, current_context
+from conveyor import App, current_context, reentrant
 
 app = App("memory://unused-the-tests-pass-broker")
 
@@ -114,3 +116,52 @@ async def clocked(seconds: float) -> int:
     with path.open("a") as out:
         out.write(json.dumps({**line, "kind": "end", "redis": ended, "wall": time.time()}) + "\n")
     return os.getpid()
+
+
+def _step_started(step: str) -> str:
+    """Log the start of a step with a fresh token, which the step returns in its dict: the
+    token stored in the result shows which start's output the pipeline kept."""
+    token = uuid.uuid4().hex
+    path = Path(os.environ["CONVEYOR_TEST_DIR"]) / "steps.txt"
+    with path.open("a") as out:  # O_APPEND, one small write: the file's order is the run order
+        out.write(f"{step} {current_context().task_id} {token}\n")
+    return token
+
+
+def reserve(data: dict[str, Any]) -> dict[str, Any]:
+    """Non-reentrant, sync."""
+    token = _step_started("reserve")
+    time.sleep(0.03)
+    return {**data, "reserve": token}
+
+
+async def fetch(data: dict[str, Any]) -> dict[str, Any]:
+    """Reentrant, async."""
+    token = _step_started("fetch")
+    await asyncio.sleep(0.25)
+    return {**data, "fetch": token}
+
+
+def transform(data: dict[str, Any]) -> dict[str, Any]:
+    """Reentrant, sync."""
+    token = _step_started("transform")
+    time.sleep(0.25)
+    return {**data, "transform": token}
+
+
+async def commit(data: dict[str, Any]) -> dict[str, Any]:
+    """Non-reentrant, async."""
+    token = _step_started("commit")
+    await asyncio.sleep(0.03)
+    return {**data, "commit": token}
+
+
+pipeline = app.pipeline(
+    "proc.pipeline",
+    reserve,
+    reentrant(fetch),
+    reentrant(transform),
+    commit,
+)
+PIPELINE_STEPS = ("reserve", "fetch", "transform", "commit")
+NON_REENTRANT = ("reserve", "commit")

@@ -33,6 +33,8 @@ PINNED_SHA256 = {
     "purge.lua": "4b4d324e3c812abe",
     "recover.lua": "1bbbb1b8021365b6",
     "release.lua": "06f5f10a0a13d09c",
+    "resume_progress.lua": "bece3979b9795733",
+    "save_progress.lua": "ae0f4a06e418d471",
     "stats.lua": "23895ba7fa854e94",
     "unclaim.lua": "8bc115d40f0abefd",
 }

@@ -40,10 +40,12 @@ PUBLIC_API = [
     "Payload",
     "PayloadError",
     "PayloadTooLargeError",
+    "Pipeline",
     "QueueFullError",
     "QueueInUseError",
     "QueueNotEmptyError",
     "QueueStats",
+    "ReentrantStep",
     "ResultTimeoutError",
     "Retry",
     "RetryDelay",
@@ -51,6 +53,8 @@ PUBLIC_API = [
     "Server",
     "ServerOptions",
     "SkipRetry",
+    "StepLog",
+    "StepState",
     "SyncHandler",
     "Task",
     "TaskCall",
@@ -67,6 +71,7 @@ PUBLIC_API = [
     "current_context",
     "default_retry_delay",
     "open_broker",
+    "reentrant",
 ]
 
 

@@ -161,6 +161,11 @@ def task_show(queue_name: str, task_id: str, broker: str | None) -> None:
     click.echo(f"{'retried:':<17}{info.retried}")
     if info.last_error:
         click.echo(f"{'last_error:':<17}{info.last_error}")
+    for n, entry in enumerate(info.result_log, 1):
+        # A pipeline's steps reached: "step 2: charge  succeeded  attempts=1"
+        error = f"  error={entry.error}" if entry.error else ""
+        line = f"{entry.step}  {entry.state}  attempts={entry.attempts}{error}"
+        click.echo(f"{f'step {n}:':<17}{line}")
 
 
 def _one_or_all(

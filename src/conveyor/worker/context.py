@@ -10,7 +10,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from conveyor.message import JSONValue, Task
+    from conveyor.brokers.protocol import Broker
+    from conveyor.message import JSONValue, Lease, Task
 
 __all__ = ["TaskContext", "current_context"]
 
@@ -47,6 +48,9 @@ class TaskContext:
         retry_count: failed attempts before this one (``TaskInfo.retried``).
         max_retry: how many retries the task allows in all.
         deadline: when the task must be done by (aware UTC), or ``None``.
+        lease: the attempt's lease (``None`` outside a worker); pipelines fence their
+            progress writes with it.
+        broker: the worker's broker (``None`` outside a worker).
     """
 
     task_id: str
@@ -57,6 +61,10 @@ class TaskContext:
     deadline: datetime | None = None
     # How sync handlers reach the worker's thread pool; None outside a worker (asyncio.to_thread).
     run_sync: SyncRunner | None = field(default=None, repr=False)
+    # The attempt's lease and the worker's broker, None outside a worker: a pipeline stores its
+    # progress through them, fenced by the lease (conveyor.workflows.pipeline).
+    lease: Lease | None = field(default=None, repr=False)
+    broker: Broker | None = field(default=None, repr=False)
     # The event is made on first use: most handlers never look, and a threading.Event costs a
     # Condition and a lock per task, a measurable share of a no-op task's cost.
     _cancel_event: threading.Event | None = field(default=None, init=False, repr=False)

@@ -152,6 +152,8 @@ class Executor:
             max_retry=info.max_retry,
             deadline=info.deadline,
             run_sync=self._run_sync,
+            lease=lease,
+            broker=self._broker,
         )
         attempt = Attempt(lease=lease, ctx=ctx)
         key = self._registry.key(lease)

@@ -91,6 +91,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from conveyor.brokers.memory.progress import MemoryProgress
 from conveyor.brokers.protocol import (
     DAILY_TOTALS_KEPT_DAYS,
     LEASE_EXPIRED_ERROR,
@@ -147,6 +148,7 @@ class _Task:
     last_failed_at: float | None = None
     completed_at: float | None = None
     result: bytes | None = None
+    progress: bytes | None = None  # a pipeline's progress document: lives and dies with the task
 
 
 @dataclass(slots=True)
@@ -207,7 +209,7 @@ def _info(t: _Task) -> TaskInfo:
     )
 
 
-class MemoryBroker:
+class MemoryBroker(MemoryProgress):
     """An in-process broker: fast, nothing persisted, the reference for every other backend.
 
     Example::

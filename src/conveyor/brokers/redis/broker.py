@@ -46,6 +46,7 @@ from conveyor.brokers.redis.connect import (
 )
 from conveyor.brokers.redis.direct import SyncLines
 from conveyor.brokers.redis.inspection import InspectionMixin
+from conveyor.brokers.redis.progress import ProgressMixin
 from conveyor.brokers.redis.records import enqueue_args, message_args
 from conveyor.brokers.redis.replies import (
     all_names,
@@ -74,7 +75,7 @@ class _SyncSide(NamedTuple):
 logger = logging.getLogger(__name__)
 
 
-class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
+class RedisBroker(WaitingMixin, InspectionMixin, ProgressMixin, RedisBrokerBase):
     """Tasks stored in Redis (standalone, Sentinel or Cluster); the production backend.
 
     Example::

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from conveyor.brokers.protocol import recover_spread
 from conveyor.brokers.sqlite import checkpoint
+from conveyor.brokers.sqlite.progress import create_progress_table
 from conveyor.brokers.sqlite.queries import SCHEMA_VERSION, schema_script
 from conveyor.errors import BrokerError, BrokerUnavailableError
 
@@ -146,6 +147,7 @@ def open_connection(
                 f"sqlite broker at {str(path)!r} has schema version {version}; this conveyor "
                 f"knows version {SCHEMA_VERSION} (upgrade conveyor)"
             )
+        create_progress_table(conn)  # tables of later features: idempotent, every open
     except BaseException:
         conn.close()
         raise

@@ -1,0 +1,1 @@
+"""Workflows: work made of several steps (pipelines; chains, groups and chords)."""
