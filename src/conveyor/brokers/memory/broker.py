@@ -101,6 +101,8 @@ from conveyor.brokers.protocol import (
     crash_limit_error,
     recover_spread,
 )
+from conveyor.brokers.memory.schedules import MemorySchedules
+from conveyor.brokers.schedules import ScheduleRecord, ScheduleStore
 from conveyor.config import redact_url, split_broker_url
 from conveyor.errors import (
     BrokerUnavailableError,
@@ -177,6 +179,7 @@ class _State:
     counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (queue, day, what)
     waiters: list[_Waiter] = field(default_factory=list)
     counter: Iterator[int] = field(default_factory=itertools.count)
+    schedules: dict[str, ScheduleRecord] = field(default_factory=dict)  # see schedules.py
 
 
 # The one deliberate process-wide registry: memory:// URLs name shared state (see "Sharing").
@@ -207,7 +210,7 @@ def _info(t: _Task) -> TaskInfo:
     )
 
 
-class MemoryBroker:
+class MemoryBroker(MemorySchedules):
     """An in-process broker: fast, nothing persisted, the reference for every other backend.
 
     Example::
@@ -709,4 +712,8 @@ class MemoryBroker:
 
 
 def _conforms(b: MemoryBroker) -> Broker:
+    return b
+
+
+def _stores_schedules(b: MemoryBroker) -> ScheduleStore:
     return b

@@ -25,6 +25,8 @@ from conveyor.brokers.sqlite.connection import (
     broker_error,
     open_connection,
 )
+from conveyor.brokers.schedules import ScheduleStore
+from conveyor.brokers.sqlite.schedules import SqliteSchedules
 from conveyor.brokers.sqlite.store import Store
 from conveyor.brokers.sqlite.wake import WakeListener, WakeSender, wake_directory
 from conveyor.brokers.sqlite.worker_thread import DatabaseThread
@@ -89,7 +91,7 @@ def _set_done(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-class SqliteBroker:
+class SqliteBroker(SqliteSchedules):
     """A broker in one SQLite file: durable, shared by every process on this machine.
 
     Workers and producers in several processes can use the same file at once: the database is
@@ -494,4 +496,8 @@ class SqliteBroker:
 
 
 def _conforms(b: SqliteBroker) -> Broker:
+    return b
+
+
+def _stores_schedules(b: SqliteBroker) -> ScheduleStore:
     return b

@@ -10,6 +10,7 @@ from pathlib import Path
 from conveyor.brokers.protocol import recover_spread
 from conveyor.brokers.sqlite import checkpoint
 from conveyor.brokers.sqlite.queries import SCHEMA_VERSION, schema_script
+from conveyor.brokers.sqlite.schedules import apply_schema as apply_schedules_schema
 from conveyor.errors import BrokerError, BrokerUnavailableError
 
 
@@ -146,6 +147,8 @@ def open_connection(
                 f"sqlite broker at {str(path)!r} has schema version {version}; this conveyor "
                 f"knows version {SCHEMA_VERSION} (upgrade conveyor)"
             )
+        # Tables of optional concerns: CREATE ... IF NOT EXISTS, whatever the version.
+        apply_schedules_schema(conn)
     except BaseException:
         conn.close()
         raise
