@@ -22,8 +22,13 @@ from conveyor.config import DEFAULT_BROKER_URL, broker_url_from_env
 from conveyor.errors import ConfigError
 from conveyor.message import Payload, QueueStats, TaskInfo, TaskState, validate_name
 from conveyor.options import DefaultOptions
-from conveyor.scheduling.admin import add_schedule, list_schedules, remove_schedule
-from conveyor.scheduling.admin import pause_schedule, unpause_schedule
+from conveyor.scheduling.admin import (
+    add_schedule,
+    list_schedules,
+    pause_schedule,
+    remove_schedule,
+    unpause_schedule,
+)
 from conveyor.scheduling.entry import ScheduleInfo
 from conveyor.scheduling.scheduler import schedule_store
 

@@ -39,6 +39,7 @@ def record(name: str = "nightly", **overrides: object) -> ScheduleRecord:
 def fire_of(r: ScheduleRecord, *, ids: list[str], next_at: float) -> ScheduleFire:
     return ScheduleFire(
         name=r.name,
+        queue=r.queue,
         revision=r.revision,
         expected_next=r.next_fire_at,
         next_fire_at=next_at,

@@ -33,6 +33,10 @@ PINNED_SHA256 = {
     "purge.lua": "4b4d324e3c812abe",
     "recover.lua": "1bbbb1b8021365b6",
     "release.lua": "06f5f10a0a13d09c",
+    "schedule_admin.lua": "198a9a1f2e56bb07",
+    "schedule_due.lua": "2149ea8fa8eeed01",
+    "schedule_fire.lua": "78b1115aa37e0bef",
+    "schedule_put.lua": "4298df7ca8318802",
     "stats.lua": "23895ba7fa854e94",
     "unclaim.lua": "8bc115d40f0abefd",
 }

@@ -92,6 +92,8 @@ class ScheduleFire:
     """
 
     name: str
+    queue: str
+    """The entry's queue (where its record lives on Redis)."""
     revision: str
     expected_next: float
     next_fire_at: float

@@ -73,6 +73,7 @@ def plan_fire(
     times = fire_times(spec, record.next_fire_at, now, policy)
     fire = ScheduleFire(
         name=record.name,
+        queue=record.queue,
         revision=record.revision,
         expected_next=record.next_fire_at,
         next_fire_at=spec.next_after(now),

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from conveyor.backoff import ReconnectBackoff
@@ -154,13 +154,13 @@ class Scheduler:
 
     # -- the loop ------------------------------------------------------------------------------
 
-    async def _retrying(self, step: object) -> bool:
+    async def _retrying(self, step: Callable[[], Awaitable[None]]) -> bool:
         """Run ``step()`` until it succeeds; ``False`` if asked to stop first."""
         assert self._stopping is not None
         backoff = ReconnectBackoff(cap_s=_BACKOFF_CAP_S)
         while not self._stopping.is_set():
             try:
-                await step()  # type: ignore[operator]
+                await step()
             except BrokerUnavailableError as exc:
                 delay = backoff.next_delay()
                 logger.warning("scheduler: broker unavailable (%s); retrying in %.2fs", exc, delay)
@@ -208,9 +208,9 @@ class Scheduler:
             )
             await store.put_schedule(record)
         for stored in await store.list_schedules():
-            if stored.owner == self._owner and stored.name not in names:
-                if await store.remove_schedule(stored.name, revision=stored.revision):
-                    logger.info("schedule %s removed: its app no longer defines it", stored.name)
+            stale = stored.owner == self._owner and stored.name not in names
+            if stale and await store.remove_schedule(stored.name, revision=stored.revision):
+                logger.info("schedule %s removed: its app no longer defines it", stored.name)
 
     async def run_once(self, store: ScheduleStore) -> float:
         """One round: fire every due entry; return how long to sleep before the next."""
@@ -243,7 +243,11 @@ class Scheduler:
             extra = {"schedule": fire.name, "task_id": message.id, "queue": message.queue}
             if message.id in kept:
                 logger.info(
-                    "schedule %s fired for %s: task %s", fire.name, _iso(at), message.id, extra=extra
+                    "schedule %s fired for %s: task %s",
+                    fire.name,
+                    _iso(at),
+                    message.id,
+                    extra=extra,
                 )
             else:
                 logger.info(

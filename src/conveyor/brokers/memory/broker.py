@@ -91,6 +91,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from conveyor.brokers.memory.schedules import MemorySchedules
 from conveyor.brokers.protocol import (
     DAILY_TOTALS_KEPT_DAYS,
     LEASE_EXPIRED_ERROR,
@@ -101,7 +102,6 @@ from conveyor.brokers.protocol import (
     crash_limit_error,
     recover_spread,
 )
-from conveyor.brokers.memory.schedules import MemorySchedules
 from conveyor.brokers.schedules import ScheduleRecord, ScheduleStore
 from conveyor.config import redact_url, split_broker_url
 from conveyor.errors import (

@@ -125,9 +125,7 @@ class MemorySchedules:
             )
             due = [r for r in live if r.next_fire_at <= now][: max(limit, 0)]
             rest = live[len(due) :]
-            return DueSchedules(
-                now=now, due=due, next_at=rest[0].next_fire_at if rest else None
-            )
+            return DueSchedules(now=now, due=due, next_at=rest[0].next_fire_at if rest else None)
 
     async def fire_schedules(self, fires: Sequence[ScheduleFire]) -> list[FireOutcome]:
         """Apply each fire whose entry is unchanged (see the module docstring)."""

@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, unquote
 
 from conveyor.brokers.combiner import Combiner
 from conveyor.brokers.protocol import MAX_CRASH_ATTEMPTS, Broker, BrokerInfo, Capabilities
+from conveyor.brokers.schedules import ScheduleStore
 from conveyor.brokers.sqlite import inspection
 from conveyor.brokers.sqlite.checkpoint import Checkpointer
 from conveyor.brokers.sqlite.connection import (
@@ -25,7 +26,6 @@ from conveyor.brokers.sqlite.connection import (
     broker_error,
     open_connection,
 )
-from conveyor.brokers.schedules import ScheduleStore
 from conveyor.brokers.sqlite.schedules import SqliteSchedules
 from conveyor.brokers.sqlite.store import Store
 from conveyor.brokers.sqlite.wake import WakeListener, WakeSender, wake_directory
