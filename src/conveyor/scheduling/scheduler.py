@@ -130,13 +130,16 @@ class Scheduler:
             loop.call_soon_threadsafe(event.set)
 
     def start(self) -> None:
-        """Run :meth:`serve` on a thread of its own; return once its entries are written (or
-        it gave up)."""
+        """Run :meth:`serve` on a thread of its own (see :meth:`wait_started`)."""
         self._thread = threading.Thread(
             target=self._thread_main, name="conveyor-scheduler", daemon=True
         )
         self._thread.start()
-        self._ready.wait()
+
+    def wait_started(self, timeout_s: float | None = None) -> bool:
+        """Wait until the app's entries are written and the first round starts (or the
+        scheduler stopped); ``False`` on timeout."""
+        return self._ready.wait(timeout_s)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop a :meth:`start`-ed scheduler and wait for its thread."""
