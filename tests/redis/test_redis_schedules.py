@@ -66,7 +66,9 @@ async def test_cluster_schedulers_fire_each_fire_time_once_in_every_slot(tmp_pat
 
             # Three schedulers on three connections, each round at once: the fire script runs
             # in one slot per queue, so Cluster accepts it, and one of each race wins.
-            await asyncio.gather(*(_race([s], b, 3.5) for s, b in zip(schedulers, brokers)))
+            await asyncio.gather(
+                *(_race([s], b, 3.5) for s, b in zip(schedulers, brokers, strict=True))
+            )
 
             assert sorted(await brokers[0].list_queues()) == QUEUES
             total = 0
