@@ -43,6 +43,7 @@ from conveyor.middleware import ErrorHandler, Handler
 from conveyor.mux import ServeMux
 from conveyor.options import DefaultOptions, Duration, EnqueueOptions, parse_options
 from conveyor.scheduling.entry import ScheduleEntry, new_entry
+from conveyor.scheduling.scheduler import Scheduler
 from conveyor.worker.context import TaskContext
 from conveyor.worker.server import Server
 
@@ -530,6 +531,17 @@ class App:
             return task_fn
 
         return register
+
+    def scheduler(self, broker: str | Broker | None = None) -> Scheduler:
+        """A :class:`~conveyor.scheduling.scheduler.Scheduler` for this app's schedules on its
+        broker (or ``broker``): ``scheduler.start()`` on a thread, or ``await
+        scheduler.serve()``. ``conveyor worker`` and ``conveyor scheduler`` run one for you."""
+        return Scheduler(
+            self.broker if broker is None else broker,
+            entries=list(self._schedules.values()),
+            owner=self.schedule_owner,
+            max_payload_bytes=self.max_payload_bytes,
+        )
 
     @property
     def mux(self) -> ServeMux:

@@ -114,3 +114,16 @@ def test_the_scheduler_command_fires_and_stops_on_sigterm(tmp_path: Path, url: s
     assert process.returncode == 0, err
     assert (entry.name, entry.owner) == ("cli.tick", "app")
     assert "schedule cli.tick fired for" in err and "scheduler stopped" in err
+
+
+def test_worker_scheduler_flag_needs_an_app(
+    runner: CliRunner, url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "plain_handler.py").write_text("def handle(ctx, task):\n    return None\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    result = runner.invoke(cli, ["worker", "plain_handler:handle", "--scheduler", "-b", url])
+
+    assert result.exit_code == 2
+    assert "--scheduler needs an App" in result.output

@@ -33,7 +33,9 @@ def _as_json(s: ScheduleInfo) -> dict[str, object]:
         "name": s.name,
         "task_type": s.task_type,
         "queue": s.queue,
-        "payload": s.payload,
+        # A bytes payload has no JSON form: its size stands in for it.
+        "payload": s.payload if not isinstance(s.payload, bytes) else None,
+        "payload_bytes": len(s.payload) if isinstance(s.payload, bytes) else None,
         "cron": s.cron,
         "every_s": None if s.every is None else s.every.total_seconds(),
         "tz": s.tz,

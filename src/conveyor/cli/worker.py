@@ -64,12 +64,7 @@ def resolve(target: object, broker: str | None) -> tuple[Handler, str | Broker]:
 
 def scheduler_for(app: App, broker: str | None) -> Scheduler:
     """A scheduler writing ``app``'s entries, on --broker, else the env var, else the app's."""
-    return Scheduler(
-        broker or os.environ.get(BROKER_URL_ENV) or app.broker,
-        entries=list(app.schedules.values()),
-        owner=app.schedule_owner,
-        max_payload_bytes=app.max_payload_bytes,
-    )
+    return app.scheduler(broker or os.environ.get(BROKER_URL_ENV) or None)
 
 
 @click.command(
@@ -175,6 +170,8 @@ def worker(
     found = load_target(target)
     handler, broker_arg = resolve(found, broker)
     schedules: Scheduler | None = None
+    if run_scheduler and not isinstance(found, App):
+        raise click.BadParameter("--scheduler needs an App", param_hint="TARGET")
     if isinstance(found, App) and (run_scheduler or (run_scheduler is None and found.schedules)):
         # On a thread of its own: a handler blocking the worker's loop cannot delay a fire.
         schedules = scheduler_for(found, broker)
