@@ -9,7 +9,9 @@ Rules (documented in docs/scheduling.md):
 
 * ``cron``: five fields (minute hour day month weekday), or six with the **seconds first**
   (``*/10 * * * * *``), or an alias: ``@yearly`` (``@annually``), ``@monthly``, ``@weekly``,
-  ``@daily`` (``@midnight``), ``@hourly``. Parsed and iterated by croniter.
+  ``@daily`` (``@midnight``), ``@hourly``. Parsed and iterated by croniter (6.1 or newer:
+  6.0 moved a fire time in the skipped hour past the first valid instant; the DST tests in
+  ``tests/unit/test_schedule_spec.py`` pin the behaviour).
 * ``every``: fires on the multiples of the interval since the Unix epoch, so ``every=60`` fires
   at the start of each UTC minute; the time zone plays no part.
 * Daylight saving time, in the entry's zone: a fire time in the hour that is skipped (clocks go
