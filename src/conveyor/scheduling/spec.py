@@ -23,6 +23,7 @@ Rules (documented in docs/scheduling.md):
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -102,7 +103,13 @@ def _check_cron(expr: str) -> tuple[str, bool]:
     the bad part."""
     if not isinstance(expr, str):
         raise ConfigError(f"cron must be a string, not {type(expr).__name__}")
-    text = " ".join(expr.split())
+    return _checked_cron(" ".join(expr.split()), expr)
+
+
+# croniter takes about a millisecond to check an expression: a scheduler sees the same few
+# expressions every round, so each is checked once.
+@functools.lru_cache(maxsize=4096)
+def _checked_cron(text: str, expr: str) -> tuple[str, bool]:
     if text.startswith("@"):
         if text.lower() not in ALIASES:
             known = ", ".join(ALIASES)

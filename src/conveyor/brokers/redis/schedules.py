@@ -13,6 +13,7 @@ its app's next scheduler start writes it again; it is never stored twice).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import Sequence
@@ -190,14 +191,24 @@ class RedisSchedules(RedisBrokerBase):
         now = 0.0
         due: list[ScheduleRecord] = []
         upcoming: list[float] = []
-        for queue in queues:
-            keys_ = [schedule_due(self._ns, queue), schedule_prefix(self._ns, queue)]
-            reply = await self._run("schedule_due", keys_, [max(limit, 0)])
+        # One script per queue (each in its own slot on Cluster), sent at once: a round costs
+        # one round trip however many queues hold entries.
+        replies = await asyncio.gather(
+            *(
+                self._run(
+                    "schedule_due",
+                    [schedule_due(self._ns, q), schedule_prefix(self._ns, q)],
+                    [max(limit, 0)],
+                )
+                for q in queues
+            )
+        )
+        for queue, reply in zip(queues, replies, strict=True):
             now = max(now, int(reply[0]) / _US)
             if reply[1]:
                 upcoming.append(float(reply[1]) / _US)
             for entry in reply[2:]:
-                name = bytes(entry[0]).decode()
+                name = as_bytes(entry[0]).decode()
                 due.append(_decode(name, queue, pairs(entry[1:])))
         if not queues:
             now = await self.schedule_clock()
@@ -207,17 +218,24 @@ class RedisSchedules(RedisBrokerBase):
 
     async def fire_schedules(self, fires: Sequence[ScheduleFire]) -> list[FireOutcome]:
         """Apply each fire whose entry is unchanged: one script per queue and chunk."""
-        outcomes: dict[int, FireOutcome] = {}
         by_queue: dict[str, list[int]] = {}
         for i, fire in enumerate(fires):
             by_queue.setdefault(fire.queue, []).append(i)
-        for queue, indexes in by_queue.items():
-            for first in range(0, len(indexes), _FIRES_PER_CALL):
-                chunk = indexes[first : first + _FIRES_PER_CALL]
-                results = await self._fire_chunk(queue, [fires[i] for i in chunk])
-                outcomes.update(zip(chunk, results, strict=True))
-            if self._cluster and any(outcomes[i].stored for i in indexes):
-                await self._register([queue])
+        chunks = [
+            (queue, indexes[first : first + _FIRES_PER_CALL])
+            for queue, indexes in by_queue.items()
+            for first in range(0, len(indexes), _FIRES_PER_CALL)
+        ]
+        # The queues' scripts are independent steps (one slot each): sent at once.
+        results = await asyncio.gather(
+            *(self._fire_chunk(queue, [fires[i] for i in chunk]) for queue, chunk in chunks)
+        )
+        outcomes: dict[int, FireOutcome] = {}
+        for (_, chunk), result in zip(chunks, results, strict=True):
+            outcomes.update(zip(chunk, result, strict=True))
+        stored = [q for q, indexes in by_queue.items() if any(outcomes[i].stored for i in indexes)]
+        if self._cluster and stored:
+            await self._register(stored)
         return [outcomes[i] for i in range(len(fires))]
 
     async def _fire_chunk(self, queue: str, fires: Sequence[ScheduleFire]) -> list[FireOutcome]:
