@@ -135,6 +135,7 @@ def test_every_ignores_daylight_saving_time() -> None:
         ({"cron": "* * * * * * *"}, "has 7 fields"),
         ({"cron": "@sometimes"}, "unknown cron alias '@sometimes'"),
         ({"cron": "* * * * *", "tz": "Mars/Olympus"}, "unknown time zone 'Mars/Olympus'"),
+        ({"cron": "0 0 31 2 *"}, "never fires"),
         ({"every": 0.5}, "at least 1 second"),
         ({"every": float("nan")}, "finite"),
         ({}, "exactly one of cron= and every="),

@@ -218,3 +218,26 @@ async def test_inspector_added_entries_fire_with_their_options(
 
     [task] = await broker.list_tasks("other", TaskState.PENDING)
     assert (task.type, task.payload, task.max_retry) == ("raw.type", {"x": 1}, 2)
+
+
+async def test_an_unusable_entry_is_reported_once_and_holds_up_no_other(
+    broker: MemoryBroker, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    from dataclasses import replace
+
+    scheduler = await started(make_app(broker), broker)
+    [good] = await broker.list_schedules()
+    # Written past the checks (by hand, or an older version): well formed, but no next date.
+    await broker.put_schedule(replace(good, name="broken", cron="0 0 31 2 *", every_us=None))
+    caplog.set_level(logging.ERROR, logger="conveyor.scheduling")
+
+    for step in (60.5, 120.5):
+        clock.now = START + step
+        await scheduler.run_once(broker)
+
+    assert await task_ids(broker) == [
+        f"job.tick:{stamp(START + 60)}",
+        f"job.tick:{stamp(START + 120)}",
+    ]
+    errors = [r.getMessage() for r in caplog.records]
+    assert len(errors) == 1 and errors[0].startswith("schedule broken cannot fire:")

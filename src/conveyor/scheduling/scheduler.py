@@ -227,13 +227,13 @@ class Scheduler:
         plans: list[tuple[ScheduleFire, list[float]]] = []
         for record in due.due:
             try:
-                spec = self._spec(record)
-            except ConfigError as exc:
+                plans.append(plan_fire(record, self._spec(record), due.now))
+            except Exception as exc:
+                # One unusable entry (a damaged record, a cron with no next date) must not
+                # hold up the others: it is reported once per revision and left as it is.
                 if record.revision not in self._bad:
                     self._bad.add(record.revision)
                     logger.error("schedule %s cannot fire: %s", record.name, exc)
-                continue
-            plans.append(plan_fire(record, spec, due.now))
         if plans:
             outcomes = await store.fire_schedules([fire for fire, _ in plans])
             for (fire, times), outcome in zip(plans, outcomes, strict=True):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import enum
 import functools
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -164,7 +165,9 @@ class FireSpec:
             return cls(cron=None, every_us=_every_us(every), tz=tz, _zone=zone)
         assert cron is not None
         _check_cron(cron)
-        return cls(cron=" ".join(cron.split()), every_us=None, tz=tz, _zone=zone)
+        spec = cls(cron=" ".join(cron.split()), every_us=None, tz=tz, _zone=zone)
+        spec.next_after(time.time())  # "0 0 31 2 *" is well formed but never fires
+        return spec
 
     @property
     def every(self) -> timedelta | None:
@@ -181,14 +184,24 @@ class FireSpec:
         return self._iter
 
     def next_after(self, ts: float) -> float:
-        """The first fire time strictly after ``ts``."""
+        """The first fire time strictly after ``ts``.
+
+        Raises:
+            ConfigError: a cron expression with no fire time after ``ts`` (croniter looks
+                50 years ahead).
+        """
         if self.every_us is not None:
             us = _to_us(ts)
             return (us // self.every_us + 1) * self.every_us / _US
         it = self._croniter()
         start = datetime.fromtimestamp(ts, self._zone)
         while True:
-            found = it.get_next(datetime, start_time=start)
+            try:
+                found = it.get_next(datetime, start_time=start)
+            except CroniterError:
+                raise ConfigError(
+                    f"cron expression {self.cron!r} never fires after {start.isoformat()}"
+                ) from None
             if not self._repeated(found):
                 return _round(found.timestamp())
             start = found
