@@ -3,17 +3,21 @@ racing schedulers, pauses, and the code-defined entries written and removed at s
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
 from conveyor import App
 from conveyor.brokers.memory import MemoryBroker
+from conveyor.errors import BrokerUnavailableError
 from conveyor.inspector import AsyncInspector
 from conveyor.message import TaskState
 from conveyor.scheduling.plan import LATE_GRACE_S
 from conveyor.scheduling.scheduler import Scheduler
+from support import eventually
 
 START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC).timestamp()
 
@@ -223,8 +227,6 @@ async def test_inspector_added_entries_fire_with_their_options(
 async def test_an_unusable_entry_is_reported_once_and_holds_up_no_other(
     broker: MemoryBroker, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from dataclasses import replace
-
     scheduler = await started(make_app(broker), broker)
     [good] = await broker.list_schedules()
     # Written past the checks (by hand, or an older version): well formed, but no next date.
@@ -241,3 +243,32 @@ async def test_an_unusable_entry_is_reported_once_and_holds_up_no_other(
     ]
     errors = [r.getMessage() for r in caplog.records]
     assert len(errors) == 1 and errors[0].startswith("schedule broken cannot fire:")
+
+
+async def test_the_loop_rides_out_a_broker_outage(caplog: pytest.LogCaptureFixture) -> None:
+    class Flaky(MemoryBroker):
+        """A real broker whose due_schedules fails while ``down`` (a dropped connection)."""
+
+        down = 3
+
+        async def due_schedules(self, *, limit: int):  # type: ignore[no-untyped-def]
+            if self.down:
+                self.down -= 1
+                raise BrokerUnavailableError("connection reset (injected)")
+            return await super().due_schedules(limit=limit)
+
+    broker = Flaky()
+    await AsyncInspector(broker).add_schedule("tick", "job.tick", every=1)
+    scheduler = Scheduler(broker)
+    caplog.set_level(logging.WARNING, logger="conveyor.scheduling")
+
+    serving = asyncio.create_task(scheduler.serve())
+    try:
+        await eventually(lambda: asyncio.sleep(0, scheduler.fired >= 2), within=10)
+    finally:
+        scheduler.request_stop()
+        await serving
+
+    assert broker.down == 0
+    outages = [r for r in caplog.records if "broker unavailable" in r.getMessage()]
+    assert len(outages) == 3
