@@ -38,6 +38,7 @@ from conveyor.errors import (
     QueueNotEmptyError,
     ResultTimeoutError,
     Retry,
+    ScheduleNotFoundError,
     SkipRetry,
     TaskError,
     TaskIdConflictError,
@@ -67,6 +68,9 @@ from conveyor.middleware import (
 from conveyor.mux import ServeMux
 from conveyor.options import DEFAULT_TIMEOUT, DefaultOptions, EnqueueOptions
 from conveyor.progress import StepLog, StepState
+from conveyor.scheduling.entry import ScheduleEntry, ScheduleInfo
+from conveyor.scheduling.scheduler import Scheduler
+from conveyor.scheduling.spec import MissedPolicy
 from conveyor.worker.context import TaskContext, current_context
 from conveyor.worker.server import Server
 from conveyor.workflows.pipeline import Pipeline, ReentrantStep, reentrant
@@ -100,6 +104,7 @@ __all__ = [
     "JSONValue",
     "LeaseLostError",
     "Middleware",
+    "MissedPolicy",
     "Payload",
     "PayloadError",
     "PayloadTooLargeError",
@@ -112,6 +117,10 @@ __all__ = [
     "ResultTimeoutError",
     "Retry",
     "RetryDelay",
+    "ScheduleEntry",
+    "ScheduleInfo",
+    "ScheduleNotFoundError",
+    "Scheduler",
     "ServeMux",
     "Server",
     "ServerOptions",

@@ -42,6 +42,8 @@ from conveyor.message import (
 from conveyor.middleware import ErrorHandler, Handler
 from conveyor.mux import ServeMux
 from conveyor.options import DefaultOptions, Duration, EnqueueOptions, parse_options
+from conveyor.scheduling.entry import ScheduleEntry, new_entry
+from conveyor.scheduling.scheduler import Scheduler
 from conveyor.worker.context import TaskContext
 from conveyor.worker.server import Server
 
@@ -333,6 +335,9 @@ class App:
         broker: a broker URL or a Broker instance (default ``sqlite:///conveyor.db``). The CLI's
             ``--broker`` / ``CONVEYOR_BROKER_URL`` override it for the worker.
         max_payload_bytes: the cap on an encoded payload (default 1 MiB).
+        schedule_owner: the group this app's code-defined schedules belong to in the broker
+            (default ``"app"``). A starting scheduler removes the entries of its group that
+            the code no longer defines: two apps sharing one broker need different groups.
         **defaults: default options for every task of this app.
 
     Example::
@@ -348,8 +353,10 @@ class App:
         broker: str | Broker = DEFAULT_BROKER_URL,
         *,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        schedule_owner: str = "app",
         **defaults: Unpack[DefaultOptions],
     ) -> None:
+        validate_name(schedule_owner, what="schedule owner")
         if not isinstance(broker, str | Broker):
             raise TypeError(f"broker must be a URL string or a Broker, not {type(broker).__name__}")
         if isinstance(broker, str):
@@ -363,6 +370,8 @@ class App:
         self._mux: ServeMux | None = None
         self._client: Client | None = None
         self._async_client: AsyncClient | None = None
+        self.schedule_owner = schedule_owner
+        self._schedules: dict[str, ScheduleEntry] = {}
 
     def __repr__(self) -> str:
         return f"App({len(self._tasks)} tasks)"
@@ -473,6 +482,124 @@ class App:
         if self._mux is not None:
             self._mux.handle(name, pipeline.handler())
         return pipeline
+
+    @property
+    def schedules(self) -> Mapping[str, ScheduleEntry]:
+        """The schedules defined with :meth:`schedule` and :meth:`periodic`, by name (a copy)."""
+        return dict(self._schedules)
+
+    def schedule(
+        self,
+        target: TaskFunction[..., object],
+        *,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        tz: str = "UTC",
+        name: str | None = None,
+        missed: str = "once",
+        **options: Unpack[DefaultOptions],
+    ) -> ScheduleEntry:
+        """Run a task on a schedule: a cron expression or a fixed interval (exactly one).
+
+        Every worker of this app runs a scheduler (``--no-scheduler`` turns it off); however
+        many run, each fire time is enqueued once. See docs/scheduling.md.
+
+        Example::
+
+            app.schedule(send_report, cron="0 7 * * mon-fri", tz="Europe/Paris")
+            app.schedule(sync_accounts, every=timedelta(minutes=5), queue="sync")
+
+        Args:
+            target: a task function of this app that takes no required arguments.
+            cron: five fields, or six with the seconds first; or ``@hourly``, ``@daily``...
+            every: seconds or a ``timedelta`` (fires on its multiples since the Unix epoch).
+            tz: the time zone of ``cron`` (an IANA name).
+            name: unique per app; default the task type.
+            missed: fire times missed while no scheduler ran: ``once`` (one task for all),
+                ``skip`` or ``all`` (one each, at most 100).
+            **options: enqueue options of each task (queue, max_retry, timeout, unique,
+                retention), over the task's and the app's defaults.
+
+        Raises:
+            ConfigError: a bad cron expression, interval, time zone or ``missed`` (naming the
+                bad part), or a name already scheduled.
+            TypeError: the target is not a task function, or it needs arguments.
+        """
+        if not isinstance(target, TaskFunction):
+            raise TypeError(f"schedule a task function (@app.task), not {type(target).__name__}")
+        try:
+            task = target.task()
+        except TypeError as exc:
+            raise TypeError(f"a scheduled task takes no required arguments: {exc}") from None
+        merged = (
+            parse_options(self.defaults, defaults_only=True)
+            .merged(parse_options(target.defaults, defaults_only=True))
+            .merged(parse_options(options, defaults_only=True))
+        )
+        entry = new_entry(
+            name=target.name if name is None else name,
+            task_type=target.name,
+            payload=task.payload,
+            cron=cron,
+            every=every,
+            tz=tz,
+            missed=missed,
+            options=merged,
+        )
+        if entry.name in self._schedules:
+            raise ConfigError(f"a schedule named {entry.name!r} is already defined")
+        self._schedules[entry.name] = entry
+        return entry
+
+    def periodic(
+        self,
+        *,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        tz: str = "UTC",
+        missed: str = "once",
+        name: str | None = None,
+        **options: Unpack[DefaultOptions],
+    ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]:
+        """Register a function as a task (as ``@app.task``) and schedule it, with no arguments.
+
+        Example::
+
+            @app.periodic(cron="*/10 * * * * *")       # every ten seconds
+            def heartbeat() -> None: ...
+
+        Args and errors as :meth:`schedule` (``name`` names both the task and the schedule);
+        ``**options`` are the task's options, as for ``@app.task``.
+        """
+        parse_options(options, defaults_only=True)
+        new_entry(  # check the schedule before registering anything
+            name="check",
+            task_type="check",
+            payload=None,
+            cron=cron,
+            every=every,
+            tz=tz,
+            missed=missed,
+            options=parse_options({}),
+        )
+
+        def register(fn: Callable[P, R]) -> TaskFunction[P, R]:
+            task_fn = self._register(fn, name, options)
+            self.schedule(task_fn, cron=cron, every=every, tz=tz, missed=missed)  # type: ignore[arg-type]
+            return task_fn
+
+        return register
+
+    def scheduler(self, broker: str | Broker | None = None) -> Scheduler:
+        """A :class:`~conveyor.scheduling.scheduler.Scheduler` for this app's schedules on its
+        broker (or ``broker``): ``scheduler.start()`` on a thread, or ``await
+        scheduler.serve()``. ``conveyor worker`` and ``conveyor scheduler`` run one for you."""
+        return Scheduler(
+            self.broker if broker is None else broker,
+            entries=list(self._schedules.values()),
+            owner=self.schedule_owner,
+            max_payload_bytes=self.max_payload_bytes,
+        )
 
     @property
     def mux(self) -> ServeMux:

@@ -18,6 +18,7 @@
     ├── QueueFullError                       the queue's length limit is reached
     ├── QueueNotEmptyError                   delete_queue without force on a queue holding tasks
     ├── QueueInUseError                      delete_queue on a queue with an active (leased) task
+    ├── ScheduleNotFoundError (LookupError)  no schedule entry with that name
     └── ResultTimeoutError                   waiting for a result took too long
 
 Control flow raised *by handlers* lives apart, under ``HandlerSignal``: ``SkipRetry`` archives the
@@ -146,6 +147,14 @@ class QueueInUseError(_QueueRefError):
             queue=queue,
         )
         self.active = active
+
+
+class ScheduleNotFoundError(ConveyorError, LookupError):
+    """No schedule entry has that name (pausing, unpausing or removing it)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no schedule named {name!r}")
+        self.name = name
 
 
 class ResultTimeoutError(ConveyorError):

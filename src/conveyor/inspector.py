@@ -15,14 +15,26 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from datetime import timedelta
+from typing import Unpack
 
 from conveyor.broker_handle import BrokerHandle, SyncFacade
 from conveyor.brokers.progress import ProgressStore
 from conveyor.brokers.protocol import Broker, BrokerInfo
 from conveyor.config import DEFAULT_BROKER_URL, broker_url_from_env
 from conveyor.errors import ConfigError, PayloadError
-from conveyor.message import QueueStats, TaskInfo, TaskState, validate_name
+from conveyor.message import Payload, QueueStats, TaskInfo, TaskState, validate_name
+from conveyor.options import DefaultOptions
 from conveyor.progress import result_log, resume_interrupted
+from conveyor.scheduling.admin import (
+    add_schedule,
+    list_schedules,
+    pause_schedule,
+    remove_schedule,
+    unpause_schedule,
+)
+from conveyor.scheduling.entry import ScheduleInfo
+from conveyor.scheduling.scheduler import schedule_store
 
 __all__ = ["AsyncInspector", "Inspector"]
 
@@ -166,6 +178,68 @@ class AsyncInspector(BrokerHandle):
         """
         await self._broker.delete_queue(_queue(queue), force=force)
 
+    # -- schedules (see docs/scheduling.md) ----------------------------------------------------
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        """Every schedule entry in the broker, by name (code-defined and inspector-added)."""
+        return await list_schedules(schedule_store(self._broker))
+
+    async def add_schedule(
+        self,
+        name: str,
+        task_type: str,
+        payload: Payload = None,
+        *,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        tz: str = "UTC",
+        missed: str = "once",
+        **enqueue_options: Unpack[DefaultOptions],
+    ) -> ScheduleInfo:
+        """Schedule a raw task; an entry of the same name is replaced (kept if identical).
+
+        Any running scheduler fires it; a starting scheduler never removes it.
+
+        Raises:
+            ConfigError: a bad name, task type, cron expression, interval, time zone, or
+                ``missed`` value (naming the bad part), or a bad option.
+        """
+        return await add_schedule(
+            schedule_store(self._broker),
+            name,
+            task_type,
+            payload,
+            cron=cron,
+            every=every,
+            tz=tz,
+            missed=missed,
+            options=enqueue_options,
+        )
+
+    async def pause_schedule(self, name: str) -> None:
+        """Stop an entry firing; its fire times while paused are skipped, not missed.
+
+        Raises:
+            ScheduleNotFoundError: (a ``LookupError``) no entry has that name.
+        """
+        await pause_schedule(schedule_store(self._broker), name)
+
+    async def unpause_schedule(self, name: str) -> None:
+        """Let a paused entry fire again, from its next fire time after now.
+
+        Raises:
+            ScheduleNotFoundError: (a ``LookupError``) no entry has that name.
+        """
+        await unpause_schedule(schedule_store(self._broker), name)
+
+    async def remove_schedule(self, name: str) -> None:
+        """Delete an entry (a code-defined one comes back when its app's scheduler restarts).
+
+        Raises:
+            ScheduleNotFoundError: (a ``LookupError``) no entry has that name.
+        """
+        await remove_schedule(schedule_store(self._broker), name)
+
 
 class Inspector(SyncFacade[AsyncInspector]):
     """Inspects and manages queues and tasks from sync code; methods as :class:`AsyncInspector`.
@@ -248,3 +322,39 @@ class Inspector(SyncFacade[AsyncInspector]):
     def delete_queue(self, queue: str, *, force: bool = False) -> None:
         """See :meth:`AsyncInspector.delete_queue`."""
         self._loop.run(self._async.delete_queue(queue, force=force))
+
+    def list_schedules(self) -> list[ScheduleInfo]:
+        """See :meth:`AsyncInspector.list_schedules`."""
+        return self._loop.run(self._async.list_schedules())
+
+    def add_schedule(
+        self,
+        name: str,
+        task_type: str,
+        payload: Payload = None,
+        *,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        tz: str = "UTC",
+        missed: str = "once",
+        **enqueue_options: Unpack[DefaultOptions],
+    ) -> ScheduleInfo:
+        """See :meth:`AsyncInspector.add_schedule`."""
+        return self._loop.run(
+            self._async.add_schedule(
+                name, task_type, payload, cron=cron, every=every, tz=tz, missed=missed,
+                **enqueue_options,
+            )
+        )  # fmt: skip
+
+    def pause_schedule(self, name: str) -> None:
+        """See :meth:`AsyncInspector.pause_schedule`."""
+        self._loop.run(self._async.pause_schedule(name))
+
+    def unpause_schedule(self, name: str) -> None:
+        """See :meth:`AsyncInspector.unpause_schedule`."""
+        self._loop.run(self._async.unpause_schedule(name))
+
+    def remove_schedule(self, name: str) -> None:
+        """See :meth:`AsyncInspector.remove_schedule`."""
+        self._loop.run(self._async.remove_schedule(name))

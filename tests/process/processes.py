@@ -23,13 +23,18 @@ class Worker:
     """One worker subprocess whose stderr is collected line by line on a thread."""
 
     def __init__(
-        self, url: str, trace_dir: Path, *args: str, env: dict[str, str] | None = None
+        self,
+        url: str,
+        trace_dir: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        target: str = "worker_app:app",
     ) -> None:
         env = {**os.environ, **(env or {})}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
         env["CONVEYOR_TEST_DIR"] = str(trace_dir)
         env.pop("CONVEYOR_BROKER_URL", None)
-        command = [sys.executable, "-m", "conveyor", "worker", "worker_app:app", "--broker", url]
+        command = [sys.executable, "-m", "conveyor", "worker", target, "--broker", url]
         self.proc = subprocess.Popen(
             [*command, *args],
             env=env,
@@ -70,9 +75,14 @@ class Worker:
 
 
 def spawn(
-    workers: list[Worker], url: str, trace_dir: Path, *args: str, env: dict[str, str] | None = None
+    workers: list[Worker],
+    url: str,
+    trace_dir: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    target: str = "worker_app:app",
 ) -> Worker:
-    worker = Worker(url, trace_dir, *args, env=env)
+    worker = Worker(url, trace_dir, *args, env=env, target=target)
     workers.append(worker)
     worker.wait_ready()
     return worker

@@ -35,6 +35,10 @@ PINNED_SHA256 = {
     "release.lua": "06f5f10a0a13d09c",
     "resume_progress.lua": "bece3979b9795733",
     "save_progress.lua": "ae0f4a06e418d471",
+    "schedule_admin.lua": "198a9a1f2e56bb07",
+    "schedule_due.lua": "2149ea8fa8eeed01",
+    "schedule_fire.lua": "78b1115aa37e0bef",
+    "schedule_put.lua": "4298df7ca8318802",
     "stats.lua": "23895ba7fa854e94",
     "unclaim.lua": "8bc115d40f0abefd",
 }

@@ -34,7 +34,7 @@ def _load(name: str) -> ModuleType:
 
 def test_every_decoder_has_a_harness() -> None:
     expected = {"fuzz_message", "fuzz_redis_records", "fuzz_sqlite_rows", "fuzz_broker_urls",
-                "fuzz_options"}  # fmt: skip
+                "fuzz_options", "fuzz_schedules"}  # fmt: skip
     assert expected <= set(HARNESSES)
     assert set(DECODERS) == set(HARNESSES)  # each has its negative control below
 
@@ -62,6 +62,7 @@ DECODERS = {
     "fuzz_message": ("", "decode_json"),
     "fuzz_broker_urls": ("", "parse_redis_url"),
     "fuzz_options": ("", "parse_options"),
+    "fuzz_schedules": ("", "parse_spec"),
     "fuzz_redis_records": ("records", "decode_record"),
     "fuzz_sqlite_rows": ("rows", "task_info"),
 }

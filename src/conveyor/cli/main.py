@@ -7,6 +7,7 @@ Examples::
     conveyor queue ls                              # counts by state per queue
     conveyor task run default --all archived       # re-run the dead set
     conveyor check -b redis://localhost:6379/0     # the broker, its version and warnings
+    conveyor schedule ls                           # schedule entries and their next fire
     conveyor demo
 """
 
@@ -19,6 +20,7 @@ from conveyor.cli.demo import demo
 from conveyor.cli.enqueue import enqueue
 from conveyor.cli.inspect_commands import queue, task
 from conveyor.cli.redis_acl import redis_acl
+from conveyor.cli.schedule import schedule, scheduler
 from conveyor.cli.worker import worker
 
 
@@ -45,6 +47,8 @@ cli.add_command(queue)
 cli.add_command(task)
 cli.add_command(redis_acl)
 cli.add_command(check)
+cli.add_command(schedule)
+cli.add_command(scheduler)
 
 
 def main() -> None:

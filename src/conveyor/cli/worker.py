@@ -15,6 +15,7 @@ from conveyor.cli.params import LOG_LEVELS, Duration, configure_logging, parse_q
 from conveyor.config import BROKER_URL_ENV, DEFAULT_BROKER_URL
 from conveyor.errors import ConveyorError
 from conveyor.middleware import Handler
+from conveyor.scheduling.scheduler import Scheduler
 from conveyor.worker.loops import LOOP_CHOICES, LoopChoice
 from conveyor.worker.server import Server
 
@@ -61,6 +62,11 @@ def resolve(target: object, broker: str | None) -> tuple[Handler, str | Broker]:
     return handler, broker or os.environ.get(BROKER_URL_ENV) or fallback
 
 
+def scheduler_for(app: App, broker: str | None) -> Scheduler:
+    """A scheduler writing ``app``'s entries, on --broker, else the env var, else the app's."""
+    return app.scheduler(broker or os.environ.get(BROKER_URL_ENV) or None)
+
+
 @click.command(
     epilog="""\b
 Examples:
@@ -70,7 +76,8 @@ Examples:
   conveyor worker myproject.tasks:app --strict -q critical -q default
 
 SIGTERM or Ctrl-C shuts down gracefully: running tasks get --shutdown-timeout to
-finish, the rest go back to their queue. SIGTSTP stops taking new tasks."""
+finish, the rest go back to their queue. SIGTSTP stops taking new tasks.
+A worker of an App with schedules also runs a scheduler (--no-scheduler: not)."""
 )
 @click.argument("target", metavar="MODULE:ATTR")
 @click.option(
@@ -132,6 +139,12 @@ finish, the rest go back to their queue. SIGTSTP stops taking new tasks."""
     help="Event loop: uvloop when installed (auto), or asyncio / uvloop.",
 )
 @click.option(
+    "--scheduler/--no-scheduler",
+    "run_scheduler",
+    default=None,
+    help="Also fire schedule entries (default: when the App defines schedules).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(LOG_LEVELS, case_sensitive=False),
     default="info",
@@ -149,11 +162,20 @@ def worker(
     recover_delay: timedelta,
     max_crash_attempts: int,
     loop: LoopChoice,
+    run_scheduler: bool | None,
     log_level: str,
 ) -> None:
     """Run a worker that serves MODULE:ATTR (an App, a ServeMux or a handler function)."""
     configure_logging(log_level)
-    handler, broker_arg = resolve(load_target(target), broker)
+    found = load_target(target)
+    handler, broker_arg = resolve(found, broker)
+    schedules: Scheduler | None = None
+    if run_scheduler and not isinstance(found, App):
+        raise click.BadParameter("--scheduler needs an App", param_hint="TARGET")
+    if isinstance(found, App) and (run_scheduler or (run_scheduler is None and found.schedules)):
+        # On a thread of its own: a handler blocking the worker's loop cannot delay a fire.
+        schedules = scheduler_for(found, broker)
+        schedules.start()
     try:
         server = Server(
             broker_arg,
@@ -169,3 +191,6 @@ def worker(
         server.run(handler, loop=loop)
     except (ConveyorError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
+    finally:
+        if schedules is not None:
+            schedules.stop()

@@ -92,6 +92,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from conveyor.brokers.memory.progress import MemoryProgress
+from conveyor.brokers.memory.schedules import MemorySchedules
 from conveyor.brokers.protocol import (
     DAILY_TOTALS_KEPT_DAYS,
     LEASE_EXPIRED_ERROR,
@@ -102,6 +103,7 @@ from conveyor.brokers.protocol import (
     crash_limit_error,
     recover_spread,
 )
+from conveyor.brokers.schedules import ScheduleRecord, ScheduleStore
 from conveyor.config import redact_url, split_broker_url
 from conveyor.errors import (
     BrokerUnavailableError,
@@ -179,6 +181,7 @@ class _State:
     counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (queue, day, what)
     waiters: list[_Waiter] = field(default_factory=list)
     counter: Iterator[int] = field(default_factory=itertools.count)
+    schedules: dict[str, ScheduleRecord] = field(default_factory=dict)  # see schedules.py
 
 
 # The one deliberate process-wide registry: memory:// URLs name shared state (see "Sharing").
@@ -209,7 +212,7 @@ def _info(t: _Task) -> TaskInfo:
     )
 
 
-class MemoryBroker(MemoryProgress):
+class MemoryBroker(MemoryProgress, MemorySchedules):
     """An in-process broker: fast, nothing persisted, the reference for every other backend.
 
     Example::
@@ -711,4 +714,8 @@ class MemoryBroker(MemoryProgress):
 
 
 def _conforms(b: MemoryBroker) -> Broker:
+    return b
+
+
+def _stores_schedules(b: MemoryBroker) -> ScheduleStore:
     return b

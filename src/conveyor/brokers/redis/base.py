@@ -64,6 +64,10 @@ SCRIPT_NAMES = (
     "delete_queue",
     "save_progress",
     "resume_progress",
+    "schedule_put",
+    "schedule_fire",
+    "schedule_admin",
+    "schedule_due",
 )
 # Cluster: how often one broker object re-adds a queue it uses to the registry (another slot),
 # which bounds how long a queue deleted by another client and re-created here stays unlisted.

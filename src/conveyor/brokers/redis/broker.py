@@ -57,7 +57,9 @@ from conveyor.brokers.redis.replies import (
     queue_groups,
     refusal_error,
 )
+from conveyor.brokers.redis.schedules import RedisSchedules
 from conveyor.brokers.redis.waiting import WaitingMixin
+from conveyor.brokers.schedules import ScheduleStore
 from conveyor.errors import BrokerError, BrokerUnavailableError, LeaseLostError
 from conveyor.message import Completion, Lease, TaskInfo, TaskMessage, validate_name
 
@@ -75,7 +77,7 @@ class _SyncSide(NamedTuple):
 logger = logging.getLogger(__name__)
 
 
-class RedisBroker(WaitingMixin, InspectionMixin, ProgressMixin, RedisBrokerBase):
+class RedisBroker(WaitingMixin, InspectionMixin, ProgressMixin, RedisSchedules, RedisBrokerBase):
     """Tasks stored in Redis (standalone, Sentinel or Cluster); the production backend.
 
     Example::
@@ -413,4 +415,8 @@ class RedisBroker(WaitingMixin, InspectionMixin, ProgressMixin, RedisBrokerBase)
 
 
 def _conforms(b: RedisBroker) -> Broker:
+    return b
+
+
+def _stores_schedules(b: RedisBroker) -> ScheduleStore:
     return b

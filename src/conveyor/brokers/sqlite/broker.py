@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, unquote
 
 from conveyor.brokers.combiner import Combiner
 from conveyor.brokers.protocol import MAX_CRASH_ATTEMPTS, Broker, BrokerInfo, Capabilities
+from conveyor.brokers.schedules import ScheduleStore
 from conveyor.brokers.sqlite import inspection
 from conveyor.brokers.sqlite.checkpoint import Checkpointer
 from conveyor.brokers.sqlite.connection import (
@@ -26,6 +27,7 @@ from conveyor.brokers.sqlite.connection import (
     open_connection,
 )
 from conveyor.brokers.sqlite.progress import SqliteProgress
+from conveyor.brokers.sqlite.schedules import SqliteSchedules
 from conveyor.brokers.sqlite.store import Store
 from conveyor.brokers.sqlite.wake import WakeListener, WakeSender, wake_directory
 from conveyor.brokers.sqlite.worker_thread import DatabaseThread
@@ -90,7 +92,7 @@ def _set_done(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-class SqliteBroker(SqliteProgress):
+class SqliteBroker(SqliteProgress, SqliteSchedules):
     """A broker in one SQLite file: durable, shared by every process on this machine.
 
     Workers and producers in several processes can use the same file at once: the database is
@@ -495,4 +497,8 @@ class SqliteBroker(SqliteProgress):
 
 
 def _conforms(b: SqliteBroker) -> Broker:
+    return b
+
+
+def _stores_schedules(b: SqliteBroker) -> ScheduleStore:
     return b

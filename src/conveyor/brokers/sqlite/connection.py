@@ -11,6 +11,7 @@ from conveyor.brokers.protocol import recover_spread
 from conveyor.brokers.sqlite import checkpoint
 from conveyor.brokers.sqlite.progress import create_progress_table
 from conveyor.brokers.sqlite.queries import SCHEMA_VERSION, schema_script
+from conveyor.brokers.sqlite.schedules import apply_schema as apply_schedules_schema
 from conveyor.errors import BrokerError, BrokerUnavailableError
 
 
@@ -147,7 +148,9 @@ def open_connection(
                 f"sqlite broker at {str(path)!r} has schema version {version}; this conveyor "
                 f"knows version {SCHEMA_VERSION} (upgrade conveyor)"
             )
-        create_progress_table(conn)  # tables of later features: idempotent, every open
+        # Tables of later concerns: CREATE ... IF NOT EXISTS on every open, whatever the version.
+        create_progress_table(conn)
+        apply_schedules_schema(conn)
     except BaseException:
         conn.close()
         raise

@@ -1,0 +1,41 @@
+"""The Redis key names of schedule entries (the rest of the layout is in ``keys.py``)::
+
+    ns:schedules                   HASH   entry name -> the queue its tasks go to (own slot):
+                                          how entries are found and listed
+    ns:{q}:s:<name>                HASH   one entry whose tasks go to queue q: definition,
+                                          cursor ('next', µs), revision, paused flag, last fire
+    ns:{q}:sdue                    ZSET   the unpaused entries of queue q, score = cursor (µs)
+
+An entry lives in the Cluster slot of the queue its tasks go to, so the fire script checks and
+moves the cursor and enqueues the tasks in that queue in one atomic step, on Cluster too. The
+name index lives in a slot of its own: it is written before an entry is stored and cleared
+after it is removed, so a crash between leaves at most an index entry naming nothing (skipped).
+Suffixes ``s:`` and ``sdue`` cannot collide with the task keys' (``t:``, ``u:``) or the fixed
+names of ``keys.py``.
+"""
+
+from __future__ import annotations
+
+from conveyor.brokers.redis.keys import queue_prefix
+
+__all__ = ["schedule_due", "schedule_index", "schedule_prefix", "schedule_record"]
+
+
+def schedule_index(namespace: str) -> str:
+    """The hash of every entry name and its queue."""
+    return f"{namespace}:schedules"
+
+
+def schedule_prefix(namespace: str, queue: str) -> str:
+    """The prefix of the entry records of ``queue`` (scripts build a record key from it)."""
+    return f"{queue_prefix(namespace, queue)}s:"
+
+
+def schedule_record(namespace: str, queue: str, name: str) -> str:
+    """The hash holding entry ``name``, whose tasks go to ``queue``."""
+    return schedule_prefix(namespace, queue) + name
+
+
+def schedule_due(namespace: str, queue: str) -> str:
+    """The unpaused entries of ``queue`` by cursor."""
+    return f"{queue_prefix(namespace, queue)}sdue"
