@@ -91,6 +91,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from conveyor.brokers.memory.workers import MemoryWorkersMixin
 from conveyor.brokers.protocol import (
     DAILY_TOTALS_KEPT_DAYS,
     LEASE_EXPIRED_ERROR,
@@ -101,6 +102,7 @@ from conveyor.brokers.protocol import (
     crash_limit_error,
     recover_spread,
 )
+from conveyor.brokers.workers import WorkerInfo, WorkerRegistry
 from conveyor.config import redact_url, split_broker_url
 from conveyor.errors import (
     BrokerUnavailableError,
@@ -177,6 +179,9 @@ class _State:
     counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (queue, day, what)
     waiters: list[_Waiter] = field(default_factory=list)
     counter: Iterator[int] = field(default_factory=itertools.count)
+    # The worker registry (memory/workers.py): id -> (record, expiry); (queue, id) -> token.
+    workers: dict[str, tuple[WorkerInfo, float]] = field(default_factory=dict)
+    cancels: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 # The one deliberate process-wide registry: memory:// URLs name shared state (see "Sharing").
@@ -207,7 +212,7 @@ def _info(t: _Task) -> TaskInfo:
     )
 
 
-class MemoryBroker:
+class MemoryBroker(MemoryWorkersMixin):
     """An in-process broker: fast, nothing persisted, the reference for every other backend.
 
     Example::
@@ -709,4 +714,8 @@ class MemoryBroker:
 
 
 def _conforms(b: MemoryBroker) -> Broker:
+    return b
+
+
+def _registers(b: MemoryBroker) -> WorkerRegistry:
     return b

@@ -28,6 +28,8 @@ from conveyor.brokers.sqlite.connection import (
 from conveyor.brokers.sqlite.store import Store
 from conveyor.brokers.sqlite.wake import WakeListener, WakeSender, wake_directory
 from conveyor.brokers.sqlite.worker_thread import DatabaseThread
+from conveyor.brokers.sqlite.workers import SqliteWorkersMixin
+from conveyor.brokers.workers import WorkerRegistry
 from conveyor.config import quote_url_part, redact_url, split_broker_url
 from conveyor.errors import (
     BrokerUnavailableError,
@@ -89,7 +91,7 @@ def _set_done(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-class SqliteBroker:
+class SqliteBroker(SqliteWorkersMixin):
     """A broker in one SQLite file: durable, shared by every process on this machine.
 
     Workers and producers in several processes can use the same file at once: the database is
@@ -494,4 +496,8 @@ class SqliteBroker:
 
 
 def _conforms(b: SqliteBroker) -> Broker:
+    return b
+
+
+def _registers(b: SqliteBroker) -> WorkerRegistry:
     return b
