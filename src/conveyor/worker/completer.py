@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from conveyor.backoff import ReconnectBackoff
 from conveyor.brokers.protocol import Broker
@@ -33,6 +34,8 @@ class Completer:
         linger_s: how long a lone completion waits for company.
         give_up_s: how long to retry a batch while the broker is unreachable; past that the
             leases lapse anyway and the tasks will be recovered and run again.
+        on_completed: called with each completion the broker answered for, and whether it
+            was accepted (``False``: its lease was lost).
     """
 
     def __init__(
@@ -44,8 +47,10 @@ class Completer:
         batch_size: int,
         linger_s: float,
         give_up_s: float,
+        on_completed: Callable[[Completion, bool], None] | None = None,
     ) -> None:
         self._broker = broker
+        self._on_completed = on_completed
         self._registry = registry
         self._stats = stats
         self._batch_size = batch_size
@@ -147,6 +152,8 @@ class Completer:
     def _account(self, batch: list[Completion], held: list[bool]) -> None:
         debug = logger.isEnabledFor(logging.DEBUG)
         for completion, ok in zip(batch, held, strict=True):
+            if self._on_completed is not None:
+                self._on_completed(completion, ok)
             if ok:
                 self._stats.succeeded += 1
                 if debug:

@@ -15,18 +15,24 @@ import gc
 import logging
 import os
 import signal
+import socket
 import threading
+import uuid
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from importlib import metadata
 
 from conveyor.backoff import ReconnectBackoff, RetryDelay, default_retry_delay
 from conveyor.brokers import open_broker
 from conveyor.brokers.protocol import MAX_CRASH_ATTEMPTS, Broker
+from conveyor.brokers.workers import WorkerInfo, WorkerRegistry
 from conveyor.config import broker_url_from_env, redact_url, split_broker_url
-from conveyor.errors import BrokerUnavailableError, ConfigError
+from conveyor.errors import BrokerError, BrokerUnavailableError, ConfigError
 from conveyor.message import DEFAULT_MAX_PAYLOAD_BYTES
 from conveyor.middleware import AsyncHandler, ErrorHandler, Handler, as_async
+from conveyor.signals import Signals
 from conveyor.worker import crashpoints
+from conveyor.worker.cancels import CancelWatch
 from conveyor.worker.completer import Completer
 from conveyor.worker.config import WorkerConfig, default_concurrency, normalize_queues, seconds
 from conveyor.worker.executor import Executor
@@ -44,6 +50,28 @@ logger = logging.getLogger(__name__)
 
 READY_MESSAGE = "conveyor worker ready"
 """Logged at INFO, with the pid, when the server begins claiming (process tests wait for it)."""
+
+
+WORKER_BEAT_S = 10.0
+"""The longest time between refreshes of a worker's record (and lease renewals)."""
+
+
+def _beat_interval(renew_every_s: float) -> float:
+    return min(renew_every_s, WORKER_BEAT_S)
+
+
+def _record_ttl(beat_s: float) -> float:
+    """How long a worker's record outlives its last refresh: three missed beats, and a second
+    of slack for a slow broker call (at most 31 s, so a killed worker is gone within 60 s)."""
+    return 3 * beat_s + 1.0
+
+
+def conveyor_version() -> str:
+    """The installed conveyor's version (``"unknown"`` when run from an uninstalled tree)."""
+    try:
+        return metadata.version("conveyor")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 GC_YOUNG_THRESHOLD = 10_000
@@ -147,6 +175,11 @@ class Server:
             split_broker_url(self._broker_arg)  # a bad URL fails here, not in a thread later
         crashpoints.arm_from_env()  # test-only; a bad value fails here, in the worker alone
         self._stats = WorkerStats()
+        self.signals = Signals()
+        """Lifecycle signals of this worker's tasks (see :mod:`conveyor.signals`)."""
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        """This server's id in the worker registry (``Inspector.list_workers``)."""
+        self._executor: Executor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
         self._stop_requested = False
@@ -171,6 +204,12 @@ class Server:
     def stats(self) -> WorkerStats:
         """A copy of the counters: claimed, succeeded, failed, retried, archived, released, ..."""
         return dataclasses.replace(self._stats)
+
+    @property
+    def running_tasks(self) -> int:
+        """How many attempts are running now (in their handler or recording an outcome)."""
+        executor = self._executor
+        return 0 if executor is None else executor.running
 
     @property
     def ready(self) -> bool:
@@ -378,6 +417,7 @@ class Server:
             batch_size=config.completion_batch_size,
             linger_s=config.completion_linger_s,
             give_up_s=config.lease_s,
+            on_completed=lambda completion, ok: executor.completed(completion, ok),
         )
         executor = Executor(
             broker,
@@ -388,7 +428,9 @@ class Server:
             pool=pool,
             stats=stats,
             on_slot_freed=lambda: fetcher.wake(),
+            signals=self.signals,
         )
+        self._executor = executor
         fetcher = Fetcher(
             broker,
             executor,
@@ -403,8 +445,16 @@ class Server:
             url=self._broker_arg if isinstance(self._broker_arg, str) else None,
             registry=registry,
             lease_s=config.lease_s,
-            interval_s=config.renew_every_s,
+            interval_s=(beat_s := _beat_interval(config.renew_every_s)),
             on_lost=executor.lease_lost,
+            on_error=self._count_broker_error,
+            worker=(worker := self._worker_info()),
+            worker_ttl_s=_record_ttl(beat_s),
+        )
+        cancels = CancelWatch(
+            broker,
+            registry=registry,
+            on_cancel=executor.cancel,
             on_error=self._count_broker_error,
         )
         recoverer = Recoverer(
@@ -422,7 +472,9 @@ class Server:
             on_error=self._count_broker_error,
         )
         await heartbeat.start()  # first: the one start that can fail (its thread opens a broker)
+        await self._register(broker, worker, _record_ttl(beat_s))
         completer.start()
+        cancels.start()
         recoverer.start()
         janitor.start()
         self._fetcher = fetcher
@@ -431,6 +483,8 @@ class Server:
             await self._stop_event.wait()
         finally:
             await self._shut_down(fetcher, executor, completer, heartbeat, recoverer, janitor)
+            await cancels.stop()
+            await self._unregister(broker)
             pool.shutdown()
 
     async def _shut_down(
@@ -461,6 +515,38 @@ class Server:
         await janitor.stop()
         await heartbeat.stop()
         logger.info("conveyor worker stopped (pid %d)", os.getpid())
+
+    def _worker_info(self) -> WorkerInfo:
+        return WorkerInfo(
+            id=self.worker_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            queues=dict(self.config.queues),
+            concurrency=self.config.concurrency,
+            started_at=datetime.now(UTC),
+            version=conveyor_version(),
+        )
+
+    async def _register(self, broker: Broker, worker: WorkerInfo, ttl_s: float) -> None:
+        """List this worker before it claims (the heartbeat refreshes it; a failure is retried
+        there)."""
+        if not isinstance(broker, WorkerRegistry):
+            return
+        try:
+            await broker.register_worker(worker, ttl_s=ttl_s)
+        except BrokerError as exc:
+            self._stats.broker_errors += 1
+            logger.warning("could not register this worker (%s); the heartbeat will retry", exc)
+
+    async def _unregister(self, broker: Broker) -> None:
+        """Remove this worker's record at a clean stop (else it lapses by itself)."""
+        if not isinstance(broker, WorkerRegistry):
+            return
+        try:
+            await broker.unregister_worker(self.worker_id)
+        except BrokerError as exc:
+            self._stats.broker_errors += 1
+            logger.warning("could not remove this worker's record (%s); it will lapse", exc)
 
     def _announce_ready(self) -> None:
         if crashpoints.armed():
