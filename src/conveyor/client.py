@@ -30,6 +30,7 @@ from conveyor.options import (
     TaskOptions,
     parse_options,
 )
+from conveyor.signals import Signals, TaskEvent, TaskEventKind
 
 
 class _Producer:
@@ -127,6 +128,23 @@ class AsyncClient(BrokerHandle):
     ) -> None:
         super().__init__(broker)
         self._producer = _Producer(max_payload_bytes, defaults)
+        self.signals = Signals()
+        """``signals.task_enqueued`` is sent for every task this client stores."""
+
+    def _enqueued(self, infos: list[TaskInfo]) -> list[TaskInfo]:
+        """Send ``task_enqueued`` for each stored task; return ``infos``."""
+        signal = self.signals.task_enqueued
+        if signal.receivers:
+            for info in infos:
+                signal.send(
+                    TaskEvent(
+                        kind=TaskEventKind.ENQUEUED,
+                        task_id=info.id,
+                        task_type=info.type,
+                        queue=info.queue,
+                    )
+                )
+        return infos
 
     @classmethod
     def from_env(cls, **defaults: Unpack[DefaultOptions]) -> AsyncClient:
@@ -163,7 +181,7 @@ class AsyncClient(BrokerHandle):
             BrokerError: the broker failed; the enqueue may or may not have happened.
         """
         message = self._producer.message(task, parse_options(options) if options else None)
-        return (await self._broker.enqueue([message]))[0]
+        return self._enqueued(await self._broker.enqueue([message]))[0]
 
     async def enqueue_in(
         self, delay: Duration, task: Task, **options: Unpack[EnqueueOptions]
@@ -175,7 +193,7 @@ class AsyncClient(BrokerHandle):
             also given.
         """
         call = self._producer.scheduled(options, "process_in", delay)
-        return (await self._broker.enqueue([self._producer.message(task, call)]))[0]
+        return self._enqueued(await self._broker.enqueue([self._producer.message(task, call)]))[0]
 
     async def enqueue_at(
         self, when: datetime, task: Task, **options: Unpack[EnqueueOptions]
@@ -187,7 +205,7 @@ class AsyncClient(BrokerHandle):
             also given.
         """
         call = self._producer.scheduled(options, "process_at", when)
-        return (await self._broker.enqueue([self._producer.message(task, call)]))[0]
+        return self._enqueued(await self._broker.enqueue([self._producer.message(task, call)]))[0]
 
     async def enqueue_many(
         self, tasks: Iterable[Task], **options: Unpack[EnqueueOptions]
@@ -199,7 +217,7 @@ class AsyncClient(BrokerHandle):
             ``task_id`` cannot be shared by several tasks (``ConfigError``).
         """
         messages = self._producer.messages(tasks, options)
-        return await self._broker.enqueue(messages) if messages else []
+        return self._enqueued(await self._broker.enqueue(messages)) if messages else []
 
 
 class Client(SyncFacade[AsyncClient]):
@@ -234,6 +252,8 @@ class Client(SyncFacade[AsyncClient]):
             AsyncClient(broker, max_payload_bytes=max_payload_bytes, **defaults), "conveyor-client"
         )
         self._producer = self._async._producer
+        self.signals = self._async.signals
+        """``signals.task_enqueued`` is sent for every task this client stores."""
         # The loop costs ~20 us a call; a broker that can enqueue synchronously skips it.
         broker = self._async.broker
         self._blocking = broker if isinstance(broker, BlockingEnqueue) else None
@@ -257,10 +277,10 @@ class Client(SyncFacade[AsyncClient]):
 
     def _store(self, messages: list[TaskMessage]) -> list[TaskInfo]:
         if self._blocking is None:
-            return self._loop.run(self._async.broker.enqueue(messages))
+            return self._async._enqueued(self._loop.run(self._async.broker.enqueue(messages)))
         if self._async.closed:
             raise BrokerUnavailableError("conveyor-client is closed")  # as the private loop says
-        return self._blocking.enqueue_blocking(messages)
+        return self._async._enqueued(self._blocking.enqueue_blocking(messages))
 
     def enqueue(self, task: Task, **options: Unpack[EnqueueOptions]) -> TaskInfo:
         """Store ``task`` and return its info; see :meth:`AsyncClient.enqueue` for the errors."""

@@ -114,3 +114,11 @@ async def clocked(seconds: float) -> int:
     with path.open("a") as out:
         out.write(json.dumps({**line, "kind": "end", "redis": ended, "wall": time.time()}) + "\n")
     return os.getpid()
+
+
+@app.task(name="proc.log_line")
+def log_line(text: str) -> None:
+    """Log ``text`` through the standard logging module, as a user's handler would."""
+    import logging
+
+    logging.getLogger("user.handler").warning("handler says %s", text)

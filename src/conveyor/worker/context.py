@@ -107,3 +107,8 @@ def current_context() -> TaskContext:
 def activate(ctx: TaskContext) -> contextvars.Token[TaskContext]:
     """Make ``ctx`` the current context of the running asyncio task (used by the executor)."""
     return _current.set(ctx)
+
+
+def context_or_none() -> TaskContext | None:
+    """The running task's context, or ``None`` outside a task (cheap: no exception)."""
+    return _current.get(None)
