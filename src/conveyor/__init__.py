@@ -21,6 +21,7 @@ from conveyor.app import App, AsyncTaskCall, ServerOptions, TaskCall, TaskFuncti
 from conveyor.backoff import ExponentialBackoff, RetryDelay, default_retry_delay
 from conveyor.brokers import open_broker
 from conveyor.brokers.protocol import Broker, BrokerInfo, Capabilities
+from conveyor.brokers.workers import WorkerInfo
 from conveyor.client import AsyncClient, Client
 from conveyor.errors import (
     BrokerError,
@@ -41,10 +42,12 @@ from conveyor.errors import (
     SkipRetry,
     TaskError,
     TaskIdConflictError,
+    TaskNotActiveError,
     TaskNotFoundError,
     UnknownTaskError,
 )
 from conveyor.inspector import AsyncInspector, Inspector
+from conveyor.logs import JsonFormatter, TaskContextFilter
 from conveyor.message import (
     Encoding,
     JSONValue,
@@ -66,6 +69,7 @@ from conveyor.middleware import (
 )
 from conveyor.mux import ServeMux
 from conveyor.options import DEFAULT_TIMEOUT, DefaultOptions, EnqueueOptions
+from conveyor.signals import Signals, TaskEvent, TaskEventKind
 from conveyor.worker.context import TaskContext, current_context
 from conveyor.worker.server import Server
 
@@ -96,6 +100,7 @@ __all__ = [
     "Inspector",
     "InvalidNameError",
     "JSONValue",
+    "JsonFormatter",
     "LeaseLostError",
     "Middleware",
     "Payload",
@@ -111,19 +116,25 @@ __all__ = [
     "ServeMux",
     "Server",
     "ServerOptions",
+    "Signals",
     "SkipRetry",
     "SyncHandler",
     "Task",
     "TaskCall",
     "TaskContext",
+    "TaskContextFilter",
     "TaskError",
+    "TaskEvent",
+    "TaskEventKind",
     "TaskFunction",
     "TaskId",
     "TaskIdConflictError",
     "TaskInfo",
+    "TaskNotActiveError",
     "TaskNotFoundError",
     "TaskState",
     "UnknownTaskError",
+    "WorkerInfo",
     "compose",
     "current_context",
     "default_retry_delay",

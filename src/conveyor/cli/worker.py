@@ -14,6 +14,7 @@ import click
 
 from conveyor.app import App
 from conveyor.brokers.protocol import MAX_CRASH_ATTEMPTS, Broker
+from conveyor.cli.inspect_commands import debugging, one_line
 from conveyor.cli.params import (
     LOG_FORMATS,
     LOG_LEVELS,
@@ -232,4 +233,6 @@ def worker(
         with serving_metrics(server, broker_arg, metrics_port, metrics_addr):
             server.run(handler, loop=loop)
     except (ConveyorError, ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+        if debugging():
+            raise
+        raise one_line(exc) from None
