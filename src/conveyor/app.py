@@ -42,6 +42,7 @@ from conveyor.message import (
 from conveyor.middleware import ErrorHandler, Handler
 from conveyor.mux import ServeMux
 from conveyor.options import DefaultOptions, Duration, EnqueueOptions, parse_options
+from conveyor.signals import Signals
 from conveyor.worker.context import TaskContext
 from conveyor.worker.server import Server
 
@@ -347,6 +348,9 @@ class App:
         self._mux: ServeMux | None = None
         self._client: Client | None = None
         self._async_client: AsyncClient | None = None
+        self.signals = Signals()
+        """Lifecycle signals shared by the app's clients (enqueued) and the servers it makes,
+        ``conveyor worker`` included (started, succeeded, failed, retried, archived)."""
 
     def __repr__(self) -> str:
         return f"App({len(self._tasks)} tasks)"
@@ -430,6 +434,7 @@ class App:
         return self._mux
 
     def _configure(self, client: Client | AsyncClient) -> None:
+        client.signals = self.signals
         for task_name, task_fn in self._tasks.items():
             client.set_default_options(task_name, **task_fn.defaults)
 
@@ -460,7 +465,9 @@ class App:
 
         Run it with ``server.run(app.mux)``, or use :meth:`run`.
         """
-        return Server(self.broker if broker is None else broker, **options)
+        server = Server(self.broker if broker is None else broker, **options)
+        server.signals = self.signals
+        return server
 
     def run(self, **options: Unpack[ServerOptions]) -> None:
         """Run a worker for this app in the calling thread until SIGTERM/SIGINT."""

@@ -252,8 +252,6 @@ class Client(SyncFacade[AsyncClient]):
             AsyncClient(broker, max_payload_bytes=max_payload_bytes, **defaults), "conveyor-client"
         )
         self._producer = self._async._producer
-        self.signals = self._async.signals
-        """``signals.task_enqueued`` is sent for every task this client stores."""
         # The loop costs ~20 us a call; a broker that can enqueue synchronously skips it.
         broker = self._async.broker
         self._blocking = broker if isinstance(broker, BlockingEnqueue) else None
@@ -270,6 +268,15 @@ class Client(SyncFacade[AsyncClient]):
     def broker(self) -> Broker:
         """The broker this client writes to (used on the client's private loop)."""
         return self._async.broker
+
+    @property
+    def signals(self) -> Signals:
+        """``signals.task_enqueued`` is sent for every task this client stores."""
+        return self._async.signals
+
+    @signals.setter
+    def signals(self, value: Signals) -> None:
+        self._async.signals = value
 
     def set_default_options(self, task_type: str, **options: Unpack[DefaultOptions]) -> None:
         """Set default options for every task of ``task_type``; see :meth:`AsyncClient.set_default_options`."""  # noqa: E501

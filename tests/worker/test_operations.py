@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import threading
@@ -135,3 +136,82 @@ async def test_signals_follow_each_attempt(broker: Broker) -> None:
 
 def test_every_builtin_broker_keeps_the_registry(broker: Broker) -> None:
     assert isinstance(broker, WorkerRegistry)
+
+
+async def test_app_signals_reach_its_clients_and_servers() -> None:
+    from conveyor import App
+
+    app = App("memory://signals-" + os.urandom(4).hex())
+
+    @app.task(name="ops.noop")
+    def noop() -> None: ...
+
+    events: list[TaskEvent] = []
+    app.signals.connect_all(events.append)
+    server = app.server(**fast())
+    async with serving(server, app.mux):
+        info = await noop.aio.enqueue()
+
+        async def done() -> bool:
+            return any(e.kind is TaskEventKind.SUCCEEDED for e in events)
+
+        await eventually(done)
+    await app.aclose()
+    assert server.signals is app.signals
+    assert [e.kind for e in events] == [
+        TaskEventKind.ENQUEUED,
+        TaskEventKind.STARTED,
+        TaskEventKind.SUCCEEDED,
+    ]
+    assert {e.task_id for e in events} == {info.id}
+
+
+async def test_records_made_in_a_task_carry_its_fields() -> None:
+    import logging
+
+    from conveyor.brokers.memory import MemoryBroker
+    from conveyor.logs import JsonFormatter, TaskContextFilter
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    keep = Keep()
+    keep.addFilter(TaskContextFilter())
+    user = logging.getLogger("user.tasks")
+    user.addHandler(keep)
+    user.setLevel(logging.INFO)
+
+    async def async_handler(ctx: TaskContext, task: Task) -> JSONValue:
+        user.info("async says hi")
+        return None
+
+    def sync_handler(ctx: TaskContext, task: Task) -> JSONValue:
+        user.info("sync says hi")
+        return None
+
+    broker = MemoryBroker()
+    try:
+        for handler in (async_handler, sync_handler):
+            async with serving(Server(broker, **fast()), handler):
+                message = await enqueue(broker, "log:me", max_retry=3)
+
+                async def logged(task_id: str = message.id) -> bool:
+                    return any(getattr(r, "task_id", None) == task_id for r in records)
+
+                await eventually(logged)
+        user.info("outside any task")
+    finally:
+        user.removeHandler(keep)
+        await broker.close()
+    inside = [r for r in records if r.getMessage() != "outside any task"]
+    assert [r.getMessage() for r in inside] == ["async says hi", "sync says hi"]
+    for record in inside:
+        fields = (record.task_type, record.queue, record.attempt)  # type: ignore[attr-defined]
+        assert fields == ("log:me", "default", 1)
+    outside = json.loads(JsonFormatter().format(records[-1]))
+    assert "task_id" not in outside and outside["message"] == "outside any task"
+    line = json.loads(JsonFormatter().format(inside[0]))
+    assert (line["task_type"], line["attempt"], line["logger"]) == ("log:me", 1, "user.tasks")

@@ -217,7 +217,8 @@ def worker(
 ) -> None:
     """Run a worker that serves MODULE:ATTR (an App, a ServeMux or a handler function)."""
     configure_logging(log_level, log_format)
-    handler, broker_arg = resolve(load_target(target), broker)
+    loaded = load_target(target)
+    handler, broker_arg = resolve(loaded, broker)
     try:
         server = Server(
             broker_arg,
@@ -230,6 +231,8 @@ def worker(
             recover_delay=recover_delay,
             max_crash_attempts=max_crash_attempts,
         )
+        if isinstance(loaded, App):
+            server.signals = loaded.signals  # receivers the app's module connected
         with serving_metrics(server, broker_arg, metrics_port, metrics_addr):
             server.run(handler, loop=loop)
     except (ConveyorError, ValueError, OSError) as exc:
