@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import urllib.request
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -92,3 +94,11 @@ async def test_a_scrape_during_a_run_counts_what_the_worker_did(
     assert value("conveyor_broker_up") == 1
     assert ("conveyor_broker_errors_total", ()) in samples
     assert ("conveyor_lease_recoveries_total", ()) in samples
+    # The Grafana dashboard and the docs' table name only metrics that exist.
+    names = {name for name, _ in samples}
+    docs = Path(__file__).parents[2] / "docs"
+    dashboard = set(re.findall(r"conveyor_\w+", (docs / "grafana-dashboard.json").read_text()))
+    table = set(re.findall(r"^\| `(conveyor_\w+)`", (docs / "metrics.md").read_text(), re.M))
+    assert dashboard <= names
+    assert table - {"conveyor_task_duration_seconds"} <= names
+    assert "conveyor_task_duration_seconds_bucket" in names
