@@ -34,8 +34,8 @@ class Completer:
         linger_s: how long a lone completion waits for company.
         give_up_s: how long to retry a batch while the broker is unreachable; past that the
             leases lapse anyway and the tasks will be recovered and run again.
-        on_completed: called with each completion the broker answered for, and whether it
-            was accepted (``False``: its lease was lost).
+        on_completed: called with each completion once its batch is done, and whether the
+            broker recorded it (``False``: its lease was lost, or it could not be recorded).
     """
 
     def __init__(
@@ -106,6 +106,7 @@ class Completer:
     async def _flush(self, batch: list[Completion]) -> None:
         backoff = ReconnectBackoff(cap_s=1.0)
         give_up_at = time.monotonic() + self._give_up_s
+        answered = False
         try:
             while True:
                 try:
@@ -143,11 +144,14 @@ class Completer:
                     )
                     return
                 else:
+                    answered = True
                     self._account(batch, held)
                     return
         finally:
             for completion in batch:
                 self._registry.discard(completion.lease)
+                if not answered and self._on_completed is not None:
+                    self._on_completed(completion, False)  # not recorded: no success to report
 
     def _account(self, batch: list[Completion], held: list[bool]) -> None:
         debug = logger.isEnabledFor(logging.DEBUG)
