@@ -143,3 +143,15 @@ async def test_requests_of_ended_attempts_are_dropped(broker: Broker) -> None:
     await reg.request_cancel(QUEUE, running.task.id)
 
     assert await reg.cancel_requested([ended, running]) == [False, True]
+
+
+async def test_delete_queue_forgets_its_cancel_requests(broker: Broker) -> None:
+    reg = registry(broker)
+    await enqueue_one(broker)
+    lease = await claim_one(broker)
+    await reg.request_cancel(QUEUE, lease.task.id)
+    await broker.archive(lease, error="cancelled")
+
+    await broker.delete_queue(QUEUE, force=True)
+
+    assert await reg.cancel_requested([lease]) == [False]

@@ -27,7 +27,7 @@ async def test_a_serving_worker_is_listed_with_its_tasks_and_gone_after_stop(
 ) -> None:
     handler = BlockingHandler()
     inspector = AsyncInspector(broker)
-    server = Server(broker, **fast(queues={"critical": 6, "default": 3}, lease=0.6))
+    server = Server(broker, **fast(queues={"critical": 6, "default": 3}, lease=1.5))
     async with serving(server, handler):
         [listed] = await inspector.list_workers()
         assert (listed.id, listed.host, listed.pid) == (
@@ -44,7 +44,7 @@ async def test_a_serving_worker_is_listed_with_its_tasks_and_gone_after_stop(
             [worker] = await inspector.list_workers()
             return worker.active == (message.id,)
 
-        await eventually(shows_task)  # refreshed with the heartbeat (every 0.2 s here)
+        await eventually(shows_task)  # refreshed with the heartbeat (every 0.5 s here)
     assert await inspector.list_workers() == []
 
 

@@ -711,6 +711,8 @@ class MemoryBroker(MemoryWorkersMixin):
                 del s.locks[lock_key]
             for count_key in [k for k in s.counts if k[0] == queue]:
                 del s.counts[count_key]
+            for cancel_key in [k for k in s.cancels if k[0] == queue]:
+                del s.cancels[cancel_key]
 
 
 def _conforms(b: MemoryBroker) -> Broker:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from conveyor.brokers.sqlite.store import Store
 
-__all__ = ["SqliteWorkersMixin", "create_tables"]
+__all__ = ["SqliteWorkersMixin", "create_tables", "forget_cancels"]
 
 T = TypeVar("T")
 
@@ -38,6 +38,11 @@ def create_tables(conn: sqlite3.Connection) -> None:
     q = _queries()
     conn.execute(q["create_workers"])
     conn.execute(q["create_cancel_requests"])
+
+
+def forget_cancels(store: Store, queue: str) -> None:
+    """Drop ``queue``'s cancel requests (inside ``delete_queue``'s transaction)."""
+    store.conn.execute(_queries()["delete_queue_cancels"], (queue,))
 
 
 def _register(store: Store, record: str, worker_id: str, ttl_s: float) -> None:

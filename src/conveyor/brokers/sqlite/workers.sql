@@ -50,3 +50,6 @@ ON CONFLICT (queue, task_id) DO UPDATE SET token = excluded.token;
 
 -- name: cancel_token
 SELECT token FROM cancel_requests WHERE queue = ? AND task_id = ?;
+
+-- name: delete_queue_cancels
+DELETE FROM cancel_requests WHERE queue = ?;
