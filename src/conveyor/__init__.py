@@ -47,7 +47,7 @@ from conveyor.errors import (
     UnknownTaskError,
 )
 from conveyor.inspector import AsyncInspector, Inspector
-from conveyor.logs import JsonFormatter, TaskContextFilter
+from conveyor.logs import JsonFormatter, TaskContextFilter, TextFormatter
 from conveyor.message import (
     Encoding,
     JSONValue,
@@ -133,6 +133,7 @@ __all__ = [
     "TaskNotActiveError",
     "TaskNotFoundError",
     "TaskState",
+    "TextFormatter",
     "UnknownTaskError",
     "WorkerInfo",
     "compose",

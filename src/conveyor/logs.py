@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 from conveyor.worker.context import context_or_none
 
-__all__ = ["TASK_FIELDS", "JsonFormatter", "TaskContextFilter"]
+__all__ = ["TASK_FIELDS", "JsonFormatter", "TaskContextFilter", "TextFormatter"]
 
 TASK_FIELDS = ("task_id", "task_type", "queue", "attempt")
 """The record attributes :class:`TaskContextFilter` sets while a task runs."""
@@ -73,3 +73,22 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             data["stack"] = self.formatStack(record.stack_info)
         return json.dumps(data, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """``conveyor worker``'s text lines: time, level, logger, message, then the task if any.
+
+    A record made while a task runs ends with ``[task <type> <id> queue=<queue> attempt=<n>]``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        text = super().formatMessage(record)  # the traceback, if any, follows this
+        task_id = record.__dict__.get("task_id")
+        task_type = record.__dict__.get("task_type")
+        if task_id is None or task_type is None:
+            return text
+        queue, attempt = record.__dict__.get("queue"), record.__dict__.get("attempt")
+        return f"{text} [task {task_type} {task_id} queue={queue} attempt={attempt}]"

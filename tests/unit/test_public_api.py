@@ -68,6 +68,7 @@ PUBLIC_API = [
     "TaskNotActiveError",
     "TaskNotFoundError",
     "TaskState",
+    "TextFormatter",
     "UnknownTaskError",
     "WorkerInfo",
     "compose",

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
-from conveyor.logs import JsonFormatter, TaskContextFilter
+from conveyor.logs import JsonFormatter, TaskContextFilter, TextFormatter
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -112,8 +112,5 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     """
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(TaskContextFilter())
-    if log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from conveyor.brokers import open_broker
 from conveyor.brokers.protocol import Broker
 from conveyor.brokers.workers import WorkerInfo, WorkerRegistry
+from conveyor.errors import ConveyorError
 from conveyor.message import Lease
 from conveyor.worker.crashpoints import crashpoint
 from conveyor.worker.periodic import PeriodicLoop
@@ -173,7 +174,12 @@ class Heartbeat:
         if self._worker is not None and isinstance(broker, WorkerRegistry):
             active = tuple(dict.fromkeys(lease.task.id for lease in leases))
             record = dataclasses.replace(self._worker, active=active)
-            await broker.register_worker(record, ttl_s=self._worker_ttl_s)
+            try:
+                await broker.register_worker(record, ttl_s=self._worker_ttl_s)
+            except ConveyorError as exc:
+                # The lost leases above must still reach the executor; the record is refreshed
+                # again at the next beat (it lasts three of them).
+                logger.warning("could not refresh this worker's record: %s", exc)
         return lost
 
     # -- the renewal thread --------------------------------------------------------------------
