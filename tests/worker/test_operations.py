@@ -214,7 +214,8 @@ async def test_records_made_in_a_task_carry_its_fields() -> None:
     outside = json.loads(JsonFormatter().format(records[-1]))
     assert "task_id" not in outside and outside["message"] == "outside any task"
     text = TextFormatter().format(inside[1])
-    assert text.endswith(f"sync says hi [task log:me {inside[1].task_id} queue=default attempt=1]")  # type: ignore[attr-defined]
+    task_id = inside[1].task_id  # type: ignore[attr-defined]
+    assert text.endswith(f"sync says hi [task log:me {task_id} queue=default attempt=1]")
     assert TextFormatter().format(records[-1]).endswith("user.tasks: outside any task")
     line = json.loads(JsonFormatter().format(inside[0]))
     assert (line["task_type"], line["attempt"], line["logger"]) == ("log:me", 1, "user.tasks")
