@@ -1,12 +1,13 @@
 """Cancel watch: finds the inspector's cancel requests for the tasks this worker runs.
 
 Every ``interval_s`` (half a second) while the worker holds leases, one read asks the broker which
-of them carry a cancel request (``cancel_requested``: a dict lookup on memory, one indexed SELECT
-on SQLite, one HMGET per queue on Redis). An idle worker asks nothing. Why a short read and not
-the lease renewal's round trip: renewal runs every third of the lease (10 s by default), far from
-the promised second; and a push channel would need one per backend (SQLite has none across
-processes), where this read costs the same everywhere and cannot miss a request across a
-reconnect.
+of them carry a cancel request (``cancel_requested``: dict lookups on memory, one read
+transaction of primary-key lookups on SQLite, one HMGET per queue on Redis). An idle worker asks
+nothing. Why a short read and not the lease renewal's round trip: renewal runs every third of the
+lease (10 s by default), far from the promised second. Why not a push channel: each backend would
+need its own (Redis pub/sub, SQLite's best-effort wake-up datagrams), and a push missed during a
+reconnect would still need this read as a fallback; the read alone is simple, the same
+everywhere, and cannot miss a request.
 """
 
 from __future__ import annotations
