@@ -171,3 +171,18 @@ def test_debug_shows_the_error_itself(runner: CliRunner) -> None:
 def test_stats_rate_ignores_the_midnight_reset() -> None:
     assert operations._rate(5, 10, 1.0) == 0
     assert operations._rate(12, 10, 0.5) == 4
+
+
+def test_worker_metrics_port_in_use_is_one_line(runner: CliRunner, url: str) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = runner.invoke(
+            cli, ["worker", "conveyor.cli.main:main", "-b", url, "--metrics-port", str(port)]
+        )
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ")
+    assert len(result.output.splitlines()) == 1

@@ -114,3 +114,5 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     handler.addFilter(TaskContextFilter())
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
+    if log_format == "json":
+        logging.captureWarnings(True)  # Python's warnings become JSON lines too
