@@ -28,7 +28,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 from conveyor.message import JSONValue, Task
 from conveyor.middleware import CallNext
 from conveyor.worker.context import TaskContext
-from conveyor.worker.server import conveyor_version
+from conveyor.worker.registration import conveyor_version
 
 __all__ = ["TracingMiddleware"]
 

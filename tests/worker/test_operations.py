@@ -17,7 +17,8 @@ from conveyor.inspector import AsyncInspector
 from conveyor.message import JSONValue, Task, TaskState
 from conveyor.signals import TaskEvent, TaskEventKind
 from conveyor.worker.context import TaskContext
-from conveyor.worker.server import Server, conveyor_version
+from conveyor.worker.registration import conveyor_version
+from conveyor.worker.server import Server
 from support import eventually
 from worker.harness import BlockingHandler, enqueue, fast, serving, wait_for_state
 

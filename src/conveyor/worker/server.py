@@ -1,9 +1,11 @@
 """Server: the worker's lifecycle. It claims tasks, runs handlers, and shuts down gracefully.
 
 Parts, one per module: the fetcher (claims), the executor (runs attempts), the completer (records
-successes in batches), the heartbeat (renews leases), the recoverer (brings back tasks of dead
-workers) and the janitor (purges expired results). The server starts them in that dependency
-order and stops them in reverse, so leases stay renewed until every outcome is recorded.
+successes in batches), the heartbeat (renews leases and refreshes the worker's record, see
+registration), the cancel watch (stops attempts an operator cancelled), the recoverer (brings back
+tasks of dead workers) and the janitor (purges expired results). The server starts them in that
+dependency order and stops them in reverse, so leases stay renewed until every outcome is
+recorded; the worker's record is written before the first claim and removed after the last step.
 """
 
 from __future__ import annotations
@@ -15,23 +17,19 @@ import gc
 import logging
 import os
 import signal
-import socket
 import threading
-import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
-from importlib import metadata
+from datetime import timedelta
 
 from conveyor.backoff import ReconnectBackoff, RetryDelay, default_retry_delay
 from conveyor.brokers import open_broker
 from conveyor.brokers.protocol import MAX_CRASH_ATTEMPTS, Broker
-from conveyor.brokers.workers import WorkerInfo, WorkerRegistry
 from conveyor.config import broker_url_from_env, redact_url, split_broker_url
-from conveyor.errors import BrokerError, BrokerUnavailableError, ConfigError
+from conveyor.errors import BrokerUnavailableError, ConfigError
 from conveyor.message import DEFAULT_MAX_PAYLOAD_BYTES
 from conveyor.middleware import AsyncHandler, ErrorHandler, Handler, as_async
 from conveyor.signals import Signals
-from conveyor.worker import crashpoints
+from conveyor.worker import crashpoints, registration
 from conveyor.worker.cancels import CancelWatch
 from conveyor.worker.completer import Completer
 from conveyor.worker.config import WorkerConfig, default_concurrency, normalize_queues, seconds
@@ -50,28 +48,6 @@ logger = logging.getLogger(__name__)
 
 READY_MESSAGE = "conveyor worker ready"
 """Logged at INFO, with the pid, when the server begins claiming (process tests wait for it)."""
-
-
-WORKER_BEAT_S = 10.0
-"""The longest time between refreshes of a worker's record (and lease renewals)."""
-
-
-def _beat_interval(renew_every_s: float) -> float:
-    return min(renew_every_s, WORKER_BEAT_S)
-
-
-def _record_ttl(beat_s: float) -> float:
-    """How long a worker's record outlives its last refresh: three missed beats, and a second
-    of slack for a slow broker call (at most 31 s, so a killed worker is gone within 60 s)."""
-    return 3 * beat_s + 1.0
-
-
-def conveyor_version() -> str:
-    """The installed conveyor's version (``"unknown"`` when run from an uninstalled tree)."""
-    try:
-        return metadata.version("conveyor")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 GC_YOUNG_THRESHOLD = 10_000
@@ -177,7 +153,7 @@ class Server:
         self._stats = WorkerStats()
         self.signals = Signals()
         """Lifecycle signals of this worker's tasks (see :mod:`conveyor.signals`)."""
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.worker_id = registration.new_worker_id()
         """This server's id in the worker registry (``Inspector.list_workers``)."""
         self._executor: Executor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -445,11 +421,11 @@ class Server:
             url=self._broker_arg if isinstance(self._broker_arg, str) else None,
             registry=registry,
             lease_s=config.lease_s,
-            interval_s=(beat_s := _beat_interval(config.renew_every_s)),
+            interval_s=(beat_s := registration.beat_interval(config.renew_every_s)),
             on_lost=executor.lease_lost,
             on_error=self._count_broker_error,
-            worker=(worker := self._worker_info()),
-            worker_ttl_s=_record_ttl(beat_s),
+            worker=(record := registration.worker_record(self.worker_id, config)),
+            worker_ttl_s=registration.record_ttl(beat_s),
         )
         cancels = CancelWatch(
             broker,
@@ -472,7 +448,8 @@ class Server:
             on_error=self._count_broker_error,
         )
         await heartbeat.start()  # first: the one start that can fail (its thread opens a broker)
-        await self._register(broker, worker, _record_ttl(beat_s))
+        if not await registration.register(broker, record, registration.record_ttl(beat_s)):
+            self._stats.broker_errors += 1
         completer.start()
         cancels.start()
         recoverer.start()
@@ -484,7 +461,8 @@ class Server:
         finally:
             await self._shut_down(fetcher, executor, completer, heartbeat, recoverer, janitor)
             await cancels.stop()
-            await self._unregister(broker)
+            if not await registration.unregister(broker, self.worker_id):
+                self._stats.broker_errors += 1
             pool.shutdown()
 
     async def _shut_down(
@@ -515,38 +493,6 @@ class Server:
         await janitor.stop()
         await heartbeat.stop()
         logger.info("conveyor worker stopped (pid %d)", os.getpid())
-
-    def _worker_info(self) -> WorkerInfo:
-        return WorkerInfo(
-            id=self.worker_id,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            queues=dict(self.config.queues),
-            concurrency=self.config.concurrency,
-            started_at=datetime.now(UTC),
-            version=conveyor_version(),
-        )
-
-    async def _register(self, broker: Broker, worker: WorkerInfo, ttl_s: float) -> None:
-        """List this worker before it claims (the heartbeat refreshes it; a failure is retried
-        there)."""
-        if not isinstance(broker, WorkerRegistry):
-            return
-        try:
-            await broker.register_worker(worker, ttl_s=ttl_s)
-        except BrokerError as exc:
-            self._stats.broker_errors += 1
-            logger.warning("could not register this worker (%s); the heartbeat will retry", exc)
-
-    async def _unregister(self, broker: Broker) -> None:
-        """Remove this worker's record at a clean stop (else it lapses by itself)."""
-        if not isinstance(broker, WorkerRegistry):
-            return
-        try:
-            await broker.unregister_worker(self.worker_id)
-        except BrokerError as exc:
-            self._stats.broker_errors += 1
-            logger.warning("could not remove this worker's record (%s); it will lapse", exc)
 
     def _announce_ready(self) -> None:
         if crashpoints.armed():
