@@ -153,7 +153,14 @@ def test_json_listings_and_bulk_all_state(runner: CliRunner, url: str) -> None:
 
 def test_unreachable_broker_and_bad_url_are_one_line(runner: CliRunner, tmp_path: Path) -> None:
     unreachable = f"sqlite:///{tmp_path / 'no-such-dir' / 'x.db'}"
-    for command in (["queue", "ls"], ["stats"], ["workers"], ["task", "ls", "default"]):
+    commands = (
+        ["queue", "ls"],
+        ["stats"],
+        ["workers"],
+        ["task", "ls", "default"],
+        ["enqueue", "a"],
+    )
+    for command in commands:
         for broker in (unreachable, "bogus://host"):
             result = runner.invoke(cli, [*command, "-b", broker])
             assert result.exit_code == 1, (command, broker, result.output)
@@ -162,8 +169,9 @@ def test_unreachable_broker_and_bad_url_are_one_line(runner: CliRunner, tmp_path
             assert "Traceback" not in result.output
 
 
-def test_debug_shows_the_error_itself(runner: CliRunner) -> None:
-    result = runner.invoke(cli, ["--debug", "queue", "ls", "-b", "bogus://host"])
+@pytest.mark.parametrize("command", [["queue", "ls"], ["enqueue", "a"], ["workers"]])
+def test_debug_shows_the_error_itself(runner: CliRunner, command: list[str]) -> None:
+    result = runner.invoke(cli, ["--debug", *command, "-b", "bogus://host"])
     assert result.exit_code == 1
     assert type(result.exception).__name__ == "ConfigError"
 

@@ -11,6 +11,7 @@ from datetime import datetime
 import click
 
 from conveyor.cli.enqueue import format_info
+from conveyor.cli.params import debugging, one_line
 from conveyor.config import broker_url_from_env
 from conveyor.errors import ConveyorError, QueueInUseError, QueueNotEmptyError
 from conveyor.inspector import Inspector
@@ -18,18 +19,6 @@ from conveyor.message import TaskInfo, TaskState
 
 STATES = [s.value for s in TaskState]
 BROKER_HELP = "Broker URL (default: $CONVEYOR_BROKER_URL or sqlite:///conveyor.db)."
-
-
-def debugging() -> bool:
-    """Whether ``conveyor --debug`` was given (show tracebacks instead of one line)."""
-    ctx = click.get_current_context(silent=True)
-    return bool(ctx is not None and ctx.find_root().params.get("debug"))
-
-
-def one_line(exc: BaseException) -> click.ClickException:
-    """The CLI error for ``exc``: its message on one line, exit status 1."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return click.ClickException(text)
 
 
 @contextmanager

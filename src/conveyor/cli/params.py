@@ -98,6 +98,18 @@ def parse_queues(values: tuple[str, ...]) -> dict[str, int] | None:
     return queues
 
 
+def debugging() -> bool:
+    """Whether ``conveyor --debug`` was given (show tracebacks instead of one line)."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.find_root().params.get("debug"))
+
+
+def one_line(exc: BaseException) -> click.ClickException:
+    """The CLI error for ``exc``: its message on one line, exit status 1."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return click.ClickException(text)
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 

@@ -14,12 +14,13 @@ import click
 
 from conveyor.app import App
 from conveyor.brokers.protocol import MAX_CRASH_ATTEMPTS, Broker
-from conveyor.cli.inspect_commands import debugging, one_line
 from conveyor.cli.params import (
     LOG_FORMATS,
     LOG_LEVELS,
     Duration,
     configure_logging,
+    debugging,
+    one_line,
     parse_queues,
 )
 from conveyor.config import BROKER_URL_ENV, DEFAULT_BROKER_URL
