@@ -208,6 +208,16 @@ class _QueueCollector(Collector):
         paused = GaugeMetricFamily(
             "conveyor_queue_paused", "1 while the queue is paused.", labels=["queue"]
         )
+        processed = GaugeMetricFamily(
+            "conveyor_queue_processed_today",
+            "Attempts finished today (UTC) by every worker (resets at midnight).",
+            labels=["queue"],
+        )
+        failed = GaugeMetricFamily(
+            "conveyor_queue_failed_today",
+            "Attempts failed today (UTC) by every worker (resets at midnight).",
+            labels=["queue"],
+        )
         workers = GaugeMetricFamily("conveyor_workers", "Live workers (registered, not lapsed).")
         try:
             for queue in self._inspector.queues():
@@ -215,6 +225,8 @@ class _QueueCollector(Collector):
                 for state in TaskState:
                     size.add_metric([queue, state.value], getattr(stats, state.value))
                 paused.add_metric([queue], float(stats.paused))
+                processed.add_metric([queue], stats.processed_today)
+                failed.add_metric([queue], stats.failed_today)
                 age = self._inspector.queue_latency(queue)
                 latency.add_metric([queue], age.total_seconds())
             workers.add_metric([], len(self._inspector.list_workers()))
@@ -224,4 +236,4 @@ class _QueueCollector(Collector):
             yield up
             return
         up.add_metric([], 1)
-        yield from (up, size, latency, paused, workers)
+        yield from (up, size, latency, paused, processed, failed, workers)

@@ -91,6 +91,10 @@ async def test_a_scrape_during_a_run_counts_what_the_worker_did(
     assert value("conveyor_queue_latency_seconds", queue="idle") >= 0
     assert ("conveyor_queue_latency_seconds", (("queue", "idle"),)) in samples
     assert value("conveyor_workers") == 1
+    # Daily totals: all 11 attempts, unless the run straddled midnight UTC.
+    assert value("conveyor_queue_processed_today", queue="default") in range(12)
+    assert value("conveyor_queue_failed_today", queue="default") in range(7)
+    assert ("conveyor_queue_processed_today", (("queue", "default"),)) in samples
     assert value("conveyor_broker_up") == 1
     assert ("conveyor_broker_errors_total", ()) in samples
     assert ("conveyor_lease_recoveries_total", ()) in samples
