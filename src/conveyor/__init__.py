@@ -21,6 +21,7 @@ from conveyor.app import App, AsyncTaskCall, ServerOptions, TaskCall, TaskFuncti
 from conveyor.backoff import ExponentialBackoff, RetryDelay, default_retry_delay
 from conveyor.brokers import open_broker
 from conveyor.brokers.protocol import Broker, BrokerInfo, Capabilities
+from conveyor.brokers.workers import WorkerInfo
 from conveyor.client import AsyncClient, Client
 from conveyor.errors import (
     BrokerError,
@@ -42,10 +43,12 @@ from conveyor.errors import (
     SkipRetry,
     TaskError,
     TaskIdConflictError,
+    TaskNotActiveError,
     TaskNotFoundError,
     UnknownTaskError,
 )
 from conveyor.inspector import AsyncInspector, Inspector
+from conveyor.logs import JsonFormatter, TaskContextFilter, TextFormatter
 from conveyor.message import (
     Encoding,
     JSONValue,
@@ -71,6 +74,7 @@ from conveyor.progress import StepLog, StepState
 from conveyor.scheduling.entry import ScheduleEntry, ScheduleInfo
 from conveyor.scheduling.scheduler import Scheduler
 from conveyor.scheduling.spec import MissedPolicy
+from conveyor.signals import Signals, TaskEvent, TaskEventKind
 from conveyor.worker.context import TaskContext, current_context
 from conveyor.worker.server import Server
 from conveyor.workflows.pipeline import Pipeline, ReentrantStep, reentrant
@@ -102,6 +106,7 @@ __all__ = [
     "Inspector",
     "InvalidNameError",
     "JSONValue",
+    "JsonFormatter",
     "LeaseLostError",
     "Middleware",
     "MissedPolicy",
@@ -124,6 +129,7 @@ __all__ = [
     "ServeMux",
     "Server",
     "ServerOptions",
+    "Signals",
     "SkipRetry",
     "StepLog",
     "StepState",
@@ -131,14 +137,20 @@ __all__ = [
     "Task",
     "TaskCall",
     "TaskContext",
+    "TaskContextFilter",
     "TaskError",
+    "TaskEvent",
+    "TaskEventKind",
     "TaskFunction",
     "TaskId",
     "TaskIdConflictError",
     "TaskInfo",
+    "TaskNotActiveError",
     "TaskNotFoundError",
     "TaskState",
+    "TextFormatter",
     "UnknownTaskError",
+    "WorkerInfo",
     "compose",
     "current_context",
     "default_retry_delay",

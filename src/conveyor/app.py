@@ -44,6 +44,7 @@ from conveyor.mux import ServeMux
 from conveyor.options import DefaultOptions, Duration, EnqueueOptions, parse_options
 from conveyor.scheduling.entry import ScheduleEntry, new_entry
 from conveyor.scheduling.scheduler import Scheduler
+from conveyor.signals import Signals
 from conveyor.worker.context import TaskContext
 from conveyor.worker.server import Server
 
@@ -372,6 +373,9 @@ class App:
         self._async_client: AsyncClient | None = None
         self.schedule_owner = schedule_owner
         self._schedules: dict[str, ScheduleEntry] = {}
+        self.signals = Signals()
+        """Lifecycle signals shared by the app's clients (enqueued) and the servers it makes,
+        ``conveyor worker`` included (started, succeeded, failed, retried, archived)."""
 
     def __repr__(self) -> str:
         return f"App({len(self._tasks)} tasks)"
@@ -617,6 +621,7 @@ class App:
         return self._mux
 
     def _configure(self, client: Client | AsyncClient) -> None:
+        client.signals = self.signals
         for task_name, task_fn in self._tasks.items():
             client.set_default_options(task_name, **task_fn.defaults)
         for name, pipeline in self._pipelines.items():
@@ -649,7 +654,9 @@ class App:
 
         Run it with ``server.run(app.mux)``, or use :meth:`run`.
         """
-        return Server(self.broker if broker is None else broker, **options)
+        server = Server(self.broker if broker is None else broker, **options)
+        server.signals = self.signals
+        return server
 
     def run(self, **options: Unpack[ServerOptions]) -> None:
         """Run a worker for this app in the calling thread until SIGTERM/SIGINT."""

@@ -30,6 +30,7 @@ from conveyor.options import (
     TaskOptions,
     parse_options,
 )
+from conveyor.signals import Signals, TaskEvent, TaskEventKind
 
 
 class _Producer:
@@ -127,6 +128,23 @@ class AsyncClient(BrokerHandle):
     ) -> None:
         super().__init__(broker)
         self._producer = _Producer(max_payload_bytes, defaults)
+        self.signals = Signals()
+        """``signals.task_enqueued`` is sent for every task this client stores."""
+
+    def _enqueued(self, infos: list[TaskInfo]) -> list[TaskInfo]:
+        """Send ``task_enqueued`` for each stored task; return ``infos``."""
+        signal = self.signals.task_enqueued
+        if signal.receivers:
+            for info in infos:
+                signal.send(
+                    TaskEvent(
+                        kind=TaskEventKind.ENQUEUED,
+                        task_id=info.id,
+                        task_type=info.type,
+                        queue=info.queue,
+                    )
+                )
+        return infos
 
     @classmethod
     def from_env(cls, **defaults: Unpack[DefaultOptions]) -> AsyncClient:
@@ -163,7 +181,7 @@ class AsyncClient(BrokerHandle):
             BrokerError: the broker failed; the enqueue may or may not have happened.
         """
         message = self._producer.message(task, parse_options(options) if options else None)
-        return (await self._broker.enqueue([message]))[0]
+        return self._enqueued(await self._broker.enqueue([message]))[0]
 
     async def enqueue_in(
         self, delay: Duration, task: Task, **options: Unpack[EnqueueOptions]
@@ -175,7 +193,7 @@ class AsyncClient(BrokerHandle):
             also given.
         """
         call = self._producer.scheduled(options, "process_in", delay)
-        return (await self._broker.enqueue([self._producer.message(task, call)]))[0]
+        return self._enqueued(await self._broker.enqueue([self._producer.message(task, call)]))[0]
 
     async def enqueue_at(
         self, when: datetime, task: Task, **options: Unpack[EnqueueOptions]
@@ -187,7 +205,7 @@ class AsyncClient(BrokerHandle):
             also given.
         """
         call = self._producer.scheduled(options, "process_at", when)
-        return (await self._broker.enqueue([self._producer.message(task, call)]))[0]
+        return self._enqueued(await self._broker.enqueue([self._producer.message(task, call)]))[0]
 
     async def enqueue_many(
         self, tasks: Iterable[Task], **options: Unpack[EnqueueOptions]
@@ -199,7 +217,7 @@ class AsyncClient(BrokerHandle):
             ``task_id`` cannot be shared by several tasks (``ConfigError``).
         """
         messages = self._producer.messages(tasks, options)
-        return await self._broker.enqueue(messages) if messages else []
+        return self._enqueued(await self._broker.enqueue(messages)) if messages else []
 
 
 class Client(SyncFacade[AsyncClient]):
@@ -251,16 +269,25 @@ class Client(SyncFacade[AsyncClient]):
         """The broker this client writes to (used on the client's private loop)."""
         return self._async.broker
 
+    @property
+    def signals(self) -> Signals:
+        """``signals.task_enqueued`` is sent for every task this client stores."""
+        return self._async.signals
+
+    @signals.setter
+    def signals(self, value: Signals) -> None:
+        self._async.signals = value
+
     def set_default_options(self, task_type: str, **options: Unpack[DefaultOptions]) -> None:
         """Set default options for every task of ``task_type``; see :meth:`AsyncClient.set_default_options`."""  # noqa: E501
         self._producer.set_default_options(task_type, options)
 
     def _store(self, messages: list[TaskMessage]) -> list[TaskInfo]:
         if self._blocking is None:
-            return self._loop.run(self._async.broker.enqueue(messages))
+            return self._async._enqueued(self._loop.run(self._async.broker.enqueue(messages)))
         if self._async.closed:
             raise BrokerUnavailableError("conveyor-client is closed")  # as the private loop says
-        return self._blocking.enqueue_blocking(messages)
+        return self._async._enqueued(self._blocking.enqueue_blocking(messages))
 
     def enqueue(self, task: Task, **options: Unpack[EnqueueOptions]) -> TaskInfo:
         """Store ``task`` and return its info; see :meth:`AsyncClient.enqueue` for the errors."""

@@ -15,6 +15,7 @@
     ├── DuplicateTaskError                   a unique task with the same key is live
     ├── TaskIdConflictError                  a task with the same id already exists in the queue
     ├── TaskNotFoundError                    no such task in that queue
+    ├── TaskNotActiveError                   cancel_task on a task no worker is running
     ├── QueueFullError                       the queue's length limit is reached
     ├── QueueNotEmptyError                   delete_queue without force on a queue holding tasks
     ├── QueueInUseError                      delete_queue on a queue with an active (leased) task
@@ -107,6 +108,22 @@ class TaskIdConflictError(_TaskRefError):
 
 class TaskNotFoundError(_TaskRefError):
     """No task with that id exists in the queue."""
+
+
+class TaskNotActiveError(_TaskRefError):
+    """The task exists but no worker is running it (only an ACTIVE task can be cancelled).
+
+    ``state`` is the state it is in (a :class:`~conveyor.message.TaskState` value).
+    """
+
+    def __init__(self, *, task_id: str, queue: str, state: str) -> None:
+        super().__init__(
+            f"task {task_id!r} in queue {queue!r} is not active (it is {state}); only a "
+            "running task can be cancelled",
+            task_id=task_id,
+            queue=queue,
+        )
+        self.state = state
 
 
 class QueueFullError(_TaskRefError):

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Unpack
 
 from conveyor.broker_handle import BrokerHandle, SyncFacade
 from conveyor.brokers.progress import ProgressStore
 from conveyor.brokers.protocol import Broker, BrokerInfo
+from conveyor.brokers.workers import WorkerInfo, WorkerRegistry
 from conveyor.config import DEFAULT_BROKER_URL, broker_url_from_env
-from conveyor.errors import ConfigError, PayloadError
+from conveyor.errors import BrokerError, ConfigError, PayloadError
 from conveyor.message import Payload, QueueStats, TaskInfo, TaskState, validate_name
 from conveyor.options import DefaultOptions
 from conveyor.progress import result_log, resume_interrupted
@@ -54,6 +55,12 @@ def _state(state: TaskState | str) -> TaskState:
 
 def _queue(queue: str) -> str:
     return validate_name(queue, what="queue name")
+
+
+def _registry(broker: Broker) -> WorkerRegistry:
+    if not isinstance(broker, WorkerRegistry):
+        raise BrokerError(f"{type(broker).__name__} keeps no worker registry")
+    return broker
 
 
 class AsyncInspector(BrokerHandle):
@@ -162,6 +169,37 @@ class AsyncInspector(BrokerHandle):
     async def unpause_queue(self, queue: str) -> None:
         """Let workers claim from ``queue`` again."""
         await self._broker.unpause_queue(_queue(queue))
+
+    async def queue_latency(self, queue: str) -> timedelta:
+        """How long the oldest pending task of ``queue`` has waited to be claimed (0 if none).
+
+        Measured from when it became ready (enqueued, or due after a delay or retry) to now.
+        """
+        page = await self._broker.list_tasks(_queue(queue), TaskState.PENDING, limit=1)
+        since = page[0].next_process_at or page[0].enqueued_at if page else None
+        if since is None:
+            return timedelta(0)
+        return max(timedelta(0), datetime.now(UTC) - since)
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """Every live worker (its record refreshed within the last few heartbeats), by id.
+
+        A worker that stopped cleanly is gone at once; a killed one within about 30 s.
+        """
+        return await _registry(self._broker).list_workers()
+
+    async def cancel_task(self, queue: str, task_id: str) -> None:
+        """Ask the worker running a task to stop it; the task then ends ARCHIVED, "cancelled".
+
+        Returns once the request is stored; the worker acts on it within about a second (an
+        async handler is cancelled; a sync handler's thread is abandoned, see docs/inspector.md).
+        A task the worker is already recording the outcome of finishes as it was.
+
+        Raises:
+            TaskNotFoundError: no such task in ``queue``.
+            TaskNotActiveError: the task is not running (only an ACTIVE task can be cancelled).
+        """
+        await _registry(self._broker).request_cancel(_queue(queue), task_id)
 
     async def delete_queue(self, queue: str, *, force: bool = False) -> None:
         """Remove ``queue`` entirely: its tasks, unique locks, counters, pause flag and name.
@@ -318,6 +356,18 @@ class Inspector(SyncFacade[AsyncInspector]):
     def unpause_queue(self, queue: str) -> None:
         """See :meth:`AsyncInspector.unpause_queue`."""
         self._loop.run(self._async.unpause_queue(queue))
+
+    def queue_latency(self, queue: str) -> timedelta:
+        """See :meth:`AsyncInspector.queue_latency`."""
+        return self._loop.run(self._async.queue_latency(queue))
+
+    def list_workers(self) -> list[WorkerInfo]:
+        """See :meth:`AsyncInspector.list_workers`."""
+        return self._loop.run(self._async.list_workers())
+
+    def cancel_task(self, queue: str, task_id: str) -> None:
+        """See :meth:`AsyncInspector.cancel_task`."""
+        self._loop.run(self._async.cancel_task(queue, task_id))
 
     def delete_queue(self, queue: str, *, force: bool = False) -> None:
         """See :meth:`AsyncInspector.delete_queue`."""

@@ -165,3 +165,11 @@ pipeline = app.pipeline(
 )
 PIPELINE_STEPS = ("reserve", "fetch", "transform", "commit")
 NON_REENTRANT = ("reserve", "commit")
+
+
+@app.task(name="proc.log_line")
+def log_line(text: str) -> None:
+    """Log ``text`` through the standard logging module, as a user's handler would."""
+    import logging
+
+    logging.getLogger("user.handler").warning("handler says %s", text)

@@ -20,6 +20,7 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 # hashlib.sha256(p.read_bytes()).hexdigest()[:16])) for p in sorted(pathlib.Path(
 # 'src/conveyor/brokers/redis/scripts').glob('*.lua'))]"
 PINNED_SHA256 = {
+    "cancel.lua": "d8675f0281593bb3",
     "claim.lua": "e48fa1e237f34e34",
     "complete.lua": "a610d5fdbd051976",
     "delete_queue.lua": "4f0a143b22e99d80",
@@ -41,6 +42,7 @@ PINNED_SHA256 = {
     "schedule_put.lua": "4298df7ca8318802",
     "stats.lua": "23895ba7fa854e94",
     "unclaim.lua": "8bc115d40f0abefd",
+    "workers.lua": "4b539bbf87712ddd",
 }
 
 

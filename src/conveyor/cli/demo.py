@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from conveyor.app import App
-from conveyor.cli.params import LOG_LEVELS, configure_logging
+from conveyor.cli.params import LOG_LEVELS, configure_logging, debugging, one_line
 from conveyor.errors import ConveyorError, QueueInUseError, SkipRetry
 from conveyor.inspector import AsyncInspector
 from conveyor.message import QueueStats
@@ -251,6 +251,8 @@ def demo(total: int, concurrency: int, broker: str | None, log_level: str) -> No
                 run_demo(url, total, concurrency, console, shared=broker is not None)
             )
         except (ConveyorError, ValueError, OSError) as exc:
-            raise click.ClickException(str(exc)) from None
+            if debugging():
+                raise
+            raise one_line(exc) from None
     click.echo(summary)
     click.echo(next_steps(broker))

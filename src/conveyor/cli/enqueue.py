@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import click
 
-from conveyor.cli.params import Duration, When
+from conveyor.cli.params import Duration, When, debugging, one_line
 from conveyor.client import Client
 from conveyor.config import broker_url_from_env
 from conveyor.errors import ConveyorError
@@ -96,6 +96,8 @@ def enqueue(
     try:
         with Client(broker or broker_url_from_env()) as client:
             info = client.enqueue(Task(task_type, data), **options)
-    except (ConveyorError, ValueError, TypeError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except (ConveyorError, ValueError, TypeError, OSError) as exc:
+        if debugging():
+            raise
+        raise one_line(exc) from None
     click.echo(format_info(info))

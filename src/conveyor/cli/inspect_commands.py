@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 import click
 
 from conveyor.cli.enqueue import format_info
+from conveyor.cli.params import debugging, one_line
 from conveyor.config import broker_url_from_env
 from conveyor.errors import ConveyorError, QueueInUseError, QueueNotEmptyError
 from conveyor.inspector import Inspector
-from conveyor.message import TaskState
+from conveyor.message import TaskInfo, TaskState
 
 STATES = [s.value for s in TaskState]
 BROKER_HELP = "Broker URL (default: $CONVEYOR_BROKER_URL or sqlite:///conveyor.db)."
@@ -19,15 +23,29 @@ BROKER_HELP = "Broker URL (default: $CONVEYOR_BROKER_URL or sqlite:///conveyor.d
 
 @contextmanager
 def inspector_for(broker: str | None) -> Iterator[Inspector]:
-    """An Inspector whose conveyor errors become clean CLI errors (no traceback)."""
+    """An Inspector whose errors become one clean line (a traceback only with ``--debug``)."""
     try:
         with Inspector(broker or broker_url_from_env()) as inspector:
             yield inspector
-    except (ConveyorError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except (ConveyorError, ValueError, OSError) as exc:
+        if debugging():
+            raise
+        raise one_line(exc) from None
+
+
+def echo_json(data: object) -> None:
+    """Print ``data`` as JSON (``--json``): one document, for scripts and ``jq``."""
+    click.echo(json.dumps(data, indent=2, default=_json_value))
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
 
 
 broker_option = click.option("--broker", "-b", metavar="URL", help=BROKER_HELP)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
 @click.group(
@@ -42,13 +60,17 @@ def queue() -> None:
     """List queues, pause or resume them, or delete them."""
 
 
-@queue.command("ls", epilog="\b\nExamples:\n  conveyor queue ls\n  conveyor queue ls -b URL")
+@queue.command("ls", epilog="\b\nExamples:\n  conveyor queue ls\n  conveyor queue ls -b URL --json")
 @broker_option
-def queue_ls(broker: str | None) -> None:
+@json_option
+def queue_ls(broker: str | None, as_json: bool) -> None:
     """Show every queue with its task counts by state."""
     columns = ("pending", "scheduled", "active", "retry", "archived", "completed")
     with inspector_for(broker) as inspector:
         rows = [inspector.queue_info(name) for name in inspector.queues()]
+    if as_json:
+        echo_json([dataclasses.asdict(r) for r in rows])
+        return
     if not rows:
         click.echo("no queues")
         return
@@ -121,7 +143,9 @@ Examples:
   conveyor task show default 5b0c...
   conveyor task run default 5b0c...
   conveyor task run default --all archived
-  conveyor task delete low --all completed"""
+  conveyor task run default --all --state archived
+  conveyor task delete low --all completed
+  conveyor task cancel default 5b0c..."""
 )
 def task() -> None:
     """List, show, re-run, archive or delete tasks."""
@@ -137,10 +161,16 @@ def task() -> None:
 @click.option("--page", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--size", type=click.IntRange(1, 1000), default=20, show_default=True)
 @broker_option
-def task_ls(queue_name: str, state: str, page: int, size: int, broker: str | None) -> None:
+@json_option
+def task_ls(
+    queue_name: str, state: str, page: int, size: int, broker: str | None, as_json: bool
+) -> None:
     """List one page of the tasks in QUEUE that are in a given state."""
     with inspector_for(broker) as inspector:
         tasks = inspector.list_tasks(queue_name, state, page=page, size=size)
+    if as_json:
+        echo_json([task_json(info) for info in tasks])
+        return
     for info in tasks:
         when = info.next_process_at.isoformat(timespec="seconds") if info.next_process_at else "-"
         error = f"  {info.last_error}" if info.last_error else ""
@@ -149,14 +179,36 @@ def task_ls(queue_name: str, state: str, page: int, size: int, broker: str | Non
         click.echo(f"no {state} tasks in {queue_name} (page {page})")
 
 
-@task.command("show", epilog="\b\nExamples:\n  conveyor task show default 5b0c...")
+def task_json(info: TaskInfo) -> dict[str, object]:
+    """What ``--json`` prints for a task: its stored fields, the payload's size not its bytes."""
+    return {
+        "id": info.id,
+        "queue": info.queue,
+        "type": info.type,
+        "state": info.state.value,
+        "payload_bytes": len(info.raw_payload),
+        "max_retry": info.max_retry,
+        "retried": info.retried,
+        "last_error": info.last_error,
+        "enqueued_at": info.enqueued_at,
+        "next_process_at": info.next_process_at,
+        "last_failed_at": info.last_failed_at,
+        "completed_at": info.completed_at,
+    }
+
+
+@task.command("show", epilog="\b\nExamples:\n  conveyor task show default 5b0c... --json")
 @click.argument("queue_name", metavar="QUEUE")
 @click.argument("task_id", metavar="ID")
 @broker_option
-def task_show(queue_name: str, task_id: str, broker: str | None) -> None:
+@json_option
+def task_show(queue_name: str, task_id: str, broker: str | None, as_json: bool) -> None:
     """Show one task (its payload size, not its payload)."""
     with inspector_for(broker) as inspector:
         info = inspector.get_task(queue_name, task_id)
+    if as_json:
+        echo_json(task_json(info))
+        return
     click.echo(format_info(info))
     click.echo(f"{'retried:':<17}{info.retried}")
     if info.last_error:
@@ -168,14 +220,35 @@ def task_show(queue_name: str, task_id: str, broker: str | None) -> None:
         click.echo(f"{f'step {n}:':<17}{line}")
 
 
+def _bulk_state(all_state: str | None, state: str | None) -> str | None:
+    """The state of a bulk form (``--all STATE`` or ``--all --state STATE``), else ``None``."""
+    if all_state is None:
+        if state is not None:
+            raise click.UsageError("--state goes with --all (conveyor task run Q --all --state S)")
+        return None
+    if all_state and state and all_state != state:
+        raise click.UsageError(f"--all {all_state} and --state {state} disagree")
+    chosen = all_state or state
+    if not chosen:
+        raise click.UsageError("--all needs a state: --all STATE or --all --state STATE")
+    if chosen not in STATES:
+        raise click.UsageError(f"unknown state {chosen!r}: one of {', '.join(STATES)}")
+    return chosen
+
+
 def _one_or_all(
     verb: str,
     single: Callable[[Inspector, str, str], None],
     bulk: Callable[[Inspector, str, str], int],
-) -> Callable[[str, str | None, str | None, str | None], None]:
+) -> Callable[[str, str | None, str | None, str | None, str | None], None]:
     def command(
-        queue_name: str, task_id: str | None, all_state: str | None, broker: str | None
+        queue_name: str,
+        task_id: str | None,
+        all_state: str | None,
+        state: str | None,
+        broker: str | None,
     ) -> None:
+        all_state = _bulk_state(all_state, state)
         if (task_id is None) == (all_state is None):
             raise click.UsageError("give either a task ID or --all STATE")
         with inspector_for(broker) as inspector:
@@ -205,16 +278,24 @@ def _register(
             click.option(
                 "--all",
                 "all_state",
-                type=click.Choice(STATES),
-                metavar="STATE",
-                help="Act on every task in this state instead of one task.",
-            )(broker_option(command))
+                is_flag=False,
+                flag_value="",
+                metavar="[STATE]",
+                help="Act on every task in STATE (or in --state) instead of one task.",
+            )(
+                click.option(
+                    "--state",
+                    type=click.Choice(STATES),
+                    help="The state --all acts on (--all --state STATE).",
+                )(broker_option(command))
+            )
         )
     )
     task.command(
         name,
         epilog=f"\b\nExamples:\n  conveyor task {name} default 5b0c...\n"
-        f"  conveyor task {name} default --all {example_state}",
+        f"  conveyor task {name} default --all {example_state}\n"
+        f"  conveyor task {name} default --all --state {example_state}",
     )(decorated)
 
 

@@ -8,6 +8,7 @@ Examples::
     conveyor task run default --all archived       # re-run the dead set
     conveyor check -b redis://localhost:6379/0     # the broker, its version and warnings
     conveyor schedule ls                           # schedule entries and their next fire
+    conveyor stats --watch                         # live sizes, rates and workers
     conveyor demo
 """
 
@@ -19,6 +20,7 @@ from conveyor.cli.check import check
 from conveyor.cli.demo import demo
 from conveyor.cli.enqueue import enqueue
 from conveyor.cli.inspect_commands import queue, task
+from conveyor.cli.operations import stats, workers
 from conveyor.cli.redis_acl import redis_acl
 from conveyor.cli.schedule import schedule, scheduler
 from conveyor.cli.worker import worker
@@ -31,12 +33,16 @@ Examples:
   conveyor demo                                  # see it work in ~10 seconds
   conveyor worker myproject.tasks:app            # run a worker for an App
   conveyor enqueue email:welcome '{"user_id": 42}' --in 5m
+  conveyor stats --watch                         # queues, rates, workers, live
+  conveyor workers                               # who runs what
 
+An unreachable broker or a bad URL prints one line and exits 1 (--debug: traceback).
 The broker URL comes from --broker, else $CONVEYOR_BROKER_URL, else the App's URL,
 else sqlite:///conveyor.db.""",
 )
 @click.version_option(package_name="conveyor", prog_name="conveyor")
-def cli() -> None:
+@click.option("--debug", is_flag=True, help="Show the traceback of an error, not one line.")
+def cli(debug: bool) -> None:
     """conveyor: an asyncio-native background task queue."""
 
 
@@ -49,6 +55,8 @@ cli.add_command(redis_acl)
 cli.add_command(check)
 cli.add_command(schedule)
 cli.add_command(scheduler)
+cli.add_command(stats)
+cli.add_command(workers)
 
 
 def main() -> None:

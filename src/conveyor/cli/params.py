@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
+from conveyor.logs import JsonFormatter, TaskContextFilter, TextFormatter
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -96,13 +98,33 @@ def parse_queues(values: tuple[str, ...]) -> dict[str, int] | None:
     return queues
 
 
+def debugging() -> bool:
+    """Whether ``conveyor --debug`` was given (show tracebacks instead of one line)."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.find_root().params.get("debug"))
+
+
+def one_line(exc: BaseException) -> click.ClickException:
+    """The CLI error for ``exc``: its message on one line, exit status 1."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return click.ClickException(text)
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
-def configure_logging(level: str) -> None:
-    """Send conveyor's log records to stderr (the library itself never adds handlers)."""
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+LOG_FORMATS = ("text", "json")
+
+
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Send every log record to stderr, as text or one JSON object per line.
+
+    The library itself never adds handlers; the commands do. Records made while a task runs
+    carry its id, type, queue and attempt (:class:`~conveyor.logs.TaskContextFilter`).
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(TaskContextFilter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
+    if log_format == "json":
+        logging.captureWarnings(True)  # Python's warnings become JSON lines too

@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 import os
 import sys
+from collections.abc import Iterator
 from datetime import timedelta
 
 import click
 
 from conveyor.app import App
 from conveyor.brokers.protocol import MAX_CRASH_ATTEMPTS, Broker
-from conveyor.cli.params import LOG_LEVELS, Duration, configure_logging, parse_queues
+from conveyor.cli.params import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    Duration,
+    configure_logging,
+    debugging,
+    one_line,
+    parse_queues,
+)
 from conveyor.config import BROKER_URL_ENV, DEFAULT_BROKER_URL
 from conveyor.errors import ConveyorError
+from conveyor.inspector import Inspector
+from conveyor.metrics import Metrics
 from conveyor.middleware import Handler
 from conveyor.scheduling.scheduler import Scheduler
 from conveyor.worker.loops import LOOP_CHOICES, LoopChoice
 from conveyor.worker.server import Server
+
+logger = logging.getLogger(__name__)
 
 
 def load_target(spec: str) -> object:
@@ -67,6 +82,34 @@ def scheduler_for(app: App, broker: str | None) -> Scheduler:
     return app.scheduler(broker or os.environ.get(BROKER_URL_ENV) or None)
 
 
+@contextlib.contextmanager
+def serving_metrics(
+    server: Server, broker: str | Broker, port: int | None, addr: str
+) -> Iterator[None]:
+    """Serve ``server``'s metrics (and the broker's queue gauges) while the block runs."""
+    if port is None:
+        yield
+        return
+    metrics = Metrics()
+    metrics.observe(server.signals)
+    metrics.watch_server(server)
+    # Queue gauges need a broker of their own (the scrape runs on the HTTP server's thread):
+    # one opened from the URL. A Broker object belongs to the worker's loop alone.
+    inspector = Inspector(broker) if isinstance(broker, str) else None
+    if inspector is not None:
+        metrics.watch_queues(inspector)
+    http = metrics.serve(port, addr)
+    logger.info(
+        "metrics at http://%s:%d/metrics", addr if ":" not in addr else f"[{addr}]", http.port
+    )
+    try:
+        yield
+    finally:
+        http.close()
+        if inspector is not None:
+            inspector.close()
+
+
 @click.command(
     epilog="""\b
 Examples:
@@ -74,6 +117,7 @@ Examples:
   conveyor worker myproject.tasks:app --broker redis://localhost:6379/0 -c 50
   conveyor worker myproject.tasks:mux -q critical=6 -q default=3 -q low=1
   conveyor worker myproject.tasks:app --strict -q critical -q default
+  conveyor worker myproject.tasks:app --metrics-port 9090 --log-format json
 
 SIGTERM or Ctrl-C shuts down gracefully: running tasks get --shutdown-timeout to
 finish, the rest go back to their queue. SIGTSTP stops taking new tasks.
@@ -150,6 +194,24 @@ A worker of an App with schedules also runs a scheduler (--no-scheduler: not).""
     default="info",
     show_default=True,
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line, with task_id, task_type, queue, attempt in a task.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    help="Serve Prometheus metrics at http://ADDR:PORT/metrics (see docs/metrics.md).",
+)
+@click.option(
+    "--metrics-addr",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the metrics server binds (0.0.0.0 for a Prometheus on another machine).",
+)
 def worker(
     target: str,
     broker: str | None,
@@ -164,9 +226,12 @@ def worker(
     loop: LoopChoice,
     run_scheduler: bool | None,
     log_level: str,
+    log_format: str,
+    metrics_port: int | None,
+    metrics_addr: str,
 ) -> None:
     """Run a worker that serves MODULE:ATTR (an App, a ServeMux or a handler function)."""
-    configure_logging(log_level)
+    configure_logging(log_level, log_format)
     found = load_target(target)
     handler, broker_arg = resolve(found, broker)
     schedules: Scheduler | None = None
@@ -188,9 +253,14 @@ def worker(
             recover_delay=recover_delay,
             max_crash_attempts=max_crash_attempts,
         )
-        server.run(handler, loop=loop)
-    except (ConveyorError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+        if isinstance(found, App):
+            server.signals = found.signals  # receivers the app's module connected
+        with serving_metrics(server, broker_arg, metrics_port, metrics_addr):
+            server.run(handler, loop=loop)
+    except (ConveyorError, ValueError, OSError) as exc:
+        if debugging():
+            raise
+        raise one_line(exc) from None
     finally:
         if schedules is not None:
             schedules.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from conveyor.backoff import ReconnectBackoff
 from conveyor.brokers.protocol import Broker
@@ -33,6 +34,8 @@ class Completer:
         linger_s: how long a lone completion waits for company.
         give_up_s: how long to retry a batch while the broker is unreachable; past that the
             leases lapse anyway and the tasks will be recovered and run again.
+        on_completed: called with each completion once its batch is done, and whether the
+            broker recorded it (``False``: its lease was lost, or it could not be recorded).
     """
 
     def __init__(
@@ -44,8 +47,10 @@ class Completer:
         batch_size: int,
         linger_s: float,
         give_up_s: float,
+        on_completed: Callable[[Completion, bool], None] | None = None,
     ) -> None:
         self._broker = broker
+        self._on_completed = on_completed
         self._registry = registry
         self._stats = stats
         self._batch_size = batch_size
@@ -101,6 +106,7 @@ class Completer:
     async def _flush(self, batch: list[Completion]) -> None:
         backoff = ReconnectBackoff(cap_s=1.0)
         give_up_at = time.monotonic() + self._give_up_s
+        answered = False
         try:
             while True:
                 try:
@@ -138,15 +144,20 @@ class Completer:
                     )
                     return
                 else:
+                    answered = True
                     self._account(batch, held)
                     return
         finally:
             for completion in batch:
                 self._registry.discard(completion.lease)
+                if not answered and self._on_completed is not None:
+                    self._on_completed(completion, False)  # not recorded: no success to report
 
     def _account(self, batch: list[Completion], held: list[bool]) -> None:
         debug = logger.isEnabledFor(logging.DEBUG)
         for completion, ok in zip(batch, held, strict=True):
+            if self._on_completed is not None:
+                self._on_completed(completion, ok)
             if ok:
                 self._stats.succeeded += 1
                 if debug:

@@ -29,7 +29,8 @@ class TaskContext:
     """The attempt a handler runs: which task, how many tries so far, and whether to stop.
 
     The worker sets :attr:`cancel_event` when the attempt must end early: its lease was lost, its
-    timeout or deadline passed, or the worker is shutting down past its grace period. An async
+    timeout or deadline passed, an operator cancelled it (``Inspector.cancel_task``), or the
+    worker is shutting down past its grace period. An async
     handler is also cancelled; a sync handler cannot be interrupted, so long-running sync code
     should check :attr:`cancelled` (or ``ctx.cancel_event.wait(seconds)``) between steps.
 
@@ -72,7 +73,7 @@ class TaskContext:
 
     @property
     def cancelled(self) -> bool:
-        """Whether the attempt has been asked to stop (lease lost, timeout, shutdown)."""
+        """Whether the attempt has been asked to stop (lease lost, timeout, cancel, shutdown)."""
         return self._cancelled
 
     @property
@@ -115,3 +116,8 @@ def current_context() -> TaskContext:
 def activate(ctx: TaskContext) -> contextvars.Token[TaskContext]:
     """Make ``ctx`` the current context of the running asyncio task (used by the executor)."""
     return _current.set(ctx)
+
+
+def context_or_none() -> TaskContext | None:
+    """The running task's context, or ``None`` outside a task (cheap: no exception)."""
+    return _current.get(None)

@@ -42,6 +42,7 @@ from conveyor.message import (
     encode_json,
 )
 from conveyor.middleware import AsyncHandler, SyncHandler
+from conveyor.signals import Signal, Signals, TaskEvent
 from conveyor.worker.completer import Completer
 from conveyor.worker.config import WorkerConfig
 from conveyor.worker.context import TaskContext, activate
@@ -63,6 +64,11 @@ class Interrupt(enum.Enum):
 
     LEASE_LOST = "lease lost"
     SHUTDOWN = "shutdown"
+    CANCELLED = "cancelled"  # the inspector's cancel_task: archived, never retried
+
+
+CANCELLED_ERROR = "cancelled"
+"""The error recorded on a task cancelled with ``cancel_task``."""
 
 
 class Phase(enum.Enum):
@@ -83,6 +89,7 @@ class Attempt:
     phase: Phase = Phase.STARTING
     interrupt: Interrupt | None = None
     timed_out: bool = False  # its time limit passed while the handler ran
+    duration_s: float | None = None  # how long the handler ran, once it has returned
 
 
 def error_text(exc: BaseException) -> str:
@@ -107,6 +114,8 @@ class Executor:
         pool: the thread pool for sync handlers.
         stats: the server's counters.
         on_slot_freed: called whenever an attempt ends (the fetcher may claim again).
+        signals: where lifecycle events are sent (started, failed, retried, archived; the
+            completer's results become succeeded through :meth:`completed`).
     """
 
     def __init__(
@@ -120,8 +129,12 @@ class Executor:
         pool: HandlerThreadPool,
         stats: WorkerStats,
         on_slot_freed: Callable[[], None],
+        signals: Signals | None = None,
     ) -> None:
         self._broker = broker
+        self._signals = Signals() if signals is None else signals
+        # Handler durations of successes handed to the completer, until it reports on them.
+        self._durations: dict[tuple[str, str, int], float | None] = {}
         self._handler = handler
         self._config = config
         self._registry = registry
@@ -171,6 +184,27 @@ class Executor:
                 continue
             self._stats.lease_lost += 1
             self._interrupt(attempt, Interrupt.LEASE_LOST)
+
+    def cancel(self, leases: list[Lease]) -> None:
+        """Cancel the attempts the inspector asked to stop: their tasks end ARCHIVED, "cancelled".
+
+        An async handler is cancelled at once (it sees ``CancelledError``); a sync handler's
+        thread cannot be stopped, so it is abandoned (its ``ctx.cancelled`` is set and its outcome
+        ignored). An attempt already recording its outcome finishes as it was.
+        """
+        for lease in leases:
+            attempt = self._running.get(self._registry.key(lease))
+            if attempt is None or attempt.interrupt is not None or attempt.phase is Phase.SETTLING:
+                continue
+            logger.warning("cancelling task %s on request", lease.task.id, extra=_extra(lease))
+            self._interrupt(attempt, Interrupt.CANCELLED)
+
+    def completed(self, completion: Completion, ok: bool) -> None:
+        """The completer's report on a success: signals it when the broker accepted it."""
+        lease = completion.lease
+        duration = self._durations.pop(self._registry.key(lease), None)
+        if ok:
+            self._emit(self._signals.task_succeeded, lease, duration_s=duration)
 
     def interrupt_all(self) -> int:
         """Interrupt every attempt not yet recording its outcome (shutdown); return how many."""
@@ -276,7 +310,9 @@ class Executor:
         under ``asyncio.timeout``, and the attempt fails with a TimeoutError.
         """
         attempt.phase = Phase.RUNNING
+        self._emit(self._signals.task_started, attempt.lease)
         watch = None if limit is None else self._deadlines.watch(attempt, limit)
+        started = time.perf_counter()
         try:
             return True, await self._handler(attempt.ctx, task)
         except asyncio.CancelledError as exc:
@@ -289,6 +325,7 @@ class Executor:
         except Exception as exc:
             return False, exc
         finally:
+            attempt.duration_s = time.perf_counter() - started
             if watch is not None:
                 self._deadlines.forget(watch)
             if attempt.timed_out and attempt.interrupt is None:
@@ -332,7 +369,7 @@ class Executor:
             except (ConveyorError, ValueError, TypeError) as exc:
                 error = exc
         attempt.phase = Phase.SETTLING
-        self._stats.failed += 1
+        self._failed(attempt, error_text(error))
         # The error handler still hears of it; it gets the stored bytes, as they could not be read.
         await self._report_error(attempt.ctx, Task(info.type, info.raw_payload), error)
         await self._archive(attempt, error_text(error))
@@ -347,14 +384,16 @@ class Executor:
             except ConveyorError as exc:
                 await self._fail(attempt, task, exc)
                 return
+        if self._signals.task_succeeded.receivers:
+            self._durations[self._registry.key(attempt.lease)] = attempt.duration_s
         self._completer.add(Completion(lease=attempt.lease, result=raw))
 
     async def _fail(self, attempt: Attempt, task: Task, exc: BaseException) -> None:
-        self._stats.failed += 1
         attempt.phase = Phase.SETTLING
+        error = error_text(exc)
+        self._failed(attempt, error)
         await self._report_error(attempt.ctx, task, exc)
         info = attempt.lease.task
-        error = error_text(exc)
         past_deadline = info.deadline is not None and info.deadline <= datetime.now(UTC)
         if isinstance(exc, SkipRetry) or past_deadline or info.retried + 1 > info.max_retry:
             await self._archive(attempt, error)
@@ -379,12 +418,14 @@ class Executor:
             lease, lambda: self._broker.retry(lease, error=error, delay_s=delay_s)
         ):
             self._stats.retried += 1
+            self._emit(self._signals.task_retried, lease, error=error)
 
     async def _archive(self, attempt: Attempt, error: str) -> None:
         lease = attempt.lease
         logger.error("task %s archived: %s", lease.task.id, error, extra=_extra(lease))
         if await self._settle(lease, lambda: self._broker.archive(lease, error=error)):
             self._stats.archived += 1
+            self._emit(self._signals.task_archived, lease, error=error)
 
     async def _interrupted(self, attempt: Attempt) -> None:
         lease = attempt.lease
@@ -395,6 +436,10 @@ class Executor:
                 lease.task.id,
                 extra=_extra(lease),
             )
+            return
+        if attempt.interrupt is Interrupt.CANCELLED:
+            self._failed(attempt, CANCELLED_ERROR)
+            await self._archive(attempt, CANCELLED_ERROR)
             return
         if await self._settle(lease, lambda: self._broker.release(lease)):
             self._stats.released += 1
@@ -452,6 +497,32 @@ class Executor:
             self._registry.discard(lease)
 
     # -- plumbing ------------------------------------------------------------------------------
+
+    def _failed(self, attempt: Attempt, error: str) -> None:
+        """Count a failed attempt and signal it (before its fate is recorded)."""
+        self._stats.failed += 1
+        self._emit(
+            self._signals.task_failed, attempt.lease, duration_s=attempt.duration_s, error=error
+        )
+
+    @staticmethod
+    def _emit(
+        signal: Signal, lease: Lease, *, duration_s: float | None = None, error: str | None = None
+    ) -> None:
+        if not signal.receivers:  # the common case: build no event nobody reads
+            return
+        info = lease.task
+        signal.send(
+            TaskEvent(
+                kind=signal.kind,
+                task_id=info.id,
+                task_type=info.type,
+                queue=info.queue,
+                attempt=info.retried + 1,
+                duration_s=duration_s,
+                error=error,
+            )
+        )
 
     def _interrupt(self, attempt: Attempt, why: Interrupt) -> None:
         attempt.interrupt = why

@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
 
 from conveyor.brokers import open_broker
 from conveyor.brokers.protocol import Broker
+from conveyor.brokers.workers import WorkerInfo, WorkerRegistry
+from conveyor.errors import ConveyorError
 from conveyor.message import Lease
 from conveyor.worker.crashpoints import crashpoint
 from conveyor.worker.periodic import PeriodicLoop
@@ -80,6 +83,9 @@ class Heartbeat:
         interval_s: time between renewals.
         on_lost: called on the main loop with the leases the broker refused to extend.
         on_error: called on the main loop after a failed renewal.
+        worker: this worker's record, refreshed (with the ids of the tasks it runs) at every
+            renewal, so a worker is listed exactly while its heartbeat runs.
+        worker_ttl_s: how long a refreshed record lasts without the next refresh.
     """
 
     def __init__(
@@ -92,8 +98,12 @@ class Heartbeat:
         interval_s: float,
         on_lost: Callable[[list[Lease]], None],
         on_error: Callable[[], None],
+        worker: WorkerInfo | None = None,
+        worker_ttl_s: float = 30.0,
     ) -> None:
         self._broker = broker
+        self._worker = worker
+        self._worker_ttl_s = worker_ttl_s
         self._url = url
         self._registry = registry
         self._lease_s = lease_s
@@ -161,6 +171,15 @@ class Heartbeat:
             lost.extend(lease for lease, ok in zip(chunk, held, strict=True) if not ok)
         if leases:
             logger.debug("renewed %d leases (%d lost)", len(leases) - len(lost), len(lost))
+        if self._worker is not None and isinstance(broker, WorkerRegistry):
+            active = tuple(dict.fromkeys(lease.task.id for lease in leases))
+            record = dataclasses.replace(self._worker, active=active)
+            try:
+                await broker.register_worker(record, ttl_s=self._worker_ttl_s)
+            except ConveyorError as exc:
+                # The lost leases above must still reach the executor; the record is refreshed
+                # again at the next beat (it lasts three of them).
+                logger.warning("could not refresh this worker's record: %s", exc)
         return lost
 
     # -- the renewal thread --------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Server: the worker's lifecycle. It claims tasks, runs handlers, and shuts down gracefully.
 
 Parts, one per module: the fetcher (claims), the executor (runs attempts), the completer (records
-successes in batches), the heartbeat (renews leases), the recoverer (brings back tasks of dead
-workers) and the janitor (purges expired results). The server starts them in that dependency
-order and stops them in reverse, so leases stay renewed until every outcome is recorded.
+successes in batches), the heartbeat (renews leases and refreshes the worker's record, see
+registration), the cancel watch (stops attempts an operator cancelled), the recoverer (brings back
+tasks of dead workers) and the janitor (purges expired results). The server starts them in that
+dependency order and stops them in reverse, so leases stay renewed until every outcome is
+recorded; the worker's record is written before the first claim and removed after the last step.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from conveyor.config import broker_url_from_env, redact_url, split_broker_url
 from conveyor.errors import BrokerUnavailableError, ConfigError
 from conveyor.message import DEFAULT_MAX_PAYLOAD_BYTES
 from conveyor.middleware import AsyncHandler, ErrorHandler, Handler, as_async
-from conveyor.worker import crashpoints
+from conveyor.signals import Signals
+from conveyor.worker import crashpoints, registration
+from conveyor.worker.cancels import CancelWatch
 from conveyor.worker.completer import Completer
 from conveyor.worker.config import WorkerConfig, default_concurrency, normalize_queues, seconds
 from conveyor.worker.executor import Executor
@@ -147,6 +151,11 @@ class Server:
             split_broker_url(self._broker_arg)  # a bad URL fails here, not in a thread later
         crashpoints.arm_from_env()  # test-only; a bad value fails here, in the worker alone
         self._stats = WorkerStats()
+        self.signals = Signals()
+        """Lifecycle signals of this worker's tasks (see :mod:`conveyor.signals`)."""
+        self.worker_id = registration.new_worker_id()
+        """This server's id in the worker registry (``Inspector.list_workers``)."""
+        self._executor: Executor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
         self._stop_requested = False
@@ -171,6 +180,12 @@ class Server:
     def stats(self) -> WorkerStats:
         """A copy of the counters: claimed, succeeded, failed, retried, archived, released, ..."""
         return dataclasses.replace(self._stats)
+
+    @property
+    def running_tasks(self) -> int:
+        """How many attempts are running now (in their handler or recording an outcome)."""
+        executor = self._executor
+        return 0 if executor is None else executor.running
 
     @property
     def ready(self) -> bool:
@@ -378,6 +393,7 @@ class Server:
             batch_size=config.completion_batch_size,
             linger_s=config.completion_linger_s,
             give_up_s=config.lease_s,
+            on_completed=lambda completion, ok: executor.completed(completion, ok),
         )
         executor = Executor(
             broker,
@@ -388,7 +404,9 @@ class Server:
             pool=pool,
             stats=stats,
             on_slot_freed=lambda: fetcher.wake(),
+            signals=self.signals,
         )
+        self._executor = executor
         fetcher = Fetcher(
             broker,
             executor,
@@ -403,8 +421,16 @@ class Server:
             url=self._broker_arg if isinstance(self._broker_arg, str) else None,
             registry=registry,
             lease_s=config.lease_s,
-            interval_s=config.renew_every_s,
+            interval_s=(beat_s := registration.beat_interval(config.renew_every_s)),
             on_lost=executor.lease_lost,
+            on_error=self._count_broker_error,
+            worker=(record := registration.worker_record(self.worker_id, config)),
+            worker_ttl_s=registration.record_ttl(beat_s),
+        )
+        cancels = CancelWatch(
+            broker,
+            registry=registry,
+            on_cancel=executor.cancel,
             on_error=self._count_broker_error,
         )
         recoverer = Recoverer(
@@ -422,7 +448,10 @@ class Server:
             on_error=self._count_broker_error,
         )
         await heartbeat.start()  # first: the one start that can fail (its thread opens a broker)
+        if not await registration.register(broker, record, registration.record_ttl(beat_s)):
+            self._stats.broker_errors += 1
         completer.start()
+        cancels.start()
         recoverer.start()
         janitor.start()
         self._fetcher = fetcher
@@ -431,6 +460,9 @@ class Server:
             await self._stop_event.wait()
         finally:
             await self._shut_down(fetcher, executor, completer, heartbeat, recoverer, janitor)
+            await cancels.stop()
+            if not await registration.unregister(broker, self.worker_id):
+                self._stats.broker_errors += 1
             pool.shutdown()
 
     async def _shut_down(

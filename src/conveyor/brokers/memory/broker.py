@@ -93,6 +93,7 @@ from datetime import UTC, datetime
 
 from conveyor.brokers.memory.progress import MemoryProgress
 from conveyor.brokers.memory.schedules import MemorySchedules
+from conveyor.brokers.memory.workers import MemoryWorkersMixin
 from conveyor.brokers.protocol import (
     DAILY_TOTALS_KEPT_DAYS,
     LEASE_EXPIRED_ERROR,
@@ -104,6 +105,7 @@ from conveyor.brokers.protocol import (
     recover_spread,
 )
 from conveyor.brokers.schedules import ScheduleRecord, ScheduleStore
+from conveyor.brokers.workers import WorkerInfo, WorkerRegistry
 from conveyor.config import redact_url, split_broker_url
 from conveyor.errors import (
     BrokerUnavailableError,
@@ -182,6 +184,9 @@ class _State:
     waiters: list[_Waiter] = field(default_factory=list)
     counter: Iterator[int] = field(default_factory=itertools.count)
     schedules: dict[str, ScheduleRecord] = field(default_factory=dict)  # see schedules.py
+    # The worker registry (memory/workers.py): id -> (record, expiry); (queue, id) -> token.
+    workers: dict[str, tuple[WorkerInfo, float]] = field(default_factory=dict)
+    cancels: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 # The one deliberate process-wide registry: memory:// URLs name shared state (see "Sharing").
@@ -212,7 +217,7 @@ def _info(t: _Task) -> TaskInfo:
     )
 
 
-class MemoryBroker(MemoryProgress, MemorySchedules):
+class MemoryBroker(MemoryProgress, MemorySchedules, MemoryWorkersMixin):
     """An in-process broker: fast, nothing persisted, the reference for every other backend.
 
     Example::
@@ -711,6 +716,8 @@ class MemoryBroker(MemoryProgress, MemorySchedules):
                 del s.locks[lock_key]
             for count_key in [k for k in s.counts if k[0] == queue]:
                 del s.counts[count_key]
+            for cancel_key in [k for k in s.cancels if k[0] == queue]:
+                del s.cancels[cancel_key]
 
 
 def _conforms(b: MemoryBroker) -> Broker:
@@ -718,4 +725,8 @@ def _conforms(b: MemoryBroker) -> Broker:
 
 
 def _stores_schedules(b: MemoryBroker) -> ScheduleStore:
+    return b
+
+
+def _registers(b: MemoryBroker) -> WorkerRegistry:
     return b

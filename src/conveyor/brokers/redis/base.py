@@ -68,6 +68,8 @@ SCRIPT_NAMES = (
     "schedule_fire",
     "schedule_admin",
     "schedule_due",
+    "workers",
+    "cancel",
 )
 # Cluster: how often one broker object re-adds a queue it uses to the registry (another slot),
 # which bounds how long a queue deleted by another client and re-created here stays unlisted.

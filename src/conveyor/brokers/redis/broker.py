@@ -59,7 +59,9 @@ from conveyor.brokers.redis.replies import (
 )
 from conveyor.brokers.redis.schedules import RedisSchedules
 from conveyor.brokers.redis.waiting import WaitingMixin
+from conveyor.brokers.redis.workers import WorkersMixin
 from conveyor.brokers.schedules import ScheduleStore
+from conveyor.brokers.workers import WorkerRegistry
 from conveyor.errors import BrokerError, BrokerUnavailableError, LeaseLostError
 from conveyor.message import Completion, Lease, TaskInfo, TaskMessage, validate_name
 
@@ -77,7 +79,9 @@ class _SyncSide(NamedTuple):
 logger = logging.getLogger(__name__)
 
 
-class RedisBroker(WaitingMixin, InspectionMixin, ProgressMixin, RedisSchedules, RedisBrokerBase):
+class RedisBroker(
+    WaitingMixin, InspectionMixin, ProgressMixin, RedisSchedules, WorkersMixin, RedisBrokerBase
+):
     """Tasks stored in Redis (standalone, Sentinel or Cluster); the production backend.
 
     Example::
@@ -419,4 +423,8 @@ def _conforms(b: RedisBroker) -> Broker:
 
 
 def _stores_schedules(b: RedisBroker) -> ScheduleStore:
+    return b
+
+
+def _registers(b: RedisBroker) -> WorkerRegistry:
     return b

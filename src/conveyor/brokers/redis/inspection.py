@@ -204,6 +204,8 @@ class InspectionMixin(RedisBrokerBase):
             raise QueueInUseError(queue=queue, active=int(count))
         # This object's next use of the queue must add it to the registry again.
         self._registered.pop(queue, None)
+        with self._errors():  # no task is active now, so every cancel request had ended
+            await self._client.delete(keys.cancels(self._ns, queue))
         if self._cluster:
             with self._errors():
                 await self._client.srem(keys.registry(self._ns), queue)

@@ -22,6 +22,9 @@ Layout (``ns`` is the namespace, default ``conveyor``; ``q`` a queue name)::
     ns:{q}:paused                  STRING present while the queue is paused
     ns:{q}:stats                   HASH   p:<utc day> / f:<utc day> processed and failed counts
     ns:{q}:t:<id>                  HASH   one task record
+    ns:{q}:cancels                 HASH   cancel requests: task id -> the token of the attempt
+    ns:{~workers}:records          HASH   live workers: id -> "<beat µs> <JSON record>"
+    ns:{~workers}:expiry           ZSET   live workers, score = when the record lapses (µs)
     ns:{q}:u:<unique key>          STRING unique lock holding the task id, expiring
 
 All scores are server times in integer microseconds since the epoch (exact in a double, and
@@ -43,12 +46,14 @@ from conveyor.message import validate_name
 __all__ = [
     "QUEUE_KEY_NAMES",
     "QueueKeys",
+    "cancels",
     "claim_receipt",
     "queue_keys",
     "registry",
     "task",
     "unique_lock",
     "waiter",
+    "worker_keys",
 ]
 
 QUEUE_KEY_NAMES = (
@@ -83,6 +88,20 @@ def claim_receipt(namespace: str, queue: str, token: str, slot: int) -> str:
     in flight at the same time apart: each holds its own until its reply comes (or, lost, until
     it is given back), and sequential claims reuse slot 0."""
     return f"{namespace}:claimed:{{{queue}}}:{token}:{slot}"
+
+
+def worker_keys(namespace: str) -> tuple[str, str]:
+    """The worker registry's record hash and expiry set, in one slot of their own.
+
+    ``~`` cannot start a queue name, so the hash tag ``{~workers}`` never names a queue's slot
+    and neither key can be mistaken for a queue's.
+    """
+    return f"{namespace}:{{~workers}}:records", f"{namespace}:{{~workers}}:expiry"
+
+
+def cancels(namespace: str, queue: str) -> str:
+    """The cancel requests of ``queue``'s active tasks (in the queue's slot)."""
+    return f"{queue_prefix(namespace, queue)}cancels"
 
 
 def queue_prefix(namespace: str, queue: str) -> str:

@@ -31,6 +31,8 @@ from conveyor.brokers.sqlite.schedules import SqliteSchedules
 from conveyor.brokers.sqlite.store import Store
 from conveyor.brokers.sqlite.wake import WakeListener, WakeSender, wake_directory
 from conveyor.brokers.sqlite.worker_thread import DatabaseThread
+from conveyor.brokers.sqlite.workers import SqliteWorkersMixin
+from conveyor.brokers.workers import WorkerRegistry
 from conveyor.config import quote_url_part, redact_url, split_broker_url
 from conveyor.errors import (
     BrokerUnavailableError,
@@ -92,7 +94,7 @@ def _set_done(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-class SqliteBroker(SqliteProgress, SqliteSchedules):
+class SqliteBroker(SqliteProgress, SqliteSchedules, SqliteWorkersMixin):
     """A broker in one SQLite file: durable, shared by every process on this machine.
 
     Workers and producers in several processes can use the same file at once: the database is
@@ -501,4 +503,8 @@ def _conforms(b: SqliteBroker) -> Broker:
 
 
 def _stores_schedules(b: SqliteBroker) -> ScheduleStore:
+    return b
+
+
+def _registers(b: SqliteBroker) -> WorkerRegistry:
     return b

@@ -12,6 +12,7 @@ from conveyor.brokers.sqlite import checkpoint
 from conveyor.brokers.sqlite.progress import create_progress_table
 from conveyor.brokers.sqlite.queries import SCHEMA_VERSION, schema_script
 from conveyor.brokers.sqlite.schedules import apply_schema as apply_schedules_schema
+from conveyor.brokers.sqlite.workers import create_tables as create_worker_tables
 from conveyor.errors import BrokerError, BrokerUnavailableError
 
 
@@ -106,6 +107,9 @@ def _recover_spread(stored_id: bytes, crash: int) -> float:
     return recover_spread(stored_id.decode(errors="replace"), crash)
 
 
+_CONCERN_TABLES = (create_progress_table, apply_schedules_schema, create_worker_tables)
+
+
 def open_connection(
     path: Path, *, synchronous: Synchronous, busy_timeout_s: float
 ) -> tuple[sqlite3.Connection, str]:
@@ -148,9 +152,9 @@ def open_connection(
                 f"sqlite broker at {str(path)!r} has schema version {version}; this conveyor "
                 f"knows version {SCHEMA_VERSION} (upgrade conveyor)"
             )
-        # Tables of later concerns: CREATE ... IF NOT EXISTS on every open, whatever the version.
-        create_progress_table(conn)
-        apply_schedules_schema(conn)
+        # Tables of the concerns beside the task lifecycle: each creates its own, idempotently.
+        for create_tables in _CONCERN_TABLES:
+            create_tables(conn)
     except BaseException:
         conn.close()
         raise

@@ -10,6 +10,7 @@ import logging
 from conveyor.brokers.sqlite import rows
 from conveyor.brokers.sqlite.queries import queries
 from conveyor.brokers.sqlite.store import Store, utc_day
+from conveyor.brokers.sqlite.workers import forget_cancels
 from conveyor.errors import BrokerError, QueueInUseError, QueueNotEmptyError, TaskNotFoundError
 from conveyor.message import QueueStats, TaskInfo, TaskState
 
@@ -177,3 +178,4 @@ def delete_queue(store: Store, queue: str, force: bool) -> None:
         store.conn.execute(Q["delete_queue_locks"], (queue,))
         store.conn.execute(Q["delete_queue_counts"], (queue,))
         store.conn.execute(Q["delete_queue_entry"], (queue,))
+        forget_cancels(store, queue)
