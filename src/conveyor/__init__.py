@@ -21,6 +21,7 @@ from conveyor.app import App, AsyncTaskCall, ServerOptions, TaskCall, TaskFuncti
 from conveyor.backoff import ExponentialBackoff, RetryDelay, default_retry_delay
 from conveyor.brokers import open_broker
 from conveyor.brokers.protocol import Broker, BrokerInfo, Capabilities
+from conveyor.brokers.workflows import StepState, WorkflowState
 from conveyor.client import AsyncClient, Client
 from conveyor.errors import (
     BrokerError,
@@ -40,9 +41,11 @@ from conveyor.errors import (
     Retry,
     SkipRetry,
     TaskError,
+    TaskFailedError,
     TaskIdConflictError,
     TaskNotFoundError,
     UnknownTaskError,
+    WorkflowNotFoundError,
 )
 from conveyor.inspector import AsyncInspector, Inspector
 from conveyor.message import (
@@ -68,6 +71,19 @@ from conveyor.mux import ServeMux
 from conveyor.options import DEFAULT_TIMEOUT, DefaultOptions, EnqueueOptions
 from conveyor.worker.context import TaskContext, current_context
 from conveyor.worker.server import Server
+from conveyor.workflows import (
+    Canvas,
+    Chain,
+    Chord,
+    Group,
+    Signature,
+    WorkflowInfo,
+    WorkflowStep,
+    chain,
+    chord,
+    group,
+    signature,
+)
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -81,7 +97,10 @@ __all__ = [
     "BrokerInfo",
     "BrokerUnavailableError",
     "CallNext",
+    "Canvas",
     "Capabilities",
+    "Chain",
+    "Chord",
     "Client",
     "ConfigError",
     "ConveyorError",
@@ -91,6 +110,7 @@ __all__ = [
     "EnqueueOptions",
     "ErrorHandler",
     "ExponentialBackoff",
+    "Group",
     "Handler",
     "HandlerSignal",
     "Inspector",
@@ -111,12 +131,15 @@ __all__ = [
     "ServeMux",
     "Server",
     "ServerOptions",
+    "Signature",
     "SkipRetry",
+    "StepState",
     "SyncHandler",
     "Task",
     "TaskCall",
     "TaskContext",
     "TaskError",
+    "TaskFailedError",
     "TaskFunction",
     "TaskId",
     "TaskIdConflictError",
@@ -124,8 +147,16 @@ __all__ = [
     "TaskNotFoundError",
     "TaskState",
     "UnknownTaskError",
+    "WorkflowInfo",
+    "WorkflowNotFoundError",
+    "WorkflowState",
+    "WorkflowStep",
+    "chain",
+    "chord",
     "compose",
     "current_context",
     "default_retry_delay",
+    "group",
     "open_broker",
+    "signature",
 ]

@@ -47,6 +47,9 @@ class TaskContext:
         retry_count: failed attempts before this one (``TaskInfo.retried``).
         max_retry: how many retries the task allows in all.
         deadline: when the task must be done by (aware UTC), or ``None``.
+        parent_result: for a workflow step, its parent's result (a chord body: the list of
+            the header's results); ``None`` for a first or immutable step.
+        parent_error: for an error callback, the last error of the task that failed.
     """
 
     task_id: str
@@ -55,6 +58,11 @@ class TaskContext:
     retry_count: int = 0
     max_retry: int = 0
     deadline: datetime | None = None
+    parent_result: JSONValue = None
+    parent_error: str | None = None
+    # For a workflow step: the value a task function receives prepended to its arguments (its
+    # parent's result, or an error callback's error); empty when it receives none.
+    parent_arg: tuple[JSONValue, ...] = field(default=(), repr=False)
     # How sync handlers reach the worker's thread pool; None outside a worker (asyncio.to_thread).
     run_sync: SyncRunner | None = field(default=None, repr=False)
     # The event is made on first use: most handlers never look, and a threading.Event costs a

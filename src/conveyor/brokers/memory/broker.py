@@ -91,6 +91,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from conveyor.brokers.memory.workflows import MemoryWorkflows, WorkflowStore
 from conveyor.brokers.protocol import (
     DAILY_TOTALS_KEPT_DAYS,
     LEASE_EXPIRED_ERROR,
@@ -177,6 +178,7 @@ class _State:
     counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (queue, day, what)
     waiters: list[_Waiter] = field(default_factory=list)
     counter: Iterator[int] = field(default_factory=itertools.count)
+    workflows: WorkflowStore = field(default_factory=WorkflowStore)
 
 
 # The one deliberate process-wide registry: memory:// URLs name shared state (see "Sharing").
@@ -207,7 +209,7 @@ def _info(t: _Task) -> TaskInfo:
     )
 
 
-class MemoryBroker:
+class MemoryBroker(MemoryWorkflows):
     """An in-process broker: fast, nothing persisted, the reference for every other backend.
 
     Example::
@@ -540,6 +542,7 @@ class MemoryBroker:
             t = self._leased(s, lease)
             self._fail(s, t, error, now)
             self._to_settled(s, t, TaskState.ARCHIVED, now)
+            self._on_archived(s, t, now)  # a workflow step: fail its workflow in this step
 
     async def release(self, lease: Lease) -> None:
         """Give the task back: PENDING with its original ready time, no failure counted."""
@@ -568,6 +571,7 @@ class MemoryBroker:
                 )
                 if poison or t.retried > t.msg.max_retry:
                     self._to_settled(s, t, TaskState.ARCHIVED, now)
+                    self._on_archived(s, t, now)  # a workflow step: fail its workflow too
                 else:
                     due = now + delay_s * recover_spread(t.msg.id, t.crashes)
                     self._to_waiting(s, t, TaskState.RETRY, due, now)
