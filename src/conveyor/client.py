@@ -234,9 +234,7 @@ class AsyncClient(BrokerHandle):
         """
         from conveyor.workflows.running import enqueue_workflow
 
-        return await enqueue_workflow(
-            self._broker, self._producer.message, canvas, retention
-        )
+        return await enqueue_workflow(self._broker, self._producer.message, canvas, retention)
 
     async def wait(self, info: TaskInfo | WorkflowInfo, timeout: Duration) -> JSONValue:
         """Wait for the result of a task (enqueued with a ``retention``) or of a workflow.

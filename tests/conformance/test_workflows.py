@@ -330,5 +330,3 @@ def test_sync_client_and_inspector(broker: Broker, tmp_path: Any) -> None:
     with pytest.raises(TaskFailedError):
         app.client.wait(info, 1)
     app.close()
-
-

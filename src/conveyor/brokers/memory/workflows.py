@@ -54,7 +54,6 @@ class MemoryWorkflows:
     """The workflow half of :class:`~conveyor.brokers.memory.MemoryBroker` (a mixin)."""
 
     if TYPE_CHECKING:  # provided by MemoryBroker
-
         clock: Callable[[], float]
         _state: _State
 

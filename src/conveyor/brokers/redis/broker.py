@@ -29,7 +29,7 @@ from redis.commands.core import Script
 from redis.exceptions import RedisError
 
 from conveyor.brokers.combiner import Combiner
-from conveyor.brokers.protocol import Broker, BrokerInfo, Capabilities
+from conveyor.brokers.protocol import MAX_CRASH_ATTEMPTS, Broker, BrokerInfo, Capabilities
 from conveyor.brokers.redis import keys, server_config
 from conveyor.brokers.redis.base import (
     RedisBrokerBase,
@@ -57,6 +57,7 @@ from conveyor.brokers.redis.replies import (
     refusal_error,
 )
 from conveyor.brokers.redis.waiting import WaitingMixin
+from conveyor.brokers.redis.workflows import RedisWorkflows
 from conveyor.errors import BrokerError, BrokerUnavailableError, LeaseLostError
 from conveyor.message import Completion, Lease, TaskInfo, TaskMessage, validate_name
 
@@ -74,7 +75,7 @@ class _SyncSide(NamedTuple):
 logger = logging.getLogger(__name__)
 
 
-class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
+class RedisBroker(RedisWorkflows, WaitingMixin, InspectionMixin, RedisBrokerBase):
     """Tasks stored in Redis (standalone, Sentinel or Cluster); the production backend.
 
     Example::
@@ -401,6 +402,16 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
     async def archive(self, lease: Lease, *, error: str) -> None:
         """Record a failed attempt and move the task to ARCHIVED."""
         await self._fail(lease, error, None)
+
+    async def recover_expired(
+        self, *, delay_s: float, max_crashes: int = MAX_CRASH_ATTEMPTS
+    ) -> int:
+        """Recover lapsed leases (see the protocol), then fail the workflows of steps archived."""
+        count = await InspectionMixin.recover_expired(
+            self, delay_s=delay_s, max_crashes=max_crashes
+        )
+        await self.fail_archived_steps()
+        return count
 
     async def release(self, lease: Lease) -> None:
         """Give the task back at the front of its queue; no failure counted."""

@@ -209,7 +209,6 @@ class SqliteWorkflows:
     """The workflow half of :class:`~conveyor.brokers.sqlite.SqliteBroker` (a mixin)."""
 
     if TYPE_CHECKING:  # provided by SqliteBroker
-
         _closed: bool
 
         async def _run(self, operation: Callable[[Store], T]) -> T: ...

@@ -1,0 +1,90 @@
+-- wf_settle.lua: settle a workflow step's task and write its workflow's change, in one step.
+-- The change was computed by the client from the workflow it read at `version`; it is written
+-- only over that version (compare-and-set), else nothing is written and the client reads again.
+-- KEYS:    one 13-key block per queue (block 1: the settled task's queue; then the queues of
+--          the messages to store); then 6 keys: the workflow record, its steps, its wake list,
+--          the live set, the expiry index, the queue registry.
+-- ARGV:    [1] mode: 'success' (complete the leased task), 'failure' (archive it), 'archived'
+--          (the task is archived already: workflow change only), 'cancel' (no task);
+--          [2] task id; [3] lease token; [4] the step's result (success) or error;
+--          [5] the workflow version read ('' when there is no workflow: settle the task only);
+--          [6] the change as JSON ('' for none): {state, error, failed_task, version,
+--          finished (1 finished now, -1 reopened, 0 neither), retention_us, id,
+--          steps: [[index, state, 'r' (result := ARGV[4]) | 'e' (error := ARGV[4]) | '']]};
+--          [7] JSON array of messages to store (lib.lua layout); [8..] their payloads.
+-- Returns: {1} applied; {0} lease lost (or, for 'archived', the task is not archived);
+--          {'stale'} the workflow changed since it was read; {'conflict' or 'duplicate', i}.
+
+local nk = #KEYS
+local WF, STEPS, WAKE = KEYS[nk - 5], KEYS[nk - 4], KEYS[nk - 3]
+local LIVE, EXPIRY, REG = KEYS[nk - 2], KEYS[nk - 1], KEYS[nk]
+local mode, id, token, value = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local b = block(1)
+local tkey = b.tprefix .. id
+if mode == 'success' or mode == 'failure' then
+  run_when_full(b)
+  if not holds_lease(tkey, token) then return {0} end
+elseif mode == 'archived' then
+  if redis.pcall('HGET', tkey, 'state') ~= 'archived' then return {0} end
+end
+if ARGV[5] ~= '' and redis.call('HGET', WF, 'version') ~= ARGV[5] then return {'stale'} end
+local msgs = cjson.decode(ARGV[7])
+local seen = {}
+for i, m in ipairs(msgs) do
+  local refused = check_message(m, seen, nil, false)
+  if refused then return {refused, i} end
+end
+local t = now()
+if mode == 'success' then
+  local rec = redis.call('HMGET', tkey, 'retention', 'unique_key')
+  release_unique(b, id, rec[2])
+  local retention = tonumber(rec[1]) or 0
+  if retention > 0 then
+    redis.call('ZADD', b.completed, t, id)
+    redis.call('HSET', tkey, 'state', 'completed', 'completed_at', t, 'since', t, 'result', value)
+    redis.call('HDEL', tkey, 'lease')
+    redis.pcall('ZADD', b.expiry, t + math.floor(retention * 1000000), id)
+  else
+    redis.call('DEL', tkey)
+  end
+  redis.call('ZREM', b.active, id)
+  count_done(b, t, false)
+elseif mode == 'failure' then
+  fail_task(b, id, t, value, nil)
+end
+local ctx = new_batch()
+for i, m in ipairs(msgs) do
+  store_message(m, ARGV[7 + i], t, ctx)
+end
+wake_all(ctx)
+for qi, _ in pairs(ctx.woken) do redis.call('SADD', REG, queue_name(block(qi))) end
+if ARGV[6] ~= '' then
+  local c = cjson.decode(ARGV[6])
+  redis.call('HSET', WF, 'state', c.state, 'version', c.version)
+  if c.error ~= '' then redis.call('HSET', WF, 'error', c.error, 'failed_task', c.failed_task)
+  else redis.call('HDEL', WF, 'error', 'failed_task') end
+  if c.finished == 1 then
+    redis.call('HSET', WF, 'finished_at', t)
+    redis.call('SREM', LIVE, c.id)
+    redis.call('ZADD', EXPIRY, t + c.retention_us, c.id)
+  elseif c.finished == -1 then
+    redis.call('HDEL', WF, 'finished_at')
+    redis.call('SADD', LIVE, c.id)
+    redis.call('ZREM', EXPIRY, c.id)
+  end
+  for _, s in ipairs(c.steps) do
+    local i = s[1]
+    redis.call('HSET', STEPS, 's:' .. i, s[2])
+    if s[3] == 'r' then
+      redis.call('HSET', STEPS, 'r:' .. i, value)
+      redis.call('HDEL', STEPS, 'e:' .. i)
+    elseif s[3] == 'e' then
+      redis.call('HSET', STEPS, 'e:' .. i, value)
+    end
+  end
+  -- Wake whoever waits on this workflow (client.wait); tokens expire if nobody does.
+  redis.call('DEL', WAKE)
+  redis.call('RPUSH', WAKE, '1', '1', '1', '1', '1', '1', '1', '1')
+  redis.call('PEXPIRE', WAKE, 10000)
+end
+return {1}
