@@ -257,6 +257,22 @@ def cancel(rec: WorkflowRecord) -> Change | None:
     return Change(new, (), True, False)
 
 
+def sources(source: Source) -> list[int]:
+    """The steps a source reads, in order."""
+    if source is None:
+        return []
+    if isinstance(source, int):
+        return [source]
+    return [i for s in source for i in sources(s)]
+
+
+def needed_by(graph: Graph, index: int) -> list[int]:
+    """The steps whose records step ``index`` reads before it runs (itself included)."""
+    spec = graph.steps[index]
+    trigger = [] if spec.trigger is None else [spec.trigger]
+    return [index, *trigger, *sources(spec.input)]
+
+
 def should_run(rec: WorkflowRecord, index: int) -> bool:
     """Whether a claimed step's handler should run (not when its workflow cancelled it)."""
     return rec.steps[index].state is not StepState.CANCELLED

@@ -166,6 +166,16 @@ class WorkflowBroker(Protocol):
         """
         ...
 
+    async def load_step(self, workflow_id: str, index: int) -> WorkflowRecord:
+        """The workflow as one step needs it before running: its own record, and the records
+        (results, errors) of the steps its input comes from; other steps may be left out
+        (shown WAITING), so a chord's members do not each read the whole chord.
+
+        Raises:
+            WorkflowNotFoundError: no such workflow.
+        """
+        ...
+
     async def list_workflows(
         self, state: WorkflowState | None, *, offset: int = 0, limit: int = 50
     ) -> list[WorkflowRecord]:
@@ -193,6 +203,11 @@ class WorkflowBroker(Protocol):
         """Delete finished workflows past their retention; return how many."""
         ...
 
-    async def wait_workflow(self, workflow_id: str, timeout_s: float) -> None:
-        """Return soon after the workflow may have changed, or after ``timeout_s``."""
+    async def wait_workflow(self, workflow_id: str, timeout_s: float) -> WorkflowState:
+        """Return the workflow's state once it finished, or after ``timeout_s`` (woken by the
+        broker when it changes, never by polling fast).
+
+        Raises:
+            WorkflowNotFoundError: no such workflow.
+        """
         ...

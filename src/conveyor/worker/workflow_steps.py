@@ -34,7 +34,7 @@ class StepRunner:
         if self._store is None or step is None:
             return True
         try:
-            rec = await self._store.load_workflow(step[0])
+            rec = await self._store.load_step(step[0], step[1])
         except WorkflowNotFoundError:
             return True  # purged, or a task that merely looks like a step: run it as a task
         graph = parse_graph(rec.graph)

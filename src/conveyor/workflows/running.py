@@ -7,7 +7,7 @@ import time
 from datetime import timedelta
 
 from conveyor.brokers.protocol import Broker
-from conveyor.brokers.workflows import WorkflowBroker, WorkflowState
+from conveyor.brokers.workflows import FINISHED, WorkflowBroker, WorkflowState
 from conveyor.errors import (
     ConfigError,
     ResultTimeoutError,
@@ -26,8 +26,6 @@ __all__ = ["enqueue_workflow", "retention_seconds", "wait_for", "workflows_of"]
 # quick for short tasks, gentle on the broker for long ones.
 _TASK_POLL_FIRST_S = 0.005
 _TASK_POLL_MAX_S = 0.25
-# A workflow wait re-reads the record at least this often even when no wake-up arrives.
-_WORKFLOW_RECHECK_S = 1.0
 
 
 def workflows_of(broker: Broker) -> WorkflowBroker:
@@ -81,6 +79,10 @@ async def wait_for(broker: Broker, info: TaskInfo | WorkflowInfo, timeout: Durat
 
 async def _wait_workflow(store: WorkflowBroker, workflow_id: str, deadline: float) -> JSONValue:
     while True:
+        # Woken by the broker at each change; only the state is read until it finished.
+        state = await store.wait_workflow(workflow_id, max(deadline - time.monotonic(), 0.0))
+        if state not in FINISHED:
+            raise ResultTimeoutError(f"workflow {workflow_id!r} did not finish in time")
         current = WorkflowInfo.from_record(await store.load_workflow(workflow_id))
         if current.state is WorkflowState.SUCCEEDED:
             return current.result
@@ -92,11 +94,7 @@ async def _wait_workflow(store: WorkflowBroker, workflow_id: str, deadline: floa
                 task_id=current.failed_task or "",
                 error="cancelled",
             )
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise ResultTimeoutError(f"workflow {workflow_id!r} did not finish in time")
-        # Woken by the broker when the workflow changes; the cap only bounds a lost wake-up.
-        await store.wait_workflow(workflow_id, min(remaining, _WORKFLOW_RECHECK_S))
+        # Finished when asked, running again when read (a failed step re-run): wait again.
 
 
 async def _wait_task(broker: Broker, info: TaskInfo, deadline: float) -> JSONValue:

@@ -100,6 +100,10 @@ class MemoryWorkflows:
                 raise WorkflowNotFoundError(workflow_id)
             return rec
 
+    async def load_step(self, workflow_id: str, index: int) -> WorkflowRecord:
+        """The whole workflow (reading it all costs nothing here)."""
+        return await self.load_workflow(workflow_id)
+
     async def list_workflows(
         self, state: WorkflowState | None, *, offset: int = 0, limit: int = 50
     ) -> list[WorkflowRecord]:
@@ -200,21 +204,26 @@ class MemoryWorkflows:
                 del store.records[wid], store.finished[wid]
             return len(old)
 
-    async def wait_workflow(self, workflow_id: str, timeout_s: float) -> None:
-        """Return at the next change of any workflow, or after ``timeout_s``."""
+    async def wait_workflow(self, workflow_id: str, timeout_s: float) -> WorkflowState:
+        """Wait, woken at each workflow change, until it finished or ``timeout_s`` passed."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        with self._locked() as s:
-            rec = s.workflows.records.get(workflow_id)
-            if rec is None or rec.state in FINISHED:
-                return
-            entry = (loop, future)
-            s.workflows.waiters.append(entry)
-        try:
-            await asyncio.wait([future], timeout=timeout_s)
-        finally:
-            with self._state.lock, contextlib.suppress(ValueError):
-                s.workflows.waiters.remove(entry)
+        deadline = loop.time() + timeout_s
+        while True:
+            future: asyncio.Future[None] = loop.create_future()
+            with self._locked() as s:
+                rec = s.workflows.records.get(workflow_id)
+                if rec is None:
+                    raise WorkflowNotFoundError(workflow_id)
+                remaining = deadline - loop.time()
+                if rec.state in FINISHED or remaining <= 0:
+                    return rec.state
+                entry = (loop, future)
+                s.workflows.waiters.append(entry)
+            try:
+                await asyncio.wait([future], timeout=remaining)
+            finally:
+                with self._state.lock, contextlib.suppress(ValueError):
+                    s.workflows.waiters.remove(entry)
 
 
 def _initial_steps(workflow: NewWorkflow) -> tuple[StepRecord, ...]:

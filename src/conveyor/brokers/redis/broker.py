@@ -410,7 +410,7 @@ class RedisBroker(RedisWorkflows, WaitingMixin, InspectionMixin, RedisBrokerBase
         count = await InspectionMixin.recover_expired(
             self, delay_s=delay_s, max_crashes=max_crashes
         )
-        await self.fail_archived_steps()
+        await self.fail_archived_steps(recovered=count)
         return count
 
     async def release(self, lease: Lease) -> None:

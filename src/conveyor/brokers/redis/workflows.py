@@ -17,8 +17,12 @@ steps' queues live in their own slots, and one script must touch both.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +31,7 @@ from conveyor.brokers.redis import keys
 from conveyor.brokers.redis.base import ScriptBatch
 from conveyor.brokers.redis.records import message_args
 from conveyor.brokers.workflows import (
+    FINISHED,
     NewWorkflow,
     StepOutcome,
     StepRecord,
@@ -44,6 +49,8 @@ if TYPE_CHECKING:
 __all__ = ["RedisWorkflows"]
 
 _STALE = b"stale"
+FULL_PASS_S = 60.0
+"""How often recovery checks every live workflow for steps archived behind its back."""
 
 
 def _text(value: bytes | None) -> str | None:
@@ -55,31 +62,46 @@ def _str(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+_FIELDS = (
+    "state", "created_at", "finished_at", "error", "failed_task", "retention", "version", "states"
+)  # fmt: skip
+# A step's state as stored: one letter in the record's 'states' field.
+_LETTER = {
+    StepState.WAITING: "w",
+    StepState.ENQUEUED: "q",
+    StepState.SUCCEEDED: "s",
+    StepState.FAILED: "f",
+    StepState.CANCELLED: "c",
+}
+_STATE = {ord(v): k for k, v in _LETTER.items()}
+
+# Graphs never change once stored: each process keeps the ones it used lately, so a step's read
+# moves its own few fields, not a graph of thousands of steps.
+_graphs: dict[str, bytes] = {}
+_GRAPHS_KEPT = 256
+
+
 def _record(
-    workflow_id: str, raw: dict[bytes, bytes], steps_raw: dict[bytes, bytes]
+    workflow_id: str, graph: bytes, raw: list[bytes | None], steps: dict[int, StepRecord]
 ) -> WorkflowRecord:
-    graph = raw[b"graph"]
-    count = len(engine.parse_graph(graph).steps)
-    steps = tuple(
-        StepRecord(
-            state=StepState(steps_raw.get(f"s:{i}".encode(), b"waiting").decode()),
-            result=steps_raw.get(f"r:{i}".encode()),
-            error=_text(steps_raw.get(f"e:{i}".encode())),
-        )
-        for i in range(count)
+    state, created, finished, error, failed_task, retention, version, letters = (
+        None if v is None else v if isinstance(v, bytes) else str(v).encode() for v in raw
     )
-    finished = raw.get(b"finished_at")
+    assert state is not None and created is not None and retention is not None
+    assert letters is not None
     return WorkflowRecord(
         id=workflow_id,
         graph=graph,
-        state=WorkflowState(raw[b"state"].decode()),
-        steps=steps,
-        created_at=datetime.fromtimestamp(int(raw[b"created_at"]) / 1e6, UTC),
+        state=WorkflowState(state.decode()),
+        steps=tuple(
+            steps.get(i) or StepRecord(state=_STATE[letter]) for i, letter in enumerate(letters)
+        ),
+        created_at=datetime.fromtimestamp(int(created) / 1e6, UTC),
         finished_at=None if finished is None else datetime.fromtimestamp(int(finished) / 1e6, UTC),
-        error=_text(raw.get(b"error")),
-        failed_task=_text(raw.get(b"failed_task")),
-        retention_s=float(raw[b"retention"]),
-        version=int(raw[b"version"]),
+        error=_text(error),
+        failed_task=_text(failed_task),
+        retention_s=float(retention),
+        version=int(version or 0),
     )
 
 
@@ -94,7 +116,7 @@ def _change_json(old: WorkflowRecord, change: engine.Change, index: int | None) 
             field = "r"
         elif i == index and after.state is StepState.FAILED:
             field = "e"
-        steps.append([i, after.state.value, field])
+        steps.append([i, _LETTER[after.state], field])
     finished = 1 if change.finished else -1 if change.reopened else 0
     return json.dumps(
         {
@@ -110,8 +132,35 @@ def _change_json(old: WorkflowRecord, change: engine.Change, index: int | None) 
     )
 
 
+class _KeyedLocks:
+    """One asyncio lock per key, dropped when its last holder leaves."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
 class RedisWorkflows:
     """The workflow half of :class:`~conveyor.brokers.redis.RedisBroker` (a mixin)."""
+
+    _next_full_pass = 0.0  # monotonic time of the next unconditional fail_archived_steps pass
+
+    @functools.cached_property
+    def _workflow_locks(self) -> _KeyedLocks:
+        return _KeyedLocks()
 
     if TYPE_CHECKING:  # provided by RedisBrokerBase
         _ns: str
@@ -136,13 +185,13 @@ class RedisWorkflows:
         meta = [message_args(m, batch.block(m.queue)) for m in workflow.first]
         record, steps, _ = keys.workflow_keys(self._ns, workflow.id)
         index, live, _ = keys.workflow_index(self._ns)
-        first = [s[1] for m in workflow.first if (s := parse_step_task_id(m.id))]
+        first = {s[1] for m in workflow.first if (s := parse_step_task_id(m.id))}
+        letters = "".join("q" if i in first else "w" for i in range(workflow.steps))
         args: list[Any] = [
             workflow.id,
             workflow.graph,
             repr(workflow.retention_s),
-            workflow.steps,
-            json.dumps(first),
+            letters,
             json.dumps(meta, separators=(",", ":")),
             *(m.payload for m in workflow.first),
         ]
@@ -151,18 +200,65 @@ class RedisWorkflows:
         if reply[0] != b"ok":
             raise TaskIdConflictError(f"workflow {workflow.id!r} cannot be stored: {reply!r}")
 
-    async def _read(self, workflow_id: str) -> WorkflowRecord | None:
-        record, steps, _ = keys.workflow_keys(self._ns, workflow_id)
+    async def _graph(self, workflow_id: str) -> bytes | None:
+        found = _graphs.get(workflow_id)
+        if found is None:
+            raw = await self._client.hget(keys.workflow_keys(self._ns, workflow_id)[0], "graph")
+            found = raw.encode() if isinstance(raw, str) else raw
+            if found is not None:
+                if len(_graphs) >= _GRAPHS_KEPT:
+                    _graphs.clear()
+                _graphs[workflow_id] = found
+        return found
+
+    async def _read(
+        self, workflow_id: str, *, steps: Sequence[int] | None = None, results: bool = True
+    ) -> WorkflowRecord | None:
+        """The workflow with the records of ``steps`` (every step for ``None``), in one snapshot.
+
+        Without ``results`` only the steps' states are read (enough to advance it).
+        """
+        graph = await self._graph(workflow_id)
+        if graph is None:
+            return None
+        chosen: Sequence[int] = ()
+        if results:
+            chosen = range(len(engine.parse_graph(graph).steps)) if steps is None else steps
+        names = [f"{kind}:{i}" for i in chosen for kind in "re"]
+        record, steps_key, _ = keys.workflow_keys(self._ns, workflow_id)
         async with self._client.pipeline(transaction=True) as pipe:
-            pipe.hgetall(record)
-            pipe.hgetall(steps)
-            raw, steps_raw = await pipe.execute()
-        return _record(workflow_id, raw, steps_raw) if raw else None
+            pipe.hmget(record, list(_FIELDS))
+            if names:
+                pipe.hmget(steps_key, names)
+            replies = await pipe.execute()
+        raw = replies[0]
+        if raw[0] is None:
+            return None
+        values = replies[1] if names else []
+        letters = raw[-1] or b""
+        found: dict[int, StepRecord] = {}
+        for n, i in enumerate(chosen):
+            result, error = values[2 * n], values[2 * n + 1]
+            if result is not None or error is not None:
+                found[i] = StepRecord(state=_STATE[letters[i]], result=result, error=_text(error))
+        return _record(workflow_id, graph, raw, found)
 
     async def load_workflow(self, workflow_id: str) -> WorkflowRecord:
         """The stored workflow, results included."""
         self._no_cluster()
         rec = await self._read(workflow_id)
+        if rec is None:
+            raise WorkflowNotFoundError(workflow_id)
+        return rec
+
+    async def load_step(self, workflow_id: str, index: int) -> WorkflowRecord:
+        """The workflow with the records one step reads before it runs."""
+        self._no_cluster()
+        graph = await self._graph(workflow_id)
+        parsed = None if graph is None else engine.parse_graph(graph)
+        if parsed is None or index >= len(parsed.steps):
+            return await self.load_workflow(workflow_id)
+        rec = await self._read(workflow_id, steps=engine.needed_by(parsed, index))
         if rec is None:
             raise WorkflowNotFoundError(workflow_id)
         return rec
@@ -197,8 +293,25 @@ class RedisWorkflows:
         self, queue: str, task_id: str, token: str, mode: str, outcome: StepOutcome, value: bytes
     ) -> bool:
         step = parse_step_task_id(task_id)
+        if step is None:
+            return await self._settle_once(queue, task_id, token, mode, outcome, value, step)
+        # Steps of one workflow settled by this process go one at a time: a compare-and-set
+        # retry costs a round trip and a full read, and a chord's members finish together.
+        async with self._workflow_locks.hold(step[0]):
+            return await self._settle_once(queue, task_id, token, mode, outcome, value, step)
+
+    async def _settle_once(
+        self,
+        queue: str,
+        task_id: str,
+        token: str,
+        mode: str,
+        outcome: StepOutcome,
+        value: bytes,
+        step: tuple[str, int] | None,
+    ) -> bool:
         while True:
-            rec = None if step is None else await self._read(step[0])
+            rec = None if step is None else await self._read(step[0], results=False)
             change = None
             if rec is not None and step is not None and step[1] < len(rec.steps):
                 graph = engine.parse_graph(rec.graph)
@@ -246,7 +359,7 @@ class RedisWorkflows:
         """Cancel a workflow not yet finished (compare-and-set)."""
         self._no_cluster()
         while True:
-            rec = await self._read(workflow_id)
+            rec = await self._read(workflow_id, results=False)
             if rec is None:
                 raise WorkflowNotFoundError(workflow_id)
             change = engine.cancel(rec)
@@ -260,13 +373,19 @@ class RedisWorkflows:
             if reply != _STALE:
                 return True
 
-    async def fail_archived_steps(self) -> None:
-        """Fail the workflows of steps archived by recovery (run after ``recover_expired``)."""
-        if self._cluster:
+    async def fail_archived_steps(self, *, recovered: int) -> None:
+        """Fail the workflows of steps archived by recovery (run after ``recover_expired``).
+
+        Runs when the recovery just recovered tasks, and every :data:`FULL_PASS_S` anyway: a
+        recoverer that died between the two steps leaves its archived steps to a later pass.
+        """
+        now = time.monotonic()
+        if self._cluster or (not recovered and now < self._next_full_pass):
             return
+        self._next_full_pass = now + FULL_PASS_S
         _, live, _ = keys.workflow_index(self._ns)
         for raw_id in await self._client.smembers(live):
-            rec = await self._read(_str(raw_id))
+            rec = await self._read(_str(raw_id), results=False)
             if rec is None:
                 continue
             graph = engine.parse_graph(rec.graph)
@@ -304,8 +423,17 @@ class RedisWorkflows:
             await self._client.zrem(index, workflow_id)
         return len(old)
 
-    async def wait_workflow(self, workflow_id: str, timeout_s: float) -> None:
-        """Block on the workflow's wake list (pushed by every change) up to ``timeout_s``."""
+    async def wait_workflow(self, workflow_id: str, timeout_s: float) -> WorkflowState:
+        """Block on the workflow's wake list (pushed by every change) until it finished."""
         self._no_cluster()
-        _, _, wake = keys.workflow_keys(self._ns, workflow_id)
-        await self._client.blpop([wake], timeout=max(timeout_s, 0.01))
+        record, _, wake = keys.workflow_keys(self._ns, workflow_id)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            raw = await self._client.hget(record, "state")
+            if raw is None:
+                raise WorkflowNotFoundError(workflow_id)
+            state = WorkflowState(_str(raw))
+            remaining = deadline - time.monotonic()
+            if state in FINISHED or remaining <= 0:
+                return state
+            await self._client.blpop([wake], timeout=max(remaining, 0.01))

@@ -155,6 +155,13 @@ def _settle(store: Store, lease: Lease, outcome: StepOutcome) -> bool:
     return True
 
 
+def _state(store: Store, workflow_id: str) -> WorkflowState:
+    row = store.conn.execute(_q()["get_state"], (workflow_id,)).fetchone()
+    if row is None:
+        raise WorkflowNotFoundError(workflow_id)
+    return WorkflowState(row[0])
+
+
 def _create(store: Store, workflow: NewWorkflow) -> None:
     with store.write() as now:
         if store.conn.execute(_q()["get_workflow"], (workflow.id,)).fetchone() is not None:
@@ -232,6 +239,10 @@ class SqliteWorkflows:
             raise WorkflowNotFoundError(workflow_id)
         return rec
 
+    async def load_step(self, workflow_id: str, index: int) -> WorkflowRecord:
+        """The whole workflow (one indexed read of its step rows)."""
+        return await self.load_workflow(workflow_id)
+
     async def list_workflows(
         self, state: WorkflowState | None, *, offset: int = 0, limit: int = 50
     ) -> list[WorkflowRecord]:
@@ -256,10 +267,15 @@ class SqliteWorkflows:
         """Delete finished workflows past their retention."""
         return await self._run(_purge)
 
-    async def wait_workflow(self, workflow_id: str, timeout_s: float) -> None:
-        """Return at the next committed change here (or a short recheck), or at ``timeout_s``."""
-        with self._register_waiter() as future:
-            rec = await self.load_workflow(workflow_id)
-            if rec.state in FINISHED:
-                return
-            await asyncio.wait([future], timeout=min(timeout_s, _RECHECK_S))
+    async def wait_workflow(self, workflow_id: str, timeout_s: float) -> WorkflowState:
+        """Wait until the workflow finished or ``timeout_s`` passed, woken by commits here and
+        in other processes (and re-reading its state every 50 ms in case a wake-up is lost)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            with self._register_waiter() as future:
+                state = await self._run(lambda s: _state(s, workflow_id))
+                remaining = deadline - loop.time()
+                if state in FINISHED or remaining <= 0:
+                    return state
+                await asyncio.wait([future], timeout=min(remaining, _RECHECK_S))

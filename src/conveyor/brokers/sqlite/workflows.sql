@@ -38,6 +38,10 @@ INSERT INTO workflow_steps (workflow_id, idx, state) VALUES (?, ?, ?);
 SELECT id, state, graph, created_at, finished_at, error, failed_task, retention_s, version
 FROM workflows WHERE id = ?;
 
+-- name: get_state
+-- Params: id
+SELECT state FROM workflows WHERE id = ?;
+
 -- name: get_steps
 -- Params: workflow id
 SELECT state, result, error FROM workflow_steps WHERE workflow_id = ? ORDER BY idx;

@@ -10,7 +10,8 @@
 --          [5] the workflow version read ('' when there is no workflow: settle the task only);
 --          [6] the change as JSON ('' for none): {state, error, failed_task, version,
 --          finished (1 finished now, -1 reopened, 0 neither), retention_us, id,
---          steps: [[index, state, 'r' (result := ARGV[4]) | 'e' (error := ARGV[4]) | '']]};
+--          steps: [[index (0-based), state letter (see redis/workflows.py), 'r' (result :=
+--          ARGV[4]) | 'e' (error := ARGV[4]) | '']]};
 --          [7] JSON array of messages to store (lib.lua layout); [8..] their payloads.
 -- Returns: {1} applied; {0} lease lost (or, for 'archived', the task is not archived);
 --          {'stale'} the workflow changed since it was read; {'conflict' or 'duplicate', i}.
@@ -72,9 +73,12 @@ if ARGV[6] ~= '' then
     redis.call('SADD', LIVE, c.id)
     redis.call('ZREM', EXPIRY, c.id)
   end
+  -- The steps' states are one letter each in one field: a chord's thousand members read as
+  -- one value, and a change rewrites a few letters.
+  local states = redis.call('HGET', WF, 'states')
   for _, s in ipairs(c.steps) do
     local i = s[1]
-    redis.call('HSET', STEPS, 's:' .. i, s[2])
+    states = string.sub(states, 1, i) .. s[2] .. string.sub(states, i + 2)
     if s[3] == 'r' then
       redis.call('HSET', STEPS, 'r:' .. i, value)
       redis.call('HDEL', STEPS, 'e:' .. i)
@@ -82,6 +86,7 @@ if ARGV[6] ~= '' then
       redis.call('HSET', STEPS, 'e:' .. i, value)
     end
   end
+  redis.call('HSET', WF, 'states', states)
   -- Wake whoever waits on this workflow (client.wait); tokens expire if nobody does.
   redis.call('DEL', WAKE)
   redis.call('RPUSH', WAKE, '1', '1', '1', '1', '1', '1', '1', '1')
