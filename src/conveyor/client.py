@@ -236,7 +236,12 @@ class AsyncClient(BrokerHandle):
 
         return await enqueue_workflow(self._broker, self._producer.message, canvas, retention)
 
-    async def wait(self, info: TaskInfo | WorkflowInfo, timeout: Duration) -> JSONValue:
+    # The public API takes ``timeout`` as seconds or a timedelta (issue 17), not asyncio.timeout.
+    async def wait(
+        self,
+        info: TaskInfo | WorkflowInfo,
+        timeout: Duration,  # noqa: ASYNC109
+    ) -> JSONValue:
         """Wait for the result of a task (enqueued with a ``retention``) or of a workflow.
 
         Raises:
@@ -336,7 +341,7 @@ class Client(SyncFacade[AsyncClient]):
     def enqueue_workflow(
         self, canvas: Canvas, *, retention: Duration = DEFAULT_WORKFLOW_RETENTION
     ) -> WorkflowInfo:
-        """Store a workflow and enqueue its first steps; see :meth:`AsyncClient.enqueue_workflow`."""
+        """Store a workflow and enqueue its first steps (see ``AsyncClient.enqueue_workflow``)."""
         return self._loop.run(self._async.enqueue_workflow(canvas, retention=retention))
 
     def wait(self, info: TaskInfo | WorkflowInfo, timeout: Duration) -> JSONValue:

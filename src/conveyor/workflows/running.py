@@ -61,15 +61,15 @@ def _seconds(timeout: Duration) -> float:
     return timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
 
 
-async def wait_for(broker: Broker, info: TaskInfo | WorkflowInfo, timeout: Duration) -> JSONValue:
+async def wait_for(broker: Broker, info: TaskInfo | WorkflowInfo, limit: Duration) -> JSONValue:
     """Wait for the result of a task (enqueued with a retention) or a workflow.
 
     Raises:
-        ResultTimeoutError: no result within ``timeout``.
+        ResultTimeoutError: no result within ``limit``.
         TaskFailedError: the task was archived, or the workflow failed or was cancelled.
         ConfigError: a task enqueued without a retention (its result is never kept).
     """
-    deadline = time.monotonic() + _seconds(timeout)
+    deadline = time.monotonic() + _seconds(limit)
     if isinstance(info, WorkflowInfo):
         return await _wait_workflow(workflows_of(broker), info.id, deadline)
     if info.retention <= timedelta(0):

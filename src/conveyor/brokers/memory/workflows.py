@@ -1,4 +1,4 @@
-"""Workflows on the memory broker: the reference for :class:`~conveyor.brokers.workflows.WorkflowBroker`.
+"""Workflows on the memory broker: the reference implementation of the workflows seam.
 
 Every transition runs under the broker's one lock, together with the task transition that caused
 it: a step's completion (or archive) and its workflow's advance are one step, and two chord

@@ -27,8 +27,8 @@ from conveyor.brokers.sqlite.connection import (
 )
 from conveyor.brokers.sqlite.store import Store
 from conveyor.brokers.sqlite.wake import WakeListener, WakeSender, wake_directory
-from conveyor.brokers.sqlite.workflows import SqliteWorkflows
 from conveyor.brokers.sqlite.worker_thread import DatabaseThread
+from conveyor.brokers.sqlite.workflows import SqliteWorkflows
 from conveyor.config import quote_url_part, redact_url, split_broker_url
 from conveyor.errors import (
     BrokerUnavailableError,
