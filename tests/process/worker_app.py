@@ -114,3 +114,20 @@ async def clocked(seconds: float) -> int:
     with path.open("a") as out:
         out.write(json.dumps({**line, "kind": "end", "redis": ended, "wall": time.time()}) + "\n")
     return os.getpid()
+
+
+@app.task(name="proc.wf_add", max_retry=100)
+async def wf_add(a: int, b: int) -> int:
+    """A workflow step: a short await (room for a kill), then ``a + b``."""
+    await asyncio.sleep(0.002)
+    return a + b
+
+
+@app.task(name="proc.wf_body", max_retry=100)
+def wf_body(values: list[int]) -> int:
+    """A chord body: log one line per run (task id, attempt) in ``bodies-<pid>.txt``."""
+    ctx = current_context()
+    path = Path(os.environ["CONVEYOR_TEST_DIR"]) / f"bodies-{os.getpid()}.txt"
+    with path.open("a") as out:
+        out.write(f"{ctx.task_id} {ctx.retry_count}\n")
+    return sum(values)

@@ -412,8 +412,13 @@ class Executor:
             return
         lease = attempt.lease
         success = StepOutcome(succeeded=True, result=raw)
-        crashpoint("before_ack")
-        if await self._settle(lease, lambda: self._steps.settle(lease, success)):
+
+        async def settle() -> None:
+            crashpoint("before_ack")
+            await self._steps.settle(lease, success)
+            crashpoint("after_ack")
+
+        if await self._settle(lease, settle):
             self._stats.succeeded += 1
 
     async def _interrupted(self, attempt: Attempt) -> None:
