@@ -15,7 +15,6 @@ import pytest
 
 from conveyor import (
     App,
-    Inspector,
     SkipRetry,
     StepState,
     TaskContext,
@@ -310,23 +309,3 @@ async def test_workflows_are_listed_and_purged_after_retention(broker: Broker) -
     assert (await store.list_workflows(WorkflowState.PENDING)) == []
     assert await store.purge_workflows() == 1
     assert await store.list_workflows(None) == []
-
-
-def test_sync_client_and_inspector(broker: Broker, tmp_path: Any) -> None:
-    del broker  # the sync facades run their own loop: give them a URL of their own
-    url = f"sqlite:///{tmp_path / 'sync.db'}"
-    app = App(url)
-
-    @app.task(name="add")
-    def add(a: int, b: int) -> int:
-        return a + b
-
-    info = app.enqueue_workflow(chain(add.s(1, 2), add.s(3)))
-    with Inspector(url) as inspector:
-        assert inspector.get_workflow(info.id).state is WorkflowState.PENDING
-        assert [w.id for w in inspector.list_workflows("pending")] == [info.id]
-        assert inspector.cancel_workflow(info.id) is True
-        assert inspector.get_workflow(info.id).state is WorkflowState.CANCELLED
-    with pytest.raises(TaskFailedError):
-        app.client.wait(info, 1)
-    app.close()

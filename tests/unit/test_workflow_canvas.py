@@ -1,4 +1,4 @@
-"""Signatures and the canvas: the call checks, immutability, options, and what a canvas compiles to."""
+"""Signatures and the canvas: call checks, immutability, options, and what a canvas compiles to."""
 
 from __future__ import annotations
 
