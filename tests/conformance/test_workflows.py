@@ -33,7 +33,9 @@ from conveyor.workflows.running import workflows_of
 from support import eventually
 from worker.harness import fast, serving
 
-pytestmark = pytest.mark.parametrize("broker", ["memory", "sqlite", "redis"], indirect=True)
+pytestmark = pytest.mark.parametrize(
+    "broker", ["memory", "sqlite", "redis", "redis-acl"], indirect=True
+)
 
 
 @dataclass

@@ -35,6 +35,8 @@ PINNED_SHA256 = {
     "release.lua": "06f5f10a0a13d09c",
     "stats.lua": "23895ba7fa854e94",
     "unclaim.lua": "8bc115d40f0abefd",
+    "wf_create.lua": "46fff6b73166f397",
+    "wf_settle.lua": "3b47efdb177dec76",
 }
 
 

@@ -214,9 +214,11 @@ class RedisWorkflows:
     async def _read(
         self, workflow_id: str, *, steps: Sequence[int] | None = None, results: bool = True
     ) -> WorkflowRecord | None:
-        """The workflow with the records of ``steps`` (every step for ``None``), in one snapshot.
+        """The workflow with the records of ``steps`` (every step for ``None``).
 
-        Without ``results`` only the steps' states are read (enough to advance it).
+        Without ``results`` only the record is read, the steps' states with it in one HMGET
+        (enough to advance it, and one consistent read). Results are read by a second command
+        in the same round trip: a step's result never changes once it succeeded.
         """
         graph = await self._graph(workflow_id)
         if graph is None:
@@ -226,7 +228,7 @@ class RedisWorkflows:
             chosen = range(len(engine.parse_graph(graph).steps)) if steps is None else steps
         names = [f"{kind}:{i}" for i in chosen for kind in "re"]
         record, steps_key, _ = keys.workflow_keys(self._ns, workflow_id)
-        async with self._client.pipeline(transaction=True) as pipe:
+        async with self._client.pipeline(transaction=False) as pipe:
             pipe.hmget(record, list(_FIELDS))
             if names:
                 pipe.hmget(steps_key, names)
@@ -269,7 +271,7 @@ class RedisWorkflows:
         """A page of workflows, newest first (a state filter reads every id's state)."""
         self._no_cluster()
         index, _, _ = keys.workflow_index(self._ns)
-        ids = [_str(i) for i in await self._client.zrevrange(index, 0, -1)]
+        ids = [_str(i) for i in reversed(await self._client.zrange(index, 0, -1))]
         if state is not None:
             async with self._client.pipeline(transaction=False) as pipe:
                 for workflow_id in ids:

@@ -87,9 +87,9 @@ if ARGV[6] ~= '' then
     end
   end
   redis.call('HSET', WF, 'states', states)
-  -- Wake whoever waits on this workflow (client.wait); tokens expire if nobody does.
-  redis.call('DEL', WAKE)
-  redis.call('RPUSH', WAKE, '1', '1', '1', '1', '1', '1', '1', '1')
-  redis.call('PEXPIRE', WAKE, 10000)
+  -- Wake whoever waits on this workflow (client.wait). At most WAKE_TOKENS stay when nobody
+  -- does; they go with the workflow when it is purged.
+  redis.call('LPUSH', WAKE, '1', '1', '1', '1', '1', '1', '1', '1')
+  redis.call('LTRIM', WAKE, 0, WAKE_TOKENS - 1)
 end
 return {1}
