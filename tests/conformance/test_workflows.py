@@ -206,6 +206,7 @@ async def test_sibling_results_are_kept_when_a_member_fails(flow: Flow) -> None:
     assert not any(name == "total" for name, _ in flow.calls)
 
 
+@pytest.mark.slow
 async def test_thousand_member_chord(flow: Flow) -> None:
     add, total = flow.app.tasks["add"], flow.app.tasks["total"]
     canvas = chord([add.s(i, 0) for i in range(1000)], total.s())

@@ -1,6 +1,7 @@
 """Workflows on Redis: read, decide in Python, write by compare-and-set in one Lua script.
 
-A step's settlement reads the workflow (record and steps, one MULTI snapshot), computes the
+A step's settlement reads the workflow (its record, steps' states included, in one HMGET; the
+graph, which never changes, once per process and workflow), computes the
 change with :mod:`~conveyor.brokers.workflow_engine`, and runs ``wf_settle.lua``, which checks
 the lease and the workflow's ``version`` and then, in one script, completes (or archives) the
 task, stores the steps made ready and writes the change. Two chord members finishing at once
@@ -8,8 +9,10 @@ both read version v; the first script writes v + 1, the second finds v gone ("st
 nothing, and its client reads again: the body is enqueued by exactly one of them.
 
 Lease recovery archives tasks in ``recover.lua``, which knows nothing of workflows; a recovered
-step's workflow is failed by :meth:`RedisWorkflows.recover_expired` right after, from the
-archived task (idempotent, so a recoverer dying in between leaves it to the next pass).
+step's workflow is failed by :meth:`RedisWorkflows.fail_archived_steps` right after (the
+broker's ``recover_expired`` calls it), from the archived task: idempotent, and every
+:data:`FULL_PASS_S` it checks every live workflow, so a recoverer dying in between leaves the
+failure to a later pass.
 
 Redis Cluster is not supported: a workflow's keys share one slot (its id's hash tag), but its
 steps' queues live in their own slots, and one script must touch both.
@@ -75,9 +78,8 @@ _LETTER = {
 }
 _STATE = {ord(v): k for k, v in _LETTER.items()}
 
-# Graphs never change once stored: each process keeps the ones it used lately, so a step's read
-# moves its own few fields, not a graph of thousands of steps.
-_graphs: dict[str, bytes] = {}
+# Graphs never change once stored: each broker object keeps the ones it used lately, so a step's
+# read moves its own few fields, not a graph of thousands of steps.
 _GRAPHS_KEPT = 256
 
 
@@ -162,6 +164,10 @@ class RedisWorkflows:
     def _workflow_locks(self) -> _KeyedLocks:
         return _KeyedLocks()
 
+    @functools.cached_property
+    def _graph_cache(self) -> dict[str, bytes]:
+        return {}
+
     if TYPE_CHECKING:  # provided by RedisBrokerBase
         _ns: str
         _cluster: bool
@@ -201,6 +207,7 @@ class RedisWorkflows:
             raise TaskIdConflictError(f"workflow {workflow.id!r} cannot be stored: {reply!r}")
 
     async def _graph(self, workflow_id: str) -> bytes | None:
+        _graphs = self._graph_cache
         found = _graphs.get(workflow_id)
         if found is None:
             raw = await self._client.hget(keys.workflow_keys(self._ns, workflow_id)[0], "graph")
