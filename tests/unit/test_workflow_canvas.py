@@ -151,3 +151,10 @@ def test_compiled_graph_parses_back_with_positions(app: App) -> None:
     assert graph.steps[1].trigger == 0 and graph.steps[0].errbacks == (1,)
     assert [m.id for m in new.first] == [graph.steps[0].message.id]
     assert graph.result == 3
+
+
+def test_raw_bytes_payload_survives_the_graph() -> None:
+    new = compile_workflow(signature("blob", b"\x00\xffraw", queue="q1"), _build, retention_s=1)
+    [step] = parse_graph(new.graph).steps
+    assert step.message.payload == b"\x00\xffraw" and step.message.queue == "q1"
+    assert new.first == (step.message,)
