@@ -155,13 +155,15 @@ async def test_archived_middle_step_fails_the_workflow_and_runs_error_callbacks(
     assert failed.value.task_id == info.steps[1].task_id
     assert "boom failed" in failed.value.error
 
-    async def callback_ran() -> bool:
-        return any(name == "on_error" for name, _ in flow.calls)
+    store = workflows_of(flow.app.async_client.broker)
 
-    await eventually(callback_ran, within=10)
+    async def callback_done() -> bool:  # the callback ran and its settle was recorded
+        rec = await store.load_workflow(info.id)
+        return rec.steps[2].state is StepState.SUCCEEDED
+
+    await eventually(callback_done, within=10)
     assert ("on_error", (failed.value.error, "cb")) in flow.calls
     assert not any(c == ("add", (2, 100)) for c in flow.calls)  # the step after never ran
-    store = workflows_of(flow.app.async_client.broker)
     record = await store.load_workflow(info.id)
     assert record.state is WorkflowState.FAILED
     assert record.steps[2].state is StepState.SUCCEEDED  # the error callback
