@@ -36,7 +36,7 @@ PINNED_SHA256 = {
     "stats.lua": "23895ba7fa854e94",
     "unclaim.lua": "8bc115d40f0abefd",
     "wf_create.lua": "46fff6b73166f397",
-    "wf_settle.lua": "3b47efdb177dec76",
+    "wf_settle.lua": "f1807f5b78c03c0b",
 }
 
 

@@ -406,12 +406,13 @@ class RedisBroker(RedisWorkflows, WaitingMixin, InspectionMixin, RedisBrokerBase
     async def recover_expired(
         self, *, delay_s: float, max_crashes: int = MAX_CRASH_ATTEMPTS
     ) -> int:
-        """Recover lapsed leases (see the protocol), then fail the workflows of steps archived."""
+        """Recover lapsed leases (see the protocol); a workflow step archived by it fails its
+        workflow in the same script (redis/workflows.py)."""
+        steps = await self.archive_expired_steps(max_crashes)
         count = await InspectionMixin.recover_expired(
             self, delay_s=delay_s, max_crashes=max_crashes
         )
-        await self.fail_archived_steps(recovered=count)
-        return count
+        return steps + count
 
     async def release(self, lease: Lease) -> None:
         """Give the task back at the front of its queue; no failure counted."""

@@ -8,11 +8,9 @@ task, stores the steps made ready and writes the change. Two chord members finis
 both read version v; the first script writes v + 1, the second finds v gone ("stale"), writes
 nothing, and its client reads again: the body is enqueued by exactly one of them.
 
-Lease recovery archives tasks in ``recover.lua``, which knows nothing of workflows; a recovered
-step's workflow is failed by :meth:`RedisWorkflows.fail_archived_steps` right after (the
-broker's ``recover_expired`` calls it), from the archived task: idempotent, and every
-:data:`FULL_PASS_S` it checks every live workflow, so a recoverer dying in between leaves the
-failure to a later pass.
+Lease recovery that archives a step does it in ``wf_settle.lua`` (mode ``expired``), with the
+workflow's failure, before ``recover.lua`` handles the other lapsed tasks
+(:meth:`RedisWorkflows.archive_expired_steps`).
 
 Redis Cluster is not supported: a workflow's keys share one slot (its id's hash tag), but its
 steps' queues live in their own slots, and one script must touch both.
@@ -30,6 +28,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from conveyor.brokers import workflow_engine as engine
+from conveyor.brokers.protocol import LEASE_EXPIRED_ERROR, crash_limit_error
 from conveyor.brokers.redis import keys
 from conveyor.brokers.redis.base import ScriptBatch
 from conveyor.brokers.redis.records import message_args
@@ -52,8 +51,6 @@ if TYPE_CHECKING:
 __all__ = ["RedisWorkflows"]
 
 _STALE = b"stale"
-FULL_PASS_S = 60.0
-"""How often recovery checks every live workflow for steps archived behind its back."""
 
 
 def _text(value: bytes | None) -> str | None:
@@ -158,8 +155,6 @@ class _KeyedLocks:
 class RedisWorkflows:
     """The workflow half of :class:`~conveyor.brokers.redis.RedisBroker` (a mixin)."""
 
-    _next_full_pass = 0.0  # monotonic time of the next unconditional fail_archived_steps pass
-
     @functools.cached_property
     def _workflow_locks(self) -> _KeyedLocks:
         return _KeyedLocks()
@@ -174,6 +169,7 @@ class RedisWorkflows:
         _client: Client
 
         async def _run(self, name: str, keys_: Sequence[str], args: Sequence[Any]) -> Any: ...
+        async def _all_queues(self) -> list[str]: ...
 
     def _no_cluster(self) -> None:
         if self._cluster:
@@ -382,41 +378,41 @@ class RedisWorkflows:
             if reply != _STALE:
                 return True
 
-    async def fail_archived_steps(self, *, recovered: int) -> None:
-        """Fail the workflows of steps archived by recovery (run after ``recover_expired``).
+    async def archive_expired_steps(self, max_crashes: int) -> int:
+        """Archive the workflow steps that lease recovery is about to archive, each in one
+        script with its workflow's failure (``wf_settle.lua``, mode ``expired``).
 
-        Runs when the recovery just recovered tasks, and every :data:`FULL_PASS_S` anyway: a
-        recoverer that died between the two steps leaves its archived steps to a later pass.
+        Runs before ``recover.lua``, which then finds them gone and handles every other task
+        (a step going to RETRY changes nothing in its workflow). Returns how many it archived.
         """
-        now = time.monotonic()
-        if self._cluster or (not recovered and now < self._next_full_pass):
-            return
-        self._next_full_pass = now + FULL_PASS_S
-        _, live, _ = keys.workflow_index(self._ns)
-        for raw_id in await self._client.smembers(live):
-            rec = await self._read(_str(raw_id), results=False)
-            if rec is None:
-                continue
-            graph = engine.parse_graph(rec.graph)
-            waiting = [
-                s for s, step in zip(graph.steps, rec.steps, strict=True)
-                if step.state is StepState.ENQUEUED
-            ]  # fmt: skip
-            if not waiting:
-                continue
-            async with self._client.pipeline(transaction=False) as pipe:
-                for spec in waiting:
-                    pipe.hmget(
-                        keys.task(self._ns, spec.message.queue, spec.message.id), "state", "error"
-                    )
-                found = await pipe.execute()
-            for spec, (state, error) in zip(waiting, found, strict=True):
-                if state == b"archived":
-                    text = (error or b"archived").decode(errors="replace")
-                    outcome = StepOutcome(succeeded=False, error=text)
-                    await self._settle(
-                        spec.message.queue, spec.message.id, "", "archived", outcome, text.encode()
-                    )
+        if self._cluster:
+            return 0
+        seconds, micros = await self._client.time()
+        now_us = int(seconds) * 1_000_000 + int(micros)
+        archived = 0
+        for queue in await self._all_queues():
+            qkeys = keys.queue_keys(self._ns, queue)
+            lapsed = await self._client.zrangebyscore(qkeys.active, "-inf", now_us - 1)
+            for task_id in map(_str, lapsed):
+                if parse_step_task_id(task_id) is not None:
+                    archived += await self._archive_expired(queue, task_id, max_crashes)
+        return archived
+
+    async def _archive_expired(self, queue: str, task_id: str, max_crashes: int) -> int:
+        fields = ("retried", "max_retry", "crashes")
+        raw = await self._client.hmget(keys.task(self._ns, queue, task_id), fields)
+        try:
+            retried, max_retry, crashes = (int(v or 0) for v in raw)
+        except ValueError:
+            return 0  # a damaged record: recover.lua archives it as corrupt
+        poison = crashes + 1 >= max_crashes
+        if not poison and retried + 1 <= max_retry:
+            return 0  # goes to RETRY: nothing changes in its workflow
+        error = crash_limit_error(max_crashes) if poison else LEASE_EXPIRED_ERROR
+        token = f"{max_crashes} {'p' if poison else 'r'}"
+        outcome = StepOutcome(succeeded=False, error=error)
+        done = await self._settle(queue, task_id, token, "expired", outcome, error.encode())
+        return int(done)
 
     async def purge_workflows(self) -> int:
         """Delete finished workflows past their retention."""
