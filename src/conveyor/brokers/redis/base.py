@@ -62,6 +62,7 @@ SCRIPT_NAMES = (
     "manage",
     "page",
     "delete_queue",
+    "wf_advance",
     "wf_create",
     "wf_settle",
 )

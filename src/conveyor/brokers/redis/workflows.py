@@ -104,6 +104,11 @@ def _record(
     )
 
 
+def _mask(graph: engine.Graph) -> str:
+    """One letter per step: m for a step of the workflow, e for an error callback."""
+    return "".join("m" if s.trigger is None else "e" for s in graph.steps)
+
+
 def _change_json(old: WorkflowRecord, change: engine.Change, index: int | None) -> str:
     rec = change.record
     steps: list[list[Any]] = []
@@ -288,11 +293,47 @@ class RedisWorkflows:
     async def settle_step(self, lease: Lease, outcome: StepOutcome) -> bool:
         """Complete or archive the step's task and advance its workflow (compare-and-set)."""
         self._no_cluster()
+        if outcome.succeeded:
+            fast = await self._advance(lease, outcome.result)
+            if fast is not None:
+                return fast
         mode = "success" if outcome.succeeded else "failure"
         value = outcome.result if outcome.succeeded else outcome.error.encode()
         return await self._settle(
             lease.task.queue, lease.task.id, str(lease.token), mode, outcome, value
         )
+
+    async def _advance(self, lease: Lease, result: bytes) -> bool | None:
+        """The common success in one script with no read first (``wf_advance.lua``); ``None``
+        when it is not the common case and the general path must decide."""
+        step = parse_step_task_id(lease.task.id)
+        graph_data = None if step is None else await self._graph(step[0])
+        if step is None or graph_data is None:
+            return None
+        graph = engine.parse_graph(graph_data)
+        if step[1] >= len(graph.steps) or graph.steps[step[1]].trigger is not None:
+            return None
+        dependents = [graph.steps[j] for j in graph.steps[step[1]].dependents]
+        batch = ScriptBatch(self)  # type: ignore[arg-type]
+        batch.block(lease.task.queue)
+        meta = [message_args(d.message, batch.block(d.message.queue)) for d in dependents]
+        args: list[Any] = [
+            lease.task.id,
+            str(lease.token),
+            result,
+            step[1],
+            _mask(graph),
+            json.dumps([[d.index, list(d.deps)] for d in dependents]),
+            json.dumps(meta, separators=(",", ":")),
+            *(d.message.payload for d in dependents),
+        ]
+        tail = self._workflow_tail(step[0])
+        reply = await self._run("wf_advance", [*batch.keys, *tail], args)
+        if reply[0] == b"slow":
+            return None
+        if reply[0] in (b"conflict", b"duplicate"):
+            raise TaskIdConflictError(f"a workflow step conflicts with a stored task: {reply!r}")
+        return bool(reply[0] == 1)
 
     async def _settle(
         self, queue: str, task_id: str, token: str, mode: str, outcome: StepOutcome, value: bytes
