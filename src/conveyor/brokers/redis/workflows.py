@@ -74,6 +74,8 @@ _LETTER = {
     StepState.CANCELLED: "c",
 }
 _STATE = {ord(v): k for k, v in _LETTER.items()}
+# One shared record per state for steps read without their result (no allocation per step).
+_BARE = {ord(v): StepRecord(state=k) for k, v in _LETTER.items()}
 
 # Graphs never change once stored: each broker object keeps the ones it used lately, so a step's
 # read moves its own few fields, not a graph of thousands of steps.
@@ -92,9 +94,7 @@ def _record(
         id=workflow_id,
         graph=graph,
         state=WorkflowState(state.decode()),
-        steps=tuple(
-            steps.get(i) or StepRecord(state=_STATE[letter]) for i, letter in enumerate(letters)
-        ),
+        steps=tuple(steps.get(i) or _BARE[letter] for i, letter in enumerate(letters)),
         created_at=datetime.fromtimestamp(int(created) / 1e6, UTC),
         finished_at=None if finished is None else datetime.fromtimestamp(int(finished) / 1e6, UTC),
         error=_text(error),

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, TypeVar
 
@@ -57,14 +58,33 @@ def apply_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(_q()["schema"])
 
 
-def _load(store: Store, workflow_id: str) -> WorkflowRecord | None:
+# One shared record per state for steps read without their result: a chord's thousand members
+# cost no allocation each time one of them settles.
+_BARE = {state: StepRecord(state=state) for state in StepState}
+
+
+def _load(
+    store: Store, workflow_id: str, *, results: bool | Sequence[int] = True
+) -> WorkflowRecord | None:
+    """The workflow; ``results`` True reads every step's result and error, False none (enough
+    to advance it), a list of indices those steps' only."""
     row = store.conn.execute(_q()["get_workflow"], (workflow_id,)).fetchone()
     if row is None:
         return None
-    steps = tuple(
-        StepRecord(state=StepState(s), result=r, error=e)
-        for s, r, e in store.conn.execute(_q()["get_steps"], (workflow_id,))
-    )
+    if results is True:
+        steps = tuple(
+            StepRecord(state=StepState(s), result=r, error=e)
+            for s, r, e in store.conn.execute(_q()["get_steps"], (workflow_id,))
+        )
+    else:
+        found = [
+            _BARE[StepState(s)] for (s,) in store.conn.execute(_q()["get_states"], (workflow_id,))
+        ]
+        if results is not False and results:
+            chosen = json.dumps(list(results))
+            for i, s, r, e in store.conn.execute(_q()["get_some_steps"], (workflow_id, chosen)):
+                found[i] = StepRecord(state=StepState(s), result=r, error=e)
+        steps = tuple(found)
     created = to_datetime(row[3])
     assert created is not None
     return WorkflowRecord(
@@ -106,7 +126,7 @@ def _change_for(
     store: Store, task_id: str, outcome: StepOutcome
 ) -> tuple[WorkflowRecord, engine.Graph, engine.Change] | None:
     step = parse_step_task_id(task_id)
-    rec = None if step is None else _load(store, step[0])
+    rec = None if step is None else _load(store, step[0], results=False)
     if step is None or rec is None or step[1] >= len(rec.steps):
         return None
     graph = engine.parse_graph(rec.graph)
@@ -184,7 +204,7 @@ def _create(store: Store, workflow: NewWorkflow) -> None:
 
 def _cancel(store: Store, workflow_id: str) -> bool:
     with store.write() as now:
-        rec = _load(store, workflow_id)
+        rec = _load(store, workflow_id, results=False)
         if rec is None:
             raise WorkflowNotFoundError(workflow_id)
         change = engine.cancel(rec)
@@ -240,8 +260,22 @@ class SqliteWorkflows:
         return rec
 
     async def load_step(self, workflow_id: str, index: int) -> WorkflowRecord:
-        """The whole workflow (one indexed read of its step rows)."""
-        return await self.load_workflow(workflow_id)
+        """The workflow with the results one step reads before it runs."""
+
+        def load(store: Store) -> WorkflowRecord | None:
+            with store.read():
+                rec = _load(store, workflow_id, results=False)
+                if rec is None:
+                    return None
+                graph = engine.parse_graph(rec.graph)
+                if index >= len(graph.steps):
+                    return rec
+                return _load(store, workflow_id, results=engine.needed_by(graph, index))
+
+        rec = await self._run(load)
+        if rec is None:
+            raise WorkflowNotFoundError(workflow_id)
+        return rec
 
     async def list_workflows(
         self, state: WorkflowState | None, *, offset: int = 0, limit: int = 50

@@ -42,6 +42,15 @@ FROM workflows WHERE id = ?;
 -- Params: id
 SELECT state FROM workflows WHERE id = ?;
 
+-- name: get_states
+-- Params: workflow id
+SELECT state FROM workflow_steps WHERE workflow_id = ? ORDER BY idx;
+
+-- name: get_some_steps
+-- Params: workflow id, JSON array of step indices
+SELECT idx, state, result, error FROM workflow_steps
+WHERE workflow_id = ?1 AND idx IN (SELECT value FROM json_each(?2));
+
 -- name: get_steps
 -- Params: workflow id
 SELECT state, result, error FROM workflow_steps WHERE workflow_id = ? ORDER BY idx;
