@@ -60,7 +60,7 @@ def apply_schema(conn: sqlite3.Connection) -> None:
 
 # One shared record per state for steps read without their result: a chord's thousand members
 # cost no allocation each time one of them settles.
-_BARE = {state: StepRecord(state=state) for state in StepState}
+_BARE = {state.value: StepRecord(state=state) for state in StepState}
 
 
 def _load(
@@ -264,13 +264,12 @@ class SqliteWorkflows:
 
         def load(store: Store) -> WorkflowRecord | None:
             with store.read():
-                rec = _load(store, workflow_id, results=False)
-                if rec is None:
+                row = store.conn.execute(_q()["get_graph"], (workflow_id,)).fetchone()
+                if row is None:
                     return None
-                graph = engine.parse_graph(rec.graph)
-                if index >= len(graph.steps):
-                    return rec
-                return _load(store, workflow_id, results=engine.needed_by(graph, index))
+                graph = engine.parse_graph(row[0])
+                needed = engine.needed_by(graph, index) if index < len(graph.steps) else True
+                return _load(store, workflow_id, results=needed)
 
         rec = await self._run(load)
         if rec is None:

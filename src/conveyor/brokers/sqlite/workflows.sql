@@ -42,6 +42,10 @@ FROM workflows WHERE id = ?;
 -- Params: id
 SELECT state FROM workflows WHERE id = ?;
 
+-- name: get_graph
+-- Params: id
+SELECT graph FROM workflows WHERE id = ?;
+
 -- name: get_states
 -- Params: workflow id
 SELECT state FROM workflow_steps WHERE workflow_id = ? ORDER BY idx;
