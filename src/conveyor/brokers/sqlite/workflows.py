@@ -14,12 +14,14 @@ import asyncio
 import contextlib
 import functools
 import json
+import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, TypeVar
 
 from conveyor.brokers import workflow_engine as engine
+from conveyor.brokers.combiner import Combiner
 from conveyor.brokers.sqlite.queries import parse_queries, queries
 from conveyor.brokers.workflows import (
     FINISHED,
@@ -31,7 +33,12 @@ from conveyor.brokers.workflows import (
     WorkflowState,
     parse_step_task_id,
 )
-from conveyor.errors import LeaseLostError, TaskIdConflictError, WorkflowNotFoundError
+from conveyor.errors import (
+    DuplicateTaskError,
+    LeaseLostError,
+    TaskIdConflictError,
+    WorkflowNotFoundError,
+)
 from conveyor.message import Completion, Lease, to_datetime
 
 if TYPE_CHECKING:
@@ -150,29 +157,48 @@ def fail_step(store: Store, task_id: str, error: str, now: float) -> None:
         _write(store, rec, change, now)
 
 
-def _settle(store: Store, lease: Lease, outcome: StepOutcome) -> bool:
+def _settle_one(store: Store, lease: Lease, outcome: StepOutcome, now: float) -> bool:
+    """One step's settlement inside the current transaction; ``False`` for a lost lease."""
     task = lease.task
-    with store.write() as now:
-        leased = store.conn.execute(
-            queries()["find_leased"], (task.queue, task.id, lease.token)
-        ).fetchone()
-        if leased is None:
-            return False
-        found = _change_for(store, task.id, outcome)
-        messages = () if found is None else tuple(found[2].messages(found[1]))
-        if outcome.succeeded:
-            completion = Completion(lease=lease, result=outcome.result, successors=messages)
-            store._complete_one(completion, now)
-        else:
-            args = (outcome.error, now, task.queue, task.id, lease.token)
-            if store.conn.execute(queries()["archive_leased"], args).rowcount != 1:
-                raise LeaseLostError(task_id=task.id, queue=task.queue)
-            store._insert(messages, now, owner=None)
-        store._count(Counter({(task.queue, not outcome.succeeded): 1}), now)
-        if found is not None:
-            _write(store, found[0], found[2], now)
-    store.notify_ready()  # wakes workers for the new steps, and workflow waiters
+    leased = store.conn.execute(
+        queries()["find_leased"], (task.queue, task.id, lease.token)
+    ).fetchone()
+    if leased is None:
+        return False
+    found = _change_for(store, task.id, outcome)
+    messages = () if found is None else tuple(found[2].messages(found[1]))
+    if outcome.succeeded:
+        completion = Completion(lease=lease, result=outcome.result, successors=messages)
+        store._complete_one(completion, now)
+    else:
+        args = (outcome.error, now, task.queue, task.id, lease.token)
+        if store.conn.execute(queries()["archive_leased"], args).rowcount != 1:
+            raise LeaseLostError(task_id=task.id, queue=task.queue)
+        store._insert(messages, now, owner=None)
+    store._count(Counter({(task.queue, not outcome.succeeded): 1}), now)
+    if found is not None:
+        _write(store, found[0], found[2], now)
     return True
+
+
+def _settle_many(
+    store: Store, items: Sequence[tuple[Lease, StepOutcome]]
+) -> list[bool | Exception]:
+    """Several settlements in one transaction (one commit, one fsync), each all or nothing on
+    its own (a savepoint): steps finishing together in one worker share the commit, as its
+    plain completions do."""
+    outcomes: list[bool | Exception] = []
+    with store.write() as now:
+        for lease, outcome in items:
+            store.conn.execute("SAVEPOINT settle")
+            try:
+                outcomes.append(_settle_one(store, lease, outcome, now))
+            except (TaskIdConflictError, DuplicateTaskError, LeaseLostError) as exc:
+                store.conn.execute("ROLLBACK TO settle")
+                outcomes.append(exc)
+            store.conn.execute("RELEASE settle")
+    store.notify_ready()  # wakes workers for the new steps, and workflow waiters
+    return outcomes
 
 
 def _state(store: Store, workflow_id: str) -> WorkflowState:
@@ -289,8 +315,30 @@ class SqliteWorkflows:
         return await self._run(page)
 
     async def settle_step(self, lease: Lease, outcome: StepOutcome) -> bool:
-        """Complete or archive the step's task and advance its workflow, in one transaction."""
-        return await self._run(lambda s: _settle(s, lease, outcome))
+        """Complete or archive the step's task and advance its workflow, in one transaction
+        (shared with the settlements that arrive while one is being written)."""
+        return await self._settle_combiner()((lease, outcome))
+
+    def _settle_combiner(self) -> Combiner[tuple[Lease, StepOutcome], bool]:
+        # One per event loop: a batch's callers are woken through futures of their own loop.
+        loop = asyncio.get_running_loop()
+        combiners = self._settle_combiners
+        combiner = combiners.get(loop)
+        if combiner is None:
+
+            async def run(items: Sequence[tuple[Lease, StepOutcome]]) -> list[bool | Exception]:
+                return await self._run(lambda s: _settle_many(s, items))
+
+            combiner = combiners[loop] = Combiner(run)
+        return combiner
+
+    @functools.cached_property
+    def _settle_combiners(
+        self,
+    ) -> weakref.WeakKeyDictionary[
+        asyncio.AbstractEventLoop, Combiner[tuple[Lease, StepOutcome], bool]
+    ]:
+        return weakref.WeakKeyDictionary()
 
     async def cancel_workflow(self, workflow_id: str) -> bool:
         """Cancel a workflow not yet finished."""
