@@ -1,12 +1,17 @@
-"""Workflows on Redis: read, decide in Python, write by compare-and-set in one Lua script.
+"""Workflows on Redis: the common success decided on the server, the rest by compare-and-set.
 
-A step's settlement reads the workflow (its record, steps' states included, in one HMGET; the
-graph, which never changes, once per process and workflow), computes the
-change with :mod:`~conveyor.brokers.workflow_engine`, and runs ``wf_settle.lua``, which checks
-the lease and the workflow's ``version`` and then, in one script, completes (or archives) the
-task, stores the steps made ready and writes the change. Two chord members finishing at once
-both read version v; the first script writes v + 1, the second finds v gone ("stale"), writes
-nothing, and its client reads again: the body is enqueued by exactly one of them.
+A step's success in a running workflow is one script, ``wf_advance.lua``, with no read before
+it: it checks the lease, completes the task, records the result, enqueues the dependents whose
+inputs have all succeeded and finishes the workflow when every step has. Two chord members
+finishing at once are two such scripts, run one after the other by Redis: only the second sees
+every member succeeded, so the body is enqueued once.
+
+Every other transition (a failure, a re-run step's success, an error callback, a cancel) reads
+the workflow (its record, steps' states included, in one HMGET; the graph, which never changes,
+once per broker object), computes the change with :mod:`~conveyor.brokers.workflow_engine`, and
+runs ``wf_settle.lua``, which checks the lease and the workflow's ``version`` and then, in one
+script, settles the task, stores the steps made ready and writes the change; a version that
+moved meanwhile writes nothing, and the client reads again.
 
 Lease recovery that archives a step does it in ``wf_settle.lua`` (mode ``expired``), with the
 workflow's failure, before ``recover.lua`` handles the other lapsed tasks
