@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from conftest import REDIS_URL, redis_available, service_missing
 from conveyor import StepState, WorkflowState, chain, group, signature
 from conveyor.brokers.protocol import Broker
 from conveyor.brokers.workflows import StepOutcome, WorkflowBroker
@@ -32,6 +36,7 @@ from conveyor.errors import LeaseLostError
 from conveyor.message import Lease, Task, TaskMessage, TaskState
 from conveyor.options import MessageTemplate, TaskOptions
 from conveyor.workflows.compile import compile_workflow
+from support import delete_namespace
 
 T = TypeVar("T")
 QUEUE = "default"
@@ -54,6 +59,8 @@ class Clock:
 
 
 class WorkflowModel(RuleBasedStateMachine):
+    movable_clock = True  # Redis keeps server time: no crash rule there
+
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
@@ -171,6 +178,7 @@ class WorkflowModel(RuleBasedStateMachine):
         self.retried[i] += 1
         self.state[i] = "q" if self.state[i] == "a" else "r"
 
+    @precondition(lambda self: self.movable_clock)
     @rule()
     def crash(self) -> None:
         """Every worker dies: the clock passes every lease and recovery runs."""
@@ -247,8 +255,21 @@ class SqliteWorkflowModel(WorkflowModel):
         return SqliteBroker(folder / "broker.db", clock=self.clock)
 
 
+class RedisWorkflowModel(WorkflowModel):
+    """Redis decides a step's success in its own script (wf_advance.lua): the same model."""
+
+    movable_clock = False
+
+    def open(self) -> Broker:
+        from conveyor.brokers.redis import RedisBroker
+
+        namespace = f"conveyor-wf-model-{uuid.uuid4().hex[:12]}"
+        self.cleanup.append(lambda: asyncio.run(delete_namespace(REDIS_URL, namespace)))
+        return RedisBroker.from_url(f"{REDIS_URL}?namespace={namespace}")
+
+
 SETTINGS = settings(
-    max_examples=60,
+    max_examples=int(os.environ.get("CONVEYOR_WF_MODEL_EXAMPLES", "60")),
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
@@ -256,3 +277,15 @@ SETTINGS = settings(
 
 TestMemoryWorkflowModel = SETTINGS(MemoryWorkflowModel).TestCase
 TestSqliteWorkflowModel = SETTINGS(SqliteWorkflowModel).TestCase
+
+
+@pytest.fixture
+def _redis_up() -> None:
+    why = redis_available()
+    if why is not None:
+        service_missing("Redis at " + REDIS_URL, why)
+
+
+@pytest.mark.usefixtures("_redis_up")
+class TestRedisWorkflowModel(SETTINGS(RedisWorkflowModel).TestCase):
+    """Redis keeps server time, so this one runs without the crash rule."""
