@@ -22,6 +22,7 @@ from conveyor.backoff import ExponentialBackoff, RetryDelay, default_retry_delay
 from conveyor.brokers import open_broker
 from conveyor.brokers.protocol import Broker, BrokerInfo, Capabilities
 from conveyor.brokers.workers import WorkerInfo
+from conveyor.brokers.workflows import StepState, WorkflowState
 from conveyor.client import AsyncClient, Client
 from conveyor.errors import (
     BrokerError,
@@ -42,10 +43,12 @@ from conveyor.errors import (
     ScheduleNotFoundError,
     SkipRetry,
     TaskError,
+    TaskFailedError,
     TaskIdConflictError,
     TaskNotActiveError,
     TaskNotFoundError,
     UnknownTaskError,
+    WorkflowNotFoundError,
 )
 from conveyor.inspector import AsyncInspector, Inspector
 from conveyor.logs import JsonFormatter, TaskContextFilter, TextFormatter
@@ -70,13 +73,26 @@ from conveyor.middleware import (
 )
 from conveyor.mux import ServeMux
 from conveyor.options import DEFAULT_TIMEOUT, DefaultOptions, EnqueueOptions
-from conveyor.progress import StepLog, StepState
+from conveyor.progress import PipelineStepState, StepLog
 from conveyor.scheduling.entry import ScheduleEntry, ScheduleInfo
 from conveyor.scheduling.scheduler import Scheduler
 from conveyor.scheduling.spec import MissedPolicy
 from conveyor.signals import Signals, TaskEvent, TaskEventKind
 from conveyor.worker.context import TaskContext, current_context
 from conveyor.worker.server import Server
+from conveyor.workflows import (
+    Canvas,
+    Chain,
+    Chord,
+    Group,
+    Signature,
+    WorkflowInfo,
+    WorkflowStep,
+    chain,
+    chord,
+    group,
+    signature,
+)
 from conveyor.workflows.pipeline import Pipeline, ReentrantStep, reentrant
 
 __all__ = [
@@ -91,7 +107,10 @@ __all__ = [
     "BrokerInfo",
     "BrokerUnavailableError",
     "CallNext",
+    "Canvas",
     "Capabilities",
+    "Chain",
+    "Chord",
     "Client",
     "ConfigError",
     "ConveyorError",
@@ -101,6 +120,7 @@ __all__ = [
     "EnqueueOptions",
     "ErrorHandler",
     "ExponentialBackoff",
+    "Group",
     "Handler",
     "HandlerSignal",
     "Inspector",
@@ -114,6 +134,7 @@ __all__ = [
     "PayloadError",
     "PayloadTooLargeError",
     "Pipeline",
+    "PipelineStepState",
     "QueueFullError",
     "QueueInUseError",
     "QueueNotEmptyError",
@@ -130,6 +151,7 @@ __all__ = [
     "Server",
     "ServerOptions",
     "Signals",
+    "Signature",
     "SkipRetry",
     "StepLog",
     "StepState",
@@ -141,6 +163,7 @@ __all__ = [
     "TaskError",
     "TaskEvent",
     "TaskEventKind",
+    "TaskFailedError",
     "TaskFunction",
     "TaskId",
     "TaskIdConflictError",
@@ -151,9 +174,17 @@ __all__ = [
     "TextFormatter",
     "UnknownTaskError",
     "WorkerInfo",
+    "WorkflowInfo",
+    "WorkflowNotFoundError",
+    "WorkflowState",
+    "WorkflowStep",
+    "chain",
+    "chord",
     "compose",
     "current_context",
     "default_retry_delay",
+    "group",
     "open_broker",
     "reentrant",
+    "signature",
 ]

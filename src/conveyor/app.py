@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Generic, ParamSpec, TypedDict, TypeVar, Unpack
 
 from conveyor.backoff import RetryDelay
 from conveyor.brokers.protocol import Broker
-from conveyor.client import AsyncClient, Client
+from conveyor.client import DEFAULT_WORKFLOW_RETENTION, AsyncClient, Client
 from conveyor.config import DEFAULT_BROKER_URL, split_broker_url
 from conveyor.errors import ConfigError, InvalidNameError, PayloadError, SkipRetry, UnknownTaskError
 from conveyor.message import (
@@ -37,6 +37,7 @@ from conveyor.message import (
     JSONValue,
     Task,
     TaskInfo,
+    encode_json,
     validate_name,
 )
 from conveyor.middleware import ErrorHandler, Handler
@@ -47,6 +48,9 @@ from conveyor.scheduling.scheduler import Scheduler
 from conveyor.signals import Signals
 from conveyor.worker.context import TaskContext
 from conveyor.worker.server import Server
+from conveyor.workflows.arguments import prepend_parent, with_room_for_parent
+from conveyor.workflows.canvas import Canvas, Signature
+from conveyor.workflows.info import WorkflowInfo
 
 if TYPE_CHECKING:
     from conveyor.workflows.pipeline import Pipeline, ReentrantStep, StepFunction
@@ -299,19 +303,60 @@ class TaskFunction(Generic[P, R]):
             # Retrying cannot fix arguments that do not fit: archive at once, with the reason.
             raise SkipRetry(f"bad arguments for {self.name}{self._signature}: {exc}") from exc
 
+    def s(self, *args: object, **kwargs: object) -> Signature:
+        """A workflow signature of a call that receives its parent's result first.
+
+        Checked with room for the parent's result: ``mul.s(4)`` for ``mul(a, b)`` is valid (the
+        parent fills ``a``). Example::
+
+            chain(add.s(1, 2), mul.s(4)).enqueue()     # mul(add(1, 2), 4)
+
+        Raises:
+            TypeError: the call is wrong whatever the parent passes (too many arguments, an
+                unknown keyword), or an argument is not JSON.
+        """
+        alone, with_parent = with_room_for_parent(self._signature, self.name, args, kwargs)
+        encode_json([alone, with_parent], what="arguments")  # a non-JSON argument, by name
+        return Signature(
+            self.name,
+            alone,
+            False,
+            True,
+            {},
+            parent_payload=with_parent,
+            fits_alone=alone is not None,
+            fits_parent=with_parent is not None,
+            enqueuer=self.app,
+        )
+
+    def si(self, *args: object, **kwargs: object) -> Signature:
+        """An immutable workflow signature: the call as given, ignoring its parent's result.
+
+        Raises:
+            TypeError: the arguments do not fit the function's signature.
+        """
+        payload = _payload(self._signature, self.name, args, kwargs)
+        encode_json(payload, what="arguments")  # a non-JSON argument fails here, by name
+        return Signature(self.name, payload, True, True, {}, enqueuer=self.app)
+
+    def _with_parent(self, ctx: TaskContext, task: Task) -> Task:
+        if not ctx.parent_arg or not isinstance(task.payload, dict):
+            return task
+        return Task(task.type, prepend_parent(self._signature, task.payload, ctx.parent_arg[0]))
+
     def handler(self) -> Handler:
         """The worker handler for this task: sync for a sync function (runs in the thread pool)."""
         fn: Callable[..., object] = self.fn
         if inspect.iscoroutinefunction(fn):
 
             async def run_async(ctx: TaskContext, task: Task) -> JSONValue:
-                args, kwargs = self._arguments(task)
+                args, kwargs = self._arguments(self._with_parent(ctx, task))
                 return await fn(*args, **kwargs)
 
             return run_async
 
         def run_sync(ctx: TaskContext, task: Task) -> JSONValue:
-            args, kwargs = self._arguments(task)
+            args, kwargs = self._arguments(self._with_parent(ctx, task))
             return fn(*args, **kwargs)
 
         return run_sync
@@ -667,6 +712,18 @@ class App:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    def enqueue_workflow(
+        self, canvas: Canvas, *, retention: Duration = DEFAULT_WORKFLOW_RETENTION
+    ) -> WorkflowInfo:
+        """Enqueue a workflow through the app's sync client; see :meth:`Client.enqueue_workflow`."""
+        return self.client.enqueue_workflow(canvas, retention=retention)
+
+    async def aenqueue_workflow(
+        self, canvas: Canvas, *, retention: Duration = DEFAULT_WORKFLOW_RETENTION
+    ) -> WorkflowInfo:
+        """Enqueue a workflow through the app's async client (what ``sig.aio.enqueue()`` calls)."""
+        return await self.async_client.enqueue_workflow(canvas, retention=retention)
 
     async def aclose(self) -> None:
         """Close both clients, if they were made."""

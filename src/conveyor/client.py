@@ -14,14 +14,21 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
-from typing import Unpack
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Unpack
 
 from conveyor.broker_handle import BrokerHandle, SyncFacade
 from conveyor.brokers.protocol import BlockingEnqueue, Broker
 from conveyor.config import DEFAULT_BROKER_URL, broker_url_from_env
 from conveyor.errors import BrokerUnavailableError, ConfigError
-from conveyor.message import DEFAULT_MAX_PAYLOAD_BYTES, Task, TaskInfo, TaskMessage, validate_name
+from conveyor.message import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    JSONValue,
+    Task,
+    TaskInfo,
+    TaskMessage,
+    validate_name,
+)
 from conveyor.options import (
     DefaultOptions,
     Duration,
@@ -31,6 +38,12 @@ from conveyor.options import (
     parse_options,
 )
 from conveyor.signals import Signals, TaskEvent, TaskEventKind
+
+if TYPE_CHECKING:
+    from conveyor.workflows import Canvas, WorkflowInfo
+
+DEFAULT_WORKFLOW_RETENTION = timedelta(days=1)
+"""How long a finished workflow and its steps' results are kept, unless told otherwise."""
 
 
 class _Producer:
@@ -219,6 +232,45 @@ class AsyncClient(BrokerHandle):
         messages = self._producer.messages(tasks, options)
         return self._enqueued(await self._broker.enqueue(messages)) if messages else []
 
+    async def enqueue_workflow(
+        self, canvas: Canvas, *, retention: Duration = DEFAULT_WORKFLOW_RETENTION
+    ) -> WorkflowInfo:
+        """Store a workflow (a chain, group, chord or signature) and enqueue its first steps.
+
+        Example::
+
+            info = await client.enqueue_workflow(chain(fetch.s(url), resize.s(64)))
+            result = await client.wait(info, timeout=30)
+
+        Args:
+            canvas: what to run.
+            retention: how long the workflow and its steps' results are kept once it finished.
+
+        Raises:
+            TypeError: a bad canvas item or step option. ConfigError: the broker has no
+            workflows, or a bad option value. The payload errors of :meth:`enqueue`.
+        """
+        from conveyor.workflows.running import enqueue_workflow
+
+        return await enqueue_workflow(self._broker, self._producer.message, canvas, retention)
+
+    # The public API takes ``timeout`` as seconds or a timedelta (issue 17), not asyncio.timeout.
+    async def wait(
+        self,
+        info: TaskInfo | WorkflowInfo,
+        timeout: Duration,  # noqa: ASYNC109
+    ) -> JSONValue:
+        """Wait for the result of a task (enqueued with a ``retention``) or of a workflow.
+
+        Raises:
+            ResultTimeoutError: the result did not arrive within ``timeout``.
+            TaskFailedError: the task was archived, or the workflow failed or was cancelled.
+            ConfigError: the task keeps no result (no retention).
+        """
+        from conveyor.workflows.running import wait_for
+
+        return await wait_for(self._broker, info, timeout)
+
 
 class Client(SyncFacade[AsyncClient]):
     """Enqueues tasks from synchronous code; same methods as :class:`AsyncClient`, blocking.
@@ -312,3 +364,13 @@ class Client(SyncFacade[AsyncClient]):
         """Store several tasks in one broker call; see :meth:`AsyncClient.enqueue_many`."""
         messages = self._producer.messages(tasks, options)
         return self._store(messages) if messages else []
+
+    def enqueue_workflow(
+        self, canvas: Canvas, *, retention: Duration = DEFAULT_WORKFLOW_RETENTION
+    ) -> WorkflowInfo:
+        """Store a workflow and enqueue its first steps (see ``AsyncClient.enqueue_workflow``)."""
+        return self._loop.run(self._async.enqueue_workflow(canvas, retention=retention))
+
+    def wait(self, info: TaskInfo | WorkflowInfo, timeout: Duration) -> JSONValue:
+        """Wait for a task's or a workflow's result; see :meth:`AsyncClient.wait`."""
+        return self._loop.run(self._async.wait(info, timeout))

@@ -20,7 +20,9 @@
     ├── QueueNotEmptyError                   delete_queue without force on a queue holding tasks
     ├── QueueInUseError                      delete_queue on a queue with an active (leased) task
     ├── ScheduleNotFoundError (LookupError)  no schedule entry with that name
-    └── ResultTimeoutError                   waiting for a result took too long
+    ├── ResultTimeoutError                   waiting for a result took too long
+    ├── TaskFailedError                      the awaited task was archived / workflow failed
+    └── WorkflowNotFoundError                no such workflow (never stored, or purged)
 
 Control flow raised *by handlers* lives apart, under ``HandlerSignal``: ``SkipRetry`` archives the
 task at once, ``Retry(delay=...)`` asks for a retry after a given delay.
@@ -176,6 +178,29 @@ class ScheduleNotFoundError(ConveyorError, LookupError):
 
 class ResultTimeoutError(ConveyorError):
     """A result did not arrive in the time allowed."""
+
+
+class TaskFailedError(ConveyorError):
+    """The awaited task was archived, or the awaited workflow failed (or was cancelled).
+
+    Attributes:
+        task_id: the archived task (for a workflow, its first failed step; empty when a
+            cancelled workflow had no failed step).
+        error: that task's last error.
+    """
+
+    def __init__(self, message: str = "", *, task_id: str = "", error: str = "") -> None:
+        super().__init__(message or f"task {task_id!r} failed: {error}")
+        self.task_id = task_id
+        self.error = error
+
+
+class WorkflowNotFoundError(ConveyorError):
+    """No workflow with this id is stored (it never was, or it was purged)."""
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"no workflow {workflow_id!r}")
+        self.workflow_id = workflow_id
 
 
 class HandlerSignal(Exception):

@@ -22,6 +22,7 @@ from conveyor.broker_handle import BrokerHandle, SyncFacade
 from conveyor.brokers.progress import ProgressStore
 from conveyor.brokers.protocol import Broker, BrokerInfo
 from conveyor.brokers.workers import WorkerInfo, WorkerRegistry
+from conveyor.brokers.workflows import WorkflowState
 from conveyor.config import DEFAULT_BROKER_URL, broker_url_from_env
 from conveyor.errors import BrokerError, ConfigError, PayloadError
 from conveyor.message import Payload, QueueStats, TaskInfo, TaskState, validate_name
@@ -36,6 +37,8 @@ from conveyor.scheduling.admin import (
 )
 from conveyor.scheduling.entry import ScheduleInfo
 from conveyor.scheduling.scheduler import schedule_store
+from conveyor.workflows.info import WorkflowInfo
+from conveyor.workflows.running import workflows_of
 
 __all__ = ["AsyncInspector", "Inspector"]
 
@@ -278,6 +281,43 @@ class AsyncInspector(BrokerHandle):
         """
         await remove_schedule(schedule_store(self._broker), name)
 
+    async def get_workflow(self, workflow_id: str) -> WorkflowInfo:
+        """One workflow, with every step's state and result.
+
+        Raises:
+            WorkflowNotFoundError: no such workflow (never stored, or purged).
+        """
+        return WorkflowInfo.from_record(await workflows_of(self._broker).load_workflow(workflow_id))
+
+    async def list_workflows(
+        self, state: WorkflowState | str | None = None, page: int = 1, size: int = 50
+    ) -> list[WorkflowInfo]:
+        """A page (numbered from 1) of workflows, newest first, in ``state`` (default: any)."""
+        wanted = None if state is None else _workflow_state(state)
+        size = max(0, min(size, MAX_PAGE_SIZE))
+        records = await workflows_of(self._broker).list_workflows(
+            wanted, offset=(max(page, 1) - 1) * size, limit=size
+        )
+        return [WorkflowInfo.from_record(r) for r in records]
+
+    async def cancel_workflow(self, workflow_id: str) -> bool:
+        """Cancel a workflow: steps not yet started never start; running ones finish alone.
+
+        Returns ``False`` when the workflow had already finished.
+
+        Raises:
+            WorkflowNotFoundError: no such workflow.
+        """
+        return await workflows_of(self._broker).cancel_workflow(workflow_id)
+
+
+def _workflow_state(state: WorkflowState | str) -> WorkflowState:
+    try:
+        return WorkflowState(state)
+    except ValueError:
+        names = ", ".join(s.value for s in WorkflowState)
+        raise ConfigError(f"unknown workflow state {state!r}: must be one of {names}") from None
+
 
 class Inspector(SyncFacade[AsyncInspector]):
     """Inspects and manages queues and tasks from sync code; methods as :class:`AsyncInspector`.
@@ -408,3 +448,17 @@ class Inspector(SyncFacade[AsyncInspector]):
     def remove_schedule(self, name: str) -> None:
         """See :meth:`AsyncInspector.remove_schedule`."""
         self._loop.run(self._async.remove_schedule(name))
+
+    def get_workflow(self, workflow_id: str) -> WorkflowInfo:
+        """One workflow; see :meth:`AsyncInspector.get_workflow`."""
+        return self._loop.run(self._async.get_workflow(workflow_id))
+
+    def list_workflows(
+        self, state: WorkflowState | str | None = None, page: int = 1, size: int = 50
+    ) -> list[WorkflowInfo]:
+        """A page of workflows; see :meth:`AsyncInspector.list_workflows`."""
+        return self._loop.run(self._async.list_workflows(state, page, size))
+
+    def cancel_workflow(self, workflow_id: str) -> bool:
+        """Cancel a workflow; see :meth:`AsyncInspector.cancel_workflow`."""
+        return self._loop.run(self._async.cancel_workflow(workflow_id))

@@ -27,12 +27,12 @@ from conveyor.errors import PayloadError
 if TYPE_CHECKING:
     from conveyor.brokers.progress import ProgressStore
 
-__all__ = ["Progress", "StepLog", "StepState", "resume_interrupted"]
+__all__ = ["PipelineStepState", "Progress", "StepLog", "resume_interrupted"]
 
 FORMAT_VERSION = 1
 
 
-class StepState(enum.StrEnum):
+class PipelineStepState(enum.StrEnum):
     """What happened to a pipeline step, as the result log shows it."""
 
     RUNNING = "running"
@@ -51,13 +51,13 @@ class StepLog:
 
     Attributes:
         step: the step's name.
-        state: see :class:`StepState`.
+        state: see :class:`PipelineStepState`.
         attempts: how many times the step was started, over every run of the task.
         error: the last error the step raised (type name and message), or ``None``.
     """
 
     step: str
-    state: StepState
+    state: PipelineStepState
     attempts: int = 0
     error: str | None = None
 
@@ -109,7 +109,7 @@ class Progress:
         """The log entry of step ``index`` (a fresh one when the step was never reached)."""
         if index < len(self.log):
             return self.log[index]
-        return StepLog(step=name, state=StepState.RUNNING)
+        return StepLog(step=name, state=PipelineStepState.RUNNING)
 
     def set_entry(self, index: int, entry: StepLog) -> None:
         """Store the log entry of step ``index`` (steps are reached in order)."""
@@ -130,12 +130,12 @@ def _entry(raw: object) -> StepLog:
     if (
         not isinstance(step, str)
         or not isinstance(state, str)
-        or state not in StepState.__members__.values()
+        or state not in PipelineStepState.__members__.values()
         or not _is_index(attempts)
         or not (error is None or isinstance(error, str))
     ):
         raise PayloadError("stored pipeline progress has a malformed log entry")
-    return StepLog(step=step, state=StepState(state), attempts=attempts, error=error)
+    return StepLog(step=step, state=PipelineStepState(state), attempts=attempts, error=error)
 
 
 def result_log(raw: bytes | None) -> tuple[StepLog, ...]:

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from conveyor.brokers.sqlite import SqliteBroker
 from conveyor.cli.main import cli
 from conveyor.message import TaskMessage, encode_json
-from conveyor.progress import Progress, StepLog, StepState
+from conveyor.progress import PipelineStepState, Progress, StepLog
 
 
 async def archived_pipeline(url: str) -> str:
@@ -20,10 +20,14 @@ async def archived_pipeline(url: str) -> str:
         await broker.enqueue([TaskMessage(id="order-7", type="orders.checkout", payload=b"{}")])
         [lease] = await broker.claim(["default"], limit=1, lease_s=30)
         progress = Progress(next=1, data={"reserved": True}, started=1)
-        progress.set_entry(0, StepLog(step="reserve", state=StepState.SUCCEEDED, attempts=1))
+        progress.set_entry(
+            0, StepLog(step="reserve", state=PipelineStepState.SUCCEEDED, attempts=1)
+        )
         progress.set_entry(
             1,
-            StepLog(step="charge", state=StepState.FAILED, attempts=2, error="ValueError: no"),
+            StepLog(
+                step="charge", state=PipelineStepState.FAILED, attempts=2, error="ValueError: no"
+            ),
         )
         await broker.save_progress(lease, progress.encode())
         await broker.archive(lease, error="SkipRetry: non-reentrant step charge failed")

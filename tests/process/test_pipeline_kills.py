@@ -26,7 +26,7 @@ import pytest
 import worker_app
 from processes import Worker, spawn
 
-from conveyor import Client, Inspector, StepState, TaskInfo, TaskState
+from conveyor import Client, Inspector, PipelineStepState, TaskInfo, TaskState
 from support import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -112,7 +112,7 @@ def test_killed_workers_never_rerun_a_step_whose_progress_was_stored(
         result = info.result
         assert isinstance(result, dict) and result.keys() == {"n", *ORDER}, result
         assert [(e.step, e.state) for e in info.result_log] == [
-            (s, StepState.SUCCEEDED) for s in worker_app.PIPELINE_STEPS
+            (s, PipelineStepState.SUCCEEDED) for s in worker_app.PIPELINE_STEPS
         ]
         for step, index in ORDER.items():
             stored = position[result[step]]

@@ -173,3 +173,20 @@ def log_line(text: str) -> None:
     import logging
 
     logging.getLogger("user.handler").warning("handler says %s", text)
+
+
+@app.task(name="proc.wf_add", max_retry=100)
+async def wf_add(a: int, b: int) -> int:
+    """A workflow step: a short await (room for a kill), then ``a + b``."""
+    await asyncio.sleep(0.002)
+    return a + b
+
+
+@app.task(name="proc.wf_body", max_retry=100)
+def wf_body(values: list[int]) -> int:
+    """A chord body: log one line per run (task id, attempt) in ``bodies-<pid>.txt``."""
+    ctx = current_context()
+    path = Path(os.environ["CONVEYOR_TEST_DIR"]) / f"bodies-{os.getpid()}.txt"
+    with path.open("a") as out:
+        out.write(f"{ctx.task_id} {ctx.retry_count}\n")
+    return sum(values)

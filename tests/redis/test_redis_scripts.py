@@ -43,6 +43,9 @@ PINNED_SHA256 = {
     "stats.lua": "23895ba7fa854e94",
     "unclaim.lua": "8bc115d40f0abefd",
     "workers.lua": "4b539bbf87712ddd",
+    "wf_advance.lua": "a71f1b889c2cb7b9",
+    "wf_create.lua": "46fff6b73166f397",
+    "wf_settle.lua": "f1807f5b78c03c0b",
 }
 
 

@@ -24,7 +24,7 @@ from redis_servers import (
     start_cluster,
 )
 
-from conveyor import Client, Task
+from conveyor import AsyncClient, Client, ConfigError, Task, signature
 from conveyor.brokers.redis import RedisBroker
 from conveyor.errors import BrokerError, BrokerUnavailableError, TaskIdConflictError
 from conveyor.message import Completion, Lease, TaskMessage, TaskState, new_task_id
@@ -271,6 +271,11 @@ async def test_cluster_enqueue_claim_and_wait_across_queues(tmp_path: Path) -> N
             )
             assert {i.state for i in infos} == {TaskState.PENDING}
             assert await broker.list_queues() == queues
+
+            # Workflows are refused on Cluster (docs/workflows.md, Limits), storing nothing.
+            with pytest.raises(ConfigError, match="Cluster"):
+                await AsyncClient(broker).enqueue_workflow(signature("t", queue="q0"))
+            assert (await broker.queue_stats("q0")).pending == 3
 
             # The synchronous enqueue splits per queue (slot) as enqueue does: atomic per queue,
             # queues in first-seen order, stopping at the first refusal.

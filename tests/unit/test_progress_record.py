@@ -5,14 +5,18 @@ from __future__ import annotations
 import pytest
 
 from conveyor.errors import PayloadError
-from conveyor.progress import Progress, StepLog, StepState, result_log
+from conveyor.progress import PipelineStepState, Progress, StepLog, result_log
 
 
 def test_a_document_reads_back_as_written() -> None:
     progress = Progress(next=2, data={"a": [1, "é"]}, started=None)
-    progress.set_entry(0, StepLog(step="one", state=StepState.SUCCEEDED, attempts=1))
-    progress.set_entry(1, StepLog(step="two", state=StepState.FAILED, attempts=3, error="E: x"))
-    progress.set_entry(1, StepLog(step="two", state=StepState.SUCCEEDED, attempts=4, error="E: x"))
+    progress.set_entry(0, StepLog(step="one", state=PipelineStepState.SUCCEEDED, attempts=1))
+    progress.set_entry(
+        1, StepLog(step="two", state=PipelineStepState.FAILED, attempts=3, error="E: x")
+    )
+    progress.set_entry(
+        1, StepLog(step="two", state=PipelineStepState.SUCCEEDED, attempts=4, error="E: x")
+    )
 
     again = Progress.decode(progress.encode())
 
@@ -23,7 +27,7 @@ def test_a_document_reads_back_as_written() -> None:
 
 
 def test_a_missing_entry_is_a_fresh_running_one() -> None:
-    assert Progress().entry(0, "first") == StepLog(step="first", state=StepState.RUNNING)
+    assert Progress().entry(0, "first") == StepLog(step="first", state=PipelineStepState.RUNNING)
 
 
 @pytest.mark.parametrize(

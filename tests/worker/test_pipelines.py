@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import App, AsyncInspector, Pipeline, StepLog, StepState, reentrant
+from conveyor import App, AsyncInspector, Pipeline, PipelineStepState, StepLog, reentrant
 from conveyor.brokers.progress import ProgressStore
 from conveyor.brokers.protocol import Broker
 from conveyor.errors import ConfigError
@@ -64,8 +64,8 @@ async def test_each_step_gets_the_previous_dict_and_the_last_is_the_result(
         done = await wait_state(broker, info, TaskState.COMPLETED)
     assert done.result == {"n": 11, "seen": ["n"]}
     assert done.result_log == (
-        StepLog(step="double", state=StepState.SUCCEEDED, attempts=1),
-        StepLog(step="add_one", state=StepState.SUCCEEDED, attempts=1),
+        StepLog(step="double", state=PipelineStepState.SUCCEEDED, attempts=1),
+        StepLog(step="add_one", state=PipelineStepState.SUCCEEDED, attempts=1),
     )
 
 
@@ -88,7 +88,7 @@ async def test_a_reentrant_step_is_retried_in_place(broker: Broker, app: App) ->
     assert calls.counts == {"first": 1, "flaky": 3}
     assert done.retried == 0  # no failed attempt of the task: the step retried in place
     assert done.result_log[1] == StepLog(
-        step="flaky", state=StepState.SUCCEEDED, attempts=3, error="ConnectionError: try 2"
+        step="flaky", state=PipelineStepState.SUCCEEDED, attempts=3, error="ConnectionError: try 2"
     )
 
 
@@ -147,8 +147,8 @@ async def test_a_non_reentrant_step_that_raises_archives_the_task_at_once(
             "non-reentrant step charge failed: RuntimeError: card declined" in archived.last_error
         )
         assert [(e.step, e.state) for e in archived.result_log] == [
-            ("reserve", StepState.SUCCEEDED),
-            ("charge", StepState.FAILED),
+            ("reserve", PipelineStepState.SUCCEEDED),
+            ("charge", PipelineStepState.FAILED),
         ]
         assert calls.counts == {"reserve": 1, "charge": 1}
 
@@ -159,7 +159,7 @@ async def test_a_non_reentrant_step_that_raises_archives_the_task_at_once(
     assert done.result == {"reserved": True, "charged": True, "shipped": True}
     assert done.result_log[1] == StepLog(
         step="charge",
-        state=StepState.SUCCEEDED,
+        state=PipelineStepState.SUCCEEDED,
         attempts=2,
         error="RuntimeError: card declined",
     )
@@ -193,7 +193,7 @@ async def test_a_non_reentrant_step_cut_short_is_archived_as_interrupted_until_r
         archived = await wait_state(broker, info, TaskState.ARCHIVED)
         assert archived.last_error == "SkipRetry: interrupted in non-reentrant step charge"
         assert archived.result_log[1] == StepLog(
-            step="charge", state=StepState.INTERRUPTED, attempts=1
+            step="charge", state=PipelineStepState.INTERRUPTED, attempts=1
         )
         assert calls.counts == {"reserve": 1, "charge": 1}
 
@@ -220,7 +220,7 @@ async def test_a_run_resumes_from_stored_progress(broker: Broker, app: App) -> N
     [lease] = await broker.claim([info.queue], limit=1, lease_s=30)
     assert isinstance(broker, ProgressStore)
     done_one = Progress(next=1, data={"one": "stored"})
-    done_one.set_entry(0, StepLog(step="one", state=StepState.SUCCEEDED, attempts=1))
+    done_one.set_entry(0, StepLog(step="one", state=PipelineStepState.SUCCEEDED, attempts=1))
     await broker.save_progress(lease, done_one.encode())
     await broker.retry(lease, error="lease expired (worker lost)", delay_s=0)
 
@@ -278,7 +278,7 @@ async def test_progress_of_another_definition_is_not_resumed(broker: Broker, app
     [lease] = await broker.claim([info.queue], limit=1, lease_s=30)
     assert isinstance(broker, ProgressStore)
     other = Progress(next=1, data={})
-    other.set_entry(0, StepLog(step="renamed", state=StepState.SUCCEEDED, attempts=1))
+    other.set_entry(0, StepLog(step="renamed", state=PipelineStepState.SUCCEEDED, attempts=1))
     await broker.save_progress(lease, other.encode())
     await broker.retry(lease, error="lease expired (worker lost)", delay_s=0)
 

@@ -52,6 +52,9 @@ class TaskContext:
         lease: the attempt's lease (``None`` outside a worker); pipelines fence their
             progress writes with it.
         broker: the worker's broker (``None`` outside a worker).
+        parent_result: for a workflow step, its parent's result (a chord body: the list of
+            the header's results); ``None`` for a first or immutable step.
+        parent_error: for an error callback, the last error of the task that failed.
     """
 
     task_id: str
@@ -60,6 +63,11 @@ class TaskContext:
     retry_count: int = 0
     max_retry: int = 0
     deadline: datetime | None = None
+    parent_result: JSONValue = None
+    parent_error: str | None = None
+    # For a workflow step: the value a task function receives prepended to its arguments (its
+    # parent's result, or an error callback's error); empty when it receives none.
+    parent_arg: tuple[JSONValue, ...] = field(default=(), repr=False)
     # How sync handlers reach the worker's thread pool; None outside a worker (asyncio.to_thread).
     run_sync: SyncRunner | None = field(default=None, repr=False)
     # The attempt's lease and the worker's broker, None outside a worker: a pipeline stores its

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 from conveyor.backoff import ReconnectBackoff
 from conveyor.brokers.protocol import Broker
+from conveyor.brokers.workflows import StepOutcome
 from conveyor.errors import (
     BrokerUnavailableError,
     ConveyorError,
@@ -51,6 +52,7 @@ from conveyor.worker.deadlines import DeadlineSweep
 from conveyor.worker.heartbeat import LeaseRegistry
 from conveyor.worker.pool import HandlerThreadPool
 from conveyor.worker.stats import WorkerStats
+from conveyor.worker.workflow_steps import StepRunner
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +146,7 @@ class Executor:
         self._on_slot_freed = on_slot_freed
         self._running: dict[tuple[str, str, int], Attempt] = {}
         self._deadlines: DeadlineSweep[Attempt] = DeadlineSweep(self._expired)
+        self._steps = StepRunner(broker)
 
     def free_slots(self) -> int:
         """How many more attempts may start now."""
@@ -278,6 +281,13 @@ class Executor:
         task = await self._decode(attempt)
         if task is None:
             return
+        if self._steps.is_step(attempt.lease) and not await self._steps.prepare(
+            attempt.lease, attempt.ctx
+        ):
+            # Its workflow was cancelled before it started: end the task without running it.
+            attempt.phase = Phase.SETTLING
+            self._completer.add(Completion(lease=attempt.lease))
+            return
         activate(attempt.ctx)
         info = attempt.lease.task
         limit, by_deadline = self._time_limit(info.timeout, info.deadline)
@@ -378,6 +388,9 @@ class Executor:
     async def _succeed(self, attempt: Attempt, task: Task, result: JSONValue) -> None:
         info = attempt.lease.task
         raw: bytes | None = None
+        if self._steps.is_step(attempt.lease):
+            await self._settle_step(attempt, task, result)
+            return
         if info.retention > timedelta(0):  # a result is stored only when it is retained
             try:
                 raw = encode_json(result, what="result")
@@ -423,9 +436,33 @@ class Executor:
     async def _archive(self, attempt: Attempt, error: str) -> None:
         lease = attempt.lease
         logger.error("task %s archived: %s", lease.task.id, error, extra=_extra(lease))
-        if await self._settle(lease, lambda: self._broker.archive(lease, error=error)):
+        if self._steps.is_step(lease):
+            # A workflow step: archived, its workflow failed and its error callbacks enqueued
+            # in one broker step.
+            failure = StepOutcome(succeeded=False, error=error)
+            settled = await self._settle(lease, lambda: self._steps.settle(lease, failure))
+        else:
+            settled = await self._settle(lease, lambda: self._broker.archive(lease, error=error))
+        if settled:
             self._stats.archived += 1
             self._emit(self._signals.task_archived, lease, error=error)
+
+    async def _settle_step(self, attempt: Attempt, task: Task, result: JSONValue) -> None:
+        try:
+            raw = encode_json(result, what="result")
+        except ConveyorError as exc:
+            await self._fail(attempt, task, exc)
+            return
+        lease = attempt.lease
+        success = StepOutcome(succeeded=True, result=raw)
+
+        async def settle() -> None:
+            crashpoint("before_ack")
+            await self._steps.settle(lease, success)
+            crashpoint("after_ack")
+
+        if await self._settle(lease, settle):
+            self._stats.succeeded += 1
 
     async def _interrupted(self, attempt: Attempt) -> None:
         lease = attempt.lease

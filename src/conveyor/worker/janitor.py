@@ -1,4 +1,5 @@
-"""Janitor: deletes completed tasks past their retention and expired unique locks."""
+"""Janitor: deletes completed tasks past their retention, expired unique locks, and finished
+workflows past theirs."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import logging
 from collections.abc import Callable
 
 from conveyor.brokers.protocol import Broker
+from conveyor.brokers.workflows import WorkflowBroker
 from conveyor.worker.periodic import PeriodicLoop
 
 logger = logging.getLogger(__name__)
@@ -46,3 +48,7 @@ class Janitor:
         if count:
             logger.debug("purged %d expired tasks", count)
             self._on_purged(count)
+        if isinstance(self._broker, WorkflowBroker):
+            workflows = await self._broker.purge_workflows()
+            if workflows:
+                logger.debug("purged %d finished workflows", workflows)

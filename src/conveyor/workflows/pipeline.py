@@ -53,7 +53,7 @@ from conveyor.errors import (
 from conveyor.message import JSONValue, Lease, Task, TaskInfo, encode_json
 from conveyor.middleware import AsyncHandler, is_async_callable
 from conveyor.options import DefaultOptions, Duration, EnqueueOptions
-from conveyor.progress import Progress, StepLog, StepState
+from conveyor.progress import PipelineStepState, Progress, StepLog
 from conveyor.worker.context import TaskContext
 from conveyor.worker.executor import error_text
 
@@ -262,7 +262,7 @@ class Pipeline:
         assert index is not None
         name = self.steps[index] if index < len(self.steps) else f"#{index}"
         entry = progress.entry(index, name)
-        progress.set_entry(index, replace(entry, state=StepState.INTERRUPTED))
+        progress.set_entry(index, replace(entry, state=PipelineStepState.INTERRUPTED))
         await self._save(store, lease, progress)
         raise SkipRetry(f"interrupted in non-reentrant step {name}")
 
@@ -281,7 +281,7 @@ class Pipeline:
         if step.retry is None:
             # "Started" is stored before the step runs: a run that finds it without "finished"
             # knows the step may have had effects, and leaves the decision to a person.
-            entry = replace(entry, state=StepState.RUNNING, attempts=entry.attempts + 1)
+            entry = replace(entry, state=PipelineStepState.RUNNING, attempts=entry.attempts + 1)
             progress.started = index
             progress.set_entry(index, entry)
             await self._save(store, lease, progress)
@@ -291,13 +291,15 @@ class Pipeline:
                 error = error_text(exc)
                 # "started" stays: if this record is all that survives (the worker dies before
                 # archiving), the next run archives the task as interrupted, never re-runs it.
-                progress.set_entry(index, replace(entry, state=StepState.FAILED, error=error))
+                progress.set_entry(
+                    index, replace(entry, state=PipelineStepState.FAILED, error=error)
+                )
                 await self._save(store, lease, progress)
                 raise SkipRetry(f"non-reentrant step {step.name} failed: {error}") from exc
         else:
             out, entry = await self._retry_in_place(ctx, task, store, lease, progress, index, data)
         progress.next, progress.data, progress.started = index + 1, out, None
-        progress.set_entry(index, replace(entry, state=StepState.SUCCEEDED))
+        progress.set_entry(index, replace(entry, state=PipelineStepState.SUCCEEDED))
         await self._save(store, lease, progress)
         return out
 
@@ -319,7 +321,7 @@ class Pipeline:
             try:
                 return await self._call(ctx, task, step, data), entry
             except Exception as exc:
-                entry = replace(entry, state=StepState.FAILED, error=error_text(exc))
+                entry = replace(entry, state=PipelineStepState.FAILED, error=error_text(exc))
                 # SkipRetry / Retry steer the task, not the step: they end the in-place tries.
                 if tries == step.retry.max_times or isinstance(exc, HandlerSignal):
                     progress.set_entry(index, entry)

@@ -94,6 +94,7 @@ from datetime import UTC, datetime
 from conveyor.brokers.memory.progress import MemoryProgress
 from conveyor.brokers.memory.schedules import MemorySchedules
 from conveyor.brokers.memory.workers import MemoryWorkersMixin
+from conveyor.brokers.memory.workflows import MemoryWorkflows, WorkflowStore
 from conveyor.brokers.protocol import (
     DAILY_TOTALS_KEPT_DAYS,
     LEASE_EXPIRED_ERROR,
@@ -187,6 +188,7 @@ class _State:
     # The worker registry (memory/workers.py): id -> (record, expiry); (queue, id) -> token.
     workers: dict[str, tuple[WorkerInfo, float]] = field(default_factory=dict)
     cancels: dict[tuple[str, str], int] = field(default_factory=dict)
+    workflows: WorkflowStore = field(default_factory=WorkflowStore)
 
 
 # The one deliberate process-wide registry: memory:// URLs name shared state (see "Sharing").
@@ -217,7 +219,7 @@ def _info(t: _Task) -> TaskInfo:
     )
 
 
-class MemoryBroker(MemoryProgress, MemorySchedules, MemoryWorkersMixin):
+class MemoryBroker(MemoryWorkflows, MemoryProgress, MemorySchedules, MemoryWorkersMixin):
     """An in-process broker: fast, nothing persisted, the reference for every other backend.
 
     Example::
@@ -550,6 +552,7 @@ class MemoryBroker(MemoryProgress, MemorySchedules, MemoryWorkersMixin):
             t = self._leased(s, lease)
             self._fail(s, t, error, now)
             self._to_settled(s, t, TaskState.ARCHIVED, now)
+            self._on_archived(s, t, now)  # a workflow step: fail its workflow in this step
 
     async def release(self, lease: Lease) -> None:
         """Give the task back: PENDING with its original ready time, no failure counted."""
@@ -578,6 +581,7 @@ class MemoryBroker(MemoryProgress, MemorySchedules, MemoryWorkersMixin):
                 )
                 if poison or t.retried > t.msg.max_retry:
                     self._to_settled(s, t, TaskState.ARCHIVED, now)
+                    self._on_archived(s, t, now)  # a workflow step: fail its workflow too
                 else:
                     due = now + delay_s * recover_spread(t.msg.id, t.crashes)
                     self._to_waiting(s, t, TaskState.RETRY, due, now)

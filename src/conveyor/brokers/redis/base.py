@@ -70,6 +70,9 @@ SCRIPT_NAMES = (
     "schedule_due",
     "workers",
     "cancel",
+    "wf_advance",
+    "wf_create",
+    "wf_settle",
 )
 # Cluster: how often one broker object re-adds a queue it uses to the registry (another slot),
 # which bounds how long a queue deleted by another client and re-created here stays unlisted.

@@ -29,7 +29,7 @@ from redis.commands.core import Script
 from redis.exceptions import RedisError
 
 from conveyor.brokers.combiner import Combiner
-from conveyor.brokers.protocol import Broker, BrokerInfo, Capabilities
+from conveyor.brokers.protocol import MAX_CRASH_ATTEMPTS, Broker, BrokerInfo, Capabilities
 from conveyor.brokers.redis import keys, server_config
 from conveyor.brokers.redis.base import (
     RedisBrokerBase,
@@ -60,6 +60,7 @@ from conveyor.brokers.redis.replies import (
 from conveyor.brokers.redis.schedules import RedisSchedules
 from conveyor.brokers.redis.waiting import WaitingMixin
 from conveyor.brokers.redis.workers import WorkersMixin
+from conveyor.brokers.redis.workflows import RedisWorkflows
 from conveyor.brokers.schedules import ScheduleStore
 from conveyor.brokers.workers import WorkerRegistry
 from conveyor.errors import BrokerError, BrokerUnavailableError, LeaseLostError
@@ -80,7 +81,13 @@ logger = logging.getLogger(__name__)
 
 
 class RedisBroker(
-    WaitingMixin, InspectionMixin, ProgressMixin, RedisSchedules, WorkersMixin, RedisBrokerBase
+    RedisWorkflows,
+    WaitingMixin,
+    InspectionMixin,
+    ProgressMixin,
+    RedisSchedules,
+    WorkersMixin,
+    RedisBrokerBase,
 ):
     """Tasks stored in Redis (standalone, Sentinel or Cluster); the production backend.
 
@@ -408,6 +415,17 @@ class RedisBroker(
     async def archive(self, lease: Lease, *, error: str) -> None:
         """Record a failed attempt and move the task to ARCHIVED."""
         await self._fail(lease, error, None)
+
+    async def recover_expired(
+        self, *, delay_s: float, max_crashes: int = MAX_CRASH_ATTEMPTS
+    ) -> int:
+        """Recover lapsed leases (see the protocol); a workflow step archived by it fails its
+        workflow in the same script (redis/workflows.py)."""
+        steps = await self.archive_expired_steps(max_crashes)
+        count = await InspectionMixin.recover_expired(
+            self, delay_s=delay_s, max_crashes=max_crashes
+        )
+        return steps + count
 
     async def release(self, lease: Lease) -> None:
         """Give the task back at the front of its queue; no failure counted."""

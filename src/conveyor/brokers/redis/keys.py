@@ -26,6 +26,12 @@ Layout (``ns`` is the namespace, default ``conveyor``; ``q`` a queue name)::
     ns:{~workers}:records          HASH   live workers: id -> "<beat µs> <JSON record>"
     ns:{~workers}:expiry           ZSET   live workers, score = when the record lapses (µs)
     ns:{q}:u:<unique key>          STRING unique lock holding the task id, expiring
+    ns:wf:{w}                      HASH   one workflow record (state, graph JSON, version...)
+    ns:wf:{w}:steps                HASH   its steps: s:<i> state, r:<i> result, e:<i> error
+    ns:wf:{w}:wake                 LIST   wake-up tokens for clients waiting on the workflow
+    ns:workflows                   ZSET   every workflow id, score = created-at time
+    ns:workflows:live              SET    ids of workflows not yet finished
+    ns:workflows:expiry            ZSET   finished workflow ids, score = end of retention
 
 All scores are server times in integer microseconds since the epoch (exact in a double, and
 fine enough that "never early" needs no rounding slack).
@@ -180,3 +186,14 @@ def queue_keys(namespace: str, queue: str) -> QueueKeys:
         unique_prefix=unique_lock(namespace, queue, ""),
         **fixed,
     )
+
+
+def workflow_keys(namespace: str, workflow_id: str) -> tuple[str, str, str]:
+    """A workflow's record, steps and wake list, sharing the hash tag of its id."""
+    record = f"{namespace}:wf:{{{workflow_id}}}"
+    return record, f"{record}:steps", f"{record}:wake"
+
+
+def workflow_index(namespace: str) -> tuple[str, str, str]:
+    """The workflow index (all, by creation), the live set and the expiry index."""
+    return f"{namespace}:workflows", f"{namespace}:workflows:live", f"{namespace}:workflows:expiry"

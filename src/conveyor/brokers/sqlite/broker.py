@@ -32,6 +32,7 @@ from conveyor.brokers.sqlite.store import Store
 from conveyor.brokers.sqlite.wake import WakeListener, WakeSender, wake_directory
 from conveyor.brokers.sqlite.worker_thread import DatabaseThread
 from conveyor.brokers.sqlite.workers import SqliteWorkersMixin
+from conveyor.brokers.sqlite.workflows import SqliteWorkflows
 from conveyor.brokers.workers import WorkerRegistry
 from conveyor.config import quote_url_part, redact_url, split_broker_url
 from conveyor.errors import (
@@ -94,7 +95,7 @@ def _set_done(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-class SqliteBroker(SqliteProgress, SqliteSchedules, SqliteWorkersMixin):
+class SqliteBroker(SqliteWorkflows, SqliteProgress, SqliteSchedules, SqliteWorkersMixin):
     """A broker in one SQLite file: durable, shared by every process on this machine.
 
     Workers and producers in several processes can use the same file at once: the database is
@@ -383,6 +384,20 @@ class SqliteBroker(SqliteProgress, SqliteSchedules, SqliteWorkersMixin):
     async def claim(self, queues: Sequence[str], *, limit: int, lease_s: float) -> list[Lease]:
         """Claim up to ``limit`` ready tasks in one transaction (see :meth:`Broker.claim`)."""
         return await self._run(lambda s: s.claim(queues, limit, lease_s))
+
+    @contextlib.contextmanager
+    def _register_waiter(self) -> Iterator[asyncio.Future[None]]:
+        """A future set at the next committed change here or in another process."""
+        loop = asyncio.get_running_loop()
+        self._ensure_listener()
+        entry = (loop, loop.create_future())
+        with self._lock:
+            self._waiters.add(entry)
+        try:
+            yield entry[1]
+        finally:
+            with self._lock:
+                self._waiters.discard(entry)
 
     async def wait_for_tasks(self, queues: Sequence[str], timeout_s: float) -> None:
         """Return once a task is ready in an unpaused queue of ``queues``, or after ``timeout_s``.

@@ -8,7 +8,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from conveyor.brokers.protocol import recover_spread
-from conveyor.brokers.sqlite import checkpoint
+from conveyor.brokers.sqlite import checkpoint, workflows
 from conveyor.brokers.sqlite.progress import create_progress_table
 from conveyor.brokers.sqlite.queries import SCHEMA_VERSION, schema_script
 from conveyor.brokers.sqlite.schedules import apply_schema as apply_schedules_schema
@@ -107,7 +107,12 @@ def _recover_spread(stored_id: bytes, crash: int) -> float:
     return recover_spread(stored_id.decode(errors="replace"), crash)
 
 
-_CONCERN_TABLES = (create_progress_table, apply_schedules_schema, create_worker_tables)
+_CONCERN_TABLES = (
+    workflows.apply_schema,
+    create_progress_table,
+    apply_schedules_schema,
+    create_worker_tables,
+)
 
 
 def open_connection(

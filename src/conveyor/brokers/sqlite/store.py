@@ -22,7 +22,7 @@ from conveyor.brokers.protocol import (
     LEASE_EXPIRED_ERROR,
     crash_limit_error,
 )
-from conveyor.brokers.sqlite import rows
+from conveyor.brokers.sqlite import rows, workflows
 from conveyor.brokers.sqlite.queries import queries
 from conveyor.errors import (
     BrokerError,
@@ -444,6 +444,7 @@ class Store:
             args = (error, now, lease.task.queue, lease.task.id, lease.token)
             self._leased(Q["archive_leased"], args, lease)
             self._count(Counter({(lease.task.queue, True): 1}), now)
+            workflows.fail_step(self, lease.task.id, error, now)  # a step fails its workflow
 
     def release(self, lease: Lease) -> None:
         """Give the task back at the front of its queue (raises LeaseLostError)."""
@@ -480,6 +481,8 @@ class Store:
             found = self.conn.execute(Q["recover_expired"], args).fetchall()
             lapsed = [q if isinstance(q, str) else q.decode(errors="replace") for (q,) in found]
             self._count(Counter((q, True) for q in lapsed), now)
+            if lapsed:  # archived workflow steps fail their workflows in this transaction
+                workflows.fail_archived_steps(self, now)
         return lapsed
 
     def purge_expired(self) -> int:

@@ -1,0 +1,95 @@
+-- wf_advance.lua: the common success of a workflow step, decided on the server in one step:
+-- complete the leased task, record its result, enqueue each dependent whose inputs have all
+-- succeeded, and mark the workflow succeeded when every step has. No read before it, no
+-- compare-and-set: two chord members finishing at once are simply two scripts, run one after
+-- the other, and only the second sees every member succeeded. Anything else (the workflow
+-- failed or cancelled, the step not 'enqueued', an error callback) answers 'slow', changing
+-- nothing, and the client takes the general path (wf_settle.lua). The rule is
+-- workflow_engine._succeeded for a running workflow, which the conformance suite pins.
+-- KEYS:    one 13-key block per queue (block 1: the settled task's queue; then the queues of
+--          the dependents' messages); then 6 keys: the workflow record, its steps, its wake
+--          list, the live set, the expiry index, the queue registry.
+-- ARGV:    [1] task id, [2] lease token, [3] the step's result, [4] the step's index (0-based),
+--          [5] the workflow's mask, one letter per step: m (a step of the workflow) or e (an
+--          error callback), [6] JSON array, per dependent: [index, [indices it waits for]],
+--          [7] JSON array of the dependents' messages (lib.lua layout), same order, [8..] their
+--          payloads.
+-- Returns: {1} applied; {0} lease lost; {'slow'} not the common case (nothing written);
+--          {'conflict' or 'duplicate', i} a dependent's message is refused (nothing written).
+
+local nk = #KEYS
+local WF, STEPS, WAKE = KEYS[nk - 5], KEYS[nk - 4], KEYS[nk - 3]
+local LIVE, EXPIRY, REG = KEYS[nk - 2], KEYS[nk - 1], KEYS[nk]
+local id, token, value, index, mask = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local b = block(1)
+local tkey = b.tprefix .. id
+run_when_full(b)
+if not holds_lease(tkey, token) then return {0} end
+local wf = redis.call('HMGET', WF, 'state', 'states', 'version', 'retention')
+if (wf[1] ~= 'pending' and wf[1] ~= 'running') or type(wf[2]) ~= 'string' then
+  return {'slow'}
+end
+local states = wf[2]
+local function letter(i) return string.sub(states, i + 1, i + 1) end
+local function set_letter(i, l) states = string.sub(states, 1, i) .. l .. string.sub(states, i + 2) end
+if letter(index) ~= 'q' or string.sub(mask, index + 1, index + 1) ~= 'm' then return {'slow'} end
+set_letter(index, 's')
+-- Which dependents are ready now (reads only), and are their messages storable?
+local deps = cjson.decode(ARGV[6])
+local msgs = cjson.decode(ARGV[7])
+local ready = {}
+local seen = {}
+for k, d in ipairs(deps) do
+  local all = letter(d[1]) == 'w'
+  for _, x in ipairs(d[2]) do
+    if all and letter(x) ~= 's' then all = false end
+  end
+  if all then
+    local refused = check_message(msgs[k], seen, nil, false)
+    if refused then return {refused, k} end
+    ready[#ready + 1] = k
+  end
+end
+-- Writes: the task's completion (as complete.lua), the dependents, the workflow.
+local t = now()
+local rec = redis.call('HMGET', tkey, 'retention', 'unique_key')
+release_unique(b, id, rec[2])
+local retention = tonumber(rec[1]) or 0
+if retention > 0 then
+  redis.call('ZADD', b.completed, t, id)
+  redis.call('HSET', tkey, 'state', 'completed', 'completed_at', t, 'since', t, 'result', value)
+  redis.call('HDEL', tkey, 'lease')
+  redis.pcall('ZADD', b.expiry, t + math.floor(retention * 1000000), id)
+else
+  redis.call('DEL', tkey)
+end
+redis.call('ZREM', b.active, id)
+count_done(b, t, false)
+local ctx = new_batch()
+for _, k in ipairs(ready) do
+  store_message(msgs[k], ARGV[7 + k], t, ctx)
+  set_letter(deps[k][1], 'q')
+end
+wake_all(ctx)
+for qi, _ in pairs(ctx.woken) do redis.call('SADD', REG, queue_name(block(qi))) end
+redis.call('HSET', STEPS, 'r:' .. index, value)
+local done = true
+for p = 1, #mask do
+  if string.sub(mask, p, p) == 'm' and string.sub(states, p, p) ~= 's' then
+    done = false
+    break
+  end
+end
+local version = tonumber(wf[3]) + 1
+local workflow_id = string.match(WF, '{([^}]*)}')
+if done then
+  redis.call('HSET', WF, 'state', 'succeeded', 'states', states, 'version', version,
+    'finished_at', t)
+  redis.call('SREM', LIVE, workflow_id)
+  redis.call('ZADD', EXPIRY, t + math.floor(tonumber(wf[4]) * 1000000), workflow_id)
+else
+  redis.call('HSET', WF, 'state', 'running', 'states', states, 'version', version)
+end
+redis.call('LPUSH', WAKE, '1', '1', '1', '1', '1', '1', '1', '1')
+redis.call('LTRIM', WAKE, 0, WAKE_TOKENS - 1)
+return {1}

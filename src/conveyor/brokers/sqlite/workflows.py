@@ -1,0 +1,362 @@
+"""Workflows on SQLite: each transition is one write transaction with the task change behind it.
+
+A step's completion (lease checked, task completed or deleted), the record of its result and
+the enqueue of the steps it made ready are one ``BEGIN IMMEDIATE`` transaction, so two chord
+members finishing at once (in two processes) are serialised by SQLite's write lock and the body
+is enqueued by exactly one of them. Recovery that archives a step fails its workflow in the
+recovery's own transaction (:func:`fail_archived_steps`, called from ``Store``).
+Tables and queries: ``workflows.sql``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import weakref
+from collections import Counter
+from collections.abc import Callable, Sequence
+from importlib import resources
+from typing import TYPE_CHECKING, TypeVar
+
+from conveyor.brokers import workflow_engine as engine
+from conveyor.brokers.combiner import Combiner
+from conveyor.brokers.sqlite.queries import parse_queries, queries
+from conveyor.brokers.workflows import (
+    FINISHED,
+    NewWorkflow,
+    StepOutcome,
+    StepRecord,
+    StepState,
+    WorkflowRecord,
+    WorkflowState,
+    parse_step_task_id,
+)
+from conveyor.errors import (
+    DuplicateTaskError,
+    LeaseLostError,
+    TaskIdConflictError,
+    WorkflowNotFoundError,
+)
+from conveyor.message import Completion, Lease, to_datetime
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from conveyor.brokers.sqlite.store import Store
+
+__all__ = ["SqliteWorkflows", "apply_schema", "fail_archived_steps", "fail_step"]
+
+T = TypeVar("T")
+# How often a waiter re-reads a workflow when no wake-up came (a wake from another process
+# can be missed when its socket is gone); local changes wake it at once.
+_RECHECK_S = 0.05
+
+
+@functools.cache
+def _q() -> dict[str, str]:
+    text = resources.files("conveyor.brokers.sqlite").joinpath("workflows.sql").read_text("utf-8")
+    return parse_queries(text)
+
+
+def apply_schema(conn: sqlite3.Connection) -> None:
+    """Create the workflow tables if missing (idempotent; run when a connection opens)."""
+    conn.executescript(_q()["schema"])
+
+
+# One shared record per state for steps read without their result: a chord's thousand members
+# cost no allocation each time one of them settles.
+_BARE = {state.value: StepRecord(state=state) for state in StepState}
+
+
+def _load(
+    store: Store, workflow_id: str, *, results: bool | Sequence[int] = True
+) -> WorkflowRecord | None:
+    """The workflow; ``results`` True reads every step's result and error, False none (enough
+    to advance it), a list of indices those steps' only."""
+    row = store.conn.execute(_q()["get_workflow"], (workflow_id,)).fetchone()
+    if row is None:
+        return None
+    if results is True:
+        steps = tuple(
+            StepRecord(state=StepState(s), result=r, error=e)
+            for s, r, e in store.conn.execute(_q()["get_steps"], (workflow_id,))
+        )
+    else:
+        found = [
+            _BARE[StepState(s)] for (s,) in store.conn.execute(_q()["get_states"], (workflow_id,))
+        ]
+        if results is not False and results:
+            chosen = json.dumps(list(results))
+            for i, s, r, e in store.conn.execute(_q()["get_some_steps"], (workflow_id, chosen)):
+                found[i] = StepRecord(state=StepState(s), result=r, error=e)
+        steps = tuple(found)
+    created = to_datetime(row[3])
+    assert created is not None
+    return WorkflowRecord(
+        id=row[0],
+        state=WorkflowState(row[1]),
+        graph=row[2],
+        steps=steps,
+        created_at=created,
+        finished_at=to_datetime(row[4]),
+        error=row[5],
+        failed_task=row[6],
+        retention_s=row[7],
+        version=row[8],
+    )
+
+
+def _write(store: Store, old: WorkflowRecord, change: engine.Change, now: float) -> None:
+    rec = change.record
+    finished = None if change.reopened else (now if change.finished else _finished_s(old))
+    store.conn.execute(
+        _q()["update_workflow"],
+        (rec.state.value, rec.error, rec.failed_task, finished, rec.version, rec.id),
+    )
+    store.conn.executemany(
+        _q()["update_step"],
+        [
+            (new.state.value, new.result, new.error, rec.id, i)
+            for i, (before, new) in enumerate(zip(old.steps, rec.steps, strict=True))
+            if before != new
+        ],
+    )
+
+
+def _finished_s(rec: WorkflowRecord) -> float | None:
+    return None if rec.finished_at is None else rec.finished_at.timestamp()
+
+
+def _change_for(
+    store: Store, task_id: str, outcome: StepOutcome
+) -> tuple[WorkflowRecord, engine.Graph, engine.Change] | None:
+    step = parse_step_task_id(task_id)
+    rec = None if step is None else _load(store, step[0], results=False)
+    if step is None or rec is None or step[1] >= len(rec.steps):
+        return None
+    graph = engine.parse_graph(rec.graph)
+    change = engine.settle(graph, rec, step[1], outcome)
+    return None if change is None else (rec, graph, change)
+
+
+def fail_archived_steps(store: Store, now: float) -> None:
+    """Fail the workflows of steps archived in the current transaction at ``now`` (recovery)."""
+    found = store.conn.execute(_q()["archived_steps"], (now, now)).fetchall()
+    for task_id, error in found:
+        fail_step(store, task_id, error or "archived", now)
+
+
+def fail_step(store: Store, task_id: str, error: str, now: float) -> None:
+    """If ``task_id`` is a workflow step just archived: fail its workflow (same transaction)."""
+    found = _change_for(store, task_id, StepOutcome(succeeded=False, error=error))
+    if found is not None:
+        rec, graph, change = found
+        store._insert(change.messages(graph), now, owner=None)
+        _write(store, rec, change, now)
+
+
+def _settle_one(store: Store, lease: Lease, outcome: StepOutcome, now: float) -> bool:
+    """One step's settlement inside the current transaction; ``False`` for a lost lease."""
+    task = lease.task
+    leased = store.conn.execute(
+        queries()["find_leased"], (task.queue, task.id, lease.token)
+    ).fetchone()
+    if leased is None:
+        return False
+    found = _change_for(store, task.id, outcome)
+    messages = () if found is None else tuple(found[2].messages(found[1]))
+    if outcome.succeeded:
+        completion = Completion(lease=lease, result=outcome.result, successors=messages)
+        store._complete_one(completion, now)
+    else:
+        args = (outcome.error, now, task.queue, task.id, lease.token)
+        if store.conn.execute(queries()["archive_leased"], args).rowcount != 1:
+            raise LeaseLostError(task_id=task.id, queue=task.queue)
+        store._insert(messages, now, owner=None)
+    store._count(Counter({(task.queue, not outcome.succeeded): 1}), now)
+    if found is not None:
+        _write(store, found[0], found[2], now)
+    return True
+
+
+def _settle_many(
+    store: Store, items: Sequence[tuple[Lease, StepOutcome]]
+) -> list[bool | Exception]:
+    """Several settlements in one transaction (one commit, one fsync), each all or nothing on
+    its own (a savepoint): steps finishing together in one worker share the commit, as its
+    plain completions do."""
+    outcomes: list[bool | Exception] = []
+    with store.write() as now:
+        for lease, outcome in items:
+            store.conn.execute("SAVEPOINT settle")
+            try:
+                outcomes.append(_settle_one(store, lease, outcome, now))
+            except (TaskIdConflictError, DuplicateTaskError, LeaseLostError) as exc:
+                store.conn.execute("ROLLBACK TO settle")
+                outcomes.append(exc)
+            store.conn.execute("RELEASE settle")
+    store.notify_ready()  # wakes workers for the new steps, and workflow waiters
+    return outcomes
+
+
+def _state(store: Store, workflow_id: str) -> WorkflowState:
+    row = store.conn.execute(_q()["get_state"], (workflow_id,)).fetchone()
+    if row is None:
+        raise WorkflowNotFoundError(workflow_id)
+    return WorkflowState(row[0])
+
+
+def _create(store: Store, workflow: NewWorkflow) -> None:
+    with store.write() as now:
+        if store.conn.execute(_q()["get_workflow"], (workflow.id,)).fetchone() is not None:
+            raise TaskIdConflictError(f"workflow {workflow.id!r} already exists")
+        store._insert(workflow.first, now, owner=None)
+        store.conn.execute(
+            _q()["insert_workflow"],
+            (workflow.id, WorkflowState.PENDING.value, workflow.graph, now, workflow.retention_s),
+        )
+        first = {step[1] for m in workflow.first if (step := parse_step_task_id(m.id))}
+        store.conn.executemany(
+            _q()["insert_step"],
+            [
+                (workflow.id, i, (StepState.ENQUEUED if i in first else StepState.WAITING).value)
+                for i in range(workflow.steps)
+            ],
+        )
+    store.notify_ready()
+
+
+def _cancel(store: Store, workflow_id: str) -> bool:
+    with store.write() as now:
+        rec = _load(store, workflow_id, results=False)
+        if rec is None:
+            raise WorkflowNotFoundError(workflow_id)
+        change = engine.cancel(rec)
+        if change is None:
+            return False
+        _write(store, rec, change, now)
+    store.notify_ready()
+    return True
+
+
+def _purge(store: Store) -> int:
+    with store.write() as now:
+        old = [r[0] for r in store.conn.execute(_q()["expired_workflows"], (now,)).fetchall()]
+        for workflow_id in old:
+            store.conn.execute(_q()["delete_steps"], (workflow_id,))
+            store.conn.execute(_q()["delete_workflow"], (workflow_id,))
+    return len(old)
+
+
+def _list(store: Store, state: WorkflowState | None, offset: int, limit: int) -> list[str]:
+    if state is None:
+        found = store.conn.execute(_q()["list_all"], (limit, offset))
+    else:
+        found = store.conn.execute(_q()["list_in_state"], (state.value, limit, offset))
+    return [r[0] for r in found.fetchall()]
+
+
+class SqliteWorkflows:
+    """The workflow half of :class:`~conveyor.brokers.sqlite.SqliteBroker` (a mixin)."""
+
+    if TYPE_CHECKING:  # provided by SqliteBroker
+        _closed: bool
+
+        async def _run(self, operation: Callable[[Store], T]) -> T: ...
+        def _register_waiter(
+            self,
+        ) -> contextlib.AbstractContextManager[asyncio.Future[None]]: ...
+
+    async def create_workflow(self, workflow: NewWorkflow) -> None:
+        """Store the workflow and enqueue its first steps in one transaction."""
+        await self._run(lambda s: _create(s, workflow))
+
+    async def load_workflow(self, workflow_id: str) -> WorkflowRecord:
+        """The stored workflow, results included."""
+
+        def load(store: Store) -> WorkflowRecord | None:
+            with store.read():
+                return _load(store, workflow_id)
+
+        rec = await self._run(load)
+        if rec is None:
+            raise WorkflowNotFoundError(workflow_id)
+        return rec
+
+    async def load_step(self, workflow_id: str, index: int) -> WorkflowRecord:
+        """The workflow with the results one step reads before it runs."""
+
+        def load(store: Store) -> WorkflowRecord | None:
+            with store.read():
+                row = store.conn.execute(_q()["get_graph"], (workflow_id,)).fetchone()
+                if row is None:
+                    return None
+                graph = engine.parse_graph(row[0])
+                needed = engine.needed_by(graph, index) if index < len(graph.steps) else True
+                return _load(store, workflow_id, results=needed)
+
+        rec = await self._run(load)
+        if rec is None:
+            raise WorkflowNotFoundError(workflow_id)
+        return rec
+
+    async def list_workflows(
+        self, state: WorkflowState | None, *, offset: int = 0, limit: int = 50
+    ) -> list[WorkflowRecord]:
+        """A page of workflows, newest first."""
+
+        def page(store: Store) -> list[WorkflowRecord]:
+            with store.read():
+                ids = _list(store, state, max(offset, 0), max(limit, 0))
+                return [r for i in ids if (r := _load(store, i)) is not None]
+
+        return await self._run(page)
+
+    async def settle_step(self, lease: Lease, outcome: StepOutcome) -> bool:
+        """Complete or archive the step's task and advance its workflow, in one transaction
+        (shared with the settlements that arrive while one is being written)."""
+        return await self._settle_combiner()((lease, outcome))
+
+    def _settle_combiner(self) -> Combiner[tuple[Lease, StepOutcome], bool]:
+        # One per event loop: a batch's callers are woken through futures of their own loop.
+        loop = asyncio.get_running_loop()
+        combiners = self._settle_combiners
+        combiner = combiners.get(loop)
+        if combiner is None:
+
+            async def run(items: Sequence[tuple[Lease, StepOutcome]]) -> list[bool | Exception]:
+                return await self._run(lambda s: _settle_many(s, items))
+
+            combiner = combiners[loop] = Combiner(run)
+        return combiner
+
+    @functools.cached_property
+    def _settle_combiners(
+        self,
+    ) -> weakref.WeakKeyDictionary[
+        asyncio.AbstractEventLoop, Combiner[tuple[Lease, StepOutcome], bool]
+    ]:
+        return weakref.WeakKeyDictionary()
+
+    async def cancel_workflow(self, workflow_id: str) -> bool:
+        """Cancel a workflow not yet finished."""
+        return await self._run(lambda s: _cancel(s, workflow_id))
+
+    async def purge_workflows(self) -> int:
+        """Delete finished workflows past their retention."""
+        return await self._run(_purge)
+
+    async def wait_workflow(self, workflow_id: str, timeout_s: float) -> WorkflowState:
+        """Wait until the workflow finished or ``timeout_s`` passed, woken by commits here and
+        in other processes (and re-reading its state every 50 ms in case a wake-up is lost)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            with self._register_waiter() as future:
+                state = await self._run(lambda s: _state(s, workflow_id))
+                remaining = deadline - loop.time()
+                if state in FINISHED or remaining <= 0:
+                    return state
+                await asyncio.wait([future], timeout=min(remaining, _RECHECK_S))

@@ -1,0 +1,100 @@
+-- Workflows on SQLite: the tables (applied idempotently when a connection opens) and the named
+-- queries of brokers/sqlite/workflows.py. The graph is JSON (a BLOB of UTF-8); a workflow's
+-- steps are rows of their own, so a step's change rewrites one small row, not the workflow.
+
+-- name: schema
+CREATE TABLE IF NOT EXISTS workflows (
+    id          TEXT    PRIMARY KEY,
+    state       TEXT    NOT NULL,
+    graph       BLOB    NOT NULL,
+    created_at  REAL    NOT NULL,
+    finished_at REAL,
+    error       TEXT,
+    failed_task TEXT,
+    retention_s REAL    NOT NULL,
+    version     INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE INDEX IF NOT EXISTS workflows_by_state ON workflows (state, created_at);
+CREATE INDEX IF NOT EXISTS workflows_by_created ON workflows (created_at);
+CREATE TABLE IF NOT EXISTS workflow_steps (
+    workflow_id TEXT    NOT NULL,
+    idx         INTEGER NOT NULL,
+    state       TEXT    NOT NULL,
+    result      BLOB,
+    error       TEXT,
+    PRIMARY KEY (workflow_id, idx)
+) STRICT, WITHOUT ROWID;
+
+-- name: insert_workflow
+-- Params: id, state, graph, created_at, retention_s
+INSERT INTO workflows (id, state, graph, created_at, retention_s) VALUES (?, ?, ?, ?, ?);
+
+-- name: insert_step
+-- Params: workflow id, index, state
+INSERT INTO workflow_steps (workflow_id, idx, state) VALUES (?, ?, ?);
+
+-- name: get_workflow
+-- Params: id
+SELECT id, state, graph, created_at, finished_at, error, failed_task, retention_s, version
+FROM workflows WHERE id = ?;
+
+-- name: get_state
+-- Params: id
+SELECT state FROM workflows WHERE id = ?;
+
+-- name: get_graph
+-- Params: id
+SELECT graph FROM workflows WHERE id = ?;
+
+-- name: get_states
+-- Params: workflow id
+SELECT state FROM workflow_steps WHERE workflow_id = ? ORDER BY idx;
+
+-- name: get_some_steps
+-- Params: workflow id, JSON array of step indices
+SELECT idx, state, result, error FROM workflow_steps
+WHERE workflow_id = ?1 AND idx IN (SELECT value FROM json_each(?2));
+
+-- name: get_steps
+-- Params: workflow id
+SELECT state, result, error FROM workflow_steps WHERE workflow_id = ? ORDER BY idx;
+
+-- name: list_all
+-- Params: limit, offset
+SELECT id FROM workflows ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?;
+
+-- name: list_in_state
+-- Params: state, limit, offset
+SELECT id FROM workflows WHERE state = ? ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?;
+
+-- name: update_workflow
+-- Params: state, error, failed_task, finished_at, version, id
+UPDATE workflows SET state = ?, error = ?, failed_task = ?, finished_at = ?, version = ?
+WHERE id = ?;
+
+-- name: update_step
+-- Params: state, result, error, workflow id, index
+UPDATE workflow_steps SET state = ?, result = ?, error = ? WHERE workflow_id = ? AND idx = ?;
+
+-- name: expired_workflows
+-- Finished workflows past their retention.
+-- Params: now
+SELECT id FROM workflows WHERE finished_at IS NOT NULL AND finished_at + retention_s <= ?;
+
+-- name: delete_workflow
+-- Params: id
+DELETE FROM workflows WHERE id = ?;
+
+-- name: delete_steps
+-- Params: workflow id
+DELETE FROM workflow_steps WHERE workflow_id = ?;
+
+-- name: archived_steps
+-- Workflow steps archived in this transaction (recovery): the tasks it just moved.
+-- Params: now
+SELECT id, last_error FROM tasks
+WHERE state = 'archived' AND since = ? AND last_failed_at = ? AND id LIKE 'wf.%';
+
+-- name: last_error
+-- Params: queue, id
+SELECT last_error FROM tasks WHERE queue = ? AND id = ?;

@@ -1,0 +1,213 @@
+"""The workflows seam: storing a workflow and advancing it atomically with its steps' outcomes.
+
+A workflow is a graph of steps (tasks) compiled from a canvas (chains, groups, chords) by
+:mod:`conveyor.workflows`. The graph is stored once, as JSON, and never changes; beside it the
+broker keeps the workflow's state and, per step, a state, a result and an error. Every change is
+decided by the pure transition functions of :mod:`conveyor.brokers.workflow_engine` and applied
+in ONE atomic broker step together with the task transition that caused it:
+
+    settle_step(lease, success)  the step's task completes (lease checked), its result is
+                                 recorded and every step that became ready is enqueued
+    settle_step(lease, failure)  the step's task is archived, the workflow fails and the step's
+                                 error callbacks are enqueued
+    recover_expired (archiving)  the same failure, inside the backend's recovery step
+    cancel_workflow              steps not yet started are cancelled
+
+So a crash never leaves a recorded result without its successors, nor a completed task whose
+result is lost; a chord body is enqueued by the one transition that records its last header
+member, under the broker's serialisation (a lock, a transaction, a compare-and-set).
+
+A step's task id is ``wf.<workflow id>.<step index>`` (:func:`step_task_id`), so any component
+holding a lease knows whether it is a workflow step without another lookup.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from conveyor.message import JSONValue, Lease, TaskMessage, decode_json
+
+__all__ = [
+    "NewWorkflow",
+    "StepOutcome",
+    "StepRecord",
+    "StepState",
+    "WorkflowBroker",
+    "WorkflowRecord",
+    "WorkflowState",
+    "parse_step_task_id",
+    "step_task_id",
+]
+
+DEFAULT_WORKFLOW_RETENTION_S = 86400.0
+"""How long a finished workflow and its step results are kept by default (one day)."""
+
+_STEP_ID = re.compile(r"wf\.([A-Za-z0-9-]{1,64})\.([0-9]{1,7})")
+
+
+def step_task_id(workflow_id: str, index: int) -> str:
+    """The task id of step ``index`` of workflow ``workflow_id``."""
+    return f"wf.{workflow_id}.{index}"
+
+
+def parse_step_task_id(task_id: str) -> tuple[str, int] | None:
+    """``(workflow id, step index)`` for a workflow step's task id, else ``None``."""
+    found = _STEP_ID.fullmatch(task_id)
+    return None if found is None else (found.group(1), int(found.group(2)))
+
+
+class WorkflowState(enum.StrEnum):
+    """Where a workflow is: lower-case values, like :class:`~conveyor.TaskState`'s."""
+
+    PENDING = "pending"
+    """Enqueued; no step has finished yet."""
+    RUNNING = "running"
+    """At least one step finished; more are to run."""
+    SUCCEEDED = "succeeded"
+    """Every step succeeded; :attr:`WorkflowInfo.result` holds the result."""
+    FAILED = "failed"
+    """A step was archived; nothing after it runs (its error callbacks do)."""
+    CANCELLED = "cancelled"
+    """Cancelled by ``Inspector.cancel_workflow``: steps not yet started never start."""
+
+
+FINISHED = frozenset({WorkflowState.SUCCEEDED, WorkflowState.FAILED, WorkflowState.CANCELLED})
+
+
+class StepState(enum.StrEnum):
+    """Where one step of a workflow is."""
+
+    WAITING = "waiting"
+    """Its inputs are not all there yet: no task exists for it."""
+    ENQUEUED = "enqueued"
+    """Its task is stored (pending, active or retrying)."""
+    SUCCEEDED = "succeeded"
+    """Its task completed; the step's result is kept with the workflow."""
+    FAILED = "failed"
+    """Its task was archived."""
+    CANCELLED = "cancelled"
+    """The workflow was cancelled before the step started (or its failure made it moot)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepRecord:
+    """What the broker keeps for one step beside the graph."""
+
+    state: StepState = StepState.WAITING
+    result: bytes | None = None
+    error: str | None = None
+
+    def decoded_result(self) -> JSONValue:
+        """The step's result as a JSON value (``None`` when there is none)."""
+        return None if self.result is None else decode_json(self.result)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowRecord:
+    """A stored workflow: its immutable graph, its state and its steps' records.
+
+    ``version`` grows by one at every change; a backend that advances a workflow by
+    compare-and-set (Redis) writes only over the version it read.
+    """
+
+    id: str
+    graph: bytes
+    state: WorkflowState
+    steps: tuple[StepRecord, ...]
+    created_at: datetime
+    finished_at: datetime | None = None
+    error: str | None = None
+    failed_task: str | None = None
+    retention_s: float = DEFAULT_WORKFLOW_RETENTION_S
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewWorkflow:
+    """A workflow to store: its graph (JSON), its first steps' messages and its retention."""
+
+    id: str
+    graph: bytes
+    steps: int
+    first: tuple[TaskMessage, ...]
+    retention_s: float = DEFAULT_WORKFLOW_RETENTION_S
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepOutcome:
+    """How an attempt of a workflow step ended: a success with its result, or a failure."""
+
+    succeeded: bool
+    result: bytes = b"null"
+    error: str = ""
+
+
+@runtime_checkable
+class WorkflowBroker(Protocol):
+    """Storage for workflows, beside :class:`~conveyor.brokers.protocol.Broker`."""
+
+    async def create_workflow(self, workflow: NewWorkflow) -> None:
+        """Store the workflow (state PENDING) and enqueue its first steps, all or nothing.
+
+        Raises:
+            TaskIdConflictError: a step's task id exists already (the workflow id was reused).
+        """
+        ...
+
+    async def load_workflow(self, workflow_id: str) -> WorkflowRecord:
+        """The stored workflow, results included.
+
+        Raises:
+            WorkflowNotFoundError: no such workflow (never stored, or purged).
+        """
+        ...
+
+    async def load_step(self, workflow_id: str, index: int) -> WorkflowRecord:
+        """The workflow as one step needs it before running: its own record, and the records
+        (results, errors) of the steps its input comes from; other steps may be left out
+        (shown WAITING), so a chord's members do not each read the whole chord.
+
+        Raises:
+            WorkflowNotFoundError: no such workflow.
+        """
+        ...
+
+    async def list_workflows(
+        self, state: WorkflowState | None, *, offset: int = 0, limit: int = 50
+    ) -> list[WorkflowRecord]:
+        """A page of workflows, newest first, in ``state`` (any state for ``None``)."""
+        ...
+
+    async def settle_step(self, lease: Lease, outcome: StepOutcome) -> bool:
+        """Complete (or archive) a step's task and advance its workflow, in one atomic step.
+
+        A success records the result and enqueues every step that became ready; a failure
+        archives the task with ``outcome.error``, fails the workflow and enqueues the step's
+        error callbacks. Returns ``False``, changing nothing, when the lease was lost.
+        """
+        ...
+
+    async def cancel_workflow(self, workflow_id: str) -> bool:
+        """Cancel a pending or running workflow; ``False`` when it had already finished.
+
+        Raises:
+            WorkflowNotFoundError: no such workflow.
+        """
+        ...
+
+    async def purge_workflows(self) -> int:
+        """Delete finished workflows past their retention; return how many."""
+        ...
+
+    async def wait_workflow(self, workflow_id: str, timeout_s: float) -> WorkflowState:
+        """Return the workflow's state once it finished, or after ``timeout_s`` (woken by the
+        broker when it changes, never by polling fast).
+
+        Raises:
+            WorkflowNotFoundError: no such workflow.
+        """
+        ...

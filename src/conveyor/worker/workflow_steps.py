@@ -1,0 +1,66 @@
+"""What the executor does differently for a workflow step: its input before, its outcome after.
+
+Before the handler runs, the step's input is read from its workflow (the parent's result, a
+chord's list, or an error callback's error) and put on the :class:`TaskContext`. After it, the
+outcome goes through :meth:`~conveyor.brokers.workflows.WorkflowBroker.settle_step`, which
+completes (or archives) the task and advances the workflow in one atomic broker step.
+"""
+
+from __future__ import annotations
+
+from conveyor.brokers.protocol import Broker
+from conveyor.brokers.workflow_engine import evaluate, parse_graph, should_run
+from conveyor.brokers.workflows import StepOutcome, WorkflowBroker, parse_step_task_id
+from conveyor.errors import LeaseLostError, WorkflowNotFoundError
+from conveyor.message import Lease
+from conveyor.worker.context import TaskContext
+
+__all__ = ["StepRunner"]
+
+
+class StepRunner:
+    """Reads workflow steps' inputs and settles their outcomes, for one executor."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._store = broker if isinstance(broker, WorkflowBroker) else None
+
+    def is_step(self, lease: Lease) -> bool:
+        """Whether the leased task is a workflow step (and the broker stores workflows)."""
+        return self._store is not None and parse_step_task_id(lease.task.id) is not None
+
+    async def prepare(self, lease: Lease, ctx: TaskContext) -> bool:
+        """Put the step's input on ``ctx``; ``False`` when its workflow cancelled it."""
+        step = parse_step_task_id(lease.task.id)
+        if self._store is None or step is None:
+            return True
+        try:
+            rec = await self._store.load_step(step[0], step[1])
+        except WorkflowNotFoundError:
+            return True  # purged, or a task that merely looks like a step: run it as a task
+        graph = parse_graph(rec.graph)
+        if step[1] >= len(graph.steps):
+            return True
+        if not should_run(rec, step[1]):
+            return False
+        spec = graph.steps[step[1]]
+        if spec.trigger is not None:
+            error = rec.steps[spec.trigger].error or ""
+            ctx.parent_error = error
+            if spec.prepend:
+                ctx.parent_arg = (error,)
+        elif spec.input is not None:
+            value = evaluate(spec.input, rec.steps)
+            ctx.parent_result = value
+            if spec.prepend:
+                ctx.parent_arg = (value,)
+        return True
+
+    async def settle(self, lease: Lease, outcome: StepOutcome) -> None:
+        """Record the step's outcome and advance its workflow, in one broker step.
+
+        Raises:
+            LeaseLostError: the lease was lost; nothing changed.
+        """
+        assert self._store is not None
+        if not await self._store.settle_step(lease, outcome):
+            raise LeaseLostError(task_id=lease.task.id, queue=lease.task.queue)

@@ -1,0 +1,145 @@
+"""Compiling a canvas into the stored graph (JSON) of :mod:`conveyor.brokers.workflow_engine`.
+
+One rule passes results on: each item is compiled with a *source*, where its input comes from
+(the previous item's output), and returns its own output source. A signature's output is its
+step; a chain's is its last item's; a group's is the list of its items' outputs; a chord's is its
+body's. So a group followed by a step is a chord, a group after a group gives each member the
+first group's list, and nesting works to any depth with no special case.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from conveyor.brokers.workflow_engine import Source, graph_json, parse_graph, start
+from conveyor.brokers.workflows import NewWorkflow, step_task_id
+from conveyor.message import Encoding, JSONValue, Payload, Task, TaskMessage, new_task_id
+from conveyor.options import TaskOptions, parse_options
+from conveyor.workflows.canvas import Canvas, Chain, Chord, Group, Signature
+
+__all__ = ["MAX_STEPS", "compile_workflow"]
+
+MAX_STEPS = 100_000
+"""The most steps one workflow may have (a bound on the stored graph's size)."""
+
+BuildMessage = Callable[[Task, TaskOptions], TaskMessage]
+"""Builds a step's message with the client's option layering (its defaults per task type)."""
+
+
+def _deps(source: Source) -> list[int]:
+    if source is None:
+        return []
+    if isinstance(source, int):
+        return [source]
+    return [d for s in source for d in _deps(s)]
+
+
+@dataclass(slots=True)
+class _Compiler:
+    workflow_id: str
+    build: BuildMessage
+    steps: list[dict[str, JSONValue]] = field(default_factory=list)
+
+    def item(self, item: Canvas, after: Source, position: str) -> Source:
+        if isinstance(item, Signature):
+            return self.signature(item, after, position, trigger=None)
+        if isinstance(item, Chain):
+            for i, sub in enumerate(item.items):
+                after = self.item(sub, after, f"{position}.{i}")
+            return after
+        if isinstance(item, Group):
+            return [self.item(sub, after, f"{position}.{i}") for i, sub in enumerate(item.items)]
+        header = self.item(item.header, after, f"{position}.header")
+        return self.item(item.body, header, f"{position}.body")
+
+    def signature(self, sig: Signature, after: Source, position: str, trigger: int | None) -> int:
+        index = len(self.steps)
+        if index >= MAX_STEPS:
+            raise ValueError(f"a workflow may have at most {MAX_STEPS} steps")
+        takes = trigger is not None or after is not None  # it receives a value first
+        prepend, payload = _payload_for(sig, takes)
+        options = parse_options(
+            {**sig.call_options, "task_id": step_task_id(self.workflow_id, index)}
+        )
+        message = self.build(Task(sig.task_type, payload), options)
+        if message.unique_key is not None:
+            raise TypeError("a workflow step cannot be unique (its type has a 'unique' default)")
+        is_bytes = message.encoding is Encoding.BYTES
+        self.steps.append(
+            {
+                "id": message.id,
+                "type": message.type,
+                "queue": message.queue,
+                "enc": message.encoding.value,
+                "payload": (
+                    base64.b64encode(message.payload).decode()
+                    if is_bytes
+                    else message.payload.decode()
+                ),
+                "max_retry": message.max_retry,
+                "timeout_s": message.timeout_s,
+                "deadline": message.deadline,
+                "process_in_s": message.process_in_s,
+                "process_at": message.process_at,
+                "retention_s": message.retention_s,
+                "deps": _deps(after) if trigger is None else [],
+                "input": None if sig.immutable or trigger is not None else after,
+                "trigger": trigger,
+                "errbacks": [],
+                "position": position,
+                "prepend": prepend,
+            }
+        )
+        for i, link in enumerate(sig.links):
+            self.item(link, index, f"{position}.link{i}")
+        errbacks: list[JSONValue] = []
+        for i, err in enumerate(sig.error_links):
+            errbacks.append(self.signature(err, None, f"{position}.error{i}", trigger=index))
+        self.steps[index]["errbacks"] = errbacks
+        return index
+
+
+def _payload_for(sig: Signature, takes: bool) -> tuple[bool, Payload]:
+    """Whether the step gets a value prepended, and its stored payload.
+
+    Raises:
+        TypeError: a task function's call does not fit where the step sits.
+    """
+    if not sig.decorated or sig.immutable:
+        return False, sig.payload
+    if takes:
+        if not sig.fits_parent:
+            raise TypeError(
+                f"{sig.task_type}: this call cannot take its parent's result first "
+                "(use .si(...) to ignore it)"
+            )
+        return True, sig.parent_payload
+    if not sig.fits_alone:
+        raise TypeError(f"{sig.task_type}: this call needs a parent's result but has no parent")
+    return False, sig.payload
+
+
+def compile_workflow(canvas: Canvas, build: BuildMessage, *, retention_s: float) -> NewWorkflow:
+    """Compile ``canvas`` into a workflow ready to store, with a fresh id.
+
+    Raises:
+        TypeError: an item is not a canvas, or a step's options are refused.
+        PayloadError / PayloadTooLargeError: a step's payload (as ``enqueue`` raises them).
+    """
+    if not isinstance(canvas, Signature | Chain | Group | Chord):
+        raise TypeError(f"cannot enqueue a {type(canvas).__name__} as a workflow")
+    workflow_id = str(new_task_id())
+    compiler = _Compiler(workflow_id, build)
+    result = compiler.item(canvas, None, "0")
+    data = graph_json(compiler.steps, result)
+    graph = parse_graph(data)
+    first = tuple(graph.steps[i].message for i in start(graph))
+    return NewWorkflow(
+        id=workflow_id,
+        graph=data,
+        steps=len(compiler.steps),
+        first=first,
+        retention_s=retention_s,
+    )

@@ -1,0 +1,84 @@
+"""Workflows survive SIGKILLed workers: a 200-member chord and a 20-step chain, run by worker
+processes that kill themselves at random points (after a claim, around the handler, before and
+after the step's settlement) and are killed by the test as well, then respawned.
+
+Afterwards both workflows succeeded with the right results, and the chord body was enqueued
+exactly once: every run of it logged is the same task, each at a different attempt (a second
+enqueue would start again at attempt 0), and a run was repeated only after a kill.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import worker_app
+from processes import Worker
+
+from conveyor import App, Inspector, WorkflowState, chain, chord
+
+pytestmark = [pytest.mark.process, pytest.mark.timeout(240)]
+
+CRASHPOINTS = "after_claim:0.01,before_handler:0.005,before_ack:0.01,after_ack:0.01"
+ARGS = (
+    "--concurrency", "4", "--lease", "1", "--recover-interval", "0.2",
+    "--max-crash-attempts", "1000",
+)  # fmt: skip
+MEMBERS = 200
+STEPS = 20
+
+
+def test_workflows_survive_killed_workers(url: str, trace_dir: Path) -> None:
+    app = App(url)
+    add = app.task(worker_app.wf_add.fn, name="proc.wf_add", max_retry=100)
+    body = app.task(worker_app.wf_body.fn, name="proc.wf_body", max_retry=100)
+    big = app.enqueue_workflow(chord([add.s(i, 1) for i in range(MEMBERS)], body.s()))
+    long = app.enqueue_workflow(chain(add.s(0, 1), *[add.s(1) for _ in range(STEPS - 1)]))
+    app.close()
+
+    env = {"CONVEYOR_CRASHPOINTS": CRASHPOINTS}
+    running = [Worker(url, trace_dir, *ARGS, env=env) for _ in range(2)]
+    kills = 0
+    deadline = time.monotonic() + 200
+    next_kill = time.monotonic() + 1.0
+    try:
+        with Inspector(url) as inspector:
+
+            def done() -> bool:
+                states = {inspector.get_workflow(w.id).state for w in (big, long)}
+                assert WorkflowState.FAILED not in states
+                return states == {WorkflowState.SUCCEEDED}
+
+            while not done():
+                assert time.monotonic() < deadline, inspector.get_workflow(big.id).state
+                if time.monotonic() >= next_kill:  # the test's own kill, besides the crash points
+                    os.kill(running[kills % 2].pid, signal.SIGKILL)
+                    next_kill = time.monotonic() + 1.5
+                for i, worker in enumerate(running):
+                    code = worker.proc.poll()
+                    if code is None:
+                        continue
+                    assert code == -signal.SIGKILL, "".join(worker.lines)[-3000:]
+                    kills += 1
+                    worker.stop()
+                    running[i] = Worker(url, trace_dir, *ARGS, env=env)
+                time.sleep(0.05)  # supervising child processes: poll them, there is no event
+            assert inspector.get_workflow(big.id).result == sum(range(1, MEMBERS + 1))
+            assert inspector.get_workflow(long.id).result == STEPS
+    finally:
+        for worker in running:
+            worker.stop()
+
+    assert kills > 0, "no worker was killed: the test tested nothing"
+    runs = [
+        tuple(line.split())
+        for path in trace_dir.glob("bodies-*.txt")
+        for line in path.read_text().splitlines()
+    ]
+    assert {task_id for task_id, _ in runs} == {big.steps[-1].task_id}
+    attempts = [int(attempt) for _, attempt in runs]
+    assert len(attempts) == len(set(attempts)), f"the chord body was enqueued twice: {runs}"
+    print(f"kills: {kills}, chord body runs: {len(runs)}")
