@@ -9,6 +9,7 @@ import sys
 import conveyor
 
 PUBLIC_API = [
+    "DEFAULT_TIMEOUT",
     "App",
     "AsyncClient",
     "AsyncHandler",
@@ -26,7 +27,6 @@ PUBLIC_API = [
     "Client",
     "ConfigError",
     "ConveyorError",
-    "DEFAULT_TIMEOUT",
     "DefaultOptions",
     "DuplicateTaskError",
     "Encoding",
