@@ -21,6 +21,7 @@ from conveyor.app import App, AsyncTaskCall, ServerOptions, TaskCall, TaskFuncti
 from conveyor.backoff import ExponentialBackoff, RetryDelay, default_retry_delay
 from conveyor.brokers import open_broker
 from conveyor.brokers.protocol import Broker, BrokerInfo, Capabilities
+from conveyor.brokers.throughput import MinuteTotals
 from conveyor.client import AsyncClient, Client
 from conveyor.errors import (
     BrokerError,
@@ -98,6 +99,7 @@ __all__ = [
     "JSONValue",
     "LeaseLostError",
     "Middleware",
+    "MinuteTotals",
     "Payload",
     "PayloadError",
     "PayloadTooLargeError",

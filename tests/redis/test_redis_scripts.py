@@ -21,19 +21,20 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 # 'src/conveyor/brokers/redis/scripts').glob('*.lua'))]"
 PINNED_SHA256 = {
     "claim.lua": "e48fa1e237f34e34",
-    "complete.lua": "a610d5fdbd051976",
+    "complete.lua": "e070b96a56991cc5",
     "delete_queue.lua": "4f0a143b22e99d80",
     "enqueue.lua": "0eb8f6916be7b533",
     "extend.lua": "2e9c44368efdedf8",
     "fail.lua": "dce02b7e6cec5234",
-    "lib.lua": "01a4cffc83538eec",
+    "lib.lua": "71b1deed37f0812e",
     "manage.lua": "43ca04db3f374a21",
     "page.lua": "9980ab50d9f3ff3b",
     "peek.lua": "6685367764624ba2",
-    "purge.lua": "4b4d324e3c812abe",
+    "purge.lua": "f3e6fa52d153bc86",
     "recover.lua": "1bbbb1b8021365b6",
     "release.lua": "06f5f10a0a13d09c",
     "stats.lua": "23895ba7fa854e94",
+    "throughput.lua": "3d1fbb66ca858b54",
     "unclaim.lua": "8bc115d40f0abefd",
 }
 

@@ -37,6 +37,7 @@ PUBLIC_API = [
     "JSONValue",
     "LeaseLostError",
     "Middleware",
+    "MinuteTotals",
     "Payload",
     "PayloadError",
     "PayloadTooLargeError",

@@ -91,6 +91,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from conveyor.brokers.memory import throughput as minute_totals
 from conveyor.brokers.protocol import (
     DAILY_TOTALS_KEPT_DAYS,
     LEASE_EXPIRED_ERROR,
@@ -101,6 +102,7 @@ from conveyor.brokers.protocol import (
     crash_limit_error,
     recover_spread,
 )
+from conveyor.brokers.throughput import MinuteTotals, Throughput
 from conveyor.config import redact_url, split_broker_url
 from conveyor.errors import (
     BrokerUnavailableError,
@@ -175,6 +177,7 @@ class _State:
     queues: dict[str, _Queue] = field(default_factory=dict)
     locks: dict[tuple[str, str], tuple[str, float | None]] = field(default_factory=dict)
     counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (queue, day, what)
+    minutes: minute_totals.MinuteCounts = field(default_factory=Counter)
     waiters: list[_Waiter] = field(default_factory=list)
     counter: Iterator[int] = field(default_factory=itertools.count)
 
@@ -408,6 +411,7 @@ class MemoryBroker:
         s.counts[(queue, _day(now), "processed")] += 1
         if failed:
             s.counts[(queue, _day(now), "failed")] += 1
+        minute_totals.count_minute(s.minutes, queue, now, failed=failed)
 
     def _fail(self, s: _State, t: _Task, error: str, now: float) -> None:
         t.retried += 1
@@ -583,6 +587,7 @@ class MemoryBroker:
             oldest_kept = _day(now - DAILY_TOTALS_KEPT_DAYS * 86400)
             for count_key in [k for k in s.counts if k[1] < oldest_kept]:
                 del s.counts[count_key]
+            minute_totals.purge_minutes(s.minutes, now)
             old = [
                 t
                 for q in s.queues.values()
@@ -706,7 +711,17 @@ class MemoryBroker:
                 del s.locks[lock_key]
             for count_key in [k for k in s.counts if k[0] == queue]:
                 del s.counts[count_key]
+            minute_totals.forget_queue(s.minutes, queue)
+
+    async def throughput(self, queue: str, *, minutes: int) -> list[MinuteTotals]:
+        """Processed/failed totals of the last ``minutes`` minutes (see ``Throughput``)."""
+        with self._locked() as s:
+            return minute_totals.read_minutes(s.minutes, queue, minutes, self.clock())
 
 
 def _conforms(b: MemoryBroker) -> Broker:
+    return b
+
+
+def _counts_minutes(b: MemoryBroker) -> Throughput:
     return b

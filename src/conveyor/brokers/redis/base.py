@@ -62,6 +62,7 @@ SCRIPT_NAMES = (
     "manage",
     "page",
     "delete_queue",
+    "throughput",
 )
 # Cluster: how often one broker object re-adds a queue it uses to the registry (another slot),
 # which bounds how long a queue deleted by another client and re-created here stays unlisted.

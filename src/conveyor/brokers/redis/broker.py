@@ -56,7 +56,9 @@ from conveyor.brokers.redis.replies import (
     queue_groups,
     refusal_error,
 )
+from conveyor.brokers.redis.throughput import ThroughputMixin
 from conveyor.brokers.redis.waiting import WaitingMixin
+from conveyor.brokers.throughput import Throughput
 from conveyor.errors import BrokerError, BrokerUnavailableError, LeaseLostError
 from conveyor.message import Completion, Lease, TaskInfo, TaskMessage, validate_name
 
@@ -74,7 +76,7 @@ class _SyncSide(NamedTuple):
 logger = logging.getLogger(__name__)
 
 
-class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
+class RedisBroker(WaitingMixin, InspectionMixin, ThroughputMixin, RedisBrokerBase):
     """Tasks stored in Redis (standalone, Sentinel or Cluster); the production backend.
 
     Example::
@@ -412,4 +414,8 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
 
 
 def _conforms(b: RedisBroker) -> Broker:
+    return b
+
+
+def _counts_minutes(b: RedisBroker) -> Throughput:
     return b

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, unquote
 from conveyor.brokers.combiner import Combiner
 from conveyor.brokers.protocol import MAX_CRASH_ATTEMPTS, Broker, BrokerInfo, Capabilities
 from conveyor.brokers.sqlite import inspection
+from conveyor.brokers.sqlite import throughput as minute_totals
 from conveyor.brokers.sqlite.checkpoint import Checkpointer
 from conveyor.brokers.sqlite.connection import (
     SYNCHRONOUS_PRAGMA,
@@ -28,6 +29,7 @@ from conveyor.brokers.sqlite.connection import (
 from conveyor.brokers.sqlite.store import Store
 from conveyor.brokers.sqlite.wake import WakeListener, WakeSender, wake_directory
 from conveyor.brokers.sqlite.worker_thread import DatabaseThread
+from conveyor.brokers.throughput import MinuteTotals, Throughput
 from conveyor.config import quote_url_part, redact_url, split_broker_url
 from conveyor.errors import (
     BrokerUnavailableError,
@@ -452,6 +454,10 @@ class SqliteBroker:
         """A page of tasks in ``state``: waiting ones by ready time, others by time entered."""
         return await self._run(lambda s: inspection.list_tasks(s, queue, state, offset, limit))
 
+    async def throughput(self, queue: str, *, minutes: int) -> list[MinuteTotals]:
+        """Processed/failed totals of the last ``minutes`` minutes (see ``Throughput``)."""
+        return await self._run(lambda s: minute_totals.read(s, queue, minutes))
+
     async def get_task(self, queue: str, task_id: str) -> TaskInfo:
         """One task; raises ``TaskNotFoundError`` when it does not exist."""
         return await self._run(lambda s: inspection.get_task(s, queue, task_id))
@@ -494,4 +500,8 @@ class SqliteBroker:
 
 
 def _conforms(b: SqliteBroker) -> Broker:
+    return b
+
+
+def _counts_minutes(b: SqliteBroker) -> Throughput:
     return b

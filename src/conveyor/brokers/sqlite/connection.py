@@ -8,7 +8,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from conveyor.brokers.protocol import recover_spread
-from conveyor.brokers.sqlite import checkpoint
+from conveyor.brokers.sqlite import checkpoint, throughput
 from conveyor.brokers.sqlite.queries import SCHEMA_VERSION, schema_script
 from conveyor.errors import BrokerError, BrokerUnavailableError
 
@@ -146,6 +146,7 @@ def open_connection(
                 f"sqlite broker at {str(path)!r} has schema version {version}; this conveyor "
                 f"knows version {SCHEMA_VERSION} (upgrade conveyor)"
             )
+        throughput.create_table(conn)
     except BaseException:
         conn.close()
         raise
