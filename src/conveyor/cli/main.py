@@ -8,6 +8,7 @@ Examples::
     conveyor task run default --all archived       # re-run the dead set
     conveyor check -b redis://localhost:6379/0     # the broker, its version and warnings
     conveyor demo
+    conveyor dashboard --read-only                 # the web dashboard on 127.0.0.1:8181
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import click
 
 from conveyor.cli.check import check
+from conveyor.cli.dashboard import dashboard
 from conveyor.cli.demo import demo
 from conveyor.cli.enqueue import enqueue
 from conveyor.cli.inspect_commands import queue, task
@@ -45,6 +47,7 @@ cli.add_command(queue)
 cli.add_command(task)
 cli.add_command(redis_acl)
 cli.add_command(check)
+cli.add_command(dashboard)
 
 
 def main() -> None:

@@ -28,8 +28,6 @@ from conveyor.errors import ConfigError
 
 CSRF_COOKIE = "conveyor_csrf"
 CSRF_FIELD = "csrf"
-AUTH_ENV = "CONVEYOR_DASHBOARD_AUTH"
-"""The environment variable ``conveyor dashboard`` reads ``USER:PASSWORD`` from."""
 
 SECURITY_HEADERS = {
     "content-security-policy": (
