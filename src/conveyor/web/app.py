@@ -136,4 +136,6 @@ def mounted(app: Starlette, prefix: str) -> Starlette:
     async def to_prefix(_: Request) -> Response:
         return Response(status_code=307, headers={"location": prefix + "/"})
 
-    return Starlette(routes=[Route(prefix, to_prefix), Mount(prefix, app)], lifespan=lifespan)
+    outer = Starlette(routes=[Route(prefix, to_prefix), Mount(prefix, app)], lifespan=lifespan)
+    outer.state.dashboard = app.state.dashboard
+    return outer
