@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from conveyor.brokers.protocol import Broker
+from conveyor.config import split_broker_url
 from conveyor.errors import (
     BrokerError,
     ConfigError,
@@ -88,12 +89,15 @@ def create_app(
             required on every request, pages, API and static files alike.
 
     Raises:
-        ConfigError: a malformed ``basic_auth``.
+        ConfigError: a malformed ``basic_auth``, or a malformed URL or unknown scheme (checked
+            here, so a typo fails at start-up rather than on the first page).
 
     Example::
 
         app = create_app("sqlite:///conveyor.db", basic_auth="ops:s3cret")
     """
+    if isinstance(broker_url, str):
+        split_broker_url(broker_url)
     auth = BasicAuth.parse(basic_auth) if isinstance(basic_auth, str) else basic_auth
     dashboard = Dashboard(broker=broker_url, read_only=read_only)
 
