@@ -34,6 +34,7 @@ def _get(url: str, auth: str | None = None) -> int:
         with urllib.request.urlopen(request, timeout=5) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
+        exc.close()
         return exc.code
 
 
@@ -133,3 +134,27 @@ def test_listening_beyond_loopback_without_auth_warns(tmp_path: Path) -> None:
         process.terminate()
         _, stderr = process.communicate(timeout=10)
     assert "warning: the dashboard listens on 0.0.0.0 without authentication" in stderr
+
+
+@pytest.mark.process
+def test_on_loopback_without_auth_only_loopback_host_names_are_answered(tmp_path: Path) -> None:
+    # A DNS name rebound to 127.0.0.1 arrives with its own Host header: refused.
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "CONVEYOR_DASHBOARD_AUTH"}
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    command = [sys.executable, "-m", "conveyor", "dashboard", "-b", url, "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_serving(process, f"http://127.0.0.1:{port}/api/queues", 200)
+        assert _get(f"http://localhost:{port}/api/queues") == 200
+        rebound = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/queues", headers={"Host": f"evil.example:{port}"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(rebound, timeout=5)
+        assert refused.value.code == 400
+        refused.value.close()
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=10)
+    assert "warning" not in stderr

@@ -86,3 +86,16 @@ async def test_the_series_has_the_length_asked(broker: Broker, minutes: int) -> 
     assert len(series) == minutes
     # Counted in the current minute, or the one before when the minute turned meanwhile.
     assert sum(m.processed for m in series[-2:]) == 1
+
+
+async def test_the_inspector_checks_the_minutes_asked(broker: Broker) -> None:
+    from conveyor.errors import ConfigError
+    from conveyor.inspector import AsyncInspector
+
+    inspector = AsyncInspector(broker)
+    assert len(await inspector.throughput(QUEUE)) == 60
+    for bad in (0, MINUTE_TOTALS_KEPT + 1):
+        with pytest.raises(ConfigError):
+            await inspector.throughput(QUEUE, minutes=bad)
+    with pytest.raises(ConfigError):
+        await inspector.throughput("bad name", minutes=5)

@@ -129,13 +129,17 @@ def setup(chromium_path: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     inspector = Inspector(url)
     try:
         wanted = {"completed": 1, "retry": 1, "archived": 1, "active": 1, "scheduled": 1}
-        wait_until(
-            lambda: all(
-                getattr(inspector.queue_info("default"), k) == v for k, v in wanted.items()
-            ),
-            within=30.0,
-            interval=0.1,
-        )
+        try:
+            wait_until(
+                lambda: all(
+                    getattr(inspector.queue_info("default"), k) == v for k, v in wanted.items()
+                ),
+                within=30.0,
+                interval=0.1,
+            )
+        except AssertionError:
+            log = (folder / "worker.log").read_text()
+            raise AssertionError(f"the worker did not run the tasks; its log:\n{log}") from None
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium_path)
             page = browser.new_page(viewport={"width": 1200, "height": 900})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from typing import TYPE_CHECKING
 
 import click
 
@@ -11,8 +12,15 @@ from conveyor.cli.inspect_commands import BROKER_HELP
 from conveyor.config import broker_url_from_env
 from conveyor.errors import ConfigError
 
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
 AUTH_ENV = "CONVEYOR_DASHBOARD_AUTH"
 """Where ``conveyor dashboard`` reads ``USER:PASSWORD`` from when ``--basic-auth`` is not given."""
+
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
+"""The ``Host`` names an unauthenticated dashboard on loopback answers to."""
 
 
 def is_loopback(host: str) -> bool:
@@ -75,6 +83,14 @@ def dashboard(
             f"or ${AUTH_ENV}",
             err=True,
         )
+    if auth is None and is_loopback(host):
+        # Without auth, loopback is the only protection: refuse requests naming another host,
+        # so a web page whose DNS name rebinds to 127.0.0.1 cannot read the dashboard.
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        served: ASGIApp = TrustedHostMiddleware(app, allowed_hosts=list(LOOPBACK_NAMES))
+    else:
+        served = app
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"conveyor dashboard on http://{shown}:{port}{prefix.rstrip('/')}/", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
+    uvicorn.run(served, host=host, port=port, log_level="warning", server_header=False)
