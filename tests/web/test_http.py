@@ -412,3 +412,11 @@ async def test_under_a_prefix_every_link_and_form_stays_under_it(
     )
     assert run.headers["location"] == "/ops/conveyor/queues/default?state=retry&done=run"
     assert (await inspector.get_task("default", ids[TaskState.RETRY])).state is TaskState.PENDING
+
+
+async def test_an_action_on_a_bad_name_is_a_400(client: httpx.AsyncClient, broker_url: str) -> None:
+    token = await csrf_of(client)
+    for path in ("/queues/bad%22name/pause", "/queues/default/tasks/bad%3Cid/delete"):
+        response = await client.post(path, data={"csrf": token, "confirm": "yes"})
+        assert response.status_code == 400, path
+        assert "<id" not in response.text and 'bad"name' not in response.text

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from conveyor.inspector import AsyncInspector
-from conveyor.message import TaskState
+from conveyor.message import TaskState, validate_name
 from conveyor.web.params import state_param
 from conveyor.web.render import base_path, page
 from conveyor.web.security import CSRF_FIELD, csrf_ok
@@ -104,12 +104,17 @@ async def _perform(request: Request, action: Action) -> Response:
 
 
 def _queue_page(request: Request, queue: str) -> str:
-    return f"{base_path(request)}/queues/{queue}"
+    return f"{base_path(request)}/queues/{quote(queue, safe='')}"
+
+
+def _names(request: Request, *keys: str) -> list[str]:
+    """Path parameters that must be valid names: a bad one is a 400 before anything else."""
+    return [validate_name(request.path_params[key], what=key.replace("_", " ")) for key in keys]
 
 
 async def queue_action(request: Request) -> Response:
     """``POST /queues/{queue}/{pause|unpause|delete}``."""
-    queue, verb = request.path_params["queue"], request.path_params["verb"]
+    [queue], verb = _names(request, "queue"), request.path_params["verb"]
     back = _queue_page(request, queue)
 
     async def pause(inspector: AsyncInspector) -> None:
@@ -135,7 +140,7 @@ async def queue_action(request: Request) -> Response:
 
 async def task_action(request: Request) -> Response:
     """``POST /queues/{queue}/tasks/{task_id}/{run|archive|delete}``."""
-    queue, task_id = request.path_params["queue"], request.path_params["task_id"]
+    queue, task_id = _names(request, "queue", "task_id")
     verb = request.path_params["verb"]
     calls = {
         "run": AsyncInspector.run_task,
@@ -161,7 +166,7 @@ async def task_action(request: Request) -> Response:
 
 async def state_action(request: Request) -> Response:
     """``POST /queues/{queue}/states/{state}/{run|archive|delete}``: every task of a state."""
-    queue, verb = request.path_params["queue"], request.path_params["verb"]
+    [queue], verb = _names(request, "queue"), request.path_params["verb"]
     state = state_param(request)
     calls = {
         "run": AsyncInspector.run_all_tasks,
