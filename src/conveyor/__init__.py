@@ -21,6 +21,7 @@ from conveyor.app import App, AsyncTaskCall, ServerOptions, TaskCall, TaskFuncti
 from conveyor.backoff import ExponentialBackoff, RetryDelay, default_retry_delay
 from conveyor.brokers import open_broker
 from conveyor.brokers.protocol import Broker, BrokerInfo, Capabilities
+from conveyor.brokers.throughput import MinuteTotals
 from conveyor.brokers.workers import WorkerInfo
 from conveyor.brokers.workflows import StepState, WorkflowState
 from conveyor.client import AsyncClient, Client
@@ -129,6 +130,7 @@ __all__ = [
     "JsonFormatter",
     "LeaseLostError",
     "Middleware",
+    "MinuteTotals",
     "MissedPolicy",
     "Payload",
     "PayloadError",

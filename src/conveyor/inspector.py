@@ -21,6 +21,7 @@ from typing import Unpack
 from conveyor.broker_handle import BrokerHandle, SyncFacade
 from conveyor.brokers.progress import ProgressStore
 from conveyor.brokers.protocol import Broker, BrokerInfo
+from conveyor.brokers.throughput import MINUTE_TOTALS_KEPT, MinuteTotals, Throughput
 from conveyor.brokers.workers import WorkerInfo, WorkerRegistry
 from conveyor.brokers.workflows import WorkflowState
 from conveyor.config import DEFAULT_BROKER_URL, broker_url_from_env
@@ -98,6 +99,23 @@ class AsyncInspector(BrokerHandle):
     async def queue_info(self, queue: str) -> QueueStats:
         """Counts by state, size, paused flag and today's processed/failed totals."""
         return await self._broker.queue_stats(_queue(queue))
+
+    async def throughput(self, queue: str, *, minutes: int = 60) -> list[MinuteTotals]:
+        """Processed and failed attempts of each of the last ``minutes`` minutes, oldest first.
+
+        The last entry is the current minute, still counting. Brokers keep
+        :data:`~conveyor.brokers.throughput.MINUTE_TOTALS_KEPT` minutes.
+
+        Raises:
+            ConfigError: ``minutes`` out of range, a bad queue name, or a broker that keeps no
+                per-minute totals (every built-in one does).
+        """
+        if not 1 <= minutes <= MINUTE_TOTALS_KEPT:
+            raise ConfigError(f"minutes must be between 1 and {MINUTE_TOTALS_KEPT}, not {minutes}")
+        broker = self._broker
+        if not isinstance(broker, Throughput):
+            raise ConfigError(f"{type(broker).__name__} keeps no per-minute totals")
+        return await broker.throughput(_queue(queue), minutes=minutes)
 
     async def list_tasks(
         self, queue: str, state: TaskState | str, *, page: int = 1, size: int = 20
@@ -354,6 +372,10 @@ class Inspector(SyncFacade[AsyncInspector]):
     def queue_info(self, queue: str) -> QueueStats:
         """See :meth:`AsyncInspector.queue_info`."""
         return self._loop.run(self._async.queue_info(queue))
+
+    def throughput(self, queue: str, *, minutes: int = 60) -> list[MinuteTotals]:
+        """See :meth:`AsyncInspector.throughput`."""
+        return self._loop.run(self._async.throughput(queue, minutes=minutes))
 
     def list_tasks(
         self, queue: str, state: TaskState | str, *, page: int = 1, size: int = 20

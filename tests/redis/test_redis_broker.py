@@ -11,6 +11,7 @@ from redis_servers import namespaced_broker
 
 from conveyor.brokers.protocol import DAILY_TOTALS_KEPT_DAYS
 from conveyor.brokers.redis import RedisBroker, keys
+from conveyor.brokers.throughput import MINUTE_TOTALS_KEPT
 from conveyor.errors import BrokerUnavailableError, DuplicateTaskError, TaskIdConflictError
 from conveyor.message import Completion, TaskMessage, TaskState
 
@@ -138,8 +139,28 @@ async def test_purge_drops_daily_totals_older_than_the_days_kept(redis_url: str)
         await redis_broker.purge_expired()
 
         fields = {k.decode() for k in await raw.hkeys(stats_key)}
-        assert fields == {f"p:{today}", f"p:{kept}"}
+        assert {f for f in fields if f[1] == ":"} == {f"p:{today}", f"p:{kept}"}
         assert (await redis_broker.queue_stats(info.queue)).processed_today == 1
+
+
+async def test_purge_drops_minute_totals_older_than_the_minutes_kept(redis_url: str) -> None:
+    async with namespaced_broker(redis_url) as redis_broker:
+        [info] = await redis_broker.enqueue([TaskMessage(id="one", type="t")])
+        [lease] = await redis_broker.claim(["default"], limit=1, lease_s=30)
+        await redis_broker.complete([Completion(lease=lease)])
+        stats_key = keys.queue_keys(redis_broker._ns, "default").stats
+        raw = _raw(redis_broker)
+        minute = int((await raw.time())[0]) // 60
+        old, kept = minute - MINUTE_TOTALS_KEPT - 5, minute - MINUTE_TOTALS_KEPT + 5
+        await raw.hset(stats_key, mapping={f"pm:{old}": 7, f"fm:{old}": 2, f"pm:{kept}": 5})
+
+        await redis_broker.purge_expired()
+
+        fields = {k.decode() for k in await raw.hkeys(stats_key)}
+        assert f"pm:{old}" not in fields and f"fm:{old}" not in fields
+        assert f"pm:{kept}" in fields
+        series = await redis_broker.throughput(info.queue, minutes=MINUTE_TOTALS_KEPT)
+        assert sum(m.processed for m in series) == 5 + 1
 
 
 async def test_a_claim_across_slots_keeps_what_it_leased_when_a_later_slot_fails(

@@ -42,6 +42,7 @@ PUBLIC_API = [
     "JsonFormatter",
     "LeaseLostError",
     "Middleware",
+    "MinuteTotals",
     "MissedPolicy",
     "Payload",
     "PayloadError",

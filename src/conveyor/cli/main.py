@@ -10,6 +10,7 @@ Examples::
     conveyor schedule ls                           # schedule entries and their next fire
     conveyor stats --watch                         # live sizes, rates and workers
     conveyor demo
+    conveyor dashboard --read-only                 # the web dashboard on 127.0.0.1:8181
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import click
 
 from conveyor.cli.check import check
+from conveyor.cli.dashboard import dashboard
 from conveyor.cli.demo import demo
 from conveyor.cli.enqueue import enqueue
 from conveyor.cli.inspect_commands import queue, task
@@ -57,6 +59,7 @@ cli.add_command(schedule)
 cli.add_command(scheduler)
 cli.add_command(stats)
 cli.add_command(workers)
+cli.add_command(dashboard)
 
 
 def main() -> None:

@@ -91,6 +91,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from conveyor.brokers.memory import throughput as minute_totals
 from conveyor.brokers.memory.progress import MemoryProgress
 from conveyor.brokers.memory.schedules import MemorySchedules
 from conveyor.brokers.memory.workers import MemoryWorkersMixin
@@ -106,6 +107,7 @@ from conveyor.brokers.protocol import (
     recover_spread,
 )
 from conveyor.brokers.schedules import ScheduleRecord, ScheduleStore
+from conveyor.brokers.throughput import MinuteTotals, Throughput
 from conveyor.brokers.workers import WorkerInfo, WorkerRegistry
 from conveyor.config import redact_url, split_broker_url
 from conveyor.errors import (
@@ -182,6 +184,7 @@ class _State:
     queues: dict[str, _Queue] = field(default_factory=dict)
     locks: dict[tuple[str, str], tuple[str, float | None]] = field(default_factory=dict)
     counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (queue, day, what)
+    minutes: minute_totals.MinuteCounts = field(default_factory=Counter)
     waiters: list[_Waiter] = field(default_factory=list)
     counter: Iterator[int] = field(default_factory=itertools.count)
     schedules: dict[str, ScheduleRecord] = field(default_factory=dict)  # see schedules.py
@@ -420,6 +423,7 @@ class MemoryBroker(MemoryWorkflows, MemoryProgress, MemorySchedules, MemoryWorke
         s.counts[(queue, _day(now), "processed")] += 1
         if failed:
             s.counts[(queue, _day(now), "failed")] += 1
+        minute_totals.count_minute(s.minutes, queue, now, failed=failed)
 
     def _fail(self, s: _State, t: _Task, error: str, now: float) -> None:
         t.retried += 1
@@ -597,6 +601,7 @@ class MemoryBroker(MemoryWorkflows, MemoryProgress, MemorySchedules, MemoryWorke
             oldest_kept = _day(now - DAILY_TOTALS_KEPT_DAYS * 86400)
             for count_key in [k for k in s.counts if k[1] < oldest_kept]:
                 del s.counts[count_key]
+            minute_totals.purge_minutes(s.minutes, now)
             old = [
                 t
                 for q in s.queues.values()
@@ -722,6 +727,12 @@ class MemoryBroker(MemoryWorkflows, MemoryProgress, MemorySchedules, MemoryWorke
                 del s.counts[count_key]
             for cancel_key in [k for k in s.cancels if k[0] == queue]:
                 del s.cancels[cancel_key]
+            minute_totals.forget_queue(s.minutes, queue)
+
+    async def throughput(self, queue: str, *, minutes: int) -> list[MinuteTotals]:
+        """Processed/failed totals of the last ``minutes`` minutes (see ``Throughput``)."""
+        with self._locked() as s:
+            return minute_totals.read_minutes(s.minutes, queue, minutes, self.clock())
 
 
 def _conforms(b: MemoryBroker) -> Broker:
@@ -733,4 +744,8 @@ def _stores_schedules(b: MemoryBroker) -> ScheduleStore:
 
 
 def _registers(b: MemoryBroker) -> WorkerRegistry:
+    return b
+
+
+def _counts_minutes(b: MemoryBroker) -> Throughput:
     return b

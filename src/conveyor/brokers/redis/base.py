@@ -73,6 +73,7 @@ SCRIPT_NAMES = (
     "wf_advance",
     "wf_create",
     "wf_settle",
+    "throughput",
 )
 # Cluster: how often one broker object re-adds a queue it uses to the registry (another slot),
 # which bounds how long a queue deleted by another client and re-created here stays unlisted.

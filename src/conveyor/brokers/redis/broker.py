@@ -58,10 +58,12 @@ from conveyor.brokers.redis.replies import (
     refusal_error,
 )
 from conveyor.brokers.redis.schedules import RedisSchedules
+from conveyor.brokers.redis.throughput import ThroughputMixin
 from conveyor.brokers.redis.waiting import WaitingMixin
 from conveyor.brokers.redis.workers import WorkersMixin
 from conveyor.brokers.redis.workflows import RedisWorkflows
 from conveyor.brokers.schedules import ScheduleStore
+from conveyor.brokers.throughput import Throughput
 from conveyor.brokers.workers import WorkerRegistry
 from conveyor.errors import BrokerError, BrokerUnavailableError, LeaseLostError
 from conveyor.message import Completion, Lease, TaskInfo, TaskMessage, validate_name
@@ -87,6 +89,7 @@ class RedisBroker(
     ProgressMixin,
     RedisSchedules,
     WorkersMixin,
+    ThroughputMixin,
     RedisBrokerBase,
 ):
     """Tasks stored in Redis (standalone, Sentinel or Cluster); the production backend.
@@ -445,4 +448,8 @@ def _stores_schedules(b: RedisBroker) -> ScheduleStore:
 
 
 def _registers(b: RedisBroker) -> WorkerRegistry:
+    return b
+
+
+def _counts_minutes(b: RedisBroker) -> Throughput:
     return b

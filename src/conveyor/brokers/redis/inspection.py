@@ -18,6 +18,7 @@ from conveyor.brokers.redis import keys
 from conveyor.brokers.redis.base import RedisBrokerBase
 from conveyor.brokers.redis.records import decode_record, float_field, pairs
 from conveyor.brokers.redis.replies import as_bytes, not_found
+from conveyor.brokers.throughput import MINUTE_TOTALS_KEPT
 from conveyor.errors import QueueInUseError, QueueNotEmptyError
 from conveyor.message import QueueStats, TaskInfo, TaskState
 
@@ -58,7 +59,8 @@ class InspectionMixin(RedisBrokerBase):
 
         Unique locks expire in Redis by themselves.
         """
-        return await self._per_queue_batches("purge", [BATCH, DAILY_TOTALS_KEPT_DAYS])
+        args = [BATCH, DAILY_TOTALS_KEPT_DAYS, MINUTE_TOTALS_KEPT]
+        return await self._per_queue_batches("purge", args)
 
     # -- inspecting ----------------------------------------------------------------------------
 

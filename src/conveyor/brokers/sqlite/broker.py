@@ -19,6 +19,7 @@ from conveyor.brokers.combiner import Combiner
 from conveyor.brokers.protocol import MAX_CRASH_ATTEMPTS, Broker, BrokerInfo, Capabilities
 from conveyor.brokers.schedules import ScheduleStore
 from conveyor.brokers.sqlite import inspection
+from conveyor.brokers.sqlite import throughput as minute_totals
 from conveyor.brokers.sqlite.checkpoint import Checkpointer
 from conveyor.brokers.sqlite.connection import (
     SYNCHRONOUS_PRAGMA,
@@ -33,6 +34,7 @@ from conveyor.brokers.sqlite.wake import WakeListener, WakeSender, wake_director
 from conveyor.brokers.sqlite.worker_thread import DatabaseThread
 from conveyor.brokers.sqlite.workers import SqliteWorkersMixin
 from conveyor.brokers.sqlite.workflows import SqliteWorkflows
+from conveyor.brokers.throughput import MinuteTotals, Throughput
 from conveyor.brokers.workers import WorkerRegistry
 from conveyor.config import quote_url_part, redact_url, split_broker_url
 from conveyor.errors import (
@@ -472,6 +474,10 @@ class SqliteBroker(SqliteWorkflows, SqliteProgress, SqliteSchedules, SqliteWorke
         """A page of tasks in ``state``: waiting ones by ready time, others by time entered."""
         return await self._run(lambda s: inspection.list_tasks(s, queue, state, offset, limit))
 
+    async def throughput(self, queue: str, *, minutes: int) -> list[MinuteTotals]:
+        """Processed/failed totals of the last ``minutes`` minutes (see ``Throughput``)."""
+        return await self._run(lambda s: minute_totals.read(s, queue, minutes))
+
     async def get_task(self, queue: str, task_id: str) -> TaskInfo:
         """One task; raises ``TaskNotFoundError`` when it does not exist."""
         return await self._run(lambda s: inspection.get_task(s, queue, task_id))
@@ -522,4 +528,8 @@ def _stores_schedules(b: SqliteBroker) -> ScheduleStore:
 
 
 def _registers(b: SqliteBroker) -> WorkerRegistry:
+    return b
+
+
+def _counts_minutes(b: SqliteBroker) -> Throughput:
     return b

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from conveyor.brokers.sqlite import rows
+from conveyor.brokers.sqlite import rows, throughput
 from conveyor.brokers.sqlite.queries import queries
 from conveyor.brokers.sqlite.store import Store, utc_day
 from conveyor.brokers.sqlite.workers import forget_cancels
@@ -177,5 +177,6 @@ def delete_queue(store: Store, queue: str, force: bool) -> None:
         store.conn.execute(Q["delete_queue_tasks"], (queue,))
         store.conn.execute(Q["delete_queue_locks"], (queue,))
         store.conn.execute(Q["delete_queue_counts"], (queue,))
+        throughput.forget_queue(store.conn, queue)
         store.conn.execute(Q["delete_queue_entry"], (queue,))
         forget_cancels(store, queue)

@@ -22,7 +22,7 @@ from conveyor.brokers.protocol import (
     LEASE_EXPIRED_ERROR,
     crash_limit_error,
 )
-from conveyor.brokers.sqlite import rows, workflows
+from conveyor.brokers.sqlite import rows, throughput, workflows
 from conveyor.brokers.sqlite.queries import queries
 from conveyor.errors import (
     BrokerError,
@@ -149,6 +149,7 @@ class Store:
         self.conn.executemany(
             Q["count_outcomes"], [(q, day, p, f) for q, (p, f) in by_queue.items()]
         )
+        throughput.count(self.conn, by_queue, now)
 
     # -- producing -----------------------------------------------------------------------------
 
@@ -491,4 +492,5 @@ class Store:
             self.conn.execute(Q["purge_unique_locks"], (now,))
             oldest_kept = utc_day(now - DAILY_TOTALS_KEPT_DAYS * 86400)
             self.conn.execute(Q["purge_daily_counts"], (oldest_kept,))
+            throughput.purge(self.conn, now)
             return self.conn.execute(Q["purge_completed"], (now,)).rowcount

@@ -28,10 +28,12 @@ local out = {t}
 local ctx = new_batch()
 local done = {}  -- processed count per stats key, added once at the end
 local day = math.floor(t / 86400000000)
+local minute = math.floor(t / 60000000)
 
 local function finish()
   for stats, count in pairs(done) do
     redis.call('HINCRBY', stats, 'p:' .. day, count)
+    redis.call('HINCRBY', stats, 'pm:' .. minute, count)
   end
   wake_all(ctx)
 end

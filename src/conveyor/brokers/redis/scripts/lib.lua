@@ -53,11 +53,16 @@ local function seconds(us)
   return tostring(math.floor(us / 1000000)) .. '.' .. string.rep('0', 6 - #frac) .. frac
 end
 
+-- Daily ('p:<day>', 'f:<day>') and per-minute ('pm:<minute>', 'fm:<minute>') totals, UTC days
+-- and minutes since the epoch.
 local function count_done(b, us, failed)
   local day = math.floor(us / 86400000000)
+  local minute = math.floor(us / 60000000)
   redis.call('HINCRBY', b.stats, 'p:' .. day, 1)
+  redis.call('HINCRBY', b.stats, 'pm:' .. minute, 1)
   if failed then
     redis.call('HINCRBY', b.stats, 'f:' .. day, 1)
+    redis.call('HINCRBY', b.stats, 'fm:' .. minute, 1)
   end
 end
 

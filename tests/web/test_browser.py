@@ -1,0 +1,296 @@
+"""The dashboard in a real browser: Playwright driving the system's Chromium.
+
+A real worker process runs tasks from ``default`` (so tasks are in every state and the chart has
+bars); ``mail`` has no worker, so its tasks stay where the test puts them. Every page is opened,
+every action is run by clicking, and the broker is checked afterwards through the Inspector.
+
+Needs ``apt-get install chromium`` (Playwright's own browser download is not used). Without it
+these tests skip, or fail when ``CI=true``. With ``CONVEYOR_SCREENSHOTS=<folder>`` set, each page's
+screenshot is saved there (``docs/img`` holds the ones the docs show).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conveyor import Client, Inspector, TaskState
+from support import wait_until
+
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).parent
+CHROMIUM = os.environ.get("CONVEYOR_TEST_CHROMIUM", "/usr/bin/chromium")
+XSS = "<script>window.__pwned = 1</script><b>not bold</b>"
+
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def service_missing(what: str, why: str) -> None:
+    """Skip locally, fail in CI (as tests/conftest.py's helper of the same name, which this
+    module cannot import by name once another folder's conftest took the module name)."""
+    message = f"{what} unavailable: {why}"
+    if IN_CI:
+        pytest.fail(message + " (CI=true requires it)")
+    pytest.skip(message)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Served:
+    """The dashboard app on a real uvicorn server in a thread."""
+
+    def __init__(self, url: str) -> None:
+        import uvicorn
+
+        from conveyor.web import create_app
+
+        self.port = _free_port()
+        config = uvicorn.Config(
+            create_app(url), host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        wait_until(lambda: self.server.started, within=10.0)
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+class _Worker:
+    """``conveyor worker dashboard_app:app`` on ``default``, stderr kept for failure messages."""
+
+    def __init__(self, url: str, folder: Path) -> None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), *sys.path])}
+        env.pop("CONVEYOR_BROKER_URL", None)
+        command = [sys.executable, "-m", "conveyor", "worker", "dashboard_app:app"]
+        command += ["--broker", url, "--queue", "default", "--lease", "600"]
+        self.log = (folder / "worker.log").open("w")
+        self.proc = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=self.log, text=True
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        self.log.close()
+
+
+def _start_worker(url: str, folder: Path) -> _Worker:
+    return _Worker(url, folder)
+
+
+@pytest.fixture(scope="module")
+def chromium_path() -> str:
+    if shutil.which(CHROMIUM) is None:
+        service_missing("Chromium at " + CHROMIUM, "apt-get install chromium")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError as exc:
+        service_missing("the playwright package", str(exc))
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def setup(chromium_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Tasks in every state, a live worker on ``default``, the dashboard served, a browser."""
+    from playwright.sync_api import sync_playwright
+
+    sys.path.insert(0, str(HERE))
+    import dashboard_app
+
+    folder = tmp_path_factory.mktemp("browser")
+    url = f"sqlite:///{folder / 'dashboard.db'}"
+    ids: dict[str, str] = {}
+    with Client(url) as client:
+        for name, fn in (("ok", dashboard_app.ok), ("flaky", dashboard_app.flaky)):
+            ids[name] = client.enqueue(fn.task(note=name), retention=3600).id
+        ids["doomed"] = client.enqueue(dashboard_app.doomed.task(note=XSS)).id
+        ids["hang"] = client.enqueue(dashboard_app.hang.task(note="hang")).id
+        ids["later"] = client.enqueue(dashboard_app.ok.task(note="later"), process_in=3600).id
+        for i in range(3):
+            ids[f"mail{i}"] = client.enqueue(
+                dashboard_app.ok.task(note=f"mail {i}"), queue="mail"
+            ).id
+        ids["mail_later"] = client.enqueue(
+            dashboard_app.ok.task(note="mail later"), queue="mail", process_in=3600
+        ).id
+
+    worker = _start_worker(url, folder)
+    served = Served(url)
+    inspector = Inspector(url)
+    try:
+        wanted = {"completed": 1, "retry": 1, "archived": 1, "active": 1, "scheduled": 1}
+        try:
+            wait_until(
+                lambda: all(
+                    getattr(inspector.queue_info("default"), k) == v for k, v in wanted.items()
+                ),
+                within=30.0,
+                interval=0.1,
+            )
+        except AssertionError:
+            log = (folder / "worker.log").read_text()
+            raise AssertionError(f"the worker did not run the tasks; its log:\n{log}") from None
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium_path)
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            yield {
+                "url": url,
+                "ids": ids,
+                "base": served.base,
+                "page": page,
+                "inspector": inspector,
+            }
+            browser.close()
+    finally:
+        inspector.close()
+        served.stop()
+        worker.stop()
+
+
+def shot(page: Any, name: str) -> None:
+    """Save a screenshot of the page when ``CONVEYOR_SCREENSHOTS`` names a folder."""
+    folder = os.environ.get("CONVEYOR_SCREENSHOTS")
+    if folder:
+        page.screenshot(path=str(Path(folder) / f"dashboard-{name}.png"), full_page=True)
+
+
+def test_every_page_opens(setup: dict[str, Any]) -> None:
+    page, base, ids = setup["page"], setup["base"], setup["ids"]
+
+    page.goto(base + "/")
+    assert page.locator('tr[data-queue="default"]').count() == 1
+    assert page.locator('tr[data-queue="mail"]').count() == 1
+    assert page.locator("svg[data-chart] rect.ok").count() == 60
+    shot(page, "overview")
+
+    for state in TaskState:
+        page.goto(f"{base}/queues/default?state={state.value}")
+        assert page.locator("nav.tabs a.current").inner_text().startswith(state.value)
+        rows = page.locator("table.tasks tbody tr")
+        assert rows.count() == (0 if state is TaskState.PENDING else 1), state
+    page.goto(f"{base}/queues/default?state=retry")
+    shot(page, "queue")
+
+    for name in ("ok", "flaky", "doomed", "hang", "later"):
+        page.goto(f"{base}/queues/default/tasks/{ids[name]}")
+        assert ids[name] in page.locator("h1").inner_text()
+    page.goto(f"{base}/queues/default/tasks/{ids['ok']}")
+    assert '"echo": "ok"' in page.locator("pre.result").inner_text()
+
+
+def test_an_html_payload_renders_as_text(setup: dict[str, Any]) -> None:
+    page, base, ids = setup["page"], setup["base"], setup["ids"]
+
+    page.goto(f"{base}/queues/default/tasks/{ids['doomed']}")
+
+    assert page.evaluate("window.__pwned") is None
+    assert XSS in page.locator("pre.payload").inner_text()
+    assert XSS in page.locator("pre.error").inner_text()
+    assert page.locator("pre.payload b").count() == 0
+    shot(page, "task")
+    page.goto(f"{base}/queues/default?state=archived")
+    assert page.evaluate("window.__pwned") is None
+    assert "<script>" in page.locator("code.preview").first.inner_text()
+
+
+def _click(page: Any, label: str) -> None:
+    page.get_by_role("button", name=label).first.click()
+    page.wait_for_load_state()
+
+
+def test_queue_actions_through_the_ui(setup: dict[str, Any]) -> None:
+    page, base, inspector = setup["page"], setup["base"], setup["inspector"]
+
+    page.goto(f"{base}/queues/mail")
+    _click(page, "Pause queue")
+    assert inspector.queue_info("mail").paused is True
+    assert page.locator("p.notice").inner_text() == "Paused the queue."
+    _click(page, "Resume queue")
+    assert inspector.queue_info("mail").paused is False
+
+
+def test_task_actions_through_the_ui(setup: dict[str, Any]) -> None:
+    page, base, ids, inspector = setup["page"], setup["base"], setup["ids"], setup["inspector"]
+
+    page.goto(f"{base}/queues/mail/tasks/{ids['mail_later']}")
+    _click(page, "Run")
+    assert inspector.get_task("mail", ids["mail_later"]).state is TaskState.PENDING
+
+    page.goto(f"{base}/queues/mail/tasks/{ids['mail0']}")
+    _click(page, "Archive…")
+    assert page.locator("h1").inner_text() == "Are you sure?"
+    shot(page, "confirm")
+    assert inspector.get_task("mail", ids["mail0"]).state is TaskState.PENDING
+    _click(page, "Yes, archive")
+    assert inspector.get_task("mail", ids["mail0"]).state is TaskState.ARCHIVED
+
+    _click(page, "Delete…")
+    _click(page, "Yes, delete")
+    assert ids["mail0"] not in [t.id for t in inspector.list_tasks("mail", "archived")]
+    assert inspector.queue_info("mail").archived == 0
+
+
+def test_bulk_actions_through_the_ui(setup: dict[str, Any]) -> None:
+    page, base, inspector = setup["page"], setup["base"], setup["inspector"]
+    pending = inspector.queue_info("mail").pending
+    assert pending >= 2
+
+    page.goto(f"{base}/queues/mail?state=pending")
+    _click(page, f"Archive all {pending} pending…")
+    _click(page, "Yes, archive")
+    assert (inspector.queue_info("mail").pending, inspector.queue_info("mail").archived) == (
+        0,
+        pending,
+    )
+
+    page.goto(f"{base}/queues/mail?state=archived")
+    _click(page, f"Run all {pending} archived")
+    assert inspector.queue_info("mail").pending == pending
+    assert page.locator("p.notice").inner_text() == f"Made pending: {pending} tasks."
+
+    page.goto(f"{base}/queues/mail?state=pending")
+    _click(page, f"Delete all {pending} pending…")
+    _click(page, "Yes, delete")
+    assert inspector.queue_info("mail").size == 0
+
+    page.goto(f"{base}/queues/mail")
+    _click(page, "Delete queue…")
+    _click(page, "Yes, delete queue")
+    assert "mail" not in inspector.queues()
+
+
+def test_run_a_failed_task_again_on_the_live_worker(setup: dict[str, Any]) -> None:
+    page, base, ids, inspector = setup["page"], setup["base"], setup["ids"], setup["inspector"]
+    assert inspector.get_task("default", ids["flaky"]).retried == 1
+
+    page.goto(f"{base}/queues/default/tasks/{ids['flaky']}")
+    _click(page, "Run")
+
+    # The worker runs it at once; it fails again and goes back to RETRY for another hour.
+    wait_until(lambda: inspector.get_task("default", ids["flaky"]).retried == 2, within=15.0)
+    assert inspector.get_task("default", ids["flaky"]).state is TaskState.RETRY
+    # The live refresh shows it without a reload.
+    from playwright.sync_api import expect
+
+    expect(page.locator('[data-field="retried"]')).to_have_text("2", timeout=15000)
