@@ -18,6 +18,7 @@
     ├── QueueFullError                       the queue's length limit is reached
     ├── QueueNotEmptyError                   delete_queue without force on a queue holding tasks
     ├── QueueInUseError                      delete_queue on a queue with an active (leased) task
+    ├── ProtocolError (ValueError)           a server client sent a request that cannot be served
     └── ResultTimeoutError                   waiting for a result took too long
 
 Control flow raised *by handlers* lives apart, under ``HandlerSignal``: ``SkipRetry`` archives the
@@ -146,6 +147,14 @@ class QueueInUseError(_QueueRefError):
             queue=queue,
         )
         self.active = active
+
+
+class ProtocolError(ConveyorError, ValueError):
+    """A client of ``conveyor server`` sent a request it cannot serve (bad JSON, verb, field).
+
+    The message is what the client is told; the connection stays usable unless the server says
+    otherwise.
+    """
 
 
 class ResultTimeoutError(ConveyorError):

@@ -19,6 +19,7 @@ from conveyor.cli.demo import demo
 from conveyor.cli.enqueue import enqueue
 from conveyor.cli.inspect_commands import queue, task
 from conveyor.cli.redis_acl import redis_acl
+from conveyor.cli.server import server
 from conveyor.cli.worker import worker
 
 
@@ -45,6 +46,7 @@ cli.add_command(queue)
 cli.add_command(task)
 cli.add_command(redis_acl)
 cli.add_command(check)
+cli.add_command(server)
 
 
 def main() -> None:
