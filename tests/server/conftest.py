@@ -14,6 +14,8 @@ from conveyor.server import Endpoint, ServerConfig, TaskServer
 SHARED_BROKERS = ["sqlite", "redis"]
 """The brokers a server is for: those several processes can share."""
 
+from server.client import LineClient  # noqa: E402
+
 ServerFactory = Callable[..., AbstractAsyncContextManager[TaskServer]]
 
 
@@ -33,3 +35,10 @@ def start_server(broker: Broker) -> ServerFactory:
             await server.stop()
 
     return start
+
+
+@pytest.fixture(autouse=True)
+async def close_clients() -> AsyncIterator[None]:
+    """Close every LineClient a test opened."""
+    yield
+    await LineClient.close_all()

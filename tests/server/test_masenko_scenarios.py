@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.server.conftest import SHARED_BROKERS, ServerFactory
-from tests.server.scenarios import replay
+from server.conftest import SHARED_BROKERS, ServerFactory
+from server.scenarios import replay
 
 SCENARIOS = sorted((Path(__file__).parent / "scenarios").glob("*.txt"))
 
