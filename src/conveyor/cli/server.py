@@ -38,7 +38,8 @@ Examples:
 With neither --masenko nor --faktory, masenko is served on 127.0.0.1:12345. Ports bind
 loopback unless a host is given; a public bind prints a warning (masenko has no
 authentication; Faktory without --password has none either). SIGTERM or Ctrl-C stops
-accepting, gives every fetched, unacknowledged task back to its queue and exits."""
+accepting, gives every fetched, unacknowledged task back to its queue and exits. SIGTSTP
+quiets Faktory workers (their BEAT answers quiet; FETCH hands out nothing)."""
 )
 @click.option("--broker", "-b", metavar="URL", help="Broker URL (default: $CONVEYOR_BROKER_URL).")
 @click.option("--masenko", metavar="HOST:PORT", help="Serve masenko's line protocol here.")
@@ -106,6 +107,11 @@ def server(
         raise click.ClickException(str(exc)) from None
 
 
+def _quiet(task_server: TaskServer) -> None:
+    logger.info("quiet: Faktory workers are told to stop fetching")
+    task_server.quiet = True
+
+
 async def _serve(url: str, config: ServerConfig) -> None:
     broker = open_broker(url)
     try:
@@ -116,6 +122,7 @@ async def _serve(url: str, config: ServerConfig) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGTSTP, _quiet, task_server)
         ports = ", ".join(f"{name} {h}:{p}" for name, (h, p) in task_server.addresses.items())
         # Process tests and scripts wait for this line.
         print(f"conveyor server ready: {ports} on {info.location}", file=sys.stderr, flush=True)

@@ -80,6 +80,8 @@ class TaskServer:
         self.config = config
         self.holdings = Holdings(broker, lease_s=config.lease_s)
         self.stopping = asyncio.Event()
+        self.quiet = False
+        """Faktory: BEATs answer ``quiet`` and FETCH hands out nothing (set on SIGTSTP)."""
         self.addresses: dict[str, tuple[str, int]] = {}
         self._servers: list[asyncio.Server] = []
         self._sessions: set[asyncio.Task[None]] = set()
