@@ -191,3 +191,15 @@ async def test_no_flush_and_idle_connections(start_server: ServerFactory, broker
         assert (await c.call("FLUSH"))[0] == "ERR"
         assert (await broker.queue_stats("default")).pending == 1
         assert await c.conn.closed()  # idle past the limit
+
+
+@shared
+async def test_a_line_over_the_cap_is_refused_and_closes(
+    start_server: ServerFactory, broker: Broker
+) -> None:
+    async with start_server(max_line_bytes=1024) as server:
+        c = await Resp.connect(server)
+        await c.conn.send("PUSH " + job("big", args=["x" * 5000]))  # no line end
+        assert (await c.reply())[0] == "ERR"
+        assert await c.conn.closed()
+        assert await broker.list_queues() == []
