@@ -15,6 +15,7 @@ from conveyor.server import TaskServer
 from conveyor.server.faktory_wire import password_hash
 from server.client import DEADLINE_S, LineClient
 from server.conftest import ServerFactory
+from support import eventually
 
 shared = pytest.mark.parametrize("broker", ["sqlite", "redis"], indirect=True)
 
@@ -203,3 +204,22 @@ async def test_a_line_over_the_cap_is_refused_and_closes(
         assert (await c.reply())[0] == "ERR"
         assert await c.conn.closed()
         assert await broker.list_queues() == []
+
+
+@pytest.mark.parametrize("broker", ["sqlite"], indirect=True)
+async def test_a_job_past_its_reserve_for_is_recovered(
+    start_server: ServerFactory, broker: Broker
+) -> None:
+    async with start_server(lease_s=0.5) as server:
+        c = await Resp.connect(server, wid="slow")
+        assert await c.call("PUSH " + job("slow", reserve_for=1)) == "OK"
+        assert (await c.call("FETCH"))["jid"] == "slow"
+
+        async def recovered() -> bool:
+            # The worker keeps beating; the job's own reservation is what runs out.
+            assert await c.call('BEAT {"wid":"slow"}') == "OK"
+            info = await broker.get_task("default", "slow")
+            return info.state is not TaskState.ACTIVE and info.retried == 1
+
+        await eventually(recovered, within=15.0, interval=0.3)
+        assert (await c.call('ACK {"jid":"slow"}'))[0] == "ERR"  # too late: refused
