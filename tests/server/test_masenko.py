@@ -135,3 +135,23 @@ def test_masenko_ids_are_read_back_from_task_ids() -> None:
     assert masenko_parts("0") == (None, None)
     assert masenko_parts("01890a5d-ac96-774b-bcce-b302099a8057") == (None, None)
     assert masenko_parts("99999999999") == (None, None)
+
+
+@shared
+async def test_a_block_with_a_lost_lease_changes_nothing(
+    start_server: ServerFactory, broker: Broker
+) -> None:
+    async with start_server() as server:
+        c = await LineClient.connect(server.addresses["masenko"])
+        for _ in range(2):
+            await c.call('PUSH {"name":"t"}')
+            await c.call("FETCH")
+        holder = next(iter(server.holdings.holders()))
+        held = server.holdings.get(holder, 2)
+        assert held is not None
+        held.lease = dataclasses.replace(held.lease, token=held.lease.token + 1000)
+        await c.send('ATOMIC\nPUSH {"name":"new"}\nACK {"id":1}\nACK {"id":2}\nDONE\n')
+        assert (await c.line()).startswith(b"ERR ")
+        stats = await broker.queue_stats("default")
+        assert (stats.pending, stats.active) == (0, 2)  # task 1 not acked, nothing pushed
+        assert await c.call('ACK {"id":1}') == ("OK", {})  # still held by this connection

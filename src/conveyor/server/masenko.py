@@ -48,6 +48,10 @@ class _Refused(Exception):
     """A request answered with ERR; the connection stays open."""
 
 
+class _PartlyApplied(_Refused):
+    """A block's completion found a lease lost after all: the other ACKs were applied."""
+
+
 def masenko_parts(task_id: str) -> tuple[int | None, str | None]:
     """A stored task id's masenko id and dead queue: ``"7"`` -> 7, ``"7:dead"`` -> (7, dead).
 
@@ -169,7 +173,19 @@ class MasenkoSession:
     async def _store(
         self, pushes: Sequence[PushRequest], acks: Sequence[Lease]
     ) -> list[TaskMessage]:
-        """Enqueue ``pushes`` and complete ``acks`` in one broker step; new ids on a conflict."""
+        """Enqueue ``pushes`` and complete ``acks`` in one broker step; new ids on a conflict.
+
+        One ``complete`` call is atomic per completion, and the pushes ride on the first one:
+        with a single ACK the block is all or nothing as it stands. With several, every lease
+        is first renewed in one step, and a lost one refuses the block before anything is
+        written; the completion that follows within milliseconds cannot then find a lease
+        lapsed (it would need ``lease_s`` to pass in between).
+        """
+        if len(acks) > 1:
+            kept = await self.broker.extend_leases(acks, self.server.holdings.lease_s)
+            lost = [lease.task.id for lease, ok in zip(acks, kept, strict=True) if not ok]
+            if lost:
+                raise _Refused(f"task {lost[0]} not acquired (its lease was lost)")
         for _ in range(_ID_ATTEMPTS):
             messages = [self._message(p) for p in pushes]
             try:
@@ -187,7 +203,7 @@ class MasenkoSession:
                 raise _Refused(f"cannot push to queue: {exc}") from None
             lost = [lease.task.id for lease, ok in zip(acks, done, strict=True) if not ok]
             if lost:
-                raise _Refused(f"task {lost[0]} not acquired (its lease was lost)")
+                raise _PartlyApplied(f"task {lost[0]} not acquired (its lease was lost)")
             return messages
         raise _Refused("cannot push to queue: no free task id")
 
@@ -341,6 +357,10 @@ class MasenkoSession:
             logger.warning("masenko ATOMIC failed: %s", exc)
             return error_reply(f"broker error: {type(exc).__name__}")
 
+    def _forget(self, numbers: list[int]) -> None:
+        for number in numbers:
+            self.server.holdings.pop(self.holder, number)
+
     async def _apply(self, pushes: list[PushRequest], acks: list[int]) -> bytes:
         leases = []
         for number in acks:
@@ -349,9 +369,11 @@ class MasenkoSession:
             leases.append(held.lease)
         try:
             messages = await self._store(pushes, leases)
-        finally:
-            for number in acks:
-                self.server.holdings.pop(self.holder, number)
+        except _PartlyApplied:
+            self._forget(acks)
+            raise
+        # A refused block keeps its tasks held: a lost lease is dropped by the next renewal.
+        self._forget(acks)
         if not messages:
             return reply("OK")
         return reply("OK", {"ids": [masenko_parts(m.id)[0] for m in messages]})
