@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import ssl
+from pathlib import Path
 
 import pytest
+from tls import make_certs
 
 from conveyor import AsyncClient, Task, TaskNotFoundError
 from conveyor.brokers.protocol import Broker
@@ -155,3 +159,25 @@ async def test_a_block_with_a_lost_lease_changes_nothing(
         stats = await broker.queue_stats("default")
         assert (stats.pending, stats.active) == (0, 2)  # task 1 not acked, nothing pushed
         assert await c.call('ACK {"id":1}') == ("OK", {})  # still held by this connection
+
+
+@pytest.mark.parametrize("broker", ["sqlite"], indirect=True)
+async def test_tls_on_both_ports(start_server: ServerFactory, tmp_path: Path) -> None:
+    certs = make_certs(tmp_path)
+    context = ssl.create_default_context(cafile=str(certs.ca))
+    async with start_server(
+        tls_cert=str(certs.server_cert), tls_key=str(certs.server_key)
+    ) as server:
+        reader, writer = await asyncio.open_connection(*server.addresses["masenko"], ssl=context)
+        writer.write(b"PING\n")
+        assert await asyncio.wait_for(reader.readline(), 5.0) == b"PONG {}\n"
+        await _close(writer)
+        reader, writer = await asyncio.open_connection(*server.addresses["faktory"], ssl=context)
+        assert (await asyncio.wait_for(reader.readline(), 5.0)).startswith(b"+HI ")
+        await _close(writer)
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(Exception):
+        await writer.wait_closed()

@@ -42,13 +42,15 @@ accepting, gives every fetched, unacknowledged task back to its queue and exits.
 quiets Faktory workers (their BEAT answers quiet; FETCH hands out nothing)."""
 )
 @click.option("--broker", "-b", metavar="URL", help="Broker URL (default: $CONVEYOR_BROKER_URL).")
-@click.option("--masenko", metavar="HOST:PORT", help="Serve masenko's line protocol here.")
+@click.option("--masenko", metavar="HOST:PORT", envvar="MASENKO_LISTEN_TCP",
+              help="Serve masenko's line protocol here (or $MASENKO_LISTEN_TCP).")  # fmt: skip
 @click.option("--faktory", metavar="HOST:PORT", help="Serve Faktory's Work Protocol here.")
 @click.option("--password", help=f"Faktory password (default: ${PASSWORD_ENV}).")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM cert: TLS.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM key for it.")
 @click.option("--masenko-heartbeat", type=Duration(), default="45s", show_default=True,
-              help="masenko: close a connection silent this long.")  # fmt: skip
+              envvar="MASENKO_HEARTBEAT",
+              help="masenko: close a silent connection (or $MASENKO_HEARTBEAT).")  # fmt: skip
 @click.option("--idle-timeout", type=Duration(), default="5m", show_default=True,
               help="Faktory: close a connection silent this long.")  # fmt: skip
 @click.option("--max-line", type=click.IntRange(min=64), default=1024 * 1024, show_default=True,
