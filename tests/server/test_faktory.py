@@ -10,7 +10,7 @@ import pytest
 
 from conveyor import AsyncClient, Task, TaskNotFoundError
 from conveyor.brokers.protocol import Broker
-from conveyor.message import TaskState
+from conveyor.message import TaskMessage, TaskState
 from conveyor.server import TaskServer
 from conveyor.server.faktory_wire import password_hash
 from server.client import DEADLINE_S, LineClient
@@ -223,3 +223,16 @@ async def test_a_job_past_its_reserve_for_is_recovered(
 
         await eventually(recovered, within=15.0, interval=0.3)
         assert (await c.call('ACK {"jid":"slow"}'))[0] == "ERR"  # too late: refused
+
+
+@pytest.mark.parametrize("broker", ["sqlite"], indirect=True)
+async def test_a_stored_payload_that_is_not_json_is_archived_not_sent(
+    start_server: ServerFactory, broker: Broker
+) -> None:
+    await broker.enqueue([TaskMessage(id="bad", type="t", payload=b"{not json")])
+    await broker.enqueue([TaskMessage(id="good", type="t", payload=b"[1]")])
+    async with start_server() as server:
+        c = await Resp.connect(server, wid="w")
+        assert (await c.call("FETCH"))["jid"] == "good"
+        bad = await broker.get_task("default", "bad")
+        assert bad.state is TaskState.ARCHIVED and "cannot be sent" in (bad.last_error or "")

@@ -242,17 +242,21 @@ class FaktorySession:
         while True:
             leases = await self.broker.claim(queues, limit=1, lease_s=self.server.holdings.lease_s)
             if leases:
-                return self._hold(leases[0])
+                try:
+                    return self._hold(leases[0])
+                except ConveyorError as exc:  # a stored payload that is not JSON: dead, with why
+                    await self.broker.archive(leases[0], error=f"cannot be sent as a job: {exc}")
             remaining = deadline - loop.time()
             if remaining <= 0 or self.server.stopping.is_set():
                 return None
             await self.broker.wait_for_tasks(queues, remaining)
 
     def _hold(self, lease: Lease) -> bytes:
+        job = wire.job_json(lease.task)
         reserve = lease.task.timeout.total_seconds() if lease.task.timeout else None
         until = time.monotonic() + (reserve or wire.DEFAULT_RESERVE_S)
         self.server.holdings.add(self.holder, lease.task.id, Held(lease, renew_until=until))
-        return wire.job_json(lease.task)
+        return job
 
     def _take(self, jid: str) -> Held:
         held = self.server.holdings.pop(self.holder, jid)
