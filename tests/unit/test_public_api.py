@@ -40,6 +40,7 @@ PUBLIC_API = [
     "Payload",
     "PayloadError",
     "PayloadTooLargeError",
+    "ProtocolError",
     "QueueFullError",
     "QueueInUseError",
     "QueueNotEmptyError",
