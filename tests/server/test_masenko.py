@@ -14,7 +14,7 @@ from tls import make_certs
 from conveyor import AsyncClient, Task, TaskNotFoundError
 from conveyor.brokers.protocol import Broker
 from conveyor.message import TaskState
-from conveyor.server.masenko import masenko_parts
+from conveyor.server.masenko import masenko_parts, task_id_of
 from server.client import LineClient
 from server.conftest import SHARED_BROKERS, ServerFactory
 from support import eventually
@@ -62,7 +62,7 @@ async def test_a_python_task_is_fetched_and_a_masenko_push_is_a_conveyor_task(
         with pytest.raises(TaskNotFoundError):
             await broker.get_task("mail", info.id)  # acked: deleted
         verb, body = await c.call('PUSH {"name":"resize","queue":"img","payload":{"w":3}}')
-        task = await broker.get_task("img", str(body["id"]))
+        task = await broker.get_task("img", task_id_of(body["id"]))
         assert (task.type, task.payload, task.state) == ("resize", {"w": 3}, TaskState.PENDING)
         assert task.max_retry == 20
 
@@ -79,7 +79,7 @@ async def test_a_late_ack_with_a_stale_token_is_refused(
         assert held is not None
         held.lease = dataclasses.replace(held.lease, token=held.lease.token + 1000)
         assert (await c.call('ACK {"id":1}'))[0] == "ERR"
-        task = await broker.get_task("default", "1")
+        task = await broker.get_task("default", task_id_of(1))
         assert task.state is TaskState.ACTIVE  # untouched; it comes back when its lease lapses
 
 
@@ -91,7 +91,7 @@ async def test_stopping_gives_held_tasks_back_without_a_failure(
         c = await LineClient.connect(server.addresses["masenko"])
         await c.call('PUSH {"name":"t"}')
         assert (await c.call("FETCH"))[0] == "OK"
-    task = await broker.get_task("default", "1")
+    task = await broker.get_task("default", task_id_of(1))
     assert (task.state, task.retried) == (TaskState.PENDING, 0)
 
 
@@ -134,6 +134,8 @@ async def test_connections_over_the_cap_are_refused(start_server: ServerFactory)
 
 
 def test_masenko_ids_are_read_back_from_task_ids() -> None:
+    assert masenko_parts(task_id_of(7)) == (7, None) and task_id_of(7) == "0000000007"
+    assert masenko_parts(task_id_of(7, "dead")) == (7, "dead")
     assert masenko_parts("7") == (7, None)
     assert masenko_parts("7:dead") == (7, "dead")
     assert masenko_parts("0") == (None, None)

@@ -24,4 +24,4 @@ def test_every_listed_scenario_has_a_script() -> None:
     numbers = {int(p.name[:2]) for p in SCENARIOS}
     # 12 (a payload at the limit) is part of 10's script. 13, 21 and 22 need more than
     # send/recv: test_masenko.py and test_server_process.py cover them.
-    assert numbers == set(range(1, 21)) - {12, 13}
+    assert set(range(1, 21)) - {12, 13} <= numbers

@@ -39,7 +39,7 @@ from conveyor.server.masenko_wire import (
 
 logger = logging.getLogger(__name__)
 
-_MASENKO_ID = re.compile(r"([1-9][0-9]{0,9})(?::(.+))?")
+_MASENKO_ID = re.compile(r"([0-9]{1,10})(?::(.+))?")
 _ID_ATTEMPTS = 64  # ids taken by tasks that outlived a restart are skipped, this many at most
 MAX_ATOMIC_LINES = 10_000
 
@@ -53,14 +53,23 @@ class _PartlyApplied(_Refused):
 
 
 def masenko_parts(task_id: str) -> tuple[int | None, str | None]:
-    """A stored task id's masenko id and dead queue: ``"7"`` -> 7, ``"7:dead"`` -> (7, dead).
+    """A stored task id's masenko id and dead queue: ``"0000000007:dead"`` -> (7, ``"dead"``).
 
     Tasks not pushed through masenko (a Python client's ids) give ``(None, None)``.
     """
     match = _MASENKO_ID.fullmatch(task_id)
-    if match is None or int(match.group(1)) >= 2**32:
+    if match is None or not 0 < int(match.group(1)) < 2**32:
         return None, None
     return int(match.group(1)), match.group(2)
+
+
+def task_id_of(number: int, deadqueue: str | None = None) -> str:
+    """The stored task id of masenko id ``number``: ten digits, then ``:deadqueue`` if any.
+
+    Zero-padded so that ids sort as numbers: a broker that orders tasks due at the same
+    instant by id (Redis does) then hands them out in push order.
+    """
+    return f"{number:010d}" if deadqueue is None else f"{number:010d}:{deadqueue}"
 
 
 class MasenkoSession:
@@ -155,7 +164,7 @@ class MasenkoSession:
     def _message(self, push: PushRequest) -> TaskMessage:
         number = self.server.masenko_ids.next()
         return TaskMessage(
-            id=str(number) if push.deadqueue is None else f"{number}:{push.deadqueue}",
+            id=task_id_of(number, push.deadqueue),
             type=push.name,
             queue=push.queue,
             payload=b"null" if push.payload is None else push.payload,
@@ -272,7 +281,7 @@ class MasenkoSession:
         number, deadqueue = masenko_parts(task.id)
         if deadqueue is not None:
             copy = TaskMessage(
-                id=str(number),
+                id=task_id_of(number) if number is not None else task.id,
                 type=task.type,
                 queue=deadqueue,
                 payload=task.raw_payload,
