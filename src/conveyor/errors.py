@@ -19,6 +19,7 @@
     ├── QueueFullError                       the queue's length limit is reached
     ├── QueueNotEmptyError                   delete_queue without force on a queue holding tasks
     ├── QueueInUseError                      delete_queue on a queue with an active (leased) task
+    ├── ProtocolError (ValueError)           a server client sent a request that cannot be served
     ├── ScheduleNotFoundError (LookupError)  no schedule entry with that name
     ├── ResultTimeoutError                   waiting for a result took too long
     ├── TaskFailedError                      the awaited task was archived / workflow failed
@@ -174,6 +175,14 @@ class ScheduleNotFoundError(ConveyorError, LookupError):
     def __init__(self, name: str) -> None:
         super().__init__(f"no schedule named {name!r}")
         self.name = name
+
+
+class ProtocolError(ConveyorError, ValueError):
+    """A client of ``conveyor server`` sent a request it cannot serve (bad JSON, verb, field).
+
+    The message is what the client is told; the connection stays usable unless the server says
+    otherwise.
+    """
 
 
 class ResultTimeoutError(ConveyorError):

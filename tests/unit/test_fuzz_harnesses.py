@@ -34,7 +34,8 @@ def _load(name: str) -> ModuleType:
 
 def test_every_decoder_has_a_harness() -> None:
     expected = {"fuzz_message", "fuzz_redis_records", "fuzz_sqlite_rows", "fuzz_broker_urls",
-                "fuzz_options", "fuzz_schedules"}  # fmt: skip
+                "fuzz_options", "fuzz_schedules",
+                "fuzz_server_parsers"}  # fmt: skip
     assert expected <= set(HARNESSES)
     assert set(DECODERS) == set(HARNESSES)  # each has its negative control below
 
@@ -65,6 +66,7 @@ DECODERS = {
     "fuzz_schedules": ("", "parse_spec"),
     "fuzz_redis_records": ("records", "decode_record"),
     "fuzz_sqlite_rows": ("rows", "task_info"),
+    "fuzz_server_parsers": ("masenko_wire", "parse_push"),
 }
 
 

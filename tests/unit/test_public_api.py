@@ -49,6 +49,7 @@ PUBLIC_API = [
     "PayloadTooLargeError",
     "Pipeline",
     "PipelineStepState",
+    "ProtocolError",
     "QueueFullError",
     "QueueInUseError",
     "QueueNotEmptyError",

@@ -25,6 +25,7 @@ from conveyor.cli.inspect_commands import queue, task
 from conveyor.cli.operations import stats, workers
 from conveyor.cli.redis_acl import redis_acl
 from conveyor.cli.schedule import schedule, scheduler
+from conveyor.cli.server import server
 from conveyor.cli.worker import worker
 
 
@@ -60,6 +61,7 @@ cli.add_command(scheduler)
 cli.add_command(stats)
 cli.add_command(workers)
 cli.add_command(dashboard)
+cli.add_command(server)
 
 
 def main() -> None:

@@ -1,0 +1,198 @@
+"""``TaskServer``: listeners, connection limits, line reading, lease keeping, graceful stop.
+
+One asyncio event loop serves every connection. Each protocol (``masenko.py``, ``faktory.py``)
+supplies a session class that reads request lines through :class:`LineReader` and talks to
+storage only through the broker protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from conveyor.brokers.protocol import Broker
+from conveyor.server.config import Endpoint, ServerConfig
+from conveyor.server.holdings import Holdings
+
+logger = logging.getLogger(__name__)
+
+
+class LineTooLongError(Exception):
+    """A request line went past the limit without a newline."""
+
+
+class LineReader:
+    """Reads request lines with a length cap and an idle timeout."""
+
+    def __init__(self, reader: asyncio.StreamReader, *, max_line_bytes: int) -> None:
+        self._reader = reader
+        self._max = max_line_bytes
+
+    async def line(self, timeout_s: float) -> bytes | None:
+        """The next line (with its newline), or ``None`` at end of stream.
+
+        Raises:
+            TimeoutError: nothing complete arrived within ``timeout_s``.
+            LineTooLongError: the line is longer than the cap (the rest is not read).
+        """
+        try:
+            data = await asyncio.wait_for(self._reader.readuntil(b"\n"), timeout_s)
+        except asyncio.IncompleteReadError:
+            return None
+        except asyncio.LimitOverrunError:
+            raise LineTooLongError from None
+        except ConnectionError:
+            return None
+        if len(data) > self._max + 1:
+            raise LineTooLongError
+        return data
+
+
+class Session(Protocol):
+    """One client connection, driven to its end by :meth:`run`."""
+
+    async def run(self) -> None:
+        """Serve requests until the client leaves, misbehaves or the server stops."""
+        ...
+
+
+SessionFactory = Callable[
+    ["TaskServer", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[Session]
+]
+
+
+class TaskServer:
+    """Serves masenko and/or Faktory clients over one broker.
+
+    Example::
+
+        server = TaskServer(broker, ServerConfig(masenko=Endpoint(host="127.0.0.1", port=0)))
+        await server.start()
+        await server.stop()
+    """
+
+    def __init__(self, broker: Broker, config: ServerConfig) -> None:
+        self.broker = broker
+        self.config = config
+        self.holdings = Holdings(broker, lease_s=config.lease_s)
+        self.stopping = asyncio.Event()
+        self.quiet = False
+        """Faktory: BEATs answer ``quiet`` and FETCH hands out nothing (set on SIGTSTP)."""
+        self.addresses: dict[str, tuple[str, int]] = {}
+        self._servers: list[asyncio.Server] = []
+        self._sessions: set[asyncio.Task[None]] = set()
+        self._keeper: asyncio.Task[None] | None = None
+        self.masenko_ids = MasenkoIds()
+
+    @property
+    def connections(self) -> int:
+        """How many clients are connected."""
+        return len(self._sessions)
+
+    async def start(self) -> None:
+        """Bind every configured port and start keeping leases."""
+        from conveyor.server.faktory import FaktorySession
+        from conveyor.server.masenko import MasenkoSession
+
+        tls = self._tls_context()
+        pairs: list[tuple[str, Endpoint | None, SessionFactory]] = [
+            ("masenko", self.config.masenko, MasenkoSession.open),
+            ("faktory", self.config.faktory, FaktorySession.open),
+        ]
+        for name, endpoint, factory in pairs:
+            if endpoint is None:
+                continue
+            server = await asyncio.start_server(
+                self._accepter(factory),
+                endpoint.host,
+                endpoint.port,
+                limit=self.config.max_line_bytes + 1,
+                ssl=tls,
+            )
+            self._servers.append(server)
+            host, port = server.sockets[0].getsockname()[:2]
+            self.addresses[name] = (host, port)
+            logger.info("%s protocol listening on %s:%s", name, host, port)
+        for warning in self.config.public_bind_warnings():
+            logger.warning("%s", warning)
+        self._keeper = asyncio.create_task(self.holdings.run())
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.config.tls_cert is None or self.config.tls_key is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        return context
+
+    def _accepter(
+        self, factory: SessionFactory
+    ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if self.stopping.is_set() or len(self._sessions) >= self.config.max_connections:
+                logger.warning("connection refused: %d connections open", len(self._sessions))
+                with contextlib.suppress(ConnectionError, OSError):
+                    writer.write(b'ERR {"msg":"too many connections"}\n')
+                    await writer.drain()
+                writer.close()
+                return
+            task = asyncio.current_task()
+            assert task is not None
+            self._sessions.add(task)
+            try:
+                session = await factory(self, reader, writer)
+                await session.run()
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                logger.exception("connection failed")
+            finally:
+                self._sessions.discard(task)
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+
+        return accept
+
+    async def stop(self) -> None:
+        """Stop accepting, give every held task back (no failure counted), close connections."""
+        self.stopping.set()
+        for server in self._servers:
+            server.close()
+        # Sessions see ``stopping`` and end at their next line; give them a moment, then cancel.
+        for task in list(self._sessions):
+            task.cancel()
+        if self._sessions:
+            await asyncio.wait(list(self._sessions), timeout=5.0)
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+        await self.give_back_everything()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+
+    async def give_back_everything(self) -> None:
+        """Release every held task, PENDING at the front of its queue, no failure counted."""
+        for holder in self.holdings.holders():
+            for held in self.holdings.drop_holder(holder):
+                try:
+                    await self.broker.release(held.lease)
+                except Exception as exc:  # lost lease or broker down: the lease lapses instead
+                    logger.warning("could not give back task %s: %s", held.lease.task.id, exc)
+
+
+class MasenkoIds:
+    """masenko's global id counter: from 1, wrapping to 1 after 2^32 - 2."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def next(self) -> int:
+        """A new id."""
+        self._last = self._last + 1 if self._last < 2**32 - 2 else 1
+        return self._last

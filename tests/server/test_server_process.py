@@ -1,0 +1,131 @@
+"""``conveyor server`` as a real process: kill -9 with tasks in flight, SIGTERM, bind warnings."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support import wait_until
+
+pytestmark = pytest.mark.process
+
+
+class ServerProcess:
+    def __init__(self, *args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "CONVEYOR_BROKER_URL"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "conveyor", "server", *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def ready(self) -> dict[str, int]:
+        def line() -> str | None:
+            if self.proc.poll() is not None:
+                raise AssertionError("server exited early:\n" + "".join(self.lines))
+            return next((x for x in self.lines if "conveyor server ready" in x), None)
+
+        found = wait_until(line, within=20.0)
+        return {name: int(port) for name, port in re.findall(r"(\w+) [\d.]+:(\d+)", found)}
+
+    def stop(self, sig: int = signal.SIGKILL) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=15)
+        self._reader.join(timeout=5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        return code
+
+
+@pytest.fixture
+def servers() -> Iterator[list[ServerProcess]]:
+    started: list[ServerProcess] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+class Conn:
+    """A blocking masenko connection."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.file = self.sock.makefile("rb")
+
+    def call(self, line: str) -> str:
+        self.sock.sendall(line.encode() + b"\n")
+        return self.file.readline().decode()
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def start(servers: list[ServerProcess], *args: str) -> dict[str, int]:
+    server = ServerProcess(*args)
+    servers.append(server)
+    return server.ready()
+
+
+def test_kill_9_loses_no_pushed_task_and_redelivers_fetched_ones(
+    tmp_path: Path, servers: list[ServerProcess]
+) -> None:
+    args = ("-b", f"sqlite:///{tmp_path / 'tasks.db'}", "--masenko", "127.0.0.1:0", "--lease", "1s")
+    conn = Conn(start(servers, *args)["masenko"])
+    for n in range(20):
+        assert conn.call(f'PUSH {{"name":"t{n}"}}').startswith("OK ")
+    fetched = {re.search(r'"name":"(t\d+)"', conn.call("FETCH")).group(1) for _ in range(5)}  # type: ignore[union-attr]
+    assert len(fetched) == 5
+    servers[0].stop(signal.SIGKILL)
+    conn.close()
+
+    conn = Conn(start(servers, *args)["masenko"])
+    names: set[str] = set()
+    deadline = time.monotonic() + 30
+    while len(names) < 20 and time.monotonic() < deadline:
+        reply = conn.call('FETCH {"timeout":"2s"}')
+        if reply.startswith("OK "):
+            names.add(re.search(r'"name":"(t\d+)"', reply).group(1))  # type: ignore[union-attr]
+    assert names == {f"t{n}" for n in range(20)}
+    conn.close()
+
+
+def test_sigterm_gives_fetched_tasks_back_and_exits_cleanly(
+    tmp_path: Path, servers: list[ServerProcess]
+) -> None:
+    args = ("-b", f"sqlite:///{tmp_path / 'tasks.db'}", "--masenko", "127.0.0.1:0")
+    conn = Conn(start(servers, *args)["masenko"])
+    conn.call('PUSH {"name":"held"}')
+    assert '"failures"' not in conn.call("FETCH")
+    assert servers[0].stop(signal.SIGTERM) == 0
+    conn.close()
+    conn = Conn(start(servers, *args)["masenko"])
+    reply = conn.call('FETCH {"timeout":"1s"}')
+    assert reply.startswith('OK {"id":1,') and '"failures"' not in reply  # no failure counted
+    conn.close()
+
+
+def test_a_public_bind_warns(tmp_path: Path, servers: list[ServerProcess]) -> None:
+    start(servers, "-b", f"sqlite:///{tmp_path / 't.db'}", "--masenko", "0.0.0.0:0")
+    assert any("no authentication" in line for line in servers[0].lines)
