@@ -13,7 +13,10 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from conveyor.broker_handle import BrokerHandle, SyncFacade
+from conveyor.brokers.limits import FlowControl, QueueLimit, Rate
 from conveyor.brokers.protocol import Broker, BrokerInfo
 from conveyor.config import DEFAULT_BROKER_URL, broker_url_from_env
 from conveyor.errors import ConfigError
@@ -67,8 +70,57 @@ class AsyncInspector(BrokerHandle):
         return await self._broker.list_queues()
 
     async def queue_info(self, queue: str) -> QueueStats:
-        """Counts by state, size, paused flag and today's processed/failed totals."""
-        return await self._broker.queue_stats(_queue(queue))
+        """Counts by state, size, paused flag, today's processed/failed totals, length limit."""
+        stats = await self._broker.queue_stats(_queue(queue))
+        limit = await self._flow().queue_limit(queue)
+        return stats if limit is None else replace(stats, max_length=limit.max_length)
+
+    def _flow(self) -> FlowControl:
+        if not isinstance(self._broker, FlowControl):
+            raise ConfigError(f"{type(self._broker).__name__} does not keep flow-control limits")
+        return self._broker
+
+    async def set_queue_limit(
+        self, queue: str, max_length: int | None, overflow: str = "reject"
+    ) -> None:
+        """Limit ``queue`` to ``max_length`` pending, scheduled and retry tasks (``None``: no limit).
+
+        Args:
+            queue: the queue name.
+            max_length: the most tasks that may wait in the queue; ``None`` removes the limit.
+            overflow: ``"reject"`` (an enqueue past the limit raises
+                :class:`~conveyor.errors.QueueFullError` and stores nothing) or ``"drop_oldest"``
+                (the oldest pending tasks are archived as ``"dropped: queue full"`` to make room).
+
+        Raises:
+            ConfigError: a bad queue name, length or overflow.
+        """
+        limit = None
+        if max_length is not None:
+            limit = QueueLimit(max_length=max_length, overflow=overflow)  # type: ignore[arg-type]
+        await self._flow().set_queue_limit(_queue(queue), limit)
+
+    async def queue_limit(self, queue: str) -> QueueLimit | None:
+        """``queue``'s length limit, ``None`` when it has none."""
+        return await self._flow().queue_limit(_queue(queue))
+
+    async def set_rate_limit(self, task_type: str, rate: str | Rate | None) -> None:
+        """Let at most ``rate`` tasks of ``task_type`` start, across every worker.
+
+        Args:
+            task_type: the task type.
+            rate: ``"10/s"``, ``"600/m"``, ``"100/10s"`` (units ``s``, ``m``, ``h``), a
+                :class:`~conveyor.brokers.limits.Rate`, or ``None`` to remove the limit.
+
+        Raises:
+            ConfigError: a bad task type or rate string (naming the bad part).
+        """
+        parsed = Rate.parse(rate) if isinstance(rate, str) else rate
+        await self._flow().set_rate_limit(validate_name(task_type, what="task type"), parsed)
+
+    async def rate_limits(self) -> dict[str, Rate]:
+        """Every task type's rate limit."""
+        return await self._flow().rate_limits()
 
     async def list_tasks(
         self, queue: str, state: TaskState | str, *, page: int = 1, size: int = 20
@@ -171,6 +223,24 @@ class Inspector(SyncFacade[AsyncInspector]):
     def describe(self) -> BrokerInfo:
         """See :meth:`AsyncInspector.describe`."""
         return self._loop.run(self._async.describe())
+
+    def set_queue_limit(
+        self, queue: str, max_length: int | None, overflow: str = "reject"
+    ) -> None:
+        """See :meth:`AsyncInspector.set_queue_limit`."""
+        return self._loop.run(self._async.set_queue_limit(queue, max_length, overflow))
+
+    def queue_limit(self, queue: str) -> QueueLimit | None:
+        """See :meth:`AsyncInspector.queue_limit`."""
+        return self._loop.run(self._async.queue_limit(queue))
+
+    def set_rate_limit(self, task_type: str, rate: str | Rate | None) -> None:
+        """See :meth:`AsyncInspector.set_rate_limit`."""
+        return self._loop.run(self._async.set_rate_limit(task_type, rate))
+
+    def rate_limits(self) -> dict[str, Rate]:
+        """See :meth:`AsyncInspector.rate_limits`."""
+        return self._loop.run(self._async.rate_limits())
 
     def queues(self) -> list[str]:
         """See :meth:`AsyncInspector.queues`."""

@@ -91,6 +91,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from conveyor.brokers.memory.limits import LimitState, MemoryLimits
 from conveyor.brokers.protocol import (
     DAILY_TOTALS_KEPT_DAYS,
     LEASE_EXPIRED_ERROR,
@@ -177,6 +178,7 @@ class _State:
     counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (queue, day, what)
     waiters: list[_Waiter] = field(default_factory=list)
     counter: Iterator[int] = field(default_factory=itertools.count)
+    limits: LimitState = field(default_factory=LimitState)  # flow control (limits.py)
 
 
 # The one deliberate process-wide registry: memory:// URLs name shared state (see "Sharing").
@@ -207,7 +209,7 @@ def _info(t: _Task) -> TaskInfo:
     )
 
 
-class MemoryBroker:
+class MemoryBroker(MemoryLimits):
     """An in-process broker: fast, nothing persisted, the reference for every other backend.
 
     Example::
@@ -446,6 +448,7 @@ class MemoryBroker:
         with self._locked() as s:
             now = self.clock()
             self._check_new(s, messages, now)
+            self._admit(s, messages, now)
             return [_info(self._store(s, m, now)) for m in messages]
 
     async def claim(self, queues: Sequence[str], *, limit: int, lease_s: float) -> list[Lease]:
@@ -453,12 +456,16 @@ class MemoryBroker:
         with self._locked() as s:
             now = self.clock()
             leases: list[Lease] = []
+            held: Counter[str] = Counter()  # tasks held back by a rate limit, per type
             for name in dict.fromkeys(queues):
                 q = s.queues.get(name)
                 if q is None or q.paused:
                     continue
                 while len(leases) < limit and (heap := self._next_ready(q, now)) is not None:
                     t = q.tasks[heapq.heappop(heap)[2]]
+                    if (until := self._held_until(s, t, now, held)) is not None:
+                        self._to_waiting(s, t, TaskState.SCHEDULED, until, now)
+                        continue
                     t.token = next(s.counter)
                     t.lease_expires_at = now + lease_s
                     self._to_settled(s, t, TaskState.ACTIVE, now)

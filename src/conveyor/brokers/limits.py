@@ -1,0 +1,160 @@
+"""Flow control kept in the broker: queue length limits and rate limits per task type.
+
+A small protocol of its own beside :class:`~conveyor.brokers.protocol.Broker`: every backend
+(memory, SQLite, Redis) implements :class:`FlowControl`, and enforces the limits inside its own
+atomic steps, so every producer and worker sharing the broker obeys them:
+
+* **Queue length** (:class:`QueueLimit`): ``enqueue`` counts the queue's PENDING, SCHEDULED and
+  RETRY tasks. With ``"reject"``, a batch that would pass ``max_length`` raises
+  :class:`~conveyor.errors.QueueFullError` and stores nothing (none of the batch). With
+  ``"drop_oldest"``, the oldest PENDING tasks make room: they are ARCHIVED with the error
+  :data:`DROPPED_ERROR` in the same step (not a failed attempt: no counter moves); when there
+  are too few PENDING tasks to drop, the batch is rejected as with ``"reject"``.
+* **Rate** (:class:`Rate`) per task type: a token bucket whose capacity is the rate's count,
+  refilled continuously (``count`` tokens per ``period_s``) by the broker's clock, and shared by
+  every worker. ``claim`` takes one token per task it starts; a task that finds the bucket empty
+  is not started: in the same step it becomes SCHEDULED until the bucket's next token (no
+  failure, no retry counted), so a worker never spins on it and other tasks keep flowing.
+  Several tasks held back by one claim are spread one token apart.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Literal, Protocol, get_args, runtime_checkable
+
+from conveyor.errors import ConfigError
+
+__all__ = [
+    "DROPPED_ERROR",
+    "FlowControl",
+    "Overflow",
+    "QueueLimit",
+    "Rate",
+    "take_token",
+]
+
+Overflow = Literal["reject", "drop_oldest"]
+"""What an enqueue does to a full queue: refuse the batch, or archive the oldest pending tasks."""
+
+DROPPED_ERROR = "dropped: queue full"
+"""The error recorded on a task archived to make room in a ``drop_oldest`` queue."""
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_RATE = re.compile(r"^\s*(?P<count>[^/]*?)\s*/\s*(?P<size>[0-9]*(?:\.[0-9]+)?)\s*(?P<unit>\S*)\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A rate limit: at most ``count`` task starts per ``period_s`` seconds (burst ``count``).
+
+    Example::
+
+        Rate.parse("10/s")     # Rate(count=10, period_s=1.0)
+        Rate.parse("100/10s")  # Rate(count=100, period_s=10.0)
+    """
+
+    count: int
+    period_s: float
+
+    def __post_init__(self) -> None:
+        if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
+            raise ConfigError(f"rate limit count must be a whole number >= 1, not {self.count!r}")
+        if not math.isfinite(self.period_s) or self.period_s <= 0:
+            raise ConfigError(f"rate limit period must be > 0 seconds, not {self.period_s!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> Rate:
+        """Read ``"<count>/<unit>"`` or ``"<count>/<n><unit>"``, the unit ``s``, ``m`` or ``h``.
+
+        Raises:
+            ConfigError: the text is not a rate; the message names the bad part.
+        """
+        if not isinstance(text, str):
+            raise ConfigError(f"rate limit must be a string like '10/s', not {text!r}")
+        match = _RATE.match(text)
+        if match is None:
+            raise ConfigError(f"rate limit {text!r}: expected '<count>/<unit>', e.g. '10/s'")
+        count, size, unit = match["count"], match["size"], match["unit"]
+        if not count.isdigit() or int(count) < 1:
+            raise ConfigError(f"rate limit {text!r}: count {count!r} is not a whole number >= 1")
+        if unit not in _UNITS:
+            raise ConfigError(f"rate limit {text!r}: unit {unit!r} is not one of s, m, h")
+        n = float(size) if size else 1.0
+        if n <= 0:
+            raise ConfigError(f"rate limit {text!r}: period {size!r} must be > 0")
+        return cls(int(count), n * _UNITS[unit])
+
+    def __str__(self) -> str:
+        for unit, seconds in _UNITS.items():
+            if self.period_s == seconds:
+                return f"{self.count}/{unit}"
+        return f"{self.count}/{self.period_s:g}s"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueLimit:
+    """A queue's length limit: at most ``max_length`` PENDING, SCHEDULED and RETRY tasks."""
+
+    max_length: int
+    overflow: Overflow = "reject"
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.max_length, bool)
+            or not isinstance(self.max_length, int)
+            or self.max_length < 0
+        ):
+            raise ConfigError(f"max_length must be a whole number >= 0, not {self.max_length!r}")
+        if self.overflow not in get_args(Overflow):
+            raise ConfigError(
+                f"overflow must be 'reject' or 'drop_oldest', not {self.overflow!r}"
+            )
+
+
+def take_token(
+    rate: Rate, tokens: float, updated_at: float, now: float, ahead: int = 0
+) -> tuple[float, float | None]:
+    """One step of a token bucket: the tokens left and ``None`` (start now), or the bucket
+    unchanged but refilled and when the task may start.
+
+    ``tokens``/``updated_at`` are the stored bucket (a new bucket is full: ``rate.count``).
+    ``ahead`` is how many tasks this same claim already held back, so the next one waits one
+    token longer than the last. A clock stepping back refills nothing.
+    """
+    per_token = rate.period_s / rate.count
+    refilled = min(float(rate.count), tokens + max(0.0, now - updated_at) / per_token)
+    if refilled >= 1.0 and ahead == 0:
+        return refilled - 1.0, None
+    return refilled, now + (ahead + 1.0 - refilled) * per_token
+
+
+@runtime_checkable
+class FlowControl(Protocol):
+    """Limits stored in the broker and enforced by its ``enqueue`` and ``claim``.
+
+    Settings take effect at once for every client of the broker (on Redis, a rate limit set
+    by another process is seen by a worker within :data:`RATE_REFRESH_S`).
+    """
+
+    async def set_queue_limit(self, queue: str, limit: QueueLimit | None) -> None:
+        """Set ``queue``'s length limit, or remove it (``None``). Stored tasks are kept."""
+        ...
+
+    async def queue_limit(self, queue: str) -> QueueLimit | None:
+        """``queue``'s length limit, ``None`` when it has none."""
+        ...
+
+    async def set_rate_limit(self, task_type: str, rate: Rate | None) -> None:
+        """Set the rate limit of ``task_type``, or remove it (``None``)."""
+        ...
+
+    async def rate_limits(self) -> dict[str, Rate]:
+        """Every task type's rate limit."""
+        ...
+
+
+RATE_REFRESH_S = 1.0
+"""How old a Redis broker's copy of the rate limits may be before its next claim reads them."""
