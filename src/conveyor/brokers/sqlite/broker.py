@@ -25,6 +25,7 @@ from conveyor.brokers.sqlite.connection import (
     broker_error,
     open_connection,
 )
+from conveyor.brokers.sqlite.limits import SqliteLimits
 from conveyor.brokers.sqlite.store import Store
 from conveyor.brokers.sqlite.wake import WakeListener, WakeSender, wake_directory
 from conveyor.brokers.sqlite.worker_thread import DatabaseThread
@@ -89,7 +90,7 @@ def _set_done(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-class SqliteBroker:
+class SqliteBroker(SqliteLimits):
     """A broker in one SQLite file: durable, shared by every process on this machine.
 
     Workers and producers in several processes can use the same file at once: the database is

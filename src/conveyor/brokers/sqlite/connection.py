@@ -8,7 +8,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from conveyor.brokers.protocol import recover_spread
-from conveyor.brokers.sqlite import checkpoint
+from conveyor.brokers.sqlite import checkpoint, limits
 from conveyor.brokers.sqlite.queries import SCHEMA_VERSION, schema_script
 from conveyor.errors import BrokerError, BrokerUnavailableError
 
@@ -146,6 +146,7 @@ def open_connection(
                 f"sqlite broker at {str(path)!r} has schema version {version}; this conveyor "
                 f"knows version {SCHEMA_VERSION} (upgrade conveyor)"
             )
+        limits.create_tables(conn)  # flow control's own tables (IF NOT EXISTS)
     except BaseException:
         conn.close()
         raise

@@ -22,12 +22,13 @@ from conveyor.brokers.protocol import (
     LEASE_EXPIRED_ERROR,
     crash_limit_error,
 )
-from conveyor.brokers.sqlite import rows
+from conveyor.brokers.sqlite import limits, rows
 from conveyor.brokers.sqlite.queries import queries
 from conveyor.errors import (
     BrokerError,
     DuplicateTaskError,
     LeaseLostError,
+    QueueFullError,
     TaskIdConflictError,
 )
 from conveyor.message import Completion, Lease, TaskInfo, TaskMessage, TaskState, to_datetime
@@ -164,10 +165,12 @@ class Store:
         try:
             with self.write() as now:
                 infos = self._insert_fast(messages, now)
+                limits.admit(self.conn, messages, now)
         except (_Conflict, sqlite3.IntegrityError):
             with self.write() as now:
                 self._check_new(messages, now, owner=None)
                 infos = self._insert_fast(messages, now)  # the conflict went away meanwhile
+                limits.admit(self.conn, messages, now)
         if any(i.state is TaskState.PENDING for i in infos):
             self.notify_ready()
         return infos
@@ -185,7 +188,7 @@ class Store:
             for messages in groups:
                 try:
                     outcomes.append(self._insert(messages, now, owner=None))
-                except (TaskIdConflictError, DuplicateTaskError) as exc:
+                except (TaskIdConflictError, DuplicateTaskError, QueueFullError) as exc:
                     outcomes.append(exc)
         if any(
             info.state is TaskState.PENDING
@@ -203,11 +206,17 @@ class Store:
         self.conn.execute("SAVEPOINT enqueue")
         try:
             infos = self._insert_fast(messages, now)
+            if owner is None:  # queue limits apply to enqueues, not to a completion's successors
+                limits.admit(self.conn, messages, now)
         except (_Conflict, sqlite3.IntegrityError):
             self.conn.execute("ROLLBACK TO enqueue")
             self.conn.execute("RELEASE enqueue")
             self._check_new(messages, now, owner)
             raise BrokerError("enqueue hit a constraint the exact check did not find") from None
+        except QueueFullError:
+            self.conn.execute("ROLLBACK TO enqueue")
+            self.conn.execute("RELEASE enqueue")
+            raise
         self.conn.execute("RELEASE enqueue")
         return infos
 
@@ -291,15 +300,23 @@ class Store:
         leases: list[Lease] = []
         with self.write() as now:
             paused = {r[0] for r in self.fetch(Q["paused_queues"], text=(0,))}
+            buckets = limits.RateBuckets(self.conn, now)
             for queue in dict.fromkeys(queues):
                 if queue not in paused:
-                    self._claim_from(queue, limit, now, now + lease_s, leases)
+                    self._claim_from(queue, limit, now, now + lease_s, leases, buckets)
                 if len(leases) >= limit:
                     break
+            buckets.save()
         return leases
 
     def _claim_from(
-        self, queue: str, limit: int, now: float, expires: float, leases: list[Lease]
+        self,
+        queue: str,
+        limit: int,
+        now: float,
+        expires: float,
+        leases: list[Lease],
+        buckets: limits.RateBuckets,
     ) -> None:
         while len(leases) < limit:
             wanted = limit - len(leases)
@@ -318,6 +335,8 @@ class Store:
                     decoded.append((row[rows.SEQ], rows.task_info(row)))
                 except rows.UndecodableRowError as exc:
                     self._archive_undecodable(row, str(exc), now)
+            if buckets:  # tasks over their type's rate wait, SCHEDULED, for their token
+                decoded = [d for d in decoded if not buckets.holds_back(d[0], d[1].type)]
             if decoded:
                 last = self.conn.execute(Q["mint_tokens"], (len(decoded),)).fetchone()[0]
                 first = last - len(decoded) + 1
@@ -327,7 +346,7 @@ class Store:
                     info = replace(info, state=TaskState.ACTIVE, next_process_at=None)
                     leases.append(Lease(task=info, token=token, expires_at=expires))
                 self.conn.executemany(Q["claim_task"], claimed)
-            # Only archived (undecodable) rows make a full page come back short of claims.
+            # Only archived (undecodable) or held-back rows make a full page come back short.
             if len(found) < wanted or len(decoded) == len(found):
                 return
 

@@ -1,0 +1,186 @@
+"""Flow control for the SQLite broker (see :mod:`conveyor.brokers.limits`).
+
+Limits live in two tables of their own (``limits.sql``), created when a connection opens.
+:class:`~.store.Store` calls :func:`admit` inside each enqueue transaction, after the batch is
+inserted (a ``QueueFullError`` rolls it back), and :class:`RateBuckets` inside each claim
+transaction, so both are as atomic as the step they guard.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Sequence
+from importlib import resources
+from typing import TYPE_CHECKING, TypeVar, cast
+
+from conveyor.brokers.limits import DROPPED_ERROR, FlowControl, Overflow, QueueLimit, Rate, take_token
+from conveyor.brokers.sqlite.queries import parse_queries
+from conveyor.errors import QueueFullError
+from conveyor.message import TaskMessage
+
+if TYPE_CHECKING:
+    from conveyor.brokers.sqlite.broker import SqliteBroker
+    from conveyor.brokers.sqlite.store import Store
+
+T = TypeVar("T")
+
+
+@functools.cache
+def queries() -> dict[str, str]:
+    """The named queries of ``limits.sql``, read once."""
+    text = resources.files(__package__).joinpath("limits.sql").read_text(encoding="utf-8")
+    return parse_queries(text)
+
+
+def create_tables(conn: sqlite3.Connection) -> None:
+    """Create the limit tables if missing (idempotent; run each time a connection opens)."""
+    conn.executescript(queries()["create_tables"])
+
+
+def admit(conn: sqlite3.Connection, messages: Sequence[TaskMessage], now: float) -> None:
+    """Apply the queue limits to a batch just inserted in the current transaction.
+
+    Raises ``QueueFullError`` for the caller to roll back, or archives the oldest pending tasks
+    (never the batch's own) to make room for a ``drop_oldest`` queue.
+    """
+    limits = {row[0]: (row[1], row[2]) for row in conn.execute(queries()["all_queue_limits"])}
+    if not limits:
+        return
+    arriving = Counter(m.queue for m in messages)
+    drops: list[int] = []
+    for name, n in arriving.items():
+        if name not in limits:
+            continue
+        max_length, overflow = limits[name]
+        waiting = conn.execute(queries()["count_waiting"], (name,)).fetchone()[0]
+        excess = waiting - max_length
+        if excess <= 0:
+            continue
+        own = {m.id for m in messages if m.queue == name}
+        rows = conn.execute(queries()["oldest_pending"], (name, excess + n)).fetchall()
+        victims = [seq for seq, task_id in rows if task_id not in own][:excess]
+        if overflow != "drop_oldest" or len(victims) < excess:
+            first = next(m for m in messages if m.queue == name)
+            raise QueueFullError(
+                f"queue {name!r} is full ({waiting - n} of {max_length} tasks waiting)",
+                task_id=first.id,
+                queue=name,
+            )
+        drops.extend(victims)
+    conn.executemany(queries()["drop_task"], [(DROPPED_ERROR, now, seq) for seq in drops])
+
+
+class RateBuckets:
+    """The rate limits and buckets of one claim transaction: read once, saved at the end."""
+
+    def __init__(self, conn: sqlite3.Connection, now: float) -> None:
+        self._conn = conn
+        self._now = now
+        self._rates: dict[str, tuple[Rate, float, float]] = {}
+        for task_type, count, period_s, tokens, updated_at in conn.execute(
+            queries()["all_rate_limits"]
+        ):
+            rate = Rate(count, period_s)
+            full = tokens is None
+            self._rates[task_type] = (
+                rate,
+                float(count) if full else tokens,
+                now if full else updated_at,
+            )
+        self._held: Counter[str] = Counter()
+        self._changed: set[str] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self._rates)
+
+    def held_until(self, task_type: str) -> float | None:
+        """Take a token for a task of ``task_type``: ``None`` when it may start, else the
+        broker time it may start at."""
+        found = self._rates.get(task_type)
+        if found is None:
+            return None
+        rate, tokens, at = found
+        left, until = take_token(rate, tokens, at, self._now, self._held[task_type])
+        self._rates[task_type] = (rate, left, self._now)
+        self._changed.add(task_type)
+        if until is not None:
+            self._held[task_type] += 1
+        return until
+
+    def holds_back(self, seq: int, task_type: str) -> bool:
+        """Whether the task (row ``seq``) is over its type's rate: then it was made SCHEDULED
+        until its token, in this transaction."""
+        until = self.held_until(task_type)
+        if until is None:
+            return False
+        self._conn.execute(queries()["hold_task"], (until, self._now, seq))
+        return True
+
+    def save(self) -> None:
+        """Write back the buckets this claim used."""
+        self._conn.executemany(
+            queries()["save_bucket"],
+            [(self._rates[t][1], self._rates[t][2], t) for t in self._changed],
+        )
+
+
+class SqliteLimits:
+    """The :class:`~conveyor.brokers.limits.FlowControl` methods of the SQLite broker."""
+
+    if TYPE_CHECKING:
+
+        async def _run(self, operation: Callable[[Store], T]) -> T: ...
+
+    async def set_queue_limit(self, queue: str, limit: QueueLimit | None) -> None:
+        """Set or remove ``queue``'s length limit."""
+
+        def write(store: Store) -> None:
+            with store.write():
+                if limit is None:
+                    store.conn.execute(queries()["remove_queue_limit"], (queue,))
+                else:
+                    store.conn.execute(
+                        queries()["set_queue_limit"], (queue, limit.max_length, limit.overflow)
+                    )
+
+        await self._run(write)
+
+    async def queue_limit(self, queue: str) -> QueueLimit | None:
+        """``queue``'s length limit, or ``None``."""
+
+        def read(store: Store) -> QueueLimit | None:
+            row = store.conn.execute(queries()["queue_limit"], (queue,)).fetchone()
+            if row is None:
+                return None
+            return QueueLimit(max_length=row[0], overflow=cast(Overflow, row[1]))
+
+        return await self._run(read)
+
+    async def set_rate_limit(self, task_type: str, rate: Rate | None) -> None:
+        """Set or remove ``task_type``'s rate limit."""
+
+        def write(store: Store) -> None:
+            with store.write():
+                if rate is None:
+                    store.conn.execute(queries()["remove_rate_limit"], (task_type,))
+                else:
+                    store.conn.execute(
+                        queries()["set_rate_limit"], (task_type, rate.count, rate.period_s)
+                    )
+
+        await self._run(write)
+
+    async def rate_limits(self) -> dict[str, Rate]:
+        """Every task type's rate limit."""
+
+        def read(store: Store) -> dict[str, Rate]:
+            rows = store.conn.execute(queries()["all_rate_limits"]).fetchall()
+            return {row[0]: Rate(row[1], row[2]) for row in rows}
+
+        return await self._run(read)
+
+
+def _conforms(b: SqliteBroker) -> FlowControl:
+    return b

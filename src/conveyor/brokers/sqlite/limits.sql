@@ -1,0 +1,83 @@
+-- Flow control (limits.py): queue length limits and rate limits, as named queries.
+-- The tables are created, if missing, each time a connection opens (create_tables), so a file
+-- made by any version of conveyor gains them without a schema version change.
+
+-- name: create_tables
+-- One row per limited queue; one per rate-limited task type, with its token bucket (tokens and
+-- the broker time they were counted at; NULL until the first claim: a full bucket).
+CREATE TABLE IF NOT EXISTS queue_limits (
+    queue TEXT PRIMARY KEY,
+    max_length INTEGER NOT NULL,
+    overflow TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rate_limits (
+    type TEXT PRIMARY KEY,
+    count INTEGER NOT NULL,
+    period_s REAL NOT NULL,
+    tokens REAL,
+    updated_at REAL
+) WITHOUT ROWID;
+
+-- name: set_queue_limit
+-- Params: queue, max_length, overflow
+INSERT INTO queue_limits (queue, max_length, overflow) VALUES (?1, ?2, ?3)
+ON CONFLICT (queue) DO UPDATE SET max_length = ?2, overflow = ?3;
+
+-- name: remove_queue_limit
+-- Params: queue
+DELETE FROM queue_limits WHERE queue = ?;
+
+-- name: queue_limit
+-- Params: queue
+SELECT max_length, overflow FROM queue_limits WHERE queue = ?;
+
+-- name: all_queue_limits
+-- Every queue limit: a handful of rows, read once per enqueue transaction.
+SELECT queue, max_length, overflow FROM queue_limits;
+
+-- name: count_waiting
+-- The tasks a queue limit counts: PENDING, SCHEDULED and RETRY.
+-- Params: queue
+SELECT
+    (SELECT count(*) FROM tasks INDEXED BY tasks_pending
+     WHERE queue = ?1 AND state <> 'scheduled' AND state <> 'retry' AND state <> 'active'
+       AND state <> 'archived' AND state <> 'completed')
+  + (SELECT count(*) FROM tasks INDEXED BY tasks_due
+     WHERE queue = ?1 AND state IN ('scheduled', 'retry'));
+
+-- name: oldest_pending
+-- The pending tasks claimed first, the candidates to drop; the caller skips the batch's own.
+-- Params: queue, limit
+SELECT seq, id FROM tasks INDEXED BY tasks_pending
+WHERE queue = ? AND state <> 'scheduled' AND state <> 'retry' AND state <> 'active'
+  AND state <> 'archived' AND state <> 'completed'
+ORDER BY ready_at, seq
+LIMIT ?;
+
+-- name: drop_task
+-- Archive a pending task to make room (not a failed attempt: retried and the totals stay).
+-- Params: error, now, seq
+UPDATE tasks SET state = 'archived', last_error = ?1, since = ?2 WHERE seq = ?3;
+
+-- name: set_rate_limit
+-- A changed rate keeps the bucket (capped at the new count when next used).
+-- Params: type, count, period_s
+INSERT INTO rate_limits (type, count, period_s) VALUES (?1, ?2, ?3)
+ON CONFLICT (type) DO UPDATE SET count = ?2, period_s = ?3;
+
+-- name: remove_rate_limit
+-- Params: type
+DELETE FROM rate_limits WHERE type = ?;
+
+-- name: all_rate_limits
+-- Every rate limit with its bucket: a handful of rows, read once per claim transaction.
+SELECT type, count, period_s, tokens, updated_at FROM rate_limits;
+
+-- name: save_bucket
+-- Params: tokens, updated_at, type
+UPDATE rate_limits SET tokens = ?, updated_at = ? WHERE type = ?;
+
+-- name: hold_task
+-- A claimed-for task over its type's rate: SCHEDULED until its token, nothing counted.
+-- Params: ready_at, now, seq
+UPDATE tasks SET state = 'scheduled', ready_at = ?, since = ? WHERE seq = ?;
