@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from conveyor.broker_handle import BrokerHandle, SyncFacade
-from conveyor.brokers.limits import FlowControl, QueueLimit, Rate
+from conveyor.brokers.limits import FlowControl, Overflow, QueueLimit, Rate
 from conveyor.brokers.protocol import Broker, BrokerInfo
 from conveyor.config import DEFAULT_BROKER_URL, broker_url_from_env
 from conveyor.errors import ConfigError
@@ -34,6 +34,15 @@ def _state(state: TaskState | str) -> TaskState:
     except ValueError:
         names = ", ".join(s.value for s in TaskState)
         raise ConfigError(f"unknown task state {state!r}: must be one of {names}") from None
+
+
+_OVERFLOWS: dict[str, Overflow] = {"reject": "reject", "drop_oldest": "drop_oldest"}
+
+
+def _overflow(value: str) -> Overflow:
+    if value in _OVERFLOWS:
+        return _OVERFLOWS[value]
+    raise ConfigError(f"overflow must be 'reject' or 'drop_oldest', not {value!r}")
 
 
 def _queue(queue: str) -> str:
@@ -83,7 +92,7 @@ class AsyncInspector(BrokerHandle):
     async def set_queue_limit(
         self, queue: str, max_length: int | None, overflow: str = "reject"
     ) -> None:
-        """Limit ``queue`` to ``max_length`` pending, scheduled and retry tasks (``None``: no limit).
+        """Limit ``queue`` to ``max_length`` pending, scheduled and retry tasks.
 
         Args:
             queue: the queue name.
@@ -97,7 +106,7 @@ class AsyncInspector(BrokerHandle):
         """
         limit = None
         if max_length is not None:
-            limit = QueueLimit(max_length=max_length, overflow=overflow)  # type: ignore[arg-type]
+            limit = QueueLimit(max_length=max_length, overflow=_overflow(overflow))
         await self._flow().set_queue_limit(_queue(queue), limit)
 
     async def queue_limit(self, queue: str) -> QueueLimit | None:
@@ -224,9 +233,7 @@ class Inspector(SyncFacade[AsyncInspector]):
         """See :meth:`AsyncInspector.describe`."""
         return self._loop.run(self._async.describe())
 
-    def set_queue_limit(
-        self, queue: str, max_length: int | None, overflow: str = "reject"
-    ) -> None:
+    def set_queue_limit(self, queue: str, max_length: int | None, overflow: str = "reject") -> None:
         """See :meth:`AsyncInspector.set_queue_limit`."""
         return self._loop.run(self._async.set_queue_limit(queue, max_length, overflow))
 

@@ -20,13 +20,14 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 # hashlib.sha256(p.read_bytes()).hexdigest()[:16])) for p in sorted(pathlib.Path(
 # 'src/conveyor/brokers/redis/scripts').glob('*.lua'))]"
 PINNED_SHA256 = {
-    "claim.lua": "e48fa1e237f34e34",
+    "claim.lua": "f31f4567b6403e63",
     "complete.lua": "a610d5fdbd051976",
     "delete_queue.lua": "4f0a143b22e99d80",
-    "enqueue.lua": "0eb8f6916be7b533",
+    "enqueue.lua": "e0d85f51d3be23dd",
     "extend.lua": "2e9c44368efdedf8",
     "fail.lua": "dce02b7e6cec5234",
     "lib.lua": "01a4cffc83538eec",
+    "limits.lua": "9b109c2f5f0aec4f",
     "manage.lua": "43ca04db3f374a21",
     "page.lua": "9980ab50d9f3ff3b",
     "peek.lua": "6685367764624ba2",
@@ -46,7 +47,7 @@ def test_script_sources_match_their_pinned_hashes() -> None:
 
 
 def test_every_script_file_is_used() -> None:
-    assert sorted(f"{n}.lua" for n in (*SCRIPT_NAMES, "lib")) == LUA_FILES
+    assert sorted(f"{n}.lua" for n in (*SCRIPT_NAMES, "lib", "limits")) == LUA_FILES
 
 
 @pytest.mark.parametrize("filename", LUA_FILES)
@@ -71,9 +72,9 @@ def test_scripts_contain_no_formatting_placeholders(filename: str) -> None:
 
 def test_scripts_are_lib_plus_their_file() -> None:
     for name in SCRIPT_NAMES:
-        assert (
-            script_source(name)
-            == (FOLDER / "lib.lua").read_text() + (FOLDER / f"{name}.lua").read_text()
+        helpers = ["lib.lua", "limits.lua"] if name in ("enqueue", "claim") else ["lib.lua"]
+        assert script_source(name) == "".join(
+            (FOLDER / f).read_text() for f in [*helpers, f"{name}.lua"]
         )
 
 

@@ -109,9 +109,7 @@ class QueueLimit:
         ):
             raise ConfigError(f"max_length must be a whole number >= 0, not {self.max_length!r}")
         if self.overflow not in get_args(Overflow):
-            raise ConfigError(
-                f"overflow must be 'reject' or 'drop_oldest', not {self.overflow!r}"
-            )
+            raise ConfigError(f"overflow must be 'reject' or 'drop_oldest', not {self.overflow!r}")
 
 
 def take_token(

@@ -35,9 +35,7 @@ class LimitState:
 
 def _oldest_pending(q: _Queue, n: int) -> list[_Task]:
     """The ``n`` pending tasks that would be claimed first (fewer when there are not as many)."""
-    live = [
-        e for e in q.pending if (t := q.tasks.get(e[2])) is not None and t.heap_mark == e[3]
-    ]
+    live = [e for e in q.pending if (t := q.tasks.get(e[2])) is not None and t.heap_mark == e[3]]
     return [q.tasks[e[2]] for e in heapq.nsmallest(n, live)]
 
 

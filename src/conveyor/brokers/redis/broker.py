@@ -46,6 +46,7 @@ from conveyor.brokers.redis.connect import (
 )
 from conveyor.brokers.redis.direct import SyncLines
 from conveyor.brokers.redis.inspection import InspectionMixin
+from conveyor.brokers.redis.limits import LimitsMixin
 from conveyor.brokers.redis.records import enqueue_args, message_args
 from conveyor.brokers.redis.replies import (
     all_names,
@@ -74,7 +75,7 @@ class _SyncSide(NamedTuple):
 logger = logging.getLogger(__name__)
 
 
-class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
+class RedisBroker(WaitingMixin, InspectionMixin, LimitsMixin, RedisBrokerBase):
     """Tasks stored in Redis (standalone, Sentinel or Cluster); the production backend.
 
     Example::
@@ -298,6 +299,7 @@ class RedisBroker(WaitingMixin, InspectionMixin, RedisBrokerBase):
             return leases
         await self._register(queues)  # Cluster: keep served queues listed (see _register)
         await self._give_back_lost_claims()
+        await self._refresh_rates()
         for group in self._groups(queues):
             if len(leases) >= limit:
                 break

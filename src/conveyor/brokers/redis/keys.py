@@ -23,6 +23,11 @@ Layout (``ns`` is the namespace, default ``conveyor``; ``q`` a queue name)::
     ns:{q}:stats                   HASH   p:<utc day> / f:<utc day> processed and failed counts
     ns:{q}:t:<id>                  HASH   one task record
     ns:{q}:u:<unique key>          STRING unique lock holding the task id, expiring
+    ns:{q}:limit                   STRING the queue's length limit, "<max> <overflow>"
+    ns:rates                       HASH   task type -> "<count> <period µs>" (rate limits)
+    ns:bucket:<type>               STRING a type's token bucket, "<tokens> <µs counted at>",
+                                          expiring once full again; on Cluster one per queue,
+                                          ns:{q}:bucket:<type>, in the slot of the claim
 
 All scores are server times in integer microseconds since the epoch (exact in a double, and
 fine enough that "never early" needs no rounding slack).
@@ -43,8 +48,11 @@ from conveyor.message import validate_name
 __all__ = [
     "QUEUE_KEY_NAMES",
     "QueueKeys",
+    "bucket_prefix",
     "claim_receipt",
     "queue_keys",
+    "queue_limit",
+    "rate_limits",
     "registry",
     "task",
     "unique_lock",
@@ -83,6 +91,22 @@ def claim_receipt(namespace: str, queue: str, token: str, slot: int) -> str:
     in flight at the same time apart: each holds its own until its reply comes (or, lost, until
     it is given back), and sequential claims reuse slot 0."""
     return f"{namespace}:claimed:{{{queue}}}:{token}:{slot}"
+
+
+def rate_limits(namespace: str) -> str:
+    """The hash of every task type's rate limit."""
+    return f"{namespace}:rates"
+
+
+def bucket_prefix(namespace: str, queue: str | None) -> str:
+    """The prefix of the token buckets (``prefix + task type``): one per type, or on Cluster
+    one per type and ``queue``, in that queue's slot (a claim touches only its queue's slot)."""
+    return f"{namespace}:bucket:" if queue is None else f"{queue_prefix(namespace, queue)}bucket:"
+
+
+def queue_limit(namespace: str, queue: str) -> str:
+    """A queue's length limit (scripts build it as the queue prefix .. ``limit``)."""
+    return f"{queue_prefix(namespace, queue)}limit"
 
 
 def queue_prefix(namespace: str, queue: str) -> str:

@@ -15,7 +15,14 @@ from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, TypeVar, cast
 
-from conveyor.brokers.limits import DROPPED_ERROR, FlowControl, Overflow, QueueLimit, Rate, take_token
+from conveyor.brokers.limits import (
+    DROPPED_ERROR,
+    FlowControl,
+    Overflow,
+    QueueLimit,
+    Rate,
+    take_token,
+)
 from conveyor.brokers.sqlite.queries import parse_queries
 from conveyor.errors import QueueFullError
 from conveyor.message import TaskMessage

@@ -1,7 +1,10 @@
 -- claim.lua: lease up to `limit` ready tasks, trying the queues in KEYS order.
 -- KEYS:    one 13-key block per queue, in the caller's priority order (see lib.lua); then,
 --          optionally, the caller's receipt key (keys.claim_receipt).
--- ARGV:    [1] limit, [2] lease length in µs, [3] this claim's id (with the receipt key).
+-- ARGV:    [1] limit, [2] lease length in µs, [3] this claim's id (with the receipt key),
+--          [4] the rate buckets' key prefix (the bucket of a type is prefix .. type) and [5] the
+--          rate limits, as limits.lua's rate_table reads them ('' for none): a task over its
+--          type's rate is held back (limits.lua's hold_back), not claimed.
 --          When anything is claimed, the receipt is overwritten with the id and the leases,
 --          expiring with them: should the reply be lost, unclaim.lua gives the tasks back.
 -- Returns: {now_us, lease_expiry_us, corrupt, claimed...}; each claimed task is
@@ -16,6 +19,24 @@ local expiry = t + tonumber(ARGV[2])
 local corrupt = {}
 local out = {t, expiry, corrupt}
 local claimed = 0
+local rates = rate_table(ARGV[5])
+local held = {}  -- per type: tasks this run held back
+local held_total = 0
+-- Holds per run stay bounded, so a long queue of held-back tasks never makes one long script:
+-- the next claim carries on.
+local MAX_HOLDS = 1000
+
+-- Whether a sound popped task is over its type's rate: then it is now SCHEDULED until its token.
+local function over_rate(b, id, task_type)
+  local rate = rates[task_type]
+  if rate == nil then return false end
+  local due = take_token(ARGV[4] .. task_type, rate, t, held[task_type] or 0)
+  if due == nil then return false end
+  held[task_type] = (held[task_type] or 0) + 1
+  held_total = held_total + 1
+  hold_back(b, id, due, t)
+  return true
+end
 
 -- Move due SCHEDULED/RETRY tasks to pending, scored by their due time. Promoting `want` of each
 -- is enough: every task popped below is then due no later than any task left behind. The record
@@ -137,7 +158,7 @@ end
 -- Loops only when corrupt or stray entries were skipped, so each pass makes progress.
 local function claim_from(qi)
   local b = block(qi)
-  while claimed < limit do
+  while claimed < limit and held_total < MAX_HOLDS do
     local want = limit - claimed
     promote(b, b.scheduled, want)
     promote(b, b.retry, want)
@@ -159,7 +180,10 @@ local function claim_from(qi)
     -- left marked active outside the active set, or popped and in no set.
     local good, at, leased = {}, {}, {}
     for j = 1, #ids, 2 do
-      if check(b, qi, ids[j], good) then
+      local rec = check(b, qi, ids[j], good)
+      if rec and over_rate(b, ids[j], rec[3]) then
+        good[#good] = nil
+      elseif rec then
         at[#at + 1] = j
         leased[#leased + 1] = expiry
         leased[#leased + 1] = ids[j]
