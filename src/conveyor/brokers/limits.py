@@ -33,6 +33,7 @@ __all__ = [
     "Overflow",
     "QueueLimit",
     "Rate",
+    "TaskLimits",
     "take_token",
 ]
 
@@ -110,6 +111,14 @@ class QueueLimit:
             raise ConfigError(f"max_length must be a whole number >= 0, not {self.max_length!r}")
         if self.overflow not in get_args(Overflow):
             raise ConfigError(f"overflow must be 'reject' or 'drop_oldest', not {self.overflow!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskLimits:
+    """The limits ``@app.task`` declares for one task type, written to the broker when a
+    worker serving the app starts (see :mod:`conveyor.worker.limits`)."""
+
+    rate: Rate | None = None
 
 
 def take_token(
