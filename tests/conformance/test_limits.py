@@ -185,3 +185,14 @@ async def test_removing_a_rate_limit_lets_held_tasks_start_when_due(broker: Brok
     await broker.run_task(QUEUE, second.id)
 
     assert await claim_ids(broker, [QUEUE], limit=10) == [second.id]
+
+
+async def test_one_bucket_per_type_is_shared_by_its_queues(broker: Broker) -> None:
+    await flow(broker).set_rate_limit("api:call", Rate(2, 3600.0))
+    await broker.enqueue([msg(type="api:call", queue=q) for q in (QUEUE, OTHER) for _ in range(2)])
+
+    claimed = await broker.claim([QUEUE, OTHER], limit=10, lease_s=30)
+
+    assert len(claimed) == 2
+    stats = [await broker.queue_stats(q) for q in (QUEUE, OTHER)]
+    assert sum(s.scheduled for s in stats) == 2
