@@ -20,14 +20,14 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 # hashlib.sha256(p.read_bytes()).hexdigest()[:16])) for p in sorted(pathlib.Path(
 # 'src/conveyor/brokers/redis/scripts').glob('*.lua'))]"
 PINNED_SHA256 = {
-    "claim.lua": "f31f4567b6403e63",
+    "claim.lua": "705fffb51fb1f64f",
     "complete.lua": "a610d5fdbd051976",
     "delete_queue.lua": "4f0a143b22e99d80",
     "enqueue.lua": "e0d85f51d3be23dd",
     "extend.lua": "2e9c44368efdedf8",
     "fail.lua": "dce02b7e6cec5234",
     "lib.lua": "01a4cffc83538eec",
-    "limits.lua": "9b109c2f5f0aec4f",
+    "limits.lua": "41920dfa9d3dba9b",
     "manage.lua": "43ca04db3f374a21",
     "page.lua": "9980ab50d9f3ff3b",
     "peek.lua": "6685367764624ba2",

@@ -58,18 +58,26 @@ def test_queue_limits_are_checked() -> None:
         QueueLimit(max_length=5, overflow="drop-oldest")  # type: ignore[arg-type]
 
 
-def test_a_bucket_refills_continuously_up_to_its_count() -> None:
+def test_each_token_comes_back_one_period_after_it_was_taken() -> None:
     rate = Rate(2, 1.0)
-    tokens, wait = take_token(rate, 2.0, 100.0, 100.0)
-    assert (tokens, wait) == (1.0, None)
-    tokens, wait = take_token(rate, 0.0, 100.0, 100.25)  # half a token refilled
-    assert wait == pytest.approx(100.5) and tokens == pytest.approx(0.5)
-    tokens, wait = take_token(rate, 0.0, 100.0, 1000.0)  # capped at the count
-    assert (tokens, wait) == (1.0, None)
-    tokens, wait = take_token(rate, 0.0, 100.0, 100.0, ahead=2)  # the third held back
-    assert wait == pytest.approx(101.5)
+    out, wait = take_token(rate, [], 100.0)
+    assert (out, wait) == ([100.0], None)
+    out, wait = take_token(rate, out, 100.5)
+    assert (out, wait) == ([100.0, 100.5], None)
+    assert take_token(rate, out, 100.9) == ([100.0, 100.5], 101.0)  # empty until 101.0
+    assert take_token(rate, out, 101.0) == ([100.5, 101.0], None)  # the first token is back
 
 
-def test_a_clock_stepping_back_refills_nothing() -> None:
-    tokens, wait = take_token(Rate(1, 1.0), 0.0, 100.0, 50.0)
-    assert tokens == 0.0 and wait == pytest.approx(51.0)
+def test_tasks_held_by_one_claim_wait_for_successive_tokens() -> None:
+    out = [10.0, 10.2]
+    rate = Rate(2, 1.0)
+    waits = [take_token(rate, out, 10.5, ahead=k)[1] for k in range(5)]
+    assert waits == pytest.approx([11.0, 11.2, 12.0, 12.2, 13.0])
+
+
+def test_a_lowered_count_waits_for_enough_tokens_back() -> None:
+    assert take_token(Rate(1, 1.0), [10.0, 10.2, 10.4], 10.5) == ([10.0, 10.2, 10.4], 11.4)
+
+
+def test_a_clock_stepping_back_brings_no_token_back() -> None:
+    assert take_token(Rate(1, 1.0), [100.0], 50.0) == ([100.0], 101.0)

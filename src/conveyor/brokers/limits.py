@@ -11,17 +11,20 @@ atomic steps, so every producer and worker sharing the broker obeys them:
   :data:`DROPPED_ERROR` in the same step (not a failed attempt: no counter moves); when there
   are too few PENDING tasks to drop, the batch is rejected as with ``"reject"``.
 * **Rate** (:class:`Rate`) per task type: a token bucket whose capacity is the rate's count,
-  refilled continuously (``count`` tokens per ``period_s``) by the broker's clock, and shared by
-  every worker. ``claim`` takes one token per task it starts; a task that finds the bucket empty
-  is not started: in the same step it becomes SCHEDULED until the bucket's next token (no
-  failure, no retry counted), so a worker never spins on it and other tasks keep flowing.
-  Several tasks held back by one claim are spread one token apart.
+  shared by every worker. ``claim`` takes one token per task it starts, and each token comes
+  back ``period_s`` after it was taken (by the broker's clock): so no window of ``period_s``
+  ever holds more than ``count`` starts, and a burst is at most ``count``. (A bucket refilled
+  continuously would let a window hold up to twice the count when starts lag behind their
+  tokens.) A task that finds the bucket empty is not started: in the same step it becomes
+  SCHEDULED until a token is back for it (no failure, no retry counted), so a worker never
+  spins on it and other tasks keep flowing past it.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args, runtime_checkable
 
@@ -122,20 +125,25 @@ class TaskLimits:
 
 
 def take_token(
-    rate: Rate, tokens: float, updated_at: float, now: float, ahead: int = 0
-) -> tuple[float, float | None]:
-    """One step of a token bucket: the tokens left and ``None`` (start now), or the bucket
-    unchanged but refilled and when the task may start.
+    rate: Rate, taken: Sequence[float], now: float, ahead: int = 0
+) -> tuple[list[float], float | None]:
+    """One claim's step on a rate limit's bucket, whose tokens each come back ``period_s``
+    after they were taken.
 
-    ``tokens``/``updated_at`` are the stored bucket (a new bucket is full: ``rate.count``).
-    ``ahead`` is how many tasks this same claim already held back, so the next one waits one
-    token longer than the last. A clock stepping back refills nothing.
+    ``taken`` is when the tokens still out were taken (broker times, oldest first). Returns the
+    tokens out after this step (the ones back dropped; ``now`` added when one is taken) and
+    ``None`` when the task may start, or when it may: when the token it waits for comes back.
+    ``ahead`` is how many tasks this same claim already held back: each waits for the next
+    token after the last one's.
     """
-    per_token = rate.period_s / rate.count
-    refilled = min(float(rate.count), tokens + max(0.0, now - updated_at) / per_token)
-    if refilled >= 1.0 and ahead == 0:
-        return refilled - 1.0, None
-    return refilled, now + (ahead + 1.0 - refilled) * per_token
+    out = [t for t in taken if t > now - rate.period_s]
+    if len(out) < rate.count and ahead == 0:
+        out.append(now)
+        return out, None
+    # The tokens come back in the order they were taken, each period_s later; one round of
+    # them serves len(out) waiting tasks, and the count may have been lowered meanwhile.
+    rounds, index = divmod(len(out) - rate.count + ahead, len(out))
+    return out, out[index] + rate.period_s * (rounds + 1)
 
 
 @runtime_checkable

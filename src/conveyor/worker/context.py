@@ -47,6 +47,8 @@ class TaskContext:
         retry_count: failed attempts before this one (``TaskInfo.retried``).
         max_retry: how many retries the task allows in all.
         deadline: when the task must be done by (aware UTC), or ``None``.
+        claimed_at: when the broker claimed this attempt, by the broker's clock (aware UTC);
+            ``None`` outside a worker. Rate limits count claims, so this is the time they see.
     """
 
     task_id: str
@@ -55,6 +57,7 @@ class TaskContext:
     retry_count: int = 0
     max_retry: int = 0
     deadline: datetime | None = None
+    claimed_at: datetime | None = None
     # How sync handlers reach the worker's thread pool; None outside a worker (asyncio.to_thread).
     run_sync: SyncRunner | None = field(default=None, repr=False)
     # The event is made on first use: most handlers never look, and a threading.Event costs a

@@ -40,6 +40,7 @@ from conveyor.message import (
     Task,
     decode_payload,
     encode_json,
+    to_datetime,
 )
 from conveyor.middleware import AsyncHandler, SyncHandler
 from conveyor.worker.completer import Completer
@@ -151,6 +152,7 @@ class Executor:
             retry_count=info.retried,
             max_retry=info.max_retry,
             deadline=info.deadline,
+            claimed_at=to_datetime(lease.expires_at - self._config.lease_s),
             run_sync=self._run_sync,
         )
         attempt = Attempt(lease=lease, ctx=ctx)

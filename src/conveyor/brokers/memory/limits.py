@@ -26,11 +26,12 @@ _COUNTED = frozenset({TaskState.PENDING, TaskState.SCHEDULED, TaskState.RETRY})
 
 @dataclass(slots=True)
 class LimitState:
-    """Every limit of one memory broker state, and its rate buckets (tokens, updated at)."""
+    """Every limit of one memory broker state, and its rate buckets (when each token still
+    out was taken, oldest first)."""
 
     queues: dict[str, QueueLimit] = field(default_factory=dict)
     rates: dict[str, Rate] = field(default_factory=dict)
-    buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    buckets: dict[str, list[float]] = field(default_factory=dict)
 
 
 def _oldest_pending(q: _Queue, n: int) -> list[_Task]:
@@ -64,7 +65,7 @@ class MemoryLimits:
             return self._limits().queues.get(queue)
 
     async def set_rate_limit(self, task_type: str, rate: Rate | None) -> None:
-        """Set or remove ``task_type``'s rate limit (its bucket is kept, capped at the count)."""
+        """Set or remove ``task_type``'s rate limit (a changed one keeps its tokens out)."""
         with self._state.lock:
             if rate is None:
                 self._limits().rates.pop(task_type, None)
@@ -115,9 +116,10 @@ class MemoryLimits:
         rate = s.limits.rates.get(t.msg.type)
         if rate is None:
             return None
-        tokens, at = s.limits.buckets.get(t.msg.type, (float(rate.count), now))
-        left, wait_until = take_token(rate, tokens, at, now, held[t.msg.type])
-        s.limits.buckets[t.msg.type] = (left, now)
+        out, wait_until = take_token(
+            rate, s.limits.buckets.get(t.msg.type, []), now, held[t.msg.type]
+        )
+        s.limits.buckets[t.msg.type] = out
         if wait_until is not None:
             held[t.msg.type] += 1
         return wait_until

@@ -25,9 +25,9 @@ Layout (``ns`` is the namespace, default ``conveyor``; ``q`` a queue name)::
     ns:{q}:u:<unique key>          STRING unique lock holding the task id, expiring
     ns:{q}:limit                   STRING the queue's length limit, "<max> <overflow>"
     ns:rates                       HASH   task type -> "<count> <period µs>" (rate limits)
-    ns:bucket:<type>               STRING a type's token bucket, "<tokens> <µs counted at>",
-                                          expiring once full again; on Cluster one per queue,
-                                          ns:{q}:bucket:<type>, in the slot of the claim
+    ns:bucket:<type>               ZSET   a type's rate-limit tokens still out, score = µs
+                                          taken at (back one period later); on Cluster one
+                                          per queue, ns:{q}:bucket:<type>, in its slot
 
 All scores are server times in integer microseconds since the epoch (exact in a double, and
 fine enough that "never early" needs no rounding slack).

@@ -73,6 +73,8 @@ class LimitsMixin(RedisBrokerBase):
         with self._errors():
             if rate is None:
                 await self._client.hdel(key, task_type)
+                if not self._cluster:  # on Cluster, a bucket per queue stays (count entries)
+                    await self._client.delete(keys.bucket_prefix(self._ns, None) + task_type)
             else:
                 period_us = max(1, round(rate.period_s * 1_000_000))
                 await self._client.hset(key, task_type, f"{rate.count} {period_us}")

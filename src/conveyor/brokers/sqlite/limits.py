@@ -80,24 +80,18 @@ def admit(conn: sqlite3.Connection, messages: Sequence[TaskMessage], now: float)
 
 
 class RateBuckets:
-    """The rate limits and buckets of one claim transaction: read once, saved at the end."""
+    """The rate limits of one claim transaction, read once; each type's bucket is read when
+    first used, and the tokens this claim took are written at the end."""
 
     def __init__(self, conn: sqlite3.Connection, now: float) -> None:
         self._conn = conn
         self._now = now
-        self._rates: dict[str, tuple[Rate, float, float]] = {}
-        for task_type, count, period_s, tokens, updated_at in conn.execute(
-            queries()["all_rate_limits"]
-        ):
-            rate = Rate(count, period_s)
-            full = tokens is None
-            self._rates[task_type] = (
-                rate,
-                float(count) if full else tokens,
-                now if full else updated_at,
-            )
+        self._rates = {
+            row[0]: Rate(row[1], row[2]) for row in conn.execute(queries()["all_rate_limits"])
+        }
+        self._out: dict[str, list[float]] = {}
+        self._taken: Counter[str] = Counter()
         self._held: Counter[str] = Counter()
-        self._changed: set[str] = set()
 
     def __bool__(self) -> bool:
         return bool(self._rates)
@@ -105,14 +99,20 @@ class RateBuckets:
     def held_until(self, task_type: str) -> float | None:
         """Take a token for a task of ``task_type``: ``None`` when it may start, else the
         broker time it may start at."""
-        found = self._rates.get(task_type)
-        if found is None:
+        rate = self._rates.get(task_type)
+        if rate is None:
             return None
-        rate, tokens, at = found
-        left, until = take_token(rate, tokens, at, self._now, self._held[task_type])
-        self._rates[task_type] = (rate, left, self._now)
-        self._changed.add(task_type)
-        if until is not None:
+        out = self._out.get(task_type)
+        if out is None:
+            back = self._now - rate.period_s
+            self._conn.execute(queries()["drop_tokens_back"], (task_type, back))
+            rows = self._conn.execute(queries()["tokens_out"], (task_type, back))
+            out = [row[0] for row in rows]
+        out, until = take_token(rate, out, self._now, self._held[task_type])
+        self._out[task_type] = out
+        if until is None:
+            self._taken[task_type] += 1
+        else:
             self._held[task_type] += 1
         return until
 
@@ -126,10 +126,10 @@ class RateBuckets:
         return True
 
     def save(self) -> None:
-        """Write back the buckets this claim used."""
+        """Record the tokens this claim took."""
         self._conn.executemany(
-            queries()["save_bucket"],
-            [(self._rates[t][1], self._rates[t][2], t) for t in self._changed],
+            queries()["take_token"],
+            [(t, self._now) for t, n in self._taken.items() for _ in range(n)],
         )
 
 
@@ -172,6 +172,7 @@ class SqliteLimits:
             with store.write():
                 if rate is None:
                     store.conn.execute(queries()["remove_rate_limit"], (task_type,))
+                    store.conn.execute(queries()["remove_rate_tokens"], (task_type,))
                 else:
                     store.conn.execute(
                         queries()["set_rate_limit"], (task_type, rate.count, rate.period_s)

@@ -3,8 +3,8 @@
 -- made by any version of conveyor gains them without a schema version change.
 
 -- name: create_tables
--- One row per limited queue; one per rate-limited task type, with its token bucket (tokens and
--- the broker time they were counted at; NULL until the first claim: a full bucket).
+-- One row per limited queue; one per rate-limited task type; one per token of a rate limit's
+-- bucket still out (when it was taken, by the broker clock; it is back period_s later).
 CREATE TABLE IF NOT EXISTS queue_limits (
     queue TEXT PRIMARY KEY,
     max_length INTEGER NOT NULL,
@@ -13,10 +13,13 @@ CREATE TABLE IF NOT EXISTS queue_limits (
 CREATE TABLE IF NOT EXISTS rate_limits (
     type TEXT PRIMARY KEY,
     count INTEGER NOT NULL,
-    period_s REAL NOT NULL,
-    tokens REAL,
-    updated_at REAL
+    period_s REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rate_tokens (
+    type TEXT NOT NULL,
+    taken_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rate_tokens_by_type ON rate_tokens (type, taken_at);
 
 -- name: set_queue_limit
 -- Params: queue, max_length, overflow
@@ -60,7 +63,7 @@ LIMIT ?;
 UPDATE tasks SET state = 'archived', last_error = ?1, since = ?2 WHERE seq = ?3;
 
 -- name: set_rate_limit
--- A changed rate keeps the bucket (capped at the new count when next used).
+-- A changed rate keeps its tokens out.
 -- Params: type, count, period_s
 INSERT INTO rate_limits (type, count, period_s) VALUES (?1, ?2, ?3)
 ON CONFLICT (type) DO UPDATE SET count = ?2, period_s = ?3;
@@ -69,13 +72,26 @@ ON CONFLICT (type) DO UPDATE SET count = ?2, period_s = ?3;
 -- Params: type
 DELETE FROM rate_limits WHERE type = ?;
 
--- name: all_rate_limits
--- Every rate limit with its bucket: a handful of rows, read once per claim transaction.
-SELECT type, count, period_s, tokens, updated_at FROM rate_limits;
+-- name: remove_rate_tokens
+-- Params: type
+DELETE FROM rate_tokens WHERE type = ?;
 
--- name: save_bucket
--- Params: tokens, updated_at, type
-UPDATE rate_limits SET tokens = ?, updated_at = ? WHERE type = ?;
+-- name: all_rate_limits
+-- Every rate limit: a handful of rows, read once per claim transaction.
+SELECT type, count, period_s FROM rate_limits;
+
+-- name: tokens_out
+-- The tokens of a type's bucket still out, oldest first (older ones are back).
+-- Params: type, back_before
+SELECT taken_at FROM rate_tokens WHERE type = ? AND taken_at > ? ORDER BY taken_at;
+
+-- name: drop_tokens_back
+-- Params: type, back_before
+DELETE FROM rate_tokens WHERE type = ? AND taken_at <= ?;
+
+-- name: take_token
+-- Params: type, taken_at
+INSERT INTO rate_tokens (type, taken_at) VALUES (?, ?);
 
 -- name: hold_task
 -- A claimed-for task over its type's rate: SCHEDULED until its token, nothing counted.

@@ -30,7 +30,7 @@ local MAX_HOLDS = 1000
 local function over_rate(b, id, task_type)
   local rate = rates[task_type]
   if rate == nil then return false end
-  local due = take_token(ARGV[4] .. task_type, rate, t, held[task_type] or 0)
+  local due = take_token(ARGV[4] .. task_type, b.tprefix .. id, rate, t, held[task_type] or 0)
   if due == nil then return false end
   held[task_type] = (held[task_type] or 0) + 1
   held_total = held_total + 1

@@ -72,28 +72,28 @@ local function rate_table(spec)
   return rates
 end
 
--- One step of a token bucket (as conveyor.brokers.limits.take_token), stored at `key` as the
--- STRING "<tokens> <µs counted at>", expiring once it would be full again anyway. Returns nil
--- when a task may start now (a token taken), else the µs time it may start. `ahead`: tasks of
--- the same type this claim already held back (each waits one token longer than the last).
-local function take_token(key, rate, t, ahead)
-  local count, per = rate[1], rate[2] / rate[1]
-  local tokens, at = count, t
-  local stored = redis.pcall('GET', key)
-  if type(stored) == 'string' then
-    local a, b2 = string.match(stored, '^([^ ]+) ([^ ]+)$')
-    if tonumber(a) and tonumber(b2) then tokens, at = tonumber(a), tonumber(b2) end
+-- One claim's step on a rate limit's bucket (as conveyor.brokers.limits.take_token): `key` is
+-- a ZSET of the tokens still out, scored by the µs time each was taken; a token is back one
+-- period after it was taken. Returns nil when the task (record key `tkey`) may start (a token
+-- taken), else the µs time it may start. `ahead`: tasks of the same type this claim already
+-- held back (each waits for the next token after the last one's). A bucket key of another
+-- type limits nothing.
+local function take_token(key, tkey, rate, t, ahead)
+  local count, period = rate[1], rate[2]
+  local back = redis.pcall('ZRANGEBYSCORE', key, '-inf', t - period)
+  if back.err then return nil end
+  for c = 1, #back, ZADD_CHUNK do
+    redis.call('ZREM', key, unpack(back, c, math.min(c + ZADD_CHUNK - 1, #back)))
   end
-  local refilled = math.min(count, tokens + math.max(0, t - at) / per)
-  local wait = nil
-  if refilled >= 1 and ahead == 0 then
-    refilled = refilled - 1
-  else
-    wait = t + math.ceil((ahead + 1 - refilled) * per)
+  local out = redis.call('ZCARD', key)
+  if out < count and ahead == 0 then
+    redis.call('ZADD', key, t, digits(t) .. ' ' .. tkey)
+    return nil
   end
-  local ttl_ms = math.ceil(rate[2] / 1000) + 1000
-  redis.pcall('SET', key, tostring(refilled) .. ' ' .. digits(t), 'PX', ttl_ms)
-  return wait
+  -- Tokens come back in the order they were taken; one round of them serves `out` tasks.
+  local i = out - count + ahead
+  local at = redis.call('ZRANGE', key, i % out, i % out, 'WITHSCORES')
+  return tonumber(at[2]) + period * (math.floor(i / out) + 1)
 end
 
 -- A claimed-for task over its type's rate: SCHEDULED until `due` µs, nothing counted. It was
