@@ -18,6 +18,14 @@ atomic steps, so every producer and worker sharing the broker obeys them:
   tokens.) A task that finds the bucket empty is not started: in the same step it becomes
   SCHEDULED until a token is back for it (no failure, no retry counted), so a worker never
   spins on it and other tasks keep flowing past it.
+* **Concurrency** per task type and per queue: at most ``n`` ACTIVE tasks at once, whatever
+  each worker's own concurrency. The count is read from the tasks' states, never kept in a
+  counter of its own, so every way out of ACTIVE (completion, retry, archive, release, a
+  crashed worker's lease recovered) frees the slot. ``claim`` passes over a queue at its limit
+  as if it were empty (and an idle wait does not wake for it); a task whose type is at its
+  limit is held back in the same step: SCHEDULED, no failure counted, and moved back to the
+  front of its queue by the first claim that finds a slot of its type free (or, at the
+  latest, after :data:`CONCURRENCY_RECHECK_S`).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from typing import Literal, Protocol, get_args, runtime_checkable
 from conveyor.errors import ConfigError
 
 __all__ = [
+    "CONCURRENCY_RECHECK_S",
     "DROPPED_ERROR",
     "FlowControl",
     "Overflow",
@@ -122,6 +131,22 @@ class TaskLimits:
     worker serving the app starts (see :mod:`conveyor.worker.limits`)."""
 
     rate: Rate | None = None
+    max_concurrency: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency is not None:
+            check_max_active(self.max_concurrency)
+
+
+def check_max_active(n: int) -> int:
+    """``n`` if it is a valid concurrency limit (a whole number >= 1).
+
+    Raises:
+        ConfigError: it is not.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"a concurrency limit must be a whole number >= 1, not {n!r}")
+    return n
 
 
 def take_token(
@@ -170,6 +195,29 @@ class FlowControl(Protocol):
         """Every task type's rate limit."""
         ...
 
+    async def set_task_concurrency(self, task_type: str, max_active: int | None) -> None:
+        """Let at most ``max_active`` tasks of ``task_type`` be ACTIVE at once (``None``: no
+        limit)."""
+        ...
+
+    async def task_concurrency(self) -> dict[str, int]:
+        """Every task type's concurrency limit."""
+        ...
+
+    async def set_queue_concurrency(self, queue: str, max_active: int | None) -> None:
+        """Let at most ``max_active`` tasks of ``queue`` be ACTIVE at once (``None``: no
+        limit)."""
+        ...
+
+    async def queue_concurrency(self, queue: str) -> int | None:
+        """``queue``'s concurrency limit, ``None`` when it has none."""
+        ...
+
 
 RATE_REFRESH_S = 1.0
-"""How old a Redis broker's copy of the rate limits may be before its next claim reads them."""
+"""How old a Redis broker's copy of the rate and task concurrency limits may be before its
+next claim reads them."""
+
+CONCURRENCY_RECHECK_S = 60.0
+"""How long a task held back by its type's concurrency limit stays SCHEDULED at most. A claim
+that finds a slot free moves it back at once; this only bounds the wait should none look."""

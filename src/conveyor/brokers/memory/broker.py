@@ -461,14 +461,18 @@ class MemoryBroker(MemoryLimits):
                 q = s.queues.get(name)
                 if q is None or q.paused:
                     continue
-                while len(leases) < limit and (heap := self._next_ready(q, now)) is not None:
+                room = self._room(s, name, now)  # its concurrency limit (limits.py)
+                while len(leases) < limit and room > 0:
+                    if (heap := self._next_ready(q, now)) is None:
+                        break
                     t = q.tasks[heapq.heappop(heap)[2]]
-                    if (until := self._held_until(s, t, now, held)) is not None:
-                        self._to_waiting(s, t, TaskState.SCHEDULED, until, now)
+                    if self._holds_back(s, t, now, held):  # over a limit: SCHEDULED for now
                         continue
+                    room -= 1
                     t.token = next(s.counter)
                     t.lease_expires_at = now + lease_s
                     self._to_settled(s, t, TaskState.ACTIVE, now)
+                    self._started(s, t)
                     leases.append(
                         Lease(task=_info(t), token=t.token, expires_at=t.lease_expires_at)
                     )
@@ -481,7 +485,11 @@ class MemoryBroker(MemoryLimits):
         while not self._closed:
             with self._locked() as s:
                 now = self.clock()
-                live = [q for n in set(queues) if (q := s.queues.get(n)) and not q.paused]
+                live = [
+                    q
+                    for n in set(queues)
+                    if (q := s.queues.get(n)) and not q.paused and not self._queue_full(s, n)
+                ]
                 if any(self._head(q, q.pending) for q in live):
                     return
                 heads = [self._head(q, q.due) for q in live]

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from conveyor.brokers.limits import (
+    CONCURRENCY_RECHECK_S,
     DROPPED_ERROR,
     FlowControl,
     Overflow,
@@ -25,7 +27,7 @@ from conveyor.brokers.limits import (
 )
 from conveyor.brokers.sqlite.queries import parse_queries
 from conveyor.errors import QueueFullError
-from conveyor.message import TaskMessage
+from conveyor.message import TaskInfo, TaskMessage
 
 if TYPE_CHECKING:
     from conveyor.brokers.sqlite.broker import SqliteBroker
@@ -133,6 +135,76 @@ class RateBuckets:
         )
 
 
+class ClaimGate:
+    """Every limit a claim transaction obeys: rate limits (:class:`RateBuckets`) and
+    concurrency limits, read once. Concurrency is counted from the tasks' states (ACTIVE rows),
+    plus what this transaction starts."""
+
+    def __init__(self, conn: sqlite3.Connection, now: float) -> None:
+        self._conn = conn
+        self._now = now
+        self._buckets = RateBuckets(conn, now)
+        limits = conn.execute(queries()["all_concurrency"]).fetchall()
+        self._types = {name: n for kind, name, n in limits if kind == "type"}
+        self._queues = {name: n for kind, name, n in limits if kind == "queue"}
+        self._active: dict[tuple[str, str], int] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._buckets or self._types or self._queues)
+
+    def _count(self, kind: str, name: str) -> int:
+        key = (kind, name)
+        if key not in self._active:
+            query = queries()["active_of_type" if kind == "type" else "active_in_queue"]
+            self._active[key] = self._conn.execute(query, (name,)).fetchone()[0]
+        return self._active[key]
+
+    def room(self, queue: str) -> int:
+        """How many tasks ``queue`` may start now; first, its tasks held for a slot of their
+        type that is free again go back to pending, at their old ready time."""
+        for task_type, n in self._types.items():
+            free = n - self._count("type", task_type)
+            if free <= 0:
+                continue
+            held = self._conn.execute(queries()["held_in_order"], (queue, task_type, free))
+            for seq, task_id, ready_at in held.fetchall():
+                self._conn.execute(queries()["unhold_task"], (seq, ready_at, self._now, task_id))
+                self._conn.execute(queries()["forget_held"], (seq,))
+        n = self._queues.get(queue)
+        return sys.maxsize if n is None else n - self._count("queue", queue)
+
+    def holds_back(self, seq: int, info: TaskInfo) -> bool:
+        """Whether the task (row ``seq``) must wait: its type is at its concurrency limit, or
+        over its rate. Then it was made SCHEDULED, in this transaction; else it counts as
+        started."""
+        n = self._types.get(info.type)
+        if n is not None and self._count("type", info.type) >= n:
+            ready = info.next_process_at
+            ready_at = self._now if ready is None else ready.timestamp()
+            self._conn.execute(
+                queries()["hold_task"], (self._now + CONCURRENCY_RECHECK_S, self._now, seq)
+            )
+            self._conn.execute(
+                queries()["hold_for_slot"], (seq, info.queue, info.id, info.type, ready_at)
+            )
+            return True
+        if self._buckets.holds_back(seq, info.type):
+            return True
+        for key in (("type", info.type), ("queue", info.queue)):
+            if key[1] in (self._types if key[0] == "type" else self._queues):
+                self._active[key] = self._count(*key) + 1
+        return False
+
+    def save(self) -> None:
+        """Record the rate-limit tokens this claim took."""
+        self._buckets.save()
+
+
+def full_queues(conn: sqlite3.Connection) -> set[str]:
+    """The queues at their concurrency limit."""
+    return {row[0] for row in conn.execute(queries()["full_queues"])}
+
+
 class SqliteLimits:
     """The :class:`~conveyor.brokers.limits.FlowControl` methods of the SQLite broker."""
 
@@ -188,6 +260,39 @@ class SqliteLimits:
             return {row[0]: Rate(row[1], row[2]) for row in rows}
 
         return await self._run(read)
+
+    async def _set_concurrency(self, kind: str, name: str, max_active: int | None) -> None:
+        def write(store: Store) -> None:
+            with store.write():
+                if max_active is None:
+                    store.conn.execute(queries()["remove_concurrency"], (kind, name))
+                else:
+                    store.conn.execute(queries()["set_concurrency"], (kind, name, max_active))
+
+        await self._run(write)
+
+    async def _concurrency(self, kind: str) -> dict[str, int]:
+        def read(store: Store) -> dict[str, int]:
+            rows = store.conn.execute(queries()["all_concurrency"]).fetchall()
+            return {name: n for k, name, n in rows if k == kind}
+
+        return await self._run(read)
+
+    async def set_task_concurrency(self, task_type: str, max_active: int | None) -> None:
+        """Set or remove ``task_type``'s concurrency limit."""
+        await self._set_concurrency("type", task_type, max_active)
+
+    async def task_concurrency(self) -> dict[str, int]:
+        """Every task type's concurrency limit."""
+        return await self._concurrency("type")
+
+    async def set_queue_concurrency(self, queue: str, max_active: int | None) -> None:
+        """Set or remove ``queue``'s concurrency limit."""
+        await self._set_concurrency("queue", queue, max_active)
+
+    async def queue_concurrency(self, queue: str) -> int | None:
+        """``queue``'s concurrency limit, or ``None``."""
+        return (await self._concurrency("queue")).get(queue)
 
 
 def _conforms(b: SqliteBroker) -> FlowControl:

@@ -20,6 +20,23 @@ CREATE TABLE IF NOT EXISTS rate_tokens (
     taken_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rate_tokens_by_type ON rate_tokens (type, taken_at);
+CREATE TABLE IF NOT EXISTS concurrency_limits (
+    kind TEXT NOT NULL,  -- 'type' or 'queue'
+    name TEXT NOT NULL,
+    max_active INTEGER NOT NULL,
+    PRIMARY KEY (kind, name)
+) WITHOUT ROWID;
+-- Tasks held back, SCHEDULED, because their type was at its concurrency limit: the first claim
+-- to find a slot free moves them back to pending at their old ready time. A row whose task has
+-- changed state since (run, deleted, archived by the inspector) is just dropped.
+CREATE TABLE IF NOT EXISTS held_tasks (
+    seq INTEGER PRIMARY KEY,
+    queue TEXT NOT NULL,
+    id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    ready_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS held_tasks_in_order ON held_tasks (queue, type, ready_at, seq);
 
 -- name: set_queue_limit
 -- Params: queue, max_length, overflow
@@ -97,3 +114,50 @@ INSERT INTO rate_tokens (type, taken_at) VALUES (?, ?);
 -- A claimed-for task over its type's rate: SCHEDULED until its token, nothing counted.
 -- Params: ready_at, now, seq
 UPDATE tasks SET state = 'scheduled', ready_at = ?, since = ? WHERE seq = ?;
+
+-- name: set_concurrency
+-- Params: kind ('type' or 'queue'), name, max_active
+INSERT INTO concurrency_limits (kind, name, max_active) VALUES (?1, ?2, ?3)
+ON CONFLICT (kind, name) DO UPDATE SET max_active = ?3;
+
+-- name: remove_concurrency
+-- Params: kind, name
+DELETE FROM concurrency_limits WHERE kind = ? AND name = ?;
+
+-- name: all_concurrency
+-- Every concurrency limit: a handful of rows, read once per claim transaction.
+SELECT kind, name, max_active FROM concurrency_limits;
+
+-- name: active_of_type
+-- The count a type's concurrency limit compares with: its ACTIVE tasks, in every queue.
+-- Params: type
+SELECT count(*) FROM tasks INDEXED BY tasks_leases WHERE state = 'active' AND type = ?;
+
+-- name: active_in_queue
+-- Params: queue
+SELECT count(*) FROM tasks WHERE queue = ? AND state = 'active';
+
+-- name: full_queues
+-- The queues at their concurrency limit (an idle wait does not wake for them).
+SELECT name FROM concurrency_limits AS c
+WHERE kind = 'queue'
+  AND max_active <= (SELECT count(*) FROM tasks WHERE queue = c.name AND state = 'active');
+
+-- name: hold_for_slot
+-- Params: seq, queue, id, type, ready_at (the task's ready time before it was held)
+INSERT OR REPLACE INTO held_tasks (seq, queue, id, type, ready_at) VALUES (?, ?, ?, ?, ?);
+
+-- name: held_in_order
+-- Params: queue, type, limit
+SELECT seq, id, ready_at FROM held_tasks WHERE queue = ? AND type = ?
+ORDER BY ready_at, seq LIMIT ?;
+
+-- name: unhold_task
+-- Back to pending at its old ready time, if it is still the held task.
+-- Params: seq, ready_at, now, id
+UPDATE tasks SET state = 'pending', ready_at = ?2, since = ?3
+WHERE seq = ?1 AND id = ?4 AND state = 'scheduled';
+
+-- name: forget_held
+-- Params: seq
+DELETE FROM held_tasks WHERE seq = ?;

@@ -300,13 +300,13 @@ class Store:
         leases: list[Lease] = []
         with self.write() as now:
             paused = {r[0] for r in self.fetch(Q["paused_queues"], text=(0,))}
-            buckets = limits.RateBuckets(self.conn, now)
+            gate = limits.ClaimGate(self.conn, now)
             for queue in dict.fromkeys(queues):
                 if queue not in paused:
-                    self._claim_from(queue, limit, now, now + lease_s, leases, buckets)
+                    self._claim_from(queue, limit, now, now + lease_s, leases, gate)
                 if len(leases) >= limit:
                     break
-            buckets.save()
+            gate.save()
         return leases
 
     def _claim_from(
@@ -316,10 +316,11 @@ class Store:
         now: float,
         expires: float,
         leases: list[Lease],
-        buckets: limits.RateBuckets,
+        gate: limits.ClaimGate,
     ) -> None:
-        while len(leases) < limit:
-            wanted = limit - len(leases)
+        room = gate.room(queue)  # its concurrency limit
+        while len(leases) < limit and room > 0:
+            wanted = min(limit - len(leases), room)
             try:
                 pending = self.conn.execute(Q["claim_pending"], (queue, wanted)).fetchall()
                 due = self.conn.execute(Q["claim_due"], (queue, now, wanted)).fetchall()
@@ -335,8 +336,9 @@ class Store:
                     decoded.append((row[rows.SEQ], rows.task_info(row)))
                 except rows.UndecodableRowError as exc:
                     self._archive_undecodable(row, str(exc), now)
-            if buckets:  # tasks over their type's rate wait, SCHEDULED, for their token
-                decoded = [d for d in decoded if not buckets.holds_back(d[0], d[1].type)]
+            if gate:  # tasks over a concurrency or rate limit wait, SCHEDULED
+                decoded = [d for d in decoded if not gate.holds_back(d[0], d[1])]
+            room -= len(decoded)
             if decoded:
                 last = self.conn.execute(Q["mint_tokens"], (len(decoded),)).fetchone()[0]
                 first = last - len(decoded) + 1
@@ -377,6 +379,7 @@ class Store:
         """Whether a task is ready now in an unpaused queue, and the earliest due time."""
         with self.read() as now:
             paused = {r[0] for r in self.fetch(Q["paused_queues"], text=(0,))}
+            paused |= limits.full_queues(self.conn)  # at their concurrency limit: nothing ready
             open_queues = [q for q in dict.fromkeys(queues) if q not in paused]
             if any(self.conn.execute(Q["has_pending"], (q,)).fetchone() for q in open_queues):
                 return True, now
