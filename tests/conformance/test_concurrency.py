@@ -144,3 +144,12 @@ async def test_a_new_queue_limit_counts_tasks_already_running(broker: Broker) ->
     await flow(broker).set_queue_concurrency(QUEUE, 2)
 
     assert await claim_ids(broker, [QUEUE]) == []
+
+
+async def test_a_new_type_limit_counts_tasks_already_running(broker: Broker) -> None:
+    await broker.enqueue([msg(type="api:call", queue=q) for q in (QUEUE, OTHER, QUEUE)])
+    assert len(await broker.claim([QUEUE, OTHER], limit=2, lease_s=30)) == 2
+
+    await flow(broker).set_task_concurrency("api:call", 2)
+
+    assert await claim_ids(broker, [QUEUE, OTHER]) == []

@@ -13,7 +13,7 @@ from conveyor.brokers.limits import QueueLimit, Rate
 from conveyor.brokers.redis import RedisBroker, keys
 from conveyor.brokers.redis import limits as redis_limits
 from conveyor.errors import QueueFullError
-from conveyor.message import TaskMessage, TaskState
+from conveyor.message import Completion, TaskMessage, TaskState
 
 
 def _messages(queue: str, n: int, task_type: str = "t") -> list[TaskMessage]:
@@ -79,3 +79,30 @@ async def test_a_rate_limit_set_elsewhere_is_seen_after_the_refresh(
             assert (await worker.queue_stats("default")).scheduled == 2
         finally:
             await other.close()
+
+
+async def test_cluster_concurrency_limits_live_in_each_queues_slot(tmp_path: Path) -> None:
+    with Fleet() as fleet:
+        addresses = await asyncio.to_thread(start_cluster, fleet, tmp_path)
+        broker = RedisBroker.from_url(f"redis+cluster://{addresses[0]}?namespace=cl")
+        queues = ["c0", "c1", "c2"]
+        try:
+            await broker.set_queue_concurrency("c0", 1)
+            await broker.set_task_concurrency("api", 1)
+            await broker.enqueue(
+                _messages("c0", 2) + [m for q in queues[1:] for m in _messages(q, 2, "api")]
+            )
+
+            leases = await broker.claim(queues, limit=10, lease_s=30)
+
+            # One of c0 (its limit), and one "api" task per queue (a set per queue's slot).
+            assert sorted(le.task.id for le in leases) == ["c0-t-0", "c1-api-0", "c2-api-0"]
+            for q in queues[1:]:
+                assert (await broker.get_task(q, f"{q}-api-1")).state is TaskState.SCHEDULED
+                run = keys.running_prefix("cl", q) + "api"
+                assert key_slot(run.encode()) == key_slot(keys.queue_keys("cl", q).pending.encode())
+            await broker.complete([Completion(lease=le) for le in leases])
+            again = await broker.claim(queues, limit=10, lease_s=30)
+            assert sorted(le.task.id for le in again) == ["c0-t-1", "c1-api-1", "c2-api-1"]
+        finally:
+            await broker.close()

@@ -24,6 +24,14 @@ Layout (``ns`` is the namespace, default ``conveyor``; ``q`` a queue name)::
     ns:{q}:t:<id>                  HASH   one task record
     ns:{q}:u:<unique key>          STRING unique lock holding the task id, expiring
     ns:{q}:limit                   STRING the queue's length limit, "<max> <overflow>"
+    ns:{q}:concurrency             STRING the queue's concurrency limit
+    ns:{q}:held:<type>             ZSET   tasks held (SCHEDULED) for a slot of their type,
+                                          score = their pending score before
+    ns:concurrency                 HASH   task type -> concurrency limit
+    ns:run:<type>                  ZSET   record keys of tasks started under the type's
+                                          concurrency limit, score = fencing token (one counts
+                                          while still ACTIVE under it); on Cluster one per
+                                          queue, ns:{q}:run:<type>, in its slot
     ns:rates                       HASH   task type -> "<count> <period µs>" (rate limits)
     ns:bucket:<type>               ZSET   a type's rate-limit tokens still out, score = µs
                                           taken at (back one period later); on Cluster one
@@ -50,10 +58,13 @@ __all__ = [
     "QueueKeys",
     "bucket_prefix",
     "claim_receipt",
+    "concurrency_limits",
+    "queue_concurrency",
     "queue_keys",
     "queue_limit",
     "rate_limits",
     "registry",
+    "running_prefix",
     "task",
     "unique_lock",
     "waiter",
@@ -102,6 +113,21 @@ def bucket_prefix(namespace: str, queue: str | None) -> str:
     """The prefix of the token buckets (``prefix + task type``): one per type, or on Cluster
     one per type and ``queue``, in that queue's slot (a claim touches only its queue's slot)."""
     return f"{namespace}:bucket:" if queue is None else f"{queue_prefix(namespace, queue)}bucket:"
+
+
+def concurrency_limits(namespace: str) -> str:
+    """The hash of every task type's concurrency limit."""
+    return f"{namespace}:concurrency"
+
+
+def running_prefix(namespace: str, queue: str | None) -> str:
+    """The prefix of the running sets (``prefix + task type``), as :func:`bucket_prefix`."""
+    return f"{namespace}:run:" if queue is None else f"{queue_prefix(namespace, queue)}run:"
+
+
+def queue_concurrency(namespace: str, queue: str) -> str:
+    """A queue's concurrency limit (scripts build it as the queue prefix .. ``concurrency``)."""
+    return f"{queue_prefix(namespace, queue)}concurrency"
 
 
 def queue_limit(namespace: str, queue: str) -> str:

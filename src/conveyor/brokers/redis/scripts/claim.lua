@@ -4,7 +4,10 @@
 -- ARGV:    [1] limit, [2] lease length in µs, [3] this claim's id (with the receipt key),
 --          [4] the rate buckets' key prefix (the bucket of a type is prefix .. type) and [5] the
 --          rate limits, as limits.lua's rate_table reads them ('' for none): a task over its
---          type's rate is held back (limits.lua's hold_back), not claimed.
+--          type's rate is held back (limits.lua's hold_back), not claimed; [6] the running
+--          sets' key prefix and [7] the task types' concurrency limits (limits.lua's
+--          limit_table; '' for none), [8] how long (µs) a task held for a slot of its type
+--          stays SCHEDULED at most. A queue at its concurrency limit is passed over.
 --          When anything is claimed, the receipt is overwritten with the id and the leases,
 --          expiring with them: should the reply be lost, unclaim.lua gives the tasks back.
 -- Returns: {now_us, lease_expiry_us, corrupt, claimed...}; each claimed task is
@@ -25,9 +28,23 @@ local held_total = 0
 -- Holds per run stay bounded, so a long queue of held-back tasks never makes one long script:
 -- the next claim carries on.
 local MAX_HOLDS = 1000
+local max_active = limit_table(ARGV[7])
+local running = {}  -- per type with a concurrency limit: its ACTIVE tasks, counted once per run
 
--- Whether a sound popped task is over its type's rate: then it is now SCHEDULED until its token.
-local function over_rate(b, id, task_type)
+local function running_of(task_type)
+  if running[task_type] == nil then running[task_type] = count_running(ARGV[6] .. task_type) end
+  return running[task_type]
+end
+
+-- Whether a sound popped task (pending score `score`) must wait: its type is at its concurrency
+-- limit, or over its rate. Then it is now SCHEDULED.
+local function over_limit(b, id, score, task_type)
+  local n = max_active[task_type]
+  if n ~= nil and running_of(task_type) >= n then
+    held_total = held_total + 1
+    hold_for_slot(b, id, score, task_type, t + tonumber(ARGV[8]), t)
+    return true
+  end
   local rate = rates[task_type]
   if rate == nil then return false end
   local due = take_token(ARGV[4] .. task_type, b.tprefix .. id, rate, t, held[task_type] or 0)
@@ -36,6 +53,13 @@ local function over_rate(b, id, task_type)
   held_total = held_total + 1
   hold_back(b, id, due, t)
   return true
+end
+
+-- over_limit, and a task that may start counts as running from now on.
+local function over_any(b, id, score, task_type)
+  if over_limit(b, id, score, task_type) then return true end
+  if max_active[task_type] ~= nil then running[task_type] = running[task_type] + 1 end
+  return false
 end
 
 -- Move due SCHEDULED/RETRY tasks to pending, scored by their due time. Promoting `want` of each
@@ -158,8 +182,14 @@ end
 -- Loops only when corrupt or stray entries were skipped, so each pass makes progress.
 local function claim_from(qi)
   local b = block(qi)
-  while claimed < limit and held_total < MAX_HOLDS do
-    local want = limit - claimed
+  -- Tasks held for a slot of their type now free go back to the front first.
+  for task_type, n in pairs(max_active) do
+    local free = n - running_of(task_type)
+    if free > 0 then unhold(b, task_type, free, t) end
+  end
+  local room = queue_room(b) or limit
+  while claimed < limit and held_total < MAX_HOLDS and room > 0 do
+    local want = math.min(limit - claimed, room)
     promote(b, b.scheduled, want)
     promote(b, b.retry, want)
     local ids = redis.call('ZPOPMIN', b.pending, want)
@@ -181,7 +211,7 @@ local function claim_from(qi)
     local good, at, leased = {}, {}, {}
     for j = 1, #ids, 2 do
       local rec = check(b, qi, ids[j], good)
-      if rec and over_rate(b, ids[j], rec[3]) then
+      if rec and over_any(b, ids[j], ids[j + 1], rec[3]) then
         good[#good] = nil
       elseif rec then
         at[#at + 1] = j
@@ -201,7 +231,11 @@ local function claim_from(qi)
       rec[2] = 'active'
       out[#out + 1] = {qi, id, token, rec}
       claimed = claimed + 1
+      if max_active[rec[3]] ~= nil then
+        redis.call('ZADD', ARGV[6] .. rec[3], token, b.tprefix .. id)
+      end
     end
+    room = room - #at
   end
 end
 

@@ -1,7 +1,10 @@
--- limits.lua: flow-control helpers, prepended (after lib.lua) to enqueue.lua and claim.lua.
+-- limits.lua: flow-control helpers, prepended (after lib.lua) to enqueue.lua, claim.lua and
+-- peek.lua.
 -- KEYS:    none of its own; a queue's length limit is the key <queue prefix>limit, a STRING
---          "<max_length> <reject|drop_oldest>", built from the block's seq key (same slot).
--- ARGV:    none of its own; claim.lua passes the rate limits (see rate_table).
+--          "<max_length> <reject|drop_oldest>", built from the block's seq key (same slot), as
+--          are its concurrency limit (<queue prefix>concurrency) and its held tasks
+--          (<queue prefix>held:<type>).
+-- ARGV:    none of its own; claim.lua passes the rate and type concurrency limits.
 -- Returns: nothing; defines local helpers only.
 
 local DROPPED_ERROR = 'dropped: queue full'
@@ -101,4 +104,83 @@ end
 local function hold_back(b, id, due, t)
   redis.call('ZADD', b.scheduled, due, id)
   redis.call('HSET', b.tprefix .. id, 'state', 'scheduled', 'ready', seconds(due), 'since', t)
+end
+
+-- Concurrency. A queue's limit is the key <queue prefix>concurrency (a STRING count), compared
+-- with its active set. A task type's limits come in claim.lua's ARGV as "<type> <n>" pairs;
+-- its count is a ZSET (<running prefix><type>) of the record keys of tasks started under it,
+-- scored by their fencing token: an entry counts while its task is still ACTIVE under that
+-- token, and is dropped otherwise, so every way out of ACTIVE frees the slot by itself.
+
+local function queue_prefix(b)
+  return string.sub(b.seq, 1, -4)
+end
+
+-- {type = n} from "<type> <n> ..." (task types have no spaces).
+local function limit_table(spec)
+  local found = {}
+  for name, n in string.gmatch(spec or '', '([^ ]+) ([0-9]+)') do
+    found[name] = tonumber(n)
+  end
+  return found
+end
+
+-- How many more tasks queue `b` may have ACTIVE, or nil when it has no concurrency limit.
+local function queue_room(b)
+  local n = tonumber(redis.pcall('GET', queue_prefix(b) .. 'concurrency'))
+  if n == nil then return nil end
+  return n - redis.call('ZCARD', b.active)
+end
+
+-- How many tasks started under the running set `key` are still ACTIVE (forgetting the rest).
+local function count_running(key)
+  local entries = redis.pcall('ZRANGE', key, 0, -1, 'WITHSCORES')
+  if entries.err then return 0 end
+  local n = 0
+  for i = 1, #entries, 2 do
+    local rec = redis.pcall('HMGET', entries[i], 'state', 'token')
+    if not rec.err and rec[1] == 'active' and rec[2] == entries[i + 1] then
+      n = n + 1
+    else
+      redis.call('ZREM', key, entries[i])
+    end
+  end
+  return n
+end
+
+-- A task whose type is at its concurrency limit: SCHEDULED until `due` (µs), marked held, and
+-- listed in the queue's held set of its type at its old pending score `score`.
+local function hold_for_slot(b, id, score, task_type, due, t)
+  redis.call('ZADD', b.scheduled, due, id)
+  redis.call('HSET', b.tprefix .. id, 'state', 'scheduled', 'ready', seconds(due), 'since', t,
+    'held', '1')
+  redis.call('ZADD', queue_prefix(b) .. 'held:' .. task_type, score, id)
+end
+
+-- Move up to `free` held tasks of `task_type` back to pending at their old scores (the front).
+-- An entry whose task is no longer held (run, deleted or archived since) is just dropped.
+local function unhold(b, task_type, free, t)
+  local key = queue_prefix(b) .. 'held:' .. task_type
+  while free > 0 do
+    local head = redis.pcall('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if head.err or #head == 0 then return end
+    local id, score = head[1], head[2]
+    redis.call('ZREM', key, id)
+    local tkey = b.tprefix .. id
+    local rec = redis.pcall('HMGET', tkey, 'state', 'held')
+    if not rec.err and rec[1] == 'scheduled' and rec[2] == '1' then
+      redis.call('ZADD', b.pending, score, id)
+      redis.call('HSET', tkey, 'state', 'pending', 'rscore', score, 'since', t,
+        'ready', seconds(tonumber(score)))
+      redis.call('HDEL', tkey, 'held')
+      redis.call('ZREM', b.scheduled, id)
+      free = free - 1
+    end
+  end
+end
+
+-- Whether queue `b` is at its concurrency limit (peek.lua: an idle wait does not wake for it).
+local function queue_full(b)
+  local room = queue_room(b)
+  return room ~= nil and room <= 0
 end
