@@ -20,6 +20,7 @@ from __future__ import annotations
 from conveyor.app import App, AsyncTaskCall, ServerOptions, TaskCall, TaskFunction
 from conveyor.backoff import ExponentialBackoff, RetryDelay, default_retry_delay
 from conveyor.brokers import open_broker
+from conveyor.brokers.limits import FlowControl, QueueLimit, Rate
 from conveyor.brokers.protocol import Broker, BrokerInfo, Capabilities
 from conveyor.client import AsyncClient, Client
 from conveyor.errors import (
@@ -91,6 +92,7 @@ __all__ = [
     "EnqueueOptions",
     "ErrorHandler",
     "ExponentialBackoff",
+    "FlowControl",
     "Handler",
     "HandlerSignal",
     "Inspector",
@@ -103,8 +105,10 @@ __all__ = [
     "PayloadTooLargeError",
     "QueueFullError",
     "QueueInUseError",
+    "QueueLimit",
     "QueueNotEmptyError",
     "QueueStats",
+    "Rate",
     "ResultTimeoutError",
     "Retry",
     "RetryDelay",

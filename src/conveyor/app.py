@@ -381,6 +381,7 @@ class App:
         *,
         name: str | None = None,
         rate_limit: str | None = None,
+        max_concurrency: int | None = None,
         **options: Unpack[DefaultOptions],
     ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
@@ -391,6 +392,7 @@ class App:
         *,
         name: str | None = None,
         rate_limit: str | None = None,
+        max_concurrency: int | None = None,
         **options: Unpack[DefaultOptions],
     ) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
         """Register a function as a task: ``@app.task`` or ``@app.task(queue=..., name=...)``.
@@ -402,6 +404,8 @@ class App:
             rate_limit: at most this many starts of the task across every worker, such as
                 ``"10/s"``, ``"600/m"`` or ``"100/10s"`` (see docs/flow-control.md); written to
                 the broker when a worker serving this app starts.
+            max_concurrency: at most this many of the task ACTIVE at once across every
+                worker, whatever each worker's concurrency; written like ``rate_limit``.
             **options: default options for this task (queue, max_retry, timeout, unique,
                 retention).
 
@@ -410,7 +414,10 @@ class App:
             TypeError: an unknown option.
         """
         parse_options(options, defaults_only=True)
-        limits = TaskLimits(rate=None if rate_limit is None else Rate.parse(rate_limit))
+        limits = TaskLimits(
+            rate=None if rate_limit is None else Rate.parse(rate_limit),
+            max_concurrency=max_concurrency,
+        )
 
         def register(func: Callable[P, R]) -> TaskFunction[P, R]:
             task_fn = self._register(func, name, options)

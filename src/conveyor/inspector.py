@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from conveyor.broker_handle import BrokerHandle, SyncFacade
-from conveyor.brokers.limits import FlowControl, Overflow, QueueLimit, Rate
+from conveyor.brokers.limits import FlowControl, Overflow, QueueLimit, Rate, check_max_active
 from conveyor.brokers.protocol import Broker, BrokerInfo
 from conveyor.config import DEFAULT_BROKER_URL, broker_url_from_env
 from conveyor.errors import ConfigError
@@ -130,6 +130,34 @@ class AsyncInspector(BrokerHandle):
     async def rate_limits(self) -> dict[str, Rate]:
         """Every task type's rate limit."""
         return await self._flow().rate_limits()
+
+    async def set_task_concurrency(self, task_type: str, max_active: int | None) -> None:
+        """Let at most ``max_active`` tasks of ``task_type`` be active at once, across every
+        worker (``None`` removes the limit).
+
+        Raises:
+            ConfigError: a bad task type, or ``max_active`` not a whole number >= 1.
+        """
+        limit = None if max_active is None else check_max_active(max_active)
+        await self._flow().set_task_concurrency(validate_name(task_type, what="task type"), limit)
+
+    async def task_concurrency(self) -> dict[str, int]:
+        """Every task type's concurrency limit."""
+        return await self._flow().task_concurrency()
+
+    async def set_queue_concurrency(self, queue: str, max_active: int | None) -> None:
+        """Let at most ``max_active`` tasks of ``queue`` be active at once, across every worker
+        (``None`` removes the limit). Workers pass over a queue at its limit like an empty one.
+
+        Raises:
+            ConfigError: a bad queue name, or ``max_active`` not a whole number >= 1.
+        """
+        limit = None if max_active is None else check_max_active(max_active)
+        await self._flow().set_queue_concurrency(_queue(queue), limit)
+
+    async def queue_concurrency(self, queue: str) -> int | None:
+        """``queue``'s concurrency limit, ``None`` when it has none."""
+        return await self._flow().queue_concurrency(_queue(queue))
 
     async def list_tasks(
         self, queue: str, state: TaskState | str, *, page: int = 1, size: int = 20
@@ -248,6 +276,22 @@ class Inspector(SyncFacade[AsyncInspector]):
     def rate_limits(self) -> dict[str, Rate]:
         """See :meth:`AsyncInspector.rate_limits`."""
         return self._loop.run(self._async.rate_limits())
+
+    def set_task_concurrency(self, task_type: str, max_active: int | None) -> None:
+        """See :meth:`AsyncInspector.set_task_concurrency`."""
+        return self._loop.run(self._async.set_task_concurrency(task_type, max_active))
+
+    def task_concurrency(self) -> dict[str, int]:
+        """See :meth:`AsyncInspector.task_concurrency`."""
+        return self._loop.run(self._async.task_concurrency())
+
+    def set_queue_concurrency(self, queue: str, max_active: int | None) -> None:
+        """See :meth:`AsyncInspector.set_queue_concurrency`."""
+        return self._loop.run(self._async.set_queue_concurrency(queue, max_active))
+
+    def queue_concurrency(self, queue: str) -> int | None:
+        """See :meth:`AsyncInspector.queue_concurrency`."""
+        return self._loop.run(self._async.queue_concurrency(queue))
 
     def queues(self) -> list[str]:
         """See :meth:`AsyncInspector.queues`."""

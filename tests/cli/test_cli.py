@@ -200,6 +200,7 @@ def test_demo_runs_to_completion_in_a_real_process(tmp_path: Path) -> None:
         ["queue", "ls"],
         ["queue", "pause"],
         ["queue", "limit"],
+        ["queue", "concurrency"],
         ["task"],
         ["task", "ls"],
         ["task", "run"],
@@ -261,6 +262,16 @@ def test_queue_limit_sets_shows_and_removes_a_limit(runner: CliRunner, url: str)
     assert listing.output.splitlines()[1].split()[-1] == "-"
     bad = runner.invoke(cli, ["queue", "limit", "mail", "lots", "-b", url])
     assert bad.exit_code != 0 and "'lots'" in bad.output
+
+
+def test_queue_concurrency_sets_and_removes_a_limit(runner: CliRunner, url: str) -> None:
+    assert runner.invoke(cli, ["queue", "concurrency", "mail", "3", "-b", url]).exit_code == 0
+    with Inspector(url) as inspector:
+        assert inspector.queue_concurrency("mail") == 3
+    assert runner.invoke(cli, ["queue", "concurrency", "mail", "none", "-b", url]).exit_code == 0
+    with Inspector(url) as inspector:
+        assert inspector.queue_concurrency("mail") is None
+    assert runner.invoke(cli, ["queue", "concurrency", "mail", "0", "-b", url]).exit_code != 0
 
 
 def test_task_commands_bad_input(runner: CliRunner, url: str) -> None:

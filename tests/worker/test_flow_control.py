@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from conveyor import App, Inspector
@@ -25,12 +27,13 @@ async def test_decorator_limits_are_written_when_the_app_is_served(broker: Broke
     def api(n: int) -> None:
         ran.append(n)
 
-    @app.task(name="plain")
+    @app.task(name="plain", max_concurrency=2)
     def plain() -> None: ...
 
     messages = [await enqueue(broker, "api", {"n": n}, retention_s=60) for n in range(8)]
     async with serving(Server(broker, **fast()), app.mux):
         assert await broker.rate_limits() == {"api": Rate(5, 1.0), "raw": Rate(7, 1.0)}
+        assert await broker.task_concurrency() == {"plain": 2}
 
         async def all_ran() -> bool:
             return len(ran) == len(messages)
@@ -79,11 +82,21 @@ def test_inspector_sets_and_shows_limits(broker_url: str) -> None:
         assert inspector.queue_info("mail").max_length is None
         assert inspector.rate_limits() == {}
 
+        inspector.set_task_concurrency("mail:send", 4)
+        inspector.set_queue_concurrency("mail", 10)
+        assert inspector.task_concurrency() == {"mail:send": 4}
+        assert inspector.queue_concurrency("mail") == 10
+        inspector.set_task_concurrency("mail:send", None)
+        inspector.set_queue_concurrency("mail", None)
+        assert (inspector.task_concurrency(), inspector.queue_concurrency("mail")) == ({}, None)
+
 
 def test_bad_limits_fail_where_they_are_written(broker_url: str) -> None:
     app = App(broker_url)
     with pytest.raises(ConfigError, match="unit 'y'"):
         app.task(name="t", rate_limit="1/y")
+    with pytest.raises(ConfigError, match="concurrency"):
+        app.task(name="t", max_concurrency=0)
     with Inspector(broker_url) as inspector:
         with pytest.raises(ConfigError, match="count 'x'"):
             inspector.set_rate_limit("t", "x/s")
@@ -91,4 +104,30 @@ def test_bad_limits_fail_where_they_are_written(broker_url: str) -> None:
             inspector.set_queue_limit("q", 5, "drop-oldest")
         with pytest.raises(ConfigError):
             inspector.set_queue_limit("q", -1)
+        with pytest.raises(ConfigError):
+            inspector.set_queue_concurrency("q", 0)
         assert inspector.queue_limit("q") is None
+
+
+async def test_max_concurrency_holds_across_a_servers_slots(broker: Broker) -> None:
+    app = App(broker)
+    running: list[int] = []
+    most = 0
+
+    @app.task(name="capped", max_concurrency=2)
+    async def capped(n: int) -> None:
+        nonlocal most
+        running.append(n)
+        most = max(most, len(running))
+        await asyncio.sleep(0.02)
+        running.remove(n)
+
+    messages = [await enqueue(broker, "capped", {"n": n}, retention_s=60) for n in range(10)]
+    async with serving(Server(broker, **fast(concurrency=8)), app.mux):
+
+        async def all_done() -> bool:
+            states = {(await task_state(broker, m)).state for m in messages}
+            return states == {TaskState.COMPLETED}
+
+        await eventually(all_done, within=10.0)
+    assert most == 2

@@ -46,6 +46,7 @@ __all__ = [
     "QueueLimit",
     "Rate",
     "TaskLimits",
+    "check_max_active",
     "take_token",
 ]
 

@@ -36,6 +36,7 @@ Examples:
   conveyor queue ls
   conveyor queue pause emails
   conveyor queue limit emails 10000 --overflow drop-oldest
+  conveyor queue concurrency reports 2
   conveyor queue unpause emails --broker redis://localhost:6379/0
   conveyor queue delete old-emails --force"""
 )
@@ -65,6 +66,39 @@ def queue_ls(broker: str | None) -> None:
 _OVERFLOW_NAMES = {"reject": "reject", "drop_oldest": "drop-oldest"}
 
 
+def _count_or_none(text: str, *, least: int) -> int | None:
+    if text.lower() == "none":
+        return None
+    if text.isdigit() and int(text) >= least:
+        return int(text)
+    raise click.BadParameter(f"{text!r} is not a whole number >= {least} or 'none'", param_hint="N")
+
+
+@queue.command(
+    "concurrency",
+    epilog="""\b
+Examples:
+  conveyor queue concurrency reports 2
+  conveyor queue concurrency reports none""",
+)
+@click.argument("name")
+@click.argument("max_active", metavar="N|none")
+@broker_option
+def queue_concurrency(name: str, max_active: str, broker: str | None) -> None:
+    """Let at most N tasks of queue NAME run at once across all workers ("none": no limit).
+
+    Workers pass over a queue at its limit as if it were empty, and take from it again as
+    soon as one of its tasks finishes.
+    """
+    n = _count_or_none(max_active, least=1)
+    with inspector_for(broker) as inspector:
+        inspector.set_queue_concurrency(name, n)
+    if n is None:
+        click.echo(f"removed the concurrency limit of {name}")
+    else:
+        click.echo(f"at most {n} tasks of {name} run at once")
+
+
 @queue.command(
     "limit",
     epilog="""\b
@@ -89,12 +123,7 @@ def queue_limit(name: str, max_length: str, overflow: str, broker: str | None) -
     With reject, an enqueue past the limit fails with QueueFullError and stores nothing. With
     drop-oldest, the oldest pending tasks are archived ("dropped: queue full") to make room.
     """
-    if max_length.lower() == "none":
-        length = None
-    elif max_length.isdigit():
-        length = int(max_length)
-    else:
-        raise click.BadParameter(f"{max_length!r} is not a whole number or 'none'", param_hint="N")
+    length = _count_or_none(max_length, least=0)
     with inspector_for(broker) as inspector:
         inspector.set_queue_limit(name, length, overflow.replace("-", "_"))
     if length is None:

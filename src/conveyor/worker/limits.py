@@ -1,4 +1,5 @@
-"""Writing the limits an app declares (``@app.task(rate_limit=...)``) to the broker.
+"""Writing the limits an app declares (``@app.task(rate_limit=..., max_concurrency=...)``) to
+the broker.
 
 A server does it once, when it starts serving: the code's limits then hold for every worker and
 producer sharing the broker. A declared limit replaces what the broker held for that task type
@@ -33,3 +34,6 @@ async def write_task_limits(broker: Broker, limits: Mapping[str, TaskLimits]) ->
         if declared.rate is not None:
             await broker.set_rate_limit(task_type, declared.rate)
             logger.info("rate limit of %s: %s", task_type, declared.rate)
+        if declared.max_concurrency is not None:
+            await broker.set_task_concurrency(task_type, declared.max_concurrency)
+            logger.info("concurrency limit of %s: %d", task_type, declared.max_concurrency)
