@@ -64,6 +64,11 @@ Inspector
     (``QueueInUseError``). An unknown queue is a no-op. Fencing tokens come from the broker-wide
     counter, so they still never repeat for a task re-created in the same queue.
 
+Flow control
+    Queue length, rate and concurrency limits (``limits.py``, :mod:`conveyor.brokers.limits`):
+    ``enqueue`` applies the queue limits after its other checks, ``claim`` passes over a queue
+    at its concurrency limit and holds back (SCHEDULED) a task over its type's limits.
+
 Waiting
     ``wait_for_tasks`` returns as soon as a task is ready in one of its unpaused queues (at once if
     one already is: a task enqueued between a worker's empty claim and its wait must not be missed),
