@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import pytest
 
 from conveyor.brokers.limits import QueueLimit, Rate, take_token
@@ -59,25 +61,24 @@ def test_queue_limits_are_checked() -> None:
 
 
 def test_each_token_comes_back_one_period_after_it_was_taken() -> None:
-    rate = Rate(2, 1.0)
-    out, wait = take_token(rate, [], 100.0)
-    assert (out, wait) == ([100.0], None)
-    out, wait = take_token(rate, out, 100.5)
-    assert (out, wait) == ([100.0, 100.5], None)
-    assert take_token(rate, out, 100.9) == ([100.0, 100.5], 101.0)  # empty until 101.0
-    assert take_token(rate, out, 101.0) == ([100.5, 101.0], None)  # the first token is back
+    rate, out = Rate(2, 1.0), deque[float]()
+    assert take_token(rate, out, 100.0) is None
+    assert take_token(rate, out, 100.5) is None
+    assert take_token(rate, out, 100.9) == 101.0  # empty until the first token is back
+    assert list(out) == [100.0, 100.5]
+    assert take_token(rate, out, 101.0) is None
+    assert list(out) == [100.5, 101.0]
 
 
 def test_tasks_held_by_one_claim_wait_for_successive_tokens() -> None:
-    out = [10.0, 10.2]
-    rate = Rate(2, 1.0)
-    waits = [take_token(rate, out, 10.5, ahead=k)[1] for k in range(5)]
+    rate, out = Rate(2, 1.0), deque([10.0, 10.2])
+    waits = [take_token(rate, out, 10.5, ahead=k) for k in range(5)]
     assert waits == pytest.approx([11.0, 11.2, 12.0, 12.2, 13.0])
 
 
 def test_a_lowered_count_waits_for_enough_tokens_back() -> None:
-    assert take_token(Rate(1, 1.0), [10.0, 10.2, 10.4], 10.5) == ([10.0, 10.2, 10.4], 11.4)
+    assert take_token(Rate(1, 1.0), deque([10.0, 10.2, 10.4]), 10.5) == 11.4
 
 
 def test_a_clock_stepping_back_brings_no_token_back() -> None:
-    assert take_token(Rate(1, 1.0), [100.0], 50.0) == ([100.0], 101.0)
+    assert take_token(Rate(1, 1.0), deque([100.0]), 50.0) == 101.0

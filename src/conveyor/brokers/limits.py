@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections import deque
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args, runtime_checkable
 
@@ -48,6 +48,7 @@ __all__ = [
     "TaskLimits",
     "check_max_active",
     "take_token",
+    "token_index",
 ]
 
 Overflow = Literal["reject", "drop_oldest"]
@@ -150,26 +151,31 @@ def check_max_active(n: int) -> int:
     return n
 
 
-def take_token(
-    rate: Rate, taken: Sequence[float], now: float, ahead: int = 0
-) -> tuple[list[float], float | None]:
+def take_token(rate: Rate, out: deque[float], now: float, ahead: int = 0) -> float | None:
     """One claim's step on a rate limit's bucket, whose tokens each come back ``period_s``
     after they were taken.
 
-    ``taken`` is when the tokens still out were taken (broker times, oldest first). Returns the
-    tokens out after this step (the ones back dropped; ``now`` added when one is taken) and
-    ``None`` when the task may start, or when it may: when the token it waits for comes back.
-    ``ahead`` is how many tasks this same claim already held back: each waits for the next
-    token after the last one's.
+    ``out`` holds when the tokens still out were taken (broker times, oldest first); it is
+    updated in place: the tokens back are dropped, and ``now`` is added when one is taken.
+    Returns ``None`` when the task may start, else when it may: when the token it waits for
+    comes back. ``ahead`` is how many tasks this same claim already held back: each waits for
+    the next token after the last one's.
     """
-    out = [t for t in taken if t > now - rate.period_s]
+    while out and out[0] <= now - rate.period_s:
+        out.popleft()
     if len(out) < rate.count and ahead == 0:
         out.append(now)
-        return out, None
-    # The tokens come back in the order they were taken, each period_s later; one round of
-    # them serves len(out) waiting tasks, and the count may have been lowered meanwhile.
-    rounds, index = divmod(len(out) - rate.count + ahead, len(out))
-    return out, out[index] + rate.period_s * (rounds + 1)
+        return None
+    rounds, index = token_index(rate, len(out), ahead)
+    return out[index] + rate.period_s * (rounds + 1)
+
+
+def token_index(rate: Rate, out: int, ahead: int) -> tuple[int, int]:
+    """For a task held back with ``out`` tokens out and ``ahead`` tasks held before it in the
+    same claim: (how many rounds of the tokens out it waits, the index of the token, oldest
+    first, whose return in the last round frees it). Tokens come back in the order they were
+    taken; a round of them serves ``out`` tasks, and the count may have been lowered."""
+    return divmod(out - rate.count + ahead, out)
 
 
 @runtime_checkable

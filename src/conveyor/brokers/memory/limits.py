@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 import sys
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -45,7 +45,7 @@ class LimitState:
 
     queues: dict[str, QueueLimit] = field(default_factory=dict)
     rates: dict[str, Rate] = field(default_factory=dict)
-    buckets: dict[str, list[float]] = field(default_factory=dict)
+    buckets: dict[str, deque[float]] = field(default_factory=dict)
     task_concurrency: dict[str, int] = field(default_factory=dict)
     queue_concurrency: dict[str, int] = field(default_factory=dict)
     # ("type", task type) or ("queue", queue) -> {(queue, task id): token} started under it.
@@ -217,8 +217,9 @@ class MemoryLimits:
         rate = s.limits.rates.get(task_type)
         if rate is None:
             return False
-        out, until = take_token(rate, s.limits.buckets.get(task_type, []), now, held[task_type])
-        s.limits.buckets[task_type] = out
+        until = take_token(
+            rate, s.limits.buckets.setdefault(task_type, deque()), now, held[task_type]
+        )
         if until is None:
             return False
         held[task_type] += 1

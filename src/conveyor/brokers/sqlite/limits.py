@@ -23,7 +23,7 @@ from conveyor.brokers.limits import (
     Overflow,
     QueueLimit,
     Rate,
-    take_token,
+    token_index,
 )
 from conveyor.brokers.sqlite.queries import parse_queries
 from conveyor.errors import QueueFullError
@@ -82,8 +82,9 @@ def admit(conn: sqlite3.Connection, messages: Sequence[TaskMessage], now: float)
 
 
 class RateBuckets:
-    """The rate limits of one claim transaction, read once; each type's bucket is read when
-    first used, and the tokens this claim took are written at the end."""
+    """The rate limits of one claim transaction, read once. A type's tokens out are counted
+    when the claim first meets the type (the ones back deleted), and the tokens this claim
+    takes are written at the end."""
 
     def __init__(self, conn: sqlite3.Connection, now: float) -> None:
         self._conn = conn
@@ -91,7 +92,7 @@ class RateBuckets:
         self._rates = {
             row[0]: Rate(row[1], row[2]) for row in conn.execute(queries()["all_rate_limits"])
         }
-        self._out: dict[str, list[float]] = {}
+        self._out: dict[str, int] = {}  # tokens out per type, those taken by this claim included
         self._taken: Counter[str] = Counter()
         self._held: Counter[str] = Counter()
 
@@ -104,19 +105,21 @@ class RateBuckets:
         rate = self._rates.get(task_type)
         if rate is None:
             return None
-        out = self._out.get(task_type)
-        if out is None:
-            back = self._now - rate.period_s
+        back = self._now - rate.period_s
+        if task_type not in self._out:
             self._conn.execute(queries()["drop_tokens_back"], (task_type, back))
-            rows = self._conn.execute(queries()["tokens_out"], (task_type, back))
-            out = [row[0] for row in rows]
-        out, until = take_token(rate, out, self._now, self._held[task_type])
-        self._out[task_type] = out
-        if until is None:
+            count = self._conn.execute(queries()["count_tokens_out"], (task_type, back))
+            self._out[task_type] = count.fetchone()[0]
+        out, ahead = self._out[task_type], self._held[task_type]
+        if out < rate.count and ahead == 0:
+            self._out[task_type] += 1
             self._taken[task_type] += 1
-        else:
-            self._held[task_type] += 1
-        return until
+            return None
+        self._held[task_type] += 1
+        rounds, index = token_index(rate, out, ahead)
+        row = self._conn.execute(queries()["token_out"], (task_type, back, index)).fetchone()
+        taken_at = self._now if row is None else row[0]  # not stored yet: taken by this claim
+        return taken_at + rate.period_s * (rounds + 1)
 
     def holds_back(self, seq: int, task_type: str) -> bool:
         """Whether the task (row ``seq``) is over its type's rate: then it was made SCHEDULED

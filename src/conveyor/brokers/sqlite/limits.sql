@@ -97,10 +97,16 @@ DELETE FROM rate_tokens WHERE type = ?;
 -- Every rate limit: a handful of rows, read once per claim transaction.
 SELECT type, count, period_s FROM rate_limits;
 
--- name: tokens_out
--- The tokens of a type's bucket still out, oldest first (older ones are back).
+-- name: count_tokens_out
+-- How many tokens of a type's bucket are out (taken less than a period ago).
 -- Params: type, back_before
-SELECT taken_at FROM rate_tokens WHERE type = ? AND taken_at > ? ORDER BY taken_at;
+SELECT count(*) FROM rate_tokens WHERE type = ? AND taken_at > ?;
+
+-- name: token_out
+-- The token out at a position, oldest first (the one a held-back task waits for).
+-- Params: type, back_before, offset
+SELECT taken_at FROM rate_tokens WHERE type = ? AND taken_at > ? ORDER BY taken_at
+LIMIT 1 OFFSET ?;
 
 -- name: drop_tokens_back
 -- Params: type, back_before
