@@ -20,17 +20,17 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 # hashlib.sha256(p.read_bytes()).hexdigest()[:16])) for p in sorted(pathlib.Path(
 # 'src/conveyor/brokers/redis/scripts').glob('*.lua'))]"
 PINNED_SHA256 = {
-    "claim.lua": "15b51b04e3344eeb",
-    "complete.lua": "a610d5fdbd051976",
+    "claim.lua": "b5dcea0992f4bf49",
+    "complete.lua": "91a7b50f67fb54a5",
     "delete_queue.lua": "4f0a143b22e99d80",
     "enqueue.lua": "e0d85f51d3be23dd",
     "extend.lua": "2e9c44368efdedf8",
-    "fail.lua": "dce02b7e6cec5234",
+    "fail.lua": "e0e7032e499a9d0c",
     "lib.lua": "01a4cffc83538eec",
-    "limits.lua": "e563d6a22634514a",
+    "limits.lua": "3583340adb96b0c9",
     "manage.lua": "43ca04db3f374a21",
     "page.lua": "9980ab50d9f3ff3b",
-    "peek.lua": "d49b14c14c914626",
+    "peek.lua": "e54808a6dde27661",
     "purge.lua": "4b4d324e3c812abe",
     "recover.lua": "1bbbb1b8021365b6",
     "release.lua": "06f5f10a0a13d09c",
@@ -72,7 +72,8 @@ def test_scripts_contain_no_formatting_placeholders(filename: str) -> None:
 
 def test_scripts_are_lib_plus_their_file() -> None:
     for name in SCRIPT_NAMES:
-        helpers = ["lib.lua", "limits.lua"] if name in ("enqueue", "claim", "peek") else ["lib.lua"]
+        with_limits = name in ("enqueue", "claim", "peek", "complete", "fail")
+        helpers = ["lib.lua", "limits.lua"] if with_limits else ["lib.lua"]
         assert script_source(name) == "".join(
             (FOLDER / f).read_text() for f in [*helpers, f"{name}.lua"]
         )

@@ -497,6 +497,8 @@ class MemoryBroker(MemoryLimits):
                 ]
                 if any(self._head(q, q.pending) for q in live):
                     return
+                if any(self._slot_free(s, n) for n in set(queues)):  # limits.py
+                    return
                 heads = [self._head(q, q.due) for q in live]
                 ready_at = min((t.ready_at for t in heads if t is not None), default=None)
                 remaining = deadline - loop.time()
@@ -540,6 +542,7 @@ class MemoryBroker(MemoryLimits):
                 else:
                     del s.queues[t.msg.queue].tasks[t.msg.id]
                 self._count(s, t.msg.queue, now, failed=False)
+                self._freed(s, t)  # its concurrency slot (limits.py)
                 for m in c.successors:
                     self._store(s, m, now)
                 done.append(True)
@@ -560,6 +563,7 @@ class MemoryBroker(MemoryLimits):
             t = self._leased(s, lease)
             self._fail(s, t, error, now)
             self._to_settled(s, t, TaskState.ARCHIVED, now)
+            self._freed(s, t)  # its concurrency slot (limits.py)
 
     async def release(self, lease: Lease) -> None:
         """Give the task back: PENDING with its original ready time, no failure counted."""

@@ -72,6 +72,9 @@ class MemoryLimits:
             self, s: _State, t: _Task, state: TaskState, ready_at: float, now: float
         ) -> None: ...
 
+        @staticmethod
+        def _notify(s: _State, queue: str | None) -> None: ...
+
     def _limits(self) -> LimitState:
         if self._closed:
             raise BrokerUnavailableError("memory broker is closed")
@@ -184,6 +187,14 @@ class MemoryLimits:
                 del found[(queue, task_id)]
         return len(found)
 
+    def _slot_free(self, s: _State, queue: str) -> bool:
+        """Whether a task of ``queue`` held for a slot of its type could take one now (an idle
+        wait then returns at once, so a slot freed while no one waited is never missed)."""
+        for task_type, n in s.limits.task_concurrency.items():
+            if s.limits.held.get((queue, task_type)) and self._running(s, ("type", task_type)) < n:
+                return True
+        return False
+
     def _queue_full(self, s: _State, queue: str) -> bool:
         """Whether ``queue`` is at its concurrency limit (a claim passes it over)."""
         n = s.limits.queue_concurrency.get(queue)
@@ -225,6 +236,13 @@ class MemoryLimits:
         held[task_type] += 1
         self._to_waiting(s, t, TaskState.SCHEDULED, until, now)
         return True
+
+    def _freed(self, s: _State, t: _Task) -> None:
+        """``t`` left ACTIVE: when a task may now take its slot, wake idle workers."""
+        if t.msg.queue in s.limits.queue_concurrency or s.limits.held.get(
+            (t.msg.queue, t.msg.type)
+        ):
+            self._notify(s, t.msg.queue)
 
     def _started(self, s: _State, t: _Task) -> None:
         """Count claimed task ``t`` against its type's and queue's concurrency limits."""

@@ -74,7 +74,7 @@ SyncClient = redis.Redis | redis.RedisCluster
 
 
 # Scripts that enforce flow control also get limits.lua's helpers, after lib.lua's.
-_WITH_LIMITS = frozenset({"enqueue", "claim", "peek"})
+_WITH_LIMITS = frozenset({"enqueue", "claim", "peek", "complete", "fail"})
 
 
 def script_source(name: str) -> str:

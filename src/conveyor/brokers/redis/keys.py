@@ -25,6 +25,8 @@ Layout (``ns`` is the namespace, default ``conveyor``; ``q`` a queue name)::
     ns:{q}:u:<unique key>          STRING unique lock holding the task id, expiring
     ns:{q}:limit                   STRING the queue's length limit, "<max> <overflow>"
     ns:{q}:concurrency             STRING the queue's concurrency limit
+    ns:{q}:slotwait                HASH   type -> "<limit> <running set>" for the types that
+                                          tasks of the queue are held for (a slot)
     ns:{q}:held:<type>             ZSET   tasks held (SCHEDULED) for a slot of their type,
                                           score = their pending score before
     ns:concurrency                 HASH   task type -> concurrency limit

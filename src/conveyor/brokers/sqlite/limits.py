@@ -203,6 +203,17 @@ class ClaimGate:
         self._buckets.save()
 
 
+def slots_watched(conn: sqlite3.Connection) -> bool:
+    """Whether a task leaving ACTIVE may let another start (a concurrency limit is set, or a
+    task is held for a slot): then idle workers are woken, to claim at once."""
+    return bool(conn.execute(queries()["slots_watched"]).fetchone()[0])
+
+
+def slot_free(conn: sqlite3.Connection, queue: str) -> bool:
+    """Whether a task of ``queue`` held for a slot of its type could take one now."""
+    return conn.execute(queries()["slot_free"], (queue,)).fetchone() is not None
+
+
 def full_queues(conn: sqlite3.Connection) -> set[str]:
     """The queues at their concurrency limit."""
     return {row[0] for row in conn.execute(queries()["full_queues"])}

@@ -167,3 +167,17 @@ WHERE seq = ?1 AND id = ?4 AND state = 'scheduled';
 -- name: forget_held
 -- Params: seq
 DELETE FROM held_tasks WHERE seq = ?;
+
+-- name: slots_watched
+SELECT EXISTS (SELECT 1 FROM concurrency_limits) OR EXISTS (SELECT 1 FROM held_tasks);
+
+-- name: slot_free
+-- A type with tasks of the queue held for a slot, and fewer ACTIVE tasks than its limit.
+-- Params: queue
+SELECT 1 FROM concurrency_limits AS c
+WHERE c.kind = 'type'
+  AND EXISTS (SELECT 1 FROM held_tasks AS h WHERE h.queue = ?1 AND h.type = c.name)
+  AND c.max_active > (
+      SELECT count(*) FROM tasks INDEXED BY tasks_leases WHERE state = 'active' AND type = c.name
+  )
+LIMIT 1;

@@ -383,6 +383,8 @@ class Store:
             open_queues = [q for q in dict.fromkeys(queues) if q not in paused]
             if any(self.conn.execute(Q["has_pending"], (q,)).fetchone() for q in open_queues):
                 return True, now
+            if any(limits.slot_free(self.conn, q) for q in open_queues):
+                return True, now
             times = [self.conn.execute(Q["next_due_at"], (q,)).fetchone()[0] for q in open_queues]
         earliest = min((t for t in times if t is not None), default=None)
         return (earliest is not None and earliest <= now), earliest
@@ -420,6 +422,7 @@ class Store:
                     counts[(c.lease.task.queue, False)] += 1
                     ready = ready or bool(c.successors)
             self._count(counts, now)
+            ready = ready or limits.slots_watched(self.conn)  # a freed slot may start a task
         if ready:
             self.notify_ready()
         if failure is not None:
@@ -457,7 +460,8 @@ class Store:
             args = (now + delay_s, error, now, lease.task.queue, lease.task.id, lease.token)
             self._leased(Q["retry_leased"], args, lease)
             self._count(Counter({(lease.task.queue, True): 1}), now)
-        if delay_s <= 0:
+            watched = limits.slots_watched(self.conn)  # a freed slot may start a task
+        if delay_s <= 0 or watched:
             self.notify_ready()
 
     def archive(self, lease: Lease, error: str) -> None:
@@ -466,6 +470,9 @@ class Store:
             args = (error, now, lease.task.queue, lease.task.id, lease.token)
             self._leased(Q["archive_leased"], args, lease)
             self._count(Counter({(lease.task.queue, True): 1}), now)
+            watched = limits.slots_watched(self.conn)
+        if watched:  # a freed slot may start a task
+            self.notify_ready()
 
     def release(self, lease: Lease) -> None:
         """Give the task back at the front of its queue (raises LeaseLostError)."""

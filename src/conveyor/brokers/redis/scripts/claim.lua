@@ -42,7 +42,7 @@ local function over_limit(b, id, score, task_type)
   local n = max_active[task_type]
   if n ~= nil and running_of(task_type) >= n then
     held_total = held_total + 1
-    hold_for_slot(b, id, score, task_type, t + tonumber(ARGV[8]), t)
+    hold_for_slot(b, id, score, task_type, t + tonumber(ARGV[8]), t, n, ARGV[6] .. task_type)
     return true
   end
   local rate = rates[task_type]
@@ -187,6 +187,7 @@ local function claim_from(qi)
     local free = n - running_of(task_type)
     if free > 0 then unhold(b, task_type, free, t) end
   end
+  slot_free(b, true)
   local room = queue_room(b) or limit
   while claimed < limit and held_total < MAX_HOLDS and room > 0 do
     local want = math.min(limit - claimed, room)

@@ -1,5 +1,5 @@
--- limits.lua: flow-control helpers, prepended (after lib.lua) to enqueue.lua, claim.lua and
--- peek.lua.
+-- limits.lua: flow-control helpers, prepended (after lib.lua) to enqueue.lua, claim.lua,
+-- peek.lua, complete.lua and fail.lua.
 -- KEYS:    none of its own; a queue's length limit is the key <queue prefix>limit, a STRING
 --          "<max_length> <reject|drop_oldest>", built from the block's seq key (same slot), as
 --          are its concurrency limit (<queue prefix>concurrency) and its held tasks
@@ -148,9 +148,12 @@ local function count_running(key)
   return n
 end
 
--- A task whose type is at its concurrency limit: SCHEDULED until `due` (µs), marked held, and
--- listed in the queue's held set of its type at its old pending score `score`.
-local function hold_for_slot(b, id, score, task_type, due, t)
+-- A task whose type is at its concurrency limit (`n`, counted in the running set `run`):
+-- SCHEDULED until `due` (µs), marked held, and listed in the queue's held set of its type at
+-- its old pending score `score`. The queue's slotwait hash names the types its held tasks wait
+-- for, with their limit and running set, for slot_free and slot_freed.
+local function hold_for_slot(b, id, score, task_type, due, t, n, run)
+  redis.call('HSET', queue_prefix(b) .. 'slotwait', task_type, n .. ' ' .. run)
   redis.call('ZADD', b.scheduled, due, id)
   redis.call('HSET', b.tprefix .. id, 'state', 'scheduled', 'ready', seconds(due), 'since', t,
     'held', '1')
@@ -177,6 +180,34 @@ local function unhold(b, task_type, free, t)
       free = free - 1
     end
   end
+end
+
+-- complete.lua and fail.lua, after a task of queue `b` left ACTIVE: when the queue has a
+-- concurrency limit, or tasks held for a slot, its slot may let one start: wake idle workers
+-- (they claim at once, instead of at their next poll).
+local function slot_freed(b)
+  local prefix = queue_prefix(b)
+  if redis.call('EXISTS', prefix .. 'concurrency', prefix .. 'slotwait') > 0 then wake(b) end
+end
+
+-- Whether a task of queue `b` held for a slot could take one now (peek.lua: an idle wait then
+-- claims at once, so a slot freed while no one waited is never missed). With `tidy`, types
+-- with no task held any more are dropped from the slotwait hash.
+local function slot_free(b, tidy)
+  local key = queue_prefix(b) .. 'slotwait'
+  local waits = redis.pcall('HGETALL', key)
+  if waits.err then return false end
+  local free = false
+  for i = 1, #waits, 2 do
+    local n, run = string.match(waits[i + 1], '^([0-9]+) (.+)$')
+    local held = redis.call('ZCARD', queue_prefix(b) .. 'held:' .. waits[i])
+    if held == 0 and tidy then
+      redis.call('HDEL', key, waits[i])
+    elseif held > 0 and n and count_running(run) < tonumber(n) then
+      free = true
+    end
+  end
+  return free
 end
 
 -- Whether queue `b` is at its concurrency limit (peek.lua: an idle wait does not wake for it).
