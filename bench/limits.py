@@ -38,6 +38,7 @@ from conveyor.brokers.protocol import Broker
 from conveyor.message import TaskMessage, encode_json, new_task_id
 
 CONCURRENCY = 64
+LIMIT = 10_000
 SETTINGS = ("none", "rate", "type concurrency", "queue concurrency")
 
 
@@ -46,9 +47,9 @@ async def _limit(broker: Broker, setting: str, queue: str) -> None:
     if setting == "rate":
         await broker.set_rate_limit("bench:noop", Rate(1_000_000, 1.0))
     elif setting == "type concurrency":
-        await broker.set_task_concurrency("bench:noop", 2 * CONCURRENCY)
+        await broker.set_task_concurrency("bench:noop", LIMIT)
     elif setting == "queue concurrency":
-        await broker.set_queue_concurrency(queue, 2 * CONCURRENCY)
+        await broker.set_queue_concurrency(queue, LIMIT)
 
 
 async def drain(url: str, setting: str, tasks: int) -> float:

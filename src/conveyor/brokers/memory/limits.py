@@ -220,7 +220,9 @@ class MemoryLimits:
         its rate (``held`` counts this claim's rate holds per type). A held task is SCHEDULED."""
         task_type, ready_at = t.msg.type, t.ready_at
         n = s.limits.task_concurrency.get(task_type)
-        if n is not None and self._running(s, ("type", task_type)) >= n:
+        # Entries of finished tasks only over-count: below the limit, no need to check them.
+        found = s.limits.running.get(("type", task_type), {})
+        if n is not None and len(found) >= n and self._running(s, ("type", task_type)) >= n:
             self._to_waiting(s, t, TaskState.SCHEDULED, now + CONCURRENCY_RECHECK_S, now)
             heap = s.limits.held.setdefault((t.msg.queue, task_type), [])
             heapq.heappush(heap, (ready_at, t.seq, t.msg.id, t.heap_mark))
@@ -238,10 +240,11 @@ class MemoryLimits:
         return True
 
     def _freed(self, s: _State, t: _Task) -> None:
-        """``t`` left ACTIVE: when a task may now take its slot, wake idle workers."""
-        if t.msg.queue in s.limits.queue_concurrency or s.limits.held.get(
-            (t.msg.queue, t.msg.type)
-        ):
+        """``t`` left ACTIVE: when its queue was at its concurrency limit, or tasks are held
+        for a slot of its type, wake idle workers (they claim at once)."""
+        n = s.limits.queue_concurrency.get(t.msg.queue)
+        was_full = n is not None and self._running(s, ("queue", t.msg.queue)) == n - 1
+        if was_full or s.limits.held.get((t.msg.queue, t.msg.type)):
             self._notify(s, t.msg.queue)
 
     def _started(self, s: _State, t: _Task) -> None:

@@ -203,10 +203,13 @@ class ClaimGate:
         self._buckets.save()
 
 
-def slots_watched(conn: sqlite3.Connection) -> bool:
-    """Whether a task leaving ACTIVE may let another start (a concurrency limit is set, or a
-    task is held for a slot): then idle workers are woken, to claim at once."""
-    return bool(conn.execute(queries()["slots_watched"]).fetchone()[0])
+def slots_watched(conn: sqlite3.Connection, queues: set[str]) -> bool:
+    """Whether tasks leaving ACTIVE in ``queues`` may let another start (a queue was at its
+    concurrency limit, or a task is held for a slot): then idle workers are woken, to claim
+    at once."""
+    if conn.execute(queries()["any_held"]).fetchone() is not None:
+        return True
+    return any(conn.execute(queries()["was_full"], (q,)).fetchone() for q in queues)
 
 
 def slot_free(conn: sqlite3.Connection, queue: str) -> bool:

@@ -168,8 +168,15 @@ WHERE seq = ?1 AND id = ?4 AND state = 'scheduled';
 -- Params: seq
 DELETE FROM held_tasks WHERE seq = ?;
 
--- name: slots_watched
-SELECT EXISTS (SELECT 1 FROM concurrency_limits) OR EXISTS (SELECT 1 FROM held_tasks);
+-- name: any_held
+SELECT 1 FROM held_tasks LIMIT 1;
+
+-- name: was_full
+-- A queue one task short of its concurrency limit (after a task left ACTIVE).
+-- Params: queue
+SELECT 1 FROM concurrency_limits
+WHERE kind = 'queue' AND name = ?1
+  AND max_active - 1 = (SELECT count(*) FROM tasks WHERE queue = ?1 AND state = 'active');
 
 -- name: slot_free
 -- A type with tasks of the queue held for a slot, and fewer ACTIVE tasks than its limit.

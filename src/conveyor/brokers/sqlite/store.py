@@ -422,7 +422,8 @@ class Store:
                     counts[(c.lease.task.queue, False)] += 1
                     ready = ready or bool(c.successors)
             self._count(counts, now)
-            ready = ready or limits.slots_watched(self.conn)  # a freed slot may start a task
+            queues = {c.lease.task.queue for c in completions}
+            ready = ready or limits.slots_watched(self.conn, queues)  # a freed slot may start one
         if ready:
             self.notify_ready()
         if failure is not None:
@@ -460,7 +461,7 @@ class Store:
             args = (now + delay_s, error, now, lease.task.queue, lease.task.id, lease.token)
             self._leased(Q["retry_leased"], args, lease)
             self._count(Counter({(lease.task.queue, True): 1}), now)
-            watched = limits.slots_watched(self.conn)  # a freed slot may start a task
+            watched = limits.slots_watched(self.conn, {lease.task.queue})  # a freed slot
         if delay_s <= 0 or watched:
             self.notify_ready()
 
@@ -470,7 +471,7 @@ class Store:
             args = (error, now, lease.task.queue, lease.task.id, lease.token)
             self._leased(Q["archive_leased"], args, lease)
             self._count(Counter({(lease.task.queue, True): 1}), now)
-            watched = limits.slots_watched(self.conn)
+            watched = limits.slots_watched(self.conn, {lease.task.queue})
         if watched:  # a freed slot may start a task
             self.notify_ready()
 

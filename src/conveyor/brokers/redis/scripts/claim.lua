@@ -32,7 +32,9 @@ local max_active = limit_table(ARGV[7])
 local running = {}  -- per type with a concurrency limit: its ACTIVE tasks, counted once per run
 
 local function running_of(task_type)
-  if running[task_type] == nil then running[task_type] = count_running(ARGV[6] .. task_type) end
+  if running[task_type] == nil then
+    running[task_type] = count_running(ARGV[6] .. task_type, max_active[task_type])
+  end
   return running[task_type]
 end
 
@@ -184,8 +186,12 @@ local function claim_from(qi)
   local b = block(qi)
   -- Tasks held for a slot of their type now free go back to the front first.
   for task_type, n in pairs(max_active) do
-    local free = n - running_of(task_type)
-    if free > 0 then unhold(b, task_type, free, t) end
+    if redis.call('EXISTS', queue_prefix(b) .. 'held:' .. task_type) == 1 then
+      -- Exact here (pruned in full): an entry of a finished task must not hold a slot.
+      running[task_type] = count_running(ARGV[6] .. task_type, 0)
+      local free = n - running[task_type]
+      if free > 0 then unhold(b, task_type, free, t) end
+    end
   end
   slot_free(b, true)
   local room = queue_room(b) or limit

@@ -132,20 +132,32 @@ local function queue_room(b)
   return n - redis.call('ZCARD', b.active)
 end
 
--- How many tasks started under the running set `key` are still ACTIVE (forgetting the rest).
-local function count_running(key)
-  local entries = redis.pcall('ZRANGE', key, 0, -1, 'WITHSCORES')
+-- Check the running set `key`'s entries `first`..`last` (by token, oldest first): drop those
+-- whose task is no longer ACTIVE under that token. Returns how many it dropped.
+local function prune_running(key, first, last)
+  local entries = redis.pcall('ZRANGE', key, first, last, 'WITHSCORES')
   if entries.err then return 0 end
-  local n = 0
+  local dropped = 0
   for i = 1, #entries, 2 do
     local rec = redis.pcall('HMGET', entries[i], 'state', 'token')
-    if not rec.err and rec[1] == 'active' and rec[2] == entries[i + 1] then
-      n = n + 1
-    else
+    if rec.err or rec[1] ~= 'active' or rec[2] ~= entries[i + 1] then
       redis.call('ZREM', key, entries[i])
+      dropped = dropped + 1
     end
   end
-  return n
+  return dropped
+end
+
+-- How many tasks started under the running set `key` are still ACTIVE, exactly when that may
+-- reach `n`; below it, an upper bound (entries of tasks gone count until pruned). Each call
+-- prunes the four oldest entries, so finished tasks do not pile up, and checks them all only
+-- when the set looks full: a limit far above the load costs O(1) per claim.
+local function count_running(key, n)
+  local size = redis.pcall('ZCARD', key)
+  if type(size) ~= 'number' then return 0 end
+  size = size - prune_running(key, 0, 3)
+  if size < n then return size end
+  return size - prune_running(key, 0, -1)
 end
 
 -- A task whose type is at its concurrency limit (`n`, counted in the running set `run`):
@@ -182,12 +194,14 @@ local function unhold(b, task_type, free, t)
   end
 end
 
--- complete.lua and fail.lua, after a task of queue `b` left ACTIVE: when the queue has a
--- concurrency limit, or tasks held for a slot, its slot may let one start: wake idle workers
--- (they claim at once, instead of at their next poll).
+-- complete.lua and fail.lua, after a task of queue `b` left ACTIVE: when the queue was at its
+-- concurrency limit, or tasks of it are held for a slot, its slot may let one start: wake idle
+-- workers (they claim at once, instead of at their next poll).
 local function slot_freed(b)
   local prefix = queue_prefix(b)
-  if redis.call('EXISTS', prefix .. 'concurrency', prefix .. 'slotwait') > 0 then wake(b) end
+  local n = tonumber(redis.pcall('GET', prefix .. 'concurrency'))
+  local was_full = n and redis.call('ZCARD', b.active) == n - 1
+  if was_full or redis.call('EXISTS', prefix .. 'slotwait') == 1 then wake(b) end
 end
 
 -- Whether a task of queue `b` held for a slot could take one now (peek.lua: an idle wait then
@@ -203,7 +217,7 @@ local function slot_free(b, tidy)
     local held = redis.call('ZCARD', queue_prefix(b) .. 'held:' .. waits[i])
     if held == 0 and tidy then
       redis.call('HDEL', key, waits[i])
-    elseif held > 0 and n and count_running(run) < tonumber(n) then
+    elseif held > 0 and n and count_running(run, 0) < tonumber(n) then
       free = true
     end
   end
