@@ -133,6 +133,9 @@ class MemoryLimits:
         if max_active is None:
             limits.pop(name, None)
             self._state.limits.running.pop((kind, name), None)
+            if kind == "type":  # its held tasks start when due, like any scheduled task
+                for key in [k for k in self._state.limits.held if k[1] == name]:
+                    del self._state.limits.held[key]
             return
         limits[name] = max_active
         # Tasks already running count against a new limit too.

@@ -283,6 +283,8 @@ class SqliteLimits:
             with store.write():
                 if max_active is None:
                     store.conn.execute(queries()["remove_concurrency"], (kind, name))
+                    if kind == "type":  # its held tasks start when due, like any scheduled one
+                        store.conn.execute(queries()["forget_held_of_type"], (name,))
                 else:
                     store.conn.execute(queries()["set_concurrency"], (kind, name, max_active))
 

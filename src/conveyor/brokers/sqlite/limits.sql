@@ -188,3 +188,7 @@ WHERE c.kind = 'type'
       SELECT count(*) FROM tasks INDEXED BY tasks_leases WHERE state = 'active' AND type = c.name
   )
 LIMIT 1;
+
+-- name: forget_held_of_type
+-- Params: type
+DELETE FROM held_tasks WHERE type = ?;

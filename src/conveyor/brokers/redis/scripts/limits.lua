@@ -205,18 +205,21 @@ local function slot_freed(b)
 end
 
 -- Whether a task of queue `b` held for a slot could take one now (peek.lua: an idle wait then
--- claims at once, so a slot freed while no one waited is never missed). With `tidy`, types
--- with no task held any more are dropped from the slotwait hash.
-local function slot_free(b, tidy)
+-- claims at once, so a slot freed while no one waited is never missed). With `limits` (the
+-- claim's type concurrency limits), types with no task held any more, or no limit any more,
+-- are dropped from the slotwait hash (the held tasks of the latter start when due).
+local function slot_free(b, limits)
   local key = queue_prefix(b) .. 'slotwait'
   local waits = redis.pcall('HGETALL', key)
   if waits.err then return false end
   local free = false
   for i = 1, #waits, 2 do
     local n, run = string.match(waits[i + 1], '^([0-9]+) (.+)$')
-    local held = redis.call('ZCARD', queue_prefix(b) .. 'held:' .. waits[i])
-    if held == 0 and tidy then
+    local held_key = queue_prefix(b) .. 'held:' .. waits[i]
+    local held = redis.call('ZCARD', held_key)
+    if limits and (held == 0 or limits[waits[i]] == nil) then
       redis.call('HDEL', key, waits[i])
+      redis.call('DEL', held_key)
     elseif held > 0 and n and count_running(run, 0) < tonumber(n) then
       free = true
     end
