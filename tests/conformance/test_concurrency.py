@@ -153,3 +153,18 @@ async def test_a_new_type_limit_counts_tasks_already_running(broker: Broker) -> 
     await flow(broker).set_task_concurrency("api:call", 2)
 
     assert await claim_ids(broker, [QUEUE, OTHER]) == []
+
+
+async def test_a_removed_type_limit_leaves_held_tasks_to_start_as_scheduled(
+    broker: Broker,
+) -> None:
+    await flow(broker).set_task_concurrency("api:call", 1)
+    first, second = msg(type="api:call"), msg(type="api:call")
+    await broker.enqueue([first, second])
+    assert await claim_ids(broker, [QUEUE]) == [first.id]
+    assert await state_of(broker, second.id) is TaskState.SCHEDULED
+
+    await flow(broker).set_task_concurrency("api:call", None)
+    await broker.run_task(QUEUE, second.id)
+
+    assert await claim_ids(broker, [QUEUE]) == [second.id]

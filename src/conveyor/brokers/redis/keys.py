@@ -61,12 +61,14 @@ __all__ = [
     "bucket_prefix",
     "claim_receipt",
     "concurrency_limits",
+    "held_for_slot",
     "queue_concurrency",
     "queue_keys",
     "queue_limit",
     "rate_limits",
     "registry",
     "running_prefix",
+    "slot_waits",
     "task",
     "unique_lock",
     "waiter",
@@ -130,6 +132,16 @@ def running_prefix(namespace: str, queue: str | None) -> str:
 def queue_concurrency(namespace: str, queue: str) -> str:
     """A queue's concurrency limit (scripts build it as the queue prefix .. ``concurrency``)."""
     return f"{queue_prefix(namespace, queue)}concurrency"
+
+
+def held_for_slot(namespace: str, queue: str, task_type: str) -> str:
+    """Tasks of ``queue`` held for a slot of ``task_type`` (scripts: queue prefix .. held:)."""
+    return f"{queue_prefix(namespace, queue)}held:{task_type}"
+
+
+def slot_waits(namespace: str, queue: str) -> str:
+    """The types that tasks of ``queue`` are held for (scripts: queue prefix .. slotwait)."""
+    return f"{queue_prefix(namespace, queue)}slotwait"
 
 
 def queue_limit(namespace: str, queue: str) -> str:

@@ -104,8 +104,18 @@ class LimitsMixin(RedisBrokerBase):
             else:
                 await self._client.hset(key, task_type, str(max_active))
         self._rate_spec_until = float("-inf")
-        if max_active is not None:
+        if max_active is None:
+            await self._forget_held(task_type)
+        else:
             await self._count_running(task_type)
+
+    async def _forget_held(self, task_type: str) -> None:
+        """A type's limit is gone: its held tasks start when due, like any scheduled task, and
+        its queues stop waking workers for its slots."""
+        for queue in await self._all_queues():
+            with self._errors():
+                await self._client.hdel(keys.slot_waits(self._ns, queue), task_type)
+                await self._client.delete(keys.held_for_slot(self._ns, queue, task_type))
 
     async def task_concurrency(self) -> dict[str, int]:
         """Every task type's concurrency limit."""

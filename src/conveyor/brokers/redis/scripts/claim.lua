@@ -193,7 +193,7 @@ local function claim_from(qi)
       if free > 0 then unhold(b, task_type, free, t) end
     end
   end
-  slot_free(b, max_active)
+  slot_free(b, true)
   local room = queue_room(b) or limit
   while claimed < limit and held_total < MAX_HOLDS and room > 0 do
     local want = math.min(limit - claimed, room)

@@ -205,10 +205,9 @@ local function slot_freed(b)
 end
 
 -- Whether a task of queue `b` held for a slot could take one now (peek.lua: an idle wait then
--- claims at once, so a slot freed while no one waited is never missed). With `limits` (the
--- claim's type concurrency limits), types with no task held any more, or no limit any more,
--- are dropped from the slotwait hash (the held tasks of the latter start when due).
-local function slot_free(b, limits)
+-- claims at once, so a slot freed while no one waited is never missed). With `tidy`, types
+-- with no task held any more are dropped from the slotwait hash.
+local function slot_free(b, tidy)
   local key = queue_prefix(b) .. 'slotwait'
   local waits = redis.pcall('HGETALL', key)
   if waits.err then return false end
@@ -217,9 +216,8 @@ local function slot_free(b, limits)
     local n, run = string.match(waits[i + 1], '^([0-9]+) (.+)$')
     local held_key = queue_prefix(b) .. 'held:' .. waits[i]
     local held = redis.call('ZCARD', held_key)
-    if limits and (held == 0 or limits[waits[i]] == nil) then
+    if tidy and held == 0 then
       redis.call('HDEL', key, waits[i])
-      redis.call('DEL', held_key)
     elseif held > 0 and n and count_running(run, 0) < tonumber(n) then
       free = true
     end

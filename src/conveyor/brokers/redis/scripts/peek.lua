@@ -12,7 +12,7 @@ local best = -1
 for qi = 1, #KEYS / BLOCK do
   local b = block(qi)
   if redis.call('EXISTS', b.paused) == 0 and not queue_full(b) then
-    if redis.call('ZCARD', b.pending) > 0 or slot_free(b, nil) then
+    if redis.call('ZCARD', b.pending) > 0 or slot_free(b, false) then
       return 0
     end
     for _, set in ipairs({b.scheduled, b.retry}) do
