@@ -20,14 +20,14 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 # hashlib.sha256(p.read_bytes()).hexdigest()[:16])) for p in sorted(pathlib.Path(
 # 'src/conveyor/brokers/redis/scripts').glob('*.lua'))]"
 PINNED_SHA256 = {
-    "claim.lua": "ef38076041a2015a",
+    "claim.lua": "4083d1c731684451",
     "complete.lua": "91a7b50f67fb54a5",
     "delete_queue.lua": "4f0a143b22e99d80",
     "enqueue.lua": "e0d85f51d3be23dd",
     "extend.lua": "2e9c44368efdedf8",
     "fail.lua": "e0e7032e499a9d0c",
     "lib.lua": "01a4cffc83538eec",
-    "limits.lua": "b411cd4c5948c88b",
+    "limits.lua": "b550e1b8ff32fcc2",
     "manage.lua": "43ca04db3f374a21",
     "page.lua": "9980ab50d9f3ff3b",
     "peek.lua": "e54808a6dde27661",

@@ -28,6 +28,8 @@ local held_total = 0
 -- Holds per run stay bounded, so a long queue of held-back tasks never makes one long script:
 -- the next claim carries on.
 local MAX_HOLDS = 1000
+local buckets = {}  -- per rate-limited type: its bucket, read once by this run
+local tokens_taken = 0  -- names this run's tokens: "<claim id>:<n>"
 local max_active = limit_table(ARGV[7])
 local running = {}  -- per type with a concurrency limit: its ACTIVE tasks, counted once per run
 
@@ -49,7 +51,13 @@ local function over_limit(b, id, score, task_type)
   end
   local rate = rates[task_type]
   if rate == nil then return false end
-  local due = take_token(ARGV[4] .. task_type, b.tprefix .. id, rate, t, held[task_type] or 0)
+  if buckets[task_type] == nil then
+    buckets[task_type] = open_bucket(ARGV[4] .. task_type, rate, t) or false
+  end
+  if not buckets[task_type] then return false end
+  tokens_taken = tokens_taken + 1
+  local member = (ARGV[3] or digits(t)) .. ':' .. tokens_taken
+  local due = take_token(buckets[task_type], t, held[task_type] or 0, member)
   if due == nil then return false end
   held[task_type] = (held[task_type] or 0) + 1
   held_total = held_total + 1
@@ -252,6 +260,9 @@ for qi = 1, blocks_n do
   if redis.call('EXISTS', block(qi).paused) == 0 then
     claim_from(qi)
   end
+end
+for _, bucket in pairs(buckets) do
+  if bucket then save_bucket(bucket) end
 end
 local receipt = KEYS[blocks_n * BLOCK + 1]
 if receipt and claimed > 0 then

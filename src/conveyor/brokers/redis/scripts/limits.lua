@@ -75,28 +75,46 @@ local function rate_table(spec)
   return rates
 end
 
--- One claim's step on a rate limit's bucket (as conveyor.brokers.limits.take_token): `key` is
--- a ZSET of the tokens still out, scored by the µs time each was taken; a token is back one
--- period after it was taken. Returns nil when the task (record key `tkey`) may start (a token
--- taken), else the µs time it may start. `ahead`: tasks of the same type this claim already
--- held back (each waits for the next token after the last one's). A bucket key of another
--- type limits nothing.
-local function take_token(key, tkey, rate, t, ahead)
-  local count, period = rate[1], rate[2]
-  local back = redis.pcall('ZRANGEBYSCORE', key, '-inf', t - period)
+-- A rate limit's bucket as one claim uses it (as conveyor.brokers.limits.take_token): `key`
+-- is a ZSET of the tokens still out, scored by the µs time each was taken; a token is back one
+-- period after it was taken. Read once per claim and type (the tokens back dropped), counted
+-- in Lua as the claim takes tokens, and the tokens taken added in one ZADD at the end
+-- (save_bucket). A bucket key of another type limits nothing (nil).
+local function open_bucket(key, rate, t)
+  local back = redis.pcall('ZRANGEBYSCORE', key, '-inf', t - rate[2])
   if back.err then return nil end
   for c = 1, #back, ZADD_CHUNK do
     redis.call('ZREM', key, unpack(back, c, math.min(c + ZADD_CHUNK - 1, #back)))
   end
-  local out = redis.call('ZCARD', key)
+  return {key = key, rate = rate, stored = redis.call('ZCARD', key), taken = {}}
+end
+
+-- Take a token at `t` for a task (`member` names it, unique): nil when it may start, else the
+-- µs time it may start. `ahead`: tasks of the same type this claim already held back (each
+-- waits for the next token after the last one's).
+local function take_token(bucket, t, ahead, member)
+  local count, period = bucket.rate[1], bucket.rate[2]
+  local out = bucket.stored + #bucket.taken / 2
   if out < count and ahead == 0 then
-    redis.call('ZADD', key, t, digits(t) .. ' ' .. tkey)
+    bucket.taken[#bucket.taken + 1] = t
+    bucket.taken[#bucket.taken + 1] = member
     return nil
   end
-  -- Tokens come back in the order they were taken; one round of them serves `out` tasks.
+  -- Tokens come back in the order they were taken (this claim's last, all at `t`); one round
+  -- of them serves `out` tasks.
   local i = out - count + ahead
-  local at = redis.call('ZRANGE', key, i % out, i % out, 'WITHSCORES')
-  return tonumber(at[2]) + period * (math.floor(i / out) + 1)
+  local at = t
+  if i % out < bucket.stored then
+    at = tonumber(redis.call('ZRANGE', bucket.key, i % out, i % out, 'WITHSCORES')[2])
+  end
+  return at + period * (math.floor(i / out) + 1)
+end
+
+local function save_bucket(bucket)
+  for c = 1, #bucket.taken, ZADD_CHUNK do
+    local last = math.min(c + ZADD_CHUNK - 1, #bucket.taken)
+    redis.call('ZADD', bucket.key, unpack(bucket.taken, c, last))
+  end
 end
 
 -- A claimed-for task over its type's rate: SCHEDULED until `due` µs, nothing counted. It was
