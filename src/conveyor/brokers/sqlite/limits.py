@@ -86,12 +86,10 @@ class RateBuckets:
     when the claim first meets the type (the ones back deleted), and the tokens this claim
     takes are written at the end."""
 
-    def __init__(self, conn: sqlite3.Connection, now: float) -> None:
+    def __init__(self, conn: sqlite3.Connection, now: float, rates: dict[str, Rate]) -> None:
         self._conn = conn
         self._now = now
-        self._rates = {
-            row[0]: Rate(row[1], row[2]) for row in conn.execute(queries()["all_rate_limits"])
-        }
+        self._rates = rates
         self._out: dict[str, int] = {}  # tokens out per type, those taken by this claim included
         self._taken: Counter[str] = Counter()
         self._held: Counter[str] = Counter()
@@ -146,10 +144,12 @@ class ClaimGate:
     def __init__(self, conn: sqlite3.Connection, now: float) -> None:
         self._conn = conn
         self._now = now
-        self._buckets = RateBuckets(conn, now)
-        limits = conn.execute(queries()["all_concurrency"]).fetchall()
-        self._types = {name: n for kind, name, n in limits if kind == "type"}
-        self._queues = {name: n for kind, name, n in limits if kind == "queue"}
+        # One statement for every limit: a claim with none set pays for one small read.
+        limits = conn.execute(queries()["all_claim_limits"]).fetchall()
+        rates = {name: Rate(n, period) for kind, name, n, period in limits if kind == "rate"}
+        self._buckets = RateBuckets(conn, now, rates)
+        self._types = {name: n for kind, name, n, _ in limits if kind == "type"}
+        self._queues = {name: n for kind, name, n, _ in limits if kind == "queue"}
         self._active: dict[tuple[str, str], int] = {}
 
     def __bool__(self) -> bool:
@@ -207,9 +207,16 @@ def slots_watched(conn: sqlite3.Connection, queues: set[str]) -> bool:
     """Whether tasks leaving ACTIVE in ``queues`` may let another start (a queue was at its
     concurrency limit, or a task is held for a slot): then idle workers are woken, to claim
     at once."""
+    if conn.execute(queries()["any_concurrency"]).fetchone() is None:
+        return False  # no limit, so no task held either (a removed limit forgets its held)
     if conn.execute(queries()["any_held"]).fetchone() is not None:
         return True
     return any(conn.execute(queries()["was_full"], (q,)).fetchone() for q in queues)
+
+
+def any_concurrency(conn: sqlite3.Connection) -> bool:
+    """Whether any concurrency limit is set (else an idle wait skips the checks below)."""
+    return conn.execute(queries()["any_concurrency"]).fetchone() is not None
 
 
 def slot_free(conn: sqlite3.Connection, queue: str) -> bool:

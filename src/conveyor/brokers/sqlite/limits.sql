@@ -192,3 +192,13 @@ LIMIT 1;
 -- name: forget_held_of_type
 -- Params: type
 DELETE FROM held_tasks WHERE type = ?;
+
+-- name: all_claim_limits
+-- Every rate and concurrency limit, read once per claim transaction: (kind, name, count or
+-- max_active, period_s or NULL), kind 'rate', 'type' or 'queue'.
+SELECT 'rate', type, count, period_s FROM rate_limits
+UNION ALL
+SELECT kind, name, max_active, NULL FROM concurrency_limits;
+
+-- name: any_concurrency
+SELECT 1 FROM concurrency_limits LIMIT 1;

@@ -379,11 +379,13 @@ class Store:
         """Whether a task is ready now in an unpaused queue, and the earliest due time."""
         with self.read() as now:
             paused = {r[0] for r in self.fetch(Q["paused_queues"], text=(0,))}
-            paused |= limits.full_queues(self.conn)  # at their concurrency limit: nothing ready
+            limited = limits.any_concurrency(self.conn)
+            if limited:
+                paused |= limits.full_queues(self.conn)  # at their limit: nothing ready there
             open_queues = [q for q in dict.fromkeys(queues) if q not in paused]
             if any(self.conn.execute(Q["has_pending"], (q,)).fetchone() for q in open_queues):
                 return True, now
-            if any(limits.slot_free(self.conn, q) for q in open_queues):
+            if limited and any(limits.slot_free(self.conn, q) for q in open_queues):
                 return True, now
             times = [self.conn.execute(Q["next_due_at"], (q,)).fetchone()[0] for q in open_queues]
         earliest = min((t for t in times if t is not None), default=None)

@@ -215,8 +215,14 @@ end
 -- complete.lua and fail.lua, after a task of queue `b` left ACTIVE: when the queue was at its
 -- concurrency limit, or tasks of it are held for a slot, its slot may let one start: wake idle
 -- workers (they claim at once, instead of at their next poll).
+local watched = {}  -- per queue prefix, once per script run: is there a slot to watch at all?
+
 local function slot_freed(b)
   local prefix = queue_prefix(b)
+  if watched[prefix] == nil then
+    watched[prefix] = redis.call('EXISTS', prefix .. 'concurrency', prefix .. 'slotwait') > 0
+  end
+  if not watched[prefix] then return end
   local n = tonumber(redis.pcall('GET', prefix .. 'concurrency'))
   local was_full = n and redis.call('ZCARD', b.active) == n - 1
   if was_full or redis.call('EXISTS', prefix .. 'slotwait') == 1 then wake(b) end
