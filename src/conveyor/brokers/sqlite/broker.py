@@ -27,6 +27,7 @@ from conveyor.brokers.sqlite.connection import (
     broker_error,
     open_connection,
 )
+from conveyor.brokers.sqlite.limits import SqliteLimits
 from conveyor.brokers.sqlite.progress import SqliteProgress
 from conveyor.brokers.sqlite.schedules import SqliteSchedules
 from conveyor.brokers.sqlite.store import Store
@@ -97,7 +98,9 @@ def _set_done(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-class SqliteBroker(SqliteWorkflows, SqliteProgress, SqliteSchedules, SqliteWorkersMixin):
+class SqliteBroker(
+    SqliteWorkflows, SqliteProgress, SqliteSchedules, SqliteWorkersMixin, SqliteLimits
+):
     """A broker in one SQLite file: durable, shared by every process on this machine.
 
     Workers and producers in several processes can use the same file at once: the database is
