@@ -21,10 +21,10 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 # 'src/conveyor/brokers/redis/scripts').glob('*.lua'))]"
 PINNED_SHA256 = {
     "cancel.lua": "d8675f0281593bb3",
-    "claim.lua": "e48fa1e237f34e34",
+    "claim.lua": "23ec7d5cfdde82c6",
     "complete.lua": "e070b96a56991cc5",
     "delete_queue.lua": "4f0a143b22e99d80",
-    "enqueue.lua": "0eb8f6916be7b533",
+    "enqueue.lua": "e024b813f2051343",
     "extend.lua": "2e9c44368efdedf8",
     "fail.lua": "dce02b7e6cec5234",
     "lib.lua": "71b1deed37f0812e",
