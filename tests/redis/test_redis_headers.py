@@ -34,7 +34,12 @@ async def test_headers_are_a_hash_field_only_when_set_on_both_enqueue_paths(
             fields = await client.hkeys(keys.task(broker.namespace, "default", "without-a"))
         finally:
             await client.aclose()
-        assert stored == {"with-a": HEADERS, "without-a": None, "with-s": HEADERS, "without-s": None}
+        assert stored == {
+            "with-a": HEADERS,
+            "without-a": None,
+            "with-s": HEADERS,
+            "without-s": None,
+        }
         assert b"headers" not in fields
         leases = await broker.claim(["default", "other"], limit=4, lease_s=30)
         assert {lease.task.id: lease.task.raw_headers for lease in leases} == stored
