@@ -36,6 +36,7 @@ PUBLIC_API = [
     "Group",
     "Handler",
     "HandlerSignal",
+    "HeadersError",
     "Inspector",
     "InvalidNameError",
     "JSONValue",

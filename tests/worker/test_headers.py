@@ -100,3 +100,25 @@ async def test_the_task_span_is_a_child_of_the_producer_span(url_broker: Broker)
     assert len(carried) == 1 and list(carried[0]) == ["traceparent"]  # W3C trace context
     ids = f"{producer.trace_id:032x}-{producer.span_id:016x}"
     assert carried[0]["traceparent"].startswith(f"00-{ids}-")
+
+
+async def test_a_task_with_damaged_stored_headers_is_archived_unrun() -> None:
+    from conveyor.brokers.memory import MemoryBroker
+    from conveyor.message import TaskMessage
+
+    ran: list[str] = []
+    mux = ServeMux()
+    mux.handle("t", lambda ctx, task: ran.append(task.type))
+    broker = MemoryBroker()
+    try:
+        await broker.enqueue([TaskMessage(id="bad", type="t", headers=b"[not an object]")])
+        async with serving(Server(broker, **fast()), mux):
+
+            async def archived() -> bool:
+                return (await broker.get_task("default", "bad")).state is TaskState.ARCHIVED
+
+            await eventually(archived)
+        info = await broker.get_task("default", "bad")
+    finally:
+        await broker.close()
+    assert ran == [] and "stored headers" in (info.last_error or "")
