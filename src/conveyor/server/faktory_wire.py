@@ -233,7 +233,7 @@ def _custom_headers(custom: dict[str, Any] | None) -> bytes | None:
         return None
     try:
         return encode_headers({CUSTOM_HEADER: compact(custom).decode()})
-    except (ConveyorError, ValueError, TypeError) as exc:  # too big; NaN can't be sent as JSON
+    except (ConveyorError, ValueError, TypeError, RecursionError) as exc:  # too big, NaN
         raise ProtocolError(f"custom: {exc}") from None
 
 
