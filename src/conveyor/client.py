@@ -37,6 +37,7 @@ from conveyor.options import (
     TaskOptions,
     parse_options,
 )
+from conveyor.propagation import trace_context_reader
 from conveyor.signals import Signals, TaskEvent, TaskEventKind
 
 if TYPE_CHECKING:
@@ -63,6 +64,8 @@ class _Producer:
         # Merged client + per-type defaults: the hot path merges only the call's options.
         self.type_defaults: dict[str, TaskOptions] = {}
         self.templates: dict[str, MessageTemplate] = {}
+        # The active span's context, added to each task's headers when OpenTelemetry is there.
+        self.trace_context = trace_context_reader()
 
     def set_default_options(self, task_type: str, options: DefaultOptions) -> None:
         validate_name(task_type, what="task type")
@@ -85,7 +88,9 @@ class _Producer:
     def message(self, task: Task, call: TaskOptions | None) -> TaskMessage:
         if not isinstance(task, Task):
             raise TypeError(f"expected a conveyor.Task, not {type(task).__name__}")
-        return self.template(task.type, call).build(task, self.max_payload_bytes)
+        return self.template(task.type, call).build(
+            task, self.max_payload_bytes, self.trace_context()
+        )
 
     def messages(self, tasks: Iterable[Task], options: EnqueueOptions) -> list[TaskMessage]:
         call = parse_options(options) if options else None
@@ -94,13 +99,14 @@ class _Producer:
         templates: dict[str, MessageTemplate] = {}
         messages = []
         limit = self.max_payload_bytes
+        context = self.trace_context()  # one call, one span: the same context for every task
         for task in tasks:
             if not isinstance(task, Task):
                 raise TypeError(f"expected a conveyor.Task, not {type(task).__name__}")
             template = templates.get(task.type)
             if template is None:
                 template = templates[task.type] = self.template(task.type, call)
-            messages.append(template.build(task, limit))
+            messages.append(template.build(task, limit, context))
         return messages
 
     @staticmethod
@@ -189,6 +195,7 @@ class AsyncClient(BrokerHandle):
             ConfigError: a bad option value (negative duration, bad queue name...).
             PayloadError: (a ``TypeError``) the payload is not JSON; names the bad value.
             PayloadTooLargeError: the payload is over ``max_payload_bytes``.
+            HeadersError: (a ``ValueError``) the headers are not a small mapping of str to str.
             TaskIdConflictError: a task with the given ``task_id`` exists in the queue.
             DuplicateTaskError: a ``unique`` task with the same type, payload and queue is live.
             BrokerError: the broker failed; the enqueue may or may not have happened.

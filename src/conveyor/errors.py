@@ -11,7 +11,8 @@
     ├── TaskError
     │   ├── UnknownTaskError                 no handler matches the task type
     │   ├── PayloadError (TypeError)         payload is not JSON-serialisable / not decodable
-    │   └── PayloadTooLargeError (ValueError) payload exceeds the size cap
+    │   ├── PayloadTooLargeError (ValueError) payload exceeds the size cap
+    │   └── HeadersError (ValueError)        task headers are not small str -> str metadata
     ├── DuplicateTaskError                   a unique task with the same key is live
     ├── TaskIdConflictError                  a task with the same id already exists in the queue
     ├── TaskNotFoundError                    no such task in that queue
@@ -92,6 +93,10 @@ class PayloadTooLargeError(TaskError, ValueError):
         super().__init__(f"payload is {size} bytes, over the {limit}-byte limit")
         self.size = size
         self.limit = limit
+
+
+class HeadersError(TaskError, ValueError):
+    """A task's headers are not a small mapping of str to str (see ``conveyor.headers``)."""
 
 
 class _TaskRefError(ConveyorError):

@@ -13,10 +13,14 @@ import re
 import time
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any, NewType, TypeAlias
+from typing import TYPE_CHECKING, Any, NewType, TypeAlias
 
 from conveyor.errors import InvalidNameError, PayloadError, PayloadTooLargeError
+from conveyor.headers import decode_headers
 from conveyor.progress import StepLog
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 JSONValue: TypeAlias = Any
 """A value ``json.dumps`` accepts: dict, list, str, int, float, bool or None (the only ``Any``)."""
@@ -198,6 +202,9 @@ def to_timestamp(when: datetime) -> float:
 class Task:
     """A unit of work: a type that selects the handler, and a JSON (or bytes) payload.
 
+    ``headers`` is optional string metadata stored with the task (see :mod:`conveyor.headers`);
+    the handler reads it as ``ctx.headers``.
+
     Example::
 
         task = Task("email:welcome", {"user_id": 42})
@@ -206,6 +213,7 @@ class Task:
 
     type: str
     payload: Payload = None
+    headers: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         validate_name(self.type, what="task type")
@@ -232,6 +240,8 @@ class TaskMessage:
     unique_ttl_s: float | None = None
     process_at: float | None = None
     process_in_s: float | None = None
+    headers: bytes | None = None
+    """The task's headers as compact JSON (``conveyor.headers.encode_headers``); None: none."""
 
 
 @functools.lru_cache(maxsize=256)
@@ -267,6 +277,8 @@ class TaskInfo:
     unique_key: str | None = None
     result_log: tuple[StepLog, ...] = ()
     """A pipeline task's steps reached, in order (``Inspector.get_task`` fills it; else empty)."""
+    raw_headers: bytes | None = None
+    """The stored headers (compact JSON), or ``None`` when the task has none."""
 
     @classmethod
     def from_message(
@@ -302,6 +314,7 @@ class TaskInfo:
             raw_result,
             _NO_TIME if not m.retention_s else _duration(m.retention_s),
             m.unique_key,
+            m.headers,
         )
 
     @property
@@ -313,6 +326,15 @@ class TaskInfo:
     def result(self) -> JSONValue:
         """The handler's decoded result, or ``None`` when there is none (yet)."""
         return None if self.raw_result is None else decode_json(self.raw_result)
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The task's headers, read-only (empty when it has none).
+
+        Raises:
+            PayloadError: the stored headers are damaged (not a JSON object of strings).
+        """
+        return decode_headers(self.raw_headers)
 
 
 # Building the objects made once per task (a message, its info) without the generated __init__:
@@ -329,10 +351,11 @@ def _new_task_info(
     max_retry: int, retried: int, last_error: str | None, last_failed_at: datetime | None,
     timeout: timedelta | None, deadline: datetime | None, next_process_at: datetime | None,
     enqueued_at: datetime | None, completed_at: datetime | None, raw_result: bytes | None,
-    retention: timedelta, unique_key: str | None,
+    retention: timedelta, unique_key: str | None, raw_headers: bytes | None = None,
 ) -> TaskInfo:  # fmt: skip
     obj: TaskInfo = _NEW(TaskInfo)
-    (s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16, s17, s18) = _TI
+    (s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16, s17, s18,
+     s19) = _TI  # fmt: skip
     s0(obj, id)
     s1(obj, queue)
     s2(obj, type)
@@ -352,6 +375,7 @@ def _new_task_info(
     s16(obj, retention)
     s17(obj, unique_key)
     s18(obj, ())
+    s19(obj, raw_headers)
     return obj
 
 
@@ -359,11 +383,11 @@ def _new_task_message(
     id: str, type: str, queue: str, payload: bytes, encoding: Encoding, max_retry: int,
     timeout_s: float | None, deadline: float | None, retention_s: float,
     unique_key: str | None, unique_ttl_s: float | None, process_at: float | None,
-    process_in_s: float | None,
+    process_in_s: float | None, headers: bytes | None = None,
 ) -> TaskMessage:  # fmt: skip
     """For conveyor.options, which builds one message per task: every field, in order."""
     obj: TaskMessage = _NEW(TaskMessage)
-    (s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12) = _TM
+    (s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13) = _TM
     s0(obj, id)
     s1(obj, type)
     s2(obj, queue)
@@ -377,6 +401,7 @@ def _new_task_message(
     s10(obj, unique_ttl_s)
     s11(obj, process_at)
     s12(obj, process_in_s)
+    s13(obj, headers)
     return obj
 
 

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import TypedDict
 
 from conveyor.errors import ConfigError
+from conveyor.headers import check_headers, encode_headers, merged_headers
 from conveyor.message import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_QUEUE,
@@ -73,12 +74,15 @@ class EnqueueOptions(DefaultOptions, total=False):
         unique: uniqueness TTL; a duplicate (same type, payload and queue) enqueued within it is
             a ``DuplicateTaskError``.
         retention: keep the completed task and its result this long.
+        headers: string metadata stored with the task (``ctx.headers`` in the handler); merged
+            over the task's own ``headers``, these winning (see :mod:`conveyor.headers`).
     """
 
     deadline: datetime
     process_in: Duration
     process_at: datetime
     task_id: str
+    headers: Mapping[str, str]
 
 
 _DEFAULT_NAMES = frozenset(DefaultOptions.__annotations__)
@@ -98,6 +102,7 @@ class TaskOptions:
     task_id: str | None = None
     unique: timedelta | None = None
     retention: timedelta | None = None
+    headers: Mapping[str, str] | None = None
 
     def merged(self, over: TaskOptions) -> TaskOptions:
         """Return these options with every option set in ``over`` taking precedence."""
@@ -205,7 +210,16 @@ def parse_options(options: Mapping[str, object], *, defaults_only: bool = False)
         task_id=_opt_name("task_id", get("task_id"), what="task id"),
         unique=_opt_duration("unique", get("unique"), allow_zero=False),
         retention=_opt_duration("retention", get("retention"), allow_zero=True),
+        headers=_opt_headers(get("headers")),
     )
+
+
+def _opt_headers(value: object) -> Mapping[str, str] | None:
+    if value is None:
+        return None
+    headers = check_headers(value)
+    encode_headers(headers)  # the size too: a HeadersError at the call, not at enqueue
+    return headers
 
 
 def unique_key(task_type: str, payload: bytes, queue: str) -> str:
@@ -238,6 +252,7 @@ class MessageTemplate:
     process_at: float | None
     process_in_s: float | None
     task_id: str | None
+    headers: Mapping[str, str] | None = None
 
     @classmethod
     def from_options(cls, options: TaskOptions) -> MessageTemplate:
@@ -257,16 +272,26 @@ class MessageTemplate:
                 None if options.process_in is None else options.process_in.total_seconds()
             ),
             task_id=options.task_id,
+            headers=options.headers or None,
         )
 
-    def build(self, task: Task, max_payload_bytes: int) -> TaskMessage:
+    def build(
+        self, task: Task, max_payload_bytes: int, context: Mapping[str, str] | None = None
+    ) -> TaskMessage:
         """The message for one task.
+
+        ``context`` holds headers the producer adds on its own (a trace context); the task's
+        headers, then the call's, are merged over them.
 
         Raises:
             PayloadError: the payload is not JSON (nor bytes); the message names the bad value.
             PayloadTooLargeError: the encoded payload is over ``max_payload_bytes``.
+            HeadersError: the merged headers break a rule of :mod:`conveyor.headers`.
         """
         data, encoding = encode_payload(task.payload, limit=max_payload_bytes)
+        headers = None
+        if context or task.headers or self.headers:  # the usual task has none: nothing to do
+            headers = encode_headers(merged_headers(context, task.headers, self.headers))
         # Every TaskMessage field, in declaration order: half the cost of TaskMessage(...).
         return _new_task_message(
             self.task_id or new_task_id(),
@@ -282,6 +307,7 @@ class MessageTemplate:
             self.unique_ttl_s,
             self.process_at,
             self.process_in_s,
+            headers,
         )
 
 

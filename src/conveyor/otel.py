@@ -14,15 +14,18 @@ Example::
 
     app.mux.use(TracingMiddleware())     # the global tracer provider, or tracer_provider=...
 
-The span starts a new trace: the producer's trace context is not carried to the worker yet
-(a task has no metadata field to carry it in).
+The producer's trace context travels in the task's headers: when a span is active while a
+client enqueues a task (and OpenTelemetry is installed), the client injects the context with
+OpenTelemetry's configured propagator (W3C ``traceparent`` by default), and this middleware
+extracts it, so each attempt's span is a child of the span that enqueued the task, in the same
+trace. A task enqueued outside any span starts a new trace.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
 from conveyor.message import JSONValue, Task
@@ -56,8 +59,12 @@ class TracingMiddleware:
             "conveyor.task.type": task.type,
             "conveyor.task.attempt": ctx.retry_count + 1,
         }
+        headers = ctx.headers
+        # The producer's context, when it sent one: the attempt's span becomes its child.
+        parent = propagate.extract(headers) if headers else None
         with self._tracer.start_as_current_span(
             f"{task.type} process",
+            context=parent,
             kind=SpanKind.CONSUMER,
             attributes=attributes,
             record_exception=False,  # recorded below, cancellations included

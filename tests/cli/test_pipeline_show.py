@@ -1,14 +1,16 @@
-"""``conveyor task show`` prints a pipeline task's result log, one line per step reached."""
+"""``conveyor task show`` prints a pipeline task's result log (one line per step) and headers."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from conveyor.brokers.sqlite import SqliteBroker
 from conveyor.cli.main import cli
+from conveyor.headers import encode_headers
 from conveyor.message import TaskMessage, encode_json
 from conveyor.progress import PipelineStepState, Progress, StepLog
 
@@ -64,3 +66,18 @@ async def _enqueue(url: str, message: TaskMessage) -> None:
         await broker.enqueue([message])
     finally:
         await broker.close()
+
+
+def test_task_show_prints_the_headers_quoted_and_in_json(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    headers = encode_headers({"tenant": "acme", "note": "two\nlines"})
+    message = TaskMessage(id="tagged", type="t", payload=encode_json(None), headers=headers)
+    asyncio.run(_enqueue(url, message))
+
+    shown = CliRunner().invoke(cli, ["task", "show", "default", "tagged", "-b", url])
+    as_json = CliRunner().invoke(cli, ["task", "show", "default", "tagged", "-b", url, "--json"])
+
+    assert shown.exit_code == 0, shown.output
+    assert 'header:          "tenant": "acme"\n' in shown.output
+    assert 'header:          "note": "two\\nlines"\n' in shown.output
+    assert json.loads(as_json.output)["headers"] == {"tenant": "acme", "note": "two\nlines"}

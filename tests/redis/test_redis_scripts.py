@@ -21,10 +21,10 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 # 'src/conveyor/brokers/redis/scripts').glob('*.lua'))]"
 PINNED_SHA256 = {
     "cancel.lua": "d8675f0281593bb3",
-    "claim.lua": "4083d1c731684451",
+    "claim.lua": "a4a06828c2c495e6",
     "complete.lua": "e30f3054d23b7743",
     "delete_queue.lua": "4f0a143b22e99d80",
-    "enqueue.lua": "e0d85f51d3be23dd",
+    "enqueue.lua": "e83c6458a26a8dc0",
     "extend.lua": "2e9c44368efdedf8",
     "fail.lua": "e0e7032e499a9d0c",
     "lib.lua": "71b1deed37f0812e",

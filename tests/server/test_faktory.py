@@ -102,8 +102,34 @@ async def test_job_fields_map_onto_conveyor_tasks_and_back(
         fetched = await c.call("FETCH p q")
         assert fetched["args"] == [{"k": "v"}] and fetched["jobtype"] == "py"
         assert fetched["retry"] == -1 and fetched["queue"] == "p"
+        assert "custom" not in fetched  # a Python task: no custom
         fetched = await c.call("FETCH p q")
         assert (fetched["jid"], fetched["args"], fetched["reserve_for"]) == ("now", [1], 120)
+        assert fetched["custom"] == {"a": 1}
+
+
+@shared
+async def test_custom_is_kept_through_a_retry_and_too_big_a_custom_is_refused(
+    start_server: ServerFactory, broker: Broker
+) -> None:
+    custom = {"trace": {"id": "abc", "tags": ["x", 1, None, 2.5]}, "é": "✓"}
+    async with start_server() as server:
+        c = await Resp.connect(server, wid="w1")
+        assert await c.call("PUSH " + job("kept", custom=custom, retry=3)) == "OK"
+        assert await c.call("PUSH " + job("empty", custom={})) == "OK"
+        refused = await c.call("PUSH " + job("big", custom={"x": "y" * 10_000}))
+        assert refused[0] == "ERR" and "custom" in refused[1]
+        assert (await c.call("FETCH"))["custom"] == custom
+        fail = {"jid": "kept", "errtype": "Boom", "message": "again"}
+        assert await c.call("FAIL " + json.dumps(fail)) == "OK"
+        assert "custom" not in await c.call("FETCH")  # "empty": nothing stored
+        await broker.run_task("default", "kept")
+        again = await c.call("FETCH")
+        assert again["jid"] == "kept" and again["custom"] == custom
+        assert again["failure"]["message"] == "Boom: again"
+        assert (await broker.get_task("default", "empty")).raw_headers is None
+        with pytest.raises(TaskNotFoundError):
+            await broker.get_task("default", "big")
 
 
 @shared

@@ -239,6 +239,7 @@ def test_from_message_and_fast_message_building_match_the_dataclass_constructors
         "unique_ttl_s": 30.0,
         "process_at": 1_700_000_100.0,
         "process_in_s": 5.0,
+        "headers": b'{"h":"v"}',
     }
     assert [f.name for f in fields(TaskMessage)] == list(values)  # declaration order
     message = TaskMessage(**values)  # type: ignore[arg-type]
@@ -263,6 +264,8 @@ def test_from_message_and_fast_message_building_match_the_dataclass_constructors
         enqueued_at=at,
         retention=timedelta(seconds=60),
         unique_key="k",
+        raw_headers=b'{"h":"v"}',
     )
+    assert dict(info.headers) == {"h": "v"}
     with pytest.raises(AttributeError):
         info.id = "changed"  # type: ignore[misc]  # still frozen

@@ -37,6 +37,7 @@ PUBLIC_API = [
     "Group",
     "Handler",
     "HandlerSignal",
+    "HeadersError",
     "Inspector",
     "InvalidNameError",
     "JSONValue",

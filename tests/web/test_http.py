@@ -8,6 +8,7 @@ import re
 import httpx
 import pytest
 
+from conveyor import AsyncClient, Task
 from conveyor.inspector import AsyncInspector
 from conveyor.message import TaskState
 from conveyor.web import create_app
@@ -74,6 +75,20 @@ async def test_the_api_serves_what_the_pages_show(
     assert detail["state"] == "completed"
     assert '"ok": "<i>"' in detail["result"]
     assert "<script>" in detail["payload"]
+
+
+async def test_the_task_page_and_api_show_the_headers_escaped(
+    client: httpx.AsyncClient, broker_url: str
+) -> None:
+    async with AsyncClient(broker_url) as producer:
+        info = await producer.enqueue(Task("t", 1), headers={"origin": "<b>web</b>"})
+
+    page = await client.get(f"/queues/default/tasks/{info.id}")
+    detail = (await client.get(f"/api/queues/default/tasks/{info.id}")).json()
+
+    shown = '<span class="name">origin</span></dt><dd data-header>&lt;b&gt;web&lt;/b&gt;<'
+    assert shown in page.text
+    assert detail["headers"] == {"origin": "<b>web</b>"}
 
 
 async def test_pages_are_clamped_and_bad_input_is_a_clear_error(

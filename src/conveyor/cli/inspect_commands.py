@@ -284,18 +284,26 @@ def task_show(queue_name: str, task_id: str, broker: str | None, as_json: bool) 
     """Show one task (its payload size, not its payload)."""
     with inspector_for(broker) as inspector:
         info = inspector.get_task(queue_name, task_id)
+    headers = dict(info.headers)
     if as_json:
-        echo_json(task_json(info))
+        echo_json({**task_json(info), "headers": headers})
         return
     click.echo(format_info(info))
     click.echo(f"{'retried:':<17}{info.retried}")
     if info.last_error:
         click.echo(f"{'last_error:':<17}{info.last_error}")
+    for name, value in headers.items():
+        # As JSON strings: a header is any text, and control characters must not reach the tty.
+        click.echo(f"{'header:':<17}{_quoted(name)}: {_quoted(value)}")
     for n, entry in enumerate(info.result_log, 1):
         # A pipeline's steps reached: "step 2: charge  succeeded  attempts=1"
         error = f"  error={entry.error}" if entry.error else ""
         line = f"{entry.step}  {entry.state}  attempts={entry.attempts}{error}"
         click.echo(f"{f'step {n}:':<17}{line}")
+
+
+def _quoted(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
 
 
 def _bulk_state(all_state: str | None, state: str | None) -> str | None:

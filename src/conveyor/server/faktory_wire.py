@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from conveyor.errors import ConveyorError, ProtocolError
+from conveyor.headers import encode_headers
 from conveyor.message import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     NAME_PATTERN,
@@ -38,6 +39,9 @@ DISCARD_ON_FAIL = -1
 Faktory's ``retry: -1`` (dead at once) is stored as ``max_retry`` 0, which is what conveyor's
 own "no retries" means, so a Python task with no retries is never discarded by a Faktory client.
 """
+
+CUSTOM_HEADER = "faktory.custom"
+"""The task header holding a job's ``custom`` object, as compact JSON (FETCH returns it)."""
 
 _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
@@ -211,6 +215,7 @@ def parse_job(obj: object) -> TaskMessage:
     except ConveyorError as exc:
         raise ProtocolError(f"args: {exc}") from None
     return TaskMessage(
+        headers=_custom_headers(custom),
         id=jid,
         type=jobtype,
         queue=_name(obj.get("queue") or "default", "queue"),
@@ -220,6 +225,27 @@ def parse_job(obj: object) -> TaskMessage:
         timeout_s=float(reserve),
         process_at=parse_time(obj.get("at"), "at"),
     )
+
+
+def _custom_headers(custom: dict[str, Any] | None) -> bytes | None:
+    """A job's ``custom`` as task headers (one header, its compact JSON); none when empty."""
+    if not custom:
+        return None
+    try:
+        return encode_headers({CUSTOM_HEADER: compact(custom).decode()})
+    except (ConveyorError, ValueError, TypeError, RecursionError) as exc:  # too big, NaN
+        raise ProtocolError(f"custom: {exc}") from None
+
+
+def job_custom(info: TaskInfo) -> dict[str, Any] | None:
+    """The ``custom`` object a job was pushed with, or ``None`` (none, or not readable)."""
+    if info.raw_headers is None:
+        return None
+    try:
+        value = json.loads(info.headers.get(CUSTOM_HEADER, "null"))
+    except (ConveyorError, ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def parse_jid(text: str) -> str:
@@ -304,6 +330,9 @@ def job_json(info: TaskInfo) -> bytes:
         "created_at": _iso(info.enqueued_at),
         "enqueued_at": _iso(info.enqueued_at),
     }
+    custom = job_custom(info)
+    if custom is not None:
+        job["custom"] = custom
     if info.retried:
         job["failure"] = {
             "retry_count": info.retried - 1,

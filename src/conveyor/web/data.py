@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from conveyor.brokers.throughput import MinuteTotals
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConveyorError, PayloadError
 from conveyor.message import Encoding, QueueStats, TaskInfo, TaskState
 
 PREVIEW_CHARS = 120
@@ -127,4 +127,13 @@ def task_detail(info: TaskInfo) -> Row:
         "deadline": _iso(info.deadline),
         "retention_s": _seconds(info.retention),
         "unique_key": info.unique_key,
+        "headers": _headers(info),
     }
+
+
+def _headers(info: TaskInfo) -> dict[str, str]:
+    """The task's headers; empty when damaged (the page still shows the rest of the task)."""
+    try:
+        return dict(info.headers)
+    except PayloadError:
+        return {}

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
+
+from conveyor.headers import EMPTY_HEADERS
 
 if TYPE_CHECKING:
     from conveyor.brokers.protocol import Broker
@@ -81,6 +83,12 @@ class TaskContext:
     # Condition and a lock per task, a measurable share of a no-op task's cost.
     _cancel_event: threading.Event | None = field(default=None, init=False, repr=False)
     _cancelled: bool = field(default=False, init=False, repr=False)
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The task's headers, read-only (empty when it has none, or outside a worker)."""
+        # Read from the lease's task on demand: a task without headers costs nothing here.
+        return EMPTY_HEADERS if self.lease is None else self.lease.task.headers
 
     @property
     def cancelled(self) -> bool:

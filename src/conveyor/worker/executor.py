@@ -377,7 +377,10 @@ class Executor:
             error = PayloadTooLargeError(size=size, limit=cap)
         else:
             try:
-                return Task(info.type, _decode(info.raw_payload, info.encoding))
+                payload = _decode(info.raw_payload, info.encoding)
+                if info.raw_headers is None:
+                    return Task(info.type, payload)
+                return Task(info.type, payload, info.headers)
             except (ConveyorError, ValueError, TypeError) as exc:
                 error = exc
         attempt.phase = Phase.SETTLING

@@ -105,6 +105,9 @@ def enqueue_args(
 ) -> list[str | bytes]:
     """ARGV for enqueue.lua: shared fields once per shape, then ids, payloads and unique keys.
 
+    Headers, when some message has any, follow as two more arguments (message indexes and
+    lengths, then the bytes), so the usual batch without headers sends exactly what it did.
+
     ``block`` gives a queue's block index in KEYS (and adds the block on first use). Ids must
     already be valid names (no spaces: the heads are space-separated).
     """
@@ -112,7 +115,10 @@ def enqueue_args(
     encoded: list[str] = []
     heads: list[str] = []
     parts: list[bytes] = []
+    with_headers = False
     for m in messages:
+        if m.headers is not None:
+            with_headers = True
         key = _shape_key(m)
         si = shapes.get(key)
         if si is None:
@@ -126,12 +132,27 @@ def enqueue_args(
             heads.append(f"{si} {m.id} {len(payload)} {len(ukey)}")
         else:
             heads.append(f"{si} {m.id} {len(payload)} 0")
-    return [
+    args: list[str | bytes] = [
         f"[{','.join(encoded)}]",
         f"[{','.join(map(str, sizes))}]",
         " ".join(heads),
         b"".join(parts),
     ]
+    if with_headers:
+        args.extend(_headers_args(messages))
+    return args
+
+
+def _headers_args(messages: Sequence[TaskMessage]) -> tuple[str, bytes]:
+    """enqueue.lua's ARGV[5] and [6]: "<index> <length>" of each message with headers, then
+    their headers concatenated (indexes count from 1, as Lua does)."""
+    index: list[str] = []
+    blobs: list[bytes] = []
+    for i, m in enumerate(messages, 1):
+        if m.headers is not None:
+            index.append(f"{i} {len(m.headers)}")
+            blobs.append(m.headers)
+    return " ".join(index), b"".join(blobs)
 
 
 def enqueued_infos(messages: Sequence[TaskMessage], states: bytes, now_us: int) -> list[TaskInfo]:
@@ -235,6 +256,7 @@ def decode_record(queue: str, task_id: str, fields: dict[bytes, bytes]) -> TaskI
         get(b"result"),
         retention or _NO_TIME,
         ukey.decode(errors="replace") if ukey else None,
+        get(b"headers"),
     )
 
 
@@ -252,6 +274,7 @@ CLAIM_FIELDS = (
     b"unique_key",
     b"error",
     b"failed_at",
+    b"headers",
 )
 """The record fields claim.lua returns for each claimed task, in order (its CLAIM_FIELDS)."""
 

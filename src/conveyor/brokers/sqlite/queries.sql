@@ -5,10 +5,10 @@
 -- executemany over tuples is the fastest way to feed SQLite from Python.
 --
 -- Every query returning whole tasks selects the "task columns" in this exact order, which
--- rows.py decodes:
+-- rows.py decodes (``headers`` is added by headers.sql when a connection opens):
 --   seq, queue, id, type, state, payload, encoding, max_retry, retried, token, timeout_s,
 --   deadline, retention_s, unique_key, enqueued_at, ready_at, since, lease_expires_at,
---   last_error, last_failed_at, completed_at, result
+--   last_error, last_failed_at, completed_at, result, headers
 --
 -- The terms "state <> 'scheduled' AND state <> 'retry' AND state <> 'active' AND
 -- state <> 'archived' AND state <> 'completed'" and "state IN ('scheduled', 'retry')" are
@@ -59,7 +59,7 @@ SELECT name FROM queues WHERE paused = 1;
 -- Params: queue, limit
 SELECT seq, queue, id, type, state, payload, encoding, max_retry, retried, token, timeout_s,
        deadline, retention_s, unique_key, enqueued_at, ready_at, since, lease_expires_at,
-       last_error, last_failed_at, completed_at, result
+       last_error, last_failed_at, completed_at, result, headers
 FROM tasks INDEXED BY tasks_pending
 WHERE queue = ? AND state <> 'scheduled' AND state <> 'retry' AND state <> 'active'
   AND state <> 'archived' AND state <> 'completed'
@@ -72,7 +72,7 @@ LIMIT ?;
 -- Params: queue, now, limit
 SELECT seq, queue, id, type, state, payload, encoding, max_retry, retried, token, timeout_s,
        deadline, retention_s, unique_key, enqueued_at, ready_at, since, lease_expires_at,
-       last_error, last_failed_at, completed_at, result
+       last_error, last_failed_at, completed_at, result, headers
 FROM tasks INDEXED BY tasks_due
 WHERE queue = ? AND state IN ('scheduled', 'retry') AND ready_at <= ?
 ORDER BY ready_at, seq
@@ -235,7 +235,7 @@ SELECT processed, failed FROM daily_counts WHERE queue = ? AND day = ?;
 -- Params: queue, state, limit, offset
 SELECT seq, queue, id, type, state, payload, encoding, max_retry, retried, token, timeout_s,
        deadline, retention_s, unique_key, enqueued_at, ready_at, since, lease_expires_at,
-       last_error, last_failed_at, completed_at, result
+       last_error, last_failed_at, completed_at, result, headers
 FROM tasks WHERE queue = ? AND state = ?
 ORDER BY ready_at, seq
 LIMIT ? OFFSET ?;
@@ -245,7 +245,7 @@ LIMIT ? OFFSET ?;
 -- Params: queue, state, limit, offset
 SELECT seq, queue, id, type, state, payload, encoding, max_retry, retried, token, timeout_s,
        deadline, retention_s, unique_key, enqueued_at, ready_at, since, lease_expires_at,
-       last_error, last_failed_at, completed_at, result
+       last_error, last_failed_at, completed_at, result, headers
 FROM tasks WHERE queue = ? AND state = ?
 ORDER BY since, seq
 LIMIT ? OFFSET ?;
@@ -255,7 +255,7 @@ LIMIT ? OFFSET ?;
 -- Params: queue, id
 SELECT seq, queue, id, type, state, payload, encoding, max_retry, retried, token, timeout_s,
        deadline, retention_s, unique_key, enqueued_at, ready_at, since, lease_expires_at,
-       last_error, last_failed_at, completed_at, result
+       last_error, last_failed_at, completed_at, result, headers
 FROM tasks WHERE queue = ? AND id = ?;
 
 -- name: make_pending

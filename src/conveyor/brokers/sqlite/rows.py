@@ -20,7 +20,7 @@ from conveyor.message import Encoding, TaskInfo, TaskState, to_datetime
 # Positions of the "task columns" selected by queries.sql (see the header of that file).
 SEQ, QUEUE, ID, TYPE, STATE, PAYLOAD, ENCODING, MAX_RETRY, RETRIED, TOKEN = range(10)
 TIMEOUT_S, DEADLINE, RETENTION_S, UNIQUE_KEY, ENQUEUED_AT, READY_AT, SINCE = range(10, 17)
-LEASE_EXPIRES_AT, LAST_ERROR, LAST_FAILED_AT, COMPLETED_AT, RESULT = range(17, 22)
+LEASE_EXPIRES_AT, LAST_ERROR, LAST_FAILED_AT, COMPLETED_AT, RESULT, HEADERS = range(17, 23)
 
 TEXT = (QUEUE, ID, TYPE, STATE, ENCODING, UNIQUE_KEY, LAST_ERROR)
 """Positions of the TEXT task columns; the others hold numbers or BLOBs."""
@@ -118,4 +118,5 @@ def _decoded(row: Row, state: TaskState, encoding: Encoding) -> TaskInfo:
         raw_result=row[RESULT],
         retention=timedelta(seconds=row[RETENTION_S]),
         unique_key=row[UNIQUE_KEY],
+        raw_headers=row[HEADERS],
     )

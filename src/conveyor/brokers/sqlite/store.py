@@ -23,6 +23,7 @@ from conveyor.brokers.protocol import (
     crash_limit_error,
 )
 from conveyor.brokers.sqlite import limits, rows, throughput, workflows
+from conveyor.brokers.sqlite.headers import store_headers
 from conveyor.brokers.sqlite.queries import queries
 from conveyor.errors import (
     BrokerError,
@@ -242,6 +243,7 @@ class Store:
             ready = at_now if ready_at == now else to_datetime(ready_at)
             infos.append(_new_info(m, state, at_now, ready))
         self.conn.executemany(Q["insert_task"], params)
+        store_headers(self.conn, messages)
         for m in messages:
             if m.unique_key is not None:
                 expires = None if m.unique_ttl_s is None else now + m.unique_ttl_s

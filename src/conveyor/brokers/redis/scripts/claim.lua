@@ -146,17 +146,17 @@ local function corruption(id, rec, tkey)
   if rec[10] and not number_in(rec[10], -MAX_SPAN, MAX_SPAN) then return 'bad retention' end
   if rec[11] and not utf8(rec[11]) then return 'bad unique_key' end
   if rec[13] and not number_in(rec[13], MIN_US, MAX_US) then return 'bad failed_at' end
-  if rec[14] and not is_int(rec[14]) then return 'bad crashes' end
+  if rec[15] and not is_int(rec[15]) then return 'bad crashes' end
   if #id > 255 or not string.find(id, '^[%w_.:%-]+$') then return 'bad id' end
   return nil
 end
 
 -- The record fields a claim returns, in this order (records.CLAIM_FIELDS must match): the
 -- first seven are the ones checked for corruption. One HMGET reads what both need, and
--- 'crashes' (checked, not returned).
+-- 'crashes' (checked, not returned; last, so dropping it leaves no hole in the reply).
 local CLAIM_FIELDS = {'enqueued_at', 'state', 'type', 'payload', 'encoding', 'max_retry',
                       'retried', 'timeout', 'deadline', 'retention', 'unique_key', 'error',
-                      'failed_at', 'crashes'}
+                      'failed_at', 'headers', 'crashes'}
 
 -- Read and check one popped task: its record when sound (appended to `good`), else nil after
 -- archiving it (corrupt) or dropping a stray entry. Writes nothing to a sound record.
@@ -165,7 +165,7 @@ local function check(b, qi, id, good)
   local rec = redis.pcall('HMGET', tkey, unpack(CLAIM_FIELDS))
   local bad = corruption(id, rec, tkey)
   if bad == nil then
-    rec[14] = nil
+    rec[15] = nil
     good[#good + 1] = rec
     return rec
   elseif not rec.err and bad ~= 'record missing' and rec[2] ~= 'pending' and STATE_SET[rec[2]] then

@@ -9,6 +9,9 @@
 --          <unique key length>" separated by spaces (ids have no spaces), [4] the payloads and
 --          unique keys concatenated in message order (a length 0 unique key = none).
 --          A constant number of arguments keeps the per-task cost of sending them low.
+--          [5], [6] only when some message has headers: "<message index> <length>" pairs
+--          separated by spaces, and those messages' headers (compact JSON) concatenated in the
+--          same order; each is stored as the record's 'headers' field.
 -- Returns: {now_us, group_1, ..., group_g}; a group is {'ok', states} with one letter per task
 --          (p pending, s scheduled), or {'conflict', i} / {'duplicate', i} for its first refused
 --          message i, or {'full', i} for the first message i of a queue past its length limit
@@ -33,6 +36,17 @@ for si, id, plen, ulen in string.gmatch(ARGV[3], '([0-9]+) ([^ ]+) ([0-9]+) ([0-
   msgs[#msgs + 1] = {s[1], id, s[2], s[3], s[4], s[5], s[6], s[7], string.sub(blob, pend, uend - 1),
                      s[8], s[9], s[10]}
   pos = uend
+end
+
+-- Headers of the messages that have any (a task without headers writes no field).
+local headers = {}
+if ARGV[5] then
+  local hpos = 1
+  for i, hlen in string.gmatch(ARGV[5], '([0-9]+) ([0-9]+)') do
+    local hend = hpos + tonumber(hlen)
+    headers[tonumber(i)] = string.sub(ARGV[6], hpos, hend - 1)
+    hpos = hend
+  end
 end
 
 -- True when no record of messages first..last exists yet (the usual case).
@@ -76,6 +90,9 @@ for g, size in ipairs(sizes) do
       local state = store_message(msgs[i], payloads[i], t, ctx)
       if state == 'pending' then unflushed[msgs[i][1]] = (unflushed[msgs[i][1]] or 0) + 1 end
       states[#states + 1] = string.sub(state, 1, 1)
+      if headers[i] then
+        redis.call('HSET', block(msgs[i][1]).tprefix .. msgs[i][2], 'headers', headers[i])
+      end
     end
     out[g + 1] = {'ok', table.concat(states)}
   end
