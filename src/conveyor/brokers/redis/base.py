@@ -73,6 +73,8 @@ SCRIPT_NAMES = (
     "wf_advance",
     "wf_create",
     "wf_settle",
+    "wf_outbox_create",
+    "wf_outbox_change",
     "throughput",
 )
 # Cluster: how often one broker object re-adds a queue it uses to the registry (another slot),

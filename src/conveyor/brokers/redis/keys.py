@@ -29,6 +29,7 @@ Layout (``ns`` is the namespace, default ``conveyor``; ``q`` a queue name)::
     ns:wf:{w}                      HASH   one workflow record (state, graph JSON, version...)
     ns:wf:{w}:steps                HASH   its steps: s:<i> state, r:<i> result, e:<i> error
     ns:wf:{w}:wake                 LIST   wake-up tokens for clients waiting on the workflow
+    ns:wf:{w}:outbox               SET    Cluster only: steps to enqueue (indices), drained
     ns:workflows                   ZSET   every workflow id, score = created-at time
     ns:workflows:live              SET    ids of workflows not yet finished
     ns:workflows:expiry            ZSET   finished workflow ids, score = end of retention
@@ -192,6 +193,11 @@ def workflow_keys(namespace: str, workflow_id: str) -> tuple[str, str, str]:
     """A workflow's record, steps and wake list, sharing the hash tag of its id."""
     record = f"{namespace}:wf:{{{workflow_id}}}"
     return record, f"{record}:steps", f"{record}:wake"
+
+
+def workflow_outbox(namespace: str, workflow_id: str) -> str:
+    """Redis Cluster only: a workflow's outbox, the steps recorded ready but not yet enqueued."""
+    return f"{namespace}:wf:{{{workflow_id}}}:outbox"
 
 
 def workflow_index(namespace: str) -> tuple[str, str, str]:
