@@ -93,6 +93,7 @@ from datetime import UTC, datetime
 
 from conveyor.brokers.memory import throughput as minute_totals
 from conveyor.brokers.memory.progress import MemoryProgress
+from conveyor.brokers.memory.results import MemoryResults, ResultWaiters, wake_result_waiters
 from conveyor.brokers.memory.schedules import MemorySchedules
 from conveyor.brokers.memory.workers import MemoryWorkersMixin
 from conveyor.brokers.memory.workflows import MemoryWorkflows, WorkflowStore
@@ -192,6 +193,7 @@ class _State:
     workers: dict[str, tuple[WorkerInfo, float]] = field(default_factory=dict)
     cancels: dict[tuple[str, str], int] = field(default_factory=dict)
     workflows: WorkflowStore = field(default_factory=WorkflowStore)
+    result_waiters: ResultWaiters = field(default_factory=dict)  # see results.py
 
 
 # The one deliberate process-wide registry: memory:// URLs name shared state (see "Sharing").
@@ -222,7 +224,9 @@ def _info(t: _Task) -> TaskInfo:
     )
 
 
-class MemoryBroker(MemoryWorkflows, MemoryProgress, MemorySchedules, MemoryWorkersMixin):
+class MemoryBroker(
+    MemoryWorkflows, MemoryProgress, MemorySchedules, MemoryWorkersMixin, MemoryResults
+):
     """An in-process broker: fast, nothing persisted, the reference for every other backend.
 
     Example::
@@ -314,6 +318,8 @@ class MemoryBroker(MemoryWorkflows, MemoryProgress, MemorySchedules, MemoryWorke
     @staticmethod
     def _to_settled(s: _State, t: _Task, state: TaskState, now: float) -> None:
         t.state, t.since, t.heap_mark = state, now, next(s.counter)
+        if s.result_waiters:  # someone waits on a task's result (client.wait)
+            wake_result_waiters(s.result_waiters, t.msg.queue, t.msg.id)
 
     @staticmethod
     def _head(q: _Queue, heap: list[tuple[float, int, str, int]]) -> _Task | None:

@@ -57,6 +57,7 @@ from conveyor.brokers.redis.replies import (
     queue_groups,
     refusal_error,
 )
+from conveyor.brokers.redis.results import RedisResults
 from conveyor.brokers.redis.schedules import RedisSchedules
 from conveyor.brokers.redis.throughput import ThroughputMixin
 from conveyor.brokers.redis.waiting import WaitingMixin
@@ -90,6 +91,7 @@ class RedisBroker(
     RedisSchedules,
     WorkersMixin,
     ThroughputMixin,
+    RedisResults,
     RedisBrokerBase,
 ):
     """Tasks stored in Redis (standalone, Sentinel or Cluster); the production backend.

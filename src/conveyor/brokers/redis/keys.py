@@ -22,6 +22,8 @@ Layout (``ns`` is the namespace, default ``conveyor``; ``q`` a queue name)::
     ns:{q}:paused                  STRING present while the queue is paused
     ns:{q}:stats                   HASH   p:<utc day> / f:<utc day> processed and failed counts
     ns:{q}:t:<id>                  HASH   one task record
+    ns:{q}:r:<id>                  LIST   result wake-up for client.wait (one token at most),
+                                          pushed only when a waiter flagged the record
     ns:{q}:cancels                 HASH   cancel requests: task id -> the token of the attempt
     ns:{~workers}:records          HASH   live workers: id -> "<beat µs> <JSON record>"
     ns:{~workers}:expiry           ZSET   live workers, score = when the record lapses (µs)
@@ -119,6 +121,11 @@ def queue_prefix(namespace: str, queue: str) -> str:
 def task(namespace: str, queue: str, task_id: str) -> str:
     """The hash holding one task record (scripts build it as task prefix .. id)."""
     return f"{queue_prefix(namespace, queue)}t:{task_id}"
+
+
+def result_wake(namespace: str, queue: str, task_id: str) -> str:
+    """The list a waiter on the task's result blocks on (scripts: task prefix's queue + r:id)."""
+    return f"{queue_prefix(namespace, queue)}r:{task_id}"
 
 
 def unique_lock(namespace: str, queue: str, unique_key: str) -> str:

@@ -28,6 +28,7 @@ from conveyor.brokers.sqlite.connection import (
     open_connection,
 )
 from conveyor.brokers.sqlite.progress import SqliteProgress
+from conveyor.brokers.sqlite.results import SqliteResults
 from conveyor.brokers.sqlite.schedules import SqliteSchedules
 from conveyor.brokers.sqlite.store import Store
 from conveyor.brokers.sqlite.wake import WakeListener, WakeSender, wake_directory
@@ -97,7 +98,9 @@ def _set_done(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-class SqliteBroker(SqliteWorkflows, SqliteProgress, SqliteSchedules, SqliteWorkersMixin):
+class SqliteBroker(
+    SqliteWorkflows, SqliteProgress, SqliteSchedules, SqliteWorkersMixin, SqliteResults
+):
     """A broker in one SQLite file: durable, shared by every process on this machine.
 
     Workers and producers in several processes can use the same file at once: the database is

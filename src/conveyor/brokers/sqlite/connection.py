@@ -11,6 +11,7 @@ from conveyor.brokers.protocol import recover_spread
 from conveyor.brokers.sqlite import checkpoint, throughput, workflows
 from conveyor.brokers.sqlite.progress import create_progress_table
 from conveyor.brokers.sqlite.queries import SCHEMA_VERSION, schema_script
+from conveyor.brokers.sqlite.results import create_tables as create_result_tables
 from conveyor.brokers.sqlite.schedules import apply_schema as apply_schedules_schema
 from conveyor.brokers.sqlite.workers import create_tables as create_worker_tables
 from conveyor.errors import BrokerError, BrokerUnavailableError
@@ -113,6 +114,7 @@ _CONCERN_TABLES = (
     create_progress_table,
     apply_schedules_schema,
     create_worker_tables,
+    create_result_tables,
 )
 
 
