@@ -249,12 +249,26 @@ class RedisWorkflowOutbox:
             await self._client.zrem(expiry, workflow_id)
 
     async def _sweep_outboxes(self) -> None:
-        """Drain every live workflow's outbox and file the finished ones (crash leftovers)."""
+        """Drain every live workflow's outbox and file the finished ones (crash leftovers).
+
+        One pipelined read for all live workflows (each node gets its own share), then work
+        only for those with something left behind.
+        """
         _, live, _ = keys.workflow_index(self._ns)
         ids = [_int_str(i) for i in await self._client.smembers(live)]
-        for workflow_id in ids:
-            await self._drain_outbox(workflow_id)
-            await self._file(workflow_id)
+        if not ids:
+            return
+        async with self._client.pipeline(transaction=False) as pipe:
+            for workflow_id in ids:
+                pipe.exists(keys.workflow_outbox(self._ns, workflow_id))
+                pipe.hget(keys.workflow_keys(self._ns, workflow_id)[0], "state")
+            replies = await pipe.execute()
+        for n, workflow_id in enumerate(ids):
+            left, state = replies[2 * n], replies[2 * n + 1]
+            if left:
+                await self._drain_outbox(workflow_id)
+            if state is not None and WorkflowState(_int_str(state)) in FINISHED:
+                await self._file(workflow_id)
 
 
 def _int_str(value: object) -> str:
