@@ -19,6 +19,7 @@ from conveyor import (
     StepState,
     TaskContext,
     TaskFailedError,
+    WorkflowInfo,
     WorkflowState,
     chain,
     chord,
@@ -104,6 +105,28 @@ async def test_chain_passes_each_result_to_the_next_step(flow: Flow) -> None:
     add, mul = flow.app.tasks["add"], flow.app.tasks["mul"]
     assert await run(flow, chain(add.s(1, 2), mul.s(4), add.s(10))) == 22
     assert flow.calls == [("add", (1, 2)), ("mul", (3, 4)), ("add", (12, 10))]
+
+
+async def test_every_step_carries_its_task_info_and_position(flow: Flow) -> None:
+    add, boom = flow.app.tasks["add"], flow.app.tasks["boom"]
+    flow.fail_first.add("boom")
+    info = await flow.app.aenqueue_workflow(chain(add.s(1, 2), boom.s(), add.s(10)))
+    assert info.steps[0].task is not None and info.steps[0].task.state is TaskState.PENDING
+    assert info.steps[2].task is None  # waits for its input: no task yet
+    with pytest.raises(TaskFailedError):
+        await flow.app.async_client.wait(info, 20)
+    rec = await workflows_of(flow.app.async_client.broker).load_workflow(info.id)
+    steps = WorkflowInfo.from_record(rec).steps
+    first, failed, never = (s.task for s in steps)
+    assert first is not None and (first.id, first.state, first.result) == (
+        steps[0].task_id,
+        TaskState.COMPLETED,
+        3,
+    )
+    assert first.type == "add" and steps[0].position == "0.0"
+    assert failed is not None and failed.state is TaskState.ARCHIVED
+    assert failed.last_error is not None and "boom failed" in failed.last_error
+    assert never is None
 
 
 async def test_group_returns_results_in_member_order(flow: Flow) -> None:

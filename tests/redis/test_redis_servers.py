@@ -24,7 +24,7 @@ from redis_servers import (
     start_cluster,
 )
 
-from conveyor import AsyncClient, Client, ConfigError, Task, signature
+from conveyor import AsyncClient, Client, Task, signature
 from conveyor.brokers.redis import RedisBroker
 from conveyor.errors import BrokerError, BrokerUnavailableError, TaskIdConflictError
 from conveyor.message import Completion, Lease, TaskMessage, TaskState, new_task_id
@@ -272,10 +272,9 @@ async def test_cluster_enqueue_claim_and_wait_across_queues(tmp_path: Path) -> N
             assert {i.state for i in infos} == {TaskState.PENDING}
             assert await broker.list_queues() == queues
 
-            # Workflows are refused on Cluster (docs/workflows.md, Limits), storing nothing.
-            with pytest.raises(ConfigError, match="Cluster"):
-                await AsyncClient(broker).enqueue_workflow(signature("t", queue="q0"))
-            assert (await broker.queue_stats("q0")).pending == 3
+            # A workflow's first step goes to its queue through the workflow's outbox.
+            await AsyncClient(broker).enqueue_workflow(signature("t", queue="q0"))
+            assert (await broker.queue_stats("q0")).pending == 4
 
             # The synchronous enqueue splits per queue (slot) as enqueue does: atomic per queue,
             # queues in first-seen order, stopping at the first refusal.
@@ -323,7 +322,7 @@ async def test_cluster_enqueue_claim_and_wait_across_queues(tmp_path: Path) -> N
             claimed = await asyncio.wait_for(claiming, timeout=5)
             assert [le.task.id for le in claimed] == ["wake2"]
             stats = await broker.queue_stats("q0")
-            assert (stats.pending, stats.active) == (2, 1)
+            assert (stats.pending, stats.active) == (3, 1)  # the workflow step waits too
             info = await broker.describe()
             assert info.backend == "redis"
         finally:

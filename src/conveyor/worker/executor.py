@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from conveyor.backoff import ReconnectBackoff
 from conveyor.brokers.protocol import Broker
@@ -283,12 +284,16 @@ class Executor:
         task = await self._decode(attempt)
         if task is None:
             return
-        if self._steps.is_step(attempt.lease) and not await self._steps.prepare(
+        ready = not self._steps.is_step(attempt.lease) or await self._steps.prepare(
             attempt.lease, attempt.ctx
-        ):
-            # Its workflow was cancelled before it started: end the task without running it.
+        )
+        if ready is not True:
             attempt.phase = Phase.SETTLING
-            self._completer.add(Completion(lease=attempt.lease))
+            if ready is False:
+                # Its workflow was cancelled before it started: end the task without running it.
+                self._completer.add(Completion(lease=attempt.lease))
+            else:  # the step was recorded already: finish its settlement, run nothing
+                await self._settle(attempt.lease, partial(self._steps.settle, attempt.lease, ready))
             return
         activate(attempt.ctx)
         info = attempt.lease.task

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from conveyor.brokers.protocol import Broker
 from conveyor.brokers.workflow_engine import evaluate, parse_graph, should_run
-from conveyor.brokers.workflows import StepOutcome, WorkflowBroker, parse_step_task_id
+from conveyor.brokers.workflows import (
+    StepOutcome,
+    StepState,
+    WorkflowBroker,
+    parse_step_task_id,
+)
 from conveyor.errors import LeaseLostError, WorkflowNotFoundError
 from conveyor.message import Lease
 from conveyor.worker.context import TaskContext
@@ -28,8 +33,10 @@ class StepRunner:
         """Whether the leased task is a workflow step (and the broker stores workflows)."""
         return self._store is not None and parse_step_task_id(lease.task.id) is not None
 
-    async def prepare(self, lease: Lease, ctx: TaskContext) -> bool:
-        """Put the step's input on ``ctx``; ``False`` when its workflow cancelled it."""
+    async def prepare(self, lease: Lease, ctx: TaskContext) -> bool | StepOutcome:
+        """Put the step's input on ``ctx`` and return ``True`` to run the handler; ``False``
+        when its workflow cancelled it (end the task without running it); the recorded
+        outcome when the step had succeeded already (settle it with that, without running)."""
         step = parse_step_task_id(lease.task.id)
         if self._store is None or step is None:
             return True
@@ -42,6 +49,12 @@ class StepRunner:
             return True
         if not should_run(rec, step[1]):
             return False
+        own = rec.steps[step[1]]
+        if own.state is StepState.SUCCEEDED:
+            # Recorded already, its task not yet completed: the worker settling it died between
+            # the two (Redis Cluster settles in ordered steps), or a repeated outbox drain stored
+            # the task again: the settlement is finished without running the handler again.
+            return StepOutcome(succeeded=True, result=own.result or b"null")
         spec = graph.steps[step[1]]
         if spec.trigger is not None:
             error = rec.steps[spec.trigger].error or ""

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from conveyor.brokers.workflow_engine import evaluate, parse_graph
-from conveyor.brokers.workflows import StepState, WorkflowRecord, WorkflowState
-from conveyor.message import JSONValue
+from conveyor.brokers.workflows import StepRecord, StepState, WorkflowRecord, WorkflowState
+from conveyor.message import JSONValue, TaskInfo, TaskMessage, TaskState
 
 __all__ = ["WorkflowInfo", "WorkflowStep"]
 
@@ -27,6 +27,12 @@ class WorkflowStep:
         result: its result once it succeeded, else ``None``.
         error: its task's last error once it failed, else ``None``.
         error_callback: whether it is an error callback (runs only when its task failed).
+        task: the step as a :class:`~conveyor.TaskInfo` (its message, with ``position`` above
+            saying where it sits), once its task exists: PENDING while the step is enqueued
+            (the workflow's record does not tell pending, active and retrying apart: ask
+            ``Inspector.get_task(step.queue, step.task_id)`` for that), COMPLETED with its
+            result, ARCHIVED with its last error. ``None`` while the step waits for its
+            inputs, and for a step cancelled before it started.
     """
 
     position: str
@@ -37,6 +43,29 @@ class WorkflowStep:
     result: JSONValue
     error: str | None
     error_callback: bool
+    task: TaskInfo | None = None
+
+
+# How a step's state shows as its task's (the steps with no task map to None).
+_TASK_STATE = {
+    StepState.ENQUEUED: TaskState.PENDING,
+    StepState.SUCCEEDED: TaskState.COMPLETED,
+    StepState.FAILED: TaskState.ARCHIVED,
+}
+
+
+def _task(message: TaskMessage, step: StepRecord) -> TaskInfo | None:
+    state = _TASK_STATE.get(step.state)
+    if state is None:
+        return None
+    return TaskInfo.from_message(
+        message,
+        state=state,
+        enqueued_at=None,
+        next_process_at=None,
+        last_error=step.error,
+        raw_result=step.result if state is TaskState.COMPLETED else None,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,7 +75,9 @@ class WorkflowInfo:
     Attributes:
         id: the workflow id.
         state: pending, running, succeeded, failed or cancelled.
-        steps: every step, in compile order (a chord of n members has n + 1 steps).
+        steps: every step, in compile order (a chord of n members has n + 1 steps), each with
+            its position and, once its task exists, its :class:`~conveyor.TaskInfo`
+            (:attr:`WorkflowStep.task`).
         result: the last step's result for a chain, the list for a group, the body's for a
             chord; ``None`` until the workflow succeeded.
         error: the first archived step's last error, else ``None``.
@@ -78,6 +109,7 @@ class WorkflowInfo:
                 result=step.decoded_result(),
                 error=step.error,
                 error_callback=spec.trigger is not None,
+                task=_task(spec.message, step),
             )
             for spec, step in zip(graph.steps, rec.steps, strict=True)
         )

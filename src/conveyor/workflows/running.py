@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 
 from conveyor.brokers.protocol import Broker
+from conveyor.brokers.results import ResultWaitBroker
 from conveyor.brokers.workflows import FINISHED, WorkflowBroker, WorkflowState
 from conveyor.errors import (
     ConfigError,
@@ -22,8 +23,8 @@ from conveyor.workflows.info import WorkflowInfo
 
 __all__ = ["enqueue_workflow", "retention_seconds", "wait_for", "workflows_of"]
 
-# A task's result is read again at these growing intervals (no broker wake-up for one task):
-# quick for short tasks, gentle on the broker for long ones.
+# A broker that cannot wake a task's waiter (no ResultWaitBroker) is read again at these growing
+# intervals: quick for short tasks, gentle on the broker for long ones.
 _TASK_POLL_FIRST_S = 0.005
 _TASK_POLL_MAX_S = 0.25
 
@@ -100,8 +101,13 @@ async def _wait_workflow(store: WorkflowBroker, workflow_id: str, deadline: floa
 async def _wait_task(broker: Broker, info: TaskInfo, deadline: float) -> JSONValue:
     delay = _TASK_POLL_FIRST_S
     while True:
+        remaining = deadline - time.monotonic()
         try:
-            current = await broker.get_task(info.queue, info.id)
+            if isinstance(broker, ResultWaitBroker):
+                # Woken by the broker when the task ends (every bundled backend).
+                current = await broker.wait_task(info.queue, info.id, max(remaining, 0.0))
+            else:
+                current = await broker.get_task(info.queue, info.id)
         except TaskNotFoundError:
             raise TaskFailedError(
                 f"task {info.id!r} is gone (deleted, or its result's retention ended)",
@@ -115,5 +121,6 @@ async def _wait_task(broker: Broker, info: TaskInfo, deadline: float) -> JSONVal
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ResultTimeoutError(f"task {info.id!r} did not complete in time")
-        await asyncio.sleep(min(delay, remaining))
-        delay = min(delay * 2, _TASK_POLL_MAX_S)
+        if not isinstance(broker, ResultWaitBroker):
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, _TASK_POLL_MAX_S)

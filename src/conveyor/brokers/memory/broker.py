@@ -99,6 +99,7 @@ from datetime import UTC, datetime
 from conveyor.brokers.memory import throughput as minute_totals
 from conveyor.brokers.memory.limits import LimitState, MemoryLimits
 from conveyor.brokers.memory.progress import MemoryProgress
+from conveyor.brokers.memory.results import MemoryResults, ResultWaiters, wake_result_waiters
 from conveyor.brokers.memory.schedules import MemorySchedules
 from conveyor.brokers.memory.workers import MemoryWorkersMixin
 from conveyor.brokers.memory.workflows import MemoryWorkflows, WorkflowStore
@@ -199,6 +200,7 @@ class _State:
     cancels: dict[tuple[str, str], int] = field(default_factory=dict)
     workflows: WorkflowStore = field(default_factory=WorkflowStore)
     limits: LimitState = field(default_factory=LimitState)  # flow control (limits.py)
+    result_waiters: ResultWaiters = field(default_factory=dict)  # see results.py
 
 
 # The one deliberate process-wide registry: memory:// URLs name shared state (see "Sharing").
@@ -230,7 +232,12 @@ def _info(t: _Task) -> TaskInfo:
 
 
 class MemoryBroker(
-    MemoryWorkflows, MemoryProgress, MemorySchedules, MemoryWorkersMixin, MemoryLimits
+    MemoryWorkflows,
+    MemoryProgress,
+    MemorySchedules,
+    MemoryWorkersMixin,
+    MemoryLimits,
+    MemoryResults,
 ):
     """An in-process broker: fast, nothing persisted, the reference for every other backend.
 
@@ -323,6 +330,8 @@ class MemoryBroker(
     @staticmethod
     def _to_settled(s: _State, t: _Task, state: TaskState, now: float) -> None:
         t.state, t.since, t.heap_mark = state, now, next(s.counter)
+        if s.result_waiters:  # someone waits on a task's result (client.wait)
+            wake_result_waiters(s.result_waiters, t.msg.queue, t.msg.id)
 
     @staticmethod
     def _head(q: _Queue, heap: list[tuple[float, int, str, int]]) -> _Task | None:

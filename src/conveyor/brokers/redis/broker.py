@@ -58,6 +58,7 @@ from conveyor.brokers.redis.replies import (
     queue_groups,
     refusal_error,
 )
+from conveyor.brokers.redis.results import RedisResults
 from conveyor.brokers.redis.schedules import RedisSchedules
 from conveyor.brokers.redis.throughput import ThroughputMixin
 from conveyor.brokers.redis.waiting import WaitingMixin
@@ -92,6 +93,7 @@ class RedisBroker(
     WorkersMixin,
     ThroughputMixin,
     LimitsMixin,
+    RedisResults,
     RedisBrokerBase,
 ):
     """Tasks stored in Redis (standalone, Sentinel or Cluster); the production backend.

@@ -22,6 +22,8 @@ Layout (``ns`` is the namespace, default ``conveyor``; ``q`` a queue name)::
     ns:{q}:paused                  STRING present while the queue is paused
     ns:{q}:stats                   HASH   p:<utc day> / f:<utc day> processed and failed counts
     ns:{q}:t:<id>                  HASH   one task record
+    ns:{q}:r:<id>                  LIST   result wake-up for client.wait (one token at most),
+                                          pushed only when a waiter flagged the record
     ns:{q}:cancels                 HASH   cancel requests: task id -> the token of the attempt
     ns:{~workers}:records          HASH   live workers: id -> "<beat µs> <JSON record>"
     ns:{~workers}:expiry           ZSET   live workers, score = when the record lapses (µs)
@@ -29,6 +31,7 @@ Layout (``ns`` is the namespace, default ``conveyor``; ``q`` a queue name)::
     ns:wf:{w}                      HASH   one workflow record (state, graph JSON, version...)
     ns:wf:{w}:steps                HASH   its steps: s:<i> state, r:<i> result, e:<i> error
     ns:wf:{w}:wake                 LIST   wake-up tokens for clients waiting on the workflow
+    ns:wf:{w}:outbox               SET    Cluster only: steps to enqueue (indices), drained
     ns:workflows                   ZSET   every workflow id, score = created-at time
     ns:workflows:live              SET    ids of workflows not yet finished
     ns:workflows:expiry            ZSET   finished workflow ids, score = end of retention
@@ -184,6 +187,11 @@ def task(namespace: str, queue: str, task_id: str) -> str:
     return f"{queue_prefix(namespace, queue)}t:{task_id}"
 
 
+def result_wake(namespace: str, queue: str, task_id: str) -> str:
+    """The list a waiter on the task's result blocks on (scripts: task prefix's queue + r:id)."""
+    return f"{queue_prefix(namespace, queue)}r:{task_id}"
+
+
 def unique_lock(namespace: str, queue: str, unique_key: str) -> str:
     """The unique lock of ``unique_key`` in ``queue`` (scripts build it as lock prefix .. key)."""
     return f"{queue_prefix(namespace, queue)}u:{unique_key}"
@@ -256,6 +264,11 @@ def workflow_keys(namespace: str, workflow_id: str) -> tuple[str, str, str]:
     """A workflow's record, steps and wake list, sharing the hash tag of its id."""
     record = f"{namespace}:wf:{{{workflow_id}}}"
     return record, f"{record}:steps", f"{record}:wake"
+
+
+def workflow_outbox(namespace: str, workflow_id: str) -> str:
+    """Redis Cluster only: a workflow's outbox, the steps recorded ready but not yet enqueued."""
+    return f"{namespace}:wf:{{{workflow_id}}}:outbox"
 
 
 def workflow_index(namespace: str) -> tuple[str, str, str]:

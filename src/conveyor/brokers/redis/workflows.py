@@ -17,8 +17,10 @@ Lease recovery that archives a step does it in ``wf_settle.lua`` (mode ``expired
 workflow's failure, before ``recover.lua`` handles the other lapsed tasks
 (:meth:`RedisWorkflows.archive_expired_steps`).
 
-Redis Cluster is not supported: a workflow's keys share one slot (its id's hash tag), but its
-steps' queues live in their own slots, and one script must touch both.
+On Redis Cluster a workflow's keys share one slot (its id's hash tag) but its steps' queues
+live in their own, so no script can touch both: there each transition is one script in the
+workflow's slot that puts the steps it made ready into an outbox, drained into their queues
+next (:mod:`~conveyor.brokers.redis.workflow_outbox`).
 """
 
 from __future__ import annotations
@@ -37,17 +39,17 @@ from conveyor.brokers.protocol import LEASE_EXPIRED_ERROR, crash_limit_error
 from conveyor.brokers.redis import keys
 from conveyor.brokers.redis.base import ScriptBatch
 from conveyor.brokers.redis.records import message_args
+from conveyor.brokers.redis.workflow_outbox import LETTER, RedisWorkflowOutbox, change_json
 from conveyor.brokers.workflows import (
     FINISHED,
     NewWorkflow,
     StepOutcome,
     StepRecord,
-    StepState,
     WorkflowRecord,
     WorkflowState,
     parse_step_task_id,
 )
-from conveyor.errors import ConfigError, TaskIdConflictError, WorkflowNotFoundError
+from conveyor.errors import TaskIdConflictError, WorkflowNotFoundError
 from conveyor.message import Lease, TaskMessage
 
 if TYPE_CHECKING:
@@ -70,14 +72,7 @@ def _str(value: object) -> str:
 _FIELDS = (
     "state", "created_at", "finished_at", "error", "failed_task", "retention", "version", "states"
 )  # fmt: skip
-# A step's state as stored: one letter in the record's 'states' field.
-_LETTER = {
-    StepState.WAITING: "w",
-    StepState.ENQUEUED: "q",
-    StepState.SUCCEEDED: "s",
-    StepState.FAILED: "f",
-    StepState.CANCELLED: "c",
-}
+_LETTER = LETTER
 _STATE = {ord(v): k for k, v in _LETTER.items()}
 # One shared record per state for steps read without their result (no allocation per step).
 _BARE = {ord(v): StepRecord(state=k) for k, v in _LETTER.items()}
@@ -114,33 +109,6 @@ def _mask(graph: engine.Graph) -> str:
     return "".join("m" if s.trigger is None else "e" for s in graph.steps)
 
 
-def _change_json(old: WorkflowRecord, change: engine.Change, index: int | None) -> str:
-    rec = change.record
-    steps: list[list[Any]] = []
-    for i, (before, after) in enumerate(zip(old.steps, rec.steps, strict=True)):
-        if before == after:
-            continue
-        field = ""
-        if i == index and after.state is StepState.SUCCEEDED:
-            field = "r"
-        elif i == index and after.state is StepState.FAILED:
-            field = "e"
-        steps.append([i, _LETTER[after.state], field])
-    finished = 1 if change.finished else -1 if change.reopened else 0
-    return json.dumps(
-        {
-            "id": rec.id,
-            "state": rec.state.value,
-            "error": rec.error or "",
-            "failed_task": rec.failed_task or "",
-            "version": rec.version,
-            "finished": finished,
-            "retention_us": round(rec.retention_s * 1_000_000),
-            "steps": steps,
-        }
-    )
-
-
 class _KeyedLocks:
     """One asyncio lock per key, dropped when its last holder leaves."""
 
@@ -162,7 +130,7 @@ class _KeyedLocks:
                 self._locks[key] = (lock, users - 1)
 
 
-class RedisWorkflows:
+class RedisWorkflows(RedisWorkflowOutbox):
     """The workflow half of :class:`~conveyor.brokers.redis.RedisBroker` (a mixin)."""
 
     @functools.cached_property
@@ -181,10 +149,6 @@ class RedisWorkflows:
         async def _run(self, name: str, keys_: Sequence[str], args: Sequence[Any]) -> Any: ...
         async def _all_queues(self) -> list[str]: ...
 
-    def _no_cluster(self) -> None:
-        if self._cluster:
-            raise ConfigError("workflows are not supported on Redis Cluster")
-
     def _workflow_tail(self, workflow_id: str) -> list[str]:
         record, steps, wake = keys.workflow_keys(self._ns, workflow_id)
         _, live, expiry = keys.workflow_index(self._ns)
@@ -192,7 +156,9 @@ class RedisWorkflows:
 
     async def create_workflow(self, workflow: NewWorkflow) -> None:
         """Store the workflow and enqueue its first steps in one script."""
-        self._no_cluster()
+        if self._cluster:
+            await self._create_outboxed(workflow)
+            return
         batch = ScriptBatch(self)  # type: ignore[arg-type]
         meta = [message_args(m, batch.block(m.queue)) for m in workflow.first]
         record, steps, _ = keys.workflow_keys(self._ns, workflow.id)
@@ -260,7 +226,6 @@ class RedisWorkflows:
 
     async def load_workflow(self, workflow_id: str) -> WorkflowRecord:
         """The stored workflow, results included."""
-        self._no_cluster()
         rec = await self._read(workflow_id)
         if rec is None:
             raise WorkflowNotFoundError(workflow_id)
@@ -268,7 +233,6 @@ class RedisWorkflows:
 
     async def load_step(self, workflow_id: str, index: int) -> WorkflowRecord:
         """The workflow with the records one step reads before it runs."""
-        self._no_cluster()
         graph = await self._graph(workflow_id)
         parsed = None if graph is None else engine.parse_graph(graph)
         if parsed is None or index >= len(parsed.steps):
@@ -282,7 +246,6 @@ class RedisWorkflows:
         self, state: WorkflowState | None, *, offset: int = 0, limit: int = 50
     ) -> list[WorkflowRecord]:
         """A page of workflows, newest first (a state filter reads every id's state)."""
-        self._no_cluster()
         index, _, _ = keys.workflow_index(self._ns)
         ids = [_str(i) for i in reversed(await self._client.zrange(index, 0, -1))]
         if state is not None:
@@ -297,7 +260,8 @@ class RedisWorkflows:
 
     async def settle_step(self, lease: Lease, outcome: StepOutcome) -> bool:
         """Complete or archive the step's task and advance its workflow (compare-and-set)."""
-        self._no_cluster()
+        if self._cluster:
+            return await self._settle_outboxed(lease, outcome)
         if outcome.succeeded:
             fast = await self._advance(lease, outcome.result)
             if fast is not None:
@@ -396,7 +360,7 @@ class RedisWorkflows:
             token,
             value,
             "" if rec is None else str(rec.version),
-            "" if change is None or rec is None else _change_json(rec, change, index),
+            "" if change is None or rec is None else change_json(rec, change, index),
             json.dumps(meta, separators=(",", ":")),
             *(m.payload for m in messages),
         ]
@@ -408,7 +372,8 @@ class RedisWorkflows:
 
     async def cancel_workflow(self, workflow_id: str) -> bool:
         """Cancel a workflow not yet finished (compare-and-set)."""
-        self._no_cluster()
+        if self._cluster:
+            return await self._cancel_outboxed(workflow_id)
         while True:
             rec = await self._read(workflow_id, results=False)
             if rec is None:
@@ -431,8 +396,6 @@ class RedisWorkflows:
         Runs before ``recover.lua``, which then finds them gone and handles every other task
         (a step going to RETRY changes nothing in its workflow). Returns how many it archived.
         """
-        if self._cluster:
-            return 0
         seconds, micros = await self._client.time()
         now_us = int(seconds) * 1_000_000 + int(micros)
         archived = 0
@@ -455,6 +418,10 @@ class RedisWorkflows:
         if not poison and retried + 1 <= max_retry:
             return 0  # goes to RETRY: nothing changes in its workflow
         error = crash_limit_error(max_crashes) if poison else LEASE_EXPIRED_ERROR
+        if self._cluster:
+            # Recovery archives the task itself next; its workflow's failure goes first.
+            await self._fail_expired_outboxed(task_id, error)
+            return 0
         token = f"{max_crashes} {'p' if poison else 'r'}"
         outcome = StepOutcome(succeeded=False, error=error)
         done = await self._settle(queue, task_id, token, "expired", outcome, error.encode())
@@ -462,21 +429,26 @@ class RedisWorkflows:
 
     async def purge_workflows(self) -> int:
         """Delete finished workflows past their retention."""
-        self._no_cluster()
+        if self._cluster:
+            await self._sweep_outboxes()
         index, _, expiry = keys.workflow_index(self._ns)
         seconds, micros = await self._client.time()
         now_us = int(seconds) * 1_000_000 + int(micros)
         old = [_str(i) for i in await self._client.zrangebyscore(expiry, "-inf", now_us)]
         for workflow_id in old:
             record, steps, wake = keys.workflow_keys(self._ns, workflow_id)
-            await self._client.delete(record, steps, wake)
+            if self._cluster and await self._client.hget(record, "finished_at") is None:
+                # Reopened (a failed step re-run) between its filing and now: not expired.
+                await self._client.zrem(expiry, workflow_id)
+                continue
+            outbox = keys.workflow_outbox(self._ns, workflow_id)
+            await self._client.delete(record, steps, wake, outbox)
             await self._client.zrem(expiry, workflow_id)
             await self._client.zrem(index, workflow_id)
         return len(old)
 
     async def wait_workflow(self, workflow_id: str, timeout_s: float) -> WorkflowState:
         """Block on the workflow's wake list (pushed by every change) until it finished."""
-        self._no_cluster()
         record, _, wake = keys.workflow_keys(self._ns, workflow_id)
         deadline = time.monotonic() + timeout_s
         while True:

@@ -29,6 +29,7 @@ from conveyor.brokers.sqlite.connection import (
 )
 from conveyor.brokers.sqlite.limits import SqliteLimits
 from conveyor.brokers.sqlite.progress import SqliteProgress
+from conveyor.brokers.sqlite.results import SqliteResults
 from conveyor.brokers.sqlite.schedules import SqliteSchedules
 from conveyor.brokers.sqlite.store import Store
 from conveyor.brokers.sqlite.wake import WakeListener, WakeSender, wake_directory
@@ -99,7 +100,12 @@ def _set_done(future: asyncio.Future[None]) -> None:
 
 
 class SqliteBroker(
-    SqliteWorkflows, SqliteProgress, SqliteSchedules, SqliteWorkersMixin, SqliteLimits
+    SqliteWorkflows,
+    SqliteProgress,
+    SqliteSchedules,
+    SqliteWorkersMixin,
+    SqliteLimits,
+    SqliteResults,
 ):
     """A broker in one SQLite file: durable, shared by every process on this machine.
 

@@ -12,6 +12,7 @@ from conveyor.brokers.sqlite import checkpoint, limits, throughput, workflows
 from conveyor.brokers.sqlite.headers import add_column as add_headers_column
 from conveyor.brokers.sqlite.progress import create_progress_table
 from conveyor.brokers.sqlite.queries import SCHEMA_VERSION, schema_script
+from conveyor.brokers.sqlite.results import create_tables as create_result_tables
 from conveyor.brokers.sqlite.schedules import apply_schema as apply_schedules_schema
 from conveyor.brokers.sqlite.workers import create_tables as create_worker_tables
 from conveyor.errors import BrokerError, BrokerUnavailableError
@@ -116,6 +117,7 @@ _CONCERN_TABLES = (
     create_worker_tables,
     add_headers_column,
     limits.create_tables,
+    create_result_tables,
 )
 
 

@@ -15,14 +15,14 @@ import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from conveyor.brokers.protocol import (
     DAILY_TOTALS_KEPT_DAYS,
     LEASE_EXPIRED_ERROR,
     crash_limit_error,
 )
-from conveyor.brokers.sqlite import limits, rows, throughput, workflows
+from conveyor.brokers.sqlite import limits, results, rows, throughput, workflows
 from conveyor.brokers.sqlite.headers import store_headers
 from conveyor.brokers.sqlite.queries import queries
 from conveyor.errors import (
@@ -33,6 +33,8 @@ from conveyor.errors import (
     TaskIdConflictError,
 )
 from conveyor.message import Completion, Lease, TaskInfo, TaskMessage, TaskState, to_datetime
+
+_NO_TIME = timedelta(0)
 
 logger = logging.getLogger(__name__)
 
@@ -425,7 +427,7 @@ class Store:
                 done.append(applied)
                 if applied:
                     counts[(c.lease.task.queue, False)] += 1
-                    ready = ready or bool(c.successors)
+                    ready = ready or bool(c.successors) or self._waited(c.lease.task)
             self._count(counts, now)
             queues = {c.lease.task.queue for c in completions}
             ready = ready or limits.slots_watched(self.conn, queues)  # a freed slot may start one
@@ -478,7 +480,8 @@ class Store:
             self._count(Counter({(lease.task.queue, True): 1}), now)
             workflows.fail_step(self, lease.task.id, error, now)  # a step fails its workflow
             watched = limits.slots_watched(self.conn, {lease.task.queue})
-        if watched:  # a freed slot may start a task
+            waited = self._waited(lease.task)
+        if watched or waited:  # a freed slot may start a task; a waiter wants the outcome
             self.notify_ready()
 
     def release(self, lease: Lease) -> None:
@@ -487,6 +490,11 @@ class Store:
             args = (now, lease.task.queue, lease.task.id, lease.token)
             self._leased(Q["release_leased"], args, lease)
         self.notify_ready()
+
+    def _waited(self, task: TaskInfo) -> bool:
+        """Whether a call waits on this retained task's result (client.wait): then its end
+        wakes waiters after the commit, as new work does."""
+        return task.retention > _NO_TIME and results.is_waited(self, task.queue, task.id)
 
     def _leased(self, query: str, args: tuple[object, ...], lease: Lease) -> None:
         if self.conn.execute(query, args).rowcount != 1:

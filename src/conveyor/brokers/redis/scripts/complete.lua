@@ -62,7 +62,7 @@ for i = 1, n do
   local tkey = b.tprefix .. id
   -- The lease check (holds_lease) and the fields the completion needs, in one read; a key of the
   -- wrong type holds no lease (pcall: its error reply fails the check below).
-  local rec = redis.pcall('HMGET', tkey, 'state', 'token', 'retention', 'unique_key')
+  local rec = redis.pcall('HMGET', tkey, 'state', 'token', 'retention', 'unique_key', 'waited')
   if rec[1] ~= 'active' or rec[2] ~= words[o + 3] then
     out[#out + 1] = 0
   else
@@ -93,6 +93,7 @@ for i = 1, n do
         redis.call('HSET', tkey, 'result', result)
       end
       redis.pcall('ZADD', b.expiry, t + math.floor(retention * 1000000), id)
+      if rec[5] then wake_result(b, id) end
     else
       redis.call('DEL', tkey)
     end

@@ -336,6 +336,15 @@ end
 -- Record a failed attempt of an ACTIVE task: RETRY due at `due` (µs), or ARCHIVED when due is nil.
 -- The caller has read the record (it is a hash). HINCRBY comes first, as the one write that can
 -- fail; a 'retried' it refuses archives the task as corrupt, with the attempt's error.
+-- Wake a client waiting on the task's result (client.wait), if one flagged the record: the
+-- list sits beside the record (r:<id> for t:<id>), holds one token at most, and the waiter
+-- deletes it when it stops waiting.
+local function wake_result(b, id)
+  local rkey = string.sub(b.tprefix, 1, -3) .. 'r:' .. id
+  redis.call('LPUSH', rkey, '1')
+  redis.call('LTRIM', rkey, 0, 0)
+end
+
 local function fail_task(b, id, t, err, due)
   local tkey = b.tprefix .. id
   if type(redis.pcall('HINCRBY', tkey, 'retried', 1)) == 'table' then
@@ -350,6 +359,7 @@ local function fail_task(b, id, t, err, due)
   else
     redis.call('ZADD', b.archived, t, id)
     redis.call('HSET', tkey, 'state', 'archived', 'error', err, 'failed_at', t, 'since', t)
+    if redis.call('HGET', tkey, 'waited') then wake_result(b, id) end
   end
   redis.call('HDEL', tkey, 'lease')
   redis.call('ZREM', b.active, id)
