@@ -23,6 +23,7 @@ PINNED_SHA256 = {
     "cancel.lua": "d8675f0281593bb3",
     "claim.lua": "e48fa1e237f34e34",
     "complete.lua": "e070b96a56991cc5",
+    "complete_all.lua": "c63c4326fe9bf675",
     "delete_queue.lua": "4f0a143b22e99d80",
     "enqueue.lua": "0eb8f6916be7b533",
     "extend.lua": "2e9c44368efdedf8",

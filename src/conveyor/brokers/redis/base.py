@@ -51,6 +51,7 @@ SCRIPT_NAMES = (
     "enqueue",
     "claim",
     "complete",
+    "complete_all",
     "fail",
     "release",
     "unclaim",

@@ -19,6 +19,7 @@ from conveyor.brokers.combiner import Combiner
 from conveyor.brokers.protocol import MAX_CRASH_ATTEMPTS, Broker, BrokerInfo, Capabilities
 from conveyor.brokers.schedules import ScheduleStore
 from conveyor.brokers.sqlite import inspection
+from conveyor.brokers.sqlite.atomic import SqliteAtomicCompletion
 from conveyor.brokers.sqlite import throughput as minute_totals
 from conveyor.brokers.sqlite.checkpoint import Checkpointer
 from conveyor.brokers.sqlite.connection import (
@@ -97,7 +98,13 @@ def _set_done(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-class SqliteBroker(SqliteWorkflows, SqliteProgress, SqliteSchedules, SqliteWorkersMixin):
+class SqliteBroker(
+    SqliteWorkflows,
+    SqliteProgress,
+    SqliteSchedules,
+    SqliteWorkersMixin,
+    SqliteAtomicCompletion,
+):
     """A broker in one SQLite file: durable, shared by every process on this machine.
 
     Workers and producers in several processes can use the same file at once: the database is

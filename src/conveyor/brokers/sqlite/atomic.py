@@ -1,0 +1,62 @@
+"""All-or-nothing completion on the SQLite broker (see :mod:`conveyor.brokers.atomic`).
+
+One write transaction: each completion is applied as ``complete`` applies it, and a lost lease
+or a refused successor rolls the whole transaction back, so nothing of the call is kept.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+from conveyor.brokers.atomic import check_distinct
+from conveyor.message import Completion
+
+if TYPE_CHECKING:
+    from conveyor.brokers.sqlite.store import Store
+
+T = TypeVar("T")
+
+
+class _LeaseLost(Exception):
+    """Raised inside the transaction to roll it back."""
+
+
+def _complete_all(store: Store, completions: Sequence[Completion]) -> bool:
+    ready = False
+    try:
+        with store.write() as now:
+            counts: Counter[tuple[str, bool]] = Counter()
+            for c in completions:
+                if not store._complete_one(c, now):
+                    raise _LeaseLost
+                counts[(c.lease.task.queue, False)] += 1
+                ready = ready or bool(c.successors)
+            store._count(counts, now)
+    except _LeaseLost:
+        return False
+    if ready:
+        store.notify_ready()
+    return True
+
+
+class SqliteAtomicCompletion:
+    """The :class:`~conveyor.brokers.atomic.AtomicCompletion` method of ``SqliteBroker``."""
+
+    if TYPE_CHECKING:
+
+        async def _run(self, operation: Callable[[Store], T]) -> T: ...
+
+    async def complete_all(self, completions: Sequence[Completion]) -> bool:
+        """Apply every completion and its successors in one transaction, or nothing."""
+        check_distinct(completions)
+        return await self._run(lambda store: _complete_all(store, completions))
+
+
+if TYPE_CHECKING:
+    from conveyor.brokers.atomic import AtomicCompletion
+    from conveyor.brokers.sqlite.broker import SqliteBroker
+
+    def _conforms(b: SqliteBroker) -> AtomicCompletion:
+        return b
