@@ -109,3 +109,16 @@ async def test_the_same_task_twice_is_refused_up_front(broker: Broker) -> None:
 
 async def test_an_empty_call_is_applied(broker: Broker) -> None:
     assert await _atomic(broker).complete_all([]) is True
+
+
+async def test_enqueue_all_stores_everything_or_nothing(broker: Broker) -> None:
+    taken = msg()
+    await broker.enqueue([taken])
+
+    with pytest.raises(TaskIdConflictError):
+        await _atomic(broker).enqueue_all([msg(), msg(id=taken.id)])
+    assert await _ids(broker, TaskState.PENDING) == {taken.id}
+
+    fresh = [msg(), msg()]
+    await _atomic(broker).enqueue_all(fresh)
+    assert await _ids(broker, TaskState.PENDING) == {taken.id, *(m.id for m in fresh)}

@@ -30,3 +30,13 @@ async def test_cluster_refuses_a_call_spanning_queues_before_writing(redis_url: 
         )
         assert done is True
         assert [t.id for t in await redis_broker.list_tasks("a", TaskState.PENDING)] == ["n"]
+
+
+async def test_cluster_refuses_an_enqueue_all_spanning_queues(redis_url: str) -> None:
+    async with namespaced_broker(redis_url) as redis_broker:
+        redis_broker._cluster = True
+        spread = [TaskMessage(id="x", type="t", queue=q) for q in ("a", "b")]
+
+        with pytest.raises(CrossSlotError):
+            await redis_broker.enqueue_all(spread)
+        assert await redis_broker.list_queues() == []

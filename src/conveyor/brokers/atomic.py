@@ -15,6 +15,10 @@ backends promise for :meth:`AtomicCompletion.complete_all`:
 * Redis Cluster: one script runs in one hash slot, which holds one queue's keys. A call whose
   leases and successors span more than one queue is refused up front with
   :class:`CrossSlotError` (nothing is sent to Redis).
+
+:meth:`AtomicCompletion.enqueue_all` is the same promise for a block without completions:
+``enqueue`` is already all or nothing, except on Redis Cluster across queues, which it refuses
+up front with :class:`CrossSlotError` instead of storing queue by queue.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from conveyor.errors import BrokerError
-from conveyor.message import Completion
+from conveyor.message import Completion, TaskMessage
 
 __all__ = ["AtomicCompletion", "CrossSlotError", "check_distinct"]
 
@@ -47,6 +51,16 @@ class AtomicCompletion(Protocol):
             DuplicateTaskError: a successor's unique key is held; nothing changed.
             CrossSlotError: Redis Cluster, the call spans several queues; nothing changed.
             ValueError: two completions name the same task.
+        """
+        ...
+
+    async def enqueue_all(self, messages: Sequence[TaskMessage]) -> None:
+        """Store ``messages`` in one atomic step, as ``enqueue`` does, or none of them.
+
+        Raises:
+            TaskIdConflictError: an id is taken; nothing changed.
+            DuplicateTaskError: a unique key is held; nothing changed.
+            CrossSlotError: Redis Cluster, the messages go to several queues; nothing changed.
         """
         ...
 

@@ -17,6 +17,7 @@ import logging
 import re
 from collections.abc import Sequence
 
+from conveyor.brokers.atomic import AtomicCompletion, CrossSlotError
 from conveyor.errors import (
     BrokerError,
     ConveyorError,
@@ -46,10 +47,6 @@ MAX_ATOMIC_LINES = 10_000
 
 class _Refused(Exception):
     """A request answered with ERR; the connection stays open."""
-
-
-class _PartlyApplied(_Refused):
-    """A block's completion found a lease lost after all: the other ACKs were applied."""
 
 
 def masenko_parts(task_id: str) -> tuple[int | None, str | None]:
@@ -182,37 +179,35 @@ class MasenkoSession:
     async def _store(
         self, pushes: Sequence[PushRequest], acks: Sequence[Lease]
     ) -> list[TaskMessage]:
-        """Enqueue ``pushes`` and complete ``acks`` in one broker step; new ids on a conflict.
+        """Enqueue ``pushes`` and complete ``acks`` in one atomic step; new ids on a conflict.
 
-        One ``complete`` call is atomic per completion, and the pushes ride on the first one:
-        with a single ACK the block is all or nothing as it stands. With several, every lease
-        is first renewed in one step, and a lost one refuses the block before anything is
-        written; the completion that follows within milliseconds cannot then find a lease
-        lapsed (it would need ``lease_s`` to pass in between).
+        The pushes ride on the first ACK as its successors, and ``complete_all`` applies every
+        ACK and push or nothing (a lease lost since FETCH refuses the whole block).
         """
-        if len(acks) > 1:
-            kept = await self.broker.extend_leases(acks, self.server.holdings.lease_s)
-            lost = [lease.task.id for lease, ok in zip(acks, kept, strict=True) if not ok]
-            if lost:
-                raise _Refused(f"task {lost[0]} not acquired (its lease was lost)")
+        atomic = self.broker
+        if not isinstance(atomic, AtomicCompletion):  # every shipped backend implements it
+            raise _Refused("this broker cannot apply a block atomically")
         for _ in range(_ID_ATTEMPTS):
             messages = [self._message(p) for p in pushes]
             try:
                 if not acks:
-                    await self.broker.enqueue(messages)
+                    await atomic.enqueue_all(messages)
                     return messages
                 completions = [Completion(lease=acks[0], successors=tuple(messages))]
                 completions += [Completion(lease=lease) for lease in acks[1:]]
-                done = await self.broker.complete(completions)
+                applied = await atomic.complete_all(completions)
             except TaskIdConflictError:
                 continue  # a task from before a restart still has that id in its queue
+            except CrossSlotError as exc:
+                raise _Refused(str(exc)) from None
             except BrokerError:
                 raise
             except ConveyorError as exc:
                 raise _Refused(f"cannot push to queue: {exc}") from None
-            lost = [lease.task.id for lease, ok in zip(acks, done, strict=True) if not ok]
-            if lost:
-                raise _PartlyApplied(f"task {lost[0]} not acquired (its lease was lost)")
+            if not applied:
+                if len(acks) == 1:
+                    raise _Refused(f"task {acks[0].task.id} not acquired (its lease was lost)")
+                raise _Refused("a task of the block is not acquired (its lease was lost)")
             return messages
         raise _Refused("cannot push to queue: no free task id")
 
@@ -376,11 +371,7 @@ class MasenkoSession:
             held = self.server.holdings.get(self.holder, number)
             assert held is not None
             leases.append(held.lease)
-        try:
-            messages = await self._store(pushes, leases)
-        except _PartlyApplied:
-            self._forget(acks)
-            raise
+        messages = await self._store(pushes, leases)
         # A refused block keeps its tasks held: a lost lease is dropped by the next renewal.
         self._forget(acks)
         if not messages:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from conveyor.brokers.atomic import check_distinct
 from conveyor.errors import DuplicateTaskError, TaskIdConflictError
-from conveyor.message import Completion, Lease, TaskMessage
+from conveyor.message import Completion, Lease, TaskInfo, TaskMessage
 
 if TYPE_CHECKING:
     from conveyor.brokers.memory.broker import _State, _Task
@@ -23,6 +23,8 @@ class MemoryAtomicCompletion:
     """The :class:`~conveyor.brokers.atomic.AtomicCompletion` method of ``MemoryBroker``."""
 
     if TYPE_CHECKING:
+
+        async def enqueue(self, messages: Sequence[TaskMessage]) -> list[TaskInfo]: ...
 
         def _locked(self) -> contextlib.AbstractContextManager[_State]: ...
 
@@ -42,6 +44,10 @@ class MemoryAtomicCompletion:
 
         clock: Callable[[], float]
 
+    async def enqueue_all(self, messages: Sequence[TaskMessage]) -> None:
+        """Store ``messages`` all or nothing (``enqueue`` already is)."""
+        await self.enqueue(messages)
+
     async def complete_all(self, completions: Sequence[Completion]) -> bool:
         """Apply every completion and its successors, or nothing when a lease was lost."""
         check_distinct(completions)
@@ -56,7 +62,6 @@ class MemoryAtomicCompletion:
             done = self._complete_locked(s, completions, now)
             assert all(done)  # checked above, under the same lock
             return True
-
 
 
 def _check_across(completions: Sequence[Completion]) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from conveyor.brokers.atomic import check_distinct
-from conveyor.message import Completion
+from conveyor.message import Completion, TaskInfo, TaskMessage
 
 if TYPE_CHECKING:
     from conveyor.brokers.sqlite.store import Store
@@ -46,7 +46,13 @@ class SqliteAtomicCompletion:
 
     if TYPE_CHECKING:
 
+        async def enqueue(self, messages: Sequence[TaskMessage]) -> list[TaskInfo]: ...
+
         async def _run(self, operation: Callable[[Store], T]) -> T: ...
+
+    async def enqueue_all(self, messages: Sequence[TaskMessage]) -> None:
+        """Store ``messages`` all or nothing (``enqueue`` already is)."""
+        await self.enqueue(messages)
 
     async def complete_all(self, completions: Sequence[Completion]) -> bool:
         """Apply every completion and its successors in one transaction, or nothing."""

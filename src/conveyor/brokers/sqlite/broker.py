@@ -19,8 +19,8 @@ from conveyor.brokers.combiner import Combiner
 from conveyor.brokers.protocol import MAX_CRASH_ATTEMPTS, Broker, BrokerInfo, Capabilities
 from conveyor.brokers.schedules import ScheduleStore
 from conveyor.brokers.sqlite import inspection
-from conveyor.brokers.sqlite.atomic import SqliteAtomicCompletion
 from conveyor.brokers.sqlite import throughput as minute_totals
+from conveyor.brokers.sqlite.atomic import SqliteAtomicCompletion
 from conveyor.brokers.sqlite.checkpoint import Checkpointer
 from conveyor.brokers.sqlite.connection import (
     SYNCHRONOUS_PRAGMA,
