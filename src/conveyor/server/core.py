@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -82,6 +83,13 @@ class TaskServer:
         self.stopping = asyncio.Event()
         self.quiet = False
         """Faktory: BEATs answer ``quiet`` and FETCH hands out nothing (set on SIGTSTP)."""
+        self.terminating = False
+        """Shutting down: FETCH hands out nothing, Faktory BEATs answer ``terminate``."""
+        self.told_to_terminate: set[str] = set()
+        """Faktory worker ids whose BEAT was answered ``terminate``."""
+        self.worker_connections: Counter[str] = Counter()
+        """Open connections per Faktory worker id."""
+        self._worker_news = asyncio.Event()
         self.addresses: dict[str, tuple[str, int]] = {}
         self._servers: list[asyncio.Server] = []
         self._sessions: set[asyncio.Task[None]] = set()
@@ -157,8 +165,17 @@ class TaskServer:
 
         return accept
 
-    async def stop(self) -> None:
-        """Stop accepting, give every held task back (no failure counted), close connections."""
+    async def stop(self, *, grace_s: float | None = None) -> None:
+        """Tell Faktory workers to terminate, then stop: every held task goes back, uncounted.
+
+        For up to ``grace_s`` (default: the config's ``shutdown_grace_s``) FETCH hands out
+        nothing and Faktory BEATs answer ``terminate``, so workers stop fetching and finish
+        (ACK or FAIL) what they hold; the wait ends early once every Faktory worker connected
+        has been told and holds nothing. Then the ports close, connections are dropped and
+        every task still held is released (PENDING at the front, no failure counted).
+        """
+        self.terminating = True
+        await self._grace(self.config.shutdown_grace_s if grace_s is None else grace_s)
         self.stopping.set()
         for server in self._servers:
             server.close()
@@ -175,6 +192,28 @@ class TaskServer:
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
+
+    async def _grace(self, grace_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while not self._workers_done():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._worker_news.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._worker_news.wait(), remaining)
+
+    def worker_news(self) -> None:
+        """A Faktory worker did something (a command, a closed connection): look again."""
+        self._worker_news.set()
+
+    def _workers_done(self) -> bool:
+        """Whether every connected Faktory worker was told to terminate and holds nothing."""
+        connected = {wid for wid, n in self.worker_connections.items() if n > 0}
+        if connected - self.told_to_terminate:
+            return False
+        return all(not self.holdings.held_by(("faktory", wid)) for wid in connected)
 
     async def give_back_everything(self) -> None:
         """Release every held task, PENDING at the front of its queue, no failure counted."""

@@ -122,10 +122,12 @@ class FaktorySession:
 
     async def _close(self) -> None:
         if self.wid:
+            self.server.worker_connections[self.wid] -= 1
+            self.server.worker_news()
             return  # held by the worker id: its BEATs (or their absence) decide
         for held in self.server.holdings.drop_holder(self.holder):
             try:
-                if self.server.stopping.is_set():
+                if self.server.terminating:
                     await self.broker.release(held.lease)
                 else:
                     await self._fail(held.lease, "connection closed")
@@ -151,6 +153,7 @@ class FaktorySession:
             return False  # nothing this connection sends afterwards is read, let alone stored
         self.identified, self.wid = True, hello.wid
         if self.wid:
+            self.server.worker_connections[self.wid] += 1
             self.server.holdings.touch(self.holder, ttl_s=self.config.beat_timeout_s)
         await self._send(wire.ok())
         return True
@@ -165,6 +168,9 @@ class FaktorySession:
         except BrokerError as exc:
             logger.warning("Faktory %s failed: %s", verb, exc)
             return wire.error(f"broker error: {type(exc).__name__}")
+        finally:
+            if self.server.terminating:
+                self.server.worker_news()
 
     async def _dispatch(self, verb: str, arg: str) -> bytes:
         if verb == "PUSH":
@@ -235,7 +241,7 @@ class FaktorySession:
     # -- consuming ---------------------------------------------------------------------------
 
     async def _fetch(self, queues: list[str]) -> bytes | None:
-        if self.server.stopping.is_set() or self.server.quiet:
+        if self.server.terminating or self.server.quiet:
             return None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + FETCH_WAIT_S
@@ -247,7 +253,7 @@ class FaktorySession:
                 except ConveyorError as exc:  # a stored payload that is not JSON: dead, with why
                     await self.broker.archive(leases[0], error=f"cannot be sent as a job: {exc}")
             remaining = deadline - loop.time()
-            if remaining <= 0 or self.server.stopping.is_set():
+            if remaining <= 0 or self.server.terminating:
                 return None
             await self.broker.wait_for_tasks(queues, remaining)
 
@@ -285,7 +291,8 @@ class FaktorySession:
         if self.wid and wid != self.wid:
             raise _Refused("BEAT for another worker's wid")
         self.server.holdings.touch(("faktory", wid), ttl_s=self.config.beat_timeout_s)
-        if self.server.stopping.is_set():
+        if self.server.terminating:
+            self.server.told_to_terminate.add(wid)
             return wire.simple('{"state":"terminate"}')
         if self.server.quiet:
             return wire.simple('{"state":"quiet"}')

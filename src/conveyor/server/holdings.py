@@ -74,6 +74,11 @@ class Holdings:
         h = self._holders.pop(holder, None)
         return [] if h is None else list(h.tasks.values())
 
+    def held_by(self, holder: Hashable) -> int:
+        """How many tasks ``holder`` holds."""
+        h = self._holders.get(holder)
+        return 0 if h is None else len(h.tasks)
+
     def holders(self) -> list[Hashable]:
         """Every holder the server knows."""
         return list(self._holders)

@@ -128,7 +128,7 @@ class MasenkoSession:
         held = self.server.holdings.drop_holder(self.holder)
         for h in held:
             try:
-                if self.server.stopping.is_set():
+                if self.server.terminating:
                     await self.broker.release(h.lease)
                 else:
                     await self._fail(h.lease)
@@ -215,7 +215,7 @@ class MasenkoSession:
 
     async def _fetch(self, body: bytes) -> bytes:
         request = parse_fetch(body, heartbeat_s=self.config.heartbeat_s)
-        if not request.queues:
+        if not request.queues or self.server.terminating:
             return reply("EMPTY")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + request.timeout_s
@@ -227,7 +227,7 @@ class MasenkoSession:
             if leases:
                 return self._hold(leases[0])
             remaining = deadline - loop.time()
-            if remaining <= 0 or self.server.stopping.is_set():
+            if remaining <= 0 or self.server.terminating:
                 return reply("EMPTY")
             await self.broker.wait_for_tasks(request.queues, remaining)
 
