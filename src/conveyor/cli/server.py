@@ -23,6 +23,7 @@ from conveyor.server.config import (
     ServerConfig,
 )
 from conveyor.server.core import TaskServer
+from conveyor.server.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,10 @@ hands out nothing)."""
 @click.option("--no-flush", is_flag=True, help="Faktory: refuse FLUSH.")
 @click.option("--shutdown-grace", type=Duration(), default="20s", show_default=True,
               help="On SIGTERM, how long Faktory workers get to hear terminate.")  # fmt: skip
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="Serve Prometheus metrics on this port (/metrics).")  # fmt: skip
+@click.option("--metrics-addr", default="127.0.0.1", show_default=True,
+              help="Interface of the metrics port.")  # fmt: skip
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="info",
               show_default=True)  # fmt: skip
 def server(
@@ -85,6 +90,8 @@ def server(
     lease: timedelta,
     no_flush: bool,
     shutdown_grace: timedelta,
+    metrics_port: int | None,
+    metrics_addr: str,
     log_level: str,
 ) -> None:
     """Run a task server for masenko and Faktory clients (any language) over a broker."""
@@ -112,7 +119,7 @@ def server(
             shutdown_grace_s=shutdown_grace.total_seconds(),
         )
         url = broker or os.environ.get(BROKER_URL_ENV) or DEFAULT_BROKER_URL
-        asyncio.run(_serve(url, config))
+        asyncio.run(_serve(url, config, metrics_port, metrics_addr))
     except (ConveyorError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -122,12 +129,18 @@ def _quiet(task_server: TaskServer) -> None:
     task_server.quiet = True
 
 
-async def _serve(url: str, config: ServerConfig) -> None:
+async def _serve(url: str, config: ServerConfig, metrics_port: int | None, addr: str) -> None:
     broker = open_broker(url)
+    metrics = ServerMetrics() if metrics_port is not None else None
+    http = None
     try:
         info = await broker.describe()
-        task_server = TaskServer(broker, config)
+        task_server = TaskServer(broker, config, metrics=metrics)
         await task_server.start()
+        if metrics is not None and metrics_port is not None:
+            http = metrics.serve(metrics_port, addr)
+            shown = addr if ":" not in addr else f"[{addr}]"
+            logger.info("metrics at http://%s:%d/metrics", shown, http.port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -150,4 +163,6 @@ async def _serve(url: str, config: ServerConfig) -> None:
             await task_server.stop(grace_s=0)
         cut.cancel()
     finally:
+        if http is not None:
+            http.close()
         await broker.close()

@@ -18,6 +18,7 @@ from typing import Protocol
 from conveyor.brokers.protocol import Broker
 from conveyor.server.config import Endpoint, ServerConfig
 from conveyor.server.holdings import Holdings
+from conveyor.server.metrics import ServerCounters, ServerMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +77,15 @@ class TaskServer:
         await server.stop()
     """
 
-    def __init__(self, broker: Broker, config: ServerConfig) -> None:
+    def __init__(
+        self, broker: Broker, config: ServerConfig, *, metrics: ServerCounters | None = None
+    ) -> None:
         self.broker = broker
         self.config = config
+        self.metrics = ServerCounters() if metrics is None else metrics
+        """Where requests and task outcomes are counted (nothing by default)."""
+        self.open_connections: Counter[str] = Counter()
+        """Open connections per protocol."""
         self.holdings = Holdings(broker, lease_s=config.lease_s)
         self.stopping = asyncio.Event()
         self.quiet = False
@@ -95,6 +102,8 @@ class TaskServer:
         self._sessions: set[asyncio.Task[None]] = set()
         self._keeper: asyncio.Task[None] | None = None
         self.masenko_ids = MasenkoIds()
+        if isinstance(metrics, ServerMetrics):
+            metrics.watch(lambda: dict(self.open_connections), self.holdings.count)
 
     @property
     def connections(self) -> int:
@@ -115,7 +124,7 @@ class TaskServer:
             if endpoint is None:
                 continue
             server = await asyncio.start_server(
-                self._accepter(factory),
+                self._accepter(name, factory),
                 endpoint.host,
                 endpoint.port,
                 limit=self.config.max_line_bytes + 1,
@@ -137,7 +146,7 @@ class TaskServer:
         return context
 
     def _accepter(
-        self, factory: SessionFactory
+        self, protocol: str, factory: SessionFactory
     ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
         async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             if self.stopping.is_set() or len(self._sessions) >= self.config.max_connections:
@@ -150,6 +159,7 @@ class TaskServer:
             task = asyncio.current_task()
             assert task is not None
             self._sessions.add(task)
+            self.open_connections[protocol] += 1
             try:
                 session = await factory(self, reader, writer)
                 await session.run()
@@ -159,6 +169,7 @@ class TaskServer:
                 logger.exception("connection failed")
             finally:
                 self._sessions.discard(task)
+                self.open_connections[protocol] -= 1
                 writer.close()
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()

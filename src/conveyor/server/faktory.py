@@ -161,14 +161,18 @@ class FaktorySession:
     async def _command(self, verb: str, arg: str) -> bytes:
         if self.wid:
             self.server.holdings.touch(self.holder, ttl_s=self.config.beat_timeout_s)
+        error = True
         try:
-            return await self._dispatch(verb, arg)
+            answer = await self._dispatch(verb, arg)
+            error = False
+            return answer
         except (ProtocolError, _Refused) as exc:
             return wire.error(str(exc))
         except BrokerError as exc:
             logger.warning("Faktory %s failed: %s", verb, exc)
             return wire.error(f"broker error: {type(exc).__name__}")
         finally:
+            self.server.metrics.request("faktory", verb, error=error)
             if self.server.terminating:
                 self.server.worker_news()
 
@@ -212,6 +216,7 @@ class FaktorySession:
     async def _push(self, messages: list[TaskMessage]) -> None:
         try:
             await self.broker.enqueue(messages)
+            self.server.metrics.pushed("faktory", len(messages))
         except TaskIdConflictError as exc:
             raise _Refused(f"a job with jid {exc.task_id or '?'} already exists") from None
         except BrokerError:
@@ -244,16 +249,21 @@ class FaktorySession:
         if self.server.terminating or self.server.quiet:
             return None
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + FETCH_WAIT_S
+        started = loop.time()
+        deadline = started + FETCH_WAIT_S
         while True:
             leases = await self.broker.claim(queues, limit=1, lease_s=self.server.holdings.lease_s)
             if leases:
                 try:
-                    return self._hold(leases[0])
+                    job = self._hold(leases[0])
                 except ConveyorError as exc:  # a stored payload that is not JSON: dead, with why
                     await self.broker.archive(leases[0], error=f"cannot be sent as a job: {exc}")
+                else:
+                    self.server.metrics.fetched("faktory", loop.time() - started, found=True)
+                    return job
             remaining = deadline - loop.time()
             if remaining <= 0 or self.server.terminating:
+                self.server.metrics.fetched("faktory", loop.time() - started, found=False)
                 return None
             await self.broker.wait_for_tasks(queues, remaining)
 
@@ -274,9 +284,11 @@ class FaktorySession:
         held = self._take(jid)
         if not (await self.broker.complete([Completion(lease=held.lease)]))[0]:
             raise _Refused(f"job {jid} was lost (its reservation ran out)")
+        self.server.metrics.acked("faktory")
 
     async def _fail(self, lease: Lease, error: str) -> None:
         task = lease.task
+        self.server.metrics.failed("faktory")
         try:
             if task.max_retry == wire.DISCARD_ON_FAIL:
                 await self.broker.complete([Completion(lease=lease)])

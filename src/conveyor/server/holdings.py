@@ -84,8 +84,13 @@ class Holdings:
         return list(self._holders)
 
     def count(self) -> int:
-        """How many tasks are held in all."""
-        return sum(len(h.tasks) for h in self._holders.values())
+        """How many tasks are held in all (safe to call from another thread)."""
+        for _ in range(3):
+            try:
+                return sum(len(h.tasks) for h in list(self._holders.values()))
+            except RuntimeError:  # the loop's thread changed the dict while it was copied
+                continue
+        return 0
 
     async def renew_once(self) -> None:
         """Extend every live holding; forget those the broker says are lost or gone quiet."""

@@ -104,12 +104,15 @@ class MasenkoSession:
                     return
                 verb, body = split_request(line)
                 if verb == "QUIT":
+                    self.server.metrics.request("masenko", verb, error=False)
                     await self._send(reply("OK"))
                     return
                 if verb == "ATOMIC":
-                    await self._send(await self._atomic())
+                    answer = await self._atomic()
                 else:
-                    await self._send(await self._request(verb, body))
+                    answer = await self._request(verb, body)
+                self.server.metrics.request("masenko", verb, error=answer.startswith(b"ERR"))
+                await self._send(answer)
         except TimeoutError:
             await self._try_send(error_reply("no heartbeat"))
         except LineTooLongError:
@@ -192,6 +195,7 @@ class MasenkoSession:
             try:
                 if not acks:
                     await atomic.enqueue_all(messages)
+                    self.server.metrics.pushed("masenko", len(messages))
                     return messages
                 completions = [Completion(lease=acks[0], successors=tuple(messages))]
                 completions += [Completion(lease=lease) for lease in acks[1:]]
@@ -208,6 +212,9 @@ class MasenkoSession:
                 if len(acks) == 1:
                     raise _Refused(f"task {acks[0].task.id} not acquired (its lease was lost)")
                 raise _Refused("a task of the block is not acquired (its lease was lost)")
+            if messages:
+                self.server.metrics.pushed("masenko", len(messages))
+            self.server.metrics.acked("masenko", len(acks))
             return messages
         raise _Refused("cannot push to queue: no free task id")
 
@@ -218,16 +225,19 @@ class MasenkoSession:
         if not request.queues or self.server.terminating:
             return reply("EMPTY")
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + request.timeout_s
+        started = loop.time()
+        deadline = started + request.timeout_s
         while True:
             # Look before waiting: a ready task is returned even with a 1 ns timeout.
             leases = await self.broker.claim(
                 request.queues, limit=1, lease_s=self.server.holdings.lease_s
             )
             if leases:
+                self.server.metrics.fetched("masenko", loop.time() - started, found=True)
                 return self._hold(leases[0])
             remaining = deadline - loop.time()
             if remaining <= 0 or self.server.terminating:
+                self.server.metrics.fetched("masenko", loop.time() - started, found=False)
                 return reply("EMPTY")
             await self.broker.wait_for_tasks(request.queues, remaining)
 
@@ -259,7 +269,9 @@ class MasenkoSession:
         try:
             if nack:
                 await self._fail(held.lease)
-            elif not (await self.broker.complete([Completion(lease=held.lease)]))[0]:
+            elif (await self.broker.complete([Completion(lease=held.lease)]))[0]:
+                self.server.metrics.acked("masenko")
+            else:
                 raise _Refused("task not acquired (its lease was lost)")
         except LeaseLostError:
             raise _Refused("task not acquired (its lease was lost)") from None
@@ -268,6 +280,7 @@ class MasenkoSession:
         """masenko's failure path: retry after failures^4 s, else the dead queue, else archive."""
         task = lease.task
         failures = task.retried + 1
+        self.server.metrics.failed("masenko")
         if failures <= task.max_retry:
             # Not truncated to the second as the reference does: tasks failed in the same
             # second then come back in the order they failed.
