@@ -24,6 +24,7 @@ from conveyor.server.config import (
 )
 from conveyor.server.core import TaskServer
 from conveyor.server.metrics import ServerMetrics
+from conveyor.worker.loops import LOOP_CHOICES, LoopChoice, loop_factory
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ hands out nothing)."""
               help="Serve Prometheus metrics on this port (/metrics).")  # fmt: skip
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True,
               help="Interface of the metrics port.")  # fmt: skip
+@click.option("--loop", type=click.Choice(LOOP_CHOICES), default="auto", show_default=True,
+              help="Event loop: uvloop when installed (auto), or asyncio / uvloop.")  # fmt: skip
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="info",
               show_default=True)  # fmt: skip
 def server(
@@ -92,6 +95,7 @@ def server(
     shutdown_grace: timedelta,
     metrics_port: int | None,
     metrics_addr: str,
+    loop: LoopChoice,
     log_level: str,
 ) -> None:
     """Run a task server for masenko and Faktory clients (any language) over a broker."""
@@ -119,7 +123,10 @@ def server(
             shutdown_grace_s=shutdown_grace.total_seconds(),
         )
         url = broker or os.environ.get(BROKER_URL_ENV) or DEFAULT_BROKER_URL
-        asyncio.run(_serve(url, config, metrics_port, metrics_addr))
+        name, factory = loop_factory(loop)
+        logger.debug("event loop: %s", name)
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(_serve(url, config, metrics_port, metrics_addr))
     except (ConveyorError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
 

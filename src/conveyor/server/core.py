@@ -15,7 +15,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from conveyor.brokers.atomic import AtomicCompletion
 from conveyor.brokers.protocol import Broker
+from conveyor.server.batching import AckBatcher, ClaimBatcher
 from conveyor.server.config import Endpoint, ServerConfig
 from conveyor.server.holdings import Holdings
 from conveyor.server.metrics import ServerCounters, ServerMetrics
@@ -87,6 +89,12 @@ class TaskServer:
         self.open_connections: Counter[str] = Counter()
         """Open connections per protocol."""
         self.holdings = Holdings(broker, lease_s=config.lease_s)
+        self.claims = ClaimBatcher(broker, lease_s=config.lease_s)
+        """FETCHes share claims: one broker call for all waiting on the same queues."""
+        self.acks = AckBatcher(broker)
+        """ACKs share completion calls."""
+        self.atomic = broker if isinstance(broker, AtomicCompletion) else None
+        """What applies a masenko ATOMIC block all or nothing (every shipped backend can)."""
         self.stopping = asyncio.Event()
         self.quiet = False
         """Faktory: BEATs answer ``quiet`` and FETCH hands out nothing (set on SIGTSTP)."""
@@ -199,6 +207,8 @@ class TaskServer:
             self._keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._keeper
+        await self.claims.aclose()
+        await self.acks.aclose()
         await self.give_back_everything()
         for server in self._servers:
             with contextlib.suppress(Exception):

@@ -252,12 +252,12 @@ class FaktorySession:
         started = loop.time()
         deadline = started + FETCH_WAIT_S
         while True:
-            leases = await self.broker.claim(queues, limit=1, lease_s=self.server.holdings.lease_s)
-            if leases:
+            lease = await self.server.claims.claim(queues)
+            if lease is not None:
                 try:
-                    job = self._hold(leases[0])
+                    job = self._hold(lease)
                 except ConveyorError as exc:  # a stored payload that is not JSON: dead, with why
-                    await self.broker.archive(leases[0], error=f"cannot be sent as a job: {exc}")
+                    await self.broker.archive(lease, error=f"cannot be sent as a job: {exc}")
                 else:
                     self.server.metrics.fetched("faktory", loop.time() - started, found=True)
                     return job
@@ -282,7 +282,7 @@ class FaktorySession:
 
     async def _ack(self, jid: str) -> None:
         held = self._take(jid)
-        if not (await self.broker.complete([Completion(lease=held.lease)]))[0]:
+        if not await self.server.acks.complete(held.lease):
             raise _Refused(f"job {jid} was lost (its reservation ran out)")
         self.server.metrics.acked("faktory")
 

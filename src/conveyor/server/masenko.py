@@ -17,7 +17,7 @@ import logging
 import re
 from collections.abc import Sequence
 
-from conveyor.brokers.atomic import AtomicCompletion, CrossSlotError
+from conveyor.brokers.atomic import CrossSlotError
 from conveyor.errors import (
     BrokerError,
     ConveyorError,
@@ -187,8 +187,8 @@ class MasenkoSession:
         The pushes ride on the first ACK as its successors, and ``complete_all`` applies every
         ACK and push or nothing (a lease lost since FETCH refuses the whole block).
         """
-        atomic = self.broker
-        if not isinstance(atomic, AtomicCompletion):  # every shipped backend implements it
+        atomic = self.server.atomic
+        if atomic is None:
             raise _Refused("this broker cannot apply a block atomically")
         for _ in range(_ID_ATTEMPTS):
             messages = [self._message(p) for p in pushes]
@@ -229,12 +229,10 @@ class MasenkoSession:
         deadline = started + request.timeout_s
         while True:
             # Look before waiting: a ready task is returned even with a 1 ns timeout.
-            leases = await self.broker.claim(
-                request.queues, limit=1, lease_s=self.server.holdings.lease_s
-            )
-            if leases:
+            lease = await self.server.claims.claim(request.queues)
+            if lease is not None:
                 self.server.metrics.fetched("masenko", loop.time() - started, found=True)
-                return self._hold(leases[0])
+                return self._hold(lease)
             remaining = deadline - loop.time()
             if remaining <= 0 or self.server.terminating:
                 self.server.metrics.fetched("masenko", loop.time() - started, found=False)
@@ -269,7 +267,7 @@ class MasenkoSession:
         try:
             if nack:
                 await self._fail(held.lease)
-            elif (await self.broker.complete([Completion(lease=held.lease)]))[0]:
+            elif await self.server.acks.complete(held.lease):
                 self.server.metrics.acked("masenko")
             else:
                 raise _Refused("task not acquired (its lease was lost)")
