@@ -138,7 +138,7 @@ class FaktoryConn:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.file = self.sock.makefile("rb")
         assert self.file.readline().startswith(b"+HI ")
-        assert self.call('HELLO {"v":2,"wid":"%s"}' % wid) == "+OK"
+        assert self.call('HELLO {"v":2,"wid":"' + wid + '"}') == "+OK"
 
     def call(self, line: str) -> str:
         self.sock.sendall(line.encode() + b"\r\n")
