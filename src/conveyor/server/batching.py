@@ -42,7 +42,16 @@ class ClaimBatcher:
         if key in self._busy:
             future: asyncio.Future[Lease | None] = asyncio.get_running_loop().create_future()
             self._waiting.setdefault(key, []).append(future)
-            return await future
+            try:
+                return await future
+            except asyncio.CancelledError:
+                # Cancelled after its lease was handed over, before it could run again: the
+                # task goes back rather than wait for its lease to lapse.
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    lease = future.result()
+                    if lease is not None:
+                        self._spawn(self._give_back(lease))
+                raise
         self._busy.add(key)
         try:
             leases = await self._broker.claim(key, limit=1, lease_s=self._lease_s)
