@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,3 +186,18 @@ def test_a_second_sigterm_cuts_the_grace_short(
     job = worker.call("FETCH default")
     assert '"jid":"j1"' in job and '"retry_count"' not in job  # given back, no failure counted
     worker.close()
+
+
+def test_metrics_port_serves_the_server_metrics(
+    tmp_path: Path, servers: list[ServerProcess]
+) -> None:
+    args = ("-b", f"sqlite:///{tmp_path / 'tasks.db'}", "--masenko", "127.0.0.1:0")
+    conn = Conn(start(servers, *args, "--metrics-port", "0")["masenko"])
+    line = next(x for x in servers[0].lines if "metrics at http://" in x)
+    url = re.findall(r"http://\S+/metrics", line)[0]
+    assert conn.call('PUSH {"name":"t"}').startswith("OK ")
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        page = reply.read().decode()
+    assert 'conveyor_server_tasks_pushed_total{protocol="masenko"} 1.0' in page
+    assert 'conveyor_server_connections{protocol="masenko"} 1.0' in page
+    conn.close()
