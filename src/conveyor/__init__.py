@@ -20,6 +20,7 @@ from __future__ import annotations
 from conveyor.app import App, AsyncTaskCall, ServerOptions, TaskCall, TaskFunction
 from conveyor.backoff import ExponentialBackoff, RetryDelay, default_retry_delay
 from conveyor.brokers import open_broker
+from conveyor.brokers.limits import FlowControl, QueueLimit, Rate
 from conveyor.brokers.protocol import Broker, BrokerInfo, Capabilities
 from conveyor.brokers.throughput import MinuteTotals
 from conveyor.brokers.workers import WorkerInfo
@@ -122,6 +123,7 @@ __all__ = [
     "EnqueueOptions",
     "ErrorHandler",
     "ExponentialBackoff",
+    "FlowControl",
     "Group",
     "Handler",
     "HandlerSignal",
@@ -141,8 +143,10 @@ __all__ = [
     "ProtocolError",
     "QueueFullError",
     "QueueInUseError",
+    "QueueLimit",
     "QueueNotEmptyError",
     "QueueStats",
+    "Rate",
     "ReentrantStep",
     "ResultTimeoutError",
     "Retry",

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Generic, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
 from conveyor.backoff import RetryDelay
+from conveyor.brokers.limits import Rate, TaskLimits
 from conveyor.brokers.protocol import Broker
 from conveyor.client import DEFAULT_WORKFLOW_RETENTION, AsyncClient, Client
 from conveyor.config import DEFAULT_BROKER_URL, split_broker_url
@@ -413,6 +414,7 @@ class App:
         self.defaults = defaults
         self._tasks: dict[str, TaskFunction[..., object]] = {}
         self._pipelines: dict[str, Pipeline] = {}
+        self._limits: dict[str, TaskLimits] = {}  # flow control declared by @app.task
         self._mux: ServeMux | None = None
         self._client: Client | None = None
         self._async_client: AsyncClient | None = None
@@ -435,7 +437,14 @@ class App:
 
     @overload
     def task(
-        self, fn: None = None, /, *, name: str | None = None, **options: Unpack[DefaultOptions]
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        rate_limit: str | None = None,
+        max_concurrency: int | None = None,
+        **options: Unpack[DefaultOptions],
     ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
     def task(
@@ -444,6 +453,8 @@ class App:
         /,
         *,
         name: str | None = None,
+        rate_limit: str | None = None,
+        max_concurrency: int | None = None,
         **options: Unpack[DefaultOptions],
     ) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
         """Register a function as a task: ``@app.task`` or ``@app.task(queue=..., name=...)``.
@@ -452,17 +463,31 @@ class App:
             fn: the function (sync or async).
             name: the task type; default ``module.qualname`` of the function, without the
                 ``<locals>`` parts of a nested function (:func:`default_task_name`).
+            rate_limit: at most this many starts of the task across every worker, such as
+                ``"10/s"``, ``"600/m"`` or ``"100/10s"`` (see docs/flow-control.md); written to
+                the broker when a worker serving this app starts.
+            max_concurrency: at most this many of the task ACTIVE at once across every
+                worker, whatever each worker's concurrency; written like ``rate_limit``.
             **options: default options for this task (queue, max_retry, timeout, unique,
                 retention).
 
         Raises:
-            ConfigError: an invalid or duplicate name, or a bad option.
+            ConfigError: an invalid or duplicate name, a bad rate limit, or a bad option.
             TypeError: an unknown option.
         """
         parse_options(options, defaults_only=True)
+        limits = TaskLimits(
+            rate=None if rate_limit is None else Rate.parse(rate_limit),
+            max_concurrency=max_concurrency,
+        )
 
         def register(func: Callable[P, R]) -> TaskFunction[P, R]:
-            return self._register(func, name, options)
+            task_fn = self._register(func, name, options)
+            if limits != TaskLimits():
+                self._limits[task_fn.name] = limits
+                if self._mux is not None:
+                    self._mux.task_limits[task_fn.name] = limits
+            return task_fn
 
         return register if fn is None else register(fn)
 
@@ -662,6 +687,7 @@ class App:
                 mux.handle(task_name, task_fn.handler())
             for name, pipeline in self._pipelines.items():
                 mux.handle(name, pipeline.handler())
+            mux.task_limits.update(self._limits)
             self._mux = mux
         return self._mux
 

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Unpack
 
 from conveyor.broker_handle import BrokerHandle, SyncFacade
+from conveyor.brokers.limits import FlowControl, Overflow, QueueLimit, Rate, check_max_active
 from conveyor.brokers.progress import ProgressStore
 from conveyor.brokers.protocol import Broker, BrokerInfo
 from conveyor.brokers.throughput import MINUTE_TOTALS_KEPT, MinuteTotals, Throughput
@@ -55,6 +56,15 @@ def _state(state: TaskState | str) -> TaskState:
     except ValueError:
         names = ", ".join(s.value for s in TaskState)
         raise ConfigError(f"unknown task state {state!r}: must be one of {names}") from None
+
+
+_OVERFLOWS: dict[str, Overflow] = {"reject": "reject", "drop_oldest": "drop_oldest"}
+
+
+def _overflow(value: str) -> Overflow:
+    if value in _OVERFLOWS:
+        return _OVERFLOWS[value]
+    raise ConfigError(f"overflow must be 'reject' or 'drop_oldest', not {value!r}")
 
 
 def _queue(queue: str) -> str:
@@ -97,8 +107,85 @@ class AsyncInspector(BrokerHandle):
         return await self._broker.list_queues()
 
     async def queue_info(self, queue: str) -> QueueStats:
-        """Counts by state, size, paused flag and today's processed/failed totals."""
-        return await self._broker.queue_stats(_queue(queue))
+        """Counts by state, size, paused flag, today's processed/failed totals, length limit."""
+        stats = await self._broker.queue_stats(_queue(queue))
+        limit = await self._flow().queue_limit(queue)
+        return stats if limit is None else replace(stats, max_length=limit.max_length)
+
+    def _flow(self) -> FlowControl:
+        if not isinstance(self._broker, FlowControl):
+            raise ConfigError(f"{type(self._broker).__name__} does not keep flow-control limits")
+        return self._broker
+
+    async def set_queue_limit(
+        self, queue: str, max_length: int | None, overflow: str = "reject"
+    ) -> None:
+        """Limit ``queue`` to ``max_length`` pending, scheduled and retry tasks.
+
+        Args:
+            queue: the queue name.
+            max_length: the most tasks that may wait in the queue; ``None`` removes the limit.
+            overflow: ``"reject"`` (an enqueue past the limit raises
+                :class:`~conveyor.errors.QueueFullError` and stores nothing) or ``"drop_oldest"``
+                (the oldest pending tasks are archived as ``"dropped: queue full"`` to make room).
+
+        Raises:
+            ConfigError: a bad queue name, length or overflow.
+        """
+        limit = None
+        if max_length is not None:
+            limit = QueueLimit(max_length=max_length, overflow=_overflow(overflow))
+        await self._flow().set_queue_limit(_queue(queue), limit)
+
+    async def queue_limit(self, queue: str) -> QueueLimit | None:
+        """``queue``'s length limit, ``None`` when it has none."""
+        return await self._flow().queue_limit(_queue(queue))
+
+    async def set_rate_limit(self, task_type: str, rate: str | Rate | None) -> None:
+        """Let at most ``rate`` tasks of ``task_type`` start, across every worker.
+
+        Args:
+            task_type: the task type.
+            rate: ``"10/s"``, ``"600/m"``, ``"100/10s"`` (units ``s``, ``m``, ``h``), a
+                :class:`~conveyor.brokers.limits.Rate`, or ``None`` to remove the limit.
+
+        Raises:
+            ConfigError: a bad task type or rate string (naming the bad part).
+        """
+        parsed = Rate.parse(rate) if isinstance(rate, str) else rate
+        await self._flow().set_rate_limit(validate_name(task_type, what="task type"), parsed)
+
+    async def rate_limits(self) -> dict[str, Rate]:
+        """Every task type's rate limit."""
+        return await self._flow().rate_limits()
+
+    async def set_task_concurrency(self, task_type: str, max_active: int | None) -> None:
+        """Let at most ``max_active`` tasks of ``task_type`` be active at once, across every
+        worker (``None`` removes the limit).
+
+        Raises:
+            ConfigError: a bad task type, or ``max_active`` not a whole number >= 1.
+        """
+        limit = None if max_active is None else check_max_active(max_active)
+        await self._flow().set_task_concurrency(validate_name(task_type, what="task type"), limit)
+
+    async def task_concurrency(self) -> dict[str, int]:
+        """Every task type's concurrency limit."""
+        return await self._flow().task_concurrency()
+
+    async def set_queue_concurrency(self, queue: str, max_active: int | None) -> None:
+        """Let at most ``max_active`` tasks of ``queue`` be active at once, across every worker
+        (``None`` removes the limit). Workers pass over a queue at its limit like an empty one.
+
+        Raises:
+            ConfigError: a bad queue name, or ``max_active`` not a whole number >= 1.
+        """
+        limit = None if max_active is None else check_max_active(max_active)
+        await self._flow().set_queue_concurrency(_queue(queue), limit)
+
+    async def queue_concurrency(self, queue: str) -> int | None:
+        """``queue``'s concurrency limit, ``None`` when it has none."""
+        return await self._flow().queue_concurrency(_queue(queue))
 
     async def throughput(self, queue: str, *, minutes: int = 60) -> list[MinuteTotals]:
         """Processed and failed attempts of each of the last ``minutes`` minutes, oldest first.
@@ -364,6 +451,38 @@ class Inspector(SyncFacade[AsyncInspector]):
     def describe(self) -> BrokerInfo:
         """See :meth:`AsyncInspector.describe`."""
         return self._loop.run(self._async.describe())
+
+    def set_queue_limit(self, queue: str, max_length: int | None, overflow: str = "reject") -> None:
+        """See :meth:`AsyncInspector.set_queue_limit`."""
+        return self._loop.run(self._async.set_queue_limit(queue, max_length, overflow))
+
+    def queue_limit(self, queue: str) -> QueueLimit | None:
+        """See :meth:`AsyncInspector.queue_limit`."""
+        return self._loop.run(self._async.queue_limit(queue))
+
+    def set_rate_limit(self, task_type: str, rate: str | Rate | None) -> None:
+        """See :meth:`AsyncInspector.set_rate_limit`."""
+        return self._loop.run(self._async.set_rate_limit(task_type, rate))
+
+    def rate_limits(self) -> dict[str, Rate]:
+        """See :meth:`AsyncInspector.rate_limits`."""
+        return self._loop.run(self._async.rate_limits())
+
+    def set_task_concurrency(self, task_type: str, max_active: int | None) -> None:
+        """See :meth:`AsyncInspector.set_task_concurrency`."""
+        return self._loop.run(self._async.set_task_concurrency(task_type, max_active))
+
+    def task_concurrency(self) -> dict[str, int]:
+        """See :meth:`AsyncInspector.task_concurrency`."""
+        return self._loop.run(self._async.task_concurrency())
+
+    def set_queue_concurrency(self, queue: str, max_active: int | None) -> None:
+        """See :meth:`AsyncInspector.set_queue_concurrency`."""
+        return self._loop.run(self._async.set_queue_concurrency(queue, max_active))
+
+    def queue_concurrency(self, queue: str) -> int | None:
+        """See :meth:`AsyncInspector.queue_concurrency`."""
+        return self._loop.run(self._async.queue_concurrency(queue))
 
     def queues(self) -> list[str]:
         """See :meth:`AsyncInspector.queues`."""

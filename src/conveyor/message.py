@@ -419,6 +419,8 @@ class QueueStats:
     paused: bool = False
     processed_today: int = 0
     failed_today: int = 0
+    max_length: int | None = None
+    """The queue's length limit (pending, scheduled and retry tasks); ``None``: unlimited."""
 
     @property
     def size(self) -> int:

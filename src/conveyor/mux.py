@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from conveyor.brokers.limits import TaskLimits
 from conveyor.errors import ConfigError, UnknownTaskError
 from conveyor.message import JSONValue, Task, validate_name
 from conveyor.middleware import AsyncHandler, Handler, Middleware, compose
@@ -44,6 +45,9 @@ class ServeMux:
         self._compiled: dict[str, AsyncHandler] = {}
         self._routes: dict[str, str | None] = {}  # task type -> pattern (None: unknown)
         self._unknown: AsyncHandler | None = None
+        self.task_limits: dict[str, TaskLimits] = {}
+        """Flow-control limits per task type (``@app.task(rate_limit=...)``), written to the
+        broker by a server when it starts serving this mux."""
 
     def handle(self, pattern: str, handler: Handler) -> None:
         """Route task types starting with ``pattern`` to ``handler`` (sync or async).

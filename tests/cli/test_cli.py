@@ -195,7 +195,16 @@ def test_demo_runs_to_completion_in_a_real_process(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "command",
-    [["queue"], ["queue", "ls"], ["queue", "pause"], ["task"], ["task", "ls"], ["task", "run"]],
+    [
+        ["queue"],
+        ["queue", "ls"],
+        ["queue", "pause"],
+        ["queue", "limit"],
+        ["queue", "concurrency"],
+        ["task"],
+        ["task", "ls"],
+        ["task", "run"],
+    ],
 )
 def test_inspect_commands_have_examples(runner: CliRunner, command: list[str]) -> None:
     result = runner.invoke(cli, [*command, "--help"])
@@ -229,6 +238,40 @@ def test_queue_and_task_commands(runner: CliRunner, url: str) -> None:
         assert inspector.queue_info("low").paused
         assert inspector.queue_info("low").size == 0
         assert inspector.get_task("default", waiting.id).state is TaskState.PENDING
+
+
+def test_queue_limit_sets_shows_and_removes_a_limit(runner: CliRunner, url: str) -> None:
+    from conveyor import Client, Task
+
+    with Client(url) as client:
+        client.enqueue(Task("a.b", 1), queue="mail")
+
+    limited = runner.invoke(
+        cli, ["queue", "limit", "mail", "5", "--overflow", "drop-oldest", "-b", url]
+    )
+    assert limited.exit_code == 0, limited.output
+    listing = runner.invoke(cli, ["queue", "ls", "-b", url])
+    assert listing.output.splitlines()[0].split()[-2:] == ["paused", "limit"]
+    assert listing.output.splitlines()[1].split()[-3:] == ["no", "5", "(drop-oldest)"]
+    with Inspector(url) as inspector:
+        limit = inspector.queue_limit("mail")
+        assert limit is not None and limit.overflow == "drop_oldest"
+
+    assert runner.invoke(cli, ["queue", "limit", "mail", "none", "-b", url]).exit_code == 0
+    listing = runner.invoke(cli, ["queue", "ls", "-b", url])
+    assert listing.output.splitlines()[1].split()[-1] == "-"
+    bad = runner.invoke(cli, ["queue", "limit", "mail", "lots", "-b", url])
+    assert bad.exit_code != 0 and "'lots'" in bad.output
+
+
+def test_queue_concurrency_sets_and_removes_a_limit(runner: CliRunner, url: str) -> None:
+    assert runner.invoke(cli, ["queue", "concurrency", "mail", "3", "-b", url]).exit_code == 0
+    with Inspector(url) as inspector:
+        assert inspector.queue_concurrency("mail") == 3
+    assert runner.invoke(cli, ["queue", "concurrency", "mail", "none", "-b", url]).exit_code == 0
+    with Inspector(url) as inspector:
+        assert inspector.queue_concurrency("mail") is None
+    assert runner.invoke(cli, ["queue", "concurrency", "mail", "0", "-b", url]).exit_code != 0
 
 
 def test_task_commands_bad_input(runner: CliRunner, url: str) -> None:

@@ -190,3 +190,14 @@ def wf_body(values: list[int]) -> int:
     with path.open("a") as out:
         out.write(f"{ctx.task_id} {ctx.retry_count}\n")
     return sum(values)
+
+
+@app.task(name="proc.rated", rate_limit="20/s")
+async def rated(n: int) -> int:
+    """Log when the broker claimed this attempt and when it started (fleet rate-limit test)."""
+    claimed = current_context().claimed_at
+    assert claimed is not None
+    path = Path(os.environ["CONVEYOR_TEST_DIR"]) / f"rated-{os.getpid()}.txt"
+    with path.open("a") as out:
+        out.write(f"{claimed.timestamp():.6f} {time.time():.6f}\n")
+    return n

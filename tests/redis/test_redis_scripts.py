@@ -21,17 +21,18 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 # 'src/conveyor/brokers/redis/scripts').glob('*.lua'))]"
 PINNED_SHA256 = {
     "cancel.lua": "d8675f0281593bb3",
-    "claim.lua": "e48fa1e237f34e34",
-    "complete.lua": "e070b96a56991cc5",
-    "complete_all.lua": "c63c4326fe9bf675",
+    "claim.lua": "4083d1c731684451",
+    "complete.lua": "e30f3054d23b7743",
+    "complete_all.lua": "87fbbdd23b3a8030",
     "delete_queue.lua": "4f0a143b22e99d80",
-    "enqueue.lua": "0eb8f6916be7b533",
+    "enqueue.lua": "e0d85f51d3be23dd",
     "extend.lua": "2e9c44368efdedf8",
-    "fail.lua": "dce02b7e6cec5234",
+    "fail.lua": "e0e7032e499a9d0c",
     "lib.lua": "71b1deed37f0812e",
+    "limits.lua": "39e0626bf8fdbd4c",
     "manage.lua": "43ca04db3f374a21",
     "page.lua": "9980ab50d9f3ff3b",
-    "peek.lua": "6685367764624ba2",
+    "peek.lua": "e54808a6dde27661",
     "purge.lua": "f3e6fa52d153bc86",
     "recover.lua": "1bbbb1b8021365b6",
     "release.lua": "06f5f10a0a13d09c",
@@ -44,10 +45,10 @@ PINNED_SHA256 = {
     "stats.lua": "23895ba7fa854e94",
     "throughput.lua": "3d1fbb66ca858b54",
     "unclaim.lua": "8bc115d40f0abefd",
-    "workers.lua": "4b539bbf87712ddd",
     "wf_advance.lua": "a71f1b889c2cb7b9",
     "wf_create.lua": "46fff6b73166f397",
     "wf_settle.lua": "f1807f5b78c03c0b",
+    "workers.lua": "4b539bbf87712ddd",
 }
 
 
@@ -59,7 +60,7 @@ def test_script_sources_match_their_pinned_hashes() -> None:
 
 
 def test_every_script_file_is_used() -> None:
-    assert sorted(f"{n}.lua" for n in (*SCRIPT_NAMES, "lib")) == LUA_FILES
+    assert sorted(f"{n}.lua" for n in (*SCRIPT_NAMES, "lib", "limits")) == LUA_FILES
 
 
 @pytest.mark.parametrize("filename", LUA_FILES)
@@ -84,9 +85,10 @@ def test_scripts_contain_no_formatting_placeholders(filename: str) -> None:
 
 def test_scripts_are_lib_plus_their_file() -> None:
     for name in SCRIPT_NAMES:
-        assert (
-            script_source(name)
-            == (FOLDER / "lib.lua").read_text() + (FOLDER / f"{name}.lua").read_text()
+        with_limits = name in ("enqueue", "claim", "peek", "complete", "complete_all", "fail")
+        helpers = ["lib.lua", "limits.lua"] if with_limits else ["lib.lua"]
+        assert script_source(name) == "".join(
+            (FOLDER / f).read_text() for f in [*helpers, f"{name}.lua"]
         )
 
 

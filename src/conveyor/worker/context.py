@@ -55,6 +55,8 @@ class TaskContext:
         parent_result: for a workflow step, its parent's result (a chord body: the list of
             the header's results); ``None`` for a first or immutable step.
         parent_error: for an error callback, the last error of the task that failed.
+        claimed_at: when the broker claimed this attempt, by the broker's clock (aware UTC);
+            ``None`` outside a worker. Rate limits count claims, so this is the time they see.
     """
 
     task_id: str
@@ -68,6 +70,7 @@ class TaskContext:
     # For a workflow step: the value a task function receives prepended to its arguments (its
     # parent's result, or an error callback's error); empty when it receives none.
     parent_arg: tuple[JSONValue, ...] = field(default=(), repr=False)
+    claimed_at: datetime | None = None
     # How sync handlers reach the worker's thread pool; None outside a worker (asyncio.to_thread).
     run_sync: SyncRunner | None = field(default=None, repr=False)
     # The attempt's lease and the worker's broker, None outside a worker: a pipeline stores its

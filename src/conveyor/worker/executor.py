@@ -41,6 +41,7 @@ from conveyor.message import (
     Task,
     decode_payload,
     encode_json,
+    to_datetime,
 )
 from conveyor.middleware import AsyncHandler, SyncHandler
 from conveyor.signals import Signal, Signals, TaskEvent
@@ -167,6 +168,7 @@ class Executor:
             retry_count=info.retried,
             max_retry=info.max_retry,
             deadline=info.deadline,
+            claimed_at=to_datetime(lease.expires_at - self._config.lease_s),
             run_sync=self._run_sync,
             lease=lease,
             broker=self._broker,

@@ -23,6 +23,7 @@ from datetime import timedelta
 
 from conveyor.backoff import ReconnectBackoff, RetryDelay, default_retry_delay
 from conveyor.brokers import open_broker
+from conveyor.brokers.limits import TaskLimits
 from conveyor.brokers.protocol import MAX_CRASH_ATTEMPTS, Broker
 from conveyor.config import broker_url_from_env, redact_url, split_broker_url
 from conveyor.errors import BrokerUnavailableError, ConfigError
@@ -37,6 +38,7 @@ from conveyor.worker.executor import Executor
 from conveyor.worker.fetcher import Fetcher, QueueSelector
 from conveyor.worker.heartbeat import Heartbeat, LeaseRegistry
 from conveyor.worker.janitor import Janitor
+from conveyor.worker.limits import write_task_limits
 from conveyor.worker.loops import LoopChoice, loop_factory
 from conveyor.worker.pool import HandlerThreadPool
 from conveyor.worker.recoverer import Recoverer
@@ -164,6 +166,7 @@ class Server:
         self._done = threading.Event()
         self._fetcher: Fetcher | None = None
         self._finished: asyncio.Event | None = None
+        self._task_limits: Mapping[str, TaskLimits] = {}
         self._thread: threading.Thread | None = None
         self._thread_error: BaseException | None = None
 
@@ -273,6 +276,8 @@ class Server:
         if self._thread is None or threading.current_thread() is not self._thread:
             self._claim_use()
         call = as_async(handler)
+        # The limits an app declares (@app.task(rate_limit=...)) come with its mux.
+        self._task_limits = getattr(handler, "task_limits", {})
         self._loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
         self._finished = asyncio.Event()
@@ -383,6 +388,7 @@ class Server:
         assert self._stop_event is not None
         if not await self._describe(broker):
             return
+        await write_task_limits(broker, self._task_limits)
         config, stats = self.config, self._stats
         registry = LeaseRegistry()
         pool = HandlerThreadPool(config.concurrency)

@@ -64,6 +64,11 @@ Inspector
     (``QueueInUseError``). An unknown queue is a no-op. Fencing tokens come from the broker-wide
     counter, so they still never repeat for a task re-created in the same queue.
 
+Flow control
+    Queue length, rate and concurrency limits (``limits.py``, :mod:`conveyor.brokers.limits`):
+    ``enqueue`` applies the queue limits after its other checks, ``claim`` passes over a queue
+    at its concurrency limit and holds back (SCHEDULED) a task over its type's limits.
+
 Waiting
     ``wait_for_tasks`` returns as soon as a task is ready in one of its unpaused queues (at once if
     one already is: a task enqueued between a worker's empty claim and its wait must not be missed),
@@ -93,6 +98,7 @@ from datetime import UTC, datetime
 
 from conveyor.brokers.memory import throughput as minute_totals
 from conveyor.brokers.memory.atomic import MemoryAtomicCompletion
+from conveyor.brokers.memory.limits import LimitState, MemoryLimits
 from conveyor.brokers.memory.progress import MemoryProgress
 from conveyor.brokers.memory.schedules import MemorySchedules
 from conveyor.brokers.memory.workers import MemoryWorkersMixin
@@ -193,6 +199,7 @@ class _State:
     workers: dict[str, tuple[WorkerInfo, float]] = field(default_factory=dict)
     cancels: dict[tuple[str, str], int] = field(default_factory=dict)
     workflows: WorkflowStore = field(default_factory=WorkflowStore)
+    limits: LimitState = field(default_factory=LimitState)  # flow control (limits.py)
 
 
 # The one deliberate process-wide registry: memory:// URLs name shared state (see "Sharing").
@@ -228,6 +235,7 @@ class MemoryBroker(
     MemoryProgress,
     MemorySchedules,
     MemoryWorkersMixin,
+    MemoryLimits,
     MemoryAtomicCompletion,
 ):
     """An in-process broker: fast, nothing persisted, the reference for every other backend.
@@ -469,6 +477,7 @@ class MemoryBroker(
         with self._locked() as s:
             now = self.clock()
             self._check_new(s, messages, now)
+            self._admit(s, messages, now)
             return [_info(self._store(s, m, now)) for m in messages]
 
     async def claim(self, queues: Sequence[str], *, limit: int, lease_s: float) -> list[Lease]:
@@ -476,15 +485,23 @@ class MemoryBroker(
         with self._locked() as s:
             now = self.clock()
             leases: list[Lease] = []
+            held: Counter[str] = Counter()  # tasks held back by a rate limit, per type
             for name in dict.fromkeys(queues):
                 q = s.queues.get(name)
                 if q is None or q.paused:
                     continue
-                while len(leases) < limit and (heap := self._next_ready(q, now)) is not None:
+                room = self._room(s, name, now)  # its concurrency limit (limits.py)
+                while len(leases) < limit and room > 0:
+                    if (heap := self._next_ready(q, now)) is None:
+                        break
                     t = q.tasks[heapq.heappop(heap)[2]]
+                    if self._holds_back(s, t, now, held):  # over a limit: SCHEDULED for now
+                        continue
+                    room -= 1
                     t.token = next(s.counter)
                     t.lease_expires_at = now + lease_s
                     self._to_settled(s, t, TaskState.ACTIVE, now)
+                    self._started(s, t)
                     leases.append(
                         Lease(task=_info(t), token=t.token, expires_at=t.lease_expires_at)
                     )
@@ -497,8 +514,14 @@ class MemoryBroker(
         while not self._closed:
             with self._locked() as s:
                 now = self.clock()
-                live = [q for n in set(queues) if (q := s.queues.get(n)) and not q.paused]
+                live = [
+                    q
+                    for n in set(queues)
+                    if (q := s.queues.get(n)) and not q.paused and not self._queue_full(s, n)
+                ]
                 if any(self._head(q, q.pending) for q in live):
+                    return
+                if any(self._slot_free(s, n) for n in set(queues)):  # limits.py
                     return
                 heads = [self._head(q, q.due) for q in live]
                 ready_at = min((t.ready_at for t in heads if t is not None), default=None)
@@ -547,6 +570,7 @@ class MemoryBroker(
             else:
                 del s.queues[t.msg.queue].tasks[t.msg.id]
             self._count(s, t.msg.queue, now, failed=False)
+            self._freed(s, t)  # its concurrency slot (limits.py)
             for m in c.successors:
                 self._store(s, m, now)
             done.append(True)
@@ -568,6 +592,7 @@ class MemoryBroker(
             self._fail(s, t, error, now)
             self._to_settled(s, t, TaskState.ARCHIVED, now)
             self._on_archived(s, t, now)  # a workflow step: fail its workflow in this step
+            self._freed(s, t)  # its concurrency slot (limits.py)
 
     async def release(self, lease: Lease) -> None:
         """Give the task back: PENDING with its original ready time, no failure counted."""

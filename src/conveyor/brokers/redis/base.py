@@ -86,10 +86,16 @@ Client = aioredis.Redis | RedisCluster
 SyncClient = redis.Redis | redis.RedisCluster
 
 
+# Scripts that enforce flow control also get limits.lua's helpers, after lib.lua's.
+_WITH_LIMITS = frozenset({"enqueue", "claim", "peek", "complete", "complete_all", "fail"})
+
+
 def script_source(name: str) -> str:
-    """The full text loaded for script ``name``: lib.lua followed by ``name``.lua."""
+    """The full text loaded for script ``name``: lib.lua (then limits.lua for the scripts that
+    enforce limits) followed by ``name``.lua."""
     folder = resources.files("conveyor.brokers.redis") / "scripts"
-    return (folder / "lib.lua").read_text() + (folder / f"{name}.lua").read_text()
+    helpers = ["lib.lua", "limits.lua"] if name in _WITH_LIMITS else ["lib.lua"]
+    return "".join((folder / f).read_text() for f in [*helpers, f"{name}.lua"])
 
 
 def _no_primary(error: Exception, sentinels: int) -> tuple[type[BrokerError], str]:
@@ -260,7 +266,8 @@ class RedisBrokerBase:
         self._receipts.add(receipt)
         keys_ = [*batch.keys, receipt]
         lost = LostClaim(keys_, claim_id, time.monotonic() + lease_s)
-        return keys_, [*claim_script_args(limit, lease_s), claim_id], lost
+        args = [*claim_script_args(limit, lease_s), claim_id, *self._rate_args(batch)]
+        return keys_, args, lost
 
     @contextlib.contextmanager
     def _sending_claim(self, lost: LostClaim) -> Iterator[None]:
@@ -379,6 +386,10 @@ class RedisBrokerBase:
         ) -> list[Lease]: ...
 
         async def release(self, lease: Lease) -> None: ...
+
+        def _rate_args(self, batch: ScriptBatch) -> list[str]: ...
+
+        async def _refresh_rates(self) -> None: ...
 
 
 def evalsha_blocking(

@@ -47,6 +47,7 @@ from conveyor.brokers.redis.connect import (
 )
 from conveyor.brokers.redis.direct import SyncLines
 from conveyor.brokers.redis.inspection import InspectionMixin
+from conveyor.brokers.redis.limits import LimitsMixin
 from conveyor.brokers.redis.progress import ProgressMixin
 from conveyor.brokers.redis.records import enqueue_args, message_args
 from conveyor.brokers.redis.replies import (
@@ -92,6 +93,7 @@ class RedisBroker(
     RedisSchedules,
     WorkersMixin,
     ThroughputMixin,
+    LimitsMixin,
     RedisBrokerBase,
 ):
     """Tasks stored in Redis (standalone, Sentinel or Cluster); the production backend.
@@ -317,6 +319,7 @@ class RedisBroker(
             return leases
         await self._register(queues)  # Cluster: keep served queues listed (see _register)
         await self._give_back_lost_claims()
+        await self._refresh_rates()
         for group in self._groups(queues):
             if len(leases) >= limit:
                 break

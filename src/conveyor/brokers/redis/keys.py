@@ -32,6 +32,21 @@ Layout (``ns`` is the namespace, default ``conveyor``; ``q`` a queue name)::
     ns:workflows                   ZSET   every workflow id, score = created-at time
     ns:workflows:live              SET    ids of workflows not yet finished
     ns:workflows:expiry            ZSET   finished workflow ids, score = end of retention
+    ns:{q}:limit                   STRING the queue's length limit, "<max> <overflow>"
+    ns:{q}:concurrency             STRING the queue's concurrency limit
+    ns:{q}:slotwait                HASH   type -> "<limit> <running set>" for the types that
+                                          tasks of the queue are held for (a slot)
+    ns:{q}:held:<type>             ZSET   tasks held (SCHEDULED) for a slot of their type,
+                                          score = their pending score before
+    ns:concurrency                 HASH   task type -> concurrency limit
+    ns:run:<type>                  ZSET   record keys of tasks started under the type's
+                                          concurrency limit, score = fencing token (one counts
+                                          while still ACTIVE under it); on Cluster one per
+                                          queue, ns:{q}:run:<type>, in its slot
+    ns:rates                       HASH   task type -> "<count> <period µs>" (rate limits)
+    ns:bucket:<type>               ZSET   a type's rate-limit tokens still out, score = µs
+                                          taken at (back one period later); on Cluster one
+                                          per queue, ns:{q}:bucket:<type>, in its slot
 
 All scores are server times in integer microseconds since the epoch (exact in a double, and
 fine enough that "never early" needs no rounding slack).
@@ -52,10 +67,18 @@ from conveyor.message import validate_name
 __all__ = [
     "QUEUE_KEY_NAMES",
     "QueueKeys",
+    "bucket_prefix",
     "cancels",
     "claim_receipt",
+    "concurrency_limits",
+    "held_for_slot",
+    "queue_concurrency",
     "queue_keys",
+    "queue_limit",
+    "rate_limits",
     "registry",
+    "running_prefix",
+    "slot_waits",
     "task",
     "unique_lock",
     "waiter",
@@ -108,6 +131,47 @@ def worker_keys(namespace: str) -> tuple[str, str]:
 def cancels(namespace: str, queue: str) -> str:
     """The cancel requests of ``queue``'s active tasks (in the queue's slot)."""
     return f"{queue_prefix(namespace, queue)}cancels"
+
+
+def rate_limits(namespace: str) -> str:
+    """The hash of every task type's rate limit."""
+    return f"{namespace}:rates"
+
+
+def bucket_prefix(namespace: str, queue: str | None) -> str:
+    """The prefix of the token buckets (``prefix + task type``): one per type, or on Cluster
+    one per type and ``queue``, in that queue's slot (a claim touches only its queue's slot)."""
+    return f"{namespace}:bucket:" if queue is None else f"{queue_prefix(namespace, queue)}bucket:"
+
+
+def concurrency_limits(namespace: str) -> str:
+    """The hash of every task type's concurrency limit."""
+    return f"{namespace}:concurrency"
+
+
+def running_prefix(namespace: str, queue: str | None) -> str:
+    """The prefix of the running sets (``prefix + task type``), as :func:`bucket_prefix`."""
+    return f"{namespace}:run:" if queue is None else f"{queue_prefix(namespace, queue)}run:"
+
+
+def queue_concurrency(namespace: str, queue: str) -> str:
+    """A queue's concurrency limit (scripts build it as the queue prefix .. ``concurrency``)."""
+    return f"{queue_prefix(namespace, queue)}concurrency"
+
+
+def held_for_slot(namespace: str, queue: str, task_type: str) -> str:
+    """Tasks of ``queue`` held for a slot of ``task_type`` (scripts: queue prefix .. held:)."""
+    return f"{queue_prefix(namespace, queue)}held:{task_type}"
+
+
+def slot_waits(namespace: str, queue: str) -> str:
+    """The types that tasks of ``queue`` are held for (scripts: queue prefix .. slotwait)."""
+    return f"{queue_prefix(namespace, queue)}slotwait"
+
+
+def queue_limit(namespace: str, queue: str) -> str:
+    """A queue's length limit (scripts build it as the queue prefix .. ``limit``)."""
+    return f"{queue_prefix(namespace, queue)}limit"
 
 
 def queue_prefix(namespace: str, queue: str) -> str:

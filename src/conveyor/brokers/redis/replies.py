@@ -10,7 +10,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from conveyor.brokers.redis.records import claimed_fields, decode_record, enqueued_infos
-from conveyor.errors import DuplicateTaskError, TaskIdConflictError, TaskNotFoundError
+from conveyor.errors import (
+    DuplicateTaskError,
+    QueueFullError,
+    TaskIdConflictError,
+    TaskNotFoundError,
+)
 from conveyor.message import NAME_PATTERN, Lease, TaskInfo, TaskMessage, validate_name
 
 # The logger the broker had as one module: every part of it logs under that name.
@@ -78,6 +83,10 @@ def enqueue_outcomes(
 
 
 def refusal_error(code: bytes, m: TaskMessage) -> Exception:
+    if code == b"full":
+        return QueueFullError(
+            f"queue {m.queue!r} is full (its length limit is reached)", task_id=m.id, queue=m.queue
+        )
     if code == b"duplicate":
         return DuplicateTaskError(
             f"unique key {m.unique_key!r} is held in queue {m.queue!r}",

@@ -48,6 +48,7 @@ class WaitingMixin(RedisBrokerBase):
             await self.wait_for_tasks(names, timeout_s)
             return await self.claim(names, limit=limit, lease_s=lease_s)
         [batch] = self._batches(names)
+        await self._refresh_rates()
         wait = await self._wait_bound([batch], timeout_s)
         if wait < _SHORTEST_BLPOP_S:  # ready now or nearly
             return await self.claim(names, limit=limit, lease_s=lease_s)

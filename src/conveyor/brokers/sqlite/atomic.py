@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from conveyor.brokers.atomic import check_distinct
+from conveyor.brokers.sqlite import limits
 from conveyor.message import Completion, TaskInfo, TaskMessage
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ def _complete_all(store: Store, completions: Sequence[Completion]) -> bool:
                 counts[(c.lease.task.queue, False)] += 1
                 ready = ready or bool(c.successors)
             store._count(counts, now)
+            queues = {c.lease.task.queue for c in completions}
+            ready = ready or limits.slots_watched(store.conn, queues)  # a freed slot may start one
     except _LeaseLost:
         return False
     if ready:

@@ -28,6 +28,7 @@ from conveyor.brokers.sqlite.connection import (
     broker_error,
     open_connection,
 )
+from conveyor.brokers.sqlite.limits import SqliteLimits
 from conveyor.brokers.sqlite.progress import SqliteProgress
 from conveyor.brokers.sqlite.schedules import SqliteSchedules
 from conveyor.brokers.sqlite.store import Store
@@ -103,6 +104,7 @@ class SqliteBroker(
     SqliteProgress,
     SqliteSchedules,
     SqliteWorkersMixin,
+    SqliteLimits,
     SqliteAtomicCompletion,
 ):
     """A broker in one SQLite file: durable, shared by every process on this machine.

@@ -8,7 +8,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from conveyor.brokers.protocol import recover_spread
-from conveyor.brokers.sqlite import checkpoint, throughput, workflows
+from conveyor.brokers.sqlite import checkpoint, limits, throughput, workflows
 from conveyor.brokers.sqlite.progress import create_progress_table
 from conveyor.brokers.sqlite.queries import SCHEMA_VERSION, schema_script
 from conveyor.brokers.sqlite.schedules import apply_schema as apply_schedules_schema
@@ -113,6 +113,7 @@ _CONCERN_TABLES = (
     create_progress_table,
     apply_schedules_schema,
     create_worker_tables,
+    limits.create_tables,
 )
 
 

@@ -22,12 +22,13 @@ from conveyor.brokers.protocol import (
     LEASE_EXPIRED_ERROR,
     crash_limit_error,
 )
-from conveyor.brokers.sqlite import rows, throughput, workflows
+from conveyor.brokers.sqlite import limits, rows, throughput, workflows
 from conveyor.brokers.sqlite.queries import queries
 from conveyor.errors import (
     BrokerError,
     DuplicateTaskError,
     LeaseLostError,
+    QueueFullError,
     TaskIdConflictError,
 )
 from conveyor.message import Completion, Lease, TaskInfo, TaskMessage, TaskState, to_datetime
@@ -165,10 +166,12 @@ class Store:
         try:
             with self.write() as now:
                 infos = self._insert_fast(messages, now)
+                limits.admit(self.conn, messages, now)
         except (_Conflict, sqlite3.IntegrityError):
             with self.write() as now:
                 self._check_new(messages, now, owner=None)
                 infos = self._insert_fast(messages, now)  # the conflict went away meanwhile
+                limits.admit(self.conn, messages, now)
         if any(i.state is TaskState.PENDING for i in infos):
             self.notify_ready()
         return infos
@@ -186,7 +189,7 @@ class Store:
             for messages in groups:
                 try:
                     outcomes.append(self._insert(messages, now, owner=None))
-                except (TaskIdConflictError, DuplicateTaskError) as exc:
+                except (TaskIdConflictError, DuplicateTaskError, QueueFullError) as exc:
                     outcomes.append(exc)
         if any(
             info.state is TaskState.PENDING
@@ -204,11 +207,17 @@ class Store:
         self.conn.execute("SAVEPOINT enqueue")
         try:
             infos = self._insert_fast(messages, now)
+            if owner is None:  # queue limits apply to enqueues, not to a completion's successors
+                limits.admit(self.conn, messages, now)
         except (_Conflict, sqlite3.IntegrityError):
             self.conn.execute("ROLLBACK TO enqueue")
             self.conn.execute("RELEASE enqueue")
             self._check_new(messages, now, owner)
             raise BrokerError("enqueue hit a constraint the exact check did not find") from None
+        except QueueFullError:
+            self.conn.execute("ROLLBACK TO enqueue")
+            self.conn.execute("RELEASE enqueue")
+            raise
         self.conn.execute("RELEASE enqueue")
         return infos
 
@@ -292,18 +301,27 @@ class Store:
         leases: list[Lease] = []
         with self.write() as now:
             paused = {r[0] for r in self.fetch(Q["paused_queues"], text=(0,))}
+            gate = limits.ClaimGate(self.conn, now)
             for queue in dict.fromkeys(queues):
                 if queue not in paused:
-                    self._claim_from(queue, limit, now, now + lease_s, leases)
+                    self._claim_from(queue, limit, now, now + lease_s, leases, gate)
                 if len(leases) >= limit:
                     break
+            gate.save()
         return leases
 
     def _claim_from(
-        self, queue: str, limit: int, now: float, expires: float, leases: list[Lease]
+        self,
+        queue: str,
+        limit: int,
+        now: float,
+        expires: float,
+        leases: list[Lease],
+        gate: limits.ClaimGate,
     ) -> None:
-        while len(leases) < limit:
-            wanted = limit - len(leases)
+        room = gate.room(queue)  # its concurrency limit
+        while len(leases) < limit and room > 0:
+            wanted = min(limit - len(leases), room)
             try:
                 pending = self.conn.execute(Q["claim_pending"], (queue, wanted)).fetchall()
                 due = self.conn.execute(Q["claim_due"], (queue, now, wanted)).fetchall()
@@ -319,6 +337,9 @@ class Store:
                     decoded.append((row[rows.SEQ], rows.task_info(row)))
                 except rows.UndecodableRowError as exc:
                     self._archive_undecodable(row, str(exc), now)
+            if gate:  # tasks over a concurrency or rate limit wait, SCHEDULED
+                decoded = [d for d in decoded if not gate.holds_back(d[0], d[1])]
+            room -= len(decoded)
             if decoded:
                 last = self.conn.execute(Q["mint_tokens"], (len(decoded),)).fetchone()[0]
                 first = last - len(decoded) + 1
@@ -328,7 +349,7 @@ class Store:
                     info = replace(info, state=TaskState.ACTIVE, next_process_at=None)
                     leases.append(Lease(task=info, token=token, expires_at=expires))
                 self.conn.executemany(Q["claim_task"], claimed)
-            # Only archived (undecodable) rows make a full page come back short of claims.
+            # Only archived (undecodable) or held-back rows make a full page come back short.
             if len(found) < wanted or len(decoded) == len(found):
                 return
 
@@ -359,8 +380,13 @@ class Store:
         """Whether a task is ready now in an unpaused queue, and the earliest due time."""
         with self.read() as now:
             paused = {r[0] for r in self.fetch(Q["paused_queues"], text=(0,))}
+            limited = limits.any_concurrency(self.conn)
+            if limited:
+                paused |= limits.full_queues(self.conn)  # at their limit: nothing ready there
             open_queues = [q for q in dict.fromkeys(queues) if q not in paused]
             if any(self.conn.execute(Q["has_pending"], (q,)).fetchone() for q in open_queues):
+                return True, now
+            if limited and any(limits.slot_free(self.conn, q) for q in open_queues):
                 return True, now
             times = [self.conn.execute(Q["next_due_at"], (q,)).fetchone()[0] for q in open_queues]
         earliest = min((t for t in times if t is not None), default=None)
@@ -399,6 +425,8 @@ class Store:
                     counts[(c.lease.task.queue, False)] += 1
                     ready = ready or bool(c.successors)
             self._count(counts, now)
+            queues = {c.lease.task.queue for c in completions}
+            ready = ready or limits.slots_watched(self.conn, queues)  # a freed slot may start one
         if ready:
             self.notify_ready()
         if failure is not None:
@@ -436,7 +464,8 @@ class Store:
             args = (now + delay_s, error, now, lease.task.queue, lease.task.id, lease.token)
             self._leased(Q["retry_leased"], args, lease)
             self._count(Counter({(lease.task.queue, True): 1}), now)
-        if delay_s <= 0:
+            watched = limits.slots_watched(self.conn, {lease.task.queue})  # a freed slot
+        if delay_s <= 0 or watched:
             self.notify_ready()
 
     def archive(self, lease: Lease, error: str) -> None:
@@ -446,6 +475,9 @@ class Store:
             self._leased(Q["archive_leased"], args, lease)
             self._count(Counter({(lease.task.queue, True): 1}), now)
             workflows.fail_step(self, lease.task.id, error, now)  # a step fails its workflow
+            watched = limits.slots_watched(self.conn, {lease.task.queue})
+        if watched:  # a freed slot may start a task
+            self.notify_ready()
 
     def release(self, lease: Lease) -> None:
         """Give the task back at the front of its queue (raises LeaseLostError)."""

@@ -1,7 +1,13 @@
 -- claim.lua: lease up to `limit` ready tasks, trying the queues in KEYS order.
 -- KEYS:    one 13-key block per queue, in the caller's priority order (see lib.lua); then,
 --          optionally, the caller's receipt key (keys.claim_receipt).
--- ARGV:    [1] limit, [2] lease length in µs, [3] this claim's id (with the receipt key).
+-- ARGV:    [1] limit, [2] lease length in µs, [3] this claim's id (with the receipt key),
+--          [4] the rate buckets' key prefix (the bucket of a type is prefix .. type) and [5] the
+--          rate limits, as limits.lua's rate_table reads them ('' for none): a task over its
+--          type's rate is held back (limits.lua's hold_back), not claimed; [6] the running
+--          sets' key prefix and [7] the task types' concurrency limits (limits.lua's
+--          limit_table; '' for none), [8] how long (µs) a task held for a slot of its type
+--          stays SCHEDULED at most. A queue at its concurrency limit is passed over.
 --          When anything is claimed, the receipt is overwritten with the id and the leases,
 --          expiring with them: should the reply be lost, unclaim.lua gives the tasks back.
 -- Returns: {now_us, lease_expiry_us, corrupt, claimed...}; each claimed task is
@@ -16,6 +22,55 @@ local expiry = t + tonumber(ARGV[2])
 local corrupt = {}
 local out = {t, expiry, corrupt}
 local claimed = 0
+local rates = rate_table(ARGV[5])
+local held = {}  -- per type: tasks this run held back
+local held_total = 0
+-- Holds per run stay bounded, so a long queue of held-back tasks never makes one long script:
+-- the next claim carries on.
+local MAX_HOLDS = 1000
+local buckets = {}  -- per rate-limited type: its bucket, read once by this run
+local tokens_taken = 0  -- names this run's tokens: "<claim id>:<n>"
+local max_active = limit_table(ARGV[7])
+local running = {}  -- per type with a concurrency limit: its ACTIVE tasks, counted once per run
+
+local function running_of(task_type)
+  if running[task_type] == nil then
+    running[task_type] = count_running(ARGV[6] .. task_type, max_active[task_type])
+  end
+  return running[task_type]
+end
+
+-- Whether a sound popped task (pending score `score`) must wait: its type is at its concurrency
+-- limit, or over its rate. Then it is now SCHEDULED.
+local function over_limit(b, id, score, task_type)
+  local n = max_active[task_type]
+  if n ~= nil and running_of(task_type) >= n then
+    held_total = held_total + 1
+    hold_for_slot(b, id, score, task_type, t + tonumber(ARGV[8]), t, n, ARGV[6] .. task_type)
+    return true
+  end
+  local rate = rates[task_type]
+  if rate == nil then return false end
+  if buckets[task_type] == nil then
+    buckets[task_type] = open_bucket(ARGV[4] .. task_type, rate, t) or false
+  end
+  if not buckets[task_type] then return false end
+  tokens_taken = tokens_taken + 1
+  local member = (ARGV[3] or digits(t)) .. ':' .. tokens_taken
+  local due = take_token(buckets[task_type], t, held[task_type] or 0, member)
+  if due == nil then return false end
+  held[task_type] = (held[task_type] or 0) + 1
+  held_total = held_total + 1
+  hold_back(b, id, due, t)
+  return true
+end
+
+-- over_limit, and a task that may start counts as running from now on.
+local function over_any(b, id, score, task_type)
+  if over_limit(b, id, score, task_type) then return true end
+  if max_active[task_type] ~= nil then running[task_type] = running[task_type] + 1 end
+  return false
+end
 
 -- Move due SCHEDULED/RETRY tasks to pending, scored by their due time. Promoting `want` of each
 -- is enough: every task popped below is then due no later than any task left behind. The record
@@ -137,8 +192,19 @@ end
 -- Loops only when corrupt or stray entries were skipped, so each pass makes progress.
 local function claim_from(qi)
   local b = block(qi)
-  while claimed < limit do
-    local want = limit - claimed
+  -- Tasks held for a slot of their type now free go back to the front first.
+  for task_type, n in pairs(max_active) do
+    if redis.call('EXISTS', queue_prefix(b) .. 'held:' .. task_type) == 1 then
+      -- Exact here (pruned in full): an entry of a finished task must not hold a slot.
+      running[task_type] = count_running(ARGV[6] .. task_type, 0)
+      local free = n - running[task_type]
+      if free > 0 then unhold(b, task_type, free, t) end
+    end
+  end
+  slot_free(b, true)
+  local room = queue_room(b) or limit
+  while claimed < limit and held_total < MAX_HOLDS and room > 0 do
+    local want = math.min(limit - claimed, room)
     promote(b, b.scheduled, want)
     promote(b, b.retry, want)
     local ids = redis.call('ZPOPMIN', b.pending, want)
@@ -159,7 +225,10 @@ local function claim_from(qi)
     -- left marked active outside the active set, or popped and in no set.
     local good, at, leased = {}, {}, {}
     for j = 1, #ids, 2 do
-      if check(b, qi, ids[j], good) then
+      local rec = check(b, qi, ids[j], good)
+      if rec and over_any(b, ids[j], ids[j + 1], rec[3]) then
+        good[#good] = nil
+      elseif rec then
         at[#at + 1] = j
         leased[#leased + 1] = expiry
         leased[#leased + 1] = ids[j]
@@ -177,7 +246,11 @@ local function claim_from(qi)
       rec[2] = 'active'
       out[#out + 1] = {qi, id, token, rec}
       claimed = claimed + 1
+      if max_active[rec[3]] ~= nil then
+        redis.call('ZADD', ARGV[6] .. rec[3], token, b.tprefix .. id)
+      end
     end
+    room = room - #at
   end
 end
 
@@ -187,6 +260,9 @@ for qi = 1, blocks_n do
   if redis.call('EXISTS', block(qi).paused) == 0 then
     claim_from(qi)
   end
+end
+for _, bucket in pairs(buckets) do
+  if bucket then save_bucket(bucket) end
 end
 local receipt = KEYS[blocks_n * BLOCK + 1]
 if receipt and claimed > 0 then

@@ -102,6 +102,7 @@ for i = 1, n do
       store_message(s[2], ARGV[sbase + s[1]], t, ctx)
     end
     out[#out + 1] = 1
+    slot_freed(b)
   end
 end
 finish()

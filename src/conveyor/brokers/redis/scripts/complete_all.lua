@@ -1,6 +1,6 @@
 -- complete_all.lua: record successful attempts and enqueue their successors, all or none.
 -- KEYS:    as complete.lua: one 13-key block per queue involved (see lib.lua); then, on a
---          standalone server, the queue registry.
+--          standalone server, the queue registry. Loaded after lib.lua and limits.lua.
 -- ARGV:    as complete.lua: [1] completion count n; [2] the n completions, 4 words each:
 --          queue block index, id, token, has_result ('1'/'0'); [3] a JSON array of successors,
 --          each [index of the completion it follows, message (lib.lua)]; then the results of
@@ -73,6 +73,7 @@ for i = 1, n do
   redis.call('ZREM', b.active, id)
   redis.call('HINCRBY', b.stats, 'p:' .. day, 1)
   redis.call('HINCRBY', b.stats, 'pm:' .. minute, 1)
+  slot_freed(b)  -- limits.lua: its concurrency slot may let a held task start
   out[#out + 1] = 1
 end
 for j, s in ipairs(succs) do

@@ -11,7 +11,8 @@
 --          A constant number of arguments keeps the per-task cost of sending them low.
 -- Returns: {now_us, group_1, ..., group_g}; a group is {'ok', states} with one letter per task
 --          (p pending, s scheduled), or {'conflict', i} / {'duplicate', i} for its first refused
---          message i (then none of that group is stored).
+--          message i, or {'full', i} for the first message i of a queue past its length limit
+--          (limits.lua) (then none of that group is stored).
 
 local shapes = cjson.decode(ARGV[1])
 local sizes = cjson.decode(ARGV[2])
@@ -19,6 +20,7 @@ local blob = ARGV[4]
 local t = now()
 local out = {t}
 local ctx = new_batch()
+local unflushed = {}  -- per block: pending tasks stored by this run, not yet in the pending set
 
 -- Rebuild each message in lib.lua's layout, with its payload.
 local msgs, payloads = {}, {}
@@ -61,12 +63,19 @@ for g, size in ipairs(sizes) do
       break
     end
   end
+  local full, drops = nil, nil
+  if not refused then full, drops = make_room(msgs, first, last, unflushed) end
   if refused then
     out[g + 1] = {refused, at}
+  elseif full then
+    out[g + 1] = {'full', full}
   else
+    for _, d in ipairs(drops) do drop_oldest(d[1], d[2], t) end
     local states = {}
     for i = first, last do
-      states[#states + 1] = string.sub(store_message(msgs[i], payloads[i], t, ctx), 1, 1)
+      local state = store_message(msgs[i], payloads[i], t, ctx)
+      if state == 'pending' then unflushed[msgs[i][1]] = (unflushed[msgs[i][1]] or 0) + 1 end
+      states[#states + 1] = string.sub(state, 1, 1)
     end
     out[g + 1] = {'ok', table.concat(states)}
   end

@@ -15,4 +15,5 @@ if ARGV[4] ~= '' then
   due = t + tonumber(ARGV[4])
 end
 fail_task(b, id, t, ARGV[3], due)
+slot_freed(b)
 return 1

@@ -1,7 +1,8 @@
 -- peek.lua: how long an idle worker may sleep on the given queues.
 -- KEYS:    one 13-key block per queue (see lib.lua).
 -- ARGV:    none.
--- Returns: µs until the earliest waiting task of an unpaused queue is ready (0 = ready now),
+-- Returns: µs until the earliest waiting task of an unpaused queue, not at its concurrency
+--          limit (limits.lua), is ready (0 = ready now),
 --          or -1 when none is waiting. When nothing is ready it also clears the queues' wake
 --          lists: their tokens announced changes this answer already reflects, and leaving them
 --          would make the next BLPOP return at once for nothing.
@@ -10,8 +11,8 @@ local t = now()
 local best = -1
 for qi = 1, #KEYS / BLOCK do
   local b = block(qi)
-  if redis.call('EXISTS', b.paused) == 0 then
-    if redis.call('ZCARD', b.pending) > 0 then
+  if redis.call('EXISTS', b.paused) == 0 and not queue_full(b) then
+    if redis.call('ZCARD', b.pending) > 0 or slot_free(b, false) then
       return 0
     end
     for _, set in ipairs({b.scheduled, b.retry}) do

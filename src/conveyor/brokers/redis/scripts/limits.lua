@@ -1,0 +1,256 @@
+-- limits.lua: flow-control helpers, prepended (after lib.lua) to enqueue.lua, claim.lua,
+-- peek.lua, complete.lua and fail.lua.
+-- KEYS:    none of its own; a queue's length limit is the key <queue prefix>limit, a STRING
+--          "<max_length> <reject|drop_oldest>", built from the block's seq key (same slot), as
+--          are its concurrency limit (<queue prefix>concurrency) and its held tasks
+--          (<queue prefix>held:<type>).
+-- ARGV:    none of its own; claim.lua passes the rate and type concurrency limits.
+-- Returns: nothing; defines local helpers only.
+
+local DROPPED_ERROR = 'dropped: queue full'
+
+-- A queue's length limit: max_length and overflow, or nil.
+local function queue_limit(b)
+  local spec = redis.pcall('GET', string.sub(b.seq, 1, -4) .. 'limit')
+  if type(spec) ~= 'string' then return nil end
+  local max, overflow = string.match(spec, '^([0-9]+) ([^ ]+)$')
+  if max == nil then return nil end
+  return tonumber(max), overflow
+end
+
+-- Whether messages first..last fit their queues' length limits. `unflushed` counts, per block,
+-- the pending tasks this script run stored and has not yet added to the pending set. Returns
+-- nil and the drops to make ({block, n} each) when the group fits, else the position in the
+-- group of the first message of a full queue.
+local function make_room(msgs, first, last, unflushed)
+  local arriving, order = {}, {}
+  for i = first, last do
+    local qi = msgs[i][1]
+    if arriving[qi] == nil then
+      arriving[qi] = 0
+      order[#order + 1] = {qi, i}
+    end
+    arriving[qi] = arriving[qi] + 1
+  end
+  local drops = {}
+  for _, o in ipairs(order) do
+    local qi = o[1]
+    local b = block(qi)
+    local max, overflow = queue_limit(b)
+    if max then
+      local pending = redis.call('ZCARD', b.pending)
+      local waiting = pending + redis.call('ZCARD', b.scheduled) + redis.call('ZCARD', b.retry)
+        + (unflushed[qi] or 0)
+      local excess = waiting + arriving[qi] - max
+      if excess > 0 then
+        -- Only tasks already in the pending set are dropped, never this run's own.
+        if overflow ~= 'drop_oldest' or pending < excess then
+          return o[2] - first + 1, nil
+        end
+        drops[#drops + 1] = {qi, excess}
+      end
+    end
+  end
+  return nil, drops
+end
+
+-- Archive the `n` oldest pending tasks of block `qi` (not a failed attempt: nothing counted).
+local function drop_oldest(qi, n, t)
+  local b = block(qi)
+  local ids = redis.call('ZPOPMIN', b.pending, n)
+  for j = 1, #ids, 2 do
+    redis.call('ZADD', b.archived, t, ids[j])
+    redis.pcall('HSET', b.tprefix .. ids[j], 'state', 'archived', 'error', DROPPED_ERROR,
+      'since', t)
+  end
+end
+
+-- The rate limits claim.lua is given: "<type> <count> <period µs>" triples separated by
+-- spaces (task types have no spaces), as {type = {count, period_us}}.
+local function rate_table(spec)
+  local rates = {}
+  for name, count, period in string.gmatch(spec or '', '([^ ]+) ([0-9]+) ([0-9]+)') do
+    rates[name] = {tonumber(count), tonumber(period)}
+  end
+  return rates
+end
+
+-- A rate limit's bucket as one claim uses it (as conveyor.brokers.limits.take_token): `key`
+-- is a ZSET of the tokens still out, scored by the µs time each was taken; a token is back one
+-- period after it was taken. Read once per claim and type (the tokens back dropped), counted
+-- in Lua as the claim takes tokens, and the tokens taken added in one ZADD at the end
+-- (save_bucket). A bucket key of another type limits nothing (nil).
+local function open_bucket(key, rate, t)
+  local back = redis.pcall('ZRANGEBYSCORE', key, '-inf', t - rate[2])
+  if back.err then return nil end
+  for c = 1, #back, ZADD_CHUNK do
+    redis.call('ZREM', key, unpack(back, c, math.min(c + ZADD_CHUNK - 1, #back)))
+  end
+  return {key = key, rate = rate, stored = redis.call('ZCARD', key), taken = {}}
+end
+
+-- Take a token at `t` for a task (`member` names it, unique): nil when it may start, else the
+-- µs time it may start. `ahead`: tasks of the same type this claim already held back (each
+-- waits for the next token after the last one's).
+local function take_token(bucket, t, ahead, member)
+  local count, period = bucket.rate[1], bucket.rate[2]
+  local out = bucket.stored + #bucket.taken / 2
+  if out < count and ahead == 0 then
+    bucket.taken[#bucket.taken + 1] = t
+    bucket.taken[#bucket.taken + 1] = member
+    return nil
+  end
+  -- Tokens come back in the order they were taken (this claim's last, all at `t`); one round
+  -- of them serves `out` tasks.
+  local i = out - count + ahead
+  local at = t
+  if i % out < bucket.stored then
+    at = tonumber(redis.call('ZRANGE', bucket.key, i % out, i % out, 'WITHSCORES')[2])
+  end
+  return at + period * (math.floor(i / out) + 1)
+end
+
+local function save_bucket(bucket)
+  for c = 1, #bucket.taken, ZADD_CHUNK do
+    local last = math.min(c + ZADD_CHUNK - 1, #bucket.taken)
+    redis.call('ZADD', bucket.key, unpack(bucket.taken, c, last))
+  end
+end
+
+-- A claimed-for task over its type's rate: SCHEDULED until `due` µs, nothing counted. It was
+-- popped from pending, so it is in no state set until this adds it to scheduled.
+local function hold_back(b, id, due, t)
+  redis.call('ZADD', b.scheduled, due, id)
+  redis.call('HSET', b.tprefix .. id, 'state', 'scheduled', 'ready', seconds(due), 'since', t)
+end
+
+-- Concurrency. A queue's limit is the key <queue prefix>concurrency (a STRING count), compared
+-- with its active set. A task type's limits come in claim.lua's ARGV as "<type> <n>" pairs;
+-- its count is a ZSET (<running prefix><type>) of the record keys of tasks started under it,
+-- scored by their fencing token: an entry counts while its task is still ACTIVE under that
+-- token, and is dropped otherwise, so every way out of ACTIVE frees the slot by itself.
+
+local function queue_prefix(b)
+  return string.sub(b.seq, 1, -4)
+end
+
+-- {type = n} from "<type> <n> ..." (task types have no spaces).
+local function limit_table(spec)
+  local found = {}
+  for name, n in string.gmatch(spec or '', '([^ ]+) ([0-9]+)') do
+    found[name] = tonumber(n)
+  end
+  return found
+end
+
+-- How many more tasks queue `b` may have ACTIVE, or nil when it has no concurrency limit.
+local function queue_room(b)
+  local n = tonumber(redis.pcall('GET', queue_prefix(b) .. 'concurrency'))
+  if n == nil then return nil end
+  return n - redis.call('ZCARD', b.active)
+end
+
+-- Check the running set `key`'s entries `first`..`last` (by token, oldest first): drop those
+-- whose task is no longer ACTIVE under that token. Returns how many it dropped.
+local function prune_running(key, first, last)
+  local entries = redis.pcall('ZRANGE', key, first, last, 'WITHSCORES')
+  if entries.err then return 0 end
+  local dropped = 0
+  for i = 1, #entries, 2 do
+    local rec = redis.pcall('HMGET', entries[i], 'state', 'token')
+    if rec.err or rec[1] ~= 'active' or rec[2] ~= entries[i + 1] then
+      redis.call('ZREM', key, entries[i])
+      dropped = dropped + 1
+    end
+  end
+  return dropped
+end
+
+-- How many tasks started under the running set `key` are still ACTIVE, exactly when that may
+-- reach `n`; below it, an upper bound (entries of tasks gone count until pruned). Each call
+-- prunes the four oldest entries, so finished tasks do not pile up, and checks them all only
+-- when the set looks full: a limit far above the load costs O(1) per claim.
+local function count_running(key, n)
+  local size = redis.pcall('ZCARD', key)
+  if type(size) ~= 'number' then return 0 end
+  size = size - prune_running(key, 0, 3)
+  if size < n then return size end
+  return size - prune_running(key, 0, -1)
+end
+
+-- A task whose type is at its concurrency limit (`n`, counted in the running set `run`):
+-- SCHEDULED until `due` (µs), marked held, and listed in the queue's held set of its type at
+-- its old pending score `score`. The queue's slotwait hash names the types its held tasks wait
+-- for, with their limit and running set, for slot_free and slot_freed.
+local function hold_for_slot(b, id, score, task_type, due, t, n, run)
+  redis.call('HSET', queue_prefix(b) .. 'slotwait', task_type, n .. ' ' .. run)
+  redis.call('ZADD', b.scheduled, due, id)
+  redis.call('HSET', b.tprefix .. id, 'state', 'scheduled', 'ready', seconds(due), 'since', t,
+    'held', '1')
+  redis.call('ZADD', queue_prefix(b) .. 'held:' .. task_type, score, id)
+end
+
+-- Move up to `free` held tasks of `task_type` back to pending at their old scores (the front).
+-- An entry whose task is no longer held (run, deleted or archived since) is just dropped.
+local function unhold(b, task_type, free, t)
+  local key = queue_prefix(b) .. 'held:' .. task_type
+  while free > 0 do
+    local head = redis.pcall('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if head.err or #head == 0 then return end
+    local id, score = head[1], head[2]
+    redis.call('ZREM', key, id)
+    local tkey = b.tprefix .. id
+    local rec = redis.pcall('HMGET', tkey, 'state', 'held')
+    if not rec.err and rec[1] == 'scheduled' and rec[2] == '1' then
+      redis.call('ZADD', b.pending, score, id)
+      redis.call('HSET', tkey, 'state', 'pending', 'rscore', score, 'since', t,
+        'ready', seconds(tonumber(score)))
+      redis.call('HDEL', tkey, 'held')
+      redis.call('ZREM', b.scheduled, id)
+      free = free - 1
+    end
+  end
+end
+
+-- complete.lua and fail.lua, after a task of queue `b` left ACTIVE: when the queue was at its
+-- concurrency limit, or tasks of it are held for a slot, its slot may let one start: wake idle
+-- workers (they claim at once, instead of at their next poll).
+local watched = {}  -- per queue prefix, once per script run: is there a slot to watch at all?
+
+local function slot_freed(b)
+  local prefix = queue_prefix(b)
+  if watched[prefix] == nil then
+    watched[prefix] = redis.call('EXISTS', prefix .. 'concurrency', prefix .. 'slotwait') > 0
+  end
+  if not watched[prefix] then return end
+  local n = tonumber(redis.pcall('GET', prefix .. 'concurrency'))
+  local was_full = n and redis.call('ZCARD', b.active) == n - 1
+  if was_full or redis.call('EXISTS', prefix .. 'slotwait') == 1 then wake(b) end
+end
+
+-- Whether a task of queue `b` held for a slot could take one now (peek.lua: an idle wait then
+-- claims at once, so a slot freed while no one waited is never missed). With `tidy`, types
+-- with no task held any more are dropped from the slotwait hash.
+local function slot_free(b, tidy)
+  local key = queue_prefix(b) .. 'slotwait'
+  local waits = redis.pcall('HGETALL', key)
+  if waits.err then return false end
+  local free = false
+  for i = 1, #waits, 2 do
+    local n, run = string.match(waits[i + 1], '^([0-9]+) (.+)$')
+    local held_key = queue_prefix(b) .. 'held:' .. waits[i]
+    local held = redis.call('ZCARD', held_key)
+    if tidy and held == 0 then
+      redis.call('HDEL', key, waits[i])
+    elseif held > 0 and n and count_running(run, 0) < tonumber(n) then
+      free = true
+    end
+  end
+  return free
+end
+
+-- Whether queue `b` is at its concurrency limit (peek.lua: an idle wait does not wake for it).
+local function queue_full(b)
+  local room = queue_room(b)
+  return room ~= nil and room <= 0
+end

@@ -1,0 +1,204 @@
+-- Flow control (limits.py): queue length limits and rate limits, as named queries.
+-- The tables are created, if missing, each time a connection opens (create_tables), so a file
+-- made by any version of conveyor gains them without a schema version change.
+
+-- name: create_tables
+-- One row per limited queue; one per rate-limited task type; one per token of a rate limit's
+-- bucket still out (when it was taken, by the broker clock; it is back period_s later).
+CREATE TABLE IF NOT EXISTS queue_limits (
+    queue TEXT PRIMARY KEY,
+    max_length INTEGER NOT NULL,
+    overflow TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rate_limits (
+    type TEXT PRIMARY KEY,
+    count INTEGER NOT NULL,
+    period_s REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rate_tokens (
+    type TEXT NOT NULL,
+    taken_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rate_tokens_by_type ON rate_tokens (type, taken_at);
+CREATE TABLE IF NOT EXISTS concurrency_limits (
+    kind TEXT NOT NULL,  -- 'type' or 'queue'
+    name TEXT NOT NULL,
+    max_active INTEGER NOT NULL,
+    PRIMARY KEY (kind, name)
+) WITHOUT ROWID;
+-- Tasks held back, SCHEDULED, because their type was at its concurrency limit: the first claim
+-- to find a slot free moves them back to pending at their old ready time. A row whose task has
+-- changed state since (run, deleted, archived by the inspector) is just dropped.
+CREATE TABLE IF NOT EXISTS held_tasks (
+    seq INTEGER PRIMARY KEY,
+    queue TEXT NOT NULL,
+    id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    ready_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS held_tasks_in_order ON held_tasks (queue, type, ready_at, seq);
+
+-- name: set_queue_limit
+-- Params: queue, max_length, overflow
+INSERT INTO queue_limits (queue, max_length, overflow) VALUES (?1, ?2, ?3)
+ON CONFLICT (queue) DO UPDATE SET max_length = ?2, overflow = ?3;
+
+-- name: remove_queue_limit
+-- Params: queue
+DELETE FROM queue_limits WHERE queue = ?;
+
+-- name: queue_limit
+-- Params: queue
+SELECT max_length, overflow FROM queue_limits WHERE queue = ?;
+
+-- name: all_queue_limits
+-- Every queue limit: a handful of rows, read once per enqueue transaction.
+SELECT queue, max_length, overflow FROM queue_limits;
+
+-- name: count_waiting
+-- The tasks a queue limit counts: PENDING, SCHEDULED and RETRY.
+-- Params: queue
+SELECT
+    (SELECT count(*) FROM tasks INDEXED BY tasks_pending
+     WHERE queue = ?1 AND state <> 'scheduled' AND state <> 'retry' AND state <> 'active'
+       AND state <> 'archived' AND state <> 'completed')
+  + (SELECT count(*) FROM tasks INDEXED BY tasks_due
+     WHERE queue = ?1 AND state IN ('scheduled', 'retry'));
+
+-- name: oldest_pending
+-- The pending tasks claimed first, the candidates to drop; the caller skips the batch's own.
+-- Params: queue, limit
+SELECT seq, id FROM tasks INDEXED BY tasks_pending
+WHERE queue = ? AND state <> 'scheduled' AND state <> 'retry' AND state <> 'active'
+  AND state <> 'archived' AND state <> 'completed'
+ORDER BY ready_at, seq
+LIMIT ?;
+
+-- name: drop_task
+-- Archive a pending task to make room (not a failed attempt: retried and the totals stay).
+-- Params: error, now, seq
+UPDATE tasks SET state = 'archived', last_error = ?1, since = ?2 WHERE seq = ?3;
+
+-- name: set_rate_limit
+-- A changed rate keeps its tokens out.
+-- Params: type, count, period_s
+INSERT INTO rate_limits (type, count, period_s) VALUES (?1, ?2, ?3)
+ON CONFLICT (type) DO UPDATE SET count = ?2, period_s = ?3;
+
+-- name: remove_rate_limit
+-- Params: type
+DELETE FROM rate_limits WHERE type = ?;
+
+-- name: remove_rate_tokens
+-- Params: type
+DELETE FROM rate_tokens WHERE type = ?;
+
+-- name: all_rate_limits
+-- Every rate limit: a handful of rows, read once per claim transaction.
+SELECT type, count, period_s FROM rate_limits;
+
+-- name: count_tokens_out
+-- How many tokens of a type's bucket are out (taken less than a period ago).
+-- Params: type, back_before
+SELECT count(*) FROM rate_tokens WHERE type = ? AND taken_at > ?;
+
+-- name: token_out
+-- The token out at a position, oldest first (the one a held-back task waits for).
+-- Params: type, back_before, offset
+SELECT taken_at FROM rate_tokens WHERE type = ? AND taken_at > ? ORDER BY taken_at
+LIMIT 1 OFFSET ?;
+
+-- name: drop_tokens_back
+-- Params: type, back_before
+DELETE FROM rate_tokens WHERE type = ? AND taken_at <= ?;
+
+-- name: take_token
+-- Params: type, taken_at
+INSERT INTO rate_tokens (type, taken_at) VALUES (?, ?);
+
+-- name: hold_task
+-- A claimed-for task over its type's rate: SCHEDULED until its token, nothing counted.
+-- Params: ready_at, now, seq
+UPDATE tasks SET state = 'scheduled', ready_at = ?, since = ? WHERE seq = ?;
+
+-- name: set_concurrency
+-- Params: kind ('type' or 'queue'), name, max_active
+INSERT INTO concurrency_limits (kind, name, max_active) VALUES (?1, ?2, ?3)
+ON CONFLICT (kind, name) DO UPDATE SET max_active = ?3;
+
+-- name: remove_concurrency
+-- Params: kind, name
+DELETE FROM concurrency_limits WHERE kind = ? AND name = ?;
+
+-- name: all_concurrency
+-- Every concurrency limit: a handful of rows, read once per claim transaction.
+SELECT kind, name, max_active FROM concurrency_limits;
+
+-- name: active_of_type
+-- The count a type's concurrency limit compares with: its ACTIVE tasks, in every queue.
+-- Params: type
+SELECT count(*) FROM tasks INDEXED BY tasks_leases WHERE state = 'active' AND type = ?;
+
+-- name: active_in_queue
+-- Params: queue
+SELECT count(*) FROM tasks WHERE queue = ? AND state = 'active';
+
+-- name: full_queues
+-- The queues at their concurrency limit (an idle wait does not wake for them).
+SELECT name FROM concurrency_limits AS c
+WHERE kind = 'queue'
+  AND max_active <= (SELECT count(*) FROM tasks WHERE queue = c.name AND state = 'active');
+
+-- name: hold_for_slot
+-- Params: seq, queue, id, type, ready_at (the task's ready time before it was held)
+INSERT OR REPLACE INTO held_tasks (seq, queue, id, type, ready_at) VALUES (?, ?, ?, ?, ?);
+
+-- name: held_in_order
+-- Params: queue, type, limit
+SELECT seq, id, ready_at FROM held_tasks WHERE queue = ? AND type = ?
+ORDER BY ready_at, seq LIMIT ?;
+
+-- name: unhold_task
+-- Back to pending at its old ready time, if it is still the held task.
+-- Params: seq, ready_at, now, id
+UPDATE tasks SET state = 'pending', ready_at = ?2, since = ?3
+WHERE seq = ?1 AND id = ?4 AND state = 'scheduled';
+
+-- name: forget_held
+-- Params: seq
+DELETE FROM held_tasks WHERE seq = ?;
+
+-- name: any_held
+SELECT 1 FROM held_tasks LIMIT 1;
+
+-- name: was_full
+-- A queue one task short of its concurrency limit (after a task left ACTIVE).
+-- Params: queue
+SELECT 1 FROM concurrency_limits
+WHERE kind = 'queue' AND name = ?1
+  AND max_active - 1 = (SELECT count(*) FROM tasks WHERE queue = ?1 AND state = 'active');
+
+-- name: slot_free
+-- A type with tasks of the queue held for a slot, and fewer ACTIVE tasks than its limit.
+-- Params: queue
+SELECT 1 FROM concurrency_limits AS c
+WHERE c.kind = 'type'
+  AND EXISTS (SELECT 1 FROM held_tasks AS h WHERE h.queue = ?1 AND h.type = c.name)
+  AND c.max_active > (
+      SELECT count(*) FROM tasks INDEXED BY tasks_leases WHERE state = 'active' AND type = c.name
+  )
+LIMIT 1;
+
+-- name: forget_held_of_type
+-- Params: type
+DELETE FROM held_tasks WHERE type = ?;
+
+-- name: all_claim_limits
+-- Every rate and concurrency limit, read once per claim transaction: (kind, name, count or
+-- max_active, period_s or NULL), kind 'rate', 'type' or 'queue'.
+SELECT 'rate', type, count, period_s FROM rate_limits
+UNION ALL
+SELECT kind, name, max_active, NULL FROM concurrency_limits;
+
+-- name: any_concurrency
+SELECT 1 FROM concurrency_limits LIMIT 1;

@@ -1,0 +1,108 @@
+"""Redis flow control: Cluster slots (limits per queue slot), and rate limits set elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from redis.cluster import key_slot
+from redis_servers import Fleet, namespaced_broker, start_cluster
+
+from conveyor.brokers.limits import QueueLimit, Rate
+from conveyor.brokers.redis import RedisBroker, keys
+from conveyor.brokers.redis import limits as redis_limits
+from conveyor.errors import QueueFullError
+from conveyor.message import Completion, TaskMessage, TaskState
+
+
+def _messages(queue: str, n: int, task_type: str = "t") -> list[TaskMessage]:
+    return [
+        TaskMessage(id=f"{queue}-{task_type}-{i}", type=task_type, queue=queue) for i in range(n)
+    ]
+
+
+async def test_cluster_limits_live_in_each_queues_slot(tmp_path: Path) -> None:
+    with Fleet() as fleet:
+        addresses = await asyncio.to_thread(start_cluster, fleet, tmp_path)
+        broker = RedisBroker.from_url(f"redis+cluster://{addresses[0]}?namespace=cl")
+        queues = [f"q{i}" for i in range(4)]
+        try:
+            # Queue limits: reject and drop_oldest, each queue in its own slot.
+            await broker.set_queue_limit("q0", QueueLimit(max_length=2))
+            await broker.set_queue_limit("q1", QueueLimit(max_length=2, overflow="drop_oldest"))
+            await broker.enqueue(_messages("q0", 2) + _messages("q1", 2))
+            with pytest.raises(QueueFullError):
+                await broker.enqueue(_messages("q0", 1, "late"))
+            await broker.enqueue(_messages("q1", 1, "late"))
+            assert (await broker.get_task("q1", "q1-t-0")).state is TaskState.ARCHIVED
+            assert (await broker.queue_stats("q1")).pending == 2
+
+            # Rate limits: one bucket per type and queue, in the queue's slot.
+            await broker.set_rate_limit("api", Rate(2, 3600.0))
+            await broker.enqueue([m for q in queues[2:] for m in _messages(q, 3, "api")])
+            leases = await broker.claim(queues[2:], limit=10, lease_s=30)
+            assert sorted(le.task.id for le in leases) == [
+                "q2-api-0",
+                "q2-api-1",
+                "q3-api-0",
+                "q3-api-1",
+            ]
+            for q in queues[2:]:
+                held = await broker.get_task(q, f"{q}-api-2")
+                assert held.state is TaskState.SCHEDULED and held.retried == 0
+                bucket = keys.bucket_prefix("cl", q) + "api"
+                assert key_slot(bucket.encode()) == key_slot(
+                    keys.queue_keys("cl", q).pending.encode()
+                )
+                assert await broker._client.exists(bucket) == 1
+        finally:
+            await broker.close()
+
+
+async def test_a_rate_limit_set_elsewhere_is_seen_after_the_refresh(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with namespaced_broker(redis_url) as worker:
+        other = RedisBroker.from_url(f"{redis_url}?namespace={worker._ns}")
+        # Refresh at every claim (instead of once a second), so the test need not wait.
+        monkeypatch.setattr(redis_limits, "RATE_REFRESH_S", 0.0)
+        try:
+            await worker.enqueue(_messages("default", 1, "api"))
+            assert len(await worker.claim(["default"], limit=5, lease_s=30)) == 1  # none yet
+            await other.set_rate_limit("api", Rate(1, 3600.0))
+            await worker.enqueue([TaskMessage(id=f"n{i}", type="api") for i in range(3)])
+
+            leases = await worker.claim(["default"], limit=5, lease_s=30)
+
+            assert len(leases) == 1  # the bucket's one token
+            assert (await worker.queue_stats("default")).scheduled == 2
+        finally:
+            await other.close()
+
+
+async def test_cluster_concurrency_limits_live_in_each_queues_slot(tmp_path: Path) -> None:
+    with Fleet() as fleet:
+        addresses = await asyncio.to_thread(start_cluster, fleet, tmp_path)
+        broker = RedisBroker.from_url(f"redis+cluster://{addresses[0]}?namespace=cl")
+        queues = ["c0", "c1", "c2"]
+        try:
+            await broker.set_queue_concurrency("c0", 1)
+            await broker.set_task_concurrency("api", 1)
+            await broker.enqueue(
+                _messages("c0", 2) + [m for q in queues[1:] for m in _messages(q, 2, "api")]
+            )
+
+            leases = await broker.claim(queues, limit=10, lease_s=30)
+
+            # One of c0 (its limit), and one "api" task per queue (a set per queue's slot).
+            assert sorted(le.task.id for le in leases) == ["c0-t-0", "c1-api-0", "c2-api-0"]
+            for q in queues[1:]:
+                assert (await broker.get_task(q, f"{q}-api-1")).state is TaskState.SCHEDULED
+                run = keys.running_prefix("cl", q) + "api"
+                assert key_slot(run.encode()) == key_slot(keys.queue_keys("cl", q).pending.encode())
+            await broker.complete([Completion(lease=le) for le in leases])
+            again = await broker.claim(queues, limit=10, lease_s=30)
+            assert sorted(le.task.id for le in again) == ["c0-t-1", "c1-api-1", "c2-api-1"]
+        finally:
+            await broker.close()
