@@ -6,6 +6,7 @@ import pytest
 
 from conformance.factories import QUEUE, claim_one, msg
 from conveyor.brokers.atomic import AtomicCompletion
+from conveyor.brokers.limits import FlowControl
 from conveyor.brokers.protocol import Broker
 from conveyor.errors import DuplicateTaskError, TaskIdConflictError
 from conveyor.message import Completion, Lease, TaskState, encode_json
@@ -122,3 +123,17 @@ async def test_enqueue_all_stores_everything_or_nothing(broker: Broker) -> None:
     fresh = [msg(), msg()]
     await _atomic(broker).enqueue_all(fresh)
     assert await _ids(broker, TaskState.PENDING) == {taken.id, *(m.id for m in fresh)}
+
+
+async def test_complete_all_frees_concurrency_slots(broker: Broker) -> None:
+    assert isinstance(broker, FlowControl)
+    await broker.set_task_concurrency("api:call", 1)
+    await broker.set_queue_concurrency(QUEUE, 1)
+    first, second = msg(type="api:call"), msg(type="api:call")
+    await broker.enqueue([first, second])
+    [lease] = await broker.claim([QUEUE], limit=10, lease_s=30)
+    assert await broker.claim([QUEUE], limit=10, lease_s=30) == []
+
+    assert await _atomic(broker).complete_all([Completion(lease=lease)]) is True
+
+    assert [le.task.id for le in await broker.claim([QUEUE], limit=10, lease_s=30)] == [second.id]
