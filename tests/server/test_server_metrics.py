@@ -65,6 +65,7 @@ async def test_a_scrape_during_a_run_counts_requests_and_tasks(
     assert value(s, req, protocol="masenko", verb="FETCH") == 3
     assert value(s, req, protocol="masenko", verb="other") == 1
     assert value(s, req, protocol="faktory", verb="PUSH") == 1
+    assert value(s, req, protocol="faktory", verb="HELLO") == 1
     assert value(s, "conveyor_server_errors_total", protocol="masenko", verb="other") == 1
     assert value(s, "conveyor_server_tasks_pushed_total", protocol="masenko") == 3
     assert value(s, "conveyor_server_tasks_pushed_total", protocol="faktory") == 1

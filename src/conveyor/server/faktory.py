@@ -99,13 +99,17 @@ class FaktorySession:
                 try:
                     verb, arg = wire.split_command(line)
                 except ProtocolError as exc:
+                    self.server.metrics.request("faktory", "", error=True)
                     await self._send(wire.error(str(exc)))
                     continue
                 if verb == "END":
+                    self.server.metrics.request("faktory", verb, error=False)
                     await self._send(wire.ok())
                     return
                 if not self.identified:
-                    if not await self._hello(verb, arg):
+                    welcomed = await self._hello(verb, arg)
+                    self.server.metrics.request("faktory", verb, error=not self.identified)
+                    if not welcomed:
                         return
                     continue
                 await self._send(await self._command(verb, arg))
