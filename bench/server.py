@@ -2,11 +2,14 @@
 
 Starts ``python -m conveyor server`` (masenko and Faktory ports) on each broker, then runs 1 and
 16 concurrent clients in this process, each repeating PUSH, FETCH, ACK on one shared queue for
-``--seconds``. Prints one line per run: full cycles per second and the FETCH round trip's p50
-and p99 in milliseconds.
+``--seconds``. Prints one line per run: full cycles per second, the FETCH round trip's p50
+and p99 in milliseconds, and the server process's CPU time per cycle (user + system, read from
+/proc on Linux): the figure that holds still when other work shares the machine, and the one
+that bounds the server's rate on a core of its own (1 / CPU per cycle).
 
     python bench/server.py                                # SQLite file and local Redis
     python bench/server.py --redis redis://127.0.0.1:6379/0 --seconds 10 --clients 1 16
+    python bench/server.py --brokers redis --clients 16 --loop asyncio
 
 The clients share the machine with the server (and Redis): on a 2-core machine their own CPU
 counts against the figures. Redis runs use a fresh namespace, deleted afterwards.
@@ -91,9 +94,9 @@ async def run(protocol: str, port: int, clients: int, seconds: float) -> tuple[f
     return len(latencies) / (time.perf_counter() - start), latencies
 
 
-def start_server(url: str) -> tuple[subprocess.Popen[str], dict[str, int]]:
+def start_server(url: str, loop: str) -> tuple[subprocess.Popen[str], dict[str, int]]:
     command = [sys.executable, "-m", "conveyor", "server", "-b", url, "--masenko", ":0",
-               "--faktory", ":0", "--log-level", "warning"]  # fmt: skip
+               "--faktory", ":0", "--log-level", "warning", "--loop", loop]  # fmt: skip
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     for line in proc.stderr:
@@ -114,9 +117,23 @@ async def delete_namespace(url: str, namespace: str) -> None:
         await client.aclose()
 
 
-def report(label: str, rate: float, latencies: list[float]) -> None:
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` so far (``None`` off Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def report(label: str, rate: float, latencies: list[float], cpu_s: float | None) -> None:
     p50, p99 = (q * 1000 for q in statistics.quantiles(latencies, n=100)[49::49])
-    print(f"{label} {rate:8.0f} cycles/s  fetch p50 {p50:6.2f} ms  p99 {p99:6.2f} ms", flush=True)
+    cpu = "" if cpu_s is None else f"  server CPU {cpu_s * 1000 / len(latencies):5.3f} ms/cycle"
+    print(
+        f"{label} {rate:8.0f} cycles/s  fetch p50 {p50:6.2f} ms  p99 {p99:6.2f} ms{cpu}",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -125,20 +142,24 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--brokers", nargs="+", default=["sqlite", "redis"])
+    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
     args = parser.parse_args()
     for broker in args.brokers:
         namespace = f"bench-server-{uuid.uuid4().hex[:8]}"
         with tempfile.TemporaryDirectory() as tmp:
             url = (f"sqlite:///{tmp}/bench.db" if broker == "sqlite"
                    else f"{args.redis}?namespace={namespace}")  # fmt: skip
-            proc, ports = start_server(url)
+            proc, ports = start_server(url, args.loop)
             try:
                 for protocol in ("masenko", "faktory"):
                     for clients in args.clients:
+                        before = cpu_seconds(proc.pid)
                         rate, lat = asyncio.run(
                             run(protocol, ports[protocol], clients, args.seconds)
                         )
-                        report(f"{broker:6} {protocol:8} {clients:3} clients:", rate, lat)
+                        after = cpu_seconds(proc.pid)
+                        used = None if before is None or after is None else after - before
+                        report(f"{broker:6} {protocol:8} {clients:3} clients:", rate, lat, used)
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)

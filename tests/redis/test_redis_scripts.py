@@ -23,6 +23,7 @@ PINNED_SHA256 = {
     "cancel.lua": "d8675f0281593bb3",
     "claim.lua": "a4a06828c2c495e6",
     "complete.lua": "c2bb2ca5b4aea3c0",
+    "complete_all.lua": "87fbbdd23b3a8030",
     "delete_queue.lua": "4f0a143b22e99d80",
     "enqueue.lua": "e83c6458a26a8dc0",
     "extend.lua": "2e9c44368efdedf8",
@@ -87,7 +88,7 @@ def test_scripts_contain_no_formatting_placeholders(filename: str) -> None:
 
 def test_scripts_are_lib_plus_their_file() -> None:
     for name in SCRIPT_NAMES:
-        with_limits = name in ("enqueue", "claim", "peek", "complete", "fail")
+        with_limits = name in ("enqueue", "claim", "peek", "complete", "complete_all", "fail")
         helpers = ["lib.lua", "limits.lua"] if with_limits else ["lib.lua"]
         assert script_source(name) == "".join(
             (FOLDER / f).read_text() for f in [*helpers, f"{name}.lua"]

@@ -27,7 +27,9 @@ def start_server(broker: Broker) -> ServerFactory:
     async def start(**options: Any) -> AsyncIterator[TaskServer]:
         options.setdefault("masenko", Endpoint(host="127.0.0.1", port=0))
         options.setdefault("faktory", Endpoint(host="127.0.0.1", port=0))
-        server = TaskServer(broker, ServerConfig(**options))
+        options.setdefault("shutdown_grace_s", 0.0)  # tests that want one pass grace_s to stop()
+        metrics = options.pop("metrics", None)
+        server = TaskServer(broker, ServerConfig(**options), metrics=metrics)
         await server.start()
         try:
             yield server

@@ -205,9 +205,43 @@ async def test_beat_info_flush_and_bad_commands(
         assert info["faktory"]["queues"] == {"q": 1}
         assert await c.call("FLUSH") == "OK"
         assert await broker.list_queues() == []
-        server.stopping.set()
+        server.terminating = True
         assert await c.call('BEAT {"wid":"w"}') == '{"state":"terminate"}'
         assert await c.call("END") == "OK"
+
+
+@shared
+async def test_stopping_tells_workers_to_terminate_and_lets_them_finish(
+    start_server: ServerFactory, broker: Broker
+) -> None:
+    async with start_server() as server:
+        c = await Resp.connect(server, wid="w")
+        assert await c.call("PUSH " + job("a")) == "OK"
+        assert await c.call("PUSH " + job("b")) == "OK"
+        assert (await c.call("FETCH default"))["jid"] == "a"
+        stopping = asyncio.create_task(server.stop(grace_s=60.0))
+        await asyncio.sleep(0)  # let stop() begin
+        assert server.terminating
+        assert await c.call('BEAT {"wid":"w"}') == '{"state":"terminate"}'
+        assert await c.call("FETCH default") is None  # nothing new is handed out
+        assert not stopping.done()  # still holding job a: the grace period goes on
+        assert await c.call('ACK {"jid":"a"}') == "OK"
+        await asyncio.wait_for(stopping, DEADLINE_S)  # told and holding nothing: done early
+        stats = await broker.queue_stats("default")
+        assert (stats.pending, stats.active, stats.processed_today) == (1, 0, 1)
+
+
+@shared
+async def test_a_job_still_held_when_the_grace_ends_is_given_back(
+    start_server: ServerFactory, broker: Broker
+) -> None:
+    async with start_server() as server:
+        c = await Resp.connect(server, wid="w")
+        assert await c.call("PUSH " + job("a")) == "OK"
+        assert (await c.call("FETCH default"))["jid"] == "a"
+        await server.stop(grace_s=0.3)
+        task = await broker.get_task("default", "a")
+        assert (task.state, task.retried) == (TaskState.PENDING, 0)
 
 
 @shared

@@ -163,6 +163,32 @@ async def test_a_block_with_a_lost_lease_changes_nothing(
         assert await c.call('ACK {"id":1}') == ("OK", {})  # still held by this connection
 
 
+@shared
+async def test_a_block_whose_lease_lapsed_in_the_broker_is_refused_whole(
+    start_server: ServerFactory, broker: Broker
+) -> None:
+    # The lease of task 2 is gone in the broker (recovered behind the server's back) while the
+    # server still lists it as held: the block's ACK of task 1 and its PUSH must not apply.
+    async with start_server() as server:
+        c = await LineClient.connect(server.addresses["masenko"])
+        for _ in range(3):
+            await c.call('PUSH {"name":"t"}')
+        for _ in range(3):
+            await c.call("FETCH")
+        holder = next(iter(server.holdings.holders()))
+        held = server.holdings.get(holder, 2)
+        assert held is not None
+        await broker.release(held.lease)
+        await c.send('ATOMIC\nPUSH {"name":"new"}\nACK {"id":1}\nACK {"id":2}\nDONE\n')
+        assert (await c.line()).startswith(b"ERR ")
+        stats = await broker.queue_stats("default")
+        assert (stats.pending, stats.active, stats.processed_today) == (1, 2, 0)
+        await c.send('ATOMIC\nPUSH {"name":"new"}\nACK {"id":1}\nACK {"id":3}\nDONE\n')
+        assert await c.line() == b'OK {"ids":[5]}\n'  # id 4 was used up by the refused block
+        stats = await broker.queue_stats("default")
+        assert (stats.pending, stats.active, stats.processed_today) == (2, 0, 2)
+
+
 @pytest.mark.parametrize("broker", ["sqlite"], indirect=True)
 async def test_tls_on_both_ports(start_server: ServerFactory, tmp_path: Path) -> None:
     certs = make_certs(tmp_path)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,3 +130,74 @@ def test_sigterm_gives_fetched_tasks_back_and_exits_cleanly(
 def test_a_public_bind_warns(tmp_path: Path, servers: list[ServerProcess]) -> None:
     start(servers, "-b", f"sqlite:///{tmp_path / 't.db'}", "--masenko", "0.0.0.0:0")
     assert any("no authentication" in line for line in servers[0].lines)
+
+
+class FaktoryConn:
+    """A blocking Faktory connection, identified as worker ``wid``."""
+
+    def __init__(self, port: int, wid: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.file = self.sock.makefile("rb")
+        assert self.file.readline().startswith(b"+HI ")
+        assert self.call('HELLO {"v":2,"wid":"' + wid + '"}') == "+OK"
+
+    def call(self, line: str) -> str:
+        self.sock.sendall(line.encode() + b"\r\n")
+        reply = self.file.readline().decode().rstrip("\r\n")
+        if reply.startswith("$") and reply != "$-1":
+            reply = self.file.readline().decode().rstrip("\r\n")
+        return reply
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def test_sigterm_tells_faktory_workers_to_terminate_then_exits_once_they_are_done(
+    tmp_path: Path, servers: list[ServerProcess]
+) -> None:
+    args = ("-b", f"sqlite:///{tmp_path / 'tasks.db'}", "--faktory", "127.0.0.1:0")
+    worker = FaktoryConn(start(servers, *args, "--shutdown-grace", "60s")["faktory"], "w1")
+    assert worker.call('PUSH {"jid":"j1","jobtype":"t","args":[]}') == "+OK"
+    assert '"jid":"j1"' in worker.call("FETCH default")
+    servers[0].proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: worker.call('BEAT {"wid":"w1"}') == '+{"state":"terminate"}', within=10)
+    assert worker.call("FETCH default") == "$-1"
+    assert servers[0].proc.poll() is None  # the job is still held: the grace goes on
+    assert worker.call('ACK {"jid":"j1"}') == "+OK"
+    assert servers[0].proc.wait(timeout=15) == 0  # told and holding nothing: done early
+    worker.close()
+
+
+def test_a_second_sigterm_cuts_the_grace_short(
+    tmp_path: Path, servers: list[ServerProcess]
+) -> None:
+    args = ("-b", f"sqlite:///{tmp_path / 'tasks.db'}", "--faktory", "127.0.0.1:0")
+    worker = FaktoryConn(start(servers, *args, "--shutdown-grace", "60s")["faktory"], "w1")
+    assert worker.call('PUSH {"jid":"j1","jobtype":"t","args":[]}') == "+OK"
+    assert '"jid":"j1"' in worker.call("FETCH default")
+    servers[0].proc.send_signal(signal.SIGTERM)
+    wait_until(lambda: worker.call('BEAT {"wid":"w1"}') == '+{"state":"terminate"}', within=10)
+    assert servers[0].proc.poll() is None  # j1 is held: the grace would run its 60 s
+    servers[0].proc.send_signal(signal.SIGTERM)
+    assert servers[0].proc.wait(timeout=15) == 0
+    worker.close()
+    worker = FaktoryConn(start(servers, *args)["faktory"], "w2")
+    job = worker.call("FETCH default")
+    assert '"jid":"j1"' in job and '"retry_count"' not in job  # given back, no failure counted
+    worker.close()
+
+
+def test_metrics_port_serves_the_server_metrics(
+    tmp_path: Path, servers: list[ServerProcess]
+) -> None:
+    args = ("-b", f"sqlite:///{tmp_path / 'tasks.db'}", "--masenko", "127.0.0.1:0")
+    conn = Conn(start(servers, *args, "--metrics-port", "0")["masenko"])
+    line = next(x for x in servers[0].lines if "metrics at http://" in x)
+    url = re.findall(r"http://\S+/metrics", line)[0]
+    assert conn.call('PUSH {"name":"t"}').startswith("OK ")
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        page = reply.read().decode()
+    assert 'conveyor_server_tasks_pushed_total{protocol="masenko"} 1.0' in page
+    assert 'conveyor_server_connections{protocol="masenko"} 1.0' in page
+    conn.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -22,6 +23,8 @@ from conveyor.server.config import (
     ServerConfig,
 )
 from conveyor.server.core import TaskServer
+from conveyor.server.metrics import ServerMetrics
+from conveyor.worker.loops import LOOP_CHOICES, LoopChoice, loop_factory
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +40,12 @@ Examples:
 
 With neither --masenko nor --faktory, masenko is served on 127.0.0.1:12345. Ports bind
 loopback unless a host is given; a public bind prints a warning (masenko has no
-authentication; Faktory without --password has none either). SIGTERM or Ctrl-C stops
-accepting, gives every fetched, unacknowledged task back to its queue and exits. SIGTSTP
-quiets Faktory workers (their BEAT answers quiet; FETCH hands out nothing)."""
+authentication; Faktory without --password has none either). SIGTERM or Ctrl-C first
+tells Faktory workers to terminate (their BEAT answers terminate; FETCH hands out nothing)
+for up to --shutdown-grace, ending early once they hold nothing; then it stops accepting,
+gives every fetched, unacknowledged task back to its queue and exits. A second SIGTERM
+cuts the grace short. SIGTSTP quiets Faktory workers (their BEAT answers quiet; FETCH
+hands out nothing)."""
 )
 @click.option("--broker", "-b", metavar="URL", help="Broker URL (default: $CONVEYOR_BROKER_URL).")
 @click.option("--masenko", metavar="HOST:PORT", envvar="MASENKO_LISTEN_TCP",
@@ -62,6 +68,14 @@ quiets Faktory workers (their BEAT answers quiet; FETCH hands out nothing)."""
 @click.option("--lease", type=Duration(), default="30s", show_default=True,
               help="Broker lease of a fetched task (renewed while its holder lives).")  # fmt: skip
 @click.option("--no-flush", is_flag=True, help="Faktory: refuse FLUSH.")
+@click.option("--shutdown-grace", type=Duration(), default="20s", show_default=True,
+              help="On SIGTERM, how long Faktory workers get to hear terminate.")  # fmt: skip
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="Serve Prometheus metrics on this port (/metrics).")  # fmt: skip
+@click.option("--metrics-addr", default="127.0.0.1", show_default=True,
+              help="Interface of the metrics port.")  # fmt: skip
+@click.option("--loop", type=click.Choice(LOOP_CHOICES), default="auto", show_default=True,
+              help="Event loop: uvloop when installed (auto), or asyncio / uvloop.")  # fmt: skip
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default="info",
               show_default=True)  # fmt: skip
 def server(
@@ -78,6 +92,10 @@ def server(
     max_connections: int,
     lease: timedelta,
     no_flush: bool,
+    shutdown_grace: timedelta,
+    metrics_port: int | None,
+    metrics_addr: str,
+    loop: LoopChoice,
     log_level: str,
 ) -> None:
     """Run a task server for masenko and Faktory clients (any language) over a broker."""
@@ -102,9 +120,13 @@ def server(
             max_connections=max_connections,
             lease_s=lease.total_seconds(),
             flush=not no_flush,
+            shutdown_grace_s=shutdown_grace.total_seconds(),
         )
         url = broker or os.environ.get(BROKER_URL_ENV) or DEFAULT_BROKER_URL
-        asyncio.run(_serve(url, config))
+        name, factory = loop_factory(loop)
+        logger.debug("event loop: %s", name)
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(_serve(url, config, metrics_port, metrics_addr))
     except (ConveyorError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -114,12 +136,18 @@ def _quiet(task_server: TaskServer) -> None:
     task_server.quiet = True
 
 
-async def _serve(url: str, config: ServerConfig) -> None:
+async def _serve(url: str, config: ServerConfig, metrics_port: int | None, addr: str) -> None:
     broker = open_broker(url)
+    metrics = ServerMetrics() if metrics_port is not None else None
+    http = None
     try:
         info = await broker.describe()
-        task_server = TaskServer(broker, config)
+        task_server = TaskServer(broker, config, metrics=metrics)
         await task_server.start()
+        if metrics is not None and metrics_port is not None:
+            http = metrics.serve(metrics_port, addr)
+            shown = addr if ":" not in addr else f"[{addr}]"
+            logger.info("metrics at http://%s:%d/metrics", shown, http.port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -129,7 +157,19 @@ async def _serve(url: str, config: ServerConfig) -> None:
         # Process tests and scripts wait for this line.
         print(f"conveyor server ready: {ports} on {info.location}", file=sys.stderr, flush=True)
         await stop.wait()
-        logger.info("stopping: giving fetched tasks back")
-        await task_server.stop()
+        stop.clear()
+        logger.info("stopping: Faktory workers are told to terminate")
+        stopping = asyncio.create_task(task_server.stop())
+        cut = asyncio.create_task(stop.wait())  # a second signal ends the grace period
+        await asyncio.wait([stopping, cut], return_when=asyncio.FIRST_COMPLETED)
+        if not stopping.done():
+            stopping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stopping
+            logger.info("stopping now: giving fetched tasks back")
+            await task_server.stop(grace_s=0)
+        cut.cancel()
     finally:
+        if http is not None:
+            http.close()
         await broker.close()

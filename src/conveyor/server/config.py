@@ -90,6 +90,8 @@ class ServerConfig:
     """The broker lease on a fetched task, renewed at a third of it while its holder lives."""
     flush: bool = True
     """Faktory: whether FLUSH is allowed (it deletes every queue of the broker)."""
+    shutdown_grace_s: float = 20.0
+    """On stop, how long Faktory workers get to hear ``terminate`` (they BEAT every 15 s)."""
 
     def __post_init__(self) -> None:
         if self.masenko is None and self.faktory is None:
@@ -99,6 +101,8 @@ class ServerConfig:
         for name in ("heartbeat_s", "idle_timeout_s", "beat_timeout_s", "lease_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive")
+        if not self.shutdown_grace_s >= 0:
+            raise ConfigError("shutdown_grace_s must not be negative")
         for name in ("max_line_bytes", "max_payload_bytes", "max_connections"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")

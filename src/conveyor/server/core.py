@@ -11,12 +11,16 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from conveyor.brokers.atomic import AtomicCompletion
 from conveyor.brokers.protocol import Broker
+from conveyor.server.batching import AckBatcher, ClaimBatcher
 from conveyor.server.config import Endpoint, ServerConfig
 from conveyor.server.holdings import Holdings
+from conveyor.server.metrics import ServerCounters, ServerMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -75,18 +79,39 @@ class TaskServer:
         await server.stop()
     """
 
-    def __init__(self, broker: Broker, config: ServerConfig) -> None:
+    def __init__(
+        self, broker: Broker, config: ServerConfig, *, metrics: ServerCounters | None = None
+    ) -> None:
         self.broker = broker
         self.config = config
+        self.metrics = ServerCounters() if metrics is None else metrics
+        """Where requests and task outcomes are counted (nothing by default)."""
+        self.open_connections: Counter[str] = Counter()
+        """Open connections per protocol."""
         self.holdings = Holdings(broker, lease_s=config.lease_s)
+        self.claims = ClaimBatcher(broker, lease_s=config.lease_s)
+        """FETCHes share claims: one broker call for all waiting on the same queues."""
+        self.acks = AckBatcher(broker)
+        """ACKs share completion calls."""
+        self.atomic = broker if isinstance(broker, AtomicCompletion) else None
+        """What applies a masenko ATOMIC block all or nothing (every shipped backend can)."""
         self.stopping = asyncio.Event()
         self.quiet = False
         """Faktory: BEATs answer ``quiet`` and FETCH hands out nothing (set on SIGTSTP)."""
+        self.terminating = False
+        """Shutting down: FETCH hands out nothing, Faktory BEATs answer ``terminate``."""
+        self.told_to_terminate: set[str] = set()
+        """Faktory worker ids whose BEAT was answered ``terminate``."""
+        self.worker_connections: Counter[str] = Counter()
+        """Open connections per Faktory worker id."""
+        self._worker_news = asyncio.Event()
         self.addresses: dict[str, tuple[str, int]] = {}
         self._servers: list[asyncio.Server] = []
         self._sessions: set[asyncio.Task[None]] = set()
         self._keeper: asyncio.Task[None] | None = None
         self.masenko_ids = MasenkoIds()
+        if isinstance(metrics, ServerMetrics):
+            metrics.watch(lambda: dict(self.open_connections), self.holdings.count)
 
     @property
     def connections(self) -> int:
@@ -107,7 +132,7 @@ class TaskServer:
             if endpoint is None:
                 continue
             server = await asyncio.start_server(
-                self._accepter(factory),
+                self._accepter(name, factory),
                 endpoint.host,
                 endpoint.port,
                 limit=self.config.max_line_bytes + 1,
@@ -129,7 +154,7 @@ class TaskServer:
         return context
 
     def _accepter(
-        self, factory: SessionFactory
+        self, protocol: str, factory: SessionFactory
     ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
         async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             if self.stopping.is_set() or len(self._sessions) >= self.config.max_connections:
@@ -142,6 +167,7 @@ class TaskServer:
             task = asyncio.current_task()
             assert task is not None
             self._sessions.add(task)
+            self.open_connections[protocol] += 1
             try:
                 session = await factory(self, reader, writer)
                 await session.run()
@@ -151,14 +177,24 @@ class TaskServer:
                 logger.exception("connection failed")
             finally:
                 self._sessions.discard(task)
+                self.open_connections[protocol] -= 1
                 writer.close()
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
 
         return accept
 
-    async def stop(self) -> None:
-        """Stop accepting, give every held task back (no failure counted), close connections."""
+    async def stop(self, *, grace_s: float | None = None) -> None:
+        """Tell Faktory workers to terminate, then stop: every held task goes back, uncounted.
+
+        For up to ``grace_s`` (default: the config's ``shutdown_grace_s``) FETCH hands out
+        nothing and Faktory BEATs answer ``terminate``, so workers stop fetching and finish
+        (ACK or FAIL) what they hold; the wait ends early once every Faktory worker connected
+        has been told and holds nothing. Then the ports close, connections are dropped and
+        every task still held is released (PENDING at the front, no failure counted).
+        """
+        self.terminating = True
+        await self._grace(self.config.shutdown_grace_s if grace_s is None else grace_s)
         self.stopping.set()
         for server in self._servers:
             server.close()
@@ -171,10 +207,34 @@ class TaskServer:
             self._keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._keeper
+        await self.claims.aclose()
+        await self.acks.aclose()
         await self.give_back_everything()
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
+
+    async def _grace(self, grace_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while not self._workers_done():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._worker_news.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._worker_news.wait(), remaining)
+
+    def worker_news(self) -> None:
+        """A Faktory worker did something (a command, a closed connection): look again."""
+        self._worker_news.set()
+
+    def _workers_done(self) -> bool:
+        """Whether every connected Faktory worker was told to terminate and holds nothing."""
+        connected = {wid for wid, n in self.worker_connections.items() if n > 0}
+        if connected - self.told_to_terminate:
+            return False
+        return all(not self.holdings.held_by(("faktory", wid)) for wid in connected)
 
     async def give_back_everything(self) -> None:
         """Release every held task, PENDING at the front of its queue, no failure counted."""

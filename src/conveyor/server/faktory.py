@@ -99,13 +99,17 @@ class FaktorySession:
                 try:
                     verb, arg = wire.split_command(line)
                 except ProtocolError as exc:
+                    self.server.metrics.request("faktory", "", error=True)
                     await self._send(wire.error(str(exc)))
                     continue
                 if verb == "END":
+                    self.server.metrics.request("faktory", verb, error=False)
                     await self._send(wire.ok())
                     return
                 if not self.identified:
-                    if not await self._hello(verb, arg):
+                    welcomed = await self._hello(verb, arg)
+                    self.server.metrics.request("faktory", verb, error=not self.identified)
+                    if not welcomed:
                         return
                     continue
                 await self._send(await self._command(verb, arg))
@@ -122,10 +126,12 @@ class FaktorySession:
 
     async def _close(self) -> None:
         if self.wid:
+            self.server.worker_connections[self.wid] -= 1
+            self.server.worker_news()
             return  # held by the worker id: its BEATs (or their absence) decide
         for held in self.server.holdings.drop_holder(self.holder):
             try:
-                if self.server.stopping.is_set():
+                if self.server.terminating:
                     await self.broker.release(held.lease)
                 else:
                     await self._fail(held.lease, "connection closed")
@@ -151,6 +157,7 @@ class FaktorySession:
             return False  # nothing this connection sends afterwards is read, let alone stored
         self.identified, self.wid = True, hello.wid
         if self.wid:
+            self.server.worker_connections[self.wid] += 1
             self.server.holdings.touch(self.holder, ttl_s=self.config.beat_timeout_s)
         await self._send(wire.ok())
         return True
@@ -158,13 +165,20 @@ class FaktorySession:
     async def _command(self, verb: str, arg: str) -> bytes:
         if self.wid:
             self.server.holdings.touch(self.holder, ttl_s=self.config.beat_timeout_s)
+        error = True
         try:
-            return await self._dispatch(verb, arg)
+            answer = await self._dispatch(verb, arg)
+            error = False
+            return answer
         except (ProtocolError, _Refused) as exc:
             return wire.error(str(exc))
         except BrokerError as exc:
             logger.warning("Faktory %s failed: %s", verb, exc)
             return wire.error(f"broker error: {type(exc).__name__}")
+        finally:
+            self.server.metrics.request("faktory", verb, error=error)
+            if self.server.terminating:
+                self.server.worker_news()
 
     async def _dispatch(self, verb: str, arg: str) -> bytes:
         if verb == "PUSH":
@@ -206,6 +220,7 @@ class FaktorySession:
     async def _push(self, messages: list[TaskMessage]) -> None:
         try:
             await self.broker.enqueue(messages)
+            self.server.metrics.pushed("faktory", len(messages))
         except TaskIdConflictError as exc:
             raise _Refused(f"a job with jid {exc.task_id or '?'} already exists") from None
         except BrokerError:
@@ -235,19 +250,24 @@ class FaktorySession:
     # -- consuming ---------------------------------------------------------------------------
 
     async def _fetch(self, queues: list[str]) -> bytes | None:
-        if self.server.stopping.is_set() or self.server.quiet:
+        if self.server.terminating or self.server.quiet:
             return None
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + FETCH_WAIT_S
+        started = loop.time()
+        deadline = started + FETCH_WAIT_S
         while True:
-            leases = await self.broker.claim(queues, limit=1, lease_s=self.server.holdings.lease_s)
-            if leases:
+            lease = await self.server.claims.claim(queues)
+            if lease is not None:
                 try:
-                    return self._hold(leases[0])
+                    job = self._hold(lease)
                 except ConveyorError as exc:  # a stored payload that is not JSON: dead, with why
-                    await self.broker.archive(leases[0], error=f"cannot be sent as a job: {exc}")
+                    await self.broker.archive(lease, error=f"cannot be sent as a job: {exc}")
+                else:
+                    self.server.metrics.fetched("faktory", loop.time() - started, found=True)
+                    return job
             remaining = deadline - loop.time()
-            if remaining <= 0 or self.server.stopping.is_set():
+            if remaining <= 0 or self.server.terminating:
+                self.server.metrics.fetched("faktory", loop.time() - started, found=False)
                 return None
             await self.broker.wait_for_tasks(queues, remaining)
 
@@ -266,11 +286,13 @@ class FaktorySession:
 
     async def _ack(self, jid: str) -> None:
         held = self._take(jid)
-        if not (await self.broker.complete([Completion(lease=held.lease)]))[0]:
+        if not await self.server.acks.complete(held.lease):
             raise _Refused(f"job {jid} was lost (its reservation ran out)")
+        self.server.metrics.acked("faktory")
 
     async def _fail(self, lease: Lease, error: str) -> None:
         task = lease.task
+        self.server.metrics.failed("faktory")
         try:
             if task.max_retry == wire.DISCARD_ON_FAIL:
                 await self.broker.complete([Completion(lease=lease)])
@@ -285,7 +307,8 @@ class FaktorySession:
         if self.wid and wid != self.wid:
             raise _Refused("BEAT for another worker's wid")
         self.server.holdings.touch(("faktory", wid), ttl_s=self.config.beat_timeout_s)
-        if self.server.stopping.is_set():
+        if self.server.terminating:
+            self.server.told_to_terminate.add(wid)
             return wire.simple('{"state":"terminate"}')
         if self.server.quiet:
             return wire.simple('{"state":"quiet"}')

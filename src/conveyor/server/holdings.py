@@ -74,13 +74,23 @@ class Holdings:
         h = self._holders.pop(holder, None)
         return [] if h is None else list(h.tasks.values())
 
+    def held_by(self, holder: Hashable) -> int:
+        """How many tasks ``holder`` holds."""
+        h = self._holders.get(holder)
+        return 0 if h is None else len(h.tasks)
+
     def holders(self) -> list[Hashable]:
         """Every holder the server knows."""
         return list(self._holders)
 
     def count(self) -> int:
-        """How many tasks are held in all."""
-        return sum(len(h.tasks) for h in self._holders.values())
+        """How many tasks are held in all (safe to call from another thread)."""
+        for _ in range(3):
+            try:
+                return sum(len(h.tasks) for h in list(self._holders.values()))
+            except RuntimeError:  # the loop's thread changed the dict while it was copied
+                continue
+        return 0
 
     async def renew_once(self) -> None:
         """Extend every live holding; forget those the broker says are lost or gone quiet."""

@@ -17,6 +17,7 @@ import logging
 import re
 from collections.abc import Sequence
 
+from conveyor.brokers.atomic import CrossSlotError
 from conveyor.errors import (
     BrokerError,
     ConveyorError,
@@ -46,10 +47,6 @@ MAX_ATOMIC_LINES = 10_000
 
 class _Refused(Exception):
     """A request answered with ERR; the connection stays open."""
-
-
-class _PartlyApplied(_Refused):
-    """A block's completion found a lease lost after all: the other ACKs were applied."""
 
 
 def masenko_parts(task_id: str) -> tuple[int | None, str | None]:
@@ -107,12 +104,15 @@ class MasenkoSession:
                     return
                 verb, body = split_request(line)
                 if verb == "QUIT":
+                    self.server.metrics.request("masenko", verb, error=False)
                     await self._send(reply("OK"))
                     return
                 if verb == "ATOMIC":
-                    await self._send(await self._atomic())
+                    answer = await self._atomic()
                 else:
-                    await self._send(await self._request(verb, body))
+                    answer = await self._request(verb, body)
+                self.server.metrics.request("masenko", verb, error=answer.startswith(b"ERR"))
+                await self._send(answer)
         except TimeoutError:
             await self._try_send(error_reply("no heartbeat"))
         except LineTooLongError:
@@ -131,7 +131,7 @@ class MasenkoSession:
         held = self.server.holdings.drop_holder(self.holder)
         for h in held:
             try:
-                if self.server.stopping.is_set():
+                if self.server.terminating:
                     await self.broker.release(h.lease)
                 else:
                     await self._fail(h.lease)
@@ -182,37 +182,39 @@ class MasenkoSession:
     async def _store(
         self, pushes: Sequence[PushRequest], acks: Sequence[Lease]
     ) -> list[TaskMessage]:
-        """Enqueue ``pushes`` and complete ``acks`` in one broker step; new ids on a conflict.
+        """Enqueue ``pushes`` and complete ``acks`` in one atomic step; new ids on a conflict.
 
-        One ``complete`` call is atomic per completion, and the pushes ride on the first one:
-        with a single ACK the block is all or nothing as it stands. With several, every lease
-        is first renewed in one step, and a lost one refuses the block before anything is
-        written; the completion that follows within milliseconds cannot then find a lease
-        lapsed (it would need ``lease_s`` to pass in between).
+        The pushes ride on the first ACK as its successors, and ``complete_all`` applies every
+        ACK and push or nothing (a lease lost since FETCH refuses the whole block).
         """
-        if len(acks) > 1:
-            kept = await self.broker.extend_leases(acks, self.server.holdings.lease_s)
-            lost = [lease.task.id for lease, ok in zip(acks, kept, strict=True) if not ok]
-            if lost:
-                raise _Refused(f"task {lost[0]} not acquired (its lease was lost)")
+        atomic = self.server.atomic
+        if atomic is None:
+            raise _Refused("this broker cannot apply a block atomically")
         for _ in range(_ID_ATTEMPTS):
             messages = [self._message(p) for p in pushes]
             try:
                 if not acks:
-                    await self.broker.enqueue(messages)
+                    await atomic.enqueue_all(messages)
+                    self.server.metrics.pushed("masenko", len(messages))
                     return messages
                 completions = [Completion(lease=acks[0], successors=tuple(messages))]
                 completions += [Completion(lease=lease) for lease in acks[1:]]
-                done = await self.broker.complete(completions)
+                applied = await atomic.complete_all(completions)
             except TaskIdConflictError:
                 continue  # a task from before a restart still has that id in its queue
+            except CrossSlotError as exc:
+                raise _Refused(str(exc)) from None
             except BrokerError:
                 raise
             except ConveyorError as exc:
                 raise _Refused(f"cannot push to queue: {exc}") from None
-            lost = [lease.task.id for lease, ok in zip(acks, done, strict=True) if not ok]
-            if lost:
-                raise _PartlyApplied(f"task {lost[0]} not acquired (its lease was lost)")
+            if not applied:
+                if len(acks) == 1:
+                    raise _Refused(f"task {acks[0].task.id} not acquired (its lease was lost)")
+                raise _Refused("a task of the block is not acquired (its lease was lost)")
+            if messages:
+                self.server.metrics.pushed("masenko", len(messages))
+            self.server.metrics.acked("masenko", len(acks))
             return messages
         raise _Refused("cannot push to queue: no free task id")
 
@@ -220,19 +222,20 @@ class MasenkoSession:
 
     async def _fetch(self, body: bytes) -> bytes:
         request = parse_fetch(body, heartbeat_s=self.config.heartbeat_s)
-        if not request.queues:
+        if not request.queues or self.server.terminating:
             return reply("EMPTY")
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + request.timeout_s
+        started = loop.time()
+        deadline = started + request.timeout_s
         while True:
             # Look before waiting: a ready task is returned even with a 1 ns timeout.
-            leases = await self.broker.claim(
-                request.queues, limit=1, lease_s=self.server.holdings.lease_s
-            )
-            if leases:
-                return self._hold(leases[0])
+            lease = await self.server.claims.claim(request.queues)
+            if lease is not None:
+                self.server.metrics.fetched("masenko", loop.time() - started, found=True)
+                return self._hold(lease)
             remaining = deadline - loop.time()
-            if remaining <= 0 or self.server.stopping.is_set():
+            if remaining <= 0 or self.server.terminating:
+                self.server.metrics.fetched("masenko", loop.time() - started, found=False)
                 return reply("EMPTY")
             await self.broker.wait_for_tasks(request.queues, remaining)
 
@@ -264,7 +267,9 @@ class MasenkoSession:
         try:
             if nack:
                 await self._fail(held.lease)
-            elif not (await self.broker.complete([Completion(lease=held.lease)]))[0]:
+            elif await self.server.acks.complete(held.lease):
+                self.server.metrics.acked("masenko")
+            else:
                 raise _Refused("task not acquired (its lease was lost)")
         except LeaseLostError:
             raise _Refused("task not acquired (its lease was lost)") from None
@@ -273,6 +278,7 @@ class MasenkoSession:
         """masenko's failure path: retry after failures^4 s, else the dead queue, else archive."""
         task = lease.task
         failures = task.retried + 1
+        self.server.metrics.failed("masenko")
         if failures <= task.max_retry:
             # Not truncated to the second as the reference does: tasks failed in the same
             # second then come back in the order they failed.
@@ -376,11 +382,7 @@ class MasenkoSession:
             held = self.server.holdings.get(self.holder, number)
             assert held is not None
             leases.append(held.lease)
-        try:
-            messages = await self._store(pushes, leases)
-        except _PartlyApplied:
-            self._forget(acks)
-            raise
+        messages = await self._store(pushes, leases)
         # A refused block keeps its tasks held: a lost lease is dropped by the next renewal.
         self._forget(acks)
         if not messages:

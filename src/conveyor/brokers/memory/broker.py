@@ -97,6 +97,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from conveyor.brokers.memory import throughput as minute_totals
+from conveyor.brokers.memory.atomic import MemoryAtomicCompletion
 from conveyor.brokers.memory.limits import LimitState, MemoryLimits
 from conveyor.brokers.memory.progress import MemoryProgress
 from conveyor.brokers.memory.results import MemoryResults, ResultWaiters, wake_result_waiters
@@ -238,6 +239,7 @@ class MemoryBroker(
     MemoryWorkersMixin,
     MemoryLimits,
     MemoryResults,
+    MemoryAtomicCompletion,
 ):
     """An in-process broker: fast, nothing persisted, the reference for every other backend.
 
@@ -554,26 +556,30 @@ class MemoryBroker(
     async def complete(self, completions: Sequence[Completion]) -> list[bool]:
         """Record successes and enqueue their successors; ``False`` for each lost lease."""
         with self._locked() as s:
-            now = self.clock()
-            done: list[bool] = []
-            for c in completions:
-                t = self._active(s, c.lease)
-                if t is None:
-                    done.append(False)
-                    continue
-                self._check_new(s, c.successors, now, owner=(t.msg.queue, t.msg.id))
-                self._unlock(s, t)
-                if t.msg.retention_s > 0:
-                    t.result, t.completed_at = c.result, now
-                    self._to_settled(s, t, TaskState.COMPLETED, now)
-                else:
-                    del s.queues[t.msg.queue].tasks[t.msg.id]
-                self._count(s, t.msg.queue, now, failed=False)
-                self._freed(s, t)  # its concurrency slot (limits.py)
-                for m in c.successors:
-                    self._store(s, m, now)
-                done.append(True)
-            return done
+            return self._complete_locked(s, completions, self.clock())
+
+    def _complete_locked(
+        self, s: _State, completions: Sequence[Completion], now: float
+    ) -> list[bool]:
+        done: list[bool] = []
+        for c in completions:
+            t = self._active(s, c.lease)
+            if t is None:
+                done.append(False)
+                continue
+            self._check_new(s, c.successors, now, owner=(t.msg.queue, t.msg.id))
+            self._unlock(s, t)
+            if t.msg.retention_s > 0:
+                t.result, t.completed_at = c.result, now
+                self._to_settled(s, t, TaskState.COMPLETED, now)
+            else:
+                del s.queues[t.msg.queue].tasks[t.msg.id]
+            self._count(s, t.msg.queue, now, failed=False)
+            self._freed(s, t)  # its concurrency slot (limits.py)
+            for m in c.successors:
+                self._store(s, m, now)
+            done.append(True)
+        return done
 
     async def retry(self, lease: Lease, *, error: str, delay_s: float) -> None:
         """Record a failed attempt; the task waits in RETRY until ``now + delay_s``."""

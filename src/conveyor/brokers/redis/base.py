@@ -51,6 +51,7 @@ SCRIPT_NAMES = (
     "enqueue",
     "claim",
     "complete",
+    "complete_all",
     "fail",
     "release",
     "unclaim",
@@ -89,7 +90,7 @@ SyncClient = redis.Redis | redis.RedisCluster
 
 
 # Scripts that enforce flow control also get limits.lua's helpers, after lib.lua's.
-_WITH_LIMITS = frozenset({"enqueue", "claim", "peek", "complete", "fail"})
+_WITH_LIMITS = frozenset({"enqueue", "claim", "peek", "complete", "complete_all", "fail"})
 
 
 def script_source(name: str) -> str:

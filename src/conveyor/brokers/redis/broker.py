@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 from conveyor.brokers.combiner import Combiner
 from conveyor.brokers.protocol import MAX_CRASH_ATTEMPTS, Broker, BrokerInfo, Capabilities
 from conveyor.brokers.redis import keys, server_config
+from conveyor.brokers.redis.atomic import RedisAtomicCompletion
 from conveyor.brokers.redis.base import (
     RedisBrokerBase,
     ScriptBatch,
@@ -86,6 +87,7 @@ logger = logging.getLogger(__name__)
 
 class RedisBroker(
     RedisWorkflows,
+    RedisAtomicCompletion,
     WaitingMixin,
     InspectionMixin,
     ProgressMixin,
@@ -368,7 +370,7 @@ class RedisBroker(
         return await self._complete_batch(completions, with_successors=True)
 
     async def _complete_batch(
-        self, completions: Sequence[Completion], *, with_successors: bool
+        self, completions: Sequence[Completion], *, with_successors: bool, script: str = "complete"
     ) -> list[bool]:
         ids = [c.lease.task.id for c in completions]
         if not all_names(ids):  # the ids travel space-separated: hold them to the name rule
@@ -391,7 +393,7 @@ class RedisBroker(
         args: list[Any] = [len(completions), spec, json.dumps(meta, separators=(",", ":"))]
         args.extend(results)
         args.extend(m.payload for _, m in owned)
-        reply = await self._run("complete", self._storing_keys(batch), args)
+        reply = await self._run(script, self._storing_keys(batch), args)
         if len(reply) >= 3 and isinstance(reply[-2], bytes):
             # Completions before the refused successor's owner were applied; it and later not.
             raise refusal_error(reply[-2], owned[int(reply[-1]) - 1][1])

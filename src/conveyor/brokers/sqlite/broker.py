@@ -20,6 +20,7 @@ from conveyor.brokers.protocol import MAX_CRASH_ATTEMPTS, Broker, BrokerInfo, Ca
 from conveyor.brokers.schedules import ScheduleStore
 from conveyor.brokers.sqlite import inspection
 from conveyor.brokers.sqlite import throughput as minute_totals
+from conveyor.brokers.sqlite.atomic import SqliteAtomicCompletion
 from conveyor.brokers.sqlite.checkpoint import Checkpointer
 from conveyor.brokers.sqlite.connection import (
     SYNCHRONOUS_PRAGMA,
@@ -106,6 +107,7 @@ class SqliteBroker(
     SqliteWorkersMixin,
     SqliteLimits,
     SqliteResults,
+    SqliteAtomicCompletion,
 ):
     """A broker in one SQLite file: durable, shared by every process on this machine.
 
