@@ -205,8 +205,9 @@ class TaskServer:
             await asyncio.wait(list(self._sessions), timeout=5.0)
         if self._keeper is not None:
             self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
+            # Bounded: the keeper ends at its next round even if a broker call swallowed the
+            # cancellation (see Holdings.run); stopping must not hang on it.
+            await asyncio.wait({self._keeper}, timeout=5.0)
         await self.claims.aclose()
         await self.acks.aclose()
         await self.give_back_everything()

@@ -131,4 +131,9 @@ class Holdings:
                     await self._broker.recover_expired(delay_s=RECOVER_DELAY_S)
             except BrokerError as exc:
                 logger.warning("renewing leases failed: %s (retrying)", exc)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # redis-py's asyncio client can swallow a CancelledError that arrives while a
+                # command is in flight; the request still stands, so end here instead of looping.
+                raise asyncio.CancelledError
             await asyncio.sleep(every)
