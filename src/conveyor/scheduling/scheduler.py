@@ -259,22 +259,25 @@ class Scheduler:
     def _log_fire(self, fire: ScheduleFire, times: list[float], stored: Sequence[str]) -> None:
         kept = set(stored)
         self.fired += len(kept)
-        for at, message in zip(times, fire.messages, strict=True):
-            extra = {"schedule": fire.name, "task_id": message.id, "queue": message.queue}
-            if message.id in kept:
+        what = "workflow" if fire.workflows else "task"
+        for at, fired in zip(times, fire.ids, strict=True):
+            extra = {"schedule": fire.name, "task_id": fired, "queue": fire.queue}
+            if fired in kept:
                 logger.info(
-                    "schedule %s fired for %s: task %s",
+                    "schedule %s fired for %s: %s %s",
                     fire.name,
                     _iso(at),
-                    message.id,
+                    what,
+                    fired,
                     extra=extra,
                 )
             else:
                 logger.info(
-                    "schedule %s: fire time %s skipped, task %s or its unique key already exists",
+                    "schedule %s: fire time %s skipped, %s %s or its unique key already exists",
                     fire.name,
                     _iso(at),
-                    message.id,
+                    what,
+                    fired,
                     extra=extra,
                 )
         if not times:
