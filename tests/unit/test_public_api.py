@@ -61,6 +61,7 @@ PUBLIC_API = [
     "ScheduleEntry",
     "ScheduleInfo",
     "ScheduleNotFoundError",
+    "ScheduleTarget",
     "Scheduler",
     "ServeMux",
     "Server",
