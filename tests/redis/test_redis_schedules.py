@@ -10,16 +10,37 @@ from pathlib import Path
 import pytest
 from redis_servers import Fleet, namespaced_broker, start_cluster
 
+from conveyor import App
 from conveyor.brokers.redis import RedisBroker
 from conveyor.brokers.redis.keys import queue_keys
 from conveyor.brokers.redis.schedule_keys import schedule_due, schedule_record
+from conveyor.brokers.schedules import ScheduleRecord
+from conveyor.errors import ConfigError
 from conveyor.inspector import AsyncInspector
 from conveyor.message import TaskState
+from conveyor.options import parse_options
 from conveyor.scheduling.scheduler import Scheduler
+from conveyor.scheduling.targets import canvas_entry
+from conveyor.workflows import chain, signature
 
 pytestmark = pytest.mark.redis
 
 QUEUES = [f"q{i}" for i in range(6)]
+
+
+def _workflow_record() -> ScheduleRecord:
+    entry = canvas_entry(
+        chain(signature("job.fetch"), signature("job.store")),
+        defaults=lambda _: parse_options({}),
+        name="flow",
+        cron=None,
+        every=1,
+        tz="UTC",
+        missed="once",
+        options=parse_options({}),
+        max_payload_bytes=1 << 20,
+    )
+    return entry.record(owner=None, next_fire_at=0.0)
 
 
 def fire_second(task_id: str) -> float:
@@ -84,6 +105,24 @@ async def test_cluster_schedulers_fire_each_fire_time_once_in_every_slot(tmp_pat
             assert all(s.last_task_id is not None for s in listed)
             await inspector.remove_schedule("tick-q0")
             assert len(await inspector.list_schedules()) == len(QUEUES) - 1
+            # Workflows are refused on Cluster, and so are entries that fire them.
+            with pytest.raises(ConfigError, match="Redis Cluster"):
+                await brokers[0].put_schedule(_workflow_record())
+            # A scheduler whose app defines one is not held up: that entry is left out.
+            app = App(brokers[0])
+
+            @app.task(name="job.ping")
+            def ping() -> None: ...
+
+            app.schedule(ping, every=60)
+            app.schedule(chain(ping.si(), ping.si()), every=60, name="flow")
+            scheduler = app.scheduler(brokers[0])
+            serving = asyncio.create_task(scheduler.serve())
+            assert await asyncio.to_thread(scheduler.wait_started, 10)
+            scheduler.request_stop()
+            await serving
+            names = [s.name for s in await inspector.list_schedules()]
+            assert "job.ping" in names and "flow" not in names
         finally:
             for b in brokers:
                 await b.close()

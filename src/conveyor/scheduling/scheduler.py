@@ -214,7 +214,12 @@ class Scheduler:
                 next_fire_at=entry.spec.next_after(now),
                 max_payload_bytes=self._max_payload_bytes,
             )
-            await store.put_schedule(record)
+            try:
+                await store.put_schedule(record)
+            except ConfigError as exc:
+                # An entry this broker refuses (a workflow on Redis Cluster) must not keep the
+                # app's other entries from firing: reported, left out.
+                logger.error("schedule %s cannot be stored: %s", entry.name, exc)
         for stored in await store.list_schedules():
             stale = stored.owner == self._owner and stored.name not in names
             if stale and await store.remove_schedule(stored.name, revision=stored.revision):
