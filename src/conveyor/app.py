@@ -621,12 +621,13 @@ class App:
         return entry
 
     def _type_defaults(self, task_type: str) -> TaskOptions:
-        """The options a task type starts from: the app's defaults, then its task's."""
+        """The options a task type starts from: the app's defaults, then its task's (or its
+        pipeline's), as the app's clients layer them."""
         base = parse_options(self.defaults, defaults_only=True)
-        task_fn = self._tasks.get(task_type)
-        if task_fn is None:
+        found = self._tasks.get(task_type) or self._pipelines.get(task_type)
+        if found is None:
             return base
-        return base.merged(parse_options(task_fn.defaults, defaults_only=True))
+        return base.merged(parse_options(found.defaults, defaults_only=True))
 
     def periodic(
         self,

@@ -83,7 +83,7 @@ async def test_a_fire_whose_workflow_exists_moves_the_cursor_and_creates_nothing
 ) -> None:
     # What a scheduler that died after creating the workflow, before moving the cursor, leaves.
     store, workflows = stores(broker)
-    stored, fire = await planned(store)
+    _, fire = await planned(store)
     await workflows.create_workflow(fire.workflows[0])
 
     [outcome] = await store.fire_schedules([fire])
