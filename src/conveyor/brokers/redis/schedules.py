@@ -6,9 +6,10 @@ entry is one Lua script in one slot, and the fire step enqueues the tasks in the
 that moves the cursor (``schedule_fire.lua``): on Cluster too, a fire time is enqueued once.
 
 A workflow entry's fire is two steps, not one: its workflows' keys and their steps' queues are
-not in the entry's slot, so one script cannot both create them and move the cursor on Cluster
-(and the same two steps run on a single server, so the behaviour does not depend on the
-deployment). Each workflow is created first, by ``create_workflow`` (``wf_create.lua``, all or
+not in the entry's slot, so one script cannot both create them and move the cursor on Cluster.
+The same two steps run on a single server: a script spanning slots would work there only, the
+behaviour would depend on the deployment, and Cluster support for workflows would need this
+path anyway. Each workflow is created first, by ``create_workflow`` (``wf_create.lua``, all or
 nothing), under an id derived from the entry's name and the fire time; then the fire script
 moves the cursor. Why each fire time still gets exactly one workflow:
 
