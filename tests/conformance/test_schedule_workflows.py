@@ -34,7 +34,8 @@ def workflow_record(now: float) -> ScheduleRecord:
         max_payload_bytes=1 << 20,
     )
     assert entry.target is ScheduleTarget.CHAIN
-    return entry.record(owner="app", next_fire_at=now - 1)
+    # Due, on a fire time: one fire time up to now, whatever the clock reads.
+    return entry.record(owner="app", next_fire_at=now // 60 * 60)
 
 
 async def planned(store: ScheduleStore) -> tuple[ScheduleRecord, ScheduleFire]:

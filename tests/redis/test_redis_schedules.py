@@ -4,6 +4,7 @@ in one script, in the slot of the entry's queue) with schedulers racing."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from conveyor.errors import ConfigError
 from conveyor.inspector import AsyncInspector
 from conveyor.message import TaskState
 from conveyor.options import parse_options
+from conveyor.scheduling.entry import spec_of
+from conveyor.scheduling.plan import plan_fire
 from conveyor.scheduling.scheduler import Scheduler
 from conveyor.scheduling.targets import canvas_entry
 from conveyor.workflows import chain, signature
@@ -52,6 +55,26 @@ def test_an_entry_lives_in_the_slot_of_its_queue() -> None:
     block = queue_keys("ns", "emails").pending
     for key in (schedule_record("ns", "emails", "nightly"), schedule_due("ns", "emails")):
         assert key.split("{")[1].split("}")[0] == block.split("{")[1].split("}")[0] == "emails"
+
+
+async def test_a_stale_workflow_plan_creates_at_most_its_fire_times_workflow(
+    redis_url: str,
+) -> None:
+    # Redis creates a fire's workflow before the cursor's compare-and-set (two scripts): a plan
+    # that went stale in between may leave the workflow of a fire time that was due when it was
+    # read, never a second one, and the cursor stays with whoever moved it.
+    async with namespaced_broker(redis_url) as broker:
+        now = await broker.schedule_clock()
+        stored = await broker.put_schedule(replace(_workflow_record(), next_fire_at=now - 1))
+        fire, _ = plan_fire(stored, spec_of(stored), now)
+        await broker.pause_schedule("flow")
+
+        outcomes = [await broker.fire_schedules([fire]) for _ in range(2)]
+
+        assert [o.applied for [o] in outcomes] == [False, False]
+        created = {w.id for w in await broker.list_workflows(None)}
+        assert created == {w.id for w in fire.workflows}  # one per fire time it planned
+        assert (await broker.get_schedule("flow")).next_fire_at == now - 1
 
 
 async def test_moving_an_entry_to_another_queue_keeps_one_entry(redis_url: str) -> None:
