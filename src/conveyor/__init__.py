@@ -78,7 +78,7 @@ from conveyor.middleware import (
 from conveyor.mux import ServeMux
 from conveyor.options import DEFAULT_TIMEOUT, DefaultOptions, EnqueueOptions
 from conveyor.progress import PipelineStepState, StepLog
-from conveyor.scheduling.entry import ScheduleEntry, ScheduleInfo
+from conveyor.scheduling.entry import ScheduleEntry, ScheduleInfo, ScheduleTarget
 from conveyor.scheduling.scheduler import Scheduler
 from conveyor.scheduling.spec import MissedPolicy
 from conveyor.signals import Signals, TaskEvent, TaskEventKind
@@ -156,6 +156,7 @@ __all__ = [
     "ScheduleEntry",
     "ScheduleInfo",
     "ScheduleNotFoundError",
+    "ScheduleTarget",
     "Scheduler",
     "ServeMux",
     "Server",

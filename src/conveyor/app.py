@@ -43,9 +43,10 @@ from conveyor.message import (
 )
 from conveyor.middleware import ErrorHandler, Handler
 from conveyor.mux import ServeMux
-from conveyor.options import DefaultOptions, Duration, EnqueueOptions, parse_options
+from conveyor.options import DefaultOptions, Duration, EnqueueOptions, TaskOptions, parse_options
 from conveyor.scheduling.entry import ScheduleEntry, new_entry
 from conveyor.scheduling.scheduler import Scheduler
+from conveyor.scheduling.targets import canvas_entry
 from conveyor.signals import Signals
 from conveyor.worker.context import TaskContext
 from conveyor.worker.server import Server
@@ -564,7 +565,7 @@ class App:
 
     def schedule(
         self,
-        target: TaskFunction[..., object],
+        target: TaskFunction[..., object] | Canvas,
         *,
         cron: str | None = None,
         every: float | timedelta | None = None,
@@ -573,7 +574,7 @@ class App:
         missed: str = "once",
         **options: Unpack[DefaultOptions],
     ) -> ScheduleEntry:
-        """Run a task on a schedule: a cron expression or a fixed interval (exactly one).
+        """Run a task or a workflow on a schedule: a cron expression or a fixed interval.
 
         Every worker of this app runs a scheduler (``--no-scheduler`` turns it off); however
         many run, each fire time is enqueued once. See docs/scheduling.md.
@@ -581,10 +582,14 @@ class App:
         Example::
 
             app.schedule(send_report, cron="0 7 * * mon-fri", tz="Europe/Paris")
-            app.schedule(sync_accounts, every=timedelta(minutes=5), queue="sync")
+            app.schedule(sync.s(full=True), every=timedelta(minutes=5), queue="sync")
+            app.schedule(chain(fetch.s(), store.s()), cron="@hourly", name="ingest")
 
         Args:
-            target: a task function of this app that takes no required arguments.
+            target: a task function of this app that takes no required arguments; a
+                signature (``fn.s(...)``, ``fn.si(...)``, ``conveyor.signature(...)``) whose
+                call is complete; or a workflow (chain, group, chord, or a signature with
+                callbacks), which then needs a ``name``.
             cron: five fields, or six with the seconds first; or ``@hourly``, ``@daily``...
             every: seconds or a ``timedelta`` (fires on its multiples since the Unix epoch).
             tz: the time zone of ``cron`` (an IANA name).
@@ -592,15 +597,27 @@ class App:
             missed: fire times missed while no scheduler ran: ``once`` (one task for all),
                 ``skip`` or ``all`` (one each, at most 100).
             **options: enqueue options of each task (queue, max_retry, timeout, unique,
-                retention), over the task's and the app's defaults.
+                retention), over the app's defaults, the task's and the signature's own (for
+                a workflow: of each step, over that step's own).
 
         Raises:
             ConfigError: a bad cron expression, interval, time zone or ``missed`` (naming the
-                bad part), or a name already scheduled.
-            TypeError: the target is not a task function, or it needs arguments.
+                bad part), a name already scheduled, or a workflow without a name.
+            TypeError: the target is none of those, or it needs arguments.
         """
         if not isinstance(target, TaskFunction):
-            raise TypeError(f"schedule a task function (@app.task), not {type(target).__name__}")
+            entry = canvas_entry(
+                target,
+                defaults=self._type_defaults,
+                name=name,
+                cron=cron,
+                every=every,
+                tz=tz,
+                missed=missed,
+                options=parse_options(options, defaults_only=True),
+                max_payload_bytes=self.max_payload_bytes,
+            )
+            return self._add_schedule(entry)
         try:
             task = target.task()
         except TypeError as exc:
@@ -620,10 +637,22 @@ class App:
             missed=missed,
             options=merged,
         )
+        return self._add_schedule(entry)
+
+    def _add_schedule(self, entry: ScheduleEntry) -> ScheduleEntry:
         if entry.name in self._schedules:
             raise ConfigError(f"a schedule named {entry.name!r} is already defined")
         self._schedules[entry.name] = entry
         return entry
+
+    def _type_defaults(self, task_type: str) -> TaskOptions:
+        """The options a task type starts from: the app's defaults, then its task's (or its
+        pipeline's), as the app's clients layer them."""
+        base = parse_options(self.defaults, defaults_only=True)
+        found = self._tasks.get(task_type) or self._pipelines.get(task_type)
+        if found is None:
+            return base
+        return base.merged(parse_options(found.defaults, defaults_only=True))
 
     def periodic(
         self,

@@ -53,18 +53,20 @@ def test_ls_pause_unpause_rm(runner: CliRunner, url: str) -> None:
 
     assert table.exit_code == 0, table.output
     header, first, second = table.output.splitlines()
-    assert header.split() == ["name", "when", "tz", "next", "fire", "last", "fire", "status"]
-    assert first.split()[:5] == ["nightly", "30", "2", "*", "*"]
-    assert second.split()[:4] == ["tick", "every", "90s", "UTC"]
+    assert header.split() == [
+        "name", "target", "when", "tz", "next", "fire", "last", "fire", "status"
+    ]  # fmt: skip
+    assert first.split()[:6] == ["nightly", "task", "30", "2", "*", "*"]
+    assert second.split()[:5] == ["tick", "task", "every", "90s", "UTC"]
     assert (paused.output, unpaused.output, removed.output) == (
         "paused tick\n",
         "unpaused tick\n",
         "removed nightly\n",
     )
     entries = json.loads(as_json.output)
-    assert [(e["name"], e["paused"], e["every_s"], e["owner"]) for e in entries] == [
-        ("nightly", False, None, None),
-        ("tick", True, 90.0, None),
+    assert [(e["name"], e["paused"], e["every_s"], e["owner"], e["target"]) for e in entries] == [
+        ("nightly", False, None, None, "task"),
+        ("tick", True, 90.0, None, "task"),
     ]
     with Inspector(url) as inspector:
         assert [s.name for s in inspector.list_schedules()] == ["tick"]

@@ -4,22 +4,46 @@ in one script, in the slot of the entry's queue) with schedulers racing."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from redis_servers import Fleet, namespaced_broker, start_cluster
 
+from conveyor import App
 from conveyor.brokers.redis import RedisBroker
 from conveyor.brokers.redis.keys import queue_keys
 from conveyor.brokers.redis.schedule_keys import schedule_due, schedule_record
+from conveyor.brokers.schedules import ScheduleRecord
+from conveyor.errors import ConfigError
 from conveyor.inspector import AsyncInspector
 from conveyor.message import TaskState
+from conveyor.options import parse_options
+from conveyor.scheduling.entry import spec_of
+from conveyor.scheduling.plan import plan_fire
 from conveyor.scheduling.scheduler import Scheduler
+from conveyor.scheduling.targets import canvas_entry
+from conveyor.workflows import chain, signature
 
 pytestmark = pytest.mark.redis
 
 QUEUES = [f"q{i}" for i in range(6)]
+
+
+def _workflow_record() -> ScheduleRecord:
+    entry = canvas_entry(
+        chain(signature("job.fetch"), signature("job.store")),
+        defaults=lambda _: parse_options({}),
+        name="flow",
+        cron=None,
+        every=1,
+        tz="UTC",
+        missed="once",
+        options=parse_options({}),
+        max_payload_bytes=1 << 20,
+    )
+    return entry.record(owner=None, next_fire_at=0.0)
 
 
 def fire_second(task_id: str) -> float:
@@ -31,6 +55,26 @@ def test_an_entry_lives_in_the_slot_of_its_queue() -> None:
     block = queue_keys("ns", "emails").pending
     for key in (schedule_record("ns", "emails", "nightly"), schedule_due("ns", "emails")):
         assert key.split("{")[1].split("}")[0] == block.split("{")[1].split("}")[0] == "emails"
+
+
+async def test_a_stale_workflow_plan_creates_at_most_its_fire_times_workflow(
+    redis_url: str,
+) -> None:
+    # Redis creates a fire's workflow before the cursor's compare-and-set (two scripts): a plan
+    # that went stale in between may leave the workflow of a fire time that was due when it was
+    # read, never a second one, and the cursor stays with whoever moved it.
+    async with namespaced_broker(redis_url) as broker:
+        now = await broker.schedule_clock()
+        stored = await broker.put_schedule(replace(_workflow_record(), next_fire_at=now - 1))
+        fire, _ = plan_fire(stored, spec_of(stored), now)
+        await broker.pause_schedule("flow")
+
+        outcomes = [await broker.fire_schedules([fire]) for _ in range(2)]
+
+        assert [o.applied for [o] in outcomes] == [False, False]
+        created = {w.id for w in await broker.list_workflows(None)}
+        assert created == {w.id for w in fire.workflows}  # one per fire time it planned
+        assert (await broker.get_schedule("flow")).next_fire_at == now - 1
 
 
 async def test_moving_an_entry_to_another_queue_keeps_one_entry(redis_url: str) -> None:
@@ -84,6 +128,24 @@ async def test_cluster_schedulers_fire_each_fire_time_once_in_every_slot(tmp_pat
             assert all(s.last_task_id is not None for s in listed)
             await inspector.remove_schedule("tick-q0")
             assert len(await inspector.list_schedules()) == len(QUEUES) - 1
+            # Workflows are refused on Cluster, and so are entries that fire them.
+            with pytest.raises(ConfigError, match="Redis Cluster"):
+                await brokers[0].put_schedule(_workflow_record())
+            # A scheduler whose app defines one is not held up: that entry is left out.
+            app = App(brokers[0])
+
+            @app.task(name="job.ping")
+            def ping() -> None: ...
+
+            app.schedule(ping, every=60)
+            app.schedule(chain(ping.si(), ping.si()), every=60, name="flow")
+            scheduler = app.scheduler(brokers[0])
+            serving = asyncio.create_task(scheduler.serve())
+            assert await asyncio.to_thread(scheduler.wait_started, 10)
+            scheduler.request_stop()
+            await serving
+            names = [s.name for s in await inspector.list_schedules()]
+            assert "job.ping" in names and "flow" not in names
         finally:
             for b in brokers:
                 await b.close()

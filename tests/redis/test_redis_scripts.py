@@ -41,7 +41,7 @@ PINNED_SHA256 = {
     "save_progress.lua": "ae0f4a06e418d471",
     "schedule_admin.lua": "198a9a1f2e56bb07",
     "schedule_due.lua": "2149ea8fa8eeed01",
-    "schedule_fire.lua": "78b1115aa37e0bef",
+    "schedule_fire.lua": "d0c6386ac5181ef4",
     "schedule_put.lua": "4298df7ca8318802",
     "stats.lua": "23895ba7fa854e94",
     "throughput.lua": "3d1fbb66ca858b54",

@@ -65,6 +65,7 @@ PUBLIC_API = [
     "ScheduleEntry",
     "ScheduleInfo",
     "ScheduleNotFoundError",
+    "ScheduleTarget",
     "Scheduler",
     "ServeMux",
     "Server",

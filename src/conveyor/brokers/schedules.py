@@ -12,7 +12,15 @@ by a compare-and-set, in the same atomic step that enqueues the fire's tasks:
                      skipped, not an error) and move the cursor; else change nothing ("stale")
 
 A fire time is enqueued at most once because the cursor moves past it in the step that enqueues
-it, and only one compare-and-set on a cursor value can succeed. Time comes from the broker's
+it, and only one compare-and-set on a cursor value can succeed.
+
+An entry whose target is a workflow fires workflows instead of messages
+(:attr:`ScheduleFire.workflows`), each with an id derived from the entry's name and the fire
+time. The memory and SQLite stores create them in the fire's own step (a workflow id already
+taken is skipped, like a message's). Redis creates them first, each in its own script, then
+moves the cursor: a crash or a stale plan between the two leaves a workflow whose id the next
+fire of that time finds taken, so each fire time still gets one workflow (see
+``brokers/redis/schedules.py``). Time comes from the broker's
 clock (``schedule_clock`` and ``DueSchedules.now``).
 
 Every backend implements it: ``brokers/memory/schedules.py``, ``brokers/sqlite/schedules.py``,
@@ -26,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from conveyor.brokers.workflows import NewWorkflow
 from conveyor.message import Encoding, TaskMessage
 
 __all__ = ["DueSchedules", "FireOutcome", "ScheduleFire", "ScheduleRecord", "ScheduleStore"]
@@ -99,6 +108,13 @@ class ScheduleFire:
     next_fire_at: float
     fire_at: float | None
     messages: tuple[TaskMessage, ...] = ()
+    workflows: tuple[NewWorkflow, ...] = ()
+    """A workflow entry's workflows, one per fire time (its ``messages`` are empty)."""
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """The ids of what it stores, in fire-time order: task ids, or workflow ids."""
+        return tuple(m.id for m in self.messages) + tuple(w.id for w in self.workflows)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,7 +124,8 @@ class FireOutcome:
     applied: bool
     """``False``: stale (changed, paused, removed, or another scheduler fired it); nothing done."""
     stored: tuple[str, ...] = ()
-    """Ids of the messages enqueued; the others' id or unique key was already taken."""
+    """Ids of the messages enqueued (or workflows created); the others' id or unique key was
+    already taken."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

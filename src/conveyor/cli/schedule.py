@@ -31,6 +31,7 @@ def _when(value: datetime | None) -> str:
 def _as_json(s: ScheduleInfo) -> dict[str, object]:
     return {
         "name": s.name,
+        "target": s.target.value,
         "task_type": s.task_type,
         "queue": s.queue,
         # A bytes payload has no JSON form: its size stands in for it.
@@ -67,7 +68,8 @@ def schedule() -> None:
 @broker_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
 def schedule_ls(broker: str | None, as_json: bool) -> None:
-    """Show every schedule entry: when it fires, when it last fired, whether it is paused."""
+    """Show every schedule entry: what it fires (a task, or a chain, group, chord or linked
+    signature), when it fires, when it last fired, whether it is paused."""
     with inspector_for(broker) as inspector:
         entries = inspector.list_schedules()
     if as_json:
@@ -79,6 +81,7 @@ def schedule_ls(broker: str | None, as_json: bool) -> None:
     rows = [
         (
             s.name,
+            s.target.value,
             _fires(s),
             s.tz,
             _when(s.next_fire_at),
@@ -87,7 +90,7 @@ def schedule_ls(broker: str | None, as_json: bool) -> None:
         )
         for s in entries
     ]
-    header = ("name", "when", "tz", "next fire", "last fire", "status")
+    header = ("name", "target", "when", "tz", "next fire", "last fire", "status")
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
     for row in (header, *rows):
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

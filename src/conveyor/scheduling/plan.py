@@ -17,7 +17,7 @@ once, by whichever scheduler gets there first.
 from __future__ import annotations
 
 from conveyor.brokers.schedules import ScheduleFire, ScheduleRecord
-from conveyor.scheduling.entry import messages_for
+from conveyor.scheduling.entry import ScheduleTarget, messages_for, target_of, workflows_for
 from conveyor.scheduling.spec import MAX_MISSED_FIRES, FireSpec, MissedPolicy
 
 __all__ = ["LATE_GRACE_S", "fire_times", "plan_fire"]
@@ -75,6 +75,7 @@ def plan_fire(
     the fire times its messages are for (in the same order)."""
     policy = MissedPolicy(record.missed)
     times, next_fire_at = fire_times(spec, record.next_fire_at, now, policy)
+    workflow = target_of(record) is not ScheduleTarget.TASK
     fire = ScheduleFire(
         name=record.name,
         queue=record.queue,
@@ -82,6 +83,7 @@ def plan_fire(
         expected_next=record.next_fire_at,
         next_fire_at=next_fire_at,
         fire_at=times[-1] if times else None,
-        messages=messages_for(record, times),
+        messages=() if workflow else messages_for(record, times),
+        workflows=workflows_for(record, times) if workflow else (),
     )
     return fire, times

@@ -214,7 +214,12 @@ class Scheduler:
                 next_fire_at=entry.spec.next_after(now),
                 max_payload_bytes=self._max_payload_bytes,
             )
-            await store.put_schedule(record)
+            try:
+                await store.put_schedule(record)
+            except ConfigError as exc:
+                # An entry this broker refuses (a workflow on Redis Cluster) must not keep the
+                # app's other entries from firing: reported, left out.
+                logger.error("schedule %s cannot be stored: %s", entry.name, exc)
         for stored in await store.list_schedules():
             stale = stored.owner == self._owner and stored.name not in names
             if stale and await store.remove_schedule(stored.name, revision=stored.revision):
@@ -259,22 +264,25 @@ class Scheduler:
     def _log_fire(self, fire: ScheduleFire, times: list[float], stored: Sequence[str]) -> None:
         kept = set(stored)
         self.fired += len(kept)
-        for at, message in zip(times, fire.messages, strict=True):
-            extra = {"schedule": fire.name, "task_id": message.id, "queue": message.queue}
-            if message.id in kept:
+        what = "workflow" if fire.workflows else "task"
+        for at, fired in zip(times, fire.ids, strict=True):
+            extra = {"schedule": fire.name, "task_id": fired, "queue": fire.queue}
+            if fired in kept:
                 logger.info(
-                    "schedule %s fired for %s: task %s",
+                    "schedule %s fired for %s: %s %s",
                     fire.name,
                     _iso(at),
-                    message.id,
+                    what,
+                    fired,
                     extra=extra,
                 )
             else:
                 logger.info(
-                    "schedule %s: fire time %s skipped, task %s or its unique key already exists",
+                    "schedule %s: fire time %s skipped, %s %s or its unique key already exists",
                     fire.name,
                     _iso(at),
-                    message.id,
+                    what,
+                    fired,
                     extra=extra,
                 )
         if not times:

@@ -15,11 +15,20 @@ from dataclasses import dataclass, field
 
 from conveyor.brokers.workflow_engine import Source, graph_json, parse_graph, start
 from conveyor.brokers.workflows import NewWorkflow, step_task_id
-from conveyor.message import Encoding, JSONValue, Payload, Task, TaskMessage, new_task_id
+from conveyor.errors import PayloadError
+from conveyor.message import (
+    Encoding,
+    JSONValue,
+    Payload,
+    Task,
+    TaskMessage,
+    decode_json,
+    new_task_id,
+)
 from conveyor.options import TaskOptions, parse_options
 from conveyor.workflows.canvas import Canvas, Chain, Chord, Group, Signature
 
-__all__ = ["MAX_STEPS", "compile_workflow"]
+__all__ = ["MAX_STEPS", "compile_workflow", "rebind_workflow"]
 
 MAX_STEPS = 100_000
 """The most steps one workflow may have (a bound on the stored graph's size)."""
@@ -121,8 +130,10 @@ def _payload_for(sig: Signature, takes: bool) -> tuple[bool, Payload]:
     return False, sig.payload
 
 
-def compile_workflow(canvas: Canvas, build: BuildMessage, *, retention_s: float) -> NewWorkflow:
-    """Compile ``canvas`` into a workflow ready to store, with a fresh id.
+def compile_workflow(
+    canvas: Canvas, build: BuildMessage, *, retention_s: float, workflow_id: str | None = None
+) -> NewWorkflow:
+    """Compile ``canvas`` into a workflow ready to store, with a fresh id (or ``workflow_id``).
 
     Raises:
         TypeError: an item is not a canvas, or a step's options are refused.
@@ -130,7 +141,8 @@ def compile_workflow(canvas: Canvas, build: BuildMessage, *, retention_s: float)
     """
     if not isinstance(canvas, Signature | Chain | Group | Chord):
         raise TypeError(f"cannot enqueue a {type(canvas).__name__} as a workflow")
-    workflow_id = str(new_task_id())
+    if workflow_id is None:
+        workflow_id = str(new_task_id())
     compiler = _Compiler(workflow_id, build)
     result = compiler.item(canvas, None, "0")
     data = graph_json(compiler.steps, result)
@@ -141,5 +153,32 @@ def compile_workflow(canvas: Canvas, build: BuildMessage, *, retention_s: float)
         graph=data,
         steps=len(compiler.steps),
         first=first,
+        retention_s=retention_s,
+    )
+
+
+def rebind_workflow(graph: bytes, workflow_id: str, *, retention_s: float) -> NewWorkflow:
+    """A compiled graph (from :func:`compile_workflow`) under another workflow id: each step's
+    task id is rewritten, nothing else changes. A schedule stores one graph and fires it under
+    a fresh id each time.
+
+    Raises:
+        PayloadError: ``graph`` is not a graph this version understands.
+    """
+    raw = decode_json(graph)
+    if not isinstance(raw, dict) or not isinstance(raw.get("steps"), list):
+        raise PayloadError("a stored workflow graph must be an object with a list of steps")
+    steps = raw["steps"]
+    for index, step in enumerate(steps):
+        if not isinstance(step, dict):
+            raise PayloadError("a stored workflow step must be an object")
+        step["id"] = step_task_id(workflow_id, index)
+    data = graph_json(steps, raw.get("result"))
+    parsed = parse_graph(data)
+    return NewWorkflow(
+        id=workflow_id,
+        graph=data,
+        steps=len(steps),
+        first=tuple(parsed.steps[i].message for i in start(parsed)),
         retention_s=retention_s,
     )

@@ -15,7 +15,8 @@ fire_schedules
     exists in its queue or its unique key is held (skipped, not an error: that fire time's task
     is already there, or the previous run is still live), the cursor moves to ``next_fire_at``,
     and ``last_fire_at`` / ``last_task_id`` record the latest fire time and the last task
-    stored.
+    stored. A workflow entry's workflows are created the same way, in the same step (a
+    workflow id already taken is skipped).
 due_schedules
     Unpaused entries whose cursor is at or before now, earliest first, and the earliest cursor
     of the others.
@@ -28,6 +29,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from conveyor.brokers.schedules import DueSchedules, FireOutcome, ScheduleFire, ScheduleRecord
+from conveyor.brokers.workflows import NewWorkflow
 from conveyor.errors import DuplicateTaskError, ScheduleNotFoundError, TaskIdConflictError
 from conveyor.message import TaskMessage
 
@@ -48,6 +50,8 @@ class MemorySchedules:
         def _check_new(self, s: Any, messages: Sequence[TaskMessage], now: float) -> None: ...
 
         def _store(self, s: Any, m: TaskMessage, now: float) -> Any: ...
+
+        def _create_workflow(self, s: Any, workflow: NewWorkflow, now: float) -> None: ...
 
     @staticmethod
     def _entries(s: Any) -> dict[str, ScheduleRecord]:
@@ -151,6 +155,12 @@ class MemorySchedules:
                 continue
             self._store(s, m, now)
             stored.append(m.id)
+        for w in fire.workflows:
+            try:
+                self._create_workflow(s, w, now)
+            except (TaskIdConflictError, DuplicateTaskError):
+                continue
+            stored.append(w.id)
         entries[fire.name] = replace(
             found,
             next_fire_at=fire.next_fire_at,

@@ -75,22 +75,25 @@ class MemoryWorkflows:
     async def create_workflow(self, workflow: NewWorkflow) -> None:
         """Store the workflow and enqueue its first steps, all or nothing."""
         with self._locked() as s:
-            now = self.clock()
-            self._check_new(s, list(workflow.first), now)
-            if workflow.id in s.workflows.records:
-                raise_conflict(workflow)
-            for m in workflow.first:
-                self._store(s, m, now)
-            created = to_datetime(now)
-            assert created is not None
-            s.workflows.records[workflow.id] = WorkflowRecord(
-                id=workflow.id,
-                graph=workflow.graph,
-                state=WorkflowState.PENDING,
-                steps=_initial_steps(workflow),
-                created_at=created,
-                retention_s=workflow.retention_s,
-            )
+            self._create_workflow(s, workflow, self.clock())
+
+    def _create_workflow(self, s: _State, workflow: NewWorkflow, now: float) -> None:
+        """Create it under the lock held (a schedule's fire calls it too)."""
+        if workflow.id in s.workflows.records:
+            raise_conflict(workflow)
+        self._check_new(s, list(workflow.first), now)
+        for m in workflow.first:
+            self._store(s, m, now)
+        created = to_datetime(now)
+        assert created is not None
+        s.workflows.records[workflow.id] = WorkflowRecord(
+            id=workflow.id,
+            graph=workflow.graph,
+            state=WorkflowState.PENDING,
+            steps=_initial_steps(workflow),
+            created_at=created,
+            retention_s=workflow.retention_s,
+        )
 
     async def load_workflow(self, workflow_id: str) -> WorkflowRecord:
         """The stored workflow, results included."""

@@ -5,6 +5,26 @@ the Cluster slot of the queue its tasks go to, beside that queue's due set, so e
 entry is one Lua script in one slot, and the fire step enqueues the tasks in the same script
 that moves the cursor (``schedule_fire.lua``): on Cluster too, a fire time is enqueued once.
 
+A workflow entry's fire is two steps, not one: its workflows' keys and their steps' queues are
+not in the entry's slot, so one script cannot both create them and move the cursor on Cluster.
+The same two steps run on a single server: a script spanning slots would work there only, the
+behaviour would depend on the deployment, and Cluster support for workflows would need this
+path anyway. Each workflow is created first, by ``create_workflow`` (``wf_create.lua``, all or
+nothing), under an id derived from the entry's name and the fire time; then the fire script
+moves the cursor. Why each fire time still gets exactly one workflow:
+
+* a second creation of the same fire time's workflow, by any scheduler, finds the id taken and
+  writes nothing, so there is never more than one;
+* the cursor moves only after the workflow exists, so a crash between the two steps leaves the
+  cursor where it was, and the next round (of any scheduler) fires that time again: its
+  creation is the no-op above and its cursor move goes through, so none is lost;
+* a plan gone stale (the entry was paused, changed or fired by another scheduler after it was
+  read) may create the workflow of a fire time that was due when it was read, and its cursor
+  move is refused; whoever fires that time too finds the id taken.
+
+Workflows are refused on Redis Cluster (``brokers/redis/workflows.py``), so are workflow
+entries there: storing one raises ``ConfigError``.
+
 What is not one step: the name index (``ns:schedules``, its own slot) is written before an entry
 is stored and cleared after it is removed, and moving an entry to another queue removes it from
 the old queue's slot before storing it in the new one (a crash between loses the entry until
@@ -30,7 +50,8 @@ from conveyor.brokers.redis.schedule_keys import (
     schedule_record,
 )
 from conveyor.brokers.schedules import DueSchedules, FireOutcome, ScheduleFire, ScheduleRecord
-from conveyor.errors import ScheduleNotFoundError
+from conveyor.brokers.workflows import WorkflowBroker
+from conveyor.errors import ConfigError, ScheduleNotFoundError, TaskIdConflictError
 from conveyor.message import Encoding, validate_name
 
 __all__ = ["RedisSchedules"]
@@ -83,6 +104,21 @@ def _definition(r: ScheduleRecord) -> str:
     return json.dumps(fields, separators=(",", ":"))
 
 
+def _is_workflow(record: ScheduleRecord) -> bool:
+    try:
+        options = json.loads(record.options)
+    except ValueError:
+        return False
+    return isinstance(options, dict) and options.get("target", "task") != "task"
+
+
+def _created_only(outcome: FireOutcome, fire: ScheduleFire, created: set[str]) -> FireOutcome:
+    """A workflow fire's outcome lists the workflows it created (the script stored none)."""
+    if not fire.workflows or not outcome.applied:
+        return outcome
+    return FireOutcome(applied=True, stored=tuple(w.id for w in fire.workflows if w.id in created))
+
+
 class RedisSchedules(RedisBrokerBase):
     """Mixin of :class:`~conveyor.brokers.redis.RedisBroker`: the schedule store."""
 
@@ -107,6 +143,11 @@ class RedisSchedules(RedisBrokerBase):
 
     async def put_schedule(self, record: ScheduleRecord) -> ScheduleRecord:
         """Insert or replace; an entry with the same definition is kept as it is."""
+        if self._cluster and _is_workflow(record):
+            raise ConfigError(
+                f"schedule {record.name!r} fires a workflow: workflows are not supported on "
+                "Redis Cluster"
+            )
         paused = record.paused
         old_queue = await self._queue_of(record.name)
         if old_queue is not None and old_queue != record.queue:
@@ -217,7 +258,9 @@ class RedisSchedules(RedisBrokerBase):
         return DueSchedules(now=now, due=due[:limit], next_at=min(upcoming, default=None))
 
     async def fire_schedules(self, fires: Sequence[ScheduleFire]) -> list[FireOutcome]:
-        """Apply each fire whose entry is unchanged: one script per queue and chunk."""
+        """Apply each fire whose entry is unchanged: one script per queue and chunk (a workflow
+        entry's workflows are created first; see the module docstring)."""
+        created = {w for fire in fires for w in await self._create_workflows(fire)}
         by_queue: dict[str, list[int]] = {}
         for i, fire in enumerate(fires):
             by_queue.setdefault(fire.queue, []).append(i)
@@ -236,7 +279,21 @@ class RedisSchedules(RedisBrokerBase):
         stored = [q for q, indexes in by_queue.items() if any(outcomes[i].stored for i in indexes)]
         if self._cluster and stored:
             await self._register(stored)
-        return [outcomes[i] for i in range(len(fires))]
+        return [_created_only(outcomes[i], fires[i], created) for i in range(len(fires))]
+
+    async def _create_workflows(self, fire: ScheduleFire) -> list[str]:
+        """Create the fire's workflows; return the ids created (a taken id is skipped)."""
+        if not fire.workflows:
+            return []
+        assert isinstance(self, WorkflowBroker)
+        created = []
+        for workflow in fire.workflows:
+            try:
+                await self.create_workflow(workflow)
+            except TaskIdConflictError:
+                continue  # this fire time's workflow exists already
+            created.append(workflow.id)
+        return created
 
     async def _fire_chunk(self, queue: str, fires: Sequence[ScheduleFire]) -> list[FireOutcome]:
         keys_ = [*self._keys(queue).block, schedule_due(self._ns, queue)]
@@ -246,9 +303,10 @@ class RedisSchedules(RedisBrokerBase):
         for n, fire in enumerate(fires, start=1):
             keys_.append(self._entry_keys(queue, fire.name)[0])
             at = "" if fire.fire_at is None else _us(fire.fire_at)
+            last = fire.workflows[-1].id if fire.workflows else ""
             specs.append(
                 [n, fire.name, fire.revision, _us(fire.expected_next), _us(fire.next_fire_at),
-                 at, len(fire.messages)]
+                 at, len(fire.messages), last]
             )  # fmt: skip
             for m in fire.messages:
                 if m.queue != queue:

@@ -4,7 +4,8 @@ The rules are the memory broker's (``brokers/memory/schedules.py``). A fire runs
 transaction (``BEGIN IMMEDIATE``: the write lock first, so the cursor read and its update cannot
 interleave with another process's): read the entry, check revision, cursor and paused flag,
 insert each message in a savepoint (an id or unique key already taken skips that message),
-move the cursor.
+create each workflow of a workflow entry in a savepoint too (a workflow id already taken skips
+it), move the cursor.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from conveyor.brokers.schedules import DueSchedules, FireOutcome, ScheduleFire, ScheduleRecord
 from conveyor.brokers.sqlite.queries import parse_queries
+from conveyor.brokers.sqlite.workflows import create_workflow_in
 from conveyor.errors import DuplicateTaskError, ScheduleNotFoundError, TaskIdConflictError
 from conveyor.message import Encoding
 
@@ -124,6 +126,16 @@ def _fire_one(store: Store, fire: ScheduleFire, now: float) -> FireOutcome:
         except (TaskIdConflictError, DuplicateTaskError):
             continue
         stored.append(m.id)
+    for w in fire.workflows:
+        # A savepoint: a refused step message must not leave the workflow half stored.
+        store.conn.execute("SAVEPOINT schedule_workflow")
+        try:
+            create_workflow_in(store, w, now)
+        except (TaskIdConflictError, DuplicateTaskError):
+            store.conn.execute("ROLLBACK TO schedule_workflow")
+        else:
+            stored.append(w.id)
+        store.conn.execute("RELEASE schedule_workflow")
     store.conn.execute(
         _queries()["schedule_advance"],
         (

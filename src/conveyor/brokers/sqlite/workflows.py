@@ -46,7 +46,13 @@ if TYPE_CHECKING:
 
     from conveyor.brokers.sqlite.store import Store
 
-__all__ = ["SqliteWorkflows", "apply_schema", "fail_archived_steps", "fail_step"]
+__all__ = [
+    "SqliteWorkflows",
+    "apply_schema",
+    "create_workflow_in",
+    "fail_archived_steps",
+    "fail_step",
+]
 
 T = TypeVar("T")
 # How often a waiter re-reads a workflow when no wake-up came (a wake from another process
@@ -210,22 +216,28 @@ def _state(store: Store, workflow_id: str) -> WorkflowState:
 
 def _create(store: Store, workflow: NewWorkflow) -> None:
     with store.write() as now:
-        if store.conn.execute(_q()["get_workflow"], (workflow.id,)).fetchone() is not None:
-            raise TaskIdConflictError(f"workflow {workflow.id!r} already exists")
-        store._insert(workflow.first, now, owner=None)
-        store.conn.execute(
-            _q()["insert_workflow"],
-            (workflow.id, WorkflowState.PENDING.value, workflow.graph, now, workflow.retention_s),
-        )
-        first = {step[1] for m in workflow.first if (step := parse_step_task_id(m.id))}
-        store.conn.executemany(
-            _q()["insert_step"],
-            [
-                (workflow.id, i, (StepState.ENQUEUED if i in first else StepState.WAITING).value)
-                for i in range(workflow.steps)
-            ],
-        )
+        create_workflow_in(store, workflow, now)
     store.notify_ready()
+
+
+def create_workflow_in(store: Store, workflow: NewWorkflow, now: float) -> None:
+    """Store the workflow and its first steps inside the current write transaction (a
+    schedule's fire calls it too). Raises before writing anything when its id is taken."""
+    if store.conn.execute(_q()["get_workflow"], (workflow.id,)).fetchone() is not None:
+        raise TaskIdConflictError(f"workflow {workflow.id!r} already exists")
+    store._insert(workflow.first, now, owner=None)
+    store.conn.execute(
+        _q()["insert_workflow"],
+        (workflow.id, WorkflowState.PENDING.value, workflow.graph, now, workflow.retention_s),
+    )
+    first = {step[1] for m in workflow.first if (step := parse_step_task_id(m.id))}
+    store.conn.executemany(
+        _q()["insert_step"],
+        [
+            (workflow.id, i, (StepState.ENQUEUED if i in first else StepState.WAITING).value)
+            for i in range(workflow.steps)
+        ],
+    )
 
 
 def _cancel(store: Store, workflow_id: str) -> bool:

@@ -4,7 +4,8 @@
 --          of the n fires; then, on a standalone server, the queue registry.
 -- ARGV:    [1] '1' when the registry key is given, else '0'; [2] a JSON array of the fires,
 --          each {record index (1..n), entry name, revision, expected cursor (µs), next cursor
---          (µs), fire time (µs, '' for none), message count}; [3] a JSON array of the messages
+--          (µs), fire time (µs, '' for none), message count, last workflow id ('' for none:
+--          a workflow entry's workflows are created before)}; [3] a JSON array of the messages
 --          in fire order (lib.lua layout, block index 1); [4..] their payloads, in that order.
 -- Returns: {now_us, fire_1, ..., fire_n}: a fire is {0} when stale (the entry was changed,
 --          paused, removed or already fired: nothing written), else {1, id stored, ...}; a
@@ -43,6 +44,7 @@ for _, f in ipairs(fires) do
     end
     redis.call('HSET', rk, 'next', f[5])
     if f[6] ~= '' then redis.call('HSET', rk, 'last', f[6]) end
+    if f[8] ~= nil and f[8] ~= '' then last = f[8] end
     if last then redis.call('HSET', rk, 'last_task', last) end
     redis.call('ZADD', due, f[5], f[2])
     out[#out + 1] = res
