@@ -143,7 +143,8 @@ def setup(chromium_path: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         ids["flow_stuck"] = client.enqueue_workflow(stuck).id
     with Inspector(url) as admin:
         # Fires at 03:00 and 04:00 UTC only: never during the test.
-        admin.add_schedule("nightly-report", "demo.ok", {"note": "n"}, cron="0 3 * * *", queue="r")
+        nightly = {"cron": "0 3 * * *", "queue": "reports"}
+        admin.add_schedule("nightly-report", "demo.ok", {"note": "n"}, **nightly)
         admin.add_schedule("weekly-cleanup", "demo.ok", {"note": "w"}, cron="0 4 * * sun")
 
     worker = _start_worker(url, folder)
