@@ -106,6 +106,8 @@ async def test_schedules_page_pause_and_unpause(
     assert not next(s for s in await inspector.list_schedules() if s.name == "nightly").paused
     missing = await client.post("/schedules/nope/pause", data={"csrf": token})
     assert missing.status_code == 404
+    bad = await client.post("/schedules/bad%20name/pause", data={"csrf": token})
+    assert bad.status_code == 400
 
 
 async def test_workflows_list_tree_and_cancel(
@@ -148,6 +150,9 @@ async def test_workflows_list_tree_and_cancel(
     after_cancel = (await client.get(done.headers["location"])).text
     assert "Cancelled the workflow." in after_cancel and "Cancel workflow…" not in after_cancel
     assert (await client.get("/workflows/no-such-flow")).status_code == 404
+    assert (await client.get("/workflows/bad%20id")).status_code == 400
+    bad = await client.post("/workflows/bad%20id/cancel", data={"csrf": token})
+    assert bad.status_code == 400
 
 
 async def test_a_step_task_shows_its_workflow(

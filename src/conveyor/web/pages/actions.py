@@ -194,7 +194,8 @@ async def state_action(request: Request) -> Response:
 
 async def schedule_action(request: Request) -> Response:
     """``POST /schedules/{name}/{pause|unpause}``."""
-    name, verb = request.path_params["name"], request.path_params["verb"]
+    name = validate_name(request.path_params["name"], what="schedule name")
+    verb = request.path_params["verb"]
     back = f"{base_path(request)}/schedules"
 
     async def pause(inspector: AsyncInspector) -> None:
@@ -214,7 +215,7 @@ async def schedule_action(request: Request) -> Response:
 
 async def workflow_action(request: Request) -> Response:
     """``POST /workflows/{workflow_id}/cancel``."""
-    workflow_id = request.path_params["workflow_id"]
+    [workflow_id] = _names(request, "workflow_id")
     if request.path_params["verb"] != "cancel":
         return PlainTextResponse("unknown action", status_code=404)
 

@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from conveyor.brokers.workflows import FINISHED, StepState, WorkflowState
 from conveyor.errors import ConfigError
+from conveyor.message import validate_name
 from conveyor.web import data
 from conveyor.web.params import PAGE_SIZE, int_param
 from conveyor.web.render import page
@@ -139,7 +140,8 @@ async def workflows_data(request: Request) -> dict[str, Any]:
 
 
 async def workflow_data(dashboard: Dashboard, workflow_id: str) -> data.Row:
-    """One workflow; ``WorkflowNotFoundError`` (404) when it is not stored."""
+    """One workflow; ``WorkflowNotFoundError`` (404) when it is not stored, a bad id a 400."""
+    validate_name(workflow_id, what="workflow id")
     inspector = await dashboard.inspector()
     return workflow_detail(await inspector.get_workflow(workflow_id))
 
