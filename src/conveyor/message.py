@@ -336,6 +336,18 @@ class TaskInfo:
         """
         return decode_headers(self.raw_headers)
 
+    @property
+    def workflow_id(self) -> str | None:
+        """The workflow this task is a step of (``Inspector.get_workflow`` it), else ``None``.
+
+        Read from the task id, which a workflow gives each of its steps: no broker lookup.
+        """
+        # Imported here: conveyor.brokers imports this module.
+        from conveyor.brokers.workflows import parse_step_task_id
+
+        step = parse_step_task_id(self.id)
+        return None if step is None else step[0]
+
 
 # Building the objects made once per task (a message, its info) without the generated __init__:
 # its keyword handling and per-field object.__setattr__ were about half their cost, measured.

@@ -25,23 +25,37 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from conveyor.errors import ConveyorError
-from conveyor.message import TaskState
+from conveyor.message import QueueStats, TaskState
 from conveyor.signals import Signals, TaskEvent
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from conveyor.inspector import Inspector
+    from conveyor.inspector import AsyncInspector, Inspector
     from conveyor.worker.server import Server
 
-__all__ = ["DURATION_BUCKETS", "Metrics", "MetricsServer"]
+__all__ = [
+    "DURATION_BUCKETS",
+    "Metrics",
+    "MetricsServer",
+    "QueueReading",
+    "queue_exposition",
+    "queue_families",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -196,44 +210,92 @@ class _QueueCollector(Collector):
         self._inspector = inspector
 
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("conveyor_broker_up", "1 when the last scrape read the broker.")
-        size = GaugeMetricFamily(
-            "conveyor_queue_size", "Tasks in the queue by state.", labels=["queue", "state"]
-        )
-        latency = GaugeMetricFamily(
-            "conveyor_queue_latency_seconds",
-            "How long the oldest pending task has waited to be claimed.",
-            labels=["queue"],
-        )
-        paused = GaugeMetricFamily(
-            "conveyor_queue_paused", "1 while the queue is paused.", labels=["queue"]
-        )
-        processed = GaugeMetricFamily(
-            "conveyor_queue_processed_today",
-            "Attempts finished today (UTC) by every worker (resets at midnight).",
-            labels=["queue"],
-        )
-        failed = GaugeMetricFamily(
-            "conveyor_queue_failed_today",
-            "Attempts failed today (UTC) by every worker (resets at midnight).",
-            labels=["queue"],
-        )
-        workers = GaugeMetricFamily("conveyor_workers", "Live workers (registered, not lapsed).")
         try:
-            for queue in self._inspector.queues():
-                stats = self._inspector.queue_info(queue)
-                for state in TaskState:
-                    size.add_metric([queue, state.value], getattr(stats, state.value))
-                paused.add_metric([queue], float(stats.paused))
-                processed.add_metric([queue], stats.processed_today)
-                failed.add_metric([queue], stats.failed_today)
-                age = self._inspector.queue_latency(queue)
-                latency.add_metric([queue], age.total_seconds())
-            workers.add_metric([], len(self._inspector.list_workers()))
+            readings = [
+                (self._inspector.queue_info(queue), self._inspector.queue_latency(queue))
+                for queue in self._inspector.queues()
+            ]
+            workers = len(self._inspector.list_workers())
         except ConveyorError as exc:
             logger.warning("metrics: could not read the broker (%s)", exc)
-            up.add_metric([], 0)
-            yield up
+            yield from queue_families(None, 0)
             return
-        up.add_metric([], 1)
-        yield from (up, size, latency, paused, processed, failed, workers)
+        yield from queue_families(readings, workers)
+
+
+QueueReading = tuple[QueueStats, timedelta]
+"""One queue's counts and the age of its oldest pending task."""
+
+
+def queue_families(readings: list[QueueReading] | None, workers: int) -> list[Metric]:
+    """The queue gauges of ``readings`` and the live-worker count, as metric families.
+
+    ``None`` means the broker could not be read: only ``conveyor_broker_up 0`` is reported, so
+    a dashboard never shows stale sizes as current.
+    """
+    up = GaugeMetricFamily("conveyor_broker_up", "1 when the last scrape read the broker.")
+    if readings is None:
+        up.add_metric([], 0)
+        return [up]
+    size = GaugeMetricFamily(
+        "conveyor_queue_size", "Tasks in the queue by state.", labels=["queue", "state"]
+    )
+    latency = GaugeMetricFamily(
+        "conveyor_queue_latency_seconds",
+        "How long the oldest pending task has waited to be claimed.",
+        labels=["queue"],
+    )
+    paused = GaugeMetricFamily(
+        "conveyor_queue_paused", "1 while the queue is paused.", labels=["queue"]
+    )
+    processed = GaugeMetricFamily(
+        "conveyor_queue_processed_today",
+        "Attempts finished today (UTC) by every worker (resets at midnight).",
+        labels=["queue"],
+    )
+    failed = GaugeMetricFamily(
+        "conveyor_queue_failed_today",
+        "Attempts failed today (UTC) by every worker (resets at midnight).",
+        labels=["queue"],
+    )
+    for stats, age in readings:
+        for state in TaskState:
+            size.add_metric([stats.queue, state.value], getattr(stats, state.value))
+        paused.add_metric([stats.queue], float(stats.paused))
+        processed.add_metric([stats.queue], stats.processed_today)
+        failed.add_metric([stats.queue], stats.failed_today)
+        latency.add_metric([stats.queue], age.total_seconds())
+    up.add_metric([], 1)
+    live = GaugeMetricFamily("conveyor_workers", "Live workers (registered, not lapsed).")
+    live.add_metric([], workers)
+    return [up, size, latency, paused, processed, failed, live]
+
+
+class _Families(Collector):
+    """Metric families read beforehand (by async code) and reported as they are."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families
+
+
+async def queue_exposition(inspector: AsyncInspector) -> bytes:
+    """The queue gauges and live workers in Prometheus' text format, read with ``inspector``.
+
+    What :meth:`Metrics.watch_queues` reports, for async code that serves its own ``/metrics``
+    (the dashboard's). A broker that cannot be read gives ``conveyor_broker_up 0`` alone.
+    """
+    try:
+        readings = [
+            (await inspector.queue_info(queue), await inspector.queue_latency(queue))
+            for queue in await inspector.queues()
+        ]
+        families = queue_families(readings, len(await inspector.list_workers()))
+    except ConveyorError as exc:
+        logger.warning("metrics: could not read the broker (%s)", exc)
+        families = queue_families(None, 0)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families))
+    return generate_latest(registry)

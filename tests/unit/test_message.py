@@ -269,3 +269,19 @@ def test_from_message_and_fast_message_building_match_the_dataclass_constructors
     assert dict(info.headers) == {"h": "v"}
     with pytest.raises(AttributeError):
         info.id = "changed"  # type: ignore[misc]  # still frozen
+
+
+@pytest.mark.parametrize(
+    ("task_id", "workflow_id"),
+    [
+        ("wf.01a24d7b-24f7-7d48-9a94-57678203fee8.0", "01a24d7b-24f7-7d48-9a94-57678203fee8"),
+        ("wf.abc.12", "abc"),
+        ("01a24d7b-24f7-7d48-9a94-57678203fee8", None),
+        ("wf.abc", None),
+        ("wf.abc.x", None),
+        ("my-wf.abc.1", None),
+    ],
+)
+def test_a_task_knows_the_workflow_it_is_a_step_of(task_id: str, workflow_id: str | None) -> None:
+    info = TaskInfo(id=task_id, queue="default", type="demo", state=TaskState.PENDING)
+    assert info.workflow_id == workflow_id

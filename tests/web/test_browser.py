@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import Client, Inspector, TaskState
+from conveyor import Client, Inspector, TaskState, WorkflowState, chain, chord
 from support import wait_until
 
 pytestmark = pytest.mark.slow
@@ -134,6 +134,18 @@ def setup(chromium_path: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         ids["mail_later"] = client.enqueue(
             dashboard_app.ok.task(note="mail later"), queue="mail", process_in=3600
         ).id
+        ok = dashboard_app.ok
+        done = chain(chord([ok.si(note="fetch a"), ok.si(note="fetch b")], ok.si(note="merge")))
+        ids["flow_done"] = client.enqueue_workflow(done).id
+        # On "flows", which no worker serves: it stays pending until the test cancels it.
+        header = [ok.si(note=f"part {i}").options(queue="flows") for i in range(2)]
+        stuck = chord(header, ok.si(note="join").options(queue="flows"))
+        ids["flow_stuck"] = client.enqueue_workflow(stuck).id
+    with Inspector(url) as admin:
+        # Fires at 03:00 and 04:00 UTC only: never during the test.
+        nightly = {"cron": "0 3 * * *", "queue": "reports"}
+        admin.add_schedule("nightly-report", "demo.ok", {"note": "n"}, **nightly)
+        admin.add_schedule("weekly-cleanup", "demo.ok", {"note": "w"}, cron="0 4 * * sun")
 
     worker = _start_worker(url, folder)
     served = Served(url)
@@ -142,8 +154,9 @@ def setup(chromium_path: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         wanted = {"completed": 1, "retry": 1, "archived": 1, "active": 1, "scheduled": 1}
         try:
             wait_until(
-                lambda: all(
-                    getattr(inspector.queue_info("default"), k) == v for k, v in wanted.items()
+                lambda: (
+                    all(getattr(inspector.queue_info("default"), k) == v for k, v in wanted.items())
+                    and inspector.get_workflow(ids["flow_done"]).state is WorkflowState.SUCCEEDED
                 ),
                 within=30.0,
                 interval=0.1,
@@ -294,3 +307,94 @@ def test_run_a_failed_task_again_on_the_live_worker(setup: dict[str, Any]) -> No
     from playwright.sync_api import expect
 
     expect(page.locator('[data-field="retried"]')).to_have_text("2", timeout=15000)
+
+
+def test_operations_pages_open(setup: dict[str, Any]) -> None:
+    page, base, ids = setup["page"], setup["base"], setup["ids"]
+
+    page.goto(base + "/")
+    assert page.locator('[data-field="workers"]').inner_text() == "1"
+    # A worker reports its running tasks with each heartbeat: wait for the one after "hang".
+    wait_until(lambda: ids["hang"] in setup["inspector"].list_workers()[0].active, within=20.0)
+    page.get_by_role("link", name="Workers alive: 1").click()
+    page.wait_for_load_state()
+    [worker] = setup["inspector"].list_workers()
+    row = page.locator(f'tr[data-worker="{worker.id}"]')
+    assert str(worker.pid) in row.inner_text() and "default (1)" in row.inner_text()
+    assert ids["hang"] in row.locator("td.active-tasks").inner_text()
+    shot(page, "workers")
+
+    page.get_by_role("link", name="Schedules").click()
+    page.wait_for_load_state()
+    assert page.locator("table.schedules tbody tr").count() == 2
+    assert "0 3 * * *" in page.locator('tr[data-schedule="nightly-report"]').inner_text()
+    shot(page, "schedules")
+
+    page.get_by_role("link", name="Workflows").click()
+    page.wait_for_load_state()
+    assert page.locator("table.workflows tbody tr").count() == 2
+    shot(page, "workflows")
+    page.goto(f"{base}/workflows?state=succeeded")
+    page.get_by_role("link", name=ids["flow_done"]).click()
+    page.wait_for_load_state()
+    steps = page.locator("ul.tree [data-step]")
+    assert [steps.nth(i).inner_text() for i in range(steps.count())] == ["succeeded"] * 3
+    assert '"echo": "merge"' in page.locator("pre.result").inner_text()
+    shot(page, "workflow")
+
+
+def test_a_step_task_links_to_its_workflow(setup: dict[str, Any]) -> None:
+    page, base, ids = setup["page"], setup["base"], setup["ids"]
+    step = setup["inspector"].list_tasks("flows", TaskState.PENDING)[0]
+
+    page.goto(f"{base}/queues/flows/tasks/{step.id}")
+    page.locator("dd.workflow a").click()
+    page.wait_for_load_state()
+
+    assert ids["flow_stuck"] in page.locator("h1").inner_text()
+
+
+def test_schedule_actions_through_the_ui(setup: dict[str, Any]) -> None:
+    page, base, inspector = setup["page"], setup["base"], setup["inspector"]
+
+    def paused() -> bool:
+        return next(s for s in inspector.list_schedules() if s.name == "nightly-report").paused
+
+    page.goto(f"{base}/schedules")
+    row = page.locator('tr[data-schedule="nightly-report"]')
+    row.get_by_role("button", name="Pause").click()
+    page.wait_for_load_state()
+    assert paused() is True
+    assert page.locator("p.notice").inner_text() == "Paused the schedule."
+    row.get_by_role("button", name="Resume").click()
+    page.wait_for_load_state()
+    assert paused() is False
+
+
+def test_cancel_a_workflow_through_the_ui(setup: dict[str, Any]) -> None:
+    page, base, ids, inspector = setup["page"], setup["base"], setup["ids"], setup["inspector"]
+
+    page.goto(f"{base}/workflows/{ids['flow_stuck']}")
+    _click(page, "Cancel workflow…")
+    assert inspector.get_workflow(ids["flow_stuck"]).state is WorkflowState.PENDING
+    _click(page, "Yes, cancel workflow")
+
+    assert inspector.get_workflow(ids["flow_stuck"]).state is WorkflowState.CANCELLED
+    assert page.locator("p.notice").inner_text() == "Cancelled the workflow."
+    assert page.get_by_role("button", name="Cancel workflow…").count() == 0
+
+
+def test_cancel_a_running_task_through_the_ui(setup: dict[str, Any]) -> None:
+    page, base, ids, inspector = setup["page"], setup["base"], setup["ids"], setup["inspector"]
+    assert inspector.get_task("default", ids["hang"]).state is TaskState.ACTIVE
+
+    page.goto(f"{base}/queues/default/tasks/{ids['hang']}")
+    _click(page, "Cancel…")
+    _click(page, "Yes, cancel")
+    assert page.locator("p.notice").inner_text() == "Asked its worker to cancel the task."
+
+    # The live worker stops the handler within about a second; the task ends archived.
+    wait_until(
+        lambda: inspector.get_task("default", ids["hang"]).state is TaskState.ARCHIVED, within=15.0
+    )
+    assert "cancelled" in (inspector.get_task("default", ids["hang"]).last_error or "")

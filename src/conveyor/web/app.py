@@ -28,10 +28,13 @@ from conveyor.errors import (
     ConfigError,
     QueueInUseError,
     QueueNotEmptyError,
+    ScheduleNotFoundError,
+    TaskNotActiveError,
     TaskNotFoundError,
+    WorkflowNotFoundError,
 )
 from conveyor.web import api
-from conveyor.web.pages import actions, overview, queue, task
+from conveyor.web.pages import actions, overview, queue, schedules, task, workers, workflows
 from conveyor.web.render import page
 from conveyor.web.security import BasicAuth, SecurityMiddleware
 from conveyor.web.state import Dashboard
@@ -40,11 +43,14 @@ __all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
 
-PAGE_MODULES = (overview, queue, task, actions)
+PAGE_MODULES = (overview, queue, task, workers, schedules, workflows, actions)
 """Each contributes its ``routes``; a new page is a module added here."""
 
 _STATUS: tuple[tuple[type[Exception], int], ...] = (
     (TaskNotFoundError, 404),
+    (ScheduleNotFoundError, 404),
+    (WorkflowNotFoundError, 404),
+    (TaskNotActiveError, 409),
     (QueueNotEmptyError, 409),
     (QueueInUseError, 409),
     (ConfigError, 400),
@@ -66,6 +72,7 @@ def _routes() -> list[BaseRoute]:
     static = resources.files("conveyor.web") / "static"
     found: list[BaseRoute] = [Mount("/static", StaticFiles(directory=str(static)), name="static")]
     found += api.routes
+    found.append(Route("/metrics", api.metrics, methods=["GET"]))
     for module in PAGE_MODULES:
         found += module.routes
     return found

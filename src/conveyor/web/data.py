@@ -30,7 +30,8 @@ STATES: tuple[TaskState, ...] = (
 Row = dict[str, Any]
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
+    """``value`` in ISO 8601, or ``None``."""
     return None if value is None else value.isoformat()
 
 
@@ -38,7 +39,8 @@ def _seconds(value: timedelta | None) -> float | None:
     return None if value is None else value.total_seconds()
 
 
-def _clip(text: str | None, limit: int = PREVIEW_CHARS) -> str | None:
+def clip(text: str | None, limit: int = PREVIEW_CHARS) -> str | None:
+    """``text`` cut to ``limit`` characters (an ellipsis marks the cut)."""
     if text is None or len(text) <= limit:
         return text
     return text[: limit - 1] + "…"
@@ -104,13 +106,13 @@ def task_row(info: TaskInfo) -> Row:
         "queue": info.queue,
         "type": info.type,
         "state": info.state.value,
-        "payload_preview": _clip(payload_text(info, indent=None)),
+        "payload_preview": clip(payload_text(info, indent=None)),
         "retried": info.retried,
         "max_retry": info.max_retry,
-        "last_error": _clip(info.last_error),
-        "next_process_at": _iso(info.next_process_at),
-        "enqueued_at": _iso(info.enqueued_at),
-        "completed_at": _iso(info.completed_at),
+        "last_error": clip(info.last_error),
+        "next_process_at": iso(info.next_process_at),
+        "enqueued_at": iso(info.enqueued_at),
+        "completed_at": iso(info.completed_at),
     }
 
 
@@ -122,9 +124,9 @@ def task_detail(info: TaskInfo) -> Row:
         "encoding": info.encoding.value,
         "result": result_text(info),
         "last_error": info.last_error,
-        "last_failed_at": _iso(info.last_failed_at),
+        "last_failed_at": iso(info.last_failed_at),
         "timeout_s": _seconds(info.timeout),
-        "deadline": _iso(info.deadline),
+        "deadline": iso(info.deadline),
         "retention_s": _seconds(info.retention),
         "unique_key": info.unique_key,
         "headers": _headers(info),

@@ -42,6 +42,10 @@ NOTICES = {
     "pause": "Paused the queue",
     "unpause": "Resumed the queue",
     "delete-queue": "Deleted the queue",
+    "cancel": "Asked its worker to cancel the task",
+    "pause-schedule": "Paused the schedule",
+    "unpause-schedule": "Resumed the schedule",
+    "cancel-workflow": "Cancelled the workflow",
 }
 
 

@@ -1,9 +1,10 @@
 """The actions: plain HTML forms that POST (they work without JavaScript).
 
 Every action is refused in read-only mode and without the CSRF token (403, nothing changed).
-Destructive ones (delete, archive, delete a queue) first answer with a confirmation page whose
-form repeats the request with ``confirm=yes``; only that second POST acts. Then the browser is
-sent back (303) to the page it came from, with a notice of what was done.
+Destructive ones (delete, archive, delete a queue, cancel a task or a workflow) first answer
+with a confirmation page whose form repeats the request with ``confirm=yes``; only that second
+POST acts. Then the browser is sent back (303) to the page it came from, with a notice of
+what was done.
 """
 
 from __future__ import annotations
@@ -24,18 +25,21 @@ from conveyor.web.security import CSRF_FIELD, csrf_ok
 from conveyor.web.state import Dashboard
 
 MAX_FORM_BYTES = 16_384  # a form here holds a token, a path and a flag: nothing larger is ours
-DESTRUCTIVE = frozenset({"archive", "delete", "delete-queue"})
+DESTRUCTIVE = frozenset({"archive", "delete", "delete-queue", "cancel", "cancel-workflow"})
 
 ACTIONS_BY_STATE: dict[TaskState, tuple[str, ...]] = {
     TaskState.PENDING: ("archive", "delete"),
     TaskState.SCHEDULED: ("run", "archive", "delete"),
-    TaskState.ACTIVE: (),
+    TaskState.ACTIVE: ("cancel",),
     TaskState.RETRY: ("run", "archive", "delete"),
     TaskState.ARCHIVED: ("run", "delete"),
     TaskState.COMPLETED: ("delete",),
 }
 """Which actions apply to a task in each state, one task or all of a state (as the Inspector
 allows them); the pages show only these buttons."""
+
+BULK_ACTIONS = frozenset({"run", "archive", "delete"})
+"""The actions that also apply to every task of a state at once (cancel is one task at a time)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +150,7 @@ async def task_action(request: Request) -> Response:
         "run": AsyncInspector.run_task,
         "archive": AsyncInspector.archive_task,
         "delete": AsyncInspector.delete_task,
+        "cancel": AsyncInspector.cancel_task,
     }
     call = calls.get(verb)
     if call is None:
@@ -161,6 +166,8 @@ async def task_action(request: Request) -> Response:
         else _queue_page(request, queue)
     )
     description = f"{verb.capitalize()} task {task_id} of queue {queue}"
+    if verb == "cancel":
+        description += " (its worker stops it within a second; it ends archived, not retried)"
     return await _perform(request, Action(verb, description, run, back))
 
 
@@ -174,7 +181,7 @@ async def state_action(request: Request) -> Response:
         "delete": AsyncInspector.delete_all_tasks,
     }
     call = calls.get(verb)
-    if call is None or verb not in ACTIONS_BY_STATE[state]:
+    if call is None or verb not in ACTIONS_BY_STATE[state] or verb not in BULK_ACTIONS:
         return PlainTextResponse("unknown action", status_code=404)
 
     async def run(inspector: AsyncInspector) -> int:
@@ -185,8 +192,47 @@ async def state_action(request: Request) -> Response:
     return await _perform(request, Action(verb, description, run, back))
 
 
+async def schedule_action(request: Request) -> Response:
+    """``POST /schedules/{name}/{pause|unpause}``."""
+    name = validate_name(request.path_params["name"], what="schedule name")
+    verb = request.path_params["verb"]
+    back = f"{base_path(request)}/schedules"
+
+    async def pause(inspector: AsyncInspector) -> None:
+        await inspector.pause_schedule(name)
+
+    async def unpause(inspector: AsyncInspector) -> None:
+        await inspector.unpause_schedule(name)
+
+    if verb == "pause":
+        action = Action("pause-schedule", f"Pause schedule {name}", pause, back)
+    elif verb == "unpause":
+        action = Action("unpause-schedule", f"Resume schedule {name}", unpause, back)
+    else:
+        return PlainTextResponse("unknown action", status_code=404)
+    return await _perform(request, action)
+
+
+async def workflow_action(request: Request) -> Response:
+    """``POST /workflows/{workflow_id}/cancel``."""
+    [workflow_id] = _names(request, "workflow_id")
+    if request.path_params["verb"] != "cancel":
+        return PlainTextResponse("unknown action", status_code=404)
+
+    async def cancel(inspector: AsyncInspector) -> None:
+        await inspector.cancel_workflow(workflow_id)
+
+    back = f"{base_path(request)}/workflows/{quote(workflow_id, safe='')}"
+    description = (
+        f"Cancel workflow {workflow_id}: steps not yet started never start (running ones finish)"
+    )
+    return await _perform(request, Action("cancel-workflow", description, cancel, back))
+
+
 routes = [
     Route("/queues/{queue}/{verb}", queue_action, methods=["POST"]),
     Route("/queues/{queue}/tasks/{task_id}/{verb}", task_action, methods=["POST"]),
     Route("/queues/{queue}/states/{state}/{verb}", state_action, methods=["POST"]),
+    Route("/schedules/{name}/{verb}", schedule_action, methods=["POST"]),
+    Route("/workflows/{workflow_id}/{verb}", workflow_action, methods=["POST"]),
 ]

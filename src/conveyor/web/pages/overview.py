@@ -1,5 +1,5 @@
 """The overview: every queue with its counts by state and paused flag, and the last hour's
-processed and failed attempts per minute, all queues together, as a chart."""
+processed and failed attempts per minute, all queues together, as a chart; the workers alive."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ CHART_MINUTES = 60
 
 
 async def overview_data(dashboard: Dashboard) -> dict[str, Any]:
-    """Every queue's counts and the all-queues chart: what the page and ``/api/queues`` show."""
+    """Every queue's counts, the all-queues chart and the live workers' number: what the page
+    and ``/api/queues`` show."""
     inspector = await dashboard.inspector()
     queues = []
     chart: list[data.Row] = []
@@ -27,7 +28,7 @@ async def overview_data(dashboard: Dashboard) -> dict[str, Any]:
         chart = data.add_series(chart, series)
     if not chart:  # no queue yet: an empty hour, still ending now
         chart = data.minutes_rows(await inspector.throughput("default", minutes=CHART_MINUTES))
-    return {"queues": queues, "minutes": chart}
+    return {"queues": queues, "minutes": chart, "workers": len(await inspector.list_workers())}
 
 
 async def overview(request: Request) -> Response:

@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from conveyor.message import TaskState
 from conveyor.web import data
-from conveyor.web.pages.actions import ACTIONS_BY_STATE
+from conveyor.web.pages.actions import ACTIONS_BY_STATE, BULK_ACTIONS
 from conveyor.web.pages.overview import CHART_MINUTES
 from conveyor.web.params import MAX_PAGE_SIZE, PAGE_SIZE, int_param, pages_for, state_param
 from conveyor.web.render import page
@@ -55,13 +55,15 @@ async def queue_page(request: Request) -> Response:
     queue = request.path_params["queue"]
     found = await queue_data(Dashboard.of(request), queue)
     listing = await tasks_data(request, queue, found["stats"])
+    actions = ACTIONS_BY_STATE[TaskState(listing["state"])]
     return page(
         request,
         "queue.html",
         title=f"Queue {queue}",
         queue=queue,
         states=data.STATES,
-        actions=ACTIONS_BY_STATE[TaskState(listing["state"])],
+        actions=actions,
+        bulk_actions=tuple(verb for verb in actions if verb in BULK_ACTIONS),
         **found,
         **listing,
     )

@@ -1,4 +1,5 @@
-"""A task's page: payload and result pretty-printed, its error and retries, and its actions."""
+"""A task's page: payload and result pretty-printed, its error and retries, its pipeline log,
+the workflow it is a step of, and its actions."""
 
 from __future__ import annotations
 
@@ -6,17 +7,48 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from conveyor.message import TaskState
+from conveyor.errors import WorkflowNotFoundError
+from conveyor.inspector import AsyncInspector
+from conveyor.message import TaskInfo, TaskState
 from conveyor.web import data
 from conveyor.web.pages.actions import ACTIONS_BY_STATE
 from conveyor.web.render import page
 from conveyor.web.state import Dashboard
 
 
+async def _workflow_of(inspector: AsyncInspector, info: TaskInfo) -> data.Row | None:
+    """The workflow a step's task belongs to: its id, state and this step's place in it."""
+    if info.workflow_id is None:
+        return None
+    try:
+        workflow = await inspector.get_workflow(info.workflow_id)
+    except WorkflowNotFoundError:  # purged after its retention: the id is all there is
+        return {"id": info.workflow_id, "state": None, "position": None, "step_state": None}
+    step = next((s for s in workflow.steps if s.task_id == info.id), None)
+    return {
+        "id": workflow.id,
+        "state": workflow.state.value,
+        "position": None if step is None else step.position,
+        "step_state": None if step is None else step.state.value,
+    }
+
+
 async def task_data(dashboard: Dashboard, queue: str, task_id: str) -> data.Row:
-    """Everything about one task (page and ``/api/`` alike); ``TaskNotFoundError`` if gone."""
+    """Everything about one task (page and ``/api/`` alike); ``TaskNotFoundError`` if gone.
+
+    Includes the pipeline result log (``result_log``, empty for other tasks) and, for a
+    workflow step, the workflow it belongs to (``workflow``, else ``None``).
+    """
     inspector = await dashboard.inspector()
-    return data.task_detail(await inspector.get_task(queue, task_id))
+    info = await inspector.get_task(queue, task_id)
+    return {
+        **data.task_detail(info),
+        "result_log": [
+            {"step": e.step, "state": e.state.value, "attempts": e.attempts, "error": e.error}
+            for e in info.result_log
+        ],
+        "workflow": await _workflow_of(inspector, info),
+    }
 
 
 async def task_page(request: Request) -> Response:

@@ -51,6 +51,7 @@
 
   function apply(data) {
     drawChart(document.querySelector("svg[data-chart]"), data.minutes);
+    if (typeof data.workers === "number") { setText(document, "workers", data.workers); }
     if (data.queues) {
       data.queues.forEach(function (q) {
         var row = document.querySelector('tr[data-queue="' + CSS.escape(q.queue) + '"]');
