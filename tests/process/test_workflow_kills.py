@@ -12,11 +12,14 @@ from __future__ import annotations
 import os
 import signal
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import worker_app
 from processes import Worker
+from redis_servers import Fleet, start_cluster
 
 from conveyor import App, Inspector, WorkflowState, chain, chord
 
@@ -31,7 +34,25 @@ MEMBERS = 200
 STEPS = 20
 
 
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """A private 3-node Redis Cluster (no replicas), for this module only."""
+    with Fleet() as fleet:
+        yield start_cluster(fleet, Path(tmp_path_factory.mktemp("wfkills")))
+
+
 def test_workflows_survive_killed_workers(url: str, trace_dir: Path) -> None:
+    survive_kills(url, trace_dir)
+
+
+@pytest.mark.redis
+def test_workflows_survive_killed_workers_on_cluster(cluster: list[str], trace_dir: Path) -> None:
+    namespace = f"wfk{uuid.uuid4().hex[:8]}"  # the cluster is this module's own: no clean-up
+    survive_kills(f"redis+cluster://{cluster[0]},{cluster[1]}?namespace={namespace}", trace_dir)
+
+
+def survive_kills(url: str, trace_dir: Path) -> None:
+    """Run both workflows under killed workers; check their results and the body's runs."""
     app = App(url)
     add = app.task(worker_app.wf_add.fn, name="proc.wf_add", max_retry=100)
     body = app.task(worker_app.wf_body.fn, name="proc.wf_body", max_retry=100)

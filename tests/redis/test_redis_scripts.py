@@ -48,6 +48,7 @@ PINNED_SHA256 = {
     "unclaim.lua": "8bc115d40f0abefd",
     "wf_advance.lua": "a71f1b889c2cb7b9",
     "wf_create.lua": "46fff6b73166f397",
+    "wf_manage.lua": "cc9950670f726f48",
     "wf_outbox_change.lua": "2ec09a4fdb9168e0",
     "wf_outbox_create.lua": "1a92757b660ced67",
     "wf_settle.lua": "f1807f5b78c03c0b",
