@@ -21,7 +21,7 @@ import worker_app
 from processes import Worker
 from redis_servers import Fleet, start_cluster
 
-from conveyor import App, Inspector, WorkflowState, chain, chord
+from conveyor import App, Inspector, StepState, WorkflowState, chain, chord
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(240)]
 
@@ -51,6 +51,20 @@ def test_workflows_survive_killed_workers_on_cluster(cluster: list[str], trace_d
     survive_kills(f"redis+cluster://{cluster[0]},{cluster[1]}?namespace={namespace}", trace_dir)
 
 
+def stuck(inspector: Inspector, *workflow_ids: str) -> str:
+    """What the workflows still wait for: their steps not succeeded, with their tasks' state."""
+    lines = []
+    for workflow_id in workflow_ids:
+        info = inspector.get_workflow(workflow_id)
+        left = [
+            f"{s.position}={s.state.value}/{s.task_state}"
+            for s in info.steps
+            if s.state is not StepState.SUCCEEDED
+        ]
+        lines.append(f"{workflow_id} {info.state.value}: {', '.join(left[:20])}")
+    return "; ".join(lines)
+
+
 def survive_kills(url: str, trace_dir: Path) -> None:
     """Run both workflows under killed workers; check their results and the body's runs."""
     app = App(url)
@@ -74,7 +88,7 @@ def survive_kills(url: str, trace_dir: Path) -> None:
                 return states == {WorkflowState.SUCCEEDED}
 
             while not done():
-                assert time.monotonic() < deadline, inspector.get_workflow(big.id).state
+                assert time.monotonic() < deadline, stuck(inspector, big.id, long.id)
                 if time.monotonic() >= next_kill:  # the test's own kill, besides the crash points
                     os.kill(running[kills % 2].pid, signal.SIGKILL)
                     next_kill = time.monotonic() + 1.5
