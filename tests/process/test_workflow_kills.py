@@ -26,10 +26,7 @@ from conveyor import App, Inspector, StepState, WorkflowState, chain, chord
 pytestmark = [pytest.mark.process, pytest.mark.timeout(240)]
 
 CRASHPOINTS = "after_claim:0.01,before_handler:0.005,before_ack:0.01,after_ack:0.01"
-ARGS = (
-    "--concurrency", "4", "--lease", "1", "--recover-interval", "0.2",
-    "--max-crash-attempts", "1000",
-)  # fmt: skip
+ARGS = ("--concurrency", "4", "--recover-interval", "0.2", "--max-crash-attempts", "1000")
 MEMBERS = 200
 STEPS = 20
 
@@ -48,7 +45,10 @@ def test_workflows_survive_killed_workers(url: str, trace_dir: Path) -> None:
 @pytest.mark.redis
 def test_workflows_survive_killed_workers_on_cluster(cluster: list[str], trace_dir: Path) -> None:
     namespace = f"wfk{uuid.uuid4().hex[:8]}"  # the cluster is this module's own: no clean-up
-    survive_kills(f"redis+cluster://{cluster[0]},{cluster[1]}?namespace={namespace}", trace_dir)
+    url = f"redis+cluster://{cluster[0]},{cluster[1]}?namespace={namespace}"
+    # A settlement there is several round trips, and a worker takes longer to connect: longer
+    # leases and fewer kills by the test, so the workers get work done between kills.
+    survive_kills(url, trace_dir, lease="3", kill_every=3.0)
 
 
 def stuck(inspector: Inspector, *workflow_ids: str) -> str:
@@ -65,7 +65,7 @@ def stuck(inspector: Inspector, *workflow_ids: str) -> str:
     return "; ".join(lines)
 
 
-def survive_kills(url: str, trace_dir: Path) -> None:
+def survive_kills(url: str, trace_dir: Path, *, lease: str = "1", kill_every: float = 1.5) -> None:
     """Run both workflows under killed workers; check their results and the body's runs."""
     app = App(url)
     add = app.task(worker_app.wf_add.fn, name="proc.wf_add", max_retry=100)
@@ -75,7 +75,8 @@ def survive_kills(url: str, trace_dir: Path) -> None:
     app.close()
 
     env = {"CONVEYOR_CRASHPOINTS": CRASHPOINTS}
-    running = [Worker(url, trace_dir, *ARGS, env=env) for _ in range(2)]
+    args = (*ARGS, "--lease", lease)
+    running = [Worker(url, trace_dir, *args, env=env) for _ in range(2)]
     kills = 0
     deadline = time.monotonic() + 200
     next_kill = time.monotonic() + 1.0
@@ -91,7 +92,7 @@ def survive_kills(url: str, trace_dir: Path) -> None:
                 assert time.monotonic() < deadline, stuck(inspector, big.id, long.id)
                 if time.monotonic() >= next_kill:  # the test's own kill, besides the crash points
                     os.kill(running[kills % 2].pid, signal.SIGKILL)
-                    next_kill = time.monotonic() + 1.5
+                    next_kill = time.monotonic() + kill_every
                 for i, worker in enumerate(running):
                     code = worker.proc.poll()
                     if code is None:
@@ -99,7 +100,7 @@ def survive_kills(url: str, trace_dir: Path) -> None:
                     assert code == -signal.SIGKILL, "".join(worker.lines)[-3000:]
                     kills += 1
                     worker.stop()
-                    running[i] = Worker(url, trace_dir, *ARGS, env=env)
+                    running[i] = Worker(url, trace_dir, *args, env=env)
                 time.sleep(0.05)  # supervising child processes: poll them, there is no event
             assert inspector.get_workflow(big.id).result == sum(range(1, MEMBERS + 1))
             assert inspector.get_workflow(long.id).result == STEPS
