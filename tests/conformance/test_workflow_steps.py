@@ -169,6 +169,22 @@ async def test_bulk_archive_and_queue_delete_fail_their_workflows(broker: Broker
     assert await claim_all(broker) == []  # neither workflow's second step runs
 
 
+async def test_bulk_archive_of_steps_among_plain_tasks(broker: Broker) -> None:
+    app = make_app(broker)
+    add = app.tasks["add"]
+    inspector = AsyncInspector(broker)
+    plain = [await app.async_client.enqueue(Task("add", [i, i])) for i in range(3)]
+    flows = [await app.aenqueue_workflow(chain(add.s(i, 1), add.s(2))) for i in range(3)]
+    plain += [await app.async_client.enqueue(Task("add", [i, i])) for i in range(3)]
+    assert await inspector.archive_all_tasks("default", TaskState.PENDING) == 9
+    for info in plain:
+        assert (await broker.get_task("default", info.id)).state is TaskState.ARCHIVED
+    for flow in flows:
+        assert (await inspector.get_workflow(flow.id)).state is WorkflowState.FAILED
+    assert await inspector.archive_all_tasks("default", TaskState.PENDING) == 0
+    assert await claim_all(broker) == []
+
+
 async def test_bulk_delete_fails_the_workflow(broker: Broker) -> None:
     app = make_app(broker)
     add = app.tasks["add"]

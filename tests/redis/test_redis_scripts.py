@@ -30,7 +30,7 @@ PINNED_SHA256 = {
     "fail.lua": "e0e7032e499a9d0c",
     "lib.lua": "0f7077f8e3b0bedf",
     "limits.lua": "39e0626bf8fdbd4c",
-    "manage.lua": "43ca04db3f374a21",
+    "manage.lua": "8346a8a448b2651d",
     "page.lua": "9980ab50d9f3ff3b",
     "peek.lua": "e54808a6dde27661",
     "purge.lua": "f3e6fa52d153bc86",

@@ -8,8 +8,10 @@ storing the step's error callbacks; on Cluster the failure is recorded first in 
 slot, its error callbacks go through the outbox, and the task is archived or deleted next, as
 lease recovery does (:mod:`~conveyor.brokers.redis.workflow_outbox`).
 
-A state's tasks (``archive_tasks``, ``delete_tasks``) and a forced ``delete_queue`` handle the
-workflow steps among them one by one this way, then the other tasks in batches as before.
+A state's tasks (``archive_tasks``, ``delete_tasks``) go in batches as before, except that the
+batch script (``manage.lua``) leaves workflow steps alone and names them: each is then archived
+or deleted this way. A forced ``delete_queue`` deletes the workflow steps among its tasks this
+way first, then the queue.
 """
 
 from __future__ import annotations
@@ -110,27 +112,42 @@ class RedisWorkflowSteps(InspectionMixin):
         by one, each with its workflow's failure)."""
         if state not in _APPLIES["archive"]:
             return 0
-        done = await self._steps_in(queue, state, "archive")
-        return done + await super().archive_tasks(queue, state)
+        return await self._all_with_steps("archive", queue, state)
 
     async def delete_tasks(self, queue: str, state: TaskState) -> int:
         """Delete every task in ``state`` (workflow steps one by one, each with its
         workflow's failure); 0 for ACTIVE."""
         if state not in _APPLIES["delete"]:
             return 0
-        done = await self._steps_in(queue, state, "delete")
-        return done + await super().delete_tasks(queue, state)
+        return await self._all_with_steps("delete", queue, state)
+
+    async def _all_with_steps(self, op: str, queue: str, state: TaskState) -> int:
+        """The other tasks in batches (the script leaves workflow steps alone and names them),
+        then each step in one script with its workflow's failure."""
+        total, steps = await self._manage_all(op, queue, state, leave_steps=True)
+        for task_id in dict.fromkeys(steps):
+            try:
+                await self._manage_step(op, queue, task_id)
+                total += 1
+            except TaskNotFoundError:
+                pass  # it moved on meanwhile (claimed, deleted): not in the state any more
+        return total
 
     async def delete_queue(self, queue: str, *, force: bool) -> None:
         """Remove ``queue`` (see the protocol); with ``force``, the workflow steps among its
         tasks are deleted first, each with its workflow's failure, unless a task is ACTIVE."""
-        if force and not (await self.queue_stats(queue)).active:
+        if force and not await self._active_count(queue):
             for state in _APPLIES["delete"]:
                 await self._steps_in(queue, state, "delete")
         await super().delete_queue(queue, force=force)
 
+    async def _active_count(self, queue: str) -> int:
+        with self._errors():
+            return int(await self._client.zcard(self._keys(queue).active))
+
     async def _steps_in(self, queue: str, state: TaskState, op: str) -> int:
-        """Archive or delete the workflow steps in ``state`` one by one; return how many."""
+        """Archive or delete the workflow steps in ``state`` one by one (before a queue's
+        delete); return how many."""
         k = self._keys(queue)
         key = {
             TaskState.PENDING: k.pending,
