@@ -39,10 +39,10 @@ class WorkflowStep:
             ``list_workflows`` it is the task's own record, read with every other step's in
             one broker call: its real state (pending, scheduled, active, retry, archived,
             completed), retried count, last error, next run and result. A step whose task is
-            gone (it completed without a retention, or was purged) shows COMPLETED with its
-            recorded result or ARCHIVED with its error, built from the workflow's record, as
-            every step is in the info ``enqueue_workflow`` returns. ``None`` while the step
-            waits for its inputs, and for a step cancelled before it started.
+            gone (it completed without a retention, was deleted or purged) shows COMPLETED
+            with its recorded result or ARCHIVED with its error, built from the workflow's
+            record, as every step is in the info ``enqueue_workflow`` returns. ``None`` while
+            the step waits for its inputs, and for a cancelled step that has no task.
     """
 
     position: str
