@@ -100,7 +100,9 @@ def delete_task(store: Store, queue: str, task_id: str) -> None:
         if info.unique_key is not None:
             store.conn.execute(Q["release_task_lock"], (seq,))
         store.conn.execute(Q["delete_task"], (seq,))
-        workflow_steps.step_deleted(store, task_id, now)  # a step: its workflow fails
+        step = workflow_steps.step_deleted(store, task_id, now)  # a step: its workflow fails
+    if step:  # its error callbacks may wait
+        store.notify_ready()
 
 
 def run_task(store: Store, queue: str, task_id: str) -> None:
@@ -120,7 +122,9 @@ def archive_task(store: Store, queue: str, task_id: str) -> None:
         if info.state not in _ARCHIVABLE:
             raise _not_found(queue, task_id, f" that can be archived (it is {info.state})")
         store.conn.execute(Q["make_archived"], (now, seq))
-        workflow_steps.step_archived(store, task_id, info.last_error, now)
+        step = workflow_steps.step_archived(store, task_id, info.last_error, now)
+    if step:  # its error callbacks may wait
+        store.notify_ready()
 
 
 def delete_tasks(store: Store, queue: str, state: TaskState) -> int:
@@ -133,7 +137,9 @@ def delete_tasks(store: Store, queue: str, state: TaskState) -> int:
         deleted: int = store.conn.execute(Q["delete_in_state"], (queue, state.value)).rowcount
         for task_id, _ in steps:  # their workflows fail in the same transaction
             workflow_steps.step_deleted(store, task_id, now)
-        return deleted
+    if steps:
+        store.notify_ready()
+    return deleted
 
 
 def run_tasks(store: Store, queue: str, state: TaskState) -> int:
@@ -158,7 +164,9 @@ def archive_tasks(store: Store, queue: str, state: TaskState) -> int:
         ).rowcount
         for task_id, error in steps:  # their workflows fail in the same transaction
             workflow_steps.step_archived(store, task_id, error, now)
-        return changed
+    if steps:
+        store.notify_ready()
+    return changed
 
 
 def set_paused(store: Store, queue: str, paused: bool) -> None:
@@ -197,3 +205,5 @@ def delete_queue(store: Store, queue: str, force: bool) -> None:
         # callback that runs in this queue starts it afresh, as a later enqueue would.
         for task_id, _ in steps:
             workflow_steps.step_deleted(store, task_id, now)
+    if steps:
+        store.notify_ready()

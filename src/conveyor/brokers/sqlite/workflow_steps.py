@@ -41,16 +41,24 @@ def get_tasks(store: Store, tasks: Sequence[tuple[str, str]]) -> list[TaskInfo |
     return found
 
 
-def step_archived(store: Store, task_id: str, last_error: str | None, now: float) -> None:
-    """Inside the write transaction that archived ``task_id``: fail its workflow, if a step."""
-    if parse_step_task_id(task_id) is not None:
-        workflows.fail_step(store, task_id, last_error or ARCHIVED_ERROR, now)
+def step_archived(store: Store, task_id: str, last_error: str | None, now: float) -> bool:
+    """Inside the write transaction that archived ``task_id``: fail its workflow, if a step.
+
+    Returns whether it was one (its error callbacks may be stored: wake the workers after the
+    commit)."""
+    if parse_step_task_id(task_id) is None:
+        return False
+    workflows.fail_step(store, task_id, last_error or ARCHIVED_ERROR, now)
+    return True
 
 
-def step_deleted(store: Store, task_id: str, now: float) -> None:
-    """Inside the write transaction that deleted ``task_id``: fail its workflow, if a step."""
-    if parse_step_task_id(task_id) is not None:
-        workflows.fail_step(store, task_id, DELETED_ERROR, now)
+def step_deleted(store: Store, task_id: str, now: float) -> bool:
+    """Inside the write transaction that deleted ``task_id``: fail its workflow, if a step
+    (returns whether it was one, as :func:`step_archived`)."""
+    if parse_step_task_id(task_id) is None:
+        return False
+    workflows.fail_step(store, task_id, DELETED_ERROR, now)
+    return True
 
 
 # The workflow steps among a queue's tasks (in one state, or in any for a whole queue).
