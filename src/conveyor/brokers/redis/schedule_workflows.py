@@ -90,6 +90,8 @@ def workflow_of(workflow_id: str, record: bytes) -> NewWorkflow:
 class RedisScheduleWorkflows(RedisBrokerBase):
     """Mixin of :class:`~conveyor.brokers.redis.RedisBroker`: step (2) above."""
 
+    _pending_grace_s: float = PENDING_GRACE_S
+
     async def _create_pending(self, queue: str, workflow: NewWorkflow) -> bool:
         """Create a recorded workflow unless it exists, then delete its pending record.
 

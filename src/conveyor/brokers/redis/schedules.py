@@ -38,7 +38,6 @@ from conveyor.brokers.redis.schedule_keys import (
 )
 from conveyor.brokers.redis.schedule_workflows import (
     PENDING_BATCH,
-    PENDING_GRACE_S,
     RedisScheduleWorkflows,
     pending_record,
 )
@@ -220,7 +219,7 @@ class RedisSchedules(RedisScheduleWorkflows, RedisBrokerBase):
                         schedule_prefix(self._ns, q),
                         *schedule_pending(self._ns, q),
                     ],
-                    [max(limit, 0), _us(PENDING_GRACE_S), PENDING_BATCH],
+                    [max(limit, 0), _us(self._pending_grace_s), PENDING_BATCH],
                 )
                 for q in queues
             )
