@@ -18,7 +18,7 @@ import pytest
 from redis_servers import Fleet, drop_namespace, start_cluster
 
 from conveyor.brokers.redis import RedisBroker
-from conveyor.brokers.redis.schedule_keys import schedule_pending
+from conveyor.brokers.redis.schedule_keys import schedule_pending, schedule_workflow_queues
 from conveyor.brokers.schedules import ScheduleFire, ScheduleRecord
 from conveyor.brokers.workflows import StepOutcome, step_task_id
 from conveyor.message import TaskState
@@ -229,3 +229,22 @@ async def test_a_fired_workflow_runs_its_steps_across_slots(brokers: list[RedisB
         return [t.id for t in tasks] == [step_task_id(workflow_id, 1)]
 
     await eventually(second_enqueued, within=5)
+
+
+async def test_a_pending_workflow_is_created_after_its_entry_was_removed(
+    brokers: list[RedisBroker],
+) -> None:
+    # The fire was applied (the cursor moved) before the entry went: its workflow is owed.
+    dead, other, _ = brokers
+    stored, fire = await planned(dead)
+    await dead._client.sadd(schedule_workflow_queues(dead._ns), QUEUE)  # as fire_schedules does
+    await dead._fire_chunk(QUEUE, [fire])
+    assert await other.remove_schedule("flow")
+    assert await other.list_schedules() == []
+    other._pending_grace_s = 0.0
+
+    await other.due_schedules(limit=10)
+
+    workflow_id = schedule_workflow_id("flow", stored.next_fire_at)
+    assert [w.id for w in await other.list_workflows(None)] == [workflow_id]
+    assert await pending_ids(other) == (set(), set())

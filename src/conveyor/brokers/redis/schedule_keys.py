@@ -2,6 +2,8 @@
 
     ns:schedules                   HASH   entry name -> the queue its tasks go to (own slot):
                                           how entries are found and listed
+    ns:schedules:workflow-queues   SET    the queues whose entries have fired workflows (own
+                                          slot): where pending workflows are looked for
     ns:{q}:s:<name>                HASH   one entry whose tasks go to queue q: definition,
                                           cursor ('next', µs), revision, paused flag, last fire
     ns:{q}:sdue                    ZSET   the unpaused entries of queue q, score = cursor (µs)
@@ -29,12 +31,19 @@ __all__ = [
     "schedule_pending",
     "schedule_prefix",
     "schedule_record",
+    "schedule_workflow_queues",
 ]
 
 
 def schedule_index(namespace: str) -> str:
     """The hash of every entry name and its queue."""
     return f"{namespace}:schedules"
+
+
+def schedule_workflow_queues(namespace: str) -> str:
+    """The set of queues whose entries have fired workflows. Written before each such fire and
+    never pruned, so a pending workflow is found even after its entry was removed."""
+    return f"{namespace}:schedules:workflow-queues"
 
 
 def schedule_prefix(namespace: str, queue: str) -> str:

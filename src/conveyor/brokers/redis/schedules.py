@@ -35,6 +35,7 @@ from conveyor.brokers.redis.schedule_keys import (
     schedule_pending,
     schedule_prefix,
     schedule_record,
+    schedule_workflow_queues,
 )
 from conveyor.brokers.redis.schedule_workflows import (
     PENDING_BATCH,
@@ -203,8 +204,11 @@ class RedisSchedules(RedisScheduleWorkflows, RedisBrokerBase):
         created (see ``schedule_workflows.py``).
         """
         with self._errors():
-            index = await self._client.hgetall(schedule_index(self._ns))
-        queues = sorted({as_bytes(q).decode() for q in index.values()})
+            pipe = self._client.pipeline(transaction=False)
+            pipe.hgetall(schedule_index(self._ns))
+            pipe.smembers(schedule_workflow_queues(self._ns))
+            index, fired = await pipe.execute()
+        queues = sorted({as_bytes(q).decode() for q in [*index.values(), *fired]})
         now = 0.0
         due: list[ScheduleRecord] = []
         upcoming: list[float] = []
@@ -245,6 +249,10 @@ class RedisSchedules(RedisScheduleWorkflows, RedisBrokerBase):
         by_queue: dict[str, list[int]] = {}
         for i, fire in enumerate(fires):
             by_queue.setdefault(fire.queue, []).append(i)
+        firing = sorted({fire.queue for fire in fires if fire.workflows})
+        if firing:  # before the fire: its pending records must be findable from the start
+            with self._errors():
+                await self._client.sadd(schedule_workflow_queues(self._ns), *firing)
         chunks = [
             (queue, indexes[first : first + _FIRES_PER_CALL])
             for queue, indexes in by_queue.items()
@@ -260,7 +268,7 @@ class RedisSchedules(RedisScheduleWorkflows, RedisBrokerBase):
         stored = [q for q, indexes in by_queue.items() if any(outcomes[i].stored for i in indexes)]
         if self._cluster and stored:
             await self._register(stored)
-        if any(fires[i].workflows and outcomes[i].applied for i in outcomes):
+        if any(fire.workflows and outcomes[i].applied for i, fire in enumerate(fires)):
             crashpoint("after_schedule_fire")  # recorded, not yet created: the next step's case
         return [await self._create_fired(fires[i], outcomes[i]) for i in range(len(fires))]
 
