@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from redis_servers import Fleet, drop_namespace, start_cluster
 
+from conformance import test_schedule_workflows as conformance
 from conveyor.brokers.redis import RedisBroker
 from conveyor.brokers.redis.schedule_keys import schedule_pending, schedule_workflow_queues
 from conveyor.brokers.schedules import ScheduleFire, ScheduleRecord
@@ -248,3 +249,22 @@ async def test_a_pending_workflow_is_created_after_its_entry_was_removed(
     workflow_id = schedule_workflow_id("flow", stored.next_fire_at)
     assert [w.id for w in await other.list_workflows(None)] == [workflow_id]
     assert await pending_ids(other) == (set(), set())
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "test_a_workflow_entry_fired_twice_at_one_fire_time_creates_one_workflow",
+        "test_concurrent_fires_of_a_workflow_entry_create_one_workflow",
+        "test_a_fire_whose_workflow_exists_moves_the_cursor_and_creates_nothing",
+    ],
+)
+async def test_the_conformance_cases_on_cluster(case: str, cluster: list[str]) -> None:
+    """The conformance suite's workflow-entry cases (tests/conformance) on the 3-node Cluster."""
+    broker = RedisBroker.from_url(
+        f"redis+cluster://{cluster[0]},{cluster[1]}?namespace=swc{uuid.uuid4().hex[:8]}"
+    )
+    try:
+        await getattr(conformance, case)(broker)
+    finally:
+        await broker.close()
