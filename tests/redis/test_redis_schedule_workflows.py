@@ -21,7 +21,8 @@ from conformance import test_schedule_workflows as conformance
 from conveyor.brokers.redis import RedisBroker
 from conveyor.brokers.redis.schedule_keys import schedule_pending, schedule_workflow_queues
 from conveyor.brokers.schedules import ScheduleFire, ScheduleRecord
-from conveyor.brokers.workflows import StepOutcome, step_task_id
+from conveyor.brokers.workflows import NewWorkflow, StepOutcome, step_task_id
+from conveyor.errors import BrokerUnavailableError
 from conveyor.message import TaskState
 from conveyor.options import parse_options
 from conveyor.scheduling.entry import schedule_workflow_id, spec_of
@@ -268,3 +269,25 @@ async def test_the_conformance_cases_on_cluster(case: str, cluster: list[str]) -
         await getattr(conformance, case)(broker)
     finally:
         await broker.close()
+
+
+async def test_a_creation_refused_by_the_broker_is_left_to_a_later_round(
+    brokers: list[RedisBroker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker, other, _ = brokers
+    stored, fire = await planned(broker)
+    workflow_id = schedule_workflow_id("flow", stored.next_fire_at)
+
+    async def unavailable(workflow: NewWorkflow) -> None:
+        raise BrokerUnavailableError("the workflow's node is down")
+
+    monkeypatch.setattr(broker, "create_workflow", unavailable)
+    [outcome] = await broker.fire_schedules([fire])
+
+    assert outcome.applied and outcome.stored == (workflow_id,)  # fired: its record stays
+    assert await broker.list_workflows(None) == []
+    assert await pending_ids(broker) == ({workflow_id.encode()}, {workflow_id.encode()})
+    other._pending_grace_s = 0.0
+    await other.due_schedules(limit=10)
+    assert [w.id for w in await other.list_workflows(None)] == [workflow_id]
+    assert await pending_ids(other) == (set(), set())

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,11 +44,13 @@ from conveyor.brokers.redis.schedule_workflows import (
     pending_record,
 )
 from conveyor.brokers.schedules import DueSchedules, FireOutcome, ScheduleFire, ScheduleRecord
-from conveyor.errors import ScheduleNotFoundError
+from conveyor.errors import ConveyorError, ScheduleNotFoundError
 from conveyor.message import Encoding, validate_name
 from conveyor.worker.crashpoints import crashpoint
 
 __all__ = ["RedisSchedules"]
+
+logger = logging.getLogger(__name__)
 
 _FIRES_PER_CALL = 200  # bounds one script's run time on a shared server
 _US = 1_000_000
@@ -265,7 +268,11 @@ class RedisSchedules(RedisScheduleWorkflows, RedisBrokerBase):
         outcomes: dict[int, FireOutcome] = {}
         for (_, chunk), result in zip(chunks, results, strict=True):
             outcomes.update(zip(chunk, result, strict=True))
-        stored = [q for q, indexes in by_queue.items() if any(outcomes[i].stored for i in indexes)]
+        stored = [  # the queues that got tasks (a workflow fire's creation registers its own)
+            q
+            for q, indexes in by_queue.items()
+            if any(outcomes[i].stored and not fires[i].workflows for i in indexes)
+        ]
         if self._cluster and stored:
             await self._register(stored)
         if any(fire.workflows and outcomes[i].applied for i, fire in enumerate(fires)):
@@ -273,10 +280,25 @@ class RedisSchedules(RedisScheduleWorkflows, RedisBrokerBase):
         return [await self._create_fired(fires[i], outcomes[i]) for i in range(len(fires))]
 
     async def _create_fired(self, fire: ScheduleFire, outcome: FireOutcome) -> FireOutcome:
-        """Create the workflows an applied fire recorded; its outcome lists those created."""
+        """Create the workflows an applied fire recorded; its outcome lists those created (or
+        left to a later round by a broker error), not those that existed already."""
         if not fire.workflows or not outcome.applied:
             return outcome
-        created = [w.id for w in fire.workflows if await self._create_pending(fire.queue, w)]
+        created = []
+        for workflow in fire.workflows:
+            try:
+                if await self._create_pending(fire.queue, workflow):
+                    created.append(workflow.id)
+            except ConveyorError as exc:
+                # Fired all the same: its record stays, and a later round of any scheduler
+                # creates it.
+                created.append(workflow.id)
+                logger.warning(
+                    "schedule %s: workflow %s not created yet (%s); a later round will",
+                    fire.name,
+                    workflow.id,
+                    exc,
+                )
         return FireOutcome(applied=True, stored=tuple(created))
 
     async def _fire_chunk(self, queue: str, fires: Sequence[ScheduleFire]) -> list[FireOutcome]:
