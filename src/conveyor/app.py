@@ -46,7 +46,7 @@ from conveyor.mux import ServeMux
 from conveyor.options import DefaultOptions, Duration, EnqueueOptions, TaskOptions, parse_options
 from conveyor.scheduling.entry import ScheduleEntry, new_entry
 from conveyor.scheduling.scheduler import Scheduler
-from conveyor.scheduling.targets import canvas_entry
+from conveyor.scheduling.targets import canvas_entry, task_entry
 from conveyor.signals import Signals
 from conveyor.worker.context import TaskContext
 from conveyor.worker.server import Server
@@ -622,20 +622,17 @@ class App:
             task = target.task()
         except TypeError as exc:
             raise TypeError(f"a scheduled task takes no required arguments: {exc}") from None
-        merged = (
-            parse_options(self.defaults, defaults_only=True)
-            .merged(parse_options(target.defaults, defaults_only=True))
-            .merged(parse_options(options, defaults_only=True))
-        )
-        entry = new_entry(
-            name=target.name if name is None else name,
-            task_type=target.name,
-            payload=task.payload,
+        entry = task_entry(
+            target.name,
+            task.payload,
+            parse_options(target.defaults, defaults_only=True),
+            defaults=self._type_defaults,
+            name=name,
             cron=cron,
             every=every,
             tz=tz,
             missed=missed,
-            options=merged,
+            options=parse_options(options, defaults_only=True),
         )
         return self._add_schedule(entry)
 

@@ -4,7 +4,6 @@ in one script, in the slot of the entry's queue) with schedulers racing."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,12 +15,9 @@ from conveyor.brokers.redis import RedisBroker
 from conveyor.brokers.redis.keys import queue_keys
 from conveyor.brokers.redis.schedule_keys import schedule_due, schedule_record
 from conveyor.brokers.schedules import ScheduleRecord
-from conveyor.errors import ConfigError
 from conveyor.inspector import AsyncInspector
 from conveyor.message import TaskState
 from conveyor.options import parse_options
-from conveyor.scheduling.entry import spec_of
-from conveyor.scheduling.plan import plan_fire
 from conveyor.scheduling.scheduler import Scheduler
 from conveyor.scheduling.targets import canvas_entry
 from conveyor.workflows import chain, signature
@@ -55,26 +51,6 @@ def test_an_entry_lives_in_the_slot_of_its_queue() -> None:
     block = queue_keys("ns", "emails").pending
     for key in (schedule_record("ns", "emails", "nightly"), schedule_due("ns", "emails")):
         assert key.split("{")[1].split("}")[0] == block.split("{")[1].split("}")[0] == "emails"
-
-
-async def test_a_stale_workflow_plan_creates_at_most_its_fire_times_workflow(
-    redis_url: str,
-) -> None:
-    # Redis creates a fire's workflow before the cursor's compare-and-set (two scripts): a plan
-    # that went stale in between may leave the workflow of a fire time that was due when it was
-    # read, never a second one, and the cursor stays with whoever moved it.
-    async with namespaced_broker(redis_url) as broker:
-        now = await broker.schedule_clock()
-        stored = await broker.put_schedule(replace(_workflow_record(), next_fire_at=now - 1))
-        fire, _ = plan_fire(stored, spec_of(stored), now)
-        await broker.pause_schedule("flow")
-
-        outcomes = [await broker.fire_schedules([fire]) for _ in range(2)]
-
-        assert [o.applied for [o] in outcomes] == [False, False]
-        created = {w.id for w in await broker.list_workflows(None)}
-        assert created == {w.id for w in fire.workflows}  # one per fire time it planned
-        assert (await broker.get_schedule("flow")).next_fire_at == now - 1
 
 
 async def test_moving_an_entry_to_another_queue_keeps_one_entry(redis_url: str) -> None:
@@ -128,10 +104,11 @@ async def test_cluster_schedulers_fire_each_fire_time_once_in_every_slot(tmp_pat
             assert all(s.last_task_id is not None for s in listed)
             await inspector.remove_schedule("tick-q0")
             assert len(await inspector.list_schedules()) == len(QUEUES) - 1
-            # Workflows are refused on Cluster, and so are entries that fire them.
-            with pytest.raises(ConfigError, match="Redis Cluster"):
-                await brokers[0].put_schedule(_workflow_record())
-            # A scheduler whose app defines one is not held up: that entry is left out.
+            # An entry that fires a workflow is stored on Cluster too (its fires are tested in
+            # test_redis_schedule_workflows.py).
+            stored = await brokers[0].put_schedule(_workflow_record())
+            assert (await brokers[0].get_schedule("flow")).revision == stored.revision
+            await brokers[0].remove_schedule("flow")
             app = App(brokers[0])
 
             @app.task(name="job.ping")
@@ -145,7 +122,7 @@ async def test_cluster_schedulers_fire_each_fire_time_once_in_every_slot(tmp_pat
             scheduler.request_stop()
             await serving
             names = [s.name for s in await inspector.list_schedules()]
-            assert "job.ping" in names and "flow" not in names
+            assert "job.ping" in names and "flow" in names
         finally:
             for b in brokers:
                 await b.close()

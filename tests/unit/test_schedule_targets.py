@@ -72,6 +72,31 @@ def test_a_signature_is_one_task_with_layered_options(app: App) -> None:
     )
 
 
+def test_a_task_function_a_signature_and_a_workflow_step_layer_options_alike(app: App) -> None:
+    # One layering (scheduled_options) for every target: app < task < own < the schedule's.
+    ping = app.task(name="ping", timeout=7)(lambda: None)
+    as_function = app.schedule(ping, every=60, retention=5)
+    as_signature = app.schedule(ping.si(), every=60, name="sig", retention=5)
+    as_step = app.schedule(chain(ping.si(), ping.si()), every=60, name="flow", retention=5)
+
+    assert as_function.options == as_signature.options
+    opts = as_function.options
+    assert (opts.queue, opts.max_retry, opts.timeout, opts.retention) == (
+        "app-q",
+        9,
+        timedelta(seconds=7),
+        timedelta(seconds=5),
+    )
+    assert as_step.workflow is not None
+    step = json.loads(as_step.workflow.graph)["steps"][0]
+    assert (step["queue"], step["max_retry"], step["timeout_s"], step["retention_s"]) == (
+        "app-q",
+        9,
+        7.0,
+        5.0,
+    )
+
+
 def test_a_raw_signature_takes_the_app_defaults(app: App) -> None:
     entry = app.schedule(signature("report.nightly", {"full": True}), cron="@daily")
 

@@ -17,11 +17,10 @@ it, and only one compare-and-set on a cursor value can succeed.
 An entry whose target is a workflow fires workflows instead of messages
 (:attr:`ScheduleFire.workflows`), each with an id derived from the entry's name and the fire
 time. The memory and SQLite stores create them in the fire's own step (a workflow id already
-taken is skipped, like a message's). Redis creates them first, each in its own script, then
-moves the cursor: a crash or a stale plan between the two leaves a workflow whose id the next
-fire of that time finds taken, so each fire time still gets one workflow (see
-``brokers/redis/schedules.py``). Time comes from the broker's
-clock (``schedule_clock`` and ``DueSchedules.now``).
+taken is skipped, like a message's). Redis records them in the fire's step, beside the entry,
+and creates each in its own slot next; a record a dead scheduler left is finished by the next
+scheduler's ``due_schedules`` (see ``brokers/redis/schedule_workflows.py``). Time comes from
+the broker's clock (``schedule_clock`` and ``DueSchedules.now``).
 
 Every backend implements it: ``brokers/memory/schedules.py``, ``brokers/sqlite/schedules.py``,
 ``brokers/redis/schedules.py``; the conformance suite (``tests/conformance/test_schedules.py``)

@@ -1,88 +1,71 @@
-"""Schedule entries: what code defines (:class:`ScheduleEntry`), what the inspector shows
-(:class:`ScheduleInfo`), and the conversions to and from the stored record.
+"""Schedule entries: what code defines (:class:`ScheduleEntry`) and what the inspector shows
+(:class:`ScheduleInfo`).
 
-An entry is stored as a task type, an encoded payload and enqueue options (see
-:class:`~conveyor.brokers.schedules.ScheduleRecord`). A task function or a signature becomes
-that directly; a workflow (chain, group, chord, or a signature with callbacks) is compiled once
-into its graph, stored as the payload with ``"target"`` in the options, and each fire stores
-that graph under a workflow id of its own (:func:`schedule_workflow_id`).
+The stored form and its conversions are in :mod:`conveyor.scheduling.stored`; what a stored
+entry fires at given times (its tasks' and workflows' ids) in :mod:`conveyor.scheduling.fires`.
+Their public names are importable from here too.
 """
 
 from __future__ import annotations
 
-import enum
-import hashlib
-import json
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 from conveyor.brokers.schedules import ScheduleRecord
-from conveyor.brokers.workflows import DEFAULT_WORKFLOW_RETENTION_S, NewWorkflow
-from conveyor.errors import ConfigError, PayloadTooLargeError
+from conveyor.errors import ConfigError
 from conveyor.message import (
     DEFAULT_MAX_PAYLOAD_BYTES,
-    Encoding,
     JSONValue,
     Payload,
-    TaskMessage,
     decode_payload,
     encode_payload,
     to_datetime,
     validate_name,
 )
-from conveyor.options import MessageTemplate, TaskOptions, unique_key
+from conveyor.options import TaskOptions
+from conveyor.scheduling.fires import (
+    messages_for,
+    schedule_task_id,
+    schedule_workflow_id,
+    workflows_for,
+)
 from conveyor.scheduling.spec import FireSpec, MissedPolicy, parse_missed
-from conveyor.workflows.compile import rebind_workflow
+from conveyor.scheduling.stored import (
+    ScheduleTarget,
+    WorkflowTarget,
+    encoding_of,
+    new_record,
+    spec_of,
+    target_of,
+)
 
 __all__ = [
     "ScheduleEntry",
     "ScheduleInfo",
     "ScheduleTarget",
     "WorkflowTarget",
+    "encoding_of",
     "messages_for",
+    "new_entry",
+    "new_record",
+    "refuse_per_fire_options",
     "schedule_task_id",
     "schedule_workflow_id",
+    "spec_of",
     "target_of",
     "workflows_for",
 ]
 
 
-class ScheduleTarget(enum.StrEnum):
-    """What a schedule entry fires: one task, or a workflow of a kind."""
+def refuse_per_fire_options(options: TaskOptions) -> None:
+    """Refuse the options a schedule cannot take: they differ per fire.
 
-    TASK = "task"
-    """One task: a task function, a signature without callbacks, or a raw task type."""
-    CHAIN = "chain"
-    """A chain, stored and run as a workflow."""
-    GROUP = "group"
-    """A group, stored and run as a workflow."""
-    CHORD = "chord"
-    """A chord, stored and run as a workflow."""
-    LINKED = "linked"
-    """A signature with success or error callbacks (``link`` / ``link_error``): a workflow."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WorkflowTarget:
-    """A workflow an entry fires: its graph, compiled once under a placeholder id.
-
-    Attributes:
-        kind: chain, group, chord or linked.
-        graph: the compiled graph (JSON), stored as the entry's payload.
-        queue: the first step's queue (where the entry is kept on Redis).
-        retention_s: how long each fired workflow is kept once finished.
+    Raises:
+        ConfigError: ``task_id``, ``process_at`` or ``process_in`` is set.
     """
-
-    kind: ScheduleTarget
-    graph: bytes
-    queue: str
-    retention_s: float = DEFAULT_WORKFLOW_RETENTION_S
-
-
-# TaskOptions a schedule may set: per-fire values (task_id, process_at, ...) make no sense.
-_SCHEDULE_OPTIONS = ("max_retry", "timeout_s", "deadline", "retention_s", "unique_ttl_s")
+    for bad in ("task_id", "process_at", "process_in"):
+        if getattr(options, bad) is not None:
+            raise ConfigError(f"a schedule cannot take the option {bad!r}: it differs per fire")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,9 +154,7 @@ def new_entry(
     validate_name(name, what="schedule name")
     spec = FireSpec.parse(cron=cron, every=every, tz=tz)
     policy = parse_missed(missed)
-    for bad in ("task_id", "process_at", "process_in"):
-        if getattr(options, bad) is not None:
-            raise ConfigError(f"a schedule cannot take the option {bad!r}: it differs per fire")
+    refuse_per_fire_options(options)
     encode_payload(payload)  # not JSON: fail where the schedule is written
     return ScheduleEntry(
         name=name,
@@ -183,136 +164,6 @@ def new_entry(
         missed=policy,
         options=options,
         workflow=workflow,
-    )
-
-
-def new_record(
-    *,
-    name: str,
-    task_type: str,
-    payload: Payload,
-    spec: FireSpec,
-    missed: MissedPolicy,
-    options: TaskOptions,
-    owner: str | None,
-    next_fire_at: float,
-    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-    workflow: WorkflowTarget | None = None,
-) -> ScheduleRecord:
-    """A record for storage: the options are merged into message fields once, here (a
-    workflow's steps carry theirs in its graph)."""
-    fields: dict[str, object]
-    if workflow is None:
-        data, encoding = encode_payload(payload, limit=max_payload_bytes)
-        template = MessageTemplate.from_options(options)
-        fields = {k: getattr(template, k) for k in _SCHEDULE_OPTIONS}
-        queue = template.queue
-    else:
-        if len(workflow.graph) > max_payload_bytes:
-            raise PayloadTooLargeError(size=len(workflow.graph), limit=max_payload_bytes)
-        data, encoding, queue = workflow.graph, Encoding.JSON, workflow.queue
-        fields = {"target": workflow.kind.value, "workflow_retention_s": workflow.retention_s}
-    return ScheduleRecord(
-        name=name,
-        task_type=task_type,
-        queue=queue,
-        payload=data,
-        encoding=encoding,
-        options=json.dumps(fields, sort_keys=True, separators=(",", ":")),
-        cron=spec.cron,
-        every_us=spec.every_us,
-        tz=spec.tz,
-        missed=missed.value,
-        owner=owner,
-        revision=uuid.uuid4().hex,
-        next_fire_at=next_fire_at,
-    )
-
-
-def spec_of(record: ScheduleRecord) -> FireSpec:
-    """The fire spec of a stored record.
-
-    Raises:
-        ConfigError: the stored definition is not valid (written by hand, or damaged).
-    """
-    every = None if record.every_us is None else timedelta(microseconds=record.every_us)
-    return FireSpec.parse(cron=record.cron, every=every, tz=record.tz)
-
-
-def schedule_task_id(name: str, fire_at: float) -> str:
-    """The id of the task an entry enqueues for one fire time: ``<name>:<UTC time>``.
-
-    The same for every scheduler, so a fire time's task is recognisable (and a second enqueue
-    of it is refused as an id conflict). A name too long to leave room for the time is
-    shortened to a hash of itself.
-    """
-    when = datetime.fromtimestamp(fire_at, UTC)
-    stamp = when.strftime("%Y%m%dT%H%M%S")
-    if when.microsecond:
-        stamp += f".{when.microsecond:06d}"
-    if len(name) > 200:
-        name = "s-" + hashlib.sha256(name.encode()).hexdigest()[:40]
-    return f"{name}:{stamp}Z"
-
-
-def schedule_workflow_id(name: str, fire_at: float) -> str:
-    """The id of the workflow an entry stores for one fire time: a UUID derived from the name
-    and the fire time, the same for every scheduler, so a second store of it is refused."""
-    return str(uuid.uuid5(_WORKFLOW_IDS, schedule_task_id(name, fire_at)))
-
-
-_WORKFLOW_IDS = uuid.UUID("6f0c9a52-2b1e-4d57-9b7e-3c51f0a8e2d4")  # fixed: ids must not change
-
-
-def _options(record: ScheduleRecord) -> dict[str, Any]:
-    found = json.loads(record.options)
-    return found if isinstance(found, dict) else {}
-
-
-def target_of(record: ScheduleRecord) -> ScheduleTarget:
-    """What a stored entry fires (``TASK`` for anything unknown)."""
-    try:
-        return ScheduleTarget(_options(record).get("target", "task"))
-    except (ValueError, TypeError):
-        return ScheduleTarget.TASK
-
-
-def workflows_for(record: ScheduleRecord, fire_times: list[float]) -> tuple[NewWorkflow, ...]:
-    """The workflows of a workflow entry for these fire times (one each, ids from
-    :func:`schedule_workflow_id`).
-
-    Raises:
-        PayloadError: the stored graph is damaged.
-    """
-    retention = float(_options(record).get("workflow_retention_s", DEFAULT_WORKFLOW_RETENTION_S))
-    return tuple(
-        rebind_workflow(
-            record.payload, schedule_workflow_id(record.name, at), retention_s=retention
-        )
-        for at in fire_times
-    )
-
-
-def messages_for(record: ScheduleRecord, fire_times: list[float]) -> tuple[TaskMessage, ...]:
-    """The task messages of ``record`` for these fire times (one each)."""
-    opts = _options(record)
-    ttl = opts.get("unique_ttl_s")
-    key = None if ttl is None else unique_key(record.task_type, record.payload, record.queue)
-    return tuple(
-        TaskMessage(
-            id=schedule_task_id(record.name, at),
-            type=record.task_type,
-            queue=record.queue,
-            payload=record.payload,
-            encoding=record.encoding,
-            max_retry=int(opts.get("max_retry", 25)),
-            timeout_s=opts.get("timeout_s"),
-            deadline=opts.get("deadline"),
-            retention_s=float(opts.get("retention_s", 0.0)),
-            unique_key=key,
-            unique_ttl_s=ttl,
-        )
-        for at in fire_times
     )
 
 
@@ -391,8 +242,3 @@ class ScheduleInfo:
             owner=record.owner,
             target=target,
         )
-
-
-def encoding_of(value: str) -> Encoding:
-    """The stored encoding name as an :class:`Encoding` (JSON for anything unknown)."""
-    return Encoding.BYTES if value == Encoding.BYTES.value else Encoding.JSON

@@ -10,7 +10,9 @@ any point is armed, so it is never left on by accident.
 
 Points: ``after_claim`` (tasks leased, none started), ``before_handler``, ``after_handler``
 (result computed, not recorded), ``before_ack`` and ``after_ack`` (around the completion
-call), ``before_retry`` (failure not yet recorded), ``before_renew`` (lease renewal).
+call), ``before_retry`` (failure not yet recorded), ``before_renew`` (lease renewal), and in a
+worker's scheduler on Redis ``after_schedule_fire`` (a workflow entry's fire recorded, its
+workflows not yet created).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ ENV_VAR = "CONVEYOR_CRASHPOINTS"
 POINTS = frozenset(
     {
         "after_claim",
+        "after_schedule_fire",
         "before_handler",
         "after_handler",
         "before_ack",

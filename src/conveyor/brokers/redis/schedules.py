@@ -5,25 +5,11 @@ the Cluster slot of the queue its tasks go to, beside that queue's due set, so e
 entry is one Lua script in one slot, and the fire step enqueues the tasks in the same script
 that moves the cursor (``schedule_fire.lua``): on Cluster too, a fire time is enqueued once.
 
-A workflow entry's fire is two steps, not one: its workflows' keys and their steps' queues are
-not in the entry's slot, so one script cannot both create them and move the cursor on Cluster.
-The same two steps run on a single server: a script spanning slots would work there only, the
-behaviour would depend on the deployment, and Cluster support for workflows would need this
-path anyway. Each workflow is created first, by ``create_workflow`` (``wf_create.lua``, all or
-nothing), under an id derived from the entry's name and the fire time; then the fire script
-moves the cursor. Why each fire time still gets exactly one workflow:
-
-* a second creation of the same fire time's workflow, by any scheduler, finds the id taken and
-  writes nothing, so there is never more than one;
-* the cursor moves only after the workflow exists, so a crash between the two steps leaves the
-  cursor where it was, and the next round (of any scheduler) fires that time again: its
-  creation is the no-op above and its cursor move goes through, so none is lost;
-* a plan gone stale (the entry was paused, changed or fired by another scheduler after it was
-  read) may create the workflow of a fire time that was due when it was read, and its cursor
-  move is refused; whoever fires that time too finds the id taken.
-
-Workflows are refused on Redis Cluster (``brokers/redis/workflows.py``), so are workflow
-entries there: storing one raises ``ConfigError``.
+A workflow entry's fire is two steps, each safe to repeat: the fire script records the
+workflows to create beside the entry (same slot, same script as the cursor's compare-and-set),
+then each is created in its own slot and its record deleted; a record a dead scheduler left is
+finished by the next scheduler's round. So each fire time gets exactly one workflow, on Cluster
+too (``schedule_workflows.py``).
 
 What is not one step: the name index (``ns:schedules``, its own slot) is written before an entry
 is stored and cleared after it is removed, and moving an entry to another queue removes it from
@@ -36,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,15 +33,24 @@ from conveyor.brokers.redis.replies import as_bytes
 from conveyor.brokers.redis.schedule_keys import (
     schedule_due,
     schedule_index,
+    schedule_pending,
     schedule_prefix,
     schedule_record,
+    schedule_workflow_queues,
+)
+from conveyor.brokers.redis.schedule_workflows import (
+    PENDING_BATCH,
+    RedisScheduleWorkflows,
+    pending_record,
 )
 from conveyor.brokers.schedules import DueSchedules, FireOutcome, ScheduleFire, ScheduleRecord
-from conveyor.brokers.workflows import WorkflowBroker
-from conveyor.errors import ConfigError, ScheduleNotFoundError, TaskIdConflictError
+from conveyor.errors import ConveyorError, ScheduleNotFoundError
 from conveyor.message import Encoding, validate_name
+from conveyor.worker.crashpoints import crashpoint
 
 __all__ = ["RedisSchedules"]
+
+logger = logging.getLogger(__name__)
 
 _FIRES_PER_CALL = 200  # bounds one script's run time on a shared server
 _US = 1_000_000
@@ -104,22 +100,7 @@ def _definition(r: ScheduleRecord) -> str:
     return json.dumps(fields, separators=(",", ":"))
 
 
-def _is_workflow(record: ScheduleRecord) -> bool:
-    try:
-        options = json.loads(record.options)
-    except ValueError:
-        return False
-    return isinstance(options, dict) and options.get("target", "task") != "task"
-
-
-def _created_only(outcome: FireOutcome, fire: ScheduleFire, created: set[str]) -> FireOutcome:
-    """A workflow fire's outcome lists the workflows it created (the script stored none)."""
-    if not fire.workflows or not outcome.applied:
-        return outcome
-    return FireOutcome(applied=True, stored=tuple(w.id for w in fire.workflows if w.id in created))
-
-
-class RedisSchedules(RedisBrokerBase):
+class RedisSchedules(RedisScheduleWorkflows, RedisBrokerBase):
     """Mixin of :class:`~conveyor.brokers.redis.RedisBroker`: the schedule store."""
 
     def _entry_keys(self, queue: str, name: str) -> list[str]:
@@ -143,11 +124,6 @@ class RedisSchedules(RedisBrokerBase):
 
     async def put_schedule(self, record: ScheduleRecord) -> ScheduleRecord:
         """Insert or replace; an entry with the same definition is kept as it is."""
-        if self._cluster and _is_workflow(record):
-            raise ConfigError(
-                f"schedule {record.name!r} fires a workflow: workflows are not supported on "
-                "Redis Cluster"
-            )
         paused = record.paused
         old_queue = await self._queue_of(record.name)
         if old_queue is not None and old_queue != record.queue:
@@ -225,10 +201,17 @@ class RedisSchedules(RedisBrokerBase):
         return done == 1
 
     async def due_schedules(self, *, limit: int) -> DueSchedules:
-        """Unpaused entries due by the server's clock, earliest first, and the next cursor."""
+        """Unpaused entries due by the server's clock, earliest first, and the next cursor.
+
+        Also creates the workflows that fires of a scheduler that died left recorded and not
+        created (see ``schedule_workflows.py``).
+        """
         with self._errors():
-            index = await self._client.hgetall(schedule_index(self._ns))
-        queues = sorted({as_bytes(q).decode() for q in index.values()})
+            pipe = self._client.pipeline(transaction=False)
+            pipe.hgetall(schedule_index(self._ns))
+            pipe.smembers(schedule_workflow_queues(self._ns))
+            index, fired = await pipe.execute()
+        queues = sorted({as_bytes(q).decode() for q in [*index.values(), *fired]})
         now = 0.0
         due: list[ScheduleRecord] = []
         upcoming: list[float] = []
@@ -238,8 +221,12 @@ class RedisSchedules(RedisBrokerBase):
             *(
                 self._run(
                     "schedule_due",
-                    [schedule_due(self._ns, q), schedule_prefix(self._ns, q)],
-                    [max(limit, 0)],
+                    [
+                        schedule_due(self._ns, q),
+                        schedule_prefix(self._ns, q),
+                        *schedule_pending(self._ns, q),
+                    ],
+                    [max(limit, 0), _us(self._pending_grace_s), PENDING_BATCH],
                 )
                 for q in queues
             )
@@ -248,7 +235,9 @@ class RedisSchedules(RedisBrokerBase):
             now = max(now, int(reply[0]) / _US)
             if reply[1]:
                 upcoming.append(float(reply[1]) / _US)
-            for entry in reply[2:]:
+            if reply[2]:
+                await self._finish_left_over(queue, reply[2])
+            for entry in reply[3:]:
                 name = as_bytes(entry[0]).decode()
                 due.append(_decode(name, queue, pairs(entry[1:])))
         if not queues:
@@ -258,12 +247,15 @@ class RedisSchedules(RedisBrokerBase):
         return DueSchedules(now=now, due=due[:limit], next_at=min(upcoming, default=None))
 
     async def fire_schedules(self, fires: Sequence[ScheduleFire]) -> list[FireOutcome]:
-        """Apply each fire whose entry is unchanged: one script per queue and chunk (a workflow
-        entry's workflows are created first; see the module docstring)."""
-        created = {w for fire in fires for w in await self._create_workflows(fire)}
+        """Apply each fire whose entry is unchanged: one script per queue and chunk; then create
+        the workflows the applied fires recorded (see ``schedule_workflows.py``)."""
         by_queue: dict[str, list[int]] = {}
         for i, fire in enumerate(fires):
             by_queue.setdefault(fire.queue, []).append(i)
+        firing = sorted({fire.queue for fire in fires if fire.workflows})
+        if firing:  # before the fire: its pending records must be findable from the start
+            with self._errors():
+                await self._client.sadd(schedule_workflow_queues(self._ns), *firing)
         chunks = [
             (queue, indexes[first : first + _FIRES_PER_CALL])
             for queue, indexes in by_queue.items()
@@ -276,43 +268,65 @@ class RedisSchedules(RedisBrokerBase):
         outcomes: dict[int, FireOutcome] = {}
         for (_, chunk), result in zip(chunks, results, strict=True):
             outcomes.update(zip(chunk, result, strict=True))
-        stored = [q for q, indexes in by_queue.items() if any(outcomes[i].stored for i in indexes)]
+        stored = [  # the queues that got tasks (a workflow fire's creation registers its own)
+            q
+            for q, indexes in by_queue.items()
+            if any(outcomes[i].stored and not fires[i].workflows for i in indexes)
+        ]
         if self._cluster and stored:
             await self._register(stored)
-        return [_created_only(outcomes[i], fires[i], created) for i in range(len(fires))]
+        if any(fire.workflows and outcomes[i].applied for i, fire in enumerate(fires)):
+            crashpoint("after_schedule_fire")  # recorded, not yet created: the next step's case
+        return [await self._create_fired(fires[i], outcomes[i]) for i in range(len(fires))]
 
-    async def _create_workflows(self, fire: ScheduleFire) -> list[str]:
-        """Create the fire's workflows; return the ids created (a taken id is skipped)."""
-        if not fire.workflows:
-            return []
-        assert isinstance(self, WorkflowBroker)
+    async def _create_fired(self, fire: ScheduleFire, outcome: FireOutcome) -> FireOutcome:
+        """Create the workflows an applied fire recorded; its outcome lists those created (or
+        left to a later round by a broker error), not those that existed already."""
+        if not fire.workflows or not outcome.applied:
+            return outcome
         created = []
         for workflow in fire.workflows:
             try:
-                await self.create_workflow(workflow)
-            except TaskIdConflictError:
-                continue  # this fire time's workflow exists already
-            created.append(workflow.id)
-        return created
+                if await self._create_pending(fire.queue, workflow):
+                    created.append(workflow.id)
+            except ConveyorError as exc:
+                # Fired all the same: its record stays, and a later round of any scheduler
+                # creates it.
+                created.append(workflow.id)
+                logger.warning(
+                    "schedule %s: workflow %s not created yet (%s); a later round will",
+                    fire.name,
+                    workflow.id,
+                    exc,
+                )
+        return FireOutcome(applied=True, stored=tuple(created))
 
     async def _fire_chunk(self, queue: str, fires: Sequence[ScheduleFire]) -> list[FireOutcome]:
-        keys_ = [*self._keys(queue).block, schedule_due(self._ns, queue)]
+        keys_ = [
+            *self._keys(queue).block,
+            schedule_due(self._ns, queue),
+            *schedule_pending(self._ns, queue),
+        ]
         specs: list[list[Any]] = []
         messages: list[list[str | int]] = []
         payloads: list[bytes] = []
+        workflow_ids: list[str] = []
+        records: list[bytes] = []
         for n, fire in enumerate(fires, start=1):
             keys_.append(self._entry_keys(queue, fire.name)[0])
             at = "" if fire.fire_at is None else _us(fire.fire_at)
-            last = fire.workflows[-1].id if fire.workflows else ""
             specs.append(
                 [n, fire.name, fire.revision, _us(fire.expected_next), _us(fire.next_fire_at),
-                 at, len(fire.messages), last]
+                 at, len(fire.messages), len(fire.workflows)]
             )  # fmt: skip
             for m in fire.messages:
                 if m.queue != queue:
                     raise ValueError(f"schedule {fire.name!r} fires into {m.queue!r}, not {queue}")
                 messages.append(message_args(m, 1))
                 payloads.append(m.payload)
+            for w in fire.workflows:
+                workflow_ids.append(w.id)
+                records.append(pending_record(w))
         standalone = not self._cluster
         if standalone:
             keys_.append(registry(self._ns))
@@ -320,7 +334,9 @@ class RedisSchedules(RedisBrokerBase):
             "1" if standalone else "0",
             json.dumps(specs, separators=(",", ":")),
             json.dumps(messages, separators=(",", ":")),
+            json.dumps(workflow_ids, separators=(",", ":")),
             *payloads,
+            *records,
         ]
         reply = await self._run("schedule_fire", keys_, args)
         return [
