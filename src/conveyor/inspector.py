@@ -39,7 +39,7 @@ from conveyor.scheduling.admin import (
 )
 from conveyor.scheduling.entry import ScheduleInfo
 from conveyor.scheduling.scheduler import schedule_store
-from conveyor.workflows.info import WorkflowInfo
+from conveyor.workflows.info import WorkflowInfo, load_infos
 from conveyor.workflows.running import workflows_of
 
 __all__ = ["AsyncInspector", "Inspector"]
@@ -392,7 +392,8 @@ class AsyncInspector(BrokerHandle):
         Raises:
             WorkflowNotFoundError: no such workflow (never stored, or purged).
         """
-        return WorkflowInfo.from_record(await workflows_of(self._broker).load_workflow(workflow_id))
+        store = workflows_of(self._broker)
+        return (await load_infos(store, [await store.load_workflow(workflow_id)]))[0]
 
     async def list_workflows(
         self, state: WorkflowState | str | None = None, page: int = 1, size: int = 50
@@ -400,10 +401,9 @@ class AsyncInspector(BrokerHandle):
         """A page (numbered from 1) of workflows, newest first, in ``state`` (default: any)."""
         wanted = None if state is None else _workflow_state(state)
         size = max(0, min(size, MAX_PAGE_SIZE))
-        records = await workflows_of(self._broker).list_workflows(
-            wanted, offset=(max(page, 1) - 1) * size, limit=size
-        )
-        return [WorkflowInfo.from_record(r) for r in records]
+        store = workflows_of(self._broker)
+        records = await store.list_workflows(wanted, offset=(max(page, 1) - 1) * size, limit=size)
+        return await load_infos(store, records)
 
     async def cancel_workflow(self, workflow_id: str) -> bool:
         """Cancel a workflow: steps not yet started never start; running ones finish alone.

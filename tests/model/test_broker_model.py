@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-import uuid
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from conftest import REDIS_URL, redis_available, service_missing
 from conveyor.brokers.protocol import Broker, recover_spread
 from conveyor.errors import (
     DuplicateTaskError,
@@ -40,7 +38,7 @@ from conveyor.errors import (
     TaskNotFoundError,
 )
 from conveyor.message import Completion, Lease, TaskMessage, TaskState
-from support import delete_namespace
+from model import redis_broker
 
 T = TypeVar("T")
 
@@ -404,11 +402,7 @@ class SqliteModel(BrokerModel):
 
 class RedisModel(BrokerModel):
     def open(self) -> Broker:
-        from conveyor.brokers.redis import RedisBroker
-
-        namespace = f"conveyor-model-{uuid.uuid4().hex[:12]}"
-        self.cleanup.append(lambda: asyncio.run(delete_namespace(REDIS_URL, namespace)))
-        return RedisBroker.from_url(f"{REDIS_URL}?namespace={namespace}")
+        return redis_broker("conveyor-model", self.cleanup)
 
 
 SETTINGS = settings(
@@ -420,13 +414,6 @@ SETTINGS = settings(
 
 TestMemoryModel = SETTINGS(MemoryModel).TestCase
 TestSqliteModel = SETTINGS(SqliteModel).TestCase
-
-
-@pytest.fixture
-def _redis_up() -> None:
-    why = redis_available()
-    if why is not None:
-        service_missing("Redis at " + REDIS_URL, why)
 
 
 @pytest.mark.usefixtures("_redis_up")

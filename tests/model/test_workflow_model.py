@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +27,6 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from conftest import REDIS_URL, redis_available, service_missing
 from conveyor import StepState, WorkflowState, chain, group, signature
 from conveyor.brokers.protocol import Broker
 from conveyor.brokers.workflows import StepOutcome, WorkflowBroker
@@ -36,7 +34,7 @@ from conveyor.errors import LeaseLostError
 from conveyor.message import Lease, Task, TaskMessage, TaskState
 from conveyor.options import MessageTemplate, TaskOptions
 from conveyor.workflows.compile import compile_workflow
-from support import delete_namespace
+from model import redis_broker
 
 T = TypeVar("T")
 QUEUE = "default"
@@ -261,11 +259,7 @@ class RedisWorkflowModel(WorkflowModel):
     movable_clock = False
 
     def open(self) -> Broker:
-        from conveyor.brokers.redis import RedisBroker
-
-        namespace = f"conveyor-wf-model-{uuid.uuid4().hex[:12]}"
-        self.cleanup.append(lambda: asyncio.run(delete_namespace(REDIS_URL, namespace)))
-        return RedisBroker.from_url(f"{REDIS_URL}?namespace={namespace}")
+        return redis_broker("conveyor-wf-model", self.cleanup)
 
 
 SETTINGS = settings(
@@ -277,13 +271,6 @@ SETTINGS = settings(
 
 TestMemoryWorkflowModel = SETTINGS(MemoryWorkflowModel).TestCase
 TestSqliteWorkflowModel = SETTINGS(SqliteWorkflowModel).TestCase
-
-
-@pytest.fixture
-def _redis_up() -> None:
-    why = redis_available()
-    if why is not None:
-        service_missing("Redis at " + REDIS_URL, why)
 
 
 @pytest.mark.usefixtures("_redis_up")

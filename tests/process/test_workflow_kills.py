@@ -12,26 +12,61 @@ from __future__ import annotations
 import os
 import signal
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import worker_app
 from processes import Worker
+from redis_servers import Fleet, start_cluster
 
-from conveyor import App, Inspector, WorkflowState, chain, chord
+from conveyor import App, Inspector, StepState, WorkflowState, chain, chord
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(240)]
 
 CRASHPOINTS = "after_claim:0.01,before_handler:0.005,before_ack:0.01,after_ack:0.01"
-ARGS = (
-    "--concurrency", "4", "--lease", "1", "--recover-interval", "0.2",
-    "--max-crash-attempts", "1000",
-)  # fmt: skip
+ARGS = ("--concurrency", "4", "--recover-interval", "0.2", "--max-crash-attempts", "1000")
 MEMBERS = 200
 STEPS = 20
 
 
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """A private 3-node Redis Cluster (no replicas), for this module only."""
+    with Fleet() as fleet:
+        yield start_cluster(fleet, Path(tmp_path_factory.mktemp("wfkills")))
+
+
 def test_workflows_survive_killed_workers(url: str, trace_dir: Path) -> None:
+    survive_kills(url, trace_dir)
+
+
+@pytest.mark.redis
+def test_workflows_survive_killed_workers_on_cluster(cluster: list[str], trace_dir: Path) -> None:
+    namespace = f"wfk{uuid.uuid4().hex[:8]}"  # the cluster is this module's own: no clean-up
+    url = f"redis+cluster://{cluster[0]},{cluster[1]}?namespace={namespace}"
+    # A settlement there is several round trips, and a worker takes longer to connect: longer
+    # leases and fewer kills by the test, so the workers get work done between kills.
+    survive_kills(url, trace_dir, lease="3", kill_every=3.0)
+
+
+def stuck(inspector: Inspector, *workflow_ids: str) -> str:
+    """What the workflows still wait for: their steps not succeeded, with their tasks' state."""
+    lines = []
+    for workflow_id in workflow_ids:
+        info = inspector.get_workflow(workflow_id)
+        left = [
+            f"{s.position}={s.state.value}/{s.task_state}"
+            for s in info.steps
+            if s.state is not StepState.SUCCEEDED
+        ]
+        lines.append(f"{workflow_id} {info.state.value}: {', '.join(left[:20])}")
+    return "; ".join(lines)
+
+
+def survive_kills(url: str, trace_dir: Path, *, lease: str = "1", kill_every: float = 1.5) -> None:
+    """Run both workflows under killed workers; check their results and the body's runs."""
     app = App(url)
     add = app.task(worker_app.wf_add.fn, name="proc.wf_add", max_retry=100)
     body = app.task(worker_app.wf_body.fn, name="proc.wf_body", max_retry=100)
@@ -40,7 +75,8 @@ def test_workflows_survive_killed_workers(url: str, trace_dir: Path) -> None:
     app.close()
 
     env = {"CONVEYOR_CRASHPOINTS": CRASHPOINTS}
-    running = [Worker(url, trace_dir, *ARGS, env=env) for _ in range(2)]
+    args = (*ARGS, "--lease", lease)
+    running = [Worker(url, trace_dir, *args, env=env) for _ in range(2)]
     kills = 0
     deadline = time.monotonic() + 200
     next_kill = time.monotonic() + 1.0
@@ -53,10 +89,10 @@ def test_workflows_survive_killed_workers(url: str, trace_dir: Path) -> None:
                 return states == {WorkflowState.SUCCEEDED}
 
             while not done():
-                assert time.monotonic() < deadline, inspector.get_workflow(big.id).state
+                assert time.monotonic() < deadline, stuck(inspector, big.id, long.id)
                 if time.monotonic() >= next_kill:  # the test's own kill, besides the crash points
                     os.kill(running[kills % 2].pid, signal.SIGKILL)
-                    next_kill = time.monotonic() + 1.5
+                    next_kill = time.monotonic() + kill_every
                 for i, worker in enumerate(running):
                     code = worker.proc.poll()
                     if code is None:
@@ -64,7 +100,7 @@ def test_workflows_survive_killed_workers(url: str, trace_dir: Path) -> None:
                     assert code == -signal.SIGKILL, "".join(worker.lines)[-3000:]
                     kills += 1
                     worker.stop()
-                    running[i] = Worker(url, trace_dir, *ARGS, env=env)
+                    running[i] = Worker(url, trace_dir, *args, env=env)
                 time.sleep(0.05)  # supervising child processes: poll them, there is no event
             assert inspector.get_workflow(big.id).result == sum(range(1, MEMBERS + 1))
             assert inspector.get_workflow(long.id).result == STEPS

@@ -352,3 +352,24 @@ async def test_metrics_of_an_unreachable_broker_say_so(
     assert scraped.status_code == 200
     assert "conveyor_broker_up 0.0" in scraped.text and "conveyor_queue_size" not in scraped.text
     assert "wrong-secret" not in scraped.text
+
+
+async def test_workflow_steps_show_their_tasks_own_state(
+    client: httpx.AsyncClient, broker_url: str
+) -> None:
+    workflow_id = await a_workflow(broker_url)
+    broker = open_broker(broker_url)
+    try:
+        leases = await broker.claim(["flows"], limit=2, lease_s=30)
+        retried = next(le for le in leases if le.task.id.endswith(".0"))
+        await broker.retry(retried, error="flaky", delay_s=3600)
+    finally:
+        await broker.close()
+    detail = (await client.get(f"/api/workflows/{workflow_id}")).json()
+    by_position = {s["position"]: s for s in detail["step_list"]}
+    first, second = by_position["0.0.header.0"], by_position["0.0.header.1"]
+    assert (first["state"], first["task_state"], first["retried"]) == ("enqueued", "retry", 1)
+    assert first["last_error"] == "flaky"
+    assert (second["task_state"], by_position["0.0.body"]["task_state"]) == ("active", None)
+    html = (await client.get(f"/workflows/{workflow_id}")).text
+    assert 'data-task-state="0.0.header.0"' in html and "task retry" in html

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from conveyor.message import JSONValue, Lease, TaskMessage, decode_json
+from conveyor.message import JSONValue, Lease, TaskInfo, TaskMessage, decode_json
 
 __all__ = [
     "NewWorkflow",
@@ -210,4 +211,10 @@ class WorkflowBroker(Protocol):
         Raises:
             WorkflowNotFoundError: no such workflow.
         """
+        ...
+
+    async def get_tasks(self, tasks: Sequence[tuple[str, str]]) -> list[TaskInfo | None]:
+        """Several tasks, each named by ``(queue, task id)``, in one read (a workflow's steps):
+        the list in the same order, ``None`` for a task that does not exist (or cannot be
+        decoded). A workflow of a thousand steps is one call, not a thousand."""
         ...

@@ -27,6 +27,7 @@ from conveyor.cli.redis_acl import redis_acl
 from conveyor.cli.schedule import schedule, scheduler
 from conveyor.cli.server import server
 from conveyor.cli.worker import worker
+from conveyor.cli.workflow import workflow
 
 
 @click.group(
@@ -62,6 +63,7 @@ cli.add_command(stats)
 cli.add_command(workers)
 cli.add_command(dashboard)
 cli.add_command(server)
+cli.add_command(workflow)
 
 
 def main() -> None:

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from conveyor.brokers.workflow_engine import evaluate, parse_graph
-from conveyor.brokers.workflows import StepRecord, StepState, WorkflowRecord, WorkflowState
+from conveyor.brokers.workflows import (
+    StepRecord,
+    StepState,
+    WorkflowBroker,
+    WorkflowRecord,
+    WorkflowState,
+)
 from conveyor.message import JSONValue, TaskInfo, TaskMessage, TaskState
 
-__all__ = ["WorkflowInfo", "WorkflowStep"]
+__all__ = ["WorkflowInfo", "WorkflowStep", "load_infos"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,12 +34,15 @@ class WorkflowStep:
         result: its result once it succeeded, else ``None``.
         error: its task's last error once it failed, else ``None``.
         error_callback: whether it is an error callback (runs only when its task failed).
-        task: the step as a :class:`~conveyor.TaskInfo` (its message, with ``position`` above
-            saying where it sits), once its task exists: PENDING while the step is enqueued
-            (the workflow's record does not tell pending, active and retrying apart: ask
-            ``Inspector.get_task(step.queue, step.task_id)`` for that), COMPLETED with its
-            result, ARCHIVED with its last error. ``None`` while the step waits for its
-            inputs, and for a step cancelled before it started.
+        task: the step's task as a :class:`~conveyor.TaskInfo` (``position`` above says where
+            it sits), once it was enqueued. From ``Inspector.get_workflow`` and
+            ``list_workflows`` it is the task's own record, read with every other step's in
+            one broker call: its real state (pending, scheduled, active, retry, archived,
+            completed), retried count, last error, next run and result. A step whose task is
+            gone (it completed without a retention, was deleted or purged) shows COMPLETED
+            with its recorded result or ARCHIVED with its error, built from the workflow's
+            record, as every step is in the info ``enqueue_workflow`` returns. ``None`` while
+            the step waits for its inputs, and for a cancelled step that has no task.
     """
 
     position: str
@@ -45,6 +55,11 @@ class WorkflowStep:
     error_callback: bool
     task: TaskInfo | None = None
 
+    @property
+    def task_state(self) -> TaskState | None:
+        """The state of the step's task (:attr:`task`), or ``None`` while it has none."""
+        return None if self.task is None else self.task.state
+
 
 # How a step's state shows as its task's (the steps with no task map to None).
 _TASK_STATE = {
@@ -54,7 +69,9 @@ _TASK_STATE = {
 }
 
 
-def _task(message: TaskMessage, step: StepRecord) -> TaskInfo | None:
+def _task(message: TaskMessage, step: StepRecord, found: TaskInfo | None) -> TaskInfo | None:
+    if found is not None:
+        return found
     state = _TASK_STATE.get(step.state)
     if state is None:
         return None
@@ -75,9 +92,11 @@ class WorkflowInfo:
     Attributes:
         id: the workflow id.
         state: pending, running, succeeded, failed or cancelled.
-        steps: every step, in compile order (a chord of n members has n + 1 steps), each with
-            its position and, once its task exists, its :class:`~conveyor.TaskInfo`
-            (:attr:`WorkflowStep.task`).
+        steps: every step (task) of the workflow, in compile order (a chord of n members has
+            n + 1 steps, its body included; callbacks that ran are steps too), each with its
+            position and, once it was enqueued, its task's :class:`~conveyor.TaskInfo`
+            (:attr:`WorkflowStep.task`: its real state, from the task's own record); steps
+            not yet enqueued appear too, ``waiting``.
         result: the last step's result for a chain, the list for a group, the body's for a
             chord; ``None`` until the workflow succeeded.
         error: the first archived step's last error, else ``None``.
@@ -96,9 +115,14 @@ class WorkflowInfo:
     finished_at: datetime | None
 
     @classmethod
-    def from_record(cls, rec: WorkflowRecord) -> WorkflowInfo:
-        """Build the info of a stored workflow."""
+    def from_record(
+        cls, rec: WorkflowRecord, tasks: Mapping[str, TaskInfo] | None = None
+    ) -> WorkflowInfo:
+        """Build the info of a stored workflow; ``tasks`` (by task id) are its steps' tasks
+        as stored (:func:`load_infos` reads them), else each step's task is built from the
+        workflow's record."""
         graph = parse_graph(rec.graph)
+        found = tasks or {}
         steps = tuple(
             WorkflowStep(
                 position=spec.position,
@@ -109,7 +133,7 @@ class WorkflowInfo:
                 result=step.decoded_result(),
                 error=step.error,
                 error_callback=spec.trigger is not None,
-                task=_task(spec.message, step),
+                task=_task(spec.message, step, found.get(spec.message.id)),
             )
             for spec, step in zip(graph.steps, rec.steps, strict=True)
         )
@@ -124,3 +148,18 @@ class WorkflowInfo:
             created_at=rec.created_at,
             finished_at=rec.finished_at,
         )
+
+
+async def load_infos(
+    store: WorkflowBroker, records: Sequence[WorkflowRecord]
+) -> list[WorkflowInfo]:
+    """The infos of ``records``, each step's task read from the broker: one call for all."""
+    wanted = [
+        (spec.message.queue, spec.message.id)
+        for rec in records
+        for spec, step in zip(parse_graph(rec.graph).steps, rec.steps, strict=True)
+        if step.state is not StepState.WAITING
+    ]
+    found = await store.get_tasks(wanted) if wanted else []
+    tasks = {info.id: info for info in found if info is not None}
+    return [WorkflowInfo.from_record(rec, tasks) for rec in records]

@@ -103,6 +103,7 @@ from conveyor.brokers.memory.progress import MemoryProgress
 from conveyor.brokers.memory.results import MemoryResults, ResultWaiters, wake_result_waiters
 from conveyor.brokers.memory.schedules import MemorySchedules
 from conveyor.brokers.memory.workers import MemoryWorkersMixin
+from conveyor.brokers.memory.workflow_steps import MemoryWorkflowSteps
 from conveyor.brokers.memory.workflows import MemoryWorkflows, WorkflowStore
 from conveyor.brokers.protocol import (
     DAILY_TOTALS_KEPT_DAYS,
@@ -233,6 +234,7 @@ def _info(t: _Task) -> TaskInfo:
 
 
 class MemoryBroker(
+    MemoryWorkflowSteps,
     MemoryWorkflows,
     MemoryProgress,
     MemorySchedules,
@@ -698,10 +700,22 @@ class MemoryBroker(
         with self._locked() as s:
             return _info(self._find(s, queue, task_id, frozenset(TaskState), "read"))
 
+    async def get_tasks(self, tasks: Sequence[tuple[str, str]]) -> list[TaskInfo | None]:
+        """Several tasks by ``(queue, id)`` under one lock; ``None`` for one that is not there."""
+        with self._locked() as s:
+            found: list[TaskInfo | None] = []
+            for queue, task_id in tasks:
+                q = s.queues.get(queue)
+                t = None if q is None else q.tasks.get(task_id)
+                found.append(None if t is None else _info(t))
+            return found
+
     async def delete_task(self, queue: str, task_id: str) -> None:
         """Delete a task that is not ACTIVE, releasing its unique lock."""
         with self._locked() as s:
-            self._delete(s, self._find(s, queue, task_id, _DELETABLE, "deleted"))
+            t = self._find(s, queue, task_id, _DELETABLE, "deleted")
+            self._delete(s, t)
+            self._step_deleted(s, t, self.clock())  # a workflow step: its workflow fails
 
     async def run_task(self, queue: str, task_id: str) -> None:
         """Make a SCHEDULED, RETRY or ARCHIVED task PENDING, ready now."""
@@ -712,15 +726,17 @@ class MemoryBroker(
     async def archive_task(self, queue: str, task_id: str) -> None:
         """Move a PENDING, SCHEDULED or RETRY task to ARCHIVED."""
         with self._locked() as s:
-            t = self._find(s, queue, task_id, _ARCHIVABLE, "archived")
-            self._to_settled(s, t, TaskState.ARCHIVED, self.clock())
+            t, now = self._find(s, queue, task_id, _ARCHIVABLE, "archived"), self.clock()
+            self._to_settled(s, t, TaskState.ARCHIVED, now)
+            self._step_archived(s, t, now)  # a workflow step: its workflow fails
 
     async def delete_tasks(self, queue: str, state: TaskState) -> int:
         """Delete every task in ``state``; 0 for ACTIVE."""
         with self._locked() as s:
-            found = self._in_state(s, queue, state, _DELETABLE)
+            found, now = self._in_state(s, queue, state, _DELETABLE), self.clock()
             for t in found:
                 self._delete(s, t)
+                self._step_deleted(s, t, now)
             return len(found)
 
     async def run_tasks(self, queue: str, state: TaskState) -> int:
@@ -737,6 +753,7 @@ class MemoryBroker(
             found, now = self._in_state(s, queue, state, _ARCHIVABLE), self.clock()
             for t in found:
                 self._to_settled(s, t, TaskState.ARCHIVED, now)
+                self._step_archived(s, t, now)
             return len(found)
 
     async def pause_queue(self, queue: str) -> None:
@@ -753,7 +770,7 @@ class MemoryBroker(
     async def delete_queue(self, queue: str, *, force: bool) -> None:
         """Forget ``queue``: its tasks, unique locks, counters and pause flag (see the protocol)."""
         with self._locked() as s:
-            q = s.queues.get(queue)
+            q, gone = s.queues.get(queue), []
             if q is not None:
                 if q.tasks and not force:
                     raise QueueNotEmptyError(queue=queue, tasks=len(q.tasks))
@@ -761,6 +778,7 @@ class MemoryBroker(
                 if active:
                     raise QueueInUseError(queue=queue, active=active)
                 del s.queues[queue]
+                gone = list(q.tasks.values())
             # Counters and locks can outlive the queue entry's tasks: drop them by queue name.
             for lock_key in [k for k in s.locks if k[0] == queue]:
                 del s.locks[lock_key]
@@ -769,6 +787,11 @@ class MemoryBroker(
             for cancel_key in [k for k in s.cancels if k[0] == queue]:
                 del s.cancels[cancel_key]
             minute_totals.forget_queue(s.minutes, queue)
+            # Workflow steps among its tasks fail their workflows (an error callback that runs
+            # in this queue starts it afresh, as a later enqueue would).
+            now = self.clock()
+            for t in gone:
+                self._step_deleted(s, t, now)
 
     async def throughput(self, queue: str, *, minutes: int) -> list[MinuteTotals]:
         """Processed/failed totals of the last ``minutes`` minutes (see ``Throughput``)."""

@@ -76,6 +76,7 @@ SCRIPT_NAMES = (
     "wf_settle",
     "wf_outbox_create",
     "wf_outbox_change",
+    "wf_manage",
     "result_watch",
     "throughput",
 )

@@ -64,6 +64,7 @@ from conveyor.brokers.redis.schedules import RedisSchedules
 from conveyor.brokers.redis.throughput import ThroughputMixin
 from conveyor.brokers.redis.waiting import WaitingMixin
 from conveyor.brokers.redis.workers import WorkersMixin
+from conveyor.brokers.redis.workflow_steps import RedisWorkflowSteps
 from conveyor.brokers.redis.workflows import RedisWorkflows
 from conveyor.brokers.schedules import ScheduleStore
 from conveyor.brokers.throughput import Throughput
@@ -86,6 +87,7 @@ logger = logging.getLogger(__name__)
 
 
 class RedisBroker(
+    RedisWorkflowSteps,
     RedisWorkflows,
     RedisAtomicCompletion,
     WaitingMixin,

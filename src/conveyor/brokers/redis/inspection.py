@@ -134,8 +134,11 @@ class InspectionMixin(RedisBrokerBase):
         """Move a PENDING, SCHEDULED or RETRY task to ARCHIVED."""
         await self._manage_one("archive", queue, task_id)
 
-    async def _manage_all(self, op: str, queue: str, state: TaskState) -> int:
-        """Act on every task in ``state``, ``BATCH`` tasks per script run.
+    async def _manage_all(
+        self, op: str, queue: str, state: TaskState, *, leave_steps: bool = False
+    ) -> tuple[int, list[str]]:
+        """Act on every task in ``state``, ``BATCH`` tasks per script run; return how many,
+        and (``leave_steps``) the ids of the workflow steps left alone in the state.
 
         Each run is atomic; the whole is not, so Redis serves other clients between runs however
         many tasks the state holds. Tasks entering the state meanwhile may be included, up to
@@ -143,28 +146,33 @@ class InspectionMixin(RedisBrokerBase):
         than this empties it cannot keep the call going).
         """
         block = self._keys(queue).block
-        total, budget = 0, BATCH
+        total, budget, first = 0, BATCH, True
+        steps: list[str] = []
         while total < budget:
-            args = [op, "all", state.value, min(BATCH, budget - total)]
-            changed, left = (int(v) for v in await self._run("manage", block, args))
-            if total == 0:
-                budget = changed + left  # what the state held at the first run
+            limit = min(BATCH, budget - total)
+            args = [op, "all", state.value, limit, len(steps), int(leave_steps)]
+            reply = await self._run("manage", block, args)
+            changed, left = int(reply[0]), int(reply[1])
+            found = [as_bytes(v).decode(errors="replace") for v in reply[2:]]
+            if first:
+                budget, first = changed + left, False  # what the state held at the first run
             total += changed
-            if not changed or not left:
+            steps.extend(found)
+            if not (changed or found) or not left:
                 break
-        return total
+        return total, steps
 
     async def delete_tasks(self, queue: str, state: TaskState) -> int:
         """Delete every task in ``state``; 0 for ACTIVE."""
-        return await self._manage_all("delete", queue, state)
+        return (await self._manage_all("delete", queue, state))[0]
 
     async def run_tasks(self, queue: str, state: TaskState) -> int:
         """Make every task in a SCHEDULED, RETRY or ARCHIVED ``state`` PENDING."""
-        return await self._manage_all("run", queue, state)
+        return (await self._manage_all("run", queue, state))[0]
 
     async def archive_tasks(self, queue: str, state: TaskState) -> int:
         """Archive every task in a PENDING, SCHEDULED or RETRY ``state``."""
-        return await self._manage_all("archive", queue, state)
+        return (await self._manage_all("archive", queue, state))[0]
 
     async def pause_queue(self, queue: str) -> None:
         """Stop claims from ``queue``; enqueueing still works."""

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, unquote
 from conveyor.brokers.combiner import Combiner
 from conveyor.brokers.protocol import MAX_CRASH_ATTEMPTS, Broker, BrokerInfo, Capabilities
 from conveyor.brokers.schedules import ScheduleStore
-from conveyor.brokers.sqlite import inspection
+from conveyor.brokers.sqlite import inspection, workflow_steps
 from conveyor.brokers.sqlite import throughput as minute_totals
 from conveyor.brokers.sqlite.atomic import SqliteAtomicCompletion
 from conveyor.brokers.sqlite.checkpoint import Checkpointer
@@ -492,6 +492,10 @@ class SqliteBroker(
     async def get_task(self, queue: str, task_id: str) -> TaskInfo:
         """One task; raises ``TaskNotFoundError`` when it does not exist."""
         return await self._run(lambda s: inspection.get_task(s, queue, task_id))
+
+    async def get_tasks(self, tasks: Sequence[tuple[str, str]]) -> list[TaskInfo | None]:
+        """Several tasks by ``(queue, id)`` in one read; ``None`` for one that is not there."""
+        return await self._run(lambda s: workflow_steps.get_tasks(s, tasks))
 
     async def delete_task(self, queue: str, task_id: str) -> None:
         """Delete a task that is not ACTIVE, releasing its unique lock."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from conveyor.brokers.sqlite import rows, throughput
+from conveyor.brokers.sqlite import rows, throughput, workflow_steps
 from conveyor.brokers.sqlite.queries import queries
 from conveyor.brokers.sqlite.store import Store, utc_day
 from conveyor.brokers.sqlite.workers import forget_cancels
@@ -93,13 +93,16 @@ def get_task(store: Store, queue: str, task_id: str) -> TaskInfo:
 
 def delete_task(store: Store, queue: str, task_id: str) -> None:
     """Delete a task that is not ACTIVE, releasing its unique lock."""
-    with store.write():
+    with store.write() as now:
         seq, info = _find(store, queue, task_id)
         if info.state is TaskState.ACTIVE:
             raise _not_found(queue, task_id, " that can be deleted (it is active)")
         if info.unique_key is not None:
             store.conn.execute(Q["release_task_lock"], (seq,))
         store.conn.execute(Q["delete_task"], (seq,))
+        step = workflow_steps.step_deleted(store, task_id, now)  # a step: its workflow fails
+    if step:  # its error callbacks may wait
+        store.notify_ready()
 
 
 def run_task(store: Store, queue: str, task_id: str) -> None:
@@ -119,15 +122,24 @@ def archive_task(store: Store, queue: str, task_id: str) -> None:
         if info.state not in _ARCHIVABLE:
             raise _not_found(queue, task_id, f" that can be archived (it is {info.state})")
         store.conn.execute(Q["make_archived"], (now, seq))
+        step = workflow_steps.step_archived(store, task_id, info.last_error, now)
+    if step:  # its error callbacks may wait
+        store.notify_ready()
 
 
 def delete_tasks(store: Store, queue: str, state: TaskState) -> int:
     """Delete every task in ``state`` (0 for ACTIVE), releasing their unique locks."""
     if state is TaskState.ACTIVE:
         return 0
-    with store.write():
+    with store.write() as now:
+        steps = workflow_steps.steps_in(store, queue, state.value)
         store.conn.execute(Q["release_locks_in_state"], (queue, state.value))
-        return store.conn.execute(Q["delete_in_state"], (queue, state.value)).rowcount
+        deleted: int = store.conn.execute(Q["delete_in_state"], (queue, state.value)).rowcount
+        for task_id, _ in steps:  # their workflows fail in the same transaction
+            workflow_steps.step_deleted(store, task_id, now)
+    if steps:
+        store.notify_ready()
+    return deleted
 
 
 def run_tasks(store: Store, queue: str, state: TaskState) -> int:
@@ -146,7 +158,15 @@ def archive_tasks(store: Store, queue: str, state: TaskState) -> int:
     if state not in _ARCHIVABLE:
         return 0
     with store.write() as now:
-        return store.conn.execute(Q["make_archived_in_state"], (now, queue, state.value)).rowcount
+        steps = workflow_steps.steps_in(store, queue, state.value)
+        changed: int = store.conn.execute(
+            Q["make_archived_in_state"], (now, queue, state.value)
+        ).rowcount
+        for task_id, error in steps:  # their workflows fail in the same transaction
+            workflow_steps.step_archived(store, task_id, error, now)
+    if steps:
+        store.notify_ready()
+    return changed
 
 
 def set_paused(store: Store, queue: str, paused: bool) -> None:
@@ -166,7 +186,7 @@ def delete_queue(store: Store, queue: str, force: bool) -> None:
         QueueNotEmptyError: ``force`` is false and the queue holds a task in any state.
         QueueInUseError: a task is ACTIVE (leased by a worker).
     """
-    with store.write():
+    with store.write() as now:
         by_state: dict[str, int] = dict(store.fetch(Q["count_by_state"], (queue,), text=(0,)))
         total = sum(by_state.values())
         if total and not force:
@@ -174,9 +194,16 @@ def delete_queue(store: Store, queue: str, force: bool) -> None:
         active = by_state.get(TaskState.ACTIVE.value, 0)
         if active:
             raise QueueInUseError(queue=queue, active=active)
+        steps = workflow_steps.steps_in(store, queue, None)
         store.conn.execute(Q["delete_queue_tasks"], (queue,))
         store.conn.execute(Q["delete_queue_locks"], (queue,))
         store.conn.execute(Q["delete_queue_counts"], (queue,))
         throughput.forget_queue(store.conn, queue)
         store.conn.execute(Q["delete_queue_entry"], (queue,))
         forget_cancels(store, queue)
+        # Their workflows fail in the same transaction, once the queue is gone: an error
+        # callback that runs in this queue starts it afresh, as a later enqueue would.
+        for task_id, _ in steps:
+            workflow_steps.step_deleted(store, task_id, now)
+    if steps:
+        store.notify_ready()

@@ -62,7 +62,8 @@ def workflow_row(info: WorkflowInfo) -> data.Row:
 
 
 def step_row(step: WorkflowStep) -> data.Row:
-    """One step: where it sits, its task, its state, result or error."""
+    """One step: where it sits, its task and that task's own state, its result or error."""
+    task = step.task
     return {
         "position": step.position,
         "task_id": step.task_id,
@@ -72,6 +73,11 @@ def step_row(step: WorkflowStep) -> data.Row:
         "result_preview": _json_preview(step.result),
         "error": data.clip(step.error),
         "error_callback": step.error_callback,
+        # The step's task as stored: pending, scheduled, active, retry, archived or completed.
+        "task_state": None if task is None else task.state.value,
+        "retried": None if task is None else task.retried,
+        "last_error": None if task is None else data.clip(task.last_error),
+        "next_process_at": None if task is None else data.iso(task.next_process_at),
     }
 
 
