@@ -77,6 +77,7 @@ def survive_kills(url: str, trace_dir: Path, *, lease: str = "1", kill_every: fl
     env = {"CONVEYOR_CRASHPOINTS": CRASHPOINTS}
     args = (*ARGS, "--lease", lease)
     running = [Worker(url, trace_dir, *args, env=env) for _ in range(2)]
+    ready_at: list[float | None] = [None, None]
     kills = 0
     deadline = time.monotonic() + 200
     next_kill = time.monotonic() + 1.0
@@ -90,9 +91,16 @@ def survive_kills(url: str, trace_dir: Path, *, lease: str = "1", kill_every: fl
 
             while not done():
                 assert time.monotonic() < deadline, stuck(inspector, big.id, long.id)
-                if time.monotonic() >= next_kill:  # the test's own kill, besides the crash points
-                    os.kill(running[kills % 2].pid, signal.SIGKILL)
-                    next_kill = time.monotonic() + kill_every
+                victim, now = kills % 2, time.monotonic()
+                # The test's own kill, besides the crash points. A worker gets kill_every seconds
+                # after it is ready, so a loaded machine's slow start-ups cannot starve the run.
+                for i, worker in enumerate(running):
+                    if ready_at[i] is None and any("worker ready" in x for x in worker.lines):
+                        ready_at[i] = now
+                up_since = ready_at[victim]
+                if now >= next_kill and up_since is not None and now - up_since >= kill_every:
+                    os.kill(running[victim].pid, signal.SIGKILL)
+                    next_kill = now + kill_every
                 for i, worker in enumerate(running):
                     code = worker.proc.poll()
                     if code is None:
@@ -101,6 +109,7 @@ def survive_kills(url: str, trace_dir: Path, *, lease: str = "1", kill_every: fl
                     kills += 1
                     worker.stop()
                     running[i] = Worker(url, trace_dir, *args, env=env)
+                    ready_at[i] = None
                 time.sleep(0.05)  # supervising child processes: poll them, there is no event
             assert inspector.get_workflow(big.id).result == sum(range(1, MEMBERS + 1))
             assert inspector.get_workflow(long.id).result == STEPS
