@@ -31,7 +31,8 @@ from conveyor.errors import (
 )
 from conveyor.message import Completion, Lease, TaskMessage, TaskState
 from conveyor.server import faktory_wire as wire
-from conveyor.server.core import LineReader, LineTooLongError, TaskServer
+from conveyor.server.connection import Connection, LineTooLongError
+from conveyor.server.core import TaskServer
 from conveyor.server.holdings import Held
 
 logger = logging.getLogger(__name__)
@@ -56,34 +57,21 @@ class _Refused(Exception):
 class FaktorySession:
     """One Faktory connection."""
 
-    def __init__(
-        self, server: TaskServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    def __init__(self, server: TaskServer, conn: Connection) -> None:
         self.server = server
         self.broker = server.broker
         self.config = server.config
-        self.lines = LineReader(reader, max_line_bytes=server.config.max_line_bytes)
-        self.writer = writer
+        self.lines = conn
+        self._send = conn.send
         self.identified = False
         self.wid: str | None = None
         self.salt = secrets.token_hex(8)
         self.iterations = secrets.randbelow(4000) + 1000
 
-    @classmethod
-    async def open(
-        cls, server: TaskServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> FaktorySession:
-        """The session for a new connection."""
-        return cls(server, reader, writer)
-
     @property
     def holder(self) -> Hashable:
         """Who holds what this connection fetches: its worker id, else the connection."""
         return ("faktory", self.wid) if self.wid else ("faktory-connection", id(self))
-
-    async def _send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
 
     async def run(self) -> None:
         """Greet, then serve commands until END, end of stream, idleness or a refused HELLO."""

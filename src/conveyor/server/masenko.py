@@ -26,7 +26,8 @@ from conveyor.errors import (
     TaskIdConflictError,
 )
 from conveyor.message import Completion, Encoding, Lease, TaskMessage
-from conveyor.server.core import LineReader, LineTooLongError, TaskServer
+from conveyor.server.connection import Connection, LineTooLongError
+from conveyor.server.core import TaskServer
 from conveyor.server.holdings import Held
 from conveyor.server.masenko_wire import (
     PushRequest,
@@ -72,28 +73,15 @@ def task_id_of(number: int, deadqueue: str | None = None) -> str:
 class MasenkoSession:
     """One masenko connection."""
 
-    def __init__(
-        self, server: TaskServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    def __init__(self, server: TaskServer, conn: Connection) -> None:
         self.server = server
         self.broker = server.broker
         self.config = server.config
-        self.lines = LineReader(reader, max_line_bytes=server.config.max_line_bytes)
-        self.writer = writer
+        self.lines = conn
+        # One write per reply: the Python client reads a transaction reply with one recv().
+        self._send = conn.send
         self.holder = ("masenko", id(self))
         self._max_payload = server.config.max_payload_bytes
-
-    @classmethod
-    async def open(
-        cls, server: TaskServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> MasenkoSession:
-        """The session for a new connection."""
-        return cls(server, reader, writer)
-
-    async def _send(self, line: bytes) -> None:
-        # One write per reply: the Python client reads a transaction reply with one recv().
-        self.writer.write(line)
-        await self.writer.drain()
 
     async def run(self) -> None:
         """Serve requests until QUIT, end of stream, silence, a huge line or a server stop."""
