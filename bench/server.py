@@ -249,6 +249,9 @@ def main() -> None:
                         help="the server's event loop")  # fmt: skip
     parser.add_argument("--client-loop", default="auto", choices=["auto", "asyncio", "uvloop"])
     parser.add_argument("--repeat", type=int, default=1, help="runs of each combination")
+    parser.add_argument("--ports", nargs="+", metavar="PROTOCOL=PORT",
+                        help="use a server already running on 127.0.0.1 (under a profiler, say); "
+                        "--brokers then names its broker")  # fmt: skip
     args = parser.parse_args()
     run_clients = client_loop(args.client_loop)
     for broker in args.brokers:
@@ -256,18 +259,25 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             url = (f"sqlite:///{tmp}/bench.db" if broker == "sqlite"
                    else f"{args.redis}?namespace={namespace}")  # fmt: skip
-            proc, ports = start_server(url, args.loop)
+            if args.ports:
+                proc = None
+                ports = {k: int(v) for k, v in (p.split("=") for p in args.ports)}
+            else:
+                proc, ports = start_server(url, args.loop)
+            pid = os.getpid() if proc is None else proc.pid
             try:
                 for _, protocol, clients in itertools.product(
                     range(args.repeat), args.protocols, args.clients
                 ):
-                    before = cpu_seconds(proc.pid), own_cpu_seconds()
+                    before = cpu_seconds(pid), own_cpu_seconds()
                     redis_before = redis_cpu_seconds(args.redis) if broker == "redis" else None
                     rate, lat = run_clients(run(protocol, ports[protocol], clients, args.seconds))
-                    after = cpu_seconds(proc.pid), own_cpu_seconds()
+                    after = cpu_seconds(pid), own_cpu_seconds()
                     redis_after = redis_cpu_seconds(args.redis) if broker == "redis" else None
                     cpu: dict[str, float | None] = {
-                        "server": None if None in (before[0], after[0]) else after[0] - before[0],  # type: ignore[operator]
+                        "server": None
+                        if proc is None or before[0] is None or after[0] is None
+                        else after[0] - before[0],
                         "clients": after[1] - before[1],
                         "redis": None
                         if redis_before is None or redis_after is None
@@ -275,9 +285,10 @@ def main() -> None:
                     }
                     report(f"{broker:6} {protocol:8} {clients:3} clients:", rate, lat, cpu)
             finally:
-                proc.terminate()
-                proc.wait(timeout=30)
-                if broker == "redis":
+                if proc is not None:
+                    proc.terminate()
+                    proc.wait(timeout=30)
+                if broker == "redis" and proc is not None:
                     asyncio.run(delete_namespace(args.redis, namespace))
 
 

@@ -73,6 +73,8 @@ class TaskServer:
         """Faktory worker ids whose BEAT was answered ``terminate``."""
         self.worker_connections: Counter[str] = Counter()
         """Open connections per Faktory worker id."""
+        self.worker_commands: Counter[str] = Counter()
+        """Commands being answered per Faktory worker id (an ACK holds nothing, yet is not done)."""
         self._worker_news = asyncio.Event()
         self.addresses: dict[str, tuple[str, int]] = {}
         self._servers: list[asyncio.Server] = []
@@ -210,6 +212,8 @@ class TaskServer:
         """Whether every connected Faktory worker was told to terminate and holds nothing."""
         connected = {wid for wid, n in self.worker_connections.items() if n > 0}
         if connected - self.told_to_terminate:
+            return False
+        if any(self.worker_commands[wid] for wid in connected):
             return False
         return all(not self.holdings.held_by(("faktory", wid)) for wid in connected)
 

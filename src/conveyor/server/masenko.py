@@ -30,6 +30,9 @@ from conveyor.server.connection import Connection, LineTooLongError
 from conveyor.server.core import TaskServer
 from conveyor.server.holdings import Held
 from conveyor.server.masenko_wire import (
+    EMPTY,
+    OK,
+    PONG,
     PushRequest,
     error_reply,
     parse_fetch,
@@ -55,6 +58,9 @@ def masenko_parts(task_id: str) -> tuple[int | None, str | None]:
 
     Tasks not pushed through masenko (a Python client's ids) give ``(None, None)``.
     """
+    if len(task_id) == 10 and task_id.isascii() and task_id.isdigit():  # the usual, quickly
+        number = int(task_id)
+        return (number, None) if 0 < number < 2**32 else (None, None)
     match = _MASENKO_ID.fullmatch(task_id)
     if match is None or not 0 < int(match.group(1)) < 2**32:
         return None, None
@@ -128,15 +134,15 @@ class MasenkoSession:
 
     async def _request(self, verb: str, body: bytes) -> bytes:
         try:
-            if verb == "PING":
-                return reply("PONG")
             if verb == "PUSH":
-                return reply("OK", {"id": await self._push(body)})
+                return b'OK {"id":%d}\n' % await self._push(body)
             if verb == "FETCH":
                 return await self._fetch(body)
-            if verb in ("ACK", "NACK"):
+            if verb == "ACK" or verb == "NACK":
                 await self._ack(parse_id(body), nack=verb == "NACK")
-                return reply("OK")
+                return OK
+            if verb == "PING":
+                return PONG
             if verb == "INFO":
                 return reply("OK", {"queues": await self._info()})
             shown = verb if verb.isprintable() else ascii(verb)
@@ -211,7 +217,7 @@ class MasenkoSession:
     async def _fetch(self, body: bytes) -> bytes:
         request = parse_fetch(body, heartbeat_s=self.config.heartbeat_s)
         if not request.queues or self.server.terminating:
-            return reply("EMPTY")
+            return EMPTY
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + request.timeout_s
@@ -224,7 +230,7 @@ class MasenkoSession:
             remaining = deadline - loop.time()
             if remaining <= 0 or self.server.terminating:
                 self.server.metrics.fetched("masenko", loop.time() - started, found=False)
-                return reply("EMPTY")
+                return EMPTY
             await self.broker.wait_for_tasks(request.queues, remaining)
 
     def _hold(self, lease: Lease) -> bytes:
