@@ -144,20 +144,17 @@ class Connection(asyncio.Protocol):
                 return None
             if deadline is None:
                 deadline = self._loop.time() + timeout_s
-            await self._wait(deadline)
-
-    async def _wait(self, deadline: float) -> None:
-        self._deadline = deadline
-        if self._timer is None or self._timer_at > deadline:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = deadline
-            self._timer = self._loop.call_at(deadline, self._on_timer)
-        waiter = self._waiter = self._loop.create_future()
-        try:
-            await waiter
-        finally:
-            self._waiter = None
+            self._deadline = deadline
+            if self._timer is None or self._timer_at > deadline:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer_at = deadline
+                self._timer = self._loop.call_at(deadline, self._on_timer)
+            waiter = self._waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
 
     def _on_timer(self) -> None:
         self._timer = None
