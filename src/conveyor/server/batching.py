@@ -64,7 +64,7 @@ class ClaimBatcher:
         waiting.append(future)
         if key not in self._busy:
             self._busy.add(key)
-            loop.call_soon(self._hand_over, key)  # at the end of this turn
+            self._tasks.spawn(self._flush(key))  # its first step runs at the end of this turn
         try:
             return await future
         except asyncio.CancelledError:
@@ -77,14 +77,15 @@ class ClaimBatcher:
             raise
 
     def _hand_over(self, key: tuple[str, ...]) -> None:
-        """Send the FETCHes waiting on ``key`` as one claim, or go idle."""
-        waiting = self._waiting.pop(key, None)
-        if waiting is None:
+        """Send the FETCHes that queued up on ``key`` meanwhile as the next claim, or go idle."""
+        if key in self._waiting:
+            self._tasks.spawn(self._flush(key))
+        else:
             self._busy.discard(key)
-            return
-        self._tasks.spawn(self._flush(key, waiting))
 
-    async def _flush(self, key: tuple[str, ...], waiting: list[_Waiter]) -> None:
+    async def _flush(self, key: tuple[str, ...]) -> None:
+        """One claim for every FETCH waiting on ``key`` when this task first runs."""
+        waiting = self._waiting.pop(key, [])
         try:
             live = sum(not f.done() for f in waiting)
             leases = (
@@ -136,18 +137,19 @@ class AckBatcher:
         self._waiting.append((lease, future))
         if not self._busy:
             self._busy = True
-            loop.call_soon(self._hand_over)
+            self._tasks.spawn(self._flush())  # its first step runs at the end of this turn
         # Cancelled meanwhile, the completion stands all the same.
         return await future
 
     def _hand_over(self) -> None:
-        if not self._waiting:
+        if self._waiting:
+            self._tasks.spawn(self._flush())
+        else:
             self._busy = False
-            return
-        waiting, self._waiting = self._waiting, []
-        self._tasks.spawn(self._flush(waiting))
 
-    async def _flush(self, waiting: list[tuple[Lease, asyncio.Future[bool]]]) -> None:
+    async def _flush(self) -> None:
+        """One ``complete`` call for every ACK waiting when this task first runs."""
+        waiting, self._waiting = self._waiting, []
         try:
             done = await self._broker.complete([Completion(lease=le) for le, _ in waiting])
         except BaseException as exc:
