@@ -31,7 +31,7 @@ from _hostile import fuzz, hostile_bytes, hostile_json, number_text, provider
 from conveyor.errors import ProtocolError
 from conveyor.message import NAME_PATTERN, TaskInfo, TaskState
 from conveyor.server import faktory_wire, masenko_wire
-from conveyor.server.core import LineReader, LineTooLongError
+from conveyor.server.connection import Connection, LineTooLongError
 
 VERBS = ["PUSH", "push", "FETCH", "ACK", "NACK", "INFO", "PING", "ATOMIC", "DONE", "QUIT",
          "HELLO", "PUSHB", "FAIL", "BEAT", "END", "FLUSH", "\xff", ""]  # fmt: skip
@@ -136,14 +136,14 @@ def _check_faktory(line: bytes) -> None:
 
 
 async def _read_lines(data: bytes, cuts: list[int]) -> list[bytes]:
-    reader = asyncio.StreamReader(limit=MAX_LINE + 1)
+    source = Connection(max_line_bytes=MAX_LINE)
     last = 0
     for cut in sorted(cuts):
-        reader.feed_data(data[last:cut])
+        source.data_received(data[last:cut])
         last = cut
-    reader.feed_data(data[last:])
-    reader.feed_eof()
-    lines, source = [], LineReader(reader, max_line_bytes=MAX_LINE)
+    source.data_received(data[last:])
+    source.eof_received()
+    lines = []
     while (line := await source.line(1.0)) is not None:
         lines.append(line)
     return lines

@@ -232,6 +232,37 @@ async def test_stopping_tells_workers_to_terminate_and_lets_them_finish(
 
 
 @shared
+async def test_an_ack_in_flight_keeps_the_grace_going_until_it_is_answered(
+    start_server: ServerFactory, broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate, entered = asyncio.Event(), asyncio.Event()
+    complete = broker.complete
+
+    async def gated(completions: Any) -> list[bool]:
+        entered.set()
+        await gate.wait()
+        return await complete(completions)
+
+    async with start_server() as server:
+        c = await Resp.connect(server, wid="w")
+        assert await c.call("PUSH " + job("a")) == "OK"
+        assert (await c.call("FETCH default"))["jid"] == "a"
+        stopping = asyncio.create_task(server.stop(grace_s=60.0))
+        await asyncio.sleep(0)
+        assert await c.call('BEAT {"wid":"w"}') == '{"state":"terminate"}'
+        monkeypatch.setattr(broker, "complete", gated)
+        await c.conn.send('ACK {"jid":"a"}\r\n')
+        await asyncio.wait_for(entered.wait(), DEADLINE_S)  # held no more, yet not done
+        server.worker_news()  # the grace looks again meanwhile
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not stopping.done()
+        gate.set()
+        assert await c.reply() == "OK"  # answered before the connection is dropped
+        await asyncio.wait_for(stopping, DEADLINE_S)
+
+
+@shared
 async def test_a_job_still_held_when_the_grace_ends_is_given_back(
     start_server: ServerFactory, broker: Broker
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -25,6 +26,7 @@ from conveyor.server.config import (
 from conveyor.server.core import TaskServer
 from conveyor.server.metrics import ServerMetrics
 from conveyor.worker.loops import LOOP_CHOICES, LoopChoice, loop_factory
+from conveyor.worker.server import GC_YOUNG_THRESHOLD
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +133,16 @@ def server(
         raise click.ClickException(str(exc)) from None
 
 
+def _tune_gc() -> None:
+    """Make the cyclic garbage collector cheap, as a worker does: every request allocates
+    (futures, leases, messages), and at Python's default threshold the collector runs
+    thousands of times a second and walks every object made at import time."""
+    gc.freeze()
+    young, older, oldest = gc.get_threshold()
+    if young < GC_YOUNG_THRESHOLD:
+        gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+
+
 def _quiet(task_server: TaskServer) -> None:
     logger.info("quiet: Faktory workers are told to stop fetching")
     task_server.quiet = True
@@ -144,6 +156,7 @@ async def _serve(url: str, config: ServerConfig, metrics_port: int | None, addr:
         info = await broker.describe()
         task_server = TaskServer(broker, config, metrics=metrics)
         await task_server.start()
+        _tune_gc()
         if metrics is not None and metrics_port is not None:
             http = metrics.serve(metrics_port, addr)
             shown = addr if ":" not in addr else f"[{addr}]"

@@ -3,10 +3,11 @@ completion call for many ACKs.
 
 Every FETCH and ACK is otherwise its own broker round trip (a Lua script or a SQLite
 transaction), and on a small machine the round trips, not the work in them, bound the server's
-rate. While one claim for a queue list is in flight, FETCHes for the same list queue up and go
-out together as the next claim, with a ``limit`` of how many are waiting; ACKs do the same
-through one ``complete`` call (each completion in it is still its own atomic step). A lone
-client pays nothing extra: its call goes out at once.
+rate. Calls made during one turn of the event loop (the requests of every connection that had
+data in that turn) go out together at the end of the turn, as one claim per queue list with a
+``limit`` of how many FETCHes wait, or one ``complete`` call (each completion in it is still its
+own atomic step). While a batch is in flight, later calls queue up and go out as the next batch
+the moment it returns. A lone client waits one loop turn (microseconds) for its call to go out.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import logging
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from conveyor.brokers.combiner import Combiner
 from conveyor.brokers.protocol import Broker
 from conveyor.errors import ConveyorError
 from conveyor.message import Completion, Lease
@@ -26,6 +26,22 @@ logger = logging.getLogger(__name__)
 _Waiter = asyncio.Future[Lease | None]
 
 
+class _Tasks:
+    """Background batches, kept referenced until done."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
 class ClaimBatcher:
     """Claims for concurrent FETCHes, one broker call per queue list at a time."""
 
@@ -33,45 +49,43 @@ class ClaimBatcher:
         self._broker = broker
         self._lease_s = lease_s
         self._busy: set[tuple[str, ...]] = set()
+        """Queue lists with a claim in flight or about to go out."""
         self._waiting: dict[tuple[str, ...], list[_Waiter]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = _Tasks()
 
     async def claim(self, queues: Sequence[str]) -> Lease | None:
         """One ready task of ``queues`` (tried in order), or ``None`` when none is ready."""
         key = tuple(queues)
-        if key in self._busy:
-            future: asyncio.Future[Lease | None] = asyncio.get_running_loop().create_future()
-            self._waiting.setdefault(key, []).append(future)
-            try:
-                return await future
-            except asyncio.CancelledError:
-                # Cancelled after its lease was handed over, before it could run again: the
-                # task goes back rather than wait for its lease to lapse.
-                if future.done() and not future.cancelled() and future.exception() is None:
-                    lease = future.result()
-                    if lease is not None:
-                        self._spawn(self._give_back(lease))
-                raise
-        self._busy.add(key)
+        loop = asyncio.get_running_loop()
+        future: _Waiter = loop.create_future()
+        waiting = self._waiting.get(key)
+        if waiting is None:
+            waiting = self._waiting[key] = []
+        waiting.append(future)
+        if key not in self._busy:
+            self._busy.add(key)
+            self._tasks.spawn(self._flush(key))  # its first step runs at the end of this turn
         try:
-            leases = await self._broker.claim(key, limit=1, lease_s=self._lease_s)
-        finally:
-            self._hand_over(key)
-        return leases[0] if leases else None
+            return await future
+        except asyncio.CancelledError:
+            # Cancelled after its lease was handed over, before it could run again: the
+            # task goes back rather than wait for its lease to lapse.
+            if future.done() and not future.cancelled() and future.exception() is None:
+                lease = future.result()
+                if lease is not None:
+                    self._tasks.spawn(self._give_back(lease))
+            raise
 
     def _hand_over(self, key: tuple[str, ...]) -> None:
-        waiting = self._waiting.pop(key, [])
-        if not waiting:
+        """Send the FETCHes that queued up on ``key`` meanwhile as the next claim, or go idle."""
+        if key in self._waiting:
+            self._tasks.spawn(self._flush(key))
+        else:
             self._busy.discard(key)
-            return
-        self._spawn(self._flush(key, waiting))
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _flush(self, key: tuple[str, ...], waiting: list[_Waiter]) -> None:
+    async def _flush(self, key: tuple[str, ...]) -> None:
+        """One claim for every FETCH waiting on ``key`` when this task first runs."""
+        waiting = self._waiting.pop(key, [])
         try:
             live = sum(not f.done() for f in waiting)
             leases = (
@@ -89,7 +103,7 @@ class ClaimBatcher:
                 if not future.done():  # first come, first served
                     future.set_result(next(handed, None))
             for orphan in handed:  # its FETCH went away meanwhile: straight back, uncounted
-                self._spawn(self._give_back(orphan))
+                self._tasks.spawn(self._give_back(orphan))
         finally:
             self._hand_over(key)
 
@@ -101,8 +115,7 @@ class ClaimBatcher:
 
     async def aclose(self) -> None:
         """Wait for claims still in flight."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.wait()
 
 
 class AckBatcher:
@@ -110,15 +123,48 @@ class AckBatcher:
 
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
-        self._combiner: Combiner[Lease, bool] = Combiner(self._complete)
+        self._busy = False
+        self._waiting: list[tuple[Lease, asyncio.Future[bool]]] = []
+        self._tasks = _Tasks()
 
     async def complete(self, lease: Lease) -> bool:
-        """Record the attempt under ``lease`` as a success; ``False`` when the lease was lost."""
-        return await self._combiner(lease)
+        """Record the attempt under ``lease`` as a success; ``False`` when the lease was lost.
 
-    async def _complete(self, leases: Sequence[Lease]) -> list[bool | Exception]:
-        return list(await self._broker.complete([Completion(lease=le) for le in leases]))
+        Raises what the broker raised for the batch (``BrokerError``), or for this completion.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        self._waiting.append((lease, future))
+        if not self._busy:
+            self._busy = True
+            self._tasks.spawn(self._flush())  # its first step runs at the end of this turn
+        # Cancelled meanwhile, the completion stands all the same.
+        return await future
+
+    def _hand_over(self) -> None:
+        if self._waiting:
+            self._tasks.spawn(self._flush())
+        else:
+            self._busy = False
+
+    async def _flush(self) -> None:
+        """One ``complete`` call for every ACK waiting when this task first runs."""
+        waiting, self._waiting = self._waiting, []
+        try:
+            done = await self._broker.complete([Completion(lease=le) for le, _ in waiting])
+        except BaseException as exc:
+            for _, future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for (_, future), ok in zip(waiting, done, strict=True):
+                if not future.done():
+                    future.set_result(ok)
+        finally:
+            self._hand_over()
 
     async def aclose(self) -> None:
         """Wait for completions still in flight."""
-        await self._combiner.aclose()
+        await self._tasks.wait()

@@ -1,8 +1,9 @@
-"""``TaskServer``: listeners, connection limits, line reading, lease keeping, graceful stop.
+"""``TaskServer``: listeners, connection limits, lease keeping, graceful stop.
 
 One asyncio event loop serves every connection. Each protocol (``masenko.py``, ``faktory.py``)
-supplies a session class that reads request lines through :class:`LineReader` and talks to
-storage only through the broker protocol.
+supplies a session class that reads request lines from its
+:class:`~conveyor.server.connection.Connection` and talks to storage only through the broker
+protocol.
 """
 
 from __future__ import annotations
@@ -12,48 +13,18 @@ import contextlib
 import logging
 import ssl
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Protocol
 
 from conveyor.brokers.atomic import AtomicCompletion
 from conveyor.brokers.protocol import Broker
 from conveyor.server.batching import AckBatcher, ClaimBatcher
 from conveyor.server.config import Endpoint, ServerConfig
+from conveyor.server.connection import Connection
 from conveyor.server.holdings import Holdings
 from conveyor.server.metrics import ServerCounters, ServerMetrics
 
 logger = logging.getLogger(__name__)
-
-
-class LineTooLongError(Exception):
-    """A request line went past the limit without a newline."""
-
-
-class LineReader:
-    """Reads request lines with a length cap and an idle timeout."""
-
-    def __init__(self, reader: asyncio.StreamReader, *, max_line_bytes: int) -> None:
-        self._reader = reader
-        self._max = max_line_bytes
-
-    async def line(self, timeout_s: float) -> bytes | None:
-        """The next line (with its newline), or ``None`` at end of stream.
-
-        Raises:
-            TimeoutError: nothing complete arrived within ``timeout_s``.
-            LineTooLongError: the line is longer than the cap (the rest is not read).
-        """
-        try:
-            data = await asyncio.wait_for(self._reader.readuntil(b"\n"), timeout_s)
-        except asyncio.IncompleteReadError:
-            return None
-        except asyncio.LimitOverrunError:
-            raise LineTooLongError from None
-        except ConnectionError:
-            return None
-        if len(data) > self._max + 1:
-            raise LineTooLongError
-        return data
 
 
 class Session(Protocol):
@@ -64,9 +35,7 @@ class Session(Protocol):
         ...
 
 
-SessionFactory = Callable[
-    ["TaskServer", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[Session]
-]
+SessionFactory = Callable[["TaskServer", Connection], Session]
 
 
 class TaskServer:
@@ -104,10 +73,13 @@ class TaskServer:
         """Faktory worker ids whose BEAT was answered ``terminate``."""
         self.worker_connections: Counter[str] = Counter()
         """Open connections per Faktory worker id."""
+        self.worker_commands: Counter[str] = Counter()
+        """Commands being answered per Faktory worker id (an ACK holds nothing, yet is not done)."""
         self._worker_news = asyncio.Event()
         self.addresses: dict[str, tuple[str, int]] = {}
         self._servers: list[asyncio.Server] = []
         self._sessions: set[asyncio.Task[None]] = set()
+        self._refusals: set[asyncio.Task[None]] = set()
         self._keeper: asyncio.Task[None] | None = None
         self.masenko_ids = MasenkoIds()
         if isinstance(metrics, ServerMetrics):
@@ -125,18 +97,15 @@ class TaskServer:
 
         tls = self._tls_context()
         pairs: list[tuple[str, Endpoint | None, SessionFactory]] = [
-            ("masenko", self.config.masenko, MasenkoSession.open),
-            ("faktory", self.config.faktory, FaktorySession.open),
+            ("masenko", self.config.masenko, MasenkoSession),
+            ("faktory", self.config.faktory, FaktorySession),
         ]
+        loop = asyncio.get_running_loop()
         for name, endpoint, factory in pairs:
             if endpoint is None:
                 continue
-            server = await asyncio.start_server(
-                self._accepter(name, factory),
-                endpoint.host,
-                endpoint.port,
-                limit=self.config.max_line_bytes + 1,
-                ssl=tls,
+            server = await loop.create_server(
+                self._protocol_factory(name, factory), endpoint.host, endpoint.port, ssl=tls
             )
             self._servers.append(server)
             host, port = server.sockets[0].getsockname()[:2]
@@ -153,36 +122,45 @@ class TaskServer:
         context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
         return context
 
-    def _accepter(
-        self, protocol: str, factory: SessionFactory
-    ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            if self.stopping.is_set() or len(self._sessions) >= self.config.max_connections:
-                logger.warning("connection refused: %d connections open", len(self._sessions))
-                with contextlib.suppress(ConnectionError, OSError):
-                    writer.write(b'ERR {"msg":"too many connections"}\n')
-                    await writer.drain()
-                writer.close()
-                return
-            task = asyncio.current_task()
-            assert task is not None
-            self._sessions.add(task)
-            self.open_connections[protocol] += 1
-            try:
-                session = await factory(self, reader, writer)
-                await session.run()
-            except asyncio.CancelledError:
-                pass
-            except Exception:
-                logger.exception("connection failed")
-            finally:
-                self._sessions.discard(task)
-                self.open_connections[protocol] -= 1
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
+    def _protocol_factory(self, protocol: str, factory: SessionFactory) -> Callable[[], Connection]:
+        max_line = self.config.max_line_bytes
 
-        return accept
+        def opened(conn: Connection) -> None:
+            self._spawn_session(protocol, factory, conn)
+
+        return lambda: Connection(max_line_bytes=max_line, on_open=opened)
+
+    def _spawn_session(self, protocol: str, factory: SessionFactory, conn: Connection) -> None:
+        loop = asyncio.get_running_loop()
+        if self.stopping.is_set() or len(self._sessions) >= self.config.max_connections:
+            logger.warning("connection refused: %d connections open", len(self._sessions))
+            refusal = loop.create_task(self._refuse(conn))
+            self._refusals.add(refusal)
+            refusal.add_done_callback(self._refusals.discard)
+            return
+        task = loop.create_task(self._serve(protocol, factory, conn))
+        self._sessions.add(task)
+        task.add_done_callback(self._sessions.discard)
+
+    @staticmethod
+    async def _refuse(conn: Connection) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            await conn.send(b'ERR {"msg":"too many connections"}\n')
+        with contextlib.suppress(Exception):
+            await conn.aclose()
+
+    async def _serve(self, protocol: str, factory: SessionFactory, conn: Connection) -> None:
+        self.open_connections[protocol] += 1
+        try:
+            await factory(self, conn).run()
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            logger.exception("connection failed")
+        finally:
+            self.open_connections[protocol] -= 1
+            with contextlib.suppress(Exception):
+                await conn.aclose()
 
     async def stop(self, *, grace_s: float | None = None) -> None:
         """Tell Faktory workers to terminate, then stop: every held task goes back, uncounted.
@@ -234,6 +212,8 @@ class TaskServer:
         """Whether every connected Faktory worker was told to terminate and holds nothing."""
         connected = {wid for wid, n in self.worker_connections.items() if n > 0}
         if connected - self.told_to_terminate:
+            return False
+        if any(self.worker_commands[wid] for wid in connected):
             return False
         return all(not self.holdings.held_by(("faktory", wid)) for wid in connected)
 

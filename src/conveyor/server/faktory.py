@@ -31,7 +31,8 @@ from conveyor.errors import (
 )
 from conveyor.message import Completion, Lease, TaskMessage, TaskState
 from conveyor.server import faktory_wire as wire
-from conveyor.server.core import LineReader, LineTooLongError, TaskServer
+from conveyor.server.connection import Connection, LineTooLongError
+from conveyor.server.core import TaskServer
 from conveyor.server.holdings import Held
 
 logger = logging.getLogger(__name__)
@@ -56,34 +57,24 @@ class _Refused(Exception):
 class FaktorySession:
     """One Faktory connection."""
 
-    def __init__(
-        self, server: TaskServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    def __init__(self, server: TaskServer, conn: Connection) -> None:
         self.server = server
         self.broker = server.broker
         self.config = server.config
-        self.lines = LineReader(reader, max_line_bytes=server.config.max_line_bytes)
-        self.writer = writer
+        self.lines = conn
+        self._send = conn.send
         self.identified = False
         self.wid: str | None = None
+        self._holder: Hashable | None = None  # made once identified (see holder)
         self.salt = secrets.token_hex(8)
         self.iterations = secrets.randbelow(4000) + 1000
-
-    @classmethod
-    async def open(
-        cls, server: TaskServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> FaktorySession:
-        """The session for a new connection."""
-        return cls(server, reader, writer)
 
     @property
     def holder(self) -> Hashable:
         """Who holds what this connection fetches: its worker id, else the connection."""
-        return ("faktory", self.wid) if self.wid else ("faktory-connection", id(self))
-
-    async def _send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
+        if self._holder is None:
+            self._holder = ("faktory", self.wid) if self.wid else ("faktory-connection", id(self))
+        return self._holder
 
     async def run(self) -> None:
         """Greet, then serve commands until END, end of stream, idleness or a refused HELLO."""
@@ -155,7 +146,7 @@ class FaktorySession:
             logger.warning("Faktory HELLO with a wrong or missing password refused")
             await self._send(wire.error("Invalid password"))
             return False  # nothing this connection sends afterwards is read, let alone stored
-        self.identified, self.wid = True, hello.wid
+        self.identified, self.wid, self._holder = True, hello.wid, None
         if self.wid:
             self.server.worker_connections[self.wid] += 1
             self.server.holdings.touch(self.holder, ttl_s=self.config.beat_timeout_s)
@@ -163,8 +154,10 @@ class FaktorySession:
         return True
 
     async def _command(self, verb: str, arg: str) -> bytes:
-        if self.wid:
+        wid = self.wid
+        if wid:
             self.server.holdings.touch(self.holder, ttl_s=self.config.beat_timeout_s)
+            self.server.worker_commands[wid] += 1
         error = True
         try:
             answer = await self._dispatch(verb, arg)
@@ -176,6 +169,11 @@ class FaktorySession:
             logger.warning("Faktory %s failed: %s", verb, exc)
             return wire.error(f"broker error: {type(exc).__name__}")
         finally:
+            if wid:
+                commands = self.server.worker_commands
+                commands[wid] -= 1
+                if not commands[wid]:
+                    del commands[wid]
             self.server.metrics.request("faktory", verb, error=error)
             if self.server.terminating:
                 self.server.worker_news()

@@ -15,11 +15,13 @@ import hashlib
 import hmac
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Any
 
-from conveyor.errors import ConveyorError, ProtocolError
+from conveyor.errors import ConveyorError, PayloadError, ProtocolError
 from conveyor.headers import encode_headers
 from conveyor.message import (
     DEFAULT_MAX_PAYLOAD_BYTES,
@@ -27,6 +29,7 @@ from conveyor.message import (
     Encoding,
     TaskInfo,
     TaskMessage,
+    decode_json,
     encode_payload,
 )
 from conveyor.server.masenko_wire import whole_number
@@ -44,6 +47,8 @@ CUSTOM_HEADER = "faktory.custom"
 """The task header holding a job's ``custom`` object, as compact JSON (FETCH returns it)."""
 
 _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_COMPACT_JID = re.compile(r'\{"jid":"([A-Za-z0-9_.:-]{1,255})"\}')
+"""An ACK argument as clients write it, read without the JSON parser (any other goes through it)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -254,6 +259,9 @@ def parse_jid(text: str) -> str:
     Raises:
         ProtocolError: not a JSON object with a valid ``jid``.
     """
+    compact = _COMPACT_JID.fullmatch(text)
+    if compact is not None:
+        return compact.group(1)
     return _name(_object(text, "ACK").get("jid"), "jid")
 
 
@@ -305,7 +313,11 @@ def parse_queues(text: str) -> list[str]:
 
 
 def _iso(when: datetime | None) -> str | None:
-    return None if when is None else when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if when is None:
+        return None
+    if when.tzinfo is not UTC:  # brokers give UTC times: no conversion needed
+        when = when.astimezone(UTC)
+    return when.isoformat().replace("+00:00", "Z")
 
 
 def job_args(info: TaskInfo) -> list[Any]:
@@ -316,27 +328,56 @@ def job_args(info: TaskInfo) -> list[Any]:
     return payload if isinstance(payload, list) else [payload]
 
 
+def _args_json(info: TaskInfo) -> bytes:
+    """:func:`job_args` as JSON: a stored JSON list is passed through as it is stored."""
+    if info.encoding is Encoding.JSON:
+        raw = info.raw_payload
+        payload = _payload(raw)  # decoded all the same: damaged data must not reach a client
+        # Stored compactly by conveyor, so the same bytes as re-encoding it (unless another
+        # writer stored NaN or Infinity, which compact JSON refuses).
+        if isinstance(payload, list) and b"NaN" not in raw and b"Infinity" not in raw:
+            return raw
+    return compact(job_args(info))
+
+
+def _payload(raw: bytes) -> Any:
+    """``decode_json(raw)``, decoding a list's UTF-8 directly (``json.loads`` on bytes first
+    detects the encoding, which a ``[`` followed by a non-zero byte settles as UTF-8)."""
+    if raw[:1] == b"[" and raw[1:2] != b"\x00":
+        try:
+            return json.loads(raw.decode("utf-8", "surrogatepass"))
+        except (ValueError, RecursionError) as exc:
+            raise PayloadError(f"stored data is not valid JSON ({len(raw)} bytes)") from exc
+    return decode_json(raw)
+
+
+def _string(text: str) -> bytes:
+    return encode_basestring(text).encode()
+
+
 def job_json(info: TaskInfo) -> bytes:
     """A claimed task as the Faktory job a FETCH returns (compact JSON)."""
     retry = info.max_retry
     timeout = info.timeout.total_seconds() if info.timeout else DEFAULT_RESERVE_S
-    job: dict[str, Any] = {
-        "jid": info.id,
-        "jobtype": info.type,
-        "args": job_args(info),
-        "queue": info.queue,
-        "retry": 0 if retry == DISCARD_ON_FAIL else (-1 if retry <= 0 else retry),
-        "reserve_for": max(1, math.ceil(timeout)),
-        "created_at": _iso(info.enqueued_at),
-        "enqueued_at": _iso(info.enqueued_at),
-    }
+    enqueued = info.enqueued_at
+    when = b"null" if enqueued is None else b'"%s"' % _iso(enqueued).encode()  # type: ignore[union-attr]
+    job = b'{"jid":%s,"jobtype":%s,"args":%s,"queue":%s,"retry":%d,"reserve_for":%d' % (
+        _string(info.id),
+        _string(info.type),
+        _args_json(info),
+        _string(info.queue),
+        0 if retry == DISCARD_ON_FAIL else (-1 if retry <= 0 else retry),
+        max(1, math.ceil(timeout)),
+    )
+    job += b',"created_at":%s,"enqueued_at":%s' % (when, when)
     custom = job_custom(info)
     if custom is not None:
-        job["custom"] = custom
+        job += b',"custom":' + compact(custom)
     if info.retried:
-        job["failure"] = {
+        failure = {
             "retry_count": info.retried - 1,
             "failed_at": _iso(info.last_failed_at),
             "message": info.last_error or "",
         }
-    return compact(job)
+        job += b',"failure":' + compact(failure)
+    return job + b"}"

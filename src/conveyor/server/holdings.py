@@ -52,12 +52,17 @@ class Holdings:
 
     def touch(self, holder: Hashable, *, ttl_s: float = float("inf")) -> None:
         """Record that ``holder`` is alive; it is renewed until ``ttl_s`` passes without a touch."""
-        h = self._holders.setdefault(holder, _Holder(ttl_s=ttl_s))
+        h = self._holders.get(holder)
+        if h is None:
+            h = self._holders[holder] = _Holder(ttl_s=ttl_s)
         h.seen, h.ttl_s = time.monotonic(), ttl_s
 
     def add(self, holder: Hashable, key: Hashable, held: Held) -> None:
         """Hold ``held`` for ``holder`` under ``key``."""
-        self._holders.setdefault(holder, _Holder()).tasks[key] = held
+        h = self._holders.get(holder)
+        if h is None:
+            h = self._holders[holder] = _Holder()
+        h.tasks[key] = held
 
     def get(self, holder: Hashable, key: Hashable) -> Held | None:
         """The holding under ``key``, if ``holder`` has it."""

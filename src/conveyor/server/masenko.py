@@ -26,9 +26,13 @@ from conveyor.errors import (
     TaskIdConflictError,
 )
 from conveyor.message import Completion, Encoding, Lease, TaskMessage
-from conveyor.server.core import LineReader, LineTooLongError, TaskServer
+from conveyor.server.connection import Connection, LineTooLongError
+from conveyor.server.core import TaskServer
 from conveyor.server.holdings import Held
 from conveyor.server.masenko_wire import (
+    EMPTY,
+    OK,
+    PONG,
     PushRequest,
     error_reply,
     parse_fetch,
@@ -54,6 +58,9 @@ def masenko_parts(task_id: str) -> tuple[int | None, str | None]:
 
     Tasks not pushed through masenko (a Python client's ids) give ``(None, None)``.
     """
+    if len(task_id) == 10 and task_id.isascii() and task_id.isdigit():  # the usual, quickly
+        number = int(task_id)
+        return (number, None) if 0 < number < 2**32 else (None, None)
     match = _MASENKO_ID.fullmatch(task_id)
     if match is None or not 0 < int(match.group(1)) < 2**32:
         return None, None
@@ -72,28 +79,15 @@ def task_id_of(number: int, deadqueue: str | None = None) -> str:
 class MasenkoSession:
     """One masenko connection."""
 
-    def __init__(
-        self, server: TaskServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    def __init__(self, server: TaskServer, conn: Connection) -> None:
         self.server = server
         self.broker = server.broker
         self.config = server.config
-        self.lines = LineReader(reader, max_line_bytes=server.config.max_line_bytes)
-        self.writer = writer
+        self.lines = conn
+        # One write per reply: the Python client reads a transaction reply with one recv().
+        self._send = conn.send
         self.holder = ("masenko", id(self))
         self._max_payload = server.config.max_payload_bytes
-
-    @classmethod
-    async def open(
-        cls, server: TaskServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> MasenkoSession:
-        """The session for a new connection."""
-        return cls(server, reader, writer)
-
-    async def _send(self, line: bytes) -> None:
-        # One write per reply: the Python client reads a transaction reply with one recv().
-        self.writer.write(line)
-        await self.writer.drain()
 
     async def run(self) -> None:
         """Serve requests until QUIT, end of stream, silence, a huge line or a server stop."""
@@ -140,15 +134,15 @@ class MasenkoSession:
 
     async def _request(self, verb: str, body: bytes) -> bytes:
         try:
-            if verb == "PING":
-                return reply("PONG")
             if verb == "PUSH":
-                return reply("OK", {"id": await self._push(body)})
+                return b'OK {"id":%d}\n' % await self._push(body)
             if verb == "FETCH":
                 return await self._fetch(body)
-            if verb in ("ACK", "NACK"):
+            if verb == "ACK" or verb == "NACK":
                 await self._ack(parse_id(body), nack=verb == "NACK")
-                return reply("OK")
+                return OK
+            if verb == "PING":
+                return PONG
             if verb == "INFO":
                 return reply("OK", {"queues": await self._info()})
             shown = verb if verb.isprintable() else ascii(verb)
@@ -223,7 +217,7 @@ class MasenkoSession:
     async def _fetch(self, body: bytes) -> bytes:
         request = parse_fetch(body, heartbeat_s=self.config.heartbeat_s)
         if not request.queues or self.server.terminating:
-            return reply("EMPTY")
+            return EMPTY
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + request.timeout_s
@@ -236,7 +230,7 @@ class MasenkoSession:
             remaining = deadline - loop.time()
             if remaining <= 0 or self.server.terminating:
                 self.server.metrics.fetched("masenko", loop.time() - started, found=False)
-                return reply("EMPTY")
+                return EMPTY
             await self.broker.wait_for_tasks(request.queues, remaining)
 
     def _hold(self, lease: Lease) -> bytes:

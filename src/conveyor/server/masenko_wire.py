@@ -26,6 +26,14 @@ _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 
 _GO_UNITS["h"] = 3600.0
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)", re.IGNORECASE)
 _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_COMPACT_ID = re.compile(rb'\{"id":(0|[1-9][0-9]{0,9})\}')
+"""An ACK body as clients write it, read without the JSON parser (any other goes through it)."""
+
+OK = b"OK {}\n"
+"""``OK {}``, the reply of most requests."""
+EMPTY = b"EMPTY {}\n"
+"""``EMPTY {}``: a FETCH that found nothing."""
+PONG = b"PONG {}\n"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,6 +58,11 @@ class FetchRequest:
     timeout_s: float
 
 
+_FETCHES: dict[tuple[bytes, float], FetchRequest] = {}
+_FETCHES_KEPT = 1024  # distinct FETCH bodies remembered; a worker sends the same one each time
+_FETCH_KEPT_BYTES = 512  # longer bodies are parsed each time
+
+
 def split_request(line: bytes) -> tuple[str, bytes]:
     """Split a request line into its upper-cased verb and its (possibly empty) body.
 
@@ -71,9 +84,20 @@ def error_reply(message: str) -> bytes:
     return reply("ERR", {"msg": message})
 
 
+def loads(body: bytes) -> Any:
+    """``json.loads(body)``, decoding the usual UTF-8 directly (the same result, and errors).
+
+    ``json.loads`` on bytes detects the encoding first (a BOM, UTF-16 or -32 by their zero
+    bytes); a body that starts with ``{`` and a non-zero byte is UTF-8 by that same rule.
+    """
+    if body[:1] == b"{" and body[1:2] != b"\x00":
+        return json.loads(body.decode("utf-8", "surrogatepass"))
+    return json.loads(body)
+
+
 def _object(body: bytes, message: str) -> dict[str, Any]:
     try:
-        value = json.loads(body) if body else {}
+        value = loads(body) if body else {}
     except (ValueError, RecursionError):
         raise ProtocolError(message) from None
     if not isinstance(value, dict):
@@ -169,9 +193,23 @@ def parse_go_duration(text: str) -> float:
 def parse_fetch(body: bytes, *, heartbeat_s: float) -> FetchRequest:
     """Parse a ``FETCH`` body; ``timeout`` is nanoseconds (a number) or a Go duration string.
 
+    A body parsed before is not parsed again (a worker sends the same FETCH each time).
+
     Raises:
         ProtocolError: bad JSON, a bad queue name, a timeout not in (0, heartbeat].
     """
+    key = (body, heartbeat_s)
+    known = _FETCHES.get(key)
+    if known is None:
+        known = _parse_fetch(body, heartbeat_s)
+        if len(body) <= _FETCH_KEPT_BYTES:
+            if len(_FETCHES) >= _FETCHES_KEPT:
+                _FETCHES.clear()
+            _FETCHES[key] = known
+    return known
+
+
+def _parse_fetch(body: bytes, heartbeat_s: float) -> FetchRequest:
     obj = _object(body, "cannot unmarshal payload")
     queues = obj.get("queues", ["default"])
     if queues is None:
@@ -203,8 +241,13 @@ def parse_id(body: bytes) -> int:
     Raises:
         ProtocolError: bad JSON, or the id is missing, zero or not a uint32.
     """
+    compact = _COMPACT_ID.fullmatch(body)
+    if compact is not None:
+        number = int(compact.group(1))
+        if 0 < number < 2**32:
+            return number
     try:
-        obj = json.loads(body) if body else {}
+        obj = loads(body) if body else {}
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(f"unmarshal payload: {str(exc)[:200]}") from None
     if not isinstance(obj, dict):
