@@ -98,6 +98,7 @@ from datetime import UTC, datetime
 
 from conveyor.brokers.memory import throughput as minute_totals
 from conveyor.brokers.memory.atomic import MemoryAtomicCompletion
+from conveyor.brokers.memory.history import AttemptEntries, MemoryHistory, record_attempt
 from conveyor.brokers.memory.limits import LimitState, MemoryLimits
 from conveyor.brokers.memory.progress import MemoryProgress
 from conveyor.brokers.memory.results import MemoryResults, ResultWaiters, wake_result_waiters
@@ -164,6 +165,7 @@ class _Task:
     completed_at: float | None = None
     result: bytes | None = None
     progress: bytes | None = None  # a pipeline's progress document: lives and dies with the task
+    history: AttemptEntries | None = None  # failed attempts (history.py); None until one fails
 
 
 @dataclass(slots=True)
@@ -235,6 +237,7 @@ def _info(t: _Task) -> TaskInfo:
 class MemoryBroker(
     MemoryWorkflows,
     MemoryProgress,
+    MemoryHistory,
     MemorySchedules,
     MemoryWorkersMixin,
     MemoryLimits,
@@ -448,6 +451,7 @@ class MemoryBroker(
     def _fail(self, s: _State, t: _Task, error: str, now: float) -> None:
         t.retried += 1
         t.last_error, t.last_failed_at = error, now
+        record_attempt(t, error, now)  # its retry history (history.py), in this same step
         self._count(s, t.msg.queue, now, failed=True)
 
     @staticmethod

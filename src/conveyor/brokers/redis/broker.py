@@ -48,6 +48,7 @@ from conveyor.brokers.redis.connect import (
 from conveyor.brokers.redis.direct import SyncLines
 from conveyor.brokers.redis.inspection import InspectionMixin
 from conveyor.brokers.redis.limits import LimitsMixin
+from conveyor.brokers.redis.history import HistoryMixin
 from conveyor.brokers.redis.progress import ProgressMixin
 from conveyor.brokers.redis.records import enqueue_args, message_args
 from conveyor.brokers.redis.replies import (
@@ -91,6 +92,7 @@ class RedisBroker(
     WaitingMixin,
     InspectionMixin,
     ProgressMixin,
+    HistoryMixin,
     RedisSchedules,
     WorkersMixin,
     ThroughputMixin,
