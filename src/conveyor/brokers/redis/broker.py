@@ -46,9 +46,9 @@ from conveyor.brokers.redis.connect import (
     parse_redis_url,
 )
 from conveyor.brokers.redis.direct import SyncLines
+from conveyor.brokers.redis.history import HistoryMixin
 from conveyor.brokers.redis.inspection import InspectionMixin
 from conveyor.brokers.redis.limits import LimitsMixin
-from conveyor.brokers.redis.history import HistoryMixin
 from conveyor.brokers.redis.progress import ProgressMixin
 from conveyor.brokers.redis.records import enqueue_args, message_args
 from conveyor.brokers.redis.replies import (

@@ -28,8 +28,8 @@ from conveyor.brokers.sqlite.connection import (
     broker_error,
     open_connection,
 )
-from conveyor.brokers.sqlite.limits import SqliteLimits
 from conveyor.brokers.sqlite.history import SqliteHistory
+from conveyor.brokers.sqlite.limits import SqliteLimits
 from conveyor.brokers.sqlite.progress import SqliteProgress
 from conveyor.brokers.sqlite.results import SqliteResults
 from conveyor.brokers.sqlite.schedules import SqliteSchedules
