@@ -37,7 +37,8 @@ async def task_data(dashboard: Dashboard, queue: str, task_id: str) -> data.Row:
     """Everything about one task (page and ``/api/`` alike); ``TaskNotFoundError`` if gone.
 
     Includes its failed attempts (``history``, oldest first, the last 20), the pipeline result
-    log (``result_log``, empty for other tasks) and, for a workflow step, the workflow it belongs to (``workflow``, else ``None``).
+    log (``result_log``, empty for other tasks) and, for a workflow step, the workflow it
+    belongs to (``workflow``, else ``None``).
     """
     inspector = await dashboard.inspector()
     info = await inspector.get_task(queue, task_id)
