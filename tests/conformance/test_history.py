@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from conformance.factories import QUEUE, claim_one, enqueue_one, is_utc, msg
 from conformance.test_leases import SHORT_LEASE_S, recover
+from conformance.test_workflows import make_app
+from conveyor import chain
 from conveyor.brokers.history import HISTORY_ERROR_CHARS, HISTORY_KEPT, AttemptHistory
 from conveyor.brokers.protocol import LEASE_EXPIRED_ERROR, Broker
+from conveyor.brokers.workflows import StepOutcome
 from conveyor.message import AttemptRecord, Completion, TaskState
+from conveyor.workflows.running import workflows_of
 from support import eventually
 
 
@@ -140,3 +144,30 @@ async def test_history_goes_with_a_task_that_completes_after_failing(broker: Bro
         return await history(broker).load_history(QUEUE, info.id) == ()
 
     await eventually(purged, within=3.0)
+
+
+async def test_a_failed_workflow_step_is_recorded(broker: Broker) -> None:
+    app = make_app(broker).app
+    add = app.tasks["add"]
+    await app.aenqueue_workflow(chain(add.s(1, 1), add.s(2)))
+    [lease] = await broker.claim([QUEUE], limit=1, lease_s=30)
+    failure = StepOutcome(succeeded=False, error="ValueError: step failed")
+    assert await workflows_of(broker).settle_step(lease, failure)
+
+    [record] = await history(broker).load_history(QUEUE, lease.task.id)
+
+    assert (record.attempt, record.error) == (1, "ValueError: step failed")
+
+
+async def test_a_workflow_step_archived_by_recovery_is_recorded(broker: Broker) -> None:
+    app = make_app(broker).app
+    add = app.tasks["add"]
+    await app.aenqueue_workflow(chain(add.s(1, 1), add.s(2)))
+    [lease] = await broker.claim([QUEUE], limit=1, lease_s=0)
+    assert await broker.recover_expired(delay_s=0) == 1  # max_retry 0: archived
+
+    async def recorded() -> bool:
+        records = await history(broker).load_history(QUEUE, lease.task.id)
+        return [(r.attempt, r.error) for r in records] == [(1, LEASE_EXPIRED_ERROR)]
+
+    await eventually(recorded, within=5)
