@@ -40,9 +40,10 @@ Outcomes
     and ``completed_at`` when ``retention_s > 0`` (else deletes it), and enqueues its ``successors``
     in the same step, checked like ``enqueue``: on a conflict ``complete`` raises the enqueue error
     and that completion (and any after it in the call) is not applied. ``retry``/``archive`` record
-    ``last_error`` and ``last_failed_at``. ``recover_expired`` treats each ACTIVE task whose lease
-    expiry < now as a failed attempt with ``LEASE_EXPIRED_ERROR``: RETRY due in ``delay_s``, or
-    ARCHIVED when ``retried + 1 > max_retry``. ``purge_expired`` deletes COMPLETED tasks whose
+    ``last_error`` and ``last_failed_at``, and every failed attempt (recovery too) adds a record
+    to the task's attempt history in the same step (``history.py``). ``recover_expired`` treats
+    each ACTIVE task whose lease expiry < now as a failed attempt with ``LEASE_EXPIRED_ERROR``:
+    RETRY due in ``delay_s``, or ARCHIVED when ``retried + 1 > max_retry``. ``purge_expired`` deletes COMPLETED tasks whose
     ``completed_at + retention_s <= now`` and expired unique locks, and returns the number of tasks
     deleted.
 

@@ -10,7 +10,7 @@
 //   data-key="field"       by `field` (rows carry data-key): rows follow the data's order, rows of
 //                          items gone are removed, new items are cloned from the body's <template>
 //                          (whose data-href / data-action patterns, "/workflows/{id}", get the
-//                          item's fields); without a template the page asks for a reload.
+//                          item's fields).
 //   data-count="name"      the length of the array `name`.
 //   data-empty-for="name"  shown only while the array `name` is empty (its table the other way).
 //   data-show-if="field"   shown only while `field` (of the row, or the data) is true (a
@@ -78,14 +78,12 @@
     return row;
   }
 
-  // Returns false when a new item could not be shown (no template): the page needs a reload.
   function updateList(body, items) {
     var keyField = body.getAttribute("data-key");
     var rows = {};
     body.querySelectorAll(":scope > [data-key]").forEach(function (row) {
       rows[row.getAttribute("data-key")] = row;
     });
-    var complete = true;
     var template = body.querySelector(":scope > template");
     items.forEach(function (item) {
       var key = String(item[keyField]);
@@ -93,22 +91,20 @@
       delete rows[key];
       if (!row) {
         row = newRow(body, item);
-        if (!row) { complete = false; return; }
+        if (!row) { return; }
         row.setAttribute("data-key", key);
       }
       setFields(row, item, true);
       body.insertBefore(row, template);  // in the data's order (moves a row already there)
     });
     Object.keys(rows).forEach(function (key) { rows[key].remove(); });
-    return complete;
   }
 
   function updateLists(data) {
-    var complete = true;
     document.querySelectorAll("[data-list]").forEach(function (body) {
       var items = data[body.getAttribute("data-list")];
       if (!Array.isArray(items)) { return; }
-      complete = updateList(body, items) && complete;
+      updateList(body, items);
       var table = body.closest("table");
       if (table) { table.hidden = items.length === 0; }
     });
@@ -123,8 +119,6 @@
         el.hidden = data[name].length > 0;
       });
     });
-    var stale = document.querySelector("[data-stale]");
-    if (stale && !complete) { stale.hidden = false; }
   }
 
   function updateSteps(steps) {
@@ -201,7 +195,6 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     var url = document.body.getAttribute("data-refresh");
-    var every = Number(document.body.getAttribute("data-refresh-ms")) || REFRESH_MS;
-    if (url) { setInterval(function () { refresh(url); }, every); }
+    if (url) { setInterval(function () { refresh(url); }, REFRESH_MS); }
   });
 })();
