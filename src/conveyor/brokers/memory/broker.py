@@ -43,9 +43,9 @@ Outcomes
     ``last_error`` and ``last_failed_at``, and every failed attempt (recovery too) adds a record
     to the task's attempt history in the same step (``history.py``). ``recover_expired`` treats
     each ACTIVE task whose lease expiry < now as a failed attempt with ``LEASE_EXPIRED_ERROR``:
-    RETRY due in ``delay_s``, or ARCHIVED when ``retried + 1 > max_retry``. ``purge_expired`` deletes COMPLETED tasks whose
-    ``completed_at + retention_s <= now`` and expired unique locks, and returns the number of tasks
-    deleted.
+    RETRY due in ``delay_s``, or ARCHIVED when ``retried + 1 > max_retry``. ``purge_expired``
+    deletes COMPLETED tasks whose ``completed_at + retention_s <= now`` and expired unique locks,
+    and returns the number of tasks deleted.
 
 Counters
     Per queue and UTC day (broker clock): each completion counts one processed; each failed attempt
