@@ -124,6 +124,8 @@ async def test_a_sync_handler_that_checks_ctx_cancelled_returns_and_frees_its_th
         await eventually(ran_next)
     # Ended as cancelled, not retried; its thread was not abandoned but ran the next task.
     assert (info.last_error, info.retried, server.stats.archived) == ("cancelled", 1, 1)
+    [record] = (await inspector.get_task(message.queue, message.id)).history
+    assert (record.attempt, record.error) == (1, "cancelled")
     assert server.stats.abandoned_threads == 0
     assert threads[0] == threads[1]
 
