@@ -345,7 +345,8 @@ local function wake_result(b, id)
   redis.call('LTRIM', rkey, 0, 0)
 end
 
--- The first n characters of UTF-8 text s (bytes that start no character count as one each).
+-- The first n characters of UTF-8 text s, cut before a character's first byte (a continuation
+-- byte, 128-191, belongs to the character before it), as Python's s[:n] cuts the text.
 local function clip_chars(s, n)
   if #s <= n then return s end
   local count = 0
