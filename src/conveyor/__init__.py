@@ -57,6 +57,7 @@ from conveyor.errors import (
 from conveyor.inspector import AsyncInspector, Inspector
 from conveyor.logs import JsonFormatter, TaskContextFilter, TextFormatter
 from conveyor.message import (
+    AttemptRecord,
     Encoding,
     JSONValue,
     Payload,
@@ -106,6 +107,7 @@ __all__ = [
     "AsyncHandler",
     "AsyncInspector",
     "AsyncTaskCall",
+    "AttemptRecord",
     "Broker",
     "BrokerError",
     "BrokerInfo",

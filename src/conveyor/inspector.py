@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Unpack
 
 from conveyor.broker_handle import BrokerHandle, SyncFacade
+from conveyor.brokers.history import AttemptHistory
 from conveyor.brokers.limits import FlowControl, Overflow, QueueLimit, Rate, check_max_active
 from conveyor.brokers.progress import ProgressStore
 from conveyor.brokers.protocol import Broker, BrokerInfo
@@ -229,9 +230,12 @@ class AsyncInspector(BrokerHandle):
     async def get_task(self, queue: str, task_id: str) -> TaskInfo:
         """One task. Raises :class:`~conveyor.errors.TaskNotFoundError` if it does not exist.
 
-        A pipeline task comes with its ``result_log`` (the steps it reached).
+        It comes with its ``history`` (its failed attempts, the last 20), and a pipeline task
+        with its ``result_log`` (the steps it reached).
         """
         info = await self._broker.get_task(_queue(queue), task_id)
+        if info.retried and isinstance(self._broker, AttemptHistory):
+            info = replace(info, history=await self._broker.load_history(info.queue, task_id))
         if isinstance(self._broker, ProgressStore):
             raw = await self._broker.load_progress(info.queue, task_id)
             try:

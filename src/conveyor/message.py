@@ -251,6 +251,28 @@ def _duration(seconds: float) -> timedelta:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptRecord:
+    """One failed attempt of a task, as kept in its retry history (``TaskInfo.history``).
+
+    A broker records one in the same atomic step that moves the failed attempt to RETRY or
+    ARCHIVED (a handler error, a time limit, a cancel, a lapsed lease); nothing is recorded
+    for an attempt that succeeds. It keeps the last :data:`~conveyor.brokers.history.HISTORY_KEPT`
+    (20) records of a task, and deletes them with the task.
+
+    Attributes:
+        attempt: which attempt failed, counting failed attempts from 1 (``TaskInfo.retried``
+            just after it failed).
+        failed_at: when it failed, by the broker's clock (aware UTC).
+        error: the error recorded, cut to
+            :data:`~conveyor.brokers.history.HISTORY_ERROR_CHARS` (512) characters.
+    """
+
+    attempt: int
+    failed_at: datetime
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TaskInfo:
     """A snapshot of a stored task, as returned by enqueue and by the inspector.
 
@@ -279,6 +301,9 @@ class TaskInfo:
     """A pipeline task's steps reached, in order (``Inspector.get_task`` fills it; else empty)."""
     raw_headers: bytes | None = None
     """The stored headers (compact JSON), or ``None`` when the task has none."""
+    history: tuple[AttemptRecord, ...] = ()
+    """The task's failed attempts, oldest first, the last 20 (``Inspector.get_task`` fills it;
+    else empty)."""
 
     @classmethod
     def from_message(
@@ -367,7 +392,7 @@ def _new_task_info(
 ) -> TaskInfo:  # fmt: skip
     obj: TaskInfo = _NEW(TaskInfo)
     (s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12, s13, s14, s15, s16, s17, s18,
-     s19) = _TI  # fmt: skip
+     s19, s20) = _TI  # fmt: skip
     s0(obj, id)
     s1(obj, queue)
     s2(obj, type)
@@ -388,6 +413,7 @@ def _new_task_info(
     s17(obj, unique_key)
     s18(obj, ())
     s19(obj, raw_headers)
+    s20(obj, ())
     return obj
 
 

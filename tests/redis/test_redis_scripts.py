@@ -28,7 +28,7 @@ PINNED_SHA256 = {
     "enqueue.lua": "e83c6458a26a8dc0",
     "extend.lua": "2e9c44368efdedf8",
     "fail.lua": "e0e7032e499a9d0c",
-    "lib.lua": "0f7077f8e3b0bedf",
+    "lib.lua": "9ecb5836c2b1be91",
     "limits.lua": "39e0626bf8fdbd4c",
     "manage.lua": "8346a8a448b2651d",
     "page.lua": "9980ab50d9f3ff3b",

@@ -15,6 +15,7 @@ PUBLIC_API = [
     "AsyncHandler",
     "AsyncInspector",
     "AsyncTaskCall",
+    "AttemptRecord",
     "Broker",
     "BrokerError",
     "BrokerInfo",

@@ -220,6 +220,7 @@ def test_an_html_payload_renders_as_text(setup: dict[str, Any]) -> None:
     assert page.evaluate("window.__pwned") is None
     assert XSS in page.locator("pre.payload").inner_text()
     assert XSS in page.locator("pre.error").inner_text()
+    assert XSS in page.locator("table.history pre.attempt-error").inner_text()
     assert page.locator("pre.payload b").count() == 0
     shot(page, "task")
     page.goto(f"{base}/queues/default?state=archived")
@@ -307,6 +308,12 @@ def test_run_a_failed_task_again_on_the_live_worker(setup: dict[str, Any]) -> No
     from playwright.sync_api import expect
 
     expect(page.locator('[data-field="retried"]')).to_have_text("2", timeout=15000)
+    # Its retry history gains the second attempt, escaped like every other text.
+    attempts = page.locator("table.history tbody tr")
+    expect(attempts).to_have_count(2, timeout=15000)
+    assert [attempts.nth(i).locator("td").first.inner_text() for i in range(2)] == ["1", "2"]
+    assert "upstream said no to flaky" in attempts.nth(1).inner_text()
+    shot(page, "task-history")
 
 
 def test_operations_pages_open(setup: dict[str, Any]) -> None:
@@ -398,3 +405,91 @@ def test_cancel_a_running_task_through_the_ui(setup: dict[str, Any]) -> None:
         lambda: inspector.get_task("default", ids["hang"]).state is TaskState.ARCHIVED, within=15.0
     )
     assert "cancelled" in (inspector.get_task("default", ids["hang"]).last_error or "")
+
+
+# -- live refresh: every page follows the broker through the JSON API, with no reload ---------
+
+LIVE_S = 15_000  # ms: the pages refresh every 5 s
+
+
+def _no_reload(page: Any) -> None:
+    """Mark the document: the mark survives only if the page was never reloaded."""
+    page.evaluate("window.__same_page = 1")
+
+
+def _same_page(page: Any) -> None:
+    assert page.evaluate("window.__same_page") == 1
+
+
+def test_schedules_page_refreshes_live(setup: dict[str, Any]) -> None:
+    from playwright.sync_api import expect
+
+    page, base, inspector = setup["page"], setup["base"], setup["inspector"]
+    page.goto(f"{base}/schedules")
+    _no_reload(page)
+    row = page.locator('tr[data-key="weekly-cleanup"]')
+    expect(row.get_by_role("button", name="Pause")).to_be_visible()
+
+    inspector.pause_schedule("weekly-cleanup")
+    inspector.add_schedule("live-added", "demo.ok", {"note": "<i>x</i>"}, cron="0 5 * * *")
+
+    expect(row.locator("span.badge.paused")).to_be_visible(timeout=LIVE_S)
+    expect(row.get_by_role("button", name="Resume")).to_be_visible()
+    expect(row.get_by_role("button", name="Pause")).to_be_hidden()
+    added = page.locator('tr[data-key="live-added"]')
+    expect(added).to_have_count(1, timeout=LIVE_S)
+    assert '{"note": "<i>x</i>"}' in added.inner_text()  # text, not markup
+    assert added.locator("i").count() == 0
+    # The new row's form works like the server-rendered ones.
+    added.get_by_role("button", name="Pause").click()
+    page.wait_for_load_state()
+    assert next(s for s in inspector.list_schedules() if s.name == "live-added").paused
+    _no_reload(page)
+
+    inspector.remove_schedule("live-added")
+    expect(page.locator('tr[data-key="live-added"]')).to_have_count(0, timeout=LIVE_S)
+    _same_page(page)
+    inspector.unpause_schedule("weekly-cleanup")
+
+
+def test_workflow_pages_refresh_live(setup: dict[str, Any]) -> None:
+    from playwright.sync_api import expect
+
+    page, base, url, inspector = setup["page"], setup["base"], setup["url"], setup["inspector"]
+    page.goto(f"{base}/workflows")
+    _no_reload(page)
+
+    ok = __import__("dashboard_app").ok
+    with Client(url) as client:  # on "flows", which no worker serves: it stays pending
+        steps = [ok.si(note=n).options(queue="flows") for n in ("a", "b")]
+        flow = client.enqueue_workflow(chain(*steps)).id
+
+    row = page.locator(f'tr[data-key="{flow}"]')
+    expect(row).to_have_count(1, timeout=LIVE_S)
+    expect(row.locator('[data-field="state"]')).to_have_text("pending")
+    row.get_by_role("link", name=flow).click()
+    page.wait_for_load_state()
+    _no_reload(page)
+    expect(page.get_by_role("button", name="Cancel workflow…")).to_be_visible()
+
+    inspector.cancel_workflow(flow)
+
+    expect(page.locator('dl [data-field="state"]')).to_have_text("cancelled", timeout=LIVE_S)
+    expect(page.locator("dl span.state.cancelled")).to_have_count(1)
+    expect(page.get_by_role("button", name="Cancel workflow…")).to_be_hidden()
+    _same_page(page)
+
+
+def test_workers_page_refreshes_live(setup: dict[str, Any]) -> None:
+    from playwright.sync_api import expect
+
+    page, base = setup["page"], setup["base"]
+    page.goto(f"{base}/workers")
+    _no_reload(page)
+    heartbeat = page.locator('td[data-field="last_heartbeat"]').first
+    before = heartbeat.inner_text()
+
+    # The worker beats every few seconds; the page shows each new beat without a reload.
+    expect(heartbeat).not_to_have_text(before, timeout=30_000)
+    expect(page.locator('[data-count="workers"]')).to_have_text("1")
+    _same_page(page)

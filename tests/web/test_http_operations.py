@@ -373,3 +373,27 @@ async def test_workflow_steps_show_their_tasks_own_state(
     assert (second["task_state"], by_position["0.0.body"]["task_state"]) == ("active", None)
     html = (await client.get(f"/workflows/{workflow_id}")).text
     assert 'data-task-state="0.0.header.0"' in html and "task retry" in html
+
+
+async def test_the_retry_history_is_shown_escaped(
+    client: httpx.AsyncClient, broker_url: str
+) -> None:
+    broker = open_broker(broker_url)
+    try:
+        await broker.enqueue([message("flaky", {"n": 1})])
+        [lease] = await broker.claim(["flaky"], limit=1, lease_s=60)
+        await broker.retry(lease, error="ValueError: first", delay_s=0)
+        [lease] = await broker.claim(["flaky"], limit=1, lease_s=60)
+        await broker.archive(lease, error=HTML_ERROR)
+    finally:
+        await broker.close()
+
+    detail = (await client.get(f"/api/queues/flaky/tasks/{lease.task.id}")).json()
+    assert [(h["attempt"], h["error"]) for h in detail["history"]] == [
+        (1, "ValueError: first"),
+        (2, HTML_ERROR),
+    ]
+    assert all(h["failed_at"].endswith("+00:00") for h in detail["history"])
+    html = (await client.get(f"/queues/flaky/tasks/{lease.task.id}")).text
+    assert '<table class="history">' in html and 'data-key="2"' in html
+    assert "&lt;img src=x" in html and "<img src=x" not in html

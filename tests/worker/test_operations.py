@@ -89,6 +89,47 @@ async def test_cancel_sets_a_sync_handlers_cancel_event(broker: Broker) -> None:
     assert (info.last_error, server.stats.archived) == ("cancelled", 1)
 
 
+async def test_a_sync_handler_that_checks_ctx_cancelled_returns_and_frees_its_thread(
+    broker: Broker,
+) -> None:
+    started = threading.Event()
+    returned = threading.Event()
+    threads: list[str] = []
+
+    def handler(ctx: TaskContext, task: Task) -> JSONValue:
+        threads.append(threading.current_thread().name)
+        if task.type == "after":
+            return None
+        started.set()
+        while not ctx.cancelled:  # a long job, checking the signal between its steps
+            ctx.cancel_event.wait(0.01)
+        returned.set()
+        return None
+
+    inspector = AsyncInspector(broker)
+    server = Server(broker, **fast(concurrency=1))
+    async with serving(server, handler):
+        message = await enqueue(broker, max_retry=5)
+        await asyncio.to_thread(started.wait, 5)
+
+        await inspector.cancel_task(message.queue, message.id)
+
+        info = await wait_for_state(broker, message, TaskState.ARCHIVED)
+        assert returned.is_set()  # it returned before its outcome was recorded
+        await enqueue(broker, "after")
+
+        async def ran_next() -> bool:
+            return len(threads) == 2
+
+        await eventually(ran_next)
+    # Ended as cancelled, not retried; its thread was not abandoned but ran the next task.
+    assert (info.last_error, info.retried, server.stats.archived) == ("cancelled", 1, 1)
+    [record] = (await inspector.get_task(message.queue, message.id)).history
+    assert (record.attempt, record.error) == (1, "cancelled")
+    assert server.stats.abandoned_threads == 0
+    assert threads[0] == threads[1]
+
+
 async def test_cancel_refuses_tasks_that_are_not_running(broker: Broker) -> None:
     inspector = AsyncInspector(broker)
     message = await enqueue(broker)

@@ -15,7 +15,7 @@ from conveyor.cli.params import debugging, one_line
 from conveyor.config import broker_url_from_env
 from conveyor.errors import ConveyorError, QueueInUseError, QueueNotEmptyError
 from conveyor.inspector import Inspector
-from conveyor.message import TaskInfo, TaskState
+from conveyor.message import AttemptRecord, TaskInfo, TaskState
 
 STATES = [s.value for s in TaskState]
 BROKER_HELP = "Broker URL (default: $CONVEYOR_BROKER_URL or sqlite:///conveyor.db)."
@@ -286,7 +286,8 @@ def task_show(queue_name: str, task_id: str, broker: str | None, as_json: bool) 
         info = inspector.get_task(queue_name, task_id)
     headers = dict(info.headers)
     if as_json:
-        echo_json({**task_json(info), "headers": headers})
+        history = [attempt_json(record) for record in info.history]
+        echo_json({**task_json(info), "headers": headers, "history": history})
         return
     click.echo(format_info(info))
     click.echo(f"{'retried:':<17}{info.retried}")
@@ -295,6 +296,10 @@ def task_show(queue_name: str, task_id: str, broker: str | None, as_json: bool) 
     for name, value in headers.items():
         # As JSON strings: a header is any text, and control characters must not reach the tty.
         click.echo(f"{'header:':<17}{_quoted(name)}: {_quoted(value)}")
+    for record in info.history:
+        # A failed attempt: "attempt 2:       2026-01-05T10:00:01+00:00  ValueError: boom"
+        when = record.failed_at.isoformat(timespec="seconds")
+        click.echo(f"{f'attempt {record.attempt}:':<17}{when}  {_printable(record.error)}")
     for n, entry in enumerate(info.result_log, 1):
         # A pipeline's steps reached: "step 2: charge  succeeded  attempts=1"
         error = f"  error={entry.error}" if entry.error else ""
@@ -302,8 +307,18 @@ def task_show(queue_name: str, task_id: str, broker: str | None, as_json: bool) 
         click.echo(f"{f'step {n}:':<17}{line}")
 
 
+def attempt_json(record: AttemptRecord) -> dict[str, object]:
+    """What ``--json`` prints for one failed attempt of a task's history."""
+    return {"attempt": record.attempt, "failed_at": record.failed_at, "error": record.error}
+
+
 def _quoted(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
+
+
+def _printable(text: str) -> str:
+    """The text as is, or quoted when it holds a newline or other control character."""
+    return text if text.isprintable() else _quoted(text)
 
 
 def _bulk_state(all_state: str | None, state: str | None) -> str | None:

@@ -34,7 +34,9 @@ class TaskContext:
     timeout or deadline passed, an operator cancelled it (``Inspector.cancel_task``), or the
     worker is shutting down past its grace period. An async
     handler is also cancelled; a sync handler cannot be interrupted, so long-running sync code
-    should check :attr:`cancelled` (or ``ctx.cancel_event.wait(seconds)``) between steps.
+    should check :attr:`cancelled` (or ``ctx.cancel_event.wait(seconds)``) between steps. The
+    worker gives it a second to return (then its thread goes back to the pool) before abandoning
+    its thread; the attempt ends as it was stopped either way.
 
     Example::
 

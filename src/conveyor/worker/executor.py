@@ -4,8 +4,9 @@ One asyncio task per attempt: decode the payload, run the handler under its time
 record the outcome (completion through the :class:`~conveyor.worker.completer.Completer`; retry,
 archive or release directly). An attempt can be *interrupted* from outside: a lost lease cancels
 the handler and drops its outcome; shutdown cancels it and gives the task back. Sync handlers run
-in the pool; one that cannot be stopped is abandoned (its thread finishes alone, its outcome is
-ignored) and the pool starts a replacement thread.
+in the pool and are told to stop through ``ctx.cancelled``; one that has not returned
+``SYNC_CANCEL_GRACE_S`` later is abandoned (its thread finishes alone, its outcome is ignored)
+and the pool starts a replacement thread.
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ class Interrupt(enum.Enum):
 
 CANCELLED_ERROR = "cancelled"
 """The error recorded on a task cancelled with ``cancel_task``."""
+
+SYNC_CANCEL_GRACE_S = 1.0
+"""How long an interrupted sync handler has to notice ``ctx.cancelled`` and return before its
+thread is abandoned (its outcome is ignored either way)."""
 
 
 class Phase(enum.Enum):
@@ -195,8 +200,9 @@ class Executor:
         """Cancel the attempts the inspector asked to stop: their tasks end ARCHIVED, "cancelled".
 
         An async handler is cancelled at once (it sees ``CancelledError``); a sync handler's
-        thread cannot be stopped, so it is abandoned (its ``ctx.cancelled`` is set and its outcome
-        ignored). An attempt already recording its outcome finishes as it was.
+        thread cannot be stopped: its ``ctx.cancelled`` is set, and it is abandoned if it has not
+        returned :data:`SYNC_CANCEL_GRACE_S` later (its outcome is ignored either way). An
+        attempt already recording its outcome finishes as it was.
         """
         for lease in leases:
             attempt = self._running.get(self._registry.key(lease))
@@ -578,21 +584,36 @@ class Executor:
             attempt.task.cancel()
 
     async def _run_sync(self, fn: SyncHandler, ctx: TaskContext, task: Task) -> JSONValue:
-        """Run a sync handler in the pool, with this task's contextvars (current_context)."""
+        """Run a sync handler in the pool, with this task's contextvars (current_context).
+
+        Cancelled while the handler runs, it sets ``ctx.cancelled`` and gives the handler
+        :data:`SYNC_CANCEL_GRACE_S` to notice and return, so its thread goes back to the pool;
+        a handler still running then is abandoned. Either way its outcome is ignored.
+        """
         future = self._pool.submit(contextvars.copy_context().run, fn, ctx, task)
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
-            if not future.cancel() and not future.done():
-                # A running thread cannot be stopped: abandon it, ignore its outcome, and let
-                # the pool replace it so the worker keeps its full concurrency.
-                ctx.cancel()
-                self._pool.abandon()
-                self._stats.abandoned_threads += 1
-                logger.warning(
-                    "abandoned the sync handler of task %s; its thread runs on until it returns",
-                    ctx.task_id,
-                )
+            if future.cancel() or future.done():
+                raise
+            ctx.cancel()
+            returned = asyncio.wrap_future(future)
+            try:
+                # A handler that checks ctx.cancelled returns soon: wait for it briefly.
+                await asyncio.wait({returned}, timeout=SYNC_CANCEL_GRACE_S)
+                if returned.done() and not returned.cancelled():
+                    returned.exception()  # ignored, as its result is: mark it retrieved
+            finally:
+                if not future.done():
+                    # A running thread cannot be stopped: abandon it, ignore its outcome, and
+                    # let the pool replace it so the worker keeps its full concurrency.
+                    self._pool.abandon()
+                    self._stats.abandoned_threads += 1
+                    logger.warning(
+                        "abandoned the sync handler of task %s; its thread runs on until it "
+                        "returns",
+                        ctx.task_id,
+                    )
             raise
 
 

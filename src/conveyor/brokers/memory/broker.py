@@ -40,11 +40,12 @@ Outcomes
     and ``completed_at`` when ``retention_s > 0`` (else deletes it), and enqueues its ``successors``
     in the same step, checked like ``enqueue``: on a conflict ``complete`` raises the enqueue error
     and that completion (and any after it in the call) is not applied. ``retry``/``archive`` record
-    ``last_error`` and ``last_failed_at``. ``recover_expired`` treats each ACTIVE task whose lease
-    expiry < now as a failed attempt with ``LEASE_EXPIRED_ERROR``: RETRY due in ``delay_s``, or
-    ARCHIVED when ``retried + 1 > max_retry``. ``purge_expired`` deletes COMPLETED tasks whose
-    ``completed_at + retention_s <= now`` and expired unique locks, and returns the number of tasks
-    deleted.
+    ``last_error`` and ``last_failed_at``, and every failed attempt (recovery too) adds a record
+    to the task's attempt history in the same step (``history.py``). ``recover_expired`` treats
+    each ACTIVE task whose lease expiry < now as a failed attempt with ``LEASE_EXPIRED_ERROR``:
+    RETRY due in ``delay_s``, or ARCHIVED when ``retried + 1 > max_retry``. ``purge_expired``
+    deletes COMPLETED tasks whose ``completed_at + retention_s <= now`` and expired unique locks,
+    and returns the number of tasks deleted.
 
 Counters
     Per queue and UTC day (broker clock): each completion counts one processed; each failed attempt
@@ -98,6 +99,7 @@ from datetime import UTC, datetime
 
 from conveyor.brokers.memory import throughput as minute_totals
 from conveyor.brokers.memory.atomic import MemoryAtomicCompletion
+from conveyor.brokers.memory.history import AttemptEntries, MemoryHistory, record_attempt
 from conveyor.brokers.memory.limits import LimitState, MemoryLimits
 from conveyor.brokers.memory.progress import MemoryProgress
 from conveyor.brokers.memory.results import MemoryResults, ResultWaiters, wake_result_waiters
@@ -165,6 +167,7 @@ class _Task:
     completed_at: float | None = None
     result: bytes | None = None
     progress: bytes | None = None  # a pipeline's progress document: lives and dies with the task
+    history: AttemptEntries | None = None  # failed attempts (history.py); None until one fails
 
 
 @dataclass(slots=True)
@@ -237,6 +240,7 @@ class MemoryBroker(
     MemoryWorkflowSteps,
     MemoryWorkflows,
     MemoryProgress,
+    MemoryHistory,
     MemorySchedules,
     MemoryWorkersMixin,
     MemoryLimits,
@@ -450,6 +454,7 @@ class MemoryBroker(
     def _fail(self, s: _State, t: _Task, error: str, now: float) -> None:
         t.retried += 1
         t.last_error, t.last_failed_at = error, now
+        record_attempt(t, error, now)  # its retry history (history.py), in this same step
         self._count(s, t.msg.queue, now, failed=True)
 
     @staticmethod

@@ -46,6 +46,7 @@ from conveyor.brokers.redis.connect import (
     parse_redis_url,
 )
 from conveyor.brokers.redis.direct import SyncLines
+from conveyor.brokers.redis.history import HistoryMixin
 from conveyor.brokers.redis.inspection import InspectionMixin
 from conveyor.brokers.redis.limits import LimitsMixin
 from conveyor.brokers.redis.progress import ProgressMixin
@@ -93,6 +94,7 @@ class RedisBroker(
     WaitingMixin,
     InspectionMixin,
     ProgressMixin,
+    HistoryMixin,
     RedisSchedules,
     WorkersMixin,
     ThroughputMixin,

@@ -28,6 +28,7 @@ from conveyor.brokers.sqlite.connection import (
     broker_error,
     open_connection,
 )
+from conveyor.brokers.sqlite.history import SqliteHistory
 from conveyor.brokers.sqlite.limits import SqliteLimits
 from conveyor.brokers.sqlite.progress import SqliteProgress
 from conveyor.brokers.sqlite.results import SqliteResults
@@ -103,6 +104,7 @@ def _set_done(future: asyncio.Future[None]) -> None:
 class SqliteBroker(
     SqliteWorkflows,
     SqliteProgress,
+    SqliteHistory,
     SqliteSchedules,
     SqliteWorkersMixin,
     SqliteLimits,

@@ -10,6 +10,7 @@ from pathlib import Path
 from conveyor.brokers.protocol import recover_spread
 from conveyor.brokers.sqlite import checkpoint, limits, throughput, workflows
 from conveyor.brokers.sqlite.headers import add_column as add_headers_column
+from conveyor.brokers.sqlite.history import create_history_table
 from conveyor.brokers.sqlite.progress import create_progress_table
 from conveyor.brokers.sqlite.queries import SCHEMA_VERSION, schema_script
 from conveyor.brokers.sqlite.results import create_tables as create_result_tables
@@ -113,6 +114,7 @@ _CONCERN_TABLES = (
     workflows.apply_schema,
     throughput.create_table,
     create_progress_table,
+    create_history_table,
     apply_schedules_schema,
     create_worker_tables,
     add_headers_column,

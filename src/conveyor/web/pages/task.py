@@ -1,4 +1,4 @@
-"""A task's page: payload and result pretty-printed, its error and retries, its pipeline log,
+"""A task's page: payload and result pretty-printed, its error and retry history, its pipeline log,
 the workflow it is a step of, and its actions."""
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ async def _workflow_of(inspector: AsyncInspector, info: TaskInfo) -> data.Row | 
 async def task_data(dashboard: Dashboard, queue: str, task_id: str) -> data.Row:
     """Everything about one task (page and ``/api/`` alike); ``TaskNotFoundError`` if gone.
 
-    Includes the pipeline result log (``result_log``, empty for other tasks) and, for a
-    workflow step, the workflow it belongs to (``workflow``, else ``None``).
+    Includes its failed attempts (``history``, oldest first, the last 20), the pipeline result
+    log (``result_log``, empty for other tasks) and, for a workflow step, the workflow it
+    belongs to (``workflow``, else ``None``).
     """
     inspector = await dashboard.inspector()
     info = await inspector.get_task(queue, task_id)
@@ -46,6 +47,10 @@ async def task_data(dashboard: Dashboard, queue: str, task_id: str) -> data.Row:
         "result_log": [
             {"step": e.step, "state": e.state.value, "attempts": e.attempts, "error": e.error}
             for e in info.result_log
+        ],
+        "history": [
+            {"attempt": r.attempt, "failed_at": data.iso(r.failed_at), "error": r.error}
+            for r in info.history
         ],
         "workflow": await _workflow_of(inspector, info),
     }

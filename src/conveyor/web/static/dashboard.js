@@ -1,21 +1,133 @@
 // conveyor dashboard: live refresh from the JSON API. The pages work without it; this only keeps
-// the numbers and the chart current. No framework, no network access but the app's own /api/.
+// what they show current. No framework, no network access but the app's own /api/.
+//
+// What the templates mark up for it:
+//   data-field="name"      an element showing the field `name` of the data (of its row, inside a
+//                          list); a "state" badge gets its class too; data-time shows a time as
+//                          the when() macro does. Text is replaced only when it changed, so the
+//                          markup the server rendered (links) stays until then.
+//   data-list="name"       a table body listing the data's array `name`, one row per item, keyed
+//   data-key="field"       by `field` (rows carry data-key): rows follow the data's order, rows of
+//                          items gone are removed, new items are cloned from the body's <template>
+//                          (whose data-href / data-action patterns, "/workflows/{id}", get the
+//                          item's fields).
+//   data-count="name"      the length of the array `name`.
+//   data-empty-for="name"  shown only while the array `name` is empty (its table the other way).
+//   data-show-if="field"   shown only while `field` (of the row, or the data) is true (a
+//                          non-empty string or array, true);
+//   data-hide-if="field"   the other way round. The server renders them hidden or not already.
+//   data-step="position"   a workflow step's state badge (workflow page, from step_list).
 "use strict";
 (function () {
   var REFRESH_MS = 5000;
   var SVG = "http://www.w3.org/2000/svg";
 
-  function setText(scope, field, value) {
-    scope.querySelectorAll('[data-field="' + field + '"]').forEach(function (el) {
-      if (typeof value === "boolean") { value = value ? "yes" : "no"; }
-      el.textContent = value === null || value === undefined ? "" : String(value);
+  function text(value, el) {
+    if (value === null || value === undefined || value === "") {
+      return el.hasAttribute("data-time") ? "—" : "";
+    }
+    if (typeof value === "boolean") { return value ? "yes" : "no"; }
+    if (Array.isArray(value)) { return value.join(", "); }
+    if (typeof value === "object") {
+      return Object.keys(value).map(function (k) { return k + " (" + value[k] + ")"; }).join(", ");
+    }
+    if (el.hasAttribute("data-time")) { return String(value).substr(0, 19).replace("T", " "); }
+    return String(value);
+  }
+
+  // Elements of `scope` matching `selector`, but not those inside a list (rows refresh apart).
+  function own(scope, selector, inRow) {
+    return Array.prototype.filter.call(scope.querySelectorAll(selector), function (el) {
+      return inRow || !el.closest("[data-list]");
     });
   }
 
-  function setFields(scope, row) {
-    Object.keys(row).forEach(function (key) {
-      var value = row[key];
-      if (value === null || typeof value !== "object") { setText(scope, key, value); }
+  function setFields(scope, row, inRow) {
+    own(scope, "[data-field]", inRow).forEach(function (el) {
+      var key = el.getAttribute("data-field");
+      if (!(key in row)) { return; }
+      var shown = text(row[key], el);
+      if (el.textContent !== shown) { el.textContent = shown; }
+      if (el.classList.contains("state")) { el.className = "state " + row[key]; }
+    });
+    own(scope, "[data-show-if], [data-hide-if]", inRow).forEach(function (el) {
+      var key = el.getAttribute("data-show-if") || el.getAttribute("data-hide-if");
+      if (!(key in row)) { return; }
+      var value = row[key], on = Array.isArray(value) ? value.length > 0 : !!value;
+      el.hidden = el.hasAttribute("data-show-if") ? !on : on;
+    });
+  }
+
+  function fill(pattern, item) {
+    var base = document.body.getAttribute("data-base") || "";
+    return base + pattern.replace(/\{(\w+)\}/g, function (_, key) {
+      return encodeURIComponent(item[key] === undefined ? "" : String(item[key]));
+    });
+  }
+
+  function newRow(body, item) {
+    var template = body.querySelector("template");
+    if (!template) { return null; }
+    var row = template.content.firstElementChild.cloneNode(true);
+    row.querySelectorAll("[data-href]").forEach(function (el) {
+      el.setAttribute("href", fill(el.getAttribute("data-href"), item));
+    });
+    row.querySelectorAll("[data-action]").forEach(function (el) {
+      el.setAttribute("action", fill(el.getAttribute("data-action"), item));
+    });
+    return row;
+  }
+
+  function updateList(body, items) {
+    var keyField = body.getAttribute("data-key");
+    var rows = {};
+    body.querySelectorAll(":scope > [data-key]").forEach(function (row) {
+      rows[row.getAttribute("data-key")] = row;
+    });
+    var template = body.querySelector(":scope > template");
+    items.forEach(function (item) {
+      var key = String(item[keyField]);
+      var row = rows[key];
+      delete rows[key];
+      if (!row) {
+        row = newRow(body, item);
+        if (!row) { return; }
+        row.setAttribute("data-key", key);
+      }
+      setFields(row, item, true);
+      body.insertBefore(row, template);  // in the data's order (moves a row already there)
+    });
+    Object.keys(rows).forEach(function (key) { rows[key].remove(); });
+  }
+
+  function updateLists(data) {
+    document.querySelectorAll("[data-list]").forEach(function (body) {
+      var items = data[body.getAttribute("data-list")];
+      if (!Array.isArray(items)) { return; }
+      updateList(body, items);
+      var table = body.closest("table");
+      if (table) { table.hidden = items.length === 0; }
+    });
+    Object.keys(data).forEach(function (name) {
+      if (!Array.isArray(data[name])) { return; }
+      var sel = '[data-count="' + CSS.escape(name) + '"]';
+      document.querySelectorAll(sel).forEach(function (el) {
+        el.textContent = String(data[name].length);
+      });
+      sel = '[data-empty-for="' + CSS.escape(name) + '"]';
+      document.querySelectorAll(sel).forEach(function (el) {
+        el.hidden = data[name].length > 0;
+      });
+    });
+  }
+
+  function updateSteps(steps) {
+    steps.forEach(function (s) {
+      var el = document.querySelector('[data-step="' + CSS.escape(s.position) + '"]');
+      if (el && el.textContent !== s.state) {
+        el.textContent = s.state;
+        el.className = "state " + s.state;
+      }
     });
   }
 
@@ -51,17 +163,26 @@
 
   function apply(data) {
     drawChart(document.querySelector("svg[data-chart]"), data.minutes);
+    var main = document.querySelector("main");
     if (typeof data.workers === "number") { setText(document, "workers", data.workers); }
     if (data.queues) {
       data.queues.forEach(function (q) {
         var row = document.querySelector('tr[data-queue="' + CSS.escape(q.queue) + '"]');
-        if (row) { setFields(row, q); }
+        if (row) { setFields(row, q, true); }
       });
     } else if (data.stats) {
-      setFields(document.querySelector("main"), data.stats);
+      setFields(main, data.stats, false);
     } else {
-      setFields(document.querySelector("main"), data);
+      updateLists(data);
+      if (Array.isArray(data.step_list)) { updateSteps(data.step_list); }
+      setFields(main, data, false);
     }
+  }
+
+  function setText(scope, field, value) {
+    scope.querySelectorAll('[data-field="' + field + '"]').forEach(function (el) {
+      el.textContent = text(value, el);
+    });
   }
 
   function refresh(url) {

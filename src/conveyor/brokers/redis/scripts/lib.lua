@@ -345,13 +345,44 @@ local function wake_result(b, id)
   redis.call('LTRIM', rkey, 0, 0)
 end
 
+-- The first n characters of UTF-8 text s, cut before a character's first byte (a continuation
+-- byte, 128-191, belongs to the character before it), as Python's s[:n] cuts the text.
+local function clip_chars(s, n)
+  if #s <= n then return s end
+  local count = 0
+  for i = 1, #s do
+    local c = string.byte(s, i)
+    if c < 128 or c >= 192 then
+      count = count + 1
+      if count > n then return string.sub(s, 1, i - 1) end
+    end
+  end
+  return s
+end
+
+-- Add the attempt that just failed to the task's retry history: the 'history' field, a JSON list
+-- of [attempt, failed_at µs as a string, error cut to 512 characters], the last 20 kept
+-- (conveyor/brokers/history.py: HISTORY_ERROR_CHARS, HISTORY_KEPT). A field that does not hold
+-- such a list is started afresh.
+local function record_attempt(tkey, attempt, t, err)
+  local ok, list = pcall(cjson.decode, redis.call('HGET', tkey, 'history') or '[]')
+  if not ok or type(list) ~= 'table' then list = {} end
+  list[#list + 1] = {attempt, digits(t), clip_chars(err, 512)}
+  local from = math.max(1, #list - 19)
+  local kept = {}
+  for i = from, #list do kept[#kept + 1] = list[i] end
+  redis.call('HSET', tkey, 'history', cjson.encode(kept))
+end
+
 local function fail_task(b, id, t, err, due)
   local tkey = b.tprefix .. id
-  if type(redis.pcall('HINCRBY', tkey, 'retried', 1)) == 'table' then
+  local attempt = redis.pcall('HINCRBY', tkey, 'retried', 1)
+  if type(attempt) == 'table' then
     archive_corrupt(b, id, t, 'bad retried (attempt failed: ' .. err .. ')', 'active')
     count_done(b, t, true)
     return
   end
+  record_attempt(tkey, attempt, t, err)
   if due then
     redis.call('ZADD', b.retry, due, id)
     redis.call('HSET', tkey, 'state', 'retry', 'ready', seconds(due), 'error', err,
