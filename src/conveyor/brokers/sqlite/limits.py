@@ -9,6 +9,7 @@ transaction, so both are as atomic as the step they guard.
 from __future__ import annotations
 
 import functools
+import json
 import sqlite3
 import sys
 from collections import Counter
@@ -86,10 +87,13 @@ class RateBuckets:
     when the claim first meets the type (the ones back deleted), and the tokens this claim
     takes are written at the end."""
 
-    def __init__(self, conn: sqlite3.Connection, now: float, rates: dict[str, Rate]) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, now: float, rates: dict[str, tuple[Rate, int | None]]
+    ) -> None:
         self._conn = conn
         self._now = now
-        self._rates = rates
+        self._rates = {name: rate for name, (rate, _) in rates.items()}
+        self._stored = {name: out for name, (_, out) in rates.items()}  # rate_out, None: not kept
         self._out: dict[str, int] = {}  # tokens out per type, those taken by this claim included
         self._taken: Counter[str] = Counter()
         self._held: Counter[str] = Counter()
@@ -105,9 +109,13 @@ class RateBuckets:
             return None
         back = self._now - rate.period_s
         if task_type not in self._out:
-            self._conn.execute(queries()["drop_tokens_back"], (task_type, back))
-            count = self._conn.execute(queries()["count_tokens_out"], (task_type, back))
-            self._out[task_type] = count.fetchone()[0]
+            dropped = self._conn.execute(queries()["drop_tokens_back"], (task_type, back))
+            stored = self._stored.get(task_type)
+            if stored is None:  # not kept yet: count once
+                count = self._conn.execute(queries()["count_tokens_out"], (task_type, back))
+                self._out[task_type] = count.fetchone()[0]
+            else:
+                self._out[task_type] = stored - dropped.rowcount
         out, ahead = self._out[task_type], self._held[task_type]
         if out < rate.count and ahead == 0:
             self._out[task_type] += 1
@@ -129,28 +137,45 @@ class RateBuckets:
         return True
 
     def save(self) -> None:
-        """Record the tokens this claim took."""
+        """Record the tokens this claim took, and how many are out per type it met."""
+        if not self._out:
+            return  # no rate-limited task met
         self._conn.executemany(
             queries()["take_token"],
             [(t, self._now) for t, n in self._taken.items() for _ in range(n)],
         )
+        self._conn.executemany(queries()["save_rate_out"], self._out.items())
+
+
+def count_active(conn: sqlite3.Connection, kind: str, name: str) -> int:
+    """Count the ACTIVE tasks of a queue or type, and keep the count from now on (the
+    ``active_counts`` triggers): when its limit is set, or for a limit set by an earlier
+    version. Inside the caller's write transaction."""
+    query = queries()["active_of_type" if kind == "type" else "active_in_queue"]
+    n: int = conn.execute(query, (name,)).fetchone()[0]
+    conn.execute(queries()["save_active_count"], (kind, name, n))
+    return n
 
 
 class ClaimGate:
     """Every limit a claim transaction obeys: rate limits (:class:`RateBuckets`) and
-    concurrency limits, read once. Concurrency is counted from the tasks' states (ACTIVE rows),
+    concurrency limits, read once, with the counts kept beside them (tokens out, ACTIVE tasks),
     plus what this transaction starts."""
 
     def __init__(self, conn: sqlite3.Connection, now: float) -> None:
         self._conn = conn
         self._now = now
-        # One statement for every limit: a claim with none set pays for one small read.
+        # One statement for every limit and its count: a claim with none set pays for one
+        # small read.
         limits = conn.execute(queries()["all_claim_limits"]).fetchall()
-        rates = {name: Rate(n, period) for kind, name, n, period in limits if kind == "rate"}
+        rates = {row[1]: (Rate(row[2], row[3]), row[4]) for row in limits if row[0] == "rate"}
         self._buckets = RateBuckets(conn, now, rates)
-        self._types = {name: n for kind, name, n, _ in limits if kind == "type"}
-        self._queues = {name: n for kind, name, n, _ in limits if kind == "queue"}
-        self._active: dict[tuple[str, str], int] = {}
+        self._types = {row[1]: row[2] for row in limits if row[0] == "type"}
+        self._queues = {row[1]: row[2] for row in limits if row[0] == "queue"}
+        self._active: dict[tuple[str, str], int] = {
+            (row[0], row[1]): row[4] for row in limits if row[0] != "rate" and row[4] is not None
+        }
+        self._any_held: bool | None = None
 
     def __bool__(self) -> bool:
         return bool(self._buckets or self._types or self._queues)
@@ -158,14 +183,15 @@ class ClaimGate:
     def _count(self, kind: str, name: str) -> int:
         key = (kind, name)
         if key not in self._active:
-            query = queries()["active_of_type" if kind == "type" else "active_in_queue"]
-            self._active[key] = self._conn.execute(query, (name,)).fetchone()[0]
+            self._active[key] = count_active(self._conn, kind, name)
         return self._active[key]
 
     def room(self, queue: str) -> int:
         """How many tasks ``queue`` may start now; first, its tasks held for a slot of their
         type that is free again go back to pending, at their old ready time."""
-        for task_type, n in self._types.items():
+        if self._types and self._any_held is None:
+            self._any_held = self._conn.execute(queries()["any_held"]).fetchone() is not None
+        for task_type, n in self._types.items() if self._any_held else ():
             free = n - self._count("type", task_type)
             if free <= 0:
                 continue
@@ -209,9 +235,8 @@ def slots_watched(conn: sqlite3.Connection, queues: set[str]) -> bool:
     at once."""
     if conn.execute(queries()["any_concurrency"]).fetchone() is None:
         return False  # no limit, so no task held either (a removed limit forgets its held)
-    if conn.execute(queries()["any_held"]).fetchone() is not None:
-        return True
-    return any(conn.execute(queries()["was_full"], (q,)).fetchone() for q in queues)
+    names = json.dumps(sorted(queues))
+    return bool(conn.execute(queries()["slots_watched"], (names,)).fetchone()[0])
 
 
 def any_concurrency(conn: sqlite3.Connection) -> bool:
@@ -269,6 +294,7 @@ class SqliteLimits:
                 if rate is None:
                     store.conn.execute(queries()["remove_rate_limit"], (task_type,))
                     store.conn.execute(queries()["remove_rate_tokens"], (task_type,))
+                    store.conn.execute(queries()["remove_rate_out"], (task_type,))
                 else:
                     store.conn.execute(
                         queries()["set_rate_limit"], (task_type, rate.count, rate.period_s)
@@ -290,10 +316,12 @@ class SqliteLimits:
             with store.write():
                 if max_active is None:
                     store.conn.execute(queries()["remove_concurrency"], (kind, name))
+                    store.conn.execute(queries()["remove_active_count"], (kind, name))
                     if kind == "type":  # its held tasks start when due, like any scheduled one
                         store.conn.execute(queries()["forget_held_of_type"], (name,))
                 else:
                     store.conn.execute(queries()["set_concurrency"], (kind, name, max_active))
+                    count_active(store.conn, kind, name)
 
         await self._run(write)
 

@@ -37,6 +37,43 @@ CREATE TABLE IF NOT EXISTS held_tasks (
     ready_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS held_tasks_in_order ON held_tasks (queue, type, ready_at, seq);
+-- How many tokens of a type's bucket are out (rows of rate_tokens), kept by the claims that take
+-- and drop them, so a claim reads one row instead of counting the tokens. A type with tokens and
+-- no row here (a file from an earlier version) is counted once, then kept.
+CREATE TABLE IF NOT EXISTS rate_out (
+    type TEXT PRIMARY KEY,
+    out INTEGER NOT NULL
+) WITHOUT ROWID;
+-- How many tasks are ACTIVE per limited queue ('queue', name) and task type ('type', name): one
+-- row per concurrency limit, made with it (counting the ACTIVE rows then), and kept by the
+-- triggers below in the same statement as every change of a task's state, whatever the step
+-- (claim, completion, failure, release, lease recovery, deletion), so it stays exact.
+CREATE TABLE IF NOT EXISTS active_counts (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (kind, name)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS active_counts_on_update AFTER UPDATE OF state ON tasks
+WHEN (old.state = 'active') <> (new.state = 'active')
+BEGIN
+    UPDATE active_counts SET n = n + (CASE WHEN new.state = 'active' THEN 1 ELSE -1 END)
+    WHERE kind = 'queue' AND name = new.queue;
+    UPDATE active_counts SET n = n + (CASE WHEN new.state = 'active' THEN 1 ELSE -1 END)
+    WHERE kind = 'type' AND name = new.type;
+END;
+CREATE TRIGGER IF NOT EXISTS active_counts_on_delete AFTER DELETE ON tasks
+WHEN old.state = 'active'
+BEGIN
+    UPDATE active_counts SET n = n - 1 WHERE kind = 'queue' AND name = old.queue;
+    UPDATE active_counts SET n = n - 1 WHERE kind = 'type' AND name = old.type;
+END;
+CREATE TRIGGER IF NOT EXISTS active_counts_on_insert AFTER INSERT ON tasks
+WHEN new.state = 'active'
+BEGIN
+    UPDATE active_counts SET n = n + 1 WHERE kind = 'queue' AND name = new.queue;
+    UPDATE active_counts SET n = n + 1 WHERE kind = 'type' AND name = new.type;
+END;
 
 -- name: set_queue_limit
 -- Params: queue, max_length, overflow
@@ -93,6 +130,14 @@ DELETE FROM rate_limits WHERE type = ?;
 -- Params: type
 DELETE FROM rate_tokens WHERE type = ?;
 
+-- name: remove_rate_out
+-- Params: type
+DELETE FROM rate_out WHERE type = ?;
+
+-- name: save_rate_out
+-- Params: type, out
+INSERT INTO rate_out (type, out) VALUES (?1, ?2) ON CONFLICT (type) DO UPDATE SET out = ?2;
+
 -- name: all_rate_limits
 -- Every rate limit: a handful of rows, read once per claim transaction.
 SELECT type, count, period_s FROM rate_limits;
@@ -143,11 +188,20 @@ SELECT count(*) FROM tasks INDEXED BY tasks_leases WHERE state = 'active' AND ty
 -- Params: queue
 SELECT count(*) FROM tasks WHERE queue = ? AND state = 'active';
 
+-- name: save_active_count
+-- A limit's count, counted from the ACTIVE rows (when the limit is set, or missing).
+-- Params: kind, name, n
+INSERT INTO active_counts (kind, name, n) VALUES (?1, ?2, ?3)
+ON CONFLICT (kind, name) DO UPDATE SET n = ?3;
+
+-- name: remove_active_count
+-- Params: kind, name
+DELETE FROM active_counts WHERE kind = ? AND name = ?;
+
 -- name: full_queues
 -- The queues at their concurrency limit (an idle wait does not wake for them).
-SELECT name FROM concurrency_limits AS c
-WHERE kind = 'queue'
-  AND max_active <= (SELECT count(*) FROM tasks WHERE queue = c.name AND state = 'active');
+SELECT c.name FROM concurrency_limits AS c JOIN active_counts AS a USING (kind, name)
+WHERE c.kind = 'queue' AND c.max_active <= a.n;
 
 -- name: hold_for_slot
 -- Params: seq, queue, id, type, ready_at (the task's ready time before it was held)
@@ -171,22 +225,24 @@ DELETE FROM held_tasks WHERE seq = ?;
 -- name: any_held
 SELECT 1 FROM held_tasks LIMIT 1;
 
--- name: was_full
--- A queue one task short of its concurrency limit (after a task left ACTIVE).
--- Params: queue
-SELECT 1 FROM concurrency_limits
-WHERE kind = 'queue' AND name = ?1
-  AND max_active - 1 = (SELECT count(*) FROM tasks WHERE queue = ?1 AND state = 'active');
+-- name: slots_watched
+-- After tasks left ACTIVE: 1 when a task is held for a slot, or one of the queues is one task
+-- short of its concurrency limit (it was at it), else 0. One statement, each part a key read.
+-- Params: the queues, as a JSON array
+SELECT EXISTS (SELECT 1 FROM held_tasks)
+    OR EXISTS (
+        SELECT 1 FROM concurrency_limits AS c JOIN active_counts AS a USING (kind, name)
+        WHERE c.kind = 'queue' AND c.name IN (SELECT value FROM json_each(?1))
+          AND c.max_active - 1 = a.n
+    );
 
 -- name: slot_free
 -- A type with tasks of the queue held for a slot, and fewer ACTIVE tasks than its limit.
 -- Params: queue
-SELECT 1 FROM concurrency_limits AS c
+SELECT 1 FROM concurrency_limits AS c JOIN active_counts AS a USING (kind, name)
 WHERE c.kind = 'type'
   AND EXISTS (SELECT 1 FROM held_tasks AS h WHERE h.queue = ?1 AND h.type = c.name)
-  AND c.max_active > (
-      SELECT count(*) FROM tasks INDEXED BY tasks_leases WHERE state = 'active' AND type = c.name
-  )
+  AND c.max_active > a.n
 LIMIT 1;
 
 -- name: forget_held_of_type
@@ -195,10 +251,13 @@ DELETE FROM held_tasks WHERE type = ?;
 
 -- name: all_claim_limits
 -- Every rate and concurrency limit, read once per claim transaction: (kind, name, count or
--- max_active, period_s or NULL), kind 'rate', 'type' or 'queue'.
-SELECT 'rate', type, count, period_s FROM rate_limits
+-- max_active, period_s or NULL, tokens out or ACTIVE tasks or NULL when not kept yet), kind
+-- 'rate', 'type' or 'queue'.
+SELECT 'rate', r.type, r.count, r.period_s, o.out
+FROM rate_limits AS r LEFT JOIN rate_out AS o ON o.type = r.type
 UNION ALL
-SELECT kind, name, max_active, NULL FROM concurrency_limits;
+SELECT c.kind, c.name, c.max_active, NULL, a.n
+FROM concurrency_limits AS c LEFT JOIN active_counts AS a USING (kind, name);
 
 -- name: any_concurrency
 SELECT 1 FROM concurrency_limits LIMIT 1;
