@@ -29,7 +29,7 @@ PINNED_SHA256 = {
     "extend.lua": "2e9c44368efdedf8",
     "fail.lua": "e0e7032e499a9d0c",
     "lib.lua": "0f7077f8e3b0bedf",
-    "limits.lua": "39e0626bf8fdbd4c",
+    "limits.lua": "fddc9dafd9d69c31",
     "manage.lua": "43ca04db3f374a21",
     "page.lua": "9980ab50d9f3ff3b",
     "peek.lua": "e54808a6dde27661",
