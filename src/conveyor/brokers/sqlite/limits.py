@@ -147,10 +147,15 @@ class RateBuckets:
         self._conn.executemany(queries()["save_rate_out"], self._out.items())
 
 
+_TRIGGERS = ("count_on_update", "count_on_delete", "count_on_insert")
+
+
 def count_active(conn: sqlite3.Connection, kind: str, name: str) -> int:
     """Count the ACTIVE tasks of a queue or type, and keep the count from now on (the
-    ``active_counts`` triggers): when its limit is set, or for a limit set by an earlier
-    version. Inside the caller's write transaction."""
+    ``active_counts`` triggers, made if missing): when its limit is set, or for a limit set by
+    an earlier version. Inside the caller's write transaction."""
+    for trigger in _TRIGGERS:
+        conn.execute(queries()[trigger])
     query = queries()["active_of_type" if kind == "type" else "active_in_queue"]
     n: int = conn.execute(query, (name,)).fetchone()[0]
     conn.execute(queries()["save_active_count"], (kind, name, n))
@@ -317,6 +322,9 @@ class SqliteLimits:
                 if max_active is None:
                     store.conn.execute(queries()["remove_concurrency"], (kind, name))
                     store.conn.execute(queries()["remove_active_count"], (kind, name))
+                    if not any_concurrency(store.conn):  # the last: no step counts any more
+                        for trigger in _TRIGGERS:
+                            store.conn.execute(queries()["drop_" + trigger])
                     if kind == "type":  # its held tasks start when due, like any scheduled one
                         store.conn.execute(queries()["forget_held_of_type"], (name,))
                 else:

@@ -46,14 +46,19 @@ CREATE TABLE IF NOT EXISTS rate_out (
 ) WITHOUT ROWID;
 -- How many tasks are ACTIVE per limited queue ('queue', name) and task type ('type', name): one
 -- row per concurrency limit, made with it (counting the ACTIVE rows then), and kept by the
--- triggers below in the same statement as every change of a task's state, whatever the step
--- (claim, completion, failure, release, lease recovery, deletion), so it stays exact.
+-- count_on_* triggers in the same statement as every change of a task's state, whatever the
+-- step (claim, completion, failure, release, lease recovery, deletion), so it stays exact. The
+-- triggers exist only while a concurrency limit does: without one, no step pays for them.
 CREATE TABLE IF NOT EXISTS active_counts (
     kind TEXT NOT NULL,
     name TEXT NOT NULL,
     n INTEGER NOT NULL,
     PRIMARY KEY (kind, name)
 ) WITHOUT ROWID;
+
+-- name: count_on_update
+-- The active_counts triggers (see create_tables), made with the first concurrency limit and
+-- dropped with the last.
 CREATE TRIGGER IF NOT EXISTS active_counts_on_update AFTER UPDATE OF state ON tasks
 WHEN (old.state = 'active') <> (new.state = 'active')
 BEGIN
@@ -62,18 +67,31 @@ BEGIN
     UPDATE active_counts SET n = n + (CASE WHEN new.state = 'active' THEN 1 ELSE -1 END)
     WHERE kind = 'type' AND name = new.type;
 END;
+
+-- name: count_on_delete
 CREATE TRIGGER IF NOT EXISTS active_counts_on_delete AFTER DELETE ON tasks
 WHEN old.state = 'active'
 BEGIN
     UPDATE active_counts SET n = n - 1 WHERE kind = 'queue' AND name = old.queue;
     UPDATE active_counts SET n = n - 1 WHERE kind = 'type' AND name = old.type;
 END;
+
+-- name: count_on_insert
 CREATE TRIGGER IF NOT EXISTS active_counts_on_insert AFTER INSERT ON tasks
 WHEN new.state = 'active'
 BEGIN
     UPDATE active_counts SET n = n + 1 WHERE kind = 'queue' AND name = new.queue;
     UPDATE active_counts SET n = n + 1 WHERE kind = 'type' AND name = new.type;
 END;
+
+-- name: drop_count_on_update
+DROP TRIGGER IF EXISTS active_counts_on_update;
+
+-- name: drop_count_on_delete
+DROP TRIGGER IF EXISTS active_counts_on_delete;
+
+-- name: drop_count_on_insert
+DROP TRIGGER IF EXISTS active_counts_on_insert;
 
 -- name: set_queue_limit
 -- Params: queue, max_length, overflow
