@@ -227,10 +227,9 @@ class RedisSchedules(RedisBrokerBase):
     async def due_schedules(self, *, limit: int) -> DueSchedules:
         """Unpaused entries due by the server's clock, earliest first, and the next cursor."""
         with self._errors():
-            # Only the queues are needed: the values, made a set before decoding (10,000
-            # entries are a few queues).
-            index = await self._client.hvals(schedule_index(self._ns))
-        queues = sorted({as_bytes(q).decode() for q in set(index)})
+            index = await self._client.hgetall(schedule_index(self._ns))
+        # The values made a set before decoding: 10,000 entries are a few queues.
+        queues = sorted({as_bytes(q).decode() for q in set(index.values())})
         now = 0.0
         due: list[ScheduleRecord] = []
         upcoming: list[float] = []
