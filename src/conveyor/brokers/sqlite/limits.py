@@ -147,39 +147,22 @@ class RateBuckets:
         self._conn.executemany(queries()["save_rate_out"], self._out.items())
 
 
-_TRIGGERS = ("count_on_update", "count_on_delete", "count_on_insert")
-
-
-def count_active(conn: sqlite3.Connection, kind: str, name: str) -> int:
-    """Count the ACTIVE tasks of a queue or type, and keep the count from now on (the
-    ``active_counts`` triggers, made if missing): when its limit is set, or for a limit set by
-    an earlier version. Inside the caller's write transaction."""
-    for trigger in _TRIGGERS:
-        conn.execute(queries()[trigger])
-    query = queries()["active_of_type" if kind == "type" else "active_in_queue"]
-    n: int = conn.execute(query, (name,)).fetchone()[0]
-    conn.execute(queries()["save_active_count"], (kind, name, n))
-    return n
-
-
 class ClaimGate:
     """Every limit a claim transaction obeys: rate limits (:class:`RateBuckets`) and
-    concurrency limits, read once, with the counts kept beside them (tokens out, ACTIVE tasks),
-    plus what this transaction starts."""
+    concurrency limits, read once. Concurrency is counted from the tasks' states (ACTIVE rows,
+    once per claim and limit met), plus what this transaction starts."""
 
     def __init__(self, conn: sqlite3.Connection, now: float) -> None:
         self._conn = conn
         self._now = now
-        # One statement for every limit and its count: a claim with none set pays for one
-        # small read.
+        # One statement for every limit (and a rate's tokens out): a claim with none set pays
+        # for one small read.
         limits = conn.execute(queries()["all_claim_limits"]).fetchall()
         rates = {row[1]: (Rate(row[2], row[3]), row[4]) for row in limits if row[0] == "rate"}
         self._buckets = RateBuckets(conn, now, rates)
         self._types = {row[1]: row[2] for row in limits if row[0] == "type"}
         self._queues = {row[1]: row[2] for row in limits if row[0] == "queue"}
-        self._active: dict[tuple[str, str], int] = {
-            (row[0], row[1]): row[4] for row in limits if row[0] != "rate" and row[4] is not None
-        }
+        self._active: dict[tuple[str, str], int] = {}
         self._any_held: bool | None = None
 
     def __bool__(self) -> bool:
@@ -188,7 +171,8 @@ class ClaimGate:
     def _count(self, kind: str, name: str) -> int:
         key = (kind, name)
         if key not in self._active:
-            self._active[key] = count_active(self._conn, kind, name)
+            query = queries()["active_of_type" if kind == "type" else "active_in_queue"]
+            self._active[key] = self._conn.execute(query, (name,)).fetchone()[0]
         return self._active[key]
 
     def room(self, queue: str) -> int:
@@ -321,15 +305,10 @@ class SqliteLimits:
             with store.write():
                 if max_active is None:
                     store.conn.execute(queries()["remove_concurrency"], (kind, name))
-                    store.conn.execute(queries()["remove_active_count"], (kind, name))
-                    if not any_concurrency(store.conn):  # the last: no step counts any more
-                        for trigger in _TRIGGERS:
-                            store.conn.execute(queries()["drop_" + trigger])
                     if kind == "type":  # its held tasks start when due, like any scheduled one
                         store.conn.execute(queries()["forget_held_of_type"], (name,))
                 else:
                     store.conn.execute(queries()["set_concurrency"], (kind, name, max_active))
-                    count_active(store.conn, kind, name)
 
         await self._run(write)
 

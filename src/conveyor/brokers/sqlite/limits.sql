@@ -44,54 +44,6 @@ CREATE TABLE IF NOT EXISTS rate_out (
     type TEXT PRIMARY KEY,
     out INTEGER NOT NULL
 ) WITHOUT ROWID;
--- How many tasks are ACTIVE per limited queue ('queue', name) and task type ('type', name): one
--- row per concurrency limit, made with it (counting the ACTIVE rows then), and kept by the
--- count_on_* triggers in the same statement as every change of a task's state, whatever the
--- step (claim, completion, failure, release, lease recovery, deletion), so it stays exact. The
--- triggers exist only while a concurrency limit does: without one, no step pays for them.
-CREATE TABLE IF NOT EXISTS active_counts (
-    kind TEXT NOT NULL,
-    name TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    PRIMARY KEY (kind, name)
-) WITHOUT ROWID;
-
--- name: count_on_update
--- The active_counts triggers (see create_tables), made with the first concurrency limit and
--- dropped with the last.
-CREATE TRIGGER IF NOT EXISTS active_counts_on_update AFTER UPDATE OF state ON tasks
-WHEN (old.state = 'active') <> (new.state = 'active')
-BEGIN
-    UPDATE active_counts SET n = n + (CASE WHEN new.state = 'active' THEN 1 ELSE -1 END)
-    WHERE kind = 'queue' AND name = new.queue;
-    UPDATE active_counts SET n = n + (CASE WHEN new.state = 'active' THEN 1 ELSE -1 END)
-    WHERE kind = 'type' AND name = new.type;
-END;
-
--- name: count_on_delete
-CREATE TRIGGER IF NOT EXISTS active_counts_on_delete AFTER DELETE ON tasks
-WHEN old.state = 'active'
-BEGIN
-    UPDATE active_counts SET n = n - 1 WHERE kind = 'queue' AND name = old.queue;
-    UPDATE active_counts SET n = n - 1 WHERE kind = 'type' AND name = old.type;
-END;
-
--- name: count_on_insert
-CREATE TRIGGER IF NOT EXISTS active_counts_on_insert AFTER INSERT ON tasks
-WHEN new.state = 'active'
-BEGIN
-    UPDATE active_counts SET n = n + 1 WHERE kind = 'queue' AND name = new.queue;
-    UPDATE active_counts SET n = n + 1 WHERE kind = 'type' AND name = new.type;
-END;
-
--- name: drop_count_on_update
-DROP TRIGGER IF EXISTS active_counts_on_update;
-
--- name: drop_count_on_delete
-DROP TRIGGER IF EXISTS active_counts_on_delete;
-
--- name: drop_count_on_insert
-DROP TRIGGER IF EXISTS active_counts_on_insert;
 
 -- name: set_queue_limit
 -- Params: queue, max_length, overflow
@@ -206,20 +158,11 @@ SELECT count(*) FROM tasks INDEXED BY tasks_leases WHERE state = 'active' AND ty
 -- Params: queue
 SELECT count(*) FROM tasks WHERE queue = ? AND state = 'active';
 
--- name: save_active_count
--- A limit's count, counted from the ACTIVE rows (when the limit is set, or missing).
--- Params: kind, name, n
-INSERT INTO active_counts (kind, name, n) VALUES (?1, ?2, ?3)
-ON CONFLICT (kind, name) DO UPDATE SET n = ?3;
-
--- name: remove_active_count
--- Params: kind, name
-DELETE FROM active_counts WHERE kind = ? AND name = ?;
-
 -- name: full_queues
 -- The queues at their concurrency limit (an idle wait does not wake for them).
-SELECT c.name FROM concurrency_limits AS c JOIN active_counts AS a USING (kind, name)
-WHERE c.kind = 'queue' AND c.max_active <= a.n;
+SELECT name FROM concurrency_limits AS c
+WHERE kind = 'queue'
+  AND max_active <= (SELECT count(*) FROM tasks WHERE queue = c.name AND state = 'active');
 
 -- name: hold_for_slot
 -- Params: seq, queue, id, type, ready_at (the task's ready time before it was held)
@@ -245,22 +188,26 @@ SELECT 1 FROM held_tasks LIMIT 1;
 
 -- name: slots_watched
 -- After tasks left ACTIVE: 1 when a task is held for a slot, or one of the queues is one task
--- short of its concurrency limit (it was at it), else 0. One statement, each part a key read.
+-- short of its concurrency limit (it was at it), else 0, in one statement.
 -- Params: the queues, as a JSON array
 SELECT EXISTS (SELECT 1 FROM held_tasks)
     OR EXISTS (
-        SELECT 1 FROM concurrency_limits AS c JOIN active_counts AS a USING (kind, name)
+        SELECT 1 FROM concurrency_limits AS c
         WHERE c.kind = 'queue' AND c.name IN (SELECT value FROM json_each(?1))
-          AND c.max_active - 1 = a.n
+          AND c.max_active - 1 = (
+              SELECT count(*) FROM tasks WHERE queue = c.name AND state = 'active'
+          )
     );
 
 -- name: slot_free
 -- A type with tasks of the queue held for a slot, and fewer ACTIVE tasks than its limit.
 -- Params: queue
-SELECT 1 FROM concurrency_limits AS c JOIN active_counts AS a USING (kind, name)
+SELECT 1 FROM concurrency_limits AS c
 WHERE c.kind = 'type'
   AND EXISTS (SELECT 1 FROM held_tasks AS h WHERE h.queue = ?1 AND h.type = c.name)
-  AND c.max_active > a.n
+  AND c.max_active > (
+      SELECT count(*) FROM tasks INDEXED BY tasks_leases WHERE state = 'active' AND type = c.name
+  )
 LIMIT 1;
 
 -- name: forget_held_of_type
@@ -269,13 +216,12 @@ DELETE FROM held_tasks WHERE type = ?;
 
 -- name: all_claim_limits
 -- Every rate and concurrency limit, read once per claim transaction: (kind, name, count or
--- max_active, period_s or NULL, tokens out or ACTIVE tasks or NULL when not kept yet), kind
--- 'rate', 'type' or 'queue'.
+-- max_active, period_s or NULL, the rate's tokens out or NULL when not kept yet), kind 'rate',
+-- 'type' or 'queue'.
 SELECT 'rate', r.type, r.count, r.period_s, o.out
 FROM rate_limits AS r LEFT JOIN rate_out AS o ON o.type = r.type
 UNION ALL
-SELECT c.kind, c.name, c.max_active, NULL, a.n
-FROM concurrency_limits AS c LEFT JOIN active_counts AS a USING (kind, name);
+SELECT kind, name, max_active, NULL, NULL FROM concurrency_limits;
 
 -- name: any_concurrency
 SELECT 1 FROM concurrency_limits LIMIT 1;
