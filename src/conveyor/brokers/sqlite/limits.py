@@ -111,11 +111,15 @@ class RateBuckets:
         if task_type not in self._out:
             dropped = self._conn.execute(queries()["drop_tokens_back"], (task_type, back))
             stored = self._stored.get(task_type)
-            if stored is None:  # not kept yet: count once
+            out = -1 if stored is None else stored - dropped.rowcount
+            # The kept count saves counting the tokens while the bucket is far from empty; from
+            # half the count on, where it may decide, they are counted (and the count kept
+            # again), so a count gone wrong (an earlier version's claims do not keep it) never
+            # lets more start than the rate allows.
+            if out < 0 or 2 * out >= rate.count:
                 count = self._conn.execute(queries()["count_tokens_out"], (task_type, back))
-                self._out[task_type] = count.fetchone()[0]
-            else:
-                self._out[task_type] = stored - dropped.rowcount
+                out = count.fetchone()[0]
+            self._out[task_type] = out
         out, ahead = self._out[task_type], self._held[task_type]
         if out < rate.count and ahead == 0:
             self._out[task_type] += 1
