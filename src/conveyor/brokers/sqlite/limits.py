@@ -44,9 +44,25 @@ def queries() -> dict[str, str]:
     return parse_queries(text)
 
 
+def _has_token_counts(conn: sqlite3.Connection) -> bool:
+    return any(row[1] == "n" for row in conn.execute("PRAGMA table_info(rate_tokens)"))
+
+
 def create_tables(conn: sqlite3.Connection) -> None:
-    """Create the limit tables if missing (idempotent; run each time a connection opens)."""
+    """Create the limit tables if missing, and give a file's ``rate_tokens`` its ``n`` column
+    if it lacks it (idempotent; run each time a connection opens)."""
     conn.executescript(queries()["create_tables"])
+    if _has_token_counts(conn):
+        return
+    # Checked again under the write lock: processes opening the same file at once add it once.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if not _has_token_counts(conn):
+            conn.execute(queries()["add_token_counts"])
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def admit(conn: sqlite3.Connection, messages: Sequence[TaskMessage], now: float) -> None:
@@ -85,7 +101,7 @@ def admit(conn: sqlite3.Connection, messages: Sequence[TaskMessage], now: float)
 class RateBuckets:
     """The rate limits of one claim transaction, read once. A type's tokens out are counted
     when the claim first meets the type (the ones back deleted), and the tokens this claim
-    takes are written at the end."""
+    takes are written at the end, one row per type."""
 
     def __init__(
         self, conn: sqlite3.Connection, now: float, rates: dict[str, tuple[Rate, int | None]]
@@ -111,7 +127,8 @@ class RateBuckets:
         if task_type not in self._out:
             dropped = self._conn.execute(queries()["drop_tokens_back"], (task_type, back))
             stored = self._stored.get(task_type)
-            out = -1 if stored is None else stored - dropped.rowcount
+            back_n = sum(row[0] for row in dropped)
+            out = -1 if stored is None else stored - back_n
             # The kept count saves counting the tokens while the bucket is far from empty; from
             # half the count on, where it may decide, they are counted (and the count kept
             # again), so a count gone wrong (an earlier version's claims do not keep it) never
@@ -145,8 +162,7 @@ class RateBuckets:
         if not self._out:
             return  # no rate-limited task met
         self._conn.executemany(
-            queries()["take_token"],
-            [(t, self._now) for t, n in self._taken.items() for _ in range(n)],
+            queries()["take_tokens"], [(t, self._now, n) for t, n in self._taken.items() if n]
         )
         self._conn.executemany(queries()["save_rate_out"], self._out.items())
 

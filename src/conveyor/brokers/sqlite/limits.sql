@@ -4,7 +4,9 @@
 
 -- name: create_tables
 -- One row per limited queue; one per rate-limited task type; one per token of a rate limit's
--- bucket still out (when it was taken, by the broker clock; it is back period_s later).
+-- bucket still out (when it was taken, by the broker clock; it is back period_s later); a claim
+-- writes one row for the tokens it takes of a type, with their number (files made before have
+-- one row per token: add_token_counts gives them the column, n = 1).
 CREATE TABLE IF NOT EXISTS queue_limits (
     queue TEXT PRIMARY KEY,
     max_length INTEGER NOT NULL,
@@ -17,7 +19,8 @@ CREATE TABLE IF NOT EXISTS rate_limits (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rate_tokens (
     type TEXT NOT NULL,
-    taken_at REAL NOT NULL
+    taken_at REAL NOT NULL,
+    n INTEGER NOT NULL DEFAULT 1  -- the tokens one claim took at taken_at
 );
 CREATE INDEX IF NOT EXISTS rate_tokens_by_type ON rate_tokens (type, taken_at);
 CREATE TABLE IF NOT EXISTS concurrency_limits (
@@ -115,21 +118,29 @@ SELECT type, count, period_s FROM rate_limits;
 -- name: count_tokens_out
 -- How many tokens of a type's bucket are out (taken less than a period ago).
 -- Params: type, back_before
-SELECT count(*) FROM rate_tokens WHERE type = ? AND taken_at > ?;
+SELECT coalesce(sum(n), 0) FROM rate_tokens WHERE type = ? AND taken_at > ?;
 
 -- name: token_out
--- The token out at a position, oldest first (the one a held-back task waits for).
--- Params: type, back_before, offset
-SELECT taken_at FROM rate_tokens WHERE type = ? AND taken_at > ? ORDER BY taken_at
-LIMIT 1 OFFSET ?;
+-- When the token out at a position (0 the oldest) was taken: the one a held-back task waits
+-- for.
+-- Params: type, back_before, position
+SELECT taken_at FROM (
+    SELECT taken_at, sum(n) OVER (ORDER BY taken_at, rowid) AS upto
+    FROM rate_tokens WHERE type = ?1 AND taken_at > ?2
+)
+WHERE upto > ?3 ORDER BY upto LIMIT 1;
 
 -- name: drop_tokens_back
+-- The tokens back: deleted, their numbers returned.
 -- Params: type, back_before
-DELETE FROM rate_tokens WHERE type = ? AND taken_at <= ?;
+DELETE FROM rate_tokens WHERE type = ? AND taken_at <= ? RETURNING n;
 
--- name: take_token
--- Params: type, taken_at
-INSERT INTO rate_tokens (type, taken_at) VALUES (?, ?);
+-- name: take_tokens
+-- Params: type, taken_at, n
+INSERT INTO rate_tokens (type, taken_at, n) VALUES (?, ?, ?);
+
+-- name: add_token_counts
+ALTER TABLE rate_tokens ADD COLUMN n INTEGER NOT NULL DEFAULT 1;
 
 -- name: hold_task
 -- A claimed-for task over its type's rate: SCHEDULED until its token, nothing counted.
