@@ -168,3 +168,23 @@ async def test_a_removed_type_limit_leaves_held_tasks_to_start_as_scheduled(
     await broker.run_task(QUEUE, second.id)
 
     assert await claim_ids(broker, [QUEUE]) == [second.id]
+
+
+async def test_a_limit_removed_and_set_again_counts_the_tasks_running_then(
+    broker: Broker,
+) -> None:
+    await flow(broker).set_queue_concurrency(QUEUE, 2)
+    await flow(broker).set_task_concurrency("api:call", 2)
+    await broker.enqueue([msg(type="api:call") for _ in range(6)])
+    first = await broker.claim([QUEUE], limit=10, lease_s=30)
+    assert len(first) == 2
+
+    await flow(broker).set_queue_concurrency(QUEUE, None)
+    await flow(broker).set_task_concurrency("api:call", None)
+    more = await broker.claim([QUEUE], limit=2, lease_s=30)  # 4 running, none counted
+    assert len(more) == 2
+    await broker.complete([Completion(lease=first[0])])  # 3 running
+    await flow(broker).set_queue_concurrency(QUEUE, 4)
+    await flow(broker).set_task_concurrency("api:call", 5)
+
+    assert len(await claim_ids(broker, [QUEUE])) == 1  # the queue's fourth slot only

@@ -163,6 +163,48 @@ async def test_held_back_tasks_start_as_the_bucket_refills(broker: Broker) -> No
     assert sorted(started) == sorted(m.id for m in limited)
 
 
+async def test_tokens_taken_by_earlier_claims_count(broker: Broker) -> None:
+    await flow(broker).set_rate_limit("api:call", Rate(3, 3600.0))
+    await broker.enqueue([msg(type="api:call") for _ in range(5)])
+
+    started = [await claim_ids(broker, [QUEUE], limit=1) for _ in range(4)]
+
+    assert [len(ids) for ids in started] == [1, 1, 1, 0]
+    assert (await broker.queue_stats(QUEUE)).scheduled == 2
+
+
+async def test_held_back_tasks_wait_for_the_oldest_tokens_in_turn(broker: Broker) -> None:
+    await flow(broker).set_rate_limit("api:call", Rate(3, 3600.0))
+    await broker.enqueue([msg(type="api:call") for _ in range(2)])
+    assert len(await claim_ids(broker, [QUEUE], limit=10)) == 2  # two tokens taken together
+    await broker.enqueue([msg(type="api:call")])
+    assert len(await claim_ids(broker, [QUEUE], limit=10)) == 1  # the third, later
+    waiting = [msg(type="api:call") for _ in range(3)]
+    await broker.enqueue(waiting)
+
+    assert await claim_ids(broker, [QUEUE], limit=10) == []
+
+    due = [(await broker.get_task(QUEUE, m.id)).next_process_at for m in waiting]
+    assert all(d is not None for d in due)
+    # The first two wait for the two tokens taken first, the third for the one taken after.
+    assert due[0] == due[1]
+    assert due[2] is not None and due[0] is not None and due[2] >= due[0]
+
+
+async def test_a_rate_limit_removed_and_set_again_starts_with_a_full_bucket(
+    broker: Broker,
+) -> None:
+    await flow(broker).set_rate_limit("api:call", Rate(2, 3600.0))
+    await broker.enqueue([msg(type="api:call") for _ in range(2)])
+    assert len(await claim_ids(broker, [QUEUE], limit=10)) == 2
+
+    await flow(broker).set_rate_limit("api:call", None)
+    await flow(broker).set_rate_limit("api:call", Rate(2, 3600.0))
+    await broker.enqueue([msg(type="api:call") for _ in range(3)])
+
+    assert len(await claim_ids(broker, [QUEUE], limit=10)) == 2
+
+
 async def test_a_waiting_worker_sleeps_until_the_next_token(broker: Broker) -> None:
     await flow(broker).set_rate_limit("api:call", Rate(1, 3600.0))
     await broker.enqueue([msg(type="api:call"), msg(type="api:call")])

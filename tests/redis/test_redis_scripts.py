@@ -29,7 +29,7 @@ PINNED_SHA256 = {
     "extend.lua": "2e9c44368efdedf8",
     "fail.lua": "e0e7032e499a9d0c",
     "lib.lua": "9ecb5836c2b1be91",
-    "limits.lua": "39e0626bf8fdbd4c",
+    "limits.lua": "fddc9dafd9d69c31",
     "manage.lua": "8346a8a448b2651d",
     "page.lua": "9980ab50d9f3ff3b",
     "peek.lua": "e54808a6dde27661",

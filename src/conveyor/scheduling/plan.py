@@ -16,11 +16,27 @@ once, by whichever scheduler gets there first.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from conveyor.brokers.schedules import ScheduleFire, ScheduleRecord
 from conveyor.scheduling.entry import ScheduleTarget, messages_for, target_of, workflows_for
-from conveyor.scheduling.spec import MAX_MISSED_FIRES, FireSpec, MissedPolicy
+from conveyor.scheduling.spec import MAX_MISSED_FIRES, MissedPolicy
 
-__all__ = ["LATE_GRACE_S", "fire_times", "plan_fire"]
+__all__ = ["LATE_GRACE_S", "FireTimes", "fire_times", "plan_fire"]
+
+
+class FireTimes(Protocol):
+    """What planning asks of an entry's spec (a :class:`~conveyor.scheduling.spec.FireSpec`,
+    or the scheduler's memo of one)."""
+
+    def next_after(self, ts: float) -> float:
+        """The first fire time strictly after ``ts``."""
+        ...
+
+    def last_at_or_before(self, ts: float) -> float | None:
+        """The latest fire time at or before ``ts``, or ``None``."""
+        ...
+
 
 LATE_GRACE_S = 5.0
 """How far behind the broker's clock a fire time may be and still count as late, not missed.
@@ -33,7 +49,7 @@ _MAX_LATE = 1000  # bounds a round's work whatever the interval (1 s entries hav
 
 
 def fire_times(
-    spec: FireSpec, cursor: float, now: float, missed: MissedPolicy
+    spec: FireTimes, cursor: float, now: float, missed: MissedPolicy
 ) -> tuple[list[float], float]:
     """The fire times that get a task, oldest first, for an entry due at ``cursor``, and the
     first fire time after ``now`` (the new cursor)."""
@@ -51,7 +67,7 @@ def fire_times(
     return chosen, at if at > now else spec.next_after(now)
 
 
-def _missed(spec: FireSpec, cursor: float, cutoff: float, missed: MissedPolicy) -> list[float]:
+def _missed(spec: FireTimes, cursor: float, cutoff: float, missed: MissedPolicy) -> list[float]:
     if missed is MissedPolicy.SKIP:
         return []
     latest = spec.last_at_or_before(cutoff)
@@ -69,7 +85,7 @@ def _missed(spec: FireSpec, cursor: float, cutoff: float, missed: MissedPolicy) 
 
 
 def plan_fire(
-    record: ScheduleRecord, spec: FireSpec, now: float
+    record: ScheduleRecord, spec: FireTimes, now: float
 ) -> tuple[ScheduleFire, list[float]]:
     """The compare-and-set step that handles every fire time of ``record`` up to ``now``, and
     the fire times its messages are for (in the same order)."""

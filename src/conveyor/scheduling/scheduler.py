@@ -43,6 +43,7 @@ MAX_IDLE_S = 1.0
 BATCH = 500
 """Due entries planned and fired per round (a round with a full batch runs again at once)."""
 _SPEC_CACHE_SIZE = 50_000
+_NEXT_MEMO_SIZE = 64  # next fire times remembered per definition
 _BACKOFF_CAP_S = 1.0  # under LATE_GRACE_S: a broker back within seconds fires late, not missed
 
 
@@ -100,7 +101,7 @@ class Scheduler:
         self._error: BaseException | None = None
         self._bad: set[str] = set()  # revisions already reported as unusable
         # Parsed specs by definition: parsing a cron expression costs far more than using it.
-        self._specs: dict[tuple[str | None, int | None, str], FireSpec] = {}
+        self._specs: dict[tuple[str | None, int | None, str], _Memo] = {}
         self.fired = 0
         """Tasks enqueued by this scheduler (for tests and logs)."""
 
@@ -217,7 +218,7 @@ class Scheduler:
             try:
                 await store.put_schedule(record)
             except ConfigError as exc:
-                # An entry this broker refuses (a workflow on Redis Cluster) must not keep the
+                # An entry the broker refuses must not keep the
                 # app's other entries from firing: reported, left out.
                 logger.error("schedule %s cannot be stored: %s", entry.name, exc)
         for stored in await store.list_schedules():
@@ -252,13 +253,13 @@ class Scheduler:
         wait = due.next_at - due.now - (time.monotonic() - asked)
         return min(max(wait, 0.001), MAX_IDLE_S)
 
-    def _spec(self, record: ScheduleRecord) -> FireSpec:
+    def _spec(self, record: ScheduleRecord) -> _Memo:
         key = (record.cron, record.every_us, record.tz)
         found = self._specs.get(key)
         if found is None:
             if len(self._specs) >= _SPEC_CACHE_SIZE:
                 self._specs.clear()
-            found = self._specs[key] = spec_of(record)
+            found = self._specs[key] = _Memo(spec_of(record))
         return found
 
     def _log_fire(self, fire: ScheduleFire, times: list[float], stored: Sequence[str]) -> None:
@@ -287,3 +288,26 @@ class Scheduler:
                 )
         if not times:
             logger.info("schedule %s: missed fire times skipped", fire.name)
+
+
+class _Memo:
+    """A spec with its latest next fire times remembered: the entries sharing a definition
+    (a cron expression, a zone) and due together share a cursor, so a round computes their
+    next fire time (croniter, about 0.2 ms) once rather than once per entry."""
+
+    __slots__ = ("_next", "_spec")
+
+    def __init__(self, spec: FireSpec) -> None:
+        self._spec = spec
+        self._next: dict[float, float] = {}
+
+    def next_after(self, ts: float) -> float:
+        found = self._next.get(ts)
+        if found is None:
+            if len(self._next) >= _NEXT_MEMO_SIZE:
+                self._next.clear()
+            found = self._next[ts] = self._spec.next_after(ts)
+        return found
+
+    def last_at_or_before(self, ts: float) -> float | None:
+        return self._spec.last_at_or_before(ts)

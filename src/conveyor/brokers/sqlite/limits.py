@@ -9,6 +9,7 @@ transaction, so both are as atomic as the step they guard.
 from __future__ import annotations
 
 import functools
+import json
 import sqlite3
 import sys
 from collections import Counter
@@ -43,9 +44,25 @@ def queries() -> dict[str, str]:
     return parse_queries(text)
 
 
+def _has_token_counts(conn: sqlite3.Connection) -> bool:
+    return any(row[1] == "n" for row in conn.execute("PRAGMA table_info(rate_tokens)"))
+
+
 def create_tables(conn: sqlite3.Connection) -> None:
-    """Create the limit tables if missing (idempotent; run each time a connection opens)."""
+    """Create the limit tables if missing, and give a file's ``rate_tokens`` its ``n`` column
+    if it lacks it (idempotent; run each time a connection opens)."""
     conn.executescript(queries()["create_tables"])
+    if _has_token_counts(conn):
+        return
+    # Checked again under the write lock: processes opening the same file at once add it once.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if not _has_token_counts(conn):
+            conn.execute(queries()["add_token_counts"])
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def admit(conn: sqlite3.Connection, messages: Sequence[TaskMessage], now: float) -> None:
@@ -84,12 +101,15 @@ def admit(conn: sqlite3.Connection, messages: Sequence[TaskMessage], now: float)
 class RateBuckets:
     """The rate limits of one claim transaction, read once. A type's tokens out are counted
     when the claim first meets the type (the ones back deleted), and the tokens this claim
-    takes are written at the end."""
+    takes are written at the end, one row per type."""
 
-    def __init__(self, conn: sqlite3.Connection, now: float, rates: dict[str, Rate]) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, now: float, rates: dict[str, tuple[Rate, int | None]]
+    ) -> None:
         self._conn = conn
         self._now = now
-        self._rates = rates
+        self._rates = {name: rate for name, (rate, _) in rates.items()}
+        self._stored = {name: out for name, (_, out) in rates.items()}  # rate_out, None: not kept
         self._out: dict[str, int] = {}  # tokens out per type, those taken by this claim included
         self._taken: Counter[str] = Counter()
         self._held: Counter[str] = Counter()
@@ -105,9 +125,18 @@ class RateBuckets:
             return None
         back = self._now - rate.period_s
         if task_type not in self._out:
-            self._conn.execute(queries()["drop_tokens_back"], (task_type, back))
-            count = self._conn.execute(queries()["count_tokens_out"], (task_type, back))
-            self._out[task_type] = count.fetchone()[0]
+            dropped = self._conn.execute(queries()["drop_tokens_back"], (task_type, back))
+            stored = self._stored.get(task_type)
+            back_n = sum(row[0] for row in dropped)
+            out = -1 if stored is None else stored - back_n
+            # The kept count saves counting the tokens while the bucket is far from empty; from
+            # half the count on, where it may decide, they are counted (and the count kept
+            # again), so a count gone wrong (an earlier version's claims do not keep it) never
+            # lets more start than the rate allows.
+            if out < 0 or 2 * out >= rate.count:
+                count = self._conn.execute(queries()["count_tokens_out"], (task_type, back))
+                out = count.fetchone()[0]
+            self._out[task_type] = out
         out, ahead = self._out[task_type], self._held[task_type]
         if out < rate.count and ahead == 0:
             self._out[task_type] += 1
@@ -129,28 +158,32 @@ class RateBuckets:
         return True
 
     def save(self) -> None:
-        """Record the tokens this claim took."""
+        """Record the tokens this claim took, and how many are out per type it met."""
+        if not self._out:
+            return  # no rate-limited task met
         self._conn.executemany(
-            queries()["take_token"],
-            [(t, self._now) for t, n in self._taken.items() for _ in range(n)],
+            queries()["take_tokens"], [(t, self._now, n) for t, n in self._taken.items() if n]
         )
+        self._conn.executemany(queries()["save_rate_out"], self._out.items())
 
 
 class ClaimGate:
     """Every limit a claim transaction obeys: rate limits (:class:`RateBuckets`) and
-    concurrency limits, read once. Concurrency is counted from the tasks' states (ACTIVE rows),
-    plus what this transaction starts."""
+    concurrency limits, read once. Concurrency is counted from the tasks' states (ACTIVE rows,
+    once per claim and limit met), plus what this transaction starts."""
 
     def __init__(self, conn: sqlite3.Connection, now: float) -> None:
         self._conn = conn
         self._now = now
-        # One statement for every limit: a claim with none set pays for one small read.
+        # One statement for every limit (and a rate's tokens out): a claim with none set pays
+        # for one small read.
         limits = conn.execute(queries()["all_claim_limits"]).fetchall()
-        rates = {name: Rate(n, period) for kind, name, n, period in limits if kind == "rate"}
+        rates = {row[1]: (Rate(row[2], row[3]), row[4]) for row in limits if row[0] == "rate"}
         self._buckets = RateBuckets(conn, now, rates)
-        self._types = {name: n for kind, name, n, _ in limits if kind == "type"}
-        self._queues = {name: n for kind, name, n, _ in limits if kind == "queue"}
+        self._types = {row[1]: row[2] for row in limits if row[0] == "type"}
+        self._queues = {row[1]: row[2] for row in limits if row[0] == "queue"}
         self._active: dict[tuple[str, str], int] = {}
+        self._any_held: bool | None = None
 
     def __bool__(self) -> bool:
         return bool(self._buckets or self._types or self._queues)
@@ -165,7 +198,9 @@ class ClaimGate:
     def room(self, queue: str) -> int:
         """How many tasks ``queue`` may start now; first, its tasks held for a slot of their
         type that is free again go back to pending, at their old ready time."""
-        for task_type, n in self._types.items():
+        if self._types and self._any_held is None:
+            self._any_held = self._conn.execute(queries()["any_held"]).fetchone() is not None
+        for task_type, n in self._types.items() if self._any_held else ():
             free = n - self._count("type", task_type)
             if free <= 0:
                 continue
@@ -209,9 +244,8 @@ def slots_watched(conn: sqlite3.Connection, queues: set[str]) -> bool:
     at once."""
     if conn.execute(queries()["any_concurrency"]).fetchone() is None:
         return False  # no limit, so no task held either (a removed limit forgets its held)
-    if conn.execute(queries()["any_held"]).fetchone() is not None:
-        return True
-    return any(conn.execute(queries()["was_full"], (q,)).fetchone() for q in queues)
+    names = json.dumps(sorted(queues))
+    return bool(conn.execute(queries()["slots_watched"], (names,)).fetchone()[0])
 
 
 def any_concurrency(conn: sqlite3.Connection) -> bool:
@@ -269,6 +303,7 @@ class SqliteLimits:
                 if rate is None:
                     store.conn.execute(queries()["remove_rate_limit"], (task_type,))
                     store.conn.execute(queries()["remove_rate_tokens"], (task_type,))
+                    store.conn.execute(queries()["remove_rate_out"], (task_type,))
                 else:
                     store.conn.execute(
                         queries()["set_rate_limit"], (task_type, rate.count, rate.period_s)

@@ -4,7 +4,9 @@
 
 -- name: create_tables
 -- One row per limited queue; one per rate-limited task type; one per token of a rate limit's
--- bucket still out (when it was taken, by the broker clock; it is back period_s later).
+-- bucket still out (when it was taken, by the broker clock; it is back period_s later); a claim
+-- writes one row for the tokens it takes of a type, with their number (files made before have
+-- one row per token: add_token_counts gives them the column, n = 1).
 CREATE TABLE IF NOT EXISTS queue_limits (
     queue TEXT PRIMARY KEY,
     max_length INTEGER NOT NULL,
@@ -17,7 +19,8 @@ CREATE TABLE IF NOT EXISTS rate_limits (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rate_tokens (
     type TEXT NOT NULL,
-    taken_at REAL NOT NULL
+    taken_at REAL NOT NULL,
+    n INTEGER NOT NULL DEFAULT 1  -- the tokens one claim took at taken_at
 );
 CREATE INDEX IF NOT EXISTS rate_tokens_by_type ON rate_tokens (type, taken_at);
 CREATE TABLE IF NOT EXISTS concurrency_limits (
@@ -37,6 +40,13 @@ CREATE TABLE IF NOT EXISTS held_tasks (
     ready_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS held_tasks_in_order ON held_tasks (queue, type, ready_at, seq);
+-- How many tokens of a type's bucket are out (rows of rate_tokens), kept by the claims that take
+-- and drop them, so a claim reads one row instead of counting the tokens. A type with tokens and
+-- no row here (a file from an earlier version) is counted once, then kept.
+CREATE TABLE IF NOT EXISTS rate_out (
+    type TEXT PRIMARY KEY,
+    out INTEGER NOT NULL
+) WITHOUT ROWID;
 
 -- name: set_queue_limit
 -- Params: queue, max_length, overflow
@@ -93,6 +103,14 @@ DELETE FROM rate_limits WHERE type = ?;
 -- Params: type
 DELETE FROM rate_tokens WHERE type = ?;
 
+-- name: remove_rate_out
+-- Params: type
+DELETE FROM rate_out WHERE type = ?;
+
+-- name: save_rate_out
+-- Params: type, out
+INSERT INTO rate_out (type, out) VALUES (?1, ?2) ON CONFLICT (type) DO UPDATE SET out = ?2;
+
 -- name: all_rate_limits
 -- Every rate limit: a handful of rows, read once per claim transaction.
 SELECT type, count, period_s FROM rate_limits;
@@ -100,21 +118,29 @@ SELECT type, count, period_s FROM rate_limits;
 -- name: count_tokens_out
 -- How many tokens of a type's bucket are out (taken less than a period ago).
 -- Params: type, back_before
-SELECT count(*) FROM rate_tokens WHERE type = ? AND taken_at > ?;
+SELECT coalesce(sum(n), 0) FROM rate_tokens WHERE type = ? AND taken_at > ?;
 
 -- name: token_out
--- The token out at a position, oldest first (the one a held-back task waits for).
--- Params: type, back_before, offset
-SELECT taken_at FROM rate_tokens WHERE type = ? AND taken_at > ? ORDER BY taken_at
-LIMIT 1 OFFSET ?;
+-- When the token out at a position (0 the oldest) was taken: the one a held-back task waits
+-- for.
+-- Params: type, back_before, position
+SELECT taken_at FROM (
+    SELECT taken_at, sum(n) OVER (ORDER BY taken_at, rowid) AS upto
+    FROM rate_tokens WHERE type = ?1 AND taken_at > ?2
+)
+WHERE upto > ?3 ORDER BY upto LIMIT 1;
 
 -- name: drop_tokens_back
+-- The tokens back: deleted, their numbers returned.
 -- Params: type, back_before
-DELETE FROM rate_tokens WHERE type = ? AND taken_at <= ?;
+DELETE FROM rate_tokens WHERE type = ? AND taken_at <= ? RETURNING n;
 
--- name: take_token
--- Params: type, taken_at
-INSERT INTO rate_tokens (type, taken_at) VALUES (?, ?);
+-- name: take_tokens
+-- Params: type, taken_at, n
+INSERT INTO rate_tokens (type, taken_at, n) VALUES (?, ?, ?);
+
+-- name: add_token_counts
+ALTER TABLE rate_tokens ADD COLUMN n INTEGER NOT NULL DEFAULT 1;
 
 -- name: hold_task
 -- A claimed-for task over its type's rate: SCHEDULED until its token, nothing counted.
@@ -171,12 +197,18 @@ DELETE FROM held_tasks WHERE seq = ?;
 -- name: any_held
 SELECT 1 FROM held_tasks LIMIT 1;
 
--- name: was_full
--- A queue one task short of its concurrency limit (after a task left ACTIVE).
--- Params: queue
-SELECT 1 FROM concurrency_limits
-WHERE kind = 'queue' AND name = ?1
-  AND max_active - 1 = (SELECT count(*) FROM tasks WHERE queue = ?1 AND state = 'active');
+-- name: slots_watched
+-- After tasks left ACTIVE: 1 when a task is held for a slot, or one of the queues is one task
+-- short of its concurrency limit (it was at it), else 0, in one statement.
+-- Params: the queues, as a JSON array
+SELECT EXISTS (SELECT 1 FROM held_tasks)
+    OR EXISTS (
+        SELECT 1 FROM concurrency_limits AS c
+        WHERE c.kind = 'queue' AND c.name IN (SELECT value FROM json_each(?1))
+          AND c.max_active - 1 = (
+              SELECT count(*) FROM tasks WHERE queue = c.name AND state = 'active'
+          )
+    );
 
 -- name: slot_free
 -- A type with tasks of the queue held for a slot, and fewer ACTIVE tasks than its limit.
@@ -195,10 +227,12 @@ DELETE FROM held_tasks WHERE type = ?;
 
 -- name: all_claim_limits
 -- Every rate and concurrency limit, read once per claim transaction: (kind, name, count or
--- max_active, period_s or NULL), kind 'rate', 'type' or 'queue'.
-SELECT 'rate', type, count, period_s FROM rate_limits
+-- max_active, period_s or NULL, the rate's tokens out or NULL when not kept yet), kind 'rate',
+-- 'type' or 'queue'.
+SELECT 'rate', r.type, r.count, r.period_s, o.out
+FROM rate_limits AS r LEFT JOIN rate_out AS o ON o.type = r.type
 UNION ALL
-SELECT kind, name, max_active, NULL FROM concurrency_limits;
+SELECT kind, name, max_active, NULL, NULL FROM concurrency_limits;
 
 -- name: any_concurrency
 SELECT 1 FROM concurrency_limits LIMIT 1;

@@ -214,18 +214,23 @@ end
 
 -- complete.lua and fail.lua, after a task of queue `b` left ACTIVE: when the queue was at its
 -- concurrency limit, or tasks of it are held for a slot, its slot may let one start: wake idle
--- workers (they claim at once, instead of at their next poll).
-local watched = {}  -- per queue prefix, once per script run: is there a slot to watch at all?
+-- workers (they claim at once, instead of at their next poll). A queue's limit and held tasks
+-- are read once per script run: a queue with neither costs nothing more per completion, one
+-- with a limit one ZCARD.
+local watched = {}  -- per queue prefix: {limit or false, any task held}
 
 local function slot_freed(b)
   local prefix = queue_prefix(b)
-  if watched[prefix] == nil then
-    watched[prefix] = redis.call('EXISTS', prefix .. 'concurrency', prefix .. 'slotwait') > 0
+  local w = watched[prefix]
+  if w == nil then
+    w = {false, false}
+    if redis.call('EXISTS', prefix .. 'concurrency', prefix .. 'slotwait') > 0 then
+      w = {tonumber(redis.pcall('GET', prefix .. 'concurrency')) or false,
+           redis.call('EXISTS', prefix .. 'slotwait') == 1}
+    end
+    watched[prefix] = w
   end
-  if not watched[prefix] then return end
-  local n = tonumber(redis.pcall('GET', prefix .. 'concurrency'))
-  local was_full = n and redis.call('ZCARD', b.active) == n - 1
-  if was_full or redis.call('EXISTS', prefix .. 'slotwait') == 1 then wake(b) end
+  if w[2] or (w[1] and redis.call('ZCARD', b.active) == w[1] - 1) then wake(b) end
 end
 
 -- Whether a task of queue `b` held for a slot could take one now (peek.lua: an idle wait then
