@@ -218,8 +218,8 @@ class Scheduler:
             try:
                 await store.put_schedule(record)
             except ConfigError as exc:
-                # An entry the broker refuses must not keep the
-                # app's other entries from firing: reported, left out.
+                # An entry the broker refuses must not keep the app's other entries from
+                # firing: reported, left out.
                 logger.error("schedule %s cannot be stored: %s", entry.name, exc)
         for stored in await store.list_schedules():
             stale = stored.owner == self._owner and stored.name not in names
