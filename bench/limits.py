@@ -4,14 +4,16 @@ concurrency limit, against the same queue with none.
 Run from the repository root: ``python bench/limits.py [--broker URL ...] [--tasks N]``.
 
 For each broker (default: a fresh SQLite file, and the local Redis under a namespace of its
-own; each drain's queue is deleted afterwards) and each setting, ``N`` no-op tasks are enqueued, then an in-process
-``Server`` (concurrency 64) drains them. Printed per setting: tasks per second from the first
-start to the last completion, the best of the rounds (the settings take turns, each round
-starting one setting later); the CPU time per task of this process (the server, the broker
-client, SQLite's work) plus the Redis server's (``INFO cpu``: server-wide, so give a Redis
-nothing else uses), the least of the rounds; and the median over the rounds of each round's
-CPU against that round's ``none``. Each drain has a queue and a task type of its own, its
-limit removed afterwards. The settings:
+own; each drain's queue is deleted afterwards) and each setting, ``N`` no-op tasks are
+enqueued, then an in-process ``Server`` (concurrency 64) drains them. Printed per setting:
+tasks per second from the first start to the last completion, the best of the rounds (the
+settings take turns, each round starting one setting later); the CPU time per task of this
+process (the server, the broker client, SQLite's work) plus the Redis server's (``INFO cpu``:
+server-wide, so give a Redis nothing else uses), the least of the rounds; and the median over
+the rounds of each round's CPU against that round's ``none``. Each drain has a queue and a task
+type of its own, its limit removed afterwards.
+
+The settings:
 
 - ``none``: no limit;
 - ``rate``: the task type limited to 1,000,000 a second (the bucket is used, never empty);
