@@ -39,6 +39,7 @@ from conveyor.brokers.protocol import LEASE_EXPIRED_ERROR, crash_limit_error
 from conveyor.brokers.redis import keys
 from conveyor.brokers.redis.base import ScriptBatch
 from conveyor.brokers.redis.records import message_args
+from conveyor.brokers.redis.workflow_advance import RedisWorkflowAdvance
 from conveyor.brokers.redis.workflow_outbox import LETTER, RedisWorkflowOutbox, change_json
 from conveyor.brokers.workflows import (
     FINISHED,
@@ -104,11 +105,6 @@ def _record(
     )
 
 
-def _mask(graph: engine.Graph) -> str:
-    """One letter per step: m for a step of the workflow, e for an error callback."""
-    return "".join("m" if s.trigger is None else "e" for s in graph.steps)
-
-
 class _KeyedLocks:
     """One asyncio lock per key, dropped when its last holder leaves."""
 
@@ -130,7 +126,7 @@ class _KeyedLocks:
                 self._locks[key] = (lock, users - 1)
 
 
-class RedisWorkflows(RedisWorkflowOutbox):
+class RedisWorkflows(RedisWorkflowAdvance, RedisWorkflowOutbox):
     """The workflow half of :class:`~conveyor.brokers.redis.RedisBroker` (a mixin)."""
 
     @functools.cached_property
@@ -271,38 +267,6 @@ class RedisWorkflows(RedisWorkflowOutbox):
         return await self._settle(
             lease.task.queue, lease.task.id, str(lease.token), mode, outcome, value
         )
-
-    async def _advance(self, lease: Lease, result: bytes) -> bool | None:
-        """The common success in one script with no read first (``wf_advance.lua``); ``None``
-        when it is not the common case and the general path must decide."""
-        step = parse_step_task_id(lease.task.id)
-        graph_data = None if step is None else await self._graph(step[0])
-        if step is None or graph_data is None:
-            return None
-        graph = engine.parse_graph(graph_data)
-        if step[1] >= len(graph.steps) or graph.steps[step[1]].trigger is not None:
-            return None
-        dependents = [graph.steps[j] for j in graph.steps[step[1]].dependents]
-        batch = ScriptBatch(self)  # type: ignore[arg-type]
-        batch.block(lease.task.queue)
-        meta = [message_args(d.message, batch.block(d.message.queue)) for d in dependents]
-        args: list[Any] = [
-            lease.task.id,
-            str(lease.token),
-            result,
-            step[1],
-            _mask(graph),
-            json.dumps([[d.index, list(d.deps)] for d in dependents]),
-            json.dumps(meta, separators=(",", ":")),
-            *(d.message.payload for d in dependents),
-        ]
-        tail = self._workflow_tail(step[0])
-        reply = await self._run("wf_advance", [*batch.keys, *tail], args)
-        if reply[0] == b"slow":
-            return None
-        if reply[0] in (b"conflict", b"duplicate"):
-            raise TaskIdConflictError(f"a workflow step conflicts with a stored task: {reply!r}")
-        return bool(reply[0] == 1)
 
     async def _settle(
         self, queue: str, task_id: str, token: str, mode: str, outcome: StepOutcome, value: bytes
