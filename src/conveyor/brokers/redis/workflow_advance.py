@@ -36,21 +36,32 @@ def _ranges(indices: Sequence[int]) -> list[list[int]]:
 
 
 @functools.lru_cache(maxsize=256)
-def _plan(graph_data: bytes, index: int) -> tuple[str, str, tuple[engine.StepSpec, ...]] | None:
-    """For step ``index``: the error-callback mask ('' for none), the dependents' JSON, and the
-    dependents; ``None`` when the fast path does not apply (an error callback)."""
+def _mask(graph_data: bytes) -> str:
+    """One letter per step, m for a step of the workflow and e for an error callback; '' when
+    the graph has no error callbacks."""
+    steps = engine.parse_graph(graph_data).steps
+    if all(s.trigger is None for s in steps):
+        return ""
+    return "".join("m" if s.trigger is None else "e" for s in steps)
+
+
+@functools.lru_cache(maxsize=1024)
+def _inputs(graph_data: bytes, index: int) -> list[Any]:
+    """Step ``index`` as a dependent: ``[index, ranges of its inputs]`` (once per graph: a
+    chord's thousand members share their body's)."""
+    return [index, _ranges(engine.parse_graph(graph_data).steps[index].deps)]
+
+
+def _plan(graph_data: bytes, index: int) -> tuple[str, str, list[engine.StepSpec]] | None:
+    """For step ``index``: the error-callback mask, the dependents' JSON (wf_advance.lua's
+    ARGV[6]) and the dependents; ``None`` when the fast path does not apply (an error
+    callback)."""
     graph = engine.parse_graph(graph_data)
     if index >= len(graph.steps) or graph.steps[index].trigger is not None:
         return None
-    steps = graph.steps
-    mask = (
-        ""
-        if all(s.trigger is None for s in steps)
-        else "".join("m" if s.trigger is None else "e" for s in steps)
-    )
-    dependents = tuple(steps[j] for j in steps[index].dependents)
-    deps = json.dumps([[d.index, _ranges(d.deps)] for d in dependents], separators=(",", ":"))
-    return mask, deps, dependents
+    dependents = [graph.steps[j] for j in graph.steps[index].dependents]
+    deps = json.dumps([_inputs(graph_data, d.index) for d in dependents], separators=(",", ":"))
+    return _mask(graph_data), deps, dependents
 
 
 class RedisWorkflowAdvance:

@@ -91,11 +91,16 @@ def _record(
     )
     assert state is not None and created is not None and retention is not None
     assert letters is not None
+    # One shared record per letter (a C-level map: a chord's thousand members cost little),
+    # then the few steps read with their results.
+    records = list(map(_BARE.__getitem__, letters))
+    for i, found in steps.items():
+        records[i] = found
     return WorkflowRecord(
         id=workflow_id,
         graph=graph,
         state=WorkflowState(state.decode()),
-        steps=tuple(steps.get(i) or _BARE[letter] for i, letter in enumerate(letters)),
+        steps=tuple(records),
         created_at=datetime.fromtimestamp(int(created) / 1e6, UTC),
         finished_at=None if finished is None else datetime.fromtimestamp(int(finished) / 1e6, UTC),
         error=_text(error),

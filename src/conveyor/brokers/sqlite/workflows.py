@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, TypeVar
 from conveyor.brokers import workflow_engine as engine
 from conveyor.brokers.combiner import Combiner
 from conveyor.brokers.sqlite.queries import parse_queries, queries
+from conveyor.brokers.sqlite.workflow_advance import advance, graph_of
 from conveyor.brokers.workflows import (
     FINISHED,
     NewWorkflow,
@@ -77,23 +78,31 @@ _BARE = {state.value: StepRecord(state=state) for state in StepState}
 
 
 def _load(
-    store: Store, workflow_id: str, *, results: bool | Sequence[int] = True
+    store: Store,
+    workflow_id: str,
+    *,
+    results: bool | Sequence[int] = True,
+    graph: bytes | None = None,
 ) -> WorkflowRecord | None:
     """The workflow; ``results`` True reads every step's result and error, False none (enough
-    to advance it), a list of indices those steps' only."""
-    row = store.conn.execute(_q()["get_workflow"], (workflow_id,)).fetchone()
+    to advance it), a list of indices those steps' only. A ``graph`` given is not read again."""
+    query = "get_workflow" if graph is None else "get_workflow_bare"
+    row = store.conn.execute(_q()[query], (workflow_id,)).fetchone()
     if row is None:
         return None
+    graph = row[2] if graph is None else graph
     if results is True:
         steps = tuple(
             StepRecord(state=StepState(s), result=r, error=e)
             for s, r, e in store.conn.execute(_q()["get_steps"], (workflow_id,))
         )
+    elif results is False:
+        found = [_BARE[s] for (s,) in store.conn.execute(_q()["get_states"], (workflow_id,))]
+        steps = tuple(found)
     else:
-        found = [
-            _BARE[StepState(s)] for (s,) in store.conn.execute(_q()["get_states"], (workflow_id,))
-        ]
-        if results is not False and results:
+        # Only the steps asked for are read; the others show WAITING (load_step's contract).
+        found = [_BARE[StepState.WAITING.value]] * len(engine.parse_graph(graph).steps)
+        if results:
             chosen = json.dumps(list(results))
             for i, s, r, e in store.conn.execute(_q()["get_some_steps"], (workflow_id, chosen)):
                 found[i] = StepRecord(state=StepState(s), result=r, error=e)
@@ -103,7 +112,7 @@ def _load(
     return WorkflowRecord(
         id=row[0],
         state=WorkflowState(row[1]),
-        graph=row[2],
+        graph=graph,
         steps=steps,
         created_at=created,
         finished_at=to_datetime(row[4]),
@@ -171,6 +180,14 @@ def _settle_one(store: Store, lease: Lease, outcome: StepOutcome, now: float) ->
     ).fetchone()
     if leased is None:
         return False
+    step = parse_step_task_id(task.id)
+    if outcome.succeeded and step is not None:
+        ready = advance(store, _q(), step[0], step[1], outcome.result, now)
+        if ready is not None:  # the common case, written without reading the whole workflow
+            completion = Completion(lease=lease, result=outcome.result, successors=tuple(ready))
+            store._complete_one(completion, now)
+            store._count(Counter({(task.queue, False): 1}), now)
+            return True
     found = _change_for(store, task.id, outcome)
     messages = () if found is None else tuple(found[2].messages(found[1]))
     if outcome.succeeded:
@@ -302,12 +319,12 @@ class SqliteWorkflows:
 
         def load(store: Store) -> WorkflowRecord | None:
             with store.read():
-                row = store.conn.execute(_q()["get_graph"], (workflow_id,)).fetchone()
-                if row is None:
+                head = graph_of(store, _q(), workflow_id)
+                if head is None:
                     return None
-                graph = engine.parse_graph(row[0])
+                graph = engine.parse_graph(head[1])
                 needed = engine.needed_by(graph, index) if index < len(graph.steps) else True
-                return _load(store, workflow_id, results=needed)
+                return _load(store, workflow_id, results=needed, graph=head[1])
 
         rec = await self._run(load)
         if rec is None:
