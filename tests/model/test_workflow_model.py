@@ -113,7 +113,8 @@ class WorkflowModel(RuleBasedStateMachine):
         if i not in MAIN:
             return
         if self.wf is WorkflowState.FAILED and was_failed:
-            if not any(self.state[j] == "f" for j in MAIN):
+            # A step re-run but not yet succeeded ("r", "R") is still failed in its workflow.
+            if not any(self.state[j] in "frR" for j in MAIN):
                 self.wf = WorkflowState.RUNNING
         elif self.wf is WorkflowState.PENDING:
             self.wf = WorkflowState.RUNNING

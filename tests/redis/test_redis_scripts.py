@@ -22,14 +22,14 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 PINNED_SHA256 = {
     "cancel.lua": "d8675f0281593bb3",
     "claim.lua": "a4a06828c2c495e6",
-    "complete.lua": "c2bb2ca5b4aea3c0",
-    "complete_all.lua": "87fbbdd23b3a8030",
+    "complete.lua": "58c033f88bad5eb9",
+    "complete_all.lua": "32ca1329a3229ba9",
     "delete_queue.lua": "4f0a143b22e99d80",
     "enqueue.lua": "e83c6458a26a8dc0",
     "extend.lua": "2e9c44368efdedf8",
     "fail.lua": "e0e7032e499a9d0c",
     "lib.lua": "9ecb5836c2b1be91",
-    "limits.lua": "fddc9dafd9d69c31",
+    "limits.lua": "76a88126e4abba34",
     "manage.lua": "8346a8a448b2651d",
     "page.lua": "9980ab50d9f3ff3b",
     "peek.lua": "e54808a6dde27661",
@@ -46,13 +46,14 @@ PINNED_SHA256 = {
     "stats.lua": "23895ba7fa854e94",
     "throughput.lua": "3d1fbb66ca858b54",
     "unclaim.lua": "8bc115d40f0abefd",
-    "wf_advance.lua": "a71f1b889c2cb7b9",
+    "wf_advance.lua": "5d50fb0b44310788",
     "wf_create.lua": "46fff6b73166f397",
     "wf_manage.lua": "cc9950670f726f48",
-    "wf_outbox_change.lua": "2ec09a4fdb9168e0",
+    "wf_outbox_change.lua": "e59cfe0cd9fbd411",
     "wf_outbox_create.lua": "1a92757b660ced67",
-    "wf_settle.lua": "f1807f5b78c03c0b",
+    "wf_settle.lua": "7bd90722b4ccfbd9",
     "workers.lua": "4b539bbf87712ddd",
+    "workflow_lib.lua": "3e4b25b0c6421a37",
 }
 
 
@@ -64,7 +65,7 @@ def test_script_sources_match_their_pinned_hashes() -> None:
 
 
 def test_every_script_file_is_used() -> None:
-    assert sorted(f"{n}.lua" for n in (*SCRIPT_NAMES, "lib", "limits")) == LUA_FILES
+    assert sorted(f"{n}.lua" for n in (*SCRIPT_NAMES, "lib", "limits", "workflow_lib")) == LUA_FILES
 
 
 @pytest.mark.parametrize("filename", LUA_FILES)
@@ -89,8 +90,13 @@ def test_scripts_contain_no_formatting_placeholders(filename: str) -> None:
 
 def test_scripts_are_lib_plus_their_file() -> None:
     for name in SCRIPT_NAMES:
-        with_limits = name in ("enqueue", "claim", "peek", "complete", "complete_all", "fail")
+        with_limits = name in (
+            *("enqueue", "claim", "peek", "complete", "complete_all", "fail"),
+            *("wf_advance", "wf_settle"),
+        )
         helpers = ["lib.lua", "limits.lua"] if with_limits else ["lib.lua"]
+        if name.startswith("wf_"):
+            helpers.append("workflow_lib.lua")
         assert script_source(name) == "".join(
             (FOLDER / f).read_text() for f in [*helpers, f"{name}.lua"]
         )

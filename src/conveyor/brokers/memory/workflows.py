@@ -71,6 +71,7 @@ class MemoryWorkflows:
         def _count(self, s: _State, queue: str, now: float, *, failed: bool) -> None: ...
         def _fail(self, s: _State, t: _Task, error: str, now: float) -> None: ...
         def _to_settled(self, s: _State, t: _Task, state: TaskState, now: float) -> None: ...
+        def _freed(self, s: _State, t: _Task) -> None: ...
 
     async def create_workflow(self, workflow: NewWorkflow) -> None:
         """Store the workflow and enqueue its first steps, all or nothing."""
@@ -137,6 +138,7 @@ class MemoryWorkflows:
             else:
                 self._fail(s, t, outcome.error, now)
                 self._to_settled(s, t, TaskState.ARCHIVED, now)
+            self._freed(s, t)  # its concurrency slot (limits.py), as for a plain task
             if change is not None:
                 self._apply(s, change[1], messages, now)
             return True

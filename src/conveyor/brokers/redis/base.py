@@ -90,15 +90,21 @@ Client = aioredis.Redis | RedisCluster
 SyncClient = redis.Redis | redis.RedisCluster
 
 
-# Scripts that enforce flow control also get limits.lua's helpers, after lib.lua's.
-_WITH_LIMITS = frozenset({"enqueue", "claim", "peek", "complete", "complete_all", "fail"})
+# Scripts that enforce flow control or complete leased tasks also get limits.lua's helpers,
+# after lib.lua's; the workflow scripts get workflow_lib.lua's last.
+_WITH_LIMITS = frozenset(
+    {"enqueue", "claim", "peek", "complete", "complete_all", "fail", "wf_advance", "wf_settle"}
+)
 
 
 def script_source(name: str) -> str:
     """The full text loaded for script ``name``: lib.lua (then limits.lua for the scripts that
-    enforce limits) followed by ``name``.lua."""
+    enforce limits or complete leased tasks, then workflow_lib.lua for the workflow scripts)
+    followed by ``name``.lua."""
     folder = resources.files("conveyor.brokers.redis") / "scripts"
     helpers = ["lib.lua", "limits.lua"] if name in _WITH_LIMITS else ["lib.lua"]
+    if name.startswith("wf_"):
+        helpers.append("workflow_lib.lua")
     return "".join((folder / f).read_text() for f in [*helpers, f"{name}.lua"])
 
 

@@ -31,7 +31,6 @@ import functools
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from conveyor.brokers import workflow_engine as engine
@@ -39,12 +38,13 @@ from conveyor.brokers.protocol import LEASE_EXPIRED_ERROR, crash_limit_error
 from conveyor.brokers.redis import keys
 from conveyor.brokers.redis.base import ScriptBatch
 from conveyor.brokers.redis.records import message_args
-from conveyor.brokers.redis.workflow_outbox import LETTER, RedisWorkflowOutbox, change_json
+from conveyor.brokers.redis.workflow_advance import RedisWorkflowAdvance
+from conveyor.brokers.redis.workflow_load import RedisWorkflowLoad, parse_read, queue_read
+from conveyor.brokers.redis.workflow_outbox import RedisWorkflowOutbox, change_json
 from conveyor.brokers.workflows import (
     FINISHED,
     NewWorkflow,
     StepOutcome,
-    StepRecord,
     WorkflowRecord,
     WorkflowState,
     parse_step_task_id,
@@ -60,53 +60,14 @@ __all__ = ["RedisWorkflows"]
 _STALE = b"stale"
 
 
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.decode()
-
-
 def _str(value: object) -> str:
     """A name from a reply (bytes; str when the client decodes)."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-_FIELDS = (
-    "state", "created_at", "finished_at", "error", "failed_task", "retention", "version", "states"
-)  # fmt: skip
-_LETTER = LETTER
-_STATE = {ord(v): k for k, v in _LETTER.items()}
-# One shared record per state for steps read without their result (no allocation per step).
-_BARE = {ord(v): StepRecord(state=k) for k, v in _LETTER.items()}
-
 # Graphs never change once stored: each broker object keeps the ones it used lately, so a step's
 # read moves its own few fields, not a graph of thousands of steps.
 _GRAPHS_KEPT = 256
-
-
-def _record(
-    workflow_id: str, graph: bytes, raw: list[bytes | None], steps: dict[int, StepRecord]
-) -> WorkflowRecord:
-    state, created, finished, error, failed_task, retention, version, letters = (
-        None if v is None else v if isinstance(v, bytes) else str(v).encode() for v in raw
-    )
-    assert state is not None and created is not None and retention is not None
-    assert letters is not None
-    return WorkflowRecord(
-        id=workflow_id,
-        graph=graph,
-        state=WorkflowState(state.decode()),
-        steps=tuple(steps.get(i) or _BARE[letter] for i, letter in enumerate(letters)),
-        created_at=datetime.fromtimestamp(int(created) / 1e6, UTC),
-        finished_at=None if finished is None else datetime.fromtimestamp(int(finished) / 1e6, UTC),
-        error=_text(error),
-        failed_task=_text(failed_task),
-        retention_s=float(retention),
-        version=int(version or 0),
-    )
-
-
-def _mask(graph: engine.Graph) -> str:
-    """One letter per step: m for a step of the workflow, e for an error callback."""
-    return "".join("m" if s.trigger is None else "e" for s in graph.steps)
 
 
 class _KeyedLocks:
@@ -130,7 +91,7 @@ class _KeyedLocks:
                 self._locks[key] = (lock, users - 1)
 
 
-class RedisWorkflows(RedisWorkflowOutbox):
+class RedisWorkflows(RedisWorkflowLoad, RedisWorkflowAdvance, RedisWorkflowOutbox):
     """The workflow half of :class:`~conveyor.brokers.redis.RedisBroker` (a mixin)."""
 
     @functools.cached_property
@@ -205,39 +166,14 @@ class RedisWorkflows(RedisWorkflowOutbox):
         chosen: Sequence[int] = ()
         if results:
             chosen = range(len(engine.parse_graph(graph).steps)) if steps is None else steps
-        names = [f"{kind}:{i}" for i in chosen for kind in "re"]
-        record, steps_key, _ = keys.workflow_keys(self._ns, workflow_id)
         async with self._client.pipeline(transaction=False) as pipe:
-            pipe.hmget(record, list(_FIELDS))
-            if names:
-                pipe.hmget(steps_key, names)
+            queue_read(pipe, self._ns, workflow_id, chosen)
             replies = await pipe.execute()
-        raw = replies[0]
-        if raw[0] is None:
-            return None
-        values = replies[1] if names else []
-        letters = raw[-1] or b""
-        found: dict[int, StepRecord] = {}
-        for n, i in enumerate(chosen):
-            result, error = values[2 * n], values[2 * n + 1]
-            if result is not None or error is not None:
-                found[i] = StepRecord(state=_STATE[letters[i]], result=result, error=_text(error))
-        return _record(workflow_id, graph, raw, found)
+        return parse_read(workflow_id, graph, chosen, replies)
 
     async def load_workflow(self, workflow_id: str) -> WorkflowRecord:
         """The stored workflow, results included."""
         rec = await self._read(workflow_id)
-        if rec is None:
-            raise WorkflowNotFoundError(workflow_id)
-        return rec
-
-    async def load_step(self, workflow_id: str, index: int) -> WorkflowRecord:
-        """The workflow with the records one step reads before it runs."""
-        graph = await self._graph(workflow_id)
-        parsed = None if graph is None else engine.parse_graph(graph)
-        if parsed is None or index >= len(parsed.steps):
-            return await self.load_workflow(workflow_id)
-        rec = await self._read(workflow_id, steps=engine.needed_by(parsed, index))
         if rec is None:
             raise WorkflowNotFoundError(workflow_id)
         return rec
@@ -271,38 +207,6 @@ class RedisWorkflows(RedisWorkflowOutbox):
         return await self._settle(
             lease.task.queue, lease.task.id, str(lease.token), mode, outcome, value
         )
-
-    async def _advance(self, lease: Lease, result: bytes) -> bool | None:
-        """The common success in one script with no read first (``wf_advance.lua``); ``None``
-        when it is not the common case and the general path must decide."""
-        step = parse_step_task_id(lease.task.id)
-        graph_data = None if step is None else await self._graph(step[0])
-        if step is None or graph_data is None:
-            return None
-        graph = engine.parse_graph(graph_data)
-        if step[1] >= len(graph.steps) or graph.steps[step[1]].trigger is not None:
-            return None
-        dependents = [graph.steps[j] for j in graph.steps[step[1]].dependents]
-        batch = ScriptBatch(self)  # type: ignore[arg-type]
-        batch.block(lease.task.queue)
-        meta = [message_args(d.message, batch.block(d.message.queue)) for d in dependents]
-        args: list[Any] = [
-            lease.task.id,
-            str(lease.token),
-            result,
-            step[1],
-            _mask(graph),
-            json.dumps([[d.index, list(d.deps)] for d in dependents]),
-            json.dumps(meta, separators=(",", ":")),
-            *(d.message.payload for d in dependents),
-        ]
-        tail = self._workflow_tail(step[0])
-        reply = await self._run("wf_advance", [*batch.keys, *tail], args)
-        if reply[0] == b"slow":
-            return None
-        if reply[0] in (b"conflict", b"duplicate"):
-            raise TaskIdConflictError(f"a workflow step conflicts with a stored task: {reply!r}")
-        return bool(reply[0] == 1)
 
     async def _settle(
         self, queue: str, task_id: str, token: str, mode: str, outcome: StepOutcome, value: bytes

@@ -13,21 +13,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
-from importlib import resources
 from typing import TYPE_CHECKING, TypeVar
 
 from conveyor.brokers import workflow_engine as engine
 from conveyor.brokers.combiner import Combiner
-from conveyor.brokers.sqlite.queries import parse_queries, queries
+from conveyor.brokers.sqlite.queries import queries
+from conveyor.brokers.sqlite.workflow_advance import advance
+from conveyor.brokers.sqlite.workflow_reads import load_record as _load
+from conveyor.brokers.sqlite.workflow_reads import load_steps as _load_steps
+from conveyor.brokers.sqlite.workflow_reads import workflow_queries as _q
 from conveyor.brokers.workflows import (
     FINISHED,
     NewWorkflow,
     StepOutcome,
-    StepRecord,
     StepState,
     WorkflowRecord,
     WorkflowState,
@@ -39,7 +40,7 @@ from conveyor.errors import (
     TaskIdConflictError,
     WorkflowNotFoundError,
 )
-from conveyor.message import Completion, Lease, to_datetime
+from conveyor.message import Completion, Lease
 
 if TYPE_CHECKING:
     import sqlite3
@@ -60,58 +61,9 @@ T = TypeVar("T")
 _RECHECK_S = 0.05
 
 
-@functools.cache
-def _q() -> dict[str, str]:
-    text = resources.files("conveyor.brokers.sqlite").joinpath("workflows.sql").read_text("utf-8")
-    return parse_queries(text)
-
-
 def apply_schema(conn: sqlite3.Connection) -> None:
     """Create the workflow tables if missing (idempotent; run when a connection opens)."""
     conn.executescript(_q()["schema"])
-
-
-# One shared record per state for steps read without their result: a chord's thousand members
-# cost no allocation each time one of them settles.
-_BARE = {state.value: StepRecord(state=state) for state in StepState}
-
-
-def _load(
-    store: Store, workflow_id: str, *, results: bool | Sequence[int] = True
-) -> WorkflowRecord | None:
-    """The workflow; ``results`` True reads every step's result and error, False none (enough
-    to advance it), a list of indices those steps' only."""
-    row = store.conn.execute(_q()["get_workflow"], (workflow_id,)).fetchone()
-    if row is None:
-        return None
-    if results is True:
-        steps = tuple(
-            StepRecord(state=StepState(s), result=r, error=e)
-            for s, r, e in store.conn.execute(_q()["get_steps"], (workflow_id,))
-        )
-    else:
-        found = [
-            _BARE[StepState(s)] for (s,) in store.conn.execute(_q()["get_states"], (workflow_id,))
-        ]
-        if results is not False and results:
-            chosen = json.dumps(list(results))
-            for i, s, r, e in store.conn.execute(_q()["get_some_steps"], (workflow_id, chosen)):
-                found[i] = StepRecord(state=StepState(s), result=r, error=e)
-        steps = tuple(found)
-    created = to_datetime(row[3])
-    assert created is not None
-    return WorkflowRecord(
-        id=row[0],
-        state=WorkflowState(row[1]),
-        graph=row[2],
-        steps=steps,
-        created_at=created,
-        finished_at=to_datetime(row[4]),
-        error=row[5],
-        failed_task=row[6],
-        retention_s=row[7],
-        version=row[8],
-    )
 
 
 def _write(store: Store, old: WorkflowRecord, change: engine.Change, now: float) -> None:
@@ -171,6 +123,14 @@ def _settle_one(store: Store, lease: Lease, outcome: StepOutcome, now: float) ->
     ).fetchone()
     if leased is None:
         return False
+    step = parse_step_task_id(task.id)
+    if outcome.succeeded and step is not None:
+        ready = advance(store, _q(), step[0], step[1], outcome.result, now)
+        if ready is not None:  # the common case, written without reading the whole workflow
+            completion = Completion(lease=lease, result=outcome.result, successors=tuple(ready))
+            store._complete_one(completion, now)
+            store._count(Counter({(task.queue, False): 1}), now)
+            return True
     found = _change_for(store, task.id, outcome)
     messages = () if found is None else tuple(found[2].messages(found[1]))
     if outcome.succeeded:
@@ -298,21 +258,30 @@ class SqliteWorkflows:
         return rec
 
     async def load_step(self, workflow_id: str, index: int) -> WorkflowRecord:
-        """The workflow with the results one step reads before it runs."""
+        """The workflow with the results one step reads before it runs (read together with
+        the steps' reads that arrive while one is being made: one call on the database
+        thread)."""
+        return await self._step_reader()((workflow_id, index))
 
-        def load(store: Store) -> WorkflowRecord | None:
-            with store.read():
-                row = store.conn.execute(_q()["get_graph"], (workflow_id,)).fetchone()
-                if row is None:
-                    return None
-                graph = engine.parse_graph(row[0])
-                needed = engine.needed_by(graph, index) if index < len(graph.steps) else True
-                return _load(store, workflow_id, results=needed)
+    def _step_reader(self) -> Combiner[tuple[str, int], WorkflowRecord]:
+        # One per event loop: a batch's callers are woken through futures of their own loop.
+        loop = asyncio.get_running_loop()
+        reader = self._step_readers.get(loop)
+        if reader is None:
 
-        rec = await self._run(load)
-        if rec is None:
-            raise WorkflowNotFoundError(workflow_id)
-        return rec
+            async def run(items: Sequence[tuple[str, int]]) -> list[WorkflowRecord | Exception]:
+                return await self._run(lambda s: _load_steps(s, items))
+
+            reader = self._step_readers[loop] = Combiner(run)
+        return reader
+
+    @functools.cached_property
+    def _step_readers(
+        self,
+    ) -> weakref.WeakKeyDictionary[
+        asyncio.AbstractEventLoop, Combiner[tuple[str, int], WorkflowRecord]
+    ]:
+        return weakref.WeakKeyDictionary()
 
     async def list_workflows(
         self, state: WorkflowState | None, *, offset: int = 0, limit: int = 50

@@ -98,3 +98,40 @@ WHERE state = 'archived' AND since = ? AND last_failed_at = ? AND id LIKE 'wf.%'
 -- name: last_error
 -- Params: queue, id
 SELECT last_error FROM tasks WHERE queue = ? AND id = ?;
+
+-- name: get_head
+-- A workflow's state, and what tells its graph apart from a purged one's of the same id.
+-- Params: id
+SELECT state, created_at FROM workflows WHERE id = ?;
+
+-- name: get_step_state
+-- Params: workflow id, index
+SELECT state FROM workflow_steps WHERE workflow_id = ? AND idx = ?;
+
+-- name: unsucceeded_in_range
+-- Whether any step of indices first..last has not succeeded (a dependent's inputs).
+-- Params: workflow id, first, last
+SELECT 1 FROM workflow_steps
+WHERE workflow_id = ?1 AND idx BETWEEN ?2 AND ?3 AND state != 'succeeded' LIMIT 1;
+
+-- name: unsucceeded_main
+-- Whether any step other than the error callbacks (a JSON array of indices) has not succeeded.
+-- Params: workflow id, JSON array of the error callbacks' indices
+SELECT 1 FROM workflow_steps
+WHERE workflow_id = ?1 AND state != 'succeeded'
+  AND idx NOT IN (SELECT value FROM json_each(?2)) LIMIT 1;
+
+-- name: set_step_state
+-- Params: state, workflow id, index
+UPDATE workflow_steps SET state = ? WHERE workflow_id = ? AND idx = ?;
+
+-- name: advance_workflow
+-- Params: id, state, finished_at (NULL: unchanged)
+UPDATE workflows SET state = ?2, version = version + 1, finished_at = COALESCE(?3, finished_at)
+WHERE id = ?1;
+
+-- name: get_workflow_bare
+-- get_workflow without the graph (the caller holds it).
+-- Params: id
+SELECT id, state, NULL, created_at, finished_at, error, failed_task, retention_s, version
+FROM workflows WHERE id = ?;

@@ -82,28 +82,12 @@ for i = 1, n do
         return out
       end
     end
-    release_unique(b, id, rec[4])
-    local retention = tonumber(rec[3]) or 0
-    if retention > 0 then
-      -- Into completed before out of active (lib.lua: a task is always in one state set).
-      redis.call('ZADD', b.completed, t, id)
-      redis.call('HSET', tkey, 'state', 'completed', 'completed_at', t, 'since', t)
-      redis.call('HDEL', tkey, 'lease')
-      if result then
-        redis.call('HSET', tkey, 'result', result)
-      end
-      redis.pcall('ZADD', b.expiry, t + math.floor(retention * 1000000), id)
-      if rec[5] then wake_result(b, id) end
-    else
-      redis.call('DEL', tkey)
-    end
-    redis.call('ZREM', b.active, id)
+    complete_leased(b, id, t, result, {rec[3], rec[4], rec[5]})
     done[b.stats] = (done[b.stats] or 0) + 1
     for _, s in ipairs(succ) do
       store_message(s[2], ARGV[sbase + s[1]], t, ctx)
     end
     out[#out + 1] = 1
-    slot_freed(b)
   end
 end
 finish()

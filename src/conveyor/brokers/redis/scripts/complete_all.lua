@@ -52,28 +52,14 @@ for i = 1, n do
   local o = (i - 1) * 4
   local b = block(tonumber(words[o + 1]))
   local id = words[o + 2]
-  local tkey = b.tprefix .. id
-  local rec = redis.call('HMGET', tkey, 'retention', 'unique_key')
-  release_unique(b, id, rec[2])
-  local retention = tonumber(rec[1]) or 0
-  if retention > 0 then
-    -- Into completed before out of active (lib.lua: a task is always in one state set).
-    redis.call('ZADD', b.completed, t, id)
-    redis.call('HSET', tkey, 'state', 'completed', 'completed_at', t, 'since', t)
-    redis.call('HDEL', tkey, 'lease')
-    if words[o + 4] == '1' then
-      next_result = next_result + 1
-      redis.call('HSET', tkey, 'result', ARGV[next_result])
-    end
-    redis.pcall('ZADD', b.expiry, t + math.floor(retention * 1000000), id)
-  else
-    if words[o + 4] == '1' then next_result = next_result + 1 end
-    redis.call('DEL', tkey)
+  local result = nil
+  if words[o + 4] == '1' then
+    next_result = next_result + 1
+    result = ARGV[next_result]
   end
-  redis.call('ZREM', b.active, id)
+  complete_leased(b, id, t, result, nil)  -- limits.lua: frees its concurrency slot too
   redis.call('HINCRBY', b.stats, 'p:' .. day, 1)
   redis.call('HINCRBY', b.stats, 'pm:' .. minute, 1)
-  slot_freed(b)  -- limits.lua: its concurrency slot may let a held task start
   out[#out + 1] = 1
 end
 for j, s in ipairs(succs) do

@@ -1,5 +1,6 @@
 -- limits.lua: flow-control helpers, prepended (after lib.lua) to enqueue.lua, claim.lua,
--- peek.lua, complete.lua and fail.lua.
+-- peek.lua, complete.lua, complete_all.lua, fail.lua, wf_advance.lua and wf_settle.lua; and
+-- complete_leased, the one way a leased task is completed (it frees the task's slot).
 -- KEYS:    none of its own; a queue's length limit is the key <queue prefix>limit, a STRING
 --          "<max_length> <reject|drop_oldest>", built from the block's seq key (same slot), as
 --          are its concurrency limit (<queue prefix>concurrency) and its held tasks
@@ -231,6 +232,32 @@ local function slot_freed(b)
     watched[prefix] = w
   end
   if w[2] or (w[1] and redis.call('ZCARD', b.active) == w[1] - 1) then wake(b) end
+end
+
+-- Complete a leased task of queue `b` (the caller checked the lease and that the completion may
+-- be written): COMPLETED with `result` (nil: none kept) when it is retained, else deleted; its
+-- unique lock released, a client waiting on its result woken, and its concurrency slot freed.
+-- `rec` is its record's {retention, unique_key, waited} when the caller read them already
+-- (nil: read here). Counting it in the queue's totals is the caller's (complete.lua adds its
+-- counts once per call).
+local function complete_leased(b, id, t, result, rec)
+  local tkey = b.tprefix .. id
+  if rec == nil then rec = redis.call('HMGET', tkey, 'retention', 'unique_key', 'waited') end
+  release_unique(b, id, rec[2])
+  local retention = tonumber(rec[1]) or 0
+  if retention > 0 then
+    -- Into completed before out of active (lib.lua: a task is always in one state set).
+    redis.call('ZADD', b.completed, t, id)
+    redis.call('HSET', tkey, 'state', 'completed', 'completed_at', t, 'since', t)
+    redis.call('HDEL', tkey, 'lease')
+    if result then redis.call('HSET', tkey, 'result', result) end
+    redis.pcall('ZADD', b.expiry, t + math.floor(retention * 1000000), id)
+    if rec[3] then wake_result(b, id) end
+  else
+    redis.call('DEL', tkey)
+  end
+  redis.call('ZREM', b.active, id)
+  slot_freed(b)
 end
 
 -- Whether a task of queue `b` held for a slot could take one now (peek.lua: an idle wait then

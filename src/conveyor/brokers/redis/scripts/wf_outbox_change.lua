@@ -15,28 +15,6 @@ local WF, STEPS, WAKE, OUTBOX = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local value = ARGV[3]
 if redis.call('HGET', WF, 'version') ~= ARGV[1] then return {'stale'} end
 local t = now()
-local c = cjson.decode(ARGV[2])
-redis.call('HSET', WF, 'state', c.state, 'version', c.version)
-if c.error ~= '' then redis.call('HSET', WF, 'error', c.error, 'failed_task', c.failed_task)
-else redis.call('HDEL', WF, 'error', 'failed_task') end
-if c.finished == 1 then
-  redis.call('HSET', WF, 'finished_at', t)
-elseif c.finished == -1 then
-  redis.call('HDEL', WF, 'finished_at')
-end
-local states = redis.call('HGET', WF, 'states')
-for _, s in ipairs(c.steps) do
-  local i = s[1]
-  states = string.sub(states, 1, i) .. s[2] .. string.sub(states, i + 2)
-  if s[3] == 'r' then
-    redis.call('HSET', STEPS, 'r:' .. i, value)
-    redis.call('HDEL', STEPS, 'e:' .. i)
-  elseif s[3] == 'e' then
-    redis.call('HSET', STEPS, 'e:' .. i, value)
-  end
-end
-redis.call('HSET', WF, 'states', states)
 for _, i in ipairs(cjson.decode(ARGV[4])) do redis.call('SADD', OUTBOX, i) end
-redis.call('LPUSH', WAKE, '1', '1', '1', '1', '1', '1', '1', '1')
-redis.call('LTRIM', WAKE, 0, WAKE_TOKENS - 1)
+write_change(WF, STEPS, WAKE, cjson.decode(ARGV[2]), value, t)  -- workflow_lib.lua
 return {1, t}

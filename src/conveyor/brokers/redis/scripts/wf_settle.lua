@@ -51,18 +51,7 @@ for i, m in ipairs(msgs) do
   if refused then return {refused, i} end
 end
 if mode == 'success' then
-  local rec = redis.call('HMGET', tkey, 'retention', 'unique_key')
-  release_unique(b, id, rec[2])
-  local retention = tonumber(rec[1]) or 0
-  if retention > 0 then
-    redis.call('ZADD', b.completed, t, id)
-    redis.call('HSET', tkey, 'state', 'completed', 'completed_at', t, 'since', t, 'result', value)
-    redis.call('HDEL', tkey, 'lease')
-    redis.pcall('ZADD', b.expiry, t + math.floor(retention * 1000000), id)
-  else
-    redis.call('DEL', tkey)
-  end
-  redis.call('ZREM', b.active, id)
+  complete_leased(b, id, t, value, nil)  -- limits.lua
   count_done(b, t, false)
 elseif mode == 'failure' then
   fail_task(b, id, t, value, nil)
@@ -70,6 +59,7 @@ elseif mode == 'expired' then
   redis.call('HINCRBY', tkey, 'crashes', 1)
   fail_task(b, id, t, value, nil)
 end
+if mode == 'failure' or mode == 'expired' then slot_freed(b) end  -- as fail.lua
 local ctx = new_batch()
 for i, m in ipairs(msgs) do
   store_message(m, ARGV[7 + i], t, ctx)
@@ -78,35 +68,13 @@ wake_all(ctx)
 for qi, _ in pairs(ctx.woken) do redis.call('SADD', REG, queue_name(block(qi))) end
 if ARGV[6] ~= '' then
   local c = cjson.decode(ARGV[6])
-  redis.call('HSET', WF, 'state', c.state, 'version', c.version)
-  if c.error ~= '' then redis.call('HSET', WF, 'error', c.error, 'failed_task', c.failed_task)
-  else redis.call('HDEL', WF, 'error', 'failed_task') end
+  write_change(WF, STEPS, WAKE, c, value, t)  -- workflow_lib.lua
   if c.finished == 1 then
-    redis.call('HSET', WF, 'finished_at', t)
     redis.call('SREM', LIVE, c.id)
     redis.call('ZADD', EXPIRY, t + c.retention_us, c.id)
   elseif c.finished == -1 then
-    redis.call('HDEL', WF, 'finished_at')
     redis.call('SADD', LIVE, c.id)
     redis.call('ZREM', EXPIRY, c.id)
   end
-  -- The steps' states are one letter each in one field: a chord's thousand members read as
-  -- one value, and a change rewrites a few letters.
-  local states = redis.call('HGET', WF, 'states')
-  for _, s in ipairs(c.steps) do
-    local i = s[1]
-    states = string.sub(states, 1, i) .. s[2] .. string.sub(states, i + 2)
-    if s[3] == 'r' then
-      redis.call('HSET', STEPS, 'r:' .. i, value)
-      redis.call('HDEL', STEPS, 'e:' .. i)
-    elseif s[3] == 'e' then
-      redis.call('HSET', STEPS, 'e:' .. i, value)
-    end
-  end
-  redis.call('HSET', WF, 'states', states)
-  -- Wake whoever waits on this workflow (client.wait). At most WAKE_TOKENS stay when nobody
-  -- does; they go with the workflow when it is purged.
-  redis.call('LPUSH', WAKE, '1', '1', '1', '1', '1', '1', '1', '1')
-  redis.call('LTRIM', WAKE, 0, WAKE_TOKENS - 1)
 end
 return {1}

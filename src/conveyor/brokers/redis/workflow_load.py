@@ -1,0 +1,157 @@
+"""What a workflow step reads before it runs, on Redis: its own record and its inputs' results.
+
+Steps claimed together (a claim starts up to a worker's free slots at once: a chord's members
+come in batches) read together: the reads of the calls made while one is in flight go out as
+one pipeline, one round trip for the batch (:class:`~conveyor.brokers.combiner.Combiner`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import weakref
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from conveyor.brokers import workflow_engine as engine
+from conveyor.brokers.combiner import Combiner
+from conveyor.brokers.redis import keys
+from conveyor.brokers.redis.workflow_outbox import LETTER
+from conveyor.brokers.workflows import StepRecord, WorkflowRecord, WorkflowState
+from conveyor.errors import WorkflowNotFoundError
+
+if TYPE_CHECKING:
+    from conveyor.brokers.redis.base import Client
+
+__all__ = ["RedisWorkflowLoad", "parse_read", "queue_read"]
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode()
+
+
+_FIELDS = (
+    "state", "created_at", "finished_at", "error", "failed_task", "retention", "version", "states"
+)  # fmt: skip
+_STATE = {ord(v): k for k, v in LETTER.items()}
+# One shared record per state for steps read without their result (no allocation per step).
+_BARE = {ord(v): StepRecord(state=k) for k, v in LETTER.items()}
+
+
+def _record(
+    workflow_id: str, graph: bytes, raw: list[bytes | None], steps: dict[int, StepRecord]
+) -> WorkflowRecord:
+    state, created, finished, error, failed_task, retention, version, letters = (
+        None if v is None else v if isinstance(v, bytes) else str(v).encode() for v in raw
+    )
+    assert state is not None and created is not None and retention is not None
+    assert letters is not None
+    # One shared record per letter (a C-level map: a chord's thousand members cost little),
+    # then the few steps read with their results.
+    records = list(map(_BARE.__getitem__, letters))
+    for i, found in steps.items():
+        records[i] = found
+    return WorkflowRecord(
+        id=workflow_id,
+        graph=graph,
+        state=WorkflowState(state.decode()),
+        steps=tuple(records),
+        created_at=datetime.fromtimestamp(int(created) / 1e6, UTC),
+        finished_at=None if finished is None else datetime.fromtimestamp(int(finished) / 1e6, UTC),
+        error=_text(error),
+        failed_task=_text(failed_task),
+        retention_s=float(retention),
+        version=int(version or 0),
+    )
+
+
+def queue_read(pipe: Any, ns: str, workflow_id: str, chosen: Sequence[int]) -> None:
+    """Queue on ``pipe`` the reads of a workflow's record (its steps' states with it, in one
+    HMGET) and of the results and errors of the steps ``chosen``: two commands, or one."""
+    record, steps_key, _ = keys.workflow_keys(ns, workflow_id)
+    pipe.hmget(record, list(_FIELDS))
+    if chosen:
+        pipe.hmget(steps_key, [f"{kind}:{i}" for i in chosen for kind in "re"])
+
+
+def parse_read(
+    workflow_id: str, graph: bytes, chosen: Sequence[int], replies: list[Any]
+) -> WorkflowRecord | None:
+    """The record from :func:`queue_read`'s replies (``None``: no such workflow). Results are
+    read by the second command: a step's result never changes once it succeeded."""
+    raw = replies[0]
+    if raw[0] is None:
+        return None
+    values = replies[1] if chosen else []
+    letters = raw[-1] or b""
+    found: dict[int, StepRecord] = {}
+    for n, i in enumerate(chosen):
+        result, error = values[2 * n], values[2 * n + 1]
+        if result is not None or error is not None:
+            found[i] = StepRecord(state=_STATE[letters[i]], result=result, error=_text(error))
+    return _record(workflow_id, graph, raw, found)
+
+
+_Read = tuple[str, int]  # workflow id, step index
+
+
+class RedisWorkflowLoad:
+    """``load_step`` of :class:`~conveyor.brokers.redis.workflows.RedisWorkflows` (a mixin)."""
+
+    if TYPE_CHECKING:  # provided by RedisBrokerBase and RedisWorkflows
+        _ns: str
+        _client: Client
+
+        async def _graph(self, workflow_id: str) -> bytes | None: ...
+        async def load_workflow(self, workflow_id: str) -> WorkflowRecord: ...
+
+    async def load_step(self, workflow_id: str, index: int) -> WorkflowRecord:
+        """The workflow with the records one step reads before it runs (batched with the
+        reads of other steps starting at the same time)."""
+        return await self._step_reader()((workflow_id, index))
+
+    @functools.cached_property
+    def _step_readers(
+        self,
+    ) -> weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Combiner[_Read, WorkflowRecord]]:
+        return weakref.WeakKeyDictionary()
+
+    def _step_reader(self) -> Combiner[_Read, WorkflowRecord]:
+        # One per event loop: a batch's callers are woken through futures of their own loop.
+        loop = asyncio.get_running_loop()
+        reader = self._step_readers.get(loop)
+        if reader is None:
+            reader = self._step_readers[loop] = Combiner(self._read_steps)
+        return reader
+
+    async def _read_steps(self, items: Sequence[_Read]) -> list[WorkflowRecord | Exception]:
+        plans: list[tuple[str, bytes, list[int]] | None] = []
+        for workflow_id, index in items:
+            graph = await self._graph(workflow_id)
+            parsed = None if graph is None else engine.parse_graph(graph)
+            if graph is None or parsed is None or index >= len(parsed.steps):
+                plans.append(None)  # read the whole workflow (or find it missing) below
+            else:
+                plans.append((workflow_id, graph, engine.needed_by(parsed, index)))
+        replies: list[Any] = []
+        if any(plan is not None for plan in plans):
+            async with self._client.pipeline(transaction=False) as pipe:
+                for plan in plans:
+                    if plan is not None:
+                        queue_read(pipe, self._ns, plan[0], plan[2])
+                replies = await pipe.execute()
+        out: list[WorkflowRecord | Exception] = []
+        at = 0
+        for (workflow_id, _), plan in zip(items, plans, strict=True):
+            if plan is None:
+                try:
+                    out.append(await self.load_workflow(workflow_id))
+                except WorkflowNotFoundError as exc:
+                    out.append(exc)
+                continue
+            width = 2 if plan[2] else 1
+            rec = parse_read(workflow_id, plan[1], plan[2], replies[at : at + width])
+            at += width
+            out.append(WorkflowNotFoundError(workflow_id) if rec is None else rec)
+        return out

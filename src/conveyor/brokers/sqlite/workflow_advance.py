@@ -1,0 +1,131 @@
+"""The common success of a workflow step on SQLite, written without reading the whole workflow.
+
+A step of a running workflow that succeeds records its result, enqueues each dependent whose
+inputs have all succeeded, and finishes the workflow when every step has: the rule of
+:func:`~conveyor.brokers.workflow_engine.settle` for that case, which reads and compares every
+step's record. Here it reads only the rows it needs (the step's own, each dependent's, and its
+inputs as index ranges, which a chord body's thousand inputs make one), so a chord member's
+settlement costs the same whatever the chord's size. Anything else (a failure, a step re-run in
+a failed workflow, a cancelled one, an error callback) goes through the engine.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from conveyor.brokers import workflow_engine as engine
+from conveyor.brokers.workflows import StepState, WorkflowState
+from conveyor.message import TaskMessage
+
+if TYPE_CHECKING:
+    from conveyor.brokers.sqlite.store import Store
+
+__all__ = ["advance", "graph_of", "ranges"]
+
+_LIVE = (WorkflowState.PENDING.value, WorkflowState.RUNNING.value)
+
+
+# Graphs never change once stored: the ones used lately are kept parsed, by workflow id and
+# creation time (a purged workflow's id stored again is another graph), so a chord member's
+# read moves a few small rows, not a graph of a thousand steps.
+_GRAPHS: dict[tuple[str, float], tuple[bytes, engine.Graph]] = {}
+_GRAPHS_KEPT = 256
+
+
+def graph_of(store: Store, q: dict[str, str], workflow_id: str) -> tuple[str, bytes] | None:
+    """The workflow's state and its graph (JSON), or ``None`` when there is no such workflow."""
+    head = store.conn.execute(q["get_head"], (workflow_id,)).fetchone()
+    if head is None:
+        return None
+    key = (workflow_id, head[1])
+    found = _GRAPHS.get(key)
+    if found is None:
+        row = store.conn.execute(q["get_graph"], (workflow_id,)).fetchone()
+        if len(_GRAPHS) >= _GRAPHS_KEPT:
+            _GRAPHS.clear()
+        found = _GRAPHS[key] = (row[0], engine.parse_graph(row[0]))
+    return head[0], found[0]
+
+
+def ranges(indices: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted indices as inclusive ``(first, last)`` runs: 0..999 is one."""
+    runs: list[list[int]] = []
+    for i in sorted(indices):
+        if runs and runs[-1][1] == i - 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return [(a, b) for a, b in runs]
+
+
+_Dependent = tuple[int, TaskMessage, list[tuple[int, int]]]  # index, message, input ranges
+
+
+@functools.lru_cache(maxsize=1024)
+def _dependent(graph_data: bytes, index: int) -> _Dependent:
+    """Step ``index`` as a dependent: its message and the ranges of its inputs (once per
+    graph: a chord's thousand members share their body's)."""
+    spec = engine.parse_graph(graph_data).steps[index]
+    return index, spec.message, ranges(spec.deps)
+
+
+@functools.lru_cache(maxsize=256)
+def _errbacks(graph_data: bytes) -> str:
+    """The JSON list of the graph's error callbacks' indices."""
+    steps = engine.parse_graph(graph_data).steps
+    return json.dumps([s.index for s in steps if s.trigger is not None])
+
+
+def _plan(graph_data: bytes, index: int) -> tuple[list[_Dependent], str] | None:
+    """For step ``index``: its dependents and the JSON list of the graph's error callbacks;
+    ``None`` for an error callback (not the common case)."""
+    graph = engine.parse_graph(graph_data)
+    if index >= len(graph.steps) or graph.steps[index].trigger is not None:
+        return None
+    dependents = [
+        _dependent(graph_data, j)
+        for j in graph.steps[index].dependents
+        if graph.steps[j].trigger is None
+    ]
+    return dependents, _errbacks(graph_data)
+
+
+def advance(
+    store: Store, q: dict[str, str], workflow_id: str, index: int, result: bytes, now: float
+) -> list[TaskMessage] | None:
+    """Record step ``index``'s success inside the current transaction and return the messages
+    of the dependents it made ready (the caller enqueues them with the step's completion);
+    ``None``, writing nothing, when it is not the common case."""
+    conn = store.conn
+    head = graph_of(store, q, workflow_id)
+    if head is None or head[0] not in _LIVE:
+        return None
+    plan = _plan(head[1], index)
+    own = conn.execute(q["get_step_state"], (workflow_id, index)).fetchone()
+    if plan is None or own is None or own[0] != StepState.ENQUEUED.value:
+        return None
+    dependents, errbacks = plan
+    conn.execute(q["update_step"], (StepState.SUCCEEDED.value, result, None, workflow_id, index))
+    ready: list[TaskMessage] = []
+    for j, message, inputs in dependents:
+        state = conn.execute(q["get_step_state"], (workflow_id, j)).fetchone()
+        if state is None or state[0] != StepState.WAITING.value:
+            continue
+        if any(
+            conn.execute(q["unsucceeded_in_range"], (workflow_id, a, b)).fetchone()
+            for a, b in inputs
+        ):
+            continue
+        conn.execute(q["set_step_state"], (StepState.ENQUEUED.value, workflow_id, j))
+        ready.append(message)
+    # A step with dependents leaves them enqueued or waiting: the workflow is not done yet.
+    done = (
+        not dependents
+        and conn.execute(q["unsucceeded_main"], (workflow_id, errbacks)).fetchone() is None
+    )
+    state = WorkflowState.SUCCEEDED if done else WorkflowState.RUNNING
+    conn.execute(q["advance_workflow"], (workflow_id, state.value, now if done else None))
+    return ready
