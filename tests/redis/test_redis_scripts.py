@@ -48,12 +48,12 @@ PINNED_SHA256 = {
     "unclaim.lua": "8bc115d40f0abefd",
     "wf_advance.lua": "5d50fb0b44310788",
     "wf_create.lua": "46fff6b73166f397",
-    "wf_manage.lua": "cc9950670f726f48",
+    "wf_manage.lua": "cf09298014b72354",
     "wf_outbox_change.lua": "e59cfe0cd9fbd411",
     "wf_outbox_create.lua": "1a92757b660ced67",
-    "wf_settle.lua": "7bd90722b4ccfbd9",
+    "wf_settle.lua": "b5e26d05bb036a61",
     "workers.lua": "4b539bbf87712ddd",
-    "workflow_lib.lua": "3e4b25b0c6421a37",
+    "workflow_lib.lua": "6dfd07767e455e2a",
 }
 
 

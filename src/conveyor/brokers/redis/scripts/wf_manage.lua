@@ -51,22 +51,7 @@ wake_all(ctx)
 for qi, _ in pairs(ctx.woken) do redis.call('SADD', REG, queue_name(block(qi))) end
 if ARGV[4] ~= '' then
   local c = cjson.decode(ARGV[4])
-  redis.call('HSET', WF, 'state', c.state, 'version', c.version)
-  if c.error ~= '' then redis.call('HSET', WF, 'error', c.error, 'failed_task', c.failed_task)
-  else redis.call('HDEL', WF, 'error', 'failed_task') end
-  if c.finished == 1 then
-    redis.call('HSET', WF, 'finished_at', t)
-    redis.call('SREM', LIVE, c.id)
-    redis.call('ZADD', EXPIRY, t + c.retention_us, c.id)
-  end
-  local states = redis.call('HGET', WF, 'states')
-  for _, s in ipairs(c.steps) do
-    local i = s[1]
-    states = string.sub(states, 1, i) .. s[2] .. string.sub(states, i + 2)
-    if s[3] == 'e' then redis.call('HSET', STEPS, 'e:' .. i, value) end
-  end
-  redis.call('HSET', WF, 'states', states)
-  redis.call('LPUSH', WAKE, '1', '1', '1', '1', '1', '1', '1', '1')
-  redis.call('LTRIM', WAKE, 0, WAKE_TOKENS - 1)
+  write_change(WF, STEPS, WAKE, c, value, t)  -- workflow_lib.lua
+  index_change(LIVE, EXPIRY, c, t)
 end
 return {1}

@@ -69,12 +69,6 @@ for qi, _ in pairs(ctx.woken) do redis.call('SADD', REG, queue_name(block(qi))) 
 if ARGV[6] ~= '' then
   local c = cjson.decode(ARGV[6])
   write_change(WF, STEPS, WAKE, c, value, t)  -- workflow_lib.lua
-  if c.finished == 1 then
-    redis.call('SREM', LIVE, c.id)
-    redis.call('ZADD', EXPIRY, t + c.retention_us, c.id)
-  elseif c.finished == -1 then
-    redis.call('SADD', LIVE, c.id)
-    redis.call('ZREM', EXPIRY, c.id)
-  end
+  index_change(LIVE, EXPIRY, c, t)
 end
 return {1}

@@ -39,3 +39,16 @@ local function write_change(wf, steps, wake, c, value, t)
   redis.call('HSET', wf, 'states', states)
   wake_workflow(wake)
 end
+
+-- Keep the live set and the expiry index in step with change `c` (after write_change): a
+-- finished workflow leaves the live set and expires after its retention; one running again
+-- (a failed step re-run) comes back.
+local function index_change(live, expiry, c, t)
+  if c.finished == 1 then
+    redis.call('SREM', live, c.id)
+    redis.call('ZADD', expiry, t + c.retention_us, c.id)
+  elseif c.finished == -1 then
+    redis.call('SADD', live, c.id)
+    redis.call('ZREM', expiry, c.id)
+  end
+end
