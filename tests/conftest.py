@@ -90,6 +90,19 @@ def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, s
 
 
 @pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """A private 3-node Redis Cluster shared by the session's tests; its nodes' addresses.
+
+    Tests keep apart by namespace (a fresh one each) and never stop or reshard its nodes: those
+    that do start a cluster of their own.
+    """
+    from redis_servers import Fleet, start_cluster
+
+    with Fleet() as fleet:
+        yield start_cluster(fleet, tmp_path_factory.mktemp("cluster"))
+
+
+@pytest.fixture(scope="session")
 def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """A private redis-server taking TLS clients; (a rediss:// URL to it, its plain admin URL)."""
     from redis_servers import Fleet, free_port, server

@@ -13,13 +13,11 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import worker_app
 from processes import Worker
-from redis_servers import Fleet, start_cluster
 
 from conveyor import App, Inspector, StepState, WorkflowState, chain, chord
 
@@ -31,11 +29,10 @@ MEMBERS = 200
 STEPS = 20
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
-    """A private 3-node Redis Cluster (no replicas), for this module only."""
-    with Fleet() as fleet:
-        yield start_cluster(fleet, Path(tmp_path_factory.mktemp("wfkills")))
+@pytest.fixture
+def cluster(redis_cluster: list[str]) -> list[str]:
+    """The session's 3-node Redis Cluster (tests/conftest.py)."""
+    return redis_cluster
 
 
 def test_workflows_survive_killed_workers(url: str, trace_dir: Path) -> None:
@@ -44,7 +41,7 @@ def test_workflows_survive_killed_workers(url: str, trace_dir: Path) -> None:
 
 @pytest.mark.redis
 def test_workflows_survive_killed_workers_on_cluster(cluster: list[str], trace_dir: Path) -> None:
-    namespace = f"wfk{uuid.uuid4().hex[:8]}"  # the cluster is this module's own: no clean-up
+    namespace = f"wfk{uuid.uuid4().hex[:8]}"  # a private test cluster: left for its teardown
     url = f"redis+cluster://{cluster[0]},{cluster[1]}?namespace={namespace}"
     # A settlement there is several round trips, and a worker takes longer to connect: longer
     # leases and fewer kills by the test, so the workers get work done between kills.

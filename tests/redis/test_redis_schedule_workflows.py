@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
-from redis_servers import Fleet, drop_namespace, start_cluster
+from redis_servers import drop_namespace
 
 from conformance import test_schedule_workflows as conformance
 from conveyor.brokers.redis import RedisBroker
@@ -52,10 +51,10 @@ def workflow_record(every: float = 60) -> ScheduleRecord:
     return entry.record(owner=None, next_fire_at=0.0)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
-    with Fleet() as fleet:
-        yield start_cluster(fleet, Path(tmp_path_factory.mktemp("schedcluster")))
+@pytest.fixture
+def cluster(redis_cluster: list[str]) -> list[str]:
+    """The session's 3-node Redis Cluster (tests/conftest.py)."""
+    return redis_cluster
 
 
 @pytest.fixture(params=("single", "cluster"))

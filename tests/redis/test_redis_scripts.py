@@ -31,7 +31,7 @@ PINNED_SHA256 = {
     "lib.lua": "9ecb5836c2b1be91",
     "limits.lua": "76a88126e4abba34",
     "manage.lua": "8346a8a448b2651d",
-    "page.lua": "9980ab50d9f3ff3b",
+    "page.lua": "dbc7bd05e64f63df",
     "peek.lua": "e54808a6dde27661",
     "purge.lua": "f3e6fa52d153bc86",
     "recover.lua": "1bbbb1b8021365b6",

@@ -9,11 +9,9 @@ the nodes.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
-from redis_servers import Fleet, start_cluster
 
 from conveyor import App, AsyncInspector, StepState, WorkflowState, chain, chord
 from conveyor.brokers.redis import RedisBroker
@@ -25,10 +23,10 @@ from conveyor.workflows.running import workflows_of
 pytestmark = [pytest.mark.process, pytest.mark.redis]
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
-    with Fleet() as fleet:
-        yield start_cluster(fleet, Path(tmp_path_factory.mktemp("wfsteps")))
+@pytest.fixture
+def cluster(redis_cluster: list[str]) -> list[str]:
+    """The session's 3-node Redis Cluster (tests/conftest.py)."""
+    return redis_cluster
 
 
 @pytest.fixture

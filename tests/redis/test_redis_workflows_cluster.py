@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from redis_servers import Fleet, start_cluster
 
 from conveyor import App, SkipRetry, StepState, TaskFailedError, WorkflowState, chain, chord
 from conveyor.brokers.redis import RedisBroker, keys
@@ -24,10 +22,10 @@ from worker.harness import fast, serving
 pytestmark = [pytest.mark.process, pytest.mark.redis]
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
-    with Fleet() as fleet:
-        yield start_cluster(fleet, Path(tmp_path_factory.mktemp("wfcluster")))
+@pytest.fixture
+def cluster(redis_cluster: list[str]) -> list[str]:
+    """The session's 3-node Redis Cluster (tests/conftest.py)."""
+    return redis_cluster
 
 
 @pytest.fixture
