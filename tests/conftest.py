@@ -102,6 +102,19 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str
         yield start_cluster(fleet, tmp_path_factory.mktemp("cluster"))
 
 
+@pytest.fixture
+async def cluster_broker(redis_cluster: list[str]) -> AsyncIterator[Broker]:
+    """A Redis broker on the session's Cluster, under a namespace of its own."""
+    from conveyor.brokers.redis import RedisBroker
+
+    nodes = f"{redis_cluster[0]},{redis_cluster[1]}"
+    broker = RedisBroker.from_url(f"redis+cluster://{nodes}?namespace=c{uuid.uuid4().hex[:8]}")
+    try:
+        yield broker
+    finally:
+        await broker.close()
+
+
 @pytest.fixture(scope="session")
 def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """A private redis-server taking TLS clients; (a rediss:// URL to it, its plain admin URL)."""

@@ -8,9 +8,6 @@ the nodes.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-
 import pytest
 
 from conveyor import App, AsyncInspector, StepState, WorkflowState, chain, chord
@@ -24,21 +21,9 @@ pytestmark = [pytest.mark.process, pytest.mark.redis]
 
 
 @pytest.fixture
-def cluster(redis_cluster: list[str]) -> list[str]:
-    """The session's 3-node Redis Cluster (tests/conftest.py)."""
-    return redis_cluster
-
-
-@pytest.fixture
-async def broker(cluster: list[str]) -> AsyncIterator[RedisBroker]:
-    namespace = f"wfs{uuid.uuid4().hex[:8]}"
-    broker = RedisBroker.from_url(
-        f"redis+cluster://{cluster[0]},{cluster[1]}?namespace={namespace}"
-    )
-    try:
-        yield broker
-    finally:
-        await broker.close()
+def broker(cluster_broker: RedisBroker) -> RedisBroker:
+    """A fresh namespace on the session's 3-node Cluster (tests/conftest.py)."""
+    return cluster_broker
 
 
 def make_app(broker: RedisBroker) -> App:

@@ -257,6 +257,18 @@ def cancel(rec: WorkflowRecord) -> Change | None:
     return Change(new, (), True, False)
 
 
+def index_ranges(indices: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted step indices as inclusive ``(first, last)`` runs (0..999 is one): how the fast
+    settlements name a dependent's inputs, so a chord body's thousand read as one range."""
+    runs: list[list[int]] = []
+    for i in sorted(indices):
+        if runs and runs[-1][1] == i - 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return [(a, b) for a, b in runs]
+
+
 def sources(source: Source) -> list[int]:
     """The steps a source reads, in order."""
     if source is None:

@@ -24,17 +24,6 @@ from conveyor.message import Lease
 __all__ = ["RedisWorkflowAdvance"]
 
 
-def _ranges(indices: Sequence[int]) -> list[list[int]]:
-    """Sorted indices as inclusive ``[first, last]`` runs: 0..999 is one."""
-    runs: list[list[int]] = []
-    for i in sorted(indices):
-        if runs and runs[-1][1] == i - 1:
-            runs[-1][1] = i
-        else:
-            runs.append([i, i])
-    return runs
-
-
 @functools.lru_cache(maxsize=256)
 def _mask(graph_data: bytes) -> str:
     """One letter per step, m for a step of the workflow and e for an error callback; '' when
@@ -49,7 +38,7 @@ def _mask(graph_data: bytes) -> str:
 def _inputs(graph_data: bytes, index: int) -> list[Any]:
     """Step ``index`` as a dependent: ``[index, ranges of its inputs]`` (once per graph: a
     chord's thousand members share their body's)."""
-    return [index, _ranges(engine.parse_graph(graph_data).steps[index].deps)]
+    return [index, engine.index_ranges(engine.parse_graph(graph_data).steps[index].deps)]
 
 
 def _plan(graph_data: bytes, index: int) -> tuple[str, str, list[engine.StepSpec]] | None:

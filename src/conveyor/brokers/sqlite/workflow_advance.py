@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from conveyor.brokers import workflow_engine as engine
@@ -23,7 +22,7 @@ from conveyor.message import TaskMessage
 if TYPE_CHECKING:
     from conveyor.brokers.sqlite.store import Store
 
-__all__ = ["advance", "graph_of", "ranges"]
+__all__ = ["advance", "graph_of"]
 
 _LIVE = (WorkflowState.PENDING.value, WorkflowState.RUNNING.value)
 
@@ -50,17 +49,6 @@ def graph_of(store: Store, q: dict[str, str], workflow_id: str) -> tuple[str, by
     return head[0], found[0]
 
 
-def ranges(indices: Sequence[int]) -> list[tuple[int, int]]:
-    """Sorted indices as inclusive ``(first, last)`` runs: 0..999 is one."""
-    runs: list[list[int]] = []
-    for i in sorted(indices):
-        if runs and runs[-1][1] == i - 1:
-            runs[-1][1] = i
-        else:
-            runs.append([i, i])
-    return [(a, b) for a, b in runs]
-
-
 _Dependent = tuple[int, TaskMessage, list[tuple[int, int]]]  # index, message, input ranges
 
 
@@ -69,7 +57,7 @@ def _dependent(graph_data: bytes, index: int) -> _Dependent:
     """Step ``index`` as a dependent: its message and the ranges of its inputs (once per
     graph: a chord's thousand members share their body's)."""
     spec = engine.parse_graph(graph_data).steps[index]
-    return index, spec.message, ranges(spec.deps)
+    return index, spec.message, engine.index_ranges(spec.deps)
 
 
 @functools.lru_cache(maxsize=256)
