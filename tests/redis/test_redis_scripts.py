@@ -48,12 +48,12 @@ PINNED_SHA256 = {
     "unclaim.lua": "8bc115d40f0abefd",
     "wf_advance.lua": "5d50fb0b44310788",
     "wf_create.lua": "46fff6b73166f397",
-    "wf_manage.lua": "cf09298014b72354",
+    "wf_manage.lua": "f205c9a955249ac5",
     "wf_outbox_change.lua": "e59cfe0cd9fbd411",
     "wf_outbox_create.lua": "1a92757b660ced67",
-    "wf_settle.lua": "b5e26d05bb036a61",
+    "wf_settle.lua": "1f469c0811bda5ba",
     "workers.lua": "4b539bbf87712ddd",
-    "workflow_lib.lua": "6dfd07767e455e2a",
+    "workflow_lib.lua": "f3ffd01954a7fcb6",
 }
 
 

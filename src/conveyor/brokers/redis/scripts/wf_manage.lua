@@ -43,15 +43,6 @@ else
   redis.call('ZADD', b.archived, t, id)
   redis.call('HSET', tkey, 'state', 'archived', 'since', t)
 end
-local ctx = new_batch()
-for i, m in ipairs(msgs) do
-  store_message(m, ARGV[6 + i], t, ctx)
-end
-wake_all(ctx)
-for qi, _ in pairs(ctx.woken) do redis.call('SADD', REG, queue_name(block(qi))) end
-if ARGV[4] ~= '' then
-  local c = cjson.decode(ARGV[4])
-  write_change(WF, STEPS, WAKE, c, value, t)  -- workflow_lib.lua
-  index_change(LIVE, EXPIRY, c, t)
-end
+local keys = {wf = WF, steps = STEPS, wake = WAKE, live = LIVE, expiry = EXPIRY}
+store_and_change(msgs, 6, REG, ARGV[4], value, t, keys)  -- workflow_lib.lua
 return {1}

@@ -60,15 +60,6 @@ elseif mode == 'expired' then
   fail_task(b, id, t, value, nil)
 end
 if mode == 'failure' or mode == 'expired' then slot_freed(b) end  -- as fail.lua
-local ctx = new_batch()
-for i, m in ipairs(msgs) do
-  store_message(m, ARGV[7 + i], t, ctx)
-end
-wake_all(ctx)
-for qi, _ in pairs(ctx.woken) do redis.call('SADD', REG, queue_name(block(qi))) end
-if ARGV[6] ~= '' then
-  local c = cjson.decode(ARGV[6])
-  write_change(WF, STEPS, WAKE, c, value, t)  -- workflow_lib.lua
-  index_change(LIVE, EXPIRY, c, t)
-end
+local keys = {wf = WF, steps = STEPS, wake = WAKE, live = LIVE, expiry = EXPIRY}
+store_and_change(msgs, 7, REG, ARGV[6], value, t, keys)  -- workflow_lib.lua
 return {1}

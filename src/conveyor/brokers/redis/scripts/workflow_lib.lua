@@ -52,3 +52,20 @@ local function index_change(live, expiry, c, t)
     redis.call('ZREM', expiry, c.id)
   end
 end
+
+-- The tail both wf_settle.lua and wf_manage.lua end with: store the messages `msgs` (their
+-- payloads from ARGV[first_payload + i]), wake their queues' workers and register those queues
+-- in `reg`; then write the workflow change `change_json` ('' for none) with its step `value`.
+local function store_and_change(msgs, first_payload, reg, change_json, value, t, keys)
+  local ctx = new_batch()
+  for i, m in ipairs(msgs) do
+    store_message(m, ARGV[first_payload + i], t, ctx)
+  end
+  wake_all(ctx)
+  for qi, _ in pairs(ctx.woken) do redis.call('SADD', reg, queue_name(block(qi))) end
+  if change_json ~= '' then
+    local c = cjson.decode(change_json)
+    write_change(keys.wf, keys.steps, keys.wake, c, value, t)
+    index_change(keys.live, keys.expiry, c, t)
+  end
+end
