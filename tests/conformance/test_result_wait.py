@@ -80,3 +80,15 @@ async def test_wait_times_out_and_leaves_the_task_alone(broker: Broker) -> None:
     [lease] = await broker.claim(["results"], limit=1, lease_s=30)
     assert await broker.complete([Completion(lease=lease, result=b"2")]) == [True]
     assert await AsyncClient(broker).wait(info, 5) == 2
+
+
+async def test_a_cancelled_wait_ends_at_once(broker: Broker) -> None:
+    # redis-py's asyncio client can swallow a cancellation that lands while a command is in
+    # flight; the wait must end all the same, long before its own timeout. Several tries, so the
+    # cancel lands at different points of the wait.
+    for attempt in range(5):
+        waiter = await _waiting(broker, f"cancelled-{attempt}", timeout=120)
+        waiter.cancel()
+        done, _ = await asyncio.wait({waiter}, timeout=30)
+        assert done, "the cancelled wait went on"
+        assert waiter.cancelled()

@@ -108,6 +108,18 @@ def script_source(name: str) -> str:
     return "".join((folder / f).read_text() for f in [*helpers, f"{name}.lua"])
 
 
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation that redis-py swallowed.
+
+    Its asyncio client can return normally from a command cancelled while in flight; the
+    request still stands (``Task.cancelling()``), so a loop around blocking commands calls this
+    after each one instead of looping on until its own deadline.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _no_primary(error: Exception, sentinels: int) -> tuple[type[BrokerError], str]:
     """Why no Sentinel named the primary, from redis-py's error (one entry per failed Sentinel).
 

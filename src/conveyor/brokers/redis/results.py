@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from conveyor.brokers.redis import keys
+from conveyor.brokers.redis.base import raise_if_cancelled
 from conveyor.brokers.results import DONE_STATES
 from conveyor.errors import TaskNotFoundError
 from conveyor.message import TaskInfo
@@ -64,3 +65,4 @@ class RedisResults:
                 if info.state in DONE_STATES or remaining <= 0:
                     return info
             await self._client.blpop([wake], timeout=min(max(remaining, 0.01), _RECHECK_S))
+            raise_if_cancelled()

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from conveyor.brokers import workflow_engine as engine
 from conveyor.brokers.protocol import LEASE_EXPIRED_ERROR, crash_limit_error
 from conveyor.brokers.redis import keys
-from conveyor.brokers.redis.base import ScriptBatch
+from conveyor.brokers.redis.base import ScriptBatch, raise_if_cancelled
 from conveyor.brokers.redis.records import message_args
 from conveyor.brokers.redis.workflow_advance import RedisWorkflowAdvance
 from conveyor.brokers.redis.workflow_load import RedisWorkflowLoad, parse_read, queue_read
@@ -364,3 +364,4 @@ class RedisWorkflows(RedisWorkflowLoad, RedisWorkflowAdvance, RedisWorkflowOutbo
             if state in FINISHED or remaining <= 0:
                 return state
             await self._client.blpop([wake], timeout=max(remaining, 0.01))
+            raise_if_cancelled()
