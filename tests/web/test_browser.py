@@ -493,3 +493,52 @@ def test_workers_page_refreshes_live(setup: dict[str, Any]) -> None:
     expect(heartbeat).not_to_have_text(before, timeout=30_000)
     expect(page.locator('[data-count="workers"]')).to_have_text("1")
     _same_page(page)
+
+
+def test_task_buttons_follow_its_state_live(setup: dict[str, Any]) -> None:
+    from playwright.sync_api import expect
+
+    page, base, url, inspector = setup["page"], setup["base"], setup["url"], setup["inspector"]
+    ok = __import__("dashboard_app").ok
+    with Client(url) as client:  # on "idle", which no worker serves: it stays pending
+        task_id = client.enqueue(ok.task(note="buttons"), queue="idle").id
+    page.goto(f"{base}/queues/idle/tasks/{task_id}")
+    _no_reload(page)
+
+    def buttons() -> Any:
+        return page.locator("div.actions").get_by_role("button")
+
+    expect(buttons()).to_have_text(["Archive…", "Delete…"])
+
+    inspector.archive_task("idle", task_id)
+    expect(page.locator('dl [data-field="state"]')).to_have_text("archived", timeout=LIVE_S)
+    expect(buttons()).to_have_text(["Run", "Delete…"])
+
+    # The button shown live posts like a server-rendered one: the task is pending again.
+    page.get_by_role("button", name="Run").click()
+    page.wait_for_load_state()
+    assert inspector.get_task("idle", task_id).state is TaskState.PENDING
+    expect(buttons()).to_have_text(["Archive…", "Delete…"])
+    inspector.delete_queue("idle", force=True)
+
+
+def test_a_live_worker_row_links_its_tasks(setup: dict[str, Any]) -> None:
+    from playwright.sync_api import expect
+
+    page, base, url = setup["page"], setup["base"], setup["url"]
+    page.goto(f"{base}/workers")
+    _no_reload(page)
+    hang = __import__("dashboard_app").hang
+    with Client(url) as client:  # the worker on "default" runs it until the test ends
+        task_id = client.enqueue(hang.task(note="linked")).id
+
+    # The worker reports it with a heartbeat; the refreshed cell links it as the server would.
+    link = page.locator("td.active-tasks").get_by_role("link", name=task_id)
+    expect(link).to_have_count(1, timeout=30_000)
+    expect(
+        page.locator('td[data-field="queues"]').get_by_role("link", name="default")
+    ).to_be_visible()
+    _same_page(page)
+    link.click()
+    page.wait_for_load_state()
+    assert task_id in page.locator("h1").inner_text()

@@ -14,8 +14,15 @@
 //   data-count="name"      the length of the array `name`.
 //   data-empty-for="name"  shown only while the array `name` is empty (its table the other way).
 //   data-show-if="field"   shown only while `field` (of the row, or the data) is true (a
-//                          non-empty string or array, true);
+//                          non-empty string or array, true); "field:value" while the array
+//                          `field` holds `value` (a task's buttons: "actions:run");
 //   data-hide-if="field"   the other way round. The server renders them hidden or not already.
+//   data-link="pattern"    with data-field: the text is a link to the pattern filled with the
+//   data-link-if="field"   row's fields ("/queues/{queue}/tasks/{last_task_id}"), while `field`
+//                          is set (plain text otherwise).
+//   data-links="queues"    with data-field: a worker's queues (name -> weight), each a link to
+//                          its queue; data-links="tasks": task ids, each a link to its task when
+//                          the row's `queues` names one queue. As the server renders them.
 //   data-step="position"   a workflow step's state badge (workflow page, from step_list).
 "use strict";
 (function () {
@@ -42,18 +49,72 @@
     });
   }
 
+  function link(href, label) {
+    var a = document.createElement("a");
+    a.setAttribute("href", href);
+    a.textContent = label;
+    return a;
+  }
+
+  // A worker's queues or active tasks as links, the markup templates/workers.html renders.
+  function links(el, kind, row) {
+    var parts = [];
+    if (kind === "queues") {
+      Object.keys(row.queues || {}).forEach(function (name) {
+        parts.push([link(fill("/queues/{q}", { q: name }), name), " (" + row.queues[name] + ")"]);
+      });
+    } else {
+      var queues = Object.keys(row.queues || {});
+      (row.active || []).forEach(function (id) {
+        var code = document.createElement("code");
+        code.textContent = id;
+        if (queues.length === 1) {
+          var a = link(fill("/queues/{q}/tasks/{id}", { q: queues[0], id: id }), "");
+          a.appendChild(code);
+          code = a;
+        }
+        parts.push([code]);
+      });
+    }
+    el.textContent = "";
+    parts.forEach(function (nodes, i) {
+      if (i > 0) { el.appendChild(document.createTextNode(", ")); }
+      nodes.forEach(function (n) {
+        el.appendChild(typeof n === "string" ? document.createTextNode(n) : n);
+      });
+    });
+  }
+
+  function show(el, shown, row) {
+    var kind = el.getAttribute("data-links");
+    if (kind) { links(el, kind, row); return; }
+    var pattern = el.getAttribute("data-link"), when = el.getAttribute("data-link-if");
+    if (pattern && (!when || row[when])) {
+      el.textContent = "";
+      el.appendChild(link(fill(pattern, row), shown));
+      return;
+    }
+    el.textContent = shown;
+  }
+
+  function isOn(spec, row) {
+    var at = spec.indexOf(":"), key = at < 0 ? spec : spec.substr(0, at), value = row[key];
+    if (at >= 0) { return Array.isArray(value) && value.indexOf(spec.substr(at + 1)) >= 0; }
+    return Array.isArray(value) ? value.length > 0 : !!value;
+  }
+
   function setFields(scope, row, inRow) {
     own(scope, "[data-field]", inRow).forEach(function (el) {
       var key = el.getAttribute("data-field");
       if (!(key in row)) { return; }
       var shown = text(row[key], el);
-      if (el.textContent !== shown) { el.textContent = shown; }
+      if (el.textContent !== shown) { show(el, shown, row); }
       if (el.classList.contains("state")) { el.className = "state " + row[key]; }
     });
     own(scope, "[data-show-if], [data-hide-if]", inRow).forEach(function (el) {
-      var key = el.getAttribute("data-show-if") || el.getAttribute("data-hide-if");
-      if (!(key in row)) { return; }
-      var value = row[key], on = Array.isArray(value) ? value.length > 0 : !!value;
+      var spec = el.getAttribute("data-show-if") || el.getAttribute("data-hide-if");
+      if (!(spec.split(":")[0] in row)) { return; }
+      var on = isOn(spec, row);
       el.hidden = el.hasAttribute("data-show-if") ? !on : on;
     });
   }
