@@ -149,7 +149,7 @@ async def task_action(request: Request) -> Response:
     """``POST /queues/{queue}/tasks/{task_id}/{run|archive|delete}``."""
     queue, task_id = _names(request, "queue", "task_id")
     verb = request.path_params["verb"]
-    calls = {
+    calls: dict[str, Callable[[AsyncInspector, str, str], Awaitable[None]]] = {
         "run": AsyncInspector.run_task,
         "archive": AsyncInspector.archive_task,
         "delete": AsyncInspector.delete_task,
