@@ -542,3 +542,38 @@ def test_a_live_worker_row_links_its_tasks(setup: dict[str, Any]) -> None:
     link.click()
     page.wait_for_load_state()
     assert task_id in page.locator("h1").inner_text()
+
+
+def test_queue_page_lists_its_tab_live(setup: dict[str, Any]) -> None:
+    from playwright.sync_api import expect
+
+    page, base, url, inspector = setup["page"], setup["base"], setup["url"], setup["inspector"]
+    ok = __import__("dashboard_app").ok
+    with Client(url) as client:  # on "quiet", which no worker serves: tasks stay where put
+        first = client.enqueue(ok.task(note="first"), queue="quiet").id
+    page.goto(f"{base}/queues/quiet?state=pending")
+    _no_reload(page)
+    rows = page.locator("table.tasks tbody tr")
+    expect(rows).to_have_count(1)
+
+    with Client(url) as client:
+        added = client.enqueue(ok.task(note="<b>added</b>"), queue="quiet").id
+    inspector.archive_task("quiet", first)
+
+    # The archived task leaves the pending tab, the new one joins it, counts follow.
+    expect(page.locator(f'tr[data-key="{first}"]')).to_have_count(0, timeout=LIVE_S)
+    row = page.locator(f'tr[data-key="{added}"]')
+    expect(row).to_have_count(1, timeout=LIVE_S)
+    assert '"<b>added</b>"' in row.locator("code.preview").inner_text()
+    assert row.locator("b").count() == 0
+    expect(page.locator('nav.tabs [data-field="archived"]')).to_have_text("1", timeout=LIVE_S)
+    _same_page(page)
+
+    # The live row's buttons and link work like the server-rendered ones.
+    expect(row.get_by_role("button", name="archive")).to_be_visible()
+    actions = [row.locator("form").nth(i).get_attribute("action") for i in range(2)]
+    assert actions == [f"/queues/quiet/tasks/{added}/{verb}" for verb in ("archive", "delete")]
+    row.get_by_role("link", name=added).click()
+    page.wait_for_load_state()
+    assert added in page.locator("h1").inner_text()
+    inspector.delete_queue("quiet", force=True)

@@ -254,8 +254,12 @@
       .catch(function () { /* the next tick tries again */ });
   }
 
+  // data-refresh holds one URL, or several separated by spaces (the queue page: its counts, and
+  // its tab's tasks), each fetched and applied on every tick.
   document.addEventListener("DOMContentLoaded", function () {
-    var url = document.body.getAttribute("data-refresh");
-    if (url) { setInterval(function () { refresh(url); }, REFRESH_MS); }
+    var urls = (document.body.getAttribute("data-refresh") || "").split(" ").filter(Boolean);
+    if (urls.length) {
+      setInterval(function () { urls.forEach(refresh); }, REFRESH_MS);
+    }
   });
 })();
