@@ -577,3 +577,31 @@ def test_queue_page_lists_its_tab_live(setup: dict[str, Any]) -> None:
     page.wait_for_load_state()
     assert added in page.locator("h1").inner_text()
     inspector.delete_queue("quiet", force=True)
+
+
+def test_workflow_steps_link_their_tasks_live(setup: dict[str, Any]) -> None:
+    from playwright.sync_api import expect
+
+    page, base, url, inspector = setup["page"], setup["base"], setup["url"], setup["inspector"]
+    ok = __import__("dashboard_app").ok
+    inspector.pause_queue("default")  # the live worker runs the steps once the test resumes it
+    try:
+        with Client(url) as client:
+            flow = client.enqueue_workflow(chain(ok.si(note="one"), ok.si(note="two"))).id
+        page.goto(f"{base}/workflows/{flow}")
+        _no_reload(page)
+        second = page.locator("ul.tree li", has=page.locator('[data-step="0.1"]')).last
+        expect(second.locator('[data-step="0.1"]')).to_have_text("waiting")
+        expect(second.get_by_role("link", name="demo.ok")).to_have_count(0)
+    finally:
+        inspector.unpause_queue("default")
+
+    # The worker runs both steps; the second gains its task's state and a link to the task.
+    expect(second.locator('[data-step="0.1"]')).to_have_text("succeeded", timeout=LIVE_S)
+    expect(second.locator('[data-task-state="0.1"]')).to_have_text("task completed")
+    link = second.get_by_role("link", name="demo.ok")
+    expect(link).to_be_visible()
+    _same_page(page)
+    # Its task was not kept (no retention): the link is checked, not followed.
+    task_id = inspector.get_workflow(flow).steps[1].task_id
+    assert link.get_attribute("href") == f"/queues/default/tasks/{task_id}"

@@ -23,7 +23,10 @@
 //   data-links="queues"    with data-field: a worker's queues (name -> weight), each a link to
 //                          its queue; data-links="tasks": task ids, each a link to its task when
 //                          the row's `queues` names one queue. As the server renders them.
-//   data-step="position"   a workflow step's state badge (workflow page, from step_list).
+//   data-step="position"   a workflow step's state badge (workflow page, from step_list), and
+//                          beside it data-task-state (its task's state), data-step-retried,
+//                          data-step-link (the link to its task, hidden while the step waits)
+//                          and data-step-name (its name without the link, while it waits).
 "use strict";
 (function () {
   var REFRESH_MS = 5000;
@@ -184,11 +187,32 @@
 
   function updateSteps(steps) {
     steps.forEach(function (s) {
-      var el = document.querySelector('[data-step="' + CSS.escape(s.position) + '"]');
+      function at(attr) {
+        return document.querySelector("[" + attr + '="' + CSS.escape(s.position) + '"]');
+      }
+      var el = at("data-step");
       if (el && el.textContent !== s.state) {
         el.textContent = s.state;
         el.className = "state " + s.state;
       }
+      el = at("data-task-state");
+      var label = s.task_state ? "task " + s.task_state : "";
+      if (el && el.textContent !== label) {
+        el.textContent = label;
+        el.className = "state " + (s.task_state || "");
+      }
+      if (el) { el.hidden = !s.task_state; }
+      el = at("data-step-retried");
+      if (el) {
+        el.textContent = s.retried ? "retried " + s.retried : "";
+        el.hidden = !s.retried;
+      }
+      // A waiting step's task does not exist yet: its name links to it once it is enqueued.
+      var waiting = s.state === "waiting";
+      el = at("data-step-link");
+      if (el) { el.hidden = waiting; }
+      el = at("data-step-name");
+      if (el) { el.hidden = !waiting; }
     });
   }
 
