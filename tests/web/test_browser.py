@@ -493,3 +493,115 @@ def test_workers_page_refreshes_live(setup: dict[str, Any]) -> None:
     expect(heartbeat).not_to_have_text(before, timeout=30_000)
     expect(page.locator('[data-count="workers"]')).to_have_text("1")
     _same_page(page)
+
+
+def test_task_buttons_follow_its_state_live(setup: dict[str, Any]) -> None:
+    from playwright.sync_api import expect
+
+    page, base, url, inspector = setup["page"], setup["base"], setup["url"], setup["inspector"]
+    ok = __import__("dashboard_app").ok
+    with Client(url) as client:  # on "idle", which no worker serves: it stays pending
+        task_id = client.enqueue(ok.task(note="buttons"), queue="idle").id
+    page.goto(f"{base}/queues/idle/tasks/{task_id}")
+    _no_reload(page)
+
+    def buttons() -> Any:
+        return page.locator("div.actions").get_by_role("button")
+
+    expect(buttons()).to_have_text(["Archive…", "Delete…"])
+
+    inspector.archive_task("idle", task_id)
+    expect(page.locator('dl [data-field="state"]')).to_have_text("archived", timeout=LIVE_S)
+    expect(buttons()).to_have_text(["Run", "Delete…"])
+
+    # The button shown live posts like a server-rendered one: the task is pending again.
+    page.get_by_role("button", name="Run").click()
+    page.wait_for_load_state()
+    assert inspector.get_task("idle", task_id).state is TaskState.PENDING
+    expect(buttons()).to_have_text(["Archive…", "Delete…"])
+    inspector.delete_queue("idle", force=True)
+
+
+def test_a_live_worker_row_links_its_tasks(setup: dict[str, Any]) -> None:
+    from playwright.sync_api import expect
+
+    page, base, url = setup["page"], setup["base"], setup["url"]
+    page.goto(f"{base}/workers")
+    _no_reload(page)
+    hang = __import__("dashboard_app").hang
+    with Client(url) as client:  # the worker on "default" runs it until the test ends
+        task_id = client.enqueue(hang.task(note="linked")).id
+
+    # The worker reports it with a heartbeat; the refreshed cell links it as the server would.
+    link = page.locator("td.active-tasks").get_by_role("link", name=task_id)
+    expect(link).to_have_count(1, timeout=30_000)
+    expect(
+        page.locator('td[data-field="queues"]').get_by_role("link", name="default")
+    ).to_be_visible()
+    _same_page(page)
+    link.click()
+    page.wait_for_load_state()
+    assert task_id in page.locator("h1").inner_text()
+
+
+def test_queue_page_lists_its_tab_live(setup: dict[str, Any]) -> None:
+    from playwright.sync_api import expect
+
+    page, base, url, inspector = setup["page"], setup["base"], setup["url"], setup["inspector"]
+    ok = __import__("dashboard_app").ok
+    with Client(url) as client:  # on "quiet", which no worker serves: tasks stay where put
+        first = client.enqueue(ok.task(note="first"), queue="quiet").id
+    page.goto(f"{base}/queues/quiet?state=pending")
+    _no_reload(page)
+    rows = page.locator("table.tasks tbody tr")
+    expect(rows).to_have_count(1)
+
+    with Client(url) as client:
+        added = client.enqueue(ok.task(note="<b>added</b>"), queue="quiet").id
+    inspector.archive_task("quiet", first)
+
+    # The archived task leaves the pending tab, the new one joins it, counts follow.
+    expect(page.locator(f'tr[data-key="{first}"]')).to_have_count(0, timeout=LIVE_S)
+    row = page.locator(f'tr[data-key="{added}"]')
+    expect(row).to_have_count(1, timeout=LIVE_S)
+    assert '"<b>added</b>"' in row.locator("code.preview").inner_text()
+    assert row.locator("b").count() == 0
+    expect(page.locator('nav.tabs [data-field="archived"]')).to_have_text("1", timeout=LIVE_S)
+    _same_page(page)
+
+    # The live row's buttons and link work like the server-rendered ones.
+    expect(row.get_by_role("button", name="archive")).to_be_visible()
+    actions = [row.locator("form").nth(i).get_attribute("action") for i in range(2)]
+    assert actions == [f"/queues/quiet/tasks/{added}/{verb}" for verb in ("archive", "delete")]
+    row.get_by_role("link", name=added).click()
+    page.wait_for_load_state()
+    assert added in page.locator("h1").inner_text()
+    inspector.delete_queue("quiet", force=True)
+
+
+def test_workflow_steps_link_their_tasks_live(setup: dict[str, Any]) -> None:
+    from playwright.sync_api import expect
+
+    page, base, url, inspector = setup["page"], setup["base"], setup["url"], setup["inspector"]
+    ok = __import__("dashboard_app").ok
+    inspector.pause_queue("default")  # the live worker runs the steps once the test resumes it
+    try:
+        with Client(url) as client:
+            flow = client.enqueue_workflow(chain(ok.si(note="one"), ok.si(note="two"))).id
+        page.goto(f"{base}/workflows/{flow}")
+        _no_reload(page)
+        second = page.locator("ul.tree li", has=page.locator('[data-step="0.1"]')).last
+        expect(second.locator('[data-step="0.1"]')).to_have_text("waiting")
+        expect(second.get_by_role("link", name="demo.ok")).to_have_count(0)
+    finally:
+        inspector.unpause_queue("default")
+
+    # The worker runs both steps; the second gains its task's state and a link to the task.
+    expect(second.locator('[data-step="0.1"]')).to_have_text("succeeded", timeout=LIVE_S)
+    expect(second.locator('[data-task-state="0.1"]')).to_have_text("task completed")
+    link = second.get_by_role("link", name="demo.ok")
+    expect(link).to_be_visible()
+    _same_page(page)
+    # Its task was not kept (no retention): the link is checked, not followed.
+    task_id = inspector.get_workflow(flow).steps[1].task_id
+    assert link.get_attribute("href") == f"/queues/default/tasks/{task_id}"

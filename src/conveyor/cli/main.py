@@ -21,11 +21,12 @@ from conveyor.cli.check import check
 from conveyor.cli.dashboard import dashboard
 from conveyor.cli.demo import demo
 from conveyor.cli.enqueue import enqueue
-from conveyor.cli.inspect_commands import queue, task
 from conveyor.cli.operations import stats, workers
+from conveyor.cli.queue_commands import queue
 from conveyor.cli.redis_acl import redis_acl
 from conveyor.cli.schedule import schedule, scheduler
 from conveyor.cli.server import server
+from conveyor.cli.task_commands import task
 from conveyor.cli.worker import worker
 from conveyor.cli.workflow import workflow
 

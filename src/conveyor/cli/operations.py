@@ -17,8 +17,8 @@ from conveyor.cli.inspect_commands import (
     echo_json,
     inspector_for,
     json_option,
-    task,
 )
+from conveyor.cli.task_commands import task
 from conveyor.inspector import Inspector
 from conveyor.message import QueueStats
 

@@ -8,7 +8,7 @@ import click
 
 from conveyor.brokers.workflows import WorkflowState
 from conveyor.cli.inspect_commands import broker_option, echo_json, inspector_for, json_option
-from conveyor.cli.inspect_commands import task_json as _task_json
+from conveyor.cli.task_commands import task_json as _task_json
 from conveyor.workflows.info import WorkflowInfo, WorkflowStep
 
 WORKFLOW_STATES = [s.value for s in WorkflowState]

@@ -38,6 +38,9 @@ ACTIONS_BY_STATE: dict[TaskState, tuple[str, ...]] = {
 """Which actions apply to a task in each state, one task or all of a state (as the Inspector
 allows them); the pages show only these buttons."""
 
+TASK_ACTIONS: tuple[str, ...] = ("run", "archive", "delete", "cancel")
+"""Every action on one task, in the order the task page shows their buttons."""
+
 BULK_ACTIONS = frozenset({"run", "archive", "delete"})
 """The actions that also apply to every task of a state at once (cancel is one task at a time)."""
 
@@ -146,7 +149,7 @@ async def task_action(request: Request) -> Response:
     """``POST /queues/{queue}/tasks/{task_id}/{run|archive|delete}``."""
     queue, task_id = _names(request, "queue", "task_id")
     verb = request.path_params["verb"]
-    calls = {
+    calls: dict[str, Callable[[AsyncInspector, str, str], Awaitable[None]]] = {
         "run": AsyncInspector.run_task,
         "archive": AsyncInspector.archive_task,
         "delete": AsyncInspector.delete_task,

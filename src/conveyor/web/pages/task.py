@@ -9,9 +9,9 @@ from starlette.routing import Route
 
 from conveyor.errors import WorkflowNotFoundError
 from conveyor.inspector import AsyncInspector
-from conveyor.message import TaskInfo, TaskState
+from conveyor.message import TaskInfo
 from conveyor.web import data
-from conveyor.web.pages.actions import ACTIONS_BY_STATE
+from conveyor.web.pages.actions import ACTIONS_BY_STATE, TASK_ACTIONS
 from conveyor.web.render import page
 from conveyor.web.state import Dashboard
 
@@ -37,13 +37,14 @@ async def task_data(dashboard: Dashboard, queue: str, task_id: str) -> data.Row:
     """Everything about one task (page and ``/api/`` alike); ``TaskNotFoundError`` if gone.
 
     Includes its failed attempts (``history``, oldest first, the last 20), the pipeline result
-    log (``result_log``, empty for other tasks) and, for a workflow step, the workflow it
-    belongs to (``workflow``, else ``None``).
+    log (``result_log``, empty for other tasks), for a workflow step the workflow it belongs
+    to (``workflow``, else ``None``) and the actions its state allows (``actions``).
     """
     inspector = await dashboard.inspector()
     info = await inspector.get_task(queue, task_id)
     return {
         **data.task_detail(info),
+        "actions": list(ACTIONS_BY_STATE[info.state]),
         "result_log": [
             {"step": e.step, "state": e.state.value, "attempts": e.attempts, "error": e.error}
             for e in info.result_log
@@ -66,7 +67,7 @@ async def task_page(request: Request) -> Response:
         title=f"Task {task_id}",
         queue=queue,
         task=task,
-        actions=ACTIONS_BY_STATE[TaskState(task["state"])],
+        verbs=TASK_ACTIONS,
     )
 
 

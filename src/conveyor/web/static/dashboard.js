@@ -14,9 +14,19 @@
 //   data-count="name"      the length of the array `name`.
 //   data-empty-for="name"  shown only while the array `name` is empty (its table the other way).
 //   data-show-if="field"   shown only while `field` (of the row, or the data) is true (a
-//                          non-empty string or array, true);
+//                          non-empty string or array, true); "field:value" while the array
+//                          `field` holds `value` (a task's buttons: "actions:run");
 //   data-hide-if="field"   the other way round. The server renders them hidden or not already.
-//   data-step="position"   a workflow step's state badge (workflow page, from step_list).
+//   data-link="pattern"    with data-field: the text is a link to the pattern filled with the
+//   data-link-if="field"   row's fields ("/queues/{queue}/tasks/{last_task_id}"), while `field`
+//                          is set (plain text otherwise).
+//   data-links="queues"    with data-field: a worker's queues (name -> weight), each a link to
+//                          its queue; data-links="tasks": task ids, each a link to its task when
+//                          the row's `queues` names one queue. As the server renders them.
+//   data-step="position"   a workflow step's state badge (workflow page, from step_list), and
+//                          beside it data-task-state (its task's state), data-step-retried,
+//                          data-step-link (the link to its task, hidden while the step waits)
+//                          and data-step-name (its name without the link, while it waits).
 "use strict";
 (function () {
   var REFRESH_MS = 5000;
@@ -42,18 +52,72 @@
     });
   }
 
+  function link(href, label) {
+    var a = document.createElement("a");
+    a.setAttribute("href", href);
+    a.textContent = label;
+    return a;
+  }
+
+  // A worker's queues or active tasks as links, the markup templates/workers.html renders.
+  function links(el, kind, row) {
+    var parts = [];
+    if (kind === "queues") {
+      Object.keys(row.queues || {}).forEach(function (name) {
+        parts.push([link(fill("/queues/{q}", { q: name }), name), " (" + row.queues[name] + ")"]);
+      });
+    } else {
+      var queues = Object.keys(row.queues || {});
+      (row.active || []).forEach(function (id) {
+        var code = document.createElement("code");
+        code.textContent = id;
+        if (queues.length === 1) {
+          var a = link(fill("/queues/{q}/tasks/{id}", { q: queues[0], id: id }), "");
+          a.appendChild(code);
+          code = a;
+        }
+        parts.push([code]);
+      });
+    }
+    el.textContent = "";
+    parts.forEach(function (nodes, i) {
+      if (i > 0) { el.appendChild(document.createTextNode(", ")); }
+      nodes.forEach(function (n) {
+        el.appendChild(typeof n === "string" ? document.createTextNode(n) : n);
+      });
+    });
+  }
+
+  function show(el, shown, row) {
+    var kind = el.getAttribute("data-links");
+    if (kind) { links(el, kind, row); return; }
+    var pattern = el.getAttribute("data-link"), when = el.getAttribute("data-link-if");
+    if (pattern && (!when || row[when])) {
+      el.textContent = "";
+      el.appendChild(link(fill(pattern, row), shown));
+      return;
+    }
+    el.textContent = shown;
+  }
+
+  function isOn(spec, row) {
+    var at = spec.indexOf(":"), key = at < 0 ? spec : spec.substr(0, at), value = row[key];
+    if (at >= 0) { return Array.isArray(value) && value.indexOf(spec.substr(at + 1)) >= 0; }
+    return Array.isArray(value) ? value.length > 0 : !!value;
+  }
+
   function setFields(scope, row, inRow) {
     own(scope, "[data-field]", inRow).forEach(function (el) {
       var key = el.getAttribute("data-field");
       if (!(key in row)) { return; }
       var shown = text(row[key], el);
-      if (el.textContent !== shown) { el.textContent = shown; }
+      if (el.textContent !== shown) { show(el, shown, row); }
       if (el.classList.contains("state")) { el.className = "state " + row[key]; }
     });
     own(scope, "[data-show-if], [data-hide-if]", inRow).forEach(function (el) {
-      var key = el.getAttribute("data-show-if") || el.getAttribute("data-hide-if");
-      if (!(key in row)) { return; }
-      var value = row[key], on = Array.isArray(value) ? value.length > 0 : !!value;
+      var spec = el.getAttribute("data-show-if") || el.getAttribute("data-hide-if");
+      if (!(spec.split(":")[0] in row)) { return; }
+      var on = isOn(spec, row);
       el.hidden = el.hasAttribute("data-show-if") ? !on : on;
     });
   }
@@ -123,11 +187,32 @@
 
   function updateSteps(steps) {
     steps.forEach(function (s) {
-      var el = document.querySelector('[data-step="' + CSS.escape(s.position) + '"]');
+      function at(attr) {
+        return document.querySelector("[" + attr + '="' + CSS.escape(s.position) + '"]');
+      }
+      var el = at("data-step");
       if (el && el.textContent !== s.state) {
         el.textContent = s.state;
         el.className = "state " + s.state;
       }
+      el = at("data-task-state");
+      var label = s.task_state ? "task " + s.task_state : "";
+      if (el && el.textContent !== label) {
+        el.textContent = label;
+        el.className = "state " + (s.task_state || "");
+      }
+      if (el) { el.hidden = !s.task_state; }
+      el = at("data-step-retried");
+      if (el) {
+        el.textContent = s.retried ? "retried " + s.retried : "";
+        el.hidden = !s.retried;
+      }
+      // A waiting step's task does not exist yet: its name links to it once it is enqueued.
+      var waiting = s.state === "waiting";
+      el = at("data-step-link");
+      if (el) { el.hidden = waiting; }
+      el = at("data-step-name");
+      if (el) { el.hidden = !waiting; }
     });
   }
 
@@ -193,8 +278,12 @@
       .catch(function () { /* the next tick tries again */ });
   }
 
+  // data-refresh holds one URL, or several separated by spaces (the queue page: its counts, and
+  // its tab's tasks), each fetched and applied on every tick.
   document.addEventListener("DOMContentLoaded", function () {
-    var url = document.body.getAttribute("data-refresh");
-    if (url) { setInterval(function () { refresh(url); }, REFRESH_MS); }
+    var urls = (document.body.getAttribute("data-refresh") || "").split(" ").filter(Boolean);
+    if (urls.length) {
+      setInterval(function () { urls.forEach(refresh); }, REFRESH_MS);
+    }
   });
 })();
