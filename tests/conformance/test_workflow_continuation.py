@@ -24,7 +24,9 @@ from conveyor.worker.server import Server
 from conveyor.workflows.running import workflows_of
 from worker.harness import fast, serving
 
-pytestmark = pytest.mark.parametrize("broker", ["memory", "sqlite"], indirect=True)
+pytestmark = pytest.mark.parametrize(
+    "broker", ["memory", "sqlite", "redis", "redis-acl"], indirect=True
+)
 
 MINE = frozenset({"default"})
 
