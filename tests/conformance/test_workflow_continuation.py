@@ -74,6 +74,9 @@ async def test_the_next_step_comes_back_leased_with_its_input(broker: Broker) ->
     # A real lease: ACTIVE for the inspector, and no claim hands it out again.
     task = await broker.get_task("default", continued.lease.task.id)
     assert task.state is TaskState.ACTIVE
+    assert (await broker.queue_stats("default")).active == 1
+    [listed] = await broker.list_tasks("default", TaskState.ACTIVE)
+    assert listed.id == continued.lease.task.id
     assert await broker.claim(["default"], limit=5, lease_s=30) == []
     assert await broker.extend_leases([continued.lease], 30) == [True]
     assert await store.settle_step(continued.lease, StepOutcome(succeeded=True, result=b"4"))
