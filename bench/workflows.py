@@ -5,12 +5,15 @@ Run from the repository root::
     .venv/bin/python bench/workflows.py                         # SQLite and Redis
     .venv/bin/python bench/workflows.py --brokers redis --members 200 --steps 20
     .venv/bin/python bench/workflows.py --celery-python /tmp/celery-venv/bin/python
+    .venv/bin/python bench/workflows.py --brokers redis --canvases chain   # the chain only
 
 Each broker gets fresh real worker processes (``python -m conveyor worker
 bench.workflow_tasks:app``); a canvas is timed from ``enqueue_workflow`` to its result
 (``client.wait``). Also timed: the same number of plain tasks run one after another (enqueue one
 with a retention, wait for its result, enqueue the next), so the chain's figure shows what a
-chain step costs over a plain task.
+chain step costs over a plain task. Beside each rate, the worker processes' CPU time per task
+(user + system, read from /proc on Linux) over that canvas: steadier than the rate on a busy
+machine. The workers import conveyor from this checkout's ``src``.
 
 With ``--celery-python`` (a Python with ``celery[redis]`` installed; by default
 ``/tmp/celery-bench-venv/bin/python`` when it exists), Celery's chord and chain run on the same
@@ -77,36 +80,61 @@ def _drop_namespace(url: str, namespace: str) -> None:
     client.close()
 
 
-async def _conveyor_run(url: str, members: int, steps: int) -> dict[str, float]:
+def _workers_cpu_s() -> float:
+    """User + system CPU seconds used so far by the worker processes (0 where /proc is not)."""
+    total = 0
+    for proc in _children:
+        try:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.0
+
+
+async def _conveyor_run(
+    url: str, members: int, steps: int, canvases: set[str]
+) -> dict[str, tuple[float, float]]:
+    """Per canvas: (tasks/s, the workers' CPU ms per task)."""
     from bench.workflow_tasks import add, total
 
     client = AsyncClient(url)
+    figures: dict[str, tuple[float, float]] = {}
+
+    def record(name: str, tasks: int, start: float, cpu: float) -> None:
+        spent = _workers_cpu_s() - cpu
+        figures[name] = (tasks / (time.perf_counter() - start), spent * 1000 / tasks)
+
     try:
         await client.wait(await client.enqueue(add.task(0, 0), retention=60), 60)  # warm up
-        figures: dict[str, float] = {}
-        start = time.perf_counter()
-        info = await client.enqueue_workflow(
-            chord([add.s(i, 1) for i in range(members)], total.s())
-        )
-        assert await client.wait(info, 600) == sum(range(1, members + 1))
-        figures["chord"] = (members + 1) / (time.perf_counter() - start)
-        start = time.perf_counter()
-        flow = chain(add.s(0, 1), *[add.s(1) for _ in range(steps - 1)])
-        assert await client.wait(await client.enqueue_workflow(flow), 600) == steps
-        figures["chain"] = steps / (time.perf_counter() - start)
-        start = time.perf_counter()
-        value = 0
-        for _ in range(steps):
-            value = await client.wait(await client.enqueue(add.task(value, 1), retention=60), 60)
-        assert value == steps
-        figures["plain sequential"] = steps / (time.perf_counter() - start)
+        if "chord" in canvases:
+            start, cpu = time.perf_counter(), _workers_cpu_s()
+            info = await client.enqueue_workflow(
+                chord([add.s(i, 1) for i in range(members)], total.s())
+            )
+            assert await client.wait(info, 600) == sum(range(1, members + 1))
+            record("chord", members + 1, start, cpu)
+        if "chain" in canvases:
+            start, cpu = time.perf_counter(), _workers_cpu_s()
+            flow = chain(add.s(0, 1), *[add.s(1) for _ in range(steps - 1)])
+            assert await client.wait(await client.enqueue_workflow(flow), 600) == steps
+            record("chain", steps, start, cpu)
+        if "plain" in canvases:
+            start, cpu = time.perf_counter(), _workers_cpu_s()
+            value = 0
+            for _ in range(steps):
+                task = await client.enqueue(add.task(value, 1), retention=60)
+                value = await client.wait(task, 60)
+            assert value == steps
+            record("plain sequential", steps, start, cpu)
         return figures
     finally:
         await client.close()
 
 
-def conveyor_bench(url: str, args: argparse.Namespace) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_BROKER_URL": url}
+def conveyor_bench(url: str, args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+    path = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
+    env = {**os.environ, "PYTHONPATH": path, "BENCH_BROKER_URL": url}
     command = [
         sys.executable, "-m", "conveyor", "worker", "bench.workflow_tasks:app",
         "--broker", url, "--concurrency", str(args.concurrency),
@@ -114,12 +142,15 @@ def conveyor_bench(url: str, args: argparse.Namespace) -> dict[str, float]:
     try:
         for _ in range(args.workers):
             _spawn(command, env, "conveyor worker ready")
-        return asyncio.run(_conveyor_run(url, args.members, args.steps))
+        canvases = set(args.canvases.split(","))
+        return asyncio.run(_conveyor_run(url, args.members, args.steps, canvases))
     finally:
         _stop_all()
 
 
-def celery_bench(python: str, redis_url: str, args: argparse.Namespace) -> dict[str, float]:
+def celery_bench(
+    python: str, redis_url: str, args: argparse.Namespace
+) -> dict[str, tuple[float, float]]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_CELERY_URL": redis_url}
     celery = [
         python, "-m", "celery", "-A", "bench.celery_workflow_app", "worker", "--loglevel", "INFO",
@@ -129,10 +160,12 @@ def celery_bench(python: str, redis_url: str, args: argparse.Namespace) -> dict[
     try:
         for i in range(args.workers):
             _spawn([*celery, "-n", f"bench{i}@%h"], env, "ready.")
+        cpu = _workers_cpu_s()
         out = subprocess.run(
             [python, "-m", "bench.celery_workflow_client", str(args.members), str(args.steps)],
             env=env, cwd=ROOT, capture_output=True, text=True, timeout=1200, check=True,
         )  # fmt: skip
+        cpu = _workers_cpu_s() - cpu
     finally:
         _stop_all()
         client = redis.Redis.from_url(redis_url)
@@ -142,9 +175,10 @@ def celery_bench(python: str, redis_url: str, args: argparse.Namespace) -> dict[
                 client.delete(*keys[start : start + 500])
         client.close()
     seconds = dict(line.split() for line in out.stdout.splitlines() if line.strip())
-    return {
-        "chord": (args.members + 1) / float(seconds["chord"]),
-        "chain": args.steps / float(seconds["chain"]),
+    tasks = args.members + 1 + args.steps
+    return {  # Celery's CPU is for both canvases together, per task
+        "chord": ((args.members + 1) / float(seconds["chord"]), cpu * 1000 / tasks),
+        "chain": (args.steps / float(seconds["chain"]), cpu * 1000 / tasks),
     }
 
 
@@ -158,9 +192,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--canvases", default="chord,chain,plain", help="conveyor's canvases to time (comma list)"
+    )
+    parser.add_argument("--no-celery", action="store_true", help="skip the Celery peer")
     args = parser.parse_args()
 
-    rows: list[tuple[str, str, float]] = []
+    rows: list[tuple[str, str, tuple[float, float]]] = []
     for kind in args.brokers.split(","):
         if kind == "sqlite":
             folder = tempfile.mkdtemp(prefix="conveyor-wf-bench-")
@@ -171,7 +209,9 @@ def main() -> None:
         if kind == "redis":
             _drop_namespace(args.redis_url, url.rsplit("=", 1)[1])
         rows += [(f"conveyor {kind}", name, rate) for name, rate in figures.items()]
-    if Path(args.celery_python).exists():
+    if args.no_celery:
+        pass
+    elif Path(args.celery_python).exists():
         figures = celery_bench(args.celery_python, args.celery_redis_url, args)
         rows += [("celery redis", name, rate) for name, rate in figures.items()]
     else:
@@ -179,9 +219,9 @@ def main() -> None:
 
     print(f"\n{args.members}-member chord, {args.steps}-step chain, "
           f"{args.workers} workers x {args.concurrency} slots")  # fmt: skip
-    print(f"{'system':<18}{'canvas':<18}{'tasks/s':>10}")
-    for system, name, rate in rows:
-        print(f"{system:<18}{name:<18}{rate:>10.0f}")
+    print(f"{'system':<18}{'canvas':<18}{'tasks/s':>10}{'worker CPU ms/task':>20}")
+    for system, name, (rate, cpu_ms) in rows:
+        print(f"{system:<18}{name:<18}{rate:>10.0f}{cpu_ms:>20.2f}")
 
 
 if __name__ == "__main__":

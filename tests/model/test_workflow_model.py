@@ -3,11 +3,12 @@ any order, against a plain model of the rules.
 
 One workflow, ``chain(s0, group(s1 [error callback e2], s3), s4)``, compiled to steps 0..4 (the
 error callback is compiled right after the step it watches). Hypothesis claims steps' tasks,
-settles them (success or failure, with live or stale leases), crashes workers (the clock jumps
-past every lease and recovery runs), and re-runs archived steps, on a real broker with a clock
-it can move (memory, an SQLite file). After every step the broker's workflow must match the
-model: each step's state, the workflow's state, and which tasks exist; and no step's task is
-ever enqueued twice while the one before is live (the chord body s4 in particular).
+settles them (success or failure, with live or stale leases; a success may ask for an eager
+continuation, and the step it is handed is then held as if claimed), crashes workers (the
+clock jumps past every lease and recovery runs), and re-runs archived steps, on a real broker
+with a clock it can move (memory, an SQLite file). After every step the broker's workflow must
+match the model: each step's state, the workflow's state, and which tasks exist; and no step's
+task is ever enqueued twice while the one before is live (the chord body s4 in particular).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from conveyor import StepState, WorkflowState, chain, group, signature
 from conveyor.brokers.protocol import Broker
-from conveyor.brokers.workflows import StepOutcome, WorkflowBroker
+from conveyor.brokers.workflows import Continuation, StepOutcome, WorkflowBroker
 from conveyor.errors import LeaseLostError
 from conveyor.message import Lease, Task, TaskMessage, TaskState
 from conveyor.options import MessageTemplate, TaskOptions
@@ -150,23 +151,36 @@ class WorkflowModel(RuleBasedStateMachine):
         self.leases.append(leases[0])
 
     @precondition(lambda self: self.leases)
-    @rule(data=st.data(), success=st.booleans())
-    def settle(self, data: st.DataObject, success: bool) -> None:
+    @rule(data=st.data(), success=st.booleans(), eager=st.booleans())
+    def settle(self, data: st.DataObject, success: bool, eager: bool) -> None:
         lease = data.draw(st.sampled_from(self.leases))
         i = self._index(lease)
         live = self.state[i] in "aR" and self.token.get(i) == lease.token
+        ask = frozenset({QUEUE}) if eager else frozenset()
         outcome = (
-            StepOutcome(succeeded=True, result=b"1")
+            StepOutcome(succeeded=True, result=b"1", continue_on=ask, continue_lease_s=30)
             if success
             else StepOutcome(succeeded=False, error="boom")
         )
-        assert self.run(self.store.settle_step(lease, outcome)) is live
+        waiting: set[int] = set()  # steps whose tasks were waiting before this settle
+        settled = self.run(self.store.settle_step(lease, outcome))
+        assert bool(settled) is live
+        assert not isinstance(settled, Continuation) or (eager and success)
         if live:
             if success:
+                waiting = {j for j, v in self.state.items() if v == "q"}
                 self._succeeded(i)
             else:
                 self.retried[i] += 1
                 self._failed(i)
+        if isinstance(settled, Continuation):
+            # Leased as a claim would: one of the steps this success made ready, now active.
+            j = self._index(settled.lease)
+            assert self.state[j] == "q" and j not in waiting, (j, self.state)
+            assert settled.parent_result in (b"1", None)
+            self.state[j] = "a"
+            self.token[j] = settled.lease.token
+            self.leases.append(settled.lease)
 
     @precondition(lambda self: any(v in "aR" for v in self.state.values()))
     @rule()

@@ -46,7 +46,7 @@ PINNED_SHA256 = {
     "stats.lua": "23895ba7fa854e94",
     "throughput.lua": "3d1fbb66ca858b54",
     "unclaim.lua": "8bc115d40f0abefd",
-    "wf_advance.lua": "5d50fb0b44310788",
+    "wf_advance.lua": "ab397a6c99622424",
     "wf_create.lua": "46fff6b73166f397",
     "wf_manage.lua": "f205c9a955249ac5",
     "wf_outbox_change.lua": "e59cfe0cd9fbd411",

@@ -143,3 +143,19 @@ async def test_crash_between_recording_a_step_and_completing_its_task(
         [step1] = await broker.claim(["qa"], limit=1, lease_s=30)
     assert await broker.settle_step(step1, StepOutcome(succeeded=True, result=b"13"))
     assert await app.async_client.wait(info, 5) == 13
+
+
+async def test_cluster_never_continues_eagerly(broker: RedisBroker) -> None:
+    app = make_app(broker, [])
+    add = app.tasks["add"]
+    info = await app.aenqueue_workflow(chain(add.s(1, 2), add.s(10)))
+    [lease] = await broker.claim(["qa"], limit=5, lease_s=30)
+    asked = StepOutcome(
+        succeeded=True, result=b"3", continue_on=frozenset({"qa"}), continue_lease_s=30
+    )
+    # Asked for, but the step's queue lives in another slot: it is enqueued, not leased.
+    assert await broker.settle_step(lease, asked) is True
+    [nxt] = await broker.claim(["qa"], limit=5, lease_s=30)
+    assert parse_step_task_id(nxt.task.id) == (info.id, 1)
+    assert await broker.settle_step(nxt, StepOutcome(succeeded=True, result=b"13")) is True
+    assert await app.async_client.wait(info, 5) == 13

@@ -34,7 +34,17 @@ from conveyor.brokers.workflows import (
 from conveyor.errors import PayloadError
 from conveyor.message import Encoding, JSONValue, TaskMessage, decode_json
 
-__all__ = ["Change", "Graph", "StepSpec", "cancel", "evaluate", "parse_graph", "settle", "start"]
+__all__ = [
+    "Change",
+    "Graph",
+    "StepSpec",
+    "cancel",
+    "continuation",
+    "evaluate",
+    "parse_graph",
+    "settle",
+    "start",
+]
 
 Source = int | list["Source"] | None
 """Where a value comes from: a step's result, a list of values, or nothing."""
@@ -241,6 +251,38 @@ def _failed(graph: Graph, rec: WorkflowRecord, index: int, error: str) -> Change
         version=rec.version + 1,
     )
     return Change(new, tuple(enqueue), finished, False)
+
+
+def continuable(spec: StepSpec, index: int, queues: frozenset[str]) -> bool:
+    """Whether step ``spec``, made ready by step ``index``'s success, may be leased to the
+    worker settling it (an eager continuation): a step of the workflow (not an error callback)
+    on one of ``queues``, due now (no delay), whose input is ``index``'s result or nothing."""
+    m = spec.message
+    return (
+        spec.trigger is None
+        and m.queue in queues
+        and (spec.input is None or spec.input == index)
+        and m.process_at is None
+        and not m.process_in_s
+        and m.unique_key is None
+    )
+
+
+def continuation(
+    graph: Graph, change: Change, index: int, queues: frozenset[str]
+) -> StepSpec | None:
+    """The first step ``change`` enqueues that may continue eagerly (:func:`continuable`)."""
+    if not queues:
+        return None
+    for j in change.enqueue:
+        if continuable(graph.steps[j], index, queues):
+            return graph.steps[j]
+    return None
+
+
+def continued_input(spec: StepSpec, result: bytes) -> bytes | None:
+    """A continued step's input: its parent's encoded result, or ``None`` (it takes none)."""
+    return None if spec.input is None else result
 
 
 def cancel(rec: WorkflowRecord) -> Change | None:

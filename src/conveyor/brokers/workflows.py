@@ -8,6 +8,8 @@ in ONE atomic broker step together with the task transition that caused it:
 
     settle_step(lease, success)  the step's task completes (lease checked), its result is
                                  recorded and every step that became ready is enqueued
+                                 (and, when asked, the next step of a chain is leased to
+                                 the caller at once: an eager continuation, see below)
     settle_step(lease, failure)  the step's task is archived, the workflow fails and the step's
                                  error callbacks are enqueued
     recover_expired (archiving)  the same failure, inside the backend's recovery step
@@ -16,6 +18,15 @@ in ONE atomic broker step together with the task transition that caused it:
 So a crash never leaves a recorded result without its successors, nor a completed task whose
 result is lost; a chord body is enqueued by the one transition that records its last header
 member, under the broker's serialisation (a lock, a transaction, a compare-and-set).
+
+An eager continuation: a worker settling a step successfully names the queues it would claim
+from (``StepOutcome.continue_on``). When a step that became ready goes to one of them, takes its
+input from the settled step alone (a chain's next step), is due now, and a claim would hand it
+over (its queue is not paused, no rate or concurrency limit names its type or queue), the same
+atomic step stores it ACTIVE under a new lease with a fresh fencing token, exactly as a claim
+would, and returns it as a :class:`Continuation`: the worker runs it in the same slot with no
+claim, no read of its input and no wake-up. A worker that dies after the settlement holds it
+like any claimed task: its lease lapses and recovery puts it back.
 
 A step's task id is ``wf.<workflow id>.<step index>`` (:func:`step_task_id`), so any component
 holding a lease knows whether it is a workflow step without another lookup.
@@ -33,6 +44,7 @@ from typing import Protocol, runtime_checkable
 from conveyor.message import JSONValue, Lease, TaskInfo, TaskMessage, decode_json
 
 __all__ = [
+    "Continuation",
     "NewWorkflow",
     "StepOutcome",
     "StepRecord",
@@ -140,11 +152,33 @@ class NewWorkflow:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StepOutcome:
-    """How an attempt of a workflow step ended: a success with its result, or a failure."""
+    """How an attempt of a workflow step ended: a success with its result, or a failure.
+
+    ``continue_on`` asks for an eager continuation (see the module docstring): the queues the
+    settling worker would claim from now, and ``continue_lease_s`` the lease to take; empty (the
+    default), nothing is leased and every ready step is enqueued.
+    """
 
     succeeded: bool
     result: bytes = b"null"
     error: str = ""
+    continue_on: frozenset[str] = frozenset()
+    continue_lease_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Continuation:
+    """The next step of a chain, leased to the worker that settled the step before it.
+
+    ``lease`` is a real lease (ACTIVE, a new fencing token, renewed and settled as any claimed
+    task's); ``parent_result`` is the step's input, its parent's encoded result (``None`` for an
+    immutable step, which takes none); ``prepend`` tells whether a task function receives it as
+    its first argument.
+    """
+
+    lease: Lease
+    parent_result: bytes | None
+    prepend: bool
 
 
 @runtime_checkable
@@ -183,12 +217,15 @@ class WorkflowBroker(Protocol):
         """A page of workflows, newest first, in ``state`` (any state for ``None``)."""
         ...
 
-    async def settle_step(self, lease: Lease, outcome: StepOutcome) -> bool:
+    async def settle_step(self, lease: Lease, outcome: StepOutcome) -> bool | Continuation:
         """Complete (or archive) a step's task and advance its workflow, in one atomic step.
 
         A success records the result and enqueues every step that became ready; a failure
         archives the task with ``outcome.error``, fails the workflow and enqueues the step's
-        error callbacks. Returns ``False``, changing nothing, when the lease was lost.
+        error callbacks. Returns ``False``, changing nothing, when the lease was lost; ``True``
+        once settled; or, when ``outcome.continue_on`` asked for it and the rules allow it, the
+        :class:`Continuation` leased in the same step (a backend may always decline and return
+        ``True``: Redis Cluster does).
         """
         ...
 

@@ -7,6 +7,10 @@ the handler and drops its outcome; shutdown cancels it and gives the task back. 
 in the pool and are told to stop through ``ctx.cancelled``; one that has not returned
 ``SYNC_CANCEL_GRACE_S`` later is abandoned (its thread finishes alone, its outcome is ignored)
 and the pool starts a replacement thread.
+
+A workflow step's settlement may hand back the chain's next step already leased (an eager
+continuation, see :mod:`conveyor.brokers.workflows`): it runs next in the same asyncio task and
+slot, as if claimed, with no claim, no read of its input and no wake-up.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from functools import partial
 
 from conveyor.backoff import ReconnectBackoff
 from conveyor.brokers.protocol import Broker
-from conveyor.brokers.workflows import StepOutcome
+from conveyor.brokers.workflows import Continuation, StepOutcome
 from conveyor.errors import (
     BrokerUnavailableError,
     ConveyorError,
@@ -99,6 +103,9 @@ class Attempt:
     interrupt: Interrupt | None = None
     timed_out: bool = False  # its time limit passed while the handler ran
     duration_s: float | None = None  # how long the handler ran, once it has returned
+    continued: Continuation | None = None  # leased by the previous step's settlement
+    # The continuation this attempt's settlement leased: (its key, its attempt), to run next.
+    next: tuple[tuple[str, str, int], Attempt] | None = None
 
 
 def error_text(exc: BaseException) -> str:
@@ -125,6 +132,8 @@ class Executor:
         on_slot_freed: called whenever an attempt ends (the fetcher may claim again).
         signals: where lifecycle events are sent (started, failed, retried, archived; the
             completer's results become succeeded through :meth:`completed`).
+        can_continue: whether a settling workflow step may ask for an eager continuation now
+            (the worker is fetching: neither paused nor stopping); ``None``: never.
     """
 
     def __init__(
@@ -139,8 +148,12 @@ class Executor:
         stats: WorkerStats,
         on_slot_freed: Callable[[], None],
         signals: Signals | None = None,
+        can_continue: Callable[[], bool] | None = None,
     ) -> None:
         self._broker = broker
+        self._can_continue = can_continue
+        self._continue_on = continue_on(config)
+        self._shutting_down = False
         self._signals = Signals() if signals is None else signals
         # Handler durations of successes handed to the completer, until it reports on them.
         self._durations: dict[tuple[str, str, int], float | None] = {}
@@ -166,6 +179,11 @@ class Executor:
 
     def dispatch(self, lease: Lease) -> None:
         """Start the attempt for a freshly claimed lease."""
+        key, attempt = self._register(lease)
+        attempt.task = asyncio.create_task(self._run(key, attempt))
+
+    def _register(self, lease: Lease) -> tuple[tuple[str, str, int], Attempt]:
+        """A new attempt for ``lease``, held (renewed) and counted as running."""
         info = lease.task
         ctx = TaskContext(
             task_id=info.id,
@@ -184,7 +202,16 @@ class Executor:
         self._registry.add(lease)
         self._running[key] = attempt
         self._stats.claimed += 1
-        attempt.task = asyncio.create_task(self._run(key, attempt))
+        return key, attempt
+
+    def _continued(self, attempt: Attempt, continued: Continuation) -> None:
+        """Hold the step the settlement of ``attempt`` leased; it runs next in the same task."""
+        key, nxt = self._register(continued.lease)
+        nxt.continued, nxt.task = continued, attempt.task
+        self._stats.continued += 1
+        if self._shutting_down:  # shutdown interrupted the others already: give it back too
+            nxt.interrupt = Interrupt.SHUTDOWN
+        attempt.next = (key, nxt)
 
     def lease_lost(self, leases: list[Lease]) -> None:
         """Interrupt the attempts whose lease renewal was refused: cancel, never report."""
@@ -220,6 +247,7 @@ class Executor:
 
     def interrupt_all(self) -> int:
         """Interrupt every attempt not yet recording its outcome (shutdown); return how many."""
+        self._shutting_down = True
         count = 0
         for attempt in list(self._running.values()):
             if attempt.interrupt is None and attempt.phase is not Phase.SETTLING:
@@ -265,22 +293,33 @@ class Executor:
     async def _run(self, key: tuple[str, str, int], attempt: Attempt) -> None:
         # Only attempts past their first step are ever cancelled (see _interrupt), so this
         # try/finally always runs: no done-callback per task is needed for the bookkeeping.
+        # An eager continuation runs next in this same task and slot.
         try:
-            await self._attempt(attempt)
-        except BaseException as exc:
-            # The attempt died without recording an outcome: stop renewing so the lease lapses
-            # and the task is recovered, rather than held for ever.
-            self._registry.discard(attempt.lease)
-            if not isinstance(exc, asyncio.CancelledError):
-                logger.error(
-                    "attempt of task %s crashed",
-                    attempt.lease.task.id,
-                    exc_info=exc,
-                    extra=_extra(attempt.lease),
-                )
-            raise
+            while True:
+                try:
+                    await self._attempt(attempt)
+                except BaseException as exc:
+                    # The attempt died without recording an outcome: stop renewing so the
+                    # lease lapses and the task is recovered, rather than held for ever; the
+                    # same for a continuation it was handed.
+                    self._registry.discard(attempt.lease)
+                    if attempt.next is not None:
+                        self._registry.discard(attempt.next[1].lease)
+                        del self._running[attempt.next[0]]
+                    if not isinstance(exc, asyncio.CancelledError):
+                        logger.error(
+                            "attempt of task %s crashed",
+                            attempt.lease.task.id,
+                            exc_info=exc,
+                            extra=_extra(attempt.lease),
+                        )
+                    raise
+                finally:
+                    del self._running[key]
+                if attempt.next is None:
+                    return
+                key, attempt = attempt.next
         finally:
-            del self._running[key]
             self._on_slot_freed()
 
     async def _attempt(self, attempt: Attempt) -> None:
@@ -290,9 +329,14 @@ class Executor:
         task = await self._decode(attempt)
         if task is None:
             return
-        ready = not self._steps.is_step(attempt.lease) or await self._steps.prepare(
-            attempt.lease, attempt.ctx
-        )
+        ready: bool | StepOutcome
+        if attempt.continued is not None:  # its input came with its lease
+            self._steps.prepare_continued(attempt.continued, attempt.ctx)
+            ready = True
+        else:
+            ready = not self._steps.is_step(attempt.lease) or await self._steps.prepare(
+                attempt.lease, attempt.ctx
+            )
         if ready is not True:
             attempt.phase = Phase.SETTLING
             if ready is False:
@@ -470,11 +514,19 @@ class Executor:
             await self._fail(attempt, task, exc)
             return
         lease = attempt.lease
-        success = StepOutcome(succeeded=True, result=raw)
+        eager = self._can_continue is not None and self._can_continue()
+        success = StepOutcome(
+            succeeded=True,
+            result=raw,
+            continue_on=self._continue_on if eager else frozenset(),
+            continue_lease_s=self._config.lease_s,
+        )
 
         async def settle() -> None:
             crashpoint("before_ack")
-            await self._steps.settle(lease, success)
+            continued = await self._steps.settle(lease, success)
+            if continued is not None:
+                self._continued(attempt, continued)
             crashpoint("after_ack")
 
         if await self._settle(lease, settle):
@@ -509,7 +561,7 @@ class Executor:
         except Exception:
             logger.exception("error_handler raised for task %s", ctx.task_id)
 
-    async def _settle(self, lease: Lease, call: Callable[[], Awaitable[None]]) -> bool:
+    async def _settle(self, lease: Lease, call: Callable[[], Awaitable[object]]) -> bool:
         """Record an outcome; a lost lease or a broker down past the lease returns ``False``."""
         backoff = ReconnectBackoff(cap_s=1.0)
         give_up_at = time.monotonic() + self._config.lease_s
@@ -615,6 +667,16 @@ class Executor:
                         ctx.task_id,
                     )
             raise
+
+
+def continue_on(config: WorkerConfig) -> frozenset[str]:
+    """The queues a settled chain step may be continued on by this worker: every queue it
+    serves, or with strict priority only its highest-priority ones (a continuation skips the
+    claim's order, so it must never pass over a heavier queue's work)."""
+    if not config.strict_priority:
+        return frozenset(name for name, _ in config.queues)
+    top = max(weight for _, weight in config.queues)
+    return frozenset(name for name, weight in config.queues if weight == top)
 
 
 def _limit_error(limit: float, by_deadline: bool) -> TimeoutError:

@@ -411,6 +411,7 @@ class Server:
             stats=stats,
             on_slot_freed=lambda: fetcher.wake(),
             signals=self.signals,
+            can_continue=lambda: fetcher.active,
         )
         self._executor = executor
         fetcher = Fetcher(

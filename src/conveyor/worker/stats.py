@@ -14,7 +14,9 @@ class WorkerStats:
     ``Server.stats`` returns a copy, so the numbers do not change under the caller.
 
     Attributes:
-        claimed: tasks claimed.
+        claimed: tasks claimed (eager continuations included).
+        continued: workflow steps leased to this server by the settlement of the step before
+            them (an eager continuation), run without a claim.
         succeeded: attempts whose completion the broker accepted.
         failed: failed attempts (the handler raised, timed out or hit its deadline; the payload
             was unreadable).
@@ -29,6 +31,7 @@ class WorkerStats:
     """
 
     claimed: int = 0
+    continued: int = 0
     succeeded: int = 0
     failed: int = 0
     retried: int = 0

@@ -3,7 +3,9 @@
 Before the handler runs, the step's input is read from its workflow (the parent's result, a
 chord's list, or an error callback's error) and put on the :class:`TaskContext`. After it, the
 outcome goes through :meth:`~conveyor.brokers.workflows.WorkflowBroker.settle_step`, which
-completes (or archives) the task and advances the workflow in one atomic broker step.
+completes (or archives) the task and advances the workflow in one atomic broker step, and may
+hand back the chain's next step already leased (an eager continuation) with its input, so
+:meth:`StepRunner.prepare_continued` sets that input without reading the workflow.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ from __future__ import annotations
 from conveyor.brokers.protocol import Broker
 from conveyor.brokers.workflow_engine import evaluate, parse_graph, should_run
 from conveyor.brokers.workflows import (
+    Continuation,
     StepOutcome,
     StepState,
     WorkflowBroker,
     parse_step_task_id,
 )
 from conveyor.errors import LeaseLostError, WorkflowNotFoundError
-from conveyor.message import Lease
+from conveyor.message import Lease, decode_json
 from conveyor.worker.context import TaskContext
 
 __all__ = ["StepRunner"]
@@ -68,12 +71,25 @@ class StepRunner:
                 ctx.parent_arg = (value,)
         return True
 
-    async def settle(self, lease: Lease, outcome: StepOutcome) -> None:
-        """Record the step's outcome and advance its workflow, in one broker step.
+    @staticmethod
+    def prepare_continued(continued: Continuation, ctx: TaskContext) -> None:
+        """Put a continued step's input, handed over by the settlement, on ``ctx``."""
+        if continued.parent_result is None:
+            return
+        value = decode_json(continued.parent_result)
+        ctx.parent_result = value
+        if continued.prepend:
+            ctx.parent_arg = (value,)
+
+    async def settle(self, lease: Lease, outcome: StepOutcome) -> Continuation | None:
+        """Record the step's outcome and advance its workflow, in one broker step; return the
+        next step when the broker leased it to this worker (``outcome.continue_on``).
 
         Raises:
             LeaseLostError: the lease was lost; nothing changed.
         """
         assert self._store is not None
-        if not await self._store.settle_step(lease, outcome):
+        settled = await self._store.settle_step(lease, outcome)
+        if not settled:
             raise LeaseLostError(task_id=lease.task.id, queue=lease.task.queue)
+        return settled if isinstance(settled, Continuation) else None

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from conveyor.brokers import workflow_engine as engine
 from conveyor.brokers.workflows import (
     FINISHED,
+    Continuation,
     NewWorkflow,
     StepOutcome,
     StepRecord,
@@ -72,6 +73,7 @@ class MemoryWorkflows:
         def _fail(self, s: _State, t: _Task, error: str, now: float) -> None: ...
         def _to_settled(self, s: _State, t: _Task, state: TaskState, now: float) -> None: ...
         def _freed(self, s: _State, t: _Task) -> None: ...
+        def _started(self, s: _State, t: _Task) -> None: ...
 
     async def create_workflow(self, workflow: NewWorkflow) -> None:
         """Store the workflow and enqueue its first steps, all or nothing."""
@@ -117,8 +119,9 @@ class MemoryWorkflows:
             found.sort(key=lambda r: (r.created_at, r.id), reverse=True)
             return found[max(offset, 0) : max(offset, 0) + max(limit, 0)]
 
-    async def settle_step(self, lease: Lease, outcome: StepOutcome) -> bool:
-        """Complete or archive the step's task and advance its workflow, under one lock."""
+    async def settle_step(self, lease: Lease, outcome: StepOutcome) -> bool | Continuation:
+        """Complete or archive the step's task and advance its workflow, under one lock (and
+        lease the next step of a chain to the caller when ``outcome.continue_on`` allows)."""
         with self._locked() as s:
             now = self.clock()
             t = self._active(s, lease)
@@ -139,9 +142,53 @@ class MemoryWorkflows:
                 self._fail(s, t, outcome.error, now)
                 self._to_settled(s, t, TaskState.ARCHIVED, now)
             self._freed(s, t)  # its concurrency slot (limits.py), as for a plain task
-            if change is not None:
-                self._apply(s, change[1], messages, now)
-            return True
+            if change is None:
+                return True
+            self._apply(s, change[1], messages, now)
+            if not (outcome.succeeded and outcome.continue_on):
+                return True
+            return self._continue(s, change, t.msg.id, outcome, now) or True
+
+    def _continue(
+        self,
+        s: _State,
+        change: tuple[engine.Graph, engine.Change],
+        task_id: str,
+        outcome: StepOutcome,
+        now: float,
+    ) -> Continuation | None:
+        """Lease the chain's next step, just stored, to the settling worker, as a claim would:
+        only when its queue is not paused and no rate or concurrency limit names it."""
+        from conveyor.brokers.memory.broker import _info
+
+        graph, ch = change
+        step = parse_step_task_id(task_id)
+        assert step is not None
+        spec = engine.continuation(graph, ch, step[1], outcome.continue_on)
+        if spec is None:
+            return None
+        m, limits = spec.message, s.limits
+        q = s.queues[m.queue]
+        if (
+            q.paused
+            or m.type in limits.rates
+            or m.type in limits.task_concurrency
+            or m.queue in limits.queue_concurrency
+        ):
+            return None
+        t = q.tasks[m.id]
+        if t.state is not TaskState.PENDING:
+            return None
+        t.token = next(s.counter)
+        t.lease_expires_at = now + outcome.continue_lease_s
+        self._to_settled(s, t, TaskState.ACTIVE, now)  # a new heap mark: its entry is stale
+        self._started(s, t)
+        lease = Lease(task=_info(t), token=t.token, expires_at=t.lease_expires_at)
+        return Continuation(
+            lease=lease,
+            parent_result=engine.continued_input(spec, outcome.result),
+            prepend=spec.prepend,
+        )
 
     def _on_archived(self, s: _State, t: _Task, now: float) -> None:
         """A task was archived by the broker itself (recovery, archive): fail its step."""

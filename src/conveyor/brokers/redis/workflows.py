@@ -43,6 +43,7 @@ from conveyor.brokers.redis.workflow_load import RedisWorkflowLoad, parse_read, 
 from conveyor.brokers.redis.workflow_outbox import RedisWorkflowOutbox, change_json
 from conveyor.brokers.workflows import (
     FINISHED,
+    Continuation,
     NewWorkflow,
     StepOutcome,
     WorkflowRecord,
@@ -194,12 +195,16 @@ class RedisWorkflows(RedisWorkflowLoad, RedisWorkflowAdvance, RedisWorkflowOutbo
         found = [await self._read(i) for i in chosen]
         return [r for r in found if r is not None]
 
-    async def settle_step(self, lease: Lease, outcome: StepOutcome) -> bool:
-        """Complete or archive the step's task and advance its workflow (compare-and-set)."""
+    async def settle_step(self, lease: Lease, outcome: StepOutcome) -> bool | Continuation:
+        """Complete or archive the step's task and advance its workflow (compare-and-set).
+
+        An eager continuation is granted on the common success path of a standalone server
+        only (``wf_advance.lua``); Redis Cluster, whose steps' queues live in other slots than
+        their workflow, never continues eagerly."""
         if self._cluster:
             return await self._settle_outboxed(lease, outcome)
         if outcome.succeeded:
-            fast = await self._advance(lease, outcome.result)
+            fast = await self._advance(lease, outcome)
             if fast is not None:
                 return fast
         mode = "success" if outcome.succeeded else "failure"

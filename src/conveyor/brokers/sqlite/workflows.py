@@ -21,12 +21,14 @@ from typing import TYPE_CHECKING, TypeVar
 from conveyor.brokers import workflow_engine as engine
 from conveyor.brokers.combiner import Combiner
 from conveyor.brokers.sqlite.queries import queries
-from conveyor.brokers.sqlite.workflow_advance import advance
+from conveyor.brokers.sqlite.workflow_advance import advance, graph_of
+from conveyor.brokers.sqlite.workflow_continue import lease_next
 from conveyor.brokers.sqlite.workflow_reads import load_record as _load
 from conveyor.brokers.sqlite.workflow_reads import load_steps as _load_steps
 from conveyor.brokers.sqlite.workflow_reads import workflow_queries as _q
 from conveyor.brokers.workflows import (
     FINISHED,
+    Continuation,
     NewWorkflow,
     StepOutcome,
     StepState,
@@ -40,7 +42,7 @@ from conveyor.errors import (
     TaskIdConflictError,
     WorkflowNotFoundError,
 )
-from conveyor.message import Completion, Lease
+from conveyor.message import Completion, Lease, TaskMessage
 
 if TYPE_CHECKING:
     import sqlite3
@@ -115,8 +117,11 @@ def fail_step(store: Store, task_id: str, error: str, now: float) -> None:
         _write(store, rec, change, now)
 
 
-def _settle_one(store: Store, lease: Lease, outcome: StepOutcome, now: float) -> bool:
-    """One step's settlement inside the current transaction; ``False`` for a lost lease."""
+def _settle_one(
+    store: Store, lease: Lease, outcome: StepOutcome, now: float
+) -> bool | Continuation:
+    """One step's settlement inside the current transaction; ``False`` for a lost lease, the
+    next step when it was leased to the caller (eager continuation)."""
     task = lease.task
     leased = store.conn.execute(
         queries()["find_leased"], (task.queue, task.id, lease.token)
@@ -130,7 +135,7 @@ def _settle_one(store: Store, lease: Lease, outcome: StepOutcome, now: float) ->
             completion = Completion(lease=lease, result=outcome.result, successors=tuple(ready))
             store._complete_one(completion, now)
             store._count(Counter({(task.queue, False): 1}), now)
-            return True
+            return _continue(store, step, ready, outcome, now)
     found = _change_for(store, task.id, outcome)
     messages = () if found is None else tuple(found[2].messages(found[1]))
     if outcome.succeeded:
@@ -144,16 +149,33 @@ def _settle_one(store: Store, lease: Lease, outcome: StepOutcome, now: float) ->
     store._count(Counter({(task.queue, not outcome.succeeded): 1}), now)
     if found is not None:
         _write(store, found[0], found[2], now)
+        if step is not None and outcome.succeeded:
+            return _continue(store, step, messages, outcome, now)
     return True
+
+
+def _continue(
+    store: Store,
+    step: tuple[str, int],
+    ready: Sequence[TaskMessage],
+    outcome: StepOutcome,
+    now: float,
+) -> bool | Continuation:
+    """The settled step's continuation when the caller asked for one and it may be leased."""
+    if not (outcome.continue_on and ready):
+        return True
+    head = graph_of(store, _q(), step[0])
+    found = None if head is None else lease_next(store, head[1], step[1], ready, outcome, now)
+    return True if found is None else found
 
 
 def _settle_many(
     store: Store, items: Sequence[tuple[Lease, StepOutcome]]
-) -> list[bool | Exception]:
+) -> list[bool | Continuation | Exception]:
     """Several settlements in one transaction (one commit, one fsync), each all or nothing on
     its own (a savepoint): steps finishing together in one worker share the commit, as its
     plain completions do."""
-    outcomes: list[bool | Exception] = []
+    outcomes: list[bool | Continuation | Exception] = []
     with store.write() as now:
         for lease, outcome in items:
             store.conn.execute("SAVEPOINT settle")
@@ -295,19 +317,21 @@ class SqliteWorkflows:
 
         return await self._run(page)
 
-    async def settle_step(self, lease: Lease, outcome: StepOutcome) -> bool:
+    async def settle_step(self, lease: Lease, outcome: StepOutcome) -> bool | Continuation:
         """Complete or archive the step's task and advance its workflow, in one transaction
         (shared with the settlements that arrive while one is being written)."""
         return await self._settle_combiner()((lease, outcome))
 
-    def _settle_combiner(self) -> Combiner[tuple[Lease, StepOutcome], bool]:
+    def _settle_combiner(self) -> Combiner[tuple[Lease, StepOutcome], bool | Continuation]:
         # One per event loop: a batch's callers are woken through futures of their own loop.
         loop = asyncio.get_running_loop()
         combiners = self._settle_combiners
         combiner = combiners.get(loop)
         if combiner is None:
 
-            async def run(items: Sequence[tuple[Lease, StepOutcome]]) -> list[bool | Exception]:
+            async def run(
+                items: Sequence[tuple[Lease, StepOutcome]],
+            ) -> list[bool | Continuation | Exception]:
                 return await self._run(lambda s: _settle_many(s, items))
 
             combiner = combiners[loop] = Combiner(run)
@@ -317,7 +341,7 @@ class SqliteWorkflows:
     def _settle_combiners(
         self,
     ) -> weakref.WeakKeyDictionary[
-        asyncio.AbstractEventLoop, Combiner[tuple[Lease, StepOutcome], bool]
+        asyncio.AbstractEventLoop, Combiner[tuple[Lease, StepOutcome], bool | Continuation]
     ]:
         return weakref.WeakKeyDictionary()
 

@@ -14,9 +14,15 @@
 --          e an error callback), or '' when it has none, [6] JSON array, per dependent:
 --          [index, [[first, last], ...]], the ranges of indices it waits for (0-based,
 --          inclusive), [7] JSON array of the dependents' messages (lib.lua layout), same
---          order, [8..] their payloads.
--- Returns: {1} applied; {0} lease lost; {'slow'} not the common case (nothing written);
---          {'conflict' or 'duplicate', i} a dependent's message is refused (nothing written).
+--          order, [8] the eager continuation asked for: '' for none, else "<k> <lease µs>":
+--          dependent k (1-based, a due-now step the client found continuable), if it becomes
+--          ready and its queue is neither paused nor under a concurrency limit, is stored
+--          ACTIVE under a new lease and token (as claim.lua leases) instead of pending, and
+--          no worker is woken for it; [9..] the dependents' payloads.
+-- Returns: {1} applied; {1, lease_expiry_us, {block index, id, token, values of
+--          CONT_FIELDS}} applied, dependent leased (claim.lua's reply entry); {0} lease lost;
+--          {'slow'} not the common case (nothing written); {'conflict' or 'duplicate', i} a
+--          dependent's message is refused (nothing written).
 
 local nk = #KEYS
 local WF, STEPS, WAKE = KEYS[nk - 5], KEYS[nk - 4], KEYS[nk - 3]
@@ -54,13 +60,41 @@ for k, d in ipairs(deps) do
     ready[#ready + 1] = k
   end
 end
+-- The fields claim.lua returns for a leased task (its CLAIM_FIELDS without 'crashes').
+local CONT_FIELDS = {'enqueued_at', 'state', 'type', 'payload', 'encoding', 'max_retry',
+                     'retried', 'timeout', 'deadline', 'retention', 'unique_key', 'error',
+                     'failed_at', 'headers'}
+local cont_k, cont_us = string.match(ARGV[8], '^([0-9]+) ([0-9]+)$')
+cont_k = tonumber(cont_k)
+local continued = nil
+
+-- Store dependent message m, then lease it at once (an eager continuation): its record is
+-- written as store_message writes it, its pending entry is never added, no worker is woken.
+local function lease_continued(m, payload, t)
+  local cb = block(m[1])
+  store_message(m, payload, t, new_batch())
+  local token = redis.call('INCRBY', cb.seq, 1)
+  local expiry = t + tonumber(cont_us)
+  local tkey = cb.tprefix .. m[2]
+  redis.call('ZADD', cb.active, expiry, m[2])
+  redis.call('HSET', tkey, 'state', 'active', 'token', token, 'lease', expiry, 'since', t)
+  redis.call('SADD', REG, queue_name(cb))
+  continued = {expiry, {m[1], m[2], token, redis.call('HMGET', tkey, unpack(CONT_FIELDS))}}
+end
+
 -- Writes: the task's completion (as complete.lua), the dependents, the workflow.
 local t = now()
 complete_leased(b, id, t, value, nil)  -- limits.lua
 count_done(b, t, false)
 local ctx = new_batch()
 for _, k in ipairs(ready) do
-  store_message(msgs[k], ARGV[7 + k], t, ctx)
+  local cb = block(msgs[k][1])
+  if k == cont_k and continued == nil and redis.call('EXISTS', cb.paused) == 0
+      and queue_room(cb) == nil then
+    lease_continued(msgs[k], ARGV[8 + k], t)
+  else
+    store_message(msgs[k], ARGV[8 + k], t, ctx)
+  end
   set_letter(deps[k][1], 'q')
 end
 wake_all(ctx)
@@ -92,4 +126,5 @@ else
   redis.call('HSET', WF, 'state', 'running', 'states', states, 'version', version)
 end
 wake_workflow(WAKE)  -- workflow_lib.lua
+if continued then return {1, continued[1], continued[2]} end
 return {1}

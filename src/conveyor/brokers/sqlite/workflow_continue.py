@@ -1,0 +1,67 @@
+"""Eager continuation on SQLite: the chain's next step leased inside its parent's settlement.
+
+Called in the settlement's transaction once the step's dependents are stored PENDING: the first
+one that may continue (:func:`~conveyor.brokers.workflow_engine.continuation`) is made ACTIVE
+under a fresh fencing token, as a claim would make it, when its queue is not paused and no rate
+or concurrency limit names its type or queue (those stay with the claim, which keeps their
+counts). Anything else leaves the step PENDING for any worker to claim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from conveyor.brokers import workflow_engine as engine
+from conveyor.brokers.sqlite import limits, rows
+from conveyor.brokers.sqlite.queries import queries
+from conveyor.brokers.workflows import Continuation, StepOutcome, parse_step_task_id
+from conveyor.message import Lease, TaskMessage, TaskState
+
+if TYPE_CHECKING:
+    from conveyor.brokers.sqlite.store import Store
+
+__all__ = ["lease_next"]
+
+
+def lease_next(
+    store: Store,
+    graph_data: bytes,
+    index: int,
+    ready: Sequence[TaskMessage],
+    outcome: StepOutcome,
+    now: float,
+) -> Continuation | None:
+    """Lease the first continuable step of ``ready`` (made ready by step ``index``'s success)
+    to the settling worker, inside the current transaction; ``None`` when none may be."""
+    graph = engine.parse_graph(graph_data)
+    spec = None
+    for m in ready:
+        step = parse_step_task_id(m.id)
+        if step is not None and engine.continuable(
+            graph.steps[step[1]], index, outcome.continue_on
+        ):
+            spec = graph.steps[step[1]]
+            break
+    if spec is None:
+        return None
+    m, conn, q = spec.message, store.conn, queries()
+    paused = conn.execute(q["queue_paused"], (m.queue,)).fetchone()
+    if paused is not None and paused[0]:
+        return None
+    named = {("rate", m.type), ("type", m.type), ("queue", m.queue)}
+    if any((r[0], r[1]) in named for r in conn.execute(limits.queries()["all_claim_limits"])):
+        return None
+    row = conn.execute(q["get_task"], (m.queue, m.id)).fetchone()
+    if row is None or row[rows.STATE] != TaskState.PENDING.value:
+        return None
+    token = conn.execute(q["mint_tokens"], (1,)).fetchone()[0]
+    expires = now + outcome.continue_lease_s
+    conn.execute(q["claim_task"], (token, expires, now, row[rows.SEQ]))
+    info = replace(rows.task_info(row), state=TaskState.ACTIVE, next_process_at=None)
+    return Continuation(
+        lease=Lease(task=info, token=token, expires_at=expires),
+        parent_result=engine.continued_input(spec, outcome.result),
+        prepend=spec.prepend,
+    )

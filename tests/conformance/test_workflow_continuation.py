@@ -1,0 +1,199 @@
+"""Eager continuation on every broker: a chain step's settlement leases the next step to the
+worker settling it, in the same atomic step, only when a claim would have handed it over.
+
+The continued step is a real lease (ACTIVE, fenced, seen by the inspector, recovered when it
+lapses); a paused queue, a rate or concurrency limit, another queue or a delay enqueue the step
+as usual instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from conformance.test_leases import SHORT_LEASE_S, recover
+from conveyor import App, WorkflowState, chain
+from conveyor.brokers.limits import FlowControl, Rate
+from conveyor.brokers.protocol import Broker
+from conveyor.brokers.workflows import Continuation, StepOutcome, WorkflowBroker, step_task_id
+from conveyor.message import Lease, TaskState
+from conveyor.worker.server import Server
+from conveyor.workflows.running import workflows_of
+from worker.harness import fast, serving
+
+pytestmark = pytest.mark.parametrize(
+    "broker", ["memory", "sqlite", "redis", "redis-acl"], indirect=True
+)
+
+MINE = frozenset({"default"})
+
+
+def make_app(broker: Broker) -> App:
+    app = App(broker)
+
+    @app.task(name="add", max_retry=3)
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @app.task(name="fixed", max_retry=3)
+    def fixed(a: int) -> int:
+        return a
+
+    return app
+
+
+def success(result: bytes, *, lease_s: float = 30.0) -> StepOutcome:
+    return StepOutcome(succeeded=True, result=result, continue_on=MINE, continue_lease_s=lease_s)
+
+
+async def first_step(broker: Broker, canvas: Any) -> tuple[App, str, Lease]:
+    """Enqueue ``canvas`` and claim its first step: (app, workflow id, its lease)."""
+    app = make_app(broker)
+    info = await app.aenqueue_workflow(canvas(app))
+    [lease] = await broker.claim(["default"], limit=5, lease_s=30)
+    assert lease.task.id == step_task_id(info.id, 0)
+    return app, info.id, lease
+
+
+def two_adds(app: App) -> Any:
+    add = app.tasks["add"]
+    return chain(add.s(1, 1), add.s(2))
+
+
+async def test_the_next_step_comes_back_leased_with_its_input(broker: Broker) -> None:
+    _, wid, lease = await first_step(broker, two_adds)
+    store: WorkflowBroker = workflows_of(broker)
+    continued = await store.settle_step(lease, success(b"2"))
+
+    assert isinstance(continued, Continuation)
+    assert continued.lease.task.id == step_task_id(wid, 1)
+    assert (continued.parent_result, continued.prepend) == (b"2", True)
+    # A real lease: ACTIVE for the inspector, and no claim hands it out again.
+    task = await broker.get_task("default", continued.lease.task.id)
+    assert task.state is TaskState.ACTIVE
+    assert (await broker.queue_stats("default")).active == 1
+    [listed] = await broker.list_tasks("default", TaskState.ACTIVE)
+    assert listed.id == continued.lease.task.id
+    assert await broker.claim(["default"], limit=5, lease_s=30) == []
+    assert await broker.extend_leases([continued.lease], 30) == [True]
+    assert await store.settle_step(continued.lease, StepOutcome(succeeded=True, result=b"4"))
+    rec = await store.load_workflow(wid)
+    assert rec.state is WorkflowState.SUCCEEDED
+    assert [s.decoded_result() for s in rec.steps] == [2, 4]
+
+
+async def test_an_immutable_step_continues_without_input(broker: Broker) -> None:
+    def canvas(app: App) -> Any:
+        return chain(app.tasks["add"].s(1, 1), app.tasks["fixed"].si(7))
+
+    _, _, lease = await first_step(broker, canvas)
+    continued = await workflows_of(broker).settle_step(lease, success(b"2"))
+    assert isinstance(continued, Continuation)
+    assert continued.parent_result is None
+
+
+async def test_nothing_continues_unless_asked(broker: Broker) -> None:
+    _, wid, lease = await first_step(broker, two_adds)
+    settled = await workflows_of(broker).settle_step(
+        lease, StepOutcome(succeeded=True, result=b"2")
+    )
+    assert settled is True
+    [nxt] = await broker.claim(["default"], limit=5, lease_s=30)
+    assert nxt.task.id == step_task_id(wid, 1)
+
+
+def _pause(broker: Broker) -> Awaitable[None]:
+    return broker.pause_queue("default")
+
+
+def _rate(broker: Broker) -> Awaitable[None]:
+    assert isinstance(broker, FlowControl)
+    return broker.set_rate_limit("add", Rate(count=100, period_s=1.0))
+
+
+def _type_concurrency(broker: Broker) -> Awaitable[None]:
+    assert isinstance(broker, FlowControl)
+    return broker.set_task_concurrency("add", 10)
+
+
+def _queue_concurrency(broker: Broker) -> Awaitable[None]:
+    assert isinstance(broker, FlowControl)
+    return broker.set_queue_concurrency("default", 10)
+
+
+@pytest.mark.parametrize(
+    "refuse",
+    [_pause, _rate, _type_concurrency, _queue_concurrency],
+    ids=["paused", "rate", "type-concurrency", "queue-concurrency"],
+)
+async def test_a_paused_or_limited_queue_gets_the_step_enqueued(
+    broker: Broker, refuse: Callable[[Broker], Awaitable[None]]
+) -> None:
+    _, wid, lease = await first_step(broker, two_adds)
+    await refuse(broker)
+    settled = await workflows_of(broker).settle_step(lease, success(b"2"))
+
+    assert settled is True
+    task = await broker.get_task("default", step_task_id(wid, 1))
+    assert task.state is TaskState.PENDING
+    await broker.unpause_queue("default")
+    [nxt] = await broker.claim(["default"], limit=5, lease_s=30)
+    assert nxt.task.id == step_task_id(wid, 1)
+
+
+async def test_a_step_on_another_queue_is_enqueued_there(broker: Broker) -> None:
+    def canvas(app: App) -> Any:
+        add = app.tasks["add"]
+        return chain(add.s(1, 1), add.s(2).options(queue="elsewhere"))
+
+    _, wid, lease = await first_step(broker, canvas)
+    assert await workflows_of(broker).settle_step(lease, success(b"2")) is True
+    task = await broker.get_task("elsewhere", step_task_id(wid, 1))
+    assert task.state is TaskState.PENDING
+
+
+async def test_a_delayed_step_is_scheduled_not_continued(broker: Broker) -> None:
+    def canvas(app: App) -> Any:
+        add = app.tasks["add"]
+        return chain(add.s(1, 1), add.s(2).options(process_in=timedelta(hours=1)))
+
+    _, wid, lease = await first_step(broker, canvas)
+    assert await workflows_of(broker).settle_step(lease, success(b"2")) is True
+    task = await broker.get_task("default", step_task_id(wid, 1))
+    assert task.state is TaskState.SCHEDULED
+
+
+async def test_a_continued_step_whose_lease_lapses_is_recovered_and_redelivered(
+    broker: Broker,
+) -> None:
+    _, wid, lease = await first_step(broker, two_adds)
+    store = workflows_of(broker)
+    continued = await store.settle_step(lease, success(b"2", lease_s=SHORT_LEASE_S))
+    assert isinstance(continued, Continuation)
+
+    # Its worker died after the settlement: the lease lapses, recovery puts the step back.
+    assert await recover(broker) == 1
+    [again] = await broker.claim(["default"], limit=5, lease_s=30)
+    assert again.task.id == continued.lease.task.id
+    assert again.token != continued.lease.token
+    # Fencing: the dead worker's lease settles nothing, the first step's stale lease neither.
+    assert await store.settle_step(continued.lease, success(b"4")) is False
+    assert await store.settle_step(lease, success(b"2")) is False
+    assert await store.settle_step(again, StepOutcome(succeeded=True, result=b"4")) is True
+    rec = await store.load_workflow(wid)
+    assert rec.state is WorkflowState.SUCCEEDED
+    assert [s.decoded_result() for s in rec.steps] == [2, 4]
+
+
+async def test_a_worker_runs_a_chain_by_continuation(broker: Broker) -> None:
+    app = make_app(broker)
+    add = app.tasks["add"]
+    server = Server(broker, **fast(concurrency=2))
+    async with serving(server, app.mux):
+        info = await app.aenqueue_workflow(chain(add.s(0, 1), *(add.s(1) for _ in range(9))))
+        assert await app.async_client.wait(info, 20) == 10
+    # Every step after the first was handed over by its parent's settlement.
+    assert server.stats.continued == 9
