@@ -60,7 +60,8 @@ def _bindable(port: int) -> bool:
 def free_port(*, cluster: bool = False) -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now.
 
-    A Cluster node also needs ``port + 10000`` (its bus port), so its port stays below 55536.
+    A Cluster node also needs ``port + 10000`` (its bus port): both are picked below the kernel's
+    ephemeral range (32768 and up), where outgoing connections cannot take them meanwhile.
     """
     if not cluster:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -68,7 +69,7 @@ def free_port(*, cluster: bool = False) -> int:
             return int(sock.getsockname()[1])
     rng = random.Random()
     for _ in range(200):
-        port = rng.randrange(20000, 45000)
+        port = rng.randrange(10000, 22700)
         if _bindable(port) and _bindable(port + 10000):
             return port
     raise RuntimeError("no free port pair for a cluster node")
@@ -131,25 +132,36 @@ class RedisProcess:
 
 
 def server(workdir: Path, *extra: str, cluster: bool = False) -> RedisProcess:
-    """A started redis-server on loopback with its data in ``workdir``."""
+    """A started redis-server on loopback with its data in ``workdir``.
+
+    A free port can be taken by another process before the server binds it (tests run in
+    parallel): then it starts again on another port.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port(cluster=cluster)
     if cluster:
         extra = (*extra, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
-    args = [
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--dir",
-        str(workdir),
-        "--save",
-        "",
-        "--daemonize",
-        "no",
-        *extra,
-    ]
-    return RedisProcess(port=port, workdir=workdir, args=args).start()
+    for attempt in range(5):
+        port = free_port(cluster=cluster)
+        args = [
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(workdir),
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            *extra,
+        ]
+        try:
+            return RedisProcess(port=port, workdir=workdir, args=args).start()
+        except RuntimeError as exc:
+            if "Address already in use" not in str(exc) or attempt == 4:
+                raise
+            (workdir / "nodes.conf").unlink(missing_ok=True)  # a cluster node's id, made at start
+    raise AssertionError("unreachable")
 
 
 def sentinel(
