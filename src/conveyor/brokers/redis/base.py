@@ -253,6 +253,16 @@ class RedisBrokerBase:
                 await self._client.script_load(script.script)
                 return await send(*command)
 
+    def share_round_trips(self) -> None:
+        """Let script calls made in one turn of the event loop share one round trip.
+
+        For a process with many concurrent callers (``conveyor server``): their calls go out
+        together, each still its own script run with its own reply. A lone caller waits one
+        more loop turn. Standalone and Sentinel only (Cluster routes each call by slot).
+        """
+        if self._lines is not None:
+            self._lines.pipelined = True
+
     def _claim_request(
         self, batch: ScriptBatch, limit: int, lease_s: float
     ) -> tuple[list[str], list[Any], LostClaim]:
