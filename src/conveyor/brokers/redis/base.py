@@ -254,11 +254,11 @@ class RedisBrokerBase:
                 return await send(*command)
 
     def share_round_trips(self) -> None:
-        """Let script calls made in one turn of the event loop share one round trip.
+        """Let concurrent script calls share round trips (see direct.py).
 
-        For a process with many concurrent callers (``conveyor server``): their calls go out
-        together, each still its own script run with its own reply. A lone caller waits one
-        more loop turn. Standalone and Sentinel only (Cluster routes each call by slot).
+        For a process with many concurrent callers (``conveyor server``): the calls made while
+        one round trip is in flight go out together when it returns, each still its own script
+        run with its own reply. Standalone and Sentinel only (Cluster routes each call by slot).
         """
         if self._lines is not None:
             self._lines.pipelined = True

@@ -21,12 +21,14 @@ the broker holds a connection it lifts that timeout and bounds the whole call, s
 with one ``asyncio.timeout`` of the same length, which raises redis-py's ``TimeoutError`` as
 before. A connection given back to the pool gets its timeout back.
 
-With :attr:`AsyncLines.pipelined` set (``conveyor server`` sets it), calls share round trips:
-the calls made during one turn of the event loop are written together on one connection and
-their replies read in order, each handed to its own caller (an error reply raises in that
-caller only); while that round trip is in flight, later calls queue up and go out together the
-moment it returns. Many concurrent callers then cost few sends and reads instead of one each,
-here and in redis-server. A lone caller waits one more loop turn, so it is off by default.
+With :attr:`AsyncLines.pipelined` set (``conveyor server`` sets it), concurrent calls share
+round trips, as a :class:`~conveyor.brokers.combiner.Combiner` shares them: a lone call goes out
+at once, and the calls made while one round trip is in flight queue up and go out together the
+moment it returns, written at once on one connection, their replies read in order and each
+handed to its own caller (an error reply raises in that caller only; a call whose caller is
+cancelled while it waits is sent all the same). Many concurrent callers then cost few sends and
+reads instead of one each, here and in redis-server; but each round trip waits for the one
+before it, so it is off by default.
 
 Standalone and Sentinel clients only; Cluster routes each command by slot and keeps
 ``execute_command``.
@@ -35,6 +37,7 @@ Standalone and Sentinel clients only; Cluster routes each command by slot and ke
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -44,6 +47,8 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from conveyor.brokers.combiner import Combiner
 
 # Connections kept on the broker's own list; a burst beyond this gives the extra ones back to the
 # pool, where the broker's other commands can use them (the two would otherwise each grow to
@@ -68,9 +73,8 @@ class AsyncLines:
         # The pool's socket timeout, applied here to a whole call instead (see the module doc).
         self._timeout: float | None = self._pool.connection_kwargs.get("socket_timeout")
         self.pipelined = False
-        """Calls made in one loop turn share one round trip (see the module doc)."""
-        self._queued: list[tuple[bytes, asyncio.Future[Any]]] = []
-        self._sender: asyncio.Task[None] | None = None  # the shared round trip in flight
+        """Concurrent calls share round trips (see the module doc)."""
+        self._shared: Combiner[bytes, Any] = Combiner(self._round_trip)
 
     async def call(self, *command: Any) -> Any:
         """Send ``command`` and return its reply (a Redis error reply raises ``ResponseError``).
@@ -79,13 +83,7 @@ class AsyncLines:
         timeout (the connection is then dropped, as redis-py drops it).
         """
         if self.pipelined:
-            loop = asyncio.get_running_loop()
-            future: asyncio.Future[Any] = loop.create_future()
-            self._queued.append((pack_command(command), future))
-            if self._sender is None:
-                self._start_sender(first=True)
-            # Cancelled before it was sent, it is not sent; after, its reply is read and dropped.
-            return await future
+            return await self._shared(pack_command(command))
         conn = await self._take()
         try:
             async with asyncio.timeout(self._timeout):
@@ -102,69 +100,27 @@ class AsyncLines:
             else:
                 await self._give(conn)
 
-    def _start_sender(self, *, first: bool) -> None:
-        sender = self._sender = asyncio.get_running_loop().create_task(self._send_queued(first))
-        sender.add_done_callback(self._sent)
-
-    def _sent(self, sender: asyncio.Task[None]) -> None:
-        """The round trip in flight is back: what queued meanwhile goes out now, together."""
-        self._sender = None
-        if not self._queued:
-            return
-        if sender.cancelled():  # the loop is shutting down: nothing more goes out
-            queued, self._queued = self._queued, []
-            for _, future in queued:
-                future.cancel()
-            return
-        self._start_sender(first=False)
-
-    async def _send_queued(self, first: bool) -> None:
-        """Send every call queued so far together; hand each caller its reply."""
-        if first:  # one more turn: tasks started in this turn (batches) queue their calls too
-            await asyncio.sleep(0)
-        batch = [(packed, future) for packed, future in self._queued if not future.done()]
-        self._queued = []
-        if not batch:
-            return
+    async def _round_trip(self, packed: Sequence[bytes]) -> list[Any]:
+        """Write the packed calls at once on one connection; their replies, in order (an error
+        reply as its ``ResponseError``, raised in that caller only)."""
+        conn = await self._take()
         try:
-            conn = await self._take()
-            try:
-                async with asyncio.timeout(self._timeout):
-                    await self._round_trip(conn, batch)
-            except TimeoutError as exc:  # as in call()
-                raise RedisTimeoutError("Timeout waiting for a reply from Redis") from exc
-            finally:
-                if len(self._idle) < KEEP_IDLE:
-                    self._idle.append(conn)
-                else:
-                    await self._give(conn)
-        except BaseException as exc:
-            # The calls not answered may have run or not, as when a lone call's reply is lost.
-            for _, future in batch:
-                if future.done():  # answered, or its caller gave up
-                    continue
-                if isinstance(exc, Exception):
-                    future.set_exception(exc)
-                else:
-                    future.cancel()
-            if not isinstance(exc, Exception):
-                raise
-
-    @staticmethod
-    async def _round_trip(
-        conn: AbstractConnection, batch: list[tuple[bytes, asyncio.Future[Any]]]
-    ) -> None:
-        """Write every packed call of ``batch`` at once, then read and hand out the replies."""
-        await conn.send_packed_command([packed for packed, _ in batch])
-        for _, future in batch:
-            try:
-                reply = await conn.read_response()
-            except ResponseError as exc:  # this call's only; the rest read on
-                if not future.done():
-                    future.set_exception(exc)
+            async with asyncio.timeout(self._timeout):
+                await conn.send_packed_command(list(packed))
+                replies: list[Any] = []
+                for _ in packed:
+                    try:
+                        replies.append(await conn.read_response())
+                    except ResponseError as exc:  # the rest are read on
+                        replies.append(exc)
+                return replies
+        except TimeoutError as exc:  # as in call()
+            raise RedisTimeoutError("Timeout waiting for a reply from Redis") from exc
+        finally:
+            if len(self._idle) < KEEP_IDLE:
+                self._idle.append(conn)
             else:
-                if not future.done():
-                    future.set_result(reply)
+                await self._give(conn)
 
     async def _take(self) -> AbstractConnection:
         if not self._idle:
@@ -193,8 +149,7 @@ class AsyncLines:
     async def close(self) -> None:
         """Wait for shared round trips in flight, then give the connections back to the pool
         (before the client closes it)."""
-        while self._sender is not None:
-            await asyncio.gather(self._sender, return_exceptions=True)
+        await self._shared.aclose()
         idle, self._idle = self._idle, []
         for conn in idle:
             await self._give(conn)
