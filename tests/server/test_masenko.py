@@ -209,3 +209,30 @@ async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
     with contextlib.suppress(Exception):
         await writer.wait_closed()
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+async def test_many_clients_at_once_share_redis_round_trips(
+    start_server: ServerFactory, broker: Broker
+) -> None:
+    async with start_server() as server:
+        lines = getattr(broker, "_lines", None)
+        assert lines is not None and lines.pipelined  # the server asked the broker to share
+
+        async def cycles(n: int) -> list[int]:
+            c = await LineClient.connect(server.addresses["masenko"])
+            got = []
+            for i in range(n):
+                verb, body = await c.call(f'PUSH {{"name":"t","queue":"many","payload":{i}}}')
+                assert verb == "OK"
+                verb, body = await c.call('FETCH {"queues":["many"]}')
+                assert verb == "OK"
+                got.append(body["payload"])
+                assert await c.call(f'ACK {{"id":{body["id"]}}}') == ("OK", {})
+            return got
+
+        fetched = await asyncio.gather(*(cycles(20) for _ in range(16)))
+
+    assert sorted(p for got in fetched for p in got) == sorted(list(range(20)) * 16)
+    stats = await broker.queue_stats("many")
+    assert (stats.pending, stats.active, stats.processed_today) == (0, 0, 320)
