@@ -81,14 +81,14 @@ async def test_a_call_whose_caller_is_cancelled_while_it_waits_is_still_made(
     lines = shared._lines
     assert lines is not None
     key = f"{shared.namespace}:cancelled"
-    first = asyncio.create_task(lines.call("SET", key, "1"))  # goes out at once
+    first = asyncio.create_task(lines.call("SET", key, "1"))
     await asyncio.sleep(0)
-    waiting = asyncio.create_task(lines.call("INCR", key))  # waits for the first to return
-    await asyncio.sleep(0)
+    waiting = asyncio.create_task(lines.call("INCR", key))
+    await asyncio.sleep(0)  # both wait for their round trip to go out
     waiting.cancel()
 
     assert await first == b"OK"
-    assert await lines.call("GET", key) == b"2"  # queued behind the INCR, which stood
+    assert await lines.call("GET", key) == b"2"  # the INCR stood
     assert waiting.cancelled()
 
 

@@ -3,7 +3,7 @@
 While one batch is in flight, later calls queue up; when it returns they all go out together as
 the next batch. A lone caller pays nothing extra (its call runs at once, in its own task), and
 under load many producers share each round trip, which on a small machine is what limits the
-rate of single-task enqueues (the brokers' enqueue). With ``gather_turn`` an idle combiner also
+rate of single-task enqueues (the brokers' enqueue). With ``gather_turns`` an idle combiner also
 waits for the end of the current turn of the event loop, so that calls made in the same turn
 share the first batch too (``conveyor server``'s FETCHes and ACKs, made by many connections at
 once).
@@ -28,8 +28,11 @@ class Combiner(Generic[In, Out]):
         run: takes the queued inputs and returns one outcome per input, in order: a value, or
             an exception to raise in that caller only. An exception raised by ``run`` itself
             reaches every caller of the batch.
-        gather_turn: an idle combiner sends its first batch at the end of the current loop
-            turn (with every call made in that turn) instead of running the first call at once.
+        gather_turns: how many turns of the event loop an idle combiner lets pass before its
+            first batch goes out: 0 runs a lone call at once; 1 sends, at the end of the current
+            turn, every call made in it; 2 also the calls of tasks started in this turn (their
+            first step runs in the next). Batches after the first go out as soon as the one in
+            flight returns.
         spare: the outcomes are interchangeable (claims): calls whose caller has gone (was
             cancelled) are left out of a batch, the outcomes go to the callers still waiting in
             the order they called, and an outcome nobody takes (its caller went away while the
@@ -41,11 +44,11 @@ class Combiner(Generic[In, Out]):
         self,
         run: Callable[[Sequence[In]], Awaitable[list[Out | Exception]]],
         *,
-        gather_turn: bool = False,
+        gather_turns: int = 0,
         spare: Callable[[Out], None] | None = None,
     ) -> None:
         self._run = run
-        self._gather_turn = gather_turn
+        self._gather_turns = gather_turns
         self._spare = spare
         self._busy = False
         self._waiting: list[tuple[In, asyncio.Future[Out]]] = []
@@ -58,12 +61,12 @@ class Combiner(Generic[In, Out]):
 
     async def __call__(self, item: In) -> Out:
         """Submit one call and wait for its own outcome."""
-        if self._busy or self._gather_turn:
+        if self._busy or self._gather_turns:
             future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
             self._waiting.append((item, future))
             if not self._busy:
                 self._busy = True
-                self._spawn_flush()  # its first step runs at the end of this turn
+                self._spawn_flush(self._gather_turns - 1)  # first step: the end of this turn
             try:
                 return await future
             except asyncio.CancelledError:
@@ -91,14 +94,16 @@ class Combiner(Generic[In, Out]):
         if not self._waiting:
             self._busy = False
             return
-        self._spawn_flush()
+        self._spawn_flush(0)
 
-    def _spawn_flush(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._flush())
+    def _spawn_flush(self, wait_turns: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._flush(wait_turns))
         self._flushers.add(task)
         task.add_done_callback(self._flushers.discard)
 
-    async def _flush(self) -> None:
+    async def _flush(self, wait_turns: int) -> None:
+        for _ in range(wait_turns):
+            await asyncio.sleep(0)
         waiting, self._waiting = self._waiting, []
         if self._spare is not None:
             waiting = [(item, future) for item, future in waiting if not future.done()]

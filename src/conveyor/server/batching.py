@@ -48,7 +48,7 @@ class ClaimBatcher:
                 for idle in [k for k, c in self._combiners.items() if c.idle]:
                     del self._combiners[idle]
             combiner = self._combiners[key] = Combiner(
-                functools.partial(self._claim, key), gather_turn=True, spare=self._spare
+                functools.partial(self._claim, key), gather_turns=1, spare=self._spare
             )
         try:
             return await combiner(None)
@@ -92,7 +92,7 @@ class AckBatcher:
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
         # Cancelled meanwhile, an ACK's completion goes out and stands all the same.
-        self._combiner: Combiner[Lease, bool] = Combiner(self._complete, gather_turn=True)
+        self._combiner: Combiner[Lease, bool] = Combiner(self._complete, gather_turns=1)
 
     async def complete(self, lease: Lease) -> bool:
         """Record the attempt under ``lease`` as a success; ``False`` when the lease was lost.

@@ -22,13 +22,14 @@ with one ``asyncio.timeout`` of the same length, which raises redis-py's ``Timeo
 before. A connection given back to the pool gets its timeout back.
 
 With :attr:`AsyncLines.pipelined` set (``conveyor server`` sets it), concurrent calls share
-round trips, as a :class:`~conveyor.brokers.combiner.Combiner` shares them: a lone call goes out
-at once, and the calls made while one round trip is in flight queue up and go out together the
-moment it returns, written at once on one connection, their replies read in order and each
-handed to its own caller (an error reply raises in that caller only; a call whose caller is
-cancelled while it waits is sent all the same). Many concurrent callers then cost few sends and
-reads instead of one each, here and in redis-server; but each round trip waits for the one
-before it, so it is off by default.
+round trips through a :class:`~conveyor.brokers.combiner.Combiner`: the calls made in one turn of
+the event loop (and by tasks started in it) go out together at the end of the next, and the
+calls made while that round trip is in flight queue up and go out together the moment it
+returns. A round trip's calls are written at once on one connection, their replies read in
+order and each handed to its own caller (an error reply raises in that caller only; a call
+whose caller is cancelled while it waits is sent all the same). Many concurrent callers then
+cost few sends and reads instead of one each, here and in redis-server; a lone call waits two
+loop turns and each round trip waits for the one before it, so it is off by default.
 
 Standalone and Sentinel clients only; Cluster routes each command by slot and keeps
 ``execute_command``.
@@ -74,7 +75,9 @@ class AsyncLines:
         self._timeout: float | None = self._pool.connection_kwargs.get("socket_timeout")
         self.pipelined = False
         """Concurrent calls share round trips (see the module doc)."""
-        self._shared: Combiner[bytes, Any] = Combiner(self._round_trip)
+        # The server's batches (claims, completions) are tasks started in the turn their
+        # requests arrived: a round trip from idle waits for them too, then goes out.
+        self._shared: Combiner[bytes, Any] = Combiner(self._round_trip, gather_turns=2)
 
     async def call(self, *command: Any) -> Any:
         """Send ``command`` and return its reply (a Redis error reply raises ``ResponseError``).
