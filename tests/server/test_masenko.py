@@ -211,13 +211,12 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         await writer.wait_closed()
 
 
-@pytest.mark.parametrize("broker", ["redis"], indirect=True)
-async def test_many_clients_at_once_share_redis_round_trips(
+@shared
+async def test_many_clients_at_once_each_get_their_own_tasks_once(
     start_server: ServerFactory, broker: Broker
 ) -> None:
+    """Concurrent FETCHes and ACKs share claims and completion calls (batching.py)."""
     async with start_server() as server:
-        lines = getattr(broker, "_lines", None)
-        assert lines is not None and lines.pipelined  # the server asked the broker to share
 
         async def cycles(n: int) -> list[int]:
             c = await LineClient.connect(server.addresses["masenko"])

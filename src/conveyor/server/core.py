@@ -57,11 +57,6 @@ class TaskServer:
         """Where requests and task outcomes are counted (nothing by default)."""
         self.open_connections: Counter[str] = Counter()
         """Open connections per protocol."""
-        # Many connections call the broker at once: a broker that can send the calls made in
-        # one loop turn as one round trip (Redis) is asked to.
-        share = getattr(broker, "share_round_trips", None)
-        if callable(share):
-            share()
         self.holdings = Holdings(broker, lease_s=config.lease_s)
         self.claims = ClaimBatcher(broker, lease_s=config.lease_s)
         """FETCHes share claims: one broker call for all waiting on the same queues."""

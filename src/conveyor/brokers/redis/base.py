@@ -253,16 +253,6 @@ class RedisBrokerBase:
                 await self._client.script_load(script.script)
                 return await send(*command)
 
-    def share_round_trips(self) -> None:
-        """Let concurrent script calls share round trips (see direct.py).
-
-        For a process with many concurrent callers (``conveyor server``): the calls made while
-        one round trip is in flight go out together when it returns, each still its own script
-        run with its own reply. Standalone and Sentinel only (Cluster routes each call by slot).
-        """
-        if self._lines is not None:
-            self._lines.pipelined = True
-
     def _claim_request(
         self, batch: ScriptBatch, limit: int, lease_s: float
     ) -> tuple[list[str], list[Any], LostClaim]:

@@ -21,16 +21,6 @@ the broker holds a connection it lifts that timeout and bounds the whole call, s
 with one ``asyncio.timeout`` of the same length, which raises redis-py's ``TimeoutError`` as
 before. A connection given back to the pool gets its timeout back.
 
-With :attr:`AsyncLines.pipelined` set (``conveyor server`` sets it), concurrent calls share
-round trips through a :class:`~conveyor.brokers.combiner.Combiner`: the calls made in one turn of
-the event loop (and by tasks started in it) go out together at the end of the next, and the
-calls made while that round trip is in flight queue up and go out together the moment it
-returns. A round trip's calls are written at once on one connection, their replies read in
-order and each handed to its own caller (an error reply raises in that caller only; a call
-whose caller is cancelled while it waits is sent all the same). Many concurrent callers then
-cost few sends and reads instead of one each, here and in redis-server; a lone call waits two
-loop turns and each round trip waits for the one before it, so it is off by default.
-
 Standalone and Sentinel clients only; Cluster routes each command by slot and keeps
 ``execute_command``.
 """
@@ -38,7 +28,6 @@ Standalone and Sentinel clients only; Cluster routes each command by slot and ke
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -46,10 +35,7 @@ import redis.asyncio as aioredis
 from hiredis import pack_command
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from conveyor.brokers.combiner import Combiner
 
 # Connections kept on the broker's own list; a burst beyond this gives the extra ones back to the
 # pool, where the broker's other commands can use them (the two would otherwise each grow to
@@ -73,11 +59,6 @@ class AsyncLines:
         self._idle: list[AbstractConnection] = []
         # The pool's socket timeout, applied here to a whole call instead (see the module doc).
         self._timeout: float | None = self._pool.connection_kwargs.get("socket_timeout")
-        self.pipelined = False
-        """Concurrent calls share round trips (see the module doc)."""
-        # The server's batches (claims, completions) are tasks started in the turn their
-        # requests arrived: a round trip from idle waits for them too, then goes out.
-        self._shared: Combiner[bytes, Any] = Combiner(self._round_trip, gather_turns=2)
 
     async def call(self, *command: Any) -> Any:
         """Send ``command`` and return its reply (a Redis error reply raises ``ResponseError``).
@@ -85,8 +66,6 @@ class AsyncLines:
         Raises redis-py's ``TimeoutError`` when the reply takes longer than the client's socket
         timeout (the connection is then dropped, as redis-py drops it).
         """
-        if self.pipelined:
-            return await self._shared(pack_command(command))
         conn = await self._take()
         try:
             async with asyncio.timeout(self._timeout):
@@ -98,28 +77,6 @@ class AsyncLines:
         finally:
             # On a failed send or read redis-py has already disconnected it; it reconnects when
             # next used. An error reply leaves it clean.
-            if len(self._idle) < KEEP_IDLE:
-                self._idle.append(conn)
-            else:
-                await self._give(conn)
-
-    async def _round_trip(self, packed: Sequence[bytes]) -> list[Any]:
-        """Write the packed calls at once on one connection; their replies, in order (an error
-        reply as its ``ResponseError``, raised in that caller only)."""
-        conn = await self._take()
-        try:
-            async with asyncio.timeout(self._timeout):
-                await conn.send_packed_command(list(packed))
-                replies: list[Any] = []
-                for _ in packed:
-                    try:
-                        replies.append(await conn.read_response())
-                    except ResponseError as exc:  # the rest are read on
-                        replies.append(exc)
-                return replies
-        except TimeoutError as exc:  # as in call()
-            raise RedisTimeoutError("Timeout waiting for a reply from Redis") from exc
-        finally:
             if len(self._idle) < KEEP_IDLE:
                 self._idle.append(conn)
             else:
@@ -150,9 +107,7 @@ class AsyncLines:
         await self._pool.release(conn)
 
     async def close(self) -> None:
-        """Wait for shared round trips in flight, then give the connections back to the pool
-        (before the client closes it)."""
-        await self._shared.aclose()
+        """Give the connections back to the pool (before the client closes it)."""
         idle, self._idle = self._idle, []
         for conn in idle:
             await self._give(conn)
