@@ -100,3 +100,20 @@ async def test_concurrent_acks_share_one_completion_call() -> None:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_fetch_gone_before_its_claim_goes_out_is_left_out_of_it() -> None:
+    broker = GatedBroker()
+    broker.gate.set()
+    await _enqueue(broker, 3)
+    claims = ClaimBatcher(broker, lease_s=30)
+    gone, kept = (asyncio.create_task(claims.claim(["default"])) for _ in range(2))
+    await asyncio.sleep(0)  # both wait; their claim goes out at the end of this turn
+    gone.cancel()
+
+    lease = await kept
+    await claims.aclose()
+
+    assert broker.claims == [1]  # only the FETCH still waiting was claimed for
+    assert lease is not None and lease.task.id == "t0"
+    assert (await broker.queue_stats("default")).pending == 2

@@ -209,3 +209,29 @@ async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
     with contextlib.suppress(Exception):
         await writer.wait_closed()
+
+
+@shared
+async def test_many_clients_at_once_each_get_their_own_tasks_once(
+    start_server: ServerFactory, broker: Broker
+) -> None:
+    """Concurrent FETCHes and ACKs share claims and completion calls (batching.py)."""
+    async with start_server() as server:
+
+        async def cycles(n: int) -> list[int]:
+            c = await LineClient.connect(server.addresses["masenko"])
+            got = []
+            for i in range(n):
+                verb, body = await c.call(f'PUSH {{"name":"t","queue":"many","payload":{i}}}')
+                assert verb == "OK"
+                verb, body = await c.call('FETCH {"queues":["many"]}')
+                assert verb == "OK"
+                got.append(body["payload"])
+                assert await c.call(f'ACK {{"id":{body["id"]}}}') == ("OK", {})
+            return got
+
+        fetched = await asyncio.gather(*(cycles(20) for _ in range(16)))
+
+    assert sorted(p for got in fetched for p in got) == sorted(list(range(20)) * 16)
+    stats = await broker.queue_stats("many")
+    assert (stats.pending, stats.active, stats.processed_today) == (0, 0, 320)

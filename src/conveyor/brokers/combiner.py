@@ -1,9 +1,12 @@
-"""Combining concurrent calls into one round trip or transaction (used for enqueue).
+"""Combining concurrent calls into one round trip or transaction.
 
 While one batch is in flight, later calls queue up; when it returns they all go out together as
 the next batch. A lone caller pays nothing extra (its call runs at once, in its own task), and
 under load many producers share each round trip, which on a small machine is what limits the
-rate of single-task enqueues.
+rate of single-task enqueues (the brokers' enqueue). With ``gather_turns`` an idle combiner also
+waits for the end of the current turn of the event loop, so that calls made in the same turn
+share the first batch too (``conveyor server``'s FETCHes and ACKs, made by many connections at
+once).
 """
 
 from __future__ import annotations
@@ -25,20 +28,53 @@ class Combiner(Generic[In, Out]):
         run: takes the queued inputs and returns one outcome per input, in order: a value, or
             an exception to raise in that caller only. An exception raised by ``run`` itself
             reaches every caller of the batch.
+        gather_turns: how many turns of the event loop an idle combiner lets pass before its
+            first batch goes out: 0 runs a lone call at once; 1 sends, at the end of the current
+            turn, every call made in it; 2 also the calls of tasks started in this turn (their
+            first step runs in the next). Batches after the first go out as soon as the one in
+            flight returns.
+        spare: the outcomes are interchangeable (claims): calls whose caller has gone (was
+            cancelled) are left out of a batch, the outcomes go to the callers still waiting in
+            the order they called, and an outcome nobody takes (its caller went away while the
+            batch ran, or before it could take it) is passed to ``spare``. Without it a
+            cancelled caller's call goes out all the same, and its outcome stands.
     """
 
-    def __init__(self, run: Callable[[Sequence[In]], Awaitable[list[Out | Exception]]]) -> None:
+    def __init__(
+        self,
+        run: Callable[[Sequence[In]], Awaitable[list[Out | Exception]]],
+        *,
+        gather_turns: int = 0,
+        spare: Callable[[Out], None] | None = None,
+    ) -> None:
         self._run = run
+        self._gather_turns = gather_turns
+        self._spare = spare
         self._busy = False
         self._waiting: list[tuple[In, asyncio.Future[Out]]] = []
         self._flushers: set[asyncio.Task[None]] = set()
 
+    @property
+    def idle(self) -> bool:
+        """No batch in flight and no call waiting."""
+        return not self._busy and not self._waiting
+
     async def __call__(self, item: In) -> Out:
         """Submit one call and wait for its own outcome."""
-        if self._busy:
+        if self._busy or self._gather_turns:
             future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
             self._waiting.append((item, future))
-            return await future
+            if not self._busy:
+                self._busy = True
+                self._spawn_flush(self._gather_turns - 1)  # first step: the end of this turn
+            try:
+                return await future
+            except asyncio.CancelledError:
+                # Cancelled after its outcome was handed over, before it could take it.
+                spare = self._spare
+                if spare and future.done() and not future.cancelled() and not future.exception():
+                    spare(future.result())
+                raise
         self._busy = True
         try:
             [outcome] = await self._run([item])
@@ -58,14 +94,21 @@ class Combiner(Generic[In, Out]):
         if not self._waiting:
             self._busy = False
             return
-        task = asyncio.get_running_loop().create_task(self._flush())
+        self._spawn_flush(0)
+
+    def _spawn_flush(self, wait_turns: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._flush(wait_turns))
         self._flushers.add(task)
         task.add_done_callback(self._flushers.discard)
 
-    async def _flush(self) -> None:
+    async def _flush(self, wait_turns: int) -> None:
+        for _ in range(wait_turns):
+            await asyncio.sleep(0)
         waiting, self._waiting = self._waiting, []
+        if self._spare is not None:
+            waiting = [(item, future) for item, future in waiting if not future.done()]
         try:
-            outcomes = await self._run([item for item, _ in waiting])
+            outcomes = await self._run([item for item, _ in waiting]) if waiting else []
         except BaseException as exc:
             for _, future in waiting:
                 if not future.done():
@@ -73,6 +116,9 @@ class Combiner(Generic[In, Out]):
             if not isinstance(exc, Exception):
                 raise
         else:
+            if self._spare is not None:
+                self._hand_out(waiting, outcomes, self._spare)
+                return
             for (_, future), outcome in zip(waiting, outcomes, strict=True):
                 if future.done():  # the caller was cancelled; the outcome stands regardless
                     continue
@@ -82,3 +128,23 @@ class Combiner(Generic[In, Out]):
                     future.set_result(outcome)
         finally:
             self._hand_over()
+
+    @staticmethod
+    def _hand_out(
+        waiting: list[tuple[In, asyncio.Future[Out]]],
+        outcomes: list[Out | Exception],
+        spare: Callable[[Out], None],
+    ) -> None:
+        """Interchangeable outcomes: first come, first served; the rest to ``spare``."""
+        handed = iter(outcomes)
+        for _, future in waiting:
+            if future.done():
+                continue
+            outcome = next(handed)
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+        for left in handed:
+            if not isinstance(left, Exception):
+                spare(left)

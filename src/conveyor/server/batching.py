@@ -3,43 +3,29 @@ completion call for many ACKs.
 
 Every FETCH and ACK is otherwise its own broker round trip (a Lua script or a SQLite
 transaction), and on a small machine the round trips, not the work in them, bound the server's
-rate. Calls made during one turn of the event loop (the requests of every connection that had
-data in that turn) go out together at the end of the turn, as one claim per queue list with a
-``limit`` of how many FETCHes wait, or one ``complete`` call (each completion in it is still its
-own atomic step). While a batch is in flight, later calls queue up and go out as the next batch
-the moment it returns. A lone client waits one loop turn (microseconds) for its call to go out.
+rate. Both are :class:`~conveyor.brokers.combiner.Combiner`\\ s that gather a loop turn: calls
+made during one turn of the event loop (the requests of every connection that had data in that
+turn) go out together at the end of the turn, as one claim per queue list with a ``limit`` of
+how many FETCHes wait, or one ``complete`` call (each completion in it is still its own atomic
+step). While a batch is in flight, later calls queue up and go out as the next batch the moment
+it returns. A lone client waits one loop turn (microseconds) for its call to go out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Coroutine, Sequence
-from typing import Any
+from collections.abc import Sequence
 
+from conveyor.brokers.combiner import Combiner
 from conveyor.brokers.protocol import Broker
 from conveyor.errors import ConveyorError
 from conveyor.message import Completion, Lease
 
 logger = logging.getLogger(__name__)
 
-_Waiter = asyncio.Future[Lease | None]
-
-
-class _Tasks:
-    """Background batches, kept referenced until done."""
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def wait(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+_PRUNE_AT = 64  # queue lists kept before idle ones are dropped
 
 
 class ClaimBatcher:
@@ -48,64 +34,43 @@ class ClaimBatcher:
     def __init__(self, broker: Broker, *, lease_s: float) -> None:
         self._broker = broker
         self._lease_s = lease_s
-        self._busy: set[tuple[str, ...]] = set()
-        """Queue lists with a claim in flight or about to go out."""
-        self._waiting: dict[tuple[str, ...], list[_Waiter]] = {}
-        self._tasks = _Tasks()
+        # Per queue list while it has FETCHes waiting or a claim in flight (then dropped, so
+        # clients naming ever new queue lists leave nothing behind).
+        self._combiners: dict[tuple[str, ...], Combiner[None, Lease | None]] = {}
+        self._giving_back: set[asyncio.Task[None]] = set()
 
     async def claim(self, queues: Sequence[str]) -> Lease | None:
         """One ready task of ``queues`` (tried in order), or ``None`` when none is ready."""
         key = tuple(queues)
-        loop = asyncio.get_running_loop()
-        future: _Waiter = loop.create_future()
-        waiting = self._waiting.get(key)
-        if waiting is None:
-            waiting = self._waiting[key] = []
-        waiting.append(future)
-        if key not in self._busy:
-            self._busy.add(key)
-            self._tasks.spawn(self._flush(key))  # its first step runs at the end of this turn
-        try:
-            return await future
-        except asyncio.CancelledError:
-            # Cancelled after its lease was handed over, before it could run again: the
-            # task goes back rather than wait for its lease to lapse.
-            if future.done() and not future.cancelled() and future.exception() is None:
-                lease = future.result()
-                if lease is not None:
-                    self._tasks.spawn(self._give_back(lease))
-            raise
-
-    def _hand_over(self, key: tuple[str, ...]) -> None:
-        """Send the FETCHes that queued up on ``key`` meanwhile as the next claim, or go idle."""
-        if key in self._waiting:
-            self._tasks.spawn(self._flush(key))
-        else:
-            self._busy.discard(key)
-
-    async def _flush(self, key: tuple[str, ...]) -> None:
-        """One claim for every FETCH waiting on ``key`` when this task first runs."""
-        waiting = self._waiting.pop(key, [])
-        try:
-            live = sum(not f.done() for f in waiting)
-            leases = (
-                await self._broker.claim(key, limit=live, lease_s=self._lease_s) if live else []
+        combiner = self._combiners.get(key)
+        if combiner is None:
+            if len(self._combiners) >= _PRUNE_AT:  # left behind by FETCHes cancelled early
+                for idle in [k for k, c in self._combiners.items() if c.idle]:
+                    del self._combiners[idle]
+            combiner = self._combiners[key] = Combiner(
+                functools.partial(self._claim, key), gather_turns=1, spare=self._spare
             )
-        except BaseException as exc:
-            for future in waiting:
-                if not future.done():
-                    future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            handed = iter(leases)
-            for future in waiting:
-                if not future.done():  # first come, first served
-                    future.set_result(next(handed, None))
-            for orphan in handed:  # its FETCH went away meanwhile: straight back, uncounted
-                self._tasks.spawn(self._give_back(orphan))
+        try:
+            return await combiner(None)
         finally:
-            self._hand_over(key)
+            if combiner.idle and self._combiners.get(key) is combiner:
+                del self._combiners[key]
+
+    async def _claim(
+        self, key: tuple[str, ...], fetches: Sequence[None]
+    ) -> list[Lease | Exception | None]:
+        """One claim for every FETCH still waiting on ``key``; ``None`` for those left empty."""
+        leases = await self._broker.claim(key, limit=len(fetches), lease_s=self._lease_s)
+        handed: list[Lease | Exception | None] = [*leases]
+        handed.extend(None for _ in range(len(fetches) - len(leases)))
+        return handed
+
+    def _spare(self, lease: Lease | None) -> None:
+        """A lease whose FETCH went away meanwhile: straight back, uncounted."""
+        if lease is not None:
+            task = asyncio.get_running_loop().create_task(self._give_back(lease))
+            self._giving_back.add(task)
+            task.add_done_callback(self._giving_back.discard)
 
     async def _give_back(self, lease: Lease) -> None:
         try:
@@ -114,8 +79,11 @@ class ClaimBatcher:
             logger.warning("could not give back task %s: %s", lease.task.id, exc)
 
     async def aclose(self) -> None:
-        """Wait for claims still in flight."""
-        await self._tasks.wait()
+        """Wait for claims still in flight, and for the tasks they give back."""
+        for combiner in list(self._combiners.values()):
+            await combiner.aclose()
+        while self._giving_back:
+            await asyncio.gather(*self._giving_back, return_exceptions=True)
 
 
 class AckBatcher:
@@ -123,48 +91,20 @@ class AckBatcher:
 
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
-        self._busy = False
-        self._waiting: list[tuple[Lease, asyncio.Future[bool]]] = []
-        self._tasks = _Tasks()
+        # Cancelled meanwhile, an ACK's completion goes out and stands all the same.
+        self._combiner: Combiner[Lease, bool] = Combiner(self._complete, gather_turns=1)
 
     async def complete(self, lease: Lease) -> bool:
         """Record the attempt under ``lease`` as a success; ``False`` when the lease was lost.
 
         Raises what the broker raised for the batch (``BrokerError``), or for this completion.
         """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
-        self._waiting.append((lease, future))
-        if not self._busy:
-            self._busy = True
-            self._tasks.spawn(self._flush())  # its first step runs at the end of this turn
-        # Cancelled meanwhile, the completion stands all the same.
-        return await future
+        return await self._combiner(lease)
 
-    def _hand_over(self) -> None:
-        if self._waiting:
-            self._tasks.spawn(self._flush())
-        else:
-            self._busy = False
-
-    async def _flush(self) -> None:
-        """One ``complete`` call for every ACK waiting when this task first runs."""
-        waiting, self._waiting = self._waiting, []
-        try:
-            done = await self._broker.complete([Completion(lease=le) for le, _ in waiting])
-        except BaseException as exc:
-            for _, future in waiting:
-                if not future.done():
-                    future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            for (_, future), ok in zip(waiting, done, strict=True):
-                if not future.done():
-                    future.set_result(ok)
-        finally:
-            self._hand_over()
+    async def _complete(self, leases: Sequence[Lease]) -> list[bool | Exception]:
+        done = await self._broker.complete([Completion(lease=le) for le in leases])
+        return [*done]
 
     async def aclose(self) -> None:
         """Wait for completions still in flight."""
-        await self._tasks.wait()
+        await self._combiner.aclose()
