@@ -16,6 +16,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 from conveyor.brokers.protocol import Broker
+from conveyor.brokers.redis.base import raise_if_cancelled
 from conveyor.errors import BrokerError
 from conveyor.message import Lease
 
@@ -136,9 +137,5 @@ class Holdings:
                     await self._broker.recover_expired(delay_s=RECOVER_DELAY_S)
             except BrokerError as exc:
                 logger.warning("renewing leases failed: %s (retrying)", exc)
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                # redis-py's asyncio client can swallow a CancelledError that arrives while a
-                # command is in flight; the request still stands, so end here instead of looping.
-                raise asyncio.CancelledError
+            raise_if_cancelled()  # a cancel redis-py swallowed mid-command still ends the loop
             await asyncio.sleep(every)
