@@ -41,6 +41,7 @@ PINNED_SHA256 = {
     "save_progress.lua": "ae0f4a06e418d471",
     "schedule_admin.lua": "198a9a1f2e56bb07",
     "schedule_due.lua": "7dd712ee85b65461",
+    "schedule_forget.lua": "29a3b7b5c773b8c0",
     "schedule_fire.lua": "a9d7ade871c30878",
     "schedule_put.lua": "4298df7ca8318802",
     "stats.lua": "23895ba7fa854e94",

@@ -69,6 +69,7 @@ SCRIPT_NAMES = (
     "schedule_fire",
     "schedule_admin",
     "schedule_due",
+    "schedule_forget",
     "workers",
     "cancel",
     "wf_advance",
