@@ -70,6 +70,7 @@ SCRIPT_NAMES = (
     "schedule_admin",
     "schedule_due",
     "schedule_forget",
+    "count_running",
     "workers",
     "cancel",
     "wf_advance",

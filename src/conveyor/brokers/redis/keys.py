@@ -37,15 +37,15 @@ Layout (``ns`` is the namespace, default ``conveyor``; ``q`` a queue name)::
     ns:workflows:expiry            ZSET   finished workflow ids, score = end of retention
     ns:{q}:limit                   STRING the queue's length limit, "<max> <overflow>"
     ns:{q}:concurrency             STRING the queue's concurrency limit
-    ns:{q}:slotwait                HASH   type -> "<limit> <running set>" for the types that
+    ns:{q}:slotwait                HASH   type -> "<limit> <running count>" for the types that
                                           tasks of the queue are held for (a slot)
     ns:{q}:held:<type>             ZSET   tasks held (SCHEDULED) for a slot of their type,
                                           score = their pending score before
     ns:concurrency                 HASH   task type -> concurrency limit
-    ns:run:<type>                  ZSET   record keys of tasks started under the type's
-                                          concurrency limit, score = fencing token (one counts
-                                          while still ACTIVE under it); on Cluster one per
-                                          queue, ns:{q}:run:<type>, in its slot
+    ns:run:<type>                  STRING how many tasks started under the type's
+                                          concurrency limit are ACTIVE (each names it in its
+                                          record's 'run' field until it leaves ACTIVE); on
+                                          Cluster one per queue, ns:{q}:run:<type>, in its slot
     ns:rates                       HASH   task type -> "<count> <period µs>" (rate limits)
     ns:bucket:<type>               ZSET   a type's rate-limit tokens still out, score = µs
                                           taken at (back one period later); on Cluster one
@@ -153,7 +153,7 @@ def concurrency_limits(namespace: str) -> str:
 
 
 def running_prefix(namespace: str, queue: str | None) -> str:
-    """The prefix of the running sets (``prefix + task type``), as :func:`bucket_prefix`."""
+    """The prefix of the running counts (``prefix + task type``), as :func:`bucket_prefix`."""
     return f"{namespace}:run:" if queue is None else f"{queue_prefix(namespace, queue)}run:"
 
 

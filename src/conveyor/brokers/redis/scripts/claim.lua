@@ -5,7 +5,7 @@
 --          [4] the rate buckets' key prefix (the bucket of a type is prefix .. type) and [5] the
 --          rate limits, as limits.lua's rate_table reads them ('' for none): a task over its
 --          type's rate is held back (limits.lua's hold_back), not claimed; [6] the running
---          sets' key prefix and [7] the task types' concurrency limits (limits.lua's
+--          counts' key prefix and [7] the task types' concurrency limits (limits.lua's
 --          limit_table; '' for none), [8] how long (µs) a task held for a slot of its type
 --          stays SCHEDULED at most. A queue at its concurrency limit is passed over.
 --          When anything is claimed, the receipt is overwritten with the id and the leases,
@@ -35,7 +35,7 @@ local running = {}  -- per type with a concurrency limit: its ACTIVE tasks, coun
 
 local function running_of(task_type)
   if running[task_type] == nil then
-    running[task_type] = count_running(ARGV[6] .. task_type, max_active[task_type])
+    running[task_type] = running_count(ARGV[6] .. task_type)
   end
   return running[task_type]
 end
@@ -195,8 +195,7 @@ local function claim_from(qi)
   -- Tasks held for a slot of their type now free go back to the front first.
   for task_type, n in pairs(max_active) do
     if redis.call('EXISTS', queue_prefix(b) .. 'held:' .. task_type) == 1 then
-      -- Exact here (pruned in full): an entry of a finished task must not hold a slot.
-      running[task_type] = count_running(ARGV[6] .. task_type, 0)
+      running[task_type] = running_count(ARGV[6] .. task_type)
       local free = n - running[task_type]
       if free > 0 then unhold(b, task_type, free, t) end
     end
@@ -223,7 +222,7 @@ local function claim_from(qi)
     -- Check every record first, then add the sound ones to the active set, then mark their
     -- records active: no step after the first write to a sound task can fail, so none is ever
     -- left marked active outside the active set, or popped and in no set.
-    local good, at, leased = {}, {}, {}
+    local good, at, leased, started = {}, {}, {}, {}
     for j = 1, #ids, 2 do
       local rec = check(b, qi, ids[j], good)
       if rec and over_any(b, ids[j], ids[j + 1], rec[3]) then
@@ -241,15 +240,22 @@ local function claim_from(qi)
     end
     for k, j in ipairs(at) do
       local id, token, rec = ids[j], first + (j + 1) / 2, good[k]
-      redis.call('HSET', b.tprefix .. id, 'state', 'active', 'token', token, 'lease', expiry,
-        'since', t)
+      local tkey = b.tprefix .. id
+      if max_active[rec[3]] ~= nil then
+        -- Counted in its type's running count, which every way out of ACTIVE finds by 'run'.
+        local run = ARGV[6] .. rec[3]
+        redis.call('HSET', tkey, 'state', 'active', 'token', token, 'lease', expiry,
+          'since', t, 'run', run)
+        started[run] = (started[run] or 0) + 1
+      else
+        redis.call('HSET', tkey, 'state', 'active', 'token', token, 'lease', expiry,
+          'since', t)
+      end
       rec[2] = 'active'
       out[#out + 1] = {qi, id, token, rec}
       claimed = claimed + 1
-      if max_active[rec[3]] ~= nil then
-        redis.call('ZADD', ARGV[6] .. rec[3], token, b.tprefix .. id)
-      end
     end
+    for run, k in pairs(started) do redis.pcall('INCRBY', run, k) end
     room = room - #at
   end
 end

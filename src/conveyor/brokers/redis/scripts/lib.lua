@@ -281,6 +281,14 @@ local function holds_lease(tkey, token)
   return cur[1] == 'active' and cur[2] == token
 end
 
+-- A task leaving ACTIVE: its slot back to its type's running count (limits.lua), when a claim
+-- counted it there ('run' names the count). The caller deletes 'run' in the same step, so a
+-- slot is given back once.
+local function free_run(tkey)
+  local run = redis.call('HGET', tkey, 'run')
+  if run then redis.pcall('INCRBY', run, -1) end
+end
+
 -- Give a leased task back: PENDING at its old ready time (the front), counts unchanged. The
 -- caller has checked the lease (holds_lease).
 local function release_leased(b, id, t)
@@ -288,8 +296,9 @@ local function release_leased(b, id, t)
   local score = tonumber(redis.call('HGET', tkey, 'rscore')) or t
   -- Into pending before out of active (a task is always in one state set).
   redis.call('ZADD', b.pending, score, id)
+  free_run(tkey)
   redis.call('HSET', tkey, 'state', 'pending', 'since', t)
-  redis.call('HDEL', tkey, 'lease')
+  redis.call('HDEL', tkey, 'lease', 'run')
   redis.call('ZREM', b.active, id)
   wake(b)
 end
@@ -326,10 +335,12 @@ local function archive_corrupt(b, id, t, reason, from)
     local dump = redis.call('DUMP', tkey)
     redis.call('DEL', tkey)
     redis.call('HSET', tkey, 'corrupt_dump', dump)
+  elseif kind == 'hash' then
+    free_run(tkey)
   end
   redis.call('HSET', tkey, 'state', 'archived', 'error', 'corrupt record: ' .. reason,
     'failed_at', t, 'since', t)
-  redis.call('HDEL', tkey, 'lease')
+  redis.call('HDEL', tkey, 'lease', 'run')
   if from then redis.call('ZREM', b[from], id) end
 end
 
@@ -392,7 +403,8 @@ local function fail_task(b, id, t, err, due)
     redis.call('HSET', tkey, 'state', 'archived', 'error', err, 'failed_at', t, 'since', t)
     if redis.call('HGET', tkey, 'waited') then wake_result(b, id) end
   end
-  redis.call('HDEL', tkey, 'lease')
+  free_run(tkey)
+  redis.call('HDEL', tkey, 'lease', 'run')
   redis.call('ZREM', b.active, id)
   if due then wake(b) end
   count_done(b, t, true)

@@ -127,9 +127,10 @@ end
 
 -- Concurrency. A queue's limit is the key <queue prefix>concurrency (a STRING count), compared
 -- with its active set. A task type's limits come in claim.lua's ARGV as "<type> <n>" pairs;
--- its count is a ZSET (<running prefix><type>) of the record keys of tasks started under it,
--- scored by their fencing token: an entry counts while its task is still ACTIVE under that
--- token, and is dropped otherwise, so every way out of ACTIVE frees the slot by itself.
+-- its count is a STRING (<running prefix><type>): a claim adds the tasks it starts under the
+-- limit and names the count in each one's record ('run'); every way out of ACTIVE
+-- (complete_leased, and lib.lua's fail_task, release_leased and archive_corrupt, so lease
+-- recovery too) takes one off and deletes 'run' in the same step. A claim reads one number.
 
 local function queue_prefix(b)
   return string.sub(b.seq, 1, -4)
@@ -151,38 +152,18 @@ local function queue_room(b)
   return n - redis.call('ZCARD', b.active)
 end
 
--- Check the running set `key`'s entries `first`..`last` (by token, oldest first): drop those
--- whose task is no longer ACTIVE under that token. Returns how many it dropped.
-local function prune_running(key, first, last)
-  local entries = redis.pcall('ZRANGE', key, first, last, 'WITHSCORES')
-  if entries.err then return 0 end
-  local dropped = 0
-  for i = 1, #entries, 2 do
-    local rec = redis.pcall('HMGET', entries[i], 'state', 'token')
-    if rec.err or rec[1] ~= 'active' or rec[2] ~= entries[i + 1] then
-      redis.call('ZREM', key, entries[i])
-      dropped = dropped + 1
-    end
-  end
-  return dropped
+-- How many tasks started under the running count `key` are ACTIVE (0 for no key, or a key
+-- that holds no count).
+local function running_count(key)
+  local n = tonumber(redis.pcall('GET', key))
+  if n == nil or n < 0 then return 0 end
+  return n
 end
 
--- How many tasks started under the running set `key` are still ACTIVE, exactly when that may
--- reach `n`; below it, an upper bound (entries of tasks gone count until pruned). Each call
--- prunes the four oldest entries, so finished tasks do not pile up, and checks them all only
--- when the set looks full: a limit far above the load costs O(1) per claim.
-local function count_running(key, n)
-  local size = redis.pcall('ZCARD', key)
-  if type(size) ~= 'number' then return 0 end
-  size = size - prune_running(key, 0, 3)
-  if size < n then return size end
-  return size - prune_running(key, 0, -1)
-end
-
--- A task whose type is at its concurrency limit (`n`, counted in the running set `run`):
+-- A task whose type is at its concurrency limit (`n`, counted in the running count `run`):
 -- SCHEDULED until `due` (µs), marked held, and listed in the queue's held set of its type at
 -- its old pending score `score`. The queue's slotwait hash names the types its held tasks wait
--- for, with their limit and running set, for slot_free and slot_freed.
+-- for, with their limit and running count, for slot_free.
 local function hold_for_slot(b, id, score, task_type, due, t, n, run)
   redis.call('HSET', queue_prefix(b) .. 'slotwait', task_type, n .. ' ' .. run)
   redis.call('ZADD', b.scheduled, due, id)
@@ -237,19 +218,27 @@ end
 -- Complete a leased task of queue `b` (the caller checked the lease and that the completion may
 -- be written): COMPLETED with `result` (nil: none kept) when it is retained, else deleted; its
 -- unique lock released, a client waiting on its result woken, and its concurrency slot freed.
--- `rec` is its record's {retention, unique_key, waited} when the caller read them already
--- (nil: read here). Counting it in the queue's totals is the caller's (complete.lua adds its
--- counts once per call).
-local function complete_leased(b, id, t, result, rec)
+-- `rec` is its record's {retention, unique_key, waited, run} when the caller read them
+-- already (nil: read here). Counting it in the queue's totals is the caller's (complete.lua
+-- adds its counts once per call). With `freed` (a table: running count -> slots), the slot is
+-- added there for the caller to give back in one INCRBY per count before the script ends.
+local function complete_leased(b, id, t, result, rec, freed)
   local tkey = b.tprefix .. id
-  if rec == nil then rec = redis.call('HMGET', tkey, 'retention', 'unique_key', 'waited') end
+  if rec == nil then
+    rec = redis.call('HMGET', tkey, 'retention', 'unique_key', 'waited', 'run')
+  end
   release_unique(b, id, rec[2])
+  if rec[4] and freed then  -- its slot (see free_run)
+    freed[rec[4]] = (freed[rec[4]] or 0) + 1
+  elseif rec[4] then
+    redis.pcall('INCRBY', rec[4], -1)
+  end
   local retention = tonumber(rec[1]) or 0
   if retention > 0 then
     -- Into completed before out of active (lib.lua: a task is always in one state set).
     redis.call('ZADD', b.completed, t, id)
     redis.call('HSET', tkey, 'state', 'completed', 'completed_at', t, 'since', t)
-    redis.call('HDEL', tkey, 'lease')
+    redis.call('HDEL', tkey, 'lease', 'run')
     if result then redis.call('HSET', tkey, 'result', result) end
     redis.pcall('ZADD', b.expiry, t + math.floor(retention * 1000000), id)
     if rec[3] then wake_result(b, id) end
@@ -274,7 +263,7 @@ local function slot_free(b, tidy)
     local held = redis.call('ZCARD', held_key)
     if tidy and held == 0 then
       redis.call('HDEL', key, waits[i])
-    elseif held > 0 and n and count_running(run, 0) < tonumber(n) then
+    elseif held > 0 and n and running_count(run) < tonumber(n) then
       free = true
     end
   end
