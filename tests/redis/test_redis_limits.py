@@ -58,6 +58,8 @@ async def test_cluster_limits_live_in_each_queues_slot(tmp_path: Path) -> None:
                     keys.queue_keys("cl", q).pending.encode()
                 )
                 assert await broker._client.exists(bucket) == 1
+                out = keys.bucket_out_prefix("cl", q) + "api"
+                assert key_slot(out.encode()) == key_slot(bucket.encode())
         finally:
             await broker.close()
 
@@ -155,3 +157,25 @@ async def test_a_running_task_archived_as_corrupt_gives_its_slot_back(redis_url:
         assert lease.task.id == "a"
         await broker.run_task("default", "b")  # held for the slot: due now
         assert [le.task.id for le in await broker.claim(["default"], limit=5, lease_s=30)] == ["b"]
+
+
+async def test_a_bucket_keeps_one_entry_per_claim_and_its_count_of_tokens_out(
+    redis_url: str,
+) -> None:
+    async with namespaced_broker(redis_url) as broker:
+        bucket = keys.bucket_prefix(broker._ns, None) + "api"
+        out = keys.bucket_out_prefix(broker._ns, None) + "api"
+        await broker.set_rate_limit("api", Rate(5, 3600.0))
+        await broker.enqueue(_messages("default", 8, "api"))
+        assert len(await broker.claim(["default"], limit=2, lease_s=30)) == 2
+        assert len(await broker.claim(["default"], limit=1, lease_s=30)) == 1
+        assert await broker._client.zcard(bucket) == 2  # one entry per claim
+        assert await broker._client.get(out) == b"3"
+
+        await broker._client.delete(out)  # a lost count is counted again from the entries
+        assert len(await broker.claim(["default"], limit=8, lease_s=30)) == 2
+
+        assert await broker._client.get(out) == b"5"
+        assert (await broker.queue_stats("default")).scheduled == 3
+        await broker.set_rate_limit("api", None)
+        assert await broker._client.exists(bucket, out) == 0

@@ -21,7 +21,7 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 # 'src/conveyor/brokers/redis/scripts').glob('*.lua'))]"
 PINNED_SHA256 = {
     "cancel.lua": "d8675f0281593bb3",
-    "claim.lua": "9efdbf4f7828719e",
+    "claim.lua": "9489e8d3dec5388b",
     "complete.lua": "c24225abeb55dcf9",
     "complete_all.lua": "32ca1329a3229ba9",
     "count_running.lua": "efec2cd90b1a707d",
@@ -30,7 +30,7 @@ PINNED_SHA256 = {
     "extend.lua": "2e9c44368efdedf8",
     "fail.lua": "e0e7032e499a9d0c",
     "lib.lua": "dcc54cda6c877687",
-    "limits.lua": "d5f5cb2e648bf7c2",
+    "limits.lua": "a269f79c20573da6",
     "manage.lua": "8346a8a448b2651d",
     "page.lua": "dbc7bd05e64f63df",
     "peek.lua": "e54808a6dde27661",

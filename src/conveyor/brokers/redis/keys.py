@@ -47,9 +47,12 @@ Layout (``ns`` is the namespace, default ``conveyor``; ``q`` a queue name)::
                                           record's 'run' field until it leaves ACTIVE); on
                                           Cluster one per queue, ns:{q}:run:<type>, in its slot
     ns:rates                       HASH   task type -> "<count> <period µs>" (rate limits)
-    ns:bucket:<type>               ZSET   a type's rate-limit tokens still out, score = µs
-                                          taken at (back one period later); on Cluster one
-                                          per queue, ns:{q}:bucket:<type>, in its slot
+    ns:bucket:<type>               ZSET   a type's rate-limit tokens still out, one entry per
+                                          claim, "<claim id>:<tokens>", score = µs taken at
+                                          (back one period later); on Cluster one per queue,
+                                          ns:{q}:bucket:<type>, in its slot
+    ns:tokens:<type>               STRING how many tokens the bucket holds out (the sum over
+                                          its entries); on Cluster ns:{q}:tokens:<type>
 
 All scores are server times in integer microseconds since the epoch (exact in a double, and
 fine enough that "never early" needs no rounding slack).
@@ -70,6 +73,7 @@ from conveyor.message import validate_name
 __all__ = [
     "QUEUE_KEY_NAMES",
     "QueueKeys",
+    "bucket_out_prefix",
     "bucket_prefix",
     "cancels",
     "claim_receipt",
@@ -145,6 +149,12 @@ def bucket_prefix(namespace: str, queue: str | None) -> str:
     """The prefix of the token buckets (``prefix + task type``): one per type, or on Cluster
     one per type and ``queue``, in that queue's slot (a claim touches only its queue's slot)."""
     return f"{namespace}:bucket:" if queue is None else f"{queue_prefix(namespace, queue)}bucket:"
+
+
+def bucket_out_prefix(namespace: str, queue: str | None) -> str:
+    """The prefix of the buckets' counts of tokens out (``prefix + task type``), as
+    :func:`bucket_prefix`."""
+    return f"{namespace}:tokens:" if queue is None else f"{queue_prefix(namespace, queue)}tokens:"
 
 
 def concurrency_limits(namespace: str) -> str:

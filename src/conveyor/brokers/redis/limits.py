@@ -84,7 +84,10 @@ class LimitsMixin(RedisBrokerBase):
             if rate is None:
                 await self._client.hdel(key, task_type)
                 if not self._cluster:  # on Cluster, a bucket per queue stays (count entries)
-                    await self._client.delete(keys.bucket_prefix(self._ns, None) + task_type)
+                    await self._client.delete(
+                        keys.bucket_prefix(self._ns, None) + task_type,
+                        keys.bucket_out_prefix(self._ns, None) + task_type,
+                    )
             else:
                 period_us = max(1, round(rate.period_s * 1_000_000))
                 await self._client.hset(key, task_type, f"{rate.count} {period_us}")
@@ -169,8 +172,9 @@ class LimitsMixin(RedisBrokerBase):
         self._rate_spec_until = time.monotonic() + RATE_REFRESH_S
 
     def _rate_args(self, batch: ScriptBatch) -> list[str]:
-        """claim.lua's ARGV[4] to ARGV[8]: the buckets' prefix, the rate limits, the running
-        sets' prefix, the type concurrency limits and the longest hold for a slot (µs)."""
+        """claim.lua's ARGV[4] to ARGV[9]: the buckets' prefix, the rate limits, the running
+        counts' prefix, the type concurrency limits, the longest hold for a slot (µs) and the
+        prefix of the buckets' counts of tokens out."""
         queue = batch.queues[0] if self._cluster else None
         return [
             keys.bucket_prefix(self._ns, queue) if self._rate_spec else "",
@@ -178,6 +182,7 @@ class LimitsMixin(RedisBrokerBase):
             keys.running_prefix(self._ns, queue) if self._concurrency_spec else "",
             self._concurrency_spec,
             str(round(CONCURRENCY_RECHECK_S * 1_000_000)),
+            keys.bucket_out_prefix(self._ns, queue) if self._rate_spec else "",
         ]
 
 

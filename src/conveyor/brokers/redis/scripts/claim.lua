@@ -7,7 +7,9 @@
 --          type's rate is held back (limits.lua's hold_back), not claimed; [6] the running
 --          counts' key prefix and [7] the task types' concurrency limits (limits.lua's
 --          limit_table; '' for none), [8] how long (µs) a task held for a slot of its type
---          stays SCHEDULED at most. A queue at its concurrency limit is passed over.
+--          stays SCHEDULED at most, [9] the prefix of the buckets' counts of tokens out (the
+--          count of a type's is prefix .. type). A queue at its concurrency limit is passed
+--          over.
 --          When anything is claimed, the receipt is overwritten with the id and the leases,
 --          expiring with them: should the reply be lost, unclaim.lua gives the tasks back.
 -- Returns: {now_us, lease_expiry_us, corrupt, claimed...}; each claimed task is
@@ -29,7 +31,6 @@ local held_total = 0
 -- the next claim carries on.
 local MAX_HOLDS = 1000
 local buckets = {}  -- per rate-limited type: its bucket, read once by this run
-local tokens_taken = 0  -- names this run's tokens: "<claim id>:<n>"
 local max_active = limit_table(ARGV[7])
 local running = {}  -- per type with a concurrency limit: its ACTIVE tasks, counted once per run
 
@@ -52,12 +53,11 @@ local function over_limit(b, id, score, task_type)
   local rate = rates[task_type]
   if rate == nil then return false end
   if buckets[task_type] == nil then
-    buckets[task_type] = open_bucket(ARGV[4] .. task_type, rate, t) or false
+    buckets[task_type] = open_bucket(ARGV[4] .. task_type, ARGV[9] .. task_type, rate, t)
+      or false
   end
   if not buckets[task_type] then return false end
-  tokens_taken = tokens_taken + 1
-  local member = (ARGV[3] or digits(t)) .. ':' .. tokens_taken
-  local due = take_token(buckets[task_type], t, held[task_type] or 0, member)
+  local due = take_token(buckets[task_type], t, held[task_type] or 0)
   if due == nil then return false end
   held[task_type] = (held[task_type] or 0) + 1
   held_total = held_total + 1
@@ -268,7 +268,7 @@ for qi = 1, blocks_n do
   end
 end
 for _, bucket in pairs(buckets) do
-  if bucket then save_bucket(bucket) end
+  if bucket then save_bucket(bucket, ARGV[3] or digits(t), t) end
 end
 local receipt = KEYS[blocks_n * BLOCK + 1]
 if receipt and claimed > 0 then

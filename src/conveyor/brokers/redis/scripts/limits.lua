@@ -77,45 +77,77 @@ local function rate_table(spec)
 end
 
 -- A rate limit's bucket as one claim uses it (as conveyor.brokers.limits.take_token): `key`
--- is a ZSET of the tokens still out, scored by the µs time each was taken; a token is back one
--- period after it was taken. Read once per claim and type (the tokens back dropped), counted
--- in Lua as the claim takes tokens, and the tokens taken added in one ZADD at the end
--- (save_bucket). A bucket key of another type limits nothing (nil).
-local function open_bucket(key, rate, t)
+-- is a ZSET with one entry per claim that took tokens, "<claim id>:<k>" for its k tokens,
+-- scored by the µs time they were taken (they are back one period later); `out_key` holds
+-- how many tokens are still out (the sum of the entries' k). A claim drops the entries back,
+-- reads the count, counts in Lua as it takes tokens, and adds one entry and writes the count
+-- at the end (save_bucket): a few commands per claim, whatever the number of tasks. A bucket
+-- key of another type limits nothing (nil).
+local function entry_tokens(member)
+  return tonumber(string.match(member, ':([0-9]+)$')) or 1
+end
+
+local function open_bucket(key, out_key, rate, t)
   local back = redis.pcall('ZRANGEBYSCORE', key, '-inf', t - rate[2])
   if back.err then return nil end
+  local returned = 0
+  for j = 1, #back do returned = returned + entry_tokens(back[j]) end
   for c = 1, #back, ZADD_CHUNK do
     redis.call('ZREM', key, unpack(back, c, math.min(c + ZADD_CHUNK - 1, #back)))
   end
-  return {key = key, rate = rate, stored = redis.call('ZCARD', key), taken = {}}
+  local stored = tonumber(redis.pcall('GET', out_key))
+  local dirty = returned > 0
+  if stored == nil then
+    -- No count (or not a number): counted from the entries, and written back.
+    stored, dirty = 0, true
+    local left = redis.call('ZRANGE', key, 0, -1)
+    for j = 1, #left do stored = stored + entry_tokens(left[j]) end
+  else
+    stored = math.max(0, stored - returned)
+  end
+  return {key = key, out_key = out_key, rate = rate, stored = stored, taken = 0, dirty = dirty}
 end
 
--- Take a token at `t` for a task (`member` names it, unique): nil when it may start, else the
--- µs time it may start. `ahead`: tasks of the same type this claim already held back (each
--- waits for the next token after the last one's).
-local function take_token(bucket, t, ahead, member)
+-- The µs time the `n`-th (from 0) oldest token still out was taken, walking the entries (only
+-- for a task over the rate; `at` when the entries hold fewer).
+local function token_time(bucket, n, at)
+  if bucket.entries == nil then
+    bucket.entries = redis.call('ZRANGE', bucket.key, 0, -1, 'WITHSCORES')
+  end
+  local seen = 0
+  for j = 1, #bucket.entries, 2 do
+    seen = seen + entry_tokens(bucket.entries[j])
+    if n < seen then return tonumber(bucket.entries[j + 1]) end
+  end
+  return at
+end
+
+-- Take a token at `t` for a task: nil when it may start, else the µs time it may start.
+-- `ahead`: tasks of the same type this claim already held back (each waits for the next token
+-- after the last one's).
+local function take_token(bucket, t, ahead)
   local count, period = bucket.rate[1], bucket.rate[2]
-  local out = bucket.stored + #bucket.taken / 2
+  local out = bucket.stored + bucket.taken
   if out < count and ahead == 0 then
-    bucket.taken[#bucket.taken + 1] = t
-    bucket.taken[#bucket.taken + 1] = member
+    bucket.taken = bucket.taken + 1
     return nil
   end
   -- Tokens come back in the order they were taken (this claim's last, all at `t`); one round
   -- of them serves `out` tasks.
   local i = out - count + ahead
   local at = t
-  if i % out < bucket.stored then
-    at = tonumber(redis.call('ZRANGE', bucket.key, i % out, i % out, 'WITHSCORES')[2])
-  end
+  if i % out < bucket.stored then at = token_time(bucket, i % out, t) end
   return at + period * (math.floor(i / out) + 1)
 end
 
-local function save_bucket(bucket)
-  for c = 1, #bucket.taken, ZADD_CHUNK do
-    local last = math.min(c + ZADD_CHUNK - 1, #bucket.taken)
-    redis.call('ZADD', bucket.key, unpack(bucket.taken, c, last))
+-- `member`: this claim's name for its entry (unique; the count of tokens is appended).
+local function save_bucket(bucket, member, t)
+  if bucket.taken > 0 then
+    redis.call('ZADD', bucket.key, t, member .. ':' .. bucket.taken)
+  elseif not bucket.dirty then
+    return
   end
+  redis.pcall('SET', bucket.out_key, bucket.stored + bucket.taken)
 end
 
 -- A claimed-for task over its type's rate: SCHEDULED until `due` µs, nothing counted. It was
