@@ -179,3 +179,25 @@ async def test_a_bucket_keeps_one_entry_per_claim_and_its_count_of_tokens_out(
         assert (await broker.queue_stats("default")).scheduled == 3
         await broker.set_rate_limit("api", None)
         assert await broker._client.exists(bucket, out) == 0
+
+
+async def test_a_record_naming_another_key_as_its_count_leaves_that_key_alone(
+    redis_url: str,
+) -> None:
+    async with namespaced_broker(redis_url) as broker:
+        await broker.set_task_concurrency("api", 5)
+        await broker.enqueue(_messages("default", 2, "api"))
+        leases = await broker.claim(["default"], limit=2, lease_s=30)
+        task_prefix = keys.queue_keys(broker._ns, "default").task_prefix
+        outside = f"elsewhere-{broker._ns}"
+        await broker._client.set(outside, 7)
+        try:
+            for lease in leases:  # records edited by hand: a count outside the namespace
+                await broker._client.hset(task_prefix + lease.task.id, "run", outside)
+
+            await broker.complete([Completion(lease=leases[0])])
+            await broker.retry(leases[1], error="boom", delay_s=3600)
+
+            assert await broker._client.get(outside) == b"7"
+        finally:
+            await broker._client.delete(outside)

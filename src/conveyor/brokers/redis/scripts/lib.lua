@@ -281,11 +281,23 @@ local function holds_lease(tkey, token)
   return cur[1] == 'active' and cur[2] == token
 end
 
--- A task leaving ACTIVE: its slot back to its type's running count (limits.lua), when a claim
--- counted it there ('run' names the count). The caller deletes 'run' in the same step, so a
--- slot is given back once.
-local function free_run(tkey)
-  local run = redis.call('HGET', tkey, 'run')
+-- A record's 'run' field (limits.lua) when it names a running count of queue `b`'s namespace,
+-- <ns>:run:<type> or, on Cluster, <queue prefix>run:<type>; else nil (a record is untrusted:
+-- one edited to name another key must not make a script write to it).
+local function run_key(b, run)
+  if not run then return nil end
+  local qp = string.sub(b.seq, 1, -4)
+  local ns = string.match(qp, '^(.*):{[^{}]*}:$')
+  if ns and string.sub(run, 1, #ns + 5) == ns .. ':run:' then return run end
+  if string.sub(run, 1, #qp + 4) == qp .. 'run:' then return run end
+  return nil
+end
+
+-- A task of queue `b` leaving ACTIVE: its slot back to its type's running count (limits.lua),
+-- when a claim counted it there ('run' names the count). The caller deletes 'run' in the same
+-- step, so a slot is given back once.
+local function free_run(b, tkey)
+  local run = run_key(b, redis.call('HGET', tkey, 'run'))
   if run then redis.pcall('INCRBY', run, -1) end
 end
 
@@ -296,7 +308,7 @@ local function release_leased(b, id, t)
   local score = tonumber(redis.call('HGET', tkey, 'rscore')) or t
   -- Into pending before out of active (a task is always in one state set).
   redis.call('ZADD', b.pending, score, id)
-  free_run(tkey)
+  free_run(b, tkey)
   redis.call('HSET', tkey, 'state', 'pending', 'since', t)
   redis.call('HDEL', tkey, 'lease', 'run')
   redis.call('ZREM', b.active, id)
@@ -336,7 +348,7 @@ local function archive_corrupt(b, id, t, reason, from)
     redis.call('DEL', tkey)
     redis.call('HSET', tkey, 'corrupt_dump', dump)
   elseif kind == 'hash' then
-    free_run(tkey)
+    free_run(b, tkey)
   end
   redis.call('HSET', tkey, 'state', 'archived', 'error', 'corrupt record: ' .. reason,
     'failed_at', t, 'since', t)
@@ -403,7 +415,7 @@ local function fail_task(b, id, t, err, due)
     redis.call('HSET', tkey, 'state', 'archived', 'error', err, 'failed_at', t, 'since', t)
     if redis.call('HGET', tkey, 'waited') then wake_result(b, id) end
   end
-  free_run(tkey)
+  free_run(b, tkey)
   redis.call('HDEL', tkey, 'lease', 'run')
   redis.call('ZREM', b.active, id)
   if due then wake(b) end

@@ -260,10 +260,11 @@ local function complete_leased(b, id, t, result, rec, freed)
     rec = redis.call('HMGET', tkey, 'retention', 'unique_key', 'waited', 'run')
   end
   release_unique(b, id, rec[2])
-  if rec[4] and freed then  -- its slot (see free_run)
-    freed[rec[4]] = (freed[rec[4]] or 0) + 1
-  elseif rec[4] then
-    redis.pcall('INCRBY', rec[4], -1)
+  local run = run_key(b, rec[4])  -- its slot (see free_run)
+  if run and freed then
+    freed[run] = (freed[run] or 0) + 1
+  elseif run then
+    redis.pcall('INCRBY', run, -1)
   end
   local retention = tonumber(rec[1]) or 0
   if retention > 0 then
