@@ -29,7 +29,7 @@ PINNED_SHA256 = {
     "enqueue.lua": "e83c6458a26a8dc0",
     "extend.lua": "2e9c44368efdedf8",
     "fail.lua": "e0e7032e499a9d0c",
-    "lib.lua": "765ff0543cf4fdae",
+    "lib.lua": "26e95e309bacade7",
     "limits.lua": "405ee88fba5f9da3",
     "manage.lua": "8346a8a448b2651d",
     "page.lua": "dbc7bd05e64f63df",

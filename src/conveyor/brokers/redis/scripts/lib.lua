@@ -284,12 +284,25 @@ end
 -- A record's 'run' field (limits.lua) when it names a running count of queue `b`'s namespace,
 -- <ns>:run:<type> or, on Cluster, <queue prefix>run:<type>; else nil (a record is untrusted:
 -- one edited to name another key must not make a script write to it).
+local runs_checked = {}  -- per queue seq key: run field -> whether it passed (once per run)
+
 local function run_key(b, run)
   if not run then return nil end
-  local qp = string.sub(b.seq, 1, -4)
-  local ns = string.match(qp, '^(.*):{[^{}]*}:$')
-  if ns and string.sub(run, 1, #ns + 5) == ns .. ':run:' then return run end
-  if string.sub(run, 1, #qp + 4) == qp .. 'run:' then return run end
+  local checked = runs_checked[b.seq]
+  if checked == nil then
+    checked = {}
+    runs_checked[b.seq] = checked
+  end
+  local ok = checked[run]
+  if ok == nil then
+    -- The queue prefix is "<ns>:{<queue>}:", and a namespace holds no '{' (keys.py).
+    local qp = string.sub(b.seq, 1, -4)
+    local at = string.find(qp, ':{', 1, true)
+    ok = (at ~= nil and string.sub(run, 1, at + 4) == string.sub(qp, 1, at - 1) .. ':run:')
+      or string.sub(run, 1, #qp + 4) == qp .. 'run:'
+    checked[run] = ok
+  end
+  if ok then return run end
   return nil
 end
 
