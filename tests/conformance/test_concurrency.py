@@ -188,3 +188,18 @@ async def test_a_limit_removed_and_set_again_counts_the_tasks_running_then(
     await flow(broker).set_task_concurrency("api:call", 5)
 
     assert len(await claim_ids(broker, [QUEUE])) == 1  # the queue's fourth slot only
+
+
+async def test_slots_stay_exact_through_many_starts_and_every_way_out(broker: Broker) -> None:
+    # Each round leaves ACTIVE one way or another; the limit never admits more or fewer.
+    await flow(broker).set_task_concurrency("api:call", 2)
+    await broker.enqueue([msg(type="api:call", max_retry=100) for _ in range(8)])
+    ways = [_complete, _retry, _archive, _release]
+    for round_ in range(12):
+        leases = await broker.claim([QUEUE], limit=10, lease_s=30)
+        assert len(leases) == 2
+        assert await claim_ids(broker, [QUEUE]) == []
+        for k, lease in enumerate(leases):
+            await ways[(round_ + k) % len(ways)](broker, lease)
+        await broker.run_tasks(QUEUE, TaskState.RETRY)
+        await broker.run_tasks(QUEUE, TaskState.ARCHIVED)

@@ -1,8 +1,11 @@
-"""A rate limit holds for a fleet: four worker processes share one ``"20/s"`` bucket."""
+"""Flow control holds for a fleet: four worker processes share one ``"20/s"`` bucket, and a
+killed worker's concurrency slots come back when its leases are recovered."""
 
 from __future__ import annotations
 
 import bisect
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -58,3 +61,53 @@ def test_four_workers_share_one_rate_limit(
         f"busiest second: {_busiest_second(steady)} claims, "
         f"{_busiest_second(steady_starts)} starts; sustained {sustained:.2f}/s"
     )
+
+
+LIMITED = 12  # worker_app.limited's tasks, two at once (max_concurrency=2)
+ARGS = (
+    "--concurrency",
+    "4",
+    "--lease",
+    "1s",
+    "--recover-interval",
+    "0.2s",
+    "--recover-delay",
+    "0.2s",
+)
+
+
+def _limited(trace_dir: Path, pid: int) -> list[tuple[str, int, float]]:
+    path = trace_dir / f"limited-{pid}.txt"
+    lines = [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+    return [(p[0], int(p[1]), float(p[2])) for p in lines if len(p) == 3]
+
+
+def _most_at_once(log: list[tuple[str, int, float]]) -> int:
+    running = most = 0
+    for kind, _, _ in sorted(log, key=lambda e: (e[2], e[0] == "start")):  # ends first on ties
+        running += 1 if kind == "start" else -1
+        most = max(most, running)
+    return most
+
+
+def test_a_killed_workers_concurrency_slots_come_back(
+    url: str, trace_dir: Path, workers: list[Worker]
+) -> None:
+    doomed = spawn(workers, url, trace_dir, *ARGS)
+    with Client(url) as client:
+        client.enqueue_many([worker_app.limited.task(n) for n in range(LIMITED)])
+    wait_until(lambda: len(_limited(trace_dir, doomed.pid)) >= 1, within=10.0)
+    os.kill(doomed.pid, signal.SIGKILL)  # with both of the type's slots, or one
+    assert doomed.proc.wait(timeout=10) == -signal.SIGKILL
+    survivor = spawn(workers, url, trace_dir, *ARGS)
+
+    def all_done() -> list[tuple[str, int, float]] | None:
+        log = _limited(trace_dir, survivor.pid)
+        ended = {n for kind, n, _ in log if kind == "end"}
+        done_before = {n for kind, n, _ in _limited(trace_dir, doomed.pid) if kind == "end"}
+        return log if ended | done_before == set(range(LIMITED)) else None
+
+    # The survivor runs every task left, its killed peer's too once their leases lapse; two
+    # at once (both slots back), never three.
+    log = wait_until(all_done, within=30.0)
+    assert _most_at_once(log) == 2

@@ -201,3 +201,15 @@ async def rated(n: int) -> int:
     with path.open("a") as out:
         out.write(f"{claimed.timestamp():.6f} {time.time():.6f}\n")
     return n
+
+
+@app.task(name="proc.limited", max_concurrency=2, max_retry=100)
+async def limited(n: int) -> int:
+    """Log this worker's start and end of each attempt (fleet concurrency-limit test)."""
+    path = Path(os.environ["CONVEYOR_TEST_DIR"]) / f"limited-{os.getpid()}.txt"
+    with path.open("a") as out:
+        out.write(f"start {n} {time.time():.6f}\n")
+    await asyncio.sleep(0.3)
+    with path.open("a") as out:
+        out.write(f"end {n} {time.time():.6f}\n")
+    return n

@@ -1,4 +1,5 @@
-"""Redis flow control: Cluster slots (limits per queue slot), and rate limits set elsewhere."""
+"""Redis flow control: Cluster slots (limits per queue slot), rate limits set elsewhere, and
+the running sets of type concurrency limits."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from conveyor.brokers.redis import RedisBroker, keys
 from conveyor.brokers.redis import limits as redis_limits
 from conveyor.errors import QueueFullError
 from conveyor.message import Completion, TaskMessage, TaskState
+from support import eventually
 
 
 def _messages(queue: str, n: int, task_type: str = "t") -> list[TaskMessage]:
@@ -56,6 +58,8 @@ async def test_cluster_limits_live_in_each_queues_slot(tmp_path: Path) -> None:
                     keys.queue_keys("cl", q).pending.encode()
                 )
                 assert await broker._client.exists(bucket) == 1
+                out = keys.bucket_out_prefix("cl", q) + "api"
+                assert key_slot(out.encode()) == key_slot(bucket.encode())
         finally:
             await broker.close()
 
@@ -106,3 +110,94 @@ async def test_cluster_concurrency_limits_live_in_each_queues_slot(tmp_path: Pat
             assert sorted(le.task.id for le in again) == ["c0-t-1", "c1-api-1", "c2-api-1"]
         finally:
             await broker.close()
+
+
+async def _running(broker: RedisBroker, task_type: str) -> int:
+    return int(await broker._client.get(keys.running_prefix(broker._ns, None) + task_type) or 0)
+
+
+async def test_every_way_out_of_active_gives_the_slot_back(redis_url: str) -> None:
+    # A claim reads the type's running count: each way out takes its task off, once.
+    async with namespaced_broker(redis_url) as broker:
+        await broker.set_task_concurrency("api", 10)
+        await broker.enqueue([TaskMessage(id=f"a{i}", type="api", max_retry=5) for i in range(5)])
+        leases = await broker.claim(["default"], limit=4, lease_s=30)
+        lapsing = await broker.claim(["default"], limit=1, lease_s=0.05)
+        assert await _running(broker, "api") == 5
+
+        await broker.complete([Completion(lease=leases[0])])
+        await broker.retry(leases[1], error="boom", delay_s=3600)
+        await broker.archive(leases[2], error="boom")
+        await broker.release(leases[3])
+        await broker.complete([Completion(lease=leases[0])])  # a second completion: refused
+        assert await _running(broker, "api") == 1
+
+        async def recovered() -> int:  # once the short lease lapses
+            return await broker.recover_expired(delay_s=3600, max_crashes=5)
+
+        assert await eventually(recovered, within=3.0) == 1
+        assert (await broker.get_task("default", lapsing[0].task.id)).state is TaskState.RETRY
+        assert await _running(broker, "api") == 0
+
+
+async def test_a_running_task_archived_as_corrupt_gives_its_slot_back(redis_url: str) -> None:
+    async with namespaced_broker(redis_url) as broker:
+        await broker.set_task_concurrency("api", 1)
+        await broker.enqueue([TaskMessage(id="a", type="api"), TaskMessage(id="b", type="api")])
+        [lease] = await broker.claim(["default"], limit=5, lease_s=0.05)
+        task_prefix = keys.queue_keys(broker._ns, "default").task_prefix
+        await broker._client.hset(task_prefix + "a", "crashes", "many")  # damaged while it ran
+
+        async def recovered() -> int:
+            return await broker.recover_expired(delay_s=3600, max_crashes=5)
+
+        assert await eventually(recovered, within=3.0) == 1
+        assert (await broker.get_task("default", "a")).state is TaskState.ARCHIVED
+        assert await _running(broker, "api") == 0
+        assert lease.task.id == "a"
+        await broker.run_task("default", "b")  # held for the slot: due now
+        assert [le.task.id for le in await broker.claim(["default"], limit=5, lease_s=30)] == ["b"]
+
+
+async def test_a_bucket_keeps_one_entry_per_claim_and_its_count_of_tokens_out(
+    redis_url: str,
+) -> None:
+    async with namespaced_broker(redis_url) as broker:
+        bucket = keys.bucket_prefix(broker._ns, None) + "api"
+        out = keys.bucket_out_prefix(broker._ns, None) + "api"
+        await broker.set_rate_limit("api", Rate(5, 3600.0))
+        await broker.enqueue(_messages("default", 8, "api"))
+        assert len(await broker.claim(["default"], limit=2, lease_s=30)) == 2
+        assert len(await broker.claim(["default"], limit=1, lease_s=30)) == 1
+        assert await broker._client.zcard(bucket) == 2  # one entry per claim
+        assert await broker._client.get(out) == b"3"
+
+        await broker._client.delete(out)  # a lost count is counted again from the entries
+        assert len(await broker.claim(["default"], limit=8, lease_s=30)) == 2
+
+        assert await broker._client.get(out) == b"5"
+        assert (await broker.queue_stats("default")).scheduled == 3
+        await broker.set_rate_limit("api", None)
+        assert await broker._client.exists(bucket, out) == 0
+
+
+async def test_a_record_naming_another_key_as_its_count_leaves_that_key_alone(
+    redis_url: str,
+) -> None:
+    async with namespaced_broker(redis_url) as broker:
+        await broker.set_task_concurrency("api", 5)
+        await broker.enqueue(_messages("default", 2, "api"))
+        leases = await broker.claim(["default"], limit=2, lease_s=30)
+        task_prefix = keys.queue_keys(broker._ns, "default").task_prefix
+        outside = f"elsewhere-{broker._ns}"
+        await broker._client.set(outside, 7)
+        try:
+            for lease in leases:  # records edited by hand: a count outside the namespace
+                await broker._client.hset(task_prefix + lease.task.id, "run", outside)
+
+            await broker.complete([Completion(lease=leases[0])])
+            await broker.retry(leases[1], error="boom", delay_s=3600)
+
+            assert await broker._client.get(outside) == b"7"
+        finally:
+            await broker._client.delete(outside)

@@ -290,3 +290,48 @@ async def test_a_creation_refused_by_the_broker_is_left_to_a_later_round(
     await other.due_schedules(limit=10)
     assert [w.id for w in await other.list_workflows(None)] == [workflow_id]
     assert await pending_ids(other) == (set(), set())
+
+
+async def test_a_queue_leaves_the_workflow_queue_set_once_nothing_needs_it(
+    redis_url: str,
+) -> None:
+    # On a standalone server: the set, the index and the queue's records in one script.
+    namespace = f"sw{uuid.uuid4().hex[:10]}"
+    broker = RedisBroker.from_url(f"{redis_url}?namespace={namespace}")
+    members = schedule_workflow_queues(namespace)
+    try:
+        stored, fire = await planned(broker)
+        await broker._client.sadd(members, QUEUE)  # as fire_schedules does
+        await broker._fire_chunk(QUEUE, [fire])  # recorded, not created (its scheduler died)
+
+        await broker._forget_workflow_queue(QUEUE)  # the entry exists: it may fire again
+        assert await broker._client.sismember(members, QUEUE)
+        assert await broker.remove_schedule("flow")
+        await broker._forget_workflow_queue(QUEUE)  # its workflow is still pending
+        assert await broker._client.sismember(members, QUEUE)
+
+        broker._pending_grace_s = 0.0
+        await broker.due_schedules(limit=10)  # creates the pending workflow
+        assert await pending_ids(broker) == (set(), set())
+        await broker.due_schedules(limit=10)
+
+        assert not await broker._client.sismember(members, QUEUE)
+        workflow_id = schedule_workflow_id("flow", stored.next_fire_at)
+        assert [w.id for w in await broker.list_workflows(None)] == [workflow_id]
+    finally:
+        await broker.close()
+        await drop_namespace(redis_url, namespace)
+
+
+async def test_a_queue_with_entries_stays_in_the_workflow_queue_set(
+    brokers: list[RedisBroker],
+) -> None:
+    broker = brokers[0]
+    _, fire = await planned(broker)
+    assert (await broker.fire_schedules([fire]))[0].applied
+
+    for _ in range(2):
+        await broker.due_schedules(limit=10)
+
+    members = schedule_workflow_queues(broker._ns)
+    assert await broker._client.smembers(members) == {QUEUE.encode()}

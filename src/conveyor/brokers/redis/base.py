@@ -69,6 +69,8 @@ SCRIPT_NAMES = (
     "schedule_fire",
     "schedule_admin",
     "schedule_due",
+    "schedule_forget",
+    "count_running",
     "workers",
     "cancel",
     "wf_advance",

@@ -37,19 +37,22 @@ Layout (``ns`` is the namespace, default ``conveyor``; ``q`` a queue name)::
     ns:workflows:expiry            ZSET   finished workflow ids, score = end of retention
     ns:{q}:limit                   STRING the queue's length limit, "<max> <overflow>"
     ns:{q}:concurrency             STRING the queue's concurrency limit
-    ns:{q}:slotwait                HASH   type -> "<limit> <running set>" for the types that
+    ns:{q}:slotwait                HASH   type -> "<limit> <running count>" for the types that
                                           tasks of the queue are held for (a slot)
     ns:{q}:held:<type>             ZSET   tasks held (SCHEDULED) for a slot of their type,
                                           score = their pending score before
     ns:concurrency                 HASH   task type -> concurrency limit
-    ns:run:<type>                  ZSET   record keys of tasks started under the type's
-                                          concurrency limit, score = fencing token (one counts
-                                          while still ACTIVE under it); on Cluster one per
-                                          queue, ns:{q}:run:<type>, in its slot
+    ns:run:<type>                  STRING how many tasks started under the type's
+                                          concurrency limit are ACTIVE (each names it in its
+                                          record's 'run' field until it leaves ACTIVE); on
+                                          Cluster one per queue, ns:{q}:run:<type>, in its slot
     ns:rates                       HASH   task type -> "<count> <period µs>" (rate limits)
-    ns:bucket:<type>               ZSET   a type's rate-limit tokens still out, score = µs
-                                          taken at (back one period later); on Cluster one
-                                          per queue, ns:{q}:bucket:<type>, in its slot
+    ns:bucket:<type>               ZSET   a type's rate-limit tokens still out, one entry per
+                                          claim, "<claim id>:<tokens>", score = µs taken at
+                                          (back one period later); on Cluster one per queue,
+                                          ns:{q}:bucket:<type>, in its slot
+    ns:tokens:<type>               STRING how many tokens the bucket holds out (the sum over
+                                          its entries); on Cluster ns:{q}:tokens:<type>
 
 All scores are server times in integer microseconds since the epoch (exact in a double, and
 fine enough that "never early" needs no rounding slack).
@@ -70,6 +73,7 @@ from conveyor.message import validate_name
 __all__ = [
     "QUEUE_KEY_NAMES",
     "QueueKeys",
+    "bucket_out_prefix",
     "bucket_prefix",
     "cancels",
     "claim_receipt",
@@ -147,13 +151,19 @@ def bucket_prefix(namespace: str, queue: str | None) -> str:
     return f"{namespace}:bucket:" if queue is None else f"{queue_prefix(namespace, queue)}bucket:"
 
 
+def bucket_out_prefix(namespace: str, queue: str | None) -> str:
+    """The prefix of the buckets' counts of tokens out (``prefix + task type``), as
+    :func:`bucket_prefix`."""
+    return f"{namespace}:tokens:" if queue is None else f"{queue_prefix(namespace, queue)}tokens:"
+
+
 def concurrency_limits(namespace: str) -> str:
     """The hash of every task type's concurrency limit."""
     return f"{namespace}:concurrency"
 
 
 def running_prefix(namespace: str, queue: str | None) -> str:
-    """The prefix of the running sets (``prefix + task type``), as :func:`bucket_prefix`."""
+    """The prefix of the running counts (``prefix + task type``), as :func:`bucket_prefix`."""
     return f"{namespace}:run:" if queue is None else f"{queue_prefix(namespace, queue)}run:"
 
 

@@ -12,9 +12,11 @@ queue's slot (``keys.bucket_prefix``), since one script cannot reach another slo
 rate-limited type enqueued to several queues is limited in each queue separately.
 
 Concurrency limits follow the same pattern: a queue's in a key of the queue, compared with its
-active set; a task type's in one hash, copied like the rate limits, its count a set of the
-tasks started under it (``keys.running_prefix``: per type, on Cluster per type and queue),
-each counting while it is still ACTIVE under its fencing token.
+active set; a task type's in one hash, copied like the rate limits, its count a number kept
+in step with its tasks (``keys.running_prefix``: per type, on Cluster per type and queue): a
+claim adds the tasks it starts and names the count in their records, and every way out of
+ACTIVE, lease recovery included, takes its task off in the same step. A claim reads one number
+however many tasks run.
 """
 
 from __future__ import annotations
@@ -82,7 +84,10 @@ class LimitsMixin(RedisBrokerBase):
             if rate is None:
                 await self._client.hdel(key, task_type)
                 if not self._cluster:  # on Cluster, a bucket per queue stays (count entries)
-                    await self._client.delete(keys.bucket_prefix(self._ns, None) + task_type)
+                    await self._client.delete(
+                        keys.bucket_prefix(self._ns, None) + task_type,
+                        keys.bucket_out_prefix(self._ns, None) + task_type,
+                    )
             else:
                 period_us = max(1, round(rate.period_s * 1_000_000))
                 await self._client.hset(key, task_type, f"{rate.count} {period_us}")
@@ -142,19 +147,15 @@ class LimitsMixin(RedisBrokerBase):
         return int(text) if text is not None and text.isdigit() else None
 
     async def _count_running(self, task_type: str) -> None:
-        """Add the tasks of ``task_type`` already ACTIVE to its running sets, so a new limit
-        counts them too (best effort: a claim racing this adds its own)."""
+        """Add the tasks of ``task_type`` already ACTIVE to its running counts, so a new limit
+        counts them too: one step per queue (``count_running.lua``), each task counted once
+        whatever claims run meanwhile."""
         for queue in await self._all_queues():
             queue_keys = self._keys(queue)
             run = keys.running_prefix(self._ns, queue if self._cluster else None) + task_type
-            with self._errors():
-                active = await self._client.zrange(queue_keys.active, 0, -1)
-                for member in active:
-                    name = member.decode() if isinstance(member, bytes) else str(member)
-                    record = queue_keys.task_prefix + name
-                    found = await self._client.hmget(record, ["type", "state", "token"])
-                    if found[0] == task_type.encode() and found[1] == b"active" and found[2]:
-                        await self._client.zadd(run, {record: int(found[2])})
+            await self._run(
+                "count_running", [queue_keys.active, run], [queue_keys.task_prefix, task_type]
+            )
 
     async def _refresh_rates(self) -> None:
         """Read the rate and type concurrency limits again when this object's copy is older
@@ -171,8 +172,9 @@ class LimitsMixin(RedisBrokerBase):
         self._rate_spec_until = time.monotonic() + RATE_REFRESH_S
 
     def _rate_args(self, batch: ScriptBatch) -> list[str]:
-        """claim.lua's ARGV[4] to ARGV[8]: the buckets' prefix, the rate limits, the running
-        sets' prefix, the type concurrency limits and the longest hold for a slot (µs)."""
+        """claim.lua's ARGV[4] to ARGV[9]: the buckets' prefix, the rate limits, the running
+        counts' prefix, the type concurrency limits, the longest hold for a slot (µs) and the
+        prefix of the buckets' counts of tokens out."""
         queue = batch.queues[0] if self._cluster else None
         return [
             keys.bucket_prefix(self._ns, queue) if self._rate_spec else "",
@@ -180,6 +182,7 @@ class LimitsMixin(RedisBrokerBase):
             keys.running_prefix(self._ns, queue) if self._concurrency_spec else "",
             self._concurrency_spec,
             str(round(CONCURRENCY_RECHECK_S * 1_000_000)),
+            keys.bucket_out_prefix(self._ns, queue) if self._rate_spec else "",
         ]
 
 

@@ -3,7 +3,9 @@
     ns:schedules                   HASH   entry name -> the queue its tasks go to (own slot):
                                           how entries are found and listed
     ns:schedules:workflow-queues   SET    the queues whose entries have fired workflows (own
-                                          slot): where pending workflows are looked for
+                                          slot): where pending workflows are looked for; a
+                                          queue leaves it once no entry of it exists and
+                                          none of its workflows is pending (standalone only)
     ns:{q}:s:<name>                HASH   one entry whose tasks go to queue q: definition,
                                           cursor ('next', µs), revision, paused flag, last fire
     ns:{q}:sdue                    ZSET   the unpaused entries of queue q, score = cursor (µs)
@@ -41,8 +43,10 @@ def schedule_index(namespace: str) -> str:
 
 
 def schedule_workflow_queues(namespace: str) -> str:
-    """The set of queues whose entries have fired workflows. Written before each such fire and
-    never pruned, so a pending workflow is found even after its entry was removed."""
+    """The set of queues whose entries have fired workflows. Written before each such fire, so
+    a pending workflow is found even after its entry was removed; a queue is taken out when no
+    entry of it exists and none of its workflows is pending (``schedule_forget.lua``; on a
+    standalone server only, so on Cluster it keeps every such queue)."""
     return f"{namespace}:schedules:workflow-queues"
 
 

@@ -212,7 +212,9 @@ class RedisSchedules(RedisScheduleWorkflows, RedisBrokerBase):
             pipe.smembers(schedule_workflow_queues(self._ns))
             index, fired = await pipe.execute()
         # The values made a set before decoding: 10,000 entries are a few queues.
-        queues = sorted({as_bytes(q).decode() for q in {*index.values(), *fired}})
+        entry_queues = {as_bytes(q).decode() for q in set(index.values())}
+        fired_queues = {as_bytes(q).decode() for q in fired}
+        queues = sorted(entry_queues | fired_queues)
         now = 0.0
         due: list[ScheduleRecord] = []
         upcoming: list[float] = []
@@ -241,11 +243,32 @@ class RedisSchedules(RedisScheduleWorkflows, RedisBrokerBase):
             for entry in reply[3:]:
                 name = as_bytes(entry[0]).decode()
                 due.append(_decode(name, queue, pairs(entry[1:])))
+        # A queue no entry names any more, with no workflow left to create: out of the set.
+        for queue, reply in zip(queues, replies, strict=True):
+            if queue in fired_queues and queue not in entry_queues and not reply[2]:
+                await self._forget_workflow_queue(queue)
         if not queues:
             now = await self.schedule_clock()
         due.sort(key=lambda r: (r.next_fire_at, r.name))
         upcoming.extend(r.next_fire_at for r in due[limit:])
         return DueSchedules(now=now, due=due[:limit], next_at=min(upcoming, default=None))
+
+    async def _forget_workflow_queue(self, queue: str) -> None:
+        """Take ``queue`` out of the set of queues whose entries fired workflows when no entry
+        of it exists and none of its workflows is pending, in one step (``schedule_forget.lua``).
+        Not on Cluster, where the set, the index and the queue's records are in three slots:
+        there the set keeps every queue an entry ever fired a workflow into."""
+        if self._cluster:
+            return
+        await self._run(
+            "schedule_forget",
+            [
+                schedule_index(self._ns),
+                schedule_workflow_queues(self._ns),
+                *schedule_pending(self._ns, queue),
+            ],
+            [queue],
+        )
 
     async def fire_schedules(self, fires: Sequence[ScheduleFire]) -> list[FireOutcome]:
         """Apply each fire whose entry is unchanged: one script per queue and chunk; then create

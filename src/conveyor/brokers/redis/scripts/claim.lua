@@ -5,9 +5,11 @@
 --          [4] the rate buckets' key prefix (the bucket of a type is prefix .. type) and [5] the
 --          rate limits, as limits.lua's rate_table reads them ('' for none): a task over its
 --          type's rate is held back (limits.lua's hold_back), not claimed; [6] the running
---          sets' key prefix and [7] the task types' concurrency limits (limits.lua's
+--          counts' key prefix and [7] the task types' concurrency limits (limits.lua's
 --          limit_table; '' for none), [8] how long (µs) a task held for a slot of its type
---          stays SCHEDULED at most. A queue at its concurrency limit is passed over.
+--          stays SCHEDULED at most, [9] the prefix of the buckets' counts of tokens out (the
+--          count of a type's is prefix .. type). A queue at its concurrency limit is passed
+--          over.
 --          When anything is claimed, the receipt is overwritten with the id and the leases,
 --          expiring with them: should the reply be lost, unclaim.lua gives the tasks back.
 -- Returns: {now_us, lease_expiry_us, corrupt, claimed...}; each claimed task is
@@ -29,13 +31,12 @@ local held_total = 0
 -- the next claim carries on.
 local MAX_HOLDS = 1000
 local buckets = {}  -- per rate-limited type: its bucket, read once by this run
-local tokens_taken = 0  -- names this run's tokens: "<claim id>:<n>"
 local max_active = limit_table(ARGV[7])
 local running = {}  -- per type with a concurrency limit: its ACTIVE tasks, counted once per run
 
 local function running_of(task_type)
   if running[task_type] == nil then
-    running[task_type] = count_running(ARGV[6] .. task_type, max_active[task_type])
+    running[task_type] = running_count(ARGV[6] .. task_type)
   end
   return running[task_type]
 end
@@ -52,12 +53,11 @@ local function over_limit(b, id, score, task_type)
   local rate = rates[task_type]
   if rate == nil then return false end
   if buckets[task_type] == nil then
-    buckets[task_type] = open_bucket(ARGV[4] .. task_type, rate, t) or false
+    buckets[task_type] = open_bucket(ARGV[4] .. task_type, ARGV[9] .. task_type, rate, t)
+      or false
   end
   if not buckets[task_type] then return false end
-  tokens_taken = tokens_taken + 1
-  local member = (ARGV[3] or digits(t)) .. ':' .. tokens_taken
-  local due = take_token(buckets[task_type], t, held[task_type] or 0, member)
+  local due = take_token(buckets[task_type], t, held[task_type] or 0)
   if due == nil then return false end
   held[task_type] = (held[task_type] or 0) + 1
   held_total = held_total + 1
@@ -195,8 +195,7 @@ local function claim_from(qi)
   -- Tasks held for a slot of their type now free go back to the front first.
   for task_type, n in pairs(max_active) do
     if redis.call('EXISTS', queue_prefix(b) .. 'held:' .. task_type) == 1 then
-      -- Exact here (pruned in full): an entry of a finished task must not hold a slot.
-      running[task_type] = count_running(ARGV[6] .. task_type, 0)
+      running[task_type] = running_count(ARGV[6] .. task_type)
       local free = n - running[task_type]
       if free > 0 then unhold(b, task_type, free, t) end
     end
@@ -223,7 +222,7 @@ local function claim_from(qi)
     -- Check every record first, then add the sound ones to the active set, then mark their
     -- records active: no step after the first write to a sound task can fail, so none is ever
     -- left marked active outside the active set, or popped and in no set.
-    local good, at, leased = {}, {}, {}
+    local good, at, leased, started = {}, {}, {}, {}
     for j = 1, #ids, 2 do
       local rec = check(b, qi, ids[j], good)
       if rec and over_any(b, ids[j], ids[j + 1], rec[3]) then
@@ -241,15 +240,22 @@ local function claim_from(qi)
     end
     for k, j in ipairs(at) do
       local id, token, rec = ids[j], first + (j + 1) / 2, good[k]
-      redis.call('HSET', b.tprefix .. id, 'state', 'active', 'token', token, 'lease', expiry,
-        'since', t)
+      local tkey = b.tprefix .. id
+      if max_active[rec[3]] ~= nil then
+        -- Counted in its type's running count, which every way out of ACTIVE finds by 'run'.
+        local run = ARGV[6] .. rec[3]
+        redis.call('HSET', tkey, 'state', 'active', 'token', token, 'lease', expiry,
+          'since', t, 'run', run)
+        started[run] = (started[run] or 0) + 1
+      else
+        redis.call('HSET', tkey, 'state', 'active', 'token', token, 'lease', expiry,
+          'since', t)
+      end
       rec[2] = 'active'
       out[#out + 1] = {qi, id, token, rec}
       claimed = claimed + 1
-      if max_active[rec[3]] ~= nil then
-        redis.call('ZADD', ARGV[6] .. rec[3], token, b.tprefix .. id)
-      end
     end
+    for run, k in pairs(started) do redis.pcall('INCRBY', run, k) end
     room = room - #at
   end
 end
@@ -262,7 +268,7 @@ for qi = 1, blocks_n do
   end
 end
 for _, bucket in pairs(buckets) do
-  if bucket then save_bucket(bucket) end
+  if bucket then save_bucket(bucket, ARGV[3] or digits(t), t) end
 end
 local receipt = KEYS[blocks_n * BLOCK + 1]
 if receipt and claimed > 0 then

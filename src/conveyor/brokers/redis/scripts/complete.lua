@@ -27,6 +27,7 @@ run_when_full(block(1))
 local out = {t}
 local ctx = new_batch()
 local done = {}  -- processed count per stats key, added once at the end
+local freed = {}  -- concurrency slots per running count (limits.lua), given back at the end
 local day = math.floor(t / 86400000000)
 local minute = math.floor(t / 60000000)
 
@@ -35,6 +36,7 @@ local function finish()
     redis.call('HINCRBY', stats, 'p:' .. day, count)
     redis.call('HINCRBY', stats, 'pm:' .. minute, count)
   end
+  for run, count in pairs(freed) do redis.pcall('INCRBY', run, -count) end
   wake_all(ctx)
 end
 
@@ -62,7 +64,8 @@ for i = 1, n do
   local tkey = b.tprefix .. id
   -- The lease check (holds_lease) and the fields the completion needs, in one read; a key of the
   -- wrong type holds no lease (pcall: its error reply fails the check below).
-  local rec = redis.pcall('HMGET', tkey, 'state', 'token', 'retention', 'unique_key', 'waited')
+  local rec = redis.pcall('HMGET', tkey, 'state', 'token', 'retention', 'unique_key', 'waited',
+    'run')
   if rec[1] ~= 'active' or rec[2] ~= words[o + 3] then
     out[#out + 1] = 0
   else
@@ -82,7 +85,7 @@ for i = 1, n do
         return out
       end
     end
-    complete_leased(b, id, t, result, {rec[3], rec[4], rec[5]})
+    complete_leased(b, id, t, result, {rec[3], rec[4], rec[5], rec[6]}, freed)
     done[b.stats] = (done[b.stats] or 0) + 1
     for _, s in ipairs(succ) do
       store_message(s[2], ARGV[sbase + s[1]], t, ctx)

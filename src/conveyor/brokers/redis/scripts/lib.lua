@@ -281,6 +281,39 @@ local function holds_lease(tkey, token)
   return cur[1] == 'active' and cur[2] == token
 end
 
+-- A record's 'run' field (limits.lua) when it names a running count of queue `b`'s namespace,
+-- <ns>:run:<type> or, on Cluster, <queue prefix>run:<type>; else nil (a record is untrusted:
+-- one edited to name another key must not make a script write to it).
+local runs_checked = {}  -- per queue seq key: run field -> whether it passed (once per run)
+
+local function run_key(b, run)
+  if not run then return nil end
+  local checked = runs_checked[b.seq]
+  if checked == nil then
+    checked = {}
+    runs_checked[b.seq] = checked
+  end
+  local ok = checked[run]
+  if ok == nil then
+    -- The queue prefix is "<ns>:{<queue>}:", and a namespace holds no '{' (keys.py).
+    local qp = string.sub(b.seq, 1, -4)
+    local at = string.find(qp, ':{', 1, true)
+    ok = (at ~= nil and string.sub(run, 1, at + 4) == string.sub(qp, 1, at - 1) .. ':run:')
+      or string.sub(run, 1, #qp + 4) == qp .. 'run:'
+    checked[run] = ok
+  end
+  if ok then return run end
+  return nil
+end
+
+-- A task of queue `b` leaving ACTIVE: its slot back to its type's running count (limits.lua),
+-- when a claim counted it there ('run' names the count). The caller deletes 'run' in the same
+-- step, so a slot is given back once.
+local function free_run(b, tkey)
+  local run = run_key(b, redis.call('HGET', tkey, 'run'))
+  if run then redis.pcall('INCRBY', run, -1) end
+end
+
 -- Give a leased task back: PENDING at its old ready time (the front), counts unchanged. The
 -- caller has checked the lease (holds_lease).
 local function release_leased(b, id, t)
@@ -288,8 +321,9 @@ local function release_leased(b, id, t)
   local score = tonumber(redis.call('HGET', tkey, 'rscore')) or t
   -- Into pending before out of active (a task is always in one state set).
   redis.call('ZADD', b.pending, score, id)
+  free_run(b, tkey)
   redis.call('HSET', tkey, 'state', 'pending', 'since', t)
-  redis.call('HDEL', tkey, 'lease')
+  redis.call('HDEL', tkey, 'lease', 'run')
   redis.call('ZREM', b.active, id)
   wake(b)
 end
@@ -326,10 +360,12 @@ local function archive_corrupt(b, id, t, reason, from)
     local dump = redis.call('DUMP', tkey)
     redis.call('DEL', tkey)
     redis.call('HSET', tkey, 'corrupt_dump', dump)
+  elseif kind == 'hash' then
+    free_run(b, tkey)
   end
   redis.call('HSET', tkey, 'state', 'archived', 'error', 'corrupt record: ' .. reason,
     'failed_at', t, 'since', t)
-  redis.call('HDEL', tkey, 'lease')
+  redis.call('HDEL', tkey, 'lease', 'run')
   if from then redis.call('ZREM', b[from], id) end
 end
 
@@ -392,7 +428,8 @@ local function fail_task(b, id, t, err, due)
     redis.call('HSET', tkey, 'state', 'archived', 'error', err, 'failed_at', t, 'since', t)
     if redis.call('HGET', tkey, 'waited') then wake_result(b, id) end
   end
-  redis.call('HDEL', tkey, 'lease')
+  free_run(b, tkey)
+  redis.call('HDEL', tkey, 'lease', 'run')
   redis.call('ZREM', b.active, id)
   if due then wake(b) end
   count_done(b, t, true)

@@ -77,45 +77,77 @@ local function rate_table(spec)
 end
 
 -- A rate limit's bucket as one claim uses it (as conveyor.brokers.limits.take_token): `key`
--- is a ZSET of the tokens still out, scored by the µs time each was taken; a token is back one
--- period after it was taken. Read once per claim and type (the tokens back dropped), counted
--- in Lua as the claim takes tokens, and the tokens taken added in one ZADD at the end
--- (save_bucket). A bucket key of another type limits nothing (nil).
-local function open_bucket(key, rate, t)
+-- is a ZSET with one entry per claim that took tokens, "<claim id>:<k>" for its k tokens,
+-- scored by the µs time they were taken (they are back one period later); `out_key` holds
+-- how many tokens are still out (the sum of the entries' k). A claim drops the entries back,
+-- reads the count, counts in Lua as it takes tokens, and adds one entry and writes the count
+-- at the end (save_bucket): a few commands per claim, whatever the number of tasks. A bucket
+-- key of another type limits nothing (nil).
+local function entry_tokens(member)
+  return tonumber(string.match(member, ':([0-9]+)$')) or 1
+end
+
+local function open_bucket(key, out_key, rate, t)
   local back = redis.pcall('ZRANGEBYSCORE', key, '-inf', t - rate[2])
   if back.err then return nil end
+  local returned = 0
+  for j = 1, #back do returned = returned + entry_tokens(back[j]) end
   for c = 1, #back, ZADD_CHUNK do
     redis.call('ZREM', key, unpack(back, c, math.min(c + ZADD_CHUNK - 1, #back)))
   end
-  return {key = key, rate = rate, stored = redis.call('ZCARD', key), taken = {}}
+  local stored = tonumber(redis.pcall('GET', out_key))
+  local dirty = returned > 0
+  if stored == nil then
+    -- No count (or not a number): counted from the entries, and written back.
+    stored, dirty = 0, true
+    local left = redis.call('ZRANGE', key, 0, -1)
+    for j = 1, #left do stored = stored + entry_tokens(left[j]) end
+  else
+    stored = math.max(0, stored - returned)
+  end
+  return {key = key, out_key = out_key, rate = rate, stored = stored, taken = 0, dirty = dirty}
 end
 
--- Take a token at `t` for a task (`member` names it, unique): nil when it may start, else the
--- µs time it may start. `ahead`: tasks of the same type this claim already held back (each
--- waits for the next token after the last one's).
-local function take_token(bucket, t, ahead, member)
+-- The µs time the `n`-th (from 0) oldest token still out was taken, walking the entries (only
+-- for a task over the rate; `at` when the entries hold fewer).
+local function token_time(bucket, n, at)
+  if bucket.entries == nil then
+    bucket.entries = redis.call('ZRANGE', bucket.key, 0, -1, 'WITHSCORES')
+  end
+  local seen = 0
+  for j = 1, #bucket.entries, 2 do
+    seen = seen + entry_tokens(bucket.entries[j])
+    if n < seen then return tonumber(bucket.entries[j + 1]) end
+  end
+  return at
+end
+
+-- Take a token at `t` for a task: nil when it may start, else the µs time it may start.
+-- `ahead`: tasks of the same type this claim already held back (each waits for the next token
+-- after the last one's).
+local function take_token(bucket, t, ahead)
   local count, period = bucket.rate[1], bucket.rate[2]
-  local out = bucket.stored + #bucket.taken / 2
+  local out = bucket.stored + bucket.taken
   if out < count and ahead == 0 then
-    bucket.taken[#bucket.taken + 1] = t
-    bucket.taken[#bucket.taken + 1] = member
+    bucket.taken = bucket.taken + 1
     return nil
   end
   -- Tokens come back in the order they were taken (this claim's last, all at `t`); one round
   -- of them serves `out` tasks.
   local i = out - count + ahead
   local at = t
-  if i % out < bucket.stored then
-    at = tonumber(redis.call('ZRANGE', bucket.key, i % out, i % out, 'WITHSCORES')[2])
-  end
+  if i % out < bucket.stored then at = token_time(bucket, i % out, t) end
   return at + period * (math.floor(i / out) + 1)
 end
 
-local function save_bucket(bucket)
-  for c = 1, #bucket.taken, ZADD_CHUNK do
-    local last = math.min(c + ZADD_CHUNK - 1, #bucket.taken)
-    redis.call('ZADD', bucket.key, unpack(bucket.taken, c, last))
+-- `member`: this claim's name for its entry (unique; the count of tokens is appended).
+local function save_bucket(bucket, member, t)
+  if bucket.taken > 0 then
+    redis.call('ZADD', bucket.key, t, member .. ':' .. bucket.taken)
+  elseif not bucket.dirty then
+    return
   end
+  redis.pcall('SET', bucket.out_key, bucket.stored + bucket.taken)
 end
 
 -- A claimed-for task over its type's rate: SCHEDULED until `due` µs, nothing counted. It was
@@ -127,9 +159,10 @@ end
 
 -- Concurrency. A queue's limit is the key <queue prefix>concurrency (a STRING count), compared
 -- with its active set. A task type's limits come in claim.lua's ARGV as "<type> <n>" pairs;
--- its count is a ZSET (<running prefix><type>) of the record keys of tasks started under it,
--- scored by their fencing token: an entry counts while its task is still ACTIVE under that
--- token, and is dropped otherwise, so every way out of ACTIVE frees the slot by itself.
+-- its count is a STRING (<running prefix><type>): a claim adds the tasks it starts under the
+-- limit and names the count in each one's record ('run'); every way out of ACTIVE
+-- (complete_leased, and lib.lua's fail_task, release_leased and archive_corrupt, so lease
+-- recovery too) takes one off and deletes 'run' in the same step. A claim reads one number.
 
 local function queue_prefix(b)
   return string.sub(b.seq, 1, -4)
@@ -151,38 +184,18 @@ local function queue_room(b)
   return n - redis.call('ZCARD', b.active)
 end
 
--- Check the running set `key`'s entries `first`..`last` (by token, oldest first): drop those
--- whose task is no longer ACTIVE under that token. Returns how many it dropped.
-local function prune_running(key, first, last)
-  local entries = redis.pcall('ZRANGE', key, first, last, 'WITHSCORES')
-  if entries.err then return 0 end
-  local dropped = 0
-  for i = 1, #entries, 2 do
-    local rec = redis.pcall('HMGET', entries[i], 'state', 'token')
-    if rec.err or rec[1] ~= 'active' or rec[2] ~= entries[i + 1] then
-      redis.call('ZREM', key, entries[i])
-      dropped = dropped + 1
-    end
-  end
-  return dropped
+-- How many tasks started under the running count `key` are ACTIVE (0 for no key, or a key
+-- that holds no count).
+local function running_count(key)
+  local n = tonumber(redis.pcall('GET', key))
+  if n == nil or n < 0 then return 0 end
+  return n
 end
 
--- How many tasks started under the running set `key` are still ACTIVE, exactly when that may
--- reach `n`; below it, an upper bound (entries of tasks gone count until pruned). Each call
--- prunes the four oldest entries, so finished tasks do not pile up, and checks them all only
--- when the set looks full: a limit far above the load costs O(1) per claim.
-local function count_running(key, n)
-  local size = redis.pcall('ZCARD', key)
-  if type(size) ~= 'number' then return 0 end
-  size = size - prune_running(key, 0, 3)
-  if size < n then return size end
-  return size - prune_running(key, 0, -1)
-end
-
--- A task whose type is at its concurrency limit (`n`, counted in the running set `run`):
+-- A task whose type is at its concurrency limit (`n`, counted in the running count `run`):
 -- SCHEDULED until `due` (µs), marked held, and listed in the queue's held set of its type at
 -- its old pending score `score`. The queue's slotwait hash names the types its held tasks wait
--- for, with their limit and running set, for slot_free and slot_freed.
+-- for, with their limit and running count, for slot_free.
 local function hold_for_slot(b, id, score, task_type, due, t, n, run)
   redis.call('HSET', queue_prefix(b) .. 'slotwait', task_type, n .. ' ' .. run)
   redis.call('ZADD', b.scheduled, due, id)
@@ -237,19 +250,28 @@ end
 -- Complete a leased task of queue `b` (the caller checked the lease and that the completion may
 -- be written): COMPLETED with `result` (nil: none kept) when it is retained, else deleted; its
 -- unique lock released, a client waiting on its result woken, and its concurrency slot freed.
--- `rec` is its record's {retention, unique_key, waited} when the caller read them already
--- (nil: read here). Counting it in the queue's totals is the caller's (complete.lua adds its
--- counts once per call).
-local function complete_leased(b, id, t, result, rec)
+-- `rec` is its record's {retention, unique_key, waited, run} when the caller read them
+-- already (nil: read here). Counting it in the queue's totals is the caller's (complete.lua
+-- adds its counts once per call). With `freed` (a table: running count -> slots), the slot is
+-- added there for the caller to give back in one INCRBY per count before the script ends.
+local function complete_leased(b, id, t, result, rec, freed)
   local tkey = b.tprefix .. id
-  if rec == nil then rec = redis.call('HMGET', tkey, 'retention', 'unique_key', 'waited') end
+  if rec == nil then
+    rec = redis.call('HMGET', tkey, 'retention', 'unique_key', 'waited', 'run')
+  end
   release_unique(b, id, rec[2])
+  local run = run_key(b, rec[4])  -- its slot (see free_run)
+  if run and freed then
+    freed[run] = (freed[run] or 0) + 1
+  elseif run then
+    redis.pcall('INCRBY', run, -1)
+  end
   local retention = tonumber(rec[1]) or 0
   if retention > 0 then
     -- Into completed before out of active (lib.lua: a task is always in one state set).
     redis.call('ZADD', b.completed, t, id)
     redis.call('HSET', tkey, 'state', 'completed', 'completed_at', t, 'since', t)
-    redis.call('HDEL', tkey, 'lease')
+    redis.call('HDEL', tkey, 'lease', 'run')
     if result then redis.call('HSET', tkey, 'result', result) end
     redis.pcall('ZADD', b.expiry, t + math.floor(retention * 1000000), id)
     if rec[3] then wake_result(b, id) end
@@ -274,7 +296,7 @@ local function slot_free(b, tidy)
     local held = redis.call('ZCARD', held_key)
     if tidy and held == 0 then
       redis.call('HDEL', key, waits[i])
-    elseif held > 0 and n and count_running(run, 0) < tonumber(n) then
+    elseif held > 0 and n and running_count(run) < tonumber(n) then
       free = true
     end
   end
