@@ -1,12 +1,13 @@
 -- Workflows on SQLite: the tables (applied idempotently when a connection opens) and the named
--- queries of brokers/sqlite/workflows.py. The graph is JSON (a BLOB of UTF-8); a workflow's
--- steps are rows of their own, so a step's change rewrites one small row, not the workflow.
+-- queries of brokers/sqlite/workflows.py. The graph is JSON (a BLOB of UTF-8) in a table of its
+-- own: it never changes, and SQLite rewrites a whole row (overflow pages included) on any
+-- UPDATE, so the workflow's row, rewritten at every step, stays small. A workflow's steps are
+-- rows of their own, so a step's change rewrites one small row, not the workflow.
 
 -- name: schema
 CREATE TABLE IF NOT EXISTS workflows (
     id          TEXT    PRIMARY KEY,
     state       TEXT    NOT NULL,
-    graph       BLOB    NOT NULL,
     created_at  REAL    NOT NULL,
     finished_at REAL,
     error       TEXT,
@@ -24,10 +25,18 @@ CREATE TABLE IF NOT EXISTS workflow_steps (
     error       TEXT,
     PRIMARY KEY (workflow_id, idx)
 ) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS workflow_graphs (
+    id    TEXT PRIMARY KEY,
+    graph BLOB NOT NULL
+) STRICT;
 
 -- name: insert_workflow
--- Params: id, state, graph, created_at, retention_s
-INSERT INTO workflows (id, state, graph, created_at, retention_s) VALUES (?, ?, ?, ?, ?);
+-- Params: id, state, created_at, retention_s
+INSERT INTO workflows (id, state, created_at, retention_s) VALUES (?, ?, ?, ?);
+
+-- name: insert_graph
+-- Params: id, graph
+INSERT OR REPLACE INTO workflow_graphs (id, graph) VALUES (?, ?);
 
 -- name: insert_step
 -- Params: workflow id, index, state
@@ -35,8 +44,9 @@ INSERT INTO workflow_steps (workflow_id, idx, state) VALUES (?, ?, ?);
 
 -- name: get_workflow
 -- Params: id
-SELECT id, state, graph, created_at, finished_at, error, failed_task, retention_s, version
-FROM workflows WHERE id = ?;
+SELECT w.id, w.state, g.graph, w.created_at, w.finished_at, w.error, w.failed_task,
+       w.retention_s, w.version
+FROM workflows AS w JOIN workflow_graphs AS g ON g.id = w.id WHERE w.id = ?;
 
 -- name: get_state
 -- Params: id
@@ -44,7 +54,7 @@ SELECT state FROM workflows WHERE id = ?;
 
 -- name: get_graph
 -- Params: id
-SELECT graph FROM workflows WHERE id = ?;
+SELECT graph FROM workflow_graphs WHERE id = ?;
 
 -- name: get_states
 -- Params: workflow id
@@ -84,6 +94,10 @@ SELECT id FROM workflows WHERE finished_at IS NOT NULL AND finished_at + retenti
 -- name: delete_workflow
 -- Params: id
 DELETE FROM workflows WHERE id = ?;
+
+-- name: delete_graph
+-- Params: id
+DELETE FROM workflow_graphs WHERE id = ?;
 
 -- name: delete_steps
 -- Params: workflow id
