@@ -198,6 +198,32 @@ def _settle_many(
     return outcomes
 
 
+_Step = tuple[str, int]  # workflow id, step index
+
+
+def claim_with_inputs(
+    store: Store, queues: Sequence[str], limit: int, lease_s: float
+) -> tuple[list[Lease], list[tuple[_Step, WorkflowRecord]]]:
+    """Claim (one write transaction), then read what the workflow steps claimed read before
+    they run (one read transaction, right after the claim: its pages are still cached), in
+    one call on the database thread."""
+    leases = store.claim(queues, limit, lease_s)
+    steps = [step for le in leases if (step := parse_step_task_id(le.task.id)) is not None]
+    if not steps:
+        return leases, []
+    found = _load_steps(store, steps)
+    return leases, [
+        (step, rec)
+        for step, rec in zip(steps, found, strict=True)
+        if not isinstance(rec, Exception)
+    ]
+
+
+# How many steps' inputs, read with their claim, may wait for their load_step: more are
+# dropped (a step whose claim was never started reads its inputs again if it ever starts).
+_INPUTS_KEPT = 4096
+
+
 def _state(store: Store, workflow_id: str) -> WorkflowState:
     row = store.conn.execute(_q()["get_state"], (workflow_id,)).fetchone()
     if row is None:
@@ -291,10 +317,24 @@ class SqliteWorkflows:
         return rec
 
     async def load_step(self, workflow_id: str, index: int) -> WorkflowRecord:
-        """The workflow with the results one step reads before it runs (read together with
-        the steps' reads that arrive while one is being made: one call on the database
-        thread)."""
+        """The workflow with the results one step reads before it runs: read with the step's
+        claim (by this broker), else together with the steps' reads that arrive while one is
+        being made (one call on the database thread)."""
+        kept = self._claimed_inputs.pop((workflow_id, index), None)
+        if kept is not None:
+            return kept
         return await self._step_reader()((workflow_id, index))
+
+    def _keep_inputs(self, inputs: list[tuple[_Step, WorkflowRecord]]) -> None:
+        """Keep the inputs read with a claim for the steps' ``load_step``, once each."""
+        kept = self._claimed_inputs
+        if len(kept) + len(inputs) > _INPUTS_KEPT:
+            kept.clear()  # claimed steps that never started: their inputs are read again
+        kept.update(inputs)
+
+    @functools.cached_property
+    def _claimed_inputs(self) -> dict[_Step, WorkflowRecord]:
+        return {}
 
     def _step_reader(self) -> Combiner[tuple[str, int], WorkflowRecord]:
         # One per event loop: a batch's callers are woken through futures of their own loop.
