@@ -91,5 +91,5 @@ if done then
 else
   redis.call('HSET', WF, 'state', 'running', 'states', states, 'version', version)
 end
-wake_workflow(WAKE)  -- workflow_lib.lua
+if done then wake_workflow(WAKE) end  -- workflow_lib.lua
 return {1}
