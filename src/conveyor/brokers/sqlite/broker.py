@@ -37,7 +37,8 @@ from conveyor.brokers.sqlite.store import Store
 from conveyor.brokers.sqlite.wake import WakeListener, WakeSender, wake_directory
 from conveyor.brokers.sqlite.worker_thread import DatabaseThread
 from conveyor.brokers.sqlite.workers import SqliteWorkersMixin
-from conveyor.brokers.sqlite.workflows import SqliteWorkflows, claim_with_inputs
+from conveyor.brokers.sqlite.workflow_reads import claim_with_inputs
+from conveyor.brokers.sqlite.workflows import SqliteWorkflows
 from conveyor.brokers.throughput import MinuteTotals, Throughput
 from conveyor.brokers.workers import WorkerRegistry
 from conveyor.config import quote_url_part, redact_url, split_broker_url

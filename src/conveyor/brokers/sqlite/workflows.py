@@ -23,6 +23,7 @@ from conveyor.brokers.combiner import Combiner
 from conveyor.brokers.sqlite import limits
 from conveyor.brokers.sqlite.queries import queries
 from conveyor.brokers.sqlite.workflow_advance import advance
+from conveyor.brokers.sqlite.workflow_reads import Step as _Step
 from conveyor.brokers.sqlite.workflow_reads import load_record as _load
 from conveyor.brokers.sqlite.workflow_reads import load_steps as _load_steps
 from conveyor.brokers.sqlite.workflow_reads import workflow_queries as _q
@@ -196,27 +197,6 @@ def _settle_many(
     if wake:
         store.notify_ready()
     return outcomes
-
-
-_Step = tuple[str, int]  # workflow id, step index
-
-
-def claim_with_inputs(
-    store: Store, queues: Sequence[str], limit: int, lease_s: float
-) -> tuple[list[Lease], list[tuple[_Step, WorkflowRecord]]]:
-    """Claim (one write transaction), then read what the workflow steps claimed read before
-    they run (one read transaction, right after the claim: its pages are still cached), in
-    one call on the database thread."""
-    leases = store.claim(queues, limit, lease_s)
-    steps = [step for le in leases if (step := parse_step_task_id(le.task.id)) is not None]
-    if not steps:
-        return leases, []
-    found = _load_steps(store, steps)
-    return leases, [
-        (step, rec)
-        for step, rec in zip(steps, found, strict=True)
-        if not isinstance(rec, Exception)
-    ]
 
 
 # How many steps' inputs, read with their claim, may wait for their load_step: more are

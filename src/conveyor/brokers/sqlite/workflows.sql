@@ -65,6 +65,10 @@ SELECT state FROM workflow_steps WHERE workflow_id = ? ORDER BY idx;
 SELECT idx, state, result, error FROM workflow_steps
 WHERE workflow_id = ?1 AND idx IN (SELECT value FROM json_each(?2));
 
+-- name: get_one_step
+-- Params: workflow id, step index
+SELECT idx, state, result, error FROM workflow_steps WHERE workflow_id = ?1 AND idx = ?2;
+
 -- name: get_steps
 -- Params: workflow id
 SELECT state, result, error FROM workflow_steps WHERE workflow_id = ? ORDER BY idx;
@@ -123,10 +127,13 @@ SELECT state, created_at FROM workflows WHERE id = ?;
 SELECT state FROM workflow_steps WHERE workflow_id = ? AND idx = ?;
 
 -- name: unsucceeded_in_range
--- Whether any step of indices first..last has not succeeded (a dependent's inputs).
+-- Whether any step of indices first..last has not succeeded (a dependent's inputs). Scanned
+-- from the last: steps are claimed in index order, so those still running are the last ones
+-- and a chord member's check stops at once (from the first it would pass every member done).
 -- Params: workflow id, first, last
 SELECT 1 FROM workflow_steps
-WHERE workflow_id = ?1 AND idx BETWEEN ?2 AND ?3 AND state != 'succeeded' LIMIT 1;
+WHERE workflow_id = ?1 AND idx BETWEEN ?2 AND ?3 AND state != 'succeeded'
+ORDER BY idx DESC LIMIT 1;
 
 -- name: unsucceeded_main
 -- Whether any step other than the error callbacks (a JSON array of indices) has not succeeded.
