@@ -2,7 +2,9 @@
 
 Steps claimed together (a claim starts up to a worker's free slots at once: a chord's members
 come in batches) read together: the reads of the calls made while one is in flight go out as
-one pipeline, one round trip for the batch (:class:`~conveyor.brokers.combiner.Combiner`).
+one pipeline, one round trip for the batch (:class:`~conveyor.brokers.combiner.Combiner`), with
+two commands per workflow whatever the number of its steps in the batch (its record, and the
+steps' results and errors in one ``HMGET``).
 """
 
 from __future__ import annotations
@@ -127,22 +129,31 @@ class RedisWorkflowLoad:
 
     async def _read_steps(self, items: Sequence[_Read]) -> list[WorkflowRecord | Exception]:
         plans: list[tuple[str, bytes, list[int]] | None] = []
+        # Per workflow, the steps whose records its items read: a chord's members claimed
+        # together read its record once and their own records in one HMGET.
+        wanted: dict[str, dict[int, None]] = {}
         for workflow_id, index in items:
             graph = await self._graph(workflow_id)
             parsed = None if graph is None else engine.parse_graph(graph)
             if graph is None or parsed is None or index >= len(parsed.steps):
                 plans.append(None)  # read the whole workflow (or find it missing) below
             else:
-                plans.append((workflow_id, graph, engine.needed_by(parsed, index)))
-        replies: list[Any] = []
-        if any(plan is not None for plan in plans):
+                needed = engine.needed_by(parsed, index)
+                plans.append((workflow_id, graph, needed))
+                wanted.setdefault(workflow_id, {}).update(dict.fromkeys(needed))
+        read: dict[str, tuple[Any, dict[int, tuple[Any, Any]]]] = {}
+        if wanted:
             async with self._client.pipeline(transaction=False) as pipe:
-                for plan in plans:
-                    if plan is not None:
-                        queue_read(pipe, self._ns, plan[0], plan[2])
+                for workflow_id, steps in wanted.items():
+                    queue_read(pipe, self._ns, workflow_id, list(steps))
                 replies = await pipe.execute()
+            at = 0
+            for workflow_id, steps in wanted.items():
+                values = replies[at + 1] if steps else []
+                pairs = {i: (values[2 * n], values[2 * n + 1]) for n, i in enumerate(steps)}
+                read[workflow_id] = (replies[at], pairs)
+                at += 2 if steps else 1
         out: list[WorkflowRecord | Exception] = []
-        at = 0
         for (workflow_id, _), plan in zip(items, plans, strict=True):
             if plan is None:
                 try:
@@ -150,8 +161,8 @@ class RedisWorkflowLoad:
                 except WorkflowNotFoundError as exc:
                     out.append(exc)
                 continue
-            width = 2 if plan[2] else 1
-            rec = parse_read(workflow_id, plan[1], plan[2], replies[at : at + width])
-            at += width
+            raw, pairs = read[workflow_id]
+            own = [v for i in plan[2] for v in pairs[i]]
+            rec = parse_read(workflow_id, plan[1], plan[2], [raw, own] if plan[2] else [raw])
             out.append(WorkflowNotFoundError(workflow_id) if rec is None else rec)
         return out
