@@ -134,9 +134,10 @@ def fail_step(store: Store, task_id: str, error: str, now: float) -> None:
 
 
 def _settle_one(store: Store, lease: Lease, outcome: StepOutcome, now: float) -> tuple[bool, bool]:
-    """One step's settlement inside the current transaction: whether it was applied (``False``
-    for a lost lease), and whether waiters must be woken after the commit (it enqueued steps,
-    finished its workflow, or ended a task someone waits on)."""
+    """One step's settlement inside the current transaction (the caller counts it in the
+    day's totals): whether it was applied (``False`` for a lost lease), and whether waiters
+    must be woken after the commit (it enqueued steps, finished its workflow, or ended a task
+    someone waits on)."""
     task = lease.task
     leased = store.conn.execute(
         queries()["find_leased"], (task.queue, task.id, lease.token)
@@ -149,7 +150,6 @@ def _settle_one(store: Store, lease: Lease, outcome: StepOutcome, now: float) ->
         if ready is not None:  # the common case, written without reading the whole workflow
             completion = Completion(lease=lease, result=outcome.result, successors=tuple(ready))
             store._complete_one(completion, now)
-            store._count(Counter({(task.queue, False): 1}), now)
             return True, bool(ready) or _finished(store, step[0]) or store._waited(task)
     found = _change_for(store, task.id, outcome)
     messages = () if found is None else tuple(found[2].messages(found[1]))
@@ -161,7 +161,6 @@ def _settle_one(store: Store, lease: Lease, outcome: StepOutcome, now: float) ->
         if store.conn.execute(queries()["archive_leased"], args).rowcount != 1:
             raise LeaseLostError(task_id=task.id, queue=task.queue)
         store._insert(messages, now, owner=None)
-    store._count(Counter({(task.queue, not outcome.succeeded): 1}), now)
     if found is not None:
         _write(store, found[0], found[2], now)
     return True, True
@@ -181,6 +180,7 @@ def _settle_many(
     of them made work ready or finished its workflow: a chord's members mostly do neither."""
     outcomes: list[bool | Exception] = []
     wake = False
+    counts: Counter[tuple[str, bool]] = Counter()  # the day's and minute's totals, once
     with store.write() as now:
         for lease, outcome in items:
             store.conn.execute("SAVEPOINT settle")
@@ -188,10 +188,13 @@ def _settle_many(
                 applied, woken = _settle_one(store, lease, outcome, now)
                 outcomes.append(applied)
                 wake = wake or woken
+                if applied:
+                    counts[(lease.task.queue, not outcome.succeeded)] += 1
             except (TaskIdConflictError, DuplicateTaskError, LeaseLostError) as exc:
                 store.conn.execute("ROLLBACK TO settle")
                 outcomes.append(exc)
             store.conn.execute("RELEASE settle")
+        store._count(counts, now)
         # A freed slot under a concurrency limit may let another task start.
         wake = wake or limits.slots_watched(store.conn, {lease.task.queue for lease, _ in items})
     if wake:
