@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sqlite3
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -135,7 +136,10 @@ def claim_with_inputs(
     steps = [step for le in leases if (step := parse_step_task_id(le.task.id)) is not None]
     if not steps:
         return leases, []
-    found = load_steps(store, steps)
+    try:
+        found = load_steps(store, steps)
+    except sqlite3.Error:  # the leases are held now: each step reads its inputs again instead
+        return leases, []
     return leases, [
         (step, rec)
         for step, rec in zip(steps, found, strict=True)
