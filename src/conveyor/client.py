@@ -30,6 +30,7 @@ from conveyor.message import (
     validate_name,
 )
 from conveyor.options import (
+    NO_OPTIONS,
     DefaultOptions,
     Duration,
     EnqueueOptions,
@@ -75,7 +76,7 @@ class _Producer:
         self.templates.pop(task_type, None)
 
     def template(self, task_type: str, call: TaskOptions | None) -> MessageTemplate:
-        if call is None:
+        if call is None or call is NO_OPTIONS:
             # The common case (no per-call options): one template per task type, reused.
             template = self.templates.get(task_type)
             if template is None:

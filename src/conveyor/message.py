@@ -443,6 +443,16 @@ def _new_task_message(
     return obj
 
 
+def step_message(message: TaskMessage, task_id: str) -> TaskMessage:
+    """``message`` as a workflow's graph keeps it: under the step's task id, without headers
+    or a unique key (the graph stores neither), at the cost of one constructor."""
+    m = message
+    return _new_task_message(
+        task_id, m.type, m.queue, m.payload, m.encoding, m.max_retry, m.timeout_s, m.deadline,
+        m.retention_s, None, None, m.process_at, m.process_in_s, None,
+    )  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Lease:
     """A worker's claim on an active task.

@@ -13,7 +13,16 @@ from typing import Any
 
 import pytest
 
-from conveyor import App, AsyncInspector, StepState, WorkflowState, chain, chord, group
+from conveyor import (
+    App,
+    AsyncInspector,
+    StepState,
+    WorkflowState,
+    chain,
+    chord,
+    group,
+    signature,
+)
 from conveyor.brokers.protocol import Broker
 from conveyor.brokers.workflows import StepOutcome, WorkflowBroker
 from conveyor.errors import TaskNotFoundError
@@ -195,3 +204,24 @@ async def test_bulk_delete_fails_the_workflow(broker: Broker) -> None:
     assert await inspector.delete_all_tasks("default", TaskState.SCHEDULED) == 1
     failed = await inspector.get_workflow(info.id)
     assert (failed.state, failed.error) == (WorkflowState.FAILED, "step deleted")
+
+
+async def test_a_claimed_step_reads_its_input_and_a_later_read_sees_a_cancel(
+    broker: Broker,
+) -> None:
+    app = make_app(broker)
+    store: WorkflowBroker = workflows_of(broker)
+    info = await app.async_client.enqueue_workflow(
+        chain(signature("add", [1, 2]), signature("add", [10]))
+    )
+    [first] = await claim_all(broker)
+    assert await store.settle_step(first, StepOutcome(succeeded=True, result=b"3"))
+    [second] = await claim_all(broker)
+    assert second.task.id == info.steps[1].task_id
+
+    before = await store.load_step(info.id, 1)
+    await store.cancel_workflow(info.id)
+    after = await store.load_step(info.id, 1)
+
+    assert before.state is WorkflowState.RUNNING and before.steps[0].result == b"3"
+    assert after.state is WorkflowState.CANCELLED

@@ -9,6 +9,7 @@ import uuid
 from urllib.parse import urlsplit
 
 import pytest
+from redis.exceptions import ResponseError
 
 from conveyor.brokers.redis import RedisBroker
 from conveyor.brokers.redis.direct import KEEP_IDLE
@@ -77,6 +78,29 @@ async def test_a_burst_keeps_a_few_connections_and_gives_the_rest_to_the_pool(
         # connect one at a time under that lock, so their first burst peaks lower and the second,
         # on open connections, may run a few more calls at once and open those.
         assert made <= len(pool._available_connections) + len(pool._in_use_connections) <= 20
+    finally:
+        await broker.close()
+        await delete_namespace(redis_url, namespace)
+
+
+async def test_commands_sent_together_reply_in_order_and_an_error_comes_after_all(
+    redis_url: str,
+) -> None:
+    namespace = f"conveyor-test-{uuid.uuid4().hex[:12]}"
+    broker = RedisBroker.from_url(f"{redis_url}?namespace={namespace}")
+    key = f"{namespace}:probe"
+    try:
+        lines = broker._lines
+        assert lines is not None
+        replies = await lines.call_many(
+            [("HSET", key, "a", "1", "b", "2"), ("HMGET", key, "b", "x", "a"), ("HLEN", key)]
+        )
+        assert replies == [2, [b"2", None, b"1"], 2]
+        with pytest.raises(ResponseError):  # LPUSH on a hash: WRONGTYPE, after the others ran
+            await lines.call_many([("LPUSH", key, "v"), ("HSET", key, "c", "3")])
+        # The connection was read to the end: the next call on it gets its own reply.
+        assert await lines.call_many([("HGET", key, "c")]) == [b"3"]
+        assert await lines.call("HLEN", key) == 3
     finally:
         await broker.close()
         await delete_namespace(redis_url, namespace)

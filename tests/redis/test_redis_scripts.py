@@ -48,14 +48,14 @@ PINNED_SHA256 = {
     "stats.lua": "23895ba7fa854e94",
     "throughput.lua": "3d1fbb66ca858b54",
     "unclaim.lua": "8bc115d40f0abefd",
-    "wf_advance.lua": "ab397a6c99622424",
+    "wf_advance.lua": "7203a7a46b60da66",
     "wf_create.lua": "46fff6b73166f397",
     "wf_manage.lua": "f205c9a955249ac5",
     "wf_outbox_change.lua": "e59cfe0cd9fbd411",
     "wf_outbox_create.lua": "1a92757b660ced67",
     "wf_settle.lua": "1f469c0811bda5ba",
     "workers.lua": "4b539bbf87712ddd",
-    "workflow_lib.lua": "f3ffd01954a7fcb6",
+    "workflow_lib.lua": "325a78230e88c336",
 }
 
 

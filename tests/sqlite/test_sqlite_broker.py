@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conveyor import AsyncClient, WorkflowInfo, chain, signature
 from conveyor.brokers import open_broker
 from conveyor.brokers.sqlite import SqliteBroker, Synchronous
 from conveyor.brokers.sqlite.queries import SCHEMA_VERSION
@@ -481,3 +482,32 @@ async def test_a_queue_deleted_by_another_broker_is_listed_again_when_re_created
     finally:
         await producer.close()
         await admin.close()
+
+
+async def test_graphs_stored_in_the_workflows_table_are_moved_to_their_own(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "graphs.db"
+    client = AsyncClient(SqliteBroker(db))
+    info = await client.enqueue_workflow(chain(signature("a"), signature("b")))
+    await client.close()
+    await client.broker.close()
+    # The file as it was when the graph was a column of the workflows table.
+    raw = sqlite3.connect(db, isolation_level=None)
+    raw.execute("ALTER TABLE workflows ADD COLUMN graph BLOB")
+    raw.execute(
+        "UPDATE workflows SET graph = (SELECT graph FROM workflow_graphs WHERE id = ?)", (info.id,)
+    )
+    raw.execute("DROP TABLE workflow_graphs")
+    raw.close()
+
+    reopened = SqliteBroker(db)
+    loaded = await reopened.load_workflow(info.id)
+    await reopened.close()
+
+    assert [s.position for s in WorkflowInfo.from_record(loaded).steps] == [
+        s.position for s in info.steps
+    ]
+    raw = sqlite3.connect(db, isolation_level=None)
+    assert "graph" not in [row[1] for row in raw.execute("PRAGMA table_info(workflows)")]
+    raw.close()

@@ -39,6 +39,18 @@ def _first_positional(signature: inspect.Signature) -> inspect.Parameter | None:
     return None
 
 
+def _simple_names(signature: inspect.Signature) -> list[str] | None:
+    """The parameters' names when every one is positional-or-keyword without a default."""
+    names = []
+    for param in signature.parameters.values():
+        if param.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD:
+            return None
+        if param.default is not inspect.Parameter.empty:
+            return None
+        names.append(param.name)
+    return names
+
+
 def with_room_for_parent(
     signature: inspect.Signature, name: str, args: tuple[object, ...], kwargs: Mapping[str, object]
 ) -> tuple[JSONValue, JSONValue]:
@@ -51,6 +63,16 @@ def with_room_for_parent(
     Raises:
         TypeError: the call fits neither way (too many arguments, an unknown keyword...).
     """
+    simple = _simple_names(signature) if not kwargs else None
+    if simple is not None:
+        # What binding gives for plain parameters and positional arguments, without binding
+        # twice (a chord's thousand members): each reading fits only with exactly its count.
+        whole = dict(zip(simple, args, strict=True)) if len(args) == len(simple) else None
+        parented = (
+            dict(zip(simple[1:], args, strict=True)) if len(args) == len(simple) - 1 else None
+        )
+        if whole is not None or parented is not None:
+            return whole, parented
     try:
         with_parent = signature.bind(_PARENT, *args, **kwargs)
     except TypeError as exc:

@@ -10,7 +10,7 @@ first group's list, and nesting works to any depth with no special case.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from conveyor.brokers.workflow_engine import Source, graph_json, parse_graph, start
@@ -24,8 +24,9 @@ from conveyor.message import (
     TaskMessage,
     decode_json,
     new_task_id,
+    step_message,
 )
-from conveyor.options import TaskOptions, parse_options
+from conveyor.options import NO_OPTIONS, TaskOptions, parse_options
 from conveyor.workflows.canvas import Canvas, Chain, Chord, Group, Signature
 
 __all__ = ["MAX_STEPS", "compile_workflow", "rebind_workflow"]
@@ -50,6 +51,24 @@ class _Compiler:
     workflow_id: str
     build: BuildMessage
     steps: list[dict[str, JSONValue]] = field(default_factory=list)
+    messages: list[TaskMessage] = field(default_factory=list)
+    # Signatures' call options, parsed once per distinct set (a chord's members share theirs).
+    parsed: dict[tuple[tuple[str, object], ...], TaskOptions] = field(default_factory=dict)
+
+    def options(self, call: Mapping[str, object]) -> TaskOptions:
+        """The call's options, checked as ``enqueue`` checks them (the step's task id is set
+        on the message, not here)."""
+        if not call:
+            return NO_OPTIONS
+        try:
+            key = tuple(sorted(call.items()))
+            hash(key)
+        except TypeError:  # an unhashable value (headers): parsed each time
+            return parse_options({**call, "task_id": None})
+        found = self.parsed.get(key)
+        if found is None:
+            found = self.parsed[key] = parse_options({**call, "task_id": None})
+        return found
 
     def item(self, item: Canvas, after: Source, position: str) -> Source:
         if isinstance(item, Signature):
@@ -69,12 +88,11 @@ class _Compiler:
             raise ValueError(f"a workflow may have at most {MAX_STEPS} steps")
         takes = trigger is not None or after is not None  # it receives a value first
         prepend, payload = _payload_for(sig, takes)
-        options = parse_options(
-            {**sig.call_options, "task_id": step_task_id(self.workflow_id, index)}
-        )
-        message = self.build(Task(sig.task_type, payload), options)
-        if message.unique_key is not None:
+        built = self.build(Task(sig.task_type, payload), self.options(sig.call_options))
+        if built.unique_key is not None:
             raise TypeError("a workflow step cannot be unique (its type has a 'unique' default)")
+        message = step_message(built, step_task_id(self.workflow_id, index))
+        self.messages.append(message)
         is_bytes = message.encoding is Encoding.BYTES
         self.steps.append(
             {
@@ -146,8 +164,12 @@ def compile_workflow(
     compiler = _Compiler(workflow_id, build)
     result = compiler.item(canvas, None, "0")
     data = graph_json(compiler.steps, result)
-    graph = parse_graph(data)
-    first = tuple(graph.steps[i].message for i in start(graph))
+    # The steps that start it: those waiting for nothing (error callbacks wait for a failure).
+    first = tuple(
+        compiler.messages[i]
+        for i, step in enumerate(compiler.steps)
+        if not step["deps"] and step["trigger"] is None
+    )
     return NewWorkflow(
         id=workflow_id,
         graph=data,

@@ -2,7 +2,9 @@
 
 Steps claimed together (a claim starts up to a worker's free slots at once: a chord's members
 come in batches) read together: the reads of the calls made while one is in flight go out as
-one pipeline, one round trip for the batch (:class:`~conveyor.brokers.combiner.Combiner`).
+one pipeline, one round trip for the batch (:class:`~conveyor.brokers.combiner.Combiner`), with
+two commands per workflow whatever the number of its steps in the batch (its record, and the
+steps' results and errors in one ``HMGET``).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from conveyor.errors import WorkflowNotFoundError
 
 if TYPE_CHECKING:
     from conveyor.brokers.redis.base import Client
+    from conveyor.brokers.redis.direct import AsyncLines
 
-__all__ = ["RedisWorkflowLoad", "parse_read", "queue_read"]
+__all__ = ["RedisWorkflowLoad", "parse_read", "queue_read", "read_commands"]
 
 
 def _text(value: bytes | None) -> str | None:
@@ -39,6 +42,13 @@ _STATE = {ord(v): k for k, v in LETTER.items()}
 _BARE = {ord(v): StepRecord(state=k) for k, v in LETTER.items()}
 
 
+@functools.lru_cache(maxsize=64)
+def _bare_steps(letters: bytes) -> tuple[StepRecord, ...]:
+    """The steps' records for their states' letters (one shared record per letter): made once
+    for the members of a chord that read the same letters, not once per member."""
+    return tuple(map(_BARE.__getitem__, letters))
+
+
 def _record(
     workflow_id: str, graph: bytes, raw: list[bytes | None], steps: dict[int, StepRecord]
 ) -> WorkflowRecord:
@@ -47,16 +57,18 @@ def _record(
     )
     assert state is not None and created is not None and retention is not None
     assert letters is not None
-    # One shared record per letter (a C-level map: a chord's thousand members cost little),
-    # then the few steps read with their results.
-    records = list(map(_BARE.__getitem__, letters))
-    for i, found in steps.items():
-        records[i] = found
+    # One shared record per letter, then the few steps read with their results.
+    records = _bare_steps(letters)
+    if steps:
+        changed = list(records)
+        for i, found in steps.items():
+            changed[i] = found
+        records = tuple(changed)
     return WorkflowRecord(
         id=workflow_id,
         graph=graph,
         state=WorkflowState(state.decode()),
-        steps=tuple(records),
+        steps=records,
         created_at=datetime.fromtimestamp(int(created) / 1e6, UTC),
         finished_at=None if finished is None else datetime.fromtimestamp(int(finished) / 1e6, UTC),
         error=_text(error),
@@ -66,13 +78,20 @@ def _record(
     )
 
 
-def queue_read(pipe: Any, ns: str, workflow_id: str, chosen: Sequence[int]) -> None:
-    """Queue on ``pipe`` the reads of a workflow's record (its steps' states with it, in one
-    HMGET) and of the results and errors of the steps ``chosen``: two commands, or one."""
+def read_commands(ns: str, workflow_id: str, chosen: Sequence[int]) -> list[tuple[Any, ...]]:
+    """The reads of a workflow's record (its steps' states with it, in one HMGET) and of the
+    results and errors of the steps ``chosen``: two commands, or one."""
     record, steps_key, _ = keys.workflow_keys(ns, workflow_id)
-    pipe.hmget(record, list(_FIELDS))
+    commands: list[tuple[Any, ...]] = [("HMGET", record, *_FIELDS)]
     if chosen:
-        pipe.hmget(steps_key, [f"{kind}:{i}" for i in chosen for kind in "re"])
+        commands.append(("HMGET", steps_key, *[f"{kind}:{i}" for i in chosen for kind in "re"]))
+    return commands
+
+
+def queue_read(pipe: Any, ns: str, workflow_id: str, chosen: Sequence[int]) -> None:
+    """Queue :func:`read_commands` on ``pipe``."""
+    for command in read_commands(ns, workflow_id, chosen):
+        pipe.execute_command(*command)
 
 
 def parse_read(
@@ -103,8 +122,20 @@ class RedisWorkflowLoad:
         _ns: str
         _client: Client
 
+        _lines: AsyncLines | None
+
         async def _graph(self, workflow_id: str) -> bytes | None: ...
         async def load_workflow(self, workflow_id: str) -> WorkflowRecord: ...
+
+    async def _read_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """The replies of ``commands`` sent together: on the broker's kept connection where it
+        has one (standalone, Sentinel), else as a redis-py pipeline (Cluster)."""
+        if self._lines is not None:  # errors reach the caller as a pipeline's would
+            return await self._lines.call_many(commands)
+        async with self._client.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            return list(await pipe.execute())
 
     async def load_step(self, workflow_id: str, index: int) -> WorkflowRecord:
         """The workflow with the records one step reads before it runs (batched with the
@@ -127,22 +158,33 @@ class RedisWorkflowLoad:
 
     async def _read_steps(self, items: Sequence[_Read]) -> list[WorkflowRecord | Exception]:
         plans: list[tuple[str, bytes, list[int]] | None] = []
+        # Per workflow, the steps whose records its items read: a chord's members claimed
+        # together read its record once and their own records in one HMGET.
+        wanted: dict[str, dict[int, None]] = {}
         for workflow_id, index in items:
             graph = await self._graph(workflow_id)
             parsed = None if graph is None else engine.parse_graph(graph)
             if graph is None or parsed is None or index >= len(parsed.steps):
                 plans.append(None)  # read the whole workflow (or find it missing) below
             else:
-                plans.append((workflow_id, graph, engine.needed_by(parsed, index)))
-        replies: list[Any] = []
-        if any(plan is not None for plan in plans):
-            async with self._client.pipeline(transaction=False) as pipe:
-                for plan in plans:
-                    if plan is not None:
-                        queue_read(pipe, self._ns, plan[0], plan[2])
-                replies = await pipe.execute()
+                needed = engine.needed_by(parsed, index)
+                plans.append((workflow_id, graph, needed))
+                wanted.setdefault(workflow_id, {}).update(dict.fromkeys(needed))
+        read: dict[str, tuple[Any, dict[int, tuple[Any, Any]]]] = {}
+        if wanted:
+            commands = [
+                command
+                for workflow_id, steps in wanted.items()
+                for command in read_commands(self._ns, workflow_id, list(steps))
+            ]
+            replies = await self._read_many(commands)
+            at = 0
+            for workflow_id, steps in wanted.items():
+                values = replies[at + 1] if steps else []
+                pairs = {i: (values[2 * n], values[2 * n + 1]) for n, i in enumerate(steps)}
+                read[workflow_id] = (replies[at], pairs)
+                at += 2 if steps else 1
         out: list[WorkflowRecord | Exception] = []
-        at = 0
         for (workflow_id, _), plan in zip(items, plans, strict=True):
             if plan is None:
                 try:
@@ -150,8 +192,8 @@ class RedisWorkflowLoad:
                 except WorkflowNotFoundError as exc:
                     out.append(exc)
                 continue
-            width = 2 if plan[2] else 1
-            rec = parse_read(workflow_id, plan[1], plan[2], replies[at : at + width])
-            at += width
+            raw, pairs = read[workflow_id]
+            own = [v for i in plan[2] for v in pairs[i]]
+            rec = parse_read(workflow_id, plan[1], plan[2], [raw, own] if plan[2] else [raw])
             out.append(WorkflowNotFoundError(workflow_id) if rec is None else rec)
         return out

@@ -357,7 +357,8 @@ class RedisWorkflows(RedisWorkflowLoad, RedisWorkflowAdvance, RedisWorkflowOutbo
         return len(old)
 
     async def wait_workflow(self, workflow_id: str, timeout_s: float) -> WorkflowState:
-        """Block on the workflow's wake list (pushed by every change) until it finished."""
+        """Block on the workflow's wake list (pushed by the change that finishes it) until it
+        finished."""
         record, _, wake = keys.workflow_keys(self._ns, workflow_id)
         deadline = time.monotonic() + timeout_s
         while True:

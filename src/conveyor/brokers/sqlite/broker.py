@@ -37,6 +37,7 @@ from conveyor.brokers.sqlite.store import Store
 from conveyor.brokers.sqlite.wake import WakeListener, WakeSender, wake_directory
 from conveyor.brokers.sqlite.worker_thread import DatabaseThread
 from conveyor.brokers.sqlite.workers import SqliteWorkersMixin
+from conveyor.brokers.sqlite.workflow_reads import claim_with_inputs
 from conveyor.brokers.sqlite.workflows import SqliteWorkflows
 from conveyor.brokers.throughput import MinuteTotals, Throughput
 from conveyor.brokers.workers import WorkerRegistry
@@ -397,8 +398,13 @@ class SqliteBroker(
         return self._run_blocking(lambda s: s.enqueue(messages))
 
     async def claim(self, queues: Sequence[str], *, limit: int, lease_s: float) -> list[Lease]:
-        """Claim up to ``limit`` ready tasks in one transaction (see :meth:`Broker.claim`)."""
-        return await self._run(lambda s: s.claim(queues, limit, lease_s))
+        """Claim up to ``limit`` ready tasks in one transaction (see :meth:`Broker.claim`).
+
+        The inputs of the workflow steps claimed are read in the same call on the database
+        thread (see :meth:`SqliteWorkflows.load_step`)."""
+        leases, inputs = await self._run(lambda s: claim_with_inputs(s, queues, limit, lease_s))
+        self._keep_inputs(inputs)
+        return leases
 
     @contextlib.contextmanager
     def _register_waiter(self) -> Iterator[asyncio.Future[None]]:

@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, TypeVar
 
 from conveyor.brokers import workflow_engine as engine
 from conveyor.brokers.combiner import Combiner
+from conveyor.brokers.sqlite import limits
 from conveyor.brokers.sqlite.queries import queries
 from conveyor.brokers.sqlite.workflow_advance import advance, graph_of
 from conveyor.brokers.sqlite.workflow_continue import lease_next
+from conveyor.brokers.sqlite.workflow_reads import Step as _Step
 from conveyor.brokers.sqlite.workflow_reads import load_record as _load
 from conveyor.brokers.sqlite.workflow_reads import load_steps as _load_steps
 from conveyor.brokers.sqlite.workflow_reads import workflow_queries as _q
@@ -66,6 +68,22 @@ _RECHECK_S = 0.05
 def apply_schema(conn: sqlite3.Connection) -> None:
     """Create the workflow tables if missing (idempotent; run when a connection opens)."""
     conn.executescript(_q()["schema"])
+    if "graph" in {row[1] for row in conn.execute("PRAGMA table_info(workflows)")}:
+        _move_graphs(conn)
+
+
+def _move_graphs(conn: sqlite3.Connection) -> None:
+    """Move the graphs of a file made before they had a table of their own, under the write
+    lock (processes opening the file at once move them once)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if "graph" in {row[1] for row in conn.execute("PRAGMA table_info(workflows)")}:
+            conn.execute("INSERT OR REPLACE INTO workflow_graphs SELECT id, graph FROM workflows")
+            conn.execute("ALTER TABLE workflows DROP COLUMN graph")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _write(store: Store, old: WorkflowRecord, change: engine.Change, now: float) -> None:
@@ -119,23 +137,27 @@ def fail_step(store: Store, task_id: str, error: str, now: float) -> None:
 
 def _settle_one(
     store: Store, lease: Lease, outcome: StepOutcome, now: float
-) -> bool | Continuation:
-    """One step's settlement inside the current transaction; ``False`` for a lost lease, the
-    next step when it was leased to the caller (eager continuation)."""
+) -> tuple[bool | Continuation, bool]:
+    """One step's settlement inside the current transaction (the caller counts it in the
+    day's totals): whether it was applied (``False`` for a lost lease; the next step when it
+    was leased to the caller, an eager continuation), and whether waiters must be woken after
+    the commit (it enqueued steps nobody holds, finished its workflow, or ended a task someone
+    waits on)."""
     task = lease.task
     leased = store.conn.execute(
         queries()["find_leased"], (task.queue, task.id, lease.token)
     ).fetchone()
     if leased is None:
-        return False
+        return False, False
     step = parse_step_task_id(task.id)
     if outcome.succeeded and step is not None:
         ready = advance(store, _q(), step[0], step[1], outcome.result, now)
         if ready is not None:  # the common case, written without reading the whole workflow
             completion = Completion(lease=lease, result=outcome.result, successors=tuple(ready))
             store._complete_one(completion, now)
-            store._count(Counter({(task.queue, False): 1}), now)
-            return _continue(store, step, ready, outcome, now)
+            settled = _continue(store, step, ready, outcome, now)
+            unheld = len(ready) - isinstance(settled, Continuation)
+            return settled, unheld > 0 or _finished(store, step[0]) or store._waited(task)
     found = _change_for(store, task.id, outcome)
     messages = () if found is None else tuple(found[2].messages(found[1]))
     if outcome.succeeded:
@@ -146,12 +168,16 @@ def _settle_one(
         if store.conn.execute(queries()["archive_leased"], args).rowcount != 1:
             raise LeaseLostError(task_id=task.id, queue=task.queue)
         store._insert(messages, now, owner=None)
-    store._count(Counter({(task.queue, not outcome.succeeded): 1}), now)
     if found is not None:
         _write(store, found[0], found[2], now)
         if step is not None and outcome.succeeded:
-            return _continue(store, step, messages, outcome, now)
-    return True
+            return _continue(store, step, messages, outcome, now), True
+    return True, True
+
+
+def _finished(store: Store, workflow_id: str) -> bool:
+    row = store.conn.execute(_q()["get_state"], (workflow_id,)).fetchone()
+    return row is not None and WorkflowState(row[0]) in FINISHED
 
 
 def _continue(
@@ -174,19 +200,36 @@ def _settle_many(
 ) -> list[bool | Continuation | Exception]:
     """Several settlements in one transaction (one commit, one fsync), each all or nothing on
     its own (a savepoint): steps finishing together in one worker share the commit, as its
-    plain completions do."""
+    plain completions do. Waiters (idle workers, ``wait_workflow``) are woken only when one
+    of them made work ready that it does not hold or finished its workflow: a chord's members
+    mostly do neither, and a chain's step hands its successor to its own worker."""
     outcomes: list[bool | Continuation | Exception] = []
+    wake = False
+    counts: Counter[tuple[str, bool]] = Counter()  # the day's and minute's totals, once
     with store.write() as now:
         for lease, outcome in items:
             store.conn.execute("SAVEPOINT settle")
             try:
-                outcomes.append(_settle_one(store, lease, outcome, now))
+                applied, woken = _settle_one(store, lease, outcome, now)
+                outcomes.append(applied)
+                wake = wake or woken
+                if applied is not False:
+                    counts[(lease.task.queue, not outcome.succeeded)] += 1
             except (TaskIdConflictError, DuplicateTaskError, LeaseLostError) as exc:
                 store.conn.execute("ROLLBACK TO settle")
                 outcomes.append(exc)
             store.conn.execute("RELEASE settle")
-    store.notify_ready()  # wakes workers for the new steps, and workflow waiters
+        store._count(counts, now)
+        # A freed slot under a concurrency limit may let another task start.
+        wake = wake or limits.slots_watched(store.conn, {lease.task.queue for lease, _ in items})
+    if wake:
+        store.notify_ready()
     return outcomes
+
+
+# How many steps' inputs, read with their claim, may wait for their load_step: more are
+# dropped (a step whose claim was never started reads its inputs again if it ever starts).
+_INPUTS_KEPT = 4096
 
 
 def _state(store: Store, workflow_id: str) -> WorkflowState:
@@ -205,13 +248,14 @@ def _create(store: Store, workflow: NewWorkflow) -> None:
 def create_workflow_in(store: Store, workflow: NewWorkflow, now: float) -> None:
     """Store the workflow and its first steps inside the current write transaction (a
     schedule's fire calls it too). Raises before writing anything when its id is taken."""
-    if store.conn.execute(_q()["get_workflow"], (workflow.id,)).fetchone() is not None:
+    if store.conn.execute(_q()["get_state"], (workflow.id,)).fetchone() is not None:
         raise TaskIdConflictError(f"workflow {workflow.id!r} already exists")
     store._insert(workflow.first, now, owner=None)
     store.conn.execute(
         _q()["insert_workflow"],
-        (workflow.id, WorkflowState.PENDING.value, workflow.graph, now, workflow.retention_s),
+        (workflow.id, WorkflowState.PENDING.value, now, workflow.retention_s),
     )
+    store.conn.execute(_q()["insert_graph"], (workflow.id, workflow.graph))
     first = {step[1] for m in workflow.first if (step := parse_step_task_id(m.id))}
     store.conn.executemany(
         _q()["insert_step"],
@@ -241,6 +285,7 @@ def _purge(store: Store) -> int:
         for workflow_id in old:
             store.conn.execute(_q()["delete_steps"], (workflow_id,))
             store.conn.execute(_q()["delete_workflow"], (workflow_id,))
+            store.conn.execute(_q()["delete_graph"], (workflow_id,))
     return len(old)
 
 
@@ -280,10 +325,24 @@ class SqliteWorkflows:
         return rec
 
     async def load_step(self, workflow_id: str, index: int) -> WorkflowRecord:
-        """The workflow with the results one step reads before it runs (read together with
-        the steps' reads that arrive while one is being made: one call on the database
-        thread)."""
+        """The workflow with the results one step reads before it runs: read with the step's
+        claim (by this broker), else together with the steps' reads that arrive while one is
+        being made (one call on the database thread)."""
+        kept = self._claimed_inputs.pop((workflow_id, index), None)
+        if kept is not None:
+            return kept
         return await self._step_reader()((workflow_id, index))
+
+    def _keep_inputs(self, inputs: list[tuple[_Step, WorkflowRecord]]) -> None:
+        """Keep the inputs read with a claim for the steps' ``load_step``, once each."""
+        kept = self._claimed_inputs
+        if len(kept) + len(inputs) > _INPUTS_KEPT:
+            kept.clear()  # claimed steps that never started: their inputs are read again
+        kept.update(inputs)
+
+    @functools.cached_property
+    def _claimed_inputs(self) -> dict[_Step, WorkflowRecord]:
+        return {}
 
     def _step_reader(self) -> Combiner[tuple[str, int], WorkflowRecord]:
         # One per event loop: a batch's callers are woken through futures of their own loop.

@@ -1,12 +1,13 @@
 -- Workflows on SQLite: the tables (applied idempotently when a connection opens) and the named
--- queries of brokers/sqlite/workflows.py. The graph is JSON (a BLOB of UTF-8); a workflow's
--- steps are rows of their own, so a step's change rewrites one small row, not the workflow.
+-- queries of brokers/sqlite/workflows.py. The graph is JSON (a BLOB of UTF-8) in a table of its
+-- own: it never changes, and SQLite rewrites a whole row (overflow pages included) on any
+-- UPDATE, so the workflow's row, rewritten at every step, stays small. A workflow's steps are
+-- rows of their own, so a step's change rewrites one small row, not the workflow.
 
 -- name: schema
 CREATE TABLE IF NOT EXISTS workflows (
     id          TEXT    PRIMARY KEY,
     state       TEXT    NOT NULL,
-    graph       BLOB    NOT NULL,
     created_at  REAL    NOT NULL,
     finished_at REAL,
     error       TEXT,
@@ -24,10 +25,18 @@ CREATE TABLE IF NOT EXISTS workflow_steps (
     error       TEXT,
     PRIMARY KEY (workflow_id, idx)
 ) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS workflow_graphs (
+    id    TEXT PRIMARY KEY,
+    graph BLOB NOT NULL
+) STRICT;
 
 -- name: insert_workflow
--- Params: id, state, graph, created_at, retention_s
-INSERT INTO workflows (id, state, graph, created_at, retention_s) VALUES (?, ?, ?, ?, ?);
+-- Params: id, state, created_at, retention_s
+INSERT INTO workflows (id, state, created_at, retention_s) VALUES (?, ?, ?, ?);
+
+-- name: insert_graph
+-- Params: id, graph
+INSERT OR REPLACE INTO workflow_graphs (id, graph) VALUES (?, ?);
 
 -- name: insert_step
 -- Params: workflow id, index, state
@@ -35,8 +44,9 @@ INSERT INTO workflow_steps (workflow_id, idx, state) VALUES (?, ?, ?);
 
 -- name: get_workflow
 -- Params: id
-SELECT id, state, graph, created_at, finished_at, error, failed_task, retention_s, version
-FROM workflows WHERE id = ?;
+SELECT w.id, w.state, g.graph, w.created_at, w.finished_at, w.error, w.failed_task,
+       w.retention_s, w.version
+FROM workflows AS w JOIN workflow_graphs AS g ON g.id = w.id WHERE w.id = ?;
 
 -- name: get_state
 -- Params: id
@@ -44,7 +54,7 @@ SELECT state FROM workflows WHERE id = ?;
 
 -- name: get_graph
 -- Params: id
-SELECT graph FROM workflows WHERE id = ?;
+SELECT graph FROM workflow_graphs WHERE id = ?;
 
 -- name: get_states
 -- Params: workflow id
@@ -54,6 +64,10 @@ SELECT state FROM workflow_steps WHERE workflow_id = ? ORDER BY idx;
 -- Params: workflow id, JSON array of step indices
 SELECT idx, state, result, error FROM workflow_steps
 WHERE workflow_id = ?1 AND idx IN (SELECT value FROM json_each(?2));
+
+-- name: get_one_step
+-- Params: workflow id, step index
+SELECT idx, state, result, error FROM workflow_steps WHERE workflow_id = ?1 AND idx = ?2;
 
 -- name: get_steps
 -- Params: workflow id
@@ -85,6 +99,10 @@ SELECT id FROM workflows WHERE finished_at IS NOT NULL AND finished_at + retenti
 -- Params: id
 DELETE FROM workflows WHERE id = ?;
 
+-- name: delete_graph
+-- Params: id
+DELETE FROM workflow_graphs WHERE id = ?;
+
 -- name: delete_steps
 -- Params: workflow id
 DELETE FROM workflow_steps WHERE workflow_id = ?;
@@ -109,10 +127,13 @@ SELECT state, created_at FROM workflows WHERE id = ?;
 SELECT state FROM workflow_steps WHERE workflow_id = ? AND idx = ?;
 
 -- name: unsucceeded_in_range
--- Whether any step of indices first..last has not succeeded (a dependent's inputs).
+-- Whether any step of indices first..last has not succeeded (a dependent's inputs). Scanned
+-- from the last: steps are claimed in index order, so those still running are the last ones
+-- and a chord member's check stops at once (from the first it would pass every member done).
 -- Params: workflow id, first, last
 SELECT 1 FROM workflow_steps
-WHERE workflow_id = ?1 AND idx BETWEEN ?2 AND ?3 AND state != 'succeeded' LIMIT 1;
+WHERE workflow_id = ?1 AND idx BETWEEN ?2 AND ?3 AND state != 'succeeded'
+ORDER BY idx DESC LIMIT 1;
 
 -- name: unsucceeded_main
 -- Whether any step other than the error callbacks (a JSON array of indices) has not succeeded.

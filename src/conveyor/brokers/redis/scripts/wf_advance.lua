@@ -125,6 +125,6 @@ if done then
 else
   redis.call('HSET', WF, 'state', 'running', 'states', states, 'version', version)
 end
-wake_workflow(WAKE)  -- workflow_lib.lua
+if done then wake_workflow(WAKE) end  -- workflow_lib.lua
 if continued then return {1, continued[1], continued[2]} end
 return {1}

@@ -5,8 +5,9 @@
 -- A workflow's steps' states are one letter each in its record's 'states' field (w waiting,
 -- q enqueued, s succeeded, f failed, c cancelled): a chord's thousand members read as one value.
 
--- Wake whoever waits on a workflow (client.wait). At most WAKE_TOKENS stay when nobody does;
--- they go with the workflow when it is purged.
+-- Wake whoever waits on a workflow (client.wait, which returns only once it finished: so it
+-- is called when a change finishes it, not at every step). At most WAKE_TOKENS stay when
+-- nobody waits; they go with the workflow when it is purged.
 local function wake_workflow(wake)
   redis.call('LPUSH', wake, '1', '1', '1', '1', '1', '1', '1', '1')
   redis.call('LTRIM', wake, 0, WAKE_TOKENS - 1)
@@ -15,7 +16,7 @@ end
 -- Write a change the client computed (`c`, decoded from wf_settle.lua's JSON layout) to the
 -- workflow record `wf` and its steps hash `steps`: state, version, error, finish time, the
 -- letters of the steps it changes and the settled step's result or error (`value`); then wake
--- the workflow's waiters. The caller checked the version it was computed from.
+-- the workflow's waiters if it finished. The caller checked the version it was computed from.
 local function write_change(wf, steps, wake, c, value, t)
   redis.call('HSET', wf, 'state', c.state, 'version', c.version)
   if c.error ~= '' then redis.call('HSET', wf, 'error', c.error, 'failed_task', c.failed_task)
@@ -37,7 +38,7 @@ local function write_change(wf, steps, wake, c, value, t)
     end
   end
   redis.call('HSET', wf, 'states', states)
-  wake_workflow(wake)
+  if c.finished == 1 then wake_workflow(wake) end
 end
 
 -- Keep the live set and the expiry index in step with change `c` (after write_change): a
