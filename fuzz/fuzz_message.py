@@ -27,7 +27,7 @@ from conveyor.message import (
     decode_payload,
     encode_json,
 )
-from conveyor.worker.executor import _decode
+from conveyor.worker.attempt import fast_decode as _decode
 
 
 def _decode_one(call: object, *args: object) -> tuple[bool, object]:
