@@ -72,6 +72,7 @@ class ServerOptions(TypedDict, total=False):
     retry_delay: RetryDelay
     error_handler: ErrorHandler | None
     shutdown_timeout: float | timedelta
+    sync_cancel_grace: float | timedelta
     lease: float | timedelta
     max_payload_bytes: int
     renew_interval: float | timedelta | None

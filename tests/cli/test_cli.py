@@ -143,6 +143,23 @@ def test_worker_recovery_options_reach_the_server(
     [config] = seen
     assert (config.recover_interval_s, config.recover_delay_s) == (0.3, 0.25)
     assert config.max_crash_attempts == 5
+    assert config.sync_cancel_grace_s == 1.0  # the default
+
+
+def test_worker_sync_cancel_grace_reaches_the_server(
+    runner: CliRunner, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[WorkerConfig] = []
+    monkeypatch.setattr(Server, "run", lambda self, handler, *, loop: seen.append(self.config))
+    args = ["worker", "conveyor:ServeMux", "--broker", url, "--sync-cancel-grace"]
+    result = runner.invoke(cli, [*args, "2500ms"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, [*args, "0"])
+    assert result.exit_code == 0, result.output
+    assert [config.sync_cancel_grace_s for config in seen] == [2.5, 0.0]
+    refused = runner.invoke(cli, [*args[:-1], "--sync-cancel-grace=-1s"])
+    assert refused.exit_code == 2
+    assert "duration" in refused.output
 
 
 @pytest.mark.parametrize(

@@ -59,6 +59,28 @@ async def test_shutdown_abandons_and_releases_a_stuck_sync_handler(broker: Broke
     assert server.stats.abandoned_threads == 1
 
 
+async def test_shutdown_gives_a_sync_handler_its_whole_cancel_grace(broker: Broker) -> None:
+    started = threading.Event()
+    returned = threading.Event()
+
+    def handler(ctx: TaskContext, task: Task) -> JSONValue:
+        started.set()
+        ctx.cancel_event.wait(10)
+        # A last step longer than the default grace and than the shutdown's own second.
+        threading.Event().wait(1.5)
+        returned.set()
+        return None
+
+    server = Server(broker, **fast(shutdown_timeout=0.1, sync_cancel_grace=30))
+    async with serving(server, handler):
+        message = await enqueue(broker, max_retry=5)
+        await asyncio.to_thread(started.wait, 5)
+    assert returned.is_set()
+    info = await broker.get_task(message.queue, message.id)
+    assert (info.state, info.retried) == (TaskState.PENDING, 0)
+    assert (server.stats.released, server.stats.abandoned_threads) == (1, 0)
+
+
 async def test_shutdown_waits_for_a_task_that_finishes_in_time(broker: Broker) -> None:
     started = asyncio.Event()
     go = asyncio.Event()

@@ -130,6 +130,87 @@ async def test_a_sync_handler_that_checks_ctx_cancelled_returns_and_frees_its_th
     assert threads[0] == threads[1]
 
 
+async def test_a_zero_sync_cancel_grace_abandons_a_handler_that_ignores_the_cancel(
+    broker: Broker,
+) -> None:
+    started = threading.Event()
+    saw_cancel = threading.Event()
+    release = threading.Event()
+    ran: list[str] = []
+
+    def handler(ctx: TaskContext, task: Task) -> JSONValue:
+        if task.type == "after":
+            ran.append(threading.current_thread().name)
+            return None
+        started.set()
+        if ctx.cancel_event.wait(10):
+            saw_cancel.set()
+        release.wait(10)  # keeps going past the cancel: held until the test lets it go
+        return None
+
+    inspector = AsyncInspector(broker)
+    # One slot: the next task can only run if the stuck thread was replaced.
+    server = Server(broker, **fast(concurrency=1, sync_cancel_grace=0))
+    try:
+        async with serving(server, handler):
+            message = await enqueue(broker, max_retry=5)
+            await asyncio.to_thread(started.wait, 5)
+
+            await inspector.cancel_task(message.queue, message.id)
+
+            # Archived and its thread replaced while the handler is still held.
+            info = await wait_for_state(broker, message, TaskState.ARCHIVED)
+            assert server.stats.abandoned_threads == 1
+            after = await enqueue(broker, "after", retention_s=60)
+            await wait_for_state(broker, after, TaskState.COMPLETED)
+    finally:
+        release.set()
+    assert saw_cancel.is_set()
+    assert (info.last_error, server.stats.archived) == ("cancelled", 1)
+    assert len(ran) == 1
+
+
+async def test_a_longer_sync_cancel_grace_lets_a_slow_cooperative_handler_keep_its_thread(
+    broker: Broker,
+) -> None:
+    started = threading.Event()
+    saw_cancel = threading.Event()
+    finish_step = threading.Event()
+    threads: list[str] = []
+
+    def handler(ctx: TaskContext, task: Task) -> JSONValue:
+        threads.append(threading.current_thread().name)
+        if task.type == "after":
+            return None
+        started.set()
+        ctx.cancel_event.wait(10)
+        saw_cancel.set()
+        finish_step.wait(10)  # a step that ends only when the test says so, then it returns
+        return None
+
+    inspector = AsyncInspector(broker)
+    server = Server(broker, **fast(concurrency=1, sync_cancel_grace=30))
+    try:
+        async with serving(server, handler):
+            message = await enqueue(broker, max_retry=5)
+            await asyncio.to_thread(started.wait, 5)
+
+            await inspector.cancel_task(message.queue, message.id)
+
+            assert await asyncio.to_thread(saw_cancel.wait, 5)
+            # Still within its grace: the attempt waits for the handler to return.
+            assert server.stats.abandoned_threads == 0
+            finish_step.set()
+            info = await wait_for_state(broker, message, TaskState.ARCHIVED)
+            after = await enqueue(broker, "after", retention_s=60)
+            await wait_for_state(broker, after, TaskState.COMPLETED)
+    finally:
+        finish_step.set()
+    assert (info.last_error, server.stats.archived) == ("cancelled", 1)
+    assert server.stats.abandoned_threads == 0
+    assert threads[0] == threads[1]  # the same thread ran the next task
+
+
 async def test_cancel_refuses_tasks_that_are_not_running(broker: Broker) -> None:
     inspector = AsyncInspector(broker)
     message = await enqueue(broker)

@@ -155,6 +155,13 @@ A worker of an App with schedules also runs a scheduler (--no-scheduler: not).""
     help="How long running tasks may take to finish on shutdown.",
 )
 @click.option(
+    "--sync-cancel-grace",
+    type=Duration(),
+    default="1s",
+    show_default=True,
+    help="How long an interrupted sync handler may take to return before its thread is abandoned.",
+)
+@click.option(
     "--recover-interval",
     type=Duration(),
     default="5s",
@@ -220,6 +227,7 @@ def worker(
     strict: bool,
     lease: timedelta,
     shutdown_timeout: timedelta,
+    sync_cancel_grace: timedelta,
     recover_interval: timedelta,
     recover_delay: timedelta,
     max_crash_attempts: int,
@@ -249,6 +257,7 @@ def worker(
             strict_priority=strict,
             lease=lease,
             shutdown_timeout=shutdown_timeout,
+            sync_cancel_grace=sync_cancel_grace,
             recover_interval=recover_interval,
             recover_delay=recover_delay,
             max_crash_attempts=max_crash_attempts,

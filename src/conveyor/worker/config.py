@@ -86,6 +86,8 @@ class WorkerConfig:
         retry_delay: how long a failed task waits before its next attempt.
         error_handler: called as ``error_handler(ctx, task, exc)`` on each failed attempt.
         shutdown_timeout_s: how long a graceful shutdown waits for running handlers.
+        sync_cancel_grace_s: how long an interrupted sync handler has to notice
+            ``ctx.cancelled`` and return before its thread is abandoned.
         lease_s: how long a claim lasts without renewal.
         max_payload_bytes: larger stored payloads are archived unread.
         renew_interval_s: how often leases are extended; ``None`` means a third of the lease.
@@ -107,6 +109,7 @@ class WorkerConfig:
     retry_delay: RetryDelay = default_retry_delay
     error_handler: ErrorHandler | None = None
     shutdown_timeout_s: float = 8.0
+    sync_cancel_grace_s: float = 1.0
     lease_s: float = 30.0
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     renew_interval_s: float | None = None
@@ -148,6 +151,7 @@ class WorkerConfig:
                 raise ConfigError(f"{name.removesuffix('_s')} must be positive")
         for name in (
             "shutdown_timeout_s",
+            "sync_cancel_grace_s",
             "recover_delay_s",
             "completion_linger_s",
             "release_grace_s",

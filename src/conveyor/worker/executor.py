@@ -110,7 +110,7 @@ class Executor:
         self._running: dict[tuple[str, str, int], Attempt] = {}
         self._deadlines: DeadlineSweep[Attempt] = DeadlineSweep(self._expired)
         self._steps = StepRunner(broker)
-        self._run_sync = SyncRunner(pool, stats).run
+        self._run_sync = SyncRunner(pool, stats, config.sync_cancel_grace_s).run
         outcomes = Outcomes(
             broker,
             config=config,
@@ -195,7 +195,7 @@ class Executor:
 
         An async handler is cancelled at once (it sees ``CancelledError``); a sync handler's
         thread cannot be stopped: its ``ctx.cancelled`` is set, and it is abandoned if it has not
-        returned the sync cancel grace later (its outcome is ignored either way). An
+        returned ``config.sync_cancel_grace_s`` later (its outcome is ignored either way). An
         attempt already recording its outcome finishes as it was.
         """
         for lease in leases:

@@ -95,6 +95,9 @@ class Server:
         error_handler: called as ``error_handler(ctx, task, exc)`` on each failed attempt.
         shutdown_timeout: how long a graceful shutdown waits for running tasks before giving
             the rest back to the queue.
+        sync_cancel_grace: how long an interrupted sync handler (timeout, cancel, shutdown, lost
+            lease) has to notice ``ctx.cancelled`` and return before its thread is abandoned
+            and replaced; ``0`` abandons it at once.
         lease: how long a claim lasts without renewal; a crashed worker's tasks return after it.
         max_payload_bytes: stored payloads larger than this are archived unread.
         renew_interval: time between lease renewals (default: a third of the lease).
@@ -120,6 +123,7 @@ class Server:
         retry_delay: RetryDelay = default_retry_delay,
         error_handler: ErrorHandler | None = None,
         shutdown_timeout: float | timedelta = 8.0,
+        sync_cancel_grace: float | timedelta = 1.0,
         lease: float | timedelta = 30.0,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         renew_interval: float | timedelta | None = None,
@@ -136,6 +140,7 @@ class Server:
             retry_delay=retry_delay,
             error_handler=error_handler,
             shutdown_timeout_s=seconds(shutdown_timeout, what="shutdown_timeout"),
+            sync_cancel_grace_s=seconds(sync_cancel_grace, what="sync_cancel_grace"),
             lease_s=seconds(lease, what="lease"),
             max_payload_bytes=max_payload_bytes,
             renew_interval_s=(
@@ -492,7 +497,9 @@ class Server:
         if not await executor.wait_idle(config.shutdown_timeout_s):
             count = executor.interrupt_all()
             logger.warning("shutdown timeout: giving %d unfinished tasks back to the queue", count)
-            if not await executor.wait_idle(config.release_grace_s):
+            # Interrupted sync handlers get their whole cancel grace to return their task.
+            grace_s = max(config.release_grace_s, config.sync_cancel_grace_s)
+            if not await executor.wait_idle(grace_s):
                 await executor.cancel_remaining()
         executor.close()
         await completer.stop(timeout_s=max(config.shutdown_timeout_s, 1.0))
