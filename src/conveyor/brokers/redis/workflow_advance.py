@@ -14,12 +14,13 @@ it instead of storing it pending when it becomes ready and its queue is neither 
 a concurrency limit.
 
 Steps a worker finishes together (a chord's members, up to its free slots) are settled in one
-round trip: the calls that arrive while one is in flight are gathered
-(:class:`~conveyor.brokers.combiner.Combiner`) and sent as one pipeline of ``wf_advance.lua``
-runs on the connection the broker keeps (:meth:`~conveyor.brokers.redis.direct.AsyncLines.
-call_each`). Each run stays one atomic script for its own step, so a lost lease, a refused
-dependent or an eager continuation concerns its own caller only; Redis runs them one after the
-other, exactly as it runs separate calls.
+round trip: the calls made in the same turn of the event loop, and those that arrive while one
+batch is in flight, are gathered (:class:`~conveyor.brokers.combiner.Combiner`) and sent as one
+pipeline of ``wf_advance.lua`` runs on the connection the broker keeps
+(:meth:`~conveyor.brokers.redis.direct.AsyncLines.call_each`). Each run stays one atomic
+script for its own step, so a lost lease, a refused dependent or an eager continuation
+concerns its own caller only; Redis runs them one after the other, exactly as it runs separate
+calls.
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ class _Plan(NamedTuple):
     result: bytes
 
 
+_Advancer = Combiner[_Plan, bool | Continuation | None]
+
+
 class RedisWorkflowAdvance:
     """The fast success path of :class:`~conveyor.brokers.redis.workflows.RedisWorkflows`."""
 
@@ -124,7 +128,7 @@ class RedisWorkflowAdvance:
             return None
         if self._lines is None:
             return _advanced(plan, await self._run("wf_advance", plan.keys, plan.args))
-        return await self._advancer()(plan)
+        return await self._advancer(plan.continued is None)(plan)
 
     async def _advance_plan(self, lease: Lease, outcome: StepOutcome) -> _Plan | None:
         """The step's ``wf_advance.lua`` run, or ``None`` when the fast path does not apply."""
@@ -161,18 +165,23 @@ class RedisWorkflowAdvance:
     @functools.cached_property
     def _advancers(
         self,
-    ) -> weakref.WeakKeyDictionary[
-        asyncio.AbstractEventLoop, Combiner[_Plan, bool | Continuation | None]
-    ]:
+    ) -> weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[_Advancer, _Advancer]]:
         return weakref.WeakKeyDictionary()
 
-    def _advancer(self) -> Combiner[_Plan, bool | Continuation | None]:
-        # One per event loop: a batch's callers are woken through futures of their own loop.
+    def _advancer(self, gather: bool) -> _Advancer:
+        """The combiner for this event loop (its callers are woken through futures of their
+        own loop). With ``gather``, a batch also waits for the end of the current turn, so the
+        slots whose handlers returned together share it (a chord's members); without, a lone
+        call goes out at once: a chain step asking for its eager continuation, whose worker
+        waits on the reply to run the next step."""
         loop = asyncio.get_running_loop()
-        found = self._advancers.get(loop)
-        if found is None:
-            found = self._advancers[loop] = Combiner(self._advance_many)
-        return found
+        pair = self._advancers.get(loop)
+        if pair is None:
+            pair = self._advancers[loop] = (
+                Combiner(self._advance_many),
+                Combiner(self._advance_many, gather_turns=1),
+            )
+        return pair[1] if gather else pair[0]
 
     async def _advance_many(
         self, plans: Sequence[_Plan]
