@@ -8,14 +8,16 @@ as usual instead.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from conformance.test_leases import SHORT_LEASE_S, recover
-from conveyor import App, WorkflowState, chain
+from conveyor import App, WorkflowState, chain, chord
 from conveyor.brokers.limits import FlowControl, Rate
 from conveyor.brokers.protocol import Broker
 from conveyor.brokers.workflows import Continuation, StepOutcome, WorkflowBroker, step_task_id
@@ -197,3 +199,48 @@ async def test_a_worker_runs_a_chain_by_continuation(broker: Broker) -> None:
         assert await app.async_client.wait(info, 20) == 10
     # Every step after the first was handed over by its parent's settlement.
     assert server.stats.continued == 9
+
+
+async def test_settlements_made_together_each_get_their_own_outcome(broker: Broker) -> None:
+    """Steps settled at the same time (a worker's slots finishing together; on Redis sent as
+    one round trip) are each settled on their own: a stale lease refuses its step only, a
+    chain step gets its continuation, a failure fails its own workflow only."""
+    app = make_app(broker)
+    add = app.tasks["add"]
+    members = await app.aenqueue_workflow(
+        chord([add.s(i, 1) for i in range(4)], app.tasks["fixed"].s())
+    )
+    pair = await app.aenqueue_workflow(chain(add.s(1, 1), add.s(2)))
+    failing = await app.aenqueue_workflow(chain(add.s(5, 5), add.s(3)))
+    leases = {le.task.id: le for le in await broker.claim(["default"], limit=10, lease_s=30)}
+    assert len(leases) == 6
+    chord_leases = [leases[step_task_id(members.id, i)] for i in range(4)]
+    stale = replace(chord_leases[2], token=chord_leases[2].token + 1000)
+    store = workflows_of(broker)
+    outcomes = await asyncio.gather(
+        *(store.settle_step(le, success(b"1")) for le in chord_leases[:2]),
+        store.settle_step(stale, success(b"1")),
+        store.settle_step(chord_leases[3], success(b"1")),
+        store.settle_step(leases[step_task_id(pair.id, 0)], success(b"2")),
+        store.settle_step(
+            leases[step_task_id(failing.id, 0)], StepOutcome(succeeded=False, error="boom")
+        ),
+    )
+
+    assert outcomes[:4] == [True, True, False, True]
+    continued = outcomes[4]
+    assert isinstance(continued, Continuation)
+    assert continued.lease.task.id == step_task_id(pair.id, 1)
+    assert continued.parent_result == b"2"
+    assert outcomes[5] is True
+    assert (await store.load_workflow(failing.id)).state is WorkflowState.FAILED
+    # The refused member is still held under its real lease; settling it readies the body.
+    assert (await broker.get_task("default", stale.task.id)).state is TaskState.ACTIVE
+    assert await broker.claim(["default"], limit=10, lease_s=30) == []
+    assert await store.settle_step(chord_leases[2], success(b"1")) is True
+    [body] = await broker.claim(["default"], limit=10, lease_s=30)
+    assert body.task.id == step_task_id(members.id, 4)
+    assert await store.settle_step(body, StepOutcome(succeeded=True, result=b"[1,1,1,1]"))
+    assert await store.settle_step(continued.lease, StepOutcome(succeeded=True, result=b"4"))
+    for info in (members, pair):
+        assert (await store.load_workflow(info.id)).state is WorkflowState.SUCCEEDED

@@ -25,6 +25,7 @@ from redis.exceptions import (
     ReadOnlyError,
     RedisClusterException,
     RedisError,
+    ResponseError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -266,6 +267,34 @@ class RedisBrokerBase:
             except NoScriptError:
                 await self._client.script_load(script.script)
                 return await send(*command)
+
+    async def _run_each(
+        self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
+    ) -> list[Any]:
+        """Script ``name`` run once per ``(keys, args)``, all sent in one write on the kept
+        connection; each reply in its place, an error reply as its conveyor exception. A
+        NOSCRIPT reply ran nothing: the script is loaded and those calls sent again."""
+        assert self._lines is not None
+        script = self._scripts[name]
+        commands = [("EVALSHA", script.sha, len(k), *k, *a) for k, a in calls]
+        with self._errors():
+            replies = await self._lines.call_each(commands)
+            missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+            if missing:
+                await self._client.script_load(script.script)
+                again = await self._lines.call_each([commands[i] for i in missing])
+                for i, reply in zip(missing, again, strict=True):
+                    replies[i] = reply
+        return [self._translated(r) if isinstance(r, ResponseError) else r for r in replies]
+
+    def _translated(self, error: ResponseError) -> Exception:
+        """An error reply as the exception a lone call would have raised."""
+        try:
+            with self._errors():
+                raise error
+        except Exception as exc:  # handed to its caller
+            return exc
+        return error  # never: _errors re-raises every RedisError as conveyor's
 
     def _claim_request(
         self, batch: ScriptBatch, limit: int, lease_s: float

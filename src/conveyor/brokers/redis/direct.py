@@ -91,20 +91,27 @@ class AsyncLines:
         Every reply is read before an error reply raises its ``ResponseError`` (the connection
         stays clean); a timeout bounds the whole call, as :meth:`call`'s.
         """
+        replies = await self.call_each(commands)
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise reply
+        return replies
+
+    async def call_each(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """:meth:`call_many`, but an error reply is returned in its command's place (a
+        ``ResponseError``) instead of raised: commands that stand alone (scripts, each atomic
+        on its own) each get their own outcome.
+        """
         conn = await self._take()
         try:
             async with asyncio.timeout(self._timeout):
                 await conn.send_packed_command([pack_command(c) for c in commands])
                 replies: list[Any] = []
-                error: ResponseError | None = None
                 for _ in commands:
                     try:
                         replies.append(await conn.read_response())
                     except ResponseError as exc:
-                        error = error or exc
                         replies.append(exc)
-                if error is not None:
-                    raise error
                 return replies
         except TimeoutError as exc:  # asyncio's (redis-py's is no OSError): our bound ran out
             # Cancelled mid-send or mid-read, redis-py has dropped the connection already.

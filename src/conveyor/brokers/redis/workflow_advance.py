@@ -12,22 +12,37 @@ queue the worker serves, due now, its input the step's result, its type under no
 concurrency limit as this object last read them, as a claim reads them), and the script leases
 it instead of storing it pending when it becomes ready and its queue is neither paused nor under
 a concurrency limit.
+
+Steps a worker finishes together (a chord's members, up to its free slots) are settled in one
+round trip: the calls made in the same turn of the event loop, and those that arrive while one
+batch is in flight, are gathered (:class:`~conveyor.brokers.combiner.Combiner`) and sent as one
+pipeline of ``wf_advance.lua`` runs on the connection the broker keeps
+(:meth:`~conveyor.brokers.redis.direct.AsyncLines.call_each`). Each run stays one atomic
+script for its own step, so a lost lease, a refused dependent or an eager continuation
+concerns its own caller only; Redis runs them one after the other, exactly as it runs separate
+calls.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
+import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from conveyor.brokers import workflow_engine as engine
+from conveyor.brokers.combiner import Combiner
 from conveyor.brokers.redis.base import ScriptBatch
 from conveyor.brokers.redis.records import message_args
 from conveyor.brokers.redis.replies import claimed_leases
 from conveyor.brokers.workflows import Continuation, StepOutcome, parse_step_task_id
 from conveyor.errors import TaskIdConflictError
 from conveyor.message import Lease
+
+if TYPE_CHECKING:
+    from conveyor.brokers.redis.direct import AsyncLines
 
 __all__ = ["RedisWorkflowAdvance"]
 
@@ -69,6 +84,20 @@ def _limited(rate_spec: str, concurrency_spec: str) -> frozenset[str]:
     return frozenset(rates[0::3]) | frozenset(limits[0::2])
 
 
+class _Plan(NamedTuple):
+    """One step's ``wf_advance.lua`` run, and what reading its reply needs."""
+
+    keys: list[str]
+    args: list[Any]
+    queues: list[str]  # the KEYS blocks' queues, in order
+    dependents: list[engine.StepSpec]
+    continued: int | None  # the dependent asked to continue eagerly
+    result: bytes
+
+
+_Advancer = Combiner[_Plan, bool | Continuation | None]
+
+
 class RedisWorkflowAdvance:
     """The fast success path of :class:`~conveyor.brokers.redis.workflows.RedisWorkflows`."""
 
@@ -76,7 +105,11 @@ class RedisWorkflowAdvance:
         _ns: str
         _rate_spec: str
         _concurrency_spec: str
+        _lines: AsyncLines | None
 
+        async def _run_each(
+            self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
+        ) -> list[Any]: ...
         async def _refresh_rates(self) -> None: ...
         async def _run(self, name: str, keys_: Sequence[str], args: Sequence[Any]) -> Any: ...
         async def _graph(self, workflow_id: str) -> bytes | None: ...
@@ -85,7 +118,20 @@ class RedisWorkflowAdvance:
     async def _advance(self, lease: Lease, outcome: StepOutcome) -> bool | Continuation | None:
         """The common success in one script with no read first (``wf_advance.lua``); ``None``
         when it is not the common case and the general path must decide; the leased next step
-        when ``outcome.continue_on`` asked for it and the script granted it."""
+        when ``outcome.continue_on`` asked for it and the script granted it.
+
+        On the broker's kept connection, the successes of steps settled at the same time go to
+        the server together, one script each in one round trip (a chord's members finishing
+        together): each script stays atomic on its own, and each caller gets its own reply."""
+        plan = await self._advance_plan(lease, outcome)
+        if plan is None:
+            return None
+        if self._lines is None:
+            return _advanced(plan, await self._run("wf_advance", plan.keys, plan.args))
+        return await self._advancer(plan.continued is None)(plan)
+
+    async def _advance_plan(self, lease: Lease, outcome: StepOutcome) -> _Plan | None:
+        """The step's ``wf_advance.lua`` run, or ``None`` when the fast path does not apply."""
         result = outcome.result
         step = parse_step_task_id(lease.task.id)
         graph_data = None if step is None else await self._graph(step[0])
@@ -113,25 +159,45 @@ class RedisWorkflowAdvance:
             cont_arg,
             *(d.message.payload for d in dependents),
         ]
-        tail = self._workflow_tail(step[0])
-        reply = await self._run("wf_advance", [*batch.keys, *tail], args)
-        if reply[0] == b"slow":
-            return None
-        if reply[0] in (b"conflict", b"duplicate"):
-            raise TaskIdConflictError(f"a workflow step conflicts with a stored task: {reply!r}")
-        if reply[0] != 1:
-            return False
-        if len(reply) < 3 or continued is None:
-            return True
-        leases = claimed_leases(batch.queues, [0, reply[1], [], reply[2]])
-        if not leases:  # undecodable (never, for a message just stored): left to recovery
-            return True
-        spec = dependents[continued]
-        return Continuation(
-            lease=leases[0],
-            parent_result=engine.continued_input(spec, result),
-            prepend=spec.prepend,
-        )
+        keys_ = [*batch.keys, *self._workflow_tail(step[0])]
+        return _Plan(keys_, args, batch.queues, dependents, continued, result)
+
+    @functools.cached_property
+    def _advancers(
+        self,
+    ) -> weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[_Advancer, _Advancer]]:
+        return weakref.WeakKeyDictionary()
+
+    def _advancer(self, gather: bool) -> _Advancer:
+        """The combiner for this event loop (its callers are woken through futures of their
+        own loop). With ``gather``, a batch also waits for the end of the current turn, so the
+        slots whose handlers returned together share it (a chord's members); without, a lone
+        call goes out at once: a chain step asking for its eager continuation, whose worker
+        waits on the reply to run the next step."""
+        loop = asyncio.get_running_loop()
+        pair = self._advancers.get(loop)
+        if pair is None:
+            pair = self._advancers[loop] = (
+                Combiner(self._advance_many),
+                Combiner(self._advance_many, gather_turns=1),
+            )
+        return pair[1] if gather else pair[0]
+
+    async def _advance_many(
+        self, plans: Sequence[_Plan]
+    ) -> list[bool | Continuation | Exception | None]:
+        """Each plan's script in one round trip; each outcome (or error) on its own."""
+        replies = await self._run_each("wf_advance", [(p.keys, p.args) for p in plans])
+        out: list[bool | Continuation | Exception | None] = []
+        for plan, reply in zip(plans, replies, strict=True):
+            if isinstance(reply, Exception):
+                out.append(reply)
+                continue
+            try:
+                out.append(_advanced(plan, reply))
+            except TaskIdConflictError as exc:
+                out.append(exc)
+        return out
 
     async def _continuable(
         self, dependents: Sequence[engine.StepSpec], index: int, outcome: StepOutcome
@@ -145,3 +211,25 @@ class RedisWorkflowAdvance:
             if d.message.type not in limited and engine.continuable(d, index, outcome.continue_on):
                 return k
         return None
+
+
+def _advanced(plan: _Plan, reply: Any) -> bool | Continuation | None:
+    """What ``wf_advance.lua``'s reply means for the caller (see :meth:`~RedisWorkflowAdvance.
+    _advance`)."""
+    if reply[0] == b"slow":
+        return None
+    if reply[0] in (b"conflict", b"duplicate"):
+        raise TaskIdConflictError(f"a workflow step conflicts with a stored task: {reply!r}")
+    if reply[0] != 1:
+        return False
+    if len(reply) < 3 or plan.continued is None:
+        return True
+    leases = claimed_leases(plan.queues, [0, reply[1], [], reply[2]])
+    if not leases:  # undecodable (never, for a message just stored): left to recovery
+        return True
+    spec = plan.dependents[plan.continued]
+    return Continuation(
+        lease=leases[0],
+        parent_result=engine.continued_input(spec, plan.result),
+        prepend=spec.prepend,
+    )

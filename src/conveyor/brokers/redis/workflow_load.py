@@ -1,10 +1,12 @@
 """What a workflow step reads before it runs, on Redis: its own record and its inputs' results.
 
 Steps claimed together (a claim starts up to a worker's free slots at once: a chord's members
-come in batches) read together: the reads of the calls made while one is in flight go out as
-one pipeline, one round trip for the batch (:class:`~conveyor.brokers.combiner.Combiner`), with
-two commands per workflow whatever the number of its steps in the batch (its record, and the
-steps' results and errors in one ``HMGET``).
+come in batches) read together: the reads of the calls made in the same turn of the event
+loop (the steps of one claim start together), and of those made while one batch is in flight,
+go out as one pipeline, one round trip for the batch
+(:class:`~conveyor.brokers.combiner.Combiner`), with two commands per workflow whatever the
+number of its steps in the batch (its record, and the steps' results and errors in one
+``HMGET``).
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ class RedisWorkflowLoad:
         loop = asyncio.get_running_loop()
         reader = self._step_readers.get(loop)
         if reader is None:
-            reader = self._step_readers[loop] = Combiner(self._read_steps)
+            reader = self._step_readers[loop] = Combiner(self._read_steps, gather_turns=1)
         return reader
 
     async def _read_steps(self, items: Sequence[_Read]) -> list[WorkflowRecord | Exception]:
