@@ -47,6 +47,17 @@ async def test_outcomes_come_back_to_each_awaiter_from_at_most_size_threads() ->
     assert names <= {f"hop-{i}" for i in range(1, 5)}
 
 
+async def test_a_stop_iteration_comes_back_as_a_runtime_error_not_a_hang() -> None:
+    pool = HandlerThreadPool(1)
+    try:
+        with pytest.raises(RuntimeError, match="StopIteration") as caught:
+            await asyncio.wait_for(pool.run(next, iter([])), 5)
+        assert await pool.run(int, "7") == 7  # later outcomes still come back
+    finally:
+        pool.shutdown()
+    assert isinstance(caught.value.__cause__, StopIteration)
+
+
 async def test_each_call_runs_in_the_context_it_was_given() -> None:
     pool = HandlerThreadPool(2)
 

@@ -128,6 +128,12 @@ class SyncRun(Generic[T]):
         if not future.done():
             if ok:
                 future.set_result(value)
+            elif isinstance(value, StopIteration):
+                # A future refuses StopIteration (it would end the awaiting generator):
+                # deliver it as a coroutine would, wrapped in a RuntimeError.
+                error = RuntimeError("sync handler raised StopIteration")
+                error.__cause__ = value
+                future.set_exception(error)
             else:
                 future.set_exception(value)
         waiter = self._waiter
