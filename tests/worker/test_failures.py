@@ -151,6 +151,17 @@ async def test_unknown_type_is_retried_then_archived(broker: Broker) -> None:
     assert server.stats.retried == 1
 
 
+async def test_sync_handler_raising_stop_iteration_fails_its_attempt(broker: Broker) -> None:
+    def handler(ctx: TaskContext, task: Task) -> JSONValue:
+        empty: list[JSONValue] = []
+        return next(iter(empty))  # raises StopIteration
+
+    async with serving(Server(broker, **fast()), handler):
+        message = await enqueue(broker, max_retry=0)
+        info = await wait_for_state(broker, message, TaskState.ARCHIVED)
+    assert info.last_error == "RuntimeError: sync handler raised StopIteration"
+
+
 async def test_async_handler_past_its_timeout_is_cancelled(broker: Broker) -> None:
     handler = BlockingHandler()
 

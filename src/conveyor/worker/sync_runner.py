@@ -52,21 +52,18 @@ class SyncRunner:
         grace to notice and return, so its thread goes back to the pool; a handler still running
         then is abandoned. Either way its outcome is ignored.
         """
-        future = self._pool.submit(contextvars.copy_context().run, fn, ctx, task)
+        run = self._pool.run(contextvars.copy_context().run, fn, ctx, task)
         try:
-            return await asyncio.wrap_future(future)
+            return await run
         except asyncio.CancelledError:
-            if future.cancel() or future.done():
+            if run.cancel() or run.done():
                 raise
             ctx.cancel()
-            returned = asyncio.wrap_future(future)
             try:
                 # A handler that checks ctx.cancelled returns soon: wait for it briefly.
-                await asyncio.wait({returned}, timeout=self._grace_s)
-                if returned.done() and not returned.cancelled():
-                    returned.exception()  # ignored, as its result is: mark it retrieved
+                await asyncio.wait({run.ended()}, timeout=self._grace_s)
             finally:
-                if not future.done():
+                if not run.done():
                     # A running thread cannot be stopped: abandon it, ignore its outcome, and
                     # let the pool replace it so the worker keeps its full concurrency.
                     self._pool.abandon()
