@@ -21,7 +21,7 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 # 'src/conveyor/brokers/redis/scripts').glob('*.lua'))]"
 PINNED_SHA256 = {
     "cancel.lua": "d8675f0281593bb3",
-    "claim.lua": "9489e8d3dec5388b",
+    "claim.lua": "e3ec33ba9fa234a6",
     "complete.lua": "c24225abeb55dcf9",
     "complete_all.lua": "32ca1329a3229ba9",
     "count_running.lua": "efec2cd90b1a707d",
@@ -29,8 +29,8 @@ PINNED_SHA256 = {
     "enqueue.lua": "e83c6458a26a8dc0",
     "extend.lua": "2e9c44368efdedf8",
     "fail.lua": "e0e7032e499a9d0c",
-    "lib.lua": "26e95e309bacade7",
-    "limits.lua": "405ee88fba5f9da3",
+    "lib.lua": "96be952271382125",
+    "limits.lua": "9b1b57c2b3a401a3",
     "manage.lua": "8346a8a448b2651d",
     "page.lua": "dbc7bd05e64f63df",
     "peek.lua": "e54808a6dde27661",

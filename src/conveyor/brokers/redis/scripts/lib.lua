@@ -191,6 +191,34 @@ local function digits(us)
   return tostring(math.floor(us / 1000000)) .. string.rep('0', 6 - #frac) .. frac
 end
 
+-- Numbers handed to redis.call are formatted by Redis with snprintf("%.17g"), a floating-point
+-- conversion that costs more than most of the commands a task runs. int_text gives the same
+-- text for a non-negative integer below 2^53 (exact as a Lua number) with arithmetic instead:
+-- its last three digits from one string.char, the rest (shared by a call's times and tokens)
+-- remembered for the run. Anything else is returned as is, for Redis to format as before.
+local MAX_EXACT = 9007199254740992
+local thousands = {}  -- per run: floor(v / 1000) -> its text
+
+local function int_text(v)
+  if v < 0 or v >= MAX_EXACT or v % 1 ~= 0 then return v end
+  local lo = v % 1000
+  local hi = (v - lo) / 1000
+  local c = lo % 10
+  local b = (lo - c) / 10 % 10
+  local a = (lo - c - 10 * b) / 100
+  if hi == 0 then
+    if a > 0 then return string.char(48 + a, 48 + b, 48 + c) end
+    if b > 0 then return string.char(48 + b, 48 + c) end
+    return string.char(48 + c)
+  end
+  local head = thousands[hi]
+  if head == nil then
+    head = int_text(hi)
+    thousands[hi] = head
+  end
+  return head .. string.char(48 + a, 48 + b, 48 + c)
+end
+
 -- Store one checked message at server time `t`; returns its state.
 local function store_message(m, payload, t, ctx)
   local qi = m[1]
@@ -234,10 +262,11 @@ local function store_message(m, payload, t, ctx)
       adds = {}
       ctx.adds[qi] = adds
     end
-    adds[#adds + 1] = score
+    local text = int_text(score)
+    adds[#adds + 1] = text
     adds[#adds + 1] = id
     -- No 'ready' field: a pending task's ready time is its enqueue time until it changes.
-    f[n + 1], f[n + 2], f[n + 3], f[n + 4] = 'state', state, 'rscore', score
+    f[n + 1], f[n + 2], f[n + 3], f[n + 4] = 'state', state, 'rscore', text
   end
   redis.call('HSET', b.tprefix .. id, unpack(f, 1, n + 4))
   -- Wake idle workers for scheduled tasks too: they recompute how long to sleep.
