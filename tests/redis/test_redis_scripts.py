@@ -10,6 +10,7 @@ import pytest
 from redis_servers import namespaced_broker
 
 from conveyor.brokers.redis.base import SCRIPT_NAMES, script_source
+from conveyor.brokers.redis.prune import prune
 from conveyor.message import TaskMessage
 
 FOLDER = resources.files("conveyor.brokers.redis") / "scripts"
@@ -99,9 +100,42 @@ def test_scripts_are_lib_plus_their_file() -> None:
         helpers = ["lib.lua", "limits.lua"] if with_limits else ["lib.lua"]
         if name.startswith("wf_"):
             helpers.append("workflow_lib.lua")
-        assert script_source(name) == "".join(
-            (FOLDER / f).read_text() for f in [*helpers, f"{name}.lua"]
-        )
+        full = "".join((FOLDER / f).read_text() for f in [*helpers, f"{name}.lua"]).split("\n")
+        loaded = script_source(name)
+        assert loaded.endswith((FOLDER / f"{name}.lua").read_text())
+        # Helpers the script never reaches are blanked line for line (prune.py), nothing else.
+        lines = loaded.split("\n")
+        assert len(lines) == len(full)
+        assert all(line in (kept, "") for line, kept in zip(lines, full, strict=True))
+
+
+def test_a_script_keeps_every_helper_it_reaches() -> None:
+    helpers = (
+        "local BLOCK = 13\n"
+        "local function used(x)\n  return inner(x)\nend\n"
+        "local function inner(x)\n  return x\nend\n"
+        "local function unused(x)\n  return inner(x)  -- only_in_a_comment()\nend\n"
+        "local function only_in_a_comment()\n  return 1\nend\n"
+        "local function named_in_a_string()\n  return 2\nend\n"
+        "local cache = {}  -- per run\n"
+        "local seen = {}\n"
+    )
+    script = "-- unused() cache\nreturn used(BLOCK) .. 'named_in_a_string -- x' .. #seen\n"
+    lines = prune(helpers, script).split("\n")
+    assert lines[:4] == ["local BLOCK = 13", "local function used(x)", "  return inner(x)", "end"]
+    assert lines[4:7] == ["local function inner(x)", "  return x", "end"]
+    assert lines[7:13] == [""] * 6  # unused, and only_in_a_comment (named in unused's comment)
+    assert lines[13] == "local function named_in_a_string()"
+    assert lines[16:18] == ["", "local seen = {}"]
+    assert "\n".join(lines).endswith(script)
+
+
+async def test_every_script_compiles_as_loaded(redis_url: str) -> None:
+    async with namespaced_broker(redis_url) as redis_broker:
+        client = redis_broker._client
+        for name in SCRIPT_NAMES:
+            sha = await client.script_load(script_source(name))
+            assert sha == hashlib.sha1(script_source(name).encode()).hexdigest()
 
 
 async def test_scripts_are_registered_and_run_by_sha(redis_url: str) -> None:
