@@ -23,7 +23,7 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 PINNED_SHA256 = {
     "cancel.lua": "d8675f0281593bb3",
     "claim.lua": "e3ec33ba9fa234a6",
-    "complete.lua": "c24225abeb55dcf9",
+    "complete.lua": "7f9d67abb9e1159b",
     "complete_all.lua": "32ca1329a3229ba9",
     "count_running.lua": "efec2cd90b1a707d",
     "delete_queue.lua": "4f0a143b22e99d80",
