@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import random
 import re
+import uuid
 from importlib import resources
 
 import pytest
@@ -22,15 +24,15 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 # 'src/conveyor/brokers/redis/scripts').glob('*.lua'))]"
 PINNED_SHA256 = {
     "cancel.lua": "d8675f0281593bb3",
-    "claim.lua": "e3ec33ba9fa234a6",
-    "complete.lua": "7f9d67abb9e1159b",
+    "claim.lua": "806290aae2c3b5d2",
+    "complete.lua": "6c372cea13469fbd",
     "complete_all.lua": "32ca1329a3229ba9",
     "count_running.lua": "efec2cd90b1a707d",
     "delete_queue.lua": "4f0a143b22e99d80",
     "enqueue.lua": "e83c6458a26a8dc0",
     "extend.lua": "2e9c44368efdedf8",
     "fail.lua": "e0e7032e499a9d0c",
-    "lib.lua": "96be952271382125",
+    "lib.lua": "9c61873ac0cb9d9e",
     "limits.lua": "9b1b57c2b3a401a3",
     "manage.lua": "8346a8a448b2651d",
     "page.lua": "dbc7bd05e64f63df",
@@ -147,3 +149,34 @@ async def test_scripts_are_registered_and_run_by_sha(redis_url: str) -> None:
         assert {n: s.sha for n, s in redis_broker._scripts.items()} == expected
         loaded = await client.script_exists(expected["enqueue"], expected["claim"])
         assert loaded == [True, True]
+
+
+async def test_int_text_gives_the_text_redis_makes_of_the_number(redis_url: str) -> None:
+    # lib.lua's int_text hands integers to redis.call as text: it must be exactly what Redis
+    # stores for the same Lua number (SET formats it), over the whole range it takes on.
+    lib = (FOLDER / "lib.lua").read_text()
+    helpers = lib[lib.index("local MAX_EXACT") : lib.index("-- Store one checked message")]
+    script = helpers + (
+        "local wrong = {}\n"
+        "for i = 1, #ARGV do\n"
+        "  local v = tonumber(ARGV[i])\n"
+        "  redis.call('SET', KEYS[1], v)\n"
+        "  local text = int_text(v)\n"
+        "  if text ~= v and text ~= redis.call('GET', KEYS[1]) then\n"
+        "    wrong[#wrong + 1] = ARGV[i]\n"
+        "  end\n"
+        "end\n"
+        "redis.call('DEL', KEYS[1])\n"
+        "return wrong\n"
+    )
+    rng = random.Random(7)
+    top = 2**53
+    values = [0, 1, 9, 10, 99, 100, 999, 1000, 9999, 10**4, 10**7 - 1, 10**7, 10**8 - 1, 10**8]
+    values += [10**8 + 1, 10**15, 1_765_000_000_000_000, top - 1, top - 10**8, -1, 2.5, top]
+    values += [rng.randrange(10**k) for k in range(1, 17) for _ in range(50)]
+    values += [rng.randrange(top) for _ in range(1000)]
+    async with namespaced_broker(redis_url) as redis_broker:
+        client = redis_broker._client
+        key = f"conveyor-test:int-text:{uuid.uuid4().hex}"
+        wrong = await client.eval(script, 1, key, *[repr(v) for v in values])
+    assert wrong == []

@@ -79,7 +79,8 @@ end
 -- is enough: every task popped below is then due no later than any task left behind. The record
 -- is written last, through pcall: a key of the wrong type is left for take to archive.
 local function promote(b, src, want)
-  local due = redis.call('ZRANGEBYSCORE', src, '-inf', t, 'WITHSCORES', 'LIMIT', 0, want)
+  local due = redis.call('ZRANGEBYSCORE', src, '-inf', t_text, 'WITHSCORES', 'LIMIT', '0',
+    int_text(want))
   for j = 1, #due, 2 do
     local id = due[j]
     redis.call('ZADD', b.pending, due[j + 1], id)
@@ -209,13 +210,13 @@ local function claim_from(qi)
     local want = math.min(limit - claimed, room)
     promote(b, b.scheduled, want)
     promote(b, b.retry, want)
-    local ids = redis.call('ZPOPMIN', b.pending, want)
+    local ids = redis.call('ZPOPMIN', b.pending, int_text(want))
     if #ids == 0 then return end
     -- One INCRBY mints every token of this batch, one ZADD (per chunk) leases them: two
     -- commands per batch instead of two per task. A skipped corrupt entry leaves a gap in the
     -- tokens, which only need to be unique and increasing.
     local n = #ids / 2
-    local first = redis.pcall('INCRBY', b.seq, n)
+    local first = redis.pcall('INCRBY', b.seq, int_text(n))
     if type(first) == 'table' then
       local all = {}
       for j = 1, #ids, 2 do all[#all + 1] = j end
@@ -279,6 +280,6 @@ end
 local receipt = KEYS[blocks_n * BLOCK + 1]
 if receipt and claimed > 0 then
   local ttl_ms = math.max(1, math.ceil(tonumber(ARGV[2]) / 1000))
-  redis.call('SET', receipt, table.concat(receipt_words, ' '), 'PX', ttl_ms)
+  redis.call('SET', receipt, table.concat(receipt_words, ' '), 'PX', int_text(ttl_ms))
 end
 return out

@@ -33,8 +33,9 @@ local minute = math.floor(t / 60000000)
 
 local function finish()
   for stats, count in pairs(done) do
-    redis.call('HINCRBY', stats, 'p:' .. day, count)
-    redis.call('HINCRBY', stats, 'pm:' .. minute, count)
+    local by = int_text(count)
+    redis.call('HINCRBY', stats, 'p:' .. day, by)
+    redis.call('HINCRBY', stats, 'pm:' .. minute, by)
   end
   for run, count in pairs(freed) do redis.pcall('INCRBY', run, -count) end
   wake_all(ctx)
