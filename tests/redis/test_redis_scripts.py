@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import random
 import re
+import uuid
 from importlib import resources
 
 import pytest
 from redis_servers import namespaced_broker
 
 from conveyor.brokers.redis.base import SCRIPT_NAMES, script_source
+from conveyor.brokers.redis.prune import prune
 from conveyor.message import TaskMessage
 
 FOLDER = resources.files("conveyor.brokers.redis") / "scripts"
@@ -21,16 +24,16 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 # 'src/conveyor/brokers/redis/scripts').glob('*.lua'))]"
 PINNED_SHA256 = {
     "cancel.lua": "d8675f0281593bb3",
-    "claim.lua": "9489e8d3dec5388b",
-    "complete.lua": "c24225abeb55dcf9",
+    "claim.lua": "806290aae2c3b5d2",
+    "complete.lua": "6c372cea13469fbd",
     "complete_all.lua": "32ca1329a3229ba9",
     "count_running.lua": "efec2cd90b1a707d",
     "delete_queue.lua": "4f0a143b22e99d80",
     "enqueue.lua": "e83c6458a26a8dc0",
     "extend.lua": "2e9c44368efdedf8",
     "fail.lua": "e0e7032e499a9d0c",
-    "lib.lua": "26e95e309bacade7",
-    "limits.lua": "405ee88fba5f9da3",
+    "lib.lua": "9c61873ac0cb9d9e",
+    "limits.lua": "9b1b57c2b3a401a3",
     "manage.lua": "8346a8a448b2651d",
     "page.lua": "dbc7bd05e64f63df",
     "peek.lua": "e54808a6dde27661",
@@ -99,9 +102,42 @@ def test_scripts_are_lib_plus_their_file() -> None:
         helpers = ["lib.lua", "limits.lua"] if with_limits else ["lib.lua"]
         if name.startswith("wf_"):
             helpers.append("workflow_lib.lua")
-        assert script_source(name) == "".join(
-            (FOLDER / f).read_text() for f in [*helpers, f"{name}.lua"]
-        )
+        full = "".join((FOLDER / f).read_text() for f in [*helpers, f"{name}.lua"]).split("\n")
+        loaded = script_source(name)
+        assert loaded.endswith((FOLDER / f"{name}.lua").read_text())
+        # Helpers the script never reaches are blanked line for line (prune.py), nothing else.
+        lines = loaded.split("\n")
+        assert len(lines) == len(full)
+        assert all(line in (kept, "") for line, kept in zip(lines, full, strict=True))
+
+
+def test_a_script_keeps_every_helper_it_reaches() -> None:
+    helpers = (
+        "local BLOCK = 13\n"
+        "local function used(x)\n  return inner(x)\nend\n"
+        "local function inner(x)\n  return x\nend\n"
+        "local function unused(x)\n  return inner(x)  -- only_in_a_comment()\nend\n"
+        "local function only_in_a_comment()\n  return 1\nend\n"
+        "local function named_in_a_string()\n  return 2\nend\n"
+        "local cache = {}  -- per run\n"
+        "local seen = {}\n"
+    )
+    script = "-- unused() cache\nreturn used(BLOCK) .. 'named_in_a_string -- x' .. #seen\n"
+    lines = prune(helpers, script).split("\n")
+    assert lines[:4] == ["local BLOCK = 13", "local function used(x)", "  return inner(x)", "end"]
+    assert lines[4:7] == ["local function inner(x)", "  return x", "end"]
+    assert lines[7:13] == [""] * 6  # unused, and only_in_a_comment (named in unused's comment)
+    assert lines[13] == "local function named_in_a_string()"
+    assert lines[16:18] == ["", "local seen = {}"]
+    assert "\n".join(lines).endswith(script)
+
+
+async def test_every_script_compiles_as_loaded(redis_url: str) -> None:
+    async with namespaced_broker(redis_url) as redis_broker:
+        client = redis_broker._client
+        for name in SCRIPT_NAMES:
+            sha = await client.script_load(script_source(name))
+            assert sha == hashlib.sha1(script_source(name).encode()).hexdigest()
 
 
 async def test_scripts_are_registered_and_run_by_sha(redis_url: str) -> None:
@@ -113,3 +149,34 @@ async def test_scripts_are_registered_and_run_by_sha(redis_url: str) -> None:
         assert {n: s.sha for n, s in redis_broker._scripts.items()} == expected
         loaded = await client.script_exists(expected["enqueue"], expected["claim"])
         assert loaded == [True, True]
+
+
+async def test_int_text_gives_the_text_redis_makes_of_the_number(redis_url: str) -> None:
+    # lib.lua's int_text hands integers to redis.call as text: it must be exactly what Redis
+    # stores for the same Lua number (SET formats it), over the whole range it takes on.
+    lib = (FOLDER / "lib.lua").read_text()
+    helpers = lib[lib.index("local MAX_EXACT") : lib.index("-- Store one checked message")]
+    script = helpers + (
+        "local wrong = {}\n"
+        "for i = 1, #ARGV do\n"
+        "  local v = tonumber(ARGV[i])\n"
+        "  redis.call('SET', KEYS[1], v)\n"
+        "  local text = int_text(v)\n"
+        "  if text ~= v and text ~= redis.call('GET', KEYS[1]) then\n"
+        "    wrong[#wrong + 1] = ARGV[i]\n"
+        "  end\n"
+        "end\n"
+        "redis.call('DEL', KEYS[1])\n"
+        "return wrong\n"
+    )
+    rng = random.Random(7)
+    top = 2**53
+    values = [0, 1, 9, 10, 99, 100, 999, 1000, 9999, 10**4, 10**7 - 1, 10**7, 10**8 - 1, 10**8]
+    values += [10**8 + 1, 10**15, 1_765_000_000_000_000, top - 1, top - 10**8, -1, 2.5, top]
+    values += [rng.randrange(10**k) for k in range(1, 17) for _ in range(50)]
+    values += [rng.randrange(top) for _ in range(1000)]
+    async with namespaced_broker(redis_url) as redis_broker:
+        client = redis_broker._client
+        key = f"conveyor-test:int-text:{uuid.uuid4().hex}"
+        wrong = await client.eval(script, 1, key, *[repr(v) for v in values])
+    assert wrong == []

@@ -39,6 +39,7 @@ from conveyor.brokers.redis.connect import (
     sentinel_refusals,
 )
 from conveyor.brokers.redis.direct import AsyncLines, SyncLines
+from conveyor.brokers.redis.prune import prune
 from conveyor.brokers.redis.replies import as_bytes, claim_script_args
 from conveyor.errors import BrokerError, BrokerUnavailableError, ConveyorError
 
@@ -103,12 +104,13 @@ _WITH_LIMITS = frozenset(
 def script_source(name: str) -> str:
     """The full text loaded for script ``name``: lib.lua (then limits.lua for the scripts that
     enforce limits or complete leased tasks, then workflow_lib.lua for the workflow scripts)
-    followed by ``name``.lua."""
+    followed by ``name``.lua, the helpers it never reaches blanked (see prune.py)."""
     folder = resources.files("conveyor.brokers.redis") / "scripts"
     helpers = ["lib.lua", "limits.lua"] if name in _WITH_LIMITS else ["lib.lua"]
     if name.startswith("wf_"):
         helpers.append("workflow_lib.lua")
-    return "".join((folder / f).read_text() for f in [*helpers, f"{name}.lua"])
+    text = "".join((folder / f).read_text() for f in helpers)
+    return prune(text, (folder / f"{name}.lua").read_text())
 
 
 def raise_if_cancelled() -> None:

@@ -21,9 +21,12 @@ local limit = tonumber(ARGV[1])
 local t = now()
 run_when_full(block(1))
 local expiry = t + tonumber(ARGV[2])
+-- Per-task writes take text, formatted once here (see lib.lua's int_text).
+local t_text, expiry_text = int_text(t), int_text(expiry)
 local corrupt = {}
 local out = {t, expiry, corrupt}
 local claimed = 0
+local receipt_words = {ARGV[3]}  -- "<block> <id> <token>" per claimed task
 local rates = rate_table(ARGV[5])
 local held = {}  -- per type: tasks this run held back
 local held_total = 0
@@ -76,7 +79,8 @@ end
 -- is enough: every task popped below is then due no later than any task left behind. The record
 -- is written last, through pcall: a key of the wrong type is left for take to archive.
 local function promote(b, src, want)
-  local due = redis.call('ZRANGEBYSCORE', src, '-inf', t, 'WITHSCORES', 'LIMIT', 0, want)
+  local due = redis.call('ZRANGEBYSCORE', src, '-inf', t_text, 'WITHSCORES', 'LIMIT', '0',
+    int_text(want))
   for j = 1, #due, 2 do
     local id = due[j]
     redis.call('ZADD', b.pending, due[j + 1], id)
@@ -206,13 +210,13 @@ local function claim_from(qi)
     local want = math.min(limit - claimed, room)
     promote(b, b.scheduled, want)
     promote(b, b.retry, want)
-    local ids = redis.call('ZPOPMIN', b.pending, want)
+    local ids = redis.call('ZPOPMIN', b.pending, int_text(want))
     if #ids == 0 then return end
     -- One INCRBY mints every token of this batch, one ZADD (per chunk) leases them: two
     -- commands per batch instead of two per task. A skipped corrupt entry leaves a gap in the
     -- tokens, which only need to be unique and increasing.
     local n = #ids / 2
-    local first = redis.pcall('INCRBY', b.seq, n)
+    local first = redis.pcall('INCRBY', b.seq, int_text(n))
     if type(first) == 'table' then
       local all = {}
       for j = 1, #ids, 2 do all[#all + 1] = j end
@@ -229,7 +233,7 @@ local function claim_from(qi)
         good[#good] = nil
       elseif rec then
         at[#at + 1] = j
-        leased[#leased + 1] = expiry
+        leased[#leased + 1] = expiry_text
         leased[#leased + 1] = ids[j]
       end
     end
@@ -238,21 +242,24 @@ local function claim_from(qi)
       local r = redis.pcall('ZADD', b.active, unpack(leased, c, last))
       if type(r) == 'table' then give_back(b, ids, at, r) end
     end
+    local qi_text = tostring(qi)
     for k, j in ipairs(at) do
       local id, token, rec = ids[j], first + (j + 1) / 2, good[k]
+      local token_text = int_text(token)
       local tkey = b.tprefix .. id
       if max_active[rec[3]] ~= nil then
         -- Counted in its type's running count, which every way out of ACTIVE finds by 'run'.
         local run = ARGV[6] .. rec[3]
-        redis.call('HSET', tkey, 'state', 'active', 'token', token, 'lease', expiry,
-          'since', t, 'run', run)
+        redis.call('HSET', tkey, 'state', 'active', 'token', token_text, 'lease', expiry_text,
+          'since', t_text, 'run', run)
         started[run] = (started[run] or 0) + 1
       else
-        redis.call('HSET', tkey, 'state', 'active', 'token', token, 'lease', expiry,
-          'since', t)
+        redis.call('HSET', tkey, 'state', 'active', 'token', token_text, 'lease', expiry_text,
+          'since', t_text)
       end
       rec[2] = 'active'
       out[#out + 1] = {qi, id, token, rec}
+      receipt_words[#receipt_words + 1] = qi_text .. ' ' .. id .. ' ' .. token_text
       claimed = claimed + 1
     end
     for run, k in pairs(started) do redis.pcall('INCRBY', run, k) end
@@ -272,12 +279,7 @@ for _, bucket in pairs(buckets) do
 end
 local receipt = KEYS[blocks_n * BLOCK + 1]
 if receipt and claimed > 0 then
-  local words = {ARGV[3]}
-  for k = 4, #out do
-    local c = out[k]
-    words[#words + 1] = c[1] .. ' ' .. c[2] .. ' ' .. c[3]
-  end
   local ttl_ms = math.max(1, math.ceil(tonumber(ARGV[2]) / 1000))
-  redis.call('SET', receipt, table.concat(words, ' '), 'PX', ttl_ms)
+  redis.call('SET', receipt, table.concat(receipt_words, ' '), 'PX', int_text(ttl_ms))
 end
 return out

@@ -33,12 +33,15 @@ local minute = math.floor(t / 60000000)
 
 local function finish()
   for stats, count in pairs(done) do
-    redis.call('HINCRBY', stats, 'p:' .. day, count)
-    redis.call('HINCRBY', stats, 'pm:' .. minute, count)
+    local by = int_text(count)
+    redis.call('HINCRBY', stats, 'p:' .. day, by)
+    redis.call('HINCRBY', stats, 'pm:' .. minute, by)
   end
   for run, count in pairs(freed) do redis.pcall('INCRBY', run, -count) end
   wake_all(ctx)
 end
+
+local NONE = {}  -- no successors (never written to)
 
 -- Successors of completion i, as {successor index, message}.
 local function successors_of(i)
@@ -62,16 +65,17 @@ for i = 1, n do
     result = ARGV[next_result]
   end
   local tkey = b.tprefix .. id
-  -- The lease check (holds_lease) and the fields the completion needs, in one read; a key of the
-  -- wrong type holds no lease (pcall: its error reply fails the check below).
-  local rec = redis.pcall('HMGET', tkey, 'state', 'token', 'retention', 'unique_key', 'waited',
-    'run')
-  if rec[1] ~= 'active' or rec[2] ~= words[o + 3] then
+  -- The fields the completion needs, in complete_leased's order, and the lease check's
+  -- (holds_lease) last, in one read; a key of the wrong type holds no lease (pcall: its error
+  -- reply fails the check below).
+  local rec = redis.pcall('HMGET', tkey, 'retention', 'unique_key', 'waited', 'run', 'state',
+    'token')
+  if rec[5] ~= 'active' or rec[6] ~= words[o + 3] then
     out[#out + 1] = 0
   else
-    local succ = {}
-    if #succs > 0 then succ = successors_of(i) end
-    local seen = {}
+    -- A completion with no successors allocates nothing here (tables cost the collector).
+    local succ, seen = NONE, nil
+    if #succs > 0 then succ, seen = successors_of(i), {} end
     for _, s in ipairs(succ) do
       -- The completing task's own lock is free to its successors in its own queue only (a task
       -- of the same id in another queue is another task).
@@ -85,7 +89,7 @@ for i = 1, n do
         return out
       end
     end
-    complete_leased(b, id, t, result, {rec[3], rec[4], rec[5], rec[6]}, freed)
+    complete_leased(b, id, t, result, rec, freed)
     done[b.stats] = (done[b.stats] or 0) + 1
     for _, s in ipairs(succ) do
       store_message(s[2], ARGV[sbase + s[1]], t, ctx)

@@ -11,6 +11,7 @@ local BLOCK = 13
 -- Tokens pushed per wake-up: enough for several idle workers blocked on one queue to all wake;
 -- peek.lua clears leftovers, so stale tokens never make a worker spin.
 local WAKE_TOKENS = 8
+local WAKE_KEEP = '7'  -- LTRIM's last index: WAKE_TOKENS - 1, as text (see int_text)
 
 local blocks = {}  -- built once per block and call: batch loops ask for them per message
 
@@ -71,7 +72,7 @@ local function wake(b)
     local tokens = {}
     for i = 1, WAKE_TOKENS do tokens[i] = '1' end
     redis.call('LPUSH', b.wake, unpack(tokens))
-    redis.call('LTRIM', b.wake, 0, WAKE_TOKENS - 1)
+    redis.call('LTRIM', b.wake, '0', WAKE_KEEP)
   end
 end
 
@@ -79,7 +80,7 @@ end
 -- pending task when that one is not earlier, so a batch stored within one microsecond keeps its
 -- enqueue order (ZSET ties would otherwise sort by id). The nudge is microseconds.
 local function tail_score(b, t)
-  local last = redis.call('ZRANGE', b.pending, -1, -1, 'WITHSCORES')
+  local last = redis.call('ZRANGE', b.pending, '-1', '-1', 'WITHSCORES')
   if last[2] ~= nil and tonumber(last[2]) >= t then
     return tonumber(last[2]) + 1
   end
@@ -173,7 +174,7 @@ end
 local function batch_tail(ctx, qi, b, t)
   local last = ctx.tails[qi]
   if last == nil then
-    local r = redis.call('ZRANGE', b.pending, -1, -1, 'WITHSCORES')
+    local r = redis.call('ZRANGE', b.pending, '-1', '-1', 'WITHSCORES')
     last = tonumber(r[2] or -1)
   end
   local score = t
@@ -189,6 +190,59 @@ local function digits(us)
   if us < 1000000 then return tostring(us) end
   local frac = tostring(us % 1000000)
   return tostring(math.floor(us / 1000000)) .. string.rep('0', 6 - #frac) .. frac
+end
+
+-- Numbers handed to redis.call are formatted by Redis with snprintf("%.17g"), a floating-point
+-- conversion that costs more than most of the commands a task runs. int_text gives the same
+-- text for a non-negative integer below 2^53 (exact as a Lua number) with arithmetic instead,
+-- eight digits per string.char; anything else is returned as is, for Redis to format as before.
+local MAX_EXACT = 9007199254740992
+
+-- The eight decimal digits of integer n (0 <= n < 10^8), with leading zeros.
+local function eight_digits(n)
+  local d8 = n % 10
+  n = (n - d8) / 10
+  local d7 = n % 10
+  n = (n - d7) / 10
+  local d6 = n % 10
+  n = (n - d6) / 10
+  local d5 = n % 10
+  n = (n - d5) / 10
+  local d4 = n % 10
+  n = (n - d4) / 10
+  local d3 = n % 10
+  n = (n - d3) / 10
+  local d2 = n % 10
+  local d1 = (n - d2) / 10
+  return string.char(48 + d1, 48 + d2, 48 + d3, 48 + d4, 48 + d5, 48 + d6, 48 + d7, 48 + d8)
+end
+
+-- Integer n (0 <= n < 10^8) without leading zeros.
+local function short_digits(n)
+  if n < 10 then return string.char(48 + n) end
+  local skip = 7
+  if n >= 10000 then skip = 3 end
+  local bound = 10 ^ (8 - skip)
+  while n >= bound do
+    skip = skip - 1
+    bound = bound * 10
+  end
+  return string.sub(eight_digits(n), skip + 1)
+end
+
+local high_digits = {}  -- per run: floor(v / 10^8) -> its text (a call's times share theirs)
+
+local function int_text(v)
+  if v < 0 or v >= MAX_EXACT or v % 1 ~= 0 then return v end
+  if v < 100000000 then return short_digits(v) end
+  local lo = v % 100000000
+  local hi = (v - lo) / 100000000
+  local head = high_digits[hi]
+  if head == nil then
+    head = short_digits(hi)
+    high_digits[hi] = head
+  end
+  return head .. eight_digits(lo)
 end
 
 -- Store one checked message at server time `t`; returns its state.
@@ -234,10 +288,11 @@ local function store_message(m, payload, t, ctx)
       adds = {}
       ctx.adds[qi] = adds
     end
-    adds[#adds + 1] = score
+    local text = int_text(score)
+    adds[#adds + 1] = text
     adds[#adds + 1] = id
     -- No 'ready' field: a pending task's ready time is its enqueue time until it changes.
-    f[n + 1], f[n + 2], f[n + 3], f[n + 4] = 'state', state, 'rscore', score
+    f[n + 1], f[n + 2], f[n + 3], f[n + 4] = 'state', state, 'rscore', text
   end
   redis.call('HSET', b.tprefix .. id, unpack(f, 1, n + 4))
   -- Wake idle workers for scheduled tasks too: they recompute how long to sleep.
@@ -378,7 +433,7 @@ end
 local function wake_result(b, id)
   local rkey = string.sub(b.tprefix, 1, -3) .. 'r:' .. id
   redis.call('LPUSH', rkey, '1')
-  redis.call('LTRIM', rkey, 0, 0)
+  redis.call('LTRIM', rkey, '0', '0')
 end
 
 -- The first n characters of UTF-8 text s, cut before a character's first byte (a continuation

@@ -254,6 +254,8 @@ end
 -- already (nil: read here). Counting it in the queue's totals is the caller's (complete.lua
 -- adds its counts once per call). With `freed` (a table: running count -> slots), the slot is
 -- added there for the caller to give back in one INCRBY per count before the script ends.
+local completed_at = {}  -- {time, its int_text}: one call's completions share their time
+
 local function complete_leased(b, id, t, result, rec, freed)
   local tkey = b.tprefix .. id
   if rec == nil then
@@ -268,12 +270,14 @@ local function complete_leased(b, id, t, result, rec, freed)
   end
   local retention = tonumber(rec[1]) or 0
   if retention > 0 then
+    if completed_at[1] ~= t then completed_at[1], completed_at[2] = t, int_text(t) end
+    local t_text = completed_at[2]
     -- Into completed before out of active (lib.lua: a task is always in one state set).
-    redis.call('ZADD', b.completed, t, id)
-    redis.call('HSET', tkey, 'state', 'completed', 'completed_at', t, 'since', t)
+    redis.call('ZADD', b.completed, t_text, id)
+    redis.call('HSET', tkey, 'state', 'completed', 'completed_at', t_text, 'since', t_text)
     redis.call('HDEL', tkey, 'lease', 'run')
     if result then redis.call('HSET', tkey, 'result', result) end
-    redis.pcall('ZADD', b.expiry, t + math.floor(retention * 1000000), id)
+    redis.pcall('ZADD', b.expiry, int_text(t + math.floor(retention * 1000000)), id)
     if rec[3] then wake_result(b, id) end
   else
     redis.call('DEL', tkey)
