@@ -71,7 +71,10 @@ def survive_kills(url: str, trace_dir: Path, *, lease: str = "1", kill_every: fl
     long = app.enqueue_workflow(chain(add.s(0, 1), *[add.s(1) for _ in range(STEPS - 1)]))
     app.close()
 
-    env = {"CONVEYOR_CRASHPOINTS": CRASHPOINTS}
+    # Steps of 100 ms: both workflows take a few seconds, so the test's own kills (a worker up
+    # for kill_every seconds) and the crash points land while they run (a chain's steps follow
+    # each other in one slot, each continued by its settlement, with no claim in between).
+    env = {"CONVEYOR_CRASHPOINTS": CRASHPOINTS, "CONVEYOR_TEST_STEP_S": "0.1"}
     args = (*ARGS, "--lease", lease)
     running = [Worker(url, trace_dir, *args, env=env) for _ in range(2)]
     ready_at: list[float | None] = [None, None]

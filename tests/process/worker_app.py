@@ -177,8 +177,9 @@ def log_line(text: str) -> None:
 
 @app.task(name="proc.wf_add", max_retry=100)
 async def wf_add(a: int, b: int) -> int:
-    """A workflow step: a short await (room for a kill), then ``a + b``."""
-    await asyncio.sleep(0.002)
+    """A workflow step: an await of ``CONVEYOR_TEST_STEP_S`` seconds (room for a kill; 2 ms by
+    default), then ``a + b``."""
+    await asyncio.sleep(float(os.environ.get("CONVEYOR_TEST_STEP_S", "0.002")))
     return a + b
 
 
