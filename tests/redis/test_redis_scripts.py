@@ -24,7 +24,7 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 # 'src/conveyor/brokers/redis/scripts').glob('*.lua'))]"
 PINNED_SHA256 = {
     "cancel.lua": "d8675f0281593bb3",
-    "claim.lua": "806290aae2c3b5d2",
+    "claim.lua": "ff2d3d89749f51df",
     "complete.lua": "6c372cea13469fbd",
     "complete_all.lua": "32ca1329a3229ba9",
     "count_running.lua": "efec2cd90b1a707d",
@@ -32,7 +32,7 @@ PINNED_SHA256 = {
     "enqueue.lua": "e83c6458a26a8dc0",
     "extend.lua": "2e9c44368efdedf8",
     "fail.lua": "e0e7032e499a9d0c",
-    "lib.lua": "9c61873ac0cb9d9e",
+    "lib.lua": "837274920bc7a79e",
     "limits.lua": "9b1b57c2b3a401a3",
     "manage.lua": "8346a8a448b2651d",
     "page.lua": "dbc7bd05e64f63df",
@@ -44,9 +44,9 @@ PINNED_SHA256 = {
     "resume_progress.lua": "bece3979b9795733",
     "save_progress.lua": "ae0f4a06e418d471",
     "schedule_admin.lua": "198a9a1f2e56bb07",
-    "schedule_due.lua": "7dd712ee85b65461",
+    "schedule_due.lua": "a65036b870bfe7e7",
     "schedule_forget.lua": "29a3b7b5c773b8c0",
-    "schedule_fire.lua": "a9d7ade871c30878",
+    "schedule_fire.lua": "d50c14b06d5b8821",
     "schedule_put.lua": "4298df7ca8318802",
     "stats.lua": "23895ba7fa854e94",
     "throughput.lua": "3d1fbb66ca858b54",
@@ -57,7 +57,7 @@ PINNED_SHA256 = {
     "wf_outbox_change.lua": "e59cfe0cd9fbd411",
     "wf_outbox_create.lua": "1a92757b660ced67",
     "wf_settle.lua": "1f469c0811bda5ba",
-    "workers.lua": "4b539bbf87712ddd",
+    "workers.lua": "74735092b320aa9e",
     "workflow_lib.lua": "325a78230e88c336",
 }
 

@@ -275,7 +275,7 @@ for qi = 1, blocks_n do
   end
 end
 for _, bucket in pairs(buckets) do
-  if bucket then save_bucket(bucket, ARGV[3] or digits(t), t) end
+  if bucket then save_bucket(bucket, ARGV[3] or int_text(t), t) end
 end
 local receipt = KEYS[blocks_n * BLOCK + 1]
 if receipt and claimed > 0 then

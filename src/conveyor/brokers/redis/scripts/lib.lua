@@ -185,17 +185,12 @@ end
 
 local OPTIONAL = {[6] = 'timeout', [7] = 'deadline', [8] = 'retention', [9] = 'unique_key'}
 
--- Exact decimal digits of a microsecond time (tostring would round it to 14 digits).
-local function digits(us)
-  if us < 1000000 then return tostring(us) end
-  local frac = tostring(us % 1000000)
-  return tostring(math.floor(us / 1000000)) .. string.rep('0', 6 - #frac) .. frac
-end
-
 -- Numbers handed to redis.call are formatted by Redis with snprintf("%.17g"), a floating-point
 -- conversion that costs more than most of the commands a task runs. int_text gives the same
 -- text for a non-negative integer below 2^53 (exact as a Lua number) with arithmetic instead,
 -- eight digits per string.char; anything else is returned as is, for Redis to format as before.
+-- It is also how a microsecond time becomes text in a record or a string (tostring would round
+-- it to 14 digits).
 local MAX_EXACT = 9007199254740992
 
 -- The eight decimal digits of integer n (0 <= n < 10^8), with leading zeros.
@@ -263,7 +258,7 @@ local function store_message(m, payload, t, ctx)
   local f = ctx.fields
   if f == nil then
     f = {'type', '', 'payload', '', 'encoding', '', 'max_retry', '', 'retried', '0',
-         'enqueued_at', digits(t)}
+         'enqueued_at', int_text(t)}
     ctx.fields = f
   end
   f[2], f[4], f[6], f[8] = m[3], payload, m[4], m[5]
@@ -458,7 +453,7 @@ end
 local function record_attempt(tkey, attempt, t, err)
   local ok, list = pcall(cjson.decode, redis.call('HGET', tkey, 'history') or '[]')
   if not ok or type(list) ~= 'table' then list = {} end
-  list[#list + 1] = {attempt, digits(t), clip_chars(err, 512)}
+  list[#list + 1] = {attempt, int_text(t), clip_chars(err, 512)}
   local from = math.max(1, #list - 19)
   local kept = {}
   for i = from, #list do kept[#kept + 1] = list[i] end

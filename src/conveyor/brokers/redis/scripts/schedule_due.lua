@@ -10,11 +10,11 @@
 --          as HGETALL gives it.
 
 local t = now()
-local names = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', digits(t), 'LIMIT', 0, tonumber(ARGV[1]))
-local after = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. digits(t), '+inf', 'WITHSCORES',
+local names = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', int_text(t), 'LIMIT', 0, tonumber(ARGV[1]))
+local after = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. int_text(t), '+inf', 'WITHSCORES',
   'LIMIT', 0, 1)
 local pending = {}
-local left = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', digits(t - tonumber(ARGV[2])),
+local left = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', int_text(t - tonumber(ARGV[2])),
   'LIMIT', 0, tonumber(ARGV[3]))
 for _, id in ipairs(left) do
   pending[#pending + 1] = id

@@ -53,7 +53,7 @@ for _, f in ipairs(fires) do
       wi = wi + 1
       local id = wfs[wi]
       redis.call('HSET', pend, id, ARGV[4 + #msgs + wi])
-      redis.call('ZADD', pendq, digits(t), id)
+      redis.call('ZADD', pendq, int_text(t), id)
       res[#res + 1] = id
       last = id
     end

@@ -10,7 +10,7 @@
 local t = now()
 local op = ARGV[1]
 if op == 'register' then
-  redis.call('HSET', KEYS[1], ARGV[2], digits(t) .. ' ' .. ARGV[3])
+  redis.call('HSET', KEYS[1], ARGV[2], int_text(t) .. ' ' .. ARGV[3])
   redis.call('ZADD', KEYS[2], t + tonumber(ARGV[4]), ARGV[2])
   return 1
 elseif op == 'unregister' then
