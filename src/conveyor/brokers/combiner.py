@@ -12,13 +12,16 @@ once).
 from __future__ import annotations
 
 import asyncio
+import threading
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-__all__ = ["Combiner"]
+__all__ = ["Combiner", "PerLoop"]
 
 In = TypeVar("In")
 Out = TypeVar("Out")
+T = TypeVar("T")
 
 
 class Combiner(Generic[In, Out]):
@@ -148,3 +151,33 @@ class Combiner(Generic[In, Out]):
         for left in handed:
             if not isinstance(left, Exception):
                 spare(left)
+
+
+class PerLoop(Generic[T]):
+    """One object per running event loop, made by ``make`` on first use there.
+
+    A combiner wakes its callers through futures of its own loop, so a broker used from several
+    loops (threads with loops of their own, a sync client's private loop) keeps one per loop.
+    """
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._made: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, T] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+
+    def made(self) -> T | None:
+        """The running loop's object if it was made, else ``None`` (nothing is made)."""
+        return self._made.get(asyncio.get_running_loop())
+
+    def get(self) -> T:
+        """The running loop's object."""
+        loop = asyncio.get_running_loop()
+        found = self._made.get(loop)
+        if found is None:
+            with self._lock:
+                found = self._made.get(loop)
+                if found is None:
+                    found = self._made[loop] = self._make()
+        return found

@@ -25,15 +25,13 @@ calls.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
-import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from conveyor.brokers import workflow_engine as engine
-from conveyor.brokers.combiner import Combiner
+from conveyor.brokers.combiner import Combiner, PerLoop
 from conveyor.brokers.redis.base import ScriptBatch
 from conveyor.brokers.redis.records import message_args
 from conveyor.brokers.redis.replies import claimed_leases
@@ -163,10 +161,13 @@ class RedisWorkflowAdvance:
         return _Plan(keys_, args, batch.queues, dependents, continued, result)
 
     @functools.cached_property
-    def _advancers(
-        self,
-    ) -> weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[_Advancer, _Advancer]]:
-        return weakref.WeakKeyDictionary()
+    def _advancers(self) -> PerLoop[tuple[_Advancer, _Advancer]]:
+        return PerLoop(
+            lambda: (
+                Combiner(self._advance_many),
+                Combiner(self._advance_many, gather_turns=1),
+            )
+        )
 
     def _advancer(self, gather: bool) -> _Advancer:
         """The combiner for this event loop (its callers are woken through futures of their
@@ -174,13 +175,7 @@ class RedisWorkflowAdvance:
         slots whose handlers returned together share it (a chord's members); without, a lone
         call goes out at once: a chain step asking for its eager continuation, whose worker
         waits on the reply to run the next step."""
-        loop = asyncio.get_running_loop()
-        pair = self._advancers.get(loop)
-        if pair is None:
-            pair = self._advancers[loop] = (
-                Combiner(self._advance_many),
-                Combiner(self._advance_many, gather_turns=1),
-            )
+        pair = self._advancers.get()
         return pair[1] if gather else pair[0]
 
     async def _advance_many(

@@ -11,15 +11,13 @@ number of its steps in the batch (its record, and the steps' results and errors 
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import weakref
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from conveyor.brokers import workflow_engine as engine
-from conveyor.brokers.combiner import Combiner
+from conveyor.brokers.combiner import Combiner, PerLoop
 from conveyor.brokers.redis import keys
 from conveyor.brokers.redis.workflow_outbox import LETTER
 from conveyor.brokers.workflows import StepRecord, WorkflowRecord, WorkflowState
@@ -142,21 +140,11 @@ class RedisWorkflowLoad:
     async def load_step(self, workflow_id: str, index: int) -> WorkflowRecord:
         """The workflow with the records one step reads before it runs (batched with the
         reads of other steps starting at the same time)."""
-        return await self._step_reader()((workflow_id, index))
+        return await self._step_readers.get()((workflow_id, index))
 
     @functools.cached_property
-    def _step_readers(
-        self,
-    ) -> weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Combiner[_Read, WorkflowRecord]]:
-        return weakref.WeakKeyDictionary()
-
-    def _step_reader(self) -> Combiner[_Read, WorkflowRecord]:
-        # One per event loop: a batch's callers are woken through futures of their own loop.
-        loop = asyncio.get_running_loop()
-        reader = self._step_readers.get(loop)
-        if reader is None:
-            reader = self._step_readers[loop] = Combiner(self._read_steps, gather_turns=1)
-        return reader
+    def _step_readers(self) -> PerLoop[Combiner[_Read, WorkflowRecord]]:
+        return PerLoop(lambda: Combiner(self._read_steps, gather_turns=1))
 
     async def _read_steps(self, items: Sequence[_Read]) -> list[WorkflowRecord | Exception]:
         plans: list[tuple[str, bytes, list[int]] | None] = []

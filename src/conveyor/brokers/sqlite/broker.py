@@ -8,14 +8,13 @@ import logging
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import parse_qsl, unquote
 
-from conveyor.brokers.combiner import Combiner
+from conveyor.brokers.combiner import Combiner, PerLoop
 from conveyor.brokers.protocol import MAX_CRASH_ATTEMPTS, Broker, BrokerInfo, Capabilities
 from conveyor.brokers.schedules import ScheduleStore
 from conveyor.brokers.sqlite import inspection, workflow_steps
@@ -181,10 +180,10 @@ class SqliteBroker(
         self._listener: WakeListener | None = None
         self._listener_failed = False
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
-        self._lock = threading.Lock()  # guards _waiters, _listener and _combiners
-        self._combiners: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, Combiner[Sequence[TaskMessage], list[TaskInfo]]
-        ] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()  # guards _waiters and _listener
+        self._enqueues: PerLoop[Combiner[Sequence[TaskMessage], list[TaskInfo]]] = PerLoop(
+            lambda: Combiner(self._enqueue_groups)
+        )
 
     @classmethod
     def from_url(cls, url: str) -> SqliteBroker:
@@ -338,7 +337,7 @@ class SqliteBroker(
         self._wake_local()
         with self._lock:
             listener, self._listener = self._listener, None
-            combiner = self._combiners.get(asyncio.get_running_loop())
+            combiner = self._enqueues.made()
         if combiner is not None:
             await combiner.aclose()  # batches already handed over still get their outcomes
         if listener is not None:
@@ -366,16 +365,7 @@ class SqliteBroker(
         """
         if not messages:
             return []
-        return await self._enqueue_combiner()(messages)
-
-    def _enqueue_combiner(self) -> Combiner[Sequence[TaskMessage], list[TaskInfo]]:
-        # One per event loop: a batch's callers are woken through futures of their own loop.
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            combiner = self._combiners.get(loop)
-            if combiner is None:
-                combiner = self._combiners[loop] = Combiner(self._enqueue_groups)
-            return combiner
+        return await self._enqueues.get()(messages)
 
     async def _enqueue_groups(
         self, groups: Sequence[Sequence[TaskMessage]]
