@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from conveyor.brokers.workflows import (
@@ -269,12 +269,13 @@ def continuable(spec: StepSpec, index: int, queues: frozenset[str]) -> bool:
 
 
 def continuation(
-    graph: Graph, change: Change, index: int, queues: frozenset[str]
+    graph: Graph, ready: Iterable[int], index: int, queues: frozenset[str]
 ) -> StepSpec | None:
-    """The first step ``change`` enqueues that may continue eagerly (:func:`continuable`)."""
+    """The first of the ``ready`` steps (made ready by step ``index``'s success) that may
+    continue eagerly (:func:`continuable`)."""
     if not queues:
         return None
-    for j in change.enqueue:
+    for j in ready:
         if continuable(graph.steps[j], index, queues):
             return graph.steps[j]
     return None

@@ -164,7 +164,7 @@ class MemoryWorkflows:
         graph, ch = change
         step = parse_step_task_id(task_id)
         assert step is not None
-        spec = engine.continuation(graph, ch, step[1], outcome.continue_on)
+        spec = engine.continuation(graph, ch.enqueue, step[1], outcome.continue_on)
         if spec is None:
             return None
         m, limits = spec.message, s.limits

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from conveyor.brokers import workflow_engine as engine
 from conveyor.brokers.workflows import StepState, WorkflowState
@@ -81,11 +81,20 @@ def _plan(graph_data: bytes, index: int) -> tuple[list[_Dependent], str] | None:
     return dependents, _errbacks(graph_data)
 
 
+class Advanced(NamedTuple):
+    """What a step's common success did: the messages of the dependents it made ready (the
+    caller enqueues them with the step's completion), whether it finished the workflow, and
+    the workflow's graph (JSON)."""
+
+    ready: list[TaskMessage]
+    finished: bool
+    graph: bytes
+
+
 def advance(
     store: Store, q: dict[str, str], workflow_id: str, index: int, result: bytes, now: float
-) -> list[TaskMessage] | None:
-    """Record step ``index``'s success inside the current transaction and return the messages
-    of the dependents it made ready (the caller enqueues them with the step's completion);
+) -> Advanced | None:
+    """Record step ``index``'s success inside the current transaction (see :class:`Advanced`);
     ``None``, writing nothing, when it is not the common case."""
     conn = store.conn
     head = graph_of(store, q, workflow_id)
@@ -116,4 +125,4 @@ def advance(
     )
     state = WorkflowState.SUCCEEDED if done else WorkflowState.RUNNING
     conn.execute(q["advance_workflow"], (workflow_id, state.value, now if done else None))
-    return ready
+    return Advanced(ready, done, head[1])

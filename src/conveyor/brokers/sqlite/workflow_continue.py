@@ -35,15 +35,8 @@ def lease_next(
 ) -> Continuation | None:
     """Lease the first continuable step of ``ready`` (made ready by step ``index``'s success)
     to the settling worker, inside the current transaction; ``None`` when none may be."""
-    graph = engine.parse_graph(graph_data)
-    spec = None
-    for m in ready:
-        step = parse_step_task_id(m.id)
-        if step is not None and engine.continuable(
-            graph.steps[step[1]], index, outcome.continue_on
-        ):
-            spec = graph.steps[step[1]]
-            break
+    steps = (step[1] for m in ready if (step := parse_step_task_id(m.id)) is not None)
+    spec = engine.continuation(engine.parse_graph(graph_data), steps, index, outcome.continue_on)
     if spec is None:
         return None
     m, conn, q = spec.message, store.conn, queries()

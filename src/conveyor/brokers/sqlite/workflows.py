@@ -13,16 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from conveyor.brokers import workflow_engine as engine
-from conveyor.brokers.combiner import Combiner
+from conveyor.brokers.combiner import Combiner, PerLoop
 from conveyor.brokers.sqlite import limits
 from conveyor.brokers.sqlite.queries import queries
-from conveyor.brokers.sqlite.workflow_advance import advance, graph_of
+from conveyor.brokers.sqlite.workflow_advance import advance
 from conveyor.brokers.sqlite.workflow_continue import lease_next
 from conveyor.brokers.sqlite.workflow_reads import Step as _Step
 from conveyor.brokers.sqlite.workflow_reads import load_record as _load
@@ -151,13 +150,13 @@ def _settle_one(
         return False, False
     step = parse_step_task_id(task.id)
     if outcome.succeeded and step is not None:
-        ready = advance(store, _q(), step[0], step[1], outcome.result, now)
-        if ready is not None:  # the common case, written without reading the whole workflow
-            completion = Completion(lease=lease, result=outcome.result, successors=tuple(ready))
+        adv = advance(store, _q(), step[0], step[1], outcome.result, now)
+        if adv is not None:  # the common case, written without reading the whole workflow
+            completion = Completion(lease=lease, result=outcome.result, successors=tuple(adv.ready))
             store._complete_one(completion, now)
-            settled = _continue(store, step, ready, outcome, now)
-            unheld = len(ready) - isinstance(settled, Continuation)
-            return settled, unheld > 0 or _finished(store, step[0]) or store._waited(task)
+            settled = _continue(store, adv.graph, step[1], adv.ready, outcome, now)
+            unheld = len(adv.ready) - isinstance(settled, Continuation)
+            return settled, unheld > 0 or adv.finished or store._waited(task)
     found = _change_for(store, task.id, outcome)
     messages = () if found is None else tuple(found[2].messages(found[1]))
     if outcome.succeeded:
@@ -171,18 +170,14 @@ def _settle_one(
     if found is not None:
         _write(store, found[0], found[2], now)
         if step is not None and outcome.succeeded:
-            return _continue(store, step, messages, outcome, now), True
+            return _continue(store, found[0].graph, step[1], messages, outcome, now), True
     return True, True
-
-
-def _finished(store: Store, workflow_id: str) -> bool:
-    row = store.conn.execute(_q()["get_state"], (workflow_id,)).fetchone()
-    return row is not None and WorkflowState(row[0]) in FINISHED
 
 
 def _continue(
     store: Store,
-    step: tuple[str, int],
+    graph: bytes,
+    index: int,
     ready: Sequence[TaskMessage],
     outcome: StepOutcome,
     now: float,
@@ -190,9 +185,7 @@ def _continue(
     """The settled step's continuation when the caller asked for one and it may be leased."""
     if not (outcome.continue_on and ready):
         return True
-    head = graph_of(store, _q(), step[0])
-    found = None if head is None else lease_next(store, head[1], step[1], ready, outcome, now)
-    return True if found is None else found
+    return lease_next(store, graph, index, ready, outcome, now) or True
 
 
 def _settle_many(
@@ -331,7 +324,7 @@ class SqliteWorkflows:
         kept = self._claimed_inputs.pop((workflow_id, index), None)
         if kept is not None:
             return kept
-        return await self._step_reader()((workflow_id, index))
+        return await self._step_readers.get()((workflow_id, index))
 
     def _keep_inputs(self, inputs: list[tuple[_Step, WorkflowRecord]]) -> None:
         """Keep the inputs read with a claim for the steps' ``load_step``, once each."""
@@ -344,25 +337,12 @@ class SqliteWorkflows:
     def _claimed_inputs(self) -> dict[_Step, WorkflowRecord]:
         return {}
 
-    def _step_reader(self) -> Combiner[tuple[str, int], WorkflowRecord]:
-        # One per event loop: a batch's callers are woken through futures of their own loop.
-        loop = asyncio.get_running_loop()
-        reader = self._step_readers.get(loop)
-        if reader is None:
-
-            async def run(items: Sequence[tuple[str, int]]) -> list[WorkflowRecord | Exception]:
-                return await self._run(lambda s: _load_steps(s, items))
-
-            reader = self._step_readers[loop] = Combiner(run)
-        return reader
-
     @functools.cached_property
-    def _step_readers(
-        self,
-    ) -> weakref.WeakKeyDictionary[
-        asyncio.AbstractEventLoop, Combiner[tuple[str, int], WorkflowRecord]
-    ]:
-        return weakref.WeakKeyDictionary()
+    def _step_readers(self) -> PerLoop[Combiner[tuple[str, int], WorkflowRecord]]:
+        async def run(items: Sequence[tuple[str, int]]) -> list[WorkflowRecord | Exception]:
+            return await self._run(lambda s: _load_steps(s, items))
+
+        return PerLoop(lambda: Combiner(run))
 
     async def list_workflows(
         self, state: WorkflowState | None, *, offset: int = 0, limit: int = 50
@@ -379,30 +359,18 @@ class SqliteWorkflows:
     async def settle_step(self, lease: Lease, outcome: StepOutcome) -> bool | Continuation:
         """Complete or archive the step's task and advance its workflow, in one transaction
         (shared with the settlements that arrive while one is being written)."""
-        return await self._settle_combiner()((lease, outcome))
-
-    def _settle_combiner(self) -> Combiner[tuple[Lease, StepOutcome], bool | Continuation]:
-        # One per event loop: a batch's callers are woken through futures of their own loop.
-        loop = asyncio.get_running_loop()
-        combiners = self._settle_combiners
-        combiner = combiners.get(loop)
-        if combiner is None:
-
-            async def run(
-                items: Sequence[tuple[Lease, StepOutcome]],
-            ) -> list[bool | Continuation | Exception]:
-                return await self._run(lambda s: _settle_many(s, items))
-
-            combiner = combiners[loop] = Combiner(run)
-        return combiner
+        return await self._settle_combiners.get()((lease, outcome))
 
     @functools.cached_property
     def _settle_combiners(
         self,
-    ) -> weakref.WeakKeyDictionary[
-        asyncio.AbstractEventLoop, Combiner[tuple[Lease, StepOutcome], bool | Continuation]
-    ]:
-        return weakref.WeakKeyDictionary()
+    ) -> PerLoop[Combiner[tuple[Lease, StepOutcome], bool | Continuation]]:
+        async def run(
+            items: Sequence[tuple[Lease, StepOutcome]],
+        ) -> list[bool | Continuation | Exception]:
+            return await self._run(lambda s: _settle_many(s, items))
+
+        return PerLoop(lambda: Combiner(run))
 
     async def cancel_workflow(self, workflow_id: str) -> bool:
         """Cancel a workflow not yet finished."""
