@@ -102,7 +102,7 @@ from conveyor.brokers.memory.atomic import MemoryAtomicCompletion
 from conveyor.brokers.memory.history import AttemptEntries, MemoryHistory, record_attempt
 from conveyor.brokers.memory.limits import LimitState, MemoryLimits
 from conveyor.brokers.memory.progress import MemoryProgress
-from conveyor.brokers.memory.results import MemoryResults, ResultWaiters, wake_result_waiters
+from conveyor.brokers.memory.results import MemoryResults, ResultWaiters, wake_waiters
 from conveyor.brokers.memory.schedules import MemorySchedules
 from conveyor.brokers.memory.workers import MemoryWorkersMixin
 from conveyor.brokers.memory.workflow_steps import MemoryWorkflowSteps
@@ -339,7 +339,7 @@ class MemoryBroker(
     def _to_settled(s: _State, t: _Task, state: TaskState, now: float) -> None:
         t.state, t.since, t.heap_mark = state, now, next(s.counter)
         if s.result_waiters:  # someone waits on a task's result (client.wait)
-            wake_result_waiters(s.result_waiters, t.msg.queue, t.msg.id)
+            wake_waiters(s.result_waiters, (t.msg.queue, t.msg.id))
 
     @staticmethod
     def _head(q: _Queue, heap: list[tuple[float, int, str, int]]) -> _Task | None:

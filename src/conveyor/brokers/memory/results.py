@@ -1,10 +1,15 @@
-"""Waiting for one task's result on the memory broker: a future per waiter, set when it ends."""
+"""Waiting on the memory broker: a future per waiter, keyed by what it waits on, set when that ends.
+
+``wait_task`` waits on a task's result (keyed by queue and task id); ``wait_workflow`` uses the
+same keyed waiters for a workflow (keyed by its id), woken only when the workflow finishes.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, TypeVar
 
 from conveyor.brokers.results import DONE_STATES
 from conveyor.message import TaskInfo
@@ -12,11 +17,15 @@ from conveyor.message import TaskInfo
 if TYPE_CHECKING:
     from conveyor.brokers.memory.broker import _State
 
-__all__ = ["MemoryResults", "ResultWaiters", "wake_result_waiters"]
+__all__ = ["KeyedWaiters", "MemoryResults", "ResultWaiters", "wake_waiters"]
 
-ResultWaiters = dict[
-    tuple[str, str], list[tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]]
-]
+K = TypeVar("K", bound=Hashable)
+
+Waiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+KeyedWaiters = dict[K, list[Waiter]]
+"""What is waited on -> the futures of the calls waiting on it (kept under the broker's lock)."""
+
+ResultWaiters = KeyedWaiters[tuple[str, str]]
 """(queue, task id) -> the futures of the calls waiting on that task."""
 
 
@@ -25,11 +34,25 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def wake_result_waiters(waiters: ResultWaiters, queue: str, task_id: str) -> None:
-    """Wake every call waiting on the task (under the broker's lock; a dict miss when none)."""
-    for loop, future in waiters.pop((queue, task_id), ()):
+def wake_waiters(waiters: KeyedWaiters[K], key: K) -> None:
+    """Wake every call waiting on ``key`` (under the broker's lock; a dict miss when none)."""
+    for loop, future in waiters.pop(key, ()):
         with contextlib.suppress(RuntimeError):  # that waiter's loop has closed
             loop.call_soon_threadsafe(_wake, future)
+
+
+def add_waiter(waiters: KeyedWaiters[K], key: K, entry: Waiter) -> None:
+    """Register ``entry`` as waiting on ``key`` (under the broker's lock)."""
+    waiters.setdefault(key, []).append(entry)
+
+
+def drop_waiter(waiters: KeyedWaiters[K], key: K, entry: Waiter) -> None:
+    """Forget ``entry`` once its call stopped waiting (under the broker's lock)."""
+    found = waiters.get(key)
+    if found is not None and entry in found:
+        found.remove(entry)
+        if not found:
+            del waiters[key]
 
 
 class MemoryResults:
@@ -50,7 +73,7 @@ class MemoryResults:
             entry = (loop, future)
             # Interest first, then the read, under one lock: an end between them still wakes.
             with self._locked() as s:
-                s.result_waiters.setdefault((queue, task_id), []).append(entry)
+                add_waiter(s.result_waiters, (queue, task_id), entry)
             try:
                 info = await self.get_task(queue, task_id)
                 remaining = deadline - loop.time()
@@ -59,8 +82,4 @@ class MemoryResults:
                 await asyncio.wait([future], timeout=remaining)
             finally:
                 with self._state.lock:
-                    found = s.result_waiters.get((queue, task_id))
-                    if found is not None and entry in found:
-                        found.remove(entry)
-                        if not found:
-                            del s.result_waiters[(queue, task_id)]
+                    drop_waiter(s.result_waiters, (queue, task_id), entry)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from conveyor.brokers import workflow_engine as engine
+from conveyor.brokers.memory.results import KeyedWaiters, add_waiter, drop_waiter, wake_waiters
 from conveyor.brokers.workflows import (
     FINISHED,
     Continuation,
@@ -41,14 +42,7 @@ class WorkflowStore:
 
     records: dict[str, WorkflowRecord] = field(default_factory=dict)
     finished: dict[str, float] = field(default_factory=dict)  # id -> finished time (broker clock)
-    waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = field(
-        default_factory=list
-    )
-
-
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+    waiters: KeyedWaiters[str] = field(default_factory=dict)  # woken when the workflow finishes
 
 
 class MemoryWorkflows:
@@ -225,10 +219,8 @@ class MemoryWorkflows:
             rec = replace(rec, finished_at=None)
             store.finished.pop(rec.id, None)
         store.records[rec.id] = rec
-        for loop, future in store.waiters:
-            with contextlib.suppress(RuntimeError):  # the waiter's loop has closed
-                loop.call_soon_threadsafe(_wake, future)
-        store.waiters.clear()
+        if change.finished:
+            wake_waiters(store.waiters, rec.id)
 
     async def cancel_workflow(self, workflow_id: str) -> bool:
         """Cancel a workflow not yet finished; its steps not yet started never start."""
@@ -257,7 +249,7 @@ class MemoryWorkflows:
             return len(old)
 
     async def wait_workflow(self, workflow_id: str, timeout_s: float) -> WorkflowState:
-        """Wait, woken at each workflow change, until it finished or ``timeout_s`` passed."""
+        """Wait, woken when the workflow finishes, until it finished or ``timeout_s`` passed."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while True:
@@ -270,12 +262,12 @@ class MemoryWorkflows:
                 if rec.state in FINISHED or remaining <= 0:
                     return rec.state
                 entry = (loop, future)
-                s.workflows.waiters.append(entry)
+                add_waiter(s.workflows.waiters, workflow_id, entry)
             try:
                 await asyncio.wait([future], timeout=remaining)
             finally:
-                with self._state.lock, contextlib.suppress(ValueError):
-                    s.workflows.waiters.remove(entry)
+                with self._state.lock:
+                    drop_waiter(s.workflows.waiters, workflow_id, entry)
 
 
 def _initial_steps(workflow: NewWorkflow) -> tuple[StepRecord, ...]:
