@@ -556,8 +556,11 @@ def test_queue_page_lists_its_tab_live(setup: dict[str, Any]) -> None:
     rows = page.locator("table.tasks tbody tr")
     expect(rows).to_have_count(1)
 
+    expect(page.get_by_role("button", name="Archive all 1 pending…")).to_be_visible()
+
     with Client(url) as client:
         added = client.enqueue(ok.task(note="<b>added</b>"), queue="quiet").id
+        client.enqueue(ok.task(note="second"), queue="quiet")
     inspector.archive_task("quiet", first)
 
     # The archived task leaves the pending tab, the new one joins it, counts follow.
@@ -567,6 +570,9 @@ def test_queue_page_lists_its_tab_live(setup: dict[str, Any]) -> None:
     assert '"<b>added</b>"' in row.locator("code.preview").inner_text()
     assert row.locator("b").count() == 0
     expect(page.locator('nav.tabs [data-field="archived"]')).to_have_text("1", timeout=LIVE_S)
+    # The pager and the bulk buttons count the tab's tasks live too.
+    expect(page.locator('nav.pager [data-field="total"]')).to_have_text("2", timeout=LIVE_S)
+    expect(page.get_by_role("button", name="Archive all 2 pending…")).to_be_visible()
     _same_page(page)
 
     # The live row's buttons and link work like the server-rendered ones.

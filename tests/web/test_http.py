@@ -129,8 +129,14 @@ async def test_paging_walks_a_long_state(
         assert listing["pages"] == 3
         seen += [t["id"] for t in listing["tasks"]]
     assert len(seen) == len(set(seen)) == 45
+    assert (listing["has_prev"], listing["has_next"]) == (True, False)
     html = (await client.get("/queues/bulk?page=2")).text
-    assert "page 2 of 3" in html and 'rel="prev"' in html and 'rel="next"' in html
+    assert '<span data-field="page">2</span> of <span data-field="pages">3</span>' in html
+    # Both neighbours shown on a middle page; the first page has no newer one.
+    assert re.search(r'rel="prev" data-show-if="has_prev">', html)
+    assert re.search(r'rel="next" data-show-if="has_next">', html)
+    first = (await client.get("/queues/bulk?page=1")).text
+    assert re.search(r'rel="prev" data-show-if="has_prev" hidden>', first)
 
 
 # -- escaping and secrets ------------------------------------------------------------------------

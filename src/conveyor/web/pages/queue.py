@@ -46,6 +46,8 @@ async def tasks_data(request: Request, queue: str, stats: data.Row | None = None
         "pages": pages,
         "size": size,
         "total": total,
+        "has_prev": number > 1,
+        "has_next": number < pages,
         "tasks": [data.task_row(t) for t in tasks],
     }
 
