@@ -217,7 +217,7 @@ def test_payload_round_trips_to_the_same_call(
 ) -> None:
     import json
 
-    from conveyor.app import _call_args, _Keywords, _payload
+    from conveyor.task_function import _call_args, _Keywords, _payload
 
     assert callable(fn)
     signature = inspect.signature(fn)
@@ -236,7 +236,7 @@ def _required(a: int, *, b: int, c: int = 0) -> object:
 
 @pytest.mark.parametrize("shortcut", [False, True])
 def test_stale_payload_is_rejected_on_the_worker_side(shortcut: bool) -> None:
-    from conveyor.app import _call_args, _Keywords
+    from conveyor.task_function import _call_args, _Keywords
 
     for fn in (_defaults, _required):
         signature = inspect.signature(fn)

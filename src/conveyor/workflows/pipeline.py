@@ -54,11 +54,12 @@ from conveyor.message import JSONValue, Lease, Task, TaskInfo, encode_json
 from conveyor.middleware import AsyncHandler, is_async_callable
 from conveyor.options import DefaultOptions, Duration, EnqueueOptions
 from conveyor.progress import PipelineStepState, Progress, StepLog
+from conveyor.task_function import AsyncTaskCall, TaskCall
 from conveyor.worker.context import TaskContext
 from conveyor.worker.executor import error_text
 
 if TYPE_CHECKING:
-    from conveyor.app import App, AsyncTaskCall, TaskCall
+    from conveyor.app import App
 
 __all__ = ["Pipeline", "ReentrantStep", "StepFunction", "reentrant"]
 
@@ -184,15 +185,11 @@ class Pipeline:
 
     def options(self, **options: Unpack[EnqueueOptions]) -> TaskCall[[Mapping[str, JSONValue]]]:
         """Bind per-call options (queue, task_id, retention...) for the next enqueue."""
-        from conveyor.app import TaskCall  # app.py imports this module for App.pipeline
-
         return TaskCall(self.app, self.task, options)
 
     @property
     def aio(self) -> AsyncTaskCall[[Mapping[str, JSONValue]]]:
         """Async enqueue methods with the same names: ``await pipeline.aio.enqueue({...})``."""
-        from conveyor.app import AsyncTaskCall  # app.py imports this module for App.pipeline
-
         return AsyncTaskCall(self.app, self.task, {})
 
     def enqueue(self, args: Mapping[str, JSONValue]) -> TaskInfo:
