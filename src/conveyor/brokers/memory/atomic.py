@@ -16,7 +16,7 @@ from conveyor.errors import DuplicateTaskError, TaskIdConflictError
 from conveyor.message import Completion, Lease, TaskInfo, TaskMessage
 
 if TYPE_CHECKING:
-    from conveyor.brokers.memory.broker import _State, _Task
+    from conveyor.brokers.memory.state import _State, _Task
 
 
 class MemoryAtomicCompletion:

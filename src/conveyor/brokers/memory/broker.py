@@ -89,24 +89,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-import itertools
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from conveyor.brokers.memory import throughput as minute_totals
 from conveyor.brokers.memory.atomic import MemoryAtomicCompletion
-from conveyor.brokers.memory.history import AttemptEntries, MemoryHistory, record_attempt
-from conveyor.brokers.memory.limits import LimitState, MemoryLimits
+from conveyor.brokers.memory.history import MemoryHistory, record_attempt
+from conveyor.brokers.memory.inspection import MemoryInspection
+from conveyor.brokers.memory.limits import MemoryLimits
 from conveyor.brokers.memory.progress import MemoryProgress
-from conveyor.brokers.memory.results import MemoryResults, ResultWaiters, wake_waiters
+from conveyor.brokers.memory.results import MemoryResults, wake_waiters
 from conveyor.brokers.memory.schedules import MemorySchedules
+from conveyor.brokers.memory.state import _day, _info, _Queue, _State, _Task, _Waiter
 from conveyor.brokers.memory.workers import MemoryWorkersMixin
 from conveyor.brokers.memory.workflow_steps import MemoryWorkflowSteps
-from conveyor.brokers.memory.workflows import MemoryWorkflows, WorkflowStore
+from conveyor.brokers.memory.workflows import MemoryWorkflows
 from conveyor.brokers.protocol import (
     DAILY_TOTALS_KEPT_DAYS,
     LEASE_EXPIRED_ERROR,
@@ -117,95 +116,26 @@ from conveyor.brokers.protocol import (
     crash_limit_error,
     recover_spread,
 )
-from conveyor.brokers.schedules import ScheduleRecord, ScheduleStore
-from conveyor.brokers.throughput import MinuteTotals, Throughput
-from conveyor.brokers.workers import WorkerInfo, WorkerRegistry
+from conveyor.brokers.schedules import ScheduleStore
+from conveyor.brokers.throughput import Throughput
+from conveyor.brokers.workers import WorkerRegistry
 from conveyor.config import redact_url, split_broker_url
 from conveyor.errors import (
     BrokerUnavailableError,
     ConfigError,
     DuplicateTaskError,
     LeaseLostError,
-    QueueInUseError,
-    QueueNotEmptyError,
     TaskIdConflictError,
-    TaskNotFoundError,
 )
 from conveyor.message import (
     Completion,
     Lease,
-    QueueStats,
     TaskInfo,
     TaskMessage,
     TaskState,
-    to_datetime,
 )
 
 __all__ = ["MemoryBroker"]
-
-WAITING = frozenset({TaskState.PENDING, TaskState.SCHEDULED, TaskState.RETRY})
-_RUNNABLE = frozenset({TaskState.SCHEDULED, TaskState.RETRY, TaskState.ARCHIVED})
-_ARCHIVABLE = WAITING
-_DELETABLE = frozenset(TaskState) - {TaskState.ACTIVE}
-
-
-@dataclass(slots=True)
-class _Task:
-    msg: TaskMessage
-    seq: int  # enqueue sequence: the FIFO tie-breaker
-    state: TaskState
-    enqueued_at: float
-    ready_at: float  # when a waiting task is (or was) ready; kept while ACTIVE for release
-    since: float  # when the task entered its current state (orders non-waiting listings)
-    heap_mark: int = -1  # matches the task's live heap entry; any other entry is stale
-    token: int = 0  # the fencing token of the current (or last) claim
-    lease_expires_at: float = 0.0
-    retried: int = 0
-    crashes: int = 0  # leases lost (recover_expired); max_crashes of them archive the task
-    last_error: str | None = None
-    last_failed_at: float | None = None
-    completed_at: float | None = None
-    result: bytes | None = None
-    progress: bytes | None = None  # a pipeline's progress document: lives and dies with the task
-    history: AttemptEntries | None = None  # failed attempts (history.py); None until one fails
-
-
-@dataclass(slots=True)
-class _Queue:
-    tasks: dict[str, _Task] = field(default_factory=dict)
-    # Heaps of (ready_at, seq, task id, heap_mark): PENDING tasks, claimable whatever their ready
-    # time (it only orders them, so a clock stepping back never holds up immediate work), and
-    # SCHEDULED/RETRY tasks, claimable once due. Entries are never removed in place: a task
-    # leaving the waiting states gets a new mark, and claim skips entries whose mark is stale.
-    pending: list[tuple[float, int, str, int]] = field(default_factory=list)
-    due: list[tuple[float, int, str, int]] = field(default_factory=list)
-    paused: bool = False
-
-
-@dataclass(slots=True)
-class _Waiter:
-    queues: frozenset[str]
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[None]
-    woken: bool = False
-
-
-@dataclass(slots=True)
-class _State:
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    queues: dict[str, _Queue] = field(default_factory=dict)
-    locks: dict[tuple[str, str], tuple[str, float | None]] = field(default_factory=dict)
-    counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (queue, day, what)
-    minutes: minute_totals.MinuteCounts = field(default_factory=Counter)
-    waiters: list[_Waiter] = field(default_factory=list)
-    counter: Iterator[int] = field(default_factory=itertools.count)
-    schedules: dict[str, ScheduleRecord] = field(default_factory=dict)  # see schedules.py
-    # The worker registry (memory/workers.py): id -> (record, expiry); (queue, id) -> token.
-    workers: dict[str, tuple[WorkerInfo, float]] = field(default_factory=dict)
-    cancels: dict[tuple[str, str], int] = field(default_factory=dict)
-    workflows: WorkflowStore = field(default_factory=WorkflowStore)
-    limits: LimitState = field(default_factory=LimitState)  # flow control (limits.py)
-    result_waiters: ResultWaiters = field(default_factory=dict)  # see results.py
 
 
 # The one deliberate process-wide registry: memory:// URLs name shared state (see "Sharing").
@@ -218,24 +148,6 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _day(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).date().isoformat()
-
-
-def _info(t: _Task) -> TaskInfo:
-    return TaskInfo.from_message(
-        t.msg,
-        state=t.state,
-        enqueued_at=to_datetime(t.enqueued_at),
-        next_process_at=to_datetime(t.ready_at) if t.state in WAITING else None,
-        retried=t.retried,
-        last_error=t.last_error,
-        last_failed_at=to_datetime(t.last_failed_at),
-        completed_at=to_datetime(t.completed_at),
-        raw_result=t.result,
-    )
-
-
 class MemoryBroker(
     MemoryWorkflowSteps,
     MemoryWorkflows,
@@ -246,6 +158,7 @@ class MemoryBroker(
     MemoryLimits,
     MemoryResults,
     MemoryAtomicCompletion,
+    MemoryInspection,
 ):
     """An in-process broker: fast, nothing persisted, the reference for every other backend.
 
@@ -457,27 +370,6 @@ class MemoryBroker(
         record_attempt(t, error, now)  # its retry history (history.py), in this same step
         self._count(s, t.msg.queue, now, failed=True)
 
-    @staticmethod
-    def _find(
-        s: _State, queue: str, task_id: str, allowed: frozenset[TaskState], verb: str
-    ) -> _Task:
-        q = s.queues.get(queue)
-        t = None if q is None else q.tasks.get(task_id)
-        if t is None or t.state not in allowed:
-            why = "" if t is None else f" that can be {verb} (it is {t.state})"
-            message = f"no task {task_id!r} in queue {queue!r}{why}"
-            raise TaskNotFoundError(message, task_id=task_id, queue=queue)
-        return t
-
-    @staticmethod
-    def _in_state(
-        s: _State, queue: str, state: TaskState, allowed: frozenset[TaskState]
-    ) -> list[_Task]:
-        q = s.queues.get(queue)
-        if q is None or state not in allowed:
-            return []
-        return [t for t in q.tasks.values() if t.state is state]
-
     def _delete(self, s: _State, t: _Task) -> None:
         self._unlock(s, t)
         del s.queues[t.msg.queue].tasks[t.msg.id]
@@ -660,148 +552,6 @@ class MemoryBroker(
             for t in old:
                 self._delete(s, t)
             return len(old)
-
-    # -- inspecting ----------------------------------------------------------------------------
-
-    async def list_queues(self) -> list[str]:
-        """Every queue ever enqueued to or paused, sorted."""
-        with self._locked() as s:
-            return sorted(s.queues)
-
-    async def queue_stats(self, queue: str) -> QueueStats:
-        """Counts by state, the paused flag and today's (UTC) processed/failed totals."""
-        with self._locked() as s:
-            q = s.queues.get(queue, _Queue())
-            by_state = Counter(t.state for t in q.tasks.values())
-            today = _day(self.clock())
-            return QueueStats(
-                queue=queue,
-                pending=by_state[TaskState.PENDING],
-                scheduled=by_state[TaskState.SCHEDULED],
-                active=by_state[TaskState.ACTIVE],
-                retry=by_state[TaskState.RETRY],
-                archived=by_state[TaskState.ARCHIVED],
-                completed=by_state[TaskState.COMPLETED],
-                paused=q.paused,
-                processed_today=s.counts[(queue, today, "processed")],
-                failed_today=s.counts[(queue, today, "failed")],
-            )
-
-    async def list_tasks(
-        self, queue: str, state: TaskState, *, offset: int = 0, limit: int = 100
-    ) -> list[TaskInfo]:
-        """A page of tasks in ``state``: waiting ones by ready time, others by time entered."""
-        with self._locked() as s:
-            q = s.queues.get(queue, _Queue())
-            found = [t for t in q.tasks.values() if t.state is state]
-            if state in WAITING:
-                found.sort(key=lambda t: (t.ready_at, t.seq))
-            else:
-                found.sort(key=lambda t: (t.since, t.seq))
-            return [_info(t) for t in found[max(offset, 0) : max(offset, 0) + max(limit, 0)]]
-
-    async def get_task(self, queue: str, task_id: str) -> TaskInfo:
-        """One task; raises ``TaskNotFoundError`` when it does not exist."""
-        with self._locked() as s:
-            return _info(self._find(s, queue, task_id, frozenset(TaskState), "read"))
-
-    async def get_tasks(self, tasks: Sequence[tuple[str, str]]) -> list[TaskInfo | None]:
-        """Several tasks by ``(queue, id)`` under one lock; ``None`` for one that is not there."""
-        with self._locked() as s:
-            found: list[TaskInfo | None] = []
-            for queue, task_id in tasks:
-                q = s.queues.get(queue)
-                t = None if q is None else q.tasks.get(task_id)
-                found.append(None if t is None else _info(t))
-            return found
-
-    async def delete_task(self, queue: str, task_id: str) -> None:
-        """Delete a task that is not ACTIVE, releasing its unique lock."""
-        with self._locked() as s:
-            t = self._find(s, queue, task_id, _DELETABLE, "deleted")
-            self._delete(s, t)
-            self._step_deleted(s, t, self.clock())  # a workflow step: its workflow fails
-
-    async def run_task(self, queue: str, task_id: str) -> None:
-        """Make a SCHEDULED, RETRY or ARCHIVED task PENDING, ready now."""
-        with self._locked() as s:
-            t, now = self._find(s, queue, task_id, _RUNNABLE, "run"), self.clock()
-            self._to_waiting(s, t, TaskState.PENDING, now, now)
-
-    async def archive_task(self, queue: str, task_id: str) -> None:
-        """Move a PENDING, SCHEDULED or RETRY task to ARCHIVED."""
-        with self._locked() as s:
-            t, now = self._find(s, queue, task_id, _ARCHIVABLE, "archived"), self.clock()
-            self._to_settled(s, t, TaskState.ARCHIVED, now)
-            self._step_archived(s, t, now)  # a workflow step: its workflow fails
-
-    async def delete_tasks(self, queue: str, state: TaskState) -> int:
-        """Delete every task in ``state``; 0 for ACTIVE."""
-        with self._locked() as s:
-            found, now = self._in_state(s, queue, state, _DELETABLE), self.clock()
-            for t in found:
-                self._delete(s, t)
-                self._step_deleted(s, t, now)
-            return len(found)
-
-    async def run_tasks(self, queue: str, state: TaskState) -> int:
-        """Make every task in a SCHEDULED, RETRY or ARCHIVED ``state`` PENDING; 0 for others."""
-        with self._locked() as s:
-            found, now = self._in_state(s, queue, state, _RUNNABLE), self.clock()
-            for t in found:
-                self._to_waiting(s, t, TaskState.PENDING, now, now)
-            return len(found)
-
-    async def archive_tasks(self, queue: str, state: TaskState) -> int:
-        """Archive every task in a PENDING, SCHEDULED or RETRY ``state``; 0 for others."""
-        with self._locked() as s:
-            found, now = self._in_state(s, queue, state, _ARCHIVABLE), self.clock()
-            for t in found:
-                self._to_settled(s, t, TaskState.ARCHIVED, now)
-                self._step_archived(s, t, now)
-            return len(found)
-
-    async def pause_queue(self, queue: str) -> None:
-        """Stop claims from ``queue``; enqueueing still works."""
-        with self._locked() as s:
-            s.queues.setdefault(queue, _Queue()).paused = True
-
-    async def unpause_queue(self, queue: str) -> None:
-        """Let claims from ``queue`` resume, waking idle waiters."""
-        with self._locked() as s:
-            s.queues.setdefault(queue, _Queue()).paused = False
-            self._notify(s, queue)
-
-    async def delete_queue(self, queue: str, *, force: bool) -> None:
-        """Forget ``queue``: its tasks, unique locks, counters and pause flag (see the protocol)."""
-        with self._locked() as s:
-            q, gone = s.queues.get(queue), []
-            if q is not None:
-                if q.tasks and not force:
-                    raise QueueNotEmptyError(queue=queue, tasks=len(q.tasks))
-                active = sum(t.state is TaskState.ACTIVE for t in q.tasks.values())
-                if active:
-                    raise QueueInUseError(queue=queue, active=active)
-                del s.queues[queue]
-                gone = list(q.tasks.values())
-            # Counters and locks can outlive the queue entry's tasks: drop them by queue name.
-            for lock_key in [k for k in s.locks if k[0] == queue]:
-                del s.locks[lock_key]
-            for count_key in [k for k in s.counts if k[0] == queue]:
-                del s.counts[count_key]
-            for cancel_key in [k for k in s.cancels if k[0] == queue]:
-                del s.cancels[cancel_key]
-            minute_totals.forget_queue(s.minutes, queue)
-            # Workflow steps among its tasks fail their workflows (an error callback that runs
-            # in this queue starts it afresh, as a later enqueue would).
-            now = self.clock()
-            for t in gone:
-                self._step_deleted(s, t, now)
-
-    async def throughput(self, queue: str, *, minutes: int) -> list[MinuteTotals]:
-        """Processed/failed totals of the last ``minutes`` minutes (see ``Throughput``)."""
-        with self._locked() as s:
-            return minute_totals.read_minutes(s.minutes, queue, minutes, self.clock())
 
 
 def _conforms(b: MemoryBroker) -> Broker:

@@ -16,7 +16,7 @@ from conveyor.brokers.history import HISTORY_KEPT, history_error
 from conveyor.message import AttemptRecord, to_datetime
 
 if TYPE_CHECKING:
-    from conveyor.brokers.memory.broker import _State, _Task
+    from conveyor.brokers.memory.state import _State, _Task
 
 AttemptEntries = deque[tuple[int, float, str]]
 """A task's failed attempts: ``(attempt, failed_at, error)``, the last ``HISTORY_KEPT``."""

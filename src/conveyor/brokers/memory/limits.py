@@ -33,7 +33,8 @@ from conveyor.errors import BrokerUnavailableError, QueueFullError
 from conveyor.message import TaskMessage, TaskState
 
 if TYPE_CHECKING:
-    from conveyor.brokers.memory.broker import MemoryBroker, _Queue, _State, _Task
+    from conveyor.brokers.memory.broker import MemoryBroker
+    from conveyor.brokers.memory.state import _Queue, _State, _Task
 
 _COUNTED = frozenset({TaskState.PENDING, TaskState.SCHEDULED, TaskState.RETRY})
 

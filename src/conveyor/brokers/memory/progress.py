@@ -14,7 +14,7 @@ from conveyor.errors import LeaseLostError
 from conveyor.message import Lease, TaskState
 
 if TYPE_CHECKING:
-    from conveyor.brokers.memory.broker import _State, _Task
+    from conveyor.brokers.memory.state import _State, _Task
 
 
 class MemoryProgress:

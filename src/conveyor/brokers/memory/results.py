@@ -15,7 +15,7 @@ from conveyor.brokers.results import DONE_STATES
 from conveyor.message import TaskInfo
 
 if TYPE_CHECKING:
-    from conveyor.brokers.memory.broker import _State
+    from conveyor.brokers.memory.state import _State
 
 __all__ = ["KeyedWaiters", "MemoryResults", "ResultWaiters", "wake_waiters"]
 

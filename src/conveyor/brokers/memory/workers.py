@@ -17,7 +17,7 @@ from conveyor.errors import TaskNotActiveError, TaskNotFoundError
 from conveyor.message import Lease, TaskState
 
 if TYPE_CHECKING:
-    from conveyor.brokers.memory.broker import _State
+    from conveyor.brokers.memory.state import _State
 
 __all__ = ["MemoryWorkersMixin"]
 

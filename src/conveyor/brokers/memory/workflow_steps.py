@@ -13,7 +13,7 @@ from conveyor.brokers.workflows import StepOutcome, parse_step_task_id
 
 if TYPE_CHECKING:
     from conveyor.brokers import workflow_engine as engine
-    from conveyor.brokers.memory.broker import _State, _Task
+    from conveyor.brokers.memory.state import _State, _Task
     from conveyor.message import TaskMessage
 
 __all__ = ["ARCHIVED_ERROR", "DELETED_ERROR", "MemoryWorkflowSteps"]

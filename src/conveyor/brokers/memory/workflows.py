@@ -31,7 +31,7 @@ from conveyor.errors import TaskIdConflictError, WorkflowNotFoundError
 from conveyor.message import Lease, TaskMessage, TaskState, to_datetime
 
 if TYPE_CHECKING:
-    from conveyor.brokers.memory.broker import _State, _Task
+    from conveyor.brokers.memory.state import _State, _Task
 
 __all__ = ["MemoryWorkflows", "WorkflowStore"]
 
@@ -153,7 +153,7 @@ class MemoryWorkflows:
     ) -> Continuation | None:
         """Lease the chain's next step, just stored, to the settling worker, as a claim would:
         only when its queue is not paused and no rate or concurrency limit names it."""
-        from conveyor.brokers.memory.broker import _info
+        from conveyor.brokers.memory.state import _info  # state.py imports this module
 
         graph, ch = change
         step = parse_step_task_id(task_id)
