@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.cluster import key_slot
 
+from conformance.factories import broker_now
+
 # The conformance tests of type limits, run on Cluster (this module's `broker`).
 from conformance.test_concurrency import (  # noqa: F401
     test_a_crashed_workers_slots_come_back_when_its_leases_are_recovered,
@@ -34,7 +36,6 @@ from conformance.test_limits import (  # noqa: F401
     test_removing_a_rate_limit_lets_held_tasks_start_when_due,
     test_tokens_taken_by_earlier_claims_count,
 )
-from conformance.factories import broker_now
 from conveyor.brokers.limits import Rate
 from conveyor.brokers.protocol import Broker
 from conveyor.brokers.redis import RedisBroker, keys
@@ -189,8 +190,6 @@ async def test_a_new_limit_counts_running_tasks_with_permits(cluster_broker: Bro
 
     assert await broker.claim([QUEUES[0]], limit=10, lease_s=30) == []
     await broker.complete([Completion(lease=running[1])])  # wakes the held task
-    assert [le.task.id for le in await broker.claim([QUEUES[0]], limit=10, lease_s=30)] == [
-        "late"
-    ]
+    assert [le.task.id for le in await broker.claim([QUEUES[0]], limit=10, lease_s=30)] == ["late"]
     await broker.set_task_concurrency("api", None)
     assert await broker._client.exists(keys.type_keys(broker._ns, "api")[0]) == 0
