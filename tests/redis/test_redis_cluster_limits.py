@@ -193,3 +193,39 @@ async def test_a_new_limit_counts_running_tasks_with_permits(cluster_broker: Bro
     assert [le.task.id for le in await broker.claim([QUEUES[0]], limit=10, lease_s=30)] == ["late"]
     await broker.set_task_concurrency("api", None)
     assert await broker._client.exists(keys.type_keys(broker._ns, "api")[0]) == 0
+
+
+async def test_a_permit_released_while_a_claim_holds_its_task_back_is_not_missed(
+    cluster_broker: Broker, second: RedisBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = _redis(cluster_broker)
+    await first.set_task_concurrency("api", 1)
+    await first.enqueue(_messages("api", 1))
+    [running] = await first.claim([QUEUES[0]], limit=10, lease_s=30)
+    hold = second._hold
+
+    async def released_meanwhile(queue: str, refused: list[tuple[Lease, int]]) -> None:
+        # The running task ends between the refusal (type slot) and the hold (queue slot).
+        await first.complete([Completion(lease=running)])
+        await hold(queue, refused)
+
+    monkeypatch.setattr(second, "_hold", released_meanwhile)
+    claimed = await second.claim([QUEUES[1]], limit=1, lease_s=30)
+
+    # The claim looked for a free permit after holding: the task went back to its queue, and
+    # the claim's next round took it (not held for a minute with the permit free).
+    assert [le.task.id for le in claimed] == [f"{QUEUES[1]}-api-0"]
+    assert await first._client.zcard(keys.type_keys(first._ns, "api")[0]) == 1
+
+
+async def test_a_hold_is_fenced_by_the_claims_token(cluster_broker: Broker) -> None:
+    broker = _redis(cluster_broker)
+    await broker.enqueue(_messages("api", 1))
+    [lease] = await broker.claim([QUEUES[0]], limit=10, lease_s=30)
+    block = broker._keys(QUEUES[0]).block
+    stale = ["hold", lease.task.id, lease.token - 1, "api", -1]
+
+    assert await broker._run("permit_hold", block, stale) == 0
+
+    assert (await broker.get_task(QUEUES[0], lease.task.id)).state is TaskState.ACTIVE
+    assert await broker.complete([Completion(lease=lease)]) == [True]

@@ -344,15 +344,16 @@ class RedisBroker(
                 # claim) may hide a claim that ran: it is kept to be given back.
                 with self._sending_claim(lost):
                     reply = await self._run("claim", keys_, args)
-                claimed = claimed_leases(batch.queues, reply)
-                if self._cluster and claimed:
-                    # Type limits are in the types' own slots: a step there per limited type.
-                    granted = await self._permit_claimed(group[0], claimed)
-                    if len(granted) < len(claimed) and rounds + 1 < PERMIT_ROUNDS:
-                        # Some were held back: the queue's next tasks flow past them, as a
-                        # standalone claim passes over them in the same step.
-                        groups.insert(0, (group, rounds + 1))
-                    claimed = granted
+                    claimed = claimed_leases(batch.queues, reply)
+                    if self._cluster and claimed:
+                        # Type limits are in the types' own slots: a step there per limited
+                        # type (inside: a claim cancelled meanwhile is given back too).
+                        granted = await self._permit_claimed(group[0], claimed)
+                        if len(granted) < len(claimed) and rounds + 1 < PERMIT_ROUNDS:
+                            # Some were held back: the queue's next tasks flow past them, as
+                            # a standalone claim passes over them in the same step.
+                            groups.insert(0, (group, rounds + 1))
+                        claimed = granted
             except BrokerError:
                 # Cluster, a later queue's node failing: what earlier queues' scripts already
                 # leased must reach the worker, or it would stay ACTIVE with no holder until
@@ -392,8 +393,15 @@ class RedisBroker(
         return await self._complete_batch(completions, with_successors=True)
 
     async def _complete_batch(
-        self, completions: Sequence[Completion], *, with_successors: bool, script: str = "complete"
+        self,
+        completions: Sequence[Completion],
+        *,
+        with_successors: bool,
+        script: str = "complete",
+        release: bool = True,
     ) -> list[bool]:
+        """One completion script run; on Cluster, then the type permits of its leases released
+        (unless ``release`` is false: the caller releases them)."""
         ids = [c.lease.task.id for c in completions]
         if not all_names(ids):  # the ids travel space-separated: hold them to the name rule
             for task_id in ids:
@@ -416,7 +424,7 @@ class RedisBroker(
         args.extend(results)
         args.extend(m.payload for _, m in owned)
         reply = await self._run(script, self._storing_keys(batch), args)
-        if self._cluster:
+        if self._cluster and release:
             await self._release_permits([c.lease for c in completions])
         if len(reply) >= 3 and isinstance(reply[-2], bytes):
             # Completions before the refused successor's owner were applied; it and later not.
@@ -425,13 +433,18 @@ class RedisBroker(
 
     async def _complete_per_queue(self, completions: Sequence[Completion]) -> list[bool]:
         done: list[bool] = []
-        for c in completions:
-            local = all(m.queue == c.lease.task.queue for m in c.successors)
-            ok = (await self._complete_batch([c], with_successors=local))[0]
-            if ok and not local:
-                # Cross-slot successors cannot share the completion's script on Cluster.
-                await self.enqueue(c.successors)
-            done.append(ok)
+        settled: list[Lease] = []  # their type permits are released together, at the end
+        try:
+            for c in completions:
+                local = all(m.queue == c.lease.task.queue for m in c.successors)
+                ok = (await self._complete_batch([c], with_successors=local, release=False))[0]
+                settled.append(c.lease)
+                if ok and not local:
+                    # Cross-slot successors cannot share the completion's script on Cluster.
+                    await self.enqueue(c.successors)
+                done.append(ok)
+        finally:
+            await self._release_permits(settled)
         return done
 
     async def _fail(self, lease: Lease, error: str, delay_s: float | None) -> None:

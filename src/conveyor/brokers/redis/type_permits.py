@@ -162,8 +162,9 @@ class TypePermitsMixin(RedisBrokerBase):
                 await self.release(lease)
 
     async def _extend_permits(self, leases: Sequence[Lease], expiry_us: int) -> None:
-        """Cluster: the permits of ``leases`` (extended to ``expiry_us``) move with them. One
-        that fails to move lapses at the old expiry, when its task counts no more."""
+        """Cluster: the permits of ``leases`` (extended to ``expiry_us``) move with them. Should
+        the type's slot not answer, a permit lapses at its old expiry though its task runs on:
+        logged, as the limit may then admit one more until the task ends."""
         for task_type, chosen in _by_type(leases, self._type_limits).items():
             args = ["extend", expiry_us, *(_member(le) for le in chosen)]
             try:
