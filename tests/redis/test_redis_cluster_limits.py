@@ -36,10 +36,13 @@ from conformance.test_limits import (  # noqa: F401
     test_removing_a_rate_limit_lets_held_tasks_start_when_due,
     test_tokens_taken_by_earlier_claims_count,
 )
+from conveyor import App, chord
 from conveyor.brokers.limits import Rate
 from conveyor.brokers.protocol import Broker
 from conveyor.brokers.redis import RedisBroker, keys
+from conveyor.brokers.workflows import StepOutcome
 from conveyor.message import Completion, Lease, TaskMessage, TaskState
+from conveyor.workflows.running import workflows_of
 from support import eventually
 
 QUEUES = ("q-a", "q-b", "q-c")
@@ -229,3 +232,29 @@ async def test_a_hold_is_fenced_by_the_claims_token(cluster_broker: Broker) -> N
 
     assert (await broker.get_task(QUEUES[0], lease.task.id)).state is TaskState.ACTIVE
     assert await broker.complete([Completion(lease=lease)]) == [True]
+
+
+async def test_a_workflow_steps_settlement_releases_its_permit(cluster_broker: Broker) -> None:
+    broker = _redis(cluster_broker)
+    app = App(broker)
+
+    @app.task(name="step", queue=QUEUES[0], max_retry=0)
+    def step(n: int) -> int:
+        return n
+
+    @app.task(name="body", queue=QUEUES[1], max_retry=0)
+    def body(values: list[int]) -> int:
+        return sum(values)
+
+    await broker.set_task_concurrency("step", 1)
+    await app.aenqueue_workflow(chord([step.s(1), step.s(2)], body.s()))
+    store = workflows_of(broker)
+    permits = keys.type_keys(broker._ns, "step")[0]
+
+    [first] = await broker.claim([QUEUES[0]], limit=5, lease_s=30)  # the other is held
+    assert await store.settle_step(first, StepOutcome(succeeded=True, result=b"1"))
+    [second] = await broker.claim([QUEUES[0]], limit=5, lease_s=30)  # woken by the release
+    assert await broker._client.zcard(permits) == 1
+    assert await store.settle_step(second, StepOutcome(succeeded=False, error="boom"))
+
+    assert await broker._client.zcard(permits) == 0
