@@ -9,6 +9,7 @@ their leases, and held tasks woken from another queue's slot.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis.cluster import key_slot
@@ -45,6 +46,8 @@ from conveyor.message import Completion, Lease, TaskMessage, TaskState
 from conveyor.workflows.running import workflows_of
 from support import eventually
 
+pytestmark = [pytest.mark.process, pytest.mark.redis]
+
 QUEUES = ("q-a", "q-b", "q-c")
 
 
@@ -70,9 +73,9 @@ async def second(cluster_broker: Broker) -> AsyncIterator[RedisBroker]:
         await other.close()
 
 
-def _messages(task_type: str, per_queue: int, **fields: object) -> list[TaskMessage]:
+def _messages(task_type: str, per_queue: int, **fields: Any) -> list[TaskMessage]:
     return [
-        TaskMessage(id=f"{q}-{task_type}-{i}", type=task_type, queue=q, **fields)  # type: ignore[arg-type]
+        TaskMessage(id=f"{q}-{task_type}-{i}", type=task_type, queue=q, **fields)
         for q in QUEUES
         for i in range(per_queue)
     ]
