@@ -11,6 +11,7 @@ from importlib import resources
 import pytest
 from redis_servers import namespaced_broker
 
+from conveyor.brokers.redis.acl import COMMANDS
 from conveyor.brokers.redis.base import SCRIPT_NAMES, script_source
 from conveyor.brokers.redis.prune import prune
 from conveyor.message import TaskMessage
@@ -51,7 +52,7 @@ PINNED_SHA256 = {
     "schedule_put.lua": "4298df7ca8318802",
     "stats.lua": "23895ba7fa854e94",
     "throughput.lua": "3d1fbb66ca858b54",
-    "type_permit.lua": "3f9f7508a4beacfc",
+    "type_permit.lua": "708dddda30742bdd",
     "unclaim.lua": "8bc115d40f0abefd",
     "wf_advance.lua": "7203a7a46b60da66",
     "wf_create.lua": "46fff6b73166f397",
@@ -93,6 +94,16 @@ def test_scripts_contain_no_formatting_placeholders(filename: str) -> None:
     assert not re.search(r"%[-+ #0-9.]*[sdifxXq]|%\(", code)
     assert "string.format" not in code
     assert "loadstring" not in code and "dofile" not in code
+
+
+def test_every_command_the_scripts_call_is_one_the_acl_rules_allow() -> None:
+    # A user limited by acl_rules runs the scripts: a command missing there fails in a script.
+    used = {
+        m.group(1).lower()
+        for name in LUA_FILES
+        for m in re.finditer(r"redis\.p?call\('([A-Za-z]+)'", (FOLDER / name).read_text())
+    }
+    assert used and used <= set(COMMANDS)
 
 
 def test_scripts_are_lib_plus_their_file() -> None:

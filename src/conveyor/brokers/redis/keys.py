@@ -59,8 +59,8 @@ Layout (``ns`` is the namespace, default ``conveyor``; ``q`` a queue name)::
     ns:type:{<type>}:bucket        ZSET   Redis Cluster: the type's rate bucket (as
                                           ns:bucket:<type>), in the type's slot
     ns:type:{<type>}:tokens        STRING Redis Cluster: its count of tokens out
-    ns:type:{<type>}:waiting       ZSET   Redis Cluster: queues with tasks held for a permit of
-                                          the type, score = until when (µs) they may be
+    ns:type:{<type>}:waiting       HASH   Redis Cluster: queues with tasks held for a permit of
+                                          the type -> until when (µs) they may be
 
 All scores are server times in integer microseconds since the epoch (exact in a double, and
 fine enough that "never early" needs no rounding slack).

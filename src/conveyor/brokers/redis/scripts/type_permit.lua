@@ -3,7 +3,7 @@
 -- KEYS:    [1] the permits (ZSET, member "<task id>:<token>", score = the lease's expiry µs; a
 --          permit whose lease has lapsed counts no more), [2] the rate bucket and [3] its count
 --          of tokens out (limits.lua's open_bucket), [4] the queues with tasks held for a permit
---          (ZSET, score = µs until which they may be held); all tagged by the type.
+--          (HASH queue -> µs until which they may be held); all tagged by the type.
 -- ARGV:    [1] operation:
 --          'take': [2] the claimed tasks' lease expiry (µs), [3] the concurrency limit ('' for
 --            none), [4] the rate "<count> <period µs>" ('' for none), [5] the longest hold for
@@ -27,7 +27,10 @@ local permits = KEYS[1]
 -- Permits whose lease has lapsed count no more (their worker stopped extending them: a crash,
 -- or a release that never came): the slot is back at the lease's expiry.
 local function drop_lapsed()
-  redis.call('ZREMRANGEBYSCORE', permits, '-inf', '(' .. int_text(t))
+  local lapsed = redis.call('ZRANGEBYSCORE', permits, '-inf', '(' .. int_text(t))
+  for c = 1, #lapsed, ZADD_CHUNK do
+    redis.call('ZREM', permits, unpack(lapsed, c, math.min(c + ZADD_CHUNK - 1, #lapsed)))
+  end
 end
 
 if op == 'take' then
@@ -76,8 +79,8 @@ if op == 'take' then
     local until_ = t + tonumber(ARGV[5])
     local first = redis.call('ZRANGE', permits, 0, 0, 'WITHSCORES')
     if #first == 2 then until_ = math.min(until_, tonumber(first[2]) + 1) end
-    local was = tonumber(redis.call('ZSCORE', KEYS[4], ARGV[6]))
-    if was == nil or was < until_ then redis.call('ZADD', KEYS[4], int_text(until_), ARGV[6]) end
+    local was = tonumber(redis.call('HGET', KEYS[4], ARGV[6]))
+    if was == nil or was < until_ then redis.call('HSET', KEYS[4], ARGV[6], int_text(until_)) end
     for i = 1, #out do
       if out[i] == false then out[i] = -until_ end
     end
@@ -104,9 +107,15 @@ elseif op == 'release' then
   drop_lapsed()
   local free = n - redis.call('ZCARD', permits)
   if free <= 0 then return {0} end
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. int_text(t))
   local out = {free}
-  for _, queue in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do out[#out + 1] = queue end
+  local waiting = redis.call('HGETALL', KEYS[4])
+  for i = 1, #waiting, 2 do
+    if (tonumber(waiting[i + 1]) or 0) < t then
+      redis.call('HDEL', KEYS[4], waiting[i])  -- its held tasks are due by themselves now
+    else
+      out[#out + 1] = waiting[i]
+    end
+  end
   return out
 end
 return redis.error_reply('type_permit.lua: unknown operation')
