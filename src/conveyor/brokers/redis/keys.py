@@ -38,19 +38,19 @@ Layout (``ns`` is the namespace, default ``conveyor``; ``q`` a queue name)::
     ns:{q}:limit                   STRING the queue's length limit, "<max> <overflow>"
     ns:{q}:concurrency             STRING the queue's concurrency limit
     ns:{q}:slotwait                HASH   type -> "<limit> <running count>" for the types that
-                                          tasks of the queue are held for (a slot)
+                                          tasks of the queue are held for (a slot; not on
+                                          Cluster)
     ns:{q}:held:<type>             ZSET   tasks held (SCHEDULED) for a slot of their type,
                                           score = their pending score before
     ns:concurrency                 HASH   task type -> concurrency limit
     ns:run:<type>                  STRING how many tasks started under the type's
                                           concurrency limit are ACTIVE (each names it in its
-                                          record's 'run' field until it leaves ACTIVE); on
-                                          Cluster one per queue, ns:{q}:run:<type>, in its slot
+                                          record's 'run' field until it leaves ACTIVE); not on
+                                          Cluster (its permits instead)
     ns:rates                       HASH   task type -> "<count> <period µs>" (rate limits)
     ns:bucket:<type>               ZSET   a type's rate-limit tokens still out, one entry per
                                           claim, "<claim id>:<tokens>", score = µs taken at
-                                          (back one period later); on Cluster one per queue,
-                                          ns:{q}:bucket:<type>, in its slot
+                                          (back one period later); on Cluster in the type's slot
     ns:tokens:<type>               STRING how many tokens the bucket holds out (the sum over
                                           its entries)
     ns:type:{<type>}:permits       ZSET   Redis Cluster: the type's ACTIVE tasks started under
