@@ -6,6 +6,7 @@ from __future__ import annotations
 import bisect
 import os
 import signal
+import uuid
 from pathlib import Path
 
 import pytest
@@ -93,13 +94,38 @@ def _most_at_once(log: list[tuple[str, int, float]]) -> int:
 def test_a_killed_workers_concurrency_slots_come_back(
     url: str, trace_dir: Path, workers: list[Worker]
 ) -> None:
-    doomed = spawn(workers, url, trace_dir, *ARGS)
+    killed_workers_slots_come_back(url, trace_dir, workers, ("default",))
+
+
+@pytest.mark.redis
+def test_a_killed_workers_slots_come_back_on_cluster(
+    redis_cluster: list[str], trace_dir: Path
+) -> None:
+    # Two queues, each in its own slot: the type's two slots are shared by both.
+    namespace = f"rlk{uuid.uuid4().hex[:8]}"  # the session's test cluster: left for its teardown
+    url = f"redis+cluster://{redis_cluster[0]},{redis_cluster[1]}?namespace={namespace}"
+    started: list[Worker] = []
+    try:
+        killed_workers_slots_come_back(url, trace_dir, started, ("default", "other"))
+    finally:
+        for worker in started:
+            worker.stop()
+
+
+def killed_workers_slots_come_back(
+    url: str, trace_dir: Path, workers: list[Worker], queues: tuple[str, ...]
+) -> None:
+    """Kill a worker running the limited type; a survivor runs the rest, never three at once."""
+    args = (*ARGS, *(a for q in queues for a in ("--queue", q)))
+    doomed = spawn(workers, url, trace_dir, *args)
     with Client(url) as client:
-        client.enqueue_many([worker_app.limited.task(n) for n in range(LIMITED)])
+        for i, queue in enumerate(queues):
+            chosen = range(i, LIMITED, len(queues))
+            client.enqueue_many([worker_app.limited.task(n) for n in chosen], queue=queue)
     wait_until(lambda: len(_limited(trace_dir, doomed.pid)) >= 1, within=10.0)
     os.kill(doomed.pid, signal.SIGKILL)  # with both of the type's slots, or one
     assert doomed.proc.wait(timeout=10) == -signal.SIGKILL
-    survivor = spawn(workers, url, trace_dir, *ARGS)
+    survivor = spawn(workers, url, trace_dir, *args)
 
     def all_done() -> list[tuple[str, int, float]] | None:
         log = _limited(trace_dir, survivor.pid)

@@ -1,21 +1,24 @@
-"""Redis flow control: Cluster slots (limits per queue slot), rate limits set elsewhere, and
-the running sets of type concurrency limits."""
+"""Redis flow control: queue limits in each queue's Cluster slot, rate limits set elsewhere, and
+the running counts of type concurrency limits (type limits on Cluster:
+test_redis_cluster_limits.py)."""
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
-
 import pytest
-from redis.cluster import key_slot
-from redis_servers import Fleet, namespaced_broker, start_cluster
+from redis_servers import namespaced_broker
 
-from conveyor.brokers.limits import QueueLimit, Rate
+from conveyor.brokers.limits import FlowControl, QueueLimit, Rate
+from conveyor.brokers.protocol import Broker
 from conveyor.brokers.redis import RedisBroker, keys
 from conveyor.brokers.redis import limits as redis_limits
 from conveyor.errors import QueueFullError
 from conveyor.message import Completion, TaskMessage, TaskState
 from support import eventually
+
+
+def flow(broker: Broker) -> FlowControl:
+    assert isinstance(broker, FlowControl)
+    return broker
 
 
 def _messages(queue: str, n: int, task_type: str = "t") -> list[TaskMessage]:
@@ -24,44 +27,17 @@ def _messages(queue: str, n: int, task_type: str = "t") -> list[TaskMessage]:
     ]
 
 
-async def test_cluster_limits_live_in_each_queues_slot(tmp_path: Path) -> None:
-    with Fleet() as fleet:
-        addresses = await asyncio.to_thread(start_cluster, fleet, tmp_path)
-        broker = RedisBroker.from_url(f"redis+cluster://{addresses[0]}?namespace=cl")
-        queues = [f"q{i}" for i in range(4)]
-        try:
-            # Queue limits: reject and drop_oldest, each queue in its own slot.
-            await broker.set_queue_limit("q0", QueueLimit(max_length=2))
-            await broker.set_queue_limit("q1", QueueLimit(max_length=2, overflow="drop_oldest"))
-            await broker.enqueue(_messages("q0", 2) + _messages("q1", 2))
-            with pytest.raises(QueueFullError):
-                await broker.enqueue(_messages("q0", 1, "late"))
-            await broker.enqueue(_messages("q1", 1, "late"))
-            assert (await broker.get_task("q1", "q1-t-0")).state is TaskState.ARCHIVED
-            assert (await broker.queue_stats("q1")).pending == 2
-
-            # Rate limits: one bucket per type and queue, in the queue's slot.
-            await broker.set_rate_limit("api", Rate(2, 3600.0))
-            await broker.enqueue([m for q in queues[2:] for m in _messages(q, 3, "api")])
-            leases = await broker.claim(queues[2:], limit=10, lease_s=30)
-            assert sorted(le.task.id for le in leases) == [
-                "q2-api-0",
-                "q2-api-1",
-                "q3-api-0",
-                "q3-api-1",
-            ]
-            for q in queues[2:]:
-                held = await broker.get_task(q, f"{q}-api-2")
-                assert held.state is TaskState.SCHEDULED and held.retried == 0
-                bucket = keys.bucket_prefix("cl", q) + "api"
-                assert key_slot(bucket.encode()) == key_slot(
-                    keys.queue_keys("cl", q).pending.encode()
-                )
-                assert await broker._client.exists(bucket) == 1
-                out = keys.bucket_out_prefix("cl", q) + "api"
-                assert key_slot(out.encode()) == key_slot(bucket.encode())
-        finally:
-            await broker.close()
+async def test_cluster_queue_limits_live_in_each_queues_slot(cluster_broker: Broker) -> None:
+    # Type limits on Cluster: test_redis_cluster_limits.py.
+    broker = cluster_broker
+    await flow(broker).set_queue_limit("q0", QueueLimit(max_length=2))
+    await flow(broker).set_queue_limit("q1", QueueLimit(max_length=2, overflow="drop_oldest"))
+    await broker.enqueue(_messages("q0", 2) + _messages("q1", 2))
+    with pytest.raises(QueueFullError):
+        await broker.enqueue(_messages("q0", 1, "late"))
+    await broker.enqueue(_messages("q1", 1, "late"))
+    assert (await broker.get_task("q1", "q1-t-0")).state is TaskState.ARCHIVED
+    assert (await broker.queue_stats("q1")).pending == 2
 
 
 async def test_a_rate_limit_set_elsewhere_is_seen_after_the_refresh(
@@ -85,35 +61,8 @@ async def test_a_rate_limit_set_elsewhere_is_seen_after_the_refresh(
             await other.close()
 
 
-async def test_cluster_concurrency_limits_live_in_each_queues_slot(tmp_path: Path) -> None:
-    with Fleet() as fleet:
-        addresses = await asyncio.to_thread(start_cluster, fleet, tmp_path)
-        broker = RedisBroker.from_url(f"redis+cluster://{addresses[0]}?namespace=cl")
-        queues = ["c0", "c1", "c2"]
-        try:
-            await broker.set_queue_concurrency("c0", 1)
-            await broker.set_task_concurrency("api", 1)
-            await broker.enqueue(
-                _messages("c0", 2) + [m for q in queues[1:] for m in _messages(q, 2, "api")]
-            )
-
-            leases = await broker.claim(queues, limit=10, lease_s=30)
-
-            # One of c0 (its limit), and one "api" task per queue (a set per queue's slot).
-            assert sorted(le.task.id for le in leases) == ["c0-t-0", "c1-api-0", "c2-api-0"]
-            for q in queues[1:]:
-                assert (await broker.get_task(q, f"{q}-api-1")).state is TaskState.SCHEDULED
-                run = keys.running_prefix("cl", q) + "api"
-                assert key_slot(run.encode()) == key_slot(keys.queue_keys("cl", q).pending.encode())
-            await broker.complete([Completion(lease=le) for le in leases])
-            again = await broker.claim(queues, limit=10, lease_s=30)
-            assert sorted(le.task.id for le in again) == ["c0-t-1", "c1-api-1", "c2-api-1"]
-        finally:
-            await broker.close()
-
-
 async def _running(broker: RedisBroker, task_type: str) -> int:
-    return int(await broker._client.get(keys.running_prefix(broker._ns, None) + task_type) or 0)
+    return int(await broker._client.get(keys.running_prefix(broker._ns) + task_type) or 0)
 
 
 async def test_every_way_out_of_active_gives_the_slot_back(redis_url: str) -> None:
@@ -163,8 +112,8 @@ async def test_a_bucket_keeps_one_entry_per_claim_and_its_count_of_tokens_out(
     redis_url: str,
 ) -> None:
     async with namespaced_broker(redis_url) as broker:
-        bucket = keys.bucket_prefix(broker._ns, None) + "api"
-        out = keys.bucket_out_prefix(broker._ns, None) + "api"
+        bucket = keys.bucket_prefix(broker._ns) + "api"
+        out = keys.bucket_out_prefix(broker._ns) + "api"
         await broker.set_rate_limit("api", Rate(5, 3600.0))
         await broker.enqueue(_messages("default", 8, "api"))
         assert len(await broker.claim(["default"], limit=2, lease_s=30)) == 2

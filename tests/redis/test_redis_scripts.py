@@ -11,6 +11,7 @@ from importlib import resources
 import pytest
 from redis_servers import namespaced_broker
 
+from conveyor.brokers.redis.acl import COMMANDS
 from conveyor.brokers.redis.base import SCRIPT_NAMES, script_source
 from conveyor.brokers.redis.prune import prune
 from conveyor.message import TaskMessage
@@ -37,6 +38,7 @@ PINNED_SHA256 = {
     "manage.lua": "8346a8a448b2651d",
     "page.lua": "dbc7bd05e64f63df",
     "peek.lua": "e54808a6dde27661",
+    "permit_hold.lua": "526cacdf6638936d",
     "purge.lua": "f3e6fa52d153bc86",
     "recover.lua": "1bbbb1b8021365b6",
     "release.lua": "06f5f10a0a13d09c",
@@ -45,11 +47,12 @@ PINNED_SHA256 = {
     "save_progress.lua": "ae0f4a06e418d471",
     "schedule_admin.lua": "198a9a1f2e56bb07",
     "schedule_due.lua": "a65036b870bfe7e7",
-    "schedule_forget.lua": "29a3b7b5c773b8c0",
     "schedule_fire.lua": "d50c14b06d5b8821",
+    "schedule_forget.lua": "29a3b7b5c773b8c0",
     "schedule_put.lua": "4298df7ca8318802",
     "stats.lua": "23895ba7fa854e94",
     "throughput.lua": "3d1fbb66ca858b54",
+    "type_permit.lua": "708dddda30742bdd",
     "unclaim.lua": "8bc115d40f0abefd",
     "wf_advance.lua": "7203a7a46b60da66",
     "wf_create.lua": "46fff6b73166f397",
@@ -93,11 +96,21 @@ def test_scripts_contain_no_formatting_placeholders(filename: str) -> None:
     assert "loadstring" not in code and "dofile" not in code
 
 
+def test_every_command_the_scripts_call_is_one_the_acl_rules_allow() -> None:
+    # A user limited by acl_rules runs the scripts: a command missing there fails in a script.
+    used = {
+        m.group(1).lower()
+        for name in LUA_FILES
+        for m in re.finditer(r"redis\.p?call\('([A-Za-z]+)'", (FOLDER / name).read_text())
+    }
+    assert used and used <= set(COMMANDS)
+
+
 def test_scripts_are_lib_plus_their_file() -> None:
     for name in SCRIPT_NAMES:
         with_limits = name in (
             *("enqueue", "claim", "peek", "complete", "complete_all", "fail"),
-            *("wf_advance", "wf_settle"),
+            *("wf_advance", "wf_settle", "type_permit", "permit_hold"),
         )
         helpers = ["lib.lua", "limits.lua"] if with_limits else ["lib.lua"]
         if name.startswith("wf_"):

@@ -26,6 +26,10 @@ atomic steps, so every producer and worker sharing the broker obeys them:
   limit is held back in the same step: SCHEDULED, no failure counted, and moved back to the
   front of its queue by the first claim that finds a slot of its type free (or, at the
   latest, after :data:`CONCURRENCY_RECHECK_S`).
+
+Both type limits are fleet-wide on every backend. On Redis Cluster, where each queue is in a
+slot of its own, a type's limits live in the type's slot, and a running task holds a permit
+there that lapses with its lease (:mod:`conveyor.brokers.redis.type_permits`).
 """
 
 from __future__ import annotations
@@ -227,4 +231,5 @@ next claim reads them."""
 
 CONCURRENCY_RECHECK_S = 60.0
 """How long a task held back by its type's concurrency limit stays SCHEDULED at most. A claim
-that finds a slot free moves it back at once; this only bounds the wait should none look."""
+that finds a slot free (on Redis Cluster, the step that frees it) moves it back at once; this
+only bounds the wait should none look."""

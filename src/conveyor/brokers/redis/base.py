@@ -73,6 +73,8 @@ SCRIPT_NAMES = (
     "schedule_due",
     "schedule_forget",
     "count_running",
+    "type_permit",
+    "permit_hold",
     "workers",
     "cancel",
     "wf_advance",
@@ -97,7 +99,10 @@ SyncClient = redis.Redis | redis.RedisCluster
 # Scripts that enforce flow control or complete leased tasks also get limits.lua's helpers,
 # after lib.lua's; the workflow scripts get workflow_lib.lua's last.
 _WITH_LIMITS = frozenset(
-    {"enqueue", "claim", "peek", "complete", "complete_all", "fail", "wf_advance", "wf_settle"}
+    {
+        *("enqueue", "claim", "peek", "complete", "complete_all", "fail"),
+        *("wf_advance", "wf_settle", "type_permit", "permit_hold"),
+    }
 )
 
 

@@ -6,7 +6,9 @@ with ``scripts/lib.lua`` and registered once with redis-py (``EVALSHA``, reloade
 
 On Redis Cluster each queue lives in one slot, so a script touches one queue: multi-queue batches
 are split per queue (atomic per queue), and successors in other queues are enqueued right after
-their completion rather than in the same step.
+their completion rather than in the same step. A task type's limits live in a slot of their own
+there: a claim of a limited type, an extension and a way out of ACTIVE take one more step in it
+(:mod:`~conveyor.brokers.redis.type_permits`).
 
 The class is assembled from mixins over :class:`~conveyor.brokers.redis.base.RedisBrokerBase`
 (connection state, script runner): idle waits in :mod:`~conveyor.brokers.redis.waiting`, upkeep
@@ -85,6 +87,10 @@ class _SyncSide(NamedTuple):
 
 
 logger = logging.getLogger(__name__)
+
+# Cluster: how many claims one call makes in a queue whose claimed tasks its types' limits held
+# back (each claim holds back what it took before it claims on).
+PERMIT_ROUNDS = 4
 
 
 class RedisBroker(
@@ -326,9 +332,9 @@ class RedisBroker(
         await self._register(queues)  # Cluster: keep served queues listed (see _register)
         await self._give_back_lost_claims()
         await self._refresh_rates()
-        for group in self._groups(queues):
-            if len(leases) >= limit:
-                break
+        groups = [(group, 0) for group in self._groups(queues)]
+        while groups and len(leases) < limit:
+            group, rounds = groups.pop(0)
             batch = ScriptBatch(self)
             for q in group:
                 batch.block(q)
@@ -338,6 +344,16 @@ class RedisBroker(
                 # claim) may hide a claim that ran: it is kept to be given back.
                 with self._sending_claim(lost):
                     reply = await self._run("claim", keys_, args)
+                    claimed = claimed_leases(batch.queues, reply)
+                    if self._cluster and claimed:
+                        # Type limits are in the types' own slots: a step there per limited
+                        # type (inside: a claim cancelled meanwhile is given back too).
+                        granted = await self._permit_claimed(group[0], claimed)
+                        if len(granted) < len(claimed) and rounds + 1 < PERMIT_ROUNDS:
+                            # Some were held back: the queue's next tasks flow past them, as
+                            # a standalone claim passes over them in the same step.
+                            groups.insert(0, (group, rounds + 1))
+                        claimed = granted
             except BrokerError:
                 # Cluster, a later queue's node failing: what earlier queues' scripts already
                 # leased must reach the worker, or it would stay ACTIVE with no holder until
@@ -345,7 +361,7 @@ class RedisBroker(
                 if leases:
                     return leases
                 raise
-            leases.extend(claimed_leases(batch.queues, reply))
+            leases.extend(claimed)
         return leases
 
     async def extend_leases(self, leases: Sequence[Lease], lease_s: float) -> list[bool]:
@@ -362,6 +378,9 @@ class RedisBroker(
             reply = await self._run("extend", batch.keys, args)
             for (i, _), ok in zip(chosen, reply[1:], strict=True):
                 held[i] = ok == 1
+            if self._cluster:  # their permits move with them, in their types' slots
+                kept = [le for (i, le) in chosen if held[i]]
+                await self._extend_permits(kept, int(reply[0]))
         return [held[i] for i in range(len(leases))]
 
     async def complete(self, completions: Sequence[Completion]) -> list[bool]:
@@ -374,8 +393,15 @@ class RedisBroker(
         return await self._complete_batch(completions, with_successors=True)
 
     async def _complete_batch(
-        self, completions: Sequence[Completion], *, with_successors: bool, script: str = "complete"
+        self,
+        completions: Sequence[Completion],
+        *,
+        with_successors: bool,
+        script: str = "complete",
+        release: bool = True,
     ) -> list[bool]:
+        """One completion script run; on Cluster, then the type permits of its leases released
+        (unless ``release`` is false: the caller releases them)."""
         ids = [c.lease.task.id for c in completions]
         if not all_names(ids):  # the ids travel space-separated: hold them to the name rule
             for task_id in ids:
@@ -398,6 +424,8 @@ class RedisBroker(
         args.extend(results)
         args.extend(m.payload for _, m in owned)
         reply = await self._run(script, self._storing_keys(batch), args)
+        if self._cluster and release:
+            await self._release_permits([c.lease for c in completions])
         if len(reply) >= 3 and isinstance(reply[-2], bytes):
             # Completions before the refused successor's owner were applied; it and later not.
             raise refusal_error(reply[-2], owned[int(reply[-1]) - 1][1])
@@ -405,13 +433,18 @@ class RedisBroker(
 
     async def _complete_per_queue(self, completions: Sequence[Completion]) -> list[bool]:
         done: list[bool] = []
-        for c in completions:
-            local = all(m.queue == c.lease.task.queue for m in c.successors)
-            ok = (await self._complete_batch([c], with_successors=local))[0]
-            if ok and not local:
-                # Cross-slot successors cannot share the completion's script on Cluster.
-                await self.enqueue(c.successors)
-            done.append(ok)
+        settled: list[Lease] = []  # their type permits are released together, at the end
+        try:
+            for c in completions:
+                local = all(m.queue == c.lease.task.queue for m in c.successors)
+                ok = (await self._complete_batch([c], with_successors=local, release=False))[0]
+                settled.append(c.lease)
+                if ok and not local:
+                    # Cross-slot successors cannot share the completion's script on Cluster.
+                    await self.enqueue(c.successors)
+                done.append(ok)
+        finally:
+            await self._release_permits(settled)
         return done
 
     async def _fail(self, lease: Lease, error: str, delay_s: float | None) -> None:
@@ -419,6 +452,8 @@ class RedisBroker(
         reply = await self._run(
             "fail", self._keys(lease.task.queue).block, [lease.task.id, lease.token, error, delay]
         )
+        if self._cluster:
+            await self._release_permits([lease])
         if reply != 1:
             raise LeaseLostError(task_id=lease.task.id, queue=lease.task.queue)
 
@@ -446,6 +481,8 @@ class RedisBroker(
         reply = await self._run(
             "release", self._keys(lease.task.queue).block, [lease.task.id, lease.token]
         )
+        if self._cluster:
+            await self._release_permits([lease])
         if reply != 1:
             raise LeaseLostError(task_id=lease.task.id, queue=lease.task.queue)
 

@@ -38,24 +38,35 @@ Layout (``ns`` is the namespace, default ``conveyor``; ``q`` a queue name)::
     ns:{q}:limit                   STRING the queue's length limit, "<max> <overflow>"
     ns:{q}:concurrency             STRING the queue's concurrency limit
     ns:{q}:slotwait                HASH   type -> "<limit> <running count>" for the types that
-                                          tasks of the queue are held for (a slot)
+                                          tasks of the queue are held for (a slot; not on
+                                          Cluster)
     ns:{q}:held:<type>             ZSET   tasks held (SCHEDULED) for a slot of their type,
                                           score = their pending score before
     ns:concurrency                 HASH   task type -> concurrency limit
     ns:run:<type>                  STRING how many tasks started under the type's
                                           concurrency limit are ACTIVE (each names it in its
-                                          record's 'run' field until it leaves ACTIVE); on
-                                          Cluster one per queue, ns:{q}:run:<type>, in its slot
+                                          record's 'run' field until it leaves ACTIVE); not on
+                                          Cluster (its permits instead)
     ns:rates                       HASH   task type -> "<count> <period µs>" (rate limits)
     ns:bucket:<type>               ZSET   a type's rate-limit tokens still out, one entry per
                                           claim, "<claim id>:<tokens>", score = µs taken at
-                                          (back one period later); on Cluster one per queue,
-                                          ns:{q}:bucket:<type>, in its slot
+                                          (back one period later); on Cluster in the type's slot
     ns:tokens:<type>               STRING how many tokens the bucket holds out (the sum over
-                                          its entries); on Cluster ns:{q}:tokens:<type>
+                                          its entries)
+    ns:type:{<type>}:permits       ZSET   Redis Cluster: the type's ACTIVE tasks started under
+                                          its concurrency limit, "<task id>:<token>", score =
+                                          the lease's expiry (µs); in the type's own slot
+    ns:type:{<type>}:bucket        ZSET   Redis Cluster: the type's rate bucket (as
+                                          ns:bucket:<type>), in the type's slot
+    ns:type:{<type>}:tokens        STRING Redis Cluster: its count of tokens out
+    ns:type:{<type>}:waiting       HASH   Redis Cluster: queues with tasks held for a permit of
+                                          the type -> until when (µs) they may be
 
 All scores are server times in integer microseconds since the epoch (exact in a double, and
 fine enough that "never early" needs no rounding slack).
+
+A task type's Cluster keys carry the hash tag ``{<type>}`` (after ``ns:type:``): its limits
+live in one slot of their own, whatever queues its tasks are in.
 
 Every key of a queue carries the hash tag ``{q}``, so the whole queue lives in one Redis Cluster
 slot and one Lua script can touch all of it. Names are injective: the namespace and queue names
@@ -87,6 +98,7 @@ __all__ = [
     "running_prefix",
     "slot_waits",
     "task",
+    "type_keys",
     "unique_lock",
     "waiter",
     "worker_keys",
@@ -145,16 +157,14 @@ def rate_limits(namespace: str) -> str:
     return f"{namespace}:rates"
 
 
-def bucket_prefix(namespace: str, queue: str | None) -> str:
-    """The prefix of the token buckets (``prefix + task type``): one per type, or on Cluster
-    one per type and ``queue``, in that queue's slot (a claim touches only its queue's slot)."""
-    return f"{namespace}:bucket:" if queue is None else f"{queue_prefix(namespace, queue)}bucket:"
+def bucket_prefix(namespace: str) -> str:
+    """The prefix of the token buckets on a standalone server (``prefix + task type``)."""
+    return f"{namespace}:bucket:"
 
 
-def bucket_out_prefix(namespace: str, queue: str | None) -> str:
-    """The prefix of the buckets' counts of tokens out (``prefix + task type``), as
-    :func:`bucket_prefix`."""
-    return f"{namespace}:tokens:" if queue is None else f"{queue_prefix(namespace, queue)}tokens:"
+def bucket_out_prefix(namespace: str) -> str:
+    """The prefix of the buckets' counts of tokens out (``prefix + task type``)."""
+    return f"{namespace}:tokens:"
 
 
 def concurrency_limits(namespace: str) -> str:
@@ -162,9 +172,17 @@ def concurrency_limits(namespace: str) -> str:
     return f"{namespace}:concurrency"
 
 
-def running_prefix(namespace: str, queue: str | None) -> str:
-    """The prefix of the running counts (``prefix + task type``), as :func:`bucket_prefix`."""
-    return f"{namespace}:run:" if queue is None else f"{queue_prefix(namespace, queue)}run:"
+def running_prefix(namespace: str) -> str:
+    """The prefix of the running counts on a standalone server (``prefix + task type``)."""
+    return f"{namespace}:run:"
+
+
+def type_keys(namespace: str, task_type: str) -> list[str]:
+    """Redis Cluster: a task type's limit keys, in one slot of their own (``type_permit.lua``'s
+    KEYS): its permits, its rate bucket, the bucket's count of tokens out, and the queues whose
+    tasks wait for a permit."""
+    prefix = f"{namespace}:type:{{{task_type}}}:"
+    return [f"{prefix}permits", f"{prefix}bucket", f"{prefix}tokens", f"{prefix}waiting"]
 
 
 def queue_concurrency(namespace: str, queue: str) -> str:

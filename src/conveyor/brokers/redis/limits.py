@@ -3,20 +3,21 @@
 Queue length limits live in a key of the queue (``keys.queue_limit``, in its Cluster slot),
 which ``enqueue.lua`` reads in the same step as it stores (``limits.lua``'s ``make_room``).
 
-Rate limits are one hash for the namespace (``keys.rate_limits``). A claim is one script in one
-slot, and the rate limits are not in the claimed queues' slots, so each broker object keeps a
-copy, read again at most :data:`~conveyor.brokers.limits.RATE_REFRESH_S` after the last, and
-passes it to ``claim.lua``, which takes tokens from the buckets in the same step. A bucket is one
-per task type on a standalone server; on Cluster it is one per task type *and queue*, in the
-queue's slot (``keys.bucket_prefix``), since one script cannot reach another slot: there, a
-rate-limited type enqueued to several queues is limited in each queue separately.
+Rate limits are one hash for the namespace (``keys.rate_limits``), and so are task type
+concurrency limits (``keys.concurrency_limits``). A claim is one script in one slot, and these
+hashes are not in the claimed queues' slots, so each broker object keeps a copy, read again at
+most :data:`~conveyor.brokers.limits.RATE_REFRESH_S` after the last.
 
-Concurrency limits follow the same pattern: a queue's in a key of the queue, compared with its
-active set; a task type's in one hash, copied like the rate limits, its count a number kept
-in step with its tasks (``keys.running_prefix``: per type, on Cluster per type and queue): a
-claim adds the tasks it starts and names the count in their records, and every way out of
-ACTIVE, lease recovery included, takes its task off in the same step. A claim reads one number
-however many tasks run.
+On a standalone server the copy goes to ``claim.lua``, which enforces both limits in the same
+step: one token bucket per type (``keys.bucket_prefix``), and per type a running count kept in
+step with its tasks (``keys.running_prefix``): a claim adds the tasks it starts and names the
+count in their records, and every way out of ACTIVE, lease recovery included, takes its task
+off in the same step. A claim reads one number however many tasks run.
+
+On Redis Cluster a type's bucket and its running tasks live in the type's own slot, shared by
+every queue, and a claim asks for them in a step of its own: see
+:mod:`~conveyor.brokers.redis.type_permits`. A queue's concurrency limit is a key of the queue,
+compared with its active set, on both.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from conveyor.brokers.limits import (
     Rate,
 )
 from conveyor.brokers.redis import keys
-from conveyor.brokers.redis.base import RedisBrokerBase, ScriptBatch
+from conveyor.brokers.redis.base import ScriptBatch
 from conveyor.brokers.redis.replies import as_bytes
+from conveyor.brokers.redis.type_permits import TypePermitsMixin
 
 _OVERFLOWS: dict[str, Overflow] = {"reject": "reject", "drop_oldest": "drop_oldest"}
 
@@ -47,7 +49,7 @@ def _rate(spec: bytes) -> Rate | None:
         return None
 
 
-class LimitsMixin(RedisBrokerBase):
+class LimitsMixin(TypePermitsMixin):
     """The :class:`~conveyor.brokers.limits.FlowControl` methods of the Redis broker."""
 
     # The rate and type concurrency limits as claim.lua reads them, and when (monotonic) to
@@ -83,14 +85,16 @@ class LimitsMixin(RedisBrokerBase):
         with self._errors():
             if rate is None:
                 await self._client.hdel(key, task_type)
-                if not self._cluster:  # on Cluster, a bucket per queue stays (count entries)
+                if not self._cluster:
                     await self._client.delete(
-                        keys.bucket_prefix(self._ns, None) + task_type,
-                        keys.bucket_out_prefix(self._ns, None) + task_type,
+                        keys.bucket_prefix(self._ns) + task_type,
+                        keys.bucket_out_prefix(self._ns) + task_type,
                     )
             else:
                 period_us = max(1, round(rate.period_s * 1_000_000))
                 await self._client.hset(key, task_type, f"{rate.count} {period_us}")
+        if rate is None and self._cluster:
+            await self._drop_type_keys(task_type, permits=False, bucket=True)
         self._rate_spec_until = float("-inf")
 
     async def rate_limits(self) -> dict[str, Rate]:
@@ -111,6 +115,10 @@ class LimitsMixin(RedisBrokerBase):
         self._rate_spec_until = float("-inf")
         if max_active is None:
             await self._forget_held(task_type)
+            if self._cluster:  # set again, it counts the tasks running then
+                await self._drop_type_keys(task_type, permits=True, bucket=False)
+        elif self._cluster:
+            await self._count_permits(task_type)
         else:
             await self._count_running(task_type)
 
@@ -147,12 +155,12 @@ class LimitsMixin(RedisBrokerBase):
         return int(text) if text is not None and text.isdigit() else None
 
     async def _count_running(self, task_type: str) -> None:
-        """Add the tasks of ``task_type`` already ACTIVE to its running counts, so a new limit
+        """Add the tasks of ``task_type`` already ACTIVE to its running count, so a new limit
         counts them too: one step per queue (``count_running.lua``), each task counted once
-        whatever claims run meanwhile."""
+        whatever claims run meanwhile (a standalone server)."""
+        run = keys.running_prefix(self._ns) + task_type
         for queue in await self._all_queues():
             queue_keys = self._keys(queue)
-            run = keys.running_prefix(self._ns, queue if self._cluster else None) + task_type
             await self._run(
                 "count_running", [queue_keys.active, run], [queue_keys.task_prefix, task_type]
             )
@@ -169,20 +177,24 @@ class LimitsMixin(RedisBrokerBase):
         )
         limits = await self.task_concurrency()
         self._concurrency_spec = " ".join(f"{name} {n}" for name, n in limits.items())
+        self._type_rates, self._type_limits = rates, limits
         self._rate_spec_until = time.monotonic() + RATE_REFRESH_S
 
     def _rate_args(self, batch: ScriptBatch) -> list[str]:
         """claim.lua's ARGV[4] to ARGV[9]: the buckets' prefix, the rate limits, the running
         counts' prefix, the type concurrency limits, the longest hold for a slot (µs) and the
-        prefix of the buckets' counts of tokens out."""
-        queue = batch.queues[0] if self._cluster else None
+        prefix of the buckets' counts of tokens out. None on Cluster, where the claim leaves
+        type limits to the type's slot (type_permits.py)."""
+        hold = str(round(CONCURRENCY_RECHECK_S * 1_000_000))
+        if self._cluster:
+            return ["", "", "", "", hold, ""]
         return [
-            keys.bucket_prefix(self._ns, queue) if self._rate_spec else "",
+            keys.bucket_prefix(self._ns) if self._rate_spec else "",
             self._rate_spec,
-            keys.running_prefix(self._ns, queue) if self._concurrency_spec else "",
+            keys.running_prefix(self._ns) if self._concurrency_spec else "",
             self._concurrency_spec,
-            str(round(CONCURRENCY_RECHECK_S * 1_000_000)),
-            keys.bucket_out_prefix(self._ns, queue) if self._rate_spec else "",
+            hold,
+            keys.bucket_out_prefix(self._ns) if self._rate_spec else "",
         ]
 
 
