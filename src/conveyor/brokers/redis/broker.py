@@ -54,7 +54,6 @@ from conveyor.brokers.redis.records import enqueue_args, message_args
 from conveyor.brokers.redis.replies import (
     all_names,
     check_names,
-    claimed_leases,
     enqueue_outcomes,
     in_order,
     queue_groups,
@@ -345,7 +344,7 @@ class RedisBroker(
                 if leases:
                     return leases
                 raise
-            leases.extend(claimed_leases(batch.queues, reply))
+            leases.extend(self._claimed_leases(batch.queues, reply))
         return leases
 
     async def extend_leases(self, leases: Sequence[Lease], lease_s: float) -> list[bool]:

@@ -49,10 +49,13 @@ __all__ = ["RedisWorkflowAdvance"]
 def _mask(graph_data: bytes) -> str:
     """One letter per step, m for a step of the workflow and e for an error callback; '' when
     the graph has no error callbacks."""
-    steps = engine.parse_graph(graph_data).steps
-    if all(s.trigger is None for s in steps):
+    graph = engine.parse_graph(graph_data)
+    if not graph.error_callbacks:
         return ""
-    return "".join("m" if s.trigger is None else "e" for s in steps)
+    mask = ["m"] * len(graph.steps)
+    for i in graph.error_callbacks:
+        mask[i] = "e"
+    return "".join(mask)
 
 
 @functools.lru_cache(maxsize=1024)

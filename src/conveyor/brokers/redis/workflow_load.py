@@ -13,15 +13,23 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from conveyor.brokers import workflow_engine as engine
 from conveyor.brokers.combiner import Combiner, PerLoop
 from conveyor.brokers.redis import keys
+from conveyor.brokers.redis.records import from_us
+from conveyor.brokers.redis.replies import claimed_leases
 from conveyor.brokers.redis.workflow_outbox import LETTER
-from conveyor.brokers.workflows import StepRecord, WorkflowRecord, WorkflowState
+from conveyor.brokers.workflows import (
+    StepRecord,
+    StepState,
+    WorkflowRecord,
+    WorkflowState,
+    parse_step_task_id,
+)
 from conveyor.errors import WorkflowNotFoundError
+from conveyor.message import Lease
 
 if TYPE_CHECKING:
     from conveyor.brokers.redis.base import Client
@@ -30,8 +38,8 @@ if TYPE_CHECKING:
 __all__ = ["RedisWorkflowLoad", "parse_read", "queue_read", "read_commands"]
 
 
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.decode()
+def _text(value: bytes | str | None) -> str | None:
+    return None if value is None else value.decode() if isinstance(value, bytes) else value
 
 
 _FIELDS = (
@@ -69,8 +77,8 @@ def _record(
         graph=graph,
         state=WorkflowState(state.decode()),
         steps=records,
-        created_at=datetime.fromtimestamp(int(created) / 1e6, UTC),
-        finished_at=None if finished is None else datetime.fromtimestamp(int(finished) / 1e6, UTC),
+        created_at=from_us(created),
+        finished_at=None if finished is None else from_us(finished),
         error=_text(error),
         failed_task=_text(failed_task),
         retention_s=float(retention),
@@ -114,6 +122,11 @@ def parse_read(
 
 _Read = tuple[str, int]  # workflow id, step index
 
+# How many claimed steps' workflow records may wait for their load_step: more are dropped (a
+# step whose claim's record was dropped reads its workflow again).
+_RECORDS_KEPT = 4096
+_SUCCEEDED = ord(LETTER[StepState.SUCCEEDED])
+
 
 class RedisWorkflowLoad:
     """``load_step`` of :class:`~conveyor.brokers.redis.workflows.RedisWorkflows` (a mixin)."""
@@ -123,6 +136,9 @@ class RedisWorkflowLoad:
         _client: Client
 
         _lines: AsyncLines | None
+
+        @property
+        def _graph_cache(self) -> dict[str, bytes]: ...
 
         async def _graph(self, workflow_id: str) -> bytes | None: ...
         async def load_workflow(self, workflow_id: str) -> WorkflowRecord: ...
@@ -138,9 +154,49 @@ class RedisWorkflowLoad:
             return list(await pipe.execute())
 
     async def load_step(self, workflow_id: str, index: int) -> WorkflowRecord:
-        """The workflow with the records one step reads before it runs (batched with the
-        reads of other steps starting at the same time)."""
+        """The workflow with the records one step reads before it runs: from what its claim
+        read when that is all it needs (a step with no input: a chord's member), else read
+        together with the reads of other steps starting at the same time."""
+        raw = self._claimed_records.pop((workflow_id, index), None)
+        if raw is not None:
+            rec = self._record_from_claim(workflow_id, index, raw)
+            if rec is not None:
+                return rec
         return await self._step_readers.get()((workflow_id, index))
+
+    def _claimed_leases(self, names: Sequence[str], reply: Any) -> list[Lease]:
+        """The leases in a claim.lua reply (see :func:`claimed_leases`); the workflow records
+        its workflow steps got with it (standalone: claim.lua) are kept for their
+        ``load_step``, once each."""
+        kept = self._claimed_records
+        for entry in reply[3:]:
+            if len(entry) > 4 and (step := parse_step_task_id(_text(entry[1]) or "")) is not None:
+                if len(kept) >= _RECORDS_KEPT:
+                    kept.clear()  # claimed steps that never started: they read theirs again
+                kept[step] = entry[4]
+        return claimed_leases(names, reply)
+
+    def _record_from_claim(
+        self, workflow_id: str, index: int, raw: list[Any]
+    ) -> WorkflowRecord | None:
+        """The workflow as step ``index`` needs it, from its record as the step's claim read
+        it; ``None`` when the step needs more (an input, its own recorded result), its graph
+        is not at hand yet (the first steps of a workflow read it together), or the record
+        is missing."""
+        graph = self._graph_cache.get(workflow_id)
+        letters = raw[-1] if raw else None
+        if graph is None or raw[0] is None or not isinstance(letters, bytes):
+            return None
+        parsed = engine.parse_graph(graph)
+        if index >= min(len(parsed.steps), len(letters)) or letters[index] == _SUCCEEDED:
+            return None
+        if engine.needed_by(parsed, index) != [index]:
+            return None
+        return parse_read(workflow_id, graph, (), [raw])
+
+    @functools.cached_property
+    def _claimed_records(self) -> dict[_Read, list[Any]]:
+        return {}
 
     @functools.cached_property
     def _step_readers(self) -> PerLoop[Combiner[_Read, WorkflowRecord]]:
