@@ -51,7 +51,7 @@ PINNED_SHA256 = {
     "stats.lua": "23895ba7fa854e94",
     "throughput.lua": "3d1fbb66ca858b54",
     "unclaim.lua": "8bc115d40f0abefd",
-    "wf_advance.lua": "7203a7a46b60da66",
+    "wf_advance.lua": "b45916c8b3924596",
     "wf_create.lua": "46fff6b73166f397",
     "wf_manage.lua": "f205c9a955249ac5",
     "wf_outbox_change.lua": "e59cfe0cd9fbd411",

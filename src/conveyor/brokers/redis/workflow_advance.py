@@ -86,14 +86,29 @@ def _limited(rate_spec: str, concurrency_spec: str) -> frozenset[str]:
 
 
 class _Plan(NamedTuple):
-    """One step's ``wf_advance.lua`` run, and what reading its reply needs."""
+    """One step's part of a ``wf_advance.lua`` run, and what reading its reply needs."""
 
     keys: list[str]
-    args: list[Any]
+    head: list[Any]  # ARGV[1..4]: shared by the steps of one run
+    step: list[Any]  # the step's task id, lease token, result and index
+    payloads: list[bytes]  # the dependents' payloads
     queues: list[str]  # the KEYS blocks' queues, in order
     dependents: list[engine.StepSpec]
     continued: int | None  # the dependent asked to continue eagerly
     result: bytes
+
+    def group(self) -> tuple[Any, ...] | None:
+        """What the steps run together share (their workflow's and queues' keys, their
+        dependents); ``None`` for a step that runs alone (an eager continuation asked for)."""
+        if self.continued is not None:
+            return None
+        return (*self.keys, *self.head, *self.payloads)
+
+
+def _args(plans: Sequence[_Plan]) -> list[Any]:
+    """ARGV of one ``wf_advance.lua`` run settling ``plans`` (one group)."""
+    first = plans[0]
+    return [*first.head, len(plans), *(v for p in plans for v in p.step), *first.payloads]
 
 
 _Advancer = Combiner[_Plan, bool | Continuation | None]
@@ -128,7 +143,8 @@ class RedisWorkflowAdvance:
         if plan is None:
             return None
         if self._lines is None:
-            return _advanced(plan, await self._run("wf_advance", plan.keys, plan.args))
+            [reply] = await self._run("wf_advance", plan.keys, _args([plan]))
+            return _advanced(plan, reply)
         return await self._advancer(plan.continued is None)(plan)
 
     async def _advance_plan(self, lease: Lease, outcome: StepOutcome) -> _Plan | None:
@@ -149,19 +165,18 @@ class RedisWorkflowAdvance:
         cont_arg = ""
         if continued is not None:
             cont_arg = f"{continued + 1} {round(outcome.continue_lease_s * 1_000_000)}"
-        args: list[Any] = [
-            lease.task.id,
-            str(lease.token),
-            result,
-            step[1],
-            mask,
-            deps,
-            json.dumps(meta, separators=(",", ":")),
-            cont_arg,
-            *(d.message.payload for d in dependents),
-        ]
+        head = [mask, deps, json.dumps(meta, separators=(",", ":")), cont_arg]
         keys_ = [*batch.keys, *self._workflow_tail(step[0])]
-        return _Plan(keys_, args, batch.queues, dependents, continued, result)
+        return _Plan(
+            keys_,
+            head,
+            [lease.task.id, str(lease.token), result, step[1]],
+            [d.message.payload for d in dependents],
+            batch.queues,
+            dependents,
+            continued,
+            result,
+        )
 
     @functools.cached_property
     def _advancers(self) -> PerLoop[tuple[_Advancer, _Advancer]]:
@@ -184,17 +199,26 @@ class RedisWorkflowAdvance:
     async def _advance_many(
         self, plans: Sequence[_Plan]
     ) -> list[bool | Continuation | Exception | None]:
-        """Each plan's script in one round trip; each outcome (or error) on its own."""
-        replies = await self._run_each("wf_advance", [(p.keys, p.args) for p in plans])
-        out: list[bool | Continuation | Exception | None] = []
-        for plan, reply in zip(plans, replies, strict=True):
-            if isinstance(reply, Exception):
-                out.append(reply)
-                continue
-            try:
-                out.append(_advanced(plan, reply))
-            except TaskIdConflictError as exc:
-                out.append(exc)
+        """The plans in one round trip: one script run per group of steps that share their
+        workflow, queue and dependents (a chord's members), each step's outcome (or error) on
+        its own."""
+        groups: dict[Any, list[int]] = {}
+        for i, plan in enumerate(plans):
+            groups.setdefault(plan.group() or i, []).append(i)
+        runs = [[plans[i] for i in chosen] for chosen in groups.values()]
+        replies = await self._run_each("wf_advance", [(run[0].keys, _args(run)) for run in runs])
+        out: list[bool | Continuation | Exception | None] = [None] * len(plans)
+        for chosen, run, reply in zip(groups.values(), runs, replies, strict=True):
+            for i, plan, own in zip(
+                chosen, run, reply if isinstance(reply, list) else [reply] * len(run), strict=True
+            ):
+                if isinstance(own, Exception):
+                    out[i] = own
+                    continue
+                try:
+                    out[i] = _advanced(plan, own)
+                except TaskIdConflictError as exc:
+                    out[i] = exc
         return out
 
     async def _continuable(
