@@ -65,16 +65,13 @@ def _inputs(graph_data: bytes, index: int) -> list[Any]:
     return [index, engine.index_ranges(engine.parse_graph(graph_data).steps[index].deps)]
 
 
-def _plan(graph_data: bytes, index: int) -> tuple[str, str, list[engine.StepSpec]] | None:
-    """For step ``index``: the error-callback mask, the dependents' JSON (wf_advance.lua's
-    ARGV[6]) and the dependents; ``None`` when the fast path does not apply (an error
-    callback)."""
+def _dependents(graph_data: bytes, index: int) -> tuple[int, ...] | None:
+    """Step ``index``'s dependents; ``None`` when the fast path does not apply (an error
+    callback, or no such step)."""
     graph = engine.parse_graph(graph_data)
     if index >= len(graph.steps) or graph.steps[index].trigger is not None:
         return None
-    dependents = [graph.steps[j] for j in graph.steps[index].dependents]
-    deps = json.dumps([_inputs(graph_data, d.index) for d in dependents], separators=(",", ":"))
-    return _mask(graph_data), deps, dependents
+    return graph.steps[index].dependents
 
 
 @functools.lru_cache(maxsize=64)
@@ -85,30 +82,41 @@ def _limited(rate_spec: str, concurrency_spec: str) -> frozenset[str]:
     return frozenset(rates[0::3]) | frozenset(limits[0::2])
 
 
-class _Plan(NamedTuple):
-    """One step's part of a ``wf_advance.lua`` run, and what reading its reply needs."""
+class _Shared(NamedTuple):
+    """What the steps of a workflow with the same dependents, settled from the same queue,
+    send alike (a chord's members): made once, then reused."""
 
     keys: list[str]
-    head: list[Any]  # ARGV[1..4]: shared by the steps of one run
-    step: list[Any]  # the step's task id, lease token, result and index
+    head: list[Any]  # ARGV[1..3]: the error-callback mask, the dependents' inputs, messages
     payloads: list[bytes]  # the dependents' payloads
     queues: list[str]  # the KEYS blocks' queues, in order
     dependents: list[engine.StepSpec]
+
+
+# How many _Shared a broker keeps (a chord needs one; more are made again when dropped).
+_SHARED_KEPT = 1024
+
+
+class _Plan(NamedTuple):
+    """One step's part of a ``wf_advance.lua`` run, and what reading its reply needs."""
+
+    shared: _Shared
+    cont_arg: str  # ARGV[4]: the eager continuation asked for, or ''
+    step: list[Any]  # the step's task id, lease token, result and index
     continued: int | None  # the dependent asked to continue eagerly
     result: bytes
 
-    def group(self) -> tuple[Any, ...] | None:
-        """What the steps run together share (their workflow's and queues' keys, their
-        dependents); ``None`` for a step that runs alone (an eager continuation asked for)."""
-        if self.continued is not None:
-            return None
-        return (*self.keys, *self.head, *self.payloads)
+    def group(self) -> int | None:
+        """What the steps run together share (their _Shared); ``None`` for a step that runs
+        alone (an eager continuation asked for)."""
+        return None if self.continued is not None else id(self.shared)
 
 
 def _args(plans: Sequence[_Plan]) -> list[Any]:
     """ARGV of one ``wf_advance.lua`` run settling ``plans`` (one group)."""
     first = plans[0]
-    return [*first.head, len(plans), *(v for p in plans for v in p.step), *first.payloads]
+    steps = (v for p in plans for v in p.step)
+    return [*first.shared.head, first.cont_arg, len(plans), *steps, *first.shared.payloads]
 
 
 _Advancer = Combiner[_Plan, bool | Continuation | None]
@@ -143,7 +151,7 @@ class RedisWorkflowAdvance:
         if plan is None:
             return None
         if self._lines is None:
-            [reply] = await self._run("wf_advance", plan.keys, _args([plan]))
+            [reply] = await self._run("wf_advance", plan.shared.keys, _args([plan]))
             return _advanced(plan, reply)
         return await self._advancer(plan.continued is None)(plan)
 
@@ -154,29 +162,52 @@ class RedisWorkflowAdvance:
         graph_data = None if step is None else await self._graph(step[0])
         if step is None or graph_data is None:
             return None
-        plan = _plan(graph_data, step[1])
-        if plan is None:
+        dependents = _dependents(graph_data, step[1])
+        if dependents is None:
             return None
-        mask, deps, dependents = plan
-        batch = ScriptBatch(self)  # type: ignore[arg-type]
-        batch.block(lease.task.queue)
-        meta = [message_args(d.message, batch.block(d.message.queue)) for d in dependents]
-        continued = await self._continuable(dependents, step[1], outcome)
+        shared = self._shared_plan(step[0], graph_data, lease.task.queue, dependents)
+        continued = await self._continuable(shared.dependents, step[1], outcome)
         cont_arg = ""
         if continued is not None:
             cont_arg = f"{continued + 1} {round(outcome.continue_lease_s * 1_000_000)}"
-        head = [mask, deps, json.dumps(meta, separators=(",", ":")), cont_arg]
-        keys_ = [*batch.keys, *self._workflow_tail(step[0])]
-        return _Plan(
-            keys_,
+        step_args = [lease.task.id, str(lease.token), result, step[1]]
+        return _Plan(shared, cont_arg, step_args, continued, result)
+
+    def _shared_plan(
+        self, workflow_id: str, graph_data: bytes, queue: str, dependents: tuple[int, ...]
+    ) -> _Shared:
+        """The part of a ``wf_advance.lua`` run the steps with these dependents share."""
+        kept = self._shared_plans
+        key = (workflow_id, queue, dependents)
+        found = kept.get(key)
+        if found is not None:
+            return found
+        graph = engine.parse_graph(graph_data)
+        specs = [graph.steps[j] for j in dependents]
+        batch = ScriptBatch(self)  # type: ignore[arg-type]
+        batch.block(queue)
+        meta = [message_args(d.message, batch.block(d.message.queue)) for d in specs]
+        inputs = [_inputs(graph_data, j) for j in dependents]
+        head = [
+            _mask(graph_data),
+            json.dumps(inputs, separators=(",", ":")),
+            json.dumps(meta, separators=(",", ":")),
+        ]
+        found = _Shared(
+            [*batch.keys, *self._workflow_tail(workflow_id)],
             head,
-            [lease.task.id, str(lease.token), result, step[1]],
-            [d.message.payload for d in dependents],
+            [d.message.payload for d in specs],
             batch.queues,
-            dependents,
-            continued,
-            result,
+            specs,
         )
+        if len(kept) >= _SHARED_KEPT:
+            kept.clear()
+        kept[key] = found
+        return found
+
+    @functools.cached_property
+    def _shared_plans(self) -> dict[tuple[str, str, tuple[int, ...]], _Shared]:
+        return {}
 
     @functools.cached_property
     def _advancers(self) -> PerLoop[tuple[_Advancer, _Advancer]]:
@@ -202,11 +233,13 @@ class RedisWorkflowAdvance:
         """The plans in one round trip: one script run per group of steps that share their
         workflow, queue and dependents (a chord's members), each step's outcome (or error) on
         its own."""
-        groups: dict[Any, list[int]] = {}
+        groups: dict[tuple[bool, int], list[int]] = {}
         for i, plan in enumerate(plans):
-            groups.setdefault(plan.group() or i, []).append(i)
+            shared = plan.group()
+            groups.setdefault((True, shared) if shared is not None else (False, i), []).append(i)
         runs = [[plans[i] for i in chosen] for chosen in groups.values()]
-        replies = await self._run_each("wf_advance", [(run[0].keys, _args(run)) for run in runs])
+        calls = [(run[0].shared.keys, _args(run)) for run in runs]
+        replies = await self._run_each("wf_advance", calls)
         out: list[bool | Continuation | Exception | None] = [None] * len(plans)
         for chosen, run, reply in zip(groups.values(), runs, replies, strict=True):
             for i, plan, own in zip(
@@ -246,10 +279,10 @@ def _advanced(plan: _Plan, reply: Any) -> bool | Continuation | None:
         return False
     if len(reply) < 3 or plan.continued is None:
         return True
-    leases = claimed_leases(plan.queues, [0, reply[1], [], reply[2]])
+    leases = claimed_leases(plan.shared.queues, [0, reply[1], [], reply[2]])
     if not leases:  # undecodable (never, for a message just stored): left to recovery
         return True
-    spec = plan.dependents[plan.continued]
+    spec = plan.shared.dependents[plan.continued]
     return Continuation(
         lease=leases[0],
         parent_result=engine.continued_input(spec, plan.result),
