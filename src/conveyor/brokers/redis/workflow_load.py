@@ -122,6 +122,18 @@ def parse_read(
 
 _Read = tuple[str, int]  # workflow id, step index
 
+
+class _Claimed:
+    """A workflow's record as a claim read it, and the record made from it (once, for the
+    steps of that workflow the claim leased)."""
+
+    __slots__ = ("raw", "record")
+
+    def __init__(self, raw: list[Any]) -> None:
+        self.raw = raw
+        self.record: WorkflowRecord | None = None
+
+
 # How many claimed steps' workflow records may wait for their load_step: more are dropped (a
 # step whose claim's record was dropped reads its workflow again).
 _RECORDS_KEPT = 4096
@@ -157,9 +169,9 @@ class RedisWorkflowLoad:
         """The workflow with the records one step reads before it runs: from what its claim
         read when that is all it needs (a step with no input: a chord's member), else read
         together with the reads of other steps starting at the same time."""
-        raw = self._claimed_records.pop((workflow_id, index), None)
-        if raw is not None:
-            rec = self._record_from_claim(workflow_id, index, raw)
+        claimed = self._claimed_records.pop((workflow_id, index), None)
+        if claimed is not None:
+            rec = self._record_from_claim(workflow_id, index, claimed)
             if rec is not None:
                 return rec
         return await self._step_readers.get()((workflow_id, index))
@@ -169,20 +181,25 @@ class RedisWorkflowLoad:
         its workflow steps got with it (standalone: claim.lua) are kept for their
         ``load_step``, once each."""
         kept = self._claimed_records
+        shared: dict[str, _Claimed] = {}  # the claim read each workflow's record once
         for entry in reply[3:]:
             if len(entry) > 4 and (step := parse_step_task_id(_text(entry[1]) or "")) is not None:
                 if len(kept) >= _RECORDS_KEPT:
                     kept.clear()  # claimed steps that never started: they read theirs again
-                kept[step] = entry[4]
+                claimed = shared.get(step[0])
+                if claimed is None:
+                    claimed = shared[step[0]] = _Claimed(entry[4])
+                kept[step] = claimed
         return claimed_leases(names, reply)
 
     def _record_from_claim(
-        self, workflow_id: str, index: int, raw: list[Any]
+        self, workflow_id: str, index: int, claimed: _Claimed
     ) -> WorkflowRecord | None:
         """The workflow as step ``index`` needs it, from its record as the step's claim read
         it; ``None`` when the step needs more (an input, its own recorded result), its graph
         is not at hand yet (the first steps of a workflow read it together), or the record
         is missing."""
+        raw = claimed.raw
         graph = self._graph_cache.get(workflow_id)
         letters = raw[-1] if raw else None
         if graph is None or raw[0] is None or not isinstance(letters, bytes):
@@ -192,10 +209,12 @@ class RedisWorkflowLoad:
             return None
         if engine.needed_by(parsed, index) != [index]:
             return None
-        return parse_read(workflow_id, graph, (), [raw])
+        if claimed.record is None:  # once for the steps of one workflow claimed together
+            claimed.record = parse_read(workflow_id, graph, (), [raw])
+        return claimed.record
 
     @functools.cached_property
-    def _claimed_records(self) -> dict[_Read, list[Any]]:
+    def _claimed_records(self) -> dict[_Read, _Claimed]:
         return {}
 
     @functools.cached_property
