@@ -47,7 +47,9 @@ async def test_members_read_nothing_after_their_claim(
         # The first step of a workflow reads its graph; the others read nothing more.
         records = [await broker.load_step(info.id, i) for i in steps]
         assert len(reads) == 1
-        assert all(r.steps[i].state is StepState.ENQUEUED for r, i in zip(records, steps))
+        assert all(
+            r.steps[i].state is StepState.ENQUEUED for r, i in zip(records, steps, strict=True)
+        )
 
         for lease in leases:
             assert await broker.settle_step(lease, StepOutcome(succeeded=True, result=b"1"))
