@@ -24,7 +24,7 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 # 'src/conveyor/brokers/redis/scripts').glob('*.lua'))]"
 PINNED_SHA256 = {
     "cancel.lua": "d8675f0281593bb3",
-    "claim.lua": "94c140b203864ebb",
+    "claim.lua": "16336b34b2690631",
     "complete.lua": "6c372cea13469fbd",
     "complete_all.lua": "32ca1329a3229ba9",
     "count_running.lua": "efec2cd90b1a707d",

@@ -1,10 +1,11 @@
-"""The common success of a workflow step on standalone Redis: one script, no read before it.
+"""The common success of workflow steps on standalone Redis: one script, no read before it.
 
-``wf_advance.lua`` checks the lease, completes the task, records the result, enqueues the
-dependents whose inputs have all succeeded and finishes the workflow when every step has. What
-the script needs from the graph (the dependents, the ranges of steps each waits for, which steps
-are error callbacks) is worked out once per graph and step, then reused: a chord's thousand
-members share one plan for their body.
+``wf_advance.lua`` checks each step's lease, completes its task, records its result, enqueues
+the dependents whose inputs have all succeeded and finishes the workflow when every step has.
+What the script needs from the graph (the dependents, the ranges of steps each waits for, which
+steps are error callbacks) and the rest the steps with the same dependents send alike (keys,
+the dependents' messages) are worked out once per workflow, queue and dependents, then reused:
+a chord's thousand members share one plan for their body.
 
 It also leases the chain's next step to the settling worker when asked (an eager continuation,
 see :mod:`conveyor.brokers.workflows`): the client picks the dependent that may continue (on a
@@ -16,11 +17,12 @@ a concurrency limit.
 Steps a worker finishes together (a chord's members, up to its free slots) are settled in one
 round trip: the calls made in the same turn of the event loop, and those that arrive while one
 batch is in flight, are gathered (:class:`~conveyor.brokers.combiner.Combiner`) and sent as one
-pipeline of ``wf_advance.lua`` runs on the connection the broker keeps
-(:meth:`~conveyor.brokers.redis.direct.AsyncLines.call_each`). Each run stays one atomic
-script for its own step, so a lost lease, a refused dependent or an eager continuation
-concerns its own caller only; Redis runs them one after the other, exactly as it runs separate
-calls.
+pipeline on the connection the broker keeps
+(:meth:`~conveyor.brokers.redis.direct.AsyncLines.call_each`), one ``wf_advance.lua`` run per
+group of steps that share their workflow, queue and dependents: the run reads and writes the
+workflow's record once for them all. Each step still gets its own reply, as if it had run
+alone: a lost lease, a refused dependent (nothing written for that step) or an error concerns
+its own caller only. A step asking for an eager continuation runs alone.
 """
 
 from __future__ import annotations
@@ -145,8 +147,8 @@ class RedisWorkflowAdvance:
         when ``outcome.continue_on`` asked for it and the script granted it.
 
         On the broker's kept connection, the successes of steps settled at the same time go to
-        the server together, one script each in one round trip (a chord's members finishing
-        together): each script stays atomic on its own, and each caller gets its own reply."""
+        the server together in one round trip, one script run per workflow (a chord's members
+        finishing together), and each caller gets its own reply."""
         plan = await self._advance_plan(lease, outcome)
         if plan is None:
             return None

@@ -1,6 +1,10 @@
 """What a workflow step reads before it runs, on Redis: its own record and its inputs' results.
 
-Steps claimed together (a claim starts up to a worker's free slots at once: a chord's members
+On a standalone server (and Sentinel) a claim returns each claimed step's workflow record with
+it (``claim.lua``): a step that needs nothing more (no input, not recorded as succeeded: a
+chord's member) takes it from there, with no read of its own, once its workflow's graph is at
+hand (the first steps of a workflow a worker claims read it together). Other steps read:
+steps claimed together (a claim starts up to a worker's free slots at once: a chord's members
 come in batches) read together: the reads of the calls made in the same turn of the event
 loop (the steps of one claim start together), and of those made while one batch is in flight,
 go out as one pipeline, one round trip for the batch
@@ -186,10 +190,11 @@ class RedisWorkflowLoad:
             if len(entry) > 4 and (step := parse_step_task_id(_text(entry[1]) or "")) is not None:
                 if len(kept) >= _RECORDS_KEPT:
                     kept.clear()  # claimed steps that never started: they read theirs again
-                claimed = shared.get(step[0])
-                if claimed is None:
-                    claimed = shared[step[0]] = _Claimed(entry[4])
-                kept[step] = claimed
+                if isinstance(entry[4], list):
+                    shared[step[0]] = _Claimed(entry[4])
+                claimed = shared.get(step[0])  # else: an earlier entry carried the record
+                if claimed is not None:
+                    kept[step] = claimed
         return claimed_leases(names, reply)
 
     def _record_from_claim(

@@ -2,9 +2,10 @@
 
 A step's success in a running workflow is one script, ``wf_advance.lua``, with no read before
 it: it checks the lease, completes the task, records the result, enqueues the dependents whose
-inputs have all succeeded and finishes the workflow when every step has. Two chord members
-finishing at once are two such scripts, run one after the other by Redis: only the second sees
-every member succeeded, so the body is enqueued once.
+inputs have all succeeded and finishes the workflow when every step has (the members of a chord
+settled together share one run, each with its own reply). Two chord members finishing at once
+are handled one after the other, in one run or two: only the second sees every member
+succeeded, so the body is enqueued once.
 
 Every other transition (a failure, a re-run step's success, an error callback, a cancel) reads
 the workflow (its record, steps' states included, in one HMGET; the graph, which never changes,

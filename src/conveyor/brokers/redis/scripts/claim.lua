@@ -16,7 +16,8 @@
 --          expiring with them: should the reply be lost, unclaim.lua gives the tasks back.
 -- Returns: {now_us, lease_expiry_us, corrupt, claimed...}; each claimed task is
 --          {queue_block_index, id, token, values of CLAIM_FIELDS (false where absent)}, and for
---          a workflow step with ARGV[10] set, a fifth: its workflow's values of WF_FIELDS.
+--          a workflow step with ARGV[10] set, a fifth: its workflow's values of WF_FIELDS, or 0
+--          when an earlier entry carries them (a workflow's record is sent once per claim).
 --          Corrupt records met on the way are archived with a reason and listed in `corrupt`
 --          as {queue_block_index, id, reason} (so the caller can log them), not claimed.
 
@@ -288,11 +289,11 @@ if ARGV[10] and ARGV[10] ~= '' then
   local records = {}
   for k = 4, #out do
     local wid = string.match(out[k][2], '^wf%.([%w%-]+)%.[0-9]+$')
-    if wid then
-      if records[wid] == nil then
-        records[wid] = redis.call('HMGET', ARGV[10] .. '{' .. wid .. '}', unpack(WF_FIELDS))
-      end
-      out[k][5] = records[wid]
+    if wid and records[wid] then
+      out[k][5] = 0  -- the same workflow's record as an earlier entry's
+    elseif wid then
+      records[wid] = true
+      out[k][5] = redis.call('HMGET', ARGV[10] .. '{' .. wid .. '}', unpack(WF_FIELDS))
     end
   end
 end
