@@ -19,7 +19,7 @@ from conveyor.errors import (
 from conveyor.message import JSONValue, TaskInfo, TaskState
 from conveyor.options import Duration
 from conveyor.workflows.canvas import Canvas
-from conveyor.workflows.compile import BuildMessage, compile_workflow
+from conveyor.workflows.compile import BuildMessage, compile_with_graph
 from conveyor.workflows.info import WorkflowInfo
 
 __all__ = ["enqueue_workflow", "retention_seconds", "wait_for", "workflows_of"]
@@ -55,11 +55,11 @@ async def enqueue_workflow(
     """Compile and store ``canvas``; return its info as stored (state pending), built from
     what was stored rather than read back when the broker says when it was created."""
     store = workflows_of(broker)
-    new = compile_workflow(canvas, build, retention_s=retention_seconds(retention))
+    new, graph = compile_with_graph(canvas, build, retention_s=retention_seconds(retention))
     created = await store.create_workflow(new)
     if created is None:
         return WorkflowInfo.from_record(await store.load_workflow(new.id))
-    return WorkflowInfo.from_record(initial_record(new, created))
+    return WorkflowInfo.from_record(initial_record(new, created), graph=graph)
 
 
 def _seconds(timeout: Duration) -> float:
