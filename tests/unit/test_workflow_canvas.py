@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import App, ConfigError, Signature, chain, chord, group, signature
+from conveyor import App, ConfigError, PayloadError, Signature, chain, chord, group, signature
 from conveyor.brokers.workflow_engine import parse_graph
 from conveyor.message import Task, TaskMessage
 from conveyor.options import TaskOptions
@@ -168,6 +168,20 @@ def test_the_compiled_graph_is_the_stored_graph_parsed(app: App) -> None:
     assert tuple(graph.steps) == tuple(stored.steps)
     assert graph.result == stored.result
     assert graph.error_callbacks == stored.error_callbacks == (2,)
+
+
+def test_a_graph_step_is_made_when_first_used(app: App) -> None:
+    mul, total = app.tasks["mul"], app.tasks["total"]
+    new = compile_workflow(chord([mul.s(1, 1), mul.s(2, 1)], total.s()), _build, retention_s=5)
+    raw = json.loads(new.graph)
+    raw["steps"][1]["enc"] = "no-such-encoding"  # a damaged step
+    graph = parse_graph(json.dumps(raw).encode())
+    assert graph.steps[0] is graph.steps[0]  # made once, then kept
+    assert graph.steps[2].deps == (0, 1)
+    with pytest.raises(PayloadError):
+        graph.steps[1]
+    with pytest.raises(PayloadError):
+        list(graph.steps)
 
 
 def test_raw_bytes_payload_survives_the_graph() -> None:

@@ -120,6 +120,9 @@ def _message(raw: dict[str, JSONValue]) -> TaskMessage:
     )
 
 
+_MADE: dict[str, JSONValue] = {}  # in place of a step's JSON once the step is made
+
+
 class _Steps(Sequence[StepSpec]):
     """A parsed graph's steps, each made from its JSON on first use: a worker running a few
     hundred of a chord's thousand members makes those, not the thousand (a bad step raises
@@ -144,14 +147,20 @@ class _Steps(Sequence[StepSpec]):
             return [self[i] for i in range(len(self._raw))[index]]
         found = self._made[index]
         if found is None:
-            found = self._made[index] = self._make(index % len(self._raw))
+            i = index % len(self._raw)
+            raw = self._raw[i]
+            if raw is _MADE:  # made meanwhile by another thread (set before its JSON goes)
+                made = self._made[i]
+                assert made is not None
+                return made
+            found = self._made[i] = self._make(i, raw)
+            self._raw[i] = _MADE  # its JSON is no longer needed
         return found
 
     def __iter__(self) -> Iterator[StepSpec]:
         return map(self.__getitem__, range(len(self._raw)))
 
-    def _make(self, i: int) -> StepSpec:
-        s = self._raw[i]
+    def _make(self, i: int, s: dict[str, JSONValue]) -> StepSpec:
         try:
             return StepSpec(
                 index=i,
