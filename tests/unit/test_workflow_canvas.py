@@ -178,6 +178,7 @@ def test_a_graph_step_is_made_when_first_used(app: App) -> None:
     graph = parse_graph(json.dumps(raw).encode())
     assert graph.steps[0] is graph.steps[0]  # made once, then kept
     assert graph.steps[2].deps == (0, 1)
+    # The damage shows where the step is first used, and again at each use.
     with pytest.raises(PayloadError):
         graph.steps[1]
     with pytest.raises(PayloadError):
