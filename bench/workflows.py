@@ -6,6 +6,7 @@ Run from the repository root::
     .venv/bin/python bench/workflows.py --brokers redis --members 200 --steps 20
     .venv/bin/python bench/workflows.py --celery-python /tmp/celery-venv/bin/python
     .venv/bin/python bench/workflows.py --brokers redis --canvases chain   # the chain only
+    .venv/bin/python bench/workflows.py --brokers redis --canvases chord --repeat 5
 
 Each broker gets fresh real worker processes (``python -m conveyor worker
 bench.workflow_tasks:app``); a canvas is timed from ``enqueue_workflow`` to its result
@@ -13,7 +14,9 @@ bench.workflow_tasks:app``); a canvas is timed from ``enqueue_workflow`` to its 
 with a retention, wait for its result, enqueue the next), so the chain's figure shows what a
 chain step costs over a plain task. Beside each rate, the worker processes' CPU time per task
 (user + system, read from /proc on Linux) over that canvas: steadier than the rate on a busy
-machine. The workers import conveyor from this checkout's ``src``.
+machine. With ``--repeat N`` each canvas runs N times with the same workers, and the median
+rate and CPU are printed with the range of the rates. The workers import conveyor from this
+checkout's ``src``.
 
 With ``--celery-python`` (a Python with ``celery[redis]`` installed; by default
 ``/tmp/celery-bench-venv/bin/python`` when it exists), Celery's chord and chain run on the same
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -92,34 +96,38 @@ def _workers_cpu_s() -> float:
     return total / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.0
 
 
+Figures = dict[str, list[tuple[float, float]]]
+"""Per canvas, per run: (tasks/s, the workers' CPU ms per task)."""
+
+
 async def _conveyor_run(
-    url: str, members: int, steps: int, canvases: set[str]
-) -> dict[str, tuple[float, float]]:
-    """Per canvas: (tasks/s, the workers' CPU ms per task)."""
+    url: str, members: int, steps: int, canvases: set[str], repeat: int
+) -> Figures:
     from bench.workflow_tasks import add, total
 
     client = AsyncClient(url)
-    figures: dict[str, tuple[float, float]] = {}
+    figures: Figures = {}
 
     def record(name: str, tasks: int, start: float, cpu: float) -> None:
         spent = _workers_cpu_s() - cpu
-        figures[name] = (tasks / (time.perf_counter() - start), spent * 1000 / tasks)
+        rate = tasks / (time.perf_counter() - start)
+        figures.setdefault(name, []).append((rate, spent * 1000 / tasks))
 
     try:
         await client.wait(await client.enqueue(add.task(0, 0), retention=60), 60)  # warm up
-        if "chord" in canvases:
+        for _ in range(repeat if "chord" in canvases else 0):
             start, cpu = time.perf_counter(), _workers_cpu_s()
             info = await client.enqueue_workflow(
                 chord([add.s(i, 1) for i in range(members)], total.s())
             )
             assert await client.wait(info, 600) == sum(range(1, members + 1))
             record("chord", members + 1, start, cpu)
-        if "chain" in canvases:
+        for _ in range(repeat if "chain" in canvases else 0):
             start, cpu = time.perf_counter(), _workers_cpu_s()
             flow = chain(add.s(0, 1), *[add.s(1) for _ in range(steps - 1)])
             assert await client.wait(await client.enqueue_workflow(flow), 600) == steps
             record("chain", steps, start, cpu)
-        if "plain" in canvases:
+        for _ in range(repeat if "plain" in canvases else 0):
             start, cpu = time.perf_counter(), _workers_cpu_s()
             value = 0
             for _ in range(steps):
@@ -132,7 +140,7 @@ async def _conveyor_run(
         await client.close()
 
 
-def conveyor_bench(url: str, args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+def conveyor_bench(url: str, args: argparse.Namespace) -> Figures:
     path = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
     env = {**os.environ, "PYTHONPATH": path, "BENCH_BROKER_URL": url}
     command = [
@@ -143,14 +151,12 @@ def conveyor_bench(url: str, args: argparse.Namespace) -> dict[str, tuple[float,
         for _ in range(args.workers):
             _spawn(command, env, "conveyor worker ready")
         canvases = set(args.canvases.split(","))
-        return asyncio.run(_conveyor_run(url, args.members, args.steps, canvases))
+        return asyncio.run(_conveyor_run(url, args.members, args.steps, canvases, args.repeat))
     finally:
         _stop_all()
 
 
-def celery_bench(
-    python: str, redis_url: str, args: argparse.Namespace
-) -> dict[str, tuple[float, float]]:
+def celery_bench(python: str, redis_url: str, args: argparse.Namespace) -> Figures:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_CELERY_URL": redis_url}
     celery = [
         python, "-m", "celery", "-A", "bench.celery_workflow_app", "worker", "--loglevel", "INFO",
@@ -162,7 +168,10 @@ def celery_bench(
             _spawn([*celery, "-n", f"bench{i}@%h"], env, "ready.")
         cpu = _workers_cpu_s()
         out = subprocess.run(
-            [python, "-m", "bench.celery_workflow_client", str(args.members), str(args.steps)],
+            [
+                python, "-m", "bench.celery_workflow_client",
+                str(args.members), str(args.steps), str(args.repeat),
+            ],
             env=env, cwd=ROOT, capture_output=True, text=True, timeout=1200, check=True,
         )  # fmt: skip
         cpu = _workers_cpu_s() - cpu
@@ -174,11 +183,15 @@ def celery_bench(
             for start in range(0, len(keys), 500):
                 client.delete(*keys[start : start + 500])
         client.close()
-    seconds = dict(line.split() for line in out.stdout.splitlines() if line.strip())
-    tasks = args.members + 1 + args.steps
+    seconds: dict[str, list[float]] = {}
+    for line in out.stdout.splitlines():
+        if line.strip():
+            name, value = line.split()
+            seconds.setdefault(name, []).append(float(value))
+    per_task = cpu * 1000 / ((args.members + 1 + args.steps) * args.repeat)
     return {  # Celery's CPU is for both canvases together, per task
-        "chord": ((args.members + 1) / float(seconds["chord"]), cpu * 1000 / tasks),
-        "chain": (args.steps / float(seconds["chain"]), cpu * 1000 / tasks),
+        "chord": [((args.members + 1) / s, per_task) for s in seconds["chord"]],
+        "chain": [(args.steps / s, per_task) for s in seconds["chain"]],
     }
 
 
@@ -196,9 +209,12 @@ def main() -> None:
         "--canvases", default="chord,chain,plain", help="conveyor's canvases to time (comma list)"
     )
     parser.add_argument("--no-celery", action="store_true", help="skip the Celery peer")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of each canvas (the median is printed)"
+    )
     args = parser.parse_args()
 
-    rows: list[tuple[str, str, tuple[float, float]]] = []
+    rows: list[tuple[str, str, list[tuple[float, float]]]] = []
     for kind in args.brokers.split(","):
         if kind == "sqlite":
             folder = tempfile.mkdtemp(prefix="conveyor-wf-bench-")
@@ -219,9 +235,12 @@ def main() -> None:
 
     print(f"\n{args.members}-member chord, {args.steps}-step chain, "
           f"{args.workers} workers x {args.concurrency} slots")  # fmt: skip
-    print(f"{'system':<18}{'canvas':<18}{'tasks/s':>10}{'worker CPU ms/task':>20}")
-    for system, name, (rate, cpu_ms) in rows:
-        print(f"{system:<18}{name:<18}{rate:>10.0f}{cpu_ms:>20.2f}")
+    print(f"{'system':<18}{'canvas':<18}{'tasks/s':>10}{'worker CPU ms/task':>20}{'range':>14}")
+    for system, name, runs in rows:
+        rate = statistics.median(r for r, _ in runs)
+        cpu_ms = statistics.median(c for _, c in runs)
+        spread = f"{min(r for r, _ in runs):.0f}-{max(r for r, _ in runs):.0f}"
+        print(f"{system:<18}{name:<18}{rate:>10.0f}{cpu_ms:>20.2f}{spread:>14}")
 
 
 if __name__ == "__main__":

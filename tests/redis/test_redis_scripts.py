@@ -25,7 +25,7 @@ LUA_FILES = sorted(p.name for p in FOLDER.iterdir() if p.name.endswith(".lua"))
 # 'src/conveyor/brokers/redis/scripts').glob('*.lua'))]"
 PINNED_SHA256 = {
     "cancel.lua": "d8675f0281593bb3",
-    "claim.lua": "ff2d3d89749f51df",
+    "claim.lua": "16336b34b2690631",
     "complete.lua": "6c372cea13469fbd",
     "complete_all.lua": "32ca1329a3229ba9",
     "count_running.lua": "efec2cd90b1a707d",
@@ -54,7 +54,7 @@ PINNED_SHA256 = {
     "throughput.lua": "3d1fbb66ca858b54",
     "type_permit.lua": "708dddda30742bdd",
     "unclaim.lua": "8bc115d40f0abefd",
-    "wf_advance.lua": "7203a7a46b60da66",
+    "wf_advance.lua": "b45916c8b3924596",
     "wf_create.lua": "46fff6b73166f397",
     "wf_manage.lua": "f205c9a955249ac5",
     "wf_outbox_change.lua": "e59cfe0cd9fbd411",

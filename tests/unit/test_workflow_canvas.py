@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from conveyor import App, ConfigError, Signature, chain, chord, group, signature
+from conveyor import App, ConfigError, PayloadError, Signature, chain, chord, group, signature
 from conveyor.brokers.workflow_engine import parse_graph
 from conveyor.message import Task, TaskMessage
 from conveyor.options import TaskOptions
-from conveyor.workflows.compile import compile_workflow
+from conveyor.workflows.compile import compile_with_graph, compile_workflow
 
 
 @pytest.fixture
@@ -151,6 +151,38 @@ def test_compiled_graph_parses_back_with_positions(app: App) -> None:
     assert graph.steps[1].trigger == 0 and graph.steps[0].errbacks == (1,)
     assert [m.id for m in new.first] == [graph.steps[0].message.id]
     assert graph.result == 3
+
+
+def test_the_compiled_graph_is_the_stored_graph_parsed(app: App) -> None:
+    # enqueue_workflow builds its info from the graph compile_with_graph made, not parsed back.
+    mul, total = app.tasks["mul"], app.tasks["total"]
+    canvas = chain(
+        mul.s(1, 1).link_error(total.si([0])).link(mul.s(3)),
+        group(chain(mul.s(2), mul.s(5)), mul.s(4).options(queue="other", timeout=9)),
+        chord([mul.s(2), mul.s(6)], total.s()),
+        mul.s(7),
+        signature("blob", b"\x00\xffraw", queue="q1"),
+    )
+    new, graph = compile_with_graph(canvas, _build, retention_s=5)
+    stored = parse_graph(new.graph)
+    assert tuple(graph.steps) == tuple(stored.steps)
+    assert graph.result == stored.result
+    assert graph.error_callbacks == stored.error_callbacks == (2,)
+
+
+def test_a_graph_step_is_made_when_first_used(app: App) -> None:
+    mul, total = app.tasks["mul"], app.tasks["total"]
+    new = compile_workflow(chord([mul.s(1, 1), mul.s(2, 1)], total.s()), _build, retention_s=5)
+    raw = json.loads(new.graph)
+    raw["steps"][1]["enc"] = "no-such-encoding"  # a damaged step
+    graph = parse_graph(json.dumps(raw).encode())
+    assert graph.steps[0] is graph.steps[0]  # made once, then kept
+    assert graph.steps[2].deps == (0, 1)
+    # The damage shows where the step is first used, and again at each use.
+    with pytest.raises(PayloadError):
+        graph.steps[1]
+    with pytest.raises(PayloadError):
+        list(graph.steps)
 
 
 def test_raw_bytes_payload_survives_the_graph() -> None:

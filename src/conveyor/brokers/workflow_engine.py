@@ -20,8 +20,9 @@ from __future__ import annotations
 import base64
 import functools
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import overload
 
 from conveyor.brokers.workflows import (
     FINISHED,
@@ -69,8 +70,9 @@ class StepSpec:
 class Graph:
     """A parsed workflow graph."""
 
-    steps: tuple[StepSpec, ...]
+    steps: Sequence[StepSpec]
     result: Source
+    error_callbacks: tuple[int, ...] = ()  # the steps that are error callbacks, in order
 
     def main(self) -> list[StepSpec]:
         """The steps that make up the workflow (every step but the error callbacks)."""
@@ -118,9 +120,67 @@ def _message(raw: dict[str, JSONValue]) -> TaskMessage:
     )
 
 
+_MADE: dict[str, JSONValue] = {}  # in place of a step's JSON once the step is made
+
+
+class _Steps(Sequence[StepSpec]):
+    """A parsed graph's steps, each made from its JSON on first use: a worker running a few
+    hundred of a chord's thousand members makes those, not the thousand (a bad step raises
+    :class:`PayloadError` when it is first used)."""
+
+    __slots__ = ("_dependents", "_made", "_raw")
+
+    def __init__(self, raw: list[dict[str, JSONValue]], dependents: list[list[int]]) -> None:
+        self._raw = raw
+        self._dependents = dependents
+        self._made: list[StepSpec | None] = [None] * len(raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    @overload
+    def __getitem__(self, index: int) -> StepSpec: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[StepSpec]: ...
+    def __getitem__(self, index: int | slice) -> StepSpec | Sequence[StepSpec]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(len(self._raw))[index]]
+        found = self._made[index]
+        if found is None:
+            i = index % len(self._raw)
+            raw = self._raw[i]
+            if raw is _MADE:  # made meanwhile by another thread (set before its JSON goes)
+                made = self._made[i]
+                assert made is not None
+                return made
+            found = self._made[i] = self._make(i, raw)
+            self._raw[i] = _MADE  # its JSON is no longer needed
+        return found
+
+    def __iter__(self) -> Iterator[StepSpec]:
+        return map(self.__getitem__, range(len(self._raw)))
+
+    def _make(self, i: int, s: dict[str, JSONValue]) -> StepSpec:
+        try:
+            return StepSpec(
+                index=i,
+                message=_message(s),
+                deps=tuple(s["deps"]),
+                input=_source(s["input"]),
+                trigger=s["trigger"],
+                errbacks=tuple(s["errbacks"]),
+                dependents=tuple(self._dependents[i]),
+                position=s["position"],
+                prepend=bool(s["prepend"]),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise PayloadError(f"stored workflow graph is malformed: {exc}") from exc
+
+
 @functools.lru_cache(maxsize=256)
 def parse_graph(data: bytes) -> Graph:
-    """Parse a stored graph (cached: a graph never changes once stored).
+    """Parse a stored graph (cached: a graph never changes once stored). Its steps are made
+    on first use (see :class:`_Steps`).
 
     Raises:
         PayloadError: the data is not a graph this version understands.
@@ -129,24 +189,17 @@ def parse_graph(data: bytes) -> Graph:
     try:
         steps_raw = raw["steps"]
         dependents: list[list[int]] = [[] for _ in steps_raw]
+        callbacks: list[int] = []
         for i, s in enumerate(steps_raw):
             for d in s["deps"]:
                 dependents[d].append(i)
-        steps = tuple(
-            StepSpec(
-                index=i,
-                message=_message(s),
-                deps=tuple(s["deps"]),
-                input=_source(s["input"]),
-                trigger=s["trigger"],
-                errbacks=tuple(s["errbacks"]),
-                dependents=tuple(dependents[i]),
-                position=s["position"],
-                prepend=bool(s["prepend"]),
-            )
-            for i, s in enumerate(steps_raw)
+            if s["trigger"] is not None:
+                callbacks.append(i)
+        return Graph(
+            steps=_Steps(steps_raw, dependents),
+            result=_source(raw["result"]),
+            error_callbacks=tuple(callbacks),
         )
-        return Graph(steps=steps, result=_source(raw["result"]))
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise PayloadError(f"stored workflow graph is malformed: {exc}") from exc
 

@@ -52,6 +52,7 @@ __all__ = [
     "WorkflowBroker",
     "WorkflowRecord",
     "WorkflowState",
+    "initial_record",
     "parse_step_task_id",
     "step_task_id",
 ]
@@ -150,6 +151,25 @@ class NewWorkflow:
     retention_s: float = DEFAULT_WORKFLOW_RETENTION_S
 
 
+# One shared record per state of a step just stored (records are immutable).
+_ENQUEUED = StepRecord(state=StepState.ENQUEUED)
+_WAITING = StepRecord(state=StepState.WAITING)
+
+
+def initial_record(workflow: NewWorkflow, created_at: datetime) -> WorkflowRecord:
+    """The record of ``workflow`` as just stored: PENDING, its first steps ENQUEUED and the
+    others WAITING."""
+    enqueued = {step[1] for m in workflow.first if (step := parse_step_task_id(m.id))}
+    return WorkflowRecord(
+        id=workflow.id,
+        graph=workflow.graph,
+        state=WorkflowState.PENDING,
+        steps=tuple(_ENQUEUED if i in enqueued else _WAITING for i in range(workflow.steps)),
+        created_at=created_at,
+        retention_s=workflow.retention_s,
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StepOutcome:
     """How an attempt of a workflow step ended: a success with its result, or a failure.
@@ -185,8 +205,10 @@ class Continuation:
 class WorkflowBroker(Protocol):
     """Storage for workflows, beside :class:`~conveyor.brokers.protocol.Broker`."""
 
-    async def create_workflow(self, workflow: NewWorkflow) -> None:
-        """Store the workflow (state PENDING) and enqueue its first steps, all or nothing.
+    async def create_workflow(self, workflow: NewWorkflow) -> datetime | None:
+        """Store the workflow (state PENDING) and enqueue its first steps, all or nothing;
+        return when it was created (broker clock), so that its record as stored is
+        :func:`initial_record` without reading it back (``None``: read it back).
 
         Raises:
             TaskIdConflictError: a step's task id exists already (the workflow id was reused).

@@ -13,7 +13,14 @@ import base64
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from conveyor.brokers.workflow_engine import Source, graph_json, parse_graph, start
+from conveyor.brokers.workflow_engine import (
+    Graph,
+    Source,
+    StepSpec,
+    graph_json,
+    parse_graph,
+    start,
+)
 from conveyor.brokers.workflows import NewWorkflow, step_task_id
 from conveyor.errors import PayloadError
 from conveyor.message import (
@@ -29,7 +36,7 @@ from conveyor.message import (
 from conveyor.options import NO_OPTIONS, TaskOptions, parse_options
 from conveyor.workflows.canvas import Canvas, Chain, Chord, Group, Signature
 
-__all__ = ["MAX_STEPS", "compile_workflow", "rebind_workflow"]
+__all__ = ["MAX_STEPS", "compile_with_graph", "compile_workflow", "rebind_workflow"]
 
 MAX_STEPS = 100_000
 """The most steps one workflow may have (a bound on the stored graph's size)."""
@@ -157,6 +164,25 @@ def compile_workflow(
         TypeError: an item is not a canvas, or a step's options are refused.
         PayloadError / PayloadTooLargeError: a step's payload (as ``enqueue`` raises them).
     """
+    return _compile(canvas, build, retention_s, workflow_id)[0]
+
+
+def compile_with_graph(
+    canvas: Canvas, build: BuildMessage, *, retention_s: float, workflow_id: str | None = None
+) -> tuple[NewWorkflow, Graph]:
+    """:func:`compile_workflow`, and the graph as ``parse_graph`` reads it from the stored JSON,
+    made from what was compiled (its messages are the ones compiled, not decoded again).
+
+    Raises:
+        The errors of :func:`compile_workflow`.
+    """
+    new, compiler, result = _compile(canvas, build, retention_s, workflow_id)
+    return new, _graph(compiler, result)
+
+
+def _compile(
+    canvas: Canvas, build: BuildMessage, retention_s: float, workflow_id: str | None
+) -> tuple[NewWorkflow, _Compiler, Source]:
     if not isinstance(canvas, Signature | Chain | Group | Chord):
         raise TypeError(f"cannot enqueue a {type(canvas).__name__} as a workflow")
     if workflow_id is None:
@@ -170,13 +196,39 @@ def compile_workflow(
         for i, step in enumerate(compiler.steps)
         if not step["deps"] and step["trigger"] is None
     )
-    return NewWorkflow(
+    new = NewWorkflow(
         id=workflow_id,
         graph=data,
         steps=len(compiler.steps),
         first=first,
         retention_s=retention_s,
     )
+    return new, compiler, result
+
+
+def _graph(compiler: _Compiler, result: Source) -> Graph:
+    """What ``parse_graph`` makes of the compiled steps once stored."""
+    steps = compiler.steps
+    dependents: list[list[int]] = [[] for _ in steps]
+    for i, step in enumerate(steps):
+        for d in step["deps"]:
+            dependents[d].append(i)
+    specs = tuple(
+        StepSpec(
+            index=i,
+            message=message,
+            deps=tuple(step["deps"]),
+            input=step["input"],
+            trigger=step["trigger"],
+            errbacks=tuple(step["errbacks"]),
+            dependents=tuple(dependents[i]),
+            position=str(step["position"]),
+            prepend=bool(step["prepend"]),
+        )
+        for i, (step, message) in enumerate(zip(steps, compiler.messages, strict=True))
+    )
+    callbacks = tuple(i for i, step in enumerate(steps) if step["trigger"] is not None)
+    return Graph(steps=specs, result=result, error_callbacks=callbacks)
 
 
 def rebind_workflow(graph: bytes, workflow_id: str, *, retention_s: float) -> NewWorkflow:

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from conveyor.brokers.workflow_engine import evaluate, parse_graph
+from conveyor.brokers.workflow_engine import Graph, evaluate, parse_graph
 from conveyor.brokers.workflows import (
     StepRecord,
     StepState,
@@ -116,12 +116,17 @@ class WorkflowInfo:
 
     @classmethod
     def from_record(
-        cls, rec: WorkflowRecord, tasks: Mapping[str, TaskInfo] | None = None
+        cls,
+        rec: WorkflowRecord,
+        tasks: Mapping[str, TaskInfo] | None = None,
+        *,
+        graph: Graph | None = None,
     ) -> WorkflowInfo:
         """Build the info of a stored workflow; ``tasks`` (by task id) are its steps' tasks
         as stored (:func:`load_infos` reads them), else each step's task is built from the
-        workflow's record."""
-        graph = parse_graph(rec.graph)
+        workflow's record. ``graph``: its graph already parsed (else parsed here)."""
+        if graph is None:
+            graph = parse_graph(rec.graph)
         found = tasks or {}
         steps = tuple(
             WorkflowStep(

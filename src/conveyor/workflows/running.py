@@ -8,7 +8,8 @@ from datetime import timedelta
 
 from conveyor.brokers.protocol import Broker
 from conveyor.brokers.results import ResultWaitBroker
-from conveyor.brokers.workflows import FINISHED, WorkflowBroker, WorkflowState
+from conveyor.brokers.workflow_engine import evaluate, parse_graph
+from conveyor.brokers.workflows import FINISHED, WorkflowBroker, WorkflowState, initial_record
 from conveyor.errors import (
     ConfigError,
     ResultTimeoutError,
@@ -18,7 +19,7 @@ from conveyor.errors import (
 from conveyor.message import JSONValue, TaskInfo, TaskState
 from conveyor.options import Duration
 from conveyor.workflows.canvas import Canvas
-from conveyor.workflows.compile import BuildMessage, compile_workflow
+from conveyor.workflows.compile import BuildMessage, compile_with_graph
 from conveyor.workflows.info import WorkflowInfo
 
 __all__ = ["enqueue_workflow", "retention_seconds", "wait_for", "workflows_of"]
@@ -51,11 +52,14 @@ def retention_seconds(retention: Duration) -> float:
 async def enqueue_workflow(
     broker: Broker, build: BuildMessage, canvas: Canvas, retention: Duration
 ) -> WorkflowInfo:
-    """Compile and store ``canvas``; return its info (state pending)."""
+    """Compile and store ``canvas``; return its info as stored (state pending), built from
+    what was stored rather than read back when the broker says when it was created."""
     store = workflows_of(broker)
-    new = compile_workflow(canvas, build, retention_s=retention_seconds(retention))
-    await store.create_workflow(new)
-    return WorkflowInfo.from_record(await store.load_workflow(new.id))
+    new, graph = compile_with_graph(canvas, build, retention_s=retention_seconds(retention))
+    created = await store.create_workflow(new)
+    if created is None:
+        return WorkflowInfo.from_record(await store.load_workflow(new.id))
+    return WorkflowInfo.from_record(initial_record(new, created), graph=graph)
 
 
 def _seconds(timeout: Duration) -> float:
@@ -84,9 +88,10 @@ async def _wait_workflow(store: WorkflowBroker, workflow_id: str, deadline: floa
         state = await store.wait_workflow(workflow_id, max(deadline - time.monotonic(), 0.0))
         if state not in FINISHED:
             raise ResultTimeoutError(f"workflow {workflow_id!r} did not finish in time")
-        current = WorkflowInfo.from_record(await store.load_workflow(workflow_id))
+        # The result only: no info of every step (a chord's thousand) is built for it.
+        current = await store.load_workflow(workflow_id)
         if current.state is WorkflowState.SUCCEEDED:
-            return current.result
+            return evaluate(parse_graph(current.graph).result, current.steps)
         if current.state is WorkflowState.FAILED:
             raise TaskFailedError(task_id=current.failed_task or "", error=current.error or "")
         if current.state is WorkflowState.CANCELLED:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from conveyor.brokers.schedules import DueSchedules, FireOutcome, ScheduleFire, ScheduleRecord
@@ -51,7 +52,7 @@ class MemorySchedules:
 
         def _store(self, s: Any, m: TaskMessage, now: float) -> Any: ...
 
-        def _create_workflow(self, s: Any, workflow: NewWorkflow, now: float) -> None: ...
+        def _create_workflow(self, s: Any, workflow: NewWorkflow, now: float) -> datetime: ...
 
     @staticmethod
     def _entries(s: Any) -> dict[str, ScheduleRecord]:

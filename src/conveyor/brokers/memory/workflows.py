@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from conveyor.brokers import workflow_engine as engine
@@ -21,10 +22,9 @@ from conveyor.brokers.workflows import (
     Continuation,
     NewWorkflow,
     StepOutcome,
-    StepRecord,
-    StepState,
     WorkflowRecord,
     WorkflowState,
+    initial_record,
     parse_step_task_id,
 )
 from conveyor.errors import TaskIdConflictError, WorkflowNotFoundError
@@ -69,13 +69,13 @@ class MemoryWorkflows:
         def _freed(self, s: _State, t: _Task) -> None: ...
         def _started(self, s: _State, t: _Task) -> None: ...
 
-    async def create_workflow(self, workflow: NewWorkflow) -> None:
-        """Store the workflow and enqueue its first steps, all or nothing."""
+    async def create_workflow(self, workflow: NewWorkflow) -> datetime:
+        """Store the workflow and enqueue its first steps, all or nothing; return when."""
         with self._locked() as s:
-            self._create_workflow(s, workflow, self.clock())
+            return self._create_workflow(s, workflow, self.clock())
 
-    def _create_workflow(self, s: _State, workflow: NewWorkflow, now: float) -> None:
-        """Create it under the lock held (a schedule's fire calls it too)."""
+    def _create_workflow(self, s: _State, workflow: NewWorkflow, now: float) -> datetime:
+        """Create it under the lock held (a schedule's fire calls it too); return when."""
         if workflow.id in s.workflows.records:
             raise_conflict(workflow)
         self._check_new(s, list(workflow.first), now)
@@ -83,14 +83,8 @@ class MemoryWorkflows:
             self._store(s, m, now)
         created = to_datetime(now)
         assert created is not None
-        s.workflows.records[workflow.id] = WorkflowRecord(
-            id=workflow.id,
-            graph=workflow.graph,
-            state=WorkflowState.PENDING,
-            steps=_initial_steps(workflow),
-            created_at=created,
-            retention_s=workflow.retention_s,
-        )
+        s.workflows.records[workflow.id] = initial_record(workflow, created)
+        return created
 
     async def load_workflow(self, workflow_id: str) -> WorkflowRecord:
         """The stored workflow, results included."""
@@ -268,15 +262,6 @@ class MemoryWorkflows:
             finally:
                 with self._state.lock:
                     drop_waiter(s.workflows.waiters, workflow_id, entry)
-
-
-def _initial_steps(workflow: NewWorkflow) -> tuple[StepRecord, ...]:
-    first = {parse_step_task_id(m.id) for m in workflow.first}
-    enqueued = {step[1] for step in first if step is not None}
-    return tuple(
-        StepRecord(state=StepState.ENQUEUED if i in enqueued else StepState.WAITING)
-        for i in range(workflow.steps)
-    )
 
 
 def raise_conflict(workflow: NewWorkflow) -> None:

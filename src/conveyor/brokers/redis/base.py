@@ -40,7 +40,7 @@ from conveyor.brokers.redis.connect import (
 )
 from conveyor.brokers.redis.direct import AsyncLines, SyncLines
 from conveyor.brokers.redis.prune import prune
-from conveyor.brokers.redis.replies import as_bytes, claim_script_args
+from conveyor.brokers.redis.replies import as_bytes, claim_script_args, claimed_leases
 from conveyor.errors import BrokerError, BrokerUnavailableError, ConveyorError
 
 if TYPE_CHECKING:
@@ -326,8 +326,14 @@ class RedisBrokerBase:
         self._receipts.add(receipt)
         keys_ = [*batch.keys, receipt]
         lost = LostClaim(keys_, claim_id, time.monotonic() + lease_s)
-        args = [*claim_script_args(limit, lease_s), claim_id, *self._rate_args(batch)]
+        # Standalone: the claimed workflow steps' records come with the claim (claim.lua).
+        records = "" if self._cluster else keys.workflow_prefix(self._ns)
+        args = [*claim_script_args(limit, lease_s), claim_id, *self._rate_args(batch), records]
         return keys_, args, lost
+
+    def _claimed_leases(self, names: Sequence[str], reply: Any) -> list[Lease]:
+        """The leases in a claim.lua reply (the workflow half keeps more of it)."""
+        return claimed_leases(names, reply)
 
     @contextlib.contextmanager
     def _sending_claim(self, lost: LostClaim) -> Iterator[None]:

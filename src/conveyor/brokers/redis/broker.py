@@ -56,7 +56,6 @@ from conveyor.brokers.redis.records import enqueue_args, message_args
 from conveyor.brokers.redis.replies import (
     all_names,
     check_names,
-    claimed_leases,
     enqueue_outcomes,
     in_order,
     queue_groups,
@@ -344,7 +343,7 @@ class RedisBroker(
                 # claim) may hide a claim that ran: it is kept to be given back.
                 with self._sending_claim(lost):
                     reply = await self._run("claim", keys_, args)
-                    claimed = claimed_leases(batch.queues, reply)
+                    claimed = self._claimed_leases(batch.queues, reply)
                     if self._cluster and claimed:
                         # Type limits are in the types' own slots: a step there per limited
                         # type (inside: a claim cancelled meanwhile is given back too).

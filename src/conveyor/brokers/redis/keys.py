@@ -288,9 +288,14 @@ def queue_keys(namespace: str, queue: str) -> QueueKeys:
     )
 
 
+def workflow_prefix(namespace: str) -> str:
+    """What every workflow record's key starts with (the record is this, then ``{<id>}``)."""
+    return f"{namespace}:wf:"
+
+
 def workflow_keys(namespace: str, workflow_id: str) -> tuple[str, str, str]:
     """A workflow's record, steps and wake list, sharing the hash tag of its id."""
-    record = f"{namespace}:wf:{{{workflow_id}}}"
+    record = f"{workflow_prefix(namespace)}{{{workflow_id}}}"
     return record, f"{record}:steps", f"{record}:wake"
 
 

@@ -11,7 +11,7 @@ import json
 import math
 import operator
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from conveyor.message import (
     Encoding,
@@ -28,6 +28,7 @@ __all__ = [
     "decode_record",
     "enqueue_args",
     "enqueued_infos",
+    "from_us",
     "message_args",
     "pairs",
     "shape_args",
@@ -190,6 +191,12 @@ def float_field(raw: bytes | None) -> float | None:
 def _int(raw: bytes | None, default: int = 0) -> int:
     value = float_field(raw)
     return default if value is None else int(value)
+
+
+def from_us(raw: bytes | int | str) -> datetime:
+    """A server time in microseconds since the epoch (a script's reply or a stored field) as
+    an aware UTC datetime."""
+    return datetime.fromtimestamp(int(raw) / 1e6, UTC)
 
 
 def _micros(raw: bytes | None) -> float | None:

@@ -125,7 +125,8 @@ def claimed_leases(names: Sequence[str], reply: Any) -> list[Lease]:
             extra={"task_id": task_id, "queue": queue},
         )
     leases = []
-    for qi, raw_id, token, values in reply[3:]:
+    for entry in reply[3:]:
+        qi, raw_id, token, values = entry[:4]  # a workflow step's record may follow (claim.lua)
         queue = names[int(qi) - 1]
         try:
             info = decode_record(queue, raw_id.decode(), claimed_fields(values))

@@ -16,7 +16,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.brokers.redis.base import Client, RedisBrokerBase, ScriptBatch
 from conveyor.brokers.redis.connect import make_client
-from conveyor.brokers.redis.replies import claimed_leases
 from conveyor.errors import ConveyorError
 from conveyor.message import Lease
 
@@ -90,7 +89,7 @@ class WaitingMixin(RedisBrokerBase):
         if isinstance(reply, Exception):
             with self._errors():
                 raise reply
-        return claimed_leases(batch.queues, reply)
+        return self._claimed_leases(batch.queues, reply)
 
     async def _give_back(self, blocked: asyncio.Future[list[Lease]]) -> None:
         """A cancelled wait_and_claim: wake its BLPOP, release what its claim took."""

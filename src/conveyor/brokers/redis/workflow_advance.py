@@ -1,10 +1,11 @@
-"""The common success of a workflow step on standalone Redis: one script, no read before it.
+"""The common success of workflow steps on standalone Redis: one script, no read before it.
 
-``wf_advance.lua`` checks the lease, completes the task, records the result, enqueues the
-dependents whose inputs have all succeeded and finishes the workflow when every step has. What
-the script needs from the graph (the dependents, the ranges of steps each waits for, which steps
-are error callbacks) is worked out once per graph and step, then reused: a chord's thousand
-members share one plan for their body.
+``wf_advance.lua`` checks each step's lease, completes its task, records its result, enqueues
+the dependents whose inputs have all succeeded and finishes the workflow when every step has.
+What the script needs from the graph (the dependents, the ranges of steps each waits for, which
+steps are error callbacks) and the rest the steps with the same dependents send alike (keys,
+the dependents' messages) are worked out once per workflow, queue and dependents, then reused:
+a chord's thousand members share one plan for their body.
 
 It also leases the chain's next step to the settling worker when asked (an eager continuation,
 see :mod:`conveyor.brokers.workflows`): the client picks the dependent that may continue (on a
@@ -16,11 +17,12 @@ a concurrency limit.
 Steps a worker finishes together (a chord's members, up to its free slots) are settled in one
 round trip: the calls made in the same turn of the event loop, and those that arrive while one
 batch is in flight, are gathered (:class:`~conveyor.brokers.combiner.Combiner`) and sent as one
-pipeline of ``wf_advance.lua`` runs on the connection the broker keeps
-(:meth:`~conveyor.brokers.redis.direct.AsyncLines.call_each`). Each run stays one atomic
-script for its own step, so a lost lease, a refused dependent or an eager continuation
-concerns its own caller only; Redis runs them one after the other, exactly as it runs separate
-calls.
+pipeline on the connection the broker keeps
+(:meth:`~conveyor.brokers.redis.direct.AsyncLines.call_each`), one ``wf_advance.lua`` run per
+group of steps that share their workflow, queue and dependents: the run reads and writes the
+workflow's record once for them all. Each step still gets its own reply, as if it had run
+alone: a lost lease, a refused dependent (nothing written for that step) or an error concerns
+its own caller only. A step asking for an eager continuation runs alone.
 """
 
 from __future__ import annotations
@@ -49,10 +51,13 @@ __all__ = ["RedisWorkflowAdvance"]
 def _mask(graph_data: bytes) -> str:
     """One letter per step, m for a step of the workflow and e for an error callback; '' when
     the graph has no error callbacks."""
-    steps = engine.parse_graph(graph_data).steps
-    if all(s.trigger is None for s in steps):
+    graph = engine.parse_graph(graph_data)
+    if not graph.error_callbacks:
         return ""
-    return "".join("m" if s.trigger is None else "e" for s in steps)
+    mask = ["m"] * len(graph.steps)
+    for i in graph.error_callbacks:
+        mask[i] = "e"
+    return "".join(mask)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -62,16 +67,13 @@ def _inputs(graph_data: bytes, index: int) -> list[Any]:
     return [index, engine.index_ranges(engine.parse_graph(graph_data).steps[index].deps)]
 
 
-def _plan(graph_data: bytes, index: int) -> tuple[str, str, list[engine.StepSpec]] | None:
-    """For step ``index``: the error-callback mask, the dependents' JSON (wf_advance.lua's
-    ARGV[6]) and the dependents; ``None`` when the fast path does not apply (an error
-    callback)."""
+def _dependents(graph_data: bytes, index: int) -> tuple[int, ...] | None:
+    """Step ``index``'s dependents; ``None`` when the fast path does not apply (an error
+    callback, or no such step)."""
     graph = engine.parse_graph(graph_data)
     if index >= len(graph.steps) or graph.steps[index].trigger is not None:
         return None
-    dependents = [graph.steps[j] for j in graph.steps[index].dependents]
-    deps = json.dumps([_inputs(graph_data, d.index) for d in dependents], separators=(",", ":"))
-    return _mask(graph_data), deps, dependents
+    return graph.steps[index].dependents
 
 
 @functools.lru_cache(maxsize=64)
@@ -82,15 +84,41 @@ def _limited(rate_spec: str, concurrency_spec: str) -> frozenset[str]:
     return frozenset(rates[0::3]) | frozenset(limits[0::2])
 
 
-class _Plan(NamedTuple):
-    """One step's ``wf_advance.lua`` run, and what reading its reply needs."""
+class _Shared(NamedTuple):
+    """What the steps of a workflow with the same dependents, settled from the same queue,
+    send alike (a chord's members): made once, then reused."""
 
     keys: list[str]
-    args: list[Any]
+    head: list[Any]  # ARGV[1..3]: the error-callback mask, the dependents' inputs, messages
+    payloads: list[bytes]  # the dependents' payloads
     queues: list[str]  # the KEYS blocks' queues, in order
     dependents: list[engine.StepSpec]
+
+
+# How many _Shared a broker keeps (a chord needs one; more are made again when dropped).
+_SHARED_KEPT = 1024
+
+
+class _Plan(NamedTuple):
+    """One step's part of a ``wf_advance.lua`` run, and what reading its reply needs."""
+
+    shared: _Shared
+    cont_arg: str  # ARGV[4]: the eager continuation asked for, or ''
+    step: list[Any]  # the step's task id, lease token, result and index
     continued: int | None  # the dependent asked to continue eagerly
     result: bytes
+
+    def group(self) -> int | None:
+        """What the steps run together share (their _Shared); ``None`` for a step that runs
+        alone (an eager continuation asked for)."""
+        return None if self.continued is not None else id(self.shared)
+
+
+def _args(plans: Sequence[_Plan]) -> list[Any]:
+    """ARGV of one ``wf_advance.lua`` run settling ``plans`` (one group)."""
+    first = plans[0]
+    steps = (v for p in plans for v in p.step)
+    return [*first.shared.head, first.cont_arg, len(plans), *steps, *first.shared.payloads]
 
 
 _Advancer = Combiner[_Plan, bool | Continuation | None]
@@ -119,13 +147,14 @@ class RedisWorkflowAdvance:
         when ``outcome.continue_on`` asked for it and the script granted it.
 
         On the broker's kept connection, the successes of steps settled at the same time go to
-        the server together, one script each in one round trip (a chord's members finishing
-        together): each script stays atomic on its own, and each caller gets its own reply."""
+        the server together in one round trip, one script run per workflow (a chord's members
+        finishing together), and each caller gets its own reply."""
         plan = await self._advance_plan(lease, outcome)
         if plan is None:
             return None
         if self._lines is None:
-            return _advanced(plan, await self._run("wf_advance", plan.keys, plan.args))
+            [reply] = await self._run("wf_advance", plan.shared.keys, _args([plan]))
+            return _advanced(plan, reply)
         return await self._advancer(plan.continued is None)(plan)
 
     async def _advance_plan(self, lease: Lease, outcome: StepOutcome) -> _Plan | None:
@@ -135,30 +164,52 @@ class RedisWorkflowAdvance:
         graph_data = None if step is None else await self._graph(step[0])
         if step is None or graph_data is None:
             return None
-        plan = _plan(graph_data, step[1])
-        if plan is None:
+        dependents = _dependents(graph_data, step[1])
+        if dependents is None:
             return None
-        mask, deps, dependents = plan
-        batch = ScriptBatch(self)  # type: ignore[arg-type]
-        batch.block(lease.task.queue)
-        meta = [message_args(d.message, batch.block(d.message.queue)) for d in dependents]
-        continued = await self._continuable(dependents, step[1], outcome)
+        shared = self._shared_plan(step[0], graph_data, lease.task.queue, dependents)
+        continued = await self._continuable(shared.dependents, step[1], outcome)
         cont_arg = ""
         if continued is not None:
             cont_arg = f"{continued + 1} {round(outcome.continue_lease_s * 1_000_000)}"
-        args: list[Any] = [
-            lease.task.id,
-            str(lease.token),
-            result,
-            step[1],
-            mask,
-            deps,
+        step_args = [lease.task.id, str(lease.token), result, step[1]]
+        return _Plan(shared, cont_arg, step_args, continued, result)
+
+    def _shared_plan(
+        self, workflow_id: str, graph_data: bytes, queue: str, dependents: tuple[int, ...]
+    ) -> _Shared:
+        """The part of a ``wf_advance.lua`` run the steps with these dependents share."""
+        kept = self._shared_plans
+        key = (workflow_id, queue, dependents)
+        found = kept.get(key)
+        if found is not None:
+            return found
+        graph = engine.parse_graph(graph_data)
+        specs = [graph.steps[j] for j in dependents]
+        batch = ScriptBatch(self)  # type: ignore[arg-type]
+        batch.block(queue)
+        meta = [message_args(d.message, batch.block(d.message.queue)) for d in specs]
+        inputs = [_inputs(graph_data, j) for j in dependents]
+        head = [
+            _mask(graph_data),
+            json.dumps(inputs, separators=(",", ":")),
             json.dumps(meta, separators=(",", ":")),
-            cont_arg,
-            *(d.message.payload for d in dependents),
         ]
-        keys_ = [*batch.keys, *self._workflow_tail(step[0])]
-        return _Plan(keys_, args, batch.queues, dependents, continued, result)
+        found = _Shared(
+            [*batch.keys, *self._workflow_tail(workflow_id)],
+            head,
+            [d.message.payload for d in specs],
+            batch.queues,
+            specs,
+        )
+        if len(kept) >= _SHARED_KEPT:
+            kept.clear()
+        kept[key] = found
+        return found
+
+    @functools.cached_property
+    def _shared_plans(self) -> dict[tuple[str, str, tuple[int, ...]], _Shared]:
+        return {}
 
     @functools.cached_property
     def _advancers(self) -> PerLoop[tuple[_Advancer, _Advancer]]:
@@ -181,17 +232,28 @@ class RedisWorkflowAdvance:
     async def _advance_many(
         self, plans: Sequence[_Plan]
     ) -> list[bool | Continuation | Exception | None]:
-        """Each plan's script in one round trip; each outcome (or error) on its own."""
-        replies = await self._run_each("wf_advance", [(p.keys, p.args) for p in plans])
-        out: list[bool | Continuation | Exception | None] = []
-        for plan, reply in zip(plans, replies, strict=True):
-            if isinstance(reply, Exception):
-                out.append(reply)
-                continue
-            try:
-                out.append(_advanced(plan, reply))
-            except TaskIdConflictError as exc:
-                out.append(exc)
+        """The plans in one round trip: one script run per group of steps that share their
+        workflow, queue and dependents (a chord's members), each step's outcome (or error) on
+        its own."""
+        groups: dict[tuple[bool, int], list[int]] = {}
+        for i, plan in enumerate(plans):
+            shared = plan.group()
+            groups.setdefault((True, shared) if shared is not None else (False, i), []).append(i)
+        runs = [[plans[i] for i in chosen] for chosen in groups.values()]
+        calls = [(run[0].shared.keys, _args(run)) for run in runs]
+        replies = await self._run_each("wf_advance", calls)
+        out: list[bool | Continuation | Exception | None] = [None] * len(plans)
+        for chosen, run, reply in zip(groups.values(), runs, replies, strict=True):
+            for i, plan, own in zip(
+                chosen, run, reply if isinstance(reply, list) else [reply] * len(run), strict=True
+            ):
+                if isinstance(own, Exception):
+                    out[i] = own
+                    continue
+                try:
+                    out[i] = _advanced(plan, own)
+                except TaskIdConflictError as exc:
+                    out[i] = exc
         return out
 
     async def _continuable(
@@ -219,10 +281,10 @@ def _advanced(plan: _Plan, reply: Any) -> bool | Continuation | None:
         return False
     if len(reply) < 3 or plan.continued is None:
         return True
-    leases = claimed_leases(plan.queues, [0, reply[1], [], reply[2]])
+    leases = claimed_leases(plan.shared.queues, [0, reply[1], [], reply[2]])
     if not leases:  # undecodable (never, for a message just stored): left to recovery
         return True
-    spec = plan.dependents[plan.continued]
+    spec = plan.shared.dependents[plan.continued]
     return Continuation(
         lease=leases[0],
         parent_result=engine.continued_input(spec, plan.result),

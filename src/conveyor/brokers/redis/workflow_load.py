@@ -1,6 +1,10 @@
 """What a workflow step reads before it runs, on Redis: its own record and its inputs' results.
 
-Steps claimed together (a claim starts up to a worker's free slots at once: a chord's members
+On a standalone server (and Sentinel) a claim returns each claimed step's workflow record with
+it (``claim.lua``): a step that needs nothing more (no input, not recorded as succeeded: a
+chord's member) takes it from there, with no read of its own, once its workflow's graph is at
+hand (the first steps of a workflow a worker claims read it together). Other steps read:
+steps claimed together (a claim starts up to a worker's free slots at once: a chord's members
 come in batches) read together: the reads of the calls made in the same turn of the event
 loop (the steps of one claim start together), and of those made while one batch is in flight,
 go out as one pipeline, one round trip for the batch
@@ -13,15 +17,23 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from conveyor.brokers import workflow_engine as engine
 from conveyor.brokers.combiner import Combiner, PerLoop
 from conveyor.brokers.redis import keys
+from conveyor.brokers.redis.records import from_us
+from conveyor.brokers.redis.replies import claimed_leases
 from conveyor.brokers.redis.workflow_outbox import LETTER
-from conveyor.brokers.workflows import StepRecord, WorkflowRecord, WorkflowState
+from conveyor.brokers.workflows import (
+    StepRecord,
+    StepState,
+    WorkflowRecord,
+    WorkflowState,
+    parse_step_task_id,
+)
 from conveyor.errors import WorkflowNotFoundError
+from conveyor.message import Lease
 
 if TYPE_CHECKING:
     from conveyor.brokers.redis.base import Client
@@ -30,8 +42,8 @@ if TYPE_CHECKING:
 __all__ = ["RedisWorkflowLoad", "parse_read", "queue_read", "read_commands"]
 
 
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.decode()
+def _text(value: bytes | str | None) -> str | None:
+    return None if value is None else value.decode() if isinstance(value, bytes) else value
 
 
 _FIELDS = (
@@ -69,8 +81,8 @@ def _record(
         graph=graph,
         state=WorkflowState(state.decode()),
         steps=records,
-        created_at=datetime.fromtimestamp(int(created) / 1e6, UTC),
-        finished_at=None if finished is None else datetime.fromtimestamp(int(finished) / 1e6, UTC),
+        created_at=from_us(created),
+        finished_at=None if finished is None else from_us(finished),
         error=_text(error),
         failed_task=_text(failed_task),
         retention_s=float(retention),
@@ -115,6 +127,23 @@ def parse_read(
 _Read = tuple[str, int]  # workflow id, step index
 
 
+class _Claimed:
+    """A workflow's record as a claim read it, and the record made from it (once, for the
+    steps of that workflow the claim leased)."""
+
+    __slots__ = ("raw", "record")
+
+    def __init__(self, raw: list[Any]) -> None:
+        self.raw = raw
+        self.record: WorkflowRecord | None = None
+
+
+# How many claimed steps' workflow records may wait for their load_step: more are dropped (a
+# step whose claim's record was dropped reads its workflow again).
+_RECORDS_KEPT = 4096
+_SUCCEEDED = ord(LETTER[StepState.SUCCEEDED])
+
+
 class RedisWorkflowLoad:
     """``load_step`` of :class:`~conveyor.brokers.redis.workflows.RedisWorkflows` (a mixin)."""
 
@@ -123,6 +152,9 @@ class RedisWorkflowLoad:
         _client: Client
 
         _lines: AsyncLines | None
+
+        @property
+        def _graph_cache(self) -> dict[str, bytes]: ...
 
         async def _graph(self, workflow_id: str) -> bytes | None: ...
         async def load_workflow(self, workflow_id: str) -> WorkflowRecord: ...
@@ -138,9 +170,57 @@ class RedisWorkflowLoad:
             return list(await pipe.execute())
 
     async def load_step(self, workflow_id: str, index: int) -> WorkflowRecord:
-        """The workflow with the records one step reads before it runs (batched with the
-        reads of other steps starting at the same time)."""
+        """The workflow with the records one step reads before it runs: from what its claim
+        read when that is all it needs (a step with no input: a chord's member), else read
+        together with the reads of other steps starting at the same time."""
+        claimed = self._claimed_records.pop((workflow_id, index), None)
+        if claimed is not None:
+            rec = self._record_from_claim(workflow_id, index, claimed)
+            if rec is not None:
+                return rec
         return await self._step_readers.get()((workflow_id, index))
+
+    def _claimed_leases(self, names: Sequence[str], reply: Any) -> list[Lease]:
+        """The leases in a claim.lua reply (see :func:`claimed_leases`); the workflow records
+        its workflow steps got with it (standalone: claim.lua) are kept for their
+        ``load_step``, once each."""
+        kept = self._claimed_records
+        shared: dict[str, _Claimed] = {}  # the claim read each workflow's record once
+        for entry in reply[3:]:
+            if len(entry) > 4 and (step := parse_step_task_id(_text(entry[1]) or "")) is not None:
+                if len(kept) >= _RECORDS_KEPT:
+                    kept.clear()  # claimed steps that never started: they read theirs again
+                if isinstance(entry[4], list):
+                    shared[step[0]] = _Claimed(entry[4])
+                claimed = shared.get(step[0])  # else: an earlier entry carried the record
+                if claimed is not None:
+                    kept[step] = claimed
+        return claimed_leases(names, reply)
+
+    def _record_from_claim(
+        self, workflow_id: str, index: int, claimed: _Claimed
+    ) -> WorkflowRecord | None:
+        """The workflow as step ``index`` needs it, from its record as the step's claim read
+        it; ``None`` when the step needs more (an input, its own recorded result), its graph
+        is not at hand yet (the first steps of a workflow read it together), or the record
+        is missing."""
+        raw = claimed.raw
+        graph = self._graph_cache.get(workflow_id)
+        letters = raw[-1] if raw else None
+        if graph is None or raw[0] is None or not isinstance(letters, bytes):
+            return None
+        parsed = engine.parse_graph(graph)
+        if index >= min(len(parsed.steps), len(letters)) or letters[index] == _SUCCEEDED:
+            return None
+        if engine.needed_by(parsed, index) != [index]:
+            return None
+        if claimed.record is None:  # once for the steps of one workflow claimed together
+            claimed.record = parse_read(workflow_id, graph, (), [raw])
+        return claimed.record
+
+    @functools.cached_property
+    def _claimed_records(self) -> dict[_Read, _Claimed]:
+        return {}
 
     @functools.cached_property
     def _step_readers(self) -> PerLoop[Combiner[_Read, WorkflowRecord]]:

@@ -31,11 +31,12 @@ import contextlib
 import json
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from conveyor.brokers import workflow_engine as engine
 from conveyor.brokers.redis import keys
+from conveyor.brokers.redis.records import from_us
 from conveyor.brokers.workflows import (
     FINISHED,
     NewWorkflow,
@@ -119,8 +120,9 @@ class RedisWorkflowOutbox:
         record, steps, wake = keys.workflow_keys(self._ns, workflow_id)
         return [record, steps, wake, keys.workflow_outbox(self._ns, workflow_id)]
 
-    async def _create_outboxed(self, workflow: NewWorkflow) -> None:
-        """Store the workflow with its first steps in its outbox, then drain it."""
+    async def _create_outboxed(self, workflow: NewWorkflow) -> datetime | None:
+        """Store the workflow with its first steps in its outbox, then drain it; return when
+        (``None`` for a repeated create, whose reply was lost)."""
         _, live, _ = keys.workflow_index(self._ns)
         # Live first: a create cut short before its drain is then found by the sweep.
         await self._client.sadd(live, workflow.id)
@@ -134,6 +136,7 @@ class RedisWorkflowOutbox:
         # A repeated create of the same workflow (its reply was lost) finishes the first one.
         await self._drain_outbox(workflow.id)
         await self._file(workflow.id)
+        return from_us(reply[1]) if reply[0] == b"ok" else None
 
     async def _drain_outbox(self, workflow_id: str) -> None:
         """Enqueue the steps in the workflow's outbox (by their task ids), then forget them."""

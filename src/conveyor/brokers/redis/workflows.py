@@ -2,9 +2,10 @@
 
 A step's success in a running workflow is one script, ``wf_advance.lua``, with no read before
 it: it checks the lease, completes the task, records the result, enqueues the dependents whose
-inputs have all succeeded and finishes the workflow when every step has. Two chord members
-finishing at once are two such scripts, run one after the other by Redis: only the second sees
-every member succeeded, so the body is enqueued once.
+inputs have all succeeded and finishes the workflow when every step has (the members of a chord
+settled together share one run, each with its own reply). Two chord members finishing at once
+are handled one after the other, in one run or two: only the second sees every member
+succeeded, so the body is enqueued once.
 
 Every other transition (a failure, a re-run step's success, an error callback, a cancel) reads
 the workflow (its record, steps' states included, in one HMGET; the graph, which never changes,
@@ -31,13 +32,14 @@ import functools
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from conveyor.brokers import workflow_engine as engine
 from conveyor.brokers.protocol import LEASE_EXPIRED_ERROR, crash_limit_error
 from conveyor.brokers.redis import keys
 from conveyor.brokers.redis.base import ScriptBatch, raise_if_cancelled
-from conveyor.brokers.redis.records import message_args
+from conveyor.brokers.redis.records import from_us, message_args
 from conveyor.brokers.redis.workflow_advance import RedisWorkflowAdvance
 from conveyor.brokers.redis.workflow_load import RedisWorkflowLoad, parse_read, queue_read
 from conveyor.brokers.redis.workflow_outbox import RedisWorkflowOutbox, change_json
@@ -116,11 +118,10 @@ class RedisWorkflows(RedisWorkflowLoad, RedisWorkflowAdvance, RedisWorkflowOutbo
         _, live, expiry = keys.workflow_index(self._ns)
         return [record, steps, wake, live, expiry, keys.registry(self._ns)]
 
-    async def create_workflow(self, workflow: NewWorkflow) -> None:
-        """Store the workflow and enqueue its first steps in one script."""
+    async def create_workflow(self, workflow: NewWorkflow) -> datetime | None:
+        """Store the workflow and enqueue its first steps in one script; return when."""
         if self._cluster:
-            await self._create_outboxed(workflow)
-            return
+            return await self._create_outboxed(workflow)
         batch = ScriptBatch(self)  # type: ignore[arg-type]
         meta = [message_args(m, batch.block(m.queue)) for m in workflow.first]
         record, steps, _ = keys.workflow_keys(self._ns, workflow.id)
@@ -139,6 +140,7 @@ class RedisWorkflows(RedisWorkflowLoad, RedisWorkflowAdvance, RedisWorkflowOutbo
         reply = await self._run("wf_create", [*batch.keys, *tail], args)
         if reply[0] != b"ok":
             raise TaskIdConflictError(f"workflow {workflow.id!r} cannot be stored: {reply!r}")
+        return from_us(reply[1])
 
     async def _graph(self, workflow_id: str) -> bytes | None:
         _graphs = self._graph_cache

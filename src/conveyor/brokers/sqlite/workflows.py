@@ -15,6 +15,7 @@ import contextlib
 import functools
 from collections import Counter
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
 from conveyor.brokers import workflow_engine as engine
@@ -43,7 +44,7 @@ from conveyor.errors import (
     TaskIdConflictError,
     WorkflowNotFoundError,
 )
-from conveyor.message import Completion, Lease, TaskMessage
+from conveyor.message import Completion, Lease, TaskMessage, to_datetime
 
 if TYPE_CHECKING:
     import sqlite3
@@ -232,10 +233,13 @@ def _state(store: Store, workflow_id: str) -> WorkflowState:
     return WorkflowState(row[0])
 
 
-def _create(store: Store, workflow: NewWorkflow) -> None:
+def _create(store: Store, workflow: NewWorkflow) -> datetime:
     with store.write() as now:
         create_workflow_in(store, workflow, now)
     store.notify_ready()
+    created = to_datetime(now)
+    assert created is not None
+    return created
 
 
 def create_workflow_in(store: Store, workflow: NewWorkflow, now: float) -> None:
@@ -301,9 +305,9 @@ class SqliteWorkflows:
             self,
         ) -> contextlib.AbstractContextManager[asyncio.Future[None]]: ...
 
-    async def create_workflow(self, workflow: NewWorkflow) -> None:
-        """Store the workflow and enqueue its first steps in one transaction."""
-        await self._run(lambda s: _create(s, workflow))
+    async def create_workflow(self, workflow: NewWorkflow) -> datetime:
+        """Store the workflow and enqueue its first steps in one transaction; return when."""
+        return await self._run(lambda s: _create(s, workflow))
 
     async def load_workflow(self, workflow_id: str) -> WorkflowRecord:
         """The stored workflow, results included."""

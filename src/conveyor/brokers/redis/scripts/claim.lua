@@ -9,11 +9,15 @@
 --          limit_table; '' for none), [8] how long (µs) a task held for a slot of its type
 --          stays SCHEDULED at most, [9] the prefix of the buckets' counts of tokens out (the
 --          count of a type's is prefix .. type). A queue at its concurrency limit is passed
---          over.
+--          over. [10] the workflow records' key prefix ("<ns>:wf:"), '' for none (Cluster,
+--          where they live in other slots): each claimed workflow step then also gets its
+--          workflow's record (WF_FIELDS), read in this script, for the step's inputs.
 --          When anything is claimed, the receipt is overwritten with the id and the leases,
 --          expiring with them: should the reply be lost, unclaim.lua gives the tasks back.
 -- Returns: {now_us, lease_expiry_us, corrupt, claimed...}; each claimed task is
---          {queue_block_index, id, token, values of CLAIM_FIELDS (false where absent)}.
+--          {queue_block_index, id, token, values of CLAIM_FIELDS (false where absent)}, and for
+--          a workflow step with ARGV[10] set, a fifth: its workflow's values of WF_FIELDS, or 0
+--          when an earlier entry carries them (a workflow's record is sent once per claim).
 --          Corrupt records met on the way are archived with a reason and listed in `corrupt`
 --          as {queue_block_index, id, reason} (so the caller can log them), not claimed.
 
@@ -276,6 +280,22 @@ for qi = 1, blocks_n do
 end
 for _, bucket in pairs(buckets) do
   if bucket then save_bucket(bucket, ARGV[3] or int_text(t), t) end
+end
+-- The workflow record fields a claimed step gets (workflow_load._FIELDS must match): one
+-- HMGET per workflow, whatever the number of its steps claimed.
+if ARGV[10] and ARGV[10] ~= '' then
+  local WF_FIELDS = {'state', 'created_at', 'finished_at', 'error', 'failed_task', 'retention',
+                     'version', 'states'}
+  local records = {}
+  for k = 4, #out do
+    local wid = string.match(out[k][2], '^wf%.([%w%-]+)%.[0-9]+$')
+    if wid and records[wid] then
+      out[k][5] = 0  -- the same workflow's record as an earlier entry's
+    elseif wid then
+      records[wid] = true
+      out[k][5] = redis.call('HMGET', ARGV[10] .. '{' .. wid .. '}', unpack(WF_FIELDS))
+    end
+  end
 end
 local receipt = KEYS[blocks_n * BLOCK + 1]
 if receipt and claimed > 0 then
