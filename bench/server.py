@@ -12,6 +12,7 @@ the server's bounds its rate on a core of its own (1 / CPU per cycle).
     python bench/server.py                                # SQLite file and local Redis
     python bench/server.py --redis redis://127.0.0.1:6379/0 --seconds 10 --clients 1 16
     python bench/server.py --brokers redis --clients 16 --loop asyncio --repeat 3
+    python bench/server.py --brokers redis --clients 16 --profile /tmp/server.prof
 
 The clients are lean on purpose: one ``asyncio.Protocol`` per connection speaking the wire
 format directly (no client library), on uvloop when it is installed, so that as little of the
@@ -163,8 +164,12 @@ async def run(protocol: str, port: int, clients: int, seconds: float) -> tuple[f
     return len(latencies) / (time.perf_counter() - start), latencies
 
 
-def start_server(url: str, loop: str) -> tuple[subprocess.Popen[str], dict[str, int]]:
-    command = [sys.executable, "-m", "conveyor", "server", "-b", url, "--masenko", ":0",
+def start_server(
+    url: str, loop: str, profile: str | None = None
+) -> tuple[subprocess.Popen[str], dict[str, int]]:
+    # Under cProfile the server writes its stats to ``profile`` when it exits (on SIGTERM).
+    profiler = [] if profile is None else ["-m", "cProfile", "-o", profile]
+    command = [sys.executable, *profiler, "-m", "conveyor", "server", "-b", url, "--masenko", ":0",
                "--faktory", ":0", "--log-level", "warning", "--loop", loop]  # fmt: skip
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
@@ -249,6 +254,10 @@ def main() -> None:
                         help="the server's event loop")  # fmt: skip
     parser.add_argument("--client-loop", default="auto", choices=["auto", "asyncio", "uvloop"])
     parser.add_argument("--repeat", type=int, default=1, help="runs of each combination")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="run the server under cProfile, write its stats to FILE (one "
+                        "broker) and print the top functions by own time; its CPU figures "
+                        "then include the profiler's cost")  # fmt: skip
     parser.add_argument("--ports", nargs="+", metavar="PROTOCOL=PORT",
                         help="use a server already running on 127.0.0.1 (under a profiler, say); "
                         "--brokers then names its broker")  # fmt: skip
@@ -263,7 +272,7 @@ def main() -> None:
                 proc = None
                 ports = {k: int(v) for k, v in (p.split("=") for p in args.ports)}
             else:
-                proc, ports = start_server(url, args.loop)
+                proc, ports = start_server(url, args.loop, args.profile)
             pid = os.getpid() if proc is None else proc.pid
             try:
                 for _, protocol, clients in itertools.product(
@@ -290,6 +299,17 @@ def main() -> None:
                     proc.wait(timeout=30)
                 if broker == "redis" and proc is not None:
                     asyncio.run(delete_namespace(args.redis, namespace))
+            if args.profile and proc is not None:
+                print_profile(args.profile)
+
+
+def print_profile(path: str, top: int = 40) -> None:
+    """The server's hottest functions by their own time, and by time including callees."""
+    import pstats
+
+    stats = pstats.Stats(path, stream=sys.stdout).strip_dirs()
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
 
 
 if __name__ == "__main__":

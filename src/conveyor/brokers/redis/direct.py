@@ -18,8 +18,11 @@ does when hiredis is installed, without its per-argument checks). And an asyncio
 with a socket timeout wraps every send in ``asyncio.wait_for`` (a new task and a loop turn on
 Python 3.11) and every read in a timeout of its own, about 15 µs of CPU a call together: while
 the broker holds a connection it lifts that timeout and bounds the whole call, send and reply,
-with one ``asyncio.timeout`` of the same length, which raises redis-py's ``TimeoutError`` as
-before. A connection given back to the pool gets its timeout back.
+by the same length, which raises redis-py's ``TimeoutError`` as before. A connection given back
+to the pool gets its timeout back. The bound is not an ``asyncio.timeout`` per call (a timer
+handle armed and cancelled each time) but an entry in one table of deadlines
+(:class:`Deadlines`), which a single timer looks at: every call has the same timeout, so the
+oldest entry is always the next to expire, and the timer fires about once per timeout period.
 
 Standalone and Sentinel clients only; Cluster routes each command by slot and keeps
 ``execute_command``.
@@ -53,6 +56,67 @@ def _packed(command: tuple[Any, ...]) -> list[bytes]:
     return [pack_command(command)]
 
 
+class Deadlines:
+    """Bounds on calls of one length, kept by one timer: what ``asyncio.timeout`` does per call.
+
+    :meth:`enter` records the calling task's deadline; a call still running at its deadline has
+    its task cancelled, and :meth:`leave` turns that cancellation into ``TimeoutError`` (as
+    ``asyncio.timeout`` does: only when the task was not also cancelled from elsewhere).
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self._timeout = timeout_s
+        # Task -> (deadline, its cancellation requests on entry). Entered in time order with
+        # the same timeout, so the first entry expires first. A task makes one call at a time.
+        self._entries: dict[asyncio.Task[Any], tuple[float, int]] = {}
+        self._expired: dict[asyncio.Task[Any], int] = {}  # cancelled by the timer
+        self._timer: asyncio.TimerHandle | None = None
+
+    def enter(self) -> asyncio.Task[Any]:
+        """Start the calling task's bound; call :meth:`leave` when its call ends, however."""
+        task = asyncio.current_task()
+        assert task is not None
+        loop = task.get_loop()
+        deadline = loop.time() + self._timeout
+        self._entries[task] = (deadline, task.cancelling())
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._on_timer)
+        return task
+
+    def leave(self, task: asyncio.Task[Any], exc: BaseException | None) -> None:
+        """End ``task``'s bound; its call raised ``exc`` (``None``: it returned).
+
+        Raises:
+            TimeoutError: the bound ran out, and ``exc`` is the cancellation it caused (not
+                one requested from elsewhere as well).
+        """
+        if self._entries.pop(task, None) is not None:
+            return  # in time
+        cancelling = self._expired.pop(task, None)
+        if cancelling is None:
+            return
+        # The bound's cancellation is taken back in any case, as asyncio.timeout does.
+        if task.uncancel() <= cancelling and isinstance(exc, asyncio.CancelledError):
+            raise TimeoutError from exc
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        entries = self._entries
+        while entries:
+            task = next(iter(entries))
+            deadline, cancelling = entries[task]
+            if deadline > now:
+                self._timer = loop.call_at(deadline, self._on_timer)
+                return
+            del entries[task]
+            if not task.done():
+                self._expired[task] = cancelling
+                task.cancel()
+        # Nothing left to bound: the next call arms the timer again.
+
+
 class AsyncLines:
     """Connections of one asyncio client kept checked out for direct command calls."""
 
@@ -61,6 +125,7 @@ class AsyncLines:
         self._idle: list[AbstractConnection] = []
         # The pool's socket timeout, applied here to a whole call instead (see the module doc).
         self._timeout: float | None = self._pool.connection_kwargs.get("socket_timeout")
+        self._deadlines = None if self._timeout is None else Deadlines(self._timeout)
 
     async def call(self, *command: Any) -> Any:
         """Send ``command`` and return its reply (a Redis error reply raises ``ResponseError``).
@@ -69,13 +134,18 @@ class AsyncLines:
         timeout (the connection is then dropped, as redis-py drops it).
         """
         conn = await self._take()
+        bound = None if self._deadlines is None else self._deadlines.enter()
         try:
-            async with asyncio.timeout(self._timeout):
+            try:
                 await conn.send_packed_command(_packed(command))
-                return await conn.read_response()
-        except TimeoutError as exc:  # asyncio's (redis-py's is no OSError): our bound ran out
-            # Cancelled mid-send or mid-read, redis-py has dropped the connection already.
-            raise RedisTimeoutError("Timeout waiting for a reply from Redis") from exc
+                reply = await conn.read_response()
+            except BaseException as exc:
+                if bound is not None:
+                    self._unbind(bound, exc)
+                raise
+            if bound is not None:
+                self._unbind(bound, None)
+            return reply
         finally:
             # On a failed send or read redis-py has already disconnected it; it reconnects when
             # next used. An error reply leaves it clean.
@@ -103,8 +173,9 @@ class AsyncLines:
         on its own) each get their own outcome.
         """
         conn = await self._take()
+        bound = None if self._deadlines is None else self._deadlines.enter()
         try:
-            async with asyncio.timeout(self._timeout):
+            try:
                 await conn.send_packed_command([pack_command(c) for c in commands])
                 replies: list[Any] = []
                 for _ in commands:
@@ -112,15 +183,28 @@ class AsyncLines:
                         replies.append(await conn.read_response())
                     except ResponseError as exc:
                         replies.append(exc)
-                return replies
-        except TimeoutError as exc:  # asyncio's (redis-py's is no OSError): our bound ran out
-            # Cancelled mid-send or mid-read, redis-py has dropped the connection already.
-            raise RedisTimeoutError("Timeout waiting for a reply from Redis") from exc
+            except BaseException as exc:
+                if bound is not None:
+                    self._unbind(bound, exc)
+                raise
+            if bound is not None:
+                self._unbind(bound, None)
+            return replies
         finally:  # as in call()
             if len(self._idle) < KEEP_IDLE:
                 self._idle.append(conn)
             else:
                 await self._give(conn)
+
+    def _unbind(self, task: asyncio.Task[Any], exc: BaseException | None) -> None:
+        """End ``task``'s bound (its call raised ``exc``); redis-py's ``TimeoutError`` if it
+        ran out."""
+        assert self._deadlines is not None
+        try:
+            self._deadlines.leave(task, exc)
+        except TimeoutError as timeout:  # our bound ran out
+            # Cancelled mid-send or mid-read, redis-py has dropped the connection already.
+            raise RedisTimeoutError("Timeout waiting for a reply from Redis") from timeout
 
     async def _take(self) -> AbstractConnection:
         if not self._idle:
