@@ -17,11 +17,20 @@ import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from conveyor.errors import BrokerError
+
 __all__ = ["Combiner", "PerLoop"]
 
 In = TypeVar("In")
 Out = TypeVar("Out")
 T = TypeVar("T")
+
+
+class _Lead:
+    """Handed to a waiting caller instead of an outcome: send the next batch yourself."""
+
+
+_LEAD = _Lead()
 
 
 class Combiner(Generic[In, Out]):
@@ -41,6 +50,13 @@ class Combiner(Generic[In, Out]):
             the order they called, and an outcome nobody takes (its caller went away while the
             batch ran, or before it could take it) is passed to ``spare``. Without it a
             cancelled caller's call goes out all the same, and its outcome stands.
+        inline: each batch is sent from the task of one of its callers (the first to call, or
+            the first still waiting when the batch before returns) instead of a task of its own,
+            which saves a task and a loop turn per batch. The price: cancelling that caller
+            while the batch is in flight interrupts it. With ``spare`` the other callers' calls
+            then go out again in the next batch (an interrupted claim gave nothing to anyone);
+            without it they get :class:`~conveyor.errors.BrokerError` (their outcome is not
+            known). For callers that are cancelled only when everything stops.
     """
 
     def __init__(
@@ -49,13 +65,17 @@ class Combiner(Generic[In, Out]):
         *,
         gather_turns: int = 0,
         spare: Callable[[Out], None] | None = None,
+        inline: bool = False,
     ) -> None:
         self._run = run
         self._gather_turns = gather_turns
         self._spare = spare
+        self._inline = inline
         self._busy = False
         self._waiting: list[tuple[In, asyncio.Future[Out]]] = []
         self._flushers: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_idle: list[asyncio.Future[None]] = []  # aclose() waiting for idle (inline)
 
     @property
     def idle(self) -> bool:
@@ -65,19 +85,29 @@ class Combiner(Generic[In, Out]):
     async def __call__(self, item: In) -> Out:
         """Submit one call and wait for its own outcome."""
         if self._busy or self._gather_turns:
-            future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            future: asyncio.Future[Out] = loop.create_future()
             self._waiting.append((item, future))
             if not self._busy:
                 self._busy = True
+                if self._inline:
+                    return await self._lead(future, self._gather_turns)
                 self._spawn_flush(self._gather_turns - 1)  # first step: the end of this turn
             try:
-                return await future
+                handed = await future
             except asyncio.CancelledError:
                 # Cancelled after its outcome was handed over, before it could take it.
-                spare = self._spare
-                if spare and future.done() and not future.cancelled() and not future.exception():
-                    spare(future.result())
+                if future.done() and not future.cancelled() and not future.exception():
+                    if future.result() is _LEAD:
+                        self._hand_over()  # someone else sends the batch
+                    elif self._spare:
+                        self._spare(future.result())
                 raise
+            if handed is _LEAD:
+                return await self._lead(future, 0)
+            return handed
         self._busy = True
         try:
             [outcome] = await self._run([item])
@@ -91,12 +121,25 @@ class Combiner(Generic[In, Out]):
         """Wait for batches still in flight (their callers get their outcomes)."""
         while self._flushers:
             await asyncio.gather(*self._flushers, return_exceptions=True)
+        while self._inline and self._busy:  # sent from callers' tasks: wait until idle
+            went_idle = asyncio.get_running_loop().create_future()
+            self._on_idle.append(went_idle)
+            await went_idle
 
     def _hand_over(self) -> None:
         """Send the calls that queued up meanwhile as one batch, or go idle."""
         if not self._waiting:
             self._busy = False
+            on_idle, self._on_idle = self._on_idle, []
+            for waiter in on_idle:
+                if not waiter.done():
+                    waiter.set_result(None)
             return
+        if self._inline:
+            for _, future in self._waiting:
+                if not future.done():
+                    future.set_result(_LEAD)  # type: ignore[arg-type]
+                    return
         self._spawn_flush(0)
 
     def _spawn_flush(self, wait_turns: int) -> None:
@@ -119,18 +162,71 @@ class Combiner(Generic[In, Out]):
             if not isinstance(exc, Exception):
                 raise
         else:
-            if self._spare is not None:
-                self._hand_out(waiting, outcomes, self._spare)
-                return
-            for (_, future), outcome in zip(waiting, outcomes, strict=True):
-                if future.done():  # the caller was cancelled; the outcome stands regardless
-                    continue
-                if isinstance(outcome, Exception):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
+            self._settle(waiting, outcomes)
         finally:
             self._hand_over()
+
+    async def _lead(self, own: asyncio.Future[Out], wait_turns: int) -> Out:
+        """Send the waiting calls, ``own``'s among them, from this caller's task (``inline``)."""
+        try:
+            for _ in range(wait_turns):
+                await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            if not own.done():
+                own.cancel()  # left out (spare), or sent all the same by whoever sends next
+            self._hand_over()
+            raise
+        waiting, self._waiting = self._waiting, []
+        if self._spare is not None:  # callers gone are left out (own is done when handed _LEAD)
+            waiting = [w for w in waiting if w[1] is own or not w[1].done()]
+        mine = next(i for i, (_, future) in enumerate(waiting) if future is own)
+        try:
+            outcomes = await self._run([item for item, _ in waiting])
+        except asyncio.CancelledError:
+            self._interrupted(waiting, own)
+            raise
+        except Exception as exc:
+            for _, future in waiting:
+                if future is not own and not future.done():
+                    future.set_exception(exc)
+            raise
+        finally:
+            self._hand_over()
+        # With ``spare`` the sender is the first caller still waiting: it takes the first.
+        del waiting[mine]
+        outcome = outcomes.pop(mine)
+        self._settle(waiting, outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def _interrupted(
+        self, waiting: list[tuple[In, asyncio.Future[Out]]], own: asyncio.Future[Out]
+    ) -> None:
+        """The batch's sender was cancelled mid-flight: the other calls' outcomes are unknown."""
+        others = [w for w in waiting if w[1] is not own and not w[1].done()]
+        if self._spare is not None:
+            self._waiting[:0] = others  # nothing was handed to them: they go out again
+            return
+        for _, future in others:
+            future.set_exception(
+                BrokerError("the call was interrupted (the caller sending its batch was cancelled)")
+            )
+
+    def _settle(
+        self, waiting: list[tuple[In, asyncio.Future[Out]]], outcomes: list[Out | Exception]
+    ) -> None:
+        """Hand ``outcomes`` to the callers of ``waiting`` still there."""
+        if self._spare is not None:
+            self._hand_out(waiting, outcomes, self._spare)
+            return
+        for (_, future), outcome in zip(waiting, outcomes, strict=True):
+            if future.done():  # the caller was cancelled; the outcome stands regardless
+                continue
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
 
     @staticmethod
     def _hand_out(

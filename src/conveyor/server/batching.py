@@ -8,7 +8,9 @@ made during one turn of the event loop (the requests of every connection that ha
 turn) go out together at the end of the turn, as one claim per queue list with a ``limit`` of
 how many FETCHes wait, or one ``complete`` call (each completion in it is still its own atomic
 step). While a batch is in flight, later calls queue up and go out as the next batch the moment
-it returns. A lone client waits one loop turn (microseconds) for its call to go out.
+it returns. A lone client waits one loop turn (microseconds) for its call to go out. Each
+batch is sent from the task of one of its FETCHes or ACKs (the combiners' ``inline``), not a
+task of its own: sessions are cancelled only when the server stops.
 """
 
 from __future__ import annotations
@@ -48,7 +50,10 @@ class ClaimBatcher:
                 for idle in [k for k, c in self._combiners.items() if c.idle]:
                     del self._combiners[idle]
             combiner = self._combiners[key] = Combiner(
-                functools.partial(self._claim, key), gather_turns=1, spare=self._spare
+                functools.partial(self._claim, key),
+                gather_turns=1,
+                spare=self._spare,
+                inline=True,  # sessions are cancelled only when the server stops
             )
         try:
             return await combiner(None)
@@ -91,8 +96,11 @@ class AckBatcher:
 
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
-        # Cancelled meanwhile, an ACK's completion goes out and stands all the same.
-        self._combiner: Combiner[Lease, bool] = Combiner(self._complete, gather_turns=1)
+        # Cancelled meanwhile, an ACK's completion goes out and stands all the same (unless
+        # the ACK was sending its batch: sent from a caller's task, see ClaimBatcher).
+        self._combiner: Combiner[Lease, bool] = Combiner(
+            self._complete, gather_turns=1, inline=True
+        )
 
     async def complete(self, lease: Lease) -> bool:
         """Record the attempt under ``lease`` as a success; ``False`` when the lease was lost.

@@ -186,10 +186,30 @@ class Connection(asyncio.Protocol):
         Raises:
             ConnectionResetError: the connection is gone.
         """
+        if self.write(data):
+            await self.drain()
+
+    def write(self, data: bytes) -> bool:
+        """Write ``data`` without waiting (a reply costs no coroutine); ``True`` when the client
+        is not reading what was sent: then :meth:`drain` before writing more.
+
+        Raises:
+            ConnectionResetError: the connection is gone.
+        """
         if self._lost or self.transport is None:
             raise ConnectionResetError("connection lost")
         self.transport.write(data)
+        return self._writing_paused
+
+    async def drain(self) -> None:
+        """Wait while the client is not reading what was sent before.
+
+        Raises:
+            ConnectionResetError: the connection is gone.
+        """
         if self._writing_paused:
+            if self._lost:
+                raise ConnectionResetError("connection lost")
             if self._drain_waiter is None:
                 self._drain_waiter = self._loop.create_future()
             await self._drain_waiter

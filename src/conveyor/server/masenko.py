@@ -49,6 +49,10 @@ _ID_ATTEMPTS = 64  # ids taken by tasks that outlived a restart are skipped, thi
 MAX_ATOMIC_LINES = 10_000
 
 
+_VERBS_WITH_BODY = {v.encode(): v for v in ("PUSH", "FETCH", "ACK", "NACK")}
+"""The verbs whose lines :meth:`MasenkoSession.run` splits itself (as split_request would)."""
+
+
 class _Refused(Exception):
     """A request answered with ERR; the connection stays open."""
 
@@ -88,25 +92,36 @@ class MasenkoSession:
         self._send = conn.send
         self.holder = ("masenko", id(self))
         self._max_payload = server.config.max_payload_bytes
+        self._loop = asyncio.get_running_loop()
 
     async def run(self) -> None:
         """Serve requests until QUIT, end of stream, silence, a huge line or a server stop."""
+        # Looked up once: this loop runs for every request.
+        next_line, write, heartbeat_s = self.lines.line, self.lines.write, self.config.heartbeat_s
+        stopping, metrics = self.server.stopping, self.server.metrics
         try:
-            while not self.server.stopping.is_set():
-                line = await self.lines.line(self.config.heartbeat_s)
+            while not stopping.is_set():
+                line = await next_line(heartbeat_s)
                 if line is None:
                     return
-                verb, body = split_request(line)
+                # The usual request, ``VERB {...}`` in upper case, without split_request's steps.
+                verb_bytes, _, body = line.partition(b" ")
+                verb = _VERBS_WITH_BODY.get(verb_bytes)
+                if verb is None:
+                    verb, body = split_request(line)
+                else:
+                    body = body.strip()
                 if verb == "QUIT":
-                    self.server.metrics.request("masenko", verb, error=False)
+                    metrics.request("masenko", verb, error=False)
                     await self._send(reply("OK"))
                     return
                 if verb == "ATOMIC":
                     answer = await self._atomic()
                 else:
                     answer = await self._request(verb, body)
-                self.server.metrics.request("masenko", verb, error=answer.startswith(b"ERR"))
-                await self._send(answer)
+                metrics.request("masenko", verb, error=answer[:3] == b"ERR")
+                if write(answer):
+                    await self.lines.drain()
         except TimeoutError:
             await self._try_send(error_reply("no heartbeat"))
         except LineTooLongError:
@@ -155,8 +170,7 @@ class MasenkoSession:
 
     # -- PUSH --------------------------------------------------------------------------------
 
-    def _message(self, push: PushRequest) -> TaskMessage:
-        number = self.server.masenko_ids.next()
+    def _message(self, push: PushRequest, number: int) -> TaskMessage:
         return TaskMessage(
             id=task_id_of(number, push.deadqueue),
             type=push.name,
@@ -168,29 +182,27 @@ class MasenkoSession:
 
     async def _push(self, body: bytes) -> int:
         push = parse_push(body, max_payload_bytes=self._max_payload)
-        messages = await self._store([push], [])
-        number, _ = masenko_parts(messages[0].id)
-        assert number is not None
-        return number
+        return (await self._store([push], []))[0]
 
-    async def _store(
-        self, pushes: Sequence[PushRequest], acks: Sequence[Lease]
-    ) -> list[TaskMessage]:
+    async def _store(self, pushes: Sequence[PushRequest], acks: Sequence[Lease]) -> list[int]:
         """Enqueue ``pushes`` and complete ``acks`` in one atomic step; new ids on a conflict.
 
         The pushes ride on the first ACK as its successors, and ``complete_all`` applies every
-        ACK and push or nothing (a lease lost since FETCH refuses the whole block).
+        ACK and push or nothing (a lease lost since FETCH refuses the whole block). Returns the
+        pushed tasks' masenko ids.
         """
         atomic = self.server.atomic
         if atomic is None:
             raise _Refused("this broker cannot apply a block atomically")
+        ids = self.server.masenko_ids
         for _ in range(_ID_ATTEMPTS):
-            messages = [self._message(p) for p in pushes]
+            numbers = [ids.next() for _ in pushes]
+            messages = [self._message(p, n) for p, n in zip(pushes, numbers, strict=True)]
             try:
                 if not acks:
                     await atomic.enqueue_all(messages)
                     self.server.metrics.pushed("masenko", len(messages))
-                    return messages
+                    return numbers
                 completions = [Completion(lease=acks[0], successors=tuple(messages))]
                 completions += [Completion(lease=lease) for lease in acks[1:]]
                 applied = await atomic.complete_all(completions)
@@ -209,7 +221,7 @@ class MasenkoSession:
             if messages:
                 self.server.metrics.pushed("masenko", len(messages))
             self.server.metrics.acked("masenko", len(acks))
-            return messages
+            return numbers
         raise _Refused("cannot push to queue: no free task id")
 
     # -- FETCH -------------------------------------------------------------------------------
@@ -218,7 +230,7 @@ class MasenkoSession:
         request = parse_fetch(body, heartbeat_s=self.config.heartbeat_s)
         if not request.queues or self.server.terminating:
             return EMPTY
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         started = loop.time()
         deadline = started + request.timeout_s
         while True:
@@ -240,17 +252,17 @@ class MasenkoSession:
             number = self.server.masenko_ids.next()  # a Python client's task, or an id clash
         holdings.add(self.holder, number, Held(lease))
         task = lease.task
-        parts = [f'"id":{number}', f'"queue":"{task.queue}"', f'"name":"{task.type}"']
+        head = f'OK {{"id":{number},"queue":"{task.queue}","name":"{task.type}"'
+        payload = ""
         if task.encoding is Encoding.BYTES:
-            parts.append(f'"payload":"{base64.b64encode(task.raw_payload).decode()}"')
+            payload = f',"payload":"{base64.b64encode(task.raw_payload).decode()}"'
         elif task.raw_payload != b"null":
             raw = task.raw_payload
             if b"\n" in raw:  # stored by another writer, not compactly: one line per reply
                 raw = json.dumps(json.loads(raw), separators=(",", ":")).encode()
-            parts.append(f'"payload":{raw.decode()}')
-        if task.retried:
-            parts.append(f'"failures":{task.retried}')
-        return f"OK {{{','.join(parts)}}}\n".encode()
+            payload = f',"payload":{raw.decode()}'
+        failures = f',"failures":{task.retried}' if task.retried else ""
+        return f"{head}{payload}{failures}}}\n".encode()
 
     # -- ACK / NACK --------------------------------------------------------------------------
 
@@ -376,9 +388,9 @@ class MasenkoSession:
             held = self.server.holdings.get(self.holder, number)
             assert held is not None
             leases.append(held.lease)
-        messages = await self._store(pushes, leases)
+        numbers = await self._store(pushes, leases)
         # A refused block keeps its tasks held: a lost lease is dropped by the next renewal.
         self._forget(acks)
-        if not messages:
+        if not numbers:
             return reply("OK")
-        return reply("OK", {"ids": [masenko_parts(m.id)[0] for m in messages]})
+        return reply("OK", {"ids": numbers})
