@@ -65,3 +65,22 @@ async def test_concurrent_calls_each_get_their_own_outcome() -> None:
     with pytest.raises(TimeoutError):
         await slow_call
     assert quick_call.cancelling() == 0 and slow_call.cancelling() == 0
+
+
+def test_calls_on_an_event_loop_after_another_one_closed_are_still_bounded() -> None:
+    """A broker driven by one loop, then by another: the first loop closed with its timer
+    still armed (its calls were quick), which must not leave the second loop's calls unbounded."""
+    deadlines = Deadlines(0.2)
+
+    async def quick_call() -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        await bounded(deadlines, done)
+
+    async def slow_call() -> None:
+        never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        with pytest.raises(TimeoutError):
+            await bounded(deadlines, never)
+
+    asyncio.run(quick_call())
+    asyncio.run(slow_call())

@@ -31,6 +31,7 @@ Standalone and Sentinel clients only; Cluster routes each command by slot and ke
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,26 +62,46 @@ class Deadlines:
 
     :meth:`enter` records the calling task's deadline; a call still running at its deadline has
     its task cancelled, and :meth:`leave` turns that cancellation into ``TimeoutError`` (as
-    ``asyncio.timeout`` does: only when the task was not also cancelled from elsewhere).
+    ``asyncio.timeout`` does: only when the task was not also cancelled from elsewhere). Calls
+    made on another event loop than the first one's are kept apart, each loop with its table
+    and timer.
     """
 
     def __init__(self, timeout_s: float) -> None:
         self._timeout = timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one _timer runs on
         # Task -> (deadline, its cancellation requests on entry). Entered in time order with
         # the same timeout, so the first entry expires first. A task makes one call at a time.
         self._entries: dict[asyncio.Task[Any], tuple[float, int]] = {}
         self._expired: dict[asyncio.Task[Any], int] = {}  # cancelled by the timer
         self._timer: asyncio.TimerHandle | None = None
+        self._other_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Deadlines] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _on(self, loop: asyncio.AbstractEventLoop) -> Deadlines:
+        """The table of calls made on ``loop``."""
+        if loop is self._loop:
+            return self
+        if self._loop is None:
+            self._loop = loop
+            return self
+        other = self._other_loops.get(loop)
+        if other is None:
+            other = self._other_loops[loop] = Deadlines(self._timeout)
+            other._loop = loop
+        return other
 
     def enter(self) -> asyncio.Task[Any]:
         """Start the calling task's bound; call :meth:`leave` when its call ends, however."""
         task = asyncio.current_task()
         assert task is not None
         loop = task.get_loop()
+        table = self._on(loop)
         deadline = loop.time() + self._timeout
-        self._entries[task] = (deadline, task.cancelling())
-        if self._timer is None:
-            self._timer = loop.call_at(deadline, self._on_timer)
+        table._entries[task] = (deadline, task.cancelling())
+        if table._timer is None:
+            table._timer = loop.call_at(deadline, table._on_timer)
         return task
 
     def leave(self, task: asyncio.Task[Any], exc: BaseException | None) -> None:
@@ -90,9 +111,10 @@ class Deadlines:
             TimeoutError: the bound ran out, and ``exc`` is the cancellation it caused (not
                 one requested from elsewhere as well).
         """
-        if self._entries.pop(task, None) is not None:
+        table = self._on(task.get_loop())
+        if table._entries.pop(task, None) is not None:
             return  # in time
-        cancelling = self._expired.pop(task, None)
+        cancelling = table._expired.pop(task, None)
         if cancelling is None:
             return
         # The bound's cancellation is taken back in any case, as asyncio.timeout does.
@@ -101,7 +123,8 @@ class Deadlines:
 
     def _on_timer(self) -> None:
         self._timer = None
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        assert loop is not None
         now = loop.time()
         entries = self._entries
         while entries:
