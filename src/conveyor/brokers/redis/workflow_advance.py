@@ -27,8 +27,10 @@ its own caller only. A step asking for an eager continuation runs alone.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -36,10 +38,9 @@ from conveyor.brokers import workflow_engine as engine
 from conveyor.brokers.combiner import Combiner, PerLoop
 from conveyor.brokers.redis.base import ScriptBatch
 from conveyor.brokers.redis.records import message_args
-from conveyor.brokers.redis.replies import claimed_leases
 from conveyor.brokers.workflows import Continuation, StepOutcome, parse_step_task_id
 from conveyor.errors import TaskIdConflictError
-from conveyor.message import Lease
+from conveyor.message import Lease, TaskInfo, TaskState, to_datetime
 
 if TYPE_CHECKING:
     from conveyor.brokers.redis.direct import AsyncLines
@@ -95,6 +96,10 @@ class _Shared(NamedTuple):
     dependents: list[engine.StepSpec]
 
 
+# Built once: json.dumps with separators makes a new encoder per call (a chain's steps each make
+# their plan).
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+
 # How many _Shared a broker keeps (a chord needs one; more are made again when dropped).
 _SHARED_KEPT = 1024
 
@@ -107,6 +112,7 @@ class _Plan(NamedTuple):
     step: list[Any]  # the step's task id, lease token, result and index
     continued: int | None  # the dependent asked to continue eagerly
     result: bytes
+    lease_us: int  # the continuation's lease asked for (µs), 0 for none
 
     def group(self) -> int | None:
         """What the steps run together share (their _Shared); ``None`` for a step that runs
@@ -169,11 +175,12 @@ class RedisWorkflowAdvance:
             return None
         shared = self._shared_plan(step[0], graph_data, lease.task.queue, dependents)
         continued = await self._continuable(shared.dependents, step[1], outcome)
-        cont_arg = ""
+        cont_arg, lease_us = "", 0
         if continued is not None:
-            cont_arg = f"{continued + 1} {round(outcome.continue_lease_s * 1_000_000)}"
+            lease_us = round(outcome.continue_lease_s * 1_000_000)
+            cont_arg = f"{continued + 1} {lease_us}"
         step_args = [lease.task.id, str(lease.token), result, step[1]]
-        return _Plan(shared, cont_arg, step_args, continued, result)
+        return _Plan(shared, cont_arg, step_args, continued, result, lease_us)
 
     def _shared_plan(
         self, workflow_id: str, graph_data: bytes, queue: str, dependents: tuple[int, ...]
@@ -190,11 +197,7 @@ class RedisWorkflowAdvance:
         batch.block(queue)
         meta = [message_args(d.message, batch.block(d.message.queue)) for d in specs]
         inputs = [_inputs(graph_data, j) for j in dependents]
-        head = [
-            _mask(graph_data),
-            json.dumps(inputs, separators=(",", ":")),
-            json.dumps(meta, separators=(",", ":")),
-        ]
+        head = [_mask(graph_data), _compact(inputs), _compact(meta)]
         found = _Shared(
             [*batch.keys, *self._workflow_tail(workflow_id)],
             head,
@@ -211,6 +214,10 @@ class RedisWorkflowAdvance:
     def _shared_plans(self) -> dict[tuple[str, str, tuple[int, ...]], _Shared]:
         return {}
 
+    # The combiners of the loop that used them last, with a weak reference to that loop.
+    _last_advancers: tuple[weakref.ref[asyncio.AbstractEventLoop], _Advancer, _Advancer] | None
+    _last_advancers = None
+
     @functools.cached_property
     def _advancers(self) -> PerLoop[tuple[_Advancer, _Advancer]]:
         return PerLoop(
@@ -226,8 +233,13 @@ class RedisWorkflowAdvance:
         slots whose handlers returned together share it (a chord's members); without, a lone
         call goes out at once: a chain step asking for its eager continuation, whose worker
         waits on the reply to run the next step."""
-        pair = self._advancers.get()
-        return pair[1] if gather else pair[0]
+        # The last loop's pair is kept at hand: PerLoop's weak mapping costs a weak reference
+        # per look-up, once per chain step.
+        last = self._last_advancers
+        if last is None or last[0]() is not asyncio.get_running_loop():
+            pair = self._advancers.get()
+            last = self._last_advancers = (weakref.ref(asyncio.get_running_loop()), *pair)
+        return last[2] if gather else last[1]
 
     async def _advance_many(
         self, plans: Sequence[_Plan]
@@ -235,6 +247,9 @@ class RedisWorkflowAdvance:
         """The plans in one round trip: one script run per group of steps that share their
         workflow, queue and dependents (a chord's members), each step's outcome (or error) on
         its own."""
+        if len(plans) == 1:  # the usual lone call (a chain step): nothing to group
+            [reply] = await self._run_each("wf_advance", [(plans[0].shared.keys, _args(plans))])
+            return [_outcome(plans[0], reply[0] if isinstance(reply, list) else reply)]
         groups: dict[tuple[bool, int], list[int]] = {}
         for i, plan in enumerate(plans):
             shared = plan.group()
@@ -247,13 +262,7 @@ class RedisWorkflowAdvance:
             for i, plan, own in zip(
                 chosen, run, reply if isinstance(reply, list) else [reply] * len(run), strict=True
             ):
-                if isinstance(own, Exception):
-                    out[i] = own
-                    continue
-                try:
-                    out[i] = _advanced(plan, own)
-                except TaskIdConflictError as exc:
-                    out[i] = exc
+                out[i] = _outcome(plan, own)
         return out
 
     async def _continuable(
@@ -270,6 +279,16 @@ class RedisWorkflowAdvance:
         return None
 
 
+def _outcome(plan: _Plan, own: Any) -> bool | Continuation | Exception | None:
+    """One step's outcome from its reply in a run (an error reply stays its exception)."""
+    if isinstance(own, Exception):
+        return own
+    try:
+        return _advanced(plan, own)
+    except TaskIdConflictError as exc:
+        return exc
+
+
 def _advanced(plan: _Plan, reply: Any) -> bool | Continuation | None:
     """What ``wf_advance.lua``'s reply means for the caller (see :meth:`~RedisWorkflowAdvance.
     _advance`)."""
@@ -281,12 +300,19 @@ def _advanced(plan: _Plan, reply: Any) -> bool | Continuation | None:
         return False
     if len(reply) < 3 or plan.continued is None:
         return True
-    leases = claimed_leases(plan.shared.queues, [0, reply[1], [], reply[2]])
-    if not leases:  # undecodable (never, for a message just stored): left to recovery
-        return True
+    # The leased step's record is its message as the script stored it, leased at the script's
+    # time: its info is made from the message, with nothing read back (as claimed_leases
+    # would decode a claim's).
     spec = plan.shared.dependents[plan.continued]
+    expiry_us = int(reply[1])
+    info = TaskInfo.from_message(
+        spec.message,
+        state=TaskState.ACTIVE,
+        enqueued_at=to_datetime((expiry_us - plan.lease_us) / 1_000_000),
+        next_process_at=None,
+    )
     return Continuation(
-        lease=leases[0],
+        lease=Lease(task=info, token=int(reply[2]), expires_at=expiry_us / 1_000_000),
         parent_result=engine.continued_input(spec, plan.result),
         prepend=spec.prepend,
     )
