@@ -96,6 +96,15 @@ class _Shared(NamedTuple):
     dependents: list[engine.StepSpec]
 
 
+class _Keys(NamedTuple):
+    """A run's KEYS (the queues' blocks, then the workflow's keys) and where each dependent's
+    queue is among the blocks."""
+
+    keys: list[str]
+    indexes: tuple[int, ...]  # each dependent's block (1-based), in order
+    queues: list[str]  # the blocks' queues, in order
+
+
 # Built once: json.dumps with separators makes a new encoder per call (a chain's steps each make
 # their plan).
 _compact = json.JSONEncoder(separators=(",", ":")).encode
@@ -193,22 +202,36 @@ class RedisWorkflowAdvance:
             return found
         graph = engine.parse_graph(graph_data)
         specs = [graph.steps[j] for j in dependents]
-        batch = ScriptBatch(self)  # type: ignore[arg-type]
-        batch.block(queue)
-        meta = [message_args(d.message, batch.block(d.message.queue)) for d in specs]
+        blocks = self._script_keys(workflow_id, queue, tuple(d.message.queue for d in specs))
+        meta = [message_args(d.message, b) for d, b in zip(specs, blocks.indexes, strict=True)]
         inputs = [_inputs(graph_data, j) for j in dependents]
         head = [_mask(graph_data), _compact(inputs), _compact(meta)]
-        found = _Shared(
-            [*batch.keys, *self._workflow_tail(workflow_id)],
-            head,
-            [d.message.payload for d in specs],
-            batch.queues,
-            specs,
-        )
+        found = _Shared(blocks.keys, head, [d.message.payload for d in specs], blocks.queues, specs)
         if len(kept) >= _SHARED_KEPT:
             kept.clear()
         kept[key] = found
         return found
+
+    def _script_keys(self, workflow_id: str, queue: str, queues: tuple[str, ...]) -> _Keys:
+        """The KEYS of a run settling steps of ``queue`` whose dependents are on ``queues``:
+        the same for every step of a chain on one queue, so made once per workflow."""
+        kept = self._keys_kept
+        key = (workflow_id, queue, queues)
+        found = kept.get(key)
+        if found is None:
+            batch = ScriptBatch(self)  # type: ignore[arg-type]
+            batch.block(queue)
+            indexes = tuple(batch.block(q) for q in queues)
+            tail = self._workflow_tail(workflow_id)
+            found = _Keys([*batch.keys, *tail], indexes, batch.queues)
+            if len(kept) >= _SHARED_KEPT:
+                kept.clear()
+            kept[key] = found
+        return found
+
+    @functools.cached_property
+    def _keys_kept(self) -> dict[tuple[str, str, tuple[str, ...]], _Keys]:
+        return {}
 
     @functools.cached_property
     def _shared_plans(self) -> dict[tuple[str, str, tuple[int, ...]], _Shared]:
