@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import time
 import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -147,6 +148,10 @@ class RedisWorkflowAdvance:
         _rate_spec: str
         _concurrency_spec: str
         _lines: AsyncLines | None
+        _rate_spec_until: float
+
+        @property
+        def _graph_cache(self) -> dict[str, bytes]: ...
 
         async def _run_each(
             self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
@@ -176,8 +181,11 @@ class RedisWorkflowAdvance:
         """The step's ``wf_advance.lua`` run, or ``None`` when the fast path does not apply."""
         result = outcome.result
         step = parse_step_task_id(lease.task.id)
-        graph_data = None if step is None else await self._graph(step[0])
-        if step is None or graph_data is None:
+        if step is None:
+            return None
+        # The graph is kept once read: no coroutine for the usual look-up.
+        graph_data = self._graph_cache.get(step[0]) or await self._graph(step[0])
+        if graph_data is None:
             return None
         dependents = _dependents(graph_data, step[1])
         if dependents is None:
@@ -204,12 +212,19 @@ class RedisWorkflowAdvance:
         specs = [graph.steps[j] for j in dependents]
         blocks = self._script_keys(workflow_id, queue, tuple(d.message.queue for d in specs))
         meta = [message_args(d.message, b) for d, b in zip(specs, blocks.indexes, strict=True)]
-        inputs = [_inputs(graph_data, j) for j in dependents]
+        # A dependent waiting for this step alone (a chain's next step) is asked for once: its
+        # inputs are written out here, and the plan is not kept.
+        alone = all(len(d.deps) == 1 for d in specs)
+        inputs = [
+            [d.index, [(d.deps[0], d.deps[0])]] if alone else _inputs(graph_data, d.index)
+            for d in specs
+        ]
         head = [_mask(graph_data), _compact(inputs), _compact(meta)]
         found = _Shared(blocks.keys, head, [d.message.payload for d in specs], blocks.queues, specs)
-        if len(kept) >= _SHARED_KEPT:
-            kept.clear()
-        kept[key] = found
+        if not alone:
+            if len(kept) >= _SHARED_KEPT:
+                kept.clear()
+            kept[key] = found
         return found
 
     def _script_keys(self, workflow_id: str, queue: str, queues: tuple[str, ...]) -> _Keys:
@@ -294,7 +309,8 @@ class RedisWorkflowAdvance:
         """The position of the first dependent that may continue eagerly, or ``None``."""
         if not outcome.continue_on:
             return None
-        await self._refresh_rates()
+        if time.monotonic() >= self._rate_spec_until:
+            await self._refresh_rates()
         limited = _limited(self._rate_spec, self._concurrency_spec)
         for k, d in enumerate(dependents):
             if d.message.type not in limited and engine.continuable(d, index, outcome.continue_on):
