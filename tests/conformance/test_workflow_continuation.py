@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -85,6 +85,29 @@ async def test_the_next_step_comes_back_leased_with_its_input(broker: Broker) ->
     rec = await store.load_workflow(wid)
     assert rec.state is WorkflowState.SUCCEEDED
     assert [s.decoded_result() for s in rec.steps] == [2, 4]
+
+
+async def test_the_continued_lease_describes_the_task_as_stored(broker: Broker) -> None:
+    def with_options(app: App) -> Any:
+        add = app.tasks["add"]
+        later = datetime.now(UTC) + timedelta(hours=1)
+        return chain(add.s(1, 1), add.s(2).options(timeout=7.5, deadline=later, max_retry=4))
+
+    _, _, lease = await first_step(broker, with_options)
+    continued = await workflows_of(broker).settle_step(lease, success(b"2"))
+    assert isinstance(continued, Continuation)
+    info = continued.lease.task
+    stored = await broker.get_task("default", info.id)
+    assert info.state is stored.state is TaskState.ACTIVE
+    fields = (
+        *("id", "queue", "type", "raw_payload", "encoding", "max_retry", "retried"),
+        *("last_error", "timeout", "deadline", "next_process_at", "retention", "unique_key"),
+        "raw_headers",
+    )
+    assert {f: getattr(info, f) for f in fields} == {f: getattr(stored, f) for f in fields}
+    assert info.timeout == timedelta(seconds=7.5) and info.max_retry == 4
+    assert stored.enqueued_at is not None and info.enqueued_at is not None
+    assert abs((info.enqueued_at - stored.enqueued_at).total_seconds()) < 1e-3
 
 
 async def test_an_immutable_step_continues_without_input(broker: Broker) -> None:

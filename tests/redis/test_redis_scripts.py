@@ -54,7 +54,7 @@ PINNED_SHA256 = {
     "throughput.lua": "3d1fbb66ca858b54",
     "type_permit.lua": "708dddda30742bdd",
     "unclaim.lua": "8bc115d40f0abefd",
-    "wf_advance.lua": "b45916c8b3924596",
+    "wf_advance.lua": "ae9faab97feb9e5d",
     "wf_create.lua": "46fff6b73166f397",
     "wf_manage.lua": "f205c9a955249ac5",
     "wf_outbox_change.lua": "e59cfe0cd9fbd411",

@@ -33,7 +33,7 @@ from conveyor.brokers.workflows import (
     WorkflowState,
 )
 from conveyor.errors import PayloadError
-from conveyor.message import Encoding, JSONValue, TaskMessage, decode_json
+from conveyor.message import Encoding, JSONValue, TaskMessage, _new_task_message, decode_json
 
 __all__ = [
     "Change",
@@ -105,19 +105,13 @@ def _message(raw: dict[str, JSONValue]) -> TaskMessage:
     encoding = Encoding(raw["enc"])
     text = raw["payload"]
     payload = base64.b64decode(text) if encoding is Encoding.BYTES else str(text).encode()
-    return TaskMessage(
-        id=raw["id"],
-        type=raw["type"],
-        queue=raw["queue"],
-        payload=payload,
-        encoding=encoding,
-        max_retry=int(raw["max_retry"]),
-        timeout_s=raw.get("timeout_s"),
-        deadline=raw.get("deadline"),
-        process_in_s=raw.get("process_in_s"),
-        process_at=raw.get("process_at"),
-        retention_s=float(raw.get("retention_s") or 0.0),
-    )
+    get = raw.get
+    # Every field, in order, without the keyword __init__: one step is made per chain step.
+    return _new_task_message(
+        raw["id"], raw["type"], raw["queue"], payload, encoding, int(raw["max_retry"]),
+        get("timeout_s"), get("deadline"), float(get("retention_s") or 0.0), None, None,
+        get("process_at"), get("process_in_s"), None,
+    )  # fmt: skip
 
 
 _MADE: dict[str, JSONValue] = {}  # in place of a step's JSON once the step is made

@@ -98,7 +98,7 @@ class Outcomes:
         """Record a handler's result (through the completer, or settling a workflow step)."""
         info = attempt.lease.task
         raw: bytes | None = None
-        if self._steps.is_step(attempt.lease):
+        if attempt.continued is not None or self._steps.is_step(attempt.lease):
             await self._settle_step(attempt, task, result)
             return
         if info.retention > timedelta(0):  # a result is stored only when it is retained
@@ -217,7 +217,7 @@ class Outcomes:
 
     async def settle(self, lease: Lease, call: Callable[[], Awaitable[object]]) -> bool:
         """Record an outcome; a lost lease or a broker down past the lease returns ``False``."""
-        backoff = ReconnectBackoff(cap_s=1.0)
+        backoff: ReconnectBackoff | None = None  # made on the first failure only
         give_up_at = time.monotonic() + self._config.lease_s
         try:
             while True:
@@ -243,6 +243,8 @@ class Outcomes:
                             extra=log_extra(lease),
                         )
                         return False
+                    if backoff is None:
+                        backoff = ReconnectBackoff(cap_s=1.0)
                     await asyncio.sleep(backoff.next_delay())
                 except Exception:
                     self._stats.broker_errors += 1

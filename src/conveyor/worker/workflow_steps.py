@@ -20,7 +20,8 @@ from conveyor.brokers.workflows import (
     parse_step_task_id,
 )
 from conveyor.errors import LeaseLostError, WorkflowNotFoundError
-from conveyor.message import Lease, decode_json
+from conveyor.message import Encoding, Lease
+from conveyor.worker.attempt import fast_decode
 from conveyor.worker.context import TaskContext
 
 __all__ = ["StepRunner"]
@@ -76,7 +77,7 @@ class StepRunner:
         """Put a continued step's input, handed over by the settlement, on ``ctx``."""
         if continued.parent_result is None:
             return
-        value = decode_json(continued.parent_result)
+        value = fast_decode(continued.parent_result, Encoding.JSON)
         ctx.parent_result = value
         if continued.prepend:
             ctx.parent_arg = (value,)

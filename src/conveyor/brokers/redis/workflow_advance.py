@@ -27,8 +27,11 @@ its own caller only. A step asking for an eager continuation runs alone.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
+import time
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -36,10 +39,9 @@ from conveyor.brokers import workflow_engine as engine
 from conveyor.brokers.combiner import Combiner, PerLoop
 from conveyor.brokers.redis.base import ScriptBatch
 from conveyor.brokers.redis.records import message_args
-from conveyor.brokers.redis.replies import claimed_leases
 from conveyor.brokers.workflows import Continuation, StepOutcome, parse_step_task_id
 from conveyor.errors import TaskIdConflictError
-from conveyor.message import Lease
+from conveyor.message import Lease, TaskInfo, TaskState, to_datetime
 
 if TYPE_CHECKING:
     from conveyor.brokers.redis.direct import AsyncLines
@@ -95,6 +97,19 @@ class _Shared(NamedTuple):
     dependents: list[engine.StepSpec]
 
 
+class _Keys(NamedTuple):
+    """A run's KEYS (the queues' blocks, then the workflow's keys) and where each dependent's
+    queue is among the blocks."""
+
+    keys: list[str]
+    indexes: tuple[int, ...]  # each dependent's block (1-based), in order
+    queues: list[str]  # the blocks' queues, in order
+
+
+# Built once: json.dumps with separators makes a new encoder per call (a chain's steps each make
+# their plan).
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+
 # How many _Shared a broker keeps (a chord needs one; more are made again when dropped).
 _SHARED_KEPT = 1024
 
@@ -107,6 +122,7 @@ class _Plan(NamedTuple):
     step: list[Any]  # the step's task id, lease token, result and index
     continued: int | None  # the dependent asked to continue eagerly
     result: bytes
+    lease_us: int  # the continuation's lease asked for (µs), 0 for none
 
     def group(self) -> int | None:
         """What the steps run together share (their _Shared); ``None`` for a step that runs
@@ -132,6 +148,10 @@ class RedisWorkflowAdvance:
         _rate_spec: str
         _concurrency_spec: str
         _lines: AsyncLines | None
+        _rate_spec_until: float
+
+        @property
+        def _graph_cache(self) -> dict[str, bytes]: ...
 
         async def _run_each(
             self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
@@ -161,19 +181,23 @@ class RedisWorkflowAdvance:
         """The step's ``wf_advance.lua`` run, or ``None`` when the fast path does not apply."""
         result = outcome.result
         step = parse_step_task_id(lease.task.id)
-        graph_data = None if step is None else await self._graph(step[0])
-        if step is None or graph_data is None:
+        if step is None:
+            return None
+        # The graph is kept once read: no coroutine for the usual look-up.
+        graph_data = self._graph_cache.get(step[0]) or await self._graph(step[0])
+        if graph_data is None:
             return None
         dependents = _dependents(graph_data, step[1])
         if dependents is None:
             return None
         shared = self._shared_plan(step[0], graph_data, lease.task.queue, dependents)
         continued = await self._continuable(shared.dependents, step[1], outcome)
-        cont_arg = ""
+        cont_arg, lease_us = "", 0
         if continued is not None:
-            cont_arg = f"{continued + 1} {round(outcome.continue_lease_s * 1_000_000)}"
+            lease_us = round(outcome.continue_lease_s * 1_000_000)
+            cont_arg = f"{continued + 1} {lease_us}"
         step_args = [lease.task.id, str(lease.token), result, step[1]]
-        return _Plan(shared, cont_arg, step_args, continued, result)
+        return _Plan(shared, cont_arg, step_args, continued, result, lease_us)
 
     def _shared_plan(
         self, workflow_id: str, graph_data: bytes, queue: str, dependents: tuple[int, ...]
@@ -186,30 +210,51 @@ class RedisWorkflowAdvance:
             return found
         graph = engine.parse_graph(graph_data)
         specs = [graph.steps[j] for j in dependents]
-        batch = ScriptBatch(self)  # type: ignore[arg-type]
-        batch.block(queue)
-        meta = [message_args(d.message, batch.block(d.message.queue)) for d in specs]
-        inputs = [_inputs(graph_data, j) for j in dependents]
-        head = [
-            _mask(graph_data),
-            json.dumps(inputs, separators=(",", ":")),
-            json.dumps(meta, separators=(",", ":")),
+        blocks = self._script_keys(workflow_id, queue, tuple(d.message.queue for d in specs))
+        meta = [message_args(d.message, b) for d, b in zip(specs, blocks.indexes, strict=True)]
+        # A dependent waiting for this step alone (a chain's next step) is asked for once: its
+        # inputs are written out here, and the plan is not kept.
+        alone = all(len(d.deps) == 1 for d in specs)
+        inputs = [
+            [d.index, [(d.deps[0], d.deps[0])]] if alone else _inputs(graph_data, d.index)
+            for d in specs
         ]
-        found = _Shared(
-            [*batch.keys, *self._workflow_tail(workflow_id)],
-            head,
-            [d.message.payload for d in specs],
-            batch.queues,
-            specs,
-        )
-        if len(kept) >= _SHARED_KEPT:
-            kept.clear()
-        kept[key] = found
+        head = [_mask(graph_data), _compact(inputs), _compact(meta)]
+        found = _Shared(blocks.keys, head, [d.message.payload for d in specs], blocks.queues, specs)
+        if not alone:
+            if len(kept) >= _SHARED_KEPT:
+                kept.clear()
+            kept[key] = found
         return found
+
+    def _script_keys(self, workflow_id: str, queue: str, queues: tuple[str, ...]) -> _Keys:
+        """The KEYS of a run settling steps of ``queue`` whose dependents are on ``queues``:
+        the same for every step of a chain on one queue, so made once per workflow."""
+        kept = self._keys_kept
+        key = (workflow_id, queue, queues)
+        found = kept.get(key)
+        if found is None:
+            batch = ScriptBatch(self)  # type: ignore[arg-type]
+            batch.block(queue)
+            indexes = tuple(batch.block(q) for q in queues)
+            tail = self._workflow_tail(workflow_id)
+            found = _Keys([*batch.keys, *tail], indexes, batch.queues)
+            if len(kept) >= _SHARED_KEPT:
+                kept.clear()
+            kept[key] = found
+        return found
+
+    @functools.cached_property
+    def _keys_kept(self) -> dict[tuple[str, str, tuple[str, ...]], _Keys]:
+        return {}
 
     @functools.cached_property
     def _shared_plans(self) -> dict[tuple[str, str, tuple[int, ...]], _Shared]:
         return {}
+
+    # The combiners of the loop that used them last, with a weak reference to that loop.
+    _last_advancers: tuple[weakref.ref[asyncio.AbstractEventLoop], _Advancer, _Advancer] | None
+    _last_advancers = None
 
     @functools.cached_property
     def _advancers(self) -> PerLoop[tuple[_Advancer, _Advancer]]:
@@ -226,8 +271,13 @@ class RedisWorkflowAdvance:
         slots whose handlers returned together share it (a chord's members); without, a lone
         call goes out at once: a chain step asking for its eager continuation, whose worker
         waits on the reply to run the next step."""
-        pair = self._advancers.get()
-        return pair[1] if gather else pair[0]
+        # The last loop's pair is kept at hand: PerLoop's weak mapping costs a weak reference
+        # per look-up, once per chain step.
+        last = self._last_advancers
+        if last is None or last[0]() is not asyncio.get_running_loop():
+            pair = self._advancers.get()
+            last = self._last_advancers = (weakref.ref(asyncio.get_running_loop()), *pair)
+        return last[2] if gather else last[1]
 
     async def _advance_many(
         self, plans: Sequence[_Plan]
@@ -235,6 +285,9 @@ class RedisWorkflowAdvance:
         """The plans in one round trip: one script run per group of steps that share their
         workflow, queue and dependents (a chord's members), each step's outcome (or error) on
         its own."""
+        if len(plans) == 1:  # the usual lone call (a chain step): nothing to group
+            [reply] = await self._run_each("wf_advance", [(plans[0].shared.keys, _args(plans))])
+            return [_outcome(plans[0], reply[0] if isinstance(reply, list) else reply)]
         groups: dict[tuple[bool, int], list[int]] = {}
         for i, plan in enumerate(plans):
             shared = plan.group()
@@ -247,13 +300,7 @@ class RedisWorkflowAdvance:
             for i, plan, own in zip(
                 chosen, run, reply if isinstance(reply, list) else [reply] * len(run), strict=True
             ):
-                if isinstance(own, Exception):
-                    out[i] = own
-                    continue
-                try:
-                    out[i] = _advanced(plan, own)
-                except TaskIdConflictError as exc:
-                    out[i] = exc
+                out[i] = _outcome(plan, own)
         return out
 
     async def _continuable(
@@ -262,12 +309,23 @@ class RedisWorkflowAdvance:
         """The position of the first dependent that may continue eagerly, or ``None``."""
         if not outcome.continue_on:
             return None
-        await self._refresh_rates()
+        if time.monotonic() >= self._rate_spec_until:
+            await self._refresh_rates()
         limited = _limited(self._rate_spec, self._concurrency_spec)
         for k, d in enumerate(dependents):
             if d.message.type not in limited and engine.continuable(d, index, outcome.continue_on):
                 return k
         return None
+
+
+def _outcome(plan: _Plan, own: Any) -> bool | Continuation | Exception | None:
+    """One step's outcome from its reply in a run (an error reply stays its exception)."""
+    if isinstance(own, Exception):
+        return own
+    try:
+        return _advanced(plan, own)
+    except TaskIdConflictError as exc:
+        return exc
 
 
 def _advanced(plan: _Plan, reply: Any) -> bool | Continuation | None:
@@ -281,12 +339,19 @@ def _advanced(plan: _Plan, reply: Any) -> bool | Continuation | None:
         return False
     if len(reply) < 3 or plan.continued is None:
         return True
-    leases = claimed_leases(plan.shared.queues, [0, reply[1], [], reply[2]])
-    if not leases:  # undecodable (never, for a message just stored): left to recovery
-        return True
+    # The leased step's record is its message as the script stored it, leased at the script's
+    # time: its info is made from the message, with nothing read back (as claimed_leases
+    # would decode a claim's).
     spec = plan.shared.dependents[plan.continued]
+    expiry_us = int(reply[1])
+    info = TaskInfo.from_message(
+        spec.message,
+        state=TaskState.ACTIVE,
+        enqueued_at=to_datetime((expiry_us - plan.lease_us) / 1_000_000),
+        next_process_at=None,
+    )
     return Continuation(
-        lease=leases[0],
+        lease=Lease(task=info, token=int(reply[2]), expires_at=expiry_us / 1_000_000),
         parent_result=engine.continued_input(spec, plan.result),
         prepend=spec.prepend,
     )

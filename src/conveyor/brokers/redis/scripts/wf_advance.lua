@@ -23,9 +23,10 @@
 --          leases) instead of pending, and no worker is woken for it; [5] n, the number of
 --          steps; then 4 per step: task id, lease token, result, step index (0-based); then
 --          the dependents' payloads.
--- Returns: one reply per step, in order: {1} applied; {1, lease_expiry_us, {block index, id,
---          token, values of CONT_FIELDS}} applied, dependent leased (claim.lua's reply entry);
---          {0} lease lost; {'slow'} not the common case (nothing written for it);
+-- Returns: one reply per step, in order: {1} applied; {1, lease_expiry_us, token} applied,
+--          dependent leased (its record is the message as sent, stored at lease_expiry_us
+--          minus the lease asked for: the client builds the lease from what it sent); {0} lease
+--          lost; {'slow'} not the common case (nothing written for it);
 --          {'conflict' or 'duplicate', i} a dependent's message is refused (nothing written
 --          for it).
 
@@ -45,10 +46,6 @@ local function letter(i) return string.sub(states, i + 1, i + 1) end
 local function set_letter(i, l) states = string.sub(states, 1, i) .. l .. string.sub(states, i + 2) end
 local deps = running and cjson.decode(ARGV[2]) or {}
 local msgs = running and cjson.decode(ARGV[3]) or {}
--- The fields claim.lua returns for a leased task (its CLAIM_FIELDS without 'crashes').
-local CONT_FIELDS = {'enqueued_at', 'state', 'type', 'payload', 'encoding', 'max_retry',
-                     'retried', 'timeout', 'deadline', 'retention', 'unique_key', 'error',
-                     'failed_at', 'headers'}
 local cont_k, cont_us = string.match(ARGV[4], '^([0-9]+) ([0-9]+)$')
 cont_k = tonumber(cont_k)
 
@@ -63,7 +60,7 @@ local function lease_continued(m, payload, t)
   redis.call('ZADD', cb.active, expiry, m[2])
   redis.call('HSET', tkey, 'state', 'active', 'token', token, 'lease', expiry, 'since', t)
   redis.call('SADD', REG, queue_name(cb))
-  return {1, expiry, {m[1], m[2], token, redis.call('HMGET', tkey, unpack(CONT_FIELDS))}}
+  return {1, expiry, token}
 end
 
 -- Which dependents step `index` makes ready (reads only: the letters are local), or the
