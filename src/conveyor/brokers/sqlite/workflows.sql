@@ -147,9 +147,16 @@ WHERE workflow_id = ?1 AND state != 'succeeded'
 UPDATE workflow_steps SET state = ? WHERE workflow_id = ? AND idx = ?;
 
 -- name: advance_workflow
--- Params: id, state, finished_at (NULL: unchanged)
-UPDATE workflows SET state = ?2, version = version + 1, finished_at = COALESCE(?3, finished_at)
+-- The row after a number of changes made by its steps' common successes.
+-- Params: id, state, finished_at (NULL: unchanged), how many changes
+UPDATE workflows SET state = ?2, version = version + ?4, finished_at = COALESCE(?3, finished_at)
 WHERE id = ?1;
+
+-- name: succeed_enqueued_step
+-- A step's success over its ENQUEUED record (no row changed: it is not ENQUEUED).
+-- Params: result, workflow id, index
+UPDATE workflow_steps SET state = 'succeeded', result = ?1, error = NULL
+WHERE workflow_id = ?2 AND idx = ?3 AND state = 'enqueued';
 
 -- name: get_workflow_bare
 -- get_workflow without the graph (the caller holds it).
