@@ -24,6 +24,7 @@ from conveyor.brokers.protocol import (
 )
 from conveyor.brokers.sqlite import limits, results, rows, throughput, workflows
 from conveyor.brokers.sqlite.headers import store_headers
+from conveyor.brokers.sqlite.locking import begin_immediate
 from conveyor.brokers.sqlite.queries import queries
 from conveyor.errors import (
     BrokerError,
@@ -68,6 +69,7 @@ class Store:
         clock: the broker clock (seconds since the epoch), read once per transaction.
         on_ready: called after a commit that may have made a task ready to claim now.
         on_commit: called after every committed write transaction (nudges the checkpointer).
+        busy_timeout_s: how long a write transaction waits for the write lock held elsewhere.
     """
 
     def __init__(
@@ -77,8 +79,10 @@ class Store:
         clock: Callable[[], float],
         on_ready: Callable[[], None],
         on_commit: Callable[[], None] = lambda: None,
+        busy_timeout_s: float = 5.0,
     ) -> None:
         self.conn = conn
+        self._busy_timeout_s = busy_timeout_s
         self._on_commit = on_commit
         self._clock = clock
         self.notify_ready = on_ready
@@ -89,7 +93,7 @@ class Store:
     @contextlib.contextmanager
     def write(self) -> Iterator[float]:
         """A write transaction; yields the broker clock read once, after the lock is held."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        begin_immediate(self.conn, self._busy_timeout_s)
         try:
             yield self._clock()
             self.conn.execute("COMMIT")

@@ -10,7 +10,6 @@ counts). Anything else leaves the step PENDING for any worker to claim.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from conveyor.brokers import workflow_engine as engine
@@ -47,7 +46,7 @@ def lease_next(
     token = conn.execute(q["mint_tokens"], (1,)).fetchone()[0]
     expires = txn.now + outcome.continue_lease_s
     conn.execute(q["claim_task"], (token, expires, txn.now, row[rows.SEQ]))
-    info = replace(rows.task_info(row), state=TaskState.ACTIVE, next_process_at=None)
+    info = rows.task_info(row, leased=True)
     return Continuation(
         lease=Lease(task=info, token=token, expires_at=expires),
         parent_result=engine.continued_input(spec, outcome.result),

@@ -64,7 +64,8 @@ class Settling:
         self.store = store
         self.now = now
         self._heads: dict[str, tuple[str, bytes] | None] = {}
-        self._advanced: dict[str, list[Any]] = {}  # workflow id -> [state, changes, finished]
+        # workflow id -> [state before, state now, changes, finished at]
+        self._advanced: dict[str, list[Any]] = {}
         self._limits: frozenset[tuple[str, str]] | None = None
         self._paused: dict[str, bool] = {}
 
@@ -79,20 +80,29 @@ class Settling:
         state = WorkflowState.SUCCEEDED if finished else WorkflowState.RUNNING
         found = self._advanced.get(workflow_id)
         if found is None:
-            self._advanced[workflow_id] = [state, 1, self.now if finished else None]
+            head = self._heads.get(workflow_id)
+            was = None if head is None else head[0]
+            self._advanced[workflow_id] = [was, state, 1, self.now if finished else None]
         else:
-            found[0], found[1] = state, found[1] + 1
-            found[2] = found[2] if found[2] is not None else (self.now if finished else None)
+            found[1], found[2] = state, found[2] + 1
+            found[3] = found[3] if found[3] is not None else (self.now if finished else None)
         self._heads[workflow_id] = (state.value, graph)
 
     def flush(self) -> None:
         """Write the workflows' rows advanced so far, and forget the heads read (a change by
         the engine may follow, which reads and writes the rows itself)."""
         if self._advanced:
-            self.store.conn.executemany(
-                workflow_queries()["advance_workflow"],
-                [(wid, s.value, fin, n) for wid, (s, n, fin) in self._advanced.items()],
-            )
+            q = workflow_queries()
+            moved, counted = [], []
+            for wid, (was, state, n, finished) in self._advanced.items():
+                if state.value == was:  # RUNNING still: its state's index entry is left alone
+                    counted.append((wid, n))
+                else:
+                    moved.append((wid, state.value, finished, n))
+            if moved:
+                self.store.conn.executemany(q["advance_workflow"], moved)
+            if counted:
+                self.store.conn.executemany(q["count_changes"], counted)
             self._advanced.clear()
         self._heads.clear()
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, NamedTuple
 
 from conveyor.brokers import workflow_engine as engine
@@ -66,8 +65,7 @@ def lease_siblings(txn: Settling, wanted: Sequence[Wanted]) -> dict[int, Continu
         ):
             expires = now + w.lease_s
             claimed.append((token, expires, now, seq))
-            task = replace(info, state=TaskState.ACTIVE, next_process_at=None)
-            lease = Lease(task=task, token=token, expires_at=expires)
+            lease = Lease(task=info, token=token, expires_at=expires)
             leased[w.position] = Continuation(lease=lease, parent_result=None, prepend=prepend)
         conn.executemany(queries()["claim_task"], claimed)
     return leased
@@ -109,7 +107,7 @@ def _next_members(
         if state.fetchone() != (StepState.ENQUEUED.value,):
             break
         try:
-            info = rows.task_info(row)
+            info = rows.task_info(row, leased=True)
         except rows.UndecodableRowError:
             break  # the claim archives it
         found.append((row[rows.SEQ], info, spec.prepend))

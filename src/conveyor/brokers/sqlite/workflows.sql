@@ -152,6 +152,12 @@ UPDATE workflow_steps SET state = ? WHERE workflow_id = ? AND idx = ?;
 UPDATE workflows SET state = ?2, version = version + ?4, finished_at = COALESCE(?3, finished_at)
 WHERE id = ?1;
 
+-- name: count_changes
+-- A number of changes that left the workflow's state as it was: the state is not assigned, so
+-- its index entry (workflows_by_state) is not rewritten.
+-- Params: id, how many changes
+UPDATE workflows SET version = version + ?2 WHERE id = ?1;
+
 -- name: succeed_enqueued_step
 -- A step's success over its ENQUEUED record (no row changed: it is not ENQUEUED).
 -- Params: result, workflow id, index
