@@ -2,7 +2,8 @@
 
 Called in the settlement's transaction once the step's dependents are stored PENDING: the first
 one that may continue (:func:`~conveyor.brokers.workflow_engine.continuation`) is made ACTIVE
-under a fresh fencing token, as a claim would make it, when its queue is not paused and no rate
+under a fresh fencing token, as a claim would make it (its info built from its message, as it
+was just stored from it, not read back), when its queue is not paused and no rate
 or concurrency limit names its type or queue (those stay with the claim, which keeps their
 counts). Anything else leaves the step PENDING for any worker to claim.
 """
@@ -13,10 +14,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from conveyor.brokers import workflow_engine as engine
-from conveyor.brokers.sqlite import rows
 from conveyor.brokers.sqlite.queries import queries
 from conveyor.brokers.workflows import Continuation, StepOutcome, parse_step_task_id
-from conveyor.message import Lease, TaskMessage, TaskState
+from conveyor.message import Lease, TaskInfo, TaskMessage, TaskState, to_datetime
 
 if TYPE_CHECKING:
     from conveyor.brokers.sqlite.workflow_settle import Settling
@@ -40,13 +40,16 @@ def lease_next(
     m, conn, q = spec.message, txn.store.conn, queries()
     if txn.refuses(m.queue, m.type):
         return None
-    row = conn.execute(q["get_task"], (m.queue, m.id)).fetchone()
-    if row is None or row[rows.STATE] != TaskState.PENDING.value:
-        return None
     token = conn.execute(q["mint_tokens"], (1,)).fetchone()[0]
     expires = txn.now + outcome.continue_lease_s
-    conn.execute(q["claim_task"], (token, expires, txn.now, row[rows.SEQ]))
-    info = rows.task_info(row, leased=True)
+    # Stored from ``m`` by this transaction a moment ago: its info is the message's, ACTIVE.
+    args = (token, expires, txn.now, m.queue, m.id)
+    if conn.execute(q["claim_pending_by_id"], args).rowcount != 1:
+        return None
+    enqueued = to_datetime(txn.now)
+    info = TaskInfo.from_message(
+        m, state=TaskState.ACTIVE, enqueued_at=enqueued, next_process_at=None
+    )
     return Continuation(
         lease=Lease(task=info, token=token, expires_at=expires),
         parent_result=engine.continued_input(spec, outcome.result),
