@@ -183,10 +183,10 @@ def _complete(
         store.conn.execute(q["release_task_lock"], (seq,))
     # Stored while the completing task still exists, so a successor reusing its id conflicts.
     if successors and exact:
-        store._insert(successors, now, owner=(lease.task.queue, lease.task.id))
+        store._insert(successors, now, owner=(lease.task.queue, lease.task.id), infos=False)
     elif successors:
         try:
-            store._insert_fast(successors, now)
+            store._insert_fast(successors, now, infos=False)
         except (store_module._Conflict, sqlite3.IntegrityError):
             raise _Redo from None
     if retention_s > 0:
@@ -231,7 +231,7 @@ def _settle_one(
         args = (outcome.error, now, task.queue, task.id, lease.token)
         if store.conn.execute(queries()["archive_leased"], args).rowcount != 1:
             raise LeaseLostError(task_id=task.id, queue=task.queue)
-        store._insert(messages, now, owner=None)
+        store._insert(messages, now, owner=None, infos=False)
     if changed is not None:
         write_change(store, changed[0], changed[2], now)
         if step is not None and outcome.succeeded:

@@ -92,7 +92,7 @@ def fail_step(store: Store, task_id: str, error: str, now: float) -> None:
     found = change_for(store, task_id, StepOutcome(succeeded=False, error=error))
     if found is not None:
         rec, graph, change = found
-        store._insert(change.messages(graph), now, owner=None)
+        store._insert(change.messages(graph), now, owner=None, infos=False)
         write_change(store, rec, change, now)
 
 
@@ -122,7 +122,7 @@ def create_workflow_in(store: Store, workflow: NewWorkflow, now: float) -> None:
     schedule's fire calls it too). Raises before writing anything when its id is taken."""
     if store.conn.execute(_q()["get_state"], (workflow.id,)).fetchone() is not None:
         raise TaskIdConflictError(f"workflow {workflow.id!r} already exists")
-    store._insert(workflow.first, now, owner=None)
+    store._insert(workflow.first, now, owner=None, infos=False)
     store.conn.execute(
         _q()["insert_workflow"],
         (workflow.id, WorkflowState.PENDING.value, now, workflow.retention_s),
