@@ -115,10 +115,10 @@ class Settling:
         """Whether a claim could not hand over a task of ``task_type`` on ``queue`` as is:
         the queue is paused, or a rate or concurrency limit names the type or the queue (those
         stay with the claim, which keeps their counts)."""
-        conn, q = self.store.conn, queries()
-        if self._limits is None:
-            found = conn.execute(limits.queries()["all_claim_limits"]).fetchall()
-            self._limits = frozenset((r[0], r[1]) for r in found)
+        if self._limits is None:  # every limit, and whether this queue is paused: one read
+            found = self.store.conn.execute(workflow_queries()["claim_limits"], (queue,))
+            self._limits = frozenset((r[0], r[1]) for r in found.fetchall())
+            self._paused[queue] = ("paused", queue) in self._limits
         if self._limits and (
             ("queue", queue) in self._limits
             or ("type", task_type) in self._limits
@@ -126,9 +126,16 @@ class Settling:
         ):
             return True
         if queue not in self._paused:
-            row = conn.execute(q["queue_paused"], (queue,)).fetchone()
+            row = self.store.conn.execute(queries()["queue_paused"], (queue,)).fetchone()
             self._paused[queue] = row is not None and bool(row[0])
         return self._paused[queue]
+
+    def no_concurrency_limit(self) -> bool:
+        """Whether no concurrency limit is set, as read by :meth:`refuses` (``False`` when it
+        did not run: unknown)."""
+        return self._limits is not None and not any(
+            kind in ("type", "queue") for kind, _ in self._limits
+        )
 
 
 def write_change(store: Store, old: WorkflowRecord, change: engine.Change, now: float) -> None:
@@ -316,14 +323,16 @@ def settle_many(store: Store, items: Sequence[tuple[Lease, StepOutcome]]) -> lis
 
 def _settle(store: Store, items: Sequence[tuple[Lease, StepOutcome]], exact: bool) -> list[Settled]:
     with store.write() as now:
-        outcomes, wake = _apply(Settling(store, now), items, exact)
+        txn = Settling(store, now)
+        outcomes, wake = _apply(txn, items, exact)
         counts: Counter[tuple[str, bool]] = Counter()  # the day's and minute's totals, once
         for (lease, outcome), applied in zip(items, outcomes, strict=True):
             if applied is not False and not isinstance(applied, Exception):
                 counts[(lease.task.queue, not outcome.succeeded)] += 1
         store._count(counts, now)
         # A freed slot under a concurrency limit may let another task start.
-        wake = wake or limits.slots_watched(store.conn, {lease.task.queue for lease, _ in items})
+        if not wake and not txn.no_concurrency_limit():
+            wake = limits.slots_watched(store.conn, {lease.task.queue for lease, _ in items})
     if wake:
         store.notify_ready()
     return outcomes

@@ -169,3 +169,13 @@ WHERE workflow_id = ?2 AND idx = ?3 AND state = 'enqueued';
 -- Params: id
 SELECT id, state, NULL, created_at, finished_at, error, failed_task, retention_s, version
 FROM workflows WHERE id = ?;
+
+-- name: claim_limits
+-- What an eager continuation checks, in one read: every rate limit ('rate', type), every
+-- concurrency limit ('type' or 'queue', name), and ('paused', queue) when that queue is paused.
+-- Params: queue
+SELECT 'rate', type FROM rate_limits
+UNION ALL
+SELECT kind, name FROM concurrency_limits
+UNION ALL
+SELECT 'paused', name FROM queues WHERE name = ?1 AND paused;
