@@ -109,6 +109,12 @@ def advance(
     dependents, errbacks = plan
     ready: list[TaskMessage] = []
     for j, message, inputs in dependents:
+        if len(inputs) == 1:  # checked and marked in one statement
+            first, last = inputs[0]
+            check = (workflow_id, j, first, last)
+            if conn.execute(q["enqueue_if_ready"], check).rowcount == 1:
+                ready.append(message)
+            continue
         state = conn.execute(q["get_step_state"], (workflow_id, j)).fetchone()
         if state is None or state[0] != StepState.WAITING.value:
             continue

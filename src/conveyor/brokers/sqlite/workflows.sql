@@ -179,3 +179,14 @@ UNION ALL
 SELECT kind, name FROM concurrency_limits
 UNION ALL
 SELECT 'paused', name FROM queues WHERE name = ?1 AND paused;
+
+-- name: enqueue_if_ready
+-- Mark a WAITING step ENQUEUED when every step of indices first..last (its inputs) has
+-- succeeded: one statement for a dependent whose inputs are one range (a chain's next step, a
+-- chord's body). The inputs are checked from the last, as in unsucceeded_in_range.
+-- Params: workflow id, index, first, last
+UPDATE workflow_steps SET state = 'enqueued'
+WHERE workflow_id = ?1 AND idx = ?2 AND state = 'waiting'
+  AND (SELECT idx FROM workflow_steps
+       WHERE workflow_id = ?1 AND idx BETWEEN ?3 AND ?4 AND state != 'succeeded'
+       ORDER BY idx DESC LIMIT 1) IS NULL;
