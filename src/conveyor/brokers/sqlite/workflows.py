@@ -4,8 +4,9 @@ A step's completion (lease checked, task completed or deleted), the record of it
 the enqueue of the steps it made ready are one ``BEGIN IMMEDIATE`` transaction, so two chord
 members finishing at once (in two processes) are serialised by SQLite's write lock and the body
 is enqueued by exactly one of them. Recovery that archives a step fails its workflow in the
-recovery's own transaction (:func:`fail_archived_steps`, called from ``Store``).
-Tables and queries: ``workflows.sql``.
+recovery's own transaction (:func:`fail_archived_steps`, called from ``Store``). Settlements
+(and the steps they hand over to the settling worker): :mod:`.workflow_settle`. Tables and
+queries: ``workflows.sql``.
 """
 
 from __future__ import annotations
