@@ -9,6 +9,8 @@ clock jumps past every lease and recovery runs), and re-runs archived steps, on 
 with a clock it can move (memory, an SQLite file). After every step the broker's workflow must
 match the model: each step's state, the workflow's state, and which tasks exist; and no step's
 task is ever enqueued twice while the one before is live (the chord body s4 in particular).
+On SQLite a second workflow, ``chord([m0 (error callback e1), m2, m3], body 4)``, runs the same
+rules: there a member's success may also be handed a member waiting to be claimed.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from conveyor import StepState, WorkflowState, chain, group, signature
+from conveyor import StepState, WorkflowState, chain, chord, group, signature
 from conveyor.brokers.protocol import Broker
 from conveyor.brokers.workflows import Continuation, StepOutcome, WorkflowBroker
 from conveyor.errors import LeaseLostError
@@ -59,6 +61,18 @@ class Clock:
 
 class WorkflowModel(RuleBasedStateMachine):
     movable_clock = True  # Redis keeps server time: no crash rule there
+    # The workflow: what each main step waits for, the error callbacks, the main steps.
+    deps: dict[int, set[int]] = DEPS
+    errback: dict[int, int] = ERRBACK
+    main: tuple[int, ...] = MAIN
+    # Whether a member's success may be handed a waiting member (SQLite's eager continuation
+    # to the next member of a chord or group).
+    hands_over_members = False
+
+    def canvas(self) -> Any:
+        s = signature("step", max_retry=MAX_RETRY)
+        err = signature("err", immutable=True, max_retry=MAX_RETRY)
+        return chain(s, group(s.link_error(err), s), s)
 
     def __init__(self) -> None:
         super().__init__()
@@ -69,11 +83,7 @@ class WorkflowModel(RuleBasedStateMachine):
         store = self.broker
         assert isinstance(store, WorkflowBroker)
         self.store = store
-        s = signature("step", max_retry=MAX_RETRY)
-        canvas = chain(
-            s, group(s.link_error(signature("err", immutable=True, max_retry=MAX_RETRY)), s), s
-        )
-        new = compile_workflow(canvas, _build, retention_s=3600)
+        new = compile_workflow(self.canvas(), _build, retention_s=3600)
         self.run(self.store.create_workflow(new))
         self.workflow_id = new.id
         self.ids = [m["id"] for m in json.loads(new.graph)["steps"]]
@@ -81,7 +91,9 @@ class WorkflowModel(RuleBasedStateMachine):
         # step re-run by the inspector stays failed in its workflow until it succeeds: 'r'
         # (its task waiting) and 'R' (active)
         self.state = {i: "w" for i in range(5)}
-        self.state[0] = "q"
+        for i in self.main:
+            if not self.deps[i]:
+                self.state[i] = "q"
         self.retried = dict.fromkeys(range(5), 0)
         self.token: dict[int, int] = {}
         self.wf = WorkflowState.PENDING
@@ -104,31 +116,31 @@ class WorkflowModel(RuleBasedStateMachine):
     # -- the model's rules ---------------------------------------------------------------------
 
     def _enqueue_ready(self) -> None:
-        for j in MAIN:
-            if self.state[j] == "w" and all(self.state[d] == "s" for d in DEPS[j]):
+        for j in self.main:
+            if self.state[j] == "w" and all(self.state[d] == "s" for d in self.deps[j]):
                 self.state[j] = "q"
 
     def _succeeded(self, i: int) -> None:
         was_failed = self.state[i] == "R"
         self.state[i] = "s"
-        if i not in MAIN:
+        if i not in self.main:
             return
         if self.wf is WorkflowState.FAILED and was_failed:
             # A step re-run but not yet succeeded ("r", "R") is still failed in its workflow.
-            if not any(self.state[j] in "frR" for j in MAIN):
+            if not any(self.state[j] in "frR" for j in self.main):
                 self.wf = WorkflowState.RUNNING
         elif self.wf is WorkflowState.PENDING:
             self.wf = WorkflowState.RUNNING
         if self.wf is WorkflowState.RUNNING:
             self._enqueue_ready()
-            if all(self.state[j] == "s" for j in MAIN):
+            if all(self.state[j] == "s" for j in self.main):
                 self.wf = WorkflowState.SUCCEEDED
 
     def _failed(self, i: int) -> None:
         self.state[i] = "f"
-        if i in MAIN and self.wf in (WorkflowState.PENDING, WorkflowState.RUNNING):
+        if i in self.main and self.wf in (WorkflowState.PENDING, WorkflowState.RUNNING):
             self.wf = WorkflowState.FAILED
-        cb = ERRBACK.get(i)
+        cb = self.errback.get(i)
         if cb is not None and self.state[cb] == "w":
             self.state[cb] = "q"
 
@@ -174,10 +186,14 @@ class WorkflowModel(RuleBasedStateMachine):
                 self.retried[i] += 1
                 self._failed(i)
         if isinstance(settled, Continuation):
-            # Leased as a claim would: one of the steps this success made ready, now active.
+            # Leased as a claim would: one of the steps this success made ready, or a member
+            # waiting to be claimed (it takes no input), now active.
             j = self._index(settled.lease)
-            assert self.state[j] == "q" and j not in waiting, (j, self.state)
+            assert self.state[j] == "q", (j, self.state)
+            member = self.hands_over_members and j in self.main and not self.deps[j]
+            assert j not in waiting or member, (j, self.state)
             assert settled.parent_result in (b"1", None)
+            assert settled.parent_result is None or j not in waiting
             self.state[j] = "a"
             self.token[j] = settled.lease.token
             self.leases.append(settled.lease)
@@ -260,12 +276,36 @@ class MemoryWorkflowModel(WorkflowModel):
 
 
 class SqliteWorkflowModel(WorkflowModel):
-    def open(self) -> Broker:
-        from conveyor.brokers.sqlite import SqliteBroker
+    hands_over_members = True
 
-        folder = Path(tempfile.mkdtemp(prefix="conveyor-wf-model-"))
-        self.cleanup.append(lambda: shutil.rmtree(folder, ignore_errors=True))
-        return SqliteBroker(folder / "broker.db", clock=self.clock)
+    def open(self) -> Broker:
+        return open_sqlite(self.clock, self.cleanup)
+
+
+def open_sqlite(clock: Clock, cleanup: list[Callable[[], None]]) -> Broker:
+    from conveyor.brokers.sqlite import SqliteBroker
+
+    folder = Path(tempfile.mkdtemp(prefix="conveyor-wf-model-"))
+    cleanup.append(lambda: shutil.rmtree(folder, ignore_errors=True))
+    return SqliteBroker(folder / "broker.db", clock=clock)
+
+
+class SqliteChordModel(WorkflowModel):
+    """``chord([m0 (error callback e1), m2, m3], body 4)``: a member's success may be handed the
+    next waiting member (SQLite), even as members fail, are retried, re-run or crash."""
+
+    hands_over_members = True
+    deps = {0: set(), 2: set(), 3: set(), 4: {0, 2, 3}}
+    errback = {0: 1}
+    main = (0, 2, 3, 4)
+
+    def canvas(self) -> Any:
+        s = signature("step", max_retry=MAX_RETRY)
+        err = signature("err", immutable=True, max_retry=MAX_RETRY)
+        return chord([s.link_error(err), s, s], s)
+
+    def open(self) -> Broker:
+        return open_sqlite(self.clock, self.cleanup)
 
 
 class RedisWorkflowModel(WorkflowModel):
@@ -286,6 +326,7 @@ SETTINGS = settings(
 
 TestMemoryWorkflowModel = SETTINGS(MemoryWorkflowModel).TestCase
 TestSqliteWorkflowModel = SETTINGS(SqliteWorkflowModel).TestCase
+TestSqliteChordModel = SETTINGS(SqliteChordModel).TestCase
 
 
 @pytest.mark.usefixtures("_redis_up")

@@ -245,6 +245,7 @@ class SqliteBroker(
             clock=lambda: self.clock(),
             on_ready=self._notify_ready,
             on_commit=self._checkpointer.committed if wal else lambda: None,
+            busy_timeout_s=self.busy_timeout_s,
         )
         return self._store
 

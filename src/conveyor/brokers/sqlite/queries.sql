@@ -90,6 +90,13 @@ UPDATE tasks
 SET state = 'active', token = ?, lease_expires_at = ?, since = ?
 WHERE seq = ?;
 
+-- name: claim_pending_by_id
+-- Make one PENDING task, named by queue and id, ACTIVE with a lease and its fencing token.
+-- Params: token, lease_expires_at, now, queue, id
+UPDATE tasks
+SET state = 'active', token = ?, lease_expires_at = ?, since = ?
+WHERE queue = ? AND id = ? AND state = 'pending';
+
 -- name: archive_undecodable
 -- Archive a stored task that cannot be decoded, with the reason. An unknown encoding becomes
 -- 'bytes' so the archived row can be listed and inspected; the raw payload is kept untouched.

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from conveyor.message import Encoding, TaskInfo, TaskState, to_datetime
+from conveyor.message import Encoding, TaskInfo, TaskState, _new_task_info, to_datetime
 
 # Positions of the "task columns" selected by queries.sql (see the header of that file).
 SEQ, QUEUE, ID, TYPE, STATE, PAYLOAD, ENCODING, MAX_RETRY, RETRIED, TOKEN = range(10)
@@ -81,8 +81,9 @@ def _enum_value(row: Row, column: int, kind: type[TaskState] | type[Encoding], w
         raise UndecodableRowError(f"unknown {what} {row[column]!r:.40}") from None
 
 
-def task_info(row: Row) -> TaskInfo:
-    """Decode one row of task columns.
+def task_info(row: Row, *, leased: bool = False) -> TaskInfo:
+    """Decode one row of task columns; ``leased``: as the claim that is making it ACTIVE
+    returns it (state ACTIVE, no next process time).
 
     Raises:
         UndecodableRowError: with a short reason, when the state or encoding is unknown, or a
@@ -92,31 +93,34 @@ def task_info(row: Row) -> TaskInfo:
     state: TaskState = _enum_value(row, STATE, TaskState, "state")
     encoding: Encoding = _enum_value(row, ENCODING, Encoding, "encoding")
     try:
-        return _decoded(row, state, encoding)
+        if leased:
+            return _decoded(row, TaskState.ACTIVE, encoding, None)
+        return _decoded(row, state, encoding, row[READY_AT] if state in WAITING else None)
     except (ValueError, OverflowError, TypeError) as exc:
         raise UndecodableRowError(f"bad time or duration ({exc})") from None
 
 
-def _decoded(row: Row, state: TaskState, encoding: Encoding) -> TaskInfo:
+def _decoded(row: Row, state: TaskState, encoding: Encoding, ready_at: float | None) -> TaskInfo:
     timeout_s = row[TIMEOUT_S]
-    return TaskInfo(
-        id=row[ID],
-        queue=row[QUEUE],
-        type=row[TYPE],
-        state=state,
-        raw_payload=row[PAYLOAD],
-        encoding=encoding,
-        max_retry=row[MAX_RETRY],
-        retried=row[RETRIED],
-        last_error=row[LAST_ERROR],
-        last_failed_at=to_datetime(row[LAST_FAILED_AT]),
-        timeout=None if timeout_s is None else timedelta(seconds=timeout_s),
-        deadline=to_datetime(row[DEADLINE]),
-        next_process_at=to_datetime(row[READY_AT]) if state in WAITING else None,
-        enqueued_at=to_datetime(row[ENQUEUED_AT]),
-        completed_at=to_datetime(row[COMPLETED_AT]),
-        raw_result=row[RESULT],
-        retention=timedelta(seconds=row[RETENTION_S]),
-        unique_key=row[UNIQUE_KEY],
-        raw_headers=row[HEADERS],
+    # Positional, in field order, without the dataclass __init__ (see message._new_task_info).
+    return _new_task_info(
+        row[ID],
+        row[QUEUE],
+        row[TYPE],
+        state,
+        row[PAYLOAD],
+        encoding,
+        row[MAX_RETRY],
+        row[RETRIED],
+        row[LAST_ERROR],
+        to_datetime(row[LAST_FAILED_AT]),
+        None if timeout_s is None else timedelta(seconds=timeout_s),
+        to_datetime(row[DEADLINE]),
+        to_datetime(ready_at),
+        to_datetime(row[ENQUEUED_AT]),
+        to_datetime(row[COMPLETED_AT]),
+        row[RESULT],
+        timedelta(seconds=row[RETENTION_S]),
+        row[UNIQUE_KEY],
+        row[HEADERS],
     )

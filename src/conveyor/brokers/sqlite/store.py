@@ -24,6 +24,7 @@ from conveyor.brokers.protocol import (
 )
 from conveyor.brokers.sqlite import limits, results, rows, throughput, workflows
 from conveyor.brokers.sqlite.headers import store_headers
+from conveyor.brokers.sqlite.locking import begin_immediate
 from conveyor.brokers.sqlite.queries import queries
 from conveyor.errors import (
     BrokerError,
@@ -68,6 +69,7 @@ class Store:
         clock: the broker clock (seconds since the epoch), read once per transaction.
         on_ready: called after a commit that may have made a task ready to claim now.
         on_commit: called after every committed write transaction (nudges the checkpointer).
+        busy_timeout_s: how long a write transaction waits for the write lock held elsewhere.
     """
 
     def __init__(
@@ -77,8 +79,10 @@ class Store:
         clock: Callable[[], float],
         on_ready: Callable[[], None],
         on_commit: Callable[[], None] = lambda: None,
+        busy_timeout_s: float = 5.0,
     ) -> None:
         self.conn = conn
+        self._busy_timeout_s = busy_timeout_s
         self._on_commit = on_commit
         self._clock = clock
         self.notify_ready = on_ready
@@ -89,7 +93,7 @@ class Store:
     @contextlib.contextmanager
     def write(self) -> Iterator[float]:
         """A write transaction; yields the broker clock read once, after the lock is held."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        begin_immediate(self.conn, self._busy_timeout_s)
         try:
             yield self._clock()
             self.conn.execute("COMMIT")
@@ -204,12 +208,18 @@ class Store:
         return outcomes
 
     def _insert(
-        self, messages: Sequence[TaskMessage], now: float, owner: tuple[str, str] | None
+        self,
+        messages: Sequence[TaskMessage],
+        now: float,
+        owner: tuple[str, str] | None,
+        *,
+        infos: bool = True,
     ) -> list[TaskInfo]:
-        """Insert messages inside the current transaction, or raise the exact enqueue error."""
+        """Insert messages inside the current transaction, or raise the exact enqueue error;
+        their infos (none unless ``infos``: a workflow's steps, a completion's successors)."""
         self.conn.execute("SAVEPOINT enqueue")
         try:
-            infos = self._insert_fast(messages, now)
+            stored = self._insert_fast(messages, now, infos=infos)
             if owner is None:  # queue limits apply to enqueues, not to a completion's successors
                 limits.admit(self.conn, messages, now)
         except (_Conflict, sqlite3.IntegrityError):
@@ -222,12 +232,14 @@ class Store:
             self.conn.execute("RELEASE enqueue")
             raise
         self.conn.execute("RELEASE enqueue")
-        return infos
+        return stored
 
-    def _insert_fast(self, messages: Sequence[TaskMessage], now: float) -> list[TaskInfo]:
+    def _insert_fast(
+        self, messages: Sequence[TaskMessage], now: float, *, infos: bool = True
+    ) -> list[TaskInfo]:
         if len({(m.queue, m.id) for m in messages}) != len(messages):
             raise _Conflict
-        infos: list[TaskInfo] = []
+        stored: list[TaskInfo] = []
         params = []
         at_now = to_datetime(now)  # shared by every immediate task: one conversion per batch
         for m in messages:
@@ -242,8 +254,9 @@ class Store:
                 (m.queue, m.id, m.type, state.value, m.payload, m.encoding.value, m.max_retry,
                  m.timeout_s, m.deadline, m.retention_s, m.unique_key, now, ready_at, now)
             )  # fmt: skip
-            ready = at_now if ready_at == now else to_datetime(ready_at)
-            infos.append(_new_info(m, state, at_now, ready))
+            if infos:
+                ready = at_now if ready_at == now else to_datetime(ready_at)
+                stored.append(_new_info(m, state, at_now, ready))
         self.conn.executemany(Q["insert_task"], params)
         store_headers(self.conn, messages)
         for m in messages:
@@ -258,7 +271,7 @@ class Store:
         self.conn.executemany(
             Q["add_queue"], [(q,) for q in dict.fromkeys(m.queue for m in messages)]
         )
-        return infos
+        return stored
 
     def _check_new(
         self, messages: Sequence[TaskMessage], now: float, owner: tuple[str, str] | None
@@ -450,7 +463,7 @@ class Store:
             if has_unique_key:
                 self.conn.execute(Q["release_task_lock"], (seq,))
             if c.successors:
-                self._insert(c.successors, now, owner=(task.queue, task.id))
+                self._insert(c.successors, now, owner=(task.queue, task.id), infos=False)
         except BaseException:
             self.conn.execute("ROLLBACK TO completion")
             self.conn.execute("RELEASE completion")

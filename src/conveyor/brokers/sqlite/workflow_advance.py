@@ -22,9 +22,10 @@ from conveyor.message import TaskMessage
 if TYPE_CHECKING:
     from conveyor.brokers.sqlite.store import Store
 
-__all__ = ["advance", "graph_of"]
+__all__ = ["LIVE", "Advanced", "advance", "graph_of"]
 
-_LIVE = (WorkflowState.PENDING.value, WorkflowState.RUNNING.value)
+LIVE = (WorkflowState.PENDING.value, WorkflowState.RUNNING.value)
+"""The states (stored values) of a workflow whose steps may still advance it."""
 
 
 # Graphs never change once stored: the ones used lately are kept parsed, by workflow id and
@@ -62,9 +63,8 @@ def _dependent(graph_data: bytes, index: int) -> _Dependent:
 
 @functools.lru_cache(maxsize=256)
 def _errbacks(graph_data: bytes) -> str:
-    """The JSON list of the graph's error callbacks' indices."""
-    steps = engine.parse_graph(graph_data).steps
-    return json.dumps([s.index for s in steps if s.trigger is not None])
+    """The JSON list of the graph's error callbacks' indices (without making its steps)."""
+    return json.dumps(list(engine.parse_graph(graph_data).error_callbacks))
 
 
 def _plan(graph_data: bytes, index: int) -> tuple[list[_Dependent], str] | None:
@@ -84,7 +84,8 @@ def _plan(graph_data: bytes, index: int) -> tuple[list[_Dependent], str] | None:
 class Advanced(NamedTuple):
     """What a step's common success did: the messages of the dependents it made ready (the
     caller enqueues them with the step's completion), whether it finished the workflow, and
-    the workflow's graph (JSON)."""
+    the workflow's graph (JSON). The caller writes the workflow's row (state RUNNING, or
+    SUCCEEDED when finished, one more change)."""
 
     ready: list[TaskMessage]
     finished: bool
@@ -92,22 +93,28 @@ class Advanced(NamedTuple):
 
 
 def advance(
-    store: Store, q: dict[str, str], workflow_id: str, index: int, result: bytes, now: float
+    store: Store, q: dict[str, str], graph: bytes, workflow_id: str, index: int, result: bytes
 ) -> Advanced | None:
-    """Record step ``index``'s success inside the current transaction (see :class:`Advanced`);
-    ``None``, writing nothing, when it is not the common case."""
+    """Record step ``index``'s success inside the current transaction (see :class:`Advanced`),
+    its workflow being live with ``graph``; ``None``, writing nothing, when it is not the
+    common case."""
     conn = store.conn
-    head = graph_of(store, q, workflow_id)
-    if head is None or head[0] not in _LIVE:
+    plan = _plan(graph, index)
+    if plan is None:
         return None
-    plan = _plan(head[1], index)
-    own = conn.execute(q["get_step_state"], (workflow_id, index)).fetchone()
-    if plan is None or own is None or own[0] != StepState.ENQUEUED.value:
+    # Written only over ENQUEUED: a step already settled, or failed, takes the engine's path.
+    args = (result, workflow_id, index)
+    if conn.execute(q["succeed_enqueued_step"], args).rowcount != 1:
         return None
     dependents, errbacks = plan
-    conn.execute(q["update_step"], (StepState.SUCCEEDED.value, result, None, workflow_id, index))
     ready: list[TaskMessage] = []
     for j, message, inputs in dependents:
+        if len(inputs) == 1:  # checked and marked in one statement
+            first, last = inputs[0]
+            check = (workflow_id, j, first, last)
+            if conn.execute(q["enqueue_if_ready"], check).rowcount == 1:
+                ready.append(message)
+            continue
         state = conn.execute(q["get_step_state"], (workflow_id, j)).fetchone()
         if state is None or state[0] != StepState.WAITING.value:
             continue
@@ -123,6 +130,4 @@ def advance(
         not dependents
         and conn.execute(q["unsucceeded_main"], (workflow_id, errbacks)).fetchone() is None
     )
-    state = WorkflowState.SUCCEEDED if done else WorkflowState.RUNNING
-    conn.execute(q["advance_workflow"], (workflow_id, state.value, now if done else None))
-    return Advanced(ready, done, head[1])
+    return Advanced(ready, done, graph)

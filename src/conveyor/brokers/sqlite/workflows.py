@@ -4,8 +4,9 @@ A step's completion (lease checked, task completed or deleted), the record of it
 the enqueue of the steps it made ready are one ``BEGIN IMMEDIATE`` transaction, so two chord
 members finishing at once (in two processes) are serialised by SQLite's write lock and the body
 is enqueued by exactly one of them. Recovery that archives a step fails its workflow in the
-recovery's own transaction (:func:`fail_archived_steps`, called from ``Store``).
-Tables and queries: ``workflows.sql``.
+recovery's own transaction (:func:`fail_archived_steps`, called from ``Store``). Settlements
+(and the steps they hand over to the settling worker): :mod:`.workflow_settle`. Tables and
+queries: ``workflows.sql``.
 """
 
 from __future__ import annotations
@@ -13,21 +14,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
 from conveyor.brokers import workflow_engine as engine
 from conveyor.brokers.combiner import Combiner, PerLoop
-from conveyor.brokers.sqlite import limits
-from conveyor.brokers.sqlite.queries import queries
-from conveyor.brokers.sqlite.workflow_advance import advance
-from conveyor.brokers.sqlite.workflow_continue import lease_next
 from conveyor.brokers.sqlite.workflow_reads import Step as _Step
 from conveyor.brokers.sqlite.workflow_reads import load_record as _load
 from conveyor.brokers.sqlite.workflow_reads import load_steps as _load_steps
 from conveyor.brokers.sqlite.workflow_reads import workflow_queries as _q
+from conveyor.brokers.sqlite.workflow_settle import change_for, settle_many, write_change
 from conveyor.brokers.workflows import (
     FINISHED,
     Continuation,
@@ -39,12 +36,10 @@ from conveyor.brokers.workflows import (
     parse_step_task_id,
 )
 from conveyor.errors import (
-    DuplicateTaskError,
-    LeaseLostError,
     TaskIdConflictError,
     WorkflowNotFoundError,
 )
-from conveyor.message import Completion, Lease, TaskMessage, to_datetime
+from conveyor.message import Lease, to_datetime
 
 if TYPE_CHECKING:
     import sqlite3
@@ -86,39 +81,6 @@ def _move_graphs(conn: sqlite3.Connection) -> None:
         raise
 
 
-def _write(store: Store, old: WorkflowRecord, change: engine.Change, now: float) -> None:
-    rec = change.record
-    finished = None if change.reopened else (now if change.finished else _finished_s(old))
-    store.conn.execute(
-        _q()["update_workflow"],
-        (rec.state.value, rec.error, rec.failed_task, finished, rec.version, rec.id),
-    )
-    store.conn.executemany(
-        _q()["update_step"],
-        [
-            (new.state.value, new.result, new.error, rec.id, i)
-            for i, (before, new) in enumerate(zip(old.steps, rec.steps, strict=True))
-            if before != new
-        ],
-    )
-
-
-def _finished_s(rec: WorkflowRecord) -> float | None:
-    return None if rec.finished_at is None else rec.finished_at.timestamp()
-
-
-def _change_for(
-    store: Store, task_id: str, outcome: StepOutcome
-) -> tuple[WorkflowRecord, engine.Graph, engine.Change] | None:
-    step = parse_step_task_id(task_id)
-    rec = None if step is None else _load(store, step[0], results=False)
-    if step is None or rec is None or step[1] >= len(rec.steps):
-        return None
-    graph = engine.parse_graph(rec.graph)
-    change = engine.settle(graph, rec, step[1], outcome)
-    return None if change is None else (rec, graph, change)
-
-
 def fail_archived_steps(store: Store, now: float) -> None:
     """Fail the workflows of steps archived in the current transaction at ``now`` (recovery)."""
     found = store.conn.execute(_q()["archived_steps"], (now, now)).fetchall()
@@ -128,97 +90,11 @@ def fail_archived_steps(store: Store, now: float) -> None:
 
 def fail_step(store: Store, task_id: str, error: str, now: float) -> None:
     """If ``task_id`` is a workflow step just archived: fail its workflow (same transaction)."""
-    found = _change_for(store, task_id, StepOutcome(succeeded=False, error=error))
+    found = change_for(store, task_id, StepOutcome(succeeded=False, error=error))
     if found is not None:
         rec, graph, change = found
-        store._insert(change.messages(graph), now, owner=None)
-        _write(store, rec, change, now)
-
-
-def _settle_one(
-    store: Store, lease: Lease, outcome: StepOutcome, now: float
-) -> tuple[bool | Continuation, bool]:
-    """One step's settlement inside the current transaction (the caller counts it in the
-    day's totals): whether it was applied (``False`` for a lost lease; the next step when it
-    was leased to the caller, an eager continuation), and whether waiters must be woken after
-    the commit (it enqueued steps nobody holds, finished its workflow, or ended a task someone
-    waits on)."""
-    task = lease.task
-    leased = store.conn.execute(
-        queries()["find_leased"], (task.queue, task.id, lease.token)
-    ).fetchone()
-    if leased is None:
-        return False, False
-    step = parse_step_task_id(task.id)
-    if outcome.succeeded and step is not None:
-        adv = advance(store, _q(), step[0], step[1], outcome.result, now)
-        if adv is not None:  # the common case, written without reading the whole workflow
-            completion = Completion(lease=lease, result=outcome.result, successors=tuple(adv.ready))
-            store._complete_one(completion, now)
-            settled = _continue(store, adv.graph, step[1], adv.ready, outcome, now)
-            unheld = len(adv.ready) - isinstance(settled, Continuation)
-            return settled, unheld > 0 or adv.finished or store._waited(task)
-    found = _change_for(store, task.id, outcome)
-    messages = () if found is None else tuple(found[2].messages(found[1]))
-    if outcome.succeeded:
-        completion = Completion(lease=lease, result=outcome.result, successors=messages)
-        store._complete_one(completion, now)
-    else:
-        args = (outcome.error, now, task.queue, task.id, lease.token)
-        if store.conn.execute(queries()["archive_leased"], args).rowcount != 1:
-            raise LeaseLostError(task_id=task.id, queue=task.queue)
-        store._insert(messages, now, owner=None)
-    if found is not None:
-        _write(store, found[0], found[2], now)
-        if step is not None and outcome.succeeded:
-            return _continue(store, found[0].graph, step[1], messages, outcome, now), True
-    return True, True
-
-
-def _continue(
-    store: Store,
-    graph: bytes,
-    index: int,
-    ready: Sequence[TaskMessage],
-    outcome: StepOutcome,
-    now: float,
-) -> bool | Continuation:
-    """The settled step's continuation when the caller asked for one and it may be leased."""
-    if not (outcome.continue_on and ready):
-        return True
-    return lease_next(store, graph, index, ready, outcome, now) or True
-
-
-def _settle_many(
-    store: Store, items: Sequence[tuple[Lease, StepOutcome]]
-) -> list[bool | Continuation | Exception]:
-    """Several settlements in one transaction (one commit, one fsync), each all or nothing on
-    its own (a savepoint): steps finishing together in one worker share the commit, as its
-    plain completions do. Waiters (idle workers, ``wait_workflow``) are woken only when one
-    of them made work ready that it does not hold or finished its workflow: a chord's members
-    mostly do neither, and a chain's step hands its successor to its own worker."""
-    outcomes: list[bool | Continuation | Exception] = []
-    wake = False
-    counts: Counter[tuple[str, bool]] = Counter()  # the day's and minute's totals, once
-    with store.write() as now:
-        for lease, outcome in items:
-            store.conn.execute("SAVEPOINT settle")
-            try:
-                applied, woken = _settle_one(store, lease, outcome, now)
-                outcomes.append(applied)
-                wake = wake or woken
-                if applied is not False:
-                    counts[(lease.task.queue, not outcome.succeeded)] += 1
-            except (TaskIdConflictError, DuplicateTaskError, LeaseLostError) as exc:
-                store.conn.execute("ROLLBACK TO settle")
-                outcomes.append(exc)
-            store.conn.execute("RELEASE settle")
-        store._count(counts, now)
-        # A freed slot under a concurrency limit may let another task start.
-        wake = wake or limits.slots_watched(store.conn, {lease.task.queue for lease, _ in items})
-    if wake:
-        store.notify_ready()
-    return outcomes
+        store._insert(change.messages(graph), now, owner=None, infos=False)
+        write_change(store, rec, change, now)
 
 
 # How many steps' inputs, read with their claim, may wait for their load_step: more are
@@ -247,7 +123,7 @@ def create_workflow_in(store: Store, workflow: NewWorkflow, now: float) -> None:
     schedule's fire calls it too). Raises before writing anything when its id is taken."""
     if store.conn.execute(_q()["get_state"], (workflow.id,)).fetchone() is not None:
         raise TaskIdConflictError(f"workflow {workflow.id!r} already exists")
-    store._insert(workflow.first, now, owner=None)
+    store._insert(workflow.first, now, owner=None, infos=False)
     store.conn.execute(
         _q()["insert_workflow"],
         (workflow.id, WorkflowState.PENDING.value, now, workflow.retention_s),
@@ -271,7 +147,7 @@ def _cancel(store: Store, workflow_id: str) -> bool:
         change = engine.cancel(rec)
         if change is None:
             return False
-        _write(store, rec, change, now)
+        write_change(store, rec, change, now)
     store.notify_ready()
     return True
 
@@ -372,7 +248,7 @@ class SqliteWorkflows:
         async def run(
             items: Sequence[tuple[Lease, StepOutcome]],
         ) -> list[bool | Continuation | Exception]:
-            return await self._run(lambda s: _settle_many(s, items))
+            return await self._run(lambda s: settle_many(s, items))
 
         return PerLoop(lambda: Combiner(run))
 

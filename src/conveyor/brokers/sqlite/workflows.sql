@@ -147,12 +147,46 @@ WHERE workflow_id = ?1 AND state != 'succeeded'
 UPDATE workflow_steps SET state = ? WHERE workflow_id = ? AND idx = ?;
 
 -- name: advance_workflow
--- Params: id, state, finished_at (NULL: unchanged)
-UPDATE workflows SET state = ?2, version = version + 1, finished_at = COALESCE(?3, finished_at)
+-- The row after a number of changes made by its steps' common successes.
+-- Params: id, state, finished_at (NULL: unchanged), how many changes
+UPDATE workflows SET state = ?2, version = version + ?4, finished_at = COALESCE(?3, finished_at)
 WHERE id = ?1;
+
+-- name: count_changes
+-- A number of changes that left the workflow's state as it was: the state is not assigned, so
+-- its index entry (workflows_by_state) is not rewritten.
+-- Params: id, how many changes
+UPDATE workflows SET version = version + ?2 WHERE id = ?1;
+
+-- name: succeed_enqueued_step
+-- A step's success over its ENQUEUED record (no row changed: it is not ENQUEUED).
+-- Params: result, workflow id, index
+UPDATE workflow_steps SET state = 'succeeded', result = ?1, error = NULL
+WHERE workflow_id = ?2 AND idx = ?3 AND state = 'enqueued';
 
 -- name: get_workflow_bare
 -- get_workflow without the graph (the caller holds it).
 -- Params: id
 SELECT id, state, NULL, created_at, finished_at, error, failed_task, retention_s, version
 FROM workflows WHERE id = ?;
+
+-- name: claim_limits
+-- What an eager continuation checks, in one read: every rate limit ('rate', type), every
+-- concurrency limit ('type' or 'queue', name), and ('paused', queue) when that queue is paused.
+-- Params: queue
+SELECT 'rate', type FROM rate_limits
+UNION ALL
+SELECT kind, name FROM concurrency_limits
+UNION ALL
+SELECT 'paused', name FROM queues WHERE name = ?1 AND paused;
+
+-- name: enqueue_if_ready
+-- Mark a WAITING step ENQUEUED when every step of indices first..last (its inputs) has
+-- succeeded: one statement for a dependent whose inputs are one range (a chain's next step, a
+-- chord's body). The inputs are checked from the last, as in unsucceeded_in_range.
+-- Params: workflow id, index, first, last
+UPDATE workflow_steps SET state = 'enqueued'
+WHERE workflow_id = ?1 AND idx = ?2 AND state = 'waiting'
+  AND (SELECT idx FROM workflow_steps
+       WHERE workflow_id = ?1 AND idx BETWEEN ?3 AND ?4 AND state != 'succeeded'
+       ORDER BY idx DESC LIMIT 1) IS NULL;
