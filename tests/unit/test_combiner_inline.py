@@ -132,3 +132,19 @@ async def test_aclose_waits_for_a_batch_sent_from_a_callers_task() -> None:
     run.open(0)
     await closing
     assert call.done() and call.result() == 10
+
+
+@pytest.mark.parametrize("inline", [False, True])
+def test_a_combiner_serves_one_event_loop_after_another(inline: bool) -> None:
+    """A broker's combiner (not kept per loop) driven by one loop, then another."""
+
+    async def double(items: Sequence[int]) -> list[int | Exception]:
+        return [i * 2 for i in items]
+
+    combiner: Combiner[int, int] = Combiner(double, gather_turns=1, inline=inline)
+
+    async def calls() -> list[int]:
+        return await asyncio.gather(combiner(1), combiner(2))
+
+    assert asyncio.run(calls()) == [2, 4]
+    assert asyncio.run(calls()) == [2, 4]

@@ -74,7 +74,6 @@ class Combiner(Generic[In, Out]):
         self._busy = False
         self._waiting: list[tuple[In, asyncio.Future[Out]]] = []
         self._flushers: set[asyncio.Task[None]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._on_idle: list[asyncio.Future[None]] = []  # aclose() waiting for idle (inline)
 
     @property
@@ -85,10 +84,7 @@ class Combiner(Generic[In, Out]):
     async def __call__(self, item: In) -> Out:
         """Submit one call and wait for its own outcome."""
         if self._busy or self._gather_turns:
-            loop = self._loop
-            if loop is None:
-                loop = self._loop = asyncio.get_running_loop()
-            future: asyncio.Future[Out] = loop.create_future()
+            future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
             self._waiting.append((item, future))
             if not self._busy:
                 self._busy = True
