@@ -90,3 +90,24 @@ def test_a_stopped_thread_refuses_inline_calls_too() -> None:
             loop.run(thread.run(lambda: None))
     finally:
         loop.close()
+
+
+async def test_idle_holds_the_lock_only_when_nothing_runs_or_waits() -> None:
+    thread = DatabaseThread("test-db-thread")
+    with thread.idle() as free:
+        assert free
+        assert thread.lock.locked()
+    assert not thread.lock.locked()
+    started, release = threading.Event(), threading.Event()
+    job = asyncio.ensure_future(thread.run(lambda: (started.set(), release.wait())))
+    await asyncio.sleep(0)  # the job is queued
+    assert await asyncio.to_thread(started.wait, 5.0)
+    with thread.idle() as free:
+        assert not free  # a job runs
+    release.set()
+    await job
+    with thread.idle() as free:
+        assert free
+    thread.stop()
+    with pytest.raises(RuntimeError), thread.idle():
+        pass

@@ -6,6 +6,8 @@ with settlements that arrive together), so what shares a transaction is determin
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from conveyor.brokers.sqlite.workflow_settle import Settled, settle_many
 from conveyor.brokers.workflows import Continuation, StepOutcome, StepState, step_task_id
 from conveyor.errors import TaskIdConflictError
 from conveyor.message import Lease, TaskMessage, TaskState
+from support import eventually
 
 ASK = frozenset({"default"})
 
@@ -140,3 +143,28 @@ async def test_a_task_due_before_the_next_member_is_left_to_the_claim(
     assert await settle(broker, [(lease, success(ask=True))]) == [True]
     claimed = await broker.claim(["default"], limit=1, lease_s=30)
     assert [le.task.id for le in claimed] == ["late"]
+
+
+async def test_a_lone_settlement_runs_at_once_or_waits_for_a_lock_held_elsewhere(
+    broker: SqliteBroker,
+) -> None:
+    app = make_app(broker)
+    add = app.tasks["add"]
+    info = await app.aenqueue_workflow(chain(add.s(1, 1), add.s(2), add.s(3)))
+    [first] = await broker.claim(["default"], limit=5, lease_s=30)
+    # The database thread is idle and the lock free: settled in this thread.
+    settled = await broker.settle_step(first, success(b"2", ask=True))
+    assert isinstance(settled, Continuation)
+    assert settled.lease.task.id == step_task_id(info.id, 1)
+    # Another connection holds the write lock: the settlement waits on the database thread.
+    holder = sqlite3.connect(broker.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    pending = asyncio.ensure_future(broker.settle_step(settled.lease, success(b"4", ask=True)))
+    await eventually(lambda: asyncio.to_thread(broker._thread.lock.locked))  # on the thread
+    holder.execute("ROLLBACK")
+    holder.close()
+    last = await pending
+    assert isinstance(last, Continuation)
+    assert await broker.settle_step(last.lease, success(b"7")) is True
+    rec = await broker.load_workflow(info.id)
+    assert rec.state is WorkflowState.SUCCEEDED

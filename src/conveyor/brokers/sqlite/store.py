@@ -91,9 +91,13 @@ class Store:
     # -- transactions --------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[float]:
-        """A write transaction; yields the broker clock read once, after the lock is held."""
-        begin_immediate(self.conn, self._busy_timeout_s)
+    def write(self, *, wait: bool = True) -> Iterator[float]:
+        """A write transaction; yields the broker clock read once, after the lock is held.
+
+        Raises:
+            LockBusy: ``wait`` is false and another connection holds the write lock.
+        """
+        begin_immediate(self.conn, self._busy_timeout_s, wait=wait)
         try:
             yield self._clock()
             self.conn.execute("COMMIT")

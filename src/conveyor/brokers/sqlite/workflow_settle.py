@@ -309,20 +309,28 @@ def _lease_siblings(
             outcomes[i] = continued
 
 
-def settle_many(store: Store, items: Sequence[tuple[Lease, StepOutcome]]) -> list[Settled]:
+def settle_many(
+    store: Store, items: Sequence[tuple[Lease, StepOutcome]], *, wait: bool = True
+) -> list[Settled]:
     """Several settlements in one transaction (one commit, one fsync), each all or nothing on
     its own: steps finishing together in one worker share the commit, as its plain
     completions do. Waiters (idle workers, ``wait_workflow``) are woken only when one of them
     made work ready that it does not hold or finished its workflow: a chord's members mostly
-    do neither, and a chain's step hands its successor to its own worker."""
+    do neither, and a chain's step hands its successor to its own worker.
+
+    Raises:
+        LockBusy: ``wait`` is false and the write lock was held elsewhere; nothing was applied.
+    """
     try:
-        return _settle(store, items, exact=False)
+        return _settle(store, items, exact=False, wait=wait)
     except _Redo:
-        return _settle(store, items, exact=True)
+        return _settle(store, items, exact=True, wait=wait)
 
 
-def _settle(store: Store, items: Sequence[tuple[Lease, StepOutcome]], exact: bool) -> list[Settled]:
-    with store.write() as now:
+def _settle(
+    store: Store, items: Sequence[tuple[Lease, StepOutcome]], *, exact: bool, wait: bool
+) -> list[Settled]:
+    with store.write(wait=wait) as now:
         txn = Settling(store, now)
         outcomes, wake = _apply(txn, items, exact)
         counts: Counter[tuple[str, bool]] = Counter()  # the day's and minute's totals, once

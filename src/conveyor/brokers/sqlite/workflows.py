@@ -177,6 +177,9 @@ class SqliteWorkflows:
         _closed: bool
 
         async def _run(self, operation: Callable[[Store], T]) -> T: ...
+        async def _run_at_once(
+            self, at_once: Callable[[Store], T], operation: Callable[[Store], T]
+        ) -> T: ...
         def _register_waiter(
             self,
         ) -> contextlib.AbstractContextManager[asyncio.Future[None]]: ...
@@ -248,6 +251,10 @@ class SqliteWorkflows:
         async def run(
             items: Sequence[tuple[Lease, StepOutcome]],
         ) -> list[bool | Continuation | Exception]:
+            if len(items) == 1:  # a lone settlement (a chain's step) need not wait its turn
+                return await self._run_at_once(
+                    lambda s: settle_many(s, items, wait=False), lambda s: settle_many(s, items)
+                )
             return await self._run(lambda s: settle_many(s, items))
 
         return PerLoop(lambda: Combiner(run))
