@@ -145,26 +145,36 @@ async def test_a_task_due_before_the_next_member_is_left_to_the_claim(
     assert [le.task.id for le in claimed] == ["late"]
 
 
-async def test_a_lone_settlement_runs_at_once_or_waits_for_a_lock_held_elsewhere(
-    broker: SqliteBroker,
+async def test_a_continued_chain_step_settles_at_once_unless_the_lock_is_held_elsewhere(
+    broker: SqliteBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = make_app(broker)
     add = app.tasks["add"]
     info = await app.aenqueue_workflow(chain(add.s(1, 1), add.s(2), add.s(3)))
     [first] = await broker.claim(["default"], limit=5, lease_s=30)
-    # The database thread is idle and the lock free: settled in this thread.
-    settled = await broker.settle_step(first, success(b"2", ask=True))
+    on_thread: list[object] = []
+    run = broker._thread.run
+
+    async def counted(fn: Any, **kwargs: Any) -> Any:
+        on_thread.append(fn)
+        return await run(fn, **kwargs)
+
+    monkeypatch.setattr(broker._thread, "run", counted)
+    settled = await broker.settle_step(first, success(b"2", ask=True))  # claimed: the thread's
     assert isinstance(settled, Continuation)
     assert settled.lease.task.id == step_task_id(info.id, 1)
-    # Another connection holds the write lock: the settlement waits on the database thread.
+    assert len(on_thread) == 1
+    # Another connection holds the write lock: the continued step waits on the database thread.
     holder = sqlite3.connect(broker.path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     pending = asyncio.ensure_future(broker.settle_step(settled.lease, success(b"4", ask=True)))
-    await eventually(lambda: asyncio.to_thread(broker._thread.lock.locked))  # on the thread
+    await eventually(lambda: asyncio.to_thread(lambda: len(on_thread) == 2))
     holder.execute("ROLLBACK")
     holder.close()
     last = await pending
     assert isinstance(last, Continuation)
+    # The lock is free and the thread idle: settled in this thread, without a hand-off.
     assert await broker.settle_step(last.lease, success(b"7")) is True
+    assert len(on_thread) == 2
     rec = await broker.load_workflow(info.id)
     assert rec.state is WorkflowState.SUCCEEDED

@@ -279,6 +279,15 @@ class SqliteBroker(
                         pass
         return await self._run(operation)
 
+    def _chained(self, token: int) -> bool:
+        """Whether the lease of ``token`` is a chain's step leased by its parent's settlement
+        (forgets it: a lease is settled once)."""
+        store = self._store
+        if store is None or token not in store.chained:
+            return False
+        store.chained.discard(token)
+        return True
+
     def _run_blocking(self, operation: Callable[[Store], T]) -> T:
         with self._open_only():
             return self._thread.call(lambda: self._call(operation))

@@ -87,6 +87,11 @@ class Store:
         self._clock = clock
         self.notify_ready = on_ready
         """Wake waiters here and in other processes (call after the commit, never inside)."""
+        self.chained: set[int] = set()
+        """Fencing tokens of chain steps leased by their parent's settlement (an eager
+        continuation) and not settled since: their settlements run at once when they can (see
+        :meth:`SqliteBroker._run_at_once`). Read from the event loop's thread too (a set's
+        ``in`` and ``add`` are atomic); cleared should lost leases pile up."""
 
     # -- transactions --------------------------------------------------------------------------
 

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 __all__ = ["lease_next"]
 
+_CHAINED_KEPT = 4096
+
 
 def lease_next(
     txn: Settling,
@@ -46,6 +48,9 @@ def lease_next(
     args = (token, expires, txn.now, m.queue, m.id)
     if conn.execute(q["claim_pending_by_id"], args).rowcount != 1:
         return None
+    if len(txn.store.chained) >= _CHAINED_KEPT:  # leases lost, never settled here
+        txn.store.chained.clear()
+    txn.store.chained.add(token)
     enqueued = to_datetime(txn.now)
     info = TaskInfo.from_message(
         m, state=TaskState.ACTIVE, enqueued_at=enqueued, next_process_at=None

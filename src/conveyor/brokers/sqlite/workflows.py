@@ -177,6 +177,7 @@ class SqliteWorkflows:
         _closed: bool
 
         async def _run(self, operation: Callable[[Store], T]) -> T: ...
+        def _chained(self, token: int) -> bool: ...
         async def _run_at_once(
             self, at_once: Callable[[Store], T], operation: Callable[[Store], T]
         ) -> T: ...
@@ -251,7 +252,10 @@ class SqliteWorkflows:
         async def run(
             items: Sequence[tuple[Lease, StepOutcome]],
         ) -> list[bool | Continuation | Exception]:
-            if len(items) == 1:  # a lone settlement (a chain's step) need not wait its turn
+            # A chain's step continued from its parent, settled alone, need not wait its turn:
+            # nothing else of its chain can share the transaction. (Chord members settled one
+            # at a time here would share fewer transactions: they take the thread.)
+            if len(items) == 1 and self._chained(items[0][0].token):
                 return await self._run_at_once(
                     lambda s: settle_many(s, items, wait=False), lambda s: settle_many(s, items)
                 )
