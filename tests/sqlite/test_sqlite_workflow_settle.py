@@ -164,6 +164,14 @@ async def test_a_continued_chain_step_settles_at_once_unless_the_lock_is_held_el
     assert isinstance(settled, Continuation)
     assert settled.lease.task.id == step_task_id(info.id, 1)
     assert len(on_thread) == 1
+    # Stored ACTIVE under the continuation's lease, as a claim would have left it.
+    with sqlite3.connect(broker.path) as reader:
+        row = reader.execute(
+            "SELECT state, token, lease_expires_at, since FROM tasks WHERE id = ?",
+            (settled.lease.task.id,),
+        ).fetchone()
+    assert row[:3] == ("active", settled.lease.token, settled.lease.expires_at)
+    assert row[3] is not None
     # Another connection holds the write lock: the continued step waits on the database thread.
     holder = sqlite3.connect(broker.path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")

@@ -57,6 +57,11 @@ def _ready_order(row: rows.Row) -> tuple[float, int]:
     return row[rows.READY_AT], row[rows.SEQ]
 
 
+Leased = tuple[str, str, int, float]
+"""A new task stored ACTIVE under a lease, as a claim would leave it: its id, queue, fencing
+token and lease expiry (broker clock)."""
+
+
 class _Conflict(Exception):
     """An optimistic insert hit a constraint; the exact check names the error to raise."""
 
@@ -223,12 +228,14 @@ class Store:
         owner: tuple[str, str] | None,
         *,
         infos: bool = True,
+        leased: Leased | None = None,
     ) -> list[TaskInfo]:
         """Insert messages inside the current transaction, or raise the exact enqueue error;
-        their infos (none unless ``infos``: a workflow's steps, a completion's successors)."""
+        their infos (none unless ``infos``: a workflow's steps, a completion's successors).
+        The message ``leased`` names is stored ACTIVE under that lease (see :data:`Leased`)."""
         self.conn.execute("SAVEPOINT enqueue")
         try:
-            stored = self._insert_fast(messages, now, infos=infos)
+            stored = self._insert_fast(messages, now, infos=infos, leased=leased)
             if owner is None:  # queue limits apply to enqueues, not to a completion's successors
                 limits.admit(self.conn, messages, now)
         except (_Conflict, sqlite3.IntegrityError):
@@ -244,7 +251,12 @@ class Store:
         return stored
 
     def _insert_fast(
-        self, messages: Sequence[TaskMessage], now: float, *, infos: bool = True
+        self,
+        messages: Sequence[TaskMessage],
+        now: float,
+        *,
+        infos: bool = True,
+        leased: Leased | None = None,
     ) -> list[TaskInfo]:
         if len({(m.queue, m.id) for m in messages}) != len(messages):
             raise _Conflict
@@ -252,6 +264,15 @@ class Store:
         params = []
         at_now = to_datetime(now)  # shared by every immediate task: one conversion per batch
         for m in messages:
+            if leased is not None and m.id == leased[0] and m.queue == leased[1]:
+                # Never scheduled (a continued step runs now), and its info is the caller's.
+                self.conn.execute(
+                    Q["insert_leased_task"],
+                    (m.queue, m.id, m.type, m.payload, m.encoding.value, m.max_retry,
+                     m.timeout_s, m.deadline, m.retention_s, m.unique_key, now, now, now,
+                     leased[2], leased[3]),
+                )  # fmt: skip
+                continue
             due = m.process_at
             if due is None and m.process_in_s is not None:
                 due = now + m.process_in_s
