@@ -92,22 +92,20 @@ def test_a_stopped_thread_refuses_inline_calls_too() -> None:
         loop.close()
 
 
-async def test_idle_holds_the_lock_only_when_nothing_runs_or_waits() -> None:
+async def test_acquire_idle_takes_the_lock_only_when_nothing_runs_or_waits() -> None:
     thread = DatabaseThread("test-db-thread")
-    with thread.idle() as free:
-        assert free
-        assert thread.lock.locked()
-    assert not thread.lock.locked()
+    assert thread.acquire_idle()
+    assert thread.lock.locked()
+    thread.lock.release()
     started, release = threading.Event(), threading.Event()
     job = asyncio.ensure_future(thread.run(lambda: (started.set(), release.wait())))
     await asyncio.sleep(0)  # the job is queued
     assert await asyncio.to_thread(started.wait, 5.0)
-    with thread.idle() as free:
-        assert not free  # a job runs
+    assert not thread.acquire_idle()  # a job runs
     release.set()
     await job
-    with thread.idle() as free:
-        assert free
+    assert thread.acquire_idle()
+    thread.lock.release()
     thread.stop()
-    with pytest.raises(RuntimeError), thread.idle():
-        pass
+    assert not thread.acquire_idle()
+    assert not thread.lock.locked()

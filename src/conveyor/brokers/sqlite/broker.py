@@ -271,13 +271,15 @@ class SqliteBroker(
         chain's step waits on both). Only with ``synchronous=normal``, whose commits do not
         wait for the disk (but for the rare sync of the WAL's first frame after a checkpoint)."""
         if self._store is not None and self.synchronous is Synchronous.NORMAL:
-            with self._open_only(), self._thread.idle() as free:
-                if free:
-                    try:
-                        return self._call(at_once)
-                    except LockBusy:
-                        pass
-        return await self._run(operation)
+            thread = self._thread
+            if not self._closed and thread.acquire_idle():
+                try:
+                    return self._call(at_once)
+                except LockBusy:
+                    pass
+                finally:
+                    thread.lock.release()
+        return await self._run(operation)  # refuses a closed broker
 
     def _chained(self, token: int) -> bool:
         """Whether the lease of ``token`` is a chain's step leased by its parent's settlement

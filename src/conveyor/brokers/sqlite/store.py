@@ -44,7 +44,14 @@ Q = queries()
 
 def utc_day(ts: float) -> str:
     """The UTC calendar day (YYYY-MM-DD) of a broker timestamp: the key of the daily totals."""
-    return datetime.fromtimestamp(ts, UTC).date().isoformat()
+    global _last_day
+    day, last = int(ts // 86400), _last_day  # UTC days are 86,400 s long in POSIX time
+    if day != last[0]:  # every transaction asks; the day changes once a day
+        last = _last_day = (day, datetime.fromtimestamp(ts, UTC).date().isoformat())
+    return last[1]
+
+
+_last_day: tuple[int, str] = (-(2**62), "")  # the day last named (one tuple: read atomically)
 
 
 def _new_info(

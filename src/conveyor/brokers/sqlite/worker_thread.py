@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from conveyor.private_loop import caller_may_block
@@ -83,29 +83,17 @@ class DatabaseThread:
             self._jobs.put((loop, future, fn, exclusive))
         return await future
 
-    def idle(self) -> contextlib.AbstractContextManager[bool]:
-        """Hold :attr:`lock` if it is free and no job is queued (yields ``True``; otherwise
-        ``False``, holding nothing): the caller may then use the connection in its own thread
-        without waiting behind anyone. A job taken off the queue just now runs after it.
-
-        Raises:
-            RuntimeError: the thread was stopped.
-        """
-        return self._idle()
-
-    @contextlib.contextmanager
-    def _idle(self) -> Iterator[bool]:
+    def acquire_idle(self) -> bool:
+        """Take :attr:`lock` if it is free and no job is queued (the caller releases it), so
+        that the caller may use the connection in its own thread without waiting behind anyone;
+        ``False``, taking nothing, otherwise or once the thread was stopped. A job taken off
+        the queue just now runs after the caller."""
+        if self._stopped or not self._jobs.empty() or not self._busy.acquire(blocking=False):
+            return False
         if self._stopped:
-            raise RuntimeError("database thread stopped")
-        if not self._jobs.empty() or not self._busy.acquire(blocking=False):
-            yield False
-            return
-        try:
-            if self._stopped:
-                raise RuntimeError("database thread stopped")
-            yield True
-        finally:
             self._busy.release()
+            return False
+        return True
 
     def call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` in the calling thread, holding :attr:`lock` (blocks until it is free).
