@@ -118,8 +118,11 @@ class SqliteBroker(
     in WAL mode (readers never block the writer), writers wait up to ``busy_timeout_s`` for the
     lock, and every claim is one ``BEGIN IMMEDIATE`` transaction, so a task is never claimed
     twice. Each broker runs its SQLite work on one dedicated thread, so the event loop never
-    blocks on disk; synchronous callers (:meth:`enqueue_blocking`, the sync facades) run theirs
-    in their own thread instead, under the same lock. WAL checkpoints run on a background
+    waits for a lock or for the disk. One short transaction is the exception: a chain's
+    continued step is settled in the event loop's thread when the database thread is idle and
+    the write lock free (with ``synchronous=normal``, whose commits do not fsync). Synchronous
+    callers (:meth:`enqueue_blocking`, the sync facades) run their calls in their own thread,
+    under the same lock. WAL checkpoints run on a background
     thread (see :mod:`conveyor.brokers.sqlite.checkpoint`). An idle waiter is woken within
     milliseconds across processes by a datagram on a Unix socket in ``<db>.wake/``, with a 50 ms
     poll as fallback.
