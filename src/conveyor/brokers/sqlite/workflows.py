@@ -242,7 +242,20 @@ class SqliteWorkflows:
 
     async def settle_step(self, lease: Lease, outcome: StepOutcome) -> bool | Continuation:
         """Complete or archive the step's task and advance its workflow, in one transaction
-        (shared with the settlements that arrive while one is being written)."""
+        (shared with the settlements that arrive while one is being written).
+
+        A chain's step continued from its parent is settled alone, at once when it can be
+        (:meth:`SqliteBroker._run_at_once`): nothing else of its chain can share the
+        transaction. (Chord members settled one at a time instead of together would cost more
+        transactions: they go through the combiner.)"""
+        if self._chained(lease.token):
+            items = [(lease, outcome)]
+            [settled] = await self._run_at_once(
+                lambda s: settle_many(s, items, wait=False), lambda s: settle_many(s, items)
+            )
+            if isinstance(settled, Exception):
+                raise settled
+            return settled
         return await self._settle_combiners.get()((lease, outcome))
 
     @functools.cached_property
@@ -252,13 +265,6 @@ class SqliteWorkflows:
         async def run(
             items: Sequence[tuple[Lease, StepOutcome]],
         ) -> list[bool | Continuation | Exception]:
-            # A chain's step continued from its parent, settled alone, need not wait its turn:
-            # nothing else of its chain can share the transaction. (Chord members settled one
-            # at a time here would share fewer transactions: they take the thread.)
-            if len(items) == 1 and self._chained(items[0][0].token):
-                return await self._run_at_once(
-                    lambda s: settle_many(s, items, wait=False), lambda s: settle_many(s, items)
-                )
             return await self._run(lambda s: settle_many(s, items))
 
         return PerLoop(lambda: Combiner(run))
