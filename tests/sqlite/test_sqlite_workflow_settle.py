@@ -186,3 +186,22 @@ async def test_a_continued_chain_step_settles_at_once_unless_the_lock_is_held_el
     assert len(on_thread) == 2
     rec = await broker.load_workflow(info.id)
     assert rec.state is WorkflowState.SUCCEEDED
+
+
+async def test_a_continued_chain_step_settled_at_once_gets_its_own_refusal(
+    broker: SqliteBroker,
+) -> None:
+    app = make_app(broker)
+    add = app.tasks["add"]
+    info = await app.aenqueue_workflow(chain(add.s(1, 1), add.s(2), add.s(3)))
+    [first] = await broker.claim(["default"], limit=5, lease_s=30)
+    settled = await broker.settle_step(first, success(b"2", ask=True))
+    assert isinstance(settled, Continuation)
+    taken = step_task_id(info.id, 2)  # the next step's id, taken by another task
+    await broker.enqueue([TaskMessage(id=taken, type="other", payload=b"null")])
+    with pytest.raises(TaskIdConflictError):
+        await broker.settle_step(settled.lease, success(b"4", ask=True))
+    # Nothing of it was applied: the step is still held under its lease.
+    assert (await broker.get_task("default", settled.lease.task.id)).state is TaskState.ACTIVE
+    rec = await broker.load_workflow(info.id)
+    assert rec.steps[1].state is StepState.ENQUEUED
