@@ -90,3 +90,22 @@ def test_a_stopped_thread_refuses_inline_calls_too() -> None:
             loop.run(thread.run(lambda: None))
     finally:
         loop.close()
+
+
+async def test_acquire_idle_takes_the_lock_only_when_nothing_runs_or_waits() -> None:
+    thread = DatabaseThread("test-db-thread")
+    assert thread.acquire_idle()
+    assert thread.lock.locked()
+    thread.lock.release()
+    started, release = threading.Event(), threading.Event()
+    job = asyncio.ensure_future(thread.run(lambda: (started.set(), release.wait())))
+    await asyncio.sleep(0)  # the job is queued
+    assert await asyncio.to_thread(started.wait, 5.0)
+    assert not thread.acquire_idle()  # a job runs
+    release.set()
+    await job
+    assert thread.acquire_idle()
+    thread.lock.release()
+    thread.stop()
+    assert not thread.acquire_idle()
+    assert not thread.lock.locked()

@@ -57,3 +57,21 @@ def test_a_lock_held_past_the_timeout_fails_busy(
     assert not waiter.in_transaction
     assert waiter.execute("PRAGMA busy_timeout").fetchone() == (10,)
     holder.execute("ROLLBACK")
+
+
+def test_a_caller_that_will_not_wait_is_refused_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    holder, waiter = _connect(tmp_path / "db"), _connect(tmp_path / "db")
+    holder.execute("BEGIN IMMEDIATE")
+    pauses: list[float] = []
+    monkeypatch.setattr(locking.time, "sleep", pauses.append)
+    with pytest.raises(locking.LockBusy):
+        locking.begin_immediate(waiter, busy_timeout_s=5.0, wait=False)
+    assert pauses == []
+    assert not waiter.in_transaction
+    assert waiter.execute("PRAGMA busy_timeout").fetchone() == (5000,)
+    holder.execute("ROLLBACK")
+    locking.begin_immediate(waiter, busy_timeout_s=5.0, wait=False)  # a free lock is taken
+    assert waiter.in_transaction
+    waiter.execute("ROLLBACK")

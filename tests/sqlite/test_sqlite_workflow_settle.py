@@ -6,6 +6,8 @@ with settlements that arrive together), so what shares a transaction is determin
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from conveyor.brokers.sqlite.workflow_settle import Settled, settle_many
 from conveyor.brokers.workflows import Continuation, StepOutcome, StepState, step_task_id
 from conveyor.errors import TaskIdConflictError
 from conveyor.message import Lease, TaskMessage, TaskState
+from support import eventually
 
 ASK = frozenset({"default"})
 
@@ -140,3 +143,65 @@ async def test_a_task_due_before_the_next_member_is_left_to_the_claim(
     assert await settle(broker, [(lease, success(ask=True))]) == [True]
     claimed = await broker.claim(["default"], limit=1, lease_s=30)
     assert [le.task.id for le in claimed] == ["late"]
+
+
+async def test_a_continued_chain_step_settles_at_once_unless_the_lock_is_held_elsewhere(
+    broker: SqliteBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(broker)
+    add = app.tasks["add"]
+    info = await app.aenqueue_workflow(chain(add.s(1, 1), add.s(2), add.s(3)))
+    [first] = await broker.claim(["default"], limit=5, lease_s=30)
+    on_thread: list[object] = []
+    run = broker._thread.run
+
+    async def counted(fn: Any, **kwargs: Any) -> Any:
+        on_thread.append(fn)
+        return await run(fn, **kwargs)
+
+    monkeypatch.setattr(broker._thread, "run", counted)
+    settled = await broker.settle_step(first, success(b"2", ask=True))  # claimed: the thread's
+    assert isinstance(settled, Continuation)
+    assert settled.lease.task.id == step_task_id(info.id, 1)
+    assert len(on_thread) == 1
+    # Stored ACTIVE under the continuation's lease, as a claim would have left it.
+    with sqlite3.connect(broker.path) as reader:
+        row = reader.execute(
+            "SELECT state, token, lease_expires_at, since FROM tasks WHERE id = ?",
+            (settled.lease.task.id,),
+        ).fetchone()
+    assert row[:3] == ("active", settled.lease.token, settled.lease.expires_at)
+    assert row[3] is not None
+    # Another connection holds the write lock: the continued step waits on the database thread.
+    holder = sqlite3.connect(broker.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    pending = asyncio.ensure_future(broker.settle_step(settled.lease, success(b"4", ask=True)))
+    await eventually(lambda: asyncio.to_thread(lambda: len(on_thread) == 2))
+    holder.execute("ROLLBACK")
+    holder.close()
+    last = await pending
+    assert isinstance(last, Continuation)
+    # The lock is free and the thread idle: settled in this thread, without a hand-off.
+    assert await broker.settle_step(last.lease, success(b"7")) is True
+    assert len(on_thread) == 2
+    rec = await broker.load_workflow(info.id)
+    assert rec.state is WorkflowState.SUCCEEDED
+
+
+async def test_a_continued_chain_step_settled_at_once_gets_its_own_refusal(
+    broker: SqliteBroker,
+) -> None:
+    app = make_app(broker)
+    add = app.tasks["add"]
+    info = await app.aenqueue_workflow(chain(add.s(1, 1), add.s(2), add.s(3)))
+    [first] = await broker.claim(["default"], limit=5, lease_s=30)
+    settled = await broker.settle_step(first, success(b"2", ask=True))
+    assert isinstance(settled, Continuation)
+    taken = step_task_id(info.id, 2)  # the next step's id, taken by another task
+    await broker.enqueue([TaskMessage(id=taken, type="other", payload=b"null")])
+    with pytest.raises(TaskIdConflictError):
+        await broker.settle_step(settled.lease, success(b"4", ask=True))
+    # Nothing of it was applied: the step is still held under its lease.
+    assert (await broker.get_task("default", settled.lease.task.id)).state is TaskState.ACTIVE
+    rec = await broker.load_workflow(info.id)
+    assert rec.steps[1].state is StepState.ENQUEUED

@@ -29,6 +29,7 @@ from conveyor.brokers.sqlite.connection import (
 )
 from conveyor.brokers.sqlite.history import SqliteHistory
 from conveyor.brokers.sqlite.limits import SqliteLimits
+from conveyor.brokers.sqlite.locking import LockBusy
 from conveyor.brokers.sqlite.progress import SqliteProgress
 from conveyor.brokers.sqlite.results import SqliteResults
 from conveyor.brokers.sqlite.schedules import SqliteSchedules
@@ -117,8 +118,11 @@ class SqliteBroker(
     in WAL mode (readers never block the writer), writers wait up to ``busy_timeout_s`` for the
     lock, and every claim is one ``BEGIN IMMEDIATE`` transaction, so a task is never claimed
     twice. Each broker runs its SQLite work on one dedicated thread, so the event loop never
-    blocks on disk; synchronous callers (:meth:`enqueue_blocking`, the sync facades) run theirs
-    in their own thread instead, under the same lock. WAL checkpoints run on a background
+    waits for a lock or for the disk. One short transaction is the exception: a chain's
+    continued step is settled in the event loop's thread when the database thread is idle and
+    the write lock free (with ``synchronous=normal``, whose commits do not fsync). Synchronous
+    callers (:meth:`enqueue_blocking`, the sync facades) run their calls in their own thread,
+    under the same lock. WAL checkpoints run on a background
     thread (see :mod:`conveyor.brokers.sqlite.checkpoint`). An idle waiter is woken within
     milliseconds across processes by a datagram on a Unix socket in ``<db>.wake/``, with a 50 ms
     poll as fallback.
@@ -259,6 +263,35 @@ class SqliteBroker(
     async def _run(self, operation: Callable[[Store], T]) -> T:
         with self._open_only():
             return await self._thread.run(lambda: self._call(operation))
+
+    async def _run_at_once(
+        self, at_once: Callable[[Store], T], operation: Callable[[Store], T]
+    ) -> T:
+        """``at_once`` in the calling thread when nothing has to be waited for: the database
+        thread is idle and ``at_once`` finds the write lock free (it raises
+        :class:`~.locking.LockBusy` otherwise, having done nothing); else ``operation`` on the
+        database thread. A short transaction run so spares the two thread hand-offs (a
+        chain's step waits on both). Only with ``synchronous=normal``, whose commits do not
+        wait for the disk (but for the rare sync of the WAL's first frame after a checkpoint)."""
+        if self._store is not None and self.synchronous is Synchronous.NORMAL:
+            thread = self._thread
+            if not self._closed and thread.acquire_idle():
+                try:
+                    return self._call(at_once)
+                except LockBusy:
+                    pass
+                finally:
+                    thread.lock.release()
+        return await self._run(operation)  # refuses a closed broker
+
+    def _chained(self, token: int) -> bool:
+        """Whether the lease of ``token`` is a chain's step leased by its parent's settlement
+        (forgets it: a lease is settled once)."""
+        store = self._store
+        if store is None or token not in store.chained:
+            return False
+        store.chained.discard(token)
+        return True
 
     def _run_blocking(self, operation: Callable[[Store], T]) -> T:
         with self._open_only():

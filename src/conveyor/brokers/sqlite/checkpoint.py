@@ -30,6 +30,9 @@ path.
 * The broker's connection keeps SQLite's automatic checkpoint at :data:`SAFETY_FRAMES`, so the
   WAL stays bounded even if this thread cannot run or keep up (that checkpoint holds no lock).
 * On close it runs a last checkpoint, so a closed broker leaves little WAL behind.
+* The WAL file is fsynced before the lock is taken (:func:`presync`): the checkpoint's own sync
+  of the WAL then has only the commits of that moment left to write, so the lock is held for
+  about half as long.
 
 Checkpoints are SQLite's own crash-safe mechanism whichever connection runs them: a process
 killed in the middle of one leaves a WAL that the next opener recovers, and a killed process's
@@ -40,6 +43,7 @@ setting, so the WAL is fsynced before any page is copied back, as in an automati
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -69,6 +73,24 @@ def copy_back(conn: sqlite3.Connection) -> tuple[int, int, int]:
     return int(busy), int(frames), int(copied)
 
 
+def presync(wal: Path) -> None:
+    """fsync the WAL file, outside the write lock, so that the checkpoint's own sync of it (which
+    SQLite always runs before copying pages back) finds little left to write. Only ever adds a
+    sync: nothing is lost if it fails, or if a commit appends frames after it. The file is opened
+    and closed here: SQLite holds no POSIX lock on the WAL (its locks are on the database file and
+    the ``-shm`` file), so closing this descriptor releases none of them."""
+    try:
+        fd = os.open(wal, os.O_RDONLY)
+    except OSError:  # no WAL (yet, or any more): nothing to sync
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # best effort: the checkpoint syncs the WAL itself
+        logger.debug("fsync of %s failed: %s", wal, exc)
+    finally:
+        os.close(fd)
+
+
 class Checkpointer:
     """One daemon thread checkpointing one database's WAL, nudged by the broker's commits.
 
@@ -89,6 +111,7 @@ class Checkpointer:
     ) -> None:
         self._path = path
         self._synchronous = synchronous
+        self._wal = Path(f"{path}-wal")
         self._name = name
         self._pending = threading.Event()  # set by commits not yet checkpointed
         self._closing = threading.Event()
@@ -161,6 +184,7 @@ class Checkpointer:
 
     def _checkpoint(self, conn: sqlite3.Connection, guard: sqlite3.Connection) -> None:
         """Run one checkpoint under the write lock (``PASSIVE`` never waits for a busy lock)."""
+        presync(self._wal)
         try:
             guard.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:  # writers held the lock too long: the next commit retries

@@ -11,19 +11,24 @@ from __future__ import annotations
 import sqlite3
 import time
 
-__all__ = ["begin_immediate"]
+__all__ = ["LockBusy", "begin_immediate"]
 
 _POLL_FIRST_S = 50e-6
 _POLL_MAX_S = 500e-6
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
-def begin_immediate(conn: sqlite3.Connection, busy_timeout_s: float) -> None:
+class LockBusy(Exception):
+    """The write lock was held elsewhere and the caller asked not to wait for it."""
+
+
+def begin_immediate(conn: sqlite3.Connection, busy_timeout_s: float, *, wait: bool = True) -> None:
     """``BEGIN IMMEDIATE`` on ``conn``, polling for a write lock held elsewhere for up to
     ``busy_timeout_s``. The connection's busy handler is off for this statement only: it is
     set back to ``busy_timeout_s`` before any other runs.
 
     Raises:
+        LockBusy: ``wait`` is false and the lock was held elsewhere (nothing was begun).
         sqlite3.OperationalError: the lock stayed held for ``busy_timeout_s`` (SQLITE_BUSY), or
             another error.
     """
@@ -38,6 +43,8 @@ def begin_immediate(conn: sqlite3.Connection, busy_timeout_s: float) -> None:
             except sqlite3.OperationalError as exc:
                 if exc.sqlite_errorcode & 0xFF not in _BUSY:
                     raise
+                if not wait:
+                    raise LockBusy from None
                 now = time.monotonic()
                 deadline = now + busy_timeout_s if deadline is None else deadline
                 if now >= deadline:

@@ -23,6 +23,16 @@ INSERT INTO tasks (queue, id, type, state, payload, encoding, max_retry, timeout
                    retention_s, unique_key, enqueued_at, ready_at, since)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
+-- name: insert_leased_task
+-- Store one new task already ACTIVE under a lease, as a claim would leave it (a chain's next
+-- step leased in its parent's settlement).
+-- Params: queue, id, type, payload, encoding, max_retry, timeout_s, deadline, retention_s,
+--         unique_key, enqueued_at, ready_at, since, token, lease_expires_at
+INSERT INTO tasks (queue, id, type, state, payload, encoding, max_retry, timeout_s, deadline,
+                   retention_s, unique_key, enqueued_at, ready_at, since, token,
+                   lease_expires_at)
+VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
 -- name: take_unique_lock
 -- Take a unique key, or take over an expired one; returns no row when a live lock holds it.
 -- Params: queue, key, task_id, expires_at, now

@@ -44,7 +44,14 @@ Q = queries()
 
 def utc_day(ts: float) -> str:
     """The UTC calendar day (YYYY-MM-DD) of a broker timestamp: the key of the daily totals."""
-    return datetime.fromtimestamp(ts, UTC).date().isoformat()
+    global _last_day
+    day, last = int(ts // 86400), _last_day  # UTC days are 86,400 s long in POSIX time
+    if day != last[0]:  # every transaction asks; the day changes once a day
+        last = _last_day = (day, datetime.fromtimestamp(ts, UTC).date().isoformat())
+    return last[1]
+
+
+_last_day: tuple[int, str] = (-(2**62), "")  # the day last named (one tuple: read atomically)
 
 
 def _new_info(
@@ -55,6 +62,11 @@ def _new_info(
 
 def _ready_order(row: rows.Row) -> tuple[float, int]:
     return row[rows.READY_AT], row[rows.SEQ]
+
+
+Leased = tuple[str, str, int, float]
+"""A new task stored ACTIVE under a lease, as a claim would leave it: its id, queue, fencing
+token and lease expiry (broker clock)."""
 
 
 class _Conflict(Exception):
@@ -87,13 +99,22 @@ class Store:
         self._clock = clock
         self.notify_ready = on_ready
         """Wake waiters here and in other processes (call after the commit, never inside)."""
+        self.chained: set[int] = set()
+        """Fencing tokens of chain steps leased by their parent's settlement (an eager
+        continuation) and not settled since: their settlements run at once when they can (see
+        :meth:`SqliteBroker._run_at_once`). Read from the event loop's thread too (a set's
+        ``in`` and ``add`` are atomic); cleared should lost leases pile up."""
 
     # -- transactions --------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[float]:
-        """A write transaction; yields the broker clock read once, after the lock is held."""
-        begin_immediate(self.conn, self._busy_timeout_s)
+    def write(self, *, wait: bool = True) -> Iterator[float]:
+        """A write transaction; yields the broker clock read once, after the lock is held.
+
+        Raises:
+            LockBusy: ``wait`` is false and another connection holds the write lock.
+        """
+        begin_immediate(self.conn, self._busy_timeout_s, wait=wait)
         try:
             yield self._clock()
             self.conn.execute("COMMIT")
@@ -214,12 +235,14 @@ class Store:
         owner: tuple[str, str] | None,
         *,
         infos: bool = True,
+        leased: Leased | None = None,
     ) -> list[TaskInfo]:
         """Insert messages inside the current transaction, or raise the exact enqueue error;
-        their infos (none unless ``infos``: a workflow's steps, a completion's successors)."""
+        their infos (none unless ``infos``: a workflow's steps, a completion's successors).
+        The message ``leased`` names is stored ACTIVE under that lease (see :data:`Leased`)."""
         self.conn.execute("SAVEPOINT enqueue")
         try:
-            stored = self._insert_fast(messages, now, infos=infos)
+            stored = self._insert_fast(messages, now, infos=infos, leased=leased)
             if owner is None:  # queue limits apply to enqueues, not to a completion's successors
                 limits.admit(self.conn, messages, now)
         except (_Conflict, sqlite3.IntegrityError):
@@ -235,7 +258,12 @@ class Store:
         return stored
 
     def _insert_fast(
-        self, messages: Sequence[TaskMessage], now: float, *, infos: bool = True
+        self,
+        messages: Sequence[TaskMessage],
+        now: float,
+        *,
+        infos: bool = True,
+        leased: Leased | None = None,
     ) -> list[TaskInfo]:
         if len({(m.queue, m.id) for m in messages}) != len(messages):
             raise _Conflict
@@ -243,6 +271,15 @@ class Store:
         params = []
         at_now = to_datetime(now)  # shared by every immediate task: one conversion per batch
         for m in messages:
+            if leased is not None and m.id == leased[0] and m.queue == leased[1]:
+                # Never scheduled (a continued step runs now), and its info is the caller's.
+                self.conn.execute(
+                    Q["insert_leased_task"],
+                    (m.queue, m.id, m.type, m.payload, m.encoding.value, m.max_retry,
+                     m.timeout_s, m.deadline, m.retention_s, m.unique_key, now, now, now,
+                     leased[2], leased[3]),
+                )  # fmt: skip
+                continue
             due = m.process_at
             if due is None and m.process_in_s is not None:
                 due = now + m.process_in_s

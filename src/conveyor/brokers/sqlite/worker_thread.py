@@ -83,6 +83,18 @@ class DatabaseThread:
             self._jobs.put((loop, future, fn, exclusive))
         return await future
 
+    def acquire_idle(self) -> bool:
+        """Take :attr:`lock` if it is free and no job is queued (the caller releases it), so
+        that the caller may use the connection in its own thread without waiting behind anyone;
+        ``False``, taking nothing, otherwise or once the thread was stopped. A job taken off
+        the queue just now runs after the caller."""
+        if self._stopped or not self._jobs.empty() or not self._busy.acquire(blocking=False):
+            return False
+        if self._stopped:
+            self._busy.release()
+            return False
+        return True
+
     def call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` in the calling thread, holding :attr:`lock` (blocks until it is free).
 

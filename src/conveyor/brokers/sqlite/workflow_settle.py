@@ -9,7 +9,7 @@ transaction is rolled back and the batch applied again, each settlement under a 
 its own, so that one gets its error and the others are committed as if it had not been there.
 
 A settlement asking for an eager continuation (``StepOutcome.continue_on``) gets the chain's
-next step (:func:`~.workflow_continue.lease_next`) or, when it made nothing ready that it may
+next step (:func:`~.workflow_continue.plan_next`) or, when it made nothing ready that it may
 continue with, the next pending member of its own workflow on its queue
 (:func:`~.workflow_siblings.lease_siblings`): leased in the same transaction, as a claim would.
 """
@@ -26,7 +26,7 @@ from conveyor.brokers.sqlite import limits
 from conveyor.brokers.sqlite import store as store_module  # its Store imports this module
 from conveyor.brokers.sqlite.queries import queries
 from conveyor.brokers.sqlite.workflow_advance import LIVE, advance, graph_of
-from conveyor.brokers.sqlite.workflow_continue import lease_next
+from conveyor.brokers.sqlite.workflow_continue import Planned, handed, lease_next, plan_next
 from conveyor.brokers.sqlite.workflow_reads import load_record, workflow_queries
 from conveyor.brokers.sqlite.workflow_siblings import Wanted, lease_siblings
 from conveyor.brokers.workflows import (
@@ -181,19 +181,23 @@ def _complete(
     result: bytes,
     successors: Sequence[TaskMessage],
     exact: bool,
+    planned: Planned | None = None,
 ) -> None:
-    """Complete a step's task and store its successors (the row ``found`` by its lease)."""
+    """Complete a step's task and store its successors (the row ``found`` by its lease), the
+    ``planned`` one ACTIVE under its lease."""
     store, now = txn.store, txn.now
     seq, has_unique_key, retention_s = found
     q = queries()
     if has_unique_key:
         store.conn.execute(q["release_task_lock"], (seq,))
     # Stored while the completing task still exists, so a successor reusing its id conflicts.
+    leased = None if planned is None else planned.leased()
     if successors and exact:
-        store._insert(successors, now, owner=(lease.task.queue, lease.task.id), infos=False)
+        owner = (lease.task.queue, lease.task.id)
+        store._insert(successors, now, owner=owner, infos=False, leased=leased)
     elif successors:
         try:
-            store._insert_fast(successors, now, infos=False)
+            store._insert_fast(successors, now, infos=False, leased=leased)
         except (store_module._Conflict, sqlite3.IntegrityError):
             raise _Redo from None
     if retention_s > 0:
@@ -224,9 +228,10 @@ def _settle_one(
             adv = advance(store, workflow_queries(), head[1], step[0], step[1], outcome.result)
         if adv is not None:  # the common case, written without reading the whole workflow
             txn.advanced(step[0], adv.graph, adv.finished)
-            _complete(txn, found, lease, outcome.result, adv.ready, exact)
-            settled = _continue(txn, adv.graph, step[1], adv.ready, outcome)
-            unheld = len(adv.ready) - isinstance(settled, Continuation)
+            planned = plan_next(txn, adv.graph, step[1], adv.ready, outcome)
+            _complete(txn, found, lease, outcome.result, adv.ready, exact, planned)
+            settled = True if planned is None else handed(txn, planned, outcome)
+            unheld = len(adv.ready) - (planned is not None)
             return settled, unheld > 0 or adv.finished or store._waited(task)
     txn.flush()  # the engine reads the workflow's row as it stands
     changed = change_for(store, task.id, outcome)
@@ -309,20 +314,28 @@ def _lease_siblings(
             outcomes[i] = continued
 
 
-def settle_many(store: Store, items: Sequence[tuple[Lease, StepOutcome]]) -> list[Settled]:
+def settle_many(
+    store: Store, items: Sequence[tuple[Lease, StepOutcome]], *, wait: bool = True
+) -> list[Settled]:
     """Several settlements in one transaction (one commit, one fsync), each all or nothing on
     its own: steps finishing together in one worker share the commit, as its plain
     completions do. Waiters (idle workers, ``wait_workflow``) are woken only when one of them
     made work ready that it does not hold or finished its workflow: a chord's members mostly
-    do neither, and a chain's step hands its successor to its own worker."""
+    do neither, and a chain's step hands its successor to its own worker.
+
+    Raises:
+        LockBusy: ``wait`` is false and the write lock was held elsewhere; nothing was applied.
+    """
     try:
-        return _settle(store, items, exact=False)
+        return _settle(store, items, exact=False, wait=wait)
     except _Redo:
-        return _settle(store, items, exact=True)
+        return _settle(store, items, exact=True, wait=wait)
 
 
-def _settle(store: Store, items: Sequence[tuple[Lease, StepOutcome]], exact: bool) -> list[Settled]:
-    with store.write() as now:
+def _settle(
+    store: Store, items: Sequence[tuple[Lease, StepOutcome]], *, exact: bool, wait: bool
+) -> list[Settled]:
+    with store.write(wait=wait) as now:
         txn = Settling(store, now)
         outcomes, wake = _apply(txn, items, exact)
         counts: Counter[tuple[str, bool]] = Counter()  # the day's and minute's totals, once

@@ -177,6 +177,10 @@ class SqliteWorkflows:
         _closed: bool
 
         async def _run(self, operation: Callable[[Store], T]) -> T: ...
+        def _chained(self, token: int) -> bool: ...
+        async def _run_at_once(
+            self, at_once: Callable[[Store], T], operation: Callable[[Store], T]
+        ) -> T: ...
         def _register_waiter(
             self,
         ) -> contextlib.AbstractContextManager[asyncio.Future[None]]: ...
@@ -238,7 +242,20 @@ class SqliteWorkflows:
 
     async def settle_step(self, lease: Lease, outcome: StepOutcome) -> bool | Continuation:
         """Complete or archive the step's task and advance its workflow, in one transaction
-        (shared with the settlements that arrive while one is being written)."""
+        (shared with the settlements that arrive while one is being written).
+
+        A chain's step continued from its parent is settled alone, at once when it can be
+        (:meth:`SqliteBroker._run_at_once`): nothing else of its chain can share the
+        transaction. (Chord members settled one at a time instead of together would cost more
+        transactions: they go through the combiner.)"""
+        if self._chained(lease.token):
+            items = [(lease, outcome)]
+            [settled] = await self._run_at_once(
+                lambda s: settle_many(s, items, wait=False), lambda s: settle_many(s, items)
+            )
+            if isinstance(settled, Exception):
+                raise settled
+            return settled
         return await self._settle_combiners.get()((lease, outcome))
 
     @functools.cached_property
