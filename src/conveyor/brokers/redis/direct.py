@@ -160,7 +160,11 @@ class AsyncLines:
         bound = None if self._deadlines is None else self._deadlines.enter()
         try:
             try:
-                await conn.send_packed_command(_packed(command))
+                # No health check unless one is configured (a coroutine per call otherwise):
+                # _take has already checked the connection the way the pool does.
+                await conn.send_packed_command(
+                    _packed(command), check_health=bool(conn.health_check_interval)
+                )
                 reply = await conn.read_response()
             except BaseException as exc:
                 if bound is not None:
@@ -199,7 +203,10 @@ class AsyncLines:
         bound = None if self._deadlines is None else self._deadlines.enter()
         try:
             try:
-                await conn.send_packed_command([pack_command(c) for c in commands])
+                await conn.send_packed_command(
+                    [pack_command(c) for c in commands],
+                    check_health=bool(conn.health_check_interval),
+                )
                 replies: list[Any] = []
                 for _ in commands:
                     try:

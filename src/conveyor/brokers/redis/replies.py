@@ -9,7 +9,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from conveyor.brokers.redis.records import claimed_fields, decode_record, enqueued_infos
+from conveyor.brokers.redis.records import decode_claimed, enqueued_infos, new_lease
 from conveyor.errors import (
     DuplicateTaskError,
     QueueFullError,
@@ -129,7 +129,7 @@ def claimed_leases(names: Sequence[str], reply: Any) -> list[Lease]:
         qi, raw_id, token, values = entry[:4]  # a workflow step's record may follow (claim.lua)
         queue = names[int(qi) - 1]
         try:
-            info = decode_record(queue, raw_id.decode(), claimed_fields(values))
+            info = decode_claimed(queue, raw_id.decode(), values)
         except (UnicodeDecodeError, ValueError, OverflowError, OSError) as exc:
             # claim.lua checks what decoding needs, so this is a last guard: one record must not
             # cost its batch. The task stays ACTIVE in the active set with its lease; recovery
@@ -143,5 +143,5 @@ def claimed_leases(names: Sequence[str], reply: Any) -> list[Lease]:
                 extra={"task_id": task_id, "queue": queue},
             )
             continue
-        leases.append(Lease(task=info, token=int(token), expires_at=expires_at))
+        leases.append(new_lease(info, int(token), expires_at))
     return leases
