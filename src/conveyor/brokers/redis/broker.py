@@ -419,7 +419,8 @@ class RedisBroker(
             for m in (c.successors if with_successors else ())
         ]
         meta = [[i, message_args(m, batch.block(m.queue))] for i, m in owned]
-        args: list[Any] = [len(completions), spec, json.dumps(meta, separators=(",", ":"))]
+        meta_json = json.dumps(meta, separators=(",", ":")) if meta else "[]"
+        args: list[Any] = [len(completions), spec, meta_json]
         args.extend(results)
         args.extend(m.payload for _, m in owned)
         reply = await self._run(script, self._storing_keys(batch), args)

@@ -31,8 +31,14 @@ def as_bytes(value: bytes | str) -> bytes:
 _NAME_LINES = re.compile(rf"(?:{NAME_PATTERN.pattern}\n)*")
 
 
+_FULL_NAME = NAME_PATTERN.fullmatch
+
+
 def all_names(values: Sequence[str]) -> bool:
     """True when every value is a valid name (False may also mean: look at each one)."""
+    if len(values) == 1:  # the usual single task: one match, no joined text
+        value = values[0]
+        return isinstance(value, str) and _FULL_NAME(value) is not None
     try:
         text = "\n".join(values) + "\n"
     except TypeError:  # not all strings
@@ -43,6 +49,8 @@ def all_names(values: Sequence[str]) -> bool:
 
 def check_names(messages: Sequence[TaskMessage]) -> None:
     """Refuse bad ids and types before anything is stored (enqueue.lua relies on valid ids)."""
+    if not messages:
+        return
     if all_names([m.id for m in messages]) and all_names([m.type for m in messages]):
         return
     for m in messages:  # find the first bad name, for validate_name's error
