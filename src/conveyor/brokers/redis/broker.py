@@ -328,8 +328,10 @@ class RedisBroker(
         leases: list[Lease] = []
         if not queues or limit <= 0:
             return leases
-        await self._register(queues)  # Cluster: keep served queues listed (see _register)
-        await self._give_back_lost_claims()
+        if self._cluster:  # keep served queues listed (see _register)
+            await self._register(queues)
+        if self._lost_claims:  # (tested first: most claims have none, and skip a coroutine)
+            await self._give_back_lost_claims()
         await self._refresh_rates()
         groups = [(group, 0) for group in self._groups(queues)]
         while groups and len(leases) < limit:
