@@ -157,3 +157,34 @@ async def test_a_blocking_wait_whose_reply_never_comes_ends_at_its_bound(
         proxy.release()
         await broker.close()
         await delete_namespace(redis_url, namespace)
+
+
+async def test_a_kept_connection_is_health_checked_only_when_a_check_is_due(
+    redis_url: str,
+) -> None:
+    namespace = f"conveyor-test-{uuid.uuid4().hex[:12]}"
+    broker = RedisBroker.from_url(f"{redis_url}?namespace={namespace}")
+    try:
+        await broker.enqueue([TaskMessage(id="a", type="t")])
+        lines = broker._lines
+        assert lines is not None and len(lines._idle) == 1
+        conn = lines._idle[0]
+        assert conn.health_check_interval  # the broker's clients check every HEALTH_CHECK_S
+        pings = 0
+        send_ping = conn._send_ping
+
+        async def counted() -> None:
+            nonlocal pings
+            pings += 1
+            await send_ping()
+
+        conn._send_ping = counted  # type: ignore[method-assign]
+        await broker.enqueue([TaskMessage(id="b", type="t")])
+        assert pings == 0  # checked a moment ago: not due
+        conn.next_health_check = -1.0  # the interval has passed
+        await broker.enqueue([TaskMessage(id="c", type="t")])
+        assert pings == 1
+        assert conn.next_health_check > 0  # redis-py's own check ran and set the next one
+    finally:
+        await broker.close()
+        await delete_namespace(redis_url, namespace)

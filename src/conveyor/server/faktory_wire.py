@@ -29,6 +29,7 @@ from conveyor.message import (
     Encoding,
     TaskInfo,
     TaskMessage,
+    _new_task_message,
     decode_json,
     encode_payload,
 )
@@ -215,21 +216,31 @@ def parse_job(obj: object) -> TaskMessage:
     custom = obj.get("custom")
     if custom is not None and not isinstance(custom, dict):
         raise ProtocolError("custom must be a JSON object")
+    payload = _args_payload(args)  # checked in this order: the first bad field is reported
+    headers = _custom_headers(custom)
+    queue = _name(obj.get("queue") or "default", "queue")
+    retry = _retry(obj.get("retry", DEFAULT_RETRY))
+    at = parse_time(obj.get("at"), "at")
+    # Positional, without the frozen dataclass's __init__ (one message per job pushed).
+    return _new_task_message(
+        jid, jobtype, queue, payload, Encoding.JSON, retry, float(reserve), None, 0.0, None,
+        None, at, None, headers,
+    )  # fmt: skip
+
+
+def _args_payload(args: list[Any]) -> bytes:
+    """``args`` as a stored JSON payload: what ``encode_payload`` stores, without its check for
+    keys that are not strings (parsed JSON has none); its errors when the fast way fails."""
     try:
-        payload, encoding = encode_payload(args, limit=DEFAULT_MAX_PAYLOAD_BYTES)
-    except ConveyorError as exc:
-        raise ProtocolError(f"args: {exc}") from None
-    return TaskMessage(
-        headers=_custom_headers(custom),
-        id=jid,
-        type=jobtype,
-        queue=_name(obj.get("queue") or "default", "queue"),
-        payload=payload,
-        encoding=encoding,
-        max_retry=_retry(obj.get("retry", DEFAULT_RETRY)),
-        timeout_s=float(reserve),
-        process_at=parse_time(obj.get("at"), "at"),
-    )
+        payload = _compact(args).encode()
+    except (ValueError, TypeError, RecursionError):  # NaN or Infinity: encode_payload says why
+        payload = None
+    if payload is None or len(payload) > DEFAULT_MAX_PAYLOAD_BYTES:
+        try:
+            payload, _ = encode_payload(args, limit=DEFAULT_MAX_PAYLOAD_BYTES)
+        except ConveyorError as exc:
+            raise ProtocolError(f"args: {exc}") from None
+    return payload
 
 
 def _custom_headers(custom: dict[str, Any] | None) -> bytes | None:

@@ -25,7 +25,7 @@ from conveyor.errors import (
     ProtocolError,
     TaskIdConflictError,
 )
-from conveyor.message import Completion, Encoding, Lease, TaskMessage
+from conveyor.message import Completion, Encoding, Lease, TaskMessage, _new_task_message
 from conveyor.server.connection import Connection, LineTooLongError
 from conveyor.server.core import TaskServer
 from conveyor.server.holdings import Held
@@ -171,14 +171,12 @@ class MasenkoSession:
     # -- PUSH --------------------------------------------------------------------------------
 
     def _message(self, push: PushRequest, number: int) -> TaskMessage:
-        return TaskMessage(
-            id=task_id_of(number, push.deadqueue),
-            type=push.name,
-            queue=push.queue,
-            payload=b"null" if push.payload is None else push.payload,
-            max_retry=push.retry,
-            process_at=push.execute_at,
-        )
+        # Positional, without the frozen dataclass's __init__ (one message per task pushed).
+        payload = b"null" if push.payload is None else push.payload
+        return _new_task_message(
+            task_id_of(number, push.deadqueue), push.name, push.queue, payload, Encoding.JSON,
+            push.retry, None, None, 0.0, None, None, push.execute_at, None, None,
+        )  # fmt: skip
 
     async def _push(self, body: bytes) -> int:
         push = parse_push(body, max_payload_bytes=self._max_payload)

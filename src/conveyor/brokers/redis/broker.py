@@ -328,8 +328,10 @@ class RedisBroker(
         leases: list[Lease] = []
         if not queues or limit <= 0:
             return leases
-        await self._register(queues)  # Cluster: keep served queues listed (see _register)
-        await self._give_back_lost_claims()
+        if self._cluster:  # keep served queues listed (see _register)
+            await self._register(queues)
+        if self._lost_claims:  # (tested first: most claims have none, and skip a coroutine)
+            await self._give_back_lost_claims()
         await self._refresh_rates()
         groups = [(group, 0) for group in self._groups(queues)]
         while groups and len(leases) < limit:
@@ -419,7 +421,8 @@ class RedisBroker(
             for m in (c.successors if with_successors else ())
         ]
         meta = [[i, message_args(m, batch.block(m.queue))] for i, m in owned]
-        args: list[Any] = [len(completions), spec, json.dumps(meta, separators=(",", ":"))]
+        meta_json = json.dumps(meta, separators=(",", ":")) if meta else "[]"
+        args: list[Any] = [len(completions), spec, meta_json]
         args.extend(results)
         args.extend(m.payload for _, m in owned)
         reply = await self._run(script, self._storing_keys(batch), args)

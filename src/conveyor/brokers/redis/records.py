@@ -11,10 +11,12 @@ import json
 import math
 import operator
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 
 from conveyor.message import (
     Encoding,
+    Lease,
     TaskInfo,
     TaskMessage,
     TaskState,
@@ -25,11 +27,13 @@ from conveyor.message import (
 __all__ = [
     "CLAIM_FIELDS",
     "claimed_fields",
+    "decode_claimed",
     "decode_record",
     "enqueue_args",
     "enqueued_infos",
     "from_us",
     "message_args",
+    "new_lease",
     "pairs",
     "shape_args",
 ]
@@ -284,6 +288,72 @@ CLAIM_FIELDS = (
     b"headers",
 )
 """The record fields claim.lua returns for each claimed task, in order (its CLAIM_FIELDS)."""
+_CLAIM_N = len(CLAIM_FIELDS)
+
+
+_NEW = object.__new__
+_LEASE_SET = tuple(getattr(Lease, f.name).__set__ for f in fields(Lease))
+# Stored timeout / retention text -> its timedelta: few distinct values (one per task type and
+# options), so claims skip parsing them. Bounded by clearing.
+_spans: dict[bytes | None, timedelta | None] = {}
+_SPAN_CACHE_SIZE = 256
+
+
+def _cached_span(raw: bytes | None) -> timedelta | None:
+    try:
+        return _spans[raw]
+    except KeyError:
+        if len(_spans) >= _SPAN_CACHE_SIZE:
+            _spans.clear()
+        found = _spans[raw] = _span(float_field(raw))
+        return found
+
+
+def decode_claimed(queue: str, task_id: str, values: Sequence[bytes | None]) -> TaskInfo:
+    """:func:`decode_record` of ``claimed_fields(values)``, read straight from claim.lua's
+    values (every claimed task goes through here: no dict in between).
+
+    Raises:
+        ValueError: not one value per field of ``CLAIM_FIELDS``.
+    """
+    if len(values) != _CLAIM_N:
+        raise ValueError(f"{len(values)} claimed values for {_CLAIM_N} fields")
+    (enqueued, raw_state, type_, payload, encoding, max_retry, retried, timeout, deadline,
+     retention, ukey, error, failed_at, headers) = values  # fmt: skip
+    state = _STATES.get(raw_state, TaskState.ARCHIVED)  # type: ignore[arg-type]
+    enqueued_at = _time(_micros(enqueued))
+    return _new_task_info(
+        task_id,
+        queue,
+        "" if type_ is None else type_.decode(errors="replace"),
+        state,
+        b"null" if payload is None else payload,
+        Encoding.BYTES if encoding == b"bytes" else Encoding.JSON,
+        _int(max_retry),
+        _int(retried),
+        None if error is None else error.decode(errors="replace"),
+        None if failed_at is None else _time(_micros(failed_at)),
+        _cached_span(timeout),
+        None if deadline is None else _time(float_field(deadline)),
+        enqueued_at if state in _WAITING else None,  # no ready field: ready when enqueued
+        enqueued_at,
+        None,
+        None,
+        _cached_span(retention) or _NO_TIME,
+        ukey.decode(errors="replace") if ukey else None,
+        headers,
+    )
+
+
+def new_lease(task: TaskInfo, token: int, expires_at: float) -> Lease:
+    """``Lease(task=task, token=token, expires_at=expires_at)`` without the dataclass
+    ``__init__`` (one per claimed task; see message._new_task_info)."""
+    obj: Lease = _NEW(Lease)
+    set_task, set_token, set_expires = _LEASE_SET
+    set_task(obj, task)
+    set_token(obj, token)
+    set_expires(obj, expires_at)
+    return obj
 
 
 def claimed_fields(values: Sequence[bytes | None]) -> dict[bytes, bytes]:

@@ -9,7 +9,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from conveyor.brokers.redis.records import claimed_fields, decode_record, enqueued_infos
+from conveyor.brokers.redis.records import decode_claimed, enqueued_infos, new_lease
 from conveyor.errors import (
     DuplicateTaskError,
     QueueFullError,
@@ -31,8 +31,14 @@ def as_bytes(value: bytes | str) -> bytes:
 _NAME_LINES = re.compile(rf"(?:{NAME_PATTERN.pattern}\n)*")
 
 
+_FULL_NAME = NAME_PATTERN.fullmatch
+
+
 def all_names(values: Sequence[str]) -> bool:
     """True when every value is a valid name (False may also mean: look at each one)."""
+    if len(values) == 1:  # the usual single task: one match, no joined text
+        value = values[0]
+        return isinstance(value, str) and _FULL_NAME(value) is not None
     try:
         text = "\n".join(values) + "\n"
     except TypeError:  # not all strings
@@ -43,6 +49,8 @@ def all_names(values: Sequence[str]) -> bool:
 
 def check_names(messages: Sequence[TaskMessage]) -> None:
     """Refuse bad ids and types before anything is stored (enqueue.lua relies on valid ids)."""
+    if not messages:
+        return
     if all_names([m.id for m in messages]) and all_names([m.type for m in messages]):
         return
     for m in messages:  # find the first bad name, for validate_name's error
@@ -129,7 +137,7 @@ def claimed_leases(names: Sequence[str], reply: Any) -> list[Lease]:
         qi, raw_id, token, values = entry[:4]  # a workflow step's record may follow (claim.lua)
         queue = names[int(qi) - 1]
         try:
-            info = decode_record(queue, raw_id.decode(), claimed_fields(values))
+            info = decode_claimed(queue, raw_id.decode(), values)
         except (UnicodeDecodeError, ValueError, OverflowError, OSError) as exc:
             # claim.lua checks what decoding needs, so this is a last guard: one record must not
             # cost its batch. The task stays ACTIVE in the active set with its lease; recovery
@@ -143,5 +151,5 @@ def claimed_leases(names: Sequence[str], reply: Any) -> list[Lease]:
                 extra={"task_id": task_id, "queue": queue},
             )
             continue
-        leases.append(Lease(task=info, token=int(token), expires_at=expires_at))
+        leases.append(new_lease(info, int(token), expires_at))
     return leases
