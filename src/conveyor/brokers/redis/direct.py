@@ -168,26 +168,10 @@ class AsyncLines:
         Raises redis-py's ``TimeoutError`` when the reply takes longer than the client's socket
         timeout (the connection is then dropped, as redis-py drops it).
         """
-        conn = await self._take()
-        bound = None if self._deadlines is None else self._deadlines.enter()
-        try:
-            try:
-                await conn.send_packed_command(_packed(command), check_health=_health_due(conn))
-                reply = await conn.read_response()
-            except BaseException as exc:
-                if bound is not None:
-                    self._unbind(bound, exc)
-                raise
-            if bound is not None:
-                self._unbind(bound, None)
-            return reply
-        finally:
-            # On a failed send or read redis-py has already disconnected it; it reconnects when
-            # next used. An error reply leaves it clean.
-            if len(self._idle) < KEEP_IDLE:
-                self._idle.append(conn)
-            else:
-                await self._give(conn)
+        [reply] = await self._exchange(_packed(command), 1)
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
 
     async def call_many(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` in one write and return their replies in order: one round trip,
@@ -207,16 +191,18 @@ class AsyncLines:
         ``ResponseError``) instead of raised: commands that stand alone (scripts, each atomic
         on its own) each get their own outcome.
         """
+        return await self._exchange([pack_command(c) for c in commands], len(commands))
+
+    async def _exchange(self, packed: list[bytes], count: int) -> list[Any]:
+        """One write of ``packed`` on a kept connection and its ``count`` replies, an error
+        reply in its place; the whole bounded by the socket timeout."""
         conn = await self._take()
         bound = None if self._deadlines is None else self._deadlines.enter()
         try:
             try:
-                await conn.send_packed_command(
-                    [pack_command(c) for c in commands],
-                    check_health=_health_due(conn),
-                )
+                await conn.send_packed_command(packed, check_health=_health_due(conn))
                 replies: list[Any] = []
-                for _ in commands:
+                for _ in range(count):
                     try:
                         replies.append(await conn.read_response())
                     except ResponseError as exc:
@@ -228,7 +214,9 @@ class AsyncLines:
             if bound is not None:
                 self._unbind(bound, None)
             return replies
-        finally:  # as in call()
+        finally:
+            # On a failed send or read redis-py has already disconnected it; it reconnects when
+            # next used. An error reply leaves it clean.
             if len(self._idle) < KEEP_IDLE:
                 self._idle.append(conn)
             else:
