@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.process, pytest.mark.timeout(90)]
 
 RATE = 20  # worker_app.rated's rate_limit, "20/s"
 TASKS = 300  # 15 s of work at the limit
+CLUSTER_TASKS = 200  # 10 s
 
 
 def _times(trace_dir: Path, column: int) -> list[float]:
@@ -34,23 +35,78 @@ def _busiest_second(times: list[float]) -> int:
     return max(bisect.bisect_left(times, t + 1.0) - i for i, t in enumerate(times))
 
 
+def _runs(trace_dir: Path) -> list[tuple[float, float]]:
+    """Each run's claim and handler start, in claim order."""
+    lines = [
+        line.split() for p in traces(trace_dir, "rated-") for line in p.read_text().splitlines()
+    ]
+    return sorted((float(parts[0]), float(parts[1])) for parts in lines if len(parts) == 2)
+
+
+def _busiest_second_bracketed(runs: list[tuple[float, float]]) -> int:
+    """The most runs (in claim order) claimed and started within one half-open 1-second window.
+
+    A run's rate token is taken after its claim and before its handler starts (one host, one
+    clock): each run counted took its token in the window, whichever step took it.
+    """
+    return max(
+        sum(1 for _, start in runs[i:] if start < claim + 1.0) for i, (claim, _) in enumerate(runs)
+    )
+
+
 def test_four_workers_share_one_rate_limit(
     url: str, trace_dir: Path, workers: list[Worker]
 ) -> None:
+    four_workers_share_one_rate_limit(url, trace_dir, workers, TASKS)
+
+
+@pytest.mark.redis
+def test_four_workers_share_one_rate_limit_on_cluster(
+    redis_cluster: list[str], trace_dir: Path
+) -> None:
+    # The bucket is in the type's slot, apart from the queue's: a claim and its token are two
+    # steps, each timed by its own slot's node.
+    namespace = f"rlr{uuid.uuid4().hex[:8]}"  # the session's test cluster: left for its teardown
+    url = f"redis+cluster://{redis_cluster[0]},{redis_cluster[1]}?namespace={namespace}"
+    started: list[Worker] = []
+    try:
+        four_workers_share_one_rate_limit(
+            url, trace_dir, started, CLUSTER_TASKS, token_at_claim=False
+        )
+    finally:
+        for worker in started:
+            worker.stop()
+
+
+def four_workers_share_one_rate_limit(
+    url: str, trace_dir: Path, workers: list[Worker], tasks: int, *, token_at_claim: bool = True
+) -> None:
+    """Four workers, eight tasks at once each, run ``tasks`` of the ``"20/s"`` type: never over
+    the rate after the first second, and at 90 % of it or more.
+
+    ``token_at_claim``: the claim takes the rate token in the same step (SQLite, one Redis
+    server), so claim times are token times; else (Cluster) a token is taken in a later step.
+    """
     with Client(url) as client:
-        client.enqueue_many([worker_app.rated.task(n) for n in range(TASKS)])
+        client.enqueue_many([worker_app.rated.task(n) for n in range(tasks)])
     for _ in range(4):
         spawn(workers, url, trace_dir, "--concurrency", "8")
 
-    claims = wait_until(lambda: len(c := _times(trace_dir, 0)) == TASKS and c, within=60.0)
+    claims = wait_until(lambda: len(c := _times(trace_dir, 0)) == tasks and c, within=60.0)
 
-    # Claims by the broker's clock: the rate limit's own measure. After the first second (the
-    # bucket's first burst), no 1-second window holds more claims than the rate, and the fleet
-    # keeps up with it.
+    # Claims by the broker's clock. After the first second (the bucket's first burst), no
+    # 1-second window holds more tokens than the rate, and the fleet keeps up with it. Where
+    # the claim takes the token, claims are the rate limit's own measure; where a later step
+    # does (Cluster: the type's slot), a claim may precede its token by that step's latency,
+    # whose jitter can move a claim across a window's start: the window then counts the runs
+    # both claimed and started in it, whose tokens were all taken in it.
     steady = claims[bisect.bisect_left(claims, claims[0] + 1.0) :]
     seconds = int(steady[-1] - steady[0])  # whole seconds, as starts may come in bursts
     sustained = bisect.bisect_left(steady, steady[0] + seconds) / seconds
-    assert _busiest_second(steady) <= RATE
+    runs = [run for run in _runs(trace_dir) if run[0] >= steady[0]]
+    assert _busiest_second_bracketed(runs) <= RATE
+    if token_at_claim:
+        assert _busiest_second(steady) <= RATE
     assert sustained >= 0.9 * RATE
     pids = {p.name.removeprefix("rated-").removesuffix(".txt") for p in traces(trace_dir, "rated-")}
     assert pids <= {str(w.pid) for w in workers}
@@ -60,7 +116,8 @@ def test_four_workers_share_one_rate_limit(
     steady_starts = starts[bisect.bisect_left(starts, starts[0] + 1.0) :]
     print(
         f"busiest second: {_busiest_second(steady)} claims, "
-        f"{_busiest_second(steady_starts)} starts; sustained {sustained:.2f}/s"
+        f"{_busiest_second(steady_starts)} starts, {_busiest_second_bracketed(runs)} both; "
+        f"sustained {sustained:.2f}/s"
     )
 
 
