@@ -261,3 +261,42 @@ async def test_a_workflow_steps_settlement_releases_its_permit(cluster_broker: B
     assert await store.settle_step(second, StepOutcome(succeeded=False, error="boom"))
 
     assert await broker._client.zcard(permits) == 0
+
+
+async def test_a_queue_deleted_with_tasks_held_leaves_the_types_waiting_set(
+    cluster_broker: Broker,
+) -> None:
+    broker = _redis(cluster_broker)
+    waiting = keys.type_keys(broker._ns, "api")[3]
+    await broker.set_task_concurrency("api", 1)
+    await broker.enqueue(_messages("api", 1))
+    [running] = await broker.claim([QUEUES[0]], limit=10, lease_s=30)
+    assert await broker.claim([QUEUES[1]], limit=10, lease_s=30) == []  # held for the permit
+    assert await broker._client.hexists(waiting, QUEUES[1])
+
+    await broker.delete_queue(QUEUES[1], force=True)
+    await broker.complete([Completion(lease=running)])  # the release finds the queue gone
+
+    assert not await broker._client.hexists(waiting, QUEUES[1])
+    assert not await broker._client.exists(keys.held_for_slot(broker._ns, QUEUES[1], "api"))
+
+
+async def test_a_queue_held_for_after_the_release_read_it_stays_waiting(
+    cluster_broker: Broker,
+) -> None:
+    broker = _redis(cluster_broker)
+    type_keys = keys.type_keys(broker._ns, "api")
+    await broker.set_task_concurrency("api", 1)
+    await broker.enqueue(_messages("api", 1))
+    [running] = await broker.claim([QUEUES[0]], limit=10, lease_s=30)
+    assert await broker.claim([QUEUES[1]], limit=10, lease_s=30) == []
+    seen = await broker._client.hget(type_keys[3], QUEUES[1])
+    # A claim holding another task of the queue renews its entry: a forget that read the old
+    # one leaves it.
+    await broker.enqueue([TaskMessage(id="late", type="api", queue=QUEUES[1])])
+    assert await broker.claim([QUEUES[1]], limit=10, lease_s=30) == []
+    assert await broker._run("type_permit", type_keys, ["forget", QUEUES[1], seen]) == 0
+    assert await broker._client.hexists(type_keys[3], QUEUES[1])
+
+    await broker.complete([Completion(lease=running)])
+    assert len(await broker.claim([QUEUES[1]], limit=10, lease_s=30)) == 1  # woken, one permit

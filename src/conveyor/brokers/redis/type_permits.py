@@ -27,7 +27,9 @@ holds: they are recovered as a crash, like any task whose worker died after the 
 
 Held tasks wake up: a release that leaves a permit free reads the queues with tasks held for one
 (``type_permit.lua``'s waiting set, in the type's slot) and moves their held tasks back to the
-front of pending (``permit_hold.lua`` 'unhold', waking idle workers); a claim that holds tasks
+front of pending (``permit_hold.lua`` 'unhold', waking idle workers); a queue found holding no
+task at all (deleted, even with tasks held) leaves the waiting set ('forget', which keeps it
+should a claim have held tasks of it since the release read it); a claim that holds tasks
 looks for a free permit right after, so a release racing the hold is never missed. A held task
 is also due by itself when the type's oldest permit may lapse (a crashed worker's), at the
 latest after :data:`~conveyor.brokers.limits.CONCURRENCY_RECHECK_S`.
@@ -192,9 +194,14 @@ class TypePermitsMixin(RedisBrokerBase):
         args: list[Any] = ["release", "" if limit is None else limit, *members]
         reply = await self._run("type_permit", self._type_keys(task_type), args)
         free = int(reply[0])
-        for raw in reply[1:]:
+        gone: list[Any] = []
+        for raw, entry in zip(reply[1::2], reply[2::2], strict=True):
             queue = as_bytes(raw).decode()
-            await self._run("permit_hold", self._keys(queue).block, ["unhold", task_type, free])
+            unhold = ["unhold", task_type, free]
+            if int(await self._run("permit_hold", self._keys(queue).block, unhold)) < 0:
+                gone.extend((queue, entry))
+        if gone:  # deleted (or emptied) queues leave the waiting set, unless held for since
+            await self._run("type_permit", self._type_keys(task_type), ["forget", *gone])
 
     async def _count_permits(self, task_type: str) -> None:
         """Cluster, a concurrency limit just set: a permit for each task of the type already

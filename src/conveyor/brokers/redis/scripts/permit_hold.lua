@@ -8,8 +8,9 @@
 --            for 'unhold' to move back sooner. Neither is a failed attempt: nothing counted.
 --          'unhold': [2] a type, [3] how many: its held tasks back to the front of pending.
 --          'running': [2] a type: its ACTIVE tasks in the queue.
--- Returns: 'hold': how many were held; 'unhold': 1 when tasks were held (idle workers woken),
---          else 0; 'running': id, token, lease expiry (µs) of each.
+-- Returns: 'hold': how many were held; 'unhold': -1 when the queue holds no task at all then
+--          (deleted, or empty: its type's waiting entry may go), else 1 when tasks were held
+--          (idle workers woken), else 0; 'running': id, token, lease expiry (µs) of each.
 
 local b = block(1)
 local op = ARGV[1]
@@ -39,10 +40,18 @@ if op == 'hold' then
   if held > 0 then slot_freed(b) end
   return held
 elseif op == 'unhold' then
-  if redis.call('EXISTS', queue_prefix(b) .. 'held:' .. ARGV[2]) == 0 then return 0 end
-  unhold(b, ARGV[2], tonumber(ARGV[3]), t)
-  wake(b)
-  return 1
+  local woke = 0
+  if redis.call('EXISTS', queue_prefix(b) .. 'held:' .. ARGV[2]) == 1 then
+    unhold(b, ARGV[2], tonumber(ARGV[3]), t)  -- drops the ids of tasks gone (a forced delete)
+    wake(b)
+    woke = 1
+  end
+  -- No task at all (held ones are scheduled, a claim's are active until held): none can be
+  -- held for the type but by a later 'take', which renews the waiting entry.
+  for _, name in ipairs({'pending', 'scheduled', 'retry', 'active', 'archived', 'completed'}) do
+    if redis.call('ZCARD', b[name]) > 0 then return woke end
+  end
+  return -1
 elseif op == 'running' then
   local out = {}
   local active = redis.call('ZRANGE', b.active, 0, -1, 'WITHSCORES')

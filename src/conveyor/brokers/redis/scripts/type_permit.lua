@@ -3,7 +3,8 @@
 -- KEYS:    [1] the permits (ZSET, member "<task id>:<token>", score = the lease's expiry µs; a
 --          permit whose lease has lapsed counts no more), [2] the rate bucket and [3] its count
 --          of tokens out (limits.lua's open_bucket), [4] the queues with tasks held for a permit
---          (HASH queue -> µs until which they may be held); all tagged by the type.
+--          (HASH queue -> "<µs until which they may be held> <name of the last 'take' that
+--          held some>"); all tagged by the type.
 -- ARGV:    [1] operation:
 --          'take': [2] the claimed tasks' lease expiry (µs), [3] the concurrency limit ('' for
 --            none), [4] the rate "<count> <period µs>" ('' for none), [5] the longest hold for
@@ -13,14 +14,23 @@
 --          'add': then pairs member, lease expiry (µs): permits for tasks already running
 --            (one already there is kept);
 --          'release': [2] the concurrency limit ('' for none), then members to drop (none: just
---            look for room).
+--            look for room);
+--          'forget': then pairs queue, waiting entry as 'release' returned it: queues found
+--            deleted or empty (permit_hold.lua 'unhold') leave the waiting set, unless a 'take'
+--            held tasks of theirs since (the entry changed).
 -- Returns: 'take': one number per member: 0 granted; else the µs time it may start, positive
 --          when its rate holds it back, negative when its concurrency limit does (held until
 --          then at most: a permit may come back sooner);
---          'release': {free permits, then the queues with tasks held for one} ({0} when none
---          is free, or no limit); 'extend' and 'add': how many permits moved or were added.
+--          'release': {free permits, then pairs queue, waiting entry for the queues with tasks
+--          held for one} ({0} when none is free, or no limit); 'extend', 'add' and 'forget':
+--          how many permits moved or were added, or queues left the waiting set.
 
 local op = ARGV[1]
+
+-- A waiting entry's µs time (the numbers alone of older entries read the same).
+local function waiting_until(entry)
+  return tonumber(string.match(entry or '', '^%-?[0-9]+')) or 0
+end
 local t = now()
 local permits = KEYS[1]
 
@@ -79,8 +89,10 @@ if op == 'take' then
     local until_ = t + tonumber(ARGV[5])
     local first = redis.call('ZRANGE', permits, 0, 0, 'WITHSCORES')
     if #first == 2 then until_ = math.min(until_, tonumber(first[2]) + 1) end
-    local was = tonumber(redis.call('HGET', KEYS[4], ARGV[6]))
-    if was == nil or was < until_ then redis.call('HSET', KEYS[4], ARGV[6], int_text(until_)) end
+    -- Always rewritten, named by this call: a 'forget' that read the entry before leaves it.
+    local was = redis.call('HGET', KEYS[4], ARGV[6])
+    if was then until_ = math.max(until_, waiting_until(was)) end
+    redis.call('HSET', KEYS[4], ARGV[6], int_text(until_) .. ' ' .. ARGV[7])
     for i = 1, #out do
       if out[i] == false then out[i] = -until_ end
     end
@@ -110,12 +122,21 @@ elseif op == 'release' then
   local out = {free}
   local waiting = redis.call('HGETALL', KEYS[4])
   for i = 1, #waiting, 2 do
-    if (tonumber(waiting[i + 1]) or 0) < t then
+    if waiting_until(waiting[i + 1]) < t then
       redis.call('HDEL', KEYS[4], waiting[i])  -- its held tasks are due by themselves now
     else
       out[#out + 1] = waiting[i]
+      out[#out + 1] = waiting[i + 1]
     end
   end
   return out
+elseif op == 'forget' then
+  local forgotten = 0
+  for i = 2, #ARGV - 1, 2 do
+    if redis.call('HGET', KEYS[4], ARGV[i]) == ARGV[i + 1] then
+      forgotten = forgotten + redis.call('HDEL', KEYS[4], ARGV[i])
+    end
+  end
+  return forgotten
 end
 return redis.error_reply('type_permit.lua: unknown operation')
