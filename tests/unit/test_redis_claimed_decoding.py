@@ -9,7 +9,6 @@ import pytest
 
 from conveyor.brokers.redis.records import (
     CLAIM_FIELDS,
-    claimed_fields,
     decode_claimed,
     decode_record,
     new_lease,
@@ -47,7 +46,9 @@ def _cases() -> list[list[bytes | None]]:
 
 @pytest.mark.parametrize("values", _cases())
 def test_decode_claimed_matches_decode_record(values: list[bytes | None]) -> None:
-    expected = decode_record("q", "id1", claimed_fields(values))
+    # The record hash as a dict holds the fields claim.lua found (an absent one is None).
+    fields = {name: v for name, v in zip(CLAIM_FIELDS, values, strict=True) if v is not None}
+    expected = decode_record("q", "id1", fields)
     assert decode_claimed("q", "id1", values) == expected
 
 

@@ -26,7 +26,6 @@ from conveyor.message import (
 
 __all__ = [
     "CLAIM_FIELDS",
-    "claimed_fields",
     "decode_claimed",
     "decode_record",
     "enqueue_args",
@@ -237,7 +236,8 @@ def _ready(state: TaskState, fields: dict[bytes, bytes]) -> datetime | None:
 def decode_record(queue: str, task_id: str, fields: dict[bytes, bytes]) -> TaskInfo:
     """Build a TaskInfo from a task hash, tolerating missing or garbled fields.
 
-    Every claimed task goes through here, so optional fields are parsed only when present.
+    Optional fields are parsed only when present (claimed tasks are decoded by
+    :func:`decode_claimed` instead, from claim.lua's values).
     Values out of range decode as absent and bytes that are not UTF-8 as U+FFFD: this never
     raises (claim.lua archives such records before they are claimed; listing still shows them).
     """
@@ -354,12 +354,6 @@ def new_lease(task: TaskInfo, token: int, expires_at: float) -> Lease:
     set_token(obj, token)
     set_expires(obj, expires_at)
     return obj
-
-
-def claimed_fields(values: Sequence[bytes | None]) -> dict[bytes, bytes]:
-    """A record dict (as :func:`decode_record` takes) from claim.lua's values of CLAIM_FIELDS."""
-    found = zip(CLAIM_FIELDS, values, strict=True)
-    return {name: value for name, value in found if value is not None}
 
 
 def pairs(flat: list[bytes]) -> dict[bytes, bytes]:
