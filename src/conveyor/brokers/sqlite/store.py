@@ -506,11 +506,16 @@ class Store:
             self.conn.execute("RELEASE completion")
             raise
         self.conn.execute("RELEASE completion")
+        self._completed(seq, c.result, retention_s, now)
+        return True
+
+    def _completed(self, seq: int, result: bytes | None, retention_s: float, now: float) -> None:
+        """The row of a task just completed: kept COMPLETED with its result for its retention,
+        else deleted."""
         if retention_s > 0:
-            self.conn.execute(Q["complete_retained"], (c.result, now, seq))
+            self.conn.execute(Q["complete_retained"], (result, now, seq))
         else:
             self.conn.execute(Q["delete_task"], (seq,))
-        return True
 
     def retry(self, lease: Lease, error: str, delay_s: float) -> None:
         """Record a failed attempt; RETRY due in ``delay_s`` (raises LeaseLostError)."""

@@ -200,10 +200,7 @@ def _complete(
             store._insert_fast(successors, now, infos=False, leased=leased)
         except (store_module._Conflict, sqlite3.IntegrityError):
             raise _Redo from None
-    if retention_s > 0:
-        store.conn.execute(q["complete_retained"], (result, now, seq))
-    else:
-        store.conn.execute(q["delete_task"], (seq,))
+    store._completed(seq, result, retention_s, now)
 
 
 def _settle_one(
@@ -247,21 +244,9 @@ def _settle_one(
     if changed is not None:
         write_change(store, changed[0], changed[2], now)
         if step is not None and outcome.succeeded:
-            return _continue(txn, changed[0].graph, step[1], messages, outcome), True
+            continued = lease_next(txn, changed[0].graph, step[1], messages, outcome)
+            return continued or True, True
     return True, True
-
-
-def _continue(
-    txn: Settling,
-    graph: bytes,
-    index: int,
-    ready: Sequence[TaskMessage],
-    outcome: StepOutcome,
-) -> bool | Continuation:
-    """The settled step's continuation when the caller asked for one and it may be leased."""
-    if not (outcome.continue_on and ready):
-        return True
-    return lease_next(txn, graph, index, ready, outcome) or True
 
 
 def _apply(
