@@ -4,9 +4,11 @@ killed worker's concurrency slots come back when its leases are recovered."""
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import signal
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,13 +68,21 @@ def test_four_workers_share_one_rate_limit_on_cluster(
 ) -> None:
     # The bucket is in the type's slot, apart from the queue's: a claim and its token are two
     # steps, each timed by its own slot's node.
-    namespace = f"rlr{uuid.uuid4().hex[:8]}"  # the session's test cluster: left for its teardown
-    url = f"redis+cluster://{redis_cluster[0]},{redis_cluster[1]}?namespace={namespace}"
-    started: list[Worker] = []
-    try:
+    with _on_cluster(redis_cluster, "rlr") as (url, started):
         four_workers_share_one_rate_limit(
             url, trace_dir, started, CLUSTER_TASKS, token_at_claim=False
         )
+
+
+@contextlib.contextmanager
+def _on_cluster(redis_cluster: list[str], prefix: str) -> Iterator[tuple[str, list[Worker]]]:
+    """A broker URL under a fresh namespace of the session's test cluster (left for its
+    teardown), and the list of workers the test starts on it, stopped afterwards."""
+    namespace = f"{prefix}{uuid.uuid4().hex[:8]}"
+    url = f"redis+cluster://{redis_cluster[0]},{redis_cluster[1]}?namespace={namespace}"
+    started: list[Worker] = []
+    try:
+        yield url, started
     finally:
         for worker in started:
             worker.stop()
@@ -159,14 +169,8 @@ def test_a_killed_workers_slots_come_back_on_cluster(
     redis_cluster: list[str], trace_dir: Path
 ) -> None:
     # Two queues, each in its own slot: the type's two slots are shared by both.
-    namespace = f"rlk{uuid.uuid4().hex[:8]}"  # the session's test cluster: left for its teardown
-    url = f"redis+cluster://{redis_cluster[0]},{redis_cluster[1]}?namespace={namespace}"
-    started: list[Worker] = []
-    try:
+    with _on_cluster(redis_cluster, "rlk") as (url, started):
         killed_workers_slots_come_back(url, trace_dir, started, ("default", "other"))
-    finally:
-        for worker in started:
-            worker.stop()
 
 
 def killed_workers_slots_come_back(
