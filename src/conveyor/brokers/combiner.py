@@ -258,6 +258,10 @@ class PerLoop(Generic[T]):
             weakref.WeakKeyDictionary()
         )
         self._lock = threading.Lock()
+        # The loop asked for last and its object: the usual look-up (every call of a chain's
+        # step) skips the weak mapping's own weak reference. One tuple, replaced whole, so a
+        # thread with a loop of its own reads a consistent pair.
+        self._last: tuple[weakref.ref[asyncio.AbstractEventLoop], T] | None = None
 
     def made(self) -> T | None:
         """The running loop's object if it was made, else ``None`` (nothing is made)."""
@@ -266,10 +270,14 @@ class PerLoop(Generic[T]):
     def get(self) -> T:
         """The running loop's object."""
         loop = asyncio.get_running_loop()
+        last = self._last
+        if last is not None and last[0]() is loop:
+            return last[1]
         found = self._made.get(loop)
         if found is None:
             with self._lock:
                 found = self._made.get(loop)
                 if found is None:
                     found = self._made[loop] = self._make()
+        self._last = (weakref.ref(loop), found)
         return found

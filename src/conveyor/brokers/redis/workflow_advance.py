@@ -27,11 +27,9 @@ its own caller only. A step asking for an eager continuation runs alone.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import time
-import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -252,10 +250,6 @@ class RedisWorkflowAdvance:
     def _shared_plans(self) -> dict[tuple[str, str, tuple[int, ...]], _Shared]:
         return {}
 
-    # The combiners of the loop that used them last, with a weak reference to that loop.
-    _last_advancers: tuple[weakref.ref[asyncio.AbstractEventLoop], _Advancer, _Advancer] | None
-    _last_advancers = None
-
     @functools.cached_property
     def _advancers(self) -> PerLoop[tuple[_Advancer, _Advancer]]:
         return PerLoop(
@@ -271,13 +265,8 @@ class RedisWorkflowAdvance:
         slots whose handlers returned together share it (a chord's members); without, a lone
         call goes out at once: a chain step asking for its eager continuation, whose worker
         waits on the reply to run the next step."""
-        # The last loop's pair is kept at hand: PerLoop's weak mapping costs a weak reference
-        # per look-up, once per chain step.
-        last = self._last_advancers
-        if last is None or last[0]() is not asyncio.get_running_loop():
-            pair = self._advancers.get()
-            last = self._last_advancers = (weakref.ref(asyncio.get_running_loop()), *pair)
-        return last[2] if gather else last[1]
+        pair = self._advancers.get()
+        return pair[1] if gather else pair[0]
 
     async def _advance_many(
         self, plans: Sequence[_Plan]
